@@ -1,0 +1,127 @@
+"""Shared fixtures: stock tools, vector folders, throwaway vaults."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+VECTORS = TESTS / "vectors"
+
+
+def require_tool(name: str) -> str:
+    """Path of a stock tool; skip with a visible reason locally, fail under CI.
+
+    CI (``CI=true``) installs every tool in ``.ci/run``, so a missing one there is a broken
+    set-up, never a reason to pass quietly.
+    """
+    path = shutil.which(name)
+    if path is None:
+        message = f"stock tool {name!r} is not installed (.ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+# ----------------------------------------------------------------------------- vaults and CLI
+
+import secrets  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from click.testing import CliRunner, Result  # noqa: E402
+
+PG_ENV = "EVAULT_TEST_PG_URL"
+TEST_PASSPHRASE = "fictional test passphrase"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test: its own EVAULT_HOME, the passphrase key file, no real keyring."""
+    monkeypatch.setenv("EVAULT_HOME", str(tmp_path / "default-home"))
+    monkeypatch.setenv("EVAULT_KEY_STORAGE", "file")
+    monkeypatch.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
+    monkeypatch.delenv("EVAULT_PASSPHRASE_FILE", raising=False)
+    monkeypatch.delenv("EVAULT_DEBUG", raising=False)
+
+
+def pg_base_url() -> str:
+    """The PostgreSQL URL for tests; skip with a reason when unset (fail under CI)."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        message = (
+            f"PostgreSQL tests need {PG_ENV}, e.g. postgresql+psycopg://postgres@127.0.0.1/test"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for one test, dropped afterwards."""
+    import sqlalchemy as sa
+
+    base = pg_base_url()
+    schema = "evt_" + secrets.token_hex(6)
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in base else "?"
+    try:
+        yield f"{base}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest) -> str | None:
+    """Run the test on SQLite (None: the default vault.db) and on PostgreSQL."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_url"))
+
+
+@dataclass
+class Cli:
+    """Runs ``evault`` in-process against one vault directory."""
+
+    vault: Path
+
+    def __call__(self, *args: str, input: str | None = None, vault: bool = True) -> Result:
+        from vault.cli import cli
+
+        argv = list(args)
+        if vault:
+            argv = [*argv, "--vault", str(self.vault)]
+        return CliRunner().invoke(cli, argv, input=input, catch_exceptions=False)
+
+    def ok(self, *args: str, input: str | None = None) -> Result:
+        """Run and require exit 0, showing stderr when it fails."""
+        result = self(*args, input=input)
+        assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr}"
+        return result
+
+
+@pytest.fixture
+def cli(tmp_path: Path, database: str | None) -> Cli:
+    """A new, initialised vault on each database backend."""
+    runner = Cli(tmp_path / "vault")
+    args = ["init"] + (["--db", database] if database else [])
+    runner.ok(*args)
+    return runner
+
+
+@pytest.fixture
+def sqlite_cli(tmp_path: Path) -> Cli:
+    """A new, initialised SQLite vault, for tests that are about something else."""
+    runner = Cli(tmp_path / "vault")
+    runner.ok("init")
+    return runner
