@@ -1,0 +1,137 @@
+"""`make demo`: the main job end to end, in throwaway vaults, printed step by step.
+
+Every vault lives in a temporary directory and keeps its keys in the passphrase key file
+(EVAULT_KEY_STORAGE=file) with a demo passphrase, so the demo never touches your keyring.
+All names and data are fictional.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BODIES = [
+    ("ICC-OTP", "International Criminal Court, Office of the Prosecutor", "icc-officer"),
+    ("UA-OPG", "Office of the Prosecutor General of Ukraine", "opg-officer"),
+    ("EUROJUST-JIT", "Joint Investigation Team through Eurojust", "jit-officer"),
+    ("UN-HRMMU", "UN Human Rights Monitoring Mission in Ukraine", "hrmmu-officer"),
+    ("OSCE-MM", "Experts under the OSCE Moscow Mechanism", "osce-expert"),
+]
+
+
+class Demo:
+    """Runs evault commands, echoing each one, and stops at the first failure."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.env = {
+            **os.environ,
+            "EVAULT_KEY_STORAGE": "file",
+            "EVAULT_PASSPHRASE": "fictional demo passphrase",
+        }
+        self.env.pop("EVAULT_HOME", None)
+
+    def step(self, title: str) -> None:
+        print(f"\n== {title}", flush=True)
+
+    def run(self, *args: str, show: bool = True) -> str:
+        shown = " ".join(shlex.quote(a.replace(str(self.work), "$DEMO")) for a in args)
+        print(f"$ evault {shown}", flush=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "vault", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=self.work,
+        )
+        if proc.stderr:
+            sys.stderr.write(proc.stderr.replace(str(self.work), "$DEMO"))
+            sys.stderr.flush()
+        if proc.returncode != 0:
+            raise SystemExit(f"demo: step failed with exit {proc.returncode}")
+        if show and proc.stdout:
+            print(proc.stdout.replace(str(self.work), "$DEMO"), end="", flush=True)
+        return proc.stdout
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="evault-demo-") as tmp:
+        work = Path(tmp)
+        demo = Demo(work)
+        office = str(work / "office-vault")
+        print(f"Demo vaults live in a temporary directory ($DEMO = {work}); removed at the end.")
+
+        demo.step("1. The sending office creates its vault and two identities")
+        demo.run("init", "--vault", office)
+        demo.run(
+            "identity",
+            "create",
+            "registry-office",
+            "--org",
+            "Fictional Ministry of Justice",
+            "--vault",
+            office,
+        )
+        demo.run(
+            "identity",
+            "create",
+            "evidence-unit",
+            "--org",
+            "Fictional Ministry of Justice",
+            "--vault",
+            office,
+        )
+        demo.run("identity", "list", "--vault", office)
+
+        demo.step("2. Each recipient body makes an identity in its own vault and exports a card")
+        cards: dict[str, tuple[Path, str]] = {}
+        for body_id, _name, officer in BODIES:
+            vault = str(work / f"{body_id.lower()}-vault")
+            demo.run("init", "--vault", vault, show=False)
+            created = json.loads(
+                demo.run(
+                    "identity",
+                    "create",
+                    officer,
+                    "--org",
+                    body_id,
+                    "--json",
+                    "--vault",
+                    vault,
+                    show=False,
+                )
+            )
+            card = work / f"{officer}.card.json"
+            demo.run("identity", "export", officer, "-o", str(card), "--vault", vault)
+            cards[body_id] = (card, created["fingerprint"])
+            print(f"   {officer} of {body_id}: fingerprint {created['fingerprint']}")
+
+        demo.step("3. The office registers the five bodies, pinning each key by fingerprint")
+        for body_id, name, _officer in BODIES:
+            card, fingerprint = cards[body_id]
+            demo.run("body", "add", body_id, "--name", name, "--vault", office, show=False)
+            demo.run(
+                "body",
+                "key",
+                "add",
+                body_id,
+                "--card",
+                str(card),
+                "--fingerprint",
+                fingerprint,
+                "--vault",
+                office,
+                show=False,
+            )
+        demo.run("body", "list", "--vault", office)
+        demo.run("doctor", "--vault", office)
+        print("\nDemo finished: every step above succeeded.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""The vault itself: init, schema revisions, doctor, migrations against models."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+
+from vault.store import db
+from vault.store.models import Base
+
+
+def test_init_creates_the_vault_layout(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "v")
+    result = cli.ok("init", "--json")
+    data = json.loads(result.stdout)
+    assert data["created"] is True
+    assert data["vault"] == str(tmp_path / "v")
+    assert data["revision"] == db.head_revision()
+    assert (tmp_path / "v" / "config.toml").is_file()
+    assert (tmp_path / "v" / "blobs").is_dir()
+    assert stat.S_IMODE((tmp_path / "v" / "vault.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "v" / "config.toml").stat().st_mode) == 0o600
+
+
+def test_init_is_idempotent(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "v")
+    first = json.loads(cli.ok("init", "--json").stdout)
+    config = (tmp_path / "v" / "config.toml").read_text()
+    second = cli.ok("init")
+    assert "created:  no" in second.stdout
+    assert second.stderr == f"evault: vault is ready at {tmp_path / 'v'}\n"
+    assert (tmp_path / "v" / "config.toml").read_text() == config
+    assert first["revision"] == db.head_revision()
+
+
+def test_init_refuses_a_non_empty_directory_that_is_not_a_vault(tmp_path: Path) -> None:
+    target = tmp_path / "documents"
+    target.mkdir()
+    (target / "letter.txt").write_text("fictional")
+    result = Cli(target)("init")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evault: {target}: directory is not empty and is not a vault; choose an empty or new one\n"
+    )
+    assert sorted(p.name for p in target.iterdir()) == ["letter.txt"]
+
+
+def test_init_uses_evault_home_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home-vault"
+    monkeypatch.setenv("EVAULT_HOME", str(home))
+    result = Cli(home)("init", vault=False)
+    assert result.exit_code == 0
+    assert (home / "config.toml").is_file()
+
+
+def test_commands_on_a_missing_vault_say_how_to_create_one(tmp_path: Path) -> None:
+    result = Cli(tmp_path / "nowhere")("identity", "list")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"evault: no vault at {tmp_path / 'nowhere'}: run `evault init --vault "
+        f"{tmp_path / 'nowhere'}` or pass --vault\n"
+    )
+
+
+def test_a_vault_behind_the_code_is_told_to_upgrade(sqlite_cli: Cli) -> None:
+    engine = db.make_engine(f"sqlite:///{sqlite_cli.vault / 'vault.db'}")
+    db.downgrade(engine, "base")
+    engine.dispose()
+    result = sqlite_cli("identity", "list")
+    assert result.exit_code == 1
+    assert result.stderr == "evault: vault database has no schema: run `evault db upgrade`\n"
+    current = json.loads(sqlite_cli.ok("db", "current", "--json").stdout)
+    assert current == {"current": None, "head": db.head_revision(), "up_to_date": False}
+    upgraded = sqlite_cli.ok("db", "upgrade")
+    assert upgraded.stderr == f"evault: database upgraded from empty to {db.head_revision()}\n"
+    assert sqlite_cli.ok("identity", "list").stdout.startswith("name")
+
+
+def test_doctor_reports_the_key_store_and_why(sqlite_cli: Cli) -> None:
+    report = json.loads(sqlite_cli.ok("doctor", "--json").stdout)
+    assert report["key_store"] == "file"
+    assert report["key_store_reason"] == "key_storage = file (EVAULT_KEY_STORAGE)"
+    assert report["schema_ok"] is True
+    assert report["identities"] == 0
+
+
+def test_sqlite_connection_settings(sqlite_cli: Cli) -> None:
+    engine = db.make_engine(f"sqlite:///{sqlite_cli.vault / 'vault.db'}")
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == db.BUSY_TIMEOUT_MS
+    engine.dispose()
+
+
+def _autogenerate_diff(url: str) -> list[object]:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    return list(diff)
+
+
+def test_migrations_and_models_agree_on_sqlite(tmp_path: Path) -> None:
+    assert _autogenerate_diff(f"sqlite:///{tmp_path / 'm.db'}") == []
+
+
+@pytest.mark.postgres
+def test_migrations_and_models_agree_on_postgres(pg_url: str) -> None:
+    assert _autogenerate_diff(pg_url) == []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_upgrade_to_head_and_downgrade_to_base(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from sqlalchemy import inspect
+
+    url = (
+        f"sqlite:///{tmp_path / 'm.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    assert db.current_revision(engine) == db.head_revision()
+    with engine.connect() as conn:
+        assert set(Base.metadata.tables) <= set(inspect(conn).get_table_names())
+    db.downgrade(engine, "base")
+    with engine.connect() as conn:
+        assert set(inspect(conn).get_table_names()) == {"alembic_version"}
+    assert db.current_revision(engine) is None
+    engine.dispose()
+
+
+def test_help_and_version_import_no_heavy_modules() -> None:
+    code = (
+        "import sys\n"
+        "from vault.cli import cli\n"
+        "for args in (['--help'], ['--version']):\n"
+        "    try:\n"
+        "        cli.main(args, prog_name='evault')\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = ('sqlalchemy', 'alembic', 'keyring', 'cryptography')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ}
+    )
+    assert out.stdout.splitlines()[-1] == "HEAVY []"
+
+
+def test_version() -> None:
+    from vault import __version__
+
+    result = Cli(Path("."))("--version", vault=False)
+    assert result.stdout == f"evault {__version__}\n"
+
+
+def _all_commands() -> list[list[str]]:
+    import click
+
+    from vault.cli import cli
+
+    out: list[list[str]] = []
+
+    def walk(cmd: click.Command, path: list[str]) -> None:
+        out.append(path)
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, [*path, name])
+
+    walk(cli, [])
+    return out
+
+
+@pytest.mark.parametrize("path", _all_commands(), ids=lambda p: " ".join(p) or "evault")
+def test_every_command_has_help_with_an_example(path: list[str]) -> None:
+    result = Cli(Path("."))(*path, "--help", vault=False)
+    assert result.exit_code == 0
+    assert "Example" in result.stdout, f"evault {' '.join(path)} --help has no example"
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    if path:
+        assert f"evault {' '.join(path)}" in readme, (
+            f"README does not document evault {' '.join(path)}"
+        )
+
+
+def test_usage_errors_exit_2(sqlite_cli: Cli) -> None:
+    result = sqlite_cli("identity", "create")
+    assert result.exit_code == 2
+    assert "Missing argument 'NAME'" in result.stderr

@@ -1,0 +1,93 @@
+"""Passphrase encryption for the key file: scrypt derives the key, AES-256-GCM seals the data.
+
+    >>> box = seal_with_passphrase(b"secret", "correct horse", work_factor=10)
+    >>> open_with_passphrase(box, "correct horse")
+    b'secret'
+
+Layout: ``magic(8) || log2(N)(1) || salt(16) || nonce(12) || ciphertext+tag``; the header is
+authenticated as associated data, so a changed work factor or salt is refused too.
+"""
+
+from __future__ import annotations
+
+import os
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+from vault.errors import DecryptionError
+
+MAGIC = b"EVKEYS1\n"
+DEFAULT_WORK_FACTOR = 15  # N = 2**15: about 0.1 s and 32 MiB, once per command
+MAX_WORK_FACTOR = 22
+
+
+HEADER_LEN = len(MAGIC) + 1 + 16 + 12
+
+
+def derive_key(passphrase: str, salt: bytes, work_factor: int) -> bytes:
+    """The AES key for ``passphrase``: the slow step, worth caching for one process."""
+    kdf = Scrypt(salt=salt, length=32, n=2**work_factor, r=8, p=1)
+    return kdf.derive(passphrase.encode("utf-8"))
+
+
+_derive = derive_key
+
+
+def new_salt() -> bytes:
+    """A fresh scrypt salt."""
+    return os.urandom(16)
+
+
+def box_params(box: bytes) -> tuple[int, bytes]:
+    """(work factor, salt) of a box, validated."""
+    if len(box) < HEADER_LEN + 16 or not box.startswith(MAGIC):
+        raise DecryptionError("key file: not an evault key file, or truncated")
+    work_factor = box[len(MAGIC)]
+    if not 10 <= work_factor <= MAX_WORK_FACTOR:
+        raise DecryptionError("key file: unsupported scrypt work factor")
+    return work_factor, box[len(MAGIC) + 1 : len(MAGIC) + 17]
+
+
+def seal_with_key(plaintext: bytes, key: bytes, salt: bytes, work_factor: int) -> bytes:
+    """Seal under an already derived key (a fresh nonce each time)."""
+    header = MAGIC + bytes([work_factor]) + salt + os.urandom(12)
+    return header + AESGCM(key).encrypt(header[-12:], plaintext, header)
+
+
+def open_with_key(box: bytes, key: bytes) -> bytes:
+    """Open a box with an already derived key."""
+    box_params(box)
+    try:
+        return AESGCM(key).decrypt(box[HEADER_LEN - 12 : HEADER_LEN], box[HEADER_LEN:],
+                                   box[:HEADER_LEN])
+    except InvalidTag:
+        raise DecryptionError("key file: wrong passphrase, or the file is damaged") from None
+
+
+def seal_with_passphrase(
+    plaintext: bytes, passphrase: str, *, work_factor: int = DEFAULT_WORK_FACTOR
+) -> bytes:
+    """Encrypt ``plaintext`` under ``passphrase`` with a fresh salt and nonce."""
+    salt, nonce = os.urandom(16), os.urandom(12)
+    header = MAGIC + bytes([work_factor]) + salt + nonce
+    key = _derive(passphrase, salt, work_factor)
+    return header + AESGCM(key).encrypt(nonce, plaintext, header)
+
+
+def open_with_passphrase(box: bytes, passphrase: str) -> bytes:
+    """Decrypt a box from :func:`seal_with_passphrase`; a wrong passphrase: DecryptionError."""
+    if len(box) < len(MAGIC) + 1 + 16 + 12 + 16 or not box.startswith(MAGIC):
+        raise DecryptionError("key file: not an evault key file, or truncated")
+    work_factor = box[len(MAGIC)]
+    if not 10 <= work_factor <= MAX_WORK_FACTOR:
+        raise DecryptionError("key file: unsupported scrypt work factor")
+    header_len = len(MAGIC) + 1 + 16 + 12
+    salt = box[len(MAGIC) + 1 : len(MAGIC) + 17]
+    nonce = box[len(MAGIC) + 17 : header_len]
+    key = _derive(passphrase, salt, work_factor)
+    try:
+        return AESGCM(key).decrypt(nonce, box[header_len:], box[:header_len])
+    except InvalidTag:
+        raise DecryptionError("key file: wrong passphrase, or the file is damaged") from None

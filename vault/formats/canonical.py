@@ -1,0 +1,66 @@
+"""Canonical JSON: the exact bytes that get signed, hashed and stored.
+
+    >>> canonical_json({"b": 1, "a": "é"})
+    b'{"a":"\\xc3\\xa9","b":1}'
+
+Keys sorted, no insignificant whitespace, UTF-8, integers only (no floats, whose text is not
+canonical across implementations). For such values this is the RFC 8785 serialisation. We
+sign and store these bytes as they are and never re-serialise before verifying.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from vault.errors import VerificationError
+
+
+def _check(value: Any, where: str) -> None:
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, int):
+        if abs(value) > 2**53:
+            raise ValueError(f"{where}: integer beyond 2**53 has no canonical JSON form")
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ValueError(f"{where}: keys must be strings")
+            _check(v, f"{where}.{k}")
+        return
+    raise ValueError(f"{where}: {type(value).__name__} has no canonical JSON form")
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical UTF-8 bytes of ``value`` (dicts, lists, strings, ints, bools, None)."""
+    _check(value, "$")
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def parse_json_object(data: bytes, what: str, *, limit: int = 16 * 1024 * 1024) -> dict[str, Any]:
+    """Parse untrusted bytes as one JSON object, refusing oversize input and duplicate keys."""
+    if len(data) > limit:
+        raise VerificationError(f"{what}: larger than {limit} bytes")
+
+    def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            if k in out:
+                raise VerificationError(f"{what}: duplicate key {k!r}")
+            out[k] = v
+        return out
+
+    try:
+        value = json.loads(data.decode("utf-8"), object_pairs_hook=no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise VerificationError(f"{what}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise VerificationError(f"{what}: expected a JSON object")
+    return value

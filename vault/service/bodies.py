@@ -1,0 +1,172 @@
+"""Recipient bodies and their officers' keys.
+
+    >>> add_body(vault, "ICC-OTP", name="International Criminal Court")     # doctest: +SKIP
+    >>> add_body_key(vault, "ICC-OTP", card=Path("card.json").read_bytes())  # doctest: +SKIP
+
+A body has one or more keys, each an Ed25519 signing key (pinned by its ``SHA256:``
+fingerprint) and an age recipient. Packages go to every active key of a body; a revoked key
+receives nothing new.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.clock import isoformat, utcnow
+from vault.crypto.age import AgeRecipient
+from vault.crypto.keys import VerifyKey
+from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from vault.formats.card import load_card
+from vault.service.vaults import Vault
+from vault.store.models import Body, BodyKey
+
+BODY_ID_RULE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,63}$")
+
+
+def body_key_dict(key: BodyKey) -> dict[str, Any]:
+    """Public view of one body key."""
+    return {
+        "fingerprint": key.fingerprint,
+        "label": key.label,
+        "signing_key": VerifyKey(key.signing_key).openssh(),
+        "age_recipient": key.age_recipient,
+        "status": "revoked" if key.revoked_at else "active",
+        "added_at": isoformat(key.added_at),
+        "revoked_at": isoformat(key.revoked_at) if key.revoked_at else None,
+    }
+
+
+def body_dict(body: Body) -> dict[str, Any]:
+    """Public view of a body, with stable field names for ``--json``."""
+    return {
+        "id": body.id,
+        "name": body.name,
+        "created_at": isoformat(body.created_at),
+        "active_keys": sum(1 for k in body.keys if k.revoked_at is None),
+        "keys": [body_key_dict(k) for k in body.keys],
+    }
+
+
+def get_body(session: Session, body_id: str) -> Body:
+    """The body with this id, or a NotFoundError that says how to list them."""
+    body = session.get(Body, body_id)
+    if body is None:
+        raise NotFoundError(f"body {body_id}: not found; see `evault body list`")
+    return body
+
+
+def add_body(
+    vault: Vault, body_id: str, *, name: str, now: datetime | None = None
+) -> dict[str, Any]:
+    """Register a recipient body."""
+    if not BODY_ID_RULE.match(body_id):
+        raise UsageError(
+            f"body id {body_id!r}: use 1-64 capitals, digits, '.', '_' or '-' (e.g. ICC-OTP)"
+        )
+    if not name.strip():
+        raise UsageError(f"body {body_id}: --name must not be empty")
+    with vault.transaction() as session:
+        if session.get(Body, body_id) is not None:
+            raise ConflictError(f"body {body_id}: exists already; see `evault body show {body_id}`")
+        body = Body(id=body_id, name=name.strip(), created_at=now or utcnow())
+        session.add(body)
+        session.flush()
+        return body_dict(body)
+
+
+def list_bodies(vault: Vault) -> list[dict[str, Any]]:
+    """Every body, by id."""
+    with vault.transaction() as session:
+        return [body_dict(b) for b in session.scalars(select(Body).order_by(Body.id))]
+
+
+def show_body(vault: Vault, body_id: str) -> dict[str, Any]:
+    """One body with its keys."""
+    with vault.transaction() as session:
+        return body_dict(get_body(session, body_id))
+
+
+def add_body_key(
+    vault: Vault,
+    body_id: str,
+    *,
+    card: bytes | None = None,
+    age_recipient: str | None = None,
+    ssh_key: str | None = None,
+    pin: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Add an officer's key to a body, from a contact card or from the two public keys.
+
+    ``pin`` is the fingerprint obtained from the officer by another channel; a key whose
+    fingerprint differs is refused.
+    """
+    label: str | None
+    card_text: str | None
+    if card is not None:
+        if age_recipient or ssh_key:
+            raise UsageError("body key add: give either --card or --age and --ssh, not both")
+        parsed = load_card(card)
+        signing, recipient, label, card_text = (
+            parsed.signing_key,
+            parsed.age_recipient,
+            parsed.name,
+            parsed.text,
+        )
+    else:
+        if not (age_recipient and ssh_key):
+            raise UsageError("body key add: give --card FILE, or both --age age1... and --ssh KEY")
+        signing = VerifyKey.from_openssh(ssh_key)
+        recipient = str(AgeRecipient.parse(age_recipient))
+        parts = ssh_key.split(None, 2)
+        label, card_text = (parts[2] if len(parts) > 2 else None), None
+    if pin is not None and pin != signing.fingerprint:
+        raise VerificationError(
+            f"body {body_id}: key fingerprint is {signing.fingerprint}, expected {pin}; "
+            "do not add this key until its holder confirms the fingerprint"
+        )
+    with vault.transaction() as session:
+        body = get_body(session, body_id)
+        for existing in body.keys:
+            if existing.fingerprint == signing.fingerprint:
+                raise ConflictError(
+                    f"body {body_id}: key {signing.fingerprint} is there already"
+                    + (" (revoked)" if existing.revoked_at else "")
+                )
+        key = BodyKey(
+            body=body,
+            label=label,
+            signing_key=signing.raw,
+            fingerprint=signing.fingerprint,
+            age_recipient=recipient,
+            card=card_text,
+            added_at=now or utcnow(),
+        )
+        session.add(key)
+        session.flush()
+        return body_key_dict(key)
+
+
+def revoke_body_key(
+    vault: Vault, body_id: str, fingerprint: str, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Revoke one key of a body: no package is encrypted to it from now on."""
+    with vault.transaction() as session:
+        body = get_body(session, body_id)
+        for key in body.keys:
+            if key.fingerprint == fingerprint:
+                if key.revoked_at is not None:
+                    raise ConflictError(
+                        f"body {body_id}: key {fingerprint} revoked already, since "
+                        f"{isoformat(key.revoked_at)}"
+                    )
+                key.revoked_at = now or utcnow()
+                return body_key_dict(key)
+        raise NotFoundError(
+            f"body {body_id}: has no key {fingerprint}; see `evault body show {body_id}`"
+        )

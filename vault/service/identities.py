@@ -1,0 +1,239 @@
+"""Identities of this vault: create, list, show, export a contact card, rotate, revoke.
+
+    >>> created = create_identity(vault, "registry-office")  # doctest: +SKIP
+    >>> created["fingerprint"]                                                      # doctest: +SKIP
+    'SHA256:...'
+
+Each identity has a current key pair (an Ed25519 signing key and an age X25519 key) and may
+have older, retired ones kept for verifying and decrypting the past. Private halves go to
+the key store under ``identity:<signing fingerprint>``; the database keeps public keys only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.clock import isoformat, utcnow
+from vault.crypto.age import AgeIdentity
+from vault.crypto.keys import SigningKey, VerifyKey
+from vault.errors import ConflictError, KeyStoreError, NotFoundError, PolicyError, UsageError
+from vault.formats.card import make_card
+from vault.service.vaults import Vault
+from vault.store.models import Identity, IdentityKey
+
+NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """An identity's private keys, fetched from the key store for one operation."""
+
+    fingerprint: str
+    signing: SigningKey
+    age: AgeIdentity
+
+
+def secret_name(fingerprint: str) -> str:
+    """The key store name of an identity key pair."""
+    return f"identity:{fingerprint}"
+
+
+def check_name(name: str, what: str = "identity") -> None:
+    """Names are short and safe in files and shells: letters, digits, ``.``, ``_`` and ``-``."""
+    if not NAME_RULE.match(name):
+        raise UsageError(
+            f"{what} name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit"
+        )
+
+
+def current_key(identity: Identity) -> IdentityKey:
+    """The key pair in use (not retired)."""
+    for key in identity.keys:
+        if key.retired_at is None:
+            return key
+    raise NotFoundError(f"identity {identity.name}: has no current key")  # pragma: no cover
+
+
+def identity_dict(identity: Identity) -> dict[str, Any]:
+    """The public view of an identity, with stable field names for ``--json``."""
+    key = current_key(identity)
+    return {
+        "name": identity.name,
+        "org": identity.org,
+        "email": identity.email,
+        "default": identity.is_default,
+        "status": "revoked" if identity.revoked_at else "active",
+        "fingerprint": key.fingerprint,
+        "signing_key": VerifyKey(key.signing_key).openssh(identity.name),
+        "age_recipient": key.age_recipient,
+        "created_at": isoformat(identity.created_at),
+        "revoked_at": isoformat(identity.revoked_at) if identity.revoked_at else None,
+        "keys": [
+            {
+                "fingerprint": k.fingerprint,
+                "age_recipient": k.age_recipient,
+                "created_at": isoformat(k.created_at),
+                "retired_at": isoformat(k.retired_at) if k.retired_at else None,
+                "revoked_at": isoformat(k.revoked_at) if k.revoked_at else None,
+            }
+            for k in identity.keys
+        ],
+    }
+
+
+def get_identity(session: Session, name: str | None) -> Identity:
+    """The named identity, or the vault's default when ``name`` is None."""
+    if name is None:
+        found = session.scalar(select(Identity).where(Identity.is_default.is_(True)))
+        if found is None:
+            raise NotFoundError("no identity in this vault: run `evault identity create NAME`")
+        return found
+    found = session.scalar(select(Identity).where(Identity.name == name))
+    if found is None:
+        raise NotFoundError(f"identity {name}: not found; see `evault identity list`")
+    return found
+
+
+def acting_identity(session: Session, name: str | None) -> Identity:
+    """The identity a command acts as; a revoked one may not act."""
+    identity = get_identity(session, name)
+    if identity.revoked_at is not None:
+        raise PolicyError(
+            f"identity {identity.name}: revoked since {isoformat(identity.revoked_at)}; "
+            "act as another identity with --as"
+        )
+    return identity
+
+
+def load_keypair(vault: Vault, key: IdentityKey) -> KeyPair:
+    """Fetch a key pair's private halves from the key store and check they match the row."""
+    secret = vault.keystore.get(secret_name(key.fingerprint))
+    if len(secret) != 64:
+        raise KeyStoreError(f"key store: entry for {key.fingerprint} is damaged")
+    signing = SigningKey.from_seed(secret[:32])
+    age = AgeIdentity.from_raw(secret[32:])
+    if signing.public.fingerprint != key.fingerprint or str(age.recipient) != key.age_recipient:
+        raise KeyStoreError(f"key store: entry for {key.fingerprint} does not match the vault")
+    return KeyPair(key.fingerprint, signing, age)
+
+
+def _new_key(vault: Vault, identity: Identity, now: datetime) -> IdentityKey:
+    signing, age = SigningKey.generate(), AgeIdentity.generate()
+    key = IdentityKey(
+        identity=identity,
+        signing_key=signing.public.raw,
+        fingerprint=signing.public.fingerprint,
+        age_recipient=str(age.recipient),
+        created_at=now,
+    )
+    # The key store first: if it refuses, the transaction rolls back and no row names a key
+    # that does not exist. A crash between the two leaves an unused secret, never a lost one.
+    vault.keystore.put(secret_name(key.fingerprint), signing.seed() + age.raw())
+    return key
+
+
+def create_identity(
+    vault: Vault,
+    name: str,
+    *,
+    org: str | None = None,
+    email: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Create an identity with fresh keys; the first one becomes the vault's default."""
+    check_name(name)
+    now = now or utcnow()
+    with vault.transaction() as session:
+        if session.scalar(select(Identity.id).where(Identity.name == name)) is not None:
+            raise ConflictError(f"identity {name}: exists already; choose another name")
+        is_first = session.scalar(select(Identity.id).limit(1)) is None
+        identity = Identity(name=name, org=org, email=email, is_default=is_first, created_at=now)
+        session.add(identity)
+        key = _new_key(vault, identity, now)
+        session.add(key)
+        session.flush()
+        _after_identity_change(vault, session, identity, "identity.created", now)
+        return identity_dict(identity)
+
+
+def list_identities(vault: Vault) -> list[dict[str, Any]]:
+    """Every identity, in creation order."""
+    with vault.transaction() as session:
+        return [identity_dict(i) for i in session.scalars(select(Identity).order_by(Identity.id))]
+
+
+def show_identity(vault: Vault, name: str | None) -> dict[str, Any]:
+    """One identity (the default when ``name`` is None)."""
+    with vault.transaction() as session:
+        return identity_dict(get_identity(session, name))
+
+
+def export_card(vault: Vault, name: str | None) -> str:
+    """The identity's public contact card, self-signed with its current key."""
+    with vault.transaction() as session:
+        identity = get_identity(session, name)
+        if identity.revoked_at is not None:
+            raise PolicyError(f"identity {identity.name}: revoked; its card may not be handed out")
+        key = current_key(identity)
+        pair = load_keypair(vault, key)
+        return make_card(
+            identity.name,
+            pair.signing,
+            key.age_recipient,
+            created_at=isoformat(key.created_at),
+            org=identity.org,
+            email=identity.email,
+        )
+
+
+def rotate_identity(
+    vault: Vault, name: str | None, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """New keys for an identity; the old ones stay for verifying and decrypting the past."""
+    now = now or utcnow()
+    with vault.transaction() as session:
+        identity = acting_identity(session, name)
+        old = current_key(identity)
+        old.retired_at = now
+        session.add(_new_key(vault, identity, now))
+        session.flush()
+        session.refresh(identity)
+        _after_identity_change(
+            vault, session, identity, "identity.rotated", now, details={"previous": old.fingerprint}
+        )
+        return identity_dict(identity)
+
+
+def revoke_identity(vault: Vault, name: str, *, now: datetime | None = None) -> dict[str, Any]:
+    """Stop all new use of an identity; what it signed before still verifies."""
+    now = now or utcnow()
+    with vault.transaction() as session:
+        identity = get_identity(session, name)
+        if identity.revoked_at is not None:
+            raise ConflictError(
+                f"identity {name}: revoked already, since {isoformat(identity.revoked_at)}"
+            )
+        identity.revoked_at = now
+        for key in identity.keys:
+            if key.revoked_at is None:
+                key.revoked_at = now
+        _after_identity_change(vault, session, identity, "identity.revoked", now)
+        return identity_dict(identity)
+
+
+def _after_identity_change(
+    vault: Vault,
+    session: Session,
+    identity: Identity,
+    action: str,
+    now: datetime,
+    details: dict[str, Any] | None = None,
+) -> None:
+    """Hook for the custody log (added with the log itself)."""

@@ -1,0 +1,175 @@
+"""Opening and creating vaults: configuration, database, blob folder and key store together.
+
+    >>> v = init_vault(Path("/tmp/demo-vault"))       # doctest: +SKIP
+    >>> with v.vault.transaction() as session: ...    # doctest: +SKIP
+
+:class:`Vault` is what every use case receives. It owns the engine and hands out one
+transaction per step (``with vault.transaction() as session``); query functions below it never
+commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from vault.errors import ConfigError
+from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
+from vault.store import db
+from vault.store.vaultdir import (
+    BLOBS_NAME,
+    VaultConfig,
+    check_new_vault_dir,
+    load_config,
+    resolve,
+    write_config,
+)
+
+
+@dataclass
+class Vault:
+    """An open vault."""
+
+    root: Path
+    config: VaultConfig
+    engine: Engine
+    prompt: PassphrasePrompt | None = None
+    _sessions: sessionmaker[Session] | None = None
+    _keystore: KeyStore | None = field(default=None, repr=False)
+
+    @property
+    def blobs(self) -> Path:
+        """The folder of encrypted blobs."""
+        return self.root / BLOBS_NAME
+
+    @property
+    def keystore(self) -> KeyStore:
+        """The key store, opened on first use (it may ask for a passphrase)."""
+        if self._keystore is None:
+            self._keystore = open_keystore(
+                self.root, self.config.vault_id, self.config.key_storage, prompt=self.prompt
+            )
+        return self._keystore
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One database transaction: committed on success, rolled back on any error."""
+        if self._sessions is None:
+            self._sessions = db.session_factory(self.engine)
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as e:
+            if "locked" in str(e.orig) or "could not obtain lock" in str(e.orig):
+                raise ConfigError(
+                    "vault database is busy with another evault command; try again"
+                ) from None
+            raise
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.engine.dispose()
+
+
+def open_vault(
+    vault: Path | str | None = None,
+    *,
+    prompt: PassphrasePrompt | None = None,
+    check_schema: bool = True,
+) -> Vault:
+    """Open an existing vault; refuse one whose database is behind the code."""
+    root = resolve(vault)
+    config = load_config(root)
+    engine = db.make_engine(config.database_url(root))
+    try:
+        if check_schema:
+            db.check_schema(engine)
+    except OperationalError as e:
+        engine.dispose()
+        raise ConfigError(f"vault database: cannot connect ({e.orig})") from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return Vault(root=root, config=config, engine=engine, prompt=prompt)
+
+
+@dataclass(frozen=True)
+class InitResult:
+    """What ``init`` did."""
+
+    root: Path
+    created: bool
+    database: str
+    revision: str
+
+
+def init_vault(vault: Path | str | None = None, *, database: str | None = None) -> InitResult:
+    """Create a vault, or bring an existing one to the current schema (idempotent)."""
+    root = resolve(vault)
+    exists = check_new_vault_dir(root)
+    if exists:
+        config = load_config(root)
+        if database and database != config.database:
+            raise ConfigError(
+                f"{root}: already a vault with another database; init does not move vaults"
+            )
+    else:
+        config = VaultConfig.new(database=database)
+        engine = db.make_engine(config.database_url(root)) if database else None
+        if engine is not None:
+            # Fail before creating anything if the server is unreachable.
+            try:
+                with engine.connect():
+                    pass
+            except OperationalError as e:
+                raise ConfigError(f"database: cannot connect ({e.orig})") from None
+            finally:
+                engine.dispose()
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        (root / BLOBS_NAME).mkdir(mode=0o700, exist_ok=True)
+        write_config(root, config)
+    url = config.database_url(root)
+    engine = db.make_engine(url)
+    try:
+        db.upgrade(engine)
+        revision = db.current_revision(engine) or ""
+    except OperationalError as e:
+        raise ConfigError(f"vault database: cannot connect ({e.orig})") from None
+    finally:
+        engine.dispose()
+    if url.startswith("sqlite"):
+        os.chmod(root / "vault.db", 0o600)
+    return InitResult(root=root, created=not exists, database=_redact(url), revision=revision)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def upgrade_vault(vault: Path | str | None = None) -> tuple[str | None, str]:
+    """Upgrade an existing vault's database to head; return (before, after)."""
+    v = open_vault(vault, check_schema=False)
+    try:
+        before = db.current_revision(v.engine)
+        db.upgrade(v.engine)
+        return before, db.current_revision(v.engine) or ""
+    finally:
+        v.close()
+
+
+def current(vault: Path | str | None = None) -> tuple[str | None, str]:
+    """The vault's revision and the code's head."""
+    v = open_vault(vault, check_schema=False)
+    try:
+        return db.current_revision(v.engine), db.head_revision()
+    finally:
+        v.close()

@@ -1,0 +1,183 @@
+"""Files of the vault on disk: atomic writes and the blob folder.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> atomic_write_bytes(d / "a.txt", b"hello")
+    >>> (d / "a.txt").read_bytes()
+    b'hello'
+
+Every file the vault keeps is written under a temporary name in the same directory, fsynced,
+renamed into place and the directory fsynced, so a crash leaves the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+TEMP_PREFIX = ".tmp-"
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a directory entry (a rename) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(target: Path, *, mode: int = 0o600, overwrite: bool = True) -> Iterator[BinaryIO]:
+    """Yield a file to write; on success it replaces ``target`` atomically, on error it vanishes.
+
+    With ``overwrite=False`` an existing ``target`` is never replaced (the final step uses
+    ``link`` + ``unlink``, which fails if the name exists), so two writers cannot clobber.
+    """
+    temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{target.name}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        if overwrite:
+            os.replace(temp, target)
+        else:
+            os.link(temp, target)
+            os.unlink(temp)
+        fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+def atomic_write_bytes(target: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``target`` with ``data`` atomically."""
+    with atomic_writer(target, mode=mode) as handle:
+        handle.write(data)
+
+
+BLOB_ID_BYTES = 16
+INTAKE_LOCK = ".intake.lock"
+
+
+def new_blob_id() -> str:
+    """A random blob name: it says nothing about the content (not its digest)."""
+    return secrets.token_hex(BLOB_ID_BYTES)
+
+
+class BlobStore:
+    """The ``blobs/`` folder: ``blobs/<2 hex>/<32 hex>``, each an age-encrypted file.
+
+    Writers hold a shared lock on ``blobs/.intake.lock`` while their blobs are not yet
+    committed to the database; ``evault doctor --repair`` takes it exclusively before it
+    removes leftovers, so it never deletes a blob another command is about to commit.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, blob_id: str) -> Path:
+        """Where a blob lives."""
+        if len(blob_id) != 2 * BLOB_ID_BYTES or not all(c in "0123456789abcdef" for c in blob_id):
+            raise ValueError(f"not a blob id: {blob_id!r}")
+        return self.root / blob_id[:2] / blob_id
+
+    @contextlib.contextmanager
+    def intake_lock(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Shared for writers, exclusive for repair."""
+        import fcntl
+
+        fd = os.open(self.root / INTAKE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def create(self) -> Iterator[tuple[str, BinaryIO]]:
+        """Yield (blob id, file) to write; on success it is renamed into place, not fsynced.
+
+        Call :meth:`sync` before committing the rows that refer to new blobs. On error the
+        temporary file is removed.
+        """
+        blob_id = new_blob_id()
+        final = self.path(blob_id)
+        final.parent.mkdir(mode=0o700, exist_ok=True)
+        temp = final.with_name(f"{TEMP_PREFIX}{blob_id}")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb", buffering=0) as handle:
+                yield blob_id, handle
+            os.rename(temp, final)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+
+    def sync(self, blob_ids: list[str]) -> None:
+        """Make the named blobs and their directory entries durable."""
+        if not blob_ids:
+            return
+        if _syncfs(self.root):
+            return
+        for blob_id in blob_ids:  # pragma: no cover - non-Linux fallback
+            fd = os.open(self.path(blob_id), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        for parent in {self.path(b).parent for b in blob_ids}:  # pragma: no cover
+            fsync_dir(parent)
+
+    def open(self, blob_id: str) -> BinaryIO:
+        """Open a blob for reading."""
+        return open(self.path(blob_id), "rb")  # noqa: SIM115 - the caller closes it
+
+    def remove(self, blob_id: str) -> None:
+        """Delete a blob (one no row refers to)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(blob_id))
+
+    def scan(self) -> tuple[list[Path], list[str]]:
+        """(temporary leftovers, ids of complete blob files) found on disk."""
+        temps: list[Path] = []
+        ids: list[str] = []
+        for shard in sorted(self.root.iterdir()):
+            if not shard.is_dir():
+                continue
+            for entry in sorted(shard.iterdir()):
+                if entry.name.startswith(TEMP_PREFIX):
+                    temps.append(entry)
+                else:
+                    ids.append(entry.name)
+        return temps, ids
+
+
+def _syncfs(path: Path) -> bool:
+    """``syncfs(2)`` on the file system holding ``path``: one call for a whole batch."""
+    import ctypes
+    import ctypes.util
+
+    if not sys.platform.startswith("linux"):  # pragma: no cover
+        return False
+    libc_name = ctypes.util.find_library("c")
+    if libc_name is None:  # pragma: no cover
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syncfs(fd) != 0:  # pragma: no cover
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+    return True

@@ -1,0 +1,135 @@
+"""Engines, sessions and schema revisions for a vault's database.
+
+    >>> engine = make_engine("sqlite:///:memory:")
+    >>> engine.dialect.name
+    'sqlite'
+
+SQLite gets WAL, foreign keys and a busy timeout so that concurrent commands wait instead of
+failing; ``BEGIN IMMEDIATE`` on write transactions so that appends to the custody log are
+serialised across processes. The schema is created only by the Alembic migrations in
+``migrations/``; :func:`check_schema` turns a vault that is behind the code into one clear
+message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.orm import Session, sessionmaker
+
+from vault.errors import ConfigError
+
+BUSY_TIMEOUT_MS = 60_000
+MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with the vault's connection settings."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": BUSY_TIMEOUT_MS / 1000, "isolation_level": None},
+        )
+        _configure_sqlite(engine)
+        return engine
+    if url.startswith("postgresql"):
+        try:
+            return create_engine(url, pool_pre_ping=True)
+        except ModuleNotFoundError:
+            raise ConfigError(
+                "database: PostgreSQL needs psycopg; install evault with the extra "
+                "`pip install 'evault[postgres]'`"
+            ) from None
+    raise ConfigError(
+        f"database: unsupported URL {url.split(':', 1)[0]!r}; use sqlite or postgresql"
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling is switched off (isolation_level=None) so that we can
+    # issue BEGIN IMMEDIATE ourselves: a writer takes the lock when it starts, not at its first
+    # write, so two processes never deadlock upgrading a shared lock.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions that keep loaded objects usable after commit (the CLI renders them)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str) -> Any:
+    """An Alembic ``Config`` for ``url`` whose scripts are the project's ``migrations/``."""
+    from alembic.config import Config
+
+    if not (MIGRATIONS / "env.py").is_file():
+        raise ConfigError(f"migrations not found at {MIGRATIONS}: reinstall evault from a checkout")
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    return config
+
+
+def head_revision() -> str:
+    """The newest migration this code knows."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at, or None for an empty database."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the migrations up to ``revision`` on ``engine``'s database."""
+    from alembic import command
+
+    config = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Run the migrations down to ``revision`` (``base`` empties the database)."""
+    from alembic import command
+
+    config = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, revision)
+
+
+def check_schema(engine: Engine) -> None:
+    """Refuse a database that is not at the code's head revision, saying what to run."""
+    current = current_revision(engine)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise ConfigError("vault database has no schema: run `evault db upgrade`")
+    raise ConfigError(
+        f"vault database is at revision {current}, this evault needs {head}: "
+        "run `evault db upgrade`"
+    )
