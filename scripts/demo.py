@@ -24,6 +24,24 @@ BODIES = [
 ]
 
 
+CASE = "UA-2026-0042"
+
+
+def make_samples(folder: Path) -> Path:
+    """A few small, clearly fictional sample files."""
+    (folder / "site-photos").mkdir(parents=True)
+    (folder / "witness-statement-W1.txt").write_text(
+        "FICTIONAL SAMPLE - NOT REAL EVIDENCE\n"
+        "Statement of witness W-1 about events in a fictional town, 2026-03-14.\n",
+        encoding="utf-8",
+    )
+    for i in range(1, 4):
+        # Deterministic bytes standing in for photographs.
+        data = bytes((i * 37 + n * 11) % 256 for n in range(4096 * i))
+        (folder / "site-photos" / f"site-{i:02d}.jpg").write_bytes(data)
+    return folder
+
+
 class Demo:
     """Runs evault commands, echoing each one, and stops at the first failure."""
 
@@ -129,6 +147,27 @@ def main() -> None:
                 show=False,
             )
         demo.run("body", "list", "--vault", office)
+
+        demo.step("4. The office ingests fictional sample evidence into a case")
+        samples = make_samples(work / "samples")
+        demo.run("case", "create", CASE, "--title", "Fictional shelling of a school",
+                 "--vault", office)
+        demo.run("ingest", str(samples / "witness-statement-W1.txt"), "--case", CASE,
+                 "--title", "Witness statement W-1 (fictional)", "--source",
+                 "Fictional regional prosecutor's office", "--collected-at",
+                 "2026-03-14T09:30:00Z", "--location", "Fictional town", "--label",
+                 "restricted-icc", "--also-digest", "md5,sha1", "--vault", office)
+        demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
+                 "--source", "Fictional field team", "--vault", office)
+        demo.run("items", "list", "--case", CASE, "--vault", office)
+        first = json.loads(demo.run("items", "list", "--json", "--vault", office, show=False))[0]
+
+        demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
+        demo.run("custody", "show", first["id"], "--vault", office)
+        demo.run("custody", "checkpoint", "-o", str(work / "checkpoint-1.txt"), "--vault", office)
+        print((work / "checkpoint-1.txt").read_text(), end="")
+        demo.run("custody", "prove", first["id"], "--vault", office)
+        demo.run("custody", "verify", "--vault", office)
         demo.run("doctor", "--vault", office)
         print("\nDemo finished: every step above succeeded.")
 

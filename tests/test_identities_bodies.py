@@ -142,6 +142,7 @@ def test_key_file_needs_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_contact_card_round_trip_and_body_keys(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("identity", "create", "registry-office")
     card, fingerprint = _card(cli, "icc-officer", tmp_path)
     body = cli.ok(
         "body",
@@ -174,6 +175,7 @@ def test_contact_card_round_trip_and_body_keys(cli: Cli, tmp_path: Path) -> None
 
 
 def test_body_key_from_age_and_ssh(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("identity", "create", "registry-office")
     card, fingerprint = _card(cli, "opg-officer", tmp_path)
     data = json.loads(card.read_text())
     cli.ok("body", "add", "UA-OPG", "--name", "Office of the Prosecutor General of Ukraine")
@@ -193,6 +195,7 @@ def test_body_key_from_age_and_ssh(cli: Cli, tmp_path: Path) -> None:
 
 
 def test_body_refusals(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("identity", "create", "registry-office")
     card, fingerprint = _card(cli, "jit-officer", tmp_path)
     data = json.loads(card.read_text())
     unknown = cli("body", "key", "add", "NOPE", "--card", str(card))
@@ -250,6 +253,7 @@ def test_body_refusals(cli: Cli, tmp_path: Path) -> None:
 def test_tampered_cards_are_refused(
     cli: Cli, tmp_path: Path, field: str, value: str | None, reason: str
 ) -> None:
+    cli.ok("identity", "create", "registry-office")
     card, _ = _card(cli, "hrmmu-officer", tmp_path)
     data = json.loads(card.read_text())
     if field == "age_recipient":
@@ -270,6 +274,7 @@ def test_tampered_cards_are_refused(
 
 
 def test_malformed_card_is_one_line(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("identity", "create", "registry-office")
     card = tmp_path / "broken.card.json"
     card.write_text("{not json")
     cli.ok("body", "add", "OSCE-MM", "--name", "Experts under the OSCE Moscow Mechanism")
@@ -277,3 +282,34 @@ def test_malformed_card_is_one_line(cli: Cli, tmp_path: Path) -> None:
     assert result.exit_code == 3
     assert result.stderr.startswith("evault: contact card: not valid JSON")
     assert result.stderr.count("\n") == 1
+
+
+def test_changes_need_an_acting_identity(cli: Cli) -> None:
+    result = cli("body", "add", "ICC-OTP", "--name", "International Criminal Court")
+    assert (result.exit_code, result.stderr) == (
+        1, "evault: no identity in this vault: run `evault identity create NAME`\n")
+    assert json.loads(cli.ok("body", "list", "--json").stdout) == []
+
+
+def test_identity_and_body_changes_are_in_the_custody_log(cli: Cli, tmp_path: Path) -> None:
+    office = json.loads(cli.ok("identity", "create", "registry-office", "--json").stdout)
+    cli.ok("identity", "create", "evidence-unit")
+    card, fingerprint = _card(cli, "icc-officer", tmp_path)
+    cli.ok("body", "add", "ICC-OTP", "--name", "International Criminal Court")
+    cli.ok("body", "key", "add", "ICC-OTP", "--card", str(card), "--as", "evidence-unit")
+    cli.ok("body", "key", "revoke", "ICC-OTP", fingerprint)
+    rotated = json.loads(cli.ok("identity", "rotate", "evidence-unit", "--json").stdout)
+    cli.ok("identity", "revoke", "evidence-unit", "--as", "registry-office")
+    body_events = json.loads(cli.ok("custody", "show", "ICC-OTP", "--json").stdout)["events"]
+    assert [e["action"] for e in body_events] == [
+        "body.added", "body.key_added", "body.key_revoked"]
+    assert body_events[0]["actor"] == office["fingerprint"]
+    assert body_events[2]["details"] == {"fingerprint": fingerprint}
+    unit = json.loads(cli.ok("custody", "show", "identity:evidence-unit", "--json").stdout)
+    actions = [e["action"] for e in unit["events"]]
+    assert actions == ["identity.created", "identity.rotated", "identity.revoked"]
+    assert unit["events"][1]["details"]["fingerprint"] == rotated["fingerprint"]
+    assert unit["events"][2]["actor"] == office["fingerprint"]
+    verified = cli("custody", "verify")
+    assert (verified.exit_code, verified.stdout) == (
+        0, "OK: 7 events, 0 checkpoints (structure and signatures)\n")

@@ -81,6 +81,13 @@ def vault_option(f: F) -> F:
     )(f)
 
 
+def as_option(f: F) -> F:
+    """``--as NAME``: the identity that acts and signs (default: the vault's default)."""
+    return click.option(
+        "--as", "as_name", metavar="NAME", help="Identity that acts and signs (default: default)."
+    )(f)
+
+
 def json_option(f: F) -> F:
     """``--json`` for commands that output one object."""
     return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
@@ -244,17 +251,19 @@ def db_current(vault_dir: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @vault_option
+@click.option("--repair", is_flag=True, help="Remove leftover temporary and orphaned blobs.")
 @json_option
-def doctor(vault_dir: Path | None, as_json: bool) -> None:
-    """Check the vault: configuration, database, key store.
+def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
+    """Check the vault: configuration, database, key store, blob folder.
 
     \b
-    Example:
+    Examples:
       evault doctor
+      evault doctor --repair
     """
     from vault.service.doctor import diagnose
 
-    report = diagnose(vault_dir)
+    report = diagnose(vault_dir, repair=repair)
     emit_record(report, as_json)
 
 
@@ -394,9 +403,10 @@ def identity_rotate(vault: Vault, name: str | None, as_json: bool) -> None:
 
 @identity.command("revoke")
 @click.argument("name")
+@as_option
 @json_option
 @with_vault
-def identity_revoke(vault: Vault, name: str, as_json: bool) -> None:
+def identity_revoke(vault: Vault, name: str, as_name: str | None, as_json: bool) -> None:
     """Revoke an identity: no new use; what it signed before still verifies.
 
     \b
@@ -405,7 +415,7 @@ def identity_revoke(vault: Vault, name: str, as_json: bool) -> None:
     """
     from vault.service.identities import revoke_identity
 
-    data = revoke_identity(vault, name)
+    data = revoke_identity(vault, name, as_name=as_name)
     emit_record(data, as_json, skip=("keys",))
     if not as_json:
         say(f"revoked identity {name}")
@@ -431,9 +441,10 @@ def body() -> None:
 @body.command("add")
 @click.argument("body_id", metavar="ID")
 @click.option("--name", required=True, help="Full name of the body.")
+@as_option
 @json_option
 @with_vault
-def body_add(vault: Vault, body_id: str, name: str, as_json: bool) -> None:
+def body_add(vault: Vault, body_id: str, name: str, as_name: str | None, as_json: bool) -> None:
     """Register a recipient body.
 
     \b
@@ -442,7 +453,7 @@ def body_add(vault: Vault, body_id: str, name: str, as_json: bool) -> None:
     """
     from vault.service.bodies import add_body
 
-    data = add_body(vault, body_id, name=name)
+    data = add_body(vault, body_id, name=name, as_name=as_name)
     emit_record(data, as_json, skip=("keys",))
 
 
@@ -503,6 +514,7 @@ def body_key() -> None:
     metavar="SHA256:...",
     help="Fingerprint confirmed by the officer; a different key is refused.",
 )
+@as_option
 @json_option
 @with_vault
 def body_key_add(
@@ -512,6 +524,7 @@ def body_key_add(
     age_recipient: str | None,
     ssh_key: str | None,
     pin: str | None,
+    as_name: str | None,
     as_json: bool,
 ) -> None:
     """Add an officer's key to a body, from a contact card or from the two public keys.
@@ -530,6 +543,7 @@ def body_key_add(
         age_recipient=age_recipient,
         ssh_key=ssh_key,
         pin=pin,
+        as_name=as_name,
     )
     emit_record(data, as_json)
     if not as_json:
@@ -539,9 +553,12 @@ def body_key_add(
 @body_key.command("revoke")
 @click.argument("body_id", metavar="ID")
 @click.argument("fingerprint")
+@as_option
 @json_option
 @with_vault
-def body_key_revoke(vault: Vault, body_id: str, fingerprint: str, as_json: bool) -> None:
+def body_key_revoke(
+    vault: Vault, body_id: str, fingerprint: str, as_name: str | None, as_json: bool
+) -> None:
     """Revoke a key of a body: no new package is encrypted to it.
 
     \b
@@ -550,10 +567,423 @@ def body_key_revoke(vault: Vault, body_id: str, fingerprint: str, as_json: bool)
     """
     from vault.service.bodies import revoke_body_key
 
-    data = revoke_body_key(vault, body_id, fingerprint)
+    data = revoke_body_key(vault, body_id, fingerprint, as_name=as_name)
     emit_record(data, as_json)
     if not as_json:
         say(f"revoked key {fingerprint} of body {body_id}")
+
+
+# ----------------------------------------------------------------------------- intake
+
+ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
+INGEST_COLUMNS = ("id", "case", "name", "size", "sha256")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV or JSON-lines file, one row per file with the same fields.",
+)
+@click.option("--case", "case_id", metavar="CASE", help="Case the items belong to.")
+@click.option("--create-case", is_flag=True, help="Create the case if it does not exist.")
+@click.option("--title", help="Title of the item(s).")
+@click.option("--description", help="Description of the item(s).")
+@click.option("--source", help="Where the evidence came from.")
+@click.option("--collected-at", metavar="ISO8601", help="Collection time, e.g. 2026-03-14T09:30Z.")
+@click.option("--location", help="Collection place.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag; repeatable.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="LABEL",
+    help="A handling label (release rules act on these); repeatable.",
+)
+@click.option("--recursive", "-r", is_flag=True, help="Ingest the files inside directories.")
+@click.option("--follow-symlinks", is_flag=True, help="Ingest the targets of symbolic links.")
+@click.option(
+    "--also-digest",
+    metavar="md5,sha1",
+    default="",
+    help="Legacy digests to compute too, for forensic cross-reference.",
+)
+@as_option
+@list_output_options
+@with_vault
+def ingest(
+    vault: Vault,
+    paths: tuple[Path, ...],
+    manifest: Path | None,
+    case_id: str | None,
+    create_case: bool,
+    title: str | None,
+    description: str | None,
+    source: str | None,
+    collected_at: str | None,
+    location: str | None,
+    tags: tuple[str, ...],
+    labels: tuple[str, ...],
+    recursive: bool,
+    follow_symlinks: bool,
+    also_digest: str,
+    as_name: str | None,
+    fmt: str | None,
+) -> None:
+    """Ingest evidence files: hash, encrypt at rest, record custody. Each file is read once.
+
+    \b
+    Examples:
+      evault ingest statement.pdf --case UA-2026-0042 --title "Witness statement" \\
+          --collected-at 2026-03-14T09:30:00Z --label restricted-icc
+      evault ingest ./photos --recursive --case UA-2026-0042 --also-digest md5,sha1
+      evault ingest --manifest batch.csv --create-case
+    """
+    from vault.service import intake
+
+    if bool(paths) == bool(manifest):
+        raise click.UsageError("give files to ingest, or --manifest FILE, not both")
+    fields = None
+    if case_id or not manifest:
+        if not case_id:
+            raise click.UsageError("--case CASE is required")
+        fields = intake.IntakeFields(
+            case=case_id,
+            title=title,
+            description=description,
+            source=source,
+            collected_at=intake.parse_collected_at(collected_at) if collected_at else None,
+            location=location,
+            tags=intake.parse_tags(tags),
+            labels=intake.parse_labels(labels),
+        )
+    if manifest:
+        rows = intake.rows_from_manifest(manifest, fields, follow_symlinks=follow_symlinks)
+    else:
+        assert fields is not None
+        rows = intake.rows_from_paths(
+            list(paths), fields, recursive=recursive, follow_symlinks=follow_symlinks
+        )
+    digests = [a.strip() for a in also_digest.split(",") if a.strip()]
+    results = intake.ingest(
+        vault,
+        rows,
+        as_name=as_name,
+        create_case=create_case,
+        also_digest=digests,
+        follow_symlinks=follow_symlinks,
+    )
+    emit_rows(results, fmt, INGEST_COLUMNS + tuple(digests))
+    if fmt is None:
+        say(f"ingested {len(results)} file(s), {sum(r['size'] for r in results)} bytes")
+
+
+@cli.group()
+def case() -> None:
+    """Case files that group items.
+
+    \b
+    Examples:
+      evault case create UA-2026-0042 --title "Fictional shelling of a school"
+      evault case list
+    """
+
+
+CASE_COLUMNS = ("id", "title", "items", "bytes", "created_at")
+
+
+@case.command("create")
+@click.argument("case_id", metavar="CASE")
+@click.option("--title", help="Short title of the case (stays in this vault).")
+@as_option
+@json_option
+@with_vault
+def case_create(
+    vault: Vault, case_id: str, title: str | None, as_name: str | None, as_json: bool
+) -> None:
+    """Create a case.
+
+    \b
+    Example:
+      evault case create UA-2026-0042 --title "Fictional shelling of a school"
+    """
+    from vault.service.intake import create_case
+
+    emit_record(create_case(vault, case_id, title=title, as_name=as_name), as_json)
+
+
+@case.command("list")
+@list_output_options
+@with_vault
+def case_list(vault: Vault, fmt: str | None) -> None:
+    """List cases with item counts and sizes.
+
+    \b
+    Example:
+      evault case list --json
+    """
+    from vault.service.intake import list_cases
+
+    emit_rows(list_cases(vault), fmt, CASE_COLUMNS)
+
+
+@case.command("show")
+@click.argument("case_id", metavar="CASE")
+@json_option
+@with_vault
+def case_show(vault: Vault, case_id: str, as_json: bool) -> None:
+    """Show one case.
+
+    \b
+    Example:
+      evault case show UA-2026-0042
+    """
+    from vault.service.intake import show_case
+
+    emit_record(show_case(vault, case_id), as_json)
+
+
+@cli.group()
+def items() -> None:
+    """Items of the vault.
+
+    \b
+    Examples:
+      evault items list --case UA-2026-0042
+      evault items show EV-0123456789AB
+      evault items export EV-0123456789AB -o copy.pdf --reason "expert review"
+    """
+
+
+@items.command("list")
+@click.option("--case", "case_id", metavar="CASE", help="Only items of this case.")
+@click.option("--label", metavar="LABEL", help="Only items with this label.")
+@list_output_options
+@with_vault
+def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | None) -> None:
+    """List items.
+
+    \b
+    Examples:
+      evault items list --case UA-2026-0042
+      evault items list --label restricted-icc --csv
+    """
+    from vault.service.items import list_items
+
+    emit_rows(list_items(vault, case=case_id, label=label), fmt, ITEM_COLUMNS)
+
+
+@items.command("show")
+@click.argument("item_id", metavar="ID")
+@json_option
+@with_vault
+def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
+    """Show an item's metadata and digests.
+
+    \b
+    Example:
+      evault items show EV-0123456789AB --json
+    """
+    from vault.service.items import show_item
+
+    emit_record(show_item(vault, item_id), as_json)
+
+
+@items.command("export")
+@click.argument("item_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the decrypted content.",
+)
+@click.option("--reason", required=True, help="Why the content is needed (logged).")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@as_option
+@json_option
+@with_vault
+def items_export(
+    vault: Vault,
+    item_id: str,
+    output: Path,
+    reason: str,
+    force: bool,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Decrypt an item for authorised use; the digest is checked and the export logged.
+
+    \b
+    Example:
+      evault items export EV-0123456789AB -o copy.pdf --reason "forensic examination"
+    """
+    from vault.service.items import export_item
+
+    data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"exported item {item_id} to {output}; the export is in the custody log")
+
+
+# ----------------------------------------------------------------------------- custody
+
+
+@cli.group()
+def custody() -> None:
+    """The signed, append-only custody log and its checkpoints and proofs.
+
+    \b
+    Examples:
+      evault custody show EV-0123456789AB
+      evault custody verify
+      evault custody checkpoint -o checkpoint.txt
+      evault custody prove EV-0123456789AB
+      evault custody consistency old-checkpoint.txt new-checkpoint.txt
+    """
+
+
+@custody.command("show")
+@click.argument("subject", metavar="ID")
+@json_option
+@with_vault
+def custody_show(vault: Vault, subject: str, as_json: bool) -> None:
+    """Show the custody events of an item (or case, package, body, identity:NAME).
+
+    \b
+    Example:
+      evault custody show EV-0123456789AB
+    """
+    from vault.service.custody import show_subject
+
+    events = show_subject(vault, subject)
+    if as_json:
+        emit_record({"subject": subject, "events": events}, True)
+        return
+    rows = [{**e, "details": e["details"] or None, "digests": e["digests"] or None} for e in events]
+    emit_rows(rows, None, ("seq", "time", "action", "actor", "details", "digests"))
+
+
+@custody.command("verify")
+@click.option(
+    "--quick", is_flag=True, help="Structure only: leaves, tree, checkpoints; skip the signatures."
+)
+@json_option
+@with_vault
+def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
+    """Re-derive the whole log and list every defect; exit 3 if there is any.
+
+    Checks every leaf hash, every signature (on both cores), the sequence without gaps, the
+    stored fields against the signed bytes, the tree head and every checkpoint.
+
+    \b
+    Examples:
+      evault custody verify
+      evault custody verify --json
+    """
+    from vault.service.custody import verify_log
+
+    report = verify_log(vault, signatures=not quick)
+    if as_json:
+        emit_record(report.to_dict(), True)
+    else:
+        for defect in report.defects:
+            click.echo(f"FAIL: {defect}")
+        what = "structure" if quick else "structure and signatures"
+        if report.defects:
+            say(f"custody log: {len(report.defects)} defect(s) in {report.size} events")
+        else:
+            click.echo(f"OK: {report.size} events, {report.checkpoints} checkpoints ({what})")
+    if report.defects:
+        raise SystemExit(3)
+
+
+@custody.command("checkpoint")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the signed note to this file (default: stdout).",
+)
+@as_option
+@with_vault
+def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -> None:
+    """Sign a checkpoint (C2SP signed note: origin, size, root) of the log as it is now.
+
+    \b
+    Example:
+      evault custody checkpoint -o checkpoint-2026-11-28.txt
+    """
+    from vault.service.custody import make_checkpoint
+
+    note = make_checkpoint(vault, as_name)
+    write_or_print(note, output)
+
+
+@custody.command("prove")
+@click.argument("subject", metavar="ID")
+@json_option
+@with_vault
+def custody_prove(vault: Vault, subject: str, as_json: bool) -> None:
+    """Inclusion proofs of an item's events against the latest checkpoint.
+
+    \b
+    Example:
+      evault custody prove EV-0123456789AB --json
+    """
+    from vault.service.custody import prove_subject
+
+    data = prove_subject(vault, subject)
+    if as_json:
+        emit_record(data, True)
+        return
+    click.echo(f"checkpoint: size {data['tree_size']}, root {data['root_hash']}")
+    for event in data["events"]:
+        click.echo(
+            f"event {event['seq']} ({event['action']}): {event['status']}"
+            + (f", {len(event['proof'])} hashes" if "proof" in event else "")
+        )
+
+
+@custody.command("consistency")
+@click.argument("old", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@json_option
+@with_vault
+def custody_consistency(vault: Vault, old: Path, new: Path, as_json: bool) -> None:
+    """Prove the log only grew between two signed checkpoints (a rewrite exits 3).
+
+    \b
+    Example:
+      evault custody consistency checkpoint-old.txt checkpoint-new.txt
+    """
+    from vault.service.custody import prove_consistency
+
+    data = prove_consistency(
+        vault, old.read_text(encoding="utf-8"), new.read_text(encoding="utf-8")
+    )
+    if as_json:
+        emit_record(data, True)
+    else:
+        click.echo(
+            f"OK: the log grew from {data['old_size']} to {data['new_size']} events "
+            f"without rewriting ({len(data['proof'])} proof hashes)"
+        )
+
+
+def write_or_print(text: str, output: Path | None) -> None:
+    """Text to a new file (atomically, never replacing one) or to stdout."""
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    from vault.store.blobs import atomic_writer
+
+    if output.exists():
+        raise click.UsageError(f"{output} exists; choose another file")
+    with atomic_writer(output, mode=0o644, overwrite=False) as handle:
+        handle.write(text.encode("utf-8"))
+    say(f"wrote {output}")
 
 
 def main() -> None:

@@ -60,8 +60,28 @@ def get_body(session: Session, body_id: str) -> Body:
     return body
 
 
+def _log(
+    vault: Vault,
+    session: Session,
+    as_name: str | None,
+    action: str,
+    body_id: str,
+    details: dict[str, Any],
+    now: datetime,
+) -> None:
+    from vault.service.custody import CustodyLog, actor_pair
+
+    pair = actor_pair(vault, session, as_name)
+    CustodyLog(vault, session).append(pair, action, body_id, details=details, now=now)
+
+
 def add_body(
-    vault: Vault, body_id: str, *, name: str, now: datetime | None = None
+    vault: Vault,
+    body_id: str,
+    *,
+    name: str,
+    as_name: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Register a recipient body."""
     if not BODY_ID_RULE.match(body_id):
@@ -73,9 +93,11 @@ def add_body(
     with vault.transaction() as session:
         if session.get(Body, body_id) is not None:
             raise ConflictError(f"body {body_id}: exists already; see `evault body show {body_id}`")
-        body = Body(id=body_id, name=name.strip(), created_at=now or utcnow())
+        now = now or utcnow()
+        body = Body(id=body_id, name=name.strip(), created_at=now)
         session.add(body)
         session.flush()
+        _log(vault, session, as_name, "body.added", body_id, {}, now)
         return body_dict(body)
 
 
@@ -99,6 +121,7 @@ def add_body_key(
     age_recipient: str | None = None,
     ssh_key: str | None = None,
     pin: str | None = None,
+    as_name: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Add an officer's key to a body, from a contact card or from the two public keys.
@@ -149,11 +172,18 @@ def add_body_key(
         )
         session.add(key)
         session.flush()
+        details = {"fingerprint": key.fingerprint, "age_recipient": key.age_recipient}
+        _log(vault, session, as_name, "body.key_added", body_id, details, key.added_at)
         return body_key_dict(key)
 
 
 def revoke_body_key(
-    vault: Vault, body_id: str, fingerprint: str, *, now: datetime | None = None
+    vault: Vault,
+    body_id: str,
+    fingerprint: str,
+    *,
+    as_name: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Revoke one key of a body: no package is encrypted to it from now on."""
     with vault.transaction() as session:
@@ -166,6 +196,8 @@ def revoke_body_key(
                         f"{isoformat(key.revoked_at)}"
                     )
                 key.revoked_at = now or utcnow()
+                details = {"fingerprint": fingerprint}
+                _log(vault, session, as_name, "body.key_revoked", body_id, details, key.revoked_at)
                 return body_key_dict(key)
         raise NotFoundError(
             f"body {body_id}: has no key {fingerprint}; see `evault body show {body_id}`"

@@ -1,12 +1,18 @@
 """``evault doctor``: what the vault is made of and whether it is healthy.
 
->>> report = diagnose(Path("./office-vault"))   # doctest: +SKIP
->>> report["key_store"]                          # doctest: +SKIP
-'file'
+    >>> report = diagnose(Path("./office-vault"), repair=True)   # doctest: +SKIP
+    >>> report["key_store"], report["blobs_removed"]              # doctest: +SKIP
+    ('file', 0)
+
+With ``repair``, leftovers of interrupted commands are removed: temporary blob files and
+blobs that no committed row refers to. It waits for running intakes first (they hold the
+intake lock), so it never removes a blob that is about to be committed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +21,11 @@ from sqlalchemy import func, select
 from vault.keystore import choose
 from vault.service.vaults import open_vault
 from vault.store import db
-from vault.store.models import Body, Identity
+from vault.store.blobs import BlobStore
+from vault.store.models import Blob, Body, Identity, Item
 
 
-def diagnose(vault_dir: Path | str | None) -> dict[str, Any]:
+def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str, Any]:
     """A report of the vault's parts; raises only if the vault cannot be opened at all."""
     v = open_vault(vault_dir, check_schema=False)
     try:
@@ -34,10 +41,29 @@ def diagnose(vault_dir: Path | str | None) -> dict[str, Any]:
             "key_store": choice.kind,
             "key_store_reason": choice.reason,
         }
-        if revision == head:
-            with v.transaction() as session:
-                report["identities"] = session.scalar(select(func.count()).select_from(Identity))
-                report["bodies"] = session.scalar(select(func.count()).select_from(Body))
+        if revision != head:
+            return report
+        blobs = BlobStore(v.blobs)
+        lock = blobs.intake_lock(exclusive=True) if repair else contextlib.nullcontext()
+        with lock, v.transaction() as session:
+            report["identities"] = session.scalar(select(func.count()).select_from(Identity))
+            report["bodies"] = session.scalar(select(func.count()).select_from(Body))
+            report["items"] = session.scalar(select(func.count()).select_from(Item))
+            known = set(session.scalars(select(Blob.id)))
+            temps, on_disk = blobs.scan()
+            orphans = sorted(set(on_disk) - known)
+            missing = sorted(known - set(on_disk))
+            report["blobs"] = len(known)
+            report["blobs_missing"] = len(missing)
+            report["temporary_files"] = len(temps)
+            report["orphaned_blobs"] = len(orphans)
+            if repair:
+                for temp in temps:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(temp)
+                for blob_id in orphans:
+                    blobs.remove(blob_id)
+                report["blobs_removed"] = len(temps) + len(orphans)
         return report
     finally:
         v.close()

@@ -124,7 +124,7 @@ def load_keypair(vault: Vault, key: IdentityKey) -> KeyPair:
     return KeyPair(key.fingerprint, signing, age)
 
 
-def _new_key(vault: Vault, identity: Identity, now: datetime) -> IdentityKey:
+def _new_key(vault: Vault, identity: Identity, now: datetime) -> tuple[IdentityKey, KeyPair]:
     signing, age = SigningKey.generate(), AgeIdentity.generate()
     key = IdentityKey(
         identity=identity,
@@ -136,7 +136,7 @@ def _new_key(vault: Vault, identity: Identity, now: datetime) -> IdentityKey:
     # The key store first: if it refuses, the transaction rolls back and no row names a key
     # that does not exist. A crash between the two leaves an unused secret, never a lost one.
     vault.keystore.put(secret_name(key.fingerprint), signing.seed() + age.raw())
-    return key
+    return key, KeyPair(key.fingerprint, signing, age)
 
 
 def create_identity(
@@ -156,10 +156,12 @@ def create_identity(
         is_first = session.scalar(select(Identity.id).limit(1)) is None
         identity = Identity(name=name, org=org, email=email, is_default=is_first, created_at=now)
         session.add(identity)
-        key = _new_key(vault, identity, now)
+        key, pair = _new_key(vault, identity, now)
         session.add(key)
         session.flush()
-        _after_identity_change(vault, session, identity, "identity.created", now)
+        # The new identity attests its own creation: its first event is signed by itself.
+        _log(vault, session, pair, "identity.created", identity, now,
+             {"fingerprint": key.fingerprint, "age_recipient": key.age_recipient})
         return identity_dict(identity)
 
 
@@ -201,18 +203,27 @@ def rotate_identity(
     with vault.transaction() as session:
         identity = acting_identity(session, name)
         old = current_key(identity)
+        old_pair = load_keypair(vault, old)
         old.retired_at = now
-        session.add(_new_key(vault, identity, now))
+        key, _pair = _new_key(vault, identity, now)
+        session.add(key)
         session.flush()
         session.refresh(identity)
-        _after_identity_change(
-            vault, session, identity, "identity.rotated", now, details={"previous": old.fingerprint}
-        )
+        # Signed by the outgoing key, so the step from old to new is itself attested.
+        _log(vault, session, old_pair, "identity.rotated", identity, now,
+             {"previous": old.fingerprint, "fingerprint": key.fingerprint,
+              "age_recipient": key.age_recipient})
         return identity_dict(identity)
 
 
-def revoke_identity(vault: Vault, name: str, *, now: datetime | None = None) -> dict[str, Any]:
-    """Stop all new use of an identity; what it signed before still verifies."""
+def revoke_identity(
+    vault: Vault, name: str, *, as_name: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Stop all new use of an identity; what it signed before still verifies.
+
+    The revocation is signed by ``as_name`` when given, else by the identity itself at the
+    moment of revocation: the last thing its keys sign.
+    """
     now = now or utcnow()
     with vault.transaction() as session:
         identity = get_identity(session, name)
@@ -220,20 +231,28 @@ def revoke_identity(vault: Vault, name: str, *, now: datetime | None = None) -> 
             raise ConflictError(
                 f"identity {name}: revoked already, since {isoformat(identity.revoked_at)}"
             )
+        actor = acting_identity(session, as_name) if as_name else identity
+        pair = load_keypair(vault, current_key(actor))
+        _log(vault, session, pair, "identity.revoked", identity, now,
+             {"fingerprints": [k.fingerprint for k in identity.keys]})
         identity.revoked_at = now
         for key in identity.keys:
             if key.revoked_at is None:
                 key.revoked_at = now
-        _after_identity_change(vault, session, identity, "identity.revoked", now)
         return identity_dict(identity)
 
 
-def _after_identity_change(
+def _log(
     vault: Vault,
     session: Session,
-    identity: Identity,
+    pair: KeyPair,
     action: str,
+    identity: Identity,
     now: datetime,
-    details: dict[str, Any] | None = None,
+    details: dict[str, Any],
 ) -> None:
-    """Hook for the custody log (added with the log itself)."""
+    from vault.service.custody import CustodyLog
+
+    CustodyLog(vault, session).append(
+        pair, action, f"identity:{identity.name}", details=details, now=now
+    )

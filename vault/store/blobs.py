@@ -140,7 +140,7 @@ class BlobStore:
 
     def open(self, blob_id: str) -> BinaryIO:
         """Open a blob for reading."""
-        return open(self.path(blob_id), "rb")  # noqa: SIM115 - the caller closes it
+        return open(self.path(blob_id), "rb")
 
     def remove(self, blob_id: str) -> None:
         """Delete a blob (one no row refers to)."""

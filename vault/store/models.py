@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     ForeignKey,
     LargeBinary,
@@ -108,3 +109,138 @@ class BodyKey(Base):
 
     body: Mapped[Body] = relationship(back_populates="keys")
 
+
+class VaultKey(Base):
+    """Public halves of the vault's own keys, e.g. the storage key blobs are encrypted to."""
+
+    __tablename__ = "vault_keys"
+
+    purpose: Mapped[str] = mapped_column(String(32), primary_key=True)
+    age_recipient: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Case(Base):
+    """A case file that groups items, e.g. ``UA-2026-0042``."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Blob(Base):
+    """One encrypted file in ``blobs/``; its random name says nothing about its content."""
+
+    __tablename__ = "blobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    stored_size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Item(Base):
+    """One acquisition of an evidence file, with its metadata and digests."""
+
+    __tablename__ = "items"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    case_id: Mapped[str] = mapped_column(ForeignKey("cases.id"), index=True)
+    blob_id: Mapped[str] = mapped_column(ForeignKey("blobs.id"), index=True)
+    original_name: Mapped[str] = mapped_column(Text)
+    title: Mapped[str | None] = mapped_column(Text)
+    description: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(Text)
+    collected_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    location: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ingested_by: Mapped[str] = mapped_column(String(64))
+    # The seq of the custody event that recorded the intake: the order items came in.
+    intake_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+
+    case: Mapped[Case] = relationship()
+    blob: Mapped[Blob] = relationship()
+    labels: Mapped[list[ItemLabel]] = relationship(
+        cascade="all, delete-orphan", order_by="ItemLabel.label"
+    )
+    tags: Mapped[list[ItemTag]] = relationship(cascade="all, delete-orphan", order_by="ItemTag.key")
+    digests: Mapped[list[ItemDigest]] = relationship(
+        cascade="all, delete-orphan", order_by="ItemDigest.algorithm"
+    )
+
+
+class ItemLabel(Base):
+    """A handling label on an item (release rules act on these)."""
+
+    __tablename__ = "item_labels"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    label: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+
+
+class ItemTag(Base):
+    """A ``key=value`` tag on an item."""
+
+    __tablename__ = "item_tags"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ItemDigest(Base):
+    """A further digest of an item's content (md5, sha1) for forensic cross-reference."""
+
+    __tablename__ = "item_digests"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True)
+    algorithm: Mapped[str] = mapped_column(String(16), primary_key=True)
+    hexdigest: Mapped[str] = mapped_column(String(128))
+
+
+class CustodyEvent(Base):
+    """One custody event: the exact canonical bytes its actor signed, and their leaf hash.
+
+    ``seq`` is the event's leaf index in the Merkle tree; the other columns repeat fields of
+    ``body`` for queries and are checked against it by ``custody verify``.
+    """
+
+    __tablename__ = "custody_events"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(64), index=True)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+    leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class CustodyHead(Base):
+    """The single row holding the log's size, root and frontier; locked by every append."""
+
+    __tablename__ = "custody_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    frontier: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Checkpoint(Base):
+    """A signed checkpoint (C2SP signed note) of the custody log."""
+
+    __tablename__ = "checkpoints"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    signer: Mapped[str] = mapped_column(String(64))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,335 @@
+"""Intake: cases, ingest (paths, recursive, manifests), items, export, doctor --repair."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TEST_PASSPHRASE, Cli
+
+CASE = "UA-2026-0042"
+
+
+@pytest.fixture
+def office(cli: Cli) -> Cli:
+    cli.ok("identity", "create", "registry-office", "--org", "Fictional Ministry of Justice")
+    return cli
+
+
+def _files(tmp_path: Path, **contents: bytes) -> list[Path]:
+    folder = tmp_path / "evidence"
+    folder.mkdir(exist_ok=True)
+    out = []
+    for name, data in contents.items():
+        path = folder / name.replace("_", ".")
+        path.write_bytes(data)
+        out.append(path)
+    return out
+
+
+def _blob_files(cli: Cli) -> list[Path]:
+    return sorted(p for p in (cli.vault / "blobs").rglob("*") if p.is_file()
+                  and not p.name.startswith(".intake"))
+
+
+def _items(cli: Cli) -> list[dict[str, object]]:
+    return json.loads(cli.ok("items", "list", "--json").stdout)  # type: ignore[no-any-return]
+
+
+def test_ingest_one_file_with_metadata(office: Cli, tmp_path: Path) -> None:
+    (statement,) = _files(tmp_path, statement_txt=b"fictional witness statement\n")
+    result = office.ok(
+        "ingest", str(statement), "--case", CASE, "--create-case", "--title", "Statement W-1",
+        "--description", "Fictional statement", "--source", "Fictional field office",
+        "--collected-at", "2026-03-14T09:30:00+02:00", "--location", "Fictional town",
+        "--tag", "witness=W-1", "--label", "restricted-icc", "--also-digest", "md5,sha1",
+    )
+    digest = hashlib.sha256(b"fictional witness statement\n").hexdigest()
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["id", "case", "name", "size", "sha256", "md5", "sha1"]
+    assert lines[1].split()[1:5] == [CASE, "statement.txt", "28", digest]
+    assert result.stderr == "evault: ingested 1 file(s), 28 bytes\n"
+    (item,) = _items(office)
+    shown = json.loads(office.ok("items", "show", str(item["id"]), "--json").stdout)
+    assert shown == {
+        "id": item["id"],
+        "case": CASE,
+        "name": "statement.txt",
+        "title": "Statement W-1",
+        "description": "Fictional statement",
+        "source": "Fictional field office",
+        "collected_at": "2026-03-14T07:30:00Z",
+        "location": "Fictional town",
+        "size": 28,
+        "sha256": digest,
+        "digests": {
+            "md5": hashlib.md5(b"fictional witness statement\n").hexdigest(),
+            "sha1": hashlib.sha1(b"fictional witness statement\n").hexdigest(),
+        },
+        "labels": ["restricted-icc"],
+        "tags": {"witness": "W-1"},
+        "ingested_at": shown["ingested_at"],
+        "ingested_by": shown["ingested_by"],
+    }
+    (blob,) = _blob_files(office)
+    data = blob.read_bytes()
+    assert data.startswith(b"age-encryption.org/v1\n")
+    assert b"fictional witness statement" not in data
+    assert digest not in str(blob) and blob.stat().st_mode & 0o777 == 0o600
+    events = json.loads(office.ok("custody", "show", str(item["id"]), "--json").stdout)["events"]
+    assert [e["action"] for e in events] == ["item.ingested"]
+    assert events[0]["details"] == {"case": CASE, "labels": ["restricted-icc"], "size": 28}
+    assert b"Statement W-1" not in events[0]["details"].__repr__().encode()
+    assert events[0]["digests"]["sha256"] == digest
+
+
+def test_same_content_twice_is_two_items_sharing_one_blob(office: Cli, tmp_path: Path) -> None:
+    a, b = _files(tmp_path, a_bin=b"same bytes", b_bin=b"same bytes")
+    office.ok("ingest", str(a), "--case", CASE, "--create-case")
+    office.ok("ingest", str(b), "--case", CASE)
+    items = _items(office)
+    assert len(items) == 2 and items[0]["id"] != items[1]["id"]
+    assert len(_blob_files(office)) == 1
+    assert json.loads(office.ok("case", "show", CASE, "--json").stdout)["items"] == 2
+
+
+def test_recursive_ingest_and_cases(office: Cli, tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    (root / "day-1").mkdir(parents=True)
+    (root / "day-2").mkdir()
+    for i in range(3):
+        (root / "day-1" / f"img-{i}.jpg").write_bytes(os.urandom(1000 + i))
+    (root / "day-2" / "img-9.jpg").write_bytes(os.urandom(70_000))
+    office.ok("case", "create", CASE, "--title", "Fictional shelling of a school")
+    refused = office("ingest", str(root), "--case", CASE)
+    assert (refused.exit_code, refused.stderr) == (
+        2, f"evault: {root}: is a directory; pass --recursive to ingest what it holds\n")
+    result = office.ok("ingest", str(root), "--recursive", "--case", CASE, "--jsonl")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["name"] for r in rows] == ["img-0.jpg", "img-1.jpg", "img-2.jpg", "img-9.jpg"]
+    cases = json.loads(office.ok("case", "list", "--json").stdout)
+    assert cases == [{"id": CASE, "title": "Fictional shelling of a school", "items": 4,
+                      "bytes": 3003 + 70_000, "created_at": cases[0]["created_at"]}]
+    dup = office("case", "create", CASE)
+    assert (dup.exit_code, dup.stderr) == (
+        1, f"evault: case {CASE}: exists already; see `evault case show {CASE}`\n")
+
+
+@pytest.mark.parametrize(
+    "make,args,code,message",
+    [
+        ("missing", [], 1, "{p}: no such file; check the path"),
+        ("symlink", [], 2, "{p}: is a symbolic link; pass --follow-symlinks to ingest its target"),
+        ("fifo", [], 2, "{p}: is not a regular file (device, socket or pipe)"),
+        ("file", ["--collected-at", "14 March 2026"], 2,
+         "--collected-at: '14 March 2026' is not an ISO 8601 time with a zone, "
+         "e.g. 2026-03-14T09:30:00Z"),
+        ("file", ["--collected-at", "2026-03-14T09:30:00"], 2,
+         "--collected-at: '2026-03-14T09:30:00' is not an ISO 8601 time with a zone, "
+         "e.g. 2026-03-14T09:30:00Z"),
+        ("file", ["--tag", "nokey"], 2, "--tag: 'nokey' is not KEY=VALUE with a simple key"),
+        ("file", ["--also-digest", "crc32"], 2, "--also-digest: 'crc32' is not one of md5, sha1"),
+        ("unknown-case", [], 1,
+         "case NEW-CASE: not found; create it with `evault case create NEW-CASE` "
+         "or pass --create-case"),
+    ],
+)
+def test_bad_input_is_refused_with_nothing_written(
+    office: Cli, tmp_path: Path, make: str, args: list[str], code: int, message: str
+) -> None:
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"fictional")
+    path = tmp_path / "input"
+    case = CASE
+    if make == "symlink":
+        path.symlink_to(good)
+    elif make == "fifo":
+        os.mkfifo(path)
+    elif make in ("file", "unknown-case"):
+        path.write_bytes(b"fictional")
+        case = "NEW-CASE" if make == "unknown-case" else CASE
+    office.ok("case", "create", CASE)
+    result = office("ingest", str(good), str(path), "--case", case, *args)
+    assert result.exit_code == code
+    assert result.stderr == "evault: " + message.format(p=path) + "\n"
+    assert _items(office) == []
+    assert _blob_files(office) == []
+
+
+def test_symlink_is_followed_when_asked(office: Cli, tmp_path: Path) -> None:
+    target = tmp_path / "target.txt"
+    target.write_bytes(b"fictional target")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    office.ok("ingest", str(link), "--case", CASE, "--create-case", "--follow-symlinks")
+    assert [i["size"] for i in _items(office)] == [16]
+
+
+def test_a_file_that_changes_while_read_is_refused(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vault.service import intake
+
+    (path,) = _files(tmp_path, growing_log=os.urandom(300_000))
+    original = intake._pump
+
+    def pump_and_grow(src, writer, hashers, pool):  # type: ignore[no-untyped-def]
+        with open(path, "ab") as f:
+            f.write(b"appended while evault was reading")
+        return original(src, writer, hashers, pool)
+
+    monkeypatch.setattr(intake, "_pump", pump_and_grow)
+    result = office("ingest", str(path), "--case", CASE, "--create-case")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: {path}: changed while being read; nothing of it was stored, "
+        "ingest it again when it is stable\n")
+    assert _items(office) == [] and _blob_files(office) == []
+
+
+def _write_manifest(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_manifest_csv_and_jsonl(office: Cli, tmp_path: Path) -> None:
+    _files(tmp_path, a_txt=b"alpha", b_txt=b"bravo", c_txt=b"charlie")
+    csv_path = _write_manifest(
+        tmp_path, "batch.csv",
+        "path,case,title,collected_at,tags,labels\n"
+        "evidence/a.txt,UA-2026-0042,Alpha,2026-01-02T03:04:05Z,k=v;w=x,restricted-icc\n"
+        'evidence/b.txt,UA-2026-0043,"Bravo, with comma",,,\n',
+    )
+    office.ok("ingest", "--manifest", str(csv_path), "--create-case")
+    jsonl = _write_manifest(
+        tmp_path, "more.jsonl",
+        json.dumps({"path": "evidence/c.txt", "case": CASE, "title": "Charlie",
+                    "tags": {"source-id": "S-7"}, "labels": ["no-foreign-release"]}) + "\n",
+    )
+    office.ok("ingest", "--manifest", str(jsonl))
+    items = {i["name"]: i for i in _items(office)}
+    assert sorted(items) == ["a.txt", "b.txt", "c.txt"]
+    a = json.loads(office.ok("items", "show", str(items["a.txt"]["id"]), "--json").stdout)
+    assert (a["title"], a["collected_at"], a["tags"], a["labels"]) == (
+        "Alpha", "2026-01-02T03:04:05Z", {"k": "v", "w": "x"}, ["restricted-icc"])
+    assert items["b.txt"]["case"] == "UA-2026-0043"
+    c = json.loads(office.ok("items", "show", str(items["c.txt"]["id"]), "--json").stdout)
+    assert (c["tags"], c["labels"]) == ({"source-id": "S-7"}, ["no-foreign-release"])
+
+
+@pytest.mark.parametrize(
+    "name,text,message",
+    [
+        ("dup.csv", "path,case\nevidence/a.txt,X-1\nevidence/b.txt,X-1\nevidence/a.txt,X-1\n",
+         "{m}:4: path {t}/evidence/a.txt is listed twice (first at line 2)"),
+        ("bad.csv", "path,case,colour\nevidence/a.txt,X-1,red\n", "{m}:1: unknown column 'colour'"),
+        ("date.csv", "path,case,collected_at\nevidence/a.txt,X-1,\nevidence/b.txt,X-1,yesterday\n",
+         "{m}:3: collected_at: 'yesterday' is not an ISO 8601 time with a zone, "
+         "e.g. 2026-03-14T09:30:00Z"),
+        ("missing.jsonl", '{"path": "evidence/a.txt", "case": "X-1"}\n'
+         '{"path": "evidence/nope.txt", "case": "X-1"}\n',
+         "{m}:2: {t}/evidence/nope.txt: no such file; check the path"),
+        ("json.jsonl", '{"path": "evidence/a.txt", "case": "X-1"}\n{"path": \n',
+         "{m}:2: not valid JSON (Expecting value)"),
+        ("nocase.jsonl", '{"path": "evidence/a.txt"}\n',
+         "{m}:1: case is missing (give it in the row or with --case)"),
+    ],
+)
+def test_manifest_is_validated_whole_before_anything_is_written(
+    office: Cli, tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    _files(tmp_path, a_txt=b"alpha", b_txt=b"bravo")
+    manifest = _write_manifest(tmp_path, name, text)
+    result = office("ingest", "--manifest", str(manifest), "--create-case")
+    assert result.exit_code in (1, 2)
+    assert result.stderr == "evault: " + message.format(m=manifest, t=tmp_path) + "\n"
+    assert _items(office) == [] and _blob_files(office) == []
+
+
+def test_export_checks_the_digest_and_logs_the_reason(office: Cli, tmp_path: Path) -> None:
+    content = os.urandom(200_000)
+    (path,) = _files(tmp_path, video_mp4=content)
+    office.ok("ingest", str(path), "--case", CASE, "--create-case")
+    (item,) = _items(office)
+    out = tmp_path / "copy.mp4"
+    result = office.ok("items", "export", str(item["id"]), "-o", str(out), "--reason",
+                       "forensic examination")
+    assert out.read_bytes() == content
+    assert result.stderr == (f"evault: exported item {item['id']} to {out}; the export is in "
+                             "the custody log\n")
+    again = office("items", "export", str(item["id"]), "-o", str(out), "--reason", "again")
+    assert (again.exit_code, again.stderr) == (
+        1, f"evault: {out}: exists already; choose another path or pass --force\n")
+    events = json.loads(office.ok("custody", "show", str(item["id"]), "--json").stdout)["events"]
+    assert [e["action"] for e in events] == ["item.ingested", "item.exported"]
+    assert events[1]["details"] == {"reason": "forensic examination"}
+
+    # A damaged blob is caught while exporting; nothing is written.
+    (blob,) = _blob_files(office)
+    data = bytearray(blob.read_bytes())
+    data[-100] ^= 1
+    blob.write_bytes(bytes(data))
+    broken = tmp_path / "broken.mp4"
+    result = office("items", "export", str(item["id"]), "-o", str(broken), "--reason", "check")
+    assert result.exit_code == 3
+    assert not broken.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
+
+
+def test_doctor_repair_removes_leftovers_only(office: Cli, tmp_path: Path) -> None:
+    (path,) = _files(tmp_path, a_txt=b"alpha")
+    office.ok("ingest", str(path), "--case", CASE, "--create-case")
+    shard = office.vault / "blobs" / "ab"
+    shard.mkdir(exist_ok=True)
+    (shard / (".tmp-" + "ab" * 16)).write_bytes(b"half-written")
+    (shard / ("ab" * 16)).write_bytes(b"age-encryption.org/v1\norphan")
+    report = json.loads(office.ok("doctor", "--json").stdout)
+    assert (report["items"], report["blobs"], report["temporary_files"],
+            report["orphaned_blobs"]) == (1, 1, 1, 1)
+    repaired = json.loads(office.ok("doctor", "--repair", "--json").stdout)
+    assert repaired["blobs_removed"] == 2
+    after = json.loads(office.ok("doctor", "--json").stdout)
+    assert (after["temporary_files"], after["orphaned_blobs"], after["blobs_missing"]) == (0, 0, 0)
+    assert office.ok("custody", "verify").stdout.startswith("OK: ")
+    out = tmp_path / "a.out"
+    office.ok("items", "export", str(_items(office)[0]["id"]), "-o", str(out), "--reason", "r")
+    assert out.read_bytes() == b"alpha"
+
+
+def test_kill_during_ingest_leaves_complete_items_or_none(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "vault")
+    cli.ok("init")
+    cli.ok("identity", "create", "registry-office")
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(1 << 20))
+    env = {**os.environ, "EVAULT_KEY_STORAGE": "file", "EVAULT_PASSPHRASE": TEST_PASSPHRASE}
+    for delay in (0.05, 0.2, 0.4):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "vault", "ingest", str(big), "--case", CASE, "--create-case",
+             "--vault", str(cli.vault)], env=env, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    verified = cli("custody", "verify")
+    assert verified.exit_code == 0, verified.stdout
+    report = json.loads(cli.ok("doctor", "--repair", "--json").stdout)
+    assert report["blobs_missing"] == 0
+    # Every item that exists is complete: its content decrypts to the right digest.
+    digest = hashlib.sha256(big.read_bytes()).hexdigest()
+    for item in _items(cli):
+        assert item["sha256"] == digest
+        out = tmp_path / f"{item['id']}.out"
+        cli.ok("items", "export", str(item["id"]), "-o", str(out), "--reason", "check")
+        assert out.stat().st_size == big.stat().st_size
+    cli.ok("ingest", str(big), "--case", CASE, "--create-case")
+    assert len(_items(cli)) >= 1

@@ -1,0 +1,521 @@
+"""The custody log of a vault: append events, checkpoint, prove, and verify everything.
+
+    >>> with vault.transaction() as session:                         # doctest: +SKIP
+    ...     log = CustodyLog(vault, session)
+    ...     log.append(pair, "case.created", "UA-2026-0042", now=now)
+    >>> [d.message for d in verify_log(vault).defects]               # doctest: +SKIP
+    []
+
+Each event is stored as the canonical bytes its actor signed; its leaf hash goes into the
+RFC 9162 tree whose frontier sits in the single ``custody_head`` row. Appends lock that row
+(``BEGIN IMMEDIATE`` on SQLite, ``SELECT ... FOR UPDATE`` on PostgreSQL), so concurrent
+commands produce one consistent log.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.clock import as_utc, isoformat, utcnow
+from vault.crypto.keys import VerifyKey
+from vault.custody.events import Event
+from vault.custody.merkle import (
+    Frontier,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from vault.custody.note import (
+    Checkpoint,
+    NoteSigner,
+    NoteVerifier,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
+from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
+from vault.service.vaults import Vault
+from vault.store.models import Checkpoint as CheckpointRow
+from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey
+
+
+def origin(vault: Vault) -> str:
+    """The log's name in events and checkpoints: ``evault/<vault-id>``."""
+    return f"evault/{vault.config.vault_id}"
+
+
+def lock_head(session: Session) -> CustodyHead:
+    """The log head, locked for this transaction."""
+    stmt = select(CustodyHead).where(CustodyHead.id == 1)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    head = session.scalar(stmt)
+    if head is None:
+        raise VerificationError("custody log: the head row is missing; the database is damaged")
+    return head
+
+
+class CustodyLog:
+    """Appends events within the caller's transaction; the head is updated as it goes."""
+
+    def __init__(self, vault: Vault, session: Session) -> None:
+        self._session = session
+        self._origin = origin(vault)
+        self._head = lock_head(session)
+        self._frontier = Frontier.from_bytes(self._head.frontier)
+        if self._frontier.size != self._head.size:
+            raise VerificationError("custody log: head size and frontier disagree")
+
+    def append(
+        self,
+        actor: KeyPair,
+        action: str,
+        subject: str,
+        *,
+        details: dict[str, Any] | None = None,
+        digests: dict[str, str] | None = None,
+        now: datetime | None = None,
+    ) -> CustodyEvent:
+        """Sign and append one event."""
+        event = Event(
+            log=self._origin,
+            seq=self._frontier.size,
+            time=now or utcnow(),
+            actor=actor.fingerprint,
+            action=action,
+            subject=subject,
+            details=details or {},
+            digests=digests or {},
+        )
+        body, signature = event.sign(actor.signing)
+        leaf = leaf_hash(body)
+        row = CustodyEvent(
+            seq=event.seq,
+            recorded_at=event.time,
+            actor=event.actor,
+            action=action,
+            subject=subject,
+            body=body,
+            signature=signature,
+            leaf_hash=leaf,
+        )
+        self._session.add(row)
+        self._frontier.append(leaf)
+        self._head.size = self._frontier.size
+        self._head.root = self._frontier.root()
+        self._head.frontier = self._frontier.to_bytes()
+        return row
+
+
+def record(
+    vault: Vault,
+    session: Session,
+    actor: KeyPair,
+    action: str,
+    subject: str,
+    *,
+    details: dict[str, Any] | None = None,
+    digests: dict[str, str] | None = None,
+    now: datetime | None = None,
+) -> CustodyEvent:
+    """Append one event in the caller's transaction."""
+    return CustodyLog(vault, session).append(
+        actor, action, subject, details=details, digests=digests, now=now
+    )
+
+
+def actor_pair(vault: Vault, session: Session, name: str | None) -> KeyPair:
+    """The key pair of the identity acting (``--as NAME``, else the default)."""
+    return load_keypair(vault, current_key(acting_identity(session, name)))
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def event_dict(row: CustodyEvent) -> dict[str, Any]:
+    """An event for display: the signed fields plus the leaf hash and signature."""
+    event = Event.decode(row.body)
+    return {
+        **{k: v for k, v in event.to_dict().items() if k not in ("type", "v")},
+        "leaf_hash": row.leaf_hash.hex(),
+        "signature": base64.b64encode(row.signature).decode(),
+    }
+
+
+def show_subject(vault: Vault, subject: str) -> list[dict[str, Any]]:
+    """Every event about ``subject`` (an item, package, case, identity or body), in order."""
+    with vault.transaction() as session:
+        rows = session.scalars(
+            select(CustodyEvent).where(CustodyEvent.subject == subject).order_by(CustodyEvent.seq)
+        ).all()
+        if not rows:
+            raise NotFoundError(f"{subject}: no custody events; check the id")
+        return [event_dict(r) for r in rows]
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _signer_name(vault: Vault) -> str:
+    return origin(vault)
+
+
+def make_checkpoint(vault: Vault, as_name: str | None, *, now: datetime | None = None) -> str:
+    """Sign a checkpoint of the log as it is now and keep it; return the signed note."""
+    with vault.transaction() as session:
+        pair = actor_pair(vault, session, as_name)
+        head = lock_head(session)
+        checkpoint = Checkpoint(origin(vault), head.size, head.root)
+        note = sign_checkpoint(checkpoint, NoteSigner(_signer_name(vault), pair.signing))
+        session.add(
+            CheckpointRow(
+                size=head.size,
+                root=head.root,
+                signer=pair.fingerprint,
+                note=note,
+                created_at=now or utcnow(),
+            )
+        )
+        return note
+
+
+def vault_verifiers(vault: Vault, session: Session) -> list[NoteVerifier]:
+    """Note verifiers for every key this vault's identities ever had."""
+    keys = session.scalars(select(IdentityKey)).all()
+    return [NoteVerifier.for_key(_signer_name(vault), VerifyKey(k.signing_key)) for k in keys]
+
+
+def verifier_key(vault: Vault, session: Session) -> str:
+    """The ``name+keyid+key`` verifier line of the default identity's current key."""
+    identity = acting_identity(session, None)
+    key = VerifyKey(current_key(identity).signing_key)
+    return NoteVerifier.for_key(_signer_name(vault), key).vkey()
+
+
+def latest_checkpoint(session: Session) -> CheckpointRow:
+    """The newest checkpoint, or a NotFoundError that says how to make one."""
+    row = session.scalar(select(CheckpointRow).order_by(CheckpointRow.id.desc()).limit(1))
+    if row is None:
+        raise NotFoundError("custody log: no checkpoint yet; run `evault custody checkpoint`")
+    return row
+
+
+def leaf_hashes(session: Session, size: int) -> list[bytes]:
+    """The stored leaf hashes of the first ``size`` events, in order."""
+    rows = session.execute(
+        select(CustodyEvent.leaf_hash).where(CustodyEvent.seq < size).order_by(CustodyEvent.seq)
+    ).scalars()
+    out = list(rows)
+    if len(out) != size:
+        raise VerificationError(
+            f"custody log: {len(out)} events below size {size}; run `evault custody verify`"
+        )
+    return out
+
+
+def prove_subject(vault: Vault, subject: str) -> dict[str, Any]:
+    """Inclusion proofs of every event of ``subject`` against the latest checkpoint."""
+    with vault.transaction() as session:
+        cp_row = latest_checkpoint(session)
+        checkpoint, _ = open_checkpoint(cp_row.note, vault_verifiers(vault, session))
+        rows = session.scalars(
+            select(CustodyEvent).where(CustodyEvent.subject == subject).order_by(CustodyEvent.seq)
+        ).all()
+        if not rows:
+            raise NotFoundError(f"{subject}: no custody events; check the id")
+        leaves = leaf_hashes(session, checkpoint.size)
+        proofs = []
+        for row in rows:
+            if row.seq >= checkpoint.size:
+                proofs.append({"seq": row.seq, "action": row.action, "status": "after checkpoint"})
+                continue
+            leaf = leaf_hash(row.body)
+            path = inclusion_proof(leaves, row.seq, checkpoint.size)
+            verify_inclusion(leaf, row.seq, checkpoint.size, path, checkpoint.root_hash)
+            proofs.append(
+                {
+                    "seq": row.seq,
+                    "action": row.action,
+                    "leaf_hash": base64.b64encode(leaf).decode(),
+                    "proof": [base64.b64encode(h).decode() for h in path],
+                    "status": "included",
+                }
+            )
+        return {
+            "subject": subject,
+            "checkpoint": cp_row.note,
+            "tree_size": checkpoint.size,
+            "root_hash": base64.b64encode(checkpoint.root_hash).decode(),
+            "events": proofs,
+        }
+
+
+def prove_consistency(vault: Vault, old_note: str, new_note: str) -> dict[str, Any]:
+    """Check two signed checkpoints of this vault and prove the log only grew between them."""
+    with vault.transaction() as session:
+        verifiers = vault_verifiers(vault, session)
+        old, _ = open_checkpoint(old_note, verifiers)
+        new, _ = open_checkpoint(new_note, verifiers)
+        for cp, which in ((old, "old"), (new, "new")):
+            if cp.origin != origin(vault):
+                raise VerificationError(
+                    f"{which} checkpoint: origin {cp.origin} is not this vault's log"
+                )
+        if old.size > new.size:
+            raise UsageError("custody consistency: OLD is larger than NEW; swap them")
+        head = lock_head(session)
+        if new.size > head.size:
+            raise VerificationError(
+                f"new checkpoint: size {new.size} is beyond this log's {head.size} events; "
+                "the checkpoint is not from this log's history"
+            )
+        leaves = leaf_hashes(session, new.size)
+        path = consistency_proof(leaves, old.size, new.size) if old.size else []
+        if old.size:
+            verify_consistency(old.size, new.size, path, old.root_hash, new.root_hash)
+        else:
+            from vault.custody.merkle import EMPTY_ROOT
+
+            if old.root_hash != EMPTY_ROOT:
+                raise VerificationError("old checkpoint: size 0 with a root other than empty")
+        from vault.custody.merkle import root_of
+
+        if root_of(leaves) != new.root_hash:
+            raise VerificationError(
+                f"new checkpoint: root at size {new.size} differs from this log's; "
+                "the history was rewritten"
+            )
+        return {
+            "old_size": old.size,
+            "new_size": new.size,
+            "old_root": base64.b64encode(old.root_hash).decode(),
+            "new_root": base64.b64encode(new.root_hash).decode(),
+            "proof": [base64.b64encode(h).decode() for h in path],
+            "status": "consistent",
+        }
+
+
+# ----------------------------------------------------------------------------- verification
+
+
+@dataclass(frozen=True)
+class Defect:
+    """One thing wrong in the log; ``seq`` is None for defects of the whole log."""
+
+    seq: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"event {self.seq}: {self.message}" if self.seq is not None else self.message
+
+
+@dataclass
+class LogReport:
+    """What ``custody verify`` found."""
+
+    size: int = 0
+    checkpoints: int = 0
+    signatures_checked: int = 0
+    defects: list[Defect] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """For ``--json``."""
+        return {
+            "ok": not self.defects,
+            "events": self.size,
+            "checkpoints": self.checkpoints,
+            "signatures_checked": self.signatures_checked,
+            "defects": [{"seq": d.seq, "message": d.message} for d in self.defects],
+        }
+
+
+@dataclass(frozen=True)
+class _KeyInfo:
+    raw: bytes
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _check_signatures(batch: Sequence[tuple[int, bytes, bytes, bytes]]) -> list[int]:
+    """Seq numbers in ``batch`` whose signature fails (runs in a worker process)."""
+    bad = []
+    for seq, raw_key, body, signature in batch:
+        try:
+            VerifyKey(raw_key).verify(signature, body)
+        except VaultError:
+            bad.append(seq)
+    return bad
+
+
+def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> LogReport:
+    """Re-derive everything and list every defect: leaves, fields, sequence, tree, checkpoints,
+    and (unless ``signatures`` is False) every signature, on ``workers`` processes.
+    """
+    report = LogReport()
+    log_origin = origin(vault)
+    with vault.transaction() as session:
+        keys = {
+            k.fingerprint: _KeyInfo(
+                k.signing_key, as_utc(k.created_at), as_utc(k.revoked_at) if k.revoked_at else None
+            )
+            for k in session.scalars(select(IdentityKey))
+        }
+        checkpoints = session.scalars(select(CheckpointRow).order_by(CheckpointRow.id)).all()
+        wanted_sizes = {c.size for c in checkpoints}
+        roots_at: dict[int, bytes] = {}
+        frontier = Frontier()
+        if 0 in wanted_sizes:
+            roots_at[0] = frontier.root()
+        pending: list[tuple[int, bytes, bytes, bytes]] = []
+        expected = 0
+        result = session.execute(
+            select(
+                CustodyEvent.seq,
+                CustodyEvent.recorded_at,
+                CustodyEvent.actor,
+                CustodyEvent.action,
+                CustodyEvent.subject,
+                CustodyEvent.body,
+                CustodyEvent.signature,
+                CustodyEvent.leaf_hash,
+            )
+            .order_by(CustodyEvent.seq)
+            .execution_options(yield_per=20_000)
+        )
+        for seq, recorded_at, actor, action, subject, body, signature, stored_leaf in result:
+            if seq != expected:
+                missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+                report.defects.append(
+                    Defect(None, f"events {missing} missing: the sequence jumps to {seq}")
+                )
+            expected = seq + 1
+            leaf = leaf_hash(body)
+            frontier.append(leaf)
+            if frontier.size in wanted_sizes:
+                roots_at[frontier.size] = frontier.root()
+            report.size += 1
+            if leaf != stored_leaf:
+                report.defects.append(
+                    Defect(seq, "stored leaf hash does not match the event's bytes")
+                )
+            try:
+                event = Event.decode(body)
+            except VerificationError as e:
+                report.defects.append(Defect(seq, str(e)))
+                continue
+            mismatched = [
+                name
+                for name, stored, signed in (
+                    ("seq", seq, event.seq),
+                    ("time", as_utc(recorded_at), event.time),
+                    ("actor", actor, event.actor),
+                    ("action", action, event.action),
+                    ("subject", subject, event.subject),
+                )
+                if stored != signed
+            ]
+            if mismatched:
+                report.defects.append(
+                    Defect(seq, f"stored {', '.join(mismatched)} differ from the signed event")
+                )
+            if event.log != log_origin:
+                report.defects.append(Defect(seq, f"belongs to another log ({event.log})"))
+            key = keys.get(event.actor)
+            if key is None:
+                report.defects.append(
+                    Defect(seq, f"actor {event.actor} is not a key of this vault")
+                )
+                continue
+            if event.time < key.created_at:
+                report.defects.append(Defect(seq, "dated before its actor's key was created"))
+            if key.revoked_at is not None and event.time > key.revoked_at:
+                report.defects.append(
+                    Defect(seq, f"signed after its key was revoked ({isoformat(key.revoked_at)})")
+                )
+            if signatures:
+                pending.append((seq, key.raw, body, signature))
+        head = session.get(CustodyHead, 1)
+        _check_head(report, head, frontier)
+        report.checkpoints = len(checkpoints)
+        verifiers = vault_verifiers(vault, session)
+        for cp in checkpoints:
+            _check_checkpoint(report, cp, roots_at, verifiers, log_origin)
+    if signatures:
+        for seq in _verify_signatures(pending, workers):
+            report.defects.append(Defect(seq, "signature does not verify"))
+        report.signatures_checked = len(pending)
+    report.defects.sort(key=lambda d: (-1 if d.seq is None else d.seq, d.message))
+    return report
+
+
+def _check_head(report: LogReport, head: CustodyHead | None, frontier: Frontier) -> None:
+    if head is None:
+        report.defects.append(Defect(None, "the log head row is missing"))
+        return
+    if head.size != frontier.size:
+        report.defects.append(
+            Defect(None, f"log head says {head.size} events, the log has {frontier.size}")
+        )
+    elif head.root != frontier.root():
+        report.defects.append(Defect(None, "log head root differs from the recomputed tree"))
+    elif head.frontier != frontier.to_bytes():
+        report.defects.append(Defect(None, "log head frontier differs from the recomputed tree"))
+
+
+def _check_checkpoint(
+    report: LogReport,
+    cp: CheckpointRow,
+    roots_at: dict[int, bytes],
+    verifiers: Sequence[NoteVerifier],
+    log_origin: str,
+) -> None:
+    where = f"checkpoint {cp.id} (size {cp.size})"
+    try:
+        checkpoint, _ = open_checkpoint(cp.note, verifiers)
+    except VerificationError as e:
+        report.defects.append(Defect(None, f"{where}: {e}"))
+        return
+    if (checkpoint.origin, checkpoint.size, checkpoint.root_hash) != (log_origin, cp.size, cp.root):
+        report.defects.append(Defect(None, f"{where}: stored fields differ from the signed note"))
+    root = roots_at.get(cp.size)
+    if root is None:
+        report.defects.append(Defect(None, f"{where}: the log is shorter than the checkpoint"))
+    elif root != checkpoint.root_hash:
+        report.defects.append(
+            Defect(None, f"{where}: root differs from the recomputed tree; history was rewritten")
+        )
+
+
+def _verify_signatures(
+    pending: Sequence[tuple[int, bytes, bytes, bytes]], workers: int
+) -> Iterable[int]:
+    # Ed25519 verification holds the GIL, so a large log is split across processes.
+    if workers <= 1 or len(pending) < 20_000:
+        return _check_signatures(pending)
+    size = -(-len(pending) // (workers * 4))
+    batches = [pending[i : i + size] for i in range(0, len(pending), size)]
+    bad: list[int] = []
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for found in pool.map(_check_signatures, batches):
+            bad.extend(found)
+    return bad
+
+
+def identity_names(session: Session) -> dict[str, str]:
+    """Fingerprint -> identity name, for display."""
+    out: dict[str, str] = {}
+    for key in session.scalars(select(IdentityKey)):
+        identity = session.get(Identity, key.identity_id)
+        if identity is not None:
+            out[key.fingerprint] = identity.name
+    return out

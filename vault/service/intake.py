@@ -1,0 +1,675 @@
+"""Intake: read each evidence file once, hash it and encrypt it at rest, record its custody.
+
+    >>> fields = IntakeFields(case="UA-2026-0042")                    # doctest: +SKIP
+    >>> ingest(vault, rows_from_paths([Path("statement.pdf")], fields))  # doctest: +SKIP
+
+Every file is validated before anything is written. Each file is then read exactly once: the
+same bytes feed SHA-256 (and any legacy digests) and the age encryptor, which writes into a
+new blob under a random name. Blobs are made durable with one sync per batch, then one
+transaction records the batch's items, digests and custody events. A crash leaves complete
+items or none; stray blobs are removed by ``evault doctor --repair``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from vault.clock import as_utc, isoformat, parse_iso, utcnow
+from vault.crypto.age import AgeIdentity, AgeRecipient, AgeWriter
+from vault.errors import ConflictError, NotFoundError, UsageError, VaultError
+from vault.service.custody import CustodyLog, actor_pair
+from vault.service.identities import KeyPair
+from vault.service.ids import new_id
+from vault.service.vaults import Vault
+from vault.store.blobs import BlobStore
+from vault.store.models import Blob, Case, Item, ItemDigest, ItemLabel, ItemTag, VaultKey
+
+READ_SIZE = 1 << 20
+BATCH_FILES = 2000
+BATCH_BYTES = 1 << 30
+LEGACY_DIGESTS = ("md5", "sha1")
+CASE_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+LABEL_RULE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+TAG_KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MANIFEST_FIELDS = (
+    "path", "case", "title", "description", "source", "collected_at", "location", "tags", "labels"
+)
+
+
+@dataclass(frozen=True)
+class IntakeFields:
+    """The metadata given for the files of one ingest (or one manifest row)."""
+
+    case: str
+    title: str | None = None
+    description: str | None = None
+    source: str | None = None
+    collected_at: datetime | None = None
+    location: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class IntakeRow:
+    """One file to ingest, validated."""
+
+    path: Path
+    fields: IntakeFields
+
+
+def check_case_id(case: str) -> None:
+    """Case ids are short and safe: letters, digits, '.', '_', '/' and '-'."""
+    if not CASE_RULE.match(case):
+        raise UsageError(
+            f"case id {case!r}: use 1-64 letters, digits, '.', '_', '/' or '-' (e.g. UA-2026-0042)"
+        )
+
+
+def parse_collected_at(text: str, where: str = "--collected-at") -> datetime:
+    """An ISO 8601 time with a zone, or a usage error that shows the form."""
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise UsageError(
+            f"{where}: {text!r} is not an ISO 8601 time with a zone, e.g. 2026-03-14T09:30:00Z"
+        ) from None
+
+
+def parse_tags(items: Sequence[str], where: str = "--tag") -> tuple[tuple[str, str], ...]:
+    """``KEY=VALUE`` pairs, keys unique."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not TAG_KEY_RULE.match(key):
+            raise UsageError(f"{where}: {item!r} is not KEY=VALUE with a simple key")
+        if key in out:
+            raise UsageError(f"{where}: tag {key!r} is given twice")
+        out[key] = value
+    return tuple(sorted(out.items()))
+
+
+def parse_labels(items: Sequence[str], where: str = "--label") -> tuple[str, ...]:
+    """Handling labels: lowercase words such as ``restricted-icc``."""
+    for label in items:
+        if not LABEL_RULE.match(label):
+            raise UsageError(f"{where}: label {label!r} must be lowercase letters, digits, '.-_'")
+    return tuple(sorted(set(items)))
+
+
+def check_fields(fields: IntakeFields, where: str) -> IntakeFields:
+    """Validate one set of metadata."""
+    check_case_id(fields.case)
+    parse_labels(fields.labels, where)
+    return fields
+
+
+# ----------------------------------------------------------------------------- selecting files
+
+
+def _check_file(path: Path, follow_symlinks: bool, where: str) -> Path:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        raise NotFoundError(f"{where}: no such file; check the path") from None
+    except PermissionError:
+        raise VaultError(f"{where}: permission denied; check the file's permissions") from None
+    if stat.S_ISLNK(st.st_mode):
+        if not follow_symlinks:
+            raise UsageError(
+                f"{where}: is a symbolic link; pass --follow-symlinks to ingest its target"
+            )
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise NotFoundError(f"{where}: symbolic link to a missing file") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"{where}: is a directory; pass --recursive to ingest what it holds")
+    if not stat.S_ISREG(st.st_mode):
+        raise UsageError(f"{where}: is not a regular file (device, socket or pipe)")
+    if not os.access(path, os.R_OK):
+        raise VaultError(f"{where}: permission denied; check the file's permissions")
+    return path
+
+
+def _walk(root: Path, follow_symlinks: bool) -> Iterator[Path]:
+    # Sorted, so that the order of items (and of custody events) is reproducible.
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_symlink() and not follow_symlinks:
+            raise UsageError(
+                f"{path}: is a symbolic link; pass --follow-symlinks to ingest its target"
+            )
+        if entry.is_dir(follow_symlinks=follow_symlinks):
+            yield from _walk(path, follow_symlinks)
+        else:
+            yield path
+
+
+def rows_from_paths(
+    paths: Sequence[Path],
+    fields: IntakeFields,
+    *,
+    recursive: bool = False,
+    follow_symlinks: bool = False,
+) -> list[IntakeRow]:
+    """Expand and validate the command-line paths; nothing is read or written yet."""
+    check_fields(fields, "ingest")
+    rows: list[IntakeRow] = []
+    seen: set[Path] = set()
+    for path in paths:
+        if recursive and path.is_dir() and (follow_symlinks or not path.is_symlink()):
+            files = list(_walk(path, follow_symlinks))
+        else:
+            files = [path]
+        for file in files:
+            _check_file(file, follow_symlinks, str(file))
+            key = file.resolve()
+            if key in seen:
+                raise UsageError(f"{file}: given twice; each file is ingested once per command")
+            seen.add(key)
+            rows.append(IntakeRow(file, fields))
+    if not rows:
+        raise UsageError("ingest: no files to ingest")
+    return rows
+
+
+def rows_from_manifest(
+    manifest: Path, defaults: IntakeFields | None = None, *, follow_symlinks: bool = False
+) -> list[IntakeRow]:
+    """Read a CSV or JSON-lines manifest whole; validate every row before anything is written.
+
+    Relative paths are taken from the manifest's folder. A bad row names its line number.
+    """
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"{manifest}: no such manifest") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{manifest}: not UTF-8 text") from None
+    if manifest.suffix.lower() == ".csv":
+        records = list(_csv_records(text, manifest))
+    elif manifest.suffix.lower() in (".jsonl", ".ndjson"):
+        records = list(_jsonl_records(text, manifest))
+    else:
+        raise UsageError(f"{manifest}: manifest must be .csv or .jsonl")
+    rows: list[IntakeRow] = []
+    seen: dict[Path, int] = {}
+    for line, record in records:
+        where = f"{manifest}:{line}"
+        row = _manifest_row(record, where, manifest.parent, defaults)
+        key = row.path.resolve()
+        if key in seen:
+            first = seen[key]
+            raise UsageError(f"{where}: path {row.path} is listed twice (first at line {first})")
+        seen[key] = line
+        _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
+        rows.append(row)
+    if not rows:
+        raise UsageError(f"{manifest}: the manifest lists no files")
+    return rows
+
+
+def _csv_records(text: str, manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    unknown = set(reader.fieldnames or ()) - set(MANIFEST_FIELDS)
+    if unknown:
+        raise UsageError(f"{manifest}:1: unknown column {sorted(unknown)[0]!r}")
+    if "path" not in (reader.fieldnames or ()):
+        raise UsageError(f"{manifest}:1: the header needs a 'path' column")
+    for record in reader:
+        if None in record:
+            raise UsageError(f"{manifest}:{reader.line_num}: more cells than columns")
+        yield reader.line_num, {k: v for k, v in record.items() if v not in (None, "")}
+
+
+def _jsonl_records(text: str, manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{manifest}:{number}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise UsageError(f"{manifest}:{number}: each line must be a JSON object")
+        unknown = set(record) - set(MANIFEST_FIELDS)
+        if unknown:
+            raise UsageError(f"{manifest}:{number}: unknown field {sorted(unknown)[0]!r}")
+        yield number, record
+
+
+def _as_list(value: Any, where: str, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(";") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return list(value)
+    raise UsageError(f"{where}: {name} must be a list of strings (or ';'-separated in CSV)")
+
+
+def _manifest_row(
+    record: dict[str, Any], where: str, base: Path, defaults: IntakeFields | None
+) -> IntakeRow:
+    path = record.get("path")
+    if not isinstance(path, str) or not path:
+        raise UsageError(f"{where}: path is missing")
+    for name in ("case", "title", "description", "source", "collected_at", "location"):
+        if record.get(name) is not None and not isinstance(record[name], str):
+            raise UsageError(f"{where}: {name} must be a string")
+    case = record.get("case") or (defaults.case if defaults else None)
+    if not case:
+        raise UsageError(f"{where}: case is missing (give it in the row or with --case)")
+    tags_raw = record.get("tags")
+    if isinstance(tags_raw, dict):
+        tag_items = [f"{k}={v}" for k, v in tags_raw.items()]
+    else:
+        tag_items = _as_list(tags_raw, where, "tags")
+    collected = record.get("collected_at")
+    base_fields = defaults or IntakeFields(case=case)
+    fields = replace(
+        base_fields,
+        case=case,
+        title=record.get("title", base_fields.title),
+        description=record.get("description", base_fields.description),
+        source=record.get("source", base_fields.source),
+        collected_at=(
+            parse_collected_at(collected, f"{where}: collected_at")
+            if collected else base_fields.collected_at
+        ),
+        location=record.get("location", base_fields.location),
+        tags=parse_tags(tag_items, f"{where}: tags") if tag_items else base_fields.tags,
+        labels=(
+            parse_labels(_as_list(record.get("labels"), where, "labels"), f"{where}: labels")
+            if record.get("labels") else base_fields.labels
+        ),
+    )
+    try:
+        check_fields(fields, where)
+    except UsageError as e:
+        raise UsageError(f"{where}: {e}") from None
+    full = Path(path) if os.path.isabs(path) else base / path
+    return IntakeRow(full, fields)
+
+
+# ----------------------------------------------------------------------------- storage key
+
+
+def storage_recipient(vault: Vault) -> AgeRecipient:
+    """The vault's own storage key (created on first use); blobs are encrypted to it."""
+    with vault.transaction() as session:
+        row = session.get(VaultKey, "storage")
+        if row is not None:
+            return AgeRecipient.parse(row.age_recipient)
+    identity = AgeIdentity.generate()
+    recipient = str(identity.recipient)
+    vault.keystore.put(f"storage:{recipient}", identity.raw())
+    try:
+        with vault.transaction() as session:
+            session.add(VaultKey(purpose="storage", age_recipient=recipient, created_at=utcnow()))
+    except IntegrityError:
+        # Another process created it first; theirs is the one in use.
+        vault.keystore.delete(f"storage:{recipient}")
+        with vault.transaction() as session:
+            row = session.get(VaultKey, "storage")
+            if row is None:
+                raise
+            return AgeRecipient.parse(row.age_recipient)
+    return identity.recipient
+
+
+def storage_identity(vault: Vault, session: Session) -> AgeIdentity:
+    """The private storage key, from the key store."""
+    row = session.get(VaultKey, "storage")
+    if row is None:
+        raise NotFoundError("vault: no storage key yet; nothing was ever ingested")
+    return AgeIdentity.from_raw(vault.keystore.get(f"storage:{row.age_recipient}"))
+
+
+# ----------------------------------------------------------------------------- reading once
+
+
+@dataclass
+class StoredFile:
+    """One file read, hashed and encrypted into a new blob."""
+
+    row: IntakeRow
+    blob_id: str
+    size: int
+    sha256: str
+    stored_size: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class _Counter:
+    """A write-through wrapper that counts the bytes of the encrypted blob."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        n = self.out.write(data)
+        self.count += len(data)
+        return n if n is not None else len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size,
+                                                              b.st_mtime_ns)
+
+
+def store_file(
+    blobs: BlobStore,
+    row: IntakeRow,
+    recipient: AgeRecipient,
+    algorithms: Sequence[str],
+    *,
+    follow_symlinks: bool,
+    hasher_pool: ThreadPoolExecutor | None,
+) -> StoredFile:
+    """Read ``row.path`` once into a new blob, computing its digests on the way."""
+    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(row.path, flags)
+    except OSError as e:
+        raise VaultError(f"{row.path}: cannot open ({e.strerror}); nothing was stored") from None
+    with os.fdopen(fd, "rb", buffering=0) as src:
+        before = os.fstat(src.fileno())
+        hashers = [hashlib.sha256()] + [hashlib.new(a) for a in algorithms]
+        with blobs.create() as (blob_id, out):
+            counter = _Counter(out)
+            writer = AgeWriter(counter, [recipient])  # type: ignore[arg-type]
+            total = _pump(src, writer, hashers, hasher_pool)
+            writer.close()
+            after = os.fstat(src.fileno())
+            if total != before.st_size or not _same_file(before, after):
+                raise VaultError(
+                    f"{row.path}: changed while being read; nothing of it was stored, "
+                    "ingest it again when it is stable"
+                )
+    return StoredFile(
+        row=row,
+        blob_id=blob_id,
+        size=total,
+        sha256=hashers[0].hexdigest(),
+        stored_size=counter.count,
+        extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
+    )
+
+
+def _pump(
+    src: BinaryIO,
+    writer: AgeWriter,
+    hashers: Sequence[Any],
+    pool: ThreadPoolExecutor | None,
+) -> int:
+    """Copy src into writer while the hashers see the same bytes; hashing overlaps encryption.
+
+    hashlib releases the GIL on large buffers, so a second thread hashes chunk N while this
+    one encrypts it: on two cores the file costs max(hash, encrypt), not their sum.
+    """
+
+    def digest(chunk: bytes) -> None:
+        for h in hashers:
+            h.update(chunk)
+
+    total = 0
+    pending = None
+    while True:
+        chunk = src.read(READ_SIZE)
+        if not chunk:
+            break
+        total += len(chunk)
+        if pool is None or len(chunk) < 256 * 1024:
+            if pending is not None:
+                pending.result()
+                pending = None
+            digest(chunk)
+            writer.write(chunk)
+            continue
+        if pending is not None:
+            pending.result()
+        pending = pool.submit(digest, chunk)
+        writer.write(chunk)
+    if pending is not None:
+        pending.result()
+    return total
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+def _missing_cases(session: Session, cases: set[str], create: bool) -> list[str]:
+    existing = set(session.scalars(select(Case.id).where(Case.id.in_(cases))))
+    missing = sorted(cases - existing)
+    if missing and not create:
+        raise NotFoundError(
+            f"case {missing[0]}: not found; create it with `evault case create {missing[0]}` "
+            "or pass --create-case"
+        )
+    return missing
+
+
+def _ensure_cases(
+    session: Session, log: CustodyLog, pair: KeyPair, cases: set[str], create: bool,
+    now: datetime,
+) -> None:
+    for case in _missing_cases(session, cases, create):
+        session.add(Case(id=case, title=None, created_at=now))
+        log.append(pair, "case.created", case, now=now)
+
+
+def _record_batch(
+    vault: Vault,
+    batch: list[StoredFile],
+    as_name: str | None,
+    create_case: bool,
+    now: datetime,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One transaction for a batch; returns the items and the blobs made redundant by dedupe."""
+    redundant: list[str] = []
+    out: list[dict[str, Any]] = []
+    with vault.transaction() as session:
+        pair = actor_pair(vault, session, as_name)
+        log = CustodyLog(vault, session)
+        _ensure_cases(session, log, pair, {s.row.fields.case for s in batch}, create_case, now)
+        digests = {s.sha256 for s in batch}
+        known: dict[tuple[str, int], str] = {
+            (b.sha256, b.size): b.id
+            for b in session.scalars(select(Blob).where(Blob.sha256.in_(digests)))
+        }
+        for stored in batch:
+            key = (stored.sha256, stored.size)
+            blob_id = known.get(key)
+            if blob_id is None:
+                session.add(Blob(id=stored.blob_id, size=stored.size, sha256=stored.sha256,
+                                 stored_size=stored.stored_size, created_at=now))
+                known[key] = blob_id = stored.blob_id
+            else:
+                redundant.append(stored.blob_id)
+            fields = stored.row.fields
+            item = Item(
+                id=new_id("EV"),
+                case_id=fields.case,
+                blob_id=blob_id,
+                original_name=stored.row.path.name,
+                title=fields.title,
+                description=fields.description,
+                source=fields.source,
+                collected_at=fields.collected_at,
+                location=fields.location,
+                size=stored.size,
+                sha256=stored.sha256,
+                ingested_at=now,
+                ingested_by=pair.fingerprint,
+                labels=[ItemLabel(label=label) for label in fields.labels],
+                tags=[ItemTag(key=k, value=v) for k, v in fields.tags],
+                digests=[ItemDigest(algorithm=a, hexdigest=h) for a, h in stored.extra.items()],
+            )
+            item_digests = {"sha256": stored.sha256, **stored.extra}
+            event = log.append(
+                pair,
+                "item.ingested",
+                item.id,
+                details={"case": fields.case, "size": stored.size, "labels": list(fields.labels)},
+                digests=item_digests,
+                now=now,
+            )
+            item.intake_seq = event.seq
+            session.add(item)
+            out.append(
+                {
+                    "id": item.id,
+                    "case": fields.case,
+                    "name": item.original_name,
+                    "size": stored.size,
+                    "sha256": stored.sha256,
+                    **{a: h for a, h in stored.extra.items()},
+                }
+            )
+    return out, redundant
+
+
+def ingest(
+    vault: Vault,
+    rows: Sequence[IntakeRow],
+    *,
+    as_name: str | None = None,
+    create_case: bool = False,
+    also_digest: Sequence[str] = (),
+    follow_symlinks: bool = False,
+    now: datetime | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Ingest validated rows in batches; return one result per item."""
+    for algorithm in also_digest:
+        if algorithm not in LEGACY_DIGESTS:
+            raise UsageError(f"--also-digest: {algorithm!r} is not one of md5, sha1")
+    now = now or utcnow()
+    # Refuse early, before reading any file: the acting identity and the cases must exist.
+    with vault.transaction() as session:
+        actor_pair(vault, session, as_name)
+        _missing_cases(session, {r.fields.case for r in rows}, create_case)
+    recipient = storage_recipient(vault)
+    blobs = BlobStore(vault.blobs)
+    results: list[dict[str, Any]] = []
+    done = 0
+    with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as pool:
+        batch: list[StoredFile] = []
+        batch_bytes = 0
+        try:
+            for row in rows:
+                stored = store_file(blobs, row, recipient, also_digest,
+                                    follow_symlinks=follow_symlinks, hasher_pool=pool)
+                batch.append(stored)
+                batch_bytes += stored.size
+                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                    results += _commit(vault, blobs, batch, as_name, create_case, now)
+                    done += len(batch)
+                    if progress:
+                        progress(done, len(rows))
+                    batch, batch_bytes = [], 0
+            if batch:
+                results += _commit(vault, blobs, batch, as_name, create_case, now)
+        except BaseException as e:
+            for stored in batch:
+                blobs.remove(stored.blob_id)
+            if results and isinstance(e, VaultError):
+                raise type(e)(f"{e} ({len(results)} earlier files were ingested)") from None
+            raise
+    return results
+
+
+def _commit(
+    vault: Vault,
+    blobs: BlobStore,
+    batch: list[StoredFile],
+    as_name: str | None,
+    create_case: bool,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    blobs.sync([s.blob_id for s in batch])
+    out, redundant = _record_batch(vault, batch, as_name, create_case, now)
+    for blob_id in redundant:
+        blobs.remove(blob_id)
+    batch.clear()
+    return out
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def create_case(
+    vault: Vault, case: str, *, title: str | None, as_name: str | None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Open a case file."""
+    check_case_id(case)
+    now = now or utcnow()
+    with vault.transaction() as session:
+        if session.get(Case, case) is not None:
+            raise ConflictError(f"case {case}: exists already; see `evault case show {case}`")
+        pair = actor_pair(vault, session, as_name)
+        session.add(Case(id=case, title=title, created_at=now))
+        CustodyLog(vault, session).append(pair, "case.created", case, now=now)
+        session.flush()
+        return _case_dict(session, session.get(Case, case))  # type: ignore[arg-type]
+
+
+def _case_dict(session: Session, case: Case) -> dict[str, Any]:
+    from sqlalchemy import func
+
+    count, size = session.execute(
+        select(func.count(Item.id), func.coalesce(func.sum(Item.size), 0)).where(
+            Item.case_id == case.id
+        )
+    ).one()
+    return {
+        "id": case.id,
+        "title": case.title,
+        "items": int(count),
+        "bytes": int(size),
+        "created_at": isoformat(case.created_at),
+    }
+
+
+def list_cases(vault: Vault) -> list[dict[str, Any]]:
+    """Every case with its item count and size."""
+    with vault.transaction() as session:
+        return [_case_dict(session, c) for c in session.scalars(select(Case).order_by(Case.id))]
+
+
+def show_case(vault: Vault, case: str) -> dict[str, Any]:
+    """One case."""
+    with vault.transaction() as session:
+        row = session.get(Case, case)
+        if row is None:
+            raise NotFoundError(f"case {case}: not found; see `evault case list`")
+        return _case_dict(session, row)
+
+
+def collected_iso(value: datetime | None) -> str | None:
+    """ISO text of an optional time."""
+    return isoformat(as_utc(value)) if value else None

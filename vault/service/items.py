@@ -1,0 +1,134 @@
+"""Items of the vault: list, show, and export a decrypted copy for authorised use.
+
+    >>> rows = list_items(vault, case="UA-2026-0042")                      # doctest: +SKIP
+    >>> export_item(vault, rows[0]["id"], Path("copy.pdf"), reason="review")  # doctest: +SKIP
+
+Export decrypts the blob into a temporary file next to the target, checks the SHA-256 while
+writing, and renames only if it matches; the ``item.exported`` event records actor and reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from vault.clock import isoformat, utcnow
+from vault.crypto.age import AgeReader
+from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from vault.service.custody import CustodyLog, actor_pair
+from vault.service.intake import collected_iso, storage_identity
+from vault.service.vaults import Vault
+from vault.store.blobs import BlobStore, atomic_writer
+from vault.store.models import Item, ItemLabel
+
+ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
+
+
+def item_dict(item: Item) -> dict[str, Any]:
+    """The full view of an item (this vault's own display; never put into receipts or logs)."""
+    return {
+        "id": item.id,
+        "case": item.case_id,
+        "name": item.original_name,
+        "title": item.title,
+        "description": item.description,
+        "source": item.source,
+        "collected_at": collected_iso(item.collected_at),
+        "location": item.location,
+        "size": item.size,
+        "sha256": item.sha256,
+        "digests": {d.algorithm: d.hexdigest for d in item.digests},
+        "labels": [label.label for label in item.labels],
+        "tags": {t.key: t.value for t in item.tags},
+        "ingested_at": isoformat(item.ingested_at),
+        "ingested_by": item.ingested_by,
+    }
+
+
+def get_item(session: Session, item_id: str) -> Item:
+    """The item with this id."""
+    item = session.get(Item, item_id)
+    if item is None:
+        raise NotFoundError(f"item {item_id}: not found; see `evault items list`")
+    return item
+
+
+def list_items(
+    vault: Vault, *, case: str | None = None, label: str | None = None
+) -> list[dict[str, Any]]:
+    """Items, optionally of one case and/or with one label, in ingest order."""
+    with vault.transaction() as session:
+        stmt = select(Item).options(
+            selectinload(Item.labels), selectinload(Item.tags), selectinload(Item.digests)
+        )
+        if case:
+            stmt = stmt.where(Item.case_id == case)
+        if label:
+            labelled = select(ItemLabel.item_id).where(ItemLabel.label == label)
+            stmt = stmt.where(Item.id.in_(labelled))
+        stmt = stmt.order_by(Item.intake_seq)
+        return [item_dict(i) for i in session.scalars(stmt)]
+
+
+def show_item(vault: Vault, item_id: str) -> dict[str, Any]:
+    """One item with all its metadata and digests."""
+    with vault.transaction() as session:
+        return item_dict(get_item(session, item_id))
+
+
+def export_item(
+    vault: Vault,
+    item_id: str,
+    output: Path,
+    *,
+    reason: str,
+    as_name: str | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Write the plaintext of an item to ``output`` (the user asked for it), logging why."""
+    if not reason.strip():
+        raise UsageError("items export: --reason must say why the content is needed")
+    if output.exists() and not force:
+        raise ConflictError(f"{output}: exists already; choose another path or pass --force")
+    if not output.parent.is_dir():
+        raise NotFoundError(f"{output.parent}: no such folder")
+    with vault.transaction() as session:
+        item = get_item(session, item_id)
+        pair = actor_pair(vault, session, as_name)
+        identity = storage_identity(vault, session)
+        blob_id, expected, size = item.blob_id, item.sha256, item.size
+    blobs = BlobStore(vault.blobs)
+    digest = hashlib.sha256()
+    written = 0
+    with blobs.open(blob_id) as src, atomic_writer(output, mode=0o600) as out:
+        reader = AgeReader(src, [identity])
+        while True:
+            chunk = reader.read(1 << 20)
+            if not chunk:
+                break
+            digest.update(chunk)
+            out.write(chunk)
+            written += len(chunk)
+        if digest.hexdigest() != expected or written != size:
+            raise VerificationError(
+                f"item {item_id}: stored content does not match its SHA-256; nothing was "
+                "written; run `evault custody verify` and report the blob as damaged"
+            )
+        # Logged before the file takes its name: a crash in between over-reports an export,
+        # it never hides one.
+        with vault.transaction() as session:
+            CustodyLog(vault, session).append(
+                pair,
+                "item.exported",
+                item_id,
+                details={"reason": reason.strip()},
+                digests={"sha256": expected},
+                now=now or utcnow(),
+            )
+    return {"id": item_id, "path": str(output), "size": written, "sha256": expected}
