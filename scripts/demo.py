@@ -168,6 +168,25 @@ def main() -> None:
         print((work / "checkpoint-1.txt").read_text(), end="")
         demo.run("custody", "prove", first["id"], "--vault", office)
         demo.run("custody", "verify", "--vault", office)
+
+        demo.step("6. The office packages the case for ICC-OTP, sends it and keeps the receipt")
+        outbox = work / "outbox"
+        outbox.mkdir()
+        built = json.loads(demo.run(
+            "package", "create", "--to", "ICC-OTP", "--case", CASE, "--reference",
+            "OTP-REQ-2026-017", "--purpose", "Fictional request for assistance", "-o",
+            str(work / "icc-package.evpkg"), "--json", "--vault", office, show=False))
+        print(f"   package {built['id']}: {built['items']} items, {built['bytes']} bytes, "
+              f"encrypted to {len(built['recipients'])} ICC-OTP key(s) and the escrow key")
+        demo.run("send", str(work / "icc-package.evpkg"), "--outbox", str(outbox),
+                 "--vault", office)
+        demo.run("package", "list", "--vault", office)
+        receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office,
+                                       show=False))
+        demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
+        demo.run("receipt", "export", receipts[0]["id"], "-o", str(work / "receipt.json"),
+                 "--vault", office)
+        demo.run("custody", "verify", "--vault", office)
         demo.run("doctor", "--vault", office)
         print("\nDemo finished: every step above succeeded.")
 

@@ -917,6 +917,8 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
     """
     from vault.service.custody import make_checkpoint
 
+    if output is not None and output.exists():
+        raise click.UsageError(f"{output} exists; choose another file")
     note = make_checkpoint(vault, as_name)
     write_or_print(note, output)
 
@@ -970,6 +972,252 @@ def custody_consistency(vault: Vault, old: Path, new: Path, as_json: bool) -> No
             f"OK: the log grew from {data['old_size']} to {data['new_size']} events "
             f"without rewriting ({len(data['proof'])} proof hashes)"
         )
+
+
+# ----------------------------------------------------------------------------- packages
+
+
+@cli.group()
+def package() -> None:
+    """Packages for one body: built, signed, encrypted to the body's keys, sent.
+
+    \b
+    Examples:
+      evault package create --to ICC-OTP --case UA-2026-0042 --reference OTP-REQ-17
+      evault package create --to UA-OPG --item EV-0123456789AB --send --outbox /mnt/transfer
+      evault package list
+    """
+
+
+def _parse_tag_filters(tags: tuple[str, ...]) -> list[tuple[str, str]]:
+    from vault.service.intake import parse_tags
+
+    return list(parse_tags(tags))
+
+
+@package.command("create")
+@click.option("--to", "body_id", required=True, metavar="BODY", help="The receiving body.")
+@click.option("--item", "item_ids", multiple=True, metavar="ID", help="An item; repeatable.")
+@click.option("--case", "case_id", metavar="CASE", help="All items of a case (with filters).")
+@click.option("--label", metavar="LABEL", help="With --case: only items with this label.")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="K=V",
+    help="With --case: only items with this tag; repeatable.",
+)
+@click.option("--reference", metavar="REF", help="The body's request reference.")
+@click.option("--purpose", help="Why the evidence is shared (inside the encrypted bag).")
+@click.option(
+    "--confidential-reference",
+    is_flag=True,
+    help="Put only the reference's SHA-256 in the sharing receipt.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Package file (default: ./<package-id>.evpkg).",
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--send", "send_now", is_flag=True, help="Send it right away (needs --outbox).")
+@click.option(
+    "--outbox", type=click.Path(file_okay=False, path_type=Path), help="Drop folder for --send."
+)
+@as_option
+@json_option
+@with_vault
+def package_create(
+    vault: Vault,
+    body_id: str,
+    item_ids: tuple[str, ...],
+    case_id: str | None,
+    label: str | None,
+    tags: tuple[str, ...],
+    reference: str | None,
+    purpose: str | None,
+    confidential_reference: bool,
+    output: Path | None,
+    force: bool,
+    send_now: bool,
+    outbox: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Build one package for one body, refusing anything the release rules forbid.
+
+    \b
+    Examples:
+      evault package create --to ICC-OTP --case UA-2026-0042 --label restricted-icc
+      evault package create --to UA-OPG --item EV-0123456789AB -o opg.evpkg
+      evault package create --to ICC-OTP --case UA-2026-0042 --send --outbox /mnt/transfer
+    """
+    from vault.service.packaging import create_package, send_package
+
+    if send_now and outbox is None:
+        raise click.UsageError("--send needs --outbox DIR")
+    if outbox is not None and not send_now:
+        raise click.UsageError("--outbox goes with --send")
+    data = create_package(
+        vault,
+        body_id=body_id,
+        item_ids=item_ids,
+        case=case_id,
+        label=label,
+        tags=_parse_tag_filters(tags),
+        reference=reference,
+        purpose=purpose,
+        confidential_reference=confidential_reference,
+        as_name=as_name,
+        output=output,
+        force=force,
+    )
+    if send_now:
+        assert outbox is not None
+        data = send_package(vault, data["id"], outbox=outbox, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(
+            f"built package {data['id']} for {body_id}: {data['items']} item(s), "
+            f"{data['bytes']} bytes" + (f"; sent, receipt {data['receipt']}" if send_now else "")
+        )
+
+
+@package.command("list")
+@click.option("--body", metavar="BODY", help="Only packages for this body.")
+@list_output_options
+@with_vault
+def package_list(vault: Vault, body: str | None, fmt: str | None) -> None:
+    """List packages with their state: built, sent, acknowledged.
+
+    \b
+    Example:
+      evault package list --body ICC-OTP
+    """
+    from vault.service.packaging import PACKAGE_COLUMNS, list_packages
+
+    emit_rows(list_packages(vault, body=body), fmt, PACKAGE_COLUMNS)
+
+
+@package.command("show")
+@click.argument("package_id", metavar="ID")
+@json_option
+@with_vault
+def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
+    """Show one package: items, keys, digests, state.
+
+    \b
+    Example:
+      evault package show PKG-0123456789AB
+    """
+    from vault.service.packaging import show_package
+
+    emit_record(show_package(vault, package_id), as_json)
+
+
+@cli.command()
+@click.argument("package_ref", metavar="PACKAGE")
+@click.option(
+    "--outbox",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Drop folder: a mounted transfer share or removable media.",
+)
+@as_option
+@json_option
+@with_vault
+def send(vault: Vault, package_ref: str, outbox: Path, as_name: str | None, as_json: bool) -> None:
+    """Deliver a package (file or id) into a drop folder atomically and sign a receipt.
+
+    The copy's digest is checked again; a `package.sent` event is logged for the package and
+    each item.
+
+    \b
+    Examples:
+      evault send PKG-0123456789AB.evpkg --outbox /mnt/transfer
+      evault send PKG-0123456789AB --outbox /media/usb
+    """
+    from vault.service.packaging import send_package
+
+    data = send_package(vault, package_ref, outbox=outbox, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"sent package {data['id']} to {data['delivered']}; receipt {data['receipt']}")
+
+
+@cli.group()
+def receipt() -> None:
+    """Signed sharing receipts of sent packages.
+
+    \b
+    Examples:
+      evault receipt list --body ICC-OTP
+      evault receipt export RCP-0123456789AB -o receipt.json
+    """
+
+
+@receipt.command("list")
+@click.option("--body", metavar="BODY", help="Only receipts for this body.")
+@click.option("--since", metavar="ISO8601", help="Only receipts from this time on.")
+@list_output_options
+@with_vault
+def receipt_list(vault: Vault, body: str | None, since: str | None, fmt: str | None) -> None:
+    """List sharing receipts.
+
+    \b
+    Example:
+      evault receipt list --since 2026-11-01T00:00:00Z --json
+    """
+    from vault.service.intake import parse_collected_at
+    from vault.service.packaging import list_receipts
+
+    when = parse_collected_at(since, "--since") if since else None
+    rows = list_receipts(vault, body=body, since=when)
+    emit_rows(rows, fmt, ("id", "package", "body", "items", "sent_at", "envelope_sha256"))
+
+
+@receipt.command("show")
+@click.argument("receipt_id", metavar="ID")
+@json_option
+@with_vault
+def receipt_show(vault: Vault, receipt_id: str, as_json: bool) -> None:
+    """Show a sharing receipt.
+
+    \b
+    Example:
+      evault receipt show RCP-0123456789AB
+    """
+    from vault.service.packaging import show_receipt
+
+    data = show_receipt(vault, receipt_id)
+    if as_json:
+        emit_record(data, True)
+    else:
+        emit_record({k: v for k, v in data["document"].items() if k != "checkpoint"}, False)
+
+
+@receipt.command("export")
+@click.argument("receipt_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The receipt file; its signature goes to FILE.sig.",
+)
+@with_vault
+def receipt_export(vault: Vault, receipt_id: str, output: Path) -> None:
+    """Export a receipt (exact signed bytes) and its SSHSIG signature (FILE.sig).
+
+    \b
+    Example:
+      evault receipt export RCP-0123456789AB -o receipt.json
+    """
+    from vault.service.packaging import export_receipt
+
+    document, signature = export_receipt(vault, receipt_id, output)
+    say(f"wrote {document} and {signature}")
 
 
 def write_or_print(text: str, output: Path | None) -> None:

@@ -244,3 +244,72 @@ class Checkpoint(Base):
     signer: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Package(Base):
+    """One package built for one body: what went in, to which keys, and what became of it."""
+
+    __tablename__ = "packages"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    body_id: Mapped[str] = mapped_column(ForeignKey("bodies.id"), index=True)
+    sender: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    reference: Mapped[str | None] = mapped_column(Text)
+    purpose: Mapped[str | None] = mapped_column(Text)
+    confidential_reference: Mapped[bool] = mapped_column(default=False)
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    envelope_sha256: Mapped[str] = mapped_column(String(64))
+    payload_sha256: Mapped[str] = mapped_column(String(64))
+    payload_size: Mapped[int] = mapped_column(BigInteger)
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    file_size: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(Text)
+    checkpoint_size: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    outbox: Mapped[str | None] = mapped_column(Text)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    items: Mapped[list[PackageItem]] = relationship(
+        cascade="all, delete-orphan", order_by="PackageItem.position"
+    )
+    recipients: Mapped[list[PackageRecipient]] = relationship(
+        cascade="all, delete-orphan", order_by="PackageRecipient.position"
+    )
+
+
+class PackageItem(Base):
+    """An item inside a package, with its path in the bag."""
+
+    __tablename__ = "package_items"
+
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"), primary_key=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), primary_key=True, index=True)
+    position: Mapped[int] = mapped_column()
+    bag_path: Mapped[str] = mapped_column(Text)
+
+
+class PackageRecipient(Base):
+    """A key a package's payload is encrypted to (the body's keys, and the sender's escrow)."""
+
+    __tablename__ = "package_recipients"
+
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), primary_key=True)
+    age_recipient: Mapped[str] = mapped_column(String(100))
+    escrow: Mapped[bool] = mapped_column(default=False)
+    position: Mapped[int] = mapped_column()
+
+
+class Receipt(Base):
+    """A signed sharing receipt (made when a package is sent): the document and its signature."""
+
+    __tablename__ = "receipts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"), index=True)
+    body_id: Mapped[str] = mapped_column(ForeignKey("bodies.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,541 @@
+"""Sharing receipts (made by the sender) and acknowledgements (made by the recipient).
+
+    >>> from vault.crypto.keys import SigningKey
+    >>> sender, officer = SigningKey.generate(), SigningKey.generate()
+    >>> receipt = SharingReceipt(
+    ...     receipt_id="RCP-0123456789AB", package_id="PKG-0123456789AB", body="ICC-OTP",
+    ...     sender=Party("registry", sender.public.fingerprint),
+    ...     recipients=(officer.public.fingerprint,),
+    ...     items=(ReceiptItem("EV-0123456789AB", 5, "ab" * 32),),
+    ...     envelope_sha256="cd" * 32, payload_sha256="ef" * 32,
+    ...     reference=None, reference_sha256=reference_digest("OTP-CR-2026/114"),
+    ...     sent_at="2026-11-28T09:00:00Z",
+    ...     checkpoint="vault.example/custody\\n2\\nAAAA\\n\\n— vault.example/custody AAAA\\n")
+    >>> data = receipt.to_bytes()
+    >>> signature = sign_document(data, sender, RECEIPT_NAMESPACE)
+    >>> verify_receipt(data, signature, [sender.public]) == receipt
+    True
+    >>> detect(data)
+    'sharing-receipt'
+
+A **sharing receipt** records that a package went to a body: which items (ids, sizes,
+SHA-256), encrypted to which keys (fingerprints), the digests of the envelope and payload,
+and the sender's custody checkpoint after the send. An **acknowledgement** is the
+recipient's signed word that it received the package whole: it repeats the envelope's and
+the statement's digests and the items, with the recipient's own checkpoint. Neither has room
+for a title, a description or a file name; the one free-text field is the receipt's
+``reference`` (a case or letter reference), which may be replaced by its SHA-256
+(:meth:`SharingReceipt.with_reference_hashed`) before the receipt is shown to anyone who
+should not read it.
+
+Both are canonical JSON, signed as they are with SSHSIG (namespaces
+:data:`RECEIPT_NAMESPACE` and :data:`ACK_NAMESPACE`), so ``ssh-keygen -Y verify`` checks
+them; parsing is as strict as :mod:`vault.formats.package`'s. :func:`detect` and
+:func:`detect_file` tell an auditor's ``verify FILE...`` what kind of evault file it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vault.crypto import sshsig
+from vault.crypto.keys import SigningKey, VerifyKey
+from vault.errors import UsageError, VerificationError
+from vault.formats.canonical import parse_json_object
+
+# The field rules and strict-reading helpers are shared with the package documents: one
+# definition of what an id, a digest, a fingerprint or a time looks like for every file
+# that leaves the vault.
+from vault.formats.package import (
+    ENVELOPE_MEMBER,
+    ENVELOPE_TYPE,
+    FORMAT_VERSION,
+    MAX_CHECKPOINT,
+    MAX_DOCUMENT,
+    MAX_PAX_HEADER,
+    MAX_REFERENCE,
+    PACKAGE_ID_RULE,
+    RECEIPT_ID_RULE,
+    STATEMENT_TYPE,
+    Party,
+    _array,
+    _check_body,
+    _check_checkpoint,
+    _check_fingerprint,
+    _check_header,
+    _check_item_id,
+    _check_package_id,
+    _check_rule,
+    _check_sha256,
+    _check_signer,
+    _check_size,
+    _check_text,
+    _check_time,
+    _check_tuple,
+    _check_unique_ids,
+    _fail,
+    _finish_bytes,
+    _load,
+    _looks_like_note,
+    _object,
+    _open_regular,
+    _padded,
+    _peek_id,
+    _read_party,
+    _reading,
+    _require_canonical,
+    _verify_signed,
+)
+from vault.formats.safetar import printable
+
+__all__ = [
+    "ACKNOWLEDGEMENT_TYPE",
+    "ACK_NAMESPACE",
+    "DETECT_HEAD",
+    "KINDS",
+    "RECEIPT_NAMESPACE",
+    "SHARING_RECEIPT_TYPE",
+    "Acknowledgement",
+    "Party",
+    "ReceiptItem",
+    "SharingReceipt",
+    "detect",
+    "detect_file",
+    "reference_digest",
+    "sign_document",
+    "verify_ack",
+    "verify_receipt",
+]
+
+RECEIPT_NAMESPACE = "evault-receipt"
+ACK_NAMESPACE = "evault-ack"
+SHARING_RECEIPT_TYPE = "evault-sharing-receipt"
+ACKNOWLEDGEMENT_TYPE = "evault-acknowledgement"
+CONTACT_CARD_TYPE = "evault-contact-card"  # as vault.formats.card
+DETECT_HEAD = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ReceiptItem:
+    """One item as a receipt names it: id, size and SHA-256, nothing more."""
+
+    id: str
+    size: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        _check_item_id(self.id, "receipt item: id")
+        _check_size(self.size, f"receipt item {self.id}: size")
+        _check_sha256(self.sha256, f"receipt item {self.id}: sha256")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form."""
+        return {"id": self.id, "size": self.size, "sha256": self.sha256}
+
+
+def reference_digest(reference: str) -> str:
+    """The SHA-256 (hex) of a reference's UTF-8 bytes, as ``reference_sha256`` carries it."""
+    text = _check_text(reference, "reference", limit=MAX_REFERENCE)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _check_reference(value: object, where: str) -> None:
+    text = _check_text(value, where, limit=MAX_REFERENCE)
+    # One line of printable text: it is shown in reports and must not forge other lines.
+    if not text or text != text.strip() or any(_is_control(c) for c in text):
+        raise _fail(where, "one line of text without control characters or outer spaces")
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029)
+
+
+@dataclass(frozen=True)
+class SharingReceipt:
+    """The sender's signed record that a package was shared with a body.
+
+    ``recipients`` are the fingerprints of the body keys the payload was encrypted to (the
+    escrow key is the sender's own and is not listed). At most one of ``reference`` and
+    ``reference_sha256`` is set.
+    """
+
+    receipt_id: str
+    package_id: str
+    body: str
+    sender: Party
+    recipients: tuple[str, ...]
+    items: tuple[ReceiptItem, ...]
+    envelope_sha256: str
+    payload_sha256: str
+    reference: str | None
+    reference_sha256: str | None
+    sent_at: str
+    checkpoint: str
+    format: str = SHARING_RECEIPT_TYPE
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        what = "sharing receipt"
+        _check_header(self, what, SHARING_RECEIPT_TYPE)
+        _check_rule(
+            self.receipt_id,
+            RECEIPT_ID_RULE,
+            f"{what}: receipt_id",
+            "'RCP-' and 12 crockford base32 characters",
+        )
+        _check_package_id(self.package_id, f"{what}: package_id")
+        _check_body(self.body, f"{what}: body")
+        if not isinstance(self.sender, Party):
+            raise _fail(f"{what}: sender", "a Party")
+        _check_tuple(self.recipients, str, f"{what}: recipients")
+        for i, fingerprint in enumerate(self.recipients):
+            _check_fingerprint(fingerprint, f"{what}: recipients[{i}]")
+        if len(set(self.recipients)) != len(self.recipients):
+            raise UsageError(f"{what}: a recipient fingerprint appears twice")
+        _check_tuple(self.items, ReceiptItem, f"{what}: items")
+        _check_unique_ids(self.items, what)
+        _check_sha256(self.envelope_sha256, f"{what}: envelope_sha256")
+        _check_sha256(self.payload_sha256, f"{what}: payload_sha256")
+        if self.reference is not None and self.reference_sha256 is not None:
+            raise UsageError(f"{what}: reference and reference_sha256 are both set; keep one")
+        if self.reference is not None:
+            _check_reference(self.reference, f"{what}: reference")
+        if self.reference_sha256 is not None:
+            _check_sha256(self.reference_sha256, f"{what}: reference_sha256")
+        _check_time(self.sent_at, f"{what}: sent_at")
+        _check_checkpoint(self.checkpoint, f"{what}: checkpoint")
+
+    def with_reference_hashed(self) -> SharingReceipt:
+        """This receipt with ``reference`` replaced by its SHA-256 (unchanged if none).
+
+        The result is a different document: sign it anew before it leaves the vault.
+        """
+        if self.reference is None:
+            return self
+        return replace(self, reference=None, reference_sha256=reference_digest(self.reference))
+
+    def to_bytes(self) -> bytes:
+        """The canonical JSON bytes: what is signed and what is written to disk."""
+        return _finish_bytes(
+            {
+                "type": self.format,
+                "version": self.version,
+                "receipt_id": self.receipt_id,
+                "package_id": self.package_id,
+                "body": self.body,
+                "sender": self.sender.to_json(),
+                "recipients": list(self.recipients),
+                "items": [i.to_json() for i in self.items],
+                "envelope_sha256": self.envelope_sha256,
+                "payload_sha256": self.payload_sha256,
+                "reference": self.reference,
+                "reference_sha256": self.reference_sha256,
+                "sent_at": self.sent_at,
+                "checkpoint": self.checkpoint,
+            },
+            "sharing receipt",
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> SharingReceipt:
+        """Parse sharing receipt bytes strictly; raise VerificationError naming the rule."""
+        what = "sharing receipt"
+        obj = _load(data, what, SHARING_RECEIPT_TYPE, _RECEIPT_FIELDS)
+        with _reading(what):
+            receipt = cls(
+                receipt_id=obj["receipt_id"],
+                package_id=obj["package_id"],
+                body=obj["body"],
+                sender=_read_party(obj["sender"], what, "sender"),
+                recipients=tuple(_array(obj["recipients"], what, "recipients")),
+                items=_read_items(obj["items"], what),
+                envelope_sha256=obj["envelope_sha256"],
+                payload_sha256=obj["payload_sha256"],
+                reference=obj["reference"],
+                reference_sha256=obj["reference_sha256"],
+                sent_at=obj["sent_at"],
+                checkpoint=obj["checkpoint"],
+            )
+        _require_canonical(receipt.to_bytes(), data, what)
+        return receipt
+
+
+_RECEIPT_FIELDS = (
+    "receipt_id",
+    "package_id",
+    "body",
+    "sender",
+    "recipients",
+    "items",
+    "envelope_sha256",
+    "payload_sha256",
+    "reference",
+    "reference_sha256",
+    "sent_at",
+    "checkpoint",
+)
+
+
+@dataclass(frozen=True)
+class Acknowledgement:
+    """The recipient's signed word that a package arrived whole.
+
+    ``envelope_sha256`` and ``statement_sha256`` are the SHA-256 of the exact envelope and
+    statement bytes the recipient verified; ``checkpoint`` is the recipient's own custody
+    checkpoint after recording the receipt.
+    """
+
+    package_id: str
+    body: str
+    recipient: Party
+    envelope_sha256: str
+    statement_sha256: str
+    items: tuple[ReceiptItem, ...]
+    received_at: str
+    checkpoint: str
+    format: str = ACKNOWLEDGEMENT_TYPE
+    version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        what = "acknowledgement"
+        _check_header(self, what, ACKNOWLEDGEMENT_TYPE)
+        _check_package_id(self.package_id, f"{what}: package_id")
+        _check_body(self.body, f"{what}: body")
+        if not isinstance(self.recipient, Party):
+            raise _fail(f"{what}: recipient", "a Party")
+        _check_sha256(self.envelope_sha256, f"{what}: envelope_sha256")
+        _check_sha256(self.statement_sha256, f"{what}: statement_sha256")
+        _check_tuple(self.items, ReceiptItem, f"{what}: items")
+        _check_unique_ids(self.items, what)
+        _check_time(self.received_at, f"{what}: received_at")
+        _check_checkpoint(self.checkpoint, f"{what}: checkpoint")
+
+    def to_bytes(self) -> bytes:
+        """The canonical JSON bytes: what is signed and what is written to disk."""
+        return _finish_bytes(
+            {
+                "type": self.format,
+                "version": self.version,
+                "package_id": self.package_id,
+                "body": self.body,
+                "recipient": self.recipient.to_json(),
+                "envelope_sha256": self.envelope_sha256,
+                "statement_sha256": self.statement_sha256,
+                "items": [i.to_json() for i in self.items],
+                "received_at": self.received_at,
+                "checkpoint": self.checkpoint,
+            },
+            "acknowledgement",
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Acknowledgement:
+        """Parse acknowledgement bytes strictly; raise VerificationError naming the rule."""
+        what = "acknowledgement"
+        obj = _load(data, what, ACKNOWLEDGEMENT_TYPE, _ACK_FIELDS)
+        with _reading(what):
+            ack = cls(
+                package_id=obj["package_id"],
+                body=obj["body"],
+                recipient=_read_party(obj["recipient"], what, "recipient"),
+                envelope_sha256=obj["envelope_sha256"],
+                statement_sha256=obj["statement_sha256"],
+                items=_read_items(obj["items"], what),
+                received_at=obj["received_at"],
+                checkpoint=obj["checkpoint"],
+            )
+        _require_canonical(ack.to_bytes(), data, what)
+        return ack
+
+
+_ACK_FIELDS = (
+    "package_id",
+    "body",
+    "recipient",
+    "envelope_sha256",
+    "statement_sha256",
+    "items",
+    "received_at",
+    "checkpoint",
+)
+
+
+def _read_items(value: object, what: str) -> tuple[ReceiptItem, ...]:
+    items = []
+    for i, v in enumerate(_array(value, what, "items")):
+        obj = _object(v, ("id", "size", "sha256"), what, f"items[{i}]")
+        items.append(ReceiptItem(id=obj["id"], size=obj["size"], sha256=obj["sha256"]))
+    return tuple(items)
+
+
+# -- signing -------------------------------------------------------------------------------
+
+
+def sign_document(doc_bytes: bytes, key: SigningKey, namespace: str) -> str:
+    """The armored SSHSIG of ``doc_bytes`` under ``namespace`` (:func:`sshsig.sign`).
+
+    Pass the exact bytes of ``to_bytes()`` and :data:`RECEIPT_NAMESPACE` or
+    :data:`ACK_NAMESPACE`.
+    """
+    return sshsig.sign(key, doc_bytes, namespace)
+
+
+def verify_receipt(
+    data: bytes, signature: str | bytes, trusted: Iterable[VerifyKey]
+) -> SharingReceipt:
+    """Verify a sharing receipt's SSHSIG (namespace evault-receipt) by a key in ``trusted``
+    over exactly ``data``, parse it strictly and check the signer is its sender."""
+    receipt_id = _peek_id(data, "receipt_id", RECEIPT_ID_RULE)
+    label = f"sharing receipt {receipt_id}" if receipt_id else "sharing receipt"
+    signer = _verify_signed(data, signature, RECEIPT_NAMESPACE, trusted, label)
+    try:
+        receipt = SharingReceipt.from_bytes(data)
+    except VerificationError as e:
+        raise VerificationError(str(e).replace("sharing receipt", label, 1)) from None
+    _check_signer(signer, receipt.sender, label, "sender")
+    return receipt
+
+
+def verify_ack(
+    data: bytes, signature: str | bytes, trusted: Iterable[VerifyKey]
+) -> Acknowledgement:
+    """Verify an acknowledgement's SSHSIG (namespace evault-ack) by a key in ``trusted`` over
+    exactly ``data``, parse it strictly and check the signer is the recipient named inside."""
+    package_id = _peek_id(data, "package_id", PACKAGE_ID_RULE)
+    label = f"acknowledgement of {package_id}" if package_id else "acknowledgement"
+    signer = _verify_signed(data, signature, ACK_NAMESPACE, trusted, label)
+    try:
+        ack = Acknowledgement.from_bytes(data)
+    except VerificationError as e:
+        raise VerificationError(str(e).replace("acknowledgement", label, 1)) from None
+    _check_signer(signer, ack.recipient, label, "recipient")
+    return ack
+
+
+# -- recognising files ---------------------------------------------------------------------
+
+_JSON_KINDS = {
+    ENVELOPE_TYPE: "envelope",
+    STATEMENT_TYPE: "statement",
+    SHARING_RECEIPT_TYPE: "sharing-receipt",
+    ACKNOWLEDGEMENT_TYPE: "acknowledgement",
+    CONTACT_CARD_TYPE: "contact-card",
+}
+KINDS = ("package", *_JSON_KINDS.values(), "checkpoint")
+
+
+def _tar_header(block: bytes) -> tarfile.TarInfo | None:
+    if len(block) < tarfile.BLOCKSIZE or block[257:262] != b"ustar":
+        return None
+    try:
+        return tarfile.TarInfo.frombuf(block[: tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
+    except (tarfile.TarError, ValueError, OverflowError):
+        return None
+
+
+def _tar_first_name(data: bytes) -> str | None:
+    """The first member's name if ``data`` opens with a tar header, else None."""
+    info = _tar_header(data)
+    if info is None or info.type != tarfile.XHDTYPE:
+        return None if info is None else str(info.name)
+    # A pax header first: its path record, else the name in the one header after it
+    # (one level only: read_package refuses chained extension headers anyway).
+    end = tarfile.BLOCKSIZE + info.size
+    if info.size > MAX_PAX_HEADER or end > len(data):
+        return None
+    for record in data[tarfile.BLOCKSIZE : end].split(b"\n"):
+        _, _, keyvalue = record.partition(b" ")
+        if keyvalue.startswith(b"path="):
+            return keyvalue[5:].decode("utf-8", "surrogateescape")
+    following = _tar_header(data[tarfile.BLOCKSIZE + _padded(info.size) :])
+    return None if following is None else str(following.name)
+
+
+def detect(data: bytes) -> str:
+    """What kind of evault file ``data`` is: one of :data:`KINDS`, or VerificationError.
+
+    ``data`` is the whole file, except for a package, where the first 64 KiB
+    (:data:`DETECT_HEAD`) are enough: a tar whose first member is envelope.json is a
+    ``"package"``. A JSON object is named by its ``type`` (``"envelope"``, ``"statement"``,
+    ``"sharing-receipt"``, ``"acknowledgement"``, ``"contact-card"``); text ending in a blank
+    line and ``— `` signature lines is a ``"checkpoint"`` (a signed note). Only the kind is
+    decided here: nothing is parsed strictly or verified, that is the next step's job.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise UsageError(f"detect: expected bytes, not {type(data).__name__}")
+    data = bytes(data)
+    first = _tar_first_name(data)
+    if first is not None:
+        if first == ENVELOPE_MEMBER:
+            return "package"
+        raise VerificationError(
+            f"not an evault file: a tar archive whose first member is "
+            f"{printable(first)[:100]!r}, not {ENVELOPE_MEMBER}"
+        )
+    if data.lstrip(b" \t\r\n")[:1] == b"{":
+        try:
+            obj = parse_json_object(data, "json document", limit=MAX_DOCUMENT)
+        except VerificationError as e:
+            raise VerificationError(f"not an evault file: {e}") from None
+        kind = obj.get("type")
+        if isinstance(kind, str) and kind in _JSON_KINDS:
+            return _JSON_KINDS[kind]
+        shown = printable(kind)[:64] if isinstance(kind, str) else None
+        raise VerificationError(f"not an evault file: a json object of type {shown!r}")
+    if len(data) <= MAX_CHECKPOINT:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if _looks_like_note(text):
+            return "checkpoint"
+    raise VerificationError(
+        "not an evault file: neither a package, a json document nor a signed note"
+    )
+
+
+def detect_file(path: Path) -> str:
+    """:func:`detect` on a file, reading only what it needs.
+
+    The first 64 KiB decide whether it is a package; any other kind is read whole, up to
+    16 MiB (no evault document is larger). A fifo or device is refused, never read.
+    """
+    path = Path(path)
+    label = f"file {printable(path.name)[:100]}"
+    fd = _open_regular(path, label)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, DETECT_HEAD, 0)
+        if _tar_first_name(head) is not None or size <= len(head):
+            data = head
+        elif size > MAX_DOCUMENT:
+            raise VerificationError(
+                f"not an evault file: {label} is larger than {MAX_DOCUMENT} bytes and not a tar"
+            )
+        else:
+            data = _read_all(fd, size, label)
+    finally:
+        os.close(fd)
+    try:
+        return detect(data)
+    except VerificationError as e:
+        raise VerificationError(f"{e} ({label})") from None
+
+
+def _read_all(fd: int, size: int, label: str) -> bytes:
+    chunks = []
+    offset = 0
+    while offset < size:
+        chunk = os.pread(fd, size - offset, offset)
+        if not chunk:
+            raise VerificationError(f"{label}: shrank while being read")
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,658 @@
+"""Packages for one body: select, check the release rules, build, send, and receipts.
+
+    >>> built = create_package(vault, body_id="ICC-OTP", case="UA-2026-0042")   # doctest: +SKIP
+    >>> send_package(vault, built["path"], outbox=Path("/mnt/transfer"))         # doctest: +SKIP
+
+Building streams each item from its blob, through the age decryptor, into a BagIt bag
+written as a tar, into the age encryptor for the body's keys and the sender's escrow key,
+into a temporary ciphertext file next to the output: no plaintext touches the disk and
+memory stays flat. The envelope (which names the ciphertext's SHA-256) is then signed and
+the three members are assembled into ``<package-id>.evpkg``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from vault.clock import isoformat, utcnow
+from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter
+from vault.custody.merkle import inclusion_proof
+from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
+from vault.errors import (
+    ConflictError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+    VerificationError,
+)
+from vault.formats import package as fmt
+from vault.formats import receipt as rfmt
+from vault.formats.bagit import BagWriter
+from vault.formats.canonical import canonical_json
+from vault.service.custody import CustodyLog, actor_pair, leaf_hashes, lock_head, origin
+from vault.service.identities import KeyPair, current_key, get_identity
+from vault.service.ids import new_id
+from vault.service.intake import collected_iso, storage_identity
+from vault.service.vaults import Vault
+from vault.store.blobs import TEMP_PREFIX, BlobStore, fsync_dir
+from vault.store.models import (
+    Body,
+    CustodyEvent,
+    Identity,
+    IdentityKey,
+    Item,
+    ItemLabel,
+    ItemTag,
+    Package,
+    PackageItem,
+    PackageRecipient,
+    Receipt,
+)
+from vault.store.models import Checkpoint as CheckpointRow
+
+COPY_CHUNK = 1 << 20
+PACKAGE_COLUMNS = ("id", "body", "items", "bytes", "state", "created_at", "sent_at")
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def select_items(
+    session: Session,
+    *,
+    item_ids: Sequence[str] = (),
+    case: str | None = None,
+    label: str | None = None,
+    tags: Sequence[tuple[str, str]] = (),
+) -> list[Item]:
+    """The items a package will hold, in intake order; unknown ids and empty results refused."""
+    if item_ids and (case or label or tags):
+        raise UsageError("package create: give --item IDs, or --case with filters, not both")
+    if not item_ids and not case:
+        raise UsageError("package create: choose items with --item ID... or --case CASE")
+    stmt = select(Item).options(
+        selectinload(Item.labels), selectinload(Item.tags), selectinload(Item.digests)
+    )
+    if item_ids:
+        found = {i.id: i for i in session.scalars(stmt.where(Item.id.in_(item_ids)))}
+        for item_id in item_ids:
+            if item_id not in found:
+                raise NotFoundError(f"item {item_id}: not found; see `evault items list`")
+        if len(set(item_ids)) != len(item_ids):
+            raise UsageError("package create: an item is given twice")
+        return sorted(found.values(), key=lambda i: i.intake_seq)
+    stmt = stmt.where(Item.case_id == case)
+    if label:
+        stmt = stmt.where(Item.id.in_(select(ItemLabel.item_id).where(ItemLabel.label == label)))
+    for key, value in tags:
+        stmt = stmt.where(
+            Item.id.in_(select(ItemTag.item_id).where(ItemTag.key == key, ItemTag.value == value))
+        )
+    items = list(session.scalars(stmt.order_by(Item.intake_seq)))
+    if not items:
+        filters = "".join(
+            [f" with label {label}" if label else ""] + [f" tagged {k}={v}" for k, v in tags]
+        )
+        raise NotFoundError(f"case {case}: no items{filters}; nothing to package")
+    return items
+
+
+def check_release(items: Sequence[Item], body_id: str, rules: dict[str, tuple[str, ...]]) -> None:
+    """Refuse if any item carries a label whose rule does not allow ``body_id``."""
+    for item in items:
+        for label in item.labels:
+            allowed = rules.get(label.label)
+            if allowed is not None and body_id not in allowed:
+                where = ("may go to no body" if not allowed
+                         else f"may go only to {', '.join(allowed)}")
+                raise PolicyError(
+                    f"item {item.id}: label {label.label} {where} (release rule in config.toml); "
+                    "leave it out of this package"
+                )
+
+
+def _active_keys(body: Body) -> list[fmt.RecipientKey]:
+    keys = [fmt.RecipientKey(k.fingerprint, k.age_recipient) for k in body.keys
+            if k.revoked_at is None]
+    if not keys:
+        raise PolicyError(
+            f"body {body.id}: has no active key; add one with `evault body key add {body.id}`"
+        )
+    return keys
+
+
+# ----------------------------------------------------------------------------- building
+
+
+class _HashingWriter:
+    """Passes writes to a file while hashing and counting them (the ciphertext's digest)."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.size += len(data)
+        self.out.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "case": item.case_id,
+        "name": item.original_name,
+        "path": bag_path,
+        "title": item.title,
+        "description": item.description,
+        "source": item.source,
+        "collected_at": collected_iso(item.collected_at),
+        "location": item.location,
+        "size": item.size,
+        "sha256": item.sha256,
+        "digests": {d.algorithm: d.hexdigest for d in item.digests},
+        "labels": [label.label for label in item.labels],
+        "tags": {t.key: t.value for t in item.tags},
+        "ingested_at": isoformat(item.ingested_at),
+        "ingested_by": item.ingested_by,
+    }
+
+
+def _custody_excerpt(
+    session: Session, items: Sequence[Item], checkpoint_size: int
+) -> bytes:
+    """custody.jsonl: each event of the items, its actor's key and its inclusion proof."""
+    ids = [i.id for i in items]
+    events = session.scalars(
+        select(CustodyEvent)
+        .where(CustodyEvent.subject.in_(ids), CustodyEvent.seq < checkpoint_size)
+        .order_by(CustodyEvent.seq)
+    ).all()
+    keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
+    leaves = leaf_hashes(session, checkpoint_size) if events else []
+    lines = []
+    for event in events:
+        key = keys.get(event.actor)
+        proof = inclusion_proof(leaves, event.seq, checkpoint_size)
+        lines.append(
+            canonical_json(
+                {
+                    "seq": event.seq,
+                    "event": event.body.decode("utf-8"),
+                    "signature": base64.b64encode(event.signature).decode(),
+                    "actor_key": _openssh(key.signing_key) if key else None,
+                    "tree_size": checkpoint_size,
+                    "proof": [base64.b64encode(h).decode() for h in proof],
+                }
+            )
+            + b"\n"
+        )
+    return b"".join(lines)
+
+
+def _openssh(raw: bytes) -> str:
+    from vault.crypto.keys import VerifyKey
+
+    return VerifyKey(raw).openssh()
+
+
+def _checkpoint_now(
+    vault: Vault, session: Session, pair: KeyPair, now: datetime
+) -> tuple[str, int]:
+    """Sign and keep a checkpoint of the log as it is, for the envelope."""
+    head = lock_head(session)
+    note = sign_checkpoint(
+        Checkpoint(origin(vault), head.size, head.root), NoteSigner(origin(vault), pair.signing)
+    )
+    session.add(CheckpointRow(size=head.size, root=head.root, signer=pair.fingerprint,
+                              note=note, created_at=now))
+    return note, head.size
+
+
+def _sender_org(vault: Vault, identity: Identity) -> str:
+    return identity.org or vault.config.organisation or identity.name
+
+
+def create_package(
+    vault: Vault,
+    *,
+    body_id: str,
+    item_ids: Sequence[str] = (),
+    case: str | None = None,
+    label: str | None = None,
+    tags: Sequence[tuple[str, str]] = (),
+    reference: str | None = None,
+    purpose: str | None = None,
+    confidential_reference: bool = False,
+    as_name: str | None = None,
+    output: Path | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Build one package for one body; nothing is written and nothing logged on refusal."""
+    now = now or utcnow()
+    package_id = new_id("PKG")
+    target = (output or Path(f"{package_id}.evpkg")).absolute()
+    if target.exists() and not force:
+        raise ConflictError(f"{target}: exists already; choose another -o or pass --force")
+    if not target.parent.is_dir():
+        raise NotFoundError(f"{target.parent}: no such folder")
+    with vault.transaction() as session:
+        body = session.get(Body, body_id)
+        if body is None:
+            raise NotFoundError(f"body {body_id}: not found; see `evault body list`")
+        recipients = _active_keys(body)
+        items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
+        check_release(items, body_id, vault.config.release_rules)
+        identity = get_identity(session, as_name)
+        pair = actor_pair(vault, session, as_name)
+        escrow = fmt.RecipientKey(pair.fingerprint, current_key(identity).age_recipient)
+        checkpoint, checkpoint_size = _checkpoint_now(vault, session, pair, now)
+        excerpt = _custody_excerpt(session, items, checkpoint_size)
+        plan = [(item, f"{item.id}/{item.original_name}") for item in items]
+        metadata = [_item_metadata(item, f"data/{path}") for item, path in plan]
+        blobs = [(item.id, item.blob_id, item.size, item.sha256) for item, _ in plan]
+        storage = storage_identity(vault, session)
+        sender = fmt.Party(identity.name, pair.fingerprint)
+        org = _sender_org(vault, identity)
+        # The checkpoint row is kept only if the package is built: the transaction is open
+        # until the end of this block, so a failure rolls it back with everything else.
+        payload_temp = target.with_name(f"{TEMP_PREFIX}{package_id}.payload.age")
+        package_temp = target.with_name(f"{TEMP_PREFIX}{package_id}.evpkg")
+        try:
+            with open(payload_temp, "xb") as raw:
+                hashing = _HashingWriter(raw)
+                keys = [AgeRecipient.parse(r.age_recipient) for r in [*recipients, escrow]]
+                writer = AgeWriter(cast(BinaryIO, hashing), keys)
+                bag = BagWriter(cast(BinaryIO, writer), package_id, bagging_date=now.date())
+                store = BlobStore(vault.blobs)
+                for (item_id, blob_id, size, sha256), (_, path) in zip(blobs, plan, strict=True):
+                    with store.open(blob_id) as src:
+                        plain = cast(BinaryIO, AgeReader(src, [storage]))
+                        digest = bag.add_payload(path, plain, size)
+                    if digest != sha256:
+                        raise VerificationError(
+                            f"item {item_id}: stored content does not match its SHA-256; "
+                            "run `evault custody verify` and report the blob as damaged"
+                        )
+                bag.add_tag_file("evault/items.json",
+                                 json.dumps(metadata, indent=2, ensure_ascii=False).encode())
+                bag.add_tag_file("evault/custody.jsonl", excerpt)
+                info = [
+                    ("Source-Organization", org),
+                    ("External-Identifier", package_id),
+                    ("EVault-Body", body_id),
+                    ("EVault-Sender", f"{identity.name} {pair.fingerprint}"),
+                ]
+                if reference:
+                    info.append(("EVault-Reference", reference))
+                if purpose:
+                    info.append(("EVault-Purpose", purpose))
+                summary = bag.finish(info)
+                statement = fmt.Statement(
+                    package_id=package_id,
+                    body=body_id,
+                    recipients=tuple(recipients),
+                    escrow=escrow,
+                    sender=sender,
+                    created_at=isoformat(now),
+                    items=tuple(
+                        fmt.StatementItem(item.id, f"data/{path}", item.size, item.sha256)
+                        for item, path in plan
+                    ),
+                    tagmanifest_sha256=summary.tagmanifest_sha256,
+                )
+                statement_bytes, statement_sig = fmt.sign_statement(statement, pair.signing)
+                bag.add_tag_file("evault/statement.json", statement_bytes, in_tagmanifest=False)
+                bag.add_tag_file("evault/statement.json.sig", statement_sig.encode(),
+                                 in_tagmanifest=False)
+                bag.close()
+                writer.close()
+                raw.flush()
+                os.fsync(raw.fileno())
+            envelope = fmt.Envelope(
+                package_id=package_id,
+                sender=sender,
+                body=body_id,
+                recipients=tuple(recipients),
+                escrow=escrow,
+                created_at=isoformat(now),
+                payload_size=hashing.size,
+                payload_sha256=hashing.digest.hexdigest(),
+                checkpoint=checkpoint,
+            )
+            envelope_bytes, envelope_sig = fmt.sign_envelope(envelope, pair.signing)
+            fmt.write_package(package_temp, envelope_bytes, envelope_sig, payload_temp)
+            file_sha256, file_size = file_digest(package_temp)
+            row = Package(
+                id=package_id,
+                body_id=body_id,
+                sender=pair.fingerprint,
+                created_at=now,
+                reference=reference,
+                purpose=purpose,
+                confidential_reference=confidential_reference,
+                envelope=envelope_bytes,
+                envelope_sha256=hashlib.sha256(envelope_bytes).hexdigest(),
+                payload_sha256=envelope.payload_sha256,
+                payload_size=envelope.payload_size,
+                file_sha256=file_sha256,
+                file_size=file_size,
+                path=str(target),
+                checkpoint_size=checkpoint_size,
+                state="built",
+                items=[PackageItem(item_id=item.id, position=n, bag_path=f"data/{path}")
+                       for n, (item, path) in enumerate(plan)],
+                recipients=[
+                    PackageRecipient(fingerprint=r.fingerprint, age_recipient=r.age_recipient,
+                                     escrow=r is escrow, position=n)
+                    for n, r in enumerate([*recipients, escrow])
+                ],
+            )
+            session.add(row)
+            CustodyLog(vault, session).append(
+                pair,
+                "package.built",
+                package_id,
+                details={
+                    "body": body_id,
+                    "items": [item.id for item, _ in plan],
+                    "recipients": [r.fingerprint for r in recipients],
+                    "escrow": escrow.fingerprint,
+                },
+                digests={"envelope": row.envelope_sha256, "payload": row.payload_sha256,
+                         "file": file_sha256},
+                now=now,
+            )
+            session.flush()
+            # The name is taken last, inside the transaction: if the commit fails the file is
+            # removed below, and a crash before this point leaves only temporary files.
+            if force:
+                os.replace(package_temp, target)
+            else:
+                os.link(package_temp, target)
+                os.unlink(package_temp)
+            fsync_dir(target.parent)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(package_temp)
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(payload_temp)
+        return package_dict(row, body.id)
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, read once."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(COPY_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+# ----------------------------------------------------------------------------- views
+
+
+def package_dict(row: Package, body_id: str | None = None) -> dict[str, Any]:
+    """The public view of a package (ids, digests, state; no titles or names)."""
+    return {
+        "id": row.id,
+        "body": body_id or row.body_id,
+        "state": row.state,
+        "items": len(row.items),
+        "item_ids": [pi.item_id for pi in row.items],
+        "bytes": row.file_size,
+        "path": row.path,
+        "sender": row.sender,
+        "recipients": [r.fingerprint for r in row.recipients if not r.escrow],
+        "escrow": next((r.fingerprint for r in row.recipients if r.escrow), None),
+        "envelope_sha256": row.envelope_sha256,
+        "payload_sha256": row.payload_sha256,
+        "file_sha256": row.file_sha256,
+        "reference": row.reference,
+        "purpose": row.purpose,
+        "created_at": isoformat(row.created_at),
+        "sent_at": isoformat(row.sent_at) if row.sent_at else None,
+        "outbox": row.outbox,
+        "acknowledged_at": isoformat(row.acknowledged_at) if row.acknowledged_at else None,
+    }
+
+
+def get_package(session: Session, package_id: str) -> Package:
+    """The package with this id."""
+    row = session.get(Package, package_id)
+    if row is None:
+        raise NotFoundError(f"package {package_id}: not found; see `evault package list`")
+    return row
+
+
+def list_packages(vault: Vault, *, body: str | None = None) -> list[dict[str, Any]]:
+    """Packages, newest last."""
+    with vault.transaction() as session:
+        stmt = select(Package).order_by(Package.created_at, Package.id)
+        if body:
+            stmt = stmt.where(Package.body_id == body)
+        return [package_dict(p) for p in session.scalars(stmt)]
+
+
+def show_package(vault: Vault, package_id: str) -> dict[str, Any]:
+    """One package."""
+    with vault.transaction() as session:
+        return package_dict(get_package(session, package_id))
+
+
+# ----------------------------------------------------------------------------- sending
+
+
+def _resolve_package(session: Session, package: str) -> tuple[Package, Path]:
+    """A package given by id or by the path of its file."""
+    path = Path(package)
+    if path.is_file():
+        pkg = fmt.read_package(path)
+        envelope = fmt.Envelope.from_bytes(pkg.envelope_bytes)
+        row = get_package(session, envelope.package_id)
+        if hashlib.sha256(pkg.envelope_bytes).hexdigest() != row.envelope_sha256:
+            raise VerificationError(
+                f"{path}: envelope differs from package {row.id} as built; do not send it"
+            )
+        return row, path
+    row = get_package(session, package)
+    return row, Path(row.path)
+
+
+def send_package(
+    vault: Vault,
+    package: str,
+    *,
+    outbox: Path,
+    as_name: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Deliver a package into a drop folder atomically, re-check the copy, log and sign a receipt.
+
+    Sending a package again into a folder that already holds the identical file changes
+    nothing and says so; another file of the same name is refused.
+    """
+    now = now or utcnow()
+    if not outbox.is_dir():
+        raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
+    with vault.transaction() as session:
+        row, source = _resolve_package(session, package)
+        if row.state != "built":
+            raise ConflictError(
+                f"package {row.id}: sent already at {isoformat(row.sent_at or now)} to "
+                f"{row.outbox}; nothing to do"
+            )
+        if not source.is_file():
+            raise NotFoundError(f"package {row.id}: file {source} is missing; rebuild it")
+        expected = row.file_sha256
+        pair = actor_pair(vault, session, as_name)
+    final = outbox / f"{row.id}.evpkg"
+    if final.exists():
+        if file_digest(final)[0] != expected:
+            raise ConflictError(
+                f"{final}: exists with other content; remove it or use another outbox"
+            )
+    else:
+        _deliver(source, final, expected)
+    copied, _ = file_digest(final)
+    if copied != expected:
+        raise VerificationError(
+            f"{final}: the copy in the outbox does not match the package; remove it and send again"
+        )
+    with vault.transaction() as session:
+        row = get_package(session, row.id)
+        if row.state != "built":
+            raise ConflictError(f"package {row.id}: sent by another command meanwhile")
+        row.state = "sent"
+        row.sent_at = now
+        row.outbox = str(outbox.absolute())
+        log = CustodyLog(vault, session)
+        details = {"body": row.body_id, "outbox_file": final.name}
+        log.append(pair, "package.sent", row.id, details=details,
+                   digests={"file": expected, "envelope": row.envelope_sha256}, now=now)
+        for pi in row.items:
+            log.append(pair, "package.sent", pi.item_id,
+                       details={"package": row.id, "body": row.body_id}, now=now)
+        receipt = _make_receipt(vault, session, row, pair, now)
+        return {**package_dict(row), "receipt": receipt.id, "delivered": str(final)}
+
+
+def _deliver(source: Path, final: Path, expected: str) -> None:
+    """Copy into the outbox under a temporary name, fsync, rename; never a partial file."""
+    temp = final.with_name(f"{TEMP_PREFIX}{final.name}")
+    try:
+        with open(source, "rb") as src, open(temp, "xb") as dst:
+            while chunk := src.read(COPY_CHUNK):
+                dst.write(chunk)
+            dst.flush()
+            os.fsync(dst.fileno())
+        os.link(temp, final)
+        os.unlink(temp)
+        fsync_dir(final.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        raise
+
+
+# ----------------------------------------------------------------------------- receipts
+
+
+def _make_receipt(
+    vault: Vault, session: Session, row: Package, pair: KeyPair, now: datetime
+) -> Receipt:
+    identity = session.scalars(
+        select(Identity).join(IdentityKey).where(IdentityKey.fingerprint == pair.fingerprint)
+    ).one()
+    checkpoint, _size = _checkpoint_now(vault, session, pair, now)
+    items = session.scalars(select(Item).where(Item.id.in_([pi.item_id for pi in row.items])))
+    by_id = {i.id: i for i in items}
+    reference = row.reference
+    document = rfmt.SharingReceipt(
+        receipt_id=new_id("RCP"),
+        package_id=row.id,
+        body=row.body_id,
+        sender=fmt.Party(identity.name, pair.fingerprint),
+        recipients=tuple(r.fingerprint for r in row.recipients if not r.escrow),
+        items=tuple(
+            rfmt.ReceiptItem(pi.item_id, by_id[pi.item_id].size, by_id[pi.item_id].sha256)
+            for pi in row.items
+        ),
+        envelope_sha256=row.envelope_sha256,
+        payload_sha256=row.payload_sha256,
+        reference=None if row.confidential_reference else reference,
+        reference_sha256=(hashlib.sha256(reference.encode()).hexdigest()
+                          if reference and row.confidential_reference else None),
+        sent_at=isoformat(now),
+        checkpoint=checkpoint,
+    )
+    data = document.to_bytes()
+    receipt = Receipt(
+        id=document.receipt_id,
+        package_id=row.id,
+        body_id=row.body_id,
+        created_at=now,
+        document=data,
+        signature=rfmt.sign_document(data, pair.signing, rfmt.RECEIPT_NAMESPACE),
+    )
+    session.add(receipt)
+    return receipt
+
+
+def receipt_dict(receipt: Receipt) -> dict[str, Any]:
+    """A receipt's public view: the signed document's fields and its signature."""
+    document = json.loads(receipt.document)
+    return {"id": receipt.id, "package": receipt.package_id, "body": receipt.body_id,
+            "created_at": isoformat(receipt.created_at), "document": document}
+
+
+def list_receipts(
+    vault: Vault, *, body: str | None = None, since: datetime | None = None
+) -> list[dict[str, Any]]:
+    """Sharing receipts, oldest first."""
+    with vault.transaction() as session:
+        stmt = select(Receipt).order_by(Receipt.created_at, Receipt.id)
+        if body:
+            stmt = stmt.where(Receipt.body_id == body)
+        if since:
+            stmt = stmt.where(Receipt.created_at >= since)
+        out = []
+        for r in session.scalars(stmt):
+            doc = json.loads(r.document)
+            out.append({"id": r.id, "package": r.package_id, "body": r.body_id,
+                        "items": len(doc["items"]), "sent_at": doc["sent_at"],
+                        "envelope_sha256": doc["envelope_sha256"]})
+        return out
+
+
+def get_receipt(session: Session, receipt_id: str) -> Receipt:
+    """The receipt with this id."""
+    row = session.get(Receipt, receipt_id)
+    if row is None:
+        raise NotFoundError(f"receipt {receipt_id}: not found; see `evault receipt list`")
+    return row
+
+
+def show_receipt(vault: Vault, receipt_id: str) -> dict[str, Any]:
+    """One receipt."""
+    with vault.transaction() as session:
+        return receipt_dict(get_receipt(session, receipt_id))
+
+
+def export_receipt(vault: Vault, receipt_id: str, output: Path) -> tuple[Path, Path]:
+    """Write the receipt's exact signed bytes to ``output`` and its signature to ``output.sig``."""
+    from vault.store.blobs import atomic_writer
+
+    sig_path = output.with_name(output.name + ".sig")
+    for path in (output, sig_path):
+        if path.exists():
+            raise ConflictError(f"{path}: exists already; choose another -o")
+    with vault.transaction() as session:
+        row = get_receipt(session, receipt_id)
+        document, signature = row.document, row.signature
+    with atomic_writer(output, mode=0o644, overwrite=False) as f:
+        f.write(document)
+    with atomic_writer(sig_path, mode=0o644, overwrite=False) as f:
+        f.write(signature.encode())
+    return output, sig_path
