@@ -47,6 +47,9 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
     monkeypatch.delenv("EVAULT_PASSPHRASE_FILE", raising=False)
     monkeypatch.delenv("EVAULT_DEBUG", raising=False)
+    # In-process only: new key files get the lowest scrypt cost the reader accepts, so that
+    # hundreds of throwaway vaults stay fast. Subprocesses and users keep the default.
+    monkeypatch.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 10)
 
 
 def pg_base_url() -> str:

@@ -56,15 +56,21 @@ def test_the_documented_commands_verify_a_real_package(tmp_path: Path) -> None:
         pair = load_keypair(v, current_key(get_identity(session, None)))
     v.close()
     (work / "icc.key").write_text(pair.age.encode() + "\n")
+    icc.ok("contact", "add", str(work / "sender.card.json"))
+    icc.ok("open", str(package), "--out", str(tmp_path / "received"))
+    icc.ok("ack", str(package), "-o", str(work / "ack.json"))
+    icc.ok("identity", "export", "-o", str(work / "recipient.card.json"))
     env = {
         "PATH": "/usr/bin:/bin:/usr/local/bin",
         "PACKAGE": str(package),
         "SENDER_CARD": str(work / "sender.card.json"),
         "AGE_KEY": str(work / "icc.key"),
         "RECEIPT": str(work / "receipt.json"),
+        "RECIPIENT_CARD": str(work / "recipient.card.json"),
+        "ACK": str(work / "ack.json"),
     }
     blocks = _blocks()
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     outputs = []
     for block in blocks:
         run = subprocess.run(["sh", "-c", block], cwd=work, env=env, capture_output=True,
@@ -77,6 +83,8 @@ def test_the_documented_commands_verify_a_real_package(tmp_path: Path) -> None:
     assert "statement covers the tag manifest" in outputs[3]
     assert '"body":"ICC-OTP"' in outputs[3]
     assert "receipt matches the package envelope" in outputs[4]
+    assert 'Good "evault-ack" signature for recipient' in outputs[5]
+    assert "acknowledgement is for this package" in outputs[5]
 
     # The same commands catch a flipped byte in the payload.
     import tarfile

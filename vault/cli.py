@@ -951,20 +951,74 @@ def custody_prove(vault: Vault, subject: str, as_json: bool) -> None:
 @custody.command("consistency")
 @click.argument("old", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.argument("new", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the consistency proof (JSON) to this file, for an auditor.",
+)
+@click.option(
+    "--proof",
+    "proof_file",
+    metavar="PROOF",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Verify with this proof instead of this vault's log (no vault needed).",
+)
+@click.option(
+    "--trusted-keys",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="With --proof: OpenSSH allowed_signers file of the checkpoint signers.",
+)
 @json_option
-@with_vault
-def custody_consistency(vault: Vault, old: Path, new: Path, as_json: bool) -> None:
-    """Prove the log only grew between two signed checkpoints (a rewrite exits 3).
+@vault_option
+def custody_consistency(
+    old: Path,
+    new: Path,
+    output: Path | None,
+    proof_file: Path | None,
+    trusted_keys: Path | None,
+    as_json: bool,
+    vault_dir: Path | None,
+) -> None:
+    """Prove a log only grew between two signed checkpoints (a rewrite exits 3).
+
+    OLD and NEW are checkpoint notes, or sharing receipts or acknowledgements (their
+    checkpoint is used). Without --proof this vault's own log computes the proof; -o writes
+    it for an auditor. With --proof no vault is needed: both notes must be signed by keys
+    from --trusted-keys (namespace evault-checkpoint) or known to a vault, if one is at hand.
 
     \b
-    Example:
+    Examples:
       evault custody consistency checkpoint-old.txt checkpoint-new.txt
+      evault custody consistency receipt.json checkpoint-new.txt -o proof.json
+      evault custody consistency receipt.json checkpoint-new.txt --proof proof.json \\
+          --trusted-keys allowed_signers
     """
-    from vault.service.custody import prove_consistency
+    from vault.service import audit
 
-    data = prove_consistency(
-        vault, old.read_text(encoding="utf-8"), new.read_text(encoding="utf-8")
-    )
+    if proof_file is None and trusted_keys is not None:
+        raise click.UsageError("--trusted-keys goes with --proof")
+    if proof_file is not None and output is not None:
+        raise click.UsageError("-o writes a proof from this vault's log; not with --proof")
+    if output is not None and output.exists():
+        raise click.UsageError(f"{output} exists; choose another file")
+    if proof_file is None:
+        v = open_vault(vault_dir)
+        try:
+            data = audit.prove_from_log(v, audit.read_checkpoint(old), audit.read_checkpoint(new))
+        finally:
+            v.close()
+    else:
+        root = audit.find_vault(vault_dir)
+        v_or_none = open_vault(root) if root is not None else None
+        try:
+            trust = audit.Trust.build(trusted_keys, v_or_none)
+        finally:
+            if v_or_none is not None:
+                v_or_none.close()
+        data = audit.verify_with_proof(
+            audit.read_checkpoint(old), audit.read_checkpoint(new), proof_file.read_bytes(), trust
+        )
     if as_json:
         emit_record(data, True)
     else:
@@ -972,6 +1026,8 @@ def custody_consistency(vault: Vault, old: Path, new: Path, as_json: bool) -> No
             f"OK: the log grew from {data['old_size']} to {data['new_size']} events "
             f"without rewriting ({len(data['proof'])} proof hashes)"
         )
+    if output is not None:
+        write_or_print(audit.proof_document(data), output)
 
 
 # ----------------------------------------------------------------------------- packages
@@ -1116,6 +1172,41 @@ def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
     emit_record(show_package(vault, package_id), as_json)
 
 
+@package.command("sheet")
+@click.argument("package_id", metavar="ID")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html"]),
+    default="md",
+    show_default=True,
+    help="Markdown (a table) or one self-contained, printable HTML page.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the sheet to this file (default: stdout).",
+)
+@with_vault
+def package_sheet(vault: Vault, package_id: str, fmt: str, output: Path | None) -> None:
+    """A printable one-page verification sheet: ids, fingerprints, times, digests, checks.
+
+    No titles, descriptions or file names; the commands to check each value with stock
+    tools (ssh-keygen, sha256sum, age, bagit.py) are on the sheet.
+
+    \b
+    Examples:
+      evault package sheet PKG-0123456789AB
+      evault package sheet PKG-0123456789AB --format html -o PKG-0123456789AB.html
+    """
+    from vault.service.sheet import render_sheet
+
+    if output is not None and output.exists():
+        raise click.UsageError(f"{output} exists; choose another file")
+    write_or_print(render_sheet(vault, package_id, fmt), output)
+
+
 @cli.command()
 @click.argument("package_ref", metavar="PACKAGE")
 @click.option(
@@ -1218,6 +1309,266 @@ def receipt_export(vault: Vault, receipt_id: str, output: Path) -> None:
 
     document, signature = export_receipt(vault, receipt_id, output)
     say(f"wrote {document} and {signature}")
+
+
+# ----------------------------------------------------------------------------- auditing
+
+
+@cli.command("verify")
+@click.argument(
+    "files", metavar="FILE...", nargs=-1, required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--as",
+    "as_name",
+    metavar="NAME",
+    help="Also decrypt and check packages whole with this identity's keys (needs a vault).",
+)
+@click.option(
+    "--trusted-keys",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="OpenSSH allowed_signers file of the signers you trust (namespaces= respected).",
+)
+@json_option
+@vault_option
+def verify_cmd(
+    files: tuple[Path, ...],
+    as_name: str | None,
+    trusted_keys: Path | None,
+    as_json: bool,
+    vault_dir: Path | None,
+) -> None:
+    """Verify packages, receipts, acknowledgements, contact cards and checkpoints.
+
+    Each file is recognised by its content and checked as far as the keys at hand allow;
+    a receipt or acknowledgement needs its FILE.sig beside it. Signers are trusted from
+    --trusted-keys and, when a vault exists (--vault, or the default one), from its known
+    senders. Prints `OK: FILE (what)` or `FAIL: FILE: reason` per file; exit 3 if any fails.
+
+    \b
+    Examples:
+      evault verify PKG-0123456789AB.evpkg receipt.json --trusted-keys allowed_signers
+      evault verify PKG-0123456789AB.evpkg --as icc-officer
+      evault verify *.evpkg *.json checkpoint.txt --json
+    """
+    from vault.service import audit
+
+    root = audit.find_vault(vault_dir)
+    if as_name is not None and root is None:
+        raise click.UsageError("--as NAME needs the vault holding that identity; pass --vault")
+    v = open_vault(root) if root is not None else None
+    try:
+        trust = audit.Trust.build(trusted_keys, v)
+        identities = audit.recipient_keys(v, as_name) if v is not None and as_name else []
+        findings = audit.verify_files(files, trust, identities=identities)
+    finally:
+        if v is not None:
+            v.close()
+    if as_json:
+        emit_rows([f.to_dict() for f in findings], "json", ())
+    else:
+        for finding in findings:
+            click.echo(finding.line())
+    failed = sum(not f.ok for f in findings)
+    if failed:
+        if not as_json:
+            say(f"{failed} of {len(findings)} file(s) did not verify")
+        raise SystemExit(3)
+
+
+# ----------------------------------------------------------------------------- recipients
+
+
+@cli.group()
+def contact() -> None:
+    """Known senders from other organisations, pinned by fingerprint.
+
+    \b
+    Examples:
+      evault contact add registry-office.card.json --fingerprint SHA256:...
+      evault contact list
+      evault contact revoke registry-office
+    """
+
+
+@contact.command("add")
+@click.argument("card", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--fingerprint",
+    "pin",
+    metavar="SHA256:...",
+    help="Fingerprint confirmed by the sender; a different key is refused.",
+)
+@as_option
+@json_option
+@with_vault
+def contact_add(
+    vault: Vault, card: Path, pin: str | None, as_name: str | None, as_json: bool
+) -> None:
+    """Add a sender from their contact card.
+
+    \b
+    Example:
+      evault contact add registry-office.card.json --fingerprint SHA256:...
+    """
+    from vault.service.contacts import add_contact
+
+    data = add_contact(vault, card.read_bytes(), pin=pin, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"added contact {data['name']} ({data['fingerprint']})")
+
+
+@contact.command("list")
+@list_output_options
+@with_vault
+def contact_list(vault: Vault, fmt: str | None) -> None:
+    """List contacts.
+
+    \b
+    Example:
+      evault contact list --json
+    """
+    from vault.service.contacts import CONTACT_COLUMNS, list_contacts
+
+    emit_rows(list_contacts(vault), fmt, CONTACT_COLUMNS)
+
+
+@contact.command("show")
+@click.argument("ref", metavar="NAME|FINGERPRINT")
+@json_option
+@with_vault
+def contact_show(vault: Vault, ref: str, as_json: bool) -> None:
+    """Show a contact.
+
+    \b
+    Example:
+      evault contact show registry-office
+    """
+    from vault.service.contacts import show_contact
+
+    emit_record(show_contact(vault, ref), as_json)
+
+
+@contact.command("revoke")
+@click.argument("ref", metavar="NAME|FINGERPRINT")
+@as_option
+@json_option
+@with_vault
+def contact_revoke(vault: Vault, ref: str, as_name: str | None, as_json: bool) -> None:
+    """Stop trusting a contact for new packages.
+
+    \b
+    Example:
+      evault contact revoke SHA256:...
+    """
+    from vault.service.contacts import revoke_contact
+
+    data = revoke_contact(vault, ref, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"revoked contact {data['name']}")
+
+
+@cli.command("open")
+@click.argument("package_file", metavar="PACKAGE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to extract into (as <package-id>/, only after every check passed).",
+)
+@click.option(
+    "--trust-sender",
+    metavar="SHA256:...",
+    help="Trust this sender fingerprint for this package only.",
+)
+@as_option
+@json_option
+@with_vault
+def open_cmd(
+    vault: Vault,
+    package_file: Path,
+    out_dir: Path,
+    trust_sender: str | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Verify a package whole, then extract it and receive its items into this vault.
+
+    Checks, before a single file is kept: the envelope signature by a known sender, the
+    payload digest, decryption, the signed statement (this package, this body, this key),
+    every digest of the bag, and the sender's custody excerpt with its proofs. Any failure
+    exits 3 and leaves nothing behind.
+
+    \b
+    Examples:
+      evault open PKG-0123456789AB.evpkg --out ./received
+      evault open PKG-0123456789AB.evpkg --out ./received --trust-sender SHA256:...
+    """
+    from vault.service.opening import open_package
+
+    data = open_package(
+        vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender
+    )
+    if as_json:
+        emit_record(data, True)
+        return
+    emit_rows(data["items"], None, ("id", "source_item", "name", "size", "sha256"))
+    say(
+        f"opened package {data['package']} from {data['sender']} "
+        f"({data['sender_fingerprint']}) for {data['body']}: {len(data['items'])} item(s) "
+        f"verified and received, {data['sender_custody_events']} custody event(s) proven; "
+        f"files in {data['out']}"
+    )
+
+
+@cli.command()
+@click.argument("package_ref", metavar="PACKAGE")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The acknowledgement file; its signature goes to FILE.sig.",
+)
+@as_option
+@json_option
+@with_vault
+def ack(vault: Vault, package_ref: str, output: Path, as_name: str | None, as_json: bool) -> None:
+    """Sign an acknowledgement of a package opened in this vault, for its sender.
+
+    \b
+    Example:
+      evault ack PKG-0123456789AB -o PKG-0123456789AB.ack.json
+    """
+    from vault.service.opening import acknowledge
+
+    data = acknowledge(vault, package_ref, output=output, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"wrote acknowledgement {data['ack']} and {data['signature']}")
+
+
+@receipt.command("import")
+@click.argument("ack_file", metavar="ACK", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@with_vault
+def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
+    """Import a recipient's acknowledgement (ACK and ACK.sig) of a package sent from here.
+
+    \b
+    Example:
+      evault receipt import PKG-0123456789AB.ack.json
+    """
+    from vault.service.opening import import_ack
+
+    data = import_ack(vault, ack_file)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"package {data['package']} acknowledged by {data['by']} of {data['body']}")
 
 
 def write_or_print(text: str, output: Path | None) -> None:

@@ -26,10 +26,23 @@ MAX_WORK_FACTOR = 22
 HEADER_LEN = len(MAGIC) + 1 + 16 + 12
 
 
+_DERIVED: dict[tuple[bytes, int, bytes], bytes] = {}
+
+
 def derive_key(passphrase: str, salt: bytes, work_factor: int) -> bytes:
-    """The AES key for ``passphrase``: the slow step, worth caching for one process."""
-    kdf = Scrypt(salt=salt, length=32, n=2**work_factor, r=8, p=1)
-    return kdf.derive(passphrase.encode("utf-8"))
+    """The AES key for ``passphrase``: the slow step, done once per process and key file.
+
+    The cache lives in this process's memory only (a command is one process; tests and
+    long-lived callers open many vault handles) and is keyed by a digest of the passphrase,
+    never the passphrase itself.
+    """
+    import hashlib
+
+    slot = (salt, work_factor, hashlib.sha256(passphrase.encode("utf-8")).digest())
+    if slot not in _DERIVED:
+        kdf = Scrypt(salt=salt, length=32, n=2**work_factor, r=8, p=1)
+        _DERIVED[slot] = kdf.derive(passphrase.encode("utf-8"))
+    return _DERIVED[slot]
 
 
 _derive = derive_key

@@ -211,11 +211,25 @@ def latest_checkpoint(session: Session) -> CheckpointRow:
 
 
 def leaf_hashes(session: Session, size: int) -> list[bytes]:
-    """The stored leaf hashes of the first ``size`` events, in order."""
+    """The leaf hashes of the first ``size`` events, in order, each checked against its bytes.
+
+    The stored column is only a copy: a proof built on it alone would vouch for an event
+    whose bytes were rewritten behind it.
+    """
     rows = session.execute(
-        select(CustodyEvent.leaf_hash).where(CustodyEvent.seq < size).order_by(CustodyEvent.seq)
-    ).scalars()
-    out = list(rows)
+        select(CustodyEvent.seq, CustodyEvent.body, CustodyEvent.leaf_hash)
+        .where(CustodyEvent.seq < size)
+        .order_by(CustodyEvent.seq)
+    )
+    out = []
+    for seq, body, stored in rows:
+        leaf = leaf_hash(body)
+        if leaf != stored:
+            raise VerificationError(
+                f"custody log: event {seq}: stored leaf hash does not match the event's bytes; "
+                "run `evault custody verify`"
+            )
+        out.append(leaf)
     if len(out) != size:
         raise VerificationError(
             f"custody log: {len(out)} events below size {size}; run `evault custody verify`"

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient, AgeWriter
 from vault.errors import ConflictError, NotFoundError, UsageError, VaultError
+from vault.faults import crash_point
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
@@ -539,6 +540,7 @@ def _record_batch(
             )
             item.intake_seq = event.seq
             session.add(item)
+            crash_point("ingest.before_commit")
             out.append(
                 {
                     "id": item.id,
@@ -584,6 +586,7 @@ def ingest(
                 stored = store_file(blobs, row, recipient, also_digest,
                                     follow_symlinks=follow_symlinks, hasher_pool=pool)
                 batch.append(stored)
+                crash_point("ingest.blob_written")
                 batch_bytes += stored.size
                 if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
                     results += _commit(vault, blobs, batch, as_name, create_case, now)

@@ -36,6 +36,7 @@ from vault.errors import (
     UsageError,
     VerificationError,
 )
+from vault.faults import crash_point
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.bagit import BagWriter
@@ -242,13 +243,17 @@ def create_package(
     confidential_reference: bool = False,
     as_name: str | None = None,
     output: Path | None = None,
+    directory: Path | None = None,
     force: bool = False,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Build one package for one body; nothing is written and nothing logged on refusal."""
+    """Build one package for one body; nothing is written and nothing logged on refusal.
+
+    The file is ``output``, else ``<package-id>.evpkg`` in ``directory`` (default: here).
+    """
     now = now or utcnow()
     package_id = new_id("PKG")
-    target = (output or Path(f"{package_id}.evpkg")).absolute()
+    target = (output or (directory or Path()) / f"{package_id}.evpkg").absolute()
     if target.exists() and not force:
         raise ConflictError(f"{target}: exists already; choose another -o or pass --force")
     if not target.parent.is_dir():
@@ -326,6 +331,7 @@ def create_package(
                 writer.close()
                 raw.flush()
                 os.fsync(raw.fileno())
+            crash_point("package.payload_written")
             envelope = fmt.Envelope(
                 package_id=package_id,
                 sender=sender,
@@ -350,6 +356,7 @@ def create_package(
                 confidential_reference=confidential_reference,
                 envelope=envelope_bytes,
                 envelope_sha256=hashlib.sha256(envelope_bytes).hexdigest(),
+                statement_sha256=hashlib.sha256(statement_bytes).hexdigest(),
                 payload_sha256=envelope.payload_sha256,
                 payload_size=envelope.payload_size,
                 file_sha256=file_sha256,
@@ -381,6 +388,7 @@ def create_package(
                 now=now,
             )
             session.flush()
+            crash_point("package.before_commit")
             # The name is taken last, inside the transaction: if the commit fails the file is
             # removed below, and a crash before this point leaves only temporary files.
             if force:
@@ -396,7 +404,9 @@ def create_package(
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(payload_temp)
-        return package_dict(row, body.id)
+        result = package_dict(row, body.id)
+    crash_point("package.after_commit")
+    return result
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -515,6 +525,7 @@ def send_package(
             )
     else:
         _deliver(source, final, expected)
+    crash_point("send.delivered")
     copied, _ = file_digest(final)
     if copied != expected:
         raise VerificationError(
@@ -535,7 +546,9 @@ def send_package(
             log.append(pair, "package.sent", pi.item_id,
                        details={"package": row.id, "body": row.body_id}, now=now)
         receipt = _make_receipt(vault, session, row, pair, now)
-        return {**package_dict(row), "receipt": receipt.id, "delivered": str(final)}
+        result = {**package_dict(row), "receipt": receipt.id, "delivered": str(final)}
+    crash_point("send.after_commit")
+    return result
 
 
 def _deliver(source: Path, final: Path, expected: str) -> None:
@@ -547,6 +560,7 @@ def _deliver(source: Path, final: Path, expected: str) -> None:
                 dst.write(chunk)
             dst.flush()
             os.fsync(dst.fileno())
+        crash_point("send.copied")
         os.link(temp, final)
         os.unlink(temp)
         fsync_dir(final.parent)

@@ -162,6 +162,10 @@ class Item(Base):
     ingested_by: Mapped[str] = mapped_column(String(64))
     # The seq of the custody event that recorded the intake: the order items came in.
     intake_seq: Mapped[int] = mapped_column(BigInteger, unique=True)
+    # For items received in a package: whence they came, so custody continues across vaults.
+    received_from: Mapped[str | None] = mapped_column(String(64))
+    source_package: Mapped[str | None] = mapped_column(String(32))
+    source_item: Mapped[str | None] = mapped_column(String(32))
 
     case: Mapped[Case] = relationship()
     blob: Mapped[Blob] = relationship()
@@ -260,6 +264,7 @@ class Package(Base):
     confidential_reference: Mapped[bool] = mapped_column(default=False)
     envelope: Mapped[bytes] = mapped_column(LargeBinary)
     envelope_sha256: Mapped[str] = mapped_column(String(64))
+    statement_sha256: Mapped[str | None] = mapped_column(String(64))
     payload_sha256: Mapped[str] = mapped_column(String(64))
     payload_size: Mapped[int] = mapped_column(BigInteger)
     file_sha256: Mapped[str] = mapped_column(String(64))
@@ -313,3 +318,55 @@ class Receipt(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     document: Mapped[bytes] = mapped_column(LargeBinary)
     signature: Mapped[str] = mapped_column(Text)
+
+
+class Contact(Base):
+    """A known sender from another organisation, pinned by fingerprint, revocable."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    org: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(200))
+    signing_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    age_recipient: Mapped[str] = mapped_column(String(100))
+    card: Mapped[str] = mapped_column(Text)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ReceivedPackage(Base):
+    """A package this vault opened: what was verified, kept for the chain of custody."""
+
+    __tablename__ = "received_packages"
+
+    package_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    sender: Mapped[str] = mapped_column(String(64))
+    body_id: Mapped[str] = mapped_column(String(64))
+    envelope: Mapped[bytes] = mapped_column(LargeBinary)
+    envelope_sha256: Mapped[str] = mapped_column(String(64))
+    statement: Mapped[bytes] = mapped_column(LargeBinary)
+    statement_signature: Mapped[str] = mapped_column(Text)
+    statement_sha256: Mapped[str] = mapped_column(String(64))
+    custody_excerpt: Mapped[bytes] = mapped_column(LargeBinary)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    opened_by: Mapped[str] = mapped_column(String(64))
+    recipient_key: Mapped[str] = mapped_column(String(64))
+    out_dir: Mapped[str] = mapped_column(Text)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Acknowledgement(Base):
+    """A recipient's signed acknowledgement of a package this vault sent."""
+
+    __tablename__ = "acknowledgements"
+
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"), primary_key=True)
+    signer: Mapped[str] = mapped_column(String(64))
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str] = mapped_column(Text)
+    document_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -1,0 +1,945 @@
+"""The custody log end to end: verify finds every tampering, checkpoints, proofs, concurrency.
+
+Tests run on SQLite and PostgreSQL (the ``cli`` fixture), except a few tampering cases whose
+checks do not depend on the database (``sqlite_cli``). Tampering goes straight to the
+database, as an attacker with write access to it would, and ``evault custody verify`` must
+exit 3 and name each damaged event.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
+
+from vault.crypto.keys import SigningKey, VerifyKey
+from vault.custody.events import Event
+from vault.custody.merkle import (
+    Frontier,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    root_of,
+    verify_consistency,
+    verify_inclusion,
+)
+from vault.custody.note import (
+    Checkpoint,
+    NoteSigner,
+    NoteVerifier,
+    note_key_id,
+    open_checkpoint,
+    sign_checkpoint,
+)
+from vault.service.identities import load_keypair
+from vault.service.vaults import Vault, open_vault
+from vault.store.models import Checkpoint as CheckpointRow
+from vault.store.models import CustodyEvent, CustodyHead, IdentityKey
+
+REPO = Path(__file__).resolve().parent.parent
+CASE = "UA-2026-0042"
+IDENTITY = "registry-office"
+# Ingested in this order: identity.created is event 0, case.created 1, then 2, 3, 4.
+EVIDENCE = {
+    "statement-01.txt": b"Fictional witness statement, first page.\n",
+    "photo-02.jpg": b"\xff\xd8\xff\xe0 fictional photo bytes\n",
+    "report-03.txt": b"Fictional expert report on a fictional crater.\n",
+}
+EVENTS = 2 + len(EVIDENCE)
+NO_CHECKPOINT = "evault: custody log: no checkpoint yet; run `evault custody checkpoint`\n"
+
+
+@pytest.fixture(autouse=True)
+def _fast_key_file_and_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about the log, not blob durability: blobs skip the file-system sync."""
+    monkeypatch.setattr("vault.store.blobs._syncfs", lambda path: True)
+
+
+def populate(cli: Cli, tmp_path: Path) -> list[str]:
+    """An identity, a case and the EVIDENCE files ingested; the item ids in order."""
+    cli.ok("identity", "create", IDENTITY)
+    paths = []
+    for name, content in EVIDENCE.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        paths.append(str(path))
+    out = cli.ok("ingest", *paths, "--case", CASE, "--create-case", "--json")
+    return [row["id"] for row in json.loads(out.stdout)]
+
+
+def ingest_more(cli: Cli, tmp_path: Path, *names: str) -> list[str]:
+    """Ingest further fictional files into the case; their item ids."""
+    paths = []
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes(f"Fictional later evidence: {name}\n".encode())
+        paths.append(str(path))
+    out = cli.ok("ingest", *paths, "--case", CASE, "--json")
+    return [row["id"] for row in json.loads(out.stdout)]
+
+
+@contextlib.contextmanager
+def opened(cli: Cli) -> Iterator[tuple[Vault, Session]]:
+    """The vault's database in one transaction, committed at the end (as an attacker would)."""
+    vault = open_vault(cli.vault)
+    try:
+        with vault.transaction() as session:
+            yield vault, session
+    finally:
+        vault.close()
+
+
+def _event(session: Session, seq: int) -> CustodyEvent:
+    """Custody event ``seq`` as stored."""
+    row = session.get(CustodyEvent, seq)
+    assert row is not None
+    return row
+
+
+def _identity_key(session: Session) -> IdentityKey:
+    """The first identity key of the vault (the only one in most tests)."""
+    key = session.scalar(select(IdentityKey).order_by(IdentityKey.id).limit(1))
+    assert key is not None
+    return key
+
+
+def origin_of(cli: Cli) -> str:
+    """The log's name, ``evault/<vault-id>``, as it appears in events and checkpoints."""
+    vault = open_vault(cli.vault)
+    try:
+        return f"evault/{vault.config.vault_id}"
+    finally:
+        vault.close()
+
+
+def stored_leaves(cli: Cli) -> list[bytes]:
+    """Leaf hashes recomputed from the stored event bytes, in order."""
+    with opened(cli) as (_, session):
+        bodies = session.scalars(select(CustodyEvent.body).order_by(CustodyEvent.seq)).all()
+    return [leaf_hash(b) for b in bodies]
+
+
+def identity_verifier(cli: Cli) -> NoteVerifier:
+    """The note verifier of the identity's key, from its public ``identity show`` output."""
+    shown = json.loads(cli.ok("identity", "show", IDENTITY, "--json").stdout)
+    return NoteVerifier.for_key(origin_of(cli), VerifyKey.from_openssh(shown["signing_key"]))
+
+
+def signer_of(vault: Vault, session: Session, fingerprint: str | None = None) -> SigningKey:
+    """The private signing key of an identity key of this vault (the first one by default)."""
+    if fingerprint is None:
+        return load_keypair(vault, _identity_key(session)).signing
+    key = session.scalar(select(IdentityKey).where(IdentityKey.fingerprint == fingerprint))
+    assert key is not None
+    return load_keypair(vault, key).signing
+
+
+def resign(
+    vault: Vault, session: Session, seq: int, *, key: SigningKey | None = None, **changes: object
+) -> CustodyEvent:
+    """Rewrite event ``seq`` with ``changes``, validly signed, every column consistent.
+
+    Only the log head and the checkpoints still remember the original.
+    """
+    row = _event(session, seq)
+    event = dataclasses.replace(Event.decode(row.body), **changes)  # type: ignore[arg-type]
+    signing = key or signer_of(vault, session, event.actor)
+    body, signature = event.sign(signing)
+    row.recorded_at = event.time
+    row.actor = event.actor
+    row.action = event.action
+    row.subject = event.subject
+    row.body = body
+    row.signature = signature
+    row.leaf_hash = leaf_hash(body)
+    return row
+
+
+def rebuild_head(session: Session) -> None:
+    """Make the log head agree with the stored leaf hashes, as a careful attacker would."""
+    session.flush()
+    frontier = Frontier()
+    for leaf in session.scalars(select(CustodyEvent.leaf_hash).order_by(CustodyEvent.seq)):
+        frontier.append(leaf)
+    head = session.get(CustodyHead, 1)
+    assert head is not None
+    head.size = frontier.size
+    head.root = frontier.root()
+    head.frontier = frontier.to_bytes()
+
+
+def body_with_size(body: bytes, size: int, new_size: int) -> bytes:
+    old = f'"size":{size}'.encode()
+    assert body.count(old) == 1
+    return body.replace(old, f'"size":{new_size}'.encode())
+
+
+def flip_bit(data: bytes) -> bytes:
+    return bytes([data[0] ^ 1]) + data[1:]
+
+
+# ----------------------------------------------------------------------------- verify OK
+
+
+def test_fresh_vault_verifies(cli: Cli, tmp_path: Path) -> None:
+    populate(cli, tmp_path)
+    result = cli("custody", "verify")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0,
+        f"OK: {EVENTS} events, 0 checkpoints (structure and signatures)\n",
+        "",
+    )
+    quick = cli("custody", "verify", "--quick")
+    assert (quick.exit_code, quick.stdout) == (
+        0,
+        f"OK: {EVENTS} events, 0 checkpoints (structure)\n",
+    )
+    report = json.loads(cli.ok("custody", "verify", "--json").stdout)
+    assert report == {
+        "ok": True,
+        "events": EVENTS,
+        "checkpoints": 0,
+        "signatures_checked": EVENTS,
+        "defects": [],
+    }
+    quick_report = json.loads(cli.ok("custody", "verify", "--quick", "--json").stdout)
+    assert quick_report["signatures_checked"] == 0
+
+    with opened(cli) as (_, session):
+        actions = session.execute(
+            select(CustodyEvent.seq, CustodyEvent.action).order_by(CustodyEvent.seq)
+        ).all()
+    assert [tuple(a) for a in actions] == [
+        (0, "identity.created"),
+        (1, "case.created"),
+        (2, "item.ingested"),
+        (3, "item.ingested"),
+        (4, "item.ingested"),
+    ]
+
+
+# ----------------------------------------------------------------------------- tampering
+#
+# Each case changes the database behind evault's back and returns the defects verify must
+# list, in its order: defects of the whole log first, then by event.
+
+Tamper = Callable[[Vault, Session], list[str]]
+
+
+def recorded_at(vault: Vault, session: Session) -> list[str]:
+    row = _event(session, 2)
+    row.recorded_at = row.recorded_at + timedelta(seconds=1)
+    return ["event 2: stored time differ from the signed event"]
+
+
+def actor(vault: Vault, session: Session) -> list[str]:
+    _event(session, 2).actor = "SHA256:" + "A" * 43
+    return ["event 2: stored actor differ from the signed event"]
+
+
+def action(vault: Vault, session: Session) -> list[str]:
+    _event(session, 2).action = "item.exported"
+    return ["event 2: stored action differ from the signed event"]
+
+
+def subject(vault: Vault, session: Session) -> list[str]:
+    _event(session, 2).subject = "EV-000000000000"
+    return ["event 2: stored subject differ from the signed event"]
+
+
+def body(vault: Vault, session: Session) -> list[str]:
+    row = _event(session, 2)
+    size = len(EVIDENCE["statement-01.txt"])
+    row.body = body_with_size(row.body, size, size + 1)
+    return [
+        "log head root differs from the recomputed tree",
+        "event 2: signature does not verify",
+        "event 2: stored leaf hash does not match the event's bytes",
+    ]
+
+
+def signature(vault: Vault, session: Session) -> list[str]:
+    row = _event(session, 2)
+    row.signature = flip_bit(row.signature)
+    return ["event 2: signature does not verify"]
+
+
+def leaf(vault: Vault, session: Session) -> list[str]:
+    row = _event(session, 2)
+    row.leaf_hash = flip_bit(row.leaf_hash)
+    return ["event 2: stored leaf hash does not match the event's bytes"]
+
+
+def deleted(vault: Vault, session: Session) -> list[str]:
+    session.execute(delete(CustodyEvent).where(CustodyEvent.seq == 2))
+    return [
+        "events 2 missing: the sequence jumps to 3",
+        f"log head says {EVENTS} events, the log has {EVENTS - 1}",
+    ]
+
+
+def deleted_several(vault: Vault, session: Session) -> list[str]:
+    session.execute(delete(CustodyEvent).where(CustodyEvent.seq.in_([0, 2, 3])))
+    return [
+        "events 0 missing: the sequence jumps to 1",
+        "events 2-3 missing: the sequence jumps to 4",
+        f"log head says {EVENTS} events, the log has {EVENTS - 3}",
+    ]
+
+
+def deleted_last(vault: Vault, session: Session) -> list[str]:
+    session.execute(delete(CustodyEvent).where(CustodyEvent.seq == EVENTS - 1))
+    return [f"log head says {EVENTS} events, the log has {EVENTS - 1}"]
+
+
+def swapped_seq(vault: Vault, session: Session) -> list[str]:
+    for old, new in ((2, -1), (3, 2), (-1, 3)):
+        session.execute(update(CustodyEvent).where(CustodyEvent.seq == old).values(seq=new))
+    return [
+        "log head root differs from the recomputed tree",
+        "event 2: stored seq differ from the signed event",
+        "event 3: stored seq differ from the signed event",
+    ]
+
+
+def swapped_contents(vault: Vault, session: Session) -> list[str]:
+    a, b = _event(session, 2), _event(session, 3)
+    for name in ("body", "signature", "leaf_hash"):
+        first, second = getattr(a, name), getattr(b, name)
+        setattr(a, name, second)
+        setattr(b, name, first)
+    return [
+        "log head root differs from the recomputed tree",
+        "event 2: stored seq, subject differ from the signed event",
+        "event 3: stored seq, subject differ from the signed event",
+    ]
+
+
+def resigned(vault: Vault, session: Session) -> list[str]:
+    row = _event(session, 2)
+    details = dict(Event.decode(row.body).details)
+    details["size"] += 1
+    resign(vault, session, 2, details=details)
+    # Every column agrees and the signature is good: only the tree head remembers.
+    return ["log head root differs from the recomputed tree"]
+
+
+def two_events(vault: Vault, session: Session) -> list[str]:
+    row1 = _event(session, 1)
+    row1.signature = flip_bit(row1.signature)
+    _event(session, 3).action = "item.exported"
+    return [
+        "event 1: signature does not verify",
+        "event 3: stored action differ from the signed event",
+    ]
+
+
+def head_frontier(vault: Vault, session: Session) -> list[str]:
+    head = session.get(CustodyHead, 1)
+    assert head is not None
+    head.frontier = head.frontier[:8] + flip_bit(head.frontier[8:])
+    return ["log head frontier differs from the recomputed tree"]
+
+
+def note_altered(vault: Vault, session: Session) -> list[str]:
+    row = session.scalar(select(CheckpointRow))
+    assert row is not None
+    origin, size, rest = row.note.split("\n", 2)
+    row.note = f"{origin}\n{int(size) - 1}\n{rest}"
+    raw = _identity_key(session).signing_key
+    key_id = note_key_id(origin, VerifyKey(raw)).hex()
+    return [
+        f"checkpoint 1 (size {EVENTS}): signed note: signature by {origin} (key id {key_id}) "
+        "does not verify; the note was altered or signed by another key under that id"
+    ]
+
+
+def checkpoint_row_fields(vault: Vault, session: Session) -> list[str]:
+    row = session.scalar(select(CheckpointRow))
+    assert row is not None
+    row.root = flip_bit(row.root)
+    return [f"checkpoint 1 (size {EVENTS}): stored fields differ from the signed note"]
+
+
+def rewritten_after_checkpoint(vault: Vault, session: Session) -> list[str]:
+    resigned(vault, session)
+    rebuild_head(session)
+    return [
+        f"checkpoint 1 (size {EVENTS}): root differs from the recomputed tree; "
+        "history was rewritten"
+    ]
+
+
+def truncated_after_checkpoint(vault: Vault, session: Session) -> list[str]:
+    session.execute(delete(CustodyEvent).where(CustodyEvent.seq == EVENTS - 1))
+    rebuild_head(session)
+    return [f"checkpoint 1 (size {EVENTS}): the log is shorter than the checkpoint"]
+
+
+TAMPERING = [
+    pytest.param(recorded_at, False, id="recorded_at"),
+    pytest.param(actor, False, id="actor"),
+    pytest.param(action, False, id="action"),
+    pytest.param(subject, False, id="subject"),
+    pytest.param(body, False, id="body-one-byte"),
+    pytest.param(signature, False, id="signature-bit"),
+    pytest.param(leaf, False, id="leaf_hash"),
+    pytest.param(deleted, False, id="delete-middle"),
+    pytest.param(swapped_seq, False, id="swap-seq"),
+    pytest.param(swapped_contents, False, id="swap-contents"),
+    pytest.param(resigned, False, id="resigned-body"),
+    pytest.param(two_events, False, id="two-independent-events"),
+    pytest.param(note_altered, True, id="checkpoint-note-altered"),
+    pytest.param(rewritten_after_checkpoint, True, id="rewritten-after-checkpoint"),
+]
+
+# Branches of verify that do not depend on the database's column types: SQLite is enough.
+MORE_TAMPERING = [
+    pytest.param(deleted_several, False, id="delete-several"),
+    pytest.param(deleted_last, False, id="delete-last"),
+    pytest.param(head_frontier, False, id="head-frontier"),
+    pytest.param(checkpoint_row_fields, True, id="checkpoint-row-root"),
+    pytest.param(truncated_after_checkpoint, True, id="truncated-after-checkpoint"),
+]
+
+
+def check_tampering(cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool) -> None:
+    """Tamper with a populated vault; verify must exit 3 and list exactly the defects."""
+    populate(cli, tmp_path)
+    if checkpoint_first:
+        cli.ok("custody", "checkpoint")
+    with opened(cli) as (vault, session):
+        expected = tamper(vault, session)
+        session.flush()
+        size = session.scalar(select(func.count()).select_from(CustodyEvent))
+
+    result = cli("custody", "verify")
+    assert result.exit_code == 3, result.stderr
+    assert result.stdout.splitlines() == [f"FAIL: {line}" for line in expected]
+    assert result.stderr == f"evault: custody log: {len(expected)} defect(s) in {size} events\n"
+
+
+@pytest.mark.parametrize(("tamper", "checkpoint_first"), TAMPERING)
+def test_tampering_is_reported(
+    cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool
+) -> None:
+    check_tampering(cli, tmp_path, tamper, checkpoint_first)
+
+
+@pytest.mark.parametrize(("tamper", "checkpoint_first"), MORE_TAMPERING)
+def test_more_tampering_is_reported(
+    sqlite_cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool
+) -> None:
+    check_tampering(sqlite_cli, tmp_path, tamper, checkpoint_first)
+
+
+def test_every_defect_is_listed(cli: Cli, tmp_path: Path) -> None:
+    """Five events and a checkpoint, each damaged another way: one report lists them all."""
+    populate(cli, tmp_path)
+    cli.ok("custody", "checkpoint")
+    origin = origin_of(cli)
+    stranger = SigningKey.generate()
+    with opened(cli) as (vault, session):
+        first = _event(session, 0)
+        first.signature = first.signature[:63]
+        second = _event(session, 1)
+        second.body = second.body.replace(b'"seq":1', b'"seq": 1')
+        when = Event.decode(_event(session, 2).body).time - timedelta(days=1)
+        resign(vault, session, 2, time=when)
+        resign(vault, session, 3, log="evault/00000000000000000000000000000000")
+        resign(vault, session, 4, key=stranger, actor=stranger.public.fingerprint)
+        checkpoint = session.scalar(select(CheckpointRow))
+        assert checkpoint is not None
+        checkpoint.note = sign_checkpoint(
+            Checkpoint(origin, checkpoint.size, checkpoint.root), NoteSigner(origin, stranger)
+        )
+    defects: list[tuple[int | None, str]] = [
+        (
+            None,
+            f"checkpoint 1 (size {EVENTS}): signed note: no signature from a known key ({origin})",
+        ),
+        (None, "log head root differs from the recomputed tree"),
+        (0, "signature does not verify"),
+        (1, "custody event: bytes are not in canonical form"),
+        (1, "stored leaf hash does not match the event's bytes"),
+        (2, "dated before its actor's key was created"),
+        (3, "belongs to another log (evault/00000000000000000000000000000000)"),
+        (4, f"actor {stranger.public.fingerprint} is not a key of this vault"),
+    ]
+    lines = [f"FAIL: {m}" if s is None else f"FAIL: event {s}: {m}" for s, m in defects]
+
+    result = cli("custody", "verify")
+    assert (result.exit_code, result.stdout.splitlines(), result.stderr) == (
+        3,
+        lines,
+        f"evault: custody log: {len(lines)} defect(s) in {EVENTS} events\n",
+    )
+    quick = cli("custody", "verify", "--quick")
+    assert (quick.exit_code, quick.stdout.splitlines()) == (
+        3,
+        [line for line in lines if line != "FAIL: event 0: signature does not verify"],
+    )
+    report = cli("custody", "verify", "--json")
+    assert report.exit_code == 3
+    assert json.loads(report.stdout) == {
+        "ok": False,
+        "events": EVENTS,
+        "checkpoints": 1,
+        # Events 1 (undecodable) and 4 (no key of this vault) have no signature to check.
+        "signatures_checked": EVENTS - 2,
+        "defects": [{"seq": s, "message": m} for s, m in defects],
+    }
+
+
+# ----------------------------------------------------------------------------- checkpoint
+
+
+def test_checkpoint_is_a_signed_note(cli: Cli, tmp_path: Path) -> None:
+    populate(cli, tmp_path)
+    origin = origin_of(cli)
+    note = cli.ok("custody", "checkpoint").stdout
+    assert note.endswith("\n")
+    lines = note.split("\n")
+    assert lines[:2] == [origin, str(EVENTS)]
+    assert base64.b64decode(lines[2], validate=True) == root_of(stored_leaves(cli))
+    assert lines[3] == ""
+    name, sig = lines[4].split(" ")[1:]
+    assert lines[4].startswith("\u2014 ")
+    assert name == origin
+    assert len(base64.b64decode(sig, validate=True)) == 4 + 64
+    assert lines[5:] == [""]
+
+    checkpoint, opened_note = open_checkpoint(note, [identity_verifier(cli)])
+    assert checkpoint == Checkpoint(origin, EVENTS, root_of(stored_leaves(cli)))
+    assert opened_note.signers == (origin,)
+    with opened(cli) as (_, session):
+        rows = session.scalars(select(CheckpointRow)).all()
+        assert [(r.size, r.root, r.note) for r in rows] == [(EVENTS, checkpoint.root_hash, note)]
+        assert rows[0].signer == _identity_key(session).fingerprint
+
+    ingest_more(cli, tmp_path, "later-04.txt")
+    out = tmp_path / "checkpoint.txt"
+    result = cli("custody", "checkpoint", "-o", str(out))
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", f"evault: wrote {out}\n")
+    note = out.read_text(encoding="utf-8")
+    checkpoint, _ = open_checkpoint(note, [identity_verifier(cli)])
+    assert checkpoint == Checkpoint(origin, EVENTS + 1, root_of(stored_leaves(cli)))
+
+    ingest_more(cli, tmp_path, "later-05.txt")
+    again = cli("custody", "checkpoint", "-o", str(out))
+    assert again.exit_code == 2
+    assert again.stderr.endswith(f"Error: {out} exists; choose another file\n")
+    assert out.read_text(encoding="utf-8") == note
+    # Refused before signing: no third checkpoint was kept.
+    verified = cli.ok("custody", "verify").stdout
+    assert verified == f"OK: {EVENTS + 2} events, 2 checkpoints (structure and signatures)\n"
+
+
+def test_checkpoint_needs_an_identity(cli: Cli) -> None:
+    result = cli("custody", "checkpoint")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1,
+        "",
+        "evault: no identity in this vault: run `evault identity create NAME`\n",
+    )
+
+
+# ----------------------------------------------------------------------------- prove
+
+
+def test_prove_item(cli: Cli, tmp_path: Path) -> None:
+    items = populate(cli, tmp_path)
+    note = cli.ok("custody", "checkpoint").stdout
+    cli.ok("items", "export", items[0], "-o", str(tmp_path / "copy.txt"), "--reason", "review")
+    leaves = stored_leaves(cli)
+    root = base64.b64encode(root_of(leaves[:EVENTS])).decode()
+
+    text = cli.ok("custody", "prove", items[0]).stdout
+    assert text.splitlines() == [
+        f"checkpoint: size {EVENTS}, root {root}",
+        f"event 2 (item.ingested): included, {len(inclusion_proof(leaves, 2, EVENTS))} hashes",
+        f"event {EVENTS} (item.exported): after checkpoint",
+    ]
+
+    data = json.loads(cli.ok("custody", "prove", items[0], "--json").stdout)
+    assert (data["subject"], data["checkpoint"], data["tree_size"], data["root_hash"]) == (
+        items[0],
+        note,
+        EVENTS,
+        root,
+    )
+    checkpoint, _ = open_checkpoint(data["checkpoint"], [identity_verifier(cli)])
+    included, after = data["events"]
+    assert after == {"seq": EVENTS, "action": "item.exported", "status": "after checkpoint"}
+    assert sorted(included) == ["action", "leaf_hash", "proof", "seq", "status"]
+    assert (included["seq"], included["action"], included["status"]) == (
+        2,
+        "item.ingested",
+        "included",
+    )
+    leaf = base64.b64decode(included["leaf_hash"])
+    assert leaf == leaves[2]
+    proof = [base64.b64decode(h) for h in included["proof"]]
+    verify_inclusion(leaf, 2, checkpoint.size, proof, checkpoint.root_hash)
+
+
+def test_prove_every_event_of_the_log(cli: Cli, tmp_path: Path) -> None:
+    items = populate(cli, tmp_path)
+    cli.ok("custody", "checkpoint")
+    verifier = identity_verifier(cli)
+    leaves = stored_leaves(cli)
+    for seq, subject in enumerate([f"identity:{IDENTITY}", CASE, *items]):
+        data = json.loads(cli.ok("custody", "prove", subject, "--json").stdout)
+        checkpoint, _ = open_checkpoint(data["checkpoint"], [verifier])
+        [event] = data["events"]
+        assert (event["seq"], event["status"]) == (seq, "included")
+        proof = [base64.b64decode(h) for h in event["proof"]]
+        verify_inclusion(leaves[seq], seq, checkpoint.size, proof, checkpoint.root_hash)
+
+
+def test_prove_refusals(cli: Cli, tmp_path: Path) -> None:
+    items = populate(cli, tmp_path)
+    none_yet = cli("custody", "prove", items[0])
+    assert (none_yet.exit_code, none_yet.stdout, none_yet.stderr) == (1, "", NO_CHECKPOINT)
+    cli.ok("custody", "checkpoint")
+    unknown = cli("custody", "prove", "EV-000000000000")
+    assert (unknown.exit_code, unknown.stderr) == (
+        1,
+        "evault: EV-000000000000: no custody events; check the id\n",
+    )
+    with opened(cli) as (vault, session):
+        rewritten_after_checkpoint(vault, session)
+    tampered = cli("custody", "prove", items[0])
+    assert (tampered.exit_code, tampered.stdout, tampered.stderr) == (
+        3,
+        "",
+        f"evault: merkle inclusion proof: leaf 2 does not lead to the root of size {EVENTS}\n",
+    )
+
+
+# ----------------------------------------------------------------------------- consistency
+
+
+def _checkpoint_file(cli: Cli, path: Path) -> Path:
+    cli.ok("custody", "checkpoint", "-o", str(path))
+    return path
+
+
+def _signed_note(cli: Cli, path: Path, checkpoint: Checkpoint, key: SigningKey | None) -> Path:
+    """A checkpoint note signed by the identity's own key (or ``key``)."""
+    with opened(cli) as (vault, session):
+        signer = NoteSigner(f"evault/{vault.config.vault_id}", key or signer_of(vault, session))
+        path.write_text(sign_checkpoint(checkpoint, signer), encoding="utf-8")
+    return path
+
+
+def test_consistency_of_a_grown_log(cli: Cli, tmp_path: Path) -> None:
+    populate(cli, tmp_path)
+    old = _checkpoint_file(cli, tmp_path / "old.txt")
+    ingest_more(cli, tmp_path, "later-04.txt", "later-05.txt")
+    new = _checkpoint_file(cli, tmp_path / "new.txt")
+    leaves = stored_leaves(cli)
+    hashes = len(consistency_proof(leaves, EVENTS, EVENTS + 2))
+
+    verified = cli.ok("custody", "verify").stdout
+    assert verified == f"OK: {EVENTS + 2} events, 2 checkpoints (structure and signatures)\n"
+    result = cli("custody", "consistency", str(old), str(new))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0,
+        f"OK: the log grew from {EVENTS} to {EVENTS + 2} events without rewriting "
+        f"({hashes} proof hashes)\n",
+        "",
+    )
+    same = cli.ok("custody", "consistency", str(new), str(new))
+    assert same.stdout == (
+        f"OK: the log grew from {EVENTS + 2} to {EVENTS + 2} events without rewriting "
+        "(0 proof hashes)\n"
+    )
+
+    data = json.loads(cli.ok("custody", "consistency", str(old), str(new), "--json").stdout)
+    assert data["status"] == "consistent"
+    assert (data["old_size"], data["new_size"]) == (EVENTS, EVENTS + 2)
+    verifier = identity_verifier(cli)
+    old_cp, _ = open_checkpoint(old.read_text(encoding="utf-8"), [verifier])
+    new_cp, _ = open_checkpoint(new.read_text(encoding="utf-8"), [verifier])
+    assert base64.b64decode(data["old_root"]) == old_cp.root_hash == root_of(leaves[:EVENTS])
+    assert base64.b64decode(data["new_root"]) == new_cp.root_hash == root_of(leaves)
+    proof = [base64.b64decode(h) for h in data["proof"]]
+    verify_consistency(old_cp.size, new_cp.size, proof, old_cp.root_hash, new_cp.root_hash)
+
+
+def test_consistency_catches_a_rewritten_history(cli: Cli, tmp_path: Path) -> None:
+    populate(cli, tmp_path)
+    old = _checkpoint_file(cli, tmp_path / "old.txt")
+    with opened(cli) as (vault, session):
+        rewritten_after_checkpoint(vault, session)
+    ingest_more(cli, tmp_path, "later-04.txt")
+    # Signed by the vault's own identity, over the rewritten tree.
+    new = _checkpoint_file(cli, tmp_path / "new.txt")
+    result = cli("custody", "consistency", str(old), str(new))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3,
+        "",
+        f"evault: merkle consistency proof: does not lead to the first root (size {EVENTS})\n",
+    )
+
+
+def test_proofs_refuse_a_stale_leaf_hash(cli: Cli, tmp_path: Path) -> None:
+    """Proofs are built from leaf hashes checked against the event bytes, not the copy alone."""
+    items = populate(cli, tmp_path)
+    old = _checkpoint_file(cli, tmp_path / "old.txt")
+    ingest_more(cli, tmp_path, "later-04.txt")
+    new = _checkpoint_file(cli, tmp_path / "new.txt")
+    commands = (
+        ["prove", items[0]],
+        ["prove", items[2]],
+        ["consistency", str(old), str(new)],
+    )
+
+    # A damaged copy used to crash the proof code with a ValueError.
+    with opened(cli) as (_, session):
+        row = _event(session, 3)
+        good = row.leaf_hash
+        row.leaf_hash = good[:31]
+    for args in commands:
+        result = cli("custody", *args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3,
+            "",
+            "evault: custody log: event 3: stored leaf hash does not match the event's bytes; "
+            "run `evault custody verify`\n",
+        ), args
+
+    # Bytes rewritten (and validly re-signed) behind an unchanged copy used to pass as
+    # "the log grew ... without rewriting".
+    with opened(cli) as (vault, session):
+        _event(session, 3).leaf_hash = good
+        row = _event(session, 2)
+        stale = row.leaf_hash
+        details = dict(Event.decode(row.body).details)
+        details["size"] += 1
+        resign(vault, session, 2, details=details).leaf_hash = stale
+    for args in commands:
+        result = cli("custody", *args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3,
+            "",
+            "evault: custody log: event 2: stored leaf hash does not match the event's bytes; "
+            "run `evault custody verify`\n",
+        ), args
+
+
+def test_consistency_refusals(cli: Cli, tmp_path: Path) -> None:
+    populate(cli, tmp_path)
+    old = _checkpoint_file(cli, tmp_path / "old.txt")
+    ingest_more(cli, tmp_path, "later-04.txt")
+    new = _checkpoint_file(cli, tmp_path / "new.txt")
+    origin = origin_of(cli)
+
+    swapped = cli("custody", "consistency", str(new), str(old))
+    assert (swapped.exit_code, swapped.stdout, swapped.stderr) == (
+        2,
+        "",
+        "evault: custody consistency: OLD is larger than NEW; swap them\n",
+    )
+
+    new_cp = Checkpoint.from_text(new.read_text(encoding="utf-8").split("\n\n")[0] + "\n")
+
+    # Signed with the identity's own key, but over a history this log does not have.
+    forged_root = root_of([leaf_hash(b"a rewritten fictional history")] * (EVENTS + 1))
+    forged = _signed_note(
+        cli, tmp_path / "forged.txt", Checkpoint(origin, EVENTS + 1, forged_root), None
+    )
+    refused = cli("custody", "consistency", str(old), str(forged))
+    assert (refused.exit_code, refused.stderr) == (
+        3,
+        f"evault: merkle consistency proof: does not lead to the second root (size {EVENTS + 1})\n",
+    )
+    forged_same_size = _signed_note(
+        cli, tmp_path / "forged-same.txt", Checkpoint(origin, EVENTS, forged_root), None
+    )
+    refused = cli("custody", "consistency", str(old), str(forged_same_size))
+    assert (refused.exit_code, refused.stderr) == (
+        3,
+        f"evault: merkle consistency proof: trees of equal size {EVENTS} have different roots\n",
+    )
+    stranger = _signed_note(cli, tmp_path / "stranger.txt", new_cp, SigningKey.generate())
+    for args in ((old, stranger), (stranger, new)):
+        refused = cli("custody", "consistency", *map(str, args))
+        assert (refused.exit_code, refused.stderr) == (
+            3,
+            f"evault: signed note: no signature from a known key ({origin})\n",
+        )
+
+    altered = tmp_path / "altered.txt"
+    altered.write_text(
+        new.read_text(encoding="utf-8").replace(f"\n{EVENTS + 1}\n", f"\n{EVENTS}\n"),
+        encoding="utf-8",
+    )
+    refused = cli("custody", "consistency", str(old), str(altered))
+    assert refused.exit_code == 3
+    assert refused.stderr.startswith(f"evault: signed note: signature by {origin} (key id ")
+
+    elsewhere = _signed_note(
+        cli,
+        tmp_path / "elsewhere.txt",
+        Checkpoint("evault/00000000000000000000000000000000", new_cp.size, new_cp.root_hash),
+        None,
+    )
+    refused = cli("custody", "consistency", str(old), str(elsewhere))
+    assert (refused.exit_code, refused.stderr) == (
+        3,
+        "evault: new checkpoint: origin evault/00000000000000000000000000000000 is not this "
+        "vault's log\n",
+    )
+
+    beyond = _signed_note(
+        cli, tmp_path / "beyond.txt", Checkpoint(origin, 99, new_cp.root_hash), None
+    )
+    refused = cli("custody", "consistency", str(old), str(beyond))
+    assert (refused.exit_code, refused.stderr) == (
+        3,
+        f"evault: new checkpoint: size 99 is beyond this log's {EVENTS + 1} events; "
+        "the checkpoint is not from this log's history\n",
+    )
+
+
+# ----------------------------------------------------------------------------- show
+
+
+def test_show_item(cli: Cli, tmp_path: Path) -> None:
+    items = populate(cli, tmp_path)
+    data = json.loads(cli.ok("custody", "show", items[0], "--json").stdout)
+    assert data["subject"] == items[0]
+    [event] = data["events"]
+    assert list(event) == [
+        "log",
+        "seq",
+        "time",
+        "actor",
+        "action",
+        "subject",
+        "details",
+        "digests",
+        "leaf_hash",
+        "signature",
+    ]
+    content = EVIDENCE["statement-01.txt"]
+    item = json.loads(cli.ok("items", "show", items[0], "--json").stdout)
+    fingerprint = json.loads(cli.ok("identity", "show", "--json").stdout)["fingerprint"]
+    assert {k: v for k, v in event.items() if k not in ("time", "leaf_hash", "signature")} == {
+        "log": origin_of(cli),
+        "seq": 2,
+        "actor": fingerprint,
+        "action": "item.ingested",
+        "subject": items[0],
+        "details": {"case": CASE, "labels": [], "size": len(content)},
+        "digests": {"sha256": item["sha256"]},
+    }
+    with opened(cli) as (_, session):
+        row = _event(session, 2)
+        assert event["leaf_hash"] == leaf_hash(row.body).hex()
+        assert base64.b64decode(event["signature"]) == row.signature
+        key = VerifyKey(_identity_key(session).signing_key)
+        key.verify(row.signature, row.body)
+        assert Event.decode(row.body).time.strftime("%Y-%m-%dT%H:%M:%SZ") == event["time"]
+
+    table = cli.ok("custody", "show", items[0]).stdout.splitlines()
+    assert [line.split() for line in table] == [
+        ["seq", "time", "action", "actor", "details", "digests"],
+        [
+            "2",
+            event["time"],
+            "item.ingested",
+            fingerprint,
+            f"case={CASE},labels=-,size={len(content)}",
+            f"sha256={item['sha256']}",
+        ],
+    ]
+    case = cli.ok("custody", "show", CASE).stdout.splitlines()
+    assert [line.split()[:3] for line in case[1:]] == [["1", event["time"], "case.created"]]
+    assert case[1].split()[4:] == ["-", "-"]
+
+    result = cli("custody", "show", "EV-000000000000")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1,
+        "",
+        "evault: EV-000000000000: no custody events; check the id\n",
+    )
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+PROCESSES = 4
+FILES_EACH = 5
+
+
+def test_concurrent_ingests_make_one_log(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("identity", "create", IDENTITY)
+    env = dict(os.environ)  # EVAULT_KEY_STORAGE=file and the passphrase, from conftest
+    runs = []
+    for p in range(PROCESSES):
+        folder = tmp_path / f"batch-{p}"
+        folder.mkdir()
+        paths = []
+        for i in range(FILES_EACH):
+            path = folder / f"photo-{p}-{i}.jpg"
+            path.write_bytes(f"fictional photo {i} of batch {p}\n".encode())
+            paths.append(str(path))
+        command = [
+            sys.executable,
+            "-m",
+            "vault",
+            "ingest",
+            *paths,
+            "--case",
+            CASE,
+            "--create-case",
+            "--json",
+            "--vault",
+            str(cli.vault),
+        ]
+        runs.append(
+            subprocess.Popen(
+                command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
+    try:
+        for run in runs:
+            stdout, stderr = run.communicate(timeout=120)
+            assert run.returncode == 0, stderr.decode()
+            assert len(json.loads(stdout)) == FILES_EACH
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+
+    total = 2 + PROCESSES * FILES_EACH
+    result = cli.ok("custody", "verify")
+    assert result.stdout == f"OK: {total} events, 0 checkpoints (structure and signatures)\n"
+    with opened(cli) as (_, session):
+        rows = session.execute(
+            select(CustodyEvent.seq, CustodyEvent.action, CustodyEvent.subject).order_by(
+                CustodyEvent.seq
+            )
+        ).all()
+        head = session.get(CustodyHead, 1)
+        assert head is not None and head.size == total
+    assert [seq for seq, _, _ in rows] == list(range(total))
+    actions = [a for _, a, _ in rows]
+    assert actions[:2] == ["identity.created", "case.created"]
+    assert actions[2:] == ["item.ingested"] * (PROCESSES * FILES_EACH)
+    assert len({subject for _, _, subject in rows[2:]}) == PROCESSES * FILES_EACH

@@ -1,0 +1,360 @@
+"""The recipient's side: open, acknowledge; the sender imports the acknowledgement."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+
+CASE = "UA-2026-0042"
+
+
+@dataclass
+class World:
+    office: Cli
+    icc: Cli
+    opg: Cli
+    tmp: Path
+    office_fp: str
+    icc_fp: str
+    package: Path
+    package_id: str
+
+
+def _vault(tmp: Path, name: str, identity: str) -> tuple[Cli, str, Path]:
+    cli = Cli(tmp / name)
+    cli.ok("init")
+    fp = json.loads(cli.ok("identity", "create", identity, "--json").stdout)["fingerprint"]
+    card = tmp / f"{identity}.card.json"
+    cli.ok("identity", "export", identity, "-o", str(card))
+    return cli, fp, card
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    """Office, ICC-OTP and UA-OPG vaults on SQLite, and one package for ICC-OTP."""
+    return _make_world(tmp_path, None)
+
+
+@pytest.fixture
+def world_any(tmp_path: Path, database: str | None) -> World:
+    """The same on each database backend."""
+    return _make_world(tmp_path, database)
+
+
+def _make_world(tmp_path: Path, database: str | None) -> World:
+    office = Cli(tmp_path / "office")
+    office.ok("init", *(["--db", database] if database else []))
+    office_fp = json.loads(office.ok("identity", "create", "registry-office",
+                                     "--json").stdout)["fingerprint"]
+    office_card = tmp_path / "office.card.json"
+    office.ok("identity", "export", "-o", str(office_card))
+    icc, icc_fp, icc_card = _vault(tmp_path, "icc", "icc-officer")
+    opg, _opg_fp, opg_card = _vault(tmp_path, "opg", "opg-officer")
+    for body, card in (("ICC-OTP", icc_card), ("UA-OPG", opg_card)):
+        office.ok("body", "add", body, "--name", f"Fictional {body}")
+        office.ok("body", "key", "add", body, "--card", str(card))
+    for recipient in (icc, opg):
+        recipient.ok("contact", "add", str(office_card), "--fingerprint", office_fp)
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    (evidence / "statement W-1.txt").write_bytes(b"fictional statement\n")
+    (evidence / "photo.jpg").write_bytes(bytes(range(256)) * 300)
+    office.ok("ingest", str(evidence), "-r", "--case", CASE, "--create-case", "--title", "T",
+              "--also-digest", "md5")
+    package = tmp_path / "icc.evpkg"
+    pid = json.loads(office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o",
+                               str(package), "--json").stdout)["id"]
+    return World(office, icc, opg, tmp_path, office_fp, icc_fp, package, pid)
+
+
+def _out_is_empty(out: Path) -> None:
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_open_verifies_extracts_and_receives(world_any: World) -> None:
+    world = world_any
+    out = world.tmp / "received"
+    result = world.icc.ok("open", str(world.package), "--out", str(out))
+    assert result.stderr == (
+        f"evault: opened package {world.package_id} from registry-office ({world.office_fp}) "
+        f"for ICC-OTP: 2 item(s) verified and received, 2 custody event(s) proven; files in "
+        f"{out / world.package_id}\n")
+    bag = out / world.package_id
+    names = sorted(p.name for p in (bag / "data").rglob("*") if p.is_file())
+    assert names == ["photo.jpg", "statement W-1.txt"]
+    assert sorted(p.name for p in out.iterdir()) == [world.package_id]
+    items = json.loads(world.icc.ok("items", "list", "--json").stdout)
+    assert sorted(i["name"] for i in items) == names
+    shown = json.loads(world.icc.ok("items", "show", items[0]["id"], "--json").stdout)
+    assert shown["title"] == "T" and "md5" in shown["digests"]
+    events = json.loads(world.icc.ok("custody", "show", items[0]["id"], "--json").stdout)
+    (event,) = events["events"]
+    assert event["action"] == "item.received"
+    assert event["details"]["package"] == world.package_id
+    assert event["details"]["sender"] == world.office_fp
+    opened = json.loads(world.icc.ok("custody", "show", world.package_id, "--json").stdout)
+    assert [e["action"] for e in opened["events"]] == ["package.opened"]
+    assert world.icc.ok("custody", "verify").exit_code == 0
+    again = world.icc("open", str(world.package), "--out", str(world.tmp / "again"))
+    assert (again.exit_code, again.stderr) == (
+        1, f"evault: package {world.package_id}: opened already in this vault\n")
+
+
+def test_unknown_sender_is_refused_unless_trusted_by_fingerprint(world: World) -> None:
+    stranger = Cli(world.tmp / "stranger")
+    stranger.ok("init")
+    stranger.ok("identity", "create", "someone")
+    out = world.tmp / "out"
+    # ICC's second vault knows no sender.
+    world.icc.ok("contact", "revoke", "registry-office")
+    refused = world.icc("open", str(world.package), "--out", str(out))
+    assert refused.exit_code == 3
+    assert refused.stderr == (
+        f"evault: package {world.package_id}: sender registry-office ({world.office_fp}) is not "
+        "a known contact; add their card with `evault contact add` or pass --trust-sender "
+        "FINGERPRINT\n")
+    _out_is_empty(out)
+    wrong = world.icc("open", str(world.package), "--out", str(out), "--trust-sender",
+                      world.icc_fp)
+    assert wrong.exit_code == 3 and "not by --trust-sender" in wrong.stderr
+    world.icc.ok("open", str(world.package), "--out", str(out), "--trust-sender",
+                 world.office_fp)
+
+
+def test_a_package_for_another_body_does_not_open(world: World) -> None:
+    out = world.tmp / "out"
+    result = world.opg("open", str(world.package), "--out", str(out))
+    assert result.exit_code == 3
+    assert result.stderr == (
+        f"evault: package {world.package_id}: no identity of this vault matched; is this "
+        "package for ICC-OTP? try --as NAME\n")
+    _out_is_empty(out)
+
+
+def _member_offsets(path: Path) -> dict[str, tuple[int, int]]:
+    with tarfile.open(path) as tar:
+        return {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
+
+
+@pytest.mark.parametrize("member", ["envelope.json", "envelope.json.sig", "payload.age"])
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_one_flipped_byte_in_any_member_is_refused(world: World, member: str,
+                                                   where: str) -> None:
+    offset, size = _member_offsets(world.package)[member]
+    position = {"start": 10, "middle": size // 2, "end": size - 5}[where]
+    data = bytearray(world.package.read_bytes())
+    data[offset + position] ^= 0x20
+    bad = world.tmp / "bad.evpkg"
+    bad.write_bytes(bytes(data))
+    out = world.tmp / "out"
+    result = world.icc("open", str(bad), "--out", str(out))
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.startswith("evault: ") and result.stderr.count("\n") == 1
+    _out_is_empty(out)
+    assert json.loads(world.icc.ok("items", "list", "--json").stdout) == []
+
+
+def _rebuild(world: World, envelope: bytes, signature: str, payload: bytes, name: str) -> Path:
+    from vault.formats.package import write_package
+
+    payload_path = world.tmp / f"{name}.payload"
+    payload_path.write_bytes(payload)
+    target = world.tmp / f"{name}.evpkg"
+    write_package(target, envelope, signature, payload_path)
+    return target
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
+
+
+def _office_keys(world: World) -> tuple[object, object]:
+    from vault.service.identities import current_key, get_identity, load_keypair
+    from vault.service.vaults import open_vault
+
+    v = open_vault(world.office.vault)
+    with v.transaction() as session:
+        pair = load_keypair(v, current_key(get_identity(session, None)))
+    v.close()
+    return pair.signing, pair.age
+
+
+def test_payloads_swapped_between_packages_are_refused(world: World) -> None:
+    other = world.tmp / "other.evpkg"
+    world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o", str(other))
+    a, b = _members(world.package), _members(other)
+    # A's envelope and signature (which the office really signed) with B's payload: the sizes
+    # happen to match, so only the digest catches it.
+    from vault.formats.package import Envelope, sign_envelope
+
+    signing, _ = _office_keys(world)
+    envelope = Envelope.from_bytes(a["envelope.json"])
+    envelope = replace(envelope, payload_size=len(b["payload.age"]))
+    data, sig = sign_envelope(envelope, signing)  # type: ignore[arg-type]
+    swapped = _rebuild(world, data, sig, b["payload.age"], "swapped")
+    out = world.tmp / "out"
+    result = world.icc("open", str(swapped), "--out", str(out))
+    assert result.exit_code == 3
+    assert "payload.age does not match the SHA-256 in the signed envelope" in result.stderr
+    _out_is_empty(out)
+
+
+def test_a_payload_re_encrypted_for_another_body_is_caught(world: World) -> None:
+    """The office's key signs a new envelope for UA-OPG around ICC's bag: the statement,
+    signed inside the bag, still names ICC-OTP and its key."""
+    from vault.crypto.age import AgeIdentity, AgeRecipient, decrypt, encrypt
+    from vault.formats.package import Envelope, RecipientKey, sign_envelope
+    from vault.service.identities import current_key, get_identity, load_keypair
+    from vault.service.vaults import open_vault
+
+    members = _members(world.package)
+    v = open_vault(world.icc.vault)
+    with v.transaction() as session:
+        icc_pair = load_keypair(v, current_key(get_identity(session, None)))
+    v.close()
+    plain = io.BytesIO()
+    decrypt(io.BytesIO(members["payload.age"]), plain, [AgeIdentity.from_raw(icc_pair.age.raw())])
+    opg = json.loads(world.office.ok("body", "show", "UA-OPG", "--json").stdout)["keys"][0]
+    sealed = io.BytesIO()
+    encrypt(io.BytesIO(plain.getvalue()), sealed, [AgeRecipient.parse(opg["age_recipient"])])
+    signing, _ = _office_keys(world)
+    envelope = Envelope.from_bytes(members["envelope.json"])
+    import hashlib
+
+    envelope = replace(envelope, body="UA-OPG",
+                       recipients=(RecipientKey(opg["fingerprint"], opg["age_recipient"]),),
+                       payload_size=len(sealed.getvalue()),
+                       payload_sha256=hashlib.sha256(sealed.getvalue()).hexdigest())
+    data, sig = sign_envelope(envelope, signing)  # type: ignore[arg-type]
+    forged = _rebuild(world, data, sig, sealed.getvalue(), "readdressed")
+    out = world.tmp / "out"
+    result = world.opg("open", str(forged), "--out", str(out))
+    assert result.exit_code == 3
+    assert result.stderr == (
+        f"evault: package {world.package_id}: the statement is for body ICC-OTP, the envelope "
+        "for UA-OPG; the payload was re-addressed\n")
+    _out_is_empty(out)
+
+
+@pytest.mark.parametrize("kind", ["traversal", "absolute", "symlink", "outside"])
+def test_hostile_bags_are_refused_even_when_signed(world: World, kind: str) -> None:
+    """A sender's key cannot make evault write outside --out: the tar is checked first."""
+    import hashlib
+
+    from vault.crypto.age import AgeRecipient, encrypt
+    from vault.formats.package import Envelope, sign_envelope
+
+    members = _members(world.package)
+    envelope = Envelope.from_bytes(members["envelope.json"])
+    root = envelope.package_id
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        name = {"traversal": f"{root}/data/../../../escaped.txt", "absolute": "/tmp/escaped.txt",
+                "symlink": f"{root}/data/link", "outside": "elsewhere/x.txt"}[kind]
+        info = tarfile.TarInfo(name)
+        if kind == "symlink":
+            info.type = tarfile.SYMTYPE
+            info.linkname = "/etc/passwd"
+            tar.addfile(info)
+        else:
+            info.size = 5
+            tar.addfile(info, io.BytesIO(b"owned"))
+    sealed = io.BytesIO()
+    encrypt(io.BytesIO(raw.getvalue()), sealed,
+            [AgeRecipient.parse(k.age_recipient) for k in envelope.all_recipients])
+    envelope = replace(envelope, payload_size=len(sealed.getvalue()),
+                       payload_sha256=hashlib.sha256(sealed.getvalue()).hexdigest())
+    signing, _ = _office_keys(world)
+    data, sig = sign_envelope(envelope, signing)  # type: ignore[arg-type]
+    hostile = _rebuild(world, data, sig, sealed.getvalue(), f"hostile-{kind}")
+    out = world.tmp / "deep" / "out"
+    result = world.icc("open", str(hostile), "--out", str(out))
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.count("\n") == 1
+    _out_is_empty(out)
+    assert not (world.tmp / "escaped.txt").exists()
+    assert not Path("/tmp/escaped.txt").exists()
+
+
+def _ack(world: World) -> Path:
+    world.icc.ok("open", str(world.package), "--out", str(world.tmp / "received"))
+    ack = world.tmp / "ack.json"
+    world.icc.ok("ack", str(world.package), "-o", str(ack))
+    return ack
+
+
+def test_ack_and_import(world_any: World) -> None:
+    world = world_any
+    ack = _ack(world)
+    doc = json.loads(ack.read_text())
+    assert doc["package_id"] == world.package_id and doc["body"] == "ICC-OTP"
+    assert doc["recipient"]["fingerprint"] == world.icc_fp
+    assert set(doc) == {"type", "version", "package_id", "body", "recipient", "envelope_sha256",
+                        "statement_sha256", "items", "received_at", "checkpoint"}
+    imported = world.office.ok("receipt", "import", str(ack))
+    assert imported.stderr == (f"evault: package {world.package_id} acknowledged by "
+                               "icc-officer of ICC-OTP\n")
+    shown = json.loads(world.office.ok("package", "show", world.package_id, "--json").stdout)
+    assert shown["state"] == "acknowledged"
+    assert shown["acknowledged_at"] == doc["received_at"]
+    events = json.loads(world.office.ok("custody", "show", world.package_id, "--json").stdout)
+    assert [e["action"] for e in events["events"]] == ["package.built", "package.acknowledged"]
+    replay = world.office("receipt", "import", str(ack))
+    assert replay.exit_code == 3 and "this one is a replay" in replay.stderr
+    assert world.office.ok("custody", "verify").exit_code == 0
+    assert world.icc.ok("custody", "verify").exit_code == 0
+
+
+def test_tampered_and_misdirected_acks_are_refused(world: World) -> None:
+    ack = _ack(world)
+    sig = Path(str(ack) + ".sig")
+    doc = json.loads(ack.read_text())
+
+    def attempt(data: bytes, signature: str) -> tuple[int, str]:
+        path = world.tmp / "attempt.json"
+        path.write_bytes(data)
+        Path(str(path) + ".sig").write_text(signature)
+        result = world.office("receipt", "import", str(path))
+        return result.exit_code, result.stderr
+
+    # A tampered byte: the signature fails.
+    tampered = ack.read_bytes().replace(b'"size":20', b'"size":21')
+    assert tampered != ack.read_bytes()
+    code, err = attempt(tampered, sig.read_text())
+    assert code == 3 and "does not verify" in err
+
+    # Replayed for another package: the id is signed, so it cannot be changed.
+    other = world.tmp / "other.evpkg"
+    other_id = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                          "-o", str(other), "--json").stdout)["id"]
+    code, err = attempt(ack.read_bytes().replace(world.package_id.encode(), other_id.encode()),
+                        sig.read_text())
+    assert code == 3 and err.startswith(f"evault: ack for package {other_id}: ")
+
+    # An ack for a package this office never sent.
+    code, err = attempt(ack.read_bytes().replace(world.package_id.encode(), b"PKG-000000000000"),
+                        sig.read_text())
+    assert (code, err) == (3, "evault: ack for package PKG-000000000000: no such package was "
+                              "sent from this vault\n")
+
+    # Signed by a key that is not ICC-OTP's: a second ICC identity never registered.
+    world.icc.ok("identity", "create", "icc-intern")
+    from vault.crypto.keys import SigningKey
+    from vault.formats.package import Party
+    from vault.formats.receipt import ACK_NAMESPACE, Acknowledgement, sign_document
+
+    stranger = SigningKey.generate()
+    forged = Acknowledgement.from_bytes(ack.read_bytes())
+    forged = replace(forged, recipient=Party("icc-intern", stranger.public.fingerprint))
+    data = forged.to_bytes()
+    code, err = attempt(data, sign_document(data, stranger, ACK_NAMESPACE))
+    assert code == 3 and "it is not from a key of ICC-OTP" in err
+    assert doc["items"] and json.loads(world.office.ok(
+        "package", "show", world.package_id, "--json").stdout)["state"] == "built"

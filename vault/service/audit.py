@@ -1,0 +1,629 @@
+"""The auditor's checks: verify any evault file with the keys at hand, and prove across
+organisations that a custody log only grew.
+
+    >>> trust = Trust.build(Path("allowed_signers"), None)            # doctest: +SKIP
+    >>> finding = verify_file(Path("PKG-0123456789AB.evpkg"), trust)  # doctest: +SKIP
+    >>> finding.ok, finding.what                                      # doctest: +SKIP
+    (True, 'package PKG-0123456789AB from registry-office for ICC-OTP, envelope and payload
+    digest verified')
+
+:func:`verify_files` recognises each file by its content (a package, a sharing receipt, an
+acknowledgement, a contact card, a checkpoint note, or a bare envelope or statement with its
+``.sig``) and checks what the keys at hand allow; every file gets its own :class:`Finding`,
+so one bad file never hides the others. Signers are trusted through :class:`Trust`: the
+entries of an OpenSSH allowed_signers file, each admitted only for the namespaces its
+``namespaces=`` option names, and, when a vault is at hand, the senders it knows. Checkpoint
+notes are not SSH signatures; an allowed_signers entry admits a checkpoint signer under the
+namespace :data:`CHECKPOINT_NAMESPACE`.
+
+:func:`verify_with_proof` checks a consistency proof written by the sender
+(:func:`proof_document`) between two signed checkpoints without the sender's log, so an
+auditor who holds an old receipt and a newer checkpoint sees that nothing was rewritten.
+Nothing here writes to a vault: verifying is read-only, with or without ``--as``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vault.crypto import sshsig
+from vault.crypto.age import AgeIdentity
+from vault.crypto.keys import VerifyKey
+from vault.custody.merkle import EMPTY_ROOT, verify_consistency
+from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
+from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
+from vault.formats import package as fmt
+from vault.formats import receipt as rfmt
+from vault.formats.canonical import parse_json_object
+from vault.formats.card import load_card
+from vault.formats.safetar import printable
+from vault.service.vaults import Vault
+
+CHECKPOINT_NAMESPACE = "evault-checkpoint"
+PROOF_TYPE = "evault-consistency-proof"
+PROOF_VERSION = 1
+MAX_PROOF = 64 * 1024
+MAX_PROOF_HASHES = 128  # two per level of a tree of 2**64 leaves is ample
+_HASH_SIZE = 32
+
+KIND_WORDS = {
+    "package": "package",
+    "envelope": "envelope",
+    "statement": "statement",
+    "sharing-receipt": "sharing receipt",
+    "acknowledgement": "acknowledgement",
+    "contact-card": "contact card",
+    "checkpoint": "checkpoint",
+}
+
+
+def find_vault(vault_dir: Path | None) -> Path | None:
+    """The vault to consult: ``--vault`` if given, else the default one only if it exists.
+
+    Never creates one: an auditor's machine may have no vault at all.
+    """
+    from vault.store.vaultdir import CONFIG_NAME, resolve
+
+    if vault_dir is not None:
+        return resolve(vault_dir)
+    default = resolve(None)
+    return default if (default / CONFIG_NAME).is_file() else None
+
+
+# ----------------------------------------------------------------------------- trust
+
+
+@dataclass(frozen=True)
+class Trust:
+    """The signer keys an auditor trusts, and where they came from (for the messages).
+
+    ``signers`` come from an allowed_signers file (``source``) and are admitted per
+    namespace; ``vault_keys`` are a vault's known senders and own keys, admitted for every
+    kind of document.
+    """
+
+    signers: tuple[sshsig.AllowedSigner, ...] = ()
+    vault_keys: tuple[VerifyKey, ...] = ()
+    source: str | None = None
+    has_vault: bool = False
+
+    @classmethod
+    def build(cls, allowed_signers: Path | None, vault: Vault | None) -> Trust:
+        """Trust from an allowed_signers file and/or a vault's known senders."""
+        signers: list[sshsig.AllowedSigner] = []
+        if allowed_signers is not None:
+            try:
+                text = allowed_signers.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise UsageError(f"{allowed_signers}: not an allowed_signers text file") from None
+            try:
+                signers = sshsig.parse_allowed_signers(text)
+            except UsageError as e:
+                raise UsageError(f"{allowed_signers}: {e}") from None
+        keys: list[VerifyKey] = []
+        if vault is not None:
+            from vault.service.contacts import known_senders
+
+            with vault.transaction() as session:
+                keys = list(known_senders(session).values())
+        return cls(
+            signers=tuple(signers),
+            vault_keys=tuple(keys),
+            source=str(allowed_signers) if allowed_signers is not None else None,
+            has_vault=vault is not None,
+        )
+
+    def keys(self, namespace: str) -> list[VerifyKey]:
+        """Every key trusted to sign documents of ``namespace``."""
+        keys = sshsig.trusted_keys(self.signers, namespace=namespace)
+        return keys + [k for k in self.vault_keys if k not in keys]
+
+    def knows(self, key: VerifyKey) -> bool:
+        """True if ``key`` is trusted for anything at all."""
+        return key in self.vault_keys or any(s.key == key for s in self.signers)
+
+    def untrusted(self, signer: VerifyKey, namespace: str, label: str) -> VerificationError:
+        """The failure for a ``signer`` not trusted for ``namespace``, with the next step."""
+        fp = signer.fingerprint
+        if not self.signers and not self.has_vault:
+            return VerificationError(
+                f"{label}: signed by {fp}, but there are no trusted keys to check it against; "
+                "pass --trusted-keys FILE (OpenSSH allowed_signers) or --vault DIR"
+            )
+        for entry in self.signers:
+            if entry.key == signer:
+                try:
+                    entry.check(namespace=namespace)
+                except VerificationError as e:
+                    return VerificationError(
+                        f"{label}: signer is in {self.source} but not admitted there ({e}); "
+                        "edit its line if it should sign these"
+                    )
+        where = " or ".join(
+            ([f"to {self.source}"] if self.source else ["to --trusted-keys FILE"])
+            + (["as a contact of this vault"] if self.has_vault else [])
+        )
+        return VerificationError(
+            f"{label}: signer {fp} is not a trusted key; confirm its fingerprint with its "
+            f"holder, then add it {where}"
+        )
+
+    def require(self, signature: str, namespace: str, label: str) -> list[VerifyKey]:
+        """The keys for ``namespace``; raise with the next step if the signer is not among
+        them (a malformed signature is left for the verifier to name)."""
+        keys = self.keys(namespace)
+        try:
+            signer = sshsig.parse(signature).public_key
+        except VerificationError:
+            return keys
+        if signer not in keys:
+            raise self.untrusted(signer, namespace, label)
+        return keys
+
+
+def recipient_keys(vault: Vault, as_name: str | None) -> list[AgeIdentity]:
+    """Every age key (current, retired and revoked) of an identity, to check past packages.
+
+    Only decryption for checking: nothing is extracted and nothing logged.
+    """
+    from vault.service.identities import get_identity, load_keypair
+
+    with vault.transaction() as session:
+        identity = get_identity(session, as_name)
+        return [load_keypair(vault, k).age for k in identity.keys]
+
+
+# ----------------------------------------------------------------------------- findings
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What was found about one file: ``what`` was verified, or the ``reason`` it was not."""
+
+    file: str
+    kind: str
+    ok: bool
+    what: str | None = None
+    reason: str | None = None
+    id: str | None = None
+    signer: str | None = None
+
+    def line(self) -> str:
+        """``OK: FILE (what)`` or ``FAIL: FILE: reason``."""
+        if self.ok:
+            return f"OK: {self.file} ({self.what})"
+        return f"FAIL: {self.file}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """For ``--json``: file, kind, ok, what or reason, and id and signer when known."""
+        out: dict[str, Any] = {"file": self.file, "kind": self.kind, "ok": self.ok}
+        if self.ok:
+            out["what"] = self.what
+        else:
+            out["reason"] = self.reason
+        if self.id is not None:
+            out["id"] = self.id
+        if self.signer is not None:
+            out["signer"] = self.signer
+        return out
+
+
+@dataclass
+class _Checked:
+    what: str
+    id: str | None = None
+    signer: str | None = None
+
+
+def verify_files(
+    paths: Sequence[Path], trust: Trust, *, identities: Sequence[AgeIdentity] = ()
+) -> list[Finding]:
+    """Verify each file as far as ``trust`` and ``identities`` allow; one finding each."""
+    return [verify_file(p, trust, identities=identities) for p in paths]
+
+
+def verify_file(
+    path: Path, trust: Trust, *, identities: Sequence[AgeIdentity] = ()
+) -> Finding:
+    """Recognise ``path`` by its content and verify it; any failure becomes the finding."""
+    # Names and texts from the files are shown on one line each: a crafted name must not
+    # print a line of its own (an "OK:" that was never verified).
+    shown = printable(str(path))
+    kind = "unknown"
+    try:
+        kind = rfmt.detect_file(path)
+        checked = _CHECKS[kind](path, trust, identities)
+    except VaultError as e:
+        return Finding(shown, kind, False, reason=printable(str(e)))
+    except OSError as e:
+        return Finding(shown, kind, False, reason=f"cannot be read ({e.strerror or e})")
+    return Finding(shown, kind, True, what=printable(checked.what), id=checked.id,
+                   signer=checked.signer)
+
+
+def _signature_of(path: Path, what: str) -> str:
+    sig = path.with_name(path.name + ".sig")
+    try:
+        return sig.read_bytes().decode("ascii")
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"{what}: its signature {sig.name} is missing; keep FILE and FILE.sig together"
+        ) from None
+    except UnicodeDecodeError:
+        raise VerificationError(f"{what}: {sig.name} is not an ssh signature") from None
+
+
+def _peek(data: bytes, key: str) -> str | None:
+    try:
+        value = parse_json_object(data, "document").get(key)
+    except VaultError:
+        return None
+    return value if isinstance(value, str) and value.isprintable() and len(value) < 80 else None
+
+
+def _origin_line(note: str | bytes) -> str:
+    text = note if isinstance(note, str) else note.decode("utf-8", "replace")
+    return text.split("\n", 1)[0]
+
+
+def _embedded_checkpoint(note: str, signer: VerifyKey, label: str) -> Checkpoint:
+    """A checkpoint inside a signed document: signed by the document's own signer."""
+    try:
+        verifier = NoteVerifier.for_key(_origin_line(note), signer)
+        checkpoint, _ = open_checkpoint(note, [verifier])
+    except VaultError as e:
+        raise VerificationError(f"{label}: checkpoint: {e}") from None
+    return checkpoint
+
+
+def _check_package(
+    path: Path, trust: Trust, identities: Sequence[AgeIdentity]
+) -> _Checked:
+    from vault.service.inspection import check_payload_digest, inspect_package, verify_outside
+
+    pkg = fmt.read_package(path)
+    pid = _peek(pkg.envelope_bytes, "package_id")
+    label = f"package {pid}" if pid else "package"
+    keys = trust.require(pkg.signature, fmt.ENVELOPE_NAMESPACE, label)
+    if not identities:
+        report = verify_outside(path, keys)
+        check_payload_digest(report)
+        done = "envelope and payload digest verified"
+    else:
+        report = inspect_package(path, trusted=keys, identities=identities)
+        if report.sender_key not in trust.keys(fmt.STATEMENT_NAMESPACE):
+            raise trust.untrusted(report.sender_key, fmt.STATEMENT_NAMESPACE,
+                                  f"package {report.package_id}: statement")
+        assert report.statement is not None
+        done = (f"envelope, payload, bag, statement, {len(report.statement.items)} item(s) and "
+                f"{report.custody_events} custody event(s) verified")
+    envelope = report.envelope
+    return _Checked(
+        f"package {envelope.package_id} from {envelope.sender.name} for {envelope.body}, {done}",
+        envelope.package_id, envelope.sender.fingerprint,
+    )
+
+
+def _check_envelope(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+    data = path.read_bytes()
+    pid = _peek(data, "package_id")
+    label = f"package {pid}: envelope" if pid else "envelope"
+    signature = _signature_of(path, label)
+    keys = trust.require(signature, fmt.ENVELOPE_NAMESPACE, label)
+    try:
+        signer = sshsig.verify(signature, data, fmt.ENVELOPE_NAMESPACE, trusted=keys)
+    except VerificationError as e:
+        raise VerificationError(f"{label}: signature does not verify: {e}") from None
+    try:
+        envelope = fmt.Envelope.from_bytes(data)
+    except VerificationError as e:
+        raise VerificationError(f"{label}: {e}") from None
+    if signer.fingerprint != envelope.sender.fingerprint:
+        raise VerificationError(f"{label}: signed by {signer.fingerprint}, but the sender named "
+                                f"inside is {envelope.sender.name} {envelope.sender.fingerprint}")
+    _embedded_checkpoint(envelope.checkpoint, signer, label)
+    return _Checked(
+        f"envelope of package {envelope.package_id} from {envelope.sender.name} for "
+        f"{envelope.body}, signature and checkpoint verified; check payload.age against its "
+        "payload_sha256",
+        envelope.package_id, signer.fingerprint,
+    )
+
+
+def _check_statement(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+    data = path.read_bytes()
+    pid = _peek(data, "package_id")
+    label = f"package {pid}: statement" if pid else "statement"
+    signature = _signature_of(path, label)
+    keys = trust.require(signature, fmt.STATEMENT_NAMESPACE, label)
+    statement = fmt.verify_statement(data, signature, keys)
+    return _Checked(
+        f"statement of package {statement.package_id} from {statement.sender.name} for "
+        f"{statement.body}, {len(statement.items)} item(s), signature verified",
+        statement.package_id, statement.sender.fingerprint,
+    )
+
+
+def _check_receipt(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+    data = path.read_bytes()
+    rid = _peek(data, "receipt_id")
+    label = f"sharing receipt {rid}" if rid else "sharing receipt"
+    signature = _signature_of(path, label)
+    keys = trust.require(signature, rfmt.RECEIPT_NAMESPACE, label)
+    receipt = rfmt.verify_receipt(data, signature, keys)
+    signer = next(k for k in keys if k.fingerprint == receipt.sender.fingerprint)
+    checkpoint = _embedded_checkpoint(receipt.checkpoint, signer, label)
+    return _Checked(
+        f"sharing receipt {receipt.receipt_id} of package {receipt.package_id} to "
+        f"{receipt.body} from {receipt.sender.name}, {len(receipt.items)} item(s), signature "
+        f"and checkpoint (size {checkpoint.size}) verified",
+        receipt.receipt_id, receipt.sender.fingerprint,
+    )
+
+
+def _check_ack(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+    data = path.read_bytes()
+    pid = _peek(data, "package_id")
+    label = f"acknowledgement of {pid}" if pid else "acknowledgement"
+    signature = _signature_of(path, label)
+    keys = trust.require(signature, rfmt.ACK_NAMESPACE, label)
+    ack = rfmt.verify_ack(data, signature, keys)
+    signer = next(k for k in keys if k.fingerprint == ack.recipient.fingerprint)
+    checkpoint = _embedded_checkpoint(ack.checkpoint, signer, label)
+    return _Checked(
+        f"acknowledgement of package {ack.package_id} for {ack.body} by {ack.recipient.name}, "
+        f"{len(ack.items)} item(s), signature and checkpoint (size {checkpoint.size}) verified",
+        ack.package_id, ack.recipient.fingerprint,
+    )
+
+
+def _check_card(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+    card = load_card(path.read_bytes())
+    known = ("a trusted key" if trust.knows(card.signing_key)
+             else "confirm it with its holder before trusting it")
+    return _Checked(
+        f"contact card of {card.name}, fingerprint {card.fingerprint}, self-signature "
+        f"verified; {known}",
+        card.name, card.fingerprint,
+    )
+
+
+def _check_checkpoint(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+    checkpoint, signer = open_trusted_checkpoint(path.read_bytes(), trust, "checkpoint")
+    root = base64.b64encode(checkpoint.root_hash).decode()
+    return _Checked(
+        f"checkpoint of {checkpoint.origin} at size {checkpoint.size}, root {root}, signature "
+        "verified",
+        checkpoint.origin, signer.fingerprint,
+    )
+
+
+_CHECKS = {
+    "package": _check_package,
+    "envelope": _check_envelope,
+    "statement": _check_statement,
+    "sharing-receipt": _check_receipt,
+    "acknowledgement": _check_ack,
+    "contact-card": _check_card,
+    "checkpoint": _check_checkpoint,
+}
+
+
+def open_trusted_checkpoint(
+    note: str | bytes, trust: Trust, label: str
+) -> tuple[Checkpoint, VerifyKey]:
+    """Open a checkpoint note signed by a key trusted for checkpoints; return it and the key.
+
+    The note's signer name is its origin (first line), as evault signs them.
+    """
+    origin = _origin_line(note)
+    keys = trust.keys(CHECKPOINT_NAMESPACE)
+
+    def verifiers(keys: Sequence[VerifyKey]) -> list[NoteVerifier]:
+        try:
+            return [NoteVerifier.for_key(origin, k) for k in keys]
+        except UsageError as e:
+            raise VerificationError(f"{label}: origin line: {e}") from None
+
+    try:
+        checkpoint, _ = open_checkpoint(note, verifiers(keys))
+    except VerificationError as e:
+        if "no signature from a known key" not in str(e):
+            raise VerificationError(f"{label}: {e}") from None
+        raise _untrusted_note(note, trust, label, verifiers) from None
+    for key in keys:
+        try:
+            open_checkpoint(note, verifiers([key]))
+        except VerificationError:
+            continue
+        return checkpoint, key
+    raise AssertionError("a note that opened has a signer")  # pragma: no cover
+
+
+def _untrusted_note(
+    note: str | bytes, trust: Trust, label: str, verifiers: Any
+) -> VerificationError:
+    """Why no trusted key signed a note: no keys at all, a key barred by its namespaces=, or
+    a stranger."""
+    for entry in trust.signers:
+        try:
+            open_checkpoint(note, verifiers([entry.key]))
+        except VerificationError:
+            continue
+        return trust.untrusted(entry.key, CHECKPOINT_NAMESPACE, label)
+    if not trust.signers and not trust.has_vault:
+        return VerificationError(
+            f"{label}: there are no trusted keys to check its signature against; pass "
+            "--trusted-keys FILE (OpenSSH allowed_signers) or --vault DIR"
+        )
+    return VerificationError(
+        f"{label}: not signed by a trusted key (signer name {_origin_line(note)[:80]}); add "
+        f"the signer's key to --trusted-keys (namespace {CHECKPOINT_NAMESPACE}) or as a contact"
+    )
+
+
+# ----------------------------------------------------------------------------- consistency
+
+
+def read_checkpoint(path: Path) -> str:
+    """The checkpoint note in a file: a checkpoint itself, or the ``checkpoint`` of a sharing
+    receipt, an acknowledgement, an envelope or a package. Signatures are checked later."""
+    try:
+        kind = rfmt.detect_file(path)
+    except VerificationError as e:
+        # Anything that is not an evault document is read as a note, so that a damaged
+        # checkpoint is refused by the note's own rules (and with their words).
+        if "a json object" in str(e) or "a tar archive" in str(e) or "larger than" in str(e):
+            raise VerificationError(f"{path.name}: not a checkpoint, receipt or "
+                                    f"acknowledgement ({e})") from None
+        kind = "checkpoint"
+    label = f"{path.name}: {KIND_WORDS.get(kind, kind)}"
+    try:
+        if kind == "package":
+            return fmt.Envelope.from_bytes(fmt.read_package(path).envelope_bytes).checkpoint
+        data = path.read_bytes()
+        if kind == "sharing-receipt":
+            return rfmt.SharingReceipt.from_bytes(data).checkpoint
+        if kind == "acknowledgement":
+            return rfmt.Acknowledgement.from_bytes(data).checkpoint
+        if kind == "envelope":
+            return fmt.Envelope.from_bytes(data).checkpoint
+    except VerificationError as e:
+        raise VerificationError(f"{label}: {e}") from None
+    if kind != "checkpoint":
+        raise VerificationError(f"{label}: carries no checkpoint; give a checkpoint, a "
+                                "sharing receipt or an acknowledgement")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise VerificationError(f"{path.name}: a checkpoint must be utf-8 text") from None
+
+
+def prove_from_log(vault: Vault, old_note: str, new_note: str) -> dict[str, Any]:
+    """The vault's own log proves the two checkpoints consistent (see ``prove_consistency``)."""
+    from vault.service.custody import origin, prove_consistency
+
+    data = prove_consistency(vault, old_note, new_note)
+    return {"origin": origin(vault), **data}
+
+
+def proof_document(result: dict[str, Any]) -> str:
+    """The consistency proof as the JSON an auditor passes to ``--proof``."""
+    doc = {
+        "type": PROOF_TYPE,
+        "version": PROOF_VERSION,
+        "origin": result["origin"],
+        "old_size": result["old_size"],
+        "new_size": result["new_size"],
+        "old_root": result["old_root"],
+        "new_root": result["new_root"],
+        "proof": list(result["proof"]),
+    }
+    return json.dumps(doc, indent=2) + "\n"
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    """A parsed consistency proof file; construction from bytes checks every field."""
+
+    origin: str
+    old_size: int
+    new_size: int
+    old_root: bytes
+    new_root: bytes
+    hashes: tuple[bytes, ...]
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ConsistencyProof:
+        """Parse strictly; raise VerificationError naming the field."""
+        what = "consistency proof"
+        obj = parse_json_object(data, what, limit=MAX_PROOF)
+        fields = {"type", "version", "origin", "old_size", "new_size", "old_root", "new_root",
+                  "proof"}
+        if obj.get("type") != PROOF_TYPE:
+            raise VerificationError(f"{what}: type must be {PROOF_TYPE!r}")
+        if type(obj.get("version")) is not int or obj["version"] != PROOF_VERSION:
+            raise VerificationError(f"{what}: version must be {PROOF_VERSION}")
+        if set(obj) != fields:
+            odd = sorted(set(obj) ^ fields)[0]
+            raise VerificationError(f"{what}: field {odd[:40]!r} is missing or unknown")
+        if not isinstance(obj["origin"], str) or not obj["origin"]:
+            raise VerificationError(f"{what}: origin must be a non-empty string")
+        for key in ("old_size", "new_size"):
+            if type(obj[key]) is not int or obj[key] < 0:
+                raise VerificationError(f"{what}: {key} must be a non-negative integer")
+        if not isinstance(obj["proof"], list) or len(obj["proof"]) > MAX_PROOF_HASHES:
+            raise VerificationError(f"{what}: proof must be a list of at most "
+                                    f"{MAX_PROOF_HASHES} hashes")
+        return cls(
+            origin=obj["origin"],
+            old_size=obj["old_size"],
+            new_size=obj["new_size"],
+            old_root=_hash(obj["old_root"], f"{what}: old_root"),
+            new_root=_hash(obj["new_root"], f"{what}: new_root"),
+            hashes=tuple(_hash(h, f"{what}: proof[{i}]") for i, h in enumerate(obj["proof"])),
+        )
+
+
+def _hash(value: object, where: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True) if isinstance(value, str) else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != _HASH_SIZE:
+        raise VerificationError(f"{where}: must be a 32-byte hash in base64")
+    return raw
+
+
+def verify_with_proof(
+    old_note: str, new_note: str, proof: bytes, trust: Trust
+) -> dict[str, Any]:
+    """Check two checkpoints and a consistency proof without the log: both notes signed by
+    trusted keys, of the same origin, and the proof leading from the old root to the new.
+
+    A rewritten history raises VerificationError: no proof leads from the old root to the
+    root of a tree that does not extend it.
+    """
+    old, _ = open_trusted_checkpoint(old_note, trust, "old checkpoint")
+    new, _ = open_trusted_checkpoint(new_note, trust, "new checkpoint")
+    parsed = ConsistencyProof.from_bytes(proof)
+    if old.origin != new.origin:
+        raise VerificationError(f"new checkpoint: origin {new.origin} is not the old "
+                                f"checkpoint's {old.origin}; they are of different logs")
+    if parsed.origin != old.origin:
+        raise VerificationError(f"consistency proof: is for log {parsed.origin}, the "
+                                f"checkpoints are of {old.origin}")
+    if old.size > new.size:
+        raise UsageError("custody consistency: OLD is larger than NEW; swap them")
+    if (parsed.old_size, parsed.new_size) != (old.size, new.size):
+        raise VerificationError(
+            f"consistency proof: is from size {parsed.old_size} to {parsed.new_size}, the "
+            f"checkpoints are at {old.size} and {new.size}; ask for the proof between them"
+        )
+    for which, stated, signed in (("old", parsed.old_root, old.root_hash),
+                                  ("new", parsed.new_root, new.root_hash)):
+        if stated != signed:
+            raise VerificationError(f"consistency proof: {which}_root differs from the "
+                                    f"{which} checkpoint's signed root")
+    if old.size == 0:
+        if old.root_hash != EMPTY_ROOT:
+            raise VerificationError("old checkpoint: size 0 with a root other than empty")
+        if parsed.hashes:
+            raise VerificationError("consistency proof: must be empty from the empty tree")
+    else:
+        verify_consistency(old.size, new.size, parsed.hashes, old.root_hash, new.root_hash)
+    return {
+        "origin": old.origin,
+        "old_size": old.size,
+        "new_size": new.size,
+        "old_root": base64.b64encode(old.root_hash).decode(),
+        "new_root": base64.b64encode(new.root_hash).decode(),
+        "proof": [base64.b64encode(h).decode() for h in parsed.hashes],
+        "status": "consistent",
+    }

@@ -1,0 +1,135 @@
+"""Known senders from other organisations, pinned by fingerprint and revocable.
+
+    >>> add_contact(vault, Path("office.card.json").read_bytes())  # doctest: +SKIP
+
+A package opens only if its envelope is signed by a known sender: an active contact, a key
+of a body added with ``evault body key add``, or a fingerprint the user names with
+``--trust-sender``. Revoking a contact stops trusting new packages from it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.clock import as_utc, isoformat, utcnow
+from vault.crypto.keys import VerifyKey
+from vault.errors import ConflictError, NotFoundError, VerificationError
+from vault.formats.card import load_card
+from vault.service.custody import CustodyLog, actor_pair
+from vault.service.vaults import Vault
+from vault.store.models import BodyKey, Contact, IdentityKey
+
+CONTACT_COLUMNS = ("name", "org", "fingerprint", "status", "added_at")
+
+
+def contact_dict(contact: Contact) -> dict[str, Any]:
+    """Public view of a contact."""
+    return {
+        "name": contact.name,
+        "org": contact.org,
+        "email": contact.email,
+        "fingerprint": contact.fingerprint,
+        "signing_key": VerifyKey(contact.signing_key).openssh(contact.name),
+        "age_recipient": contact.age_recipient,
+        "status": "revoked" if contact.revoked_at else "active",
+        "added_at": isoformat(contact.added_at),
+        "revoked_at": isoformat(contact.revoked_at) if contact.revoked_at else None,
+    }
+
+
+def add_contact(
+    vault: Vault, card: bytes, *, pin: str | None = None, as_name: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Add a sender from their contact card; ``pin`` is the fingerprint confirmed with them."""
+    parsed = load_card(card)
+    if pin is not None and pin != parsed.fingerprint:
+        raise VerificationError(
+            f"contact {parsed.name}: key fingerprint is {parsed.fingerprint}, expected {pin}; "
+            "do not add this card until its holder confirms the fingerprint"
+        )
+    now = now or utcnow()
+    with vault.transaction() as session:
+        existing = session.scalar(select(Contact).where(Contact.fingerprint == parsed.fingerprint))
+        if existing is not None:
+            raise ConflictError(f"contact {existing.name}: key {parsed.fingerprint} is known "
+                                "already")
+        contact = Contact(name=parsed.name, org=parsed.org, email=parsed.email,
+                          signing_key=parsed.signing_key.raw, fingerprint=parsed.fingerprint,
+                          age_recipient=parsed.age_recipient, card=parsed.text, added_at=now)
+        session.add(contact)
+        CustodyLog(vault, session).append(
+            actor_pair(vault, session, as_name), "contact.added", f"contact:{parsed.fingerprint}",
+            details={"name": parsed.name, "fingerprint": parsed.fingerprint}, now=now,
+        )
+        return contact_dict(contact)
+
+
+def _find(session: Session, ref: str) -> Contact:
+    stmt = select(Contact).where(
+        (Contact.fingerprint == ref) | (Contact.name == ref)
+    ).order_by(Contact.id)
+    found = session.scalars(stmt).all()
+    if not found:
+        raise NotFoundError(f"contact {ref}: not found; see `evault contact list`")
+    if len(found) > 1:
+        raise ConflictError(f"contact {ref}: several contacts have this name; use the fingerprint")
+    return found[0]
+
+
+def list_contacts(vault: Vault) -> list[dict[str, Any]]:
+    """All contacts, in the order they were added."""
+    with vault.transaction() as session:
+        return [contact_dict(c) for c in session.scalars(select(Contact).order_by(Contact.id))]
+
+
+def show_contact(vault: Vault, ref: str) -> dict[str, Any]:
+    """One contact, by name or fingerprint."""
+    with vault.transaction() as session:
+        return contact_dict(_find(session, ref))
+
+
+def revoke_contact(
+    vault: Vault, ref: str, *, as_name: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """Stop trusting a contact's key for new packages."""
+    now = now or utcnow()
+    with vault.transaction() as session:
+        contact = _find(session, ref)
+        if contact.revoked_at is not None:
+            raise ConflictError(f"contact {contact.name}: revoked already, since "
+                                f"{isoformat(contact.revoked_at)}")
+        contact.revoked_at = now
+        CustodyLog(vault, session).append(
+            actor_pair(vault, session, as_name), "contact.revoked",
+            f"contact:{contact.fingerprint}", details={"fingerprint": contact.fingerprint},
+            now=now,
+        )
+        return contact_dict(contact)
+
+
+def known_senders(session: Session, *, at: datetime | None = None) -> dict[str, VerifyKey]:
+    """Fingerprint -> key of every sender this vault trusts now (or at time ``at``).
+
+    Active contacts, keys of bodies (not revoked), and this vault's own identities' keys
+    (an office reopening what it sent with its escrow key).
+    """
+    keys: dict[str, VerifyKey] = {}
+
+    def live(revoked: datetime | None) -> bool:
+        return revoked is None or (at is not None and as_utc(at) <= as_utc(revoked))
+
+    for c in session.scalars(select(Contact)):
+        if live(c.revoked_at):
+            keys[c.fingerprint] = VerifyKey(c.signing_key)
+    for b in session.scalars(select(BodyKey)):
+        if live(b.revoked_at):
+            keys[b.fingerprint] = VerifyKey(b.signing_key)
+    for k in session.scalars(select(IdentityKey)):
+        if live(k.revoked_at):
+            keys[k.fingerprint] = VerifyKey(k.signing_key)
+    return keys

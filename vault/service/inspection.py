@@ -1,0 +1,292 @@
+"""Everything that can be checked about a package, before a single file is kept.
+
+    >>> report = inspect_package(Path("PKG-0123456789AB.evpkg"), trusted=[sender_key],
+    ...                          identities=[my_age_identity])           # doctest: +SKIP
+    >>> report.statement.body                                            # doctest: +SKIP
+    'ICC-OTP'
+
+Without identities (an auditor with no decryption key) this checks the envelope signature
+and the payload's SHA-256. With them it also decrypts the payload in one streaming pass and
+checks the whole bag, the signed statement (that it names this package, this body and the
+key used), items.json against the statement, and every custody event of the excerpt: its
+signature, its actor, and its inclusion proof against the envelope's signed checkpoint.
+Nothing here touches a database; with ``extract_to`` the files land in that (staging) folder
+and are removed again if anything fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from vault.crypto.age import AgeError, AgeIdentity, AgeReader
+from vault.crypto.keys import VerifyKey
+from vault.custody.events import Event
+from vault.custody.merkle import leaf_hash, verify_inclusion
+from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
+from vault.errors import DecryptionError, VaultError, VerificationError
+from vault.formats import package as fmt
+from vault.formats.bagit import BagContents, read_bag
+from vault.formats.canonical import parse_json_object
+
+READ_CHUNK = 1 << 20
+
+
+@dataclass
+class PackageReport:
+    """What was verified about one package."""
+
+    path: Path
+    envelope: fmt.Envelope
+    envelope_sha256: str
+    sender_key: VerifyKey
+    checkpoint: Checkpoint
+    decrypted: bool = False
+    statement: fmt.Statement | None = None
+    statement_sha256: str | None = None
+    statement_bytes: bytes | None = None
+    statement_signature: str | None = None
+    items: list[dict[str, Any]] = field(default_factory=list)
+    custody_excerpt: bytes = b""
+    custody_events: int = 0
+    matched_key: fmt.RecipientKey | None = None
+    bag: BagContents | None = None
+
+    @property
+    def package_id(self) -> str:
+        """The package id."""
+        return self.envelope.package_id
+
+
+class _HashingReader:
+    """Reads through to ``src`` while hashing everything read (the ciphertext's SHA-256)."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self.src = src
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.src.read(n)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        n = self.src.readinto(buffer)  # type: ignore[attr-defined]
+        if n:
+            self.digest.update(memoryview(buffer)[:n])
+            self.size += n
+        return int(n or 0)
+
+    def readable(self) -> bool:
+        return True
+
+
+def _fail(report_id: str, message: str) -> VerificationError:
+    return VerificationError(f"package {report_id}: {message}")
+
+
+def verify_outside(path: Path, trusted: Sequence[VerifyKey]) -> PackageReport:
+    """The checks anyone can make: envelope signature by a trusted sender, checkpoint note."""
+    pkg = fmt.read_package(path)
+    envelope = fmt.verify_envelope(pkg, trusted)
+    sender_key = next(k for k in trusted if k.fingerprint == envelope.sender.fingerprint)
+    cp_origin = envelope.checkpoint.split("\n", 1)[0]
+    try:
+        checkpoint, _ = open_checkpoint(
+            envelope.checkpoint, [NoteVerifier.for_key(cp_origin, sender_key)]
+        )
+    except VaultError as e:
+        raise _fail(envelope.package_id, f"envelope checkpoint: {e}") from None
+    return PackageReport(
+        path=path,
+        envelope=envelope,
+        envelope_sha256=hashlib.sha256(pkg.envelope_bytes).hexdigest(),
+        sender_key=sender_key,
+        checkpoint=checkpoint,
+    )
+
+
+def check_payload_digest(report: PackageReport) -> None:
+    """Hash ``payload.age`` and compare with the signed envelope (no key needed)."""
+    pkg = fmt.read_package(report.path)
+    digest = hashlib.sha256()
+    with pkg.open_payload() as src:
+        while chunk := src.read(READ_CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != report.envelope.payload_sha256:
+        raise _fail(report.package_id, "payload.age does not match the SHA-256 in the signed "
+                    "envelope; the payload was altered or swapped")
+
+
+def inspect_package(
+    path: Path,
+    *,
+    trusted: Sequence[VerifyKey],
+    identities: Sequence[AgeIdentity] = (),
+    extract_to: Path | None = None,
+) -> PackageReport:
+    """Verify a package as far as the keys at hand allow (see the module docstring)."""
+    report = verify_outside(path, trusted)
+    if not identities:
+        check_payload_digest(report)
+        return report
+    envelope = report.envelope
+    ours = {str(i.recipient): i for i in identities}
+    matched = [k for k in envelope.all_recipients if k.age_recipient in ours]
+    if not matched:
+        raise DecryptionError(
+            f"package {envelope.package_id}: no identity of this vault matched; is this "
+            f"package for {envelope.body}? try --as NAME"
+        )
+    report.matched_key = matched[0]
+    pkg = fmt.read_package(path)
+    swapped = _fail(envelope.package_id, "payload.age does not match the SHA-256 in the signed "
+                    "envelope; the payload was altered or swapped")
+    try:
+        with pkg.open_payload() as raw:
+            hashing = _HashingReader(raw)
+            try:
+                reader = AgeReader(cast(BinaryIO, hashing), [ours[matched[0].age_recipient]])
+                bag = read_bag(cast(BinaryIO, reader), root=envelope.package_id,
+                               extract_to=extract_to)
+                # The tar may end before the age stream does; the final chunk must still
+                # authenticate, and nothing may follow it.
+                if reader.read(1):
+                    raise _fail(envelope.package_id, "data after the end of the bag")
+            except VaultError as error:
+                # The one-pass design meets a failure before the digest is known; a payload
+                # that is not the one signed is the root cause to report, so finish hashing.
+                while hashing.read(READ_CHUNK):
+                    pass
+                if hashing.digest.hexdigest() != envelope.payload_sha256:
+                    raise swapped from None
+                if isinstance(error, AgeError):
+                    raise _fail(envelope.package_id, "payload does not decrypt or "
+                                "authenticate; it was altered") from None
+                raise
+            # Whatever the decryptor did not need still belongs to the member's digest.
+            while hashing.read(READ_CHUNK):
+                pass
+        if hashing.digest.hexdigest() != envelope.payload_sha256:
+            raise swapped
+        report.bag = bag
+        report.decrypted = True
+        _check_statement(report, bag)
+        _check_items(report, bag)
+        _check_custody(report, bag)
+    except BaseException:
+        if extract_to is not None:
+            _clear(extract_to)
+        raise
+    return report
+
+
+def _clear(folder: Path) -> None:
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                child.unlink()
+
+
+def _check_statement(report: PackageReport, bag: BagContents) -> None:
+    envelope = report.envelope
+    pid = envelope.package_id
+    data = bag.tag_files.get("evault/statement.json")
+    sig = bag.tag_files.get("evault/statement.json.sig")
+    if data is None or sig is None:
+        raise _fail(pid, "the bag has no signed statement (evault/statement.json and .sig)")
+    statement = fmt.verify_statement(data, sig.decode("utf-8", "replace"), [report.sender_key])
+    if statement.package_id != pid:
+        raise _fail(pid, f"the statement is for package {statement.package_id}; the payload "
+                    "was taken from another package")
+    if statement.body != envelope.body:
+        raise _fail(pid, f"the statement is for body {statement.body}, the envelope for "
+                    f"{envelope.body}; the payload was re-addressed")
+    if set(statement.all_recipients) != set(envelope.all_recipients):
+        raise _fail(pid, "the statement names other keys than the envelope; the payload was "
+                    "re-encrypted for someone else")
+    if report.matched_key not in statement.all_recipients:
+        raise _fail(pid, "the statement does not name the key this package was opened with")
+    if statement.tagmanifest_sha256 != bag.tagmanifest_sha256:
+        raise _fail(pid, "the statement does not cover this bag's tag manifest")
+    for needed in ("evault/items.json", "evault/custody.jsonl"):
+        if needed not in bag.tagmanifest:
+            raise _fail(pid, f"{needed} is not covered by the tag manifest")
+    listed = {i.path: i.sha256 for i in statement.items}
+    if listed != bag.manifest:
+        raise _fail(pid, "the statement's items differ from the bag's manifest")
+    report.statement = statement
+    report.statement_bytes = data
+    report.statement_signature = sig.decode("utf-8")
+    report.statement_sha256 = hashlib.sha256(data).hexdigest()
+
+
+def _check_items(report: PackageReport, bag: BagContents) -> None:
+    pid = report.envelope.package_id
+    assert report.statement is not None
+    try:
+        items = json.loads(bag.tag_files["evault/items.json"])
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise _fail(pid, "evault/items.json is not valid JSON") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise _fail(pid, "evault/items.json must be a list of objects")
+    by_id = {i.id: i for i in report.statement.items}
+    if sorted(str(i.get("id")) for i in items) != sorted(by_id):
+        raise _fail(pid, "evault/items.json lists other items than the statement")
+    for item in items:
+        signed = by_id[str(item["id"])]
+        if (item.get("sha256"), item.get("size"), item.get("path")) != (
+            signed.sha256, signed.size, signed.path
+        ):
+            raise _fail(pid, f"item {signed.id}: items.json differs from the signed statement")
+    report.items = items
+
+
+def _check_custody(report: PackageReport, bag: BagContents) -> None:
+    pid = report.envelope.package_id
+    checkpoint = report.checkpoint
+    item_ids = {i.id for i in report.statement.items} if report.statement else set()
+    data = bag.tag_files["evault/custody.jsonl"]
+    count = 0
+    for number, line in enumerate(data.splitlines(), start=1):
+        where = f"evault/custody.jsonl line {number}"
+        try:
+            entry = parse_json_object(line, where)
+            body = str(entry["event"]).encode("utf-8")
+            event = Event.decode(body)
+            signature = base64.b64decode(entry["signature"], validate=True)
+            key = VerifyKey.from_openssh(str(entry["actor_key"]))
+            proof = [base64.b64decode(h, validate=True) for h in entry["proof"]]
+        except (KeyError, TypeError, ValueError, VaultError) as e:
+            raise _fail(pid, f"{where}: malformed ({e})") from None
+        if key.fingerprint != event.actor:
+            raise _fail(pid, f"{where}: the key given is not the event's actor")
+        try:
+            key.verify(signature, body)
+        except VerificationError:
+            raise _fail(pid, f"{where}: event {event.seq} signature does not verify") from None
+        if event.subject not in item_ids:
+            raise _fail(pid, f"{where}: event {event.seq} is about {event.subject}, not an item "
+                        "of this package")
+        if entry.get("tree_size") != checkpoint.size or event.seq != entry.get("seq"):
+            raise _fail(pid, f"{where}: proof is not against the envelope's checkpoint")
+        try:
+            verify_inclusion(leaf_hash(body), event.seq, checkpoint.size, proof,
+                             checkpoint.root_hash)
+        except VerificationError:
+            raise _fail(pid, f"{where}: event {event.seq} is not in the sender's log at the "
+                        "envelope's checkpoint") from None
+        count += 1
+    report.custody_excerpt = data
+    report.custody_events = count

@@ -1,0 +1,387 @@
+"""The recipient's side: open a package into the vault, acknowledge it; the sender imports acks.
+
+    >>> open_package(vault, Path("PKG-0123456789AB.evpkg"), out_dir=Path("in"))  # doctest: +SKIP
+    >>> acknowledge(vault, "PKG-0123456789AB", output=Path("ack.json"))         # doctest: +SKIP
+
+``open`` verifies everything (:mod:`vault.service.inspection`) while extracting into a
+staging folder inside ``--out``, renamed only when every check passed; the items then enter
+this vault encrypted at rest, with an ``item.received`` event naming the sender, the
+original digests and the sender's custody excerpt kept: custody continues across
+organisations.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vault.clock import as_utc, isoformat, parse_iso, utcnow
+from vault.crypto import sshsig
+from vault.crypto.age import AgeIdentity
+from vault.crypto.keys import VerifyKey
+from vault.errors import (
+    ConflictError,
+    NotFoundError,
+    VerificationError,
+)
+from vault.faults import crash_point
+from vault.formats import package as fmt
+from vault.formats import receipt as rfmt
+from vault.service.contacts import known_senders
+from vault.service.custody import CustodyLog, actor_pair
+from vault.service.identities import acting_identity, load_keypair
+from vault.service.ids import new_id
+from vault.service.inspection import PackageReport, inspect_package
+from vault.service.intake import (
+    IntakeFields,
+    IntakeRow,
+    storage_recipient,
+    store_file,
+)
+from vault.service.vaults import Vault
+from vault.store.blobs import TEMP_PREFIX, BlobStore, atomic_writer, fsync_dir
+from vault.store.models import (
+    Acknowledgement,
+    Blob,
+    Body,
+    Case,
+    Item,
+    ItemDigest,
+    ItemLabel,
+    ItemTag,
+    Package,
+    ReceivedPackage,
+)
+
+
+def _trusted(vault: Vault, path: Path, trust_sender: str | None) -> list[VerifyKey]:
+    with vault.transaction() as session:
+        keys = known_senders(session)
+    if trust_sender:
+        signer = sshsig.parse(fmt.read_package(path).signature).public_key
+        if signer.fingerprint != trust_sender:
+            raise VerificationError(
+                f"{path.name}: signed by {signer.fingerprint}, not by --trust-sender "
+                f"{trust_sender}; do not open it"
+            )
+        keys[signer.fingerprint] = signer
+    return list(keys.values())
+
+
+def _identities(vault: Vault, as_name: str | None) -> tuple[list[AgeIdentity], str, str]:
+    """Every age key (current and retired) of the acting identity, its name and fingerprint."""
+    with vault.transaction() as session:
+        identity = acting_identity(session, as_name)
+        pairs = [load_keypair(vault, k) for k in identity.keys if k.revoked_at is None]
+        current = next(k for k in identity.keys if k.retired_at is None)
+        return [p.age for p in pairs], identity.name, current.fingerprint
+
+
+def open_package(
+    vault: Vault,
+    path: Path,
+    *,
+    out_dir: Path,
+    as_name: str | None = None,
+    trust_sender: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Verify a package whole, then extract it into ``out_dir/<package-id>`` and receive it."""
+    now = now or utcnow()
+    if not path.is_file():
+        raise NotFoundError(f"{path}: no such package file")
+    trusted = _trusted(vault, path, trust_sender)
+    pkg = fmt.read_package(path)
+    try:
+        peek = fmt.Envelope.from_bytes(pkg.envelope_bytes)
+    except VerificationError:
+        peek = None
+    if peek is not None and not any(k.fingerprint == peek.sender.fingerprint for k in trusted):
+        raise VerificationError(
+            f"package {peek.package_id}: sender {peek.sender.name} ({peek.sender.fingerprint}) "
+            "is not a known contact; add their card with `evault contact add` or pass "
+            "--trust-sender FINGERPRINT"
+        )
+    identities, _name, _fp = _identities(vault, as_name)
+    with vault.transaction() as session:
+        if peek is not None and session.get(ReceivedPackage, peek.package_id) is not None:
+            raise ConflictError(f"package {peek.package_id}: opened already in this vault")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
+    staging.mkdir(mode=0o700)
+    try:
+        report = inspect_package(path, trusted=trusted, identities=identities,
+                                 extract_to=staging)
+        final = out_dir / report.package_id
+        if final.exists():
+            raise ConflictError(f"{final}: exists already; choose another --out")
+        result = _receive(vault, report, staging, as_name, now)
+        os.rename(staging, final)
+        fsync_dir(out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return {**result, "out": str(final)}
+
+
+def _receive(
+    vault: Vault, report: PackageReport, staging: Path, as_name: str | None, now: datetime
+) -> dict[str, Any]:
+    """Encrypt the verified files into this vault and record their custody."""
+    assert report.statement is not None and report.matched_key is not None
+    statement = report.statement
+    envelope = report.envelope
+    metadata = {str(i["id"]): i for i in report.items}
+    recipient = storage_recipient(vault)
+    blobs = BlobStore(vault.blobs)
+    stored = []
+    with blobs.intake_lock():
+        try:
+            for item in statement.items:
+                meta = metadata[item.id]
+                case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
+                row = IntakeRow(staging / item.path, IntakeFields(case=case))
+                result = store_file(blobs, row, recipient, (), follow_symlinks=False,
+                                    hasher_pool=None)
+                if (result.sha256, result.size) != (item.sha256, item.size):
+                    raise VerificationError(
+                        f"package {envelope.package_id}: item {item.id} changed on disk while "
+                        "being received"
+                    )
+                stored.append((item, meta, case, result))
+            blobs.sync([s[3].blob_id for s in stored])
+            with vault.transaction() as session:
+                pair = actor_pair(vault, session, as_name)
+                log = CustodyLog(vault, session)
+                for case in sorted({s[2] for s in stored}):
+                    if session.get(Case, case) is None:
+                        session.add(Case(id=case, title=None, created_at=now))
+                        log.append(pair, "case.created", case, now=now,
+                                   details={"received_in": envelope.package_id})
+                received = []
+                for item, meta, case, result in stored:
+                    local_id = new_id("EV")
+                    session.add(Blob(id=result.blob_id, size=result.size, sha256=result.sha256,
+                                     stored_size=result.stored_size, created_at=now))
+                    digests = {"sha256": item.sha256, **{
+                        str(k): str(v) for k, v in (meta.get("digests") or {}).items()}}
+                    event = log.append(
+                        pair, "item.received", local_id,
+                        details={"package": envelope.package_id, "sender":
+                                 envelope.sender.fingerprint, "source_item": item.id,
+                                 "case": case, "size": item.size},
+                        digests=digests, now=now,
+                    )
+                    session.add(Item(
+                        id=local_id, case_id=case, blob_id=result.blob_id,
+                        original_name=Path(item.path).name, title=_text(meta, "title"),
+                        description=_text(meta, "description"), source=_text(meta, "source"),
+                        collected_at=_time(meta.get("collected_at")),
+                        location=_text(meta, "location"), size=item.size, sha256=item.sha256,
+                        ingested_at=now, ingested_by=pair.fingerprint, intake_seq=event.seq,
+                        received_from=envelope.sender.fingerprint,
+                        source_package=envelope.package_id, source_item=item.id,
+                        labels=[ItemLabel(label=str(lb)) for lb in meta.get("labels") or []],
+                        tags=[ItemTag(key=str(k), value=str(v))
+                              for k, v in (meta.get("tags") or {}).items()],
+                        digests=[ItemDigest(algorithm=str(k), hexdigest=str(v))
+                                 for k, v in (meta.get("digests") or {}).items()],
+                    ))
+                    received.append({"id": local_id, "source_item": item.id,
+                                     "name": Path(item.path).name, "size": item.size,
+                                     "sha256": item.sha256})
+                assert report.statement_bytes is not None
+                assert report.statement_signature is not None
+                assert report.statement_sha256 is not None
+                session.add(ReceivedPackage(
+                    package_id=envelope.package_id, sender=envelope.sender.fingerprint,
+                    body_id=envelope.body, envelope=fmt.read_package(report.path).envelope_bytes,
+                    envelope_sha256=report.envelope_sha256, statement=report.statement_bytes,
+                    statement_signature=report.statement_signature,
+                    statement_sha256=report.statement_sha256,
+                    custody_excerpt=report.custody_excerpt, opened_at=now,
+                    opened_by=pair.fingerprint, recipient_key=report.matched_key.fingerprint,
+                    out_dir=str(staging.parent / envelope.package_id),
+                ))
+                log.append(pair, "package.opened", envelope.package_id,
+                           details={"sender": envelope.sender.fingerprint, "body": envelope.body,
+                                    "items": [r["id"] for r in received],
+                                    "sender_events": report.custody_events},
+                           digests={"envelope": report.envelope_sha256,
+                                    "statement": report.statement_sha256}, now=now)
+        except BaseException:
+            for s in stored:
+                blobs.remove(s[3].blob_id)
+            raise
+    return {
+        "package": envelope.package_id,
+        "sender": envelope.sender.name,
+        "sender_fingerprint": envelope.sender.fingerprint,
+        "body": envelope.body,
+        "items": received,
+        "sender_custody_events": report.custody_events,
+    }
+
+
+def _text(meta: dict[str, Any], key: str) -> str | None:
+    value = meta.get(key)
+    return value if isinstance(value, str) else None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_iso(value)
+    except ValueError:
+        return None
+
+
+# ----------------------------------------------------------------------------- acknowledging
+
+
+def _received(session: Any, ref: str) -> ReceivedPackage:
+    path = Path(ref)
+    if path.is_file():
+        envelope_bytes = fmt.read_package(path).envelope_bytes
+        package_id = fmt.Envelope.from_bytes(envelope_bytes).package_id
+        row = session.get(ReceivedPackage, package_id)
+        if row is not None and hashlib.sha256(envelope_bytes).hexdigest() != row.envelope_sha256:
+            raise VerificationError(f"{path}: envelope differs from package {package_id} as "
+                                    "opened; do not acknowledge it")
+    else:
+        package_id = ref
+        row = session.get(ReceivedPackage, package_id)
+    if row is None:
+        raise NotFoundError(f"package {package_id}: not opened in this vault; run `evault open` "
+                            "first")
+    return row  # type: ignore[no-any-return]
+
+
+def acknowledge(
+    vault: Vault, ref: str, *, output: Path, as_name: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Sign an acknowledgement of a package opened here; write it and its signature."""
+    now = now or utcnow()
+    sig_path = output.with_name(output.name + ".sig")
+    for p in (output, sig_path):
+        if p.exists():
+            raise ConflictError(f"{p}: exists already; choose another -o")
+    with vault.transaction() as session:
+        row = _received(session, ref)
+        identity = acting_identity(session, as_name)
+        pair = actor_pair(vault, session, as_name)
+        statement = fmt.Statement.from_bytes(row.statement)
+        log = CustodyLog(vault, session)
+        log.append(pair, "package.acknowledged", row.package_id,
+                   details={"sender": row.sender, "body": row.body_id},
+                   digests={"envelope": row.envelope_sha256, "statement": row.statement_sha256},
+                   now=now)
+        session.flush()
+        from vault.service.packaging import _checkpoint_now
+
+        checkpoint, _ = _checkpoint_now(vault, session, pair, now)
+        ack = rfmt.Acknowledgement(
+            package_id=row.package_id,
+            body=row.body_id,
+            recipient=fmt.Party(identity.name, pair.fingerprint),
+            envelope_sha256=row.envelope_sha256,
+            statement_sha256=row.statement_sha256,
+            items=tuple(rfmt.ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),
+            received_at=isoformat(row.opened_at),
+            checkpoint=checkpoint,
+        )
+        data = ack.to_bytes()
+        signature = rfmt.sign_document(data, pair.signing, rfmt.ACK_NAMESPACE)
+        row.acknowledged_at = now
+        crash_point("ack.before_commit")
+        with atomic_writer(output, mode=0o644, overwrite=False) as f:
+            f.write(data)
+        try:
+            with atomic_writer(sig_path, mode=0o644, overwrite=False) as f:
+                f.write(signature.encode())
+        except BaseException:
+            output.unlink()
+            raise
+    return {"package": row.package_id, "ack": str(output), "signature": str(sig_path),
+            "recipient": identity.name, "fingerprint": pair.fingerprint}
+
+
+def import_ack(
+    vault: Vault, ack_path: Path, *, now: datetime | None = None
+) -> dict[str, Any]:
+    """Sender side: verify an acknowledgement against the body's keys and record it."""
+    now = now or utcnow()
+    sig_path = ack_path.with_name(ack_path.name + ".sig")
+    try:
+        data = ack_path.read_bytes()
+        signature = sig_path.read_text(encoding="utf-8")
+    except FileNotFoundError as e:
+        raise NotFoundError(f"{e.filename}: no such file; an ack comes with its .sig") from None
+    except UnicodeDecodeError:
+        raise VerificationError(f"{sig_path}: not an SSH signature") from None
+    try:
+        claimed = rfmt.Acknowledgement.from_bytes(data)
+    except VerificationError as e:
+        raise VerificationError(f"{ack_path.name}: {e}") from None
+    pid = claimed.package_id
+    with vault.transaction() as session:
+        package = session.get(Package, pid)
+        if package is None:
+            raise VerificationError(f"ack for package {pid}: no such package was sent from "
+                                    "this vault")
+        body = session.get(Body, package.body_id)
+        assert body is not None
+        received_at = parse_iso(claimed.received_at)
+        trusted = [VerifyKey(k.signing_key) for k in body.keys
+                   if k.revoked_at is None or as_utc(k.revoked_at) >= received_at]
+        try:
+            ack = rfmt.verify_ack(data, signature, trusted)
+        except VerificationError as e:
+            raise VerificationError(
+                f"ack for package {pid}: {e}; it is not from a key of {body.id}"
+            ) from None
+        problems = []
+        if ack.body != package.body_id:
+            problems.append(f"it names body {ack.body}, the package went to {package.body_id}")
+        if ack.envelope_sha256 != package.envelope_sha256:
+            problems.append("its envelope digest differs from the package sent")
+        if package.statement_sha256 and ack.statement_sha256 != package.statement_sha256:
+            problems.append("its statement digest differs from the package sent")
+        sent = {(i.item_id) for i in package.items}
+        if {i.id for i in ack.items} != sent:
+            problems.append("it lists other items than the package")
+        if problems:
+            raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
+        digest = hashlib.sha256(data).hexdigest()
+        existing = session.get(Acknowledgement, pid)
+        if existing is not None:
+            raise VerificationError(
+                f"ack for package {pid}: an acknowledgement was imported already at "
+                f"{isoformat(existing.imported_at)}; this one is a replay"
+            )
+        pair = actor_pair(vault, session, None)
+        session.add(Acknowledgement(package_id=pid, signer=ack.recipient.fingerprint,
+                                    document=data, signature=signature, document_sha256=digest,
+                                    received_at=received_at, imported_at=now))
+        package.state = "acknowledged"
+        package.acknowledged_at = received_at
+        log = CustodyLog(vault, session)
+        details = {"body": package.body_id, "by": ack.recipient.fingerprint,
+                   "received_at": ack.received_at}
+        log.append(pair, "package.acknowledged", pid, details=details,
+                   digests={"ack": digest}, now=now)
+        for pi in package.items:
+            log.append(pair, "package.acknowledged", pi.item_id,
+                       details={"package": pid, "body": package.body_id}, now=now)
+        crash_point("import.before_commit")
+        return {"package": pid, "body": package.body_id, "by": ack.recipient.name,
+                "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
+                "state": package.state}
+
