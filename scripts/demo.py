@@ -57,12 +57,12 @@ class Demo:
     def step(self, title: str) -> None:
         print(f"\n== {title}", flush=True)
 
-    def run(self, *args: str, show: bool = True) -> str:
+    def run(self, *args: str, show: bool = True, env: dict[str, str] | None = None) -> str:
         shown = " ".join(shlex.quote(a.replace(str(self.work), "$DEMO")) for a in args)
         print(f"$ evault {shown}", flush=True)
         proc = subprocess.run(
             [sys.executable, "-m", "vault", *args],
-            env=self.env,
+            env={**self.env, **(env or {})},
             capture_output=True,
             text=True,
             cwd=self.work,
@@ -186,6 +186,50 @@ def main() -> None:
         demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
         demo.run("receipt", "export", receipts[0]["id"], "-o", str(work / "receipt.json"),
                  "--vault", office)
+        demo.run("custody", "verify", "--vault", office)
+
+        demo.step("7. ICC-OTP opens the package in its own vault and acknowledges it")
+        icc = str(work / "icc-otp-vault")
+        office_card = work / "registry-office.card.json"
+        office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
+                                        "--vault", office, show=False))
+        demo.run("identity", "export", "registry-office", "-o", str(office_card),
+                 "--vault", office)
+        demo.run("contact", "add", str(office_card), "--fingerprint",
+                 office_id["fingerprint"], "--vault", icc)
+        package_file = outbox / f"{built['id']}.evpkg"
+        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--vault", icc)
+        ack = work / f"{built['id']}.ack.json"
+        demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
+        demo.run("receipt", "import", str(ack), "--vault", office)
+        demo.run("package", "list", "--vault", office)
+
+        demo.step("8. An auditor with no vault at all verifies every file")
+        icc_card = cards["ICC-OTP"][0]
+        allowed = work / "allowed_signers"
+        office_key = " ".join(office_id["signing_key"].split()[:2])
+        icc_key = json.loads(icc_card.read_text())["signing_key"]
+        allowed.write_text(
+            'registry-office namespaces="evault-envelope,evault-statement,evault-receipt,'
+            f'evault-checkpoint" {office_key}\n'
+            f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}\n'
+        )
+        print(allowed.read_text(), end="")
+        auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}
+        demo.run("verify", str(package_file), str(work / "receipt.json"), str(ack),
+                 str(office_card), str(work / "checkpoint-1.txt"), "--trusted-keys",
+                 str(allowed), env=auditor_env)
+
+        demo.step("9. Bulk export of the case to all five bodies, then a sharing report")
+        bulk = work / "bulk-outbox"
+        bulk.mkdir()
+        everyone = ",".join(b[0] for b in BODIES)
+        demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
+                 "--vault", office)
+        print("   ...and once more: nothing new is made")
+        demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
+                 "--vault", office)
+        demo.run("report", "sharing", "--vault", office)
         demo.run("custody", "verify", "--vault", office)
         demo.run("doctor", "--vault", office)
         print("\nDemo finished: every step above succeeded.")

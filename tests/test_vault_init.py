@@ -160,7 +160,7 @@ def test_help_and_version_import_no_heavy_modules() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ}
     )
-    assert out.stdout.splitlines()[-1] == "HEAVY []"
+    assert out.stdout.splitlines()[-1] == "HEAVY []", out.stdout + out.stderr
 
 
 def test_version() -> None:

@@ -1316,7 +1316,10 @@ def receipt_export(vault: Vault, receipt_id: str, output: Path) -> None:
 
 @cli.command("verify")
 @click.argument(
-    "files", metavar="FILE...", nargs=-1, required=True,
+    "files",
+    metavar="FILE...",
+    nargs=-1,
+    required=True,
     type=click.Path(dir_okay=False, path_type=Path),
 )
 @click.option(
@@ -1569,6 +1572,184 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
     emit_record(data, as_json)
     if not as_json:
         say(f"package {data['package']} acknowledged by {data['by']} of {data['body']}")
+
+
+# ----------------------------------------------------------------------------- bulk and reports
+
+
+def _progress_printer() -> Callable[[str, int, int, int, int], None] | None:
+    """Progress on stderr when it is a terminal (bodies, bytes, rate, time left); else none."""
+    if not sys.stderr.isatty():
+        return None
+    import time
+
+    start = time.monotonic()
+
+    def show(body: str, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+        elapsed = max(time.monotonic() - start, 1e-6)
+        rate = done_bytes / elapsed
+        left = (total_bytes - done_bytes) / rate if rate > 0 else 0.0
+        click.echo(
+            f"\revault: [{done}/{total}] {body}: {done_bytes / 1e6:.1f} of "
+            f"{total_bytes / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s, ~{left:.0f} s left  ",
+            err=True,
+            nl=done == total,
+        )
+
+    return show
+
+
+@cli.command("export")
+@click.option(
+    "--to",
+    "bodies",
+    metavar="BODY,BODY,...",
+    help="Bodies to export to (with --plan: a subset of the plan's bodies).",
+)
+@click.option("--case", "case_id", metavar="CASE", help="Share this case with every body.")
+@click.option(
+    "--plan",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML plan selecting items, reference and purpose per body.",
+)
+@click.option(
+    "--outbox",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Drop folder for the packages.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would go to whom; change nothing.")
+@click.option("--reshare", is_flag=True, help="Make new packages even for items already sent.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON result per body.")
+@as_option
+@with_vault
+def export_cmd(
+    vault: Vault,
+    bodies: str | None,
+    case_id: str | None,
+    plan: Path | None,
+    outbox: Path,
+    dry_run: bool,
+    reshare: bool,
+    as_jsonl: bool,
+    as_name: str | None,
+) -> None:
+    """Export to several bodies: one package each, only what each may receive. Idempotent.
+
+    A re-run after success makes nothing new ("already shared"); a re-run after an
+    interruption finishes what is missing, never a duplicate package or receipt. Exit 1 if
+    any body failed (the others' results are kept).
+
+    \b
+    Examples:
+      evault export --to ICC-OTP,UA-OPG,EUROJUST-JIT --case UA-2026-0042 --outbox /mnt/out
+      evault export --plan plan.toml --outbox /mnt/out --dry-run
+      evault export --to UA-OPG --case UA-2026-0042 --outbox /mnt/out --jsonl
+    """
+    from vault.render import render_table, to_jsonl
+    from vault.service.export import export, load_plan, plans_for_case
+
+    names = [b.strip() for b in (bodies or "").split(",") if b.strip()]
+    if bool(case_id) == bool(plan):
+        raise click.UsageError("give --case CASE or --plan PLAN.toml")
+    if plan is not None:
+        plans = load_plan(plan, names)
+    else:
+        if not names:
+            raise click.UsageError("--case needs --to BODY,BODY,...")
+        assert case_id is not None
+        plans = plans_for_case(names, case_id)
+    results = export(
+        vault,
+        plans,
+        outbox=outbox,
+        dry_run=dry_run,
+        reshare=reshare,
+        as_name=as_name,
+        progress=_progress_printer(),
+    )
+    rows = [r.to_dict() for r in results]
+    if as_jsonl:
+        click.echo(to_jsonl(rows), nl=False)
+    else:
+        click.echo(
+            render_table(rows, ("body", "status", "package", "items", "bytes", "receipt", "error")),
+            nl=False,
+        )
+    failed = [r.body for r in results if r.failed]
+    if failed:
+        others = "the other bodies succeeded" if len(failed) < len(results) else "none succeeded"
+        say(f"export failed for {', '.join(failed)}; {others}")
+        raise SystemExit(1)
+
+
+@cli.group()
+def report() -> None:
+    """Reports for oversight: sharing per body, and one item's chain of custody.
+
+    \b
+    Examples:
+      evault report sharing --since 2026-01-01T00:00:00Z --format md
+      evault report custody EV-0123456789AB --format html -o custody.html
+    """
+
+
+@report.command("sharing")
+@click.option("--since", metavar="ISO8601", help="Packages built from this time (UTC).")
+@click.option("--until", metavar="ISO8601", help="Packages built before this time (UTC).")
+@click.option("--body", metavar="BODY", help="Only this body.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@with_vault
+def report_sharing(
+    vault: Vault, since: str | None, until: str | None, body: str | None, fmt: str
+) -> None:
+    """Per body: packages, items, bytes, references, sent, acknowledged, time to ack; totals.
+
+    No titles, descriptions or file names: it can go to an oversight committee as it is.
+
+    \b
+    Examples:
+      evault report sharing --format md
+      evault report sharing --body ICC-OTP --since 2026-11-01T00:00:00Z --format csv
+    """
+    from vault.service.intake import parse_collected_at
+    from vault.service.reports import render_sharing, sharing_report
+
+    data = sharing_report(
+        vault,
+        since=parse_collected_at(since, "--since") if since else None,
+        until=parse_collected_at(until, "--until") if until else None,
+        body=body,
+    )
+    click.echo(render_sharing(data, fmt), nl=False)
+
+
+@report.command("custody")
+@click.argument("item_id", metavar="ITEM")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: stdout).",
+)
+@with_vault
+def report_custody(vault: Vault, item_id: str, fmt: str, output: Path | None) -> None:
+    """A printable chain-of-custody form for one item: digests, every event, proof status.
+
+    \b
+    Example:
+      evault report custody EV-0123456789AB --format html -o custody.html
+    """
+    from vault.service.reports import custody_report, render_custody
+
+    write_or_print(render_custody(custody_report(vault, item_id), fmt), output)
 
 
 def write_or_print(text: str, output: Path | None) -> None:

@@ -51,6 +51,10 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
             report["items"] = session.scalar(select(func.count()).select_from(Item))
             known = set(session.scalars(select(Blob.id)))
             temps, on_disk = blobs.scan()
+            # Interrupted package builds leave temporary ciphertext in exports/.
+            exports = v.root / "exports"
+            if exports.is_dir():
+                temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-"))
             orphans = sorted(set(on_disk) - known)
             missing = sorted(known - set(on_disk))
             report["blobs"] = len(known)

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import secrets
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -552,8 +553,15 @@ def send_package(
 
 
 def _deliver(source: Path, final: Path, expected: str) -> None:
-    """Copy into the outbox under a temporary name, fsync, rename; never a partial file."""
-    temp = final.with_name(f"{TEMP_PREFIX}{final.name}")
+    """Copy into the outbox under a temporary name, fsync, rename; never a partial file.
+
+    Leftovers of an interrupted delivery of the same package (``.tmp-*-<name>``) are removed
+    first, so a re-run leaves the outbox clean.
+    """
+    for stale in final.parent.glob(f"{TEMP_PREFIX}*-{final.name}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    temp = final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{final.name}")
     try:
         with open(source, "rb") as src, open(temp, "xb") as dst:
             while chunk := src.read(COPY_CHUNK):

@@ -1,0 +1,214 @@
+"""Bulk export to several bodies (idempotent, resumable) and the oversight reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEST_PASSPHRASE, Cli
+
+CASE = "UA-2026-0042"
+BODIES = ("ICC-OTP", "UA-OPG", "EUROJUST-JIT")
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Cli:
+    cli = Cli(tmp_path / "office")
+    cli.ok("init")
+    cli.ok("identity", "create", "registry-office")
+    for body in BODIES:
+        other = Cli(tmp_path / f"vault-{body}")
+        other.ok("init")
+        other.ok("identity", "create", f"officer-{body.lower()}")
+        card = tmp_path / f"{body}.card.json"
+        other.ok("identity", "export", "-o", str(card))
+        cli.ok("body", "add", body, "--name", f"Fictional {body}")
+        cli.ok("body", "key", "add", body, "--card", str(card))
+    config = cli.vault / "config.toml"
+    config.write_text(config.read_text() + '"restricted-icc" = ["ICC-OTP"]\n')
+    evidence = tmp_path / "evidence"
+    evidence.mkdir()
+    for i in range(4):
+        (evidence / f"file-{i}.txt").write_bytes(os.urandom(2000 + i))
+    cli.ok("ingest", str(evidence), "-r", "--case", CASE, "--create-case")
+    secret = tmp_path / "icc-only.txt"
+    secret.write_bytes(b"for the ICC only")
+    cli.ok("ingest", str(secret), "--case", CASE, "--label", "restricted-icc")
+    return cli
+
+
+def _outbox(tmp_path: Path) -> Path:
+    out = tmp_path / "outbox"
+    out.mkdir(exist_ok=True)
+    return out
+
+
+def _jsonl(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_export_to_several_bodies_and_rerun(office: Cli, tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path)
+    dry = office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox",
+                    str(outbox), "--dry-run", "--jsonl")
+    assert [(r["body"], r["status"], r["items"]) for r in _jsonl(dry.stdout)] == [
+        ("ICC-OTP", "would share", 5), ("UA-OPG", "would share", 4),
+        ("EUROJUST-JIT", "would share", 4)]
+    assert list(outbox.iterdir()) == []
+    assert json.loads(office.ok("package", "list", "--json").stdout) == []
+
+    first = _jsonl(office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox",
+                             str(outbox), "--jsonl").stdout)
+    assert [(r["body"], r["status"], r["items"]) for r in first] == [
+        ("ICC-OTP", "shared", 5), ("UA-OPG", "shared", 4), ("EUROJUST-JIT", "shared", 4)]
+    assert len(first[1]["withheld"]) == 1  # the restricted item stays home
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(f"{r['package']}.evpkg"
+                                                              for r in first)
+    again = _jsonl(office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox",
+                             str(outbox), "--jsonl").stdout)
+    assert [r["status"] for r in again] == ["already shared"] * 3
+    assert len(list(outbox.iterdir())) == 3
+    receipts = json.loads(office.ok("receipt", "list", "--json").stdout)
+    assert len(receipts) == 3
+
+    # A new item goes out alone on the next run; --reshare sends everything again.
+    new = tmp_path / "new.txt"
+    new.write_bytes(b"arrived later")
+    office.ok("ingest", str(new), "--case", CASE)
+    third = _jsonl(office.ok("export", "--to", "UA-OPG", "--case", CASE, "--outbox",
+                             str(outbox), "--jsonl").stdout)
+    assert [(r["status"], r["items"]) for r in third] == [("shared", 1)]
+    fourth = _jsonl(office.ok("export", "--to", "UA-OPG", "--case", CASE, "--outbox",
+                              str(outbox), "--jsonl", "--reshare").stdout)
+    assert [(r["status"], r["items"]) for r in fourth] == [("shared", 5)]
+    assert office.ok("custody", "verify").exit_code == 0
+
+
+def test_a_failing_body_does_not_stop_the_others(office: Cli, tmp_path: Path) -> None:
+    key = json.loads(office.ok("body", "show", "UA-OPG", "--json").stdout)["keys"][0]
+    office.ok("body", "key", "revoke", "UA-OPG", key["fingerprint"])
+    outbox = _outbox(tmp_path)
+    result = office("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox", str(outbox),
+                    "--jsonl")
+    assert result.exit_code == 1
+    rows = _jsonl(result.stdout)
+    assert [(r["body"], r["status"]) for r in rows] == [
+        ("ICC-OTP", "shared"), ("UA-OPG", "failed"), ("EUROJUST-JIT", "shared")]
+    assert rows[1]["error"] == ("body UA-OPG: has no active key; add one with "
+                                "`evault body key add UA-OPG`")
+    assert result.stderr == "evault: export failed for UA-OPG; the other bodies succeeded\n"
+    assert len(list(outbox.iterdir())) == 2
+
+
+@pytest.mark.parametrize(
+    "plan,message",
+    [
+        ('[bodies.NOPE]\ncase = "UA-2026-0042"\n', "body NOPE: not found; see `evault body list`"),
+        ('[bodies.ICC-OTP]\nitems = ["EV-000000000000"]\n',
+         "item EV-000000000000: not found (plan for ICC-OTP)"),
+        ('[bodies.ICC-OTP]\ncolour = "red"\ncase = "X"\n',
+         "{p}: [bodies.ICC-OTP]: unknown key 'colour'"),
+        ("[bodies.ICC-OTP\n", "{p}: not valid TOML"),
+    ],
+)
+def test_bad_plans_are_refused_before_anything_is_written(
+    office: Cli, tmp_path: Path, plan: str, message: str
+) -> None:
+    path = tmp_path / "plan.toml"
+    path.write_text(plan)
+    outbox = _outbox(tmp_path)
+    result = office("export", "--plan", str(path), "--outbox", str(outbox))
+    assert result.exit_code in (1, 2)
+    assert result.stderr.startswith("evault: " + message.format(p=path))
+    assert list(outbox.iterdir()) == []
+    assert json.loads(office.ok("package", "list", "--json").stdout) == []
+
+
+def test_plan_selects_per_body(office: Cli, tmp_path: Path) -> None:
+    items = json.loads(office.ok("items", "list", "--json").stdout)
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        "[defaults]\n"
+        f'case = "{CASE}"\n'
+        'purpose = "Fictional mutual legal assistance"\n'
+        '[bodies.ICC-OTP]\nlabel = "restricted-icc"\nreference = "OTP-REQ-17"\n'
+        f'[bodies.UA-OPG]\nitems = ["{items[0]["id"]}", "{items[1]["id"]}"]\n'
+    )
+    outbox = _outbox(tmp_path)
+    rows = _jsonl(office.ok("export", "--plan", str(path), "--outbox", str(outbox),
+                            "--jsonl").stdout)
+    assert [(r["body"], r["items"]) for r in rows] == [("ICC-OTP", 1), ("UA-OPG", 2)]
+    pkg = json.loads(office.ok("package", "show", str(rows[0]["package"]), "--json").stdout)
+    assert (pkg["reference"], pkg["purpose"]) == ("OTP-REQ-17", "Fictional mutual legal assistance")
+
+
+STEPS = ["package.payload_written", "package.before_commit", "package.after_commit",
+         "send.copied", "send.delivered", "send.after_commit", "export.after_body"]
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_rerun_after_a_crash_at_each_step(office: Cli, tmp_path: Path, step: str) -> None:
+    outbox = _outbox(tmp_path)
+    env = {**os.environ, "EVAULT_KEY_STORAGE": "file", "EVAULT_PASSPHRASE": TEST_PASSPHRASE,
+           "EVAULT_CRASH_AT": step}
+    args = [sys.executable, "-m", "vault", "export", "--to", ",".join(BODIES), "--case", CASE,
+            "--outbox", str(outbox), "--vault", str(office.vault), "--jsonl"]
+    crashed = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert crashed.returncode == -9, crashed.stderr
+    assert [p.name for p in outbox.iterdir() if not p.name.endswith(".evpkg")] in (
+        [], [p.name for p in outbox.iterdir() if p.name.startswith(".tmp-")])
+    assert office.ok("custody", "verify").exit_code == 0
+    env.pop("EVAULT_CRASH_AT")
+    rerun = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    statuses = {r["body"]: r["status"] for r in _jsonl(rerun.stdout)}
+    assert set(statuses.values()) <= {"shared", "already shared", "resumed"}
+    packages = json.loads(office.ok("package", "list", "--json").stdout)
+    sent = [p for p in packages if p["state"] == "sent"]
+    assert sorted(p["body"] for p in sent) == sorted(BODIES)  # exactly one per body
+    receipts = json.loads(office.ok("receipt", "list", "--json").stdout)
+    assert sorted(r["package"] for r in receipts) == sorted(p["id"] for p in sent)
+    office.ok("doctor", "--repair")
+    assert [p.name for p in (office.vault / "exports").iterdir() if p.name.startswith(".")] == []
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(f"{p['id']}.evpkg" for p in sent)
+    assert office.ok("custody", "verify").exit_code == 0
+
+
+def test_sharing_report_matches_the_receipts(office: Cli, tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path)
+    office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox", str(outbox))
+    report = json.loads(office.ok("report", "sharing", "--format", "json").stdout)
+    receipts = [json.loads(office.ok("receipt", "show", r["id"], "--json").stdout)["document"]
+                for r in json.loads(office.ok("receipt", "list", "--json").stdout)]
+    by_body = {r["body"]: r for r in report["rows"]}
+    for doc in receipts:
+        assert by_body[doc["body"]]["items"] == len(doc["items"])
+        assert by_body[doc["body"]]["sent"] == 1
+    assert report["totals"]["items"] == sum(len(d["items"]) for d in receipts)
+    assert report["totals"]["packages"] == len(receipts) == 3
+    table = office.ok("report", "sharing", "--format", "table").stdout.splitlines()
+    assert table[0].split() == ["body", "packages", "items", "bytes", "references", "sent",
+                                "acknowledged", "median_hours_to_ack"]
+    assert table[-1].startswith("TOTAL")
+    md = office.ok("report", "sharing", "--format", "md", "--body", "ICC-OTP").stdout
+    assert "| ICC-OTP | 1 | 5 |" in md and "file-0.txt" not in md
+    csv = office.ok("report", "sharing", "--format", "csv").stdout.splitlines()
+    assert csv[0] == "body,packages,items,bytes,references,sent,acknowledged,median_hours_to_ack"
+    future = office.ok("report", "sharing", "--since", "2100-01-01T00:00:00Z", "--format",
+                       "json").stdout
+    assert json.loads(future)["totals"]["packages"] == 0
+
+
+def test_custody_report(office: Cli, tmp_path: Path) -> None:
+    item = json.loads(office.ok("items", "list", "--json").stdout)[0]["id"]
+    office.ok("custody", "checkpoint")
+    md = office.ok("report", "custody", item, "--format", "md").stdout
+    assert md.startswith(f"# Chain of custody: {item}")
+    assert "item.ingested" in md and "included (proof verified)" in md
+    assert "registry-office" in md and "file-0.txt" not in md
+    page = office.ok("report", "custody", item, "--format", "html").stdout
+    assert page.startswith("<!DOCTYPE html>") and "item.ingested" in page

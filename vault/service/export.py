@@ -1,0 +1,270 @@
+"""Bulk export: one package per body, only what each body may receive, idempotent and resumable.
+
+    >>> plans = plans_for_case(["ICC-OTP", "UA-OPG"], "UA-2026-0042")          # doctest: +SKIP
+    >>> [r.status for r in export(vault, plans, outbox=Path("/mnt/transfer"))]  # doctest: +SKIP
+    ['shared', 'shared']
+
+For each body: the selected items, less those its release rules forbid, less those already
+sent to it (unless ``reshare``), go into one package, which is built into the vault's
+``exports/`` folder and then sent to the outbox. A re-run after success makes nothing new
+("already shared"); a re-run after an interruption sends a package that was built but not
+sent ("resumed") instead of building a duplicate, and ``send`` itself never leaves a partial
+file in the outbox nor signs two receipts. A failing body does not stop the others.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from vault.clock import utcnow
+from vault.errors import NotFoundError, UsageError, VaultError
+from vault.faults import crash_point
+from vault.service.packaging import create_package, select_items, send_package
+from vault.service.vaults import Vault
+from vault.store.models import Body, Case, Item, Package, PackageItem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+EXPORTS = "exports"
+PLAN_KEYS = {"case", "label", "tags", "items", "reference", "purpose"}
+
+
+@dataclass(frozen=True)
+class BodyPlan:
+    """What one body should receive."""
+
+    body: str
+    case: str | None = None
+    label: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    items: tuple[str, ...] = ()
+    reference: str | None = None
+    purpose: str | None = None
+
+
+@dataclass
+class BodyResult:
+    """What happened for one body (one ``--jsonl`` line)."""
+
+    body: str
+    status: str
+    items: int = 0
+    bytes: int = 0
+    package: str | None = None
+    receipt: str | None = None
+    withheld: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        """True if this body's export failed."""
+        return self.status == "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Stable fields for scripts."""
+        return {
+            "body": self.body,
+            "status": self.status,
+            "package": self.package,
+            "receipt": self.receipt,
+            "items": self.items,
+            "bytes": self.bytes,
+            "withheld": self.withheld,
+            "error": self.error,
+        }
+
+
+def plans_for_case(bodies: Sequence[str], case: str) -> list[BodyPlan]:
+    """The same case for every body."""
+    return [BodyPlan(body=b, case=case) for b in bodies]
+
+
+def load_plan(path: Path, only: Sequence[str] = ()) -> list[BodyPlan]:
+    """Read a plan file: one ``[bodies.ID]`` table per body with case, label, tags, items,
+    reference, purpose (and ``[defaults]`` for all). ``only`` restricts it to some bodies.
+    """
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such plan file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not valid TOML ({e})") from None
+    unknown = set(data) - {"defaults", "bodies"}
+    if unknown:
+        raise UsageError(f"{path}: unknown table {sorted(unknown)[0]!r}; use [defaults] and "
+                         "[bodies.ID]")
+    defaults = data.get("defaults", {})
+    bodies = data.get("bodies", {})
+    if not isinstance(bodies, dict) or not bodies:
+        raise UsageError(f"{path}: no [bodies.ID] table; the plan names no body")
+    plans = []
+    for body_id, entry in bodies.items():
+        where = f"{path}: [bodies.{body_id}]"
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where} must be a table")
+        merged = {**defaults, **entry}
+        bad = set(merged) - PLAN_KEYS
+        if bad:
+            raise UsageError(f"{where}: unknown key {sorted(bad)[0]!r}")
+        tags = merged.get("tags", {})
+        items = merged.get("items", [])
+        if not isinstance(tags, dict) or not isinstance(items, list):
+            raise UsageError(f"{where}: tags must be a table and items a list")
+        for name in ("case", "label", "reference", "purpose"):
+            if merged.get(name) is not None and not isinstance(merged[name], str):
+                raise UsageError(f"{where}: {name} must be a string")
+        if not items and not merged.get("case"):
+            raise UsageError(f"{where}: give items or a case")
+        plans.append(BodyPlan(
+            body=body_id,
+            case=merged.get("case") if not items else None,
+            label=merged.get("label"),
+            tags=tuple(sorted((str(k), str(v)) for k, v in tags.items())),
+            items=tuple(str(i) for i in items),
+            reference=merged.get("reference"),
+            purpose=merged.get("purpose"),
+        ))
+    if only:
+        named = {p.body for p in plans}
+        missing = [b for b in only if b not in named]
+        if missing:
+            raise UsageError(f"--to {missing[0]}: not in the plan {path}")
+        plans = [p for p in plans if p.body in only]
+    return plans
+
+
+def validate(vault: Vault, plans: Sequence[BodyPlan]) -> None:
+    """Refuse unknown bodies, cases and items before anything is written."""
+    with vault.transaction() as session:
+        for plan in plans:
+            if session.get(Body, plan.body) is None:
+                raise NotFoundError(f"body {plan.body}: not found; see `evault body list`")
+            if plan.case and session.get(Case, plan.case) is None:
+                raise NotFoundError(f"case {plan.case}: not found; see `evault case list`")
+            for item_id in plan.items:
+                if session.get(Item, item_id) is None:
+                    raise NotFoundError(f"item {item_id}: not found (plan for {plan.body})")
+
+
+Progress = Callable[[str, int, int, int, int], None]
+"""(body, bodies done, bodies total, bytes done, bytes total)."""
+
+
+def export(
+    vault: Vault,
+    plans: Sequence[BodyPlan],
+    *,
+    outbox: Path,
+    dry_run: bool = False,
+    reshare: bool = False,
+    as_name: str | None = None,
+    progress: Progress | None = None,
+    now: datetime | None = None,
+) -> list[BodyResult]:
+    """Export to every planned body; each body's failure is kept in its result."""
+    if not outbox.is_dir():
+        raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
+    validate(vault, plans)
+    exports = vault.root / EXPORTS
+    exports.mkdir(mode=0o700, exist_ok=True)
+    wanted = [_decide(vault, plan, reshare) for plan in plans]
+    total = sum(w[2] for w in wanted)
+    done_bytes = 0
+    results = []
+    for n, (plan, (item_ids, withheld, size, pending)) in enumerate(zip(plans, wanted,
+                                                                          strict=True)):
+        result = BodyResult(body=plan.body, status="", withheld=withheld)
+        try:
+            result = _one(vault, plan, item_ids, withheld, size, pending, outbox=outbox,
+                          exports=exports, dry_run=dry_run, as_name=as_name, now=now)
+        except VaultError as e:
+            result.status, result.error = "failed", str(e)
+        results.append(result)
+        crash_point("export.after_body")
+        done_bytes += size
+        if progress:
+            progress(plan.body, n + 1, len(plans), done_bytes, total)
+    return results
+
+
+def _decide(
+    vault: Vault, plan: BodyPlan, reshare: bool
+) -> tuple[list[str], list[str], int, str | None]:
+    """(items to send, items withheld by release rules, their bytes, a built-unsent package)."""
+    with vault.transaction() as session:
+        try:
+            items = select_items(session, item_ids=plan.items, case=plan.case, label=plan.label,
+                                 tags=plan.tags)
+        except NotFoundError:
+            items = []
+        rules = vault.config.release_rules
+        allowed: list[Item] = []
+        withheld: list[Item] = []
+        for item in items:
+            blocked = any(
+                lbl.label in rules and plan.body not in rules[lbl.label] for lbl in item.labels
+            )
+            (withheld if blocked else allowed).append(item)
+        shared = set(session.scalars(
+            select(PackageItem.item_id).join(Package).where(
+                Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged")))
+        ))
+        todo = allowed if reshare else [i for i in allowed if i.id not in shared]
+        ids = [i.id for i in todo]
+        pending = None
+        if ids and not reshare:
+            for pkg in session.scalars(select(Package).where(
+                    Package.body_id == plan.body, Package.state == "built")):
+                if [pi.item_id for pi in pkg.items] == ids and Path(pkg.path).is_file():
+                    pending = pkg.id
+        return ids, [i.id for i in withheld], sum(i.size for i in todo), pending
+
+
+def _one(
+    vault: Vault,
+    plan: BodyPlan,
+    item_ids: list[str],
+    withheld: list[str],
+    size: int,
+    pending: str | None,
+    *,
+    outbox: Path,
+    exports: Path,
+    dry_run: bool,
+    as_name: str | None,
+    now: datetime | None,
+) -> BodyResult:
+    result = BodyResult(body=plan.body, status="", items=len(item_ids), bytes=size,
+                        withheld=withheld)
+    if not item_ids:
+        with vault.transaction() as session:
+            any_shared = session.scalar(select(Package.id).where(
+                Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged"))))
+        result.status = "already shared" if any_shared else "nothing to share"
+        return result
+    if dry_run:
+        result.status = "would resume" if pending else "would share"
+        result.package = pending
+        return result
+    if pending is None:
+        built = create_package(
+            vault, body_id=plan.body, item_ids=item_ids, reference=plan.reference,
+            purpose=plan.purpose, as_name=as_name, directory=exports, now=now,
+        )
+        pending, result.status = built["id"], "shared"
+    else:
+        result.status = "resumed"
+    sent = send_package(vault, pending, outbox=outbox, as_name=as_name, now=now or utcnow())
+    result.package, result.receipt = sent["id"], sent["receipt"]
+    result.bytes = sent["bytes"]
+    return result
