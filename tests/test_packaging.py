@@ -258,10 +258,10 @@ def test_send_and_receipts(world: World) -> None:
     assert world.office.ok("custody", "verify").exit_code == 0
 
 
-def test_create_and_send_in_one_step(world: World) -> None:
+def test_create_and_send_in_one_step(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     outbox = world.tmp / "usb"
     outbox.mkdir()
-    os.chdir(world.tmp)
+    monkeypatch.chdir(world.tmp)
     result = world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "--send",
                              "--outbox", str(outbox), "--json")
     data = json.loads(result.stdout)

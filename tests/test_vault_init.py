@@ -158,8 +158,13 @@ def test_help_and_version_import_no_heavy_modules() -> None:
         "print('HEAVY', heavy)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ}
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        cwd=Path(__file__).resolve().parent.parent,
     )
+    assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "HEAVY []", out.stdout + out.stderr
 
 
