@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from vault import __version__
-from vault.errors import VaultError
+from vault.errors import NotFoundError, VaultError
 
 if TYPE_CHECKING:
     from vault.service.vaults import Vault
@@ -120,6 +120,15 @@ def with_vault(f: Callable[..., Any]) -> Callable[..., Any]:
             v.close()
 
     return vault_option(wrapper)
+
+
+def read_card(path: Path) -> bytes:
+    """A contact card's bytes; a fifo or device (which could block forever) is refused."""
+    from vault.errors import VerificationError
+
+    if not path.is_file():
+        raise VerificationError(f"{path}: is not a regular file")
+    return path.read_bytes()
 
 
 def say(message: str) -> None:
@@ -539,7 +548,7 @@ def body_key_add(
     data = add_body_key(
         vault,
         body_id,
-        card=card.read_bytes() if card else None,
+        card=read_card(card) if card else None,
         age_recipient=age_recipient,
         ssh_key=ssh_key,
         pin=pin,
@@ -919,6 +928,8 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
 
     if output is not None and output.exists():
         raise click.UsageError(f"{output} exists; choose another file")
+    if output is not None and not output.absolute().parent.is_dir():
+        raise NotFoundError(f"{output.absolute().parent}: no such folder")
     note = make_checkpoint(vault, as_name)
     write_or_print(note, output)
 
@@ -1417,7 +1428,7 @@ def contact_add(
     """
     from vault.service.contacts import add_contact
 
-    data = add_contact(vault, card.read_bytes(), pin=pin, as_name=as_name)
+    data = add_contact(vault, read_card(card), pin=pin, as_name=as_name)
     emit_record(data, as_json)
     if not as_json:
         say(f"added contact {data['name']} ({data['fingerprint']})")

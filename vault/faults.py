@@ -23,7 +23,9 @@ STEPS = (
     "send.after_commit",
     "export.after_body",
     "ack.before_commit",
+    "ack.after_commit",
     "import.before_commit",
+    "import.after_commit",
 )
 
 

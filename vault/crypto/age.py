@@ -821,7 +821,11 @@ class AgeWriter(io.BufferedIOBase):
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
         self._pt = bytearray(CHUNK_SIZE)
         self._pt_fill = 0
-        self._out = bytearray(_BATCH_CHUNKS * ENC_CHUNK_SIZE)
+        self._pt_used = 0  # high-water mark of _pt: what _wipe must clear
+        # The output batch is allocated on the first seal, and a file sealed in a single
+        # chunk gets a buffer of just its size: a megabyte zeroed and freed per file was
+        # most of the cost of ingesting many small files.
+        self._out = bytearray()
         self._out_mv = memoryview(self._out)
         self._out_fill = 0
         self._counter = 0
@@ -839,10 +843,15 @@ class AgeWriter(io.BufferedIOBase):
     def _seal(self, pt: memoryview, last: bool) -> None:
         if self._counter == _MAX_COUNTER:
             raise UsageError("age: plaintext too long for one file")
-        if self._out_fill + ENC_CHUNK_SIZE > len(self._out):
+        need = len(pt) + TAG_SIZE
+        if self._out_fill + need > len(self._out):
             self._drain()
+            if need > len(self._out):
+                self._out_mv.release()
+                self._out = bytearray(need if last else _BATCH_CHUNKS * ENC_CHUNK_SIZE)
+                self._out_mv = memoryview(self._out)
         nonce = _stream_nonce(self._counter, last)
-        end = self._out_fill + len(pt) + TAG_SIZE
+        end = self._out_fill + need
         if _HAS_INTO:
             self._aead.encrypt_into(nonce, pt, None, self._out_mv[self._out_fill : end])
         else:
@@ -880,6 +889,7 @@ class AgeWriter(io.BufferedIOBase):
             take = min(CHUNK_SIZE - self._pt_fill, total - pos)
             self._pt[self._pt_fill : self._pt_fill + take] = mv[pos : pos + take]
             self._pt_fill += take
+            self._pt_used = max(self._pt_used, self._pt_fill)
             pos += take
         self._written += total
         return total
@@ -916,7 +926,8 @@ class AgeWriter(io.BufferedIOBase):
 
     def _wipe(self) -> None:
         if hasattr(self, "_pt"):
-            self._pt[:] = bytes(len(self._pt))
+            # Only the bytes ever filled can hold plaintext.
+            self._pt[: self._pt_used] = bytes(self._pt_used)
             self._pt_fill = 0
             self._out_fill = 0
 

@@ -103,7 +103,7 @@ class VerifyKey:
             )
         try:
             blob = base64.b64decode(parts[1], validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: a character outside ASCII
             raise UsageError("ssh public key: the key is not valid base64") from None
         return cls.from_ssh_blob(blob)
 

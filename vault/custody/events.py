@@ -109,7 +109,11 @@ class Event:
             raise VerificationError(f"custody event: {e}") from None
         if set(obj) != set(event.to_dict()):
             raise VerificationError("custody event: unexpected or missing fields")
-        if event.encode() != body:
+        try:
+            canonical = event.encode()
+        except ValueError as e:  # an unknown action, a float or an over-large integer
+            raise VerificationError(f"custody event: {e}") from None
+        if canonical != body:
             raise VerificationError("custody event: bytes are not in canonical form")
         return event
 

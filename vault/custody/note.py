@@ -116,7 +116,7 @@ class NoteVerifier:
             raise UsageError(f"note verifier key {name}: expected name+<8 hex digits>+<base64 key>")
         try:
             typed_key = base64.b64decode(key_b64, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: not ASCII
             raise UsageError(f"note verifier key {name}: the key is not valid base64") from None
         if typed_key[:1] != ED25519_TYPE or len(typed_key) != 1 + 32:
             raise UsageError(
@@ -219,7 +219,7 @@ def _parse_signature_line(line: str) -> tuple[str, bytes, bytes]:
         raise VerificationError(f"signed note: signature line: {problem}")
     try:
         blob = base64.b64decode(sig_b64, validate=True)
-    except binascii.Error:
+    except (binascii.Error, ValueError):  # ValueError: not ASCII
         raise VerificationError(f"signed note: signature by {name} is not valid base64") from None
     if len(blob) <= KEY_ID_SIZE:
         raise VerificationError(f"signed note: signature by {name} is shorter than a key id")
@@ -328,7 +328,7 @@ class Checkpoint:
             )
         try:
             root_hash = base64.b64decode(hash_line, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: not ASCII
             root_hash = b""
         # Only the canonical encoding is accepted, so one tree head has one text.
         if len(root_hash) != HASH_SIZE or _b64(root_hash) != hash_line:

@@ -44,14 +44,14 @@ it reports a payload file whose name contains ``%`` as missing; this module foll
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import tarfile
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from vault.errors import UsageError, VerificationError
 from vault.formats.safetar import (
@@ -82,6 +82,7 @@ BAGIT_TXT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 MAX_TAG_FILE_SIZE = 16 << 20
 """Tag files are held in memory while a bag is read; larger ones are refused."""
 
+_T = TypeVar("_T")
 _DEFAULT_LIMITS = Limits()
 _MANIFEST = "manifest-sha256.txt"
 _TAGMANIFEST = "tagmanifest-sha256.txt"
@@ -89,7 +90,7 @@ _MANIFEST_NAME = re.compile(r"(tag)?manifest-([^/]+)\.txt")
 _RESERVED_LABELS = {"bagging-date", "payload-oxum"}
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _MANIFEST_LINE = re.compile(r"([0-9A-Fa-f]{64})[ \t]+([^ \t].*)")
-_OXUM = re.compile(r"([0-9]+)\.([0-9]+)")
+_OXUM = re.compile(r"([0-9]{1,20})\.([0-9]{1,20})")  # bounded: int() of 4300+ digits raises
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PERCENT_ESCAPE = re.compile(r"%(25|0[AaDd])")
 _UNESCAPE = {"25": "%", "0A": "\n", "0D": "\r"}
@@ -182,35 +183,34 @@ def _is_reserved_top_level(rel: str) -> bool:
 _OPEN, _FINISHED, _CLOSED, _FAILED = "open", "finished", "closed", "failed"
 
 
-class _HashingReader:
-    """Hands tarfile exactly ``size`` bytes of ``src``, hashing them on the way."""
+_BLOCK = tarfile.BLOCKSIZE
+_RECORD = tarfile.RECORDSIZE
+# Chunks large enough that per-chunk overhead vanishes next to the hashing and the
+# encryption behind them, small enough that a bag streams in a few MiB of memory.
+_COPY_CHUNK = 512 * 1024
+_READ_CHUNK = 256 * 1024
+# From this size on, a payload is hashed on a helper thread while the next chunk is read
+# and the current one written: hashlib releases the GIL, so on two cores the copy costs
+# max(hash, the rest) instead of their sum. One thread serves a whole bag.
+_THREADED_HASH_MIN = 256 * 1024
 
-    def __init__(self, src: BinaryIO, size: int, shown: str) -> None:
-        self._src = src
-        self._remaining = size
-        self._size = size
-        self._shown = shown
-        self.sha256 = hashlib.sha256()
 
-    def read(self, n: int = -1) -> bytes:
-        want = self._remaining if n < 0 else min(n, self._remaining)
-        parts: list[bytes] = []
-        got = 0
-        # A pipe or decrypting stream may return short reads before its end; tarfile
-        # would take a short read for the end of data, so fill the request here.
-        while got < want:
-            chunk = self._src.read(want - got)
-            if not chunk:
-                raise VerificationError(
-                    f"payload {self._shown}: source ended after "
-                    f"{self._size - self._remaining + got} of {self._size} bytes"
-                )
-            parts.append(chunk)
-            got += len(chunk)
-        data = b"".join(parts)
-        self._remaining -= got
-        self.sha256.update(data)
-        return data
+def _read_exactly(src: BinaryIO, view: memoryview) -> int:
+    """Fill ``view`` from ``src`` (a decrypting stream may return short reads before its
+    end); fewer bytes only at the end of the source."""
+    readinto = getattr(src, "readinto", None)
+    got = 0
+    while got < len(view):
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            data = src.read(len(view) - got)
+            n = len(data)
+            view[got : got + n] = data
+        if not n:
+            break
+        got += n
+    return got
 
 
 class BagWriter:
@@ -232,11 +232,14 @@ class BagWriter:
                 bagging_date.year, bagging_date.month, bagging_date.day, tzinfo=timezone.utc
             ).timestamp()
         )
-        # tarfile's default record and copy buffer sizes stream fastest (measured), so
-        # they are left alone.
-        self._tar = tarfile.open(  # noqa: SIM115 - closed by close()
-            fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, encoding="utf-8"
-        )
+        # The tar stream is written here, headers by tarfile's TarInfo.tobuf, exactly as
+        # tarfile's "w|" mode would lay it out (PAX format, UTF-8, 512-byte blocks, the
+        # end padded to a 10240-byte record). Payload goes to ``out`` in 512 KiB writes:
+        # tarfile's stream re-slices every write into 10 KiB records, which cost more
+        # than the encryption behind it.
+        self._out = out
+        self._offset = 0
+        self._pool: ThreadPoolExecutor | None = None
         self._state = _OPEN
         self._names: set[str] = set()
         self._folders: set[str] = {"data"}
@@ -259,21 +262,86 @@ class BagWriter:
         info.uname = info.gname = ""
         return info
 
+    def _write(self, data: bytes | memoryview) -> None:
+        self._out.write(data)
+        self._offset += len(data)
+
+    def _header(self, info: tarfile.TarInfo) -> None:
+        self._write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
+
+    def _pad(self, size: int) -> None:
+        if size % _BLOCK:
+            self._write(bytes(_BLOCK - size % _BLOCK))
+
     def _add_folder(self, rel: str) -> None:
-        self._tar.addfile(self._info(rel, 0, folder=True))
+        self._header(self._info(rel, 0, folder=True))
 
     def _add_bytes(self, rel: str, data: bytes, *, in_tagmanifest: bool) -> str:
-        reader = _HashingReader(io.BytesIO(data), len(data), rel)
-        self._guarded(lambda: self._tar.addfile(self._info(rel, len(data)), reader))
-        digest = reader.sha256.hexdigest()
+        def write() -> None:
+            self._header(self._info(rel, len(data)))
+            self._write(data)
+            self._pad(len(data))
+
+        self._guarded(write)
+        digest = hashlib.sha256(data).hexdigest()
         if in_tagmanifest:
             self._tag_digests[rel] = digest
         return digest
 
-    def _guarded(self, action: Callable[[], object]) -> None:
+    def _copy_payload(self, rel: str, src: BinaryIO, size: int) -> str:
+        """Header, exactly ``size`` bytes of ``src``, padding; returns their SHA-256."""
+        shown = printable(rel)
+        self._header(self._info(rel, size))
+        digest = hashlib.sha256()
+        pool = self._hash_pool() if size >= _THREADED_HASH_MIN else None
+        # At least four chunks a file when threaded, so that most of its hashing overlaps.
+        step = max(64 * 1024, min(_COPY_CHUNK, size // 4)) if pool else min(_COPY_CHUNK, size)
+        buffers = [bytearray(step) for _ in range(2)]
+        pending: Future[None] | None = None
+        done = 0
         try:
-            action()
+            while done < size:
+                # Two buffers: one is being hashed while the other is filled and written;
+                # a buffer is refilled only after its hash finished (``pending`` below).
+                view = memoryview(buffers[(done // step) % 2])[: min(step, size - done)]
+                n = _read_exactly(src, view)
+                if n < len(view):
+                    raise VerificationError(
+                        f"payload {shown}: source ended after {done + n} of {size} bytes"
+                    )
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if pool is not None:
+                    pending = pool.submit(digest.update, view)
+                else:
+                    digest.update(view)
+                self._write(view)
+                done += n
+            if pending is not None:
+                pending.result()
+        finally:
+            if pending is not None:
+                # an error left a hash running on a buffer: let it finish first
+                pending.exception()
+        self._pad(size)
+        return digest.hexdigest()
+
+    def _hash_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1)
+        return self._pool
+
+    def _stop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _guarded(self, action: Callable[[], _T]) -> _T:
+        try:
+            return action()
         except BaseException:
+            self._stop_pool()
             self._state = _FAILED
             raise
 
@@ -322,14 +390,13 @@ class BagWriter:
             raise UsageError(f"payload {printable(path)}: absolute paths are not allowed")
         rel = f"data/{path}"
         self._claim(rel, f"payload {path}")
-        reader = _HashingReader(src, size, printable(rel))
-        self._guarded(lambda: self._tar.addfile(self._info(rel, size), reader))
+        digest = self._guarded(lambda: self._copy_payload(rel, src, size))
         if src.read(1):
+            self._stop_pool()
             self._state = _FAILED
             raise VerificationError(
                 f"payload {printable(rel)}: source holds more than the declared {size} bytes"
             )
-        digest = reader.sha256.hexdigest()
         self._manifest[rel] = digest
         self._octets += size
         return digest
@@ -394,7 +461,15 @@ class BagWriter:
     def close(self) -> None:
         """End the tar stream (end-of-archive marker and padding); ``out`` is left open."""
         self._require(_FINISHED, action="close the bag")
-        self._guarded(self._tar.close)
+
+        def end() -> None:
+            # Two zero blocks end the archive; zeros fill the last record, as tar -b20 does.
+            trailer = 2 * _BLOCK
+            trailer += -(self._offset + trailer) % _RECORD
+            self._write(bytes(trailer))
+
+        self._stop_pool()
+        self._guarded(end)
         self._state = _CLOSED
 
 
@@ -516,6 +591,7 @@ class _BagReader:
         self.info_problems: list[str] = []
         self.oxum: tuple[int, int] | None = None
         self.oxum_text = ""
+        self.pool: ThreadPoolExecutor | None = None  # hashes payload, shut down by read_bag
 
     def bag_path(self, name: str) -> str:
         """Path relative to the bag folder; with no root given, the first file fixes it."""
@@ -552,17 +628,35 @@ class _BagReader:
     ) -> str:
         digest = hashlib.sha256()
         out = self.extraction.create(rel) if self.extraction is not None else None
+        # A large payload file is hashed on a helper thread while the next chunk is read
+        # (decrypted) and this one written out; each chunk is a new bytes object.
+        pool = self._hash_pool() if keep is None and member.size >= _THREADED_HASH_MIN else None
+        pending: Future[None] | None = None
         try:
-            for chunk in member_chunks(tf, member):
-                digest.update(chunk)
+            for chunk in member_chunks(tf, member, chunk_size=_READ_CHUNK):
+                if pool is not None:
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(digest.update, chunk)
+                else:
+                    digest.update(chunk)
                 if out is not None:
                     out.write(chunk)
                 if keep is not None:
                     keep.append(chunk)
+            if pending is not None:
+                pending.result()
         finally:
+            if pending is not None:
+                pending.exception()  # an error left a hash running: let it finish first
             if out is not None:
                 out.close()
         return digest.hexdigest()
+
+    def _hash_pool(self) -> ThreadPoolExecutor:
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1)
+        return self.pool
 
     def _check_oxum_bound(self, member: tarfile.TarInfo, rel: str) -> None:
         # Only when bag-info.txt came before the payload; BagWriter puts it last, and then
@@ -758,3 +852,6 @@ def read_bag(
         if extraction is not None:
             extraction.discard()
         raise
+    finally:
+        if reader.pool is not None:
+            reader.pool.shutdown(wait=True)

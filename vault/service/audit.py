@@ -29,9 +29,11 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from vault.clock import as_utc, isoformat, parse_iso
 from vault.crypto import sshsig
 from vault.crypto.age import AgeIdentity
 from vault.crypto.keys import VerifyKey
@@ -92,12 +94,17 @@ class Trust:
     vault_keys: tuple[VerifyKey, ...] = ()
     source: str | None = None
     has_vault: bool = False
+    revoked: tuple[tuple[VerifyKey, datetime], ...] = ()
+    """Keys the vault knew and revoked (and trusts nowhere else), with the time: what they
+    signed before it still verifies, with a note; what is dated after it is refused."""
 
     @classmethod
     def build(cls, allowed_signers: Path | None, vault: Vault | None) -> Trust:
         """Trust from an allowed_signers file and/or a vault's known senders."""
         signers: list[sshsig.AllowedSigner] = []
         if allowed_signers is not None:
+            if not allowed_signers.is_file():  # a fifo or device would block or never end
+                raise UsageError(f"{allowed_signers}: not an allowed_signers text file")
             try:
                 text = allowed_signers.read_text(encoding="utf-8")
             except UnicodeDecodeError:
@@ -107,17 +114,37 @@ class Trust:
             except UsageError as e:
                 raise UsageError(f"{allowed_signers}: {e}") from None
         keys: list[VerifyKey] = []
+        revoked: dict[VerifyKey, datetime] = {}
         if vault is not None:
             from vault.service.contacts import known_senders
 
             with vault.transaction() as session:
                 keys = list(known_senders(session).values())
+                revoked = _revoked_keys(session, set(keys))
         return cls(
             signers=tuple(signers),
             vault_keys=tuple(keys),
             source=str(allowed_signers) if allowed_signers is not None else None,
             has_vault=vault is not None,
+            revoked=tuple(revoked.items()),
         )
+
+    def revocation(self, key: VerifyKey) -> datetime | None:
+        """When the vault revoked ``key``, if it did (and trusts it nowhere else)."""
+        return next((when for k, when in self.revoked if k == key), None)
+
+    def dated(self, signer: VerifyKey, signed_at: str, label: str) -> str:
+        """A note for a document signed by a revoked key before its revocation ("" if the
+        key is not revoked); VerificationError if the document is dated after it."""
+        revoked = self.revocation(signer)
+        if revoked is None:
+            return ""
+        if parse_iso(signed_at) > revoked:  # same second: as custody verify and import
+            raise VerificationError(
+                f"{label}: dated {signed_at}, after its signer's key {signer.fingerprint} was "
+                f"revoked at {isoformat(revoked)}; do not rely on it"
+            )
+        return f"; note: signed before its key was revoked at {isoformat(revoked)}"
 
     def keys(self, namespace: str) -> list[VerifyKey]:
         """Every key trusted to sign documents of ``namespace``."""
@@ -163,8 +190,26 @@ class Trust:
         except VerificationError:
             return keys
         if signer not in keys:
+            if self.revocation(signer) is not None:
+                return [*keys, signer]  # then trusted only for what it signed before (dated)
             raise self.untrusted(signer, namespace, label)
         return keys
+
+
+def _revoked_keys(session: Any, active: set[VerifyKey]) -> dict[VerifyKey, datetime]:
+    """Every revoked contact, body key and identity key of a vault (not active elsewhere)."""
+    from sqlalchemy import select
+
+    from vault.store.models import BodyKey, Contact, IdentityKey
+
+    out: dict[VerifyKey, datetime] = {}
+    for model in (Contact, BodyKey, IdentityKey):
+        for row in session.scalars(select(model).where(model.revoked_at.is_not(None))):
+            key = VerifyKey(row.signing_key)
+            if key not in active:
+                when = as_utc(row.revoked_at)
+                out[key] = min(when, out.get(key, when))
+    return out
 
 
 def recipient_keys(vault: Vault, as_name: str | None) -> list[AgeIdentity]:
@@ -297,15 +342,18 @@ def _check_package(
         done = "envelope and payload digest verified"
     else:
         report = inspect_package(path, trusted=keys, identities=identities)
-        if report.sender_key not in trust.keys(fmt.STATEMENT_NAMESPACE):
+        if report.sender_key not in trust.keys(fmt.STATEMENT_NAMESPACE) and trust.revocation(
+                report.sender_key) is None:
             raise trust.untrusted(report.sender_key, fmt.STATEMENT_NAMESPACE,
                                   f"package {report.package_id}: statement")
         assert report.statement is not None
         done = (f"envelope, payload, bag, statement, {len(report.statement.items)} item(s) and "
                 f"{report.custody_events} custody event(s) verified")
     envelope = report.envelope
+    note = trust.dated(report.sender_key, envelope.created_at, label)
     return _Checked(
-        f"package {envelope.package_id} from {envelope.sender.name} for {envelope.body}, {done}",
+        f"package {envelope.package_id} from {envelope.sender.name} for {envelope.body}, "
+        f"{done}{note}",
         envelope.package_id, envelope.sender.fingerprint,
     )
 
@@ -328,10 +376,11 @@ def _check_envelope(path: Path, trust: Trust, identities: Sequence[AgeIdentity])
         raise VerificationError(f"{label}: signed by {signer.fingerprint}, but the sender named "
                                 f"inside is {envelope.sender.name} {envelope.sender.fingerprint}")
     _embedded_checkpoint(envelope.checkpoint, signer, label)
+    note = trust.dated(signer, envelope.created_at, label)
     return _Checked(
         f"envelope of package {envelope.package_id} from {envelope.sender.name} for "
         f"{envelope.body}, signature and checkpoint verified; check payload.age against its "
-        "payload_sha256",
+        f"payload_sha256{note}",
         envelope.package_id, signer.fingerprint,
     )
 
@@ -343,9 +392,11 @@ def _check_statement(path: Path, trust: Trust, identities: Sequence[AgeIdentity]
     signature = _signature_of(path, label)
     keys = trust.require(signature, fmt.STATEMENT_NAMESPACE, label)
     statement = fmt.verify_statement(data, signature, keys)
+    signer = next(k for k in keys if k.fingerprint == statement.sender.fingerprint)
+    note = trust.dated(signer, statement.created_at, label)
     return _Checked(
         f"statement of package {statement.package_id} from {statement.sender.name} for "
-        f"{statement.body}, {len(statement.items)} item(s), signature verified",
+        f"{statement.body}, {len(statement.items)} item(s), signature verified{note}",
         statement.package_id, statement.sender.fingerprint,
     )
 
@@ -359,10 +410,11 @@ def _check_receipt(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) 
     receipt = rfmt.verify_receipt(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == receipt.sender.fingerprint)
     checkpoint = _embedded_checkpoint(receipt.checkpoint, signer, label)
+    note = trust.dated(signer, receipt.sent_at, label)
     return _Checked(
         f"sharing receipt {receipt.receipt_id} of package {receipt.package_id} to "
         f"{receipt.body} from {receipt.sender.name}, {len(receipt.items)} item(s), signature "
-        f"and checkpoint (size {checkpoint.size}) verified",
+        f"and checkpoint (size {checkpoint.size}) verified{note}",
         receipt.receipt_id, receipt.sender.fingerprint,
     )
 
@@ -376,16 +428,20 @@ def _check_ack(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _
     ack = rfmt.verify_ack(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == ack.recipient.fingerprint)
     checkpoint = _embedded_checkpoint(ack.checkpoint, signer, label)
+    note = trust.dated(signer, ack.received_at, label)
     return _Checked(
         f"acknowledgement of package {ack.package_id} for {ack.body} by {ack.recipient.name}, "
-        f"{len(ack.items)} item(s), signature and checkpoint (size {checkpoint.size}) verified",
+        f"{len(ack.items)} item(s), signature and checkpoint (size {checkpoint.size}) "
+        f"verified{note}",
         ack.package_id, ack.recipient.fingerprint,
     )
 
 
 def _check_card(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
     card = load_card(path.read_bytes())
-    known = ("a trusted key" if trust.knows(card.signing_key)
+    revoked = trust.revocation(card.signing_key)
+    known = (f"its key was revoked at {isoformat(revoked)}; do not trust it" if revoked
+             else "a trusted key" if trust.knows(card.signing_key)
              else "confirm it with its holder before trusting it")
     return _Checked(
         f"contact card of {card.name}, fingerprint {card.fingerprint}, self-signature "

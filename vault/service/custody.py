@@ -15,19 +15,22 @@ commands produce one consistent log.
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, create_engine, func, insert, select
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import NullPool
 
 from vault.clock import as_utc, isoformat, utcnow
 from vault.crypto.keys import VerifyKey
-from vault.custody.events import Event
+from vault.custody.events import ACTIONS, EVENT_TYPE, EVENT_VERSION, Event
 from vault.custody.merkle import (
+    HASH_SIZE,
     Frontier,
     consistency_proof,
     inclusion_proof,
@@ -111,10 +114,60 @@ class CustodyLog:
         )
         self._session.add(row)
         self._frontier.append(leaf)
+        self._update_head()
+        return row
+
+    def append_many(
+        self,
+        actor: KeyPair,
+        entries: Sequence[tuple[str, str, dict[str, Any], dict[str, str]]],
+        *,
+        now: datetime | None = None,
+    ) -> list[int]:
+        """Sign and append events given as (action, subject, details, digests), in order.
+
+        The same events as as many :meth:`append` calls, inserted in one statement with
+        one head update: what a batch of thousands of intakes needs. Returns their seqs.
+        """
+        if not entries:
+            return []
+        if actor.signing.public.fingerprint != actor.fingerprint:
+            raise ValueError("the signing key is not the event's actor")
+        time = now or utcnow()
+        rows: list[dict[str, Any]] = []
+        for action, subject, details, digests in entries:
+            event = Event(
+                log=self._origin,
+                seq=self._frontier.size,
+                time=time,
+                actor=actor.fingerprint,
+                action=action,
+                subject=subject,
+                details=details,
+                digests=digests,
+            )
+            # What Event.sign does, less its per-event key check (made once above).
+            body = event.encode()
+            leaf = leaf_hash(body)
+            rows.append({
+                "seq": event.seq,
+                "recorded_at": time,
+                "actor": actor.fingerprint,
+                "action": action,
+                "subject": subject,
+                "body": body,
+                "signature": actor.signing.sign(body),
+                "leaf_hash": leaf,
+            })
+            self._frontier.append(leaf)
+        self._session.execute(insert(CustodyEvent), rows)
+        self._update_head()
+        return [int(row["seq"]) for row in rows]
+
+    def _update_head(self) -> None:
         self._head.size = self._frontier.size
         self._head.root = self._frontier.root()
         self._head.frontier = self._frontier.to_bytes()
-        return row
 
 
 def record(
@@ -360,20 +413,223 @@ class _KeyInfo:
     revoked_at: datetime | None
 
 
-def _check_signatures(batch: Sequence[tuple[int, bytes, bytes, bytes]]) -> list[int]:
-    """Seq numbers in ``batch`` whose signature fails (runs in a worker process)."""
-    bad = []
-    for seq, raw_key, body, signature in batch:
-        try:
-            VerifyKey(raw_key).verify(signature, body)
-        except VaultError:
-            bad.append(seq)
-    return bad
+# A log this long is read by worker processes, each a run of SCAN_CHUNK sequence numbers;
+# shorter ones in this process. Parsing an event holds the GIL (and Ed25519 verification
+# too), so two cores need two processes.
+PARALLEL_MIN = 20_000
+SCAN_CHUNK = 1 << 14
+
+_EVENT_ROW = (
+    CustodyEvent.seq,
+    CustodyEvent.recorded_at,
+    CustodyEvent.actor,
+    CustodyEvent.action,
+    CustodyEvent.subject,
+    CustodyEvent.body,
+    CustodyEvent.signature,
+    CustodyEvent.leaf_hash,
+)
+
+
+@dataclass
+class _Scan:
+    """What one ordered pass over a run of events found (in a worker or in this process)."""
+
+    rows: int = 0
+    first: int | None = None
+    last: int | None = None
+    leaves: bytearray = field(default_factory=bytearray)  # recomputed leaf hashes, in order
+    defects: list[tuple[int | None, str]] = field(default_factory=list)
+    signatures: int = 0
+
+
+def _missing(expected: int, seq: int) -> str:
+    missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
+    return f"events {missing} missing: the sequence jumps to {seq}"
+
+
+# --- the fast, exact path of event parsing ---------------------------------------------------
+#
+# Event.decode parses an event, re-encodes it and compares the bytes (canonical form). Most of
+# its cost is Python around the C JSON codec, which a log of a million events feels. The
+# function below gets the same fields for the common case with the C codec alone: it accepts
+# an event only when its bytes are exactly ``json.dumps(json.loads(bytes))`` with the
+# canonical settings (which rules out duplicate keys and any other spelling), no float and no
+# integer beyond 2**53 occurs (canonical_json refuses those), every field has the type
+# Event.decode demands, the action is known and the time is in the very form isoformat()
+# writes. For such bytes Event.decode would return the same fields, so anything else (a
+# damaged, tampered or merely unusual event) goes to Event.decode, which reports it exactly
+# as before.
+
+_EVENT_FIELDS = frozenset(
+    {"type", "v", "log", "seq", "time", "actor", "action", "subject", "details", "digests"}
+)
+_CANONICAL_TIME = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_EVENT_LIMIT = 1024 * 1024  # Event.decode's limit
+_INT_LIMIT = 2**53  # canonical_json's limit
+
+
+class _SlowPath(Exception):
+    """The event is not plainly canonical: let Event.decode judge it."""
+
+
+def _refuse(text: str) -> Any:
+    raise _SlowPath
+
+
+def _bounded_int(text: str) -> int:
+    value = int(text)
+    if abs(value) > _INT_LIMIT:
+        raise _SlowPath
+    return value
+
+
+# Floats, NaN and Infinity have no canonical form, nor integers beyond 2**53: met, they send
+# the event the slow way.
+_fast_json = json.JSONDecoder(
+    parse_float=_refuse, parse_int=_bounded_int, parse_constant=_refuse
+)
+_canonical = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def _fast_fields(body: bytes) -> tuple[str, int, datetime, str, str, str] | None:
+    """(log, seq, time, actor, action, subject) of a plainly canonical event, else None."""
+    if len(body) > _EVENT_LIMIT:
+        return None
+    try:
+        text = body.decode("utf-8")
+        obj, end = _fast_json.raw_decode(text)
+        if end != len(text) or type(obj) is not dict or obj.keys() != _EVENT_FIELDS:
+            return None
+        log, seq, time, actor = obj["log"], obj["seq"], obj["time"], obj["actor"]
+        action, subject, v = obj["action"], obj["subject"], obj["v"]
+        if not (
+            obj["type"] == EVENT_TYPE
+            and type(v) is int
+            and v == EVENT_VERSION
+            and type(seq) is int
+            and seq >= 0
+            and type(log) is str
+            and type(actor) is str
+            and type(subject) is str
+            and type(action) is str
+            and action in ACTIONS
+            and type(time) is str
+            and _CANONICAL_TIME.fullmatch(time)
+            and type(obj["details"]) is dict
+            and type(obj["digests"]) is dict
+            and all(type(d) is str for d in obj["digests"].values())
+        ):
+            return None
+        if _canonical(obj).encode("utf-8") != body:
+            return None
+        when = datetime.fromisoformat(time[:-1] + "+00:00")
+    except (_SlowPath, ValueError, RecursionError):
+        return None
+    return log, seq, when, actor, action, subject
+
+
+def _scan(
+    rows: Iterable[Sequence[Any]],
+    keys: dict[str, _KeyInfo],
+    log_origin: str,
+    signatures: bool,
+) -> _Scan:
+    """Check each event of ``rows`` (in seq order) on its own; the tree is the caller's."""
+    out = _Scan()
+    defects = out.defects
+    verifiers: dict[bytes, VerifyKey] = {}
+    expected = -1
+    for seq, recorded_at, actor, action, subject, body, signature, stored_leaf in rows:
+        if out.first is None:
+            out.first = seq
+        elif seq != expected:
+            defects.append((None, _missing(expected, seq)))
+        expected = seq + 1
+        leaf = leaf_hash(body)
+        out.leaves += leaf
+        out.rows += 1
+        if leaf != stored_leaf:
+            defects.append((seq, "stored leaf hash does not match the event's bytes"))
+        fields = _fast_fields(body)
+        if fields is None:
+            try:
+                event = Event.decode(body)
+            except VerificationError as e:
+                defects.append((seq, str(e)))
+                continue
+            fields = (event.log, event.seq, event.time, event.actor, event.action, event.subject)
+        e_log, e_seq, e_time, e_actor, e_action, e_subject = fields
+        stored_time = as_utc(recorded_at)
+        if (seq, stored_time, actor, action, subject) != fields[1:]:
+            mismatched = [
+                name
+                for name, stored, signed in (
+                    ("seq", seq, e_seq),
+                    ("time", stored_time, e_time),
+                    ("actor", actor, e_actor),
+                    ("action", action, e_action),
+                    ("subject", subject, e_subject),
+                )
+                if stored != signed
+            ]
+            defects.append((seq, f"stored {', '.join(mismatched)} differ from the signed event"))
+        if e_log != log_origin:
+            defects.append((seq, f"belongs to another log ({e_log})"))
+        key = keys.get(e_actor)
+        if key is None:
+            defects.append((seq, f"actor {e_actor} is not a key of this vault"))
+            continue
+        if e_time < key.created_at:
+            defects.append((seq, "dated before its actor's key was created"))
+        if key.revoked_at is not None and e_time > key.revoked_at:
+            defects.append(
+                (seq, f"signed after its key was revoked ({isoformat(key.revoked_at)})")
+            )
+        if signatures:
+            verifier = verifiers.get(key.raw)
+            if verifier is None:
+                verifier = verifiers[key.raw] = VerifyKey(key.raw)
+            try:
+                verifier.verify(signature, body)
+            except VaultError:
+                defects.append((seq, "signature does not verify"))
+            out.signatures += 1
+    out.last = expected - 1 if out.first is not None else None
+    return out
+
+
+_READERS: dict[str, Engine] = {}
+
+
+def _scan_range(task: tuple[str, int, int, dict[str, _KeyInfo], str, bool]) -> _Scan:
+    """Worker process: read events ``lo <= seq < hi`` over a connection of its own, scan them.
+
+    One plain SELECT, no write lock: each run is read as one consistent snapshot, and the
+    log only ever grows at its end, beyond the runs asked for.
+    """
+    url, lo, hi, keys, log_origin, signatures = task
+    engine = _READERS.get(url)
+    if engine is None:
+        engine = _READERS[url] = create_engine(url, poolclass=NullPool)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(*_EVENT_ROW)
+            .where(CustodyEvent.seq >= lo, CustodyEvent.seq < hi)
+            .order_by(CustodyEvent.seq)
+        )
+        return _scan(rows, keys, log_origin, signatures)
 
 
 def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> LogReport:
     """Re-derive everything and list every defect: leaves, fields, sequence, tree, checkpoints,
-    and (unless ``signatures`` is False) every signature, on ``workers`` processes.
+    and (unless ``signatures`` is False) every signature.
+
+    A long log is read by ``workers`` processes in runs of sequence numbers, each checking
+    its events (and their signatures); this process puts the recomputed leaves together into
+    the tree, in order, and checks the head and the checkpoints against it.
     """
     report = LogReport()
     log_origin = origin(vault)
@@ -385,91 +641,69 @@ def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> Lo
             for k in session.scalars(select(IdentityKey))
         }
         checkpoints = session.scalars(select(CheckpointRow).order_by(CheckpointRow.id)).all()
-        wanted_sizes = {c.size for c in checkpoints}
-        roots_at: dict[int, bytes] = {}
-        frontier = Frontier()
-        if 0 in wanted_sizes:
-            roots_at[0] = frontier.root()
-        pending: list[tuple[int, bytes, bytes, bytes]] = []
-        expected = 0
-        result = session.execute(
-            select(
-                CustodyEvent.seq,
-                CustodyEvent.recorded_at,
-                CustodyEvent.actor,
-                CustodyEvent.action,
-                CustodyEvent.subject,
-                CustodyEvent.body,
-                CustodyEvent.signature,
-                CustodyEvent.leaf_hash,
-            )
-            .order_by(CustodyEvent.seq)
-            .execution_options(yield_per=20_000)
-        )
-        for seq, recorded_at, actor, action, subject, body, signature, stored_leaf in result:
-            if seq != expected:
-                missing = f"{expected}" if seq == expected + 1 else f"{expected}-{seq - 1}"
-                report.defects.append(
-                    Defect(None, f"events {missing} missing: the sequence jumps to {seq}")
-                )
-            expected = seq + 1
-            leaf = leaf_hash(body)
-            frontier.append(leaf)
-            if frontier.size in wanted_sizes:
-                roots_at[frontier.size] = frontier.root()
-            report.size += 1
-            if leaf != stored_leaf:
-                report.defects.append(
-                    Defect(seq, "stored leaf hash does not match the event's bytes")
-                )
-            try:
-                event = Event.decode(body)
-            except VerificationError as e:
-                report.defects.append(Defect(seq, str(e)))
-                continue
-            mismatched = [
-                name
-                for name, stored, signed in (
-                    ("seq", seq, event.seq),
-                    ("time", as_utc(recorded_at), event.time),
-                    ("actor", actor, event.actor),
-                    ("action", action, event.action),
-                    ("subject", subject, event.subject),
-                )
-                if stored != signed
-            ]
-            if mismatched:
-                report.defects.append(
-                    Defect(seq, f"stored {', '.join(mismatched)} differ from the signed event")
-                )
-            if event.log != log_origin:
-                report.defects.append(Defect(seq, f"belongs to another log ({event.log})"))
-            key = keys.get(event.actor)
-            if key is None:
-                report.defects.append(
-                    Defect(seq, f"actor {event.actor} is not a key of this vault")
-                )
-                continue
-            if event.time < key.created_at:
-                report.defects.append(Defect(seq, "dated before its actor's key was created"))
-            if key.revoked_at is not None and event.time > key.revoked_at:
-                report.defects.append(
-                    Defect(seq, f"signed after its key was revoked ({isoformat(key.revoked_at)})")
-                )
-            if signatures:
-                pending.append((seq, key.raw, body, signature))
         head = session.get(CustodyHead, 1)
-        _check_head(report, head, frontier)
-        report.checkpoints = len(checkpoints)
         verifiers = vault_verifiers(vault, session)
-        for cp in checkpoints:
-            _check_checkpoint(report, cp, roots_at, verifiers, log_origin)
-    if signatures:
-        for seq in _verify_signatures(pending, workers):
-            report.defects.append(Defect(seq, "signature does not verify"))
-        report.signatures_checked = len(pending)
+        count, lowest, highest = session.execute(
+            select(func.count(), func.min(CustodyEvent.seq), func.max(CustodyEvent.seq))
+        ).one()
+        if workers <= 1 or count < PARALLEL_MIN:
+            result = session.execute(
+                select(*_EVENT_ROW).order_by(CustodyEvent.seq).execution_options(yield_per=20_000)
+            )
+            scans: Iterable[_Scan] = [_scan(result, keys, log_origin, signatures)]
+            _assemble(report, scans, head, checkpoints, verifiers, log_origin)
+    if not (workers <= 1 or count < PARALLEL_MIN):
+        url = vault.engine.url.render_as_string(hide_password=False)
+        tasks = [(url, lo, min(lo + SCAN_CHUNK, highest + 1), keys, log_origin, signatures)
+                 for lo in range(lowest, highest + 1, SCAN_CHUNK)]
+        # Imported here: multiprocessing costs every other command's start-up a few ms.
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            _assemble(report, pool.map(_scan_range, tasks), head, checkpoints, verifiers,
+                      log_origin)
     report.defects.sort(key=lambda d: (-1 if d.seq is None else d.seq, d.message))
     return report
+
+
+def _assemble(
+    report: LogReport,
+    scans: Iterable[_Scan],
+    head: CustodyHead | None,
+    checkpoints: Sequence[CheckpointRow],
+    verifiers: Sequence[NoteVerifier],
+    log_origin: str,
+) -> None:
+    """Join the runs in order: the gaps between them, the tree, its head and checkpoints."""
+    wanted_sizes = {c.size for c in checkpoints}
+    roots_at: dict[int, bytes] = {}
+    frontier = Frontier()
+    if 0 in wanted_sizes:
+        roots_at[0] = frontier.root()
+    expected = 0
+    for scan in scans:
+        if scan.first is None or scan.last is None:
+            continue
+        if scan.first != expected:
+            report.defects.append(Defect(None, _missing(expected, scan.first)))
+        expected = scan.last + 1
+        report.defects.extend(Defect(seq, message) for seq, message in scan.defects)
+        report.size += scan.rows
+        report.signatures_checked += scan.signatures
+        leaves = memoryview(scan.leaves)
+        append = frontier.append
+        if wanted_sizes:
+            for i in range(0, len(leaves), HASH_SIZE):
+                append(leaves[i : i + HASH_SIZE].tobytes())
+                if frontier.size in wanted_sizes:
+                    roots_at[frontier.size] = frontier.root()
+        else:
+            for i in range(0, len(leaves), HASH_SIZE):
+                append(leaves[i : i + HASH_SIZE].tobytes())
+    _check_head(report, head, frontier)
+    report.checkpoints = len(checkpoints)
+    for cp in checkpoints:
+        _check_checkpoint(report, cp, roots_at, verifiers, log_origin)
 
 
 def _check_head(report: LogReport, head: CustodyHead | None, frontier: Frontier) -> None:
@@ -508,21 +742,6 @@ def _check_checkpoint(
         report.defects.append(
             Defect(None, f"{where}: root differs from the recomputed tree; history was rewritten")
         )
-
-
-def _verify_signatures(
-    pending: Sequence[tuple[int, bytes, bytes, bytes]], workers: int
-) -> Iterable[int]:
-    # Ed25519 verification holds the GIL, so a large log is split across processes.
-    if workers <= 1 or len(pending) < 20_000:
-        return _check_signatures(pending)
-    size = -(-len(pending) // (workers * 4))
-    batches = [pending[i : i + size] for i in range(0, len(pending), size)]
-    bad: list[int] = []
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        for found in pool.map(_check_signatures, batches):
-            bad.extend(found)
-    return bad
 
 
 def identity_names(session: Session) -> dict[str, str]:

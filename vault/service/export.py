@@ -14,8 +14,10 @@ file in the outbox nor signs two receipts. A failing body does not stop the othe
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +38,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 EXPORTS = "exports"
+EXPORT_LOCK = ".export.lock"
 PLAN_KEYS = {"case", "label", "tags", "items", "reference", "purpose"}
 
 
@@ -99,6 +102,8 @@ def load_plan(path: Path, only: Sequence[str] = ()) -> list[BodyPlan]:
         raise NotFoundError(f"{path}: no such plan file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not valid TOML (nested too deeply)") from None
     unknown = set(data) - {"defaults", "bodies"}
     if unknown:
         raise UsageError(f"{path}: unknown table {sorted(unknown)[0]!r}; use [defaults] and "
@@ -177,6 +182,38 @@ def export(
     validate(vault, plans)
     exports = vault.root / EXPORTS
     exports.mkdir(mode=0o700, exist_ok=True)
+    lock = contextlib.nullcontext() if dry_run else _one_export_at_a_time(vault.root)
+    with lock:
+        return _export(vault, plans, outbox=outbox, exports=exports, dry_run=dry_run,
+                       reshare=reshare, as_name=as_name, progress=progress, now=now)
+
+
+@contextlib.contextmanager
+def _one_export_at_a_time(root: Path) -> Iterator[None]:
+    """Exports of one vault run one after the other: a second one waits, then decides with
+    what the first one shared (two at once would each send the same items to a body)."""
+    import fcntl
+
+    fd = os.open(root / EXPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _export(
+    vault: Vault,
+    plans: Sequence[BodyPlan],
+    *,
+    outbox: Path,
+    exports: Path,
+    dry_run: bool,
+    reshare: bool,
+    as_name: str | None,
+    progress: Progress | None,
+    now: datetime | None,
+) -> list[BodyResult]:
     wanted = [_decide(vault, plan, reshare) for plan in plans]
     total = sum(w[2] for w in wanted)
     done_bytes = 0

@@ -19,9 +19,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import json
+import re
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -66,15 +69,28 @@ class PackageReport:
 
 
 class _HashingReader:
-    """Reads through to ``src`` while hashing everything read (the ciphertext's SHA-256)."""
+    """Reads through to ``src`` while hashing everything read (the ciphertext's SHA-256).
 
-    def __init__(self, src: BinaryIO) -> None:
+    With a ``pool``, what ``readinto`` brought in is hashed on the helper thread while the
+    caller decrypts it (hashlib releases the GIL); :meth:`finish` waits for the hashing.
+    """
+
+    def __init__(self, src: BinaryIO, pool: ThreadPoolExecutor | None = None) -> None:
         self.src = src
         self.digest = hashlib.sha256()
         self.size = 0
+        self._pool = pool
+        self._pending: Future[None] | None = None
+
+    def finish(self) -> None:
+        """Wait until everything read so far is in :attr:`digest`."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def read(self, n: int = -1) -> bytes:
         data = self.src.read(n)
+        self.finish()
         self.digest.update(data)
         self.size += len(data)
         return data
@@ -82,7 +98,13 @@ class _HashingReader:
     def readinto(self, buffer: Any) -> int:
         n = self.src.readinto(buffer)  # type: ignore[attr-defined]
         if n:
-            self.digest.update(memoryview(buffer)[:n])
+            # The caller reuses its buffer at once: a copy is hashed meanwhile.
+            data = bytes(memoryview(buffer)[:n])
+            self.finish()
+            if self._pool is not None:
+                self._pending = self._pool.submit(self.digest.update, data)
+            else:
+                self.digest.update(data)
             self.size += n
         return int(n or 0)
 
@@ -151,16 +173,20 @@ def inspect_package(
     pkg = fmt.read_package(path)
     swapped = _fail(envelope.package_id, "payload.age does not match the SHA-256 in the signed "
                     "envelope; the payload was altered or swapped")
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
         with pkg.open_payload() as raw:
-            hashing = _HashingReader(raw)
+            hashing = _HashingReader(raw, pool)
             try:
                 reader = AgeReader(cast(BinaryIO, hashing), [ours[matched[0].age_recipient]])
-                bag = read_bag(cast(BinaryIO, reader), root=envelope.package_id,
+                # The tar reader asks for a few KiB at a time; a buffer in front of the
+                # decryptor turns that into 1 MiB reads.
+                plain = io.BufferedReader(cast(io.RawIOBase, reader), buffer_size=READ_CHUNK)
+                bag = read_bag(cast(BinaryIO, plain), root=envelope.package_id,
                                extract_to=extract_to)
                 # The tar may end before the age stream does; the final chunk must still
                 # authenticate, and nothing may follow it.
-                if reader.read(1):
+                if plain.read(1):
                     raise _fail(envelope.package_id, "data after the end of the bag")
             except VaultError as error:
                 # The one-pass design meets a failure before the digest is known; a payload
@@ -176,6 +202,7 @@ def inspect_package(
             # Whatever the decryptor did not need still belongs to the member's digest.
             while hashing.read(READ_CHUNK):
                 pass
+        hashing.finish()
         if hashing.digest.hexdigest() != envelope.payload_sha256:
             raise swapped
         report.bag = bag
@@ -187,6 +214,8 @@ def inspect_package(
         if extract_to is not None:
             _clear(extract_to)
         raise
+    finally:
+        pool.shutdown(wait=True)
     return report
 
 
@@ -237,7 +266,7 @@ def _check_items(report: PackageReport, bag: BagContents) -> None:
     assert report.statement is not None
     try:
         items = json.loads(bag.tag_files["evault/items.json"])
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise _fail(pid, "evault/items.json is not valid JSON") from None
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise _fail(pid, "evault/items.json must be a list of objects")
@@ -250,7 +279,39 @@ def _check_items(report: PackageReport, bag: BagContents) -> None:
             signed.sha256, signed.size, signed.path
         ):
             raise _fail(pid, f"item {signed.id}: items.json differs from the signed statement")
+        problem = _metadata_problem(item)
+        if problem:
+            raise _fail(pid, f"item {signed.id}: evault/items.json: {problem}")
     report.items = items
+
+
+_CASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")  # as vault.service.intake
+_LABEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_DIGEST = re.compile(r"[a-z0-9]{1,16}")
+
+
+def _metadata_problem(item: dict[str, Any]) -> str | None:
+    """Why an item's metadata cannot be received as it is (it becomes rows of this vault),
+    or None. The sender signed it, but a signature is no promise of well-formed data."""
+    for name in ("title", "description", "source", "location", "collected_at", "name"):
+        if item.get(name) is not None and not isinstance(item[name], str):
+            return f"{name} must be a string"
+    case = item.get("case")
+    if case is not None and not (isinstance(case, str) and _CASE.fullmatch(case)):
+        return "case must be a case id (letters, digits, '.', '_', '/', '-'; at most 64)"
+    labels = item.get("labels") or []
+    if not isinstance(labels, list) or not all(
+            isinstance(lb, str) and _LABEL.fullmatch(lb) for lb in labels) or len(
+            set(labels)) != len(labels):
+        return "labels must be a list of distinct lowercase labels"
+    for name, key_rule in (("tags", _TAG_KEY), ("digests", _DIGEST)):
+        table = item.get(name) or {}
+        if not isinstance(table, dict) or not all(
+                key_rule.fullmatch(k) and isinstance(v, str) and len(v) <= 4096
+                for k, v in table.items()):
+            return f"{name} must be a table of simple keys to strings"
+    return None
 
 
 def _check_custody(report: PackageReport, bag: BagContents) -> None:

@@ -12,13 +12,17 @@ organisations.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import secrets
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import event as sa_event
 
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
@@ -44,7 +48,7 @@ from vault.service.intake import (
     store_file,
 )
 from vault.service.vaults import Vault
-from vault.store.blobs import TEMP_PREFIX, BlobStore, atomic_writer, fsync_dir
+from vault.store.blobs import TEMP_PREFIX, BlobStore, fsync_dir
 from vault.store.models import (
     Acknowledgement,
     Blob,
@@ -140,14 +144,14 @@ def _receive(
     recipient = storage_recipient(vault)
     blobs = BlobStore(vault.blobs)
     stored = []
-    with blobs.intake_lock():
+    with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as hasher:
         try:
             for item in statement.items:
                 meta = metadata[item.id]
                 case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
                 row = IntakeRow(staging / item.path, IntakeFields(case=case))
                 result = store_file(blobs, row, recipient, (), follow_symlinks=False,
-                                    hasher_pool=None)
+                                    hasher_pool=hasher)
                 if (result.sha256, result.size) != (item.sha256, item.size):
                     raise VerificationError(
                         f"package {envelope.package_id}: item {item.id} changed on disk while "
@@ -300,17 +304,46 @@ def acknowledge(
         data = ack.to_bytes()
         signature = rfmt.sign_document(data, pair.signing, rfmt.ACK_NAMESPACE)
         row.acknowledged_at = now
+        # Staged (written, synced) before the commit, so a full disk or a read-only folder
+        # rolls the step back; published only after it, so an ack never vouches for a
+        # history this vault did not keep. A crash between the two leaves temporary files,
+        # which the next `ack` to the same name removes.
+        staged = _stage([(output, data), (sig_path, signature.encode())])
+        sa_event.listen(session, "after_rollback", lambda _s: _unstage(staged), once=True)
         crash_point("ack.before_commit")
-        with atomic_writer(output, mode=0o644, overwrite=False) as f:
-            f.write(data)
-        try:
-            with atomic_writer(sig_path, mode=0o644, overwrite=False) as f:
-                f.write(signature.encode())
-        except BaseException:
-            output.unlink()
-            raise
+    crash_point("ack.after_commit")
+    for temp, target in staged:
+        os.link(temp, target)
+        os.unlink(temp)
+    fsync_dir(output.parent)
     return {"package": row.package_id, "ack": str(output), "signature": str(sig_path),
             "recipient": identity.name, "fingerprint": pair.fingerprint}
+
+
+def _stage(files: list[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
+    """Write each file under a temporary name beside its target; return (temp, target)."""
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, data in files:
+            pattern = f"{TEMP_PREFIX}{'[0-9a-f]' * 12}-{glob.escape(target.name)}"
+            for stale in target.parent.glob(pattern):
+                stale.unlink(missing_ok=True)
+            temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            staged.append((temp, target))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        _unstage(staged)
+        raise
+    return staged
+
+
+def _unstage(staged: list[tuple[Path, Path]]) -> None:
+    for temp, _ in staged:
+        temp.unlink(missing_ok=True)
 
 
 def import_ack(
@@ -319,6 +352,9 @@ def import_ack(
     """Sender side: verify an acknowledgement against the body's keys and record it."""
     now = now or utcnow()
     sig_path = ack_path.with_name(ack_path.name + ".sig")
+    for path in (ack_path, sig_path):  # a pipe planted in a drop folder must not block us
+        if path.exists() and not path.is_file():
+            raise VerificationError(f"{path}: is not a regular file")
     try:
         data = ack_path.read_bytes()
         signature = sig_path.read_text(encoding="utf-8")
@@ -381,7 +417,9 @@ def import_ack(
             log.append(pair, "package.acknowledged", pi.item_id,
                        details={"package": pid, "body": package.body_id}, now=now)
         crash_point("import.before_commit")
-        return {"package": pid, "body": package.body_id, "by": ack.recipient.name,
-                "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
-                "state": package.state}
+        result = {"package": pid, "body": package.body_id, "by": ack.recipient.name,
+                  "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
+                  "state": package.state}
+    crash_point("import.after_commit")
+    return result
 

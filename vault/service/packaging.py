@@ -14,27 +14,31 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, utcnow
 from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter
-from vault.custody.merkle import inclusion_proof
+from vault.custody.merkle import node_hash
 from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
 from vault.errors import (
     ConflictError,
     NotFoundError,
     PolicyError,
     UsageError,
+    VaultError,
     VerificationError,
 )
 from vault.faults import crash_point
@@ -47,7 +51,7 @@ from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import collected_iso, storage_identity
 from vault.service.vaults import Vault
-from vault.store.blobs import TEMP_PREFIX, BlobStore, fsync_dir
+from vault.store.blobs import TEMP_PREFIX, BlobStore, fsync_dir, start_writeback
 from vault.store.models import (
     Body,
     CustodyEvent,
@@ -64,6 +68,8 @@ from vault.store.models import (
 from vault.store.models import Checkpoint as CheckpointRow
 
 COPY_CHUNK = 1 << 20
+COPY_STEP = 8 << 20
+ASYNC_HASH_MIN = 256 * 1024
 PACKAGE_COLUMNS = ("id", "body", "items", "bytes", "state", "created_at", "sent_at")
 
 
@@ -138,21 +144,41 @@ def _active_keys(body: Body) -> list[fmt.RecipientKey]:
 
 
 class _HashingWriter:
-    """Passes writes to a file while hashing and counting them (the ciphertext's digest)."""
+    """Passes writes to a file while hashing and counting them (the ciphertext's digest).
 
-    def __init__(self, out: BinaryIO) -> None:
+    With a ``pool``, each batch is hashed on the helper thread while the encryptor seals the
+    next one (hashlib releases the GIL); :meth:`finish` waits for the last batch.
+    """
+
+    def __init__(self, out: BinaryIO, pool: ThreadPoolExecutor | None = None) -> None:
         self.out = out
         self.digest = hashlib.sha256()
         self.size = 0
+        self._pool = pool
+        self._pending: Future[None] | None = None
 
-    def write(self, data: bytes) -> int:
-        self.digest.update(data)
-        self.size += len(data)
+    def write(self, data: bytes | memoryview) -> int:
+        n = len(data)
+        if self._pool is not None and n >= ASYNC_HASH_MIN:
+            # The encryptor reuses its buffer once this returns: hash a copy.
+            data = bytes(data)
+            self.finish()
+            self._pending = self._pool.submit(self.digest.update, data)
+        else:
+            self.finish()
+            self.digest.update(data)
+        self.size += n
         self.out.write(data)
-        return len(data)
+        return n
 
     def flush(self) -> None:
         self.out.flush()
+
+    def finish(self) -> None:
+        """Wait until every byte written so far is in :attr:`digest`."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
 
 def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
@@ -188,10 +214,11 @@ def _custody_excerpt(
     ).all()
     keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
     leaves = leaf_hashes(session, checkpoint_size) if events else []
+    path = _inclusion_paths(leaves)
     lines = []
     for event in events:
         key = keys.get(event.actor)
-        proof = inclusion_proof(leaves, event.seq, checkpoint_size)
+        proof = path(event.seq)
         lines.append(
             canonical_json(
                 {
@@ -206,6 +233,33 @@ def _custody_excerpt(
             + b"\n"
         )
     return b"".join(lines)
+
+
+def _inclusion_paths(leaves: list[bytes]) -> Callable[[int], list[bytes]]:
+    """Inclusion proofs in the tree of ``leaves``, every level of the tree built once.
+
+    The proofs of ``merkle.inclusion_proof``, which rebuilds the whole tree for each proof:
+    a package of a thousand items, each with a few events, paid minutes for that. As there,
+    the tree is built bottom-up, an odd last node carried up a level unchanged (RFC 9162).
+    """
+    levels = [leaves]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        parents = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) & 1:
+            parents.append(level[-1])
+        levels.append(parents)
+
+    def path(index: int) -> list[bytes]:
+        proof = []
+        for level in levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                proof.append(level[sibling])
+            index >>= 1
+        return proof
+
+    return path
 
 
 def _openssh(raw: bytes) -> str:
@@ -281,9 +335,10 @@ def create_package(
         # until the end of this block, so a failure rolls it back with everything else.
         payload_temp = target.with_name(f"{TEMP_PREFIX}{package_id}.payload.age")
         package_temp = target.with_name(f"{TEMP_PREFIX}{package_id}.evpkg")
+        pool = ThreadPoolExecutor(max_workers=1)
         try:
             with open(payload_temp, "xb") as raw:
-                hashing = _HashingWriter(raw)
+                hashing = _HashingWriter(raw, pool)
                 keys = [AgeRecipient.parse(r.age_recipient) for r in [*recipients, escrow]]
                 writer = AgeWriter(cast(BinaryIO, hashing), keys)
                 bag = BagWriter(cast(BinaryIO, writer), package_id, bagging_date=now.date())
@@ -330,8 +385,9 @@ def create_package(
                                  in_tagmanifest=False)
                 bag.close()
                 writer.close()
-                raw.flush()
-                os.fsync(raw.fileno())
+                hashing.finish()
+                # Not fsynced: this file is only the source of the package file, which
+                # write_package fsyncs, and it is removed below whatever happens.
             crash_point("package.payload_written")
             envelope = fmt.Envelope(
                 package_id=package_id,
@@ -346,6 +402,9 @@ def create_package(
             )
             envelope_bytes, envelope_sig = fmt.sign_envelope(envelope, pair.signing)
             fmt.write_package(package_temp, envelope_bytes, envelope_sig, payload_temp)
+            # Freeing a large file takes a while; let it overlap the hashing below (the
+            # ``finally`` clause removes it again if this did not).
+            pool.submit(os.unlink, payload_temp)
             file_sha256, file_size = file_digest(package_temp)
             row = Package(
                 id=package_id,
@@ -398,16 +457,29 @@ def create_package(
                 os.link(package_temp, target)
                 os.unlink(package_temp)
             fsync_dir(target.parent)
+            _unlink_on_rollback(session, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(package_temp)
             raise
         finally:
+            pool.shutdown(wait=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(payload_temp)
         result = package_dict(row, body.id)
     crash_point("package.after_commit")
     return result
+
+
+def _unlink_on_rollback(session: Session, path: Path) -> None:
+    """Remove ``path`` if this transaction rolls back (its commit fails): a package file
+    must not outlive the rows and the checkpoint it names."""
+
+    def remove(_session: Session) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    sa_event.listen(session, "after_rollback", remove, once=True)
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -520,14 +592,14 @@ def send_package(
         pair = actor_pair(vault, session, as_name)
     final = outbox / f"{row.id}.evpkg"
     if final.exists():
-        if file_digest(final)[0] != expected:
+        copied = file_digest(final)[0]
+        if copied != expected:
             raise ConflictError(
                 f"{final}: exists with other content; remove it or use another outbox"
             )
     else:
-        _deliver(source, final, expected)
+        copied = _deliver(source, final, expected)
     crash_point("send.delivered")
-    copied, _ = file_digest(final)
     if copied != expected:
         raise VerificationError(
             f"{final}: the copy in the outbox does not match the package; remove it and send again"
@@ -552,9 +624,10 @@ def send_package(
     return result
 
 
-def _deliver(source: Path, final: Path, expected: str) -> None:
+def _deliver(source: Path, final: Path, expected: str) -> str:
     """Copy into the outbox under a temporary name, fsync, rename; never a partial file.
 
+    Returns the SHA-256 of the copy, read back from the outbox while the fsync runs.
     Leftovers of an interrupted delivery of the same package (``.tmp-*-<name>``) are removed
     first, so a re-run leaves the outbox clean.
     """
@@ -564,18 +637,58 @@ def _deliver(source: Path, final: Path, expected: str) -> None:
     temp = final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{final.name}")
     try:
         with open(source, "rb") as src, open(temp, "xb") as dst:
-            while chunk := src.read(COPY_CHUNK):
-                dst.write(chunk)
+            _copy_file(src.fileno(), dst.fileno())
             dst.flush()
-            os.fsync(dst.fileno())
+            # Reading the copy back (from the page cache) and writing it to disk overlap.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                synced = pool.submit(os.fsync, dst.fileno())
+                copied = file_digest(temp)[0]
+                synced.result()
         crash_point("send.copied")
         os.link(temp, final)
         os.unlink(temp)
         fsync_dir(final.parent)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+        if isinstance(e, OSError) and not e.filename:  # a write: say which file and where
+            raise VaultError(f"{final}: cannot be written ({e.strerror or e}); nothing was "
+                             "left in the outbox") from None
         raise
+    return copied
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP}
+
+
+def _copy_file(src: int, dst: int) -> None:
+    """Copy the rest of ``src`` into ``dst``: in the kernel (copy_file_range) where the file
+    systems allow, else through a buffer; each step is handed to the disk at once."""
+    kernel = hasattr(os, "copy_file_range")
+    done = 0
+    while True:
+        if kernel:
+            try:
+                n = os.copy_file_range(src, dst, COPY_STEP)
+            except OSError as e:
+                if e.errno not in _NO_KERNEL_COPY:
+                    raise
+                n = 0
+            if not n:
+                # e.g. another file system; and the end is confirmed by a plain read, as
+                # some file systems report 0 early: carry on from where it stopped.
+                kernel = False
+                continue
+        else:
+            chunk = os.read(src, COPY_CHUNK)
+            n = len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view):]
+        if not n:
+            return
+        start_writeback(dst, done, n)
+        done += n
 
 
 # ----------------------------------------------------------------------------- receipts

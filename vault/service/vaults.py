@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from vault.errors import ConfigError
+from vault.errors import ConfigError, UsageError, VaultError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
 from vault.store import db
 from vault.store.vaultdir import (
@@ -71,7 +72,21 @@ class Vault:
                 raise ConfigError(
                     "vault database is busy with another evault command; try again"
                 ) from None
+            if "disk is full" in str(e.orig) or "disk I/O error" in str(e.orig):
+                raise VaultError(
+                    f"vault database: cannot write ({e.orig}); this step was rolled back, "
+                    "free some space and try again"
+                ) from None
             raise
+        except DataError as e:
+            # PostgreSQL enforces column lengths (SQLite does not): a name, organisation or
+            # title longer than its column is the user's input, not a bug.
+            table = re.search(r"(?:INSERT INTO|UPDATE) (\w+)", str(e.statement or ""))
+            where = f" of {table.group(1)}" if table else ""
+            reason = str(e.orig).splitlines()[0] if e.orig else "value out of range"
+            raise UsageError(
+                f"vault database: a value{where} does not fit its field ({reason}); shorten it"
+            ) from None
 
     def close(self) -> None:
         """Release database connections."""

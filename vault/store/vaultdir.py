@@ -97,6 +97,8 @@ class VaultConfig:
             data: dict[str, Any] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{source}: not valid TOML ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"{source}: not valid TOML (nested too deeply)") from None
         vault_id = data.get("vault_id")
         if not isinstance(vault_id, str) or not vault_id:
             raise ConfigError(f"{source}: vault_id is missing; the file is damaged")

@@ -1,0 +1,3 @@
+-----BEGIN SSH SIGNATURE-----
+not base64 at all!
+-----END SSH SIGNATURE-----

@@ -1,0 +1,274 @@
+"""Disk full, read-only folders, paths that cannot be written: one clean line, nothing
+half-written, the vault intact, and the same command succeeding once the cause is gone.
+
+Real file systems where the test runs as root and may mount: a small tmpfs for a full disk
+(the outbox, or the whole vault), and a tmpfs remounted read-only. Root ignores permission
+bits, so "cannot write here" is also made with a path whose parent is a regular file, which
+stops root too. Where mounting is not possible those tests skip with the reason, and the
+in-process ones still run: a commit that fails as a full SQLite disk makes it fail (the
+database's own "database or disk is full").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+from test_robustness import (
+    CASE,
+    TEMP_PREFIX,
+    Office,
+    as_json,
+    assert_refusal,
+    check_healthy,
+    check_outbox,
+    make_office,
+)
+
+Mount = Callable[..., Path]
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Mount]:
+    """``mount(name, size_kib, read_only=False)``: a fresh tmpfs folder, unmounted after."""
+    mounted: list[Path] = []
+
+    def make(name: str, size_kib: int, read_only: bool = False) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root; the in-process tests still run")
+        target = tmp_path / name
+        target.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,mode=0755",
+                               "tmpfs", str(target)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+        mounted.append(target)
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(target)], check=True)
+        return target
+
+    yield make
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Office:
+    office = make_office(tmp_path)
+    office.office.ok("ingest", str(office.evidence), "-r", "--case", CASE, "--create-case")
+    return office
+
+
+def _built(world: Office) -> str:
+    target = world.tmp / "icc.evpkg"
+    return str(as_json(world.office, "package", "create", "--to", "ICC-OTP", "--case", CASE,
+                       "-o", str(target), "--json")["id"])
+
+
+def _state(cli: Cli, package_id: str) -> str:
+    return str(as_json(cli, "package", "show", package_id, "--json")["state"])
+
+
+# ----------------------------------------------------------------------------- disk full
+
+
+def test_send_and_export_to_a_full_outbox(world: Office, mount: Mount) -> None:
+    cli = world.office
+    pid = _built(world)
+    full = mount("full-outbox", 128)  # the package is about 400 KB
+    assert_refusal(cli("send", pid, "--outbox", str(full)), 1, f"{full}/{pid}.evpkg: cannot "
+                   "be written (No space left on device); nothing was left in the outbox")
+    assert list(full.iterdir()) == []  # the partial copy is gone
+    assert _state(cli, pid) == "built" and as_json(cli, "receipt", "list", "--json") == []
+    # export builds into the vault, then fails to deliver: that body's result says why.
+    result = cli("export", "--to", "ICC-OTP", "--case", CASE, "--outbox", str(full), "--jsonl")
+    assert_refusal(result, 1, "export failed for ICC-OTP")
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["status"] == "failed" and "No space left on device" in row["error"]
+    assert list(full.iterdir()) == []
+    check_healthy(cli)
+    # With room, the same commands finish the work: the built package is resumed, not rebuilt.
+    rows = [json.loads(line) for line in cli.ok(
+        "export", "--to", "ICC-OTP", "--case", CASE, "--outbox", str(world.outbox),
+        "--jsonl").stdout.splitlines()]
+    assert [r["status"] for r in rows] == ["resumed"]
+    assert check_outbox(cli, world.outbox, temporaries=False) == [f"{rows[0]['package']}.evpkg"]
+    assert len(as_json(cli, "receipt", "list", "--json")) == 1
+
+
+@pytest.mark.parametrize("free_kib", [0, 48, 96])
+def test_a_vault_on_a_full_disk(tmp_path: Path, mount: Mount, free_kib: int) -> None:
+    """The vault itself on a full disk: blobs cannot be written, or the database cannot
+    grow (SQLite's "database or disk is full"); either way one line, and nothing kept."""
+    disk = mount("disk", 2048)
+    cli = Cli(disk / "vault")
+    cli.ok("init")
+    cli.ok("identity", "create", "registry-office")
+    evidence = tmp_path / "evidence.bin"
+    evidence.write_bytes(os.urandom(20_000))
+    filler = disk / "filler"
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(filler, "wb") as f:
+        f.write(b"\0" * max(free - free_kib * 1024, 0))
+    results = [cli("ingest", str(evidence), "--case", CASE, "--create-case"),
+               cli("custody", "checkpoint"), cli("body", "add", "ICC-OTP", "--name", "ICC")]
+    for result in results:
+        if result.exit_code != 0:
+            assert_refusal(result, 1)
+            assert any(w in result.stderr for w in ("No space left", "cannot write",
+                                                    "cannot connect")), result.stderr
+    assert any(r.exit_code != 0 for r in results)
+    filler.unlink()
+    report = check_healthy(cli)
+    items = as_json(cli, "items", "list", "--json")
+    assert report["items"] == len(items) <= 1  # complete or absent
+    cli.ok("ingest", str(evidence), "--case", CASE, "--create-case")
+    check_healthy(cli)
+
+
+# ----------------------------------------------------------------------------- read-only
+
+
+def test_read_only_folders(world: Office, mount: Mount) -> None:
+    cli = world.office
+    pid = _built(world)
+    ro = mount("read-only", 1024, read_only=True)
+    assert_refusal(cli("send", pid, "--outbox", str(ro)), 1, "Read-only file system")
+    assert _state(cli, pid) == "built"
+    items = as_json(cli, "items", "list", "--json")
+    assert_refusal(cli("items", "export", items[0]["id"], "-o", str(ro / "copy.bin"),
+                       "--reason", "check"), 1, "Read-only file system")
+    events = as_json(cli, "custody", "show", items[0]["id"], "--json")["events"]
+    assert [e["action"] for e in events] == ["item.ingested"]  # no export logged
+    cli.ok("send", pid, "--outbox", str(world.outbox))
+    icc = world.icc
+    package = world.outbox / f"{pid}.evpkg"
+    assert_refusal(icc("open", str(package), "--out", str(ro / "received")), 1,
+                   "Read-only file system")
+    assert as_json(icc, "items", "list", "--json") == []
+    icc.ok("open", str(package), "--out", str(world.tmp / "received"))
+    assert_refusal(icc("ack", pid, "-o", str(ro / "ack.json")), 1, "Read-only file system")
+    events = as_json(icc, "custody", "show", pid, "--json")["events"]
+    assert [e["action"] for e in events] == ["package.opened"]  # the ack was rolled back
+    check_healthy(icc)
+    check_healthy(cli)
+    assert list(ro.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- cannot write
+
+
+def test_paths_that_cannot_be_written(world: Office) -> None:
+    """A parent that is a regular file stops root as well as anyone: each command refuses
+    with one line and leaves the vault as it was."""
+    cli = world.office
+    blocker = world.tmp / "a-file"
+    blocker.write_text("not a folder")
+    below = blocker / "x"
+    pid = _built(world)
+    item = as_json(cli, "items", "list", "--json")[0]["id"]
+    before = cli.ok("custody", "verify").stdout
+    # click itself refuses a file where a folder option wants a folder (its usage format).
+    usage = cli("send", pid, "--outbox", str(blocker))
+    assert usage.exit_code == 2 and usage.stderr.splitlines()[-1].startswith("Error: ")
+    assert "Traceback" not in usage.stderr
+    for args, code in [
+        (("send", pid, "--outbox", str(below)), 1),
+        (("items", "export", item, "-o", str(below), "--reason", "r"), 1),
+        (("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o", str(below)), 1),
+        (("custody", "checkpoint", "-o", str(below)), 1),
+        (("identity", "export", "-o", str(below)), 1),
+        (("export", "--to", "ICC-OTP", "--case", CASE, "--outbox", str(below)), 1),
+        (("ingest", "--manifest", str(below.with_suffix(".csv")), "--case", CASE), 1),
+    ]:
+        result = cli(*args)
+        assert_refusal(result, code)
+    assert cli.ok("custody", "verify").stdout == before  # nothing was logged
+    assert _state(cli, pid) == "built" and blocker.read_text() == "not a folder"
+    icc = world.icc
+    cli.ok("send", pid, "--outbox", str(world.outbox))
+    icc.ok("open", str(world.outbox / f"{pid}.evpkg"), "--out", str(world.tmp / "in"))
+    assert_refusal(icc("ack", pid, "-o", str(below)), 1)
+    assert_refusal(icc("open", str(world.outbox / f"{pid}.evpkg"), "--out", str(below)), 1)
+    assert [e["action"] for e in as_json(icc, "custody", "show", pid, "--json")["events"]] == [
+        "package.opened"]
+    if os.geteuid() != 0:  # permission bits, where they apply
+        locked = world.tmp / "locked"
+        locked.mkdir(mode=0o555)
+        assert_refusal(cli("send", pid, "--outbox", str(locked)), 1, "Permission denied")
+
+
+# ----------------------------------------------------------------------------- failed commits
+
+
+@pytest.fixture
+def failing_commit(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """``arm("module.function")``: the next commit after that function runs fails the way
+    a full SQLite disk makes it fail. Works without root, on any file system."""
+    from sqlalchemy import event
+    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.orm import Session
+
+    armed: list[bool] = []
+
+    def fail(_session: Session) -> None:
+        if armed:
+            armed.clear()
+            raise OperationalError("COMMIT", {}, sqlite3.OperationalError(
+                "database or disk is full"))
+
+    event.listen(Session, "before_commit", fail)
+
+    def arm(target: str) -> None:
+        module, name = target.rsplit(".", 1)
+        original = getattr(__import__(module, fromlist=[name]), name)
+
+        def wrapped(*args: object, **kwargs: object) -> object:
+            monkeypatch.setattr(target, original)  # one shot
+            armed.append(True)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(target, wrapped)
+
+    yield arm
+    event.remove(Session, "before_commit", fail)
+
+
+def test_commits_that_fail_leave_nothing_behind(
+    world: Office, failing_commit: Callable[[str], None]
+) -> None:
+    cli = world.office
+    # package create: the file was linked in place before the commit; it must go again.
+    failing_commit("vault.service.packaging.file_digest")
+    target = world.tmp / "p.evpkg"
+    assert_refusal(cli("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o",
+                       str(target)), 1, "database or disk is full", "try again")
+    assert not target.exists()
+    assert [p.name for p in world.tmp.iterdir() if p.name.startswith(TEMP_PREFIX)] == []
+    assert as_json(cli, "package", "list", "--json") == []
+    # ingest: the blobs written for the batch are removed again.
+    more = world.tmp / "more.bin"
+    more.write_bytes(os.urandom(5000))
+    failing_commit("vault.service.intake.CustodyLog")
+    assert_refusal(cli("ingest", str(more), "--case", CASE), 1, "database or disk is full")
+    assert len(as_json(cli, "items", "list", "--json")) == 3
+    check_healthy(cli)
+    # ack: the staged files are removed, nothing is published.
+    pid = _built(world)
+    cli.ok("send", pid, "--outbox", str(world.outbox))
+    icc = world.icc
+    icc.ok("open", str(world.outbox / f"{pid}.evpkg"), "--out", str(world.tmp / "in"))
+    failing_commit("vault.service.opening._stage")
+    ack = world.tmp / "ack.json"
+    assert_refusal(icc("ack", pid, "-o", str(ack)), 1, "database or disk is full")
+    assert sorted(p.name for p in world.tmp.iterdir() if "ack" in p.name) == []
+    icc.ok("ack", pid, "-o", str(ack))
+    cli.ok("receipt", "import", str(ack))
+    check_healthy(icc)
+    check_healthy(cli)
