@@ -24,5 +24,19 @@ unit: $(STAMP)
 
 test: lint unit
 
+# The long fuzzing run: every parser target of tests/test_fuzz.py with 2000 examples each
+# (the normal suite runs 30). EVAULT_FUZZ_EXAMPLES=N make fuzz to choose another number.
+fuzz: $(STAMP)
+	EVAULT_FUZZ_EXAMPLES=$${EVAULT_FUZZ_EXAMPLES:-2000} $(BIN)/pytest -q -n 2 tests/test_fuzz.py
+
+# Benchmarks against the stock tools (benchmarks/README.md). bench: full scale, 1 GiB files
+# and a million custody events, about a quarter of an hour on two cores; bench-smoke: every
+# case scaled down to seconds, to check that the harness works (not the goals).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run.py --scale full
+
+bench-smoke: $(STAMP)
+	$(BIN)/python benchmarks/run.py --scale smoke --rounds 1
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,588 @@
+"""The seven benchmark cases: each times evault against the stock tools doing the same job.
+
+    >>> ctx = Context(scale=SCALES["smoke"], rounds=1, work=Path(tmp))   # doctest: +SKIP
+    >>> rows = CASES["ingest"](ctx)                                    # doctest: +SKIP
+
+Every case makes its own data and throwaway vaults under ``ctx.work`` (one file system, so
+evault's blob folder and the stock tools' output sit on the same disk). Setup that is not
+measured (vault creation, identities, bodies, the items a package is built from) goes
+through the real ``evault`` commands run in-process; what is measured runs as a separate
+process, start-up included. Vaults that a measured command changes are copied from a
+prepared template before each round, outside the timed region, so every round starts from
+the same state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from harness import (
+    GIB,
+    MIB,
+    BenchError,
+    Pairs,
+    Sample,
+    alternate,
+    clear,
+    run_checked,
+    run_timed,
+    sh,
+    write_random_file,
+)
+
+PASSPHRASE = "benchmark throwaway passphrase"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Sizes of one run."""
+
+    name: str
+    big_file: int
+    many_files: int
+    many_file_size: int
+    export_items: int
+    export_item_size: int
+    custody_events: tuple[int, ...]
+    startup_rounds: int
+
+
+SCALES = {
+    "full": Scale("full", GIB, 10_000, 4096, 1000, MIB, (100_000, 1_000_000), 15),
+    "smoke": Scale("smoke", 16 * MIB, 200, 4096, 50, 64 * 1024, (2_000,), 3),
+}
+
+BODIES = ("BODY-A", "BODY-B", "BODY-C", "BODY-D", "BODY-E")
+
+
+@dataclass
+class Row:
+    """One line of the results table."""
+
+    case: str
+    pairs: Pairs
+    goal: str
+    met: bool | None
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt_seconds(s: float | None) -> str:
+    """``48 ms`` below a second, else ``4.21 s``."""
+    if s is None:
+        return "—"
+    return f"{s * 1000:.0f} ms" if s < 1 else f"{s:.2f} s"
+
+
+# ----------------------------------------------------------------------------- evault
+
+
+class Evault:
+    """Runs ``evault``: measured as a separate process, setup in-process through click."""
+
+    def __init__(self, work: Path) -> None:
+        exe = Path(sys.executable).with_name("evault")
+        found = str(exe) if exe.exists() else shutil.which("evault")
+        if found is None:
+            raise BenchError("evault: not installed next to this Python nor on PATH")
+        self.exe = found
+        self.base_env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
+        self.base_env.update(EVAULT_KEY_STORAGE="file", EVAULT_PASSPHRASE=PASSPHRASE,
+                             EVAULT_HOME=str(work / "no-default-vault"))
+
+    def env(self, vault: Path) -> dict[str, str]:
+        """The environment of a command against ``vault``."""
+        return {**self.base_env, "EVAULT_HOME": str(vault)}
+
+    def timed(self, vault: Path, *args: str, cwd: Path | None = None) -> Sample:
+        """One measured run of ``evault ARGS`` against ``vault``."""
+        return run_timed([self.exe, *args], env=self.env(vault), cwd=cwd)
+
+    def setup(self, vault: Path, *args: str) -> str:
+        """An unmeasured ``evault ARGS --vault VAULT`` run in this process; returns stdout."""
+        from click.testing import CliRunner
+
+        from vault.cli import cli
+
+        result = CliRunner().invoke(cli, [*args, "--vault", str(vault)],
+                                    env=self.env(vault), catch_exceptions=False)
+        if result.exit_code != 0:
+            raise BenchError(f"evault {' '.join(args)}: exit {result.exit_code}: "
+                             f"{result.stderr.strip()}")
+        return result.stdout
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+class Context:
+    """Scale, rounds, the work folder and the data and vaults shared between cases."""
+
+    def __init__(self, scale: Scale, rounds: int, work: Path,
+                 log: Callable[[str], None] = print) -> None:
+        self.scale = scale
+        self.rounds = rounds
+        self.work = work
+        self.log = log
+        self.evault = Evault(work)
+        self.stock_env = dict(self.evault.base_env)
+        self._n = 0
+
+    def fresh(self, name: str) -> Path:
+        """A new, unused path under the work folder."""
+        self._n += 1
+        return self.work / f"{name}-{self._n}"
+
+    def copy_vault(self, template: Path, name: str) -> Path:
+        """A copy of a prepared vault (same keys, same state), for one round."""
+        target = self.fresh(name)
+        shutil.copytree(template, target, symlinks=True)
+        return target
+
+    # -- stock keys and data ------------------------------------------------------------
+
+    @cached_property
+    def age_key(self) -> tuple[Path, str]:
+        """An age-keygen identity file and its recipient, for the stock side."""
+        key = self.work / "stock-age.key"
+        run_checked(["age-keygen", "-o", str(key)], env=self.stock_env)
+        recipient = run_checked(["age-keygen", "-y", str(key)], env=self.stock_env).strip()
+        return key, recipient
+
+    @cached_property
+    def big_file(self) -> Path:
+        """One random file of the scale's big size (1 GiB at full scale)."""
+        path = self.work / "data" / "big.bin"
+        path.parent.mkdir(exist_ok=True)
+        self.log(f"  making {path.name}: {self.scale.big_file // MIB} MiB of random bytes")
+        write_random_file(path, self.scale.big_file)
+        return path
+
+    @cached_property
+    def big_sha256(self) -> str:
+        """SHA-256 of :attr:`big_file`."""
+        digest = hashlib.sha256()
+        with open(self.big_file, "rb") as f:
+            while chunk := f.read(4 * MIB):
+                digest.update(chunk)
+        return digest.hexdigest()
+
+    # -- vaults -------------------------------------------------------------------------
+
+    @cached_property
+    def empty_vault(self) -> Path:
+        """``evault init`` only."""
+        vault = self.work / "template-empty"
+        self.evault.setup(vault, "init")
+        return vault
+
+    @cached_property
+    def office_vault(self) -> Path:
+        """A sending office: one identity, no items yet."""
+        vault = self.work / "template-office"
+        self.evault.setup(vault, "init")
+        self.evault.setup(vault, "identity", "create", "registry-office", "--org", "Bench")
+        return vault
+
+    @cached_property
+    def office_card(self) -> Path:
+        """The office identity's contact card."""
+        card = self.work / "registry-office.card.json"
+        self.evault.setup(self.office_vault, "identity", "export", "registry-office", "-o",
+                          str(card))
+        return card
+
+    @cached_property
+    def recipient_vault(self) -> Path:
+        """The body's vault: one officer identity, the office added as a known sender."""
+        vault = self.work / "template-recipient"
+        self.evault.setup(vault, "init")
+        self.evault.setup(vault, "identity", "create", "officer", "--org", "BODY-R")
+        self.evault.setup(vault, "contact", "add", str(self.office_card))
+        return vault
+
+    @cached_property
+    def recipient_card(self) -> Path:
+        """The officer's contact card."""
+        card = self.work / "officer.card.json"
+        self.evault.setup(self.recipient_vault, "identity", "export", "officer", "-o", str(card))
+        return card
+
+    @cached_property
+    def recipient_age(self) -> str:
+        """The officer's age recipient (what the body's packages are encrypted to)."""
+        return str(json.loads(self.recipient_card.read_text())["age_recipient"])
+
+    @cached_property
+    def sender_with_big_item(self) -> tuple[Path, str]:
+        """The office vault with the big file ingested and body BODY-R keyed to the officer.
+
+        Returns the vault and the item id.
+        """
+        vault = self.work / "template-sender"
+        shutil.copytree(self.office_vault, vault, symlinks=True)
+        self.evault.setup(vault, "body", "add", "BODY-R", "--name", "Recipient body")
+        self.evault.setup(vault, "body", "key", "add", "BODY-R", "--card",
+                          str(self.recipient_card))
+        self.log("  ingesting the big file into the sending vault (setup)")
+        self.evault.setup(vault, "ingest", str(self.big_file), "--case", "BENCH-PKG",
+                          "--create-case")
+        items = json.loads(self.evault.setup(vault, "items", "list", "--json"))
+        return vault, str(items[0]["id"])
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def _rss_ok(pairs: Pairs, limit_mib: int) -> bool:
+    return pairs.evault_maxrss_kib < limit_mib * 1024
+
+
+def _ratio_ok(pairs: Pairs, limit: float) -> bool:
+    ratio = pairs.ratio_median
+    return ratio is not None and ratio <= limit
+
+
+def _size_label(size: int) -> str:
+    return f"{size // GIB} GiB" if size >= GIB else f"{size // MIB} MiB"
+
+
+def case_ingest(ctx: Context) -> list[Row]:
+    """1. Ingest one big file vs ``openssl dgst -sha256 F && age -r R -o O F``."""
+    big = ctx.big_file
+    _, recipient = ctx.age_key
+    state: dict[str, Path] = {}
+    out = ctx.work / "stock-ingest.age"
+
+    def prepare(n: int) -> None:
+        state["vault"] = ctx.copy_vault(ctx.office_vault, "ingest-vault")
+
+    def evault(n: int) -> Sample:
+        return ctx.evault.timed(state["vault"], "ingest", str(big), "--case", "BENCH-1",
+                                "--create-case")
+
+    def stock(n: int) -> Sample:
+        return run_timed(sh(f"openssl dgst -sha256 '{big}' >/dev/null && "
+                            f"age -r {recipient} -o '{out}' '{big}'"), env=ctx.stock_env)
+
+    def cleanup(n: int) -> None:
+        clear(state["vault"])
+        clear(out)
+
+    pairs = alternate(ctx.rounds, evault, stock, prepare=prepare, cleanup=cleanup,
+                      log=ctx.log, label="ingest")
+    label = _size_label(ctx.scale.big_file)
+    return [Row(f"1. ingest one {label} file", pairs, "ratio <= 1.0, RSS < 100 MiB",
+                _ratio_ok(pairs, 1.0) and _rss_ok(pairs, 100))]
+
+
+def case_package(ctx: Context) -> list[Row]:
+    """2. Package one big item for a body vs ``age -d -i K blob.age | age -r R -o out.age``."""
+    vault, item = ctx.sender_with_big_item
+    key, stock_recipient = ctx.age_key
+    blob = ctx.work / "stock-blob.age"
+    run_checked(["age", "-r", stock_recipient, "-o", str(blob), str(ctx.big_file)],
+                env=ctx.stock_env)
+    body_recipient = ctx.recipient_age
+    package = ctx.work / "bench-package.evpkg"
+    out = ctx.work / "stock-package.age"
+
+    def evault(n: int) -> Sample:
+        return ctx.evault.timed(vault, "package", "create", "--to", "BODY-R", "--item", item,
+                                "-o", str(package))
+
+    def stock(n: int) -> Sample:
+        return run_timed(sh(f"age -d -i '{key}' '{blob}' | age -r {body_recipient} -o '{out}'"),
+                         env=ctx.stock_env)
+
+    def cleanup(n: int) -> None:
+        clear(package)
+        clear(out)
+
+    pairs = alternate(ctx.rounds, evault, stock, cleanup=cleanup, log=ctx.log, label="package")
+    clear(blob)
+    label = _size_label(ctx.scale.big_file)
+    return [Row(f"2. package one {label} item", pairs, "ratio <= 1.0, RSS < 100 MiB (flat)",
+                _ratio_ok(pairs, 1.0) and _rss_ok(pairs, 100))]
+
+
+def case_open(ctx: Context) -> list[Row]:
+    """3. Open and verify a big package vs ``age -d | tar -x`` then ``sha256sum -c``."""
+    sender, item = ctx.sender_with_big_item
+    package = ctx.work / "bench-open.evpkg"
+    ctx.log("  building the package to open (setup)")
+    ctx.evault.setup(sender, "package", "create", "--to", "BODY-R", "--item", item, "-o",
+                     str(package))
+    template = ctx.recipient_vault
+    key, recipient = ctx.age_key
+    # The stock side: the same bytes as a bag folder, tarred and encrypted with age.
+    bag = ctx.work / "stock-bag" / "bag"
+    (bag / "data" / item).mkdir(parents=True)
+    os.link(ctx.big_file, bag / "data" / item / "big.bin")
+    (bag / "manifest-sha256.txt").write_text(f"{ctx.big_sha256}  data/{item}/big.bin\n")
+    payload = ctx.work / "stock-payload.age"
+    run_checked(sh(f"tar -c -C '{bag.parent}' bag | age -r {recipient} -o '{payload}'"),
+                env=ctx.stock_env)
+    state: dict[str, Path] = {}
+
+    def prepare(n: int) -> None:
+        # A package opens once per vault: each round gets a fresh copy of the recipient.
+        state["vault"] = ctx.copy_vault(template, "open-vault")
+        state["out"] = ctx.fresh("open-out")
+        state["stock"] = ctx.fresh("stock-open-out")
+        state["stock"].mkdir()
+
+    def evault(n: int) -> Sample:
+        return ctx.evault.timed(state["vault"], "open", str(package), "--out", str(state["out"]))
+
+    def stock(n: int) -> Sample:
+        dest = state["stock"]
+        return run_timed(sh(f"age -d -i '{key}' '{payload}' | tar -x -C '{dest}' && "
+                            f"cd '{dest}/bag' && sha256sum -c --quiet manifest-sha256.txt"),
+                         env=ctx.stock_env)
+
+    def cleanup(n: int) -> None:
+        for path in state.values():
+            clear(path)
+
+    pairs = alternate(ctx.rounds, evault, stock, prepare=prepare, cleanup=cleanup,
+                      log=ctx.log, label="open")
+    for path in (package, payload, bag.parent):
+        clear(path)
+    label = _size_label(ctx.scale.big_file)
+    return [Row(f"3. open and verify a {label} package", pairs, "ratio <= 1.0",
+                _ratio_ok(pairs, 1.0))]
+
+
+def _many_files(ctx: Context, name: str, count: int, size: int, per_folder: int) -> Path:
+    root = ctx.work / "data" / name
+    ctx.log(f"  making {count} files of {size} bytes in {root.name}/")
+    for n in range(count):
+        folder = root / f"batch-{n // per_folder:03d}"
+        if n % per_folder == 0:
+            folder.mkdir(parents=True)
+        (folder / f"file-{n:05d}.bin").write_bytes(os.urandom(size))
+    return root
+
+
+def case_ingest_many(ctx: Context) -> list[Row]:
+    """4. Ingest many small files with --recursive vs sha256sum of all plus tar | age."""
+    scale = ctx.scale
+    folder = _many_files(ctx, "many", scale.many_files, scale.many_file_size, 1000)
+    _, recipient = ctx.age_key
+    out = ctx.work / "stock-many.tar.age"
+    state: dict[str, Path] = {}
+
+    def prepare(n: int) -> None:
+        state["vault"] = ctx.copy_vault(ctx.office_vault, "many-vault")
+
+    def evault(n: int) -> Sample:
+        return ctx.evault.timed(state["vault"], "ingest", str(folder), "--recursive", "--case",
+                                "BENCH-4", "--create-case")
+
+    def stock(n: int) -> Sample:
+        return run_timed(sh(f"find '{folder}' -type f -print0 | xargs -0 sha256sum >/dev/null"
+                            f" && tar -c -C '{folder.parent}' '{folder.name}' | "
+                            f"age -r {recipient} -o '{out}'"), env=ctx.stock_env)
+
+    def cleanup(n: int) -> None:
+        clear(state["vault"])
+        clear(out)
+
+    pairs = alternate(ctx.rounds, evault, stock, prepare=prepare, cleanup=cleanup,
+                      log=ctx.log, label="ingest-many")
+    clear(folder)
+    goal_s = 2.0 if scale.name == "full" else None
+    files_per_s = scale.many_files / pairs.evault_median
+    return [Row(
+        f"4. ingest {scale.many_files:,} files of {scale.many_file_size // 1024} KiB "
+        "(--recursive)",
+        pairs,
+        "evault < 2 s" if goal_s else "(evault < 2 s at full scale)",
+        pairs.evault_median < goal_s if goal_s else None,
+        [f"ingest of {scale.many_files:,} small files: {files_per_s:,.0f} files/s"],
+    )]
+
+
+def case_export(ctx: Context) -> list[Row]:
+    """5. Export many items to five bodies vs five ``tar -c DIR | age -r R -o O``."""
+    scale = ctx.scale
+    folder = _many_files(ctx, "export", scale.export_items, scale.export_item_size, 1000)
+    template = ctx.work / "template-export"
+    shutil.copytree(ctx.office_vault, template, symlinks=True)
+    recipients = []
+    from vault.crypto.age import AgeIdentity
+    from vault.crypto.keys import SigningKey
+
+    for body in BODIES:
+        # Officers' public keys as they would hand them over: an age recipient and an SSH key.
+        age_recipient = str(AgeIdentity.generate().recipient)
+        ssh_key = SigningKey.generate().public.openssh(f"officer@{body.lower()}")
+        ctx.evault.setup(template, "body", "add", body, "--name", f"Body {body[-1]}")
+        ctx.evault.setup(template, "body", "key", "add", body, "--age", age_recipient, "--ssh",
+                         ssh_key)
+        recipients.append(age_recipient)
+    ctx.log(f"  ingesting {scale.export_items} items into the exporting vault (setup)")
+    ctx.evault.setup(template, "ingest", str(folder), "--recursive", "--case", "BENCH-5",
+                     "--create-case")
+    state: dict[str, Path] = {}
+
+    def prepare(n: int) -> None:
+        # Each round exports from the same fresh state: nothing shared yet.
+        state["vault"] = ctx.copy_vault(template, "export-vault")
+        state["outbox"] = ctx.fresh("outbox")
+        state["outbox"].mkdir()
+        state["stock"] = ctx.fresh("stock-outbox")
+        state["stock"].mkdir()
+
+    def evault(n: int) -> Sample:
+        return ctx.evault.timed(state["vault"], "export", "--to", ",".join(BODIES), "--case",
+                                "BENCH-5", "--outbox", str(state["outbox"]))
+
+    def stock(n: int) -> Sample:
+        dest = state["stock"]
+        script = " && ".join(
+            f"tar -c -C '{folder.parent}' '{folder.name}' | age -r {r} -o '{dest}/{b}.tar.age'"
+            for b, r in zip(BODIES, recipients, strict=True)
+        )
+        return run_timed(sh(script), env=ctx.stock_env)
+
+    def cleanup(n: int) -> None:
+        for path in state.values():
+            clear(path)
+
+    pairs = alternate(ctx.rounds, evault, stock, prepare=prepare, cleanup=cleanup,
+                      log=ctx.log, label="export")
+    clear(template)
+    clear(folder)
+    deliveries = scale.export_items * len(BODIES)
+    volume = deliveries * scale.export_item_size
+    t = pairs.evault_median
+    size = (f"{scale.export_item_size // MIB} MiB" if scale.export_item_size >= MIB
+            else f"{scale.export_item_size // 1024} KiB")
+    return [Row(
+        f"5. export {scale.export_items:,} items of {size} to 5 bodies",
+        pairs,
+        "ratio <= 1.5",
+        _ratio_ok(pairs, 1.5),
+        [f"export: {deliveries / t:,.0f} items/s and {volume / t / 1e6:,.0f} MB/s "
+         f"({scale.export_items:,} items x {len(BODIES)} bodies = {volume / 1e9:.2f} GB "
+         f"in {t:.2f} s)"],
+    )]
+
+
+def case_custody(ctx: Context) -> list[Row]:
+    """6. ``custody verify`` (``--quick`` and full) on logs of many events."""
+    from custody_gen import generate
+
+    rows = []
+    for events in ctx.scale.custody_events:
+        vault = ctx.work / f"custody-{events}"
+        shutil.copytree(ctx.office_vault, vault, symlinks=True)
+        ctx.log(f"  generating a custody log of {events:,} signed events (setup)")
+        env_before = dict(os.environ)
+        os.environ.update(ctx.evault.env(vault))
+        try:
+            size = generate(vault, events)
+        finally:
+            os.environ.clear()
+            os.environ.update(env_before)
+        for quick in (True, False):
+            args = ["custody", "verify", *(["--quick"] if quick else [])]
+
+            def verify(n: int, args: list[str] = args, vault: Path = vault) -> Sample:
+                return ctx.evault.timed(vault, *args)
+
+            pairs = alternate(ctx.rounds, verify, None, log=ctx.log,
+                              label=" ".join(args) + f" @{events:,}")
+            rate = size / pairs.evault_median
+            what = "--quick (structure)" if quick else "full (signatures on 2 cores)"
+            if quick and events >= 1_000_000:
+                goal, met = "< 5 s at 1M", pairs.evault_median < 5.0
+            elif quick:
+                goal, met = "report", None
+            else:
+                goal, met = "report events/s", None
+            rows.append(Row(f"6. custody verify {what}, {size:,} events", pairs, goal, met,
+                            [f"custody verify {what} at {size:,} events: {rate:,.0f} events/s"]))
+        clear(vault)
+    return rows
+
+
+def case_startup(ctx: Context) -> list[Row]:
+    """7. Start-up: ``--version``, ``--help``, ``items list`` beside ``python -c pass``."""
+    vault = ctx.empty_vault
+    env = ctx.evault.env(vault)
+    commands: dict[str, list[str]] = {
+        "version": [ctx.evault.exe, "--version"],
+        "help": [ctx.evault.exe, "--help"],
+        "items": [ctx.evault.exe, "items", "list"],
+        "python": [sys.executable, "-c", "pass"],
+        "age": ["age", "--version"],
+    }
+    samples: dict[str, list[Sample]] = {k: [] for k in commands}
+    names = list(commands)
+    for n in range(ctx.scale.startup_rounds):
+        # rotate the order so that no command always runs first (or after the same one)
+        for name in names[n % len(names):] + names[: n % len(names)]:
+            samples[name].append(run_timed(commands[name], env=env))
+    ctx.log("  startup medians: " + ", ".join(
+        f"{k} {fmt_seconds(statistics.median(s.seconds for s in v))}"
+        for k, v in samples.items()))
+    python = samples["python"]
+    age_median = statistics.median(s.seconds for s in samples["age"])
+    py_median = statistics.median(s.seconds for s in python)
+    rows = []
+    for key, label, limit in (
+        ("version", "`evault --version`", 0.060),
+        ("help", "`evault --help`", 0.060),
+        ("items", "`evault items list` (empty vault)", 0.250),
+    ):
+        pairs = Pairs(evault=samples[key], stock=python)
+        rows.append(Row(f"7. start-up: {label} (stock: `python -c pass`)", pairs,
+                        f"< {limit * 1000:.0f} ms", pairs.evault_median < limit))
+    rows[0].notes.append(f"start-up references: `python -c pass` {fmt_seconds(py_median)}, "
+                         f"`age --version` {fmt_seconds(age_median)}")
+    return rows
+
+
+CASES: dict[str, Callable[[Context], list[Row]]] = {
+    "ingest": case_ingest,
+    "package": case_package,
+    "open": case_open,
+    "ingest-many": case_ingest_many,
+    "export": case_export,
+    "custody": case_custody,
+    "startup": case_startup,
+}
+
+STOCK = {
+    "ingest": "`sh -c 'openssl dgst -sha256 F && age -r R -o O F'`",
+    "package": "`sh -c 'age -d -i K blob.age | age -r R -o out.age'` (blob.age: the same "
+               "file, age-encrypted)",
+    "open": "`sh -c 'age -d -i K payload.age | tar -x -C D && cd D/bag && sha256sum -c "
+            "manifest-sha256.txt'` (payload.age: the same file as a bag, tarred and encrypted)",
+    "ingest-many": "`sh -c 'find D -type f -print0 | xargs -0 sha256sum && tar -c D | age -r "
+                   "R -o O'`",
+    "export": "five `tar -c D | age -r R_i -o O_i`, one after the other, in one `sh -c`",
+    "custody": "none (no stock tool re-derives the log)",
+    "startup": "`python -c pass` (and `age --version` in the notes)",
+}
+
+
+def selected(only: Sequence[str]) -> list[str]:
+    """The case names to run, in the canonical order; unknown names are refused."""
+    if not only:
+        return list(CASES)
+    unknown = [c for c in only if c not in CASES]
+    if unknown:
+        raise BenchError(f"--only: unknown case {unknown[0]!r}; choose from {', '.join(CASES)}")
+    return [c for c in CASES if c in only]
