@@ -223,23 +223,29 @@ def _signer_name(vault: Vault) -> str:
     return origin(vault)
 
 
+def checkpoint_now(
+    vault: Vault, session: Session, pair: KeyPair, now: datetime | None = None
+) -> tuple[str, int]:
+    """Sign a checkpoint of the log as it is in ``session`` and keep it; (note, tree size)."""
+    head = lock_head(session)
+    checkpoint = Checkpoint(origin(vault), head.size, head.root)
+    note = sign_checkpoint(checkpoint, NoteSigner(_signer_name(vault), pair.signing))
+    session.add(
+        CheckpointRow(
+            size=head.size,
+            root=head.root,
+            signer=pair.fingerprint,
+            note=note,
+            created_at=now or utcnow(),
+        )
+    )
+    return note, head.size
+
+
 def make_checkpoint(vault: Vault, as_name: str | None, *, now: datetime | None = None) -> str:
     """Sign a checkpoint of the log as it is now and keep it; return the signed note."""
     with vault.transaction() as session:
-        pair = actor_pair(vault, session, as_name)
-        head = lock_head(session)
-        checkpoint = Checkpoint(origin(vault), head.size, head.root)
-        note = sign_checkpoint(checkpoint, NoteSigner(_signer_name(vault), pair.signing))
-        session.add(
-            CheckpointRow(
-                size=head.size,
-                root=head.root,
-                signer=pair.fingerprint,
-                note=note,
-                created_at=now or utcnow(),
-            )
-        )
-        return note
+        return checkpoint_now(vault, session, actor_pair(vault, session, as_name), now)[0]
 
 
 def vault_verifiers(vault: Vault, session: Session) -> list[NoteVerifier]:

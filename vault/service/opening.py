@@ -37,7 +37,7 @@ from vault.faults import crash_point
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.service.contacts import known_senders
-from vault.service.custody import CustodyLog, actor_pair
+from vault.service.custody import CustodyLog, actor_pair, checkpoint_now
 from vault.service.identities import acting_identity, load_keypair
 from vault.service.ids import new_id
 from vault.service.inspection import PackageReport, inspect_package
@@ -288,9 +288,7 @@ def acknowledge(
                    digests={"envelope": row.envelope_sha256, "statement": row.statement_sha256},
                    now=now)
         session.flush()
-        from vault.service.packaging import _checkpoint_now
-
-        checkpoint, _ = _checkpoint_now(vault, session, pair, now)
+        checkpoint, _ = checkpoint_now(vault, session, pair, now)
         ack = rfmt.Acknowledgement(
             package_id=row.package_id,
             body=row.body_id,

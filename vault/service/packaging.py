@@ -32,7 +32,6 @@ from sqlalchemy.orm import Session, selectinload
 from vault.clock import isoformat, utcnow
 from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter
 from vault.custody.merkle import node_hash
-from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
 from vault.errors import (
     ConflictError,
     NotFoundError,
@@ -46,10 +45,16 @@ from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.bagit import BagWriter
 from vault.formats.canonical import canonical_json
-from vault.service.custody import CustodyLog, actor_pair, leaf_hashes, lock_head, origin
+from vault.service.custody import (
+    CustodyLog,
+    actor_pair,
+    checkpoint_now,
+    leaf_hashes,
+)
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
-from vault.service.intake import collected_iso, storage_identity
+from vault.service.intake import storage_identity
+from vault.service.items import item_dict
 from vault.service.vaults import Vault
 from vault.store.blobs import TEMP_PREFIX, BlobStore, fsync_dir, start_writeback
 from vault.store.models import (
@@ -65,7 +70,6 @@ from vault.store.models import (
     PackageRecipient,
     Receipt,
 )
-from vault.store.models import Checkpoint as CheckpointRow
 
 COPY_CHUNK = 1 << 20
 COPY_STEP = 8 << 20
@@ -182,24 +186,8 @@ class _HashingWriter:
 
 
 def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "case": item.case_id,
-        "name": item.original_name,
-        "path": bag_path,
-        "title": item.title,
-        "description": item.description,
-        "source": item.source,
-        "collected_at": collected_iso(item.collected_at),
-        "location": item.location,
-        "size": item.size,
-        "sha256": item.sha256,
-        "digests": {d.algorithm: d.hexdigest for d in item.digests},
-        "labels": [label.label for label in item.labels],
-        "tags": {t.key: t.value for t in item.tags},
-        "ingested_at": isoformat(item.ingested_at),
-        "ingested_by": item.ingested_by,
-    }
+    """items.json's entry: the vault's full view of the item plus its path in the bag."""
+    return {**item_dict(item), "path": bag_path}
 
 
 def _custody_excerpt(
@@ -268,19 +256,6 @@ def _openssh(raw: bytes) -> str:
     return VerifyKey(raw).openssh()
 
 
-def _checkpoint_now(
-    vault: Vault, session: Session, pair: KeyPair, now: datetime
-) -> tuple[str, int]:
-    """Sign and keep a checkpoint of the log as it is, for the envelope."""
-    head = lock_head(session)
-    note = sign_checkpoint(
-        Checkpoint(origin(vault), head.size, head.root), NoteSigner(origin(vault), pair.signing)
-    )
-    session.add(CheckpointRow(size=head.size, root=head.root, signer=pair.fingerprint,
-                              note=note, created_at=now))
-    return note, head.size
-
-
 def _sender_org(vault: Vault, identity: Identity) -> str:
     return identity.org or vault.config.organisation or identity.name
 
@@ -323,7 +298,7 @@ def create_package(
         identity = get_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         escrow = fmt.RecipientKey(pair.fingerprint, current_key(identity).age_recipient)
-        checkpoint, checkpoint_size = _checkpoint_now(vault, session, pair, now)
+        checkpoint, checkpoint_size = checkpoint_now(vault, session, pair, now)
         excerpt = _custody_excerpt(session, items, checkpoint_size)
         plan = [(item, f"{item.id}/{item.original_name}") for item in items]
         metadata = [_item_metadata(item, f"data/{path}") for item, path in plan]
@@ -700,7 +675,7 @@ def _make_receipt(
     identity = session.scalars(
         select(Identity).join(IdentityKey).where(IdentityKey.fingerprint == pair.fingerprint)
     ).one()
-    checkpoint, _size = _checkpoint_now(vault, session, pair, now)
+    checkpoint, _size = checkpoint_now(vault, session, pair, now)
     items = session.scalars(select(Item).where(Item.id.in_([pi.item_id for pi in row.items])))
     by_id = {i.id: i for i in items}
     reference = row.reference
