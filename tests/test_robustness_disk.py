@@ -264,7 +264,7 @@ def test_commits_that_fail_leave_nothing_behind(
     cli.ok("send", pid, "--outbox", str(world.outbox))
     icc = world.icc
     icc.ok("open", str(world.outbox / f"{pid}.evpkg"), "--out", str(world.tmp / "in"))
-    failing_commit("vault.service.opening._stage")
+    failing_commit("vault.service.opening.stage_files")
     ack = world.tmp / "ack.json"
     assert_refusal(icc("ack", pid, "-o", str(ack)), 1, "database or disk is full")
     assert sorted(p.name for p in world.tmp.iterdir() if "ack" in p.name) == []

@@ -378,17 +378,7 @@ def identity_export(vault: Vault, name: str | None, output: Path | None) -> None
     """
     from vault.service.identities import export_card
 
-    card = export_card(vault, name)
-    if output is None:
-        click.echo(card, nl=False)
-        return
-    from vault.store.blobs import atomic_writer
-
-    if output.exists():
-        raise click.UsageError(f"{output} exists; choose another file")
-    with atomic_writer(output, mode=0o644, overwrite=False) as handle:
-        handle.write(card.encode("utf-8"))
-    say(f"wrote contact card to {output}")
+    write_or_print(export_card(vault, name), output, what="contact card")
 
 
 @identity.command("rotate")
@@ -1763,7 +1753,7 @@ def report_custody(vault: Vault, item_id: str, fmt: str, output: Path | None) ->
     write_or_print(render_custody(custody_report(vault, item_id), fmt), output)
 
 
-def write_or_print(text: str, output: Path | None) -> None:
+def write_or_print(text: str, output: Path | None, *, what: str = "") -> None:
     """Text to a new file (atomically, never replacing one) or to stdout."""
     if output is None:
         click.echo(text, nl=False)
@@ -1774,7 +1764,7 @@ def write_or_print(text: str, output: Path | None) -> None:
         raise click.UsageError(f"{output} exists; choose another file")
     with atomic_writer(output, mode=0o644, overwrite=False) as handle:
         handle.write(text.encode("utf-8"))
-    say(f"wrote {output}")
+    say(f"wrote {what} to {output}" if what else f"wrote {output}")
 
 
 def main() -> None:

@@ -12,7 +12,6 @@ organisations.
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
 import secrets
@@ -48,7 +47,14 @@ from vault.service.intake import (
     store_file,
 )
 from vault.service.vaults import Vault
-from vault.store.blobs import TEMP_PREFIX, BlobStore, fsync_dir
+from vault.store.blobs import (
+    TEMP_PREFIX,
+    BlobStore,
+    discard_staged,
+    fsync_dir,
+    publish_staged,
+    stage_files,
+)
 from vault.store.models import (
     Acknowledgement,
     Blob,
@@ -306,42 +312,13 @@ def acknowledge(
         # rolls the step back; published only after it, so an ack never vouches for a
         # history this vault did not keep. A crash between the two leaves temporary files,
         # which the next `ack` to the same name removes.
-        staged = _stage([(output, data), (sig_path, signature.encode())])
-        sa_event.listen(session, "after_rollback", lambda _s: _unstage(staged), once=True)
+        staged = stage_files([(output, data), (sig_path, signature.encode())])
+        sa_event.listen(session, "after_rollback", lambda _s: discard_staged(staged), once=True)
         crash_point("ack.before_commit")
     crash_point("ack.after_commit")
-    for temp, target in staged:
-        os.link(temp, target)
-        os.unlink(temp)
-    fsync_dir(output.parent)
+    publish_staged(staged)
     return {"package": row.package_id, "ack": str(output), "signature": str(sig_path),
             "recipient": identity.name, "fingerprint": pair.fingerprint}
-
-
-def _stage(files: list[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
-    """Write each file under a temporary name beside its target; return (temp, target)."""
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for target, data in files:
-            pattern = f"{TEMP_PREFIX}{'[0-9a-f]' * 12}-{glob.escape(target.name)}"
-            for stale in target.parent.glob(pattern):
-                stale.unlink(missing_ok=True)
-            temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}")
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            staged.append((temp, target))
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-    except BaseException:
-        _unstage(staged)
-        raise
-    return staged
-
-
-def _unstage(staged: list[tuple[Path, Path]]) -> None:
-    for temp, _ in staged:
-        temp.unlink(missing_ok=True)
 
 
 def import_ack(

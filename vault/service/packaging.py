@@ -751,8 +751,9 @@ def show_receipt(vault: Vault, receipt_id: str) -> dict[str, Any]:
 
 
 def export_receipt(vault: Vault, receipt_id: str, output: Path) -> tuple[Path, Path]:
-    """Write the receipt's exact signed bytes to ``output`` and its signature to ``output.sig``."""
-    from vault.store.blobs import atomic_writer
+    """Write the receipt's exact signed bytes to ``output`` and its signature to ``output.sig``
+    (both or neither)."""
+    from vault.store.blobs import publish_staged, stage_files
 
     sig_path = output.with_name(output.name + ".sig")
     for path in (output, sig_path):
@@ -761,8 +762,5 @@ def export_receipt(vault: Vault, receipt_id: str, output: Path) -> tuple[Path, P
     with vault.transaction() as session:
         row = get_receipt(session, receipt_id)
         document, signature = row.document, row.signature
-    with atomic_writer(output, mode=0o644, overwrite=False) as f:
-        f.write(document)
-    with atomic_writer(sig_path, mode=0o644, overwrite=False) as f:
-        f.write(signature.encode())
+    publish_staged(stage_files([(output, document), (sig_path, signature.encode())]))
     return output, sig_path

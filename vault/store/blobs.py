@@ -63,6 +63,58 @@ def atomic_writer(target: Path, *, mode: int = 0o600, overwrite: bool = True) ->
         raise
 
 
+def stage_files(files: list[tuple[Path, bytes]], *, mode: int = 0o644) -> list[tuple[Path, Path]]:
+    """Write each file, synced, under a temporary name beside its target; (temp, target) pairs.
+
+    Together with :func:`publish_staged` this writes a group of files (a document and its
+    signature) all or nothing. Leftover temporaries of an earlier interrupted write to the
+    same name are removed first.
+    """
+    import glob
+
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, data in files:
+            pattern = f"{TEMP_PREFIX}{'[0-9a-f]' * 12}-{glob.escape(target.name)}"
+            for stale in target.parent.glob(pattern):
+                stale.unlink(missing_ok=True)
+            temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{target.name}")
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            staged.append((temp, target))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+    except BaseException:
+        discard_staged(staged)
+        raise
+    return staged
+
+
+def discard_staged(staged: list[tuple[Path, Path]]) -> None:
+    """Remove staged temporaries (the group is abandoned)."""
+    for temp, _ in staged:
+        temp.unlink(missing_ok=True)
+
+
+def publish_staged(staged: list[tuple[Path, Path]]) -> None:
+    """Give staged files their names, never replacing an existing file; all or none."""
+    done: list[Path] = []
+    try:
+        for temp, target in staged:
+            os.link(temp, target)
+            done.append(target)
+        for temp, _ in staged:
+            os.unlink(temp)
+        for parent in {target.parent for _, target in staged}:
+            fsync_dir(parent)
+    except BaseException:
+        for target in done:
+            target.unlink(missing_ok=True)
+        discard_staged(staged)
+        raise
+
+
 def atomic_write_bytes(target: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace ``target`` with ``data`` atomically."""
     with atomic_writer(target, mode=mode) as handle:
