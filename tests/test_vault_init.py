@@ -144,6 +144,51 @@ def test_upgrade_to_head_and_downgrade_to_base(
     engine.dispose()
 
 
+def test_schema_head_constant_is_the_migrations_head() -> None:
+    # Commands check the schema against db.SCHEMA_HEAD without importing Alembic; a new
+    # migration must move the constant too.
+    assert db.migrations_head() == db.SCHEMA_HEAD
+
+
+def test_several_recorded_revisions_are_refused(tmp_path: Path) -> None:
+    cli = Cli(tmp_path / "v")
+    cli.ok("init")
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'v' / 'vault.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0003')")
+    engine.dispose()
+    result = cli("items", "list")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "evault: vault database records several schema revisions (0003, 0004); "
+        "run `evault db upgrade` or restore the database from a backup\n"
+    )
+
+
+def test_vault_commands_do_not_import_alembic(tmp_path: Path) -> None:
+    # The per-command schema check reads alembic_version itself (start-up time, memory).
+    cli = Cli(tmp_path / "v")
+    cli.ok("init")
+    code = (
+        "import sys\n"
+        "from vault.cli import cli\n"
+        "try:\n"
+        f"    cli.main(['items', 'list', '--vault', {str(tmp_path / 'v')!r}], prog_name='evault')\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "print('ALEMBIC', 'alembic' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "ALEMBIC False", out.stdout + out.stderr
+
+
 def test_help_and_version_import_no_heavy_modules() -> None:
     code = (
         "import sys\n"
@@ -166,6 +211,44 @@ def test_help_and_version_import_no_heavy_modules() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "HEAVY []", out.stdout + out.stderr
+
+
+def test_entry_point_answers_version_without_the_cli() -> None:
+    # The console script answers --version before importing click; its line must stay the
+    # one the click command prints (test_version).
+    from vault import __version__
+
+    code = (
+        "import sys\n"
+        "from vault.entry import main\n"
+        "main()\n"
+        "print('CLICK', 'click' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run(
+        [sys.executable, "-c", code, "--version"], capture_output=True, text=True, cwd=root
+    )
+    assert (out.returncode, out.stdout, out.stderr) == (
+        0,
+        f"evault {__version__}\nCLICK False\n",
+        "",
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", "from vault.entry import main; main()", "--version", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert other.returncode == 0, other.stderr
+    assert other.stdout == f"evault {__version__}\n"  # click's own eager --version
+    helped = subprocess.run(
+        [sys.executable, "-c", "from vault.entry import main; main()", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert helped.stdout.startswith("Usage: evault [OPTIONS] COMMAND [ARGS]...\n")
 
 
 def test_version() -> None:

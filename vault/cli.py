@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -38,7 +37,7 @@ class VaultGroup(click.Group):
             return super().invoke(ctx)
         except VaultError as e:
             if _debug(ctx):
-                traceback.print_exc()
+                _print_traceback()
             click.echo(f"evault: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
@@ -46,10 +45,16 @@ class VaultGroup(click.Group):
             ctx.exit(130)
         except OSError as e:
             if _debug(ctx):
-                traceback.print_exc()
+                _print_traceback()
             where = f"{e.filename}: " if e.filename else ""
             click.echo(f"evault: {where}{e.strerror or e}", err=True)
             ctx.exit(1)
+
+
+def _print_traceback() -> None:
+    import traceback  # only with --debug; it costs start-up time otherwise
+
+    traceback.print_exc()
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -427,7 +432,7 @@ BODY_COLUMNS = ("id", "name", "active_keys", "created_at")
 
 @cli.group()
 def body() -> None:
-    """Recipient bodies (e.g. ICC-OTP) and the keys of their officers.
+    """Recipient bodies, such as ICC-OTP, and the keys of their officers.
 
     \b
     Examples:

@@ -30,6 +30,11 @@ def as_utc(when: datetime) -> datetime:
     return when.astimezone(timezone.utc)
 
 
+def optional_isoformat(when: datetime | None) -> str | None:
+    """ISO text of an optional time (stored naive times are UTC), or None."""
+    return isoformat(as_utc(when)) if when else None
+
+
 def parse_iso(text: str) -> datetime:
     """Parse ISO 8601 with an explicit offset or ``Z``; raise ``ValueError`` otherwise."""
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))

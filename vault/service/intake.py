@@ -30,7 +30,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from vault.clock import as_utc, isoformat, parse_iso, utcnow
+from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient, AgeWriter
 from vault.errors import ConflictError, NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
@@ -706,6 +706,3 @@ def show_case(vault: Vault, case: str) -> dict[str, Any]:
         return _case_dict(session, row)
 
 
-def collected_iso(value: datetime | None) -> str | None:
-    """ISO text of an optional time."""
-    return isoformat(as_utc(value)) if value else None

@@ -17,13 +17,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from vault.clock import isoformat, utcnow
-from vault.crypto.age import AgeReader
+from vault.clock import isoformat, optional_isoformat, utcnow
 from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
-from vault.service.custody import CustodyLog, actor_pair
-from vault.service.intake import collected_iso, storage_identity
 from vault.service.vaults import Vault
-from vault.store.blobs import BlobStore, atomic_writer
 from vault.store.models import Item, ItemLabel
 
 ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
@@ -38,7 +34,7 @@ def item_dict(item: Item) -> dict[str, Any]:
         "title": item.title,
         "description": item.description,
         "source": item.source,
-        "collected_at": collected_iso(item.collected_at),
+        "collected_at": optional_isoformat(item.collected_at),
         "location": item.location,
         "size": item.size,
         "sha256": item.sha256,
@@ -92,6 +88,13 @@ def export_item(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Write the plaintext of an item to ``output`` (the user asked for it), logging why."""
+    # Imported here: the listing commands of this module should not pay for cryptography,
+    # the custody log and intake at start-up.
+    from vault.crypto.age import AgeReader
+    from vault.service.custody import CustodyLog, actor_pair
+    from vault.service.intake import storage_identity
+    from vault.store.blobs import BlobStore, atomic_writer
+
     if not reason.strip():
         raise UsageError("items export: --reason must say why the content is needed")
     if output.exists() and not force:
