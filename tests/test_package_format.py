@@ -46,6 +46,7 @@ from vault.formats.package import (
     verify_statement,
     write_package,
 )
+from vault.formats.package import PackageWriter, payload_offset
 from vault.formats.receipt import (
     ACK_NAMESPACE,
     RECEIPT_NAMESPACE,
@@ -503,9 +504,13 @@ def test_write_and_read_back(built: Built) -> None:
     assert pkg.envelope_bytes == built.envelope_bytes
     assert pkg.signature == built.signature
     assert pkg.payload_size == len(built.payload)
-    assert pkg.payload_offset == (
-        512 + padded(len(built.envelope_bytes)) + 512 + padded(len(built.signature)) + 512
-    )
+    # The payload's place depends on the envelope's fields, not on its payload: room for
+    # the envelope at its widest payload size, the signature, and five header blocks
+    # (envelope, signature, payload's pax header and at least one block of its records,
+    # payload's ustar header).
+    widest = make_envelope(payload_size=2**53, payload_sha256="f" * 64).to_bytes()
+    assert pkg.payload_offset == 5 * 512 + padded(len(widest)) + padded(len(built.signature))
+    assert pkg.payload_offset == payload_offset(built.envelope, len(built.signature))
     raw = built.path.read_bytes()
     assert raw[pkg.payload_offset : pkg.payload_offset + pkg.payload_size] == built.payload
     assert len(raw) % 10240 == 0
@@ -516,6 +521,63 @@ def test_write_and_read_back(built: Built) -> None:
         assert f.read() == built.payload
         assert f.read() == b""
     assert verify_envelope(pkg, [SENDER.public]) == built.envelope
+
+
+def stream_package(path: Path, payload: bytes, step: int) -> tuple[Envelope, bytes, str]:
+    """Write ``payload`` through PackageWriter in ``step``-byte writes from one reused buffer."""
+    draft = make_envelope(b"", payload_sha256="0" * 64)
+    buffer = bytearray(step)
+    with open(path, "xb") as out, PackageWriter(out, draft, SENDER) as writer:
+        for start in range(0, len(payload), step):
+            n = len(payload[start : start + step])
+            buffer[:n] = payload[start : start + n]
+            assert writer.write(memoryview(buffer)[:n]) == n
+            buffer[:n] = bytes(n)  # the writer must have taken its own copy
+        return writer.finish()
+
+
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 5 * MiB + 3])
+def test_package_writer_writes_what_write_package_writes(tmp_path: Path, size: int) -> None:
+    payload = os.urandom(size)
+    streamed = tmp_path / "streamed.evpkg"
+    envelope, data, signature = stream_package(streamed, payload, 256 * 1024 + 7)
+    assert envelope == make_envelope(payload)
+    assert data == envelope.to_bytes()
+    (tmp_path / "payload.age").write_bytes(payload)
+    copied = tmp_path / "copied.evpkg"
+    write_package(copied, data, signature, tmp_path / "payload.age")
+    assert streamed.read_bytes() == copied.read_bytes()
+    pkg = read_package(streamed)
+    assert verify_envelope(pkg, [SENDER.public]) == envelope
+    with pkg.open_payload() as f:
+        assert f.read() == payload
+
+
+def test_package_writer_refuses_a_key_that_is_not_the_senders(tmp_path: Path) -> None:
+    with open(tmp_path / "p.evpkg", "xb") as out, pytest.raises(UsageError):
+        PackageWriter(out, make_envelope(), OFFICER_A)
+
+
+@pytest.mark.parametrize("size", [0, 9, 8 * 1024 * MiB + 1, 10**13])
+def test_front_room_fits_every_payload_size(tmp_path: Path, size: int) -> None:
+    # The envelope is longest at the largest size (2**53); its room is the same for all
+    # sizes, and the pax comment takes up the rest (a sparse file stands in for the
+    # payload; 8 GiB + 1 needs a pax size record too).
+    from vault.formats import package as fmt
+
+    envelope = make_envelope(payload_size=size, payload_sha256="0" * 64)
+    data, signature = sign_envelope(envelope, SENDER)
+    room = payload_offset(envelope, len(signature))
+    front = fmt._front(data, signature.encode(), size, 1_800_000_000, room)
+    assert len(front) == room
+    path = tmp_path / "sparse.evpkg"
+    with open(path, "wb") as f:
+        f.write(front)
+        f.seek(room + size)
+        f.write(fmt._tail(room, size))
+    pkg = read_package(path)
+    assert (pkg.payload_offset, pkg.payload_size) == (room, size)
+    assert verify_envelope(pkg, [SENDER.public]) == envelope
 
 
 def test_open_payload_is_bounded_and_seekable(built: Built) -> None:
@@ -858,6 +920,27 @@ def test_interop_gnu_tar_lists_a_package_over_8_gib(tmp_path: Path) -> None:
     ).stdout.splitlines()
     assert [line.split()[-1] for line in listing] == list(MEMBERS)
     assert listing[2].split()[2] == str(8 * 1024 * MiB + 1)
+
+
+@pytest.mark.interop
+def test_interop_gnu_tar_reads_the_padded_front_over_8_gib(tmp_path: Path) -> None:
+    from vault.formats import package as fmt
+
+    tar = require_tool("tar")
+    size = 8 * 1024 * MiB + 1
+    envelope = make_envelope(payload_size=size, payload_sha256="0" * 64)
+    data, signature = sign_envelope(envelope, SENDER)
+    room = payload_offset(envelope, len(signature))
+    path = tmp_path / "large.evpkg"
+    with open(path, "wb") as f:
+        f.write(fmt._front(data, signature.encode(), size, 1_800_000_000, room))
+        f.seek(room + size)
+        f.write(fmt._tail(room, size))
+    listing = subprocess.run(
+        [tar, "-tvf", str(path)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line.split()[-1] for line in listing] == list(MEMBERS)
+    assert listing[2].split()[2] == str(size)
 
 
 def ssh_keygen_verify(

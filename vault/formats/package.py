@@ -40,10 +40,15 @@ bytes in canonical form, so one document has exactly one byte representation.
 
 The **container** (``.evpkg``) is a POSIX pax tar holding exactly three regular files, in
 this order: ``envelope.json``, ``envelope.json.sig`` and ``payload.age``. Stock ``tar -xf``
-unpacks it; :func:`write_package` copies the payload in the kernel and :func:`read_package`
-only reads headers, the envelope and the signature, so a package of many GiB costs a few
-seeks. Every field a constructor receives is checked: a bad argument is a
-:class:`~vault.errors.UsageError`, bad bytes being read a :class:`~vault.errors.VerificationError`.
+unpacks it. The payload's data starts at an offset fixed by the envelope's fields before
+the payload exists (:func:`payload_offset`); a pax ``comment`` record before payload.age
+fills what the final envelope leaves of that room. So :class:`PackageWriter` writes the
+payload once, straight into the file, and the envelope that names its digest afterwards in
+front of it; :func:`write_package` makes the same bytes from a payload file (copied in the
+kernel). :func:`read_package` only reads headers, the envelope and the signature, so a
+package of many GiB costs a few seeks. Every field a constructor receives is checked: a bad
+argument is a :class:`~vault.errors.UsageError`, bad bytes being read a
+:class:`~vault.errors.VerificationError`.
 """
 
 from __future__ import annotations
@@ -52,7 +57,9 @@ import base64
 import binascii
 import calendar
 import contextlib
+import dataclasses
 import errno
+import hashlib
 import io
 import os
 import re
@@ -61,9 +68,10 @@ import sys
 import tarfile
 import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from vault.crypto import sshsig
 from vault.crypto.age import AgeRecipient
@@ -89,10 +97,12 @@ __all__ = [
     "STATEMENT_TYPE",
     "Envelope",
     "PackageFile",
+    "PackageWriter",
     "Party",
     "RecipientKey",
     "Statement",
     "StatementItem",
+    "payload_offset",
     "read_package",
     "sign_envelope",
     "sign_statement",
@@ -124,6 +134,9 @@ _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 _COPY_CHUNK = 1024 * 1024
 _POSIX_MAGIC = b"ustar\x0000"
+_USTAR_MAX_SIZE = 8**11 - 1  # the largest size a ustar header holds
+_PAX_HEADER_NAME = "././@PaxHeader"  # as Python's tarfile names pax extended headers
+_PADDING_COMMENT = "evault: room for the envelope, written after the payload"
 _HEADER_ENCODING = "utf-8"
 
 # -- field rules ---------------------------------------------------------------------------
@@ -832,17 +845,83 @@ def _padded(size: int) -> int:
     return -(-size // _BLOCK) * _BLOCK
 
 
-def _member_header(name: str, size: int, mtime: int) -> bytes:
+def _header(name: str, size: int, mtime: int, kind: bytes = tarfile.REGTYPE) -> bytes:
+    """One ustar header block with the container's fixed metadata."""
     info = tarfile.TarInfo(name)
     info.size = size
     info.mtime = mtime
     info.mode = 0o644
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    # pax adds an extended header only when a field does not fit ustar (a payload of
-    # 8 GiB or more gets a "size" record); the bytes depend on nothing but these values.
-    return info.tobuf(format=tarfile.PAX_FORMAT, encoding=_HEADER_ENCODING, errors="strict")
+    info.type = kind
+    return info.tobuf(format=tarfile.USTAR_FORMAT, encoding=_HEADER_ENCODING, errors="strict")
+
+
+def _small_member(name: str, data: bytes, mtime: int) -> bytes:
+    """Header, data and zero padding of the envelope or its signature."""
+    return _header(name, len(data), mtime) + data + bytes(_padded(len(data)) - len(data))
+
+
+def _pax_record(keyword: str, value: str) -> bytes:
+    """``"<length> <keyword>=<value>\\n"``, the length counting its own digits."""
+    body = f" {keyword}={value}\n".encode(_HEADER_ENCODING)
+    length = len(body) + 1
+    while len(str(length)) + len(body) != length:
+        length = len(str(length)) + len(body)
+    return str(length).encode("ascii") + body
+
+
+def _pax_padding(length: int) -> bytes:
+    """One pax ``comment`` record of exactly ``length`` bytes (stock tar ignores comments)."""
+    fixed = len(str(length)) + len(" comment=\n")
+    text = _PADDING_COMMENT.ljust(length - fixed)
+    record = f"{length} comment={text}\n".encode("ascii")
+    assert len(record) == length
+    return record
+
+
+def _widest(envelope: Envelope) -> Envelope:
+    """The same envelope with the longest payload size and digest it can carry."""
+    return dataclasses.replace(envelope, payload_size=MAX_INTEGER, payload_sha256="f" * 64)
+
+
+def payload_offset(envelope: Envelope, signature_size: int) -> int:
+    """Where the payload's data starts in the package of ``envelope``, whatever its payload.
+
+    The front of the container is sized before the payload is known: envelope.json at the
+    longest payload size it can state, envelope.json.sig (``signature_size`` bytes; an
+    Ed25519 SSHSIG always has the same length), and payload.age's headers, a pax extended
+    header of at least one block and the ustar header. The pax header's ``comment`` record
+    takes up whatever the actual envelope leaves, so every package of this envelope has its
+    payload here and :class:`PackageWriter` can write the payload first, once.
+    """
+    envelope_size = len(_widest(envelope).to_bytes())
+    return 5 * _BLOCK + _padded(envelope_size) + _padded(signature_size)
+
+
+def _front(envelope: bytes, signature: bytes, payload_size: int, mtime: int, room: int) -> bytes:
+    """The container's bytes before the payload's data: exactly ``room`` of them."""
+    head = _small_member(ENVELOPE_MEMBER, envelope, mtime)
+    head += _small_member(SIGNATURE_MEMBER, signature, mtime)
+    pax_size = room - len(head) - 2 * _BLOCK
+    if pax_size < _BLOCK or pax_size % _BLOCK:
+        raise UsageError("write package: the envelope and its signature do not fit the room "
+                         "left for them; a package's front is sized from its own envelope")
+    records = b""
+    ustar_size = payload_size
+    if payload_size > _USTAR_MAX_SIZE:  # 8 GiB and more: the size goes in the pax header
+        records = _pax_record("size", str(payload_size))
+        ustar_size = 0
+    records += _pax_padding(pax_size - len(records))
+    pax = _header(_PAX_HEADER_NAME, pax_size, mtime, tarfile.XHDTYPE)
+    return head + pax + records + _header(PAYLOAD_MEMBER, ustar_size, mtime)
+
+
+def _tail(room: int, payload_size: int) -> bytes:
+    """Zero padding to the block, two zero blocks, then to a whole record, as tar does."""
+    tail = _padded(payload_size) - payload_size + 2 * _BLOCK
+    tail += -(room + payload_size + tail) % _RECORD
+    return bytes(tail)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -939,6 +1018,7 @@ def write_package(target: Path, envelope: bytes, signature: str, payload: Path) 
         raise UsageError(f"{label}: signature is not by the sender {parsed.sender.fingerprint}")
 
     mtime = _epoch(parsed.created_at)
+    room = payload_offset(parsed, len(sig_bytes))
     src = _open_regular(Path(payload), f"{label}: payload")
     try:
         size = os.fstat(src).st_size
@@ -948,25 +1028,98 @@ def write_package(target: Path, envelope: bytes, signature: str, payload: Path) 
             )
         with open(target, "wb", buffering=0) as out:
             dst = out.fileno()
-            written = 0
-            for name, data in ((ENVELOPE_MEMBER, envelope), (SIGNATURE_MEMBER, sig_bytes)):
-                block = _member_header(name, len(data), mtime) + data
-                block += bytes(_padded(len(data)) - len(data))
-                _write_all(dst, block)
-                written += len(block)
-            header = _member_header(PAYLOAD_MEMBER, size, mtime)
-            _write_all(dst, header)
+            _write_all(dst, _front(envelope, sig_bytes, size, mtime, room))
             copied = _copy_payload(src, dst, size)
             if copied != size:
                 raise UsageError(f"{label}: payload file shrank to {copied} bytes while copied")
-            written += len(header) + size
-            # Zero padding to the block, two zero blocks, then to a whole record, as tar does.
-            tail = _padded(size) - size + 2 * _BLOCK
-            tail += -(written + tail) % _RECORD
-            _write_all(dst, bytes(tail))
+            _write_all(dst, _tail(room, size))
             os.fsync(dst)
     finally:
         os.close(src)
+
+
+class PackageWriter:
+    """Writes a ``.evpkg`` container in one pass over its payload.
+
+        with PackageWriter(out, draft, key) as writer:  # out: a new file, open for writing
+            writer.write(ciphertext)                    # the age payload, in order
+            envelope, data, signature = writer.finish()
+
+    The payload goes straight to its place in the file (:func:`payload_offset`), counted
+    and hashed on the way; :meth:`finish` puts the payload's size and SHA-256 into the
+    ``draft`` envelope (whose own values for them are ignored), signs it with ``key`` (the
+    sender's) and writes the envelope, its signature and the headers into the room left in
+    front, then the end of the archive. The file is byte for byte what :func:`write_package`
+    writes for the same envelope and payload, without a temporary payload file or a copy.
+
+    Each write is hashed and written on a helper thread while the caller prepares the next
+    (hashlib and file writes release the GIL). ``out`` is flushed, not synced: fsync it,
+    then give it its name. If anything raises, the file is incomplete: remove it.
+    """
+
+    def __init__(self, out: BinaryIO, draft: Envelope, key: SigningKey) -> None:
+        _, widest_signature = sign_envelope(_widest(draft), key)
+        self._out = out
+        self._draft = draft
+        self._key = key
+        self._room = payload_offset(draft, len(widest_signature.encode("ascii")))
+        self._digest = hashlib.sha256()
+        self._size = 0
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Future[None] | None = None
+        self._finished = False
+        out.seek(self._room)
+
+    def __enter__(self) -> PackageWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the helper thread and stop it (after an error too)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.exception()
+        self._pool.shutdown(wait=True)
+
+    def write(self, data: bytes | memoryview) -> int:
+        """Append payload bytes. The caller may reuse ``data``'s buffer once this returns."""
+        if self._finished:
+            raise RuntimeError("package writer: write after finish")
+        chunk = bytes(data)
+        self._wait()
+        self._pending = self._pool.submit(self._consume, chunk)
+        self._size += len(chunk)
+        return len(chunk)
+
+    def flush(self) -> None:
+        """Nothing to do: :meth:`finish` writes everything (the file-object protocol)."""
+
+    def _consume(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self._out.write(chunk)
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def finish(self) -> tuple[Envelope, bytes, str]:
+        """Complete the file; return the envelope, its canonical bytes and its signature."""
+        self._wait()
+        self._finished = True
+        envelope = dataclasses.replace(
+            self._draft, payload_size=self._size, payload_sha256=self._digest.hexdigest()
+        )
+        data, signature = sign_envelope(envelope, self._key)
+        front = _front(data, signature.encode("ascii"), self._size,
+                       _epoch(envelope.created_at), self._room)
+        self._out.write(_tail(self._room, self._size))
+        self._out.seek(0)
+        self._out.write(front)
+        self._out.flush()
+        return envelope, data, signature
 
 
 @dataclass(frozen=True)

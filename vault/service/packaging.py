@@ -56,7 +56,13 @@ from vault.service.ids import new_id
 from vault.service.intake import storage_identity
 from vault.service.items import item_dict
 from vault.service.vaults import Vault
-from vault.store.blobs import TEMP_PREFIX, BlobStore, fsync_dir, start_writeback
+from vault.store.blobs import (
+    TEMP_PREFIX,
+    BlobStore,
+    WritebackFile,
+    fsync_dir,
+    start_writeback,
+)
 from vault.store.models import (
     Body,
     CustodyEvent,
@@ -73,7 +79,6 @@ from vault.store.models import (
 
 COPY_CHUNK = 1 << 20
 COPY_STEP = 8 << 20
-ASYNC_HASH_MIN = 256 * 1024
 PACKAGE_COLUMNS = ("id", "body", "items", "bytes", "state", "created_at", "sent_at")
 
 
@@ -145,44 +150,6 @@ def _active_keys(body: Body) -> list[fmt.RecipientKey]:
 
 
 # ----------------------------------------------------------------------------- building
-
-
-class _HashingWriter:
-    """Passes writes to a file while hashing and counting them (the ciphertext's digest).
-
-    With a ``pool``, each batch is hashed on the helper thread while the encryptor seals the
-    next one (hashlib releases the GIL); :meth:`finish` waits for the last batch.
-    """
-
-    def __init__(self, out: BinaryIO, pool: ThreadPoolExecutor | None = None) -> None:
-        self.out = out
-        self.digest = hashlib.sha256()
-        self.size = 0
-        self._pool = pool
-        self._pending: Future[None] | None = None
-
-    def write(self, data: bytes | memoryview) -> int:
-        n = len(data)
-        if self._pool is not None and n >= ASYNC_HASH_MIN:
-            # The encryptor reuses its buffer once this returns: hash a copy.
-            data = bytes(data)
-            self.finish()
-            self._pending = self._pool.submit(self.digest.update, data)
-        else:
-            self.finish()
-            self.digest.update(data)
-        self.size += n
-        self.out.write(data)
-        return n
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    def finish(self) -> None:
-        """Wait until every byte written so far is in :attr:`digest`."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
 
 
 def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
@@ -308,14 +275,23 @@ def create_package(
         org = _sender_org(vault, identity)
         # The checkpoint row is kept only if the package is built: the transaction is open
         # until the end of this block, so a failure rolls it back with everything else.
-        payload_temp = target.with_name(f"{TEMP_PREFIX}{package_id}.payload.age")
         package_temp = target.with_name(f"{TEMP_PREFIX}{package_id}.evpkg")
-        pool = ThreadPoolExecutor(max_workers=1)
+        draft = fmt.Envelope(
+            package_id=package_id,
+            sender=sender,
+            body=body_id,
+            recipients=tuple(recipients),
+            escrow=escrow,
+            created_at=isoformat(now),
+            payload_size=0,  # PackageWriter fills in the payload's size and digest
+            payload_sha256="0" * 64,
+            checkpoint=checkpoint,
+        )
         try:
-            with open(payload_temp, "xb") as raw:
-                hashing = _HashingWriter(raw, pool)
+            with WritebackFile(package_temp, "xb") as out, \
+                    fmt.PackageWriter(cast(BinaryIO, out), draft, pair.signing) as package:
                 keys = [AgeRecipient.parse(r.age_recipient) for r in [*recipients, escrow]]
-                writer = AgeWriter(cast(BinaryIO, hashing), keys)
+                writer = AgeWriter(cast(BinaryIO, package), keys)
                 bag = BagWriter(cast(BinaryIO, writer), package_id, bagging_date=now.date())
                 store = BlobStore(vault.blobs)
                 for (item_id, blob_id, size, sha256), (_, path) in zip(blobs, plan, strict=True):
@@ -360,27 +336,13 @@ def create_package(
                                  in_tagmanifest=False)
                 bag.close()
                 writer.close()
-                hashing.finish()
-                # Not fsynced: this file is only the source of the package file, which
-                # write_package fsyncs, and it is removed below whatever happens.
-            crash_point("package.payload_written")
-            envelope = fmt.Envelope(
-                package_id=package_id,
-                sender=sender,
-                body=body_id,
-                recipients=tuple(recipients),
-                escrow=escrow,
-                created_at=isoformat(now),
-                payload_size=hashing.size,
-                payload_sha256=hashing.digest.hexdigest(),
-                checkpoint=checkpoint,
-            )
-            envelope_bytes, envelope_sig = fmt.sign_envelope(envelope, pair.signing)
-            fmt.write_package(package_temp, envelope_bytes, envelope_sig, payload_temp)
-            # Freeing a large file takes a while; let it overlap the hashing below (the
-            # ``finally`` clause removes it again if this did not).
-            pool.submit(os.unlink, payload_temp)
-            file_sha256, file_size = file_digest(package_temp)
+                envelope, envelope_bytes, _ = package.finish()
+                crash_point("package.payload_written")
+                # The file's digest is read back (from the page cache) while it goes to disk.
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    synced = pool.submit(os.fsync, out.fileno())
+                    file_sha256, file_size = file_digest(package_temp)
+                    synced.result()
             row = Package(
                 id=package_id,
                 body_id=body_id,
@@ -437,10 +399,6 @@ def create_package(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(package_temp)
             raise
-        finally:
-            pool.shutdown(wait=True)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(payload_temp)
         result = package_dict(row, body.id)
     crash_point("package.after_commit")
     return result
@@ -458,13 +416,34 @@ def _unlink_on_rollback(session: Session, path: Path) -> None:
 
 
 def file_digest(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of a file, read once."""
+    """SHA-256 and size of a file, read once.
+
+    The next chunk is read while the last one is hashed on a helper thread (both release
+    the GIL), so a large file costs about its hashing time, not reading plus hashing.
+    """
     digest = hashlib.sha256()
     size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(COPY_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
+    buffers = (bytearray(COPY_CHUNK), bytearray(COPY_CHUNK))
+    turn = 0
+    pending: Future[None] | None = None
+    with open(path, "rb", buffering=0) as f, ThreadPoolExecutor(max_workers=1) as pool:
+        try:
+            while True:
+                # Read into one buffer while the other is hashed; submit the next hash
+                # only after the last one finished, so each buffer is free when refilled.
+                view = memoryview(buffers[turn])
+                n = f.readinto(view)
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if not n:
+                    break
+                pending = pool.submit(digest.update, view[:n])
+                size += n
+                turn ^= 1
+        finally:
+            if pending is not None:
+                pending.exception()
     return digest.hexdigest(), size
 
 

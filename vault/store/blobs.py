@@ -183,7 +183,7 @@ class BlobStore:
             _make_shard(shard)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            with _BlobFile(fd, "wb") as handle:
+            with WritebackFile(fd, "wb") as handle:
                 yield blob_id, cast(BinaryIO, handle)
             os.rename(temp, final)
         except BaseException:
@@ -233,23 +233,29 @@ class BlobStore:
 WRITEBACK_STEP = 8 << 20
 
 
-class _BlobFile(io.FileIO):
-    """A new blob's file: every WRITEBACK_STEP bytes it asks the kernel to start writing
-    them to disk, so that the batch's one sync finds little left to do. Durability still
-    comes from :meth:`BlobStore.sync` alone; this only moves the disk's work earlier, to
-    overlap the encryption of what follows."""
+class WritebackFile(io.FileIO):
+    """A file being written that every WRITEBACK_STEP bytes asks the kernel to start
+    writing them to disk, so that the final fsync or syncfs finds little left to do.
+    Durability still comes from that sync alone; this only moves the disk's work earlier,
+    to overlap the encryption of what follows. Used for new blobs and package files."""
 
-    _written = 0
-    _started = 0
+    _start: int | None = None  # where the range not yet handed to the kernel begins
+    _end = 0
 
     def write(self, data: ReadableBuffer, /) -> int:
+        if self._start is None:
+            self._start = self._end = self.tell()
         n = super().write(data)
         if n:
-            self._written += n
-            if self._written - self._started >= WRITEBACK_STEP:
-                start_writeback(self.fileno(), self._started, self._written - self._started)
-                self._started = self._written
+            self._end += n
+            if self._end - self._start >= WRITEBACK_STEP:
+                start_writeback(self.fileno(), self._start, self._end - self._start)
+                self._start = self._end
         return n or 0
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        self._start = None
+        return super().seek(offset, whence)
 
 
 _SYNC_FILE_RANGE_WRITE = 2
@@ -268,10 +274,10 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
         _sync_file_range = False
         if sys.platform.startswith("linux"):
             import ctypes
-            import ctypes.util
 
-            name = ctypes.util.find_library("c")
-            function = getattr(ctypes.CDLL(name), "sync_file_range", None) if name else None
+            # The C library is already loaded: look in the process's own symbols
+            # (ctypes.util.find_library would run ldconfig, ~15 ms).
+            function = getattr(ctypes.CDLL(None), "sync_file_range", None)
             if function is not None:
                 function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
                 function.restype = ctypes.c_int
