@@ -16,4 +16,8 @@ _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 def new_id(prefix: str, length: int = 12) -> str:
     """``PREFIX-XXXXXXXXXXXX`` with ``length`` random base32 characters."""
-    return prefix + "-" + "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    # One draw of 5 bits a character (uniform, as secrets.choice per character would be,
+    # which reads the system's random source once a character: ~25 us an id).
+    bits = secrets.randbits(5 * length)
+    chars = [_ALPHABET[(bits >> (5 * i)) & 31] for i in range(length)]
+    return prefix + "-" + "".join(chars)
