@@ -175,17 +175,17 @@ def test_symlink_is_followed_when_asked(office: Cli, tmp_path: Path) -> None:
 def test_a_file_that_changes_while_read_is_refused(
     office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vault.service import intake
+    from vault.service import storing
 
     (path,) = _files(tmp_path, growing_log=os.urandom(300_000))
-    original = intake._pump
+    original = storing._pump
 
     def pump_and_grow(src, writer, hashers, pool):  # type: ignore[no-untyped-def]
         with open(path, "ab") as f:
             f.write(b"appended while evault was reading")
         return original(src, writer, hashers, pool)
 
-    monkeypatch.setattr(intake, "_pump", pump_and_grow)
+    monkeypatch.setattr(storing, "_pump", pump_and_grow)
     result = office("ingest", str(path), "--case", CASE, "--create-case")
     assert (result.exit_code, result.stderr) == (
         1, f"evault: {path}: changed while being read; nothing of it was stored, "
@@ -333,3 +333,85 @@ def test_kill_during_ingest_leaves_complete_items_or_none(tmp_path: Path) -> Non
         assert out.stat().st_size == big.stat().st_size
     cli.ok("ingest", str(big), "--case", CASE, "--create-case")
     assert len(_items(cli)) >= 1
+
+
+# -- many small files: worker processes -------------------------------------------------------
+
+
+def _store_paths_recording(*args: object) -> object:
+    """store_paths, noting which process ran it (forked workers inherit the patch)."""
+    from vault.service import storing
+
+    with open(os.environ["EVAULT_TEST_WORKER_PIDS"], "a") as f:
+        f.write(f"{os.getpid()}\n")
+    return storing.store_paths(*args)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def small_workers(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Worker processes from 8 files up, 3 files a run, files over 1,000 bytes stay here."""
+    from vault.service import intake
+
+    monkeypatch.setattr(intake, "PARALLEL_MIN_FILES", 8)
+    monkeypatch.setattr(intake, "WORKER_CHUNK", 3)
+    monkeypatch.setattr(intake, "SMALL_FILE", 1000)
+    monkeypatch.setattr(intake, "store_paths", _store_paths_recording)
+    pids = tmp_path / "worker-pids.txt"
+    monkeypatch.setenv("EVAULT_TEST_WORKER_PIDS", str(pids))
+    return pids
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="worker processes are used on Linux only")
+def test_many_small_files_are_stored_by_worker_processes(
+    office: Cli, tmp_path: Path, small_workers: Path
+) -> None:
+    contents = {f"f{n:02d}_bin": os.urandom(100 + n) for n in range(20)}
+    contents["f10_bin"] = os.urandom(5000)  # a large one in the middle: stored in-process
+    paths = _files(tmp_path, **contents)
+    result = office.ok("ingest", str(tmp_path / "evidence"), "--recursive", "--case", CASE,
+                       "--create-case", "--also-digest", "sha1")
+    assert result.stderr == f"evault: ingested 20 file(s), {sum(map(len, contents.values()))} " \
+        "bytes\n"
+    items = {str(i["name"]): i for i in _items(office)}
+    for path in paths:
+        data = path.read_bytes()
+        assert items[path.name]["sha256"] == hashlib.sha256(data).hexdigest()
+        assert items[path.name]["size"] == len(data)
+        shown = json.loads(office.ok("items", "show", str(items[path.name]["id"]), "--json").stdout)
+        assert shown["digests"]["sha1"] == hashlib.sha1(data).hexdigest()
+    assert len(_blob_files(office)) == 20
+    workers = set(small_workers.read_text().split())
+    assert workers and str(os.getpid()) not in workers
+    assert office.ok("custody", "verify").stdout.startswith("OK: 2")
+    # The content comes back: export one that a worker stored.
+    out = tmp_path / "back.bin"
+    office.ok("items", "export", str(items["f03.bin"]["id"]), "-o", str(out), "--reason", "check")
+    assert out.read_bytes() == contents["f03_bin"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="worker processes are used on Linux only")
+@pytest.mark.parametrize("batch", [2000, 4])
+def test_a_file_failing_in_a_worker_leaves_only_whole_batches(
+    office: Cli, tmp_path: Path, small_workers: Path, monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+) -> None:
+    from vault.errors import VaultError
+    from vault.service import intake
+    from vault.service.vaults import open_vault
+
+    monkeypatch.setattr(intake, "BATCH_FILES", batch)
+    paths = _files(tmp_path, **{f"f{n:02d}_bin": os.urandom(200) for n in range(20)})
+    rows = intake.rows_from_paths(paths, intake.IntakeFields(case=CASE))
+    paths[9].unlink()  # gone between validation and reading: a worker cannot open it
+    vault = open_vault(office.vault)
+    with pytest.raises(VaultError) as caught:
+        intake.ingest(vault, rows, create_case=True)
+    vault.engine.dispose()
+    kept = 0 if batch == 2000 else 8  # two whole batches of 4 before file 10
+    suffix = f" ({kept} earlier files were ingested)" if kept else ""
+    assert str(caught.value) == (
+        f"{paths[9]}: cannot open (No such file or directory); nothing was stored{suffix}"
+    )
+    assert len(_items(office)) == kept
+    assert len(_blob_files(office)) == kept  # runs stored ahead of the failure were removed
+    assert [p for p in (office.vault / "blobs").rglob(".tmp*")] == []

@@ -13,38 +13,46 @@ items or none; stray blobs are removed by ``evault doctor --repair``.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import sys
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, parse_iso, utcnow
-from vault.crypto.age import AgeIdentity, AgeRecipient, AgeWriter
+from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
+from vault.service.storing import Stored, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
 from vault.store.models import Blob, Case, Item, ItemDigest, ItemLabel, ItemTag, VaultKey
 
-READ_SIZE = 1 << 20
 BATCH_FILES = 2000
 BATCH_BYTES = 1 << 30
 LEGACY_DIGESTS = ("md5", "sha1")
+# Bulk intake of many small files spreads them over worker processes: below these figures
+# starting the workers (~0.1 s) costs more than it saves.
+PARALLEL_MIN_FILES = 256
+SMALL_FILE = 4 << 20
+WORKER_CHUNK = 64
+MAX_WORKERS = 4
 CASE_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 LABEL_RULE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TAG_KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -357,7 +365,7 @@ def storage_identity(vault: Vault, session: Session) -> AgeIdentity:
 # ----------------------------------------------------------------------------- reading once
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoredFile:
     """One file read, hashed and encrypted into a new blob."""
 
@@ -368,26 +376,10 @@ class StoredFile:
     stored_size: int
     extra: dict[str, str] = field(default_factory=dict)
 
-
-class _Counter:
-    """A write-through wrapper that counts the bytes of the encrypted blob."""
-
-    def __init__(self, out: BinaryIO) -> None:
-        self.out = out
-        self.count = 0
-
-    def write(self, data: bytes) -> int:
-        n = self.out.write(data)
-        self.count += len(data)
-        return n if n is not None else len(data)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size,
-                                                              b.st_mtime_ns)
+    @classmethod
+    def of(cls, row: IntakeRow, stored: Stored) -> StoredFile:
+        return cls(row, stored.blob_id, stored.size, stored.sha256, stored.stored_size,
+                   stored.extra)
 
 
 def store_file(
@@ -400,80 +392,142 @@ def store_file(
     hasher_pool: ThreadPoolExecutor | None,
 ) -> StoredFile:
     """Read ``row.path`` once into a new blob, computing its digests on the way."""
-    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
+    stored = store_path(blobs, row.path, recipient, algorithms,
+                        follow_symlinks=follow_symlinks, hasher_pool=hasher_pool)
+    return StoredFile.of(row, stored)
+
+
+def _worker_count(rows: Sequence[IntakeRow]) -> int:
+    """Worker processes for this intake: none for a few files or on one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cores or 1) < 2 or len(rows) < PARALLEL_MIN_FILES:
+        return 0
+    return min(cores or 1, MAX_WORKERS)
+
+
+def _is_small(row: IntakeRow) -> bool:
     try:
-        fd = os.open(row.path, flags)
-    except OSError as e:
-        raise VaultError(f"{row.path}: cannot open ({e.strerror}); nothing was stored") from None
-    with os.fdopen(fd, "rb", buffering=0) as src:
-        before = os.fstat(src.fileno())
-        hashers = [hashlib.sha256()] + [hashlib.new(a) for a in algorithms]
-        with blobs.create() as (blob_id, out):
-            counter = _Counter(out)
-            writer = AgeWriter(counter, [recipient])  # type: ignore[arg-type]
-            total = _pump(src, writer, hashers, hasher_pool)
-            writer.close()
-            after = os.fstat(src.fileno())
-            if total != before.st_size or not _same_file(before, after):
-                raise VaultError(
-                    f"{row.path}: changed while being read; nothing of it was stored, "
-                    "ingest it again when it is stable"
-                )
-    return StoredFile(
-        row=row,
-        blob_id=blob_id,
-        size=total,
-        sha256=hashers[0].hexdigest(),
-        stored_size=counter.count,
-        extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
-    )
+        return os.stat(row.path).st_size <= SMALL_FILE
+    except OSError:
+        return False  # stored in this process, which reports the error in its turn
 
 
-def _pump(
-    src: BinaryIO,
-    writer: AgeWriter,
-    hashers: Sequence[Any],
-    pool: ThreadPoolExecutor | None,
-) -> int:
-    """Copy src into writer while the hashers see the same bytes; hashing overlaps encryption.
+def _chunks(rows: Sequence[IntakeRow]) -> Iterator[tuple[list[IntakeRow], bool]]:
+    """Rows in order, as runs of up to WORKER_CHUNK small files, or one large file."""
+    run: list[IntakeRow] = []
+    for row in rows:
+        if _is_small(row):
+            run.append(row)
+            if len(run) == WORKER_CHUNK:
+                yield run, True
+                run = []
+            continue
+        if run:
+            yield run, True
+            run = []
+        yield [row], False
+    if run:
+        yield run, True
 
-    hashlib releases the GIL on large buffers, so a second thread hashes chunk N while this
-    one encrypts it: on two cores the file costs max(hash, encrypt), not their sum. Chunks
-    are read into two buffers taken in turn (sized for the file, at most READ_SIZE): one is
-    hashed while the other is filled, and a buffer is refilled only after its hash is done.
+
+def _stored_in_order(
+    blobs: BlobStore,
+    rows: Sequence[IntakeRow],
+    recipient: AgeRecipient,
+    algorithms: Sequence[str],
+    *,
+    follow_symlinks: bool,
+    hasher: ThreadPoolExecutor,
+    workers: ProcessPoolExecutor | None,
+    window: int = 8,
+) -> Generator[StoredFile, None, None]:
+    """Store every row, yielding results in the rows' order.
+
+    Without ``workers`` each file is stored here. With them, runs of small files are stored
+    by the worker processes, up to ``window`` runs ahead of what is yielded, and large files
+    here (where a helper thread hashes while this one encrypts). If this stops early (an
+    error, or the caller stops), blobs that were stored but not yet yielded are removed: the
+    caller answers only for what it received.
     """
+    if workers is None:
+        for row in rows:
+            yield store_file(blobs, row, recipient, algorithms,
+                             follow_symlinks=follow_symlinks, hasher_pool=hasher)
+        return
+    task = (str(blobs.root), str(recipient), tuple(algorithms), follow_symlinks)
+    ahead: deque[tuple[list[IntakeRow], Future[list[Stored]] | None]] = deque()
+    try:
+        for run, small in _chunks(rows):
+            future = workers.submit(store_paths, *task, [str(r.path) for r in run]) if small \
+                else None
+            ahead.append((run, future))
+            while len(ahead) > window:
+                yield from _collect(blobs, ahead.popleft(), recipient, algorithms,
+                                    follow_symlinks, hasher)
+        while ahead:
+            yield from _collect(blobs, ahead.popleft(), recipient, algorithms,
+                                follow_symlinks, hasher)
+    finally:
+        _discard(blobs, ahead)
 
-    def digest(chunk: memoryview) -> None:
-        for h in hashers:
-            h.update(chunk)
 
-    # Small files are the common case of bulk intake: their buffers are small too.
-    size = max(64 * 1024, min(READ_SIZE, os.fstat(src.fileno()).st_size + 1))
-    buffers = [bytearray(size)]
-    total = 0
-    turn = 0
-    pending = None
-    while True:
-        if turn == len(buffers):
-            buffers.append(bytearray(size))
-        view = memoryview(buffers[turn])
-        n = src.readinto(view)  # type: ignore[attr-defined]
-        if not n:
-            break
-        chunk = view[:n]
-        total += n
-        if pending is not None:
-            pending.result()
-            pending = None
-        if pool is None or n < 256 * 1024:
-            digest(chunk)
-        else:
-            pending = pool.submit(digest, chunk)
-        writer.write(chunk)
-        turn ^= 1
-    if pending is not None:
-        pending.result()
-    return total
+def _collect(
+    blobs: BlobStore,
+    entry: tuple[list[IntakeRow], Future[list[Stored]] | None],
+    recipient: AgeRecipient,
+    algorithms: Sequence[str],
+    follow_symlinks: bool,
+    hasher: ThreadPoolExecutor,
+) -> Iterator[StoredFile]:
+    run, future = entry
+    if future is None:
+        yield store_file(blobs, run[0], recipient, algorithms,
+                         follow_symlinks=follow_symlinks, hasher_pool=hasher)
+        return
+    try:
+        results = future.result()
+    except BrokenProcessPool:
+        raise VaultError(
+            "ingest: a worker process stopped unexpectedly (out of memory?); the unfinished "
+            "batch was not kept; run the same ingest again"
+        ) from None
+    for row, stored in zip(run, results, strict=True):
+        yield StoredFile.of(row, stored)
+
+
+def _discard(
+    blobs: BlobStore, ahead: deque[tuple[list[IntakeRow], Future[list[Stored]] | None]]
+) -> None:
+    """Cancel the runs not started; remove the blobs of those that finished unseen."""
+    for _, future in ahead:
+        if future is not None:
+            future.cancel()
+    for _, future in ahead:
+        if future is None or future.cancelled():
+            continue
+        if future.exception() is not None:
+            continue  # a failed run removed its own blobs (store_paths)
+        for s in future.result():
+            blobs.remove(s.blob_id)
+    ahead.clear()
+
+
+def _start_workers(count: int) -> ProcessPoolExecutor | None:
+    """``count`` worker processes, forked now, before this process starts any thread.
+
+    Forked rather than spawned: they start in milliseconds with everything imported, and a
+    script that calls :func:`ingest` needs no ``__main__`` guard. They inherit the open
+    database connection but never use it, and leave with ``os._exit`` (no finalizers), as
+    multiprocessing's workers do. Linux only; elsewhere intake stays in this process.
+    """
+    if not count or sys.platform != "linux":
+        return None
+    import multiprocessing
+
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("fork"))
+    # The first task forks every worker, before the pool's own manager thread starts.
+    pool.submit(int).result()
+    return pool
 
 
 # ----------------------------------------------------------------------------- recording
@@ -611,30 +665,37 @@ def ingest(
     blobs = BlobStore(vault.blobs)
     results: list[dict[str, Any]] = []
     done = 0
-    with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as pool:
-        batch: list[StoredFile] = []
-        batch_bytes = 0
-        try:
-            for row in rows:
-                stored = store_file(blobs, row, recipient, also_digest,
-                                    follow_symlinks=follow_symlinks, hasher_pool=pool)
-                batch.append(stored)
-                crash_point("ingest.blob_written")
-                batch_bytes += stored.size
-                if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+    workers = _start_workers(_worker_count(rows))
+    try:
+        with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as pool:
+            stream = _stored_in_order(blobs, rows, recipient, also_digest,
+                                      follow_symlinks=follow_symlinks, hasher=pool,
+                                      workers=workers)
+            batch: list[StoredFile] = []
+            batch_bytes = 0
+            try:
+                for stored in stream:
+                    batch.append(stored)
+                    crash_point("ingest.blob_written")
+                    batch_bytes += stored.size
+                    if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
+                        results += _commit(vault, blobs, batch, as_name, create_case, now)
+                        done += len(batch)
+                        if progress:
+                            progress(done, len(rows))
+                        batch, batch_bytes = [], 0
+                if batch:
                     results += _commit(vault, blobs, batch, as_name, create_case, now)
-                    done += len(batch)
-                    if progress:
-                        progress(done, len(rows))
-                    batch, batch_bytes = [], 0
-            if batch:
-                results += _commit(vault, blobs, batch, as_name, create_case, now)
-        except BaseException as e:
-            for stored in batch:
-                blobs.remove(stored.blob_id)
-            if results and isinstance(e, VaultError):
-                raise type(e)(f"{e} ({len(results)} earlier files were ingested)") from None
-            raise
+            except BaseException as e:
+                stream.close()  # stops the workers' runs, removes what they stored unseen
+                for stored in batch:
+                    blobs.remove(stored.blob_id)
+                if results and isinstance(e, VaultError):
+                    raise type(e)(f"{e} ({len(results)} earlier files were ingested)") from None
+                raise
+    finally:
+        if workers is not None:
+            workers.shutdown(wait=True, cancel_futures=True)
     return results
 
 

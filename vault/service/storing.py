@@ -1,0 +1,175 @@
+"""Reading evidence files into new blobs: each file read once, hashed and encrypted at rest.
+
+    >>> stored = store_path(BlobStore(root), "statement.pdf", recipient, (),   # doctest: +SKIP
+    ...                     follow_symlinks=False, hasher_pool=None)
+    >>> stored.sha256, stored.blob_id                                            # doctest: +SKIP
+
+:func:`store_path` reads one file into one blob; :func:`store_paths` does it for a list of
+small files in a worker process, where bulk intake spreads them over the cores (an X25519
+key agreement per file holds the GIL). This module knows nothing of the database, so that a
+worker process imports only the cryptography it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from vault.crypto.age import AgeRecipient, AgeWriter
+from vault.errors import VaultError
+from vault.store.blobs import BlobStore
+
+READ_SIZE = 1 << 20
+ASYNC_HASH_MIN = 256 * 1024  # smaller chunks are hashed inline: a thread hop costs more
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One file stored: its new blob and what was measured while reading it."""
+
+    blob_id: str
+    size: int
+    sha256: str
+    stored_size: int
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class _Counter:
+    """A write-through wrapper that counts the bytes of the encrypted blob."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        n = self.out.write(data)
+        self.count += len(data)
+        return n if n is not None else len(data)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size,
+                                                              b.st_mtime_ns)
+
+
+def store_path(
+    blobs: BlobStore,
+    path: str | os.PathLike[str],
+    recipient: AgeRecipient,
+    algorithms: Sequence[str],
+    *,
+    follow_symlinks: bool,
+    hasher_pool: ThreadPoolExecutor | None,
+) -> Stored:
+    """Read ``path`` once into a new blob, computing its digests on the way.
+
+    A file that cannot be opened, or that changes while it is read, is a
+    :class:`~vault.errors.VaultError` and leaves no blob.
+    """
+    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise VaultError(f"{path}: cannot open ({e.strerror}); nothing was stored") from None
+    with os.fdopen(fd, "rb", buffering=0) as src:
+        before = os.fstat(src.fileno())
+        hashers = [hashlib.sha256()] + [hashlib.new(a) for a in algorithms]
+        with blobs.create() as (blob_id, out):
+            counter = _Counter(out)
+            writer = AgeWriter(counter, [recipient])  # type: ignore[arg-type]
+            total = _pump(src, writer, hashers, hasher_pool)
+            writer.close()
+            after = os.fstat(src.fileno())
+            if total != before.st_size or not _same_file(before, after):
+                raise VaultError(
+                    f"{path}: changed while being read; nothing of it was stored, "
+                    "ingest it again when it is stable"
+                )
+    return Stored(
+        blob_id=blob_id,
+        size=total,
+        sha256=hashers[0].hexdigest(),
+        stored_size=counter.count,
+        extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
+    )
+
+
+def store_paths(
+    root: str,
+    recipient: str,
+    algorithms: tuple[str, ...],
+    follow_symlinks: bool,
+    paths: Sequence[str],
+) -> list[Stored]:
+    """Store each of ``paths`` in order (a worker process's task: plain arguments only).
+
+    All or nothing: if one file fails, the blobs this call wrote are removed before the
+    error is raised, so the caller has only the blobs of results it received to account for.
+    """
+    blobs = BlobStore(Path(root))
+    key = AgeRecipient.parse(recipient)
+    done: list[Stored] = []
+    try:
+        for path in paths:
+            done.append(store_path(blobs, path, key, algorithms,
+                                   follow_symlinks=follow_symlinks, hasher_pool=None))
+    except BaseException:
+        for stored in done:
+            blobs.remove(stored.blob_id)
+        raise
+    return done
+
+
+def _pump(
+    src: BinaryIO,
+    writer: AgeWriter,
+    hashers: Sequence[Any],
+    pool: ThreadPoolExecutor | None,
+) -> int:
+    """Copy src into writer while the hashers see the same bytes; hashing overlaps encryption.
+
+    hashlib releases the GIL on large buffers, so a second thread hashes chunk N while this
+    one encrypts it: on two cores the file costs max(hash, encrypt), not their sum. Chunks
+    are read into two buffers taken in turn (sized for the file, at most READ_SIZE): one is
+    hashed while the other is filled, and a buffer is refilled only after its hash is done.
+    """
+
+    def digest(chunk: memoryview) -> None:
+        for h in hashers:
+            h.update(chunk)
+
+    # Small files are the common case of bulk intake: their buffers are small too.
+    size = max(64 * 1024, min(READ_SIZE, os.fstat(src.fileno()).st_size + 1))
+    buffers = [bytearray(size)]
+    total = 0
+    turn = 0
+    pending: Future[None] | None = None
+    while True:
+        if turn == len(buffers):
+            buffers.append(bytearray(size))
+        view = memoryview(buffers[turn])
+        n = src.readinto(view)  # type: ignore[attr-defined]
+        if not n:
+            break
+        chunk = view[:n]
+        total += n
+        if pending is not None:
+            pending.result()
+            pending = None
+        if pool is None or n < ASYNC_HASH_MIN:
+            digest(chunk)
+        else:
+            pending = pool.submit(digest, chunk)
+        writer.write(chunk)
+        turn ^= 1
+    if pending is not None:
+        pending.result()
+    return total
