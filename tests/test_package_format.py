@@ -35,10 +35,12 @@ from vault.formats.package import (
     STATEMENT_NAMESPACE,
     Envelope,
     PackageFile,
+    PackageWriter,
     Party,
     RecipientKey,
     Statement,
     StatementItem,
+    payload_offset,
     read_package,
     sign_envelope,
     sign_statement,
@@ -46,7 +48,6 @@ from vault.formats.package import (
     verify_statement,
     write_package,
 )
-from vault.formats.package import PackageWriter, payload_offset
 from vault.formats.receipt import (
     ACK_NAMESPACE,
     RECEIPT_NAMESPACE,

@@ -198,7 +198,7 @@ def test_help_and_version_import_no_heavy_modules() -> None:
         "        cli.main(args, prog_name='evault')\n"
         "    except SystemExit:\n"
         "        pass\n"
-        "heavy = ('sqlalchemy', 'alembic', 'keyring', 'cryptography')\n"
+        "heavy = ('sqlalchemy', 'alembic', 'keyring', 'cryptography', 'vault.commands')\n"
         "heavy = [m for m in heavy if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
@@ -261,6 +261,7 @@ def test_version() -> None:
 def _all_commands() -> list[list[str]]:
     import click
 
+    import vault.commands  # noqa: F401  (defines the commands on the root group)
     from vault.cli import cli
 
     out: list[list[str]] = []
@@ -285,6 +286,31 @@ def test_every_command_has_help_with_an_example(path: list[str]) -> None:
         assert f"evault {' '.join(path)}" in readme, (
             f"README does not document evault {' '.join(path)}"
         )
+
+
+def test_the_help_page_lists_the_commands_as_click_would() -> None:
+    # evault --help lists the commands from vault.cli.COMMANDS without defining them; the
+    # table must say what the commands' own help says, and the page must be click's.
+    import click
+
+    import vault.commands  # noqa: F401
+    from vault.cli import COMMANDS, cli
+
+    real = {
+        name: " ".join((cmd.help or "").split("\n\n")[0].split())
+        for name, cmd in cli.commands.items()
+    }
+    assert real == COMMANDS
+    for width in (60, 80, 100, 120):
+        ctx = click.Context(cli, info_name="evault", terminal_width=width,
+                            max_content_width=100)
+        ours, clicks = ctx.make_formatter(), ctx.make_formatter()
+        cli.format_commands(ctx, ours)
+        click.Group.format_commands(cli, ctx, clicks)
+        assert ours.getvalue() == clicks.getvalue()
+    page = Cli(Path("."))("--help", vault=False).stdout
+    listed = page.split("Commands:\n", 1)[1].splitlines()
+    assert [line.split()[0] for line in listed] == sorted(COMMANDS)
 
 
 def test_usage_errors_exit_2(sqlite_cli: Cli) -> None:

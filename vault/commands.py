@@ -1,0 +1,1609 @@
+"""The ``evault`` commands, registered on :data:`vault.cli.cli` when this module is imported.
+
+:class:`vault.cli.VaultGroup` imports it the first time a command is looked up, so that
+``evault --help`` lists the commands (from :data:`vault.cli.COMMANDS`) without defining them.
+Like :mod:`vault.cli`, this module only parses, calls one service function and renders.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from vault.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from vault.service.vaults import Vault
+
+from vault.cli import (
+    as_option,
+    cli,
+    emit_record,
+    emit_rows,
+    json_option,
+    list_output_options,
+    open_vault,
+    read_card,
+    say,
+    vault_option,
+    with_vault,
+    write_or_print,
+)
+
+# ----------------------------------------------------------------------------- vault
+
+
+@cli.command()
+@vault_option
+@click.option(
+    "--db",
+    "database",
+    metavar="URL",
+    help="Database URL (default: SQLite vault.db "
+    "inside the vault), e.g. postgresql+psycopg://user@host/dbname",
+)
+@json_option
+def init(vault_dir: Path | None, database: str | None, as_json: bool) -> None:
+    """Create a vault, or upgrade an existing one (idempotent).
+
+    \b
+    Examples:
+      evault init --vault ./office-vault
+      evault init --vault ./team-vault --db postgresql+psycopg://evault@db.example/evault
+    """
+    from vault.service.vaults import init_vault
+
+    result = init_vault(vault_dir, database=database)
+    data = {
+        "vault": str(result.root),
+        "created": result.created,
+        "database": result.database,
+        "revision": result.revision,
+    }
+    emit_record(data, as_json)
+    if not as_json:
+        say(("created vault at " if result.created else "vault is ready at ") + str(result.root))
+
+
+@cli.group()
+def db() -> None:
+    """Database schema of an existing vault.
+
+    \b
+    Examples:
+      evault db current
+      evault db upgrade
+    """
+
+
+@db.command("upgrade")
+@vault_option
+def db_upgrade(vault_dir: Path | None) -> None:
+    """Upgrade the vault's database to this evault's schema.
+
+    \b
+    Example:
+      evault db upgrade --vault ./office-vault
+    """
+    from vault.service.vaults import upgrade_vault
+
+    before, after = upgrade_vault(vault_dir)
+    if before == after:
+        say(f"database is at {after} already")
+    else:
+        say(f"database upgraded from {before or 'empty'} to {after}")
+
+
+@db.command("current")
+@vault_option
+@json_option
+def db_current(vault_dir: Path | None, as_json: bool) -> None:
+    """Show the database's schema revision and the code's.
+
+    \b
+    Example:
+      evault db current --json
+    """
+    from vault.service.vaults import current
+
+    rev, head = current(vault_dir)
+    emit_record({"current": rev, "head": head, "up_to_date": rev == head}, as_json)
+
+
+@cli.command()
+@vault_option
+@click.option("--repair", is_flag=True, help="Remove leftover temporary and orphaned blobs.")
+@json_option
+def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
+    """Check the vault: configuration, database, key store, blob folder.
+
+    \b
+    Examples:
+      evault doctor
+      evault doctor --repair
+    """
+    from vault.service.doctor import diagnose
+
+    report = diagnose(vault_dir, repair=repair)
+    emit_record(report, as_json)
+
+
+# ----------------------------------------------------------------------------- identities
+
+
+@cli.group()
+def identity() -> None:
+    """Identities of this vault: signing and decryption keys of a person or office.
+
+    \b
+    Examples:
+      evault identity create registry-office --org "Fictional Ministry of Justice"
+      evault identity list
+      evault identity export registry-office -o registry-office.card.json
+    """
+
+
+IDENTITY_COLUMNS = (
+    "name",
+    "org",
+    "default",
+    "status",
+    "fingerprint",
+    "age_recipient",
+    "created_at",
+)
+
+
+@identity.command("create")
+@click.argument("name")
+@click.option("--org", help="Organisation the identity belongs to.")
+@click.option("--email", help="Contact address printed on the card.")
+@json_option
+@with_vault
+def identity_create(
+    vault: Vault, name: str, org: str | None, email: str | None, as_json: bool
+) -> None:
+    """Create an identity: an Ed25519 signing key and an age decryption key.
+
+    The private halves go to the key store; the first identity is the vault's default.
+
+    \b
+    Example:
+      evault identity create registry-office --org "Fictional Ministry of Justice"
+    """
+    from vault.service.identities import create_identity
+
+    data = create_identity(vault, name, org=org, email=email)
+    emit_record(data, as_json, skip=("keys",))
+    if not as_json:
+        say(f"created identity {name} in the {vault.keystore.kind} key store")
+
+
+@identity.command("list")
+@list_output_options
+@with_vault
+def identity_list(vault: Vault, fmt: str | None) -> None:
+    """List the identities.
+
+    \b
+    Example:
+      evault identity list --json
+    """
+    from vault.service.identities import list_identities
+
+    emit_rows(list_identities(vault), fmt, IDENTITY_COLUMNS)
+
+
+@identity.command("show")
+@click.argument("name", required=False)
+@json_option
+@with_vault
+def identity_show(vault: Vault, name: str | None, as_json: bool) -> None:
+    """Show one identity (the default one without NAME), with all its keys.
+
+    \b
+    Example:
+      evault identity show registry-office
+    """
+    from vault.service.identities import show_identity
+
+    emit_record(show_identity(vault, name), as_json)
+
+
+@identity.command("export")
+@click.argument("name", required=False)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the card to this file (default: stdout).",
+)
+@with_vault
+def identity_export(vault: Vault, name: str | None, output: Path | None) -> None:
+    """Export the public contact card of an identity (self-signed JSON).
+
+    Hand the card to the other side and tell them its fingerprint by another channel.
+
+    \b
+    Example:
+      evault identity export registry-office -o registry-office.card.json
+    """
+    from vault.service.identities import export_card
+
+    write_or_print(export_card(vault, name), output, what="contact card")
+
+
+@identity.command("rotate")
+@click.argument("name", required=False)
+@json_option
+@with_vault
+def identity_rotate(vault: Vault, name: str | None, as_json: bool) -> None:
+    """Make new keys for an identity; old keys stay for verifying and decrypting the past.
+
+    \b
+    Example:
+      evault identity rotate registry-office
+    """
+    from vault.service.identities import rotate_identity
+
+    data = rotate_identity(vault, name)
+    emit_record(data, as_json, skip=("keys",))
+    if not as_json:
+        say(f"rotated identity {data['name']}: new key {data['fingerprint']}")
+
+
+@identity.command("revoke")
+@click.argument("name")
+@as_option
+@json_option
+@with_vault
+def identity_revoke(vault: Vault, name: str, as_name: str | None, as_json: bool) -> None:
+    """Revoke an identity: no new use; what it signed before still verifies.
+
+    \b
+    Example:
+      evault identity revoke former-officer
+    """
+    from vault.service.identities import revoke_identity
+
+    data = revoke_identity(vault, name, as_name=as_name)
+    emit_record(data, as_json, skip=("keys",))
+    if not as_json:
+        say(f"revoked identity {name}")
+
+
+# ----------------------------------------------------------------------------- bodies
+
+BODY_COLUMNS = ("id", "name", "active_keys", "created_at")
+
+
+@cli.group()
+def body() -> None:
+    """Recipient bodies, such as ICC-OTP, and the keys of their officers.
+
+    \b
+    Examples:
+      evault body add ICC-OTP --name "International Criminal Court, Office of the Prosecutor"
+      evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
+      evault body list
+    """
+
+
+@body.command("add")
+@click.argument("body_id", metavar="ID")
+@click.option("--name", required=True, help="Full name of the body.")
+@as_option
+@json_option
+@with_vault
+def body_add(vault: Vault, body_id: str, name: str, as_name: str | None, as_json: bool) -> None:
+    """Register a recipient body.
+
+    \b
+    Example:
+      evault body add UA-OPG --name "Office of the Prosecutor General of Ukraine"
+    """
+    from vault.service.bodies import add_body
+
+    data = add_body(vault, body_id, name=name, as_name=as_name)
+    emit_record(data, as_json, skip=("keys",))
+
+
+@body.command("list")
+@list_output_options
+@with_vault
+def body_list(vault: Vault, fmt: str | None) -> None:
+    """List the bodies and how many active keys each has.
+
+    \b
+    Example:
+      evault body list --csv
+    """
+    from vault.service.bodies import list_bodies
+
+    emit_rows(list_bodies(vault), fmt, BODY_COLUMNS)
+
+
+@body.command("show")
+@click.argument("body_id", metavar="ID")
+@json_option
+@with_vault
+def body_show(vault: Vault, body_id: str, as_json: bool) -> None:
+    """Show a body with all its keys.
+
+    \b
+    Example:
+      evault body show ICC-OTP
+    """
+    from vault.service.bodies import show_body
+
+    emit_record(show_body(vault, body_id), as_json)
+
+
+@body.group("key")
+def body_key() -> None:
+    """Keys of a body's officers.
+
+    \b
+    Examples:
+      evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
+      evault body key revoke ICC-OTP SHA256:...
+    """
+
+
+@body_key.command("add")
+@click.argument("body_id", metavar="ID")
+@click.option(
+    "--card",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Contact card exported by the officer's `evault identity export`.",
+)
+@click.option("--age", "age_recipient", metavar="AGE1...", help="The officer's age recipient.")
+@click.option("--ssh", "ssh_key", metavar="KEY", help="The officer's 'ssh-ed25519 AAAA...' key.")
+@click.option(
+    "--fingerprint",
+    "pin",
+    metavar="SHA256:...",
+    help="Fingerprint confirmed by the officer; a different key is refused.",
+)
+@as_option
+@json_option
+@with_vault
+def body_key_add(
+    vault: Vault,
+    body_id: str,
+    card: Path | None,
+    age_recipient: str | None,
+    ssh_key: str | None,
+    pin: str | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Add an officer's key to a body, from a contact card or from the two public keys.
+
+    \b
+    Examples:
+      evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
+      evault body key add UA-OPG --age age1... --ssh "ssh-ed25519 AAAA... officer"
+    """
+    from vault.service.bodies import add_body_key
+
+    data = add_body_key(
+        vault,
+        body_id,
+        card=read_card(card) if card else None,
+        age_recipient=age_recipient,
+        ssh_key=ssh_key,
+        pin=pin,
+        as_name=as_name,
+    )
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"added key {data['fingerprint']} to body {body_id}")
+
+
+@body_key.command("revoke")
+@click.argument("body_id", metavar="ID")
+@click.argument("fingerprint")
+@as_option
+@json_option
+@with_vault
+def body_key_revoke(
+    vault: Vault, body_id: str, fingerprint: str, as_name: str | None, as_json: bool
+) -> None:
+    """Revoke a key of a body: no new package is encrypted to it.
+
+    \b
+    Example:
+      evault body key revoke ICC-OTP SHA256:...
+    """
+    from vault.service.bodies import revoke_body_key
+
+    data = revoke_body_key(vault, body_id, fingerprint, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"revoked key {fingerprint} of body {body_id}")
+
+
+# ----------------------------------------------------------------------------- intake
+
+ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
+INGEST_COLUMNS = ("id", "case", "name", "size", "sha256")
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="CSV or JSON-lines file, one row per file with the same fields.",
+)
+@click.option("--case", "case_id", metavar="CASE", help="Case the items belong to.")
+@click.option("--create-case", is_flag=True, help="Create the case if it does not exist.")
+@click.option("--title", help="Title of the item(s).")
+@click.option("--description", help="Description of the item(s).")
+@click.option("--source", help="Where the evidence came from.")
+@click.option("--collected-at", metavar="ISO8601", help="Collection time, e.g. 2026-03-14T09:30Z.")
+@click.option("--location", help="Collection place.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", help="A tag; repeatable.")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="LABEL",
+    help="A handling label (release rules act on these); repeatable.",
+)
+@click.option("--recursive", "-r", is_flag=True, help="Ingest the files inside directories.")
+@click.option("--follow-symlinks", is_flag=True, help="Ingest the targets of symbolic links.")
+@click.option(
+    "--also-digest",
+    metavar="md5,sha1",
+    default="",
+    help="Legacy digests to compute too, for forensic cross-reference.",
+)
+@as_option
+@list_output_options
+@with_vault
+def ingest(
+    vault: Vault,
+    paths: tuple[Path, ...],
+    manifest: Path | None,
+    case_id: str | None,
+    create_case: bool,
+    title: str | None,
+    description: str | None,
+    source: str | None,
+    collected_at: str | None,
+    location: str | None,
+    tags: tuple[str, ...],
+    labels: tuple[str, ...],
+    recursive: bool,
+    follow_symlinks: bool,
+    also_digest: str,
+    as_name: str | None,
+    fmt: str | None,
+) -> None:
+    """Ingest evidence files: hash, encrypt at rest, record custody. Each file is read once.
+
+    \b
+    Examples:
+      evault ingest statement.pdf --case UA-2026-0042 --title "Witness statement" \\
+          --collected-at 2026-03-14T09:30:00Z --label restricted-icc
+      evault ingest ./photos --recursive --case UA-2026-0042 --also-digest md5,sha1
+      evault ingest --manifest batch.csv --create-case
+    """
+    from vault.service import intake
+
+    if bool(paths) == bool(manifest):
+        raise click.UsageError("give files to ingest, or --manifest FILE, not both")
+    fields = None
+    if case_id or not manifest:
+        if not case_id:
+            raise click.UsageError("--case CASE is required")
+        fields = intake.IntakeFields(
+            case=case_id,
+            title=title,
+            description=description,
+            source=source,
+            collected_at=intake.parse_collected_at(collected_at) if collected_at else None,
+            location=location,
+            tags=intake.parse_tags(tags),
+            labels=intake.parse_labels(labels),
+        )
+    if manifest:
+        rows = intake.rows_from_manifest(manifest, fields, follow_symlinks=follow_symlinks)
+    else:
+        assert fields is not None
+        rows = intake.rows_from_paths(
+            list(paths), fields, recursive=recursive, follow_symlinks=follow_symlinks
+        )
+    digests = [a.strip() for a in also_digest.split(",") if a.strip()]
+    results = intake.ingest(
+        vault,
+        rows,
+        as_name=as_name,
+        create_case=create_case,
+        also_digest=digests,
+        follow_symlinks=follow_symlinks,
+    )
+    emit_rows(results, fmt, INGEST_COLUMNS + tuple(digests))
+    if fmt is None:
+        say(f"ingested {len(results)} file(s), {sum(r['size'] for r in results)} bytes")
+
+
+@cli.group()
+def case() -> None:
+    """Case files that group items.
+
+    \b
+    Examples:
+      evault case create UA-2026-0042 --title "Fictional shelling of a school"
+      evault case list
+    """
+
+
+CASE_COLUMNS = ("id", "title", "items", "bytes", "created_at")
+
+
+@case.command("create")
+@click.argument("case_id", metavar="CASE")
+@click.option("--title", help="Short title of the case (stays in this vault).")
+@as_option
+@json_option
+@with_vault
+def case_create(
+    vault: Vault, case_id: str, title: str | None, as_name: str | None, as_json: bool
+) -> None:
+    """Create a case.
+
+    \b
+    Example:
+      evault case create UA-2026-0042 --title "Fictional shelling of a school"
+    """
+    from vault.service.intake import create_case
+
+    emit_record(create_case(vault, case_id, title=title, as_name=as_name), as_json)
+
+
+@case.command("list")
+@list_output_options
+@with_vault
+def case_list(vault: Vault, fmt: str | None) -> None:
+    """List cases with item counts and sizes.
+
+    \b
+    Example:
+      evault case list --json
+    """
+    from vault.service.intake import list_cases
+
+    emit_rows(list_cases(vault), fmt, CASE_COLUMNS)
+
+
+@case.command("show")
+@click.argument("case_id", metavar="CASE")
+@json_option
+@with_vault
+def case_show(vault: Vault, case_id: str, as_json: bool) -> None:
+    """Show one case.
+
+    \b
+    Example:
+      evault case show UA-2026-0042
+    """
+    from vault.service.intake import show_case
+
+    emit_record(show_case(vault, case_id), as_json)
+
+
+@cli.group()
+def items() -> None:
+    """Items of the vault.
+
+    \b
+    Examples:
+      evault items list --case UA-2026-0042
+      evault items show EV-0123456789AB
+      evault items export EV-0123456789AB -o copy.pdf --reason "expert review"
+    """
+
+
+@items.command("list")
+@click.option("--case", "case_id", metavar="CASE", help="Only items of this case.")
+@click.option("--label", metavar="LABEL", help="Only items with this label.")
+@list_output_options
+@with_vault
+def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | None) -> None:
+    """List items.
+
+    \b
+    Examples:
+      evault items list --case UA-2026-0042
+      evault items list --label restricted-icc --csv
+    """
+    from vault.service.items import list_items
+
+    emit_rows(list_items(vault, case=case_id, label=label), fmt, ITEM_COLUMNS)
+
+
+@items.command("show")
+@click.argument("item_id", metavar="ID")
+@json_option
+@with_vault
+def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
+    """Show an item's metadata and digests.
+
+    \b
+    Example:
+      evault items show EV-0123456789AB --json
+    """
+    from vault.service.items import show_item
+
+    emit_record(show_item(vault, item_id), as_json)
+
+
+@items.command("export")
+@click.argument("item_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the decrypted content.",
+)
+@click.option("--reason", required=True, help="Why the content is needed (logged).")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@as_option
+@json_option
+@with_vault
+def items_export(
+    vault: Vault,
+    item_id: str,
+    output: Path,
+    reason: str,
+    force: bool,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Decrypt an item for authorised use; the digest is checked and the export logged.
+
+    \b
+    Example:
+      evault items export EV-0123456789AB -o copy.pdf --reason "forensic examination"
+    """
+    from vault.service.items import export_item
+
+    data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"exported item {item_id} to {output}; the export is in the custody log")
+
+
+# ----------------------------------------------------------------------------- custody
+
+
+@cli.group()
+def custody() -> None:
+    """The signed, append-only custody log and its checkpoints and proofs.
+
+    \b
+    Examples:
+      evault custody show EV-0123456789AB
+      evault custody verify
+      evault custody checkpoint -o checkpoint.txt
+      evault custody prove EV-0123456789AB
+      evault custody consistency old-checkpoint.txt new-checkpoint.txt
+    """
+
+
+@custody.command("show")
+@click.argument("subject", metavar="ID")
+@json_option
+@with_vault
+def custody_show(vault: Vault, subject: str, as_json: bool) -> None:
+    """Show the custody events of an item (or case, package, body, identity:NAME).
+
+    \b
+    Example:
+      evault custody show EV-0123456789AB
+    """
+    from vault.service.custody import show_subject
+
+    events = show_subject(vault, subject)
+    if as_json:
+        emit_record({"subject": subject, "events": events}, True)
+        return
+    rows = [{**e, "details": e["details"] or None, "digests": e["digests"] or None} for e in events]
+    emit_rows(rows, None, ("seq", "time", "action", "actor", "details", "digests"))
+
+
+@custody.command("verify")
+@click.option(
+    "--quick", is_flag=True, help="Structure only: leaves, tree, checkpoints; skip the signatures."
+)
+@json_option
+@with_vault
+def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
+    """Re-derive the whole log and list every defect; exit 3 if there is any.
+
+    Checks every leaf hash, every signature (on both cores), the sequence without gaps, the
+    stored fields against the signed bytes, the tree head and every checkpoint.
+
+    \b
+    Examples:
+      evault custody verify
+      evault custody verify --json
+    """
+    from vault.service.custody import verify_log
+
+    report = verify_log(vault, signatures=not quick)
+    if as_json:
+        emit_record(report.to_dict(), True)
+    else:
+        for defect in report.defects:
+            click.echo(f"FAIL: {defect}")
+        what = "structure" if quick else "structure and signatures"
+        if report.defects:
+            say(f"custody log: {len(report.defects)} defect(s) in {report.size} events")
+        else:
+            click.echo(f"OK: {report.size} events, {report.checkpoints} checkpoints ({what})")
+    if report.defects:
+        raise SystemExit(3)
+
+
+@custody.command("checkpoint")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the signed note to this file (default: stdout).",
+)
+@as_option
+@with_vault
+def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -> None:
+    """Sign a checkpoint (C2SP signed note: origin, size, root) of the log as it is now.
+
+    \b
+    Example:
+      evault custody checkpoint -o checkpoint-2026-11-28.txt
+    """
+    from vault.service.custody import make_checkpoint
+
+    if output is not None and output.exists():
+        raise click.UsageError(f"{output} exists; choose another file")
+    if output is not None and not output.absolute().parent.is_dir():
+        raise NotFoundError(f"{output.absolute().parent}: no such folder")
+    note = make_checkpoint(vault, as_name)
+    write_or_print(note, output)
+
+
+@custody.command("prove")
+@click.argument("subject", metavar="ID")
+@json_option
+@with_vault
+def custody_prove(vault: Vault, subject: str, as_json: bool) -> None:
+    """Inclusion proofs of an item's events against the latest checkpoint.
+
+    \b
+    Example:
+      evault custody prove EV-0123456789AB --json
+    """
+    from vault.service.custody import prove_subject
+
+    data = prove_subject(vault, subject)
+    if as_json:
+        emit_record(data, True)
+        return
+    click.echo(f"checkpoint: size {data['tree_size']}, root {data['root_hash']}")
+    for event in data["events"]:
+        click.echo(
+            f"event {event['seq']} ({event['action']}): {event['status']}"
+            + (f", {len(event['proof'])} hashes" if "proof" in event else "")
+        )
+
+
+@custody.command("consistency")
+@click.argument("old", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the consistency proof (JSON) to this file, for an auditor.",
+)
+@click.option(
+    "--proof",
+    "proof_file",
+    metavar="PROOF",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Verify with this proof instead of this vault's log (no vault needed).",
+)
+@click.option(
+    "--trusted-keys",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="With --proof: OpenSSH allowed_signers file of the checkpoint signers.",
+)
+@json_option
+@vault_option
+def custody_consistency(
+    old: Path,
+    new: Path,
+    output: Path | None,
+    proof_file: Path | None,
+    trusted_keys: Path | None,
+    as_json: bool,
+    vault_dir: Path | None,
+) -> None:
+    """Prove a log only grew between two signed checkpoints (a rewrite exits 3).
+
+    OLD and NEW are checkpoint notes, or sharing receipts or acknowledgements (their
+    checkpoint is used). Without --proof this vault's own log computes the proof; -o writes
+    it for an auditor. With --proof no vault is needed: both notes must be signed by keys
+    from --trusted-keys (namespace evault-checkpoint) or known to a vault, if one is at hand.
+
+    \b
+    Examples:
+      evault custody consistency checkpoint-old.txt checkpoint-new.txt
+      evault custody consistency receipt.json checkpoint-new.txt -o proof.json
+      evault custody consistency receipt.json checkpoint-new.txt --proof proof.json \\
+          --trusted-keys allowed_signers
+    """
+    from vault.service import audit
+
+    if proof_file is None and trusted_keys is not None:
+        raise click.UsageError("--trusted-keys goes with --proof")
+    if proof_file is not None and output is not None:
+        raise click.UsageError("-o writes a proof from this vault's log; not with --proof")
+    if output is not None and output.exists():
+        raise click.UsageError(f"{output} exists; choose another file")
+    if proof_file is None:
+        v = open_vault(vault_dir)
+        try:
+            data = audit.prove_from_log(v, audit.read_checkpoint(old), audit.read_checkpoint(new))
+        finally:
+            v.close()
+    else:
+        root = audit.find_vault(vault_dir)
+        v_or_none = open_vault(root) if root is not None else None
+        try:
+            trust = audit.Trust.build(trusted_keys, v_or_none)
+        finally:
+            if v_or_none is not None:
+                v_or_none.close()
+        data = audit.verify_with_proof(
+            audit.read_checkpoint(old), audit.read_checkpoint(new), proof_file.read_bytes(), trust
+        )
+    if as_json:
+        emit_record(data, True)
+    else:
+        click.echo(
+            f"OK: the log grew from {data['old_size']} to {data['new_size']} events "
+            f"without rewriting ({len(data['proof'])} proof hashes)"
+        )
+    if output is not None:
+        write_or_print(audit.proof_document(data), output)
+
+
+# ----------------------------------------------------------------------------- packages
+
+
+@cli.group()
+def package() -> None:
+    """Packages for one body: built, signed, encrypted to the body's keys, sent.
+
+    \b
+    Examples:
+      evault package create --to ICC-OTP --case UA-2026-0042 --reference OTP-REQ-17
+      evault package create --to UA-OPG --item EV-0123456789AB --send --outbox /mnt/transfer
+      evault package list
+    """
+
+
+def _parse_tag_filters(tags: tuple[str, ...]) -> list[tuple[str, str]]:
+    from vault.service.intake import parse_tags
+
+    return list(parse_tags(tags))
+
+
+@package.command("create")
+@click.option("--to", "body_id", required=True, metavar="BODY", help="The receiving body.")
+@click.option("--item", "item_ids", multiple=True, metavar="ID", help="An item; repeatable.")
+@click.option("--case", "case_id", metavar="CASE", help="All items of a case (with filters).")
+@click.option("--label", metavar="LABEL", help="With --case: only items with this label.")
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="K=V",
+    help="With --case: only items with this tag; repeatable.",
+)
+@click.option("--reference", metavar="REF", help="The body's request reference.")
+@click.option("--purpose", help="Why the evidence is shared (inside the encrypted bag).")
+@click.option(
+    "--confidential-reference",
+    is_flag=True,
+    help="Put only the reference's SHA-256 in the sharing receipt.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Package file (default: ./<package-id>.evpkg).",
+)
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--send", "send_now", is_flag=True, help="Send it right away (needs --outbox).")
+@click.option(
+    "--outbox", type=click.Path(file_okay=False, path_type=Path), help="Drop folder for --send."
+)
+@as_option
+@json_option
+@with_vault
+def package_create(
+    vault: Vault,
+    body_id: str,
+    item_ids: tuple[str, ...],
+    case_id: str | None,
+    label: str | None,
+    tags: tuple[str, ...],
+    reference: str | None,
+    purpose: str | None,
+    confidential_reference: bool,
+    output: Path | None,
+    force: bool,
+    send_now: bool,
+    outbox: Path | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Build one package for one body, refusing anything the release rules forbid.
+
+    \b
+    Examples:
+      evault package create --to ICC-OTP --case UA-2026-0042 --label restricted-icc
+      evault package create --to UA-OPG --item EV-0123456789AB -o opg.evpkg
+      evault package create --to ICC-OTP --case UA-2026-0042 --send --outbox /mnt/transfer
+    """
+    from vault.service.packaging import create_package, send_package
+
+    if send_now and outbox is None:
+        raise click.UsageError("--send needs --outbox DIR")
+    if outbox is not None and not send_now:
+        raise click.UsageError("--outbox goes with --send")
+    data = create_package(
+        vault,
+        body_id=body_id,
+        item_ids=item_ids,
+        case=case_id,
+        label=label,
+        tags=_parse_tag_filters(tags),
+        reference=reference,
+        purpose=purpose,
+        confidential_reference=confidential_reference,
+        as_name=as_name,
+        output=output,
+        force=force,
+    )
+    if send_now:
+        assert outbox is not None
+        data = send_package(vault, data["id"], outbox=outbox, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(
+            f"built package {data['id']} for {body_id}: {data['items']} item(s), "
+            f"{data['bytes']} bytes" + (f"; sent, receipt {data['receipt']}" if send_now else "")
+        )
+
+
+@package.command("list")
+@click.option("--body", metavar="BODY", help="Only packages for this body.")
+@list_output_options
+@with_vault
+def package_list(vault: Vault, body: str | None, fmt: str | None) -> None:
+    """List packages with their state: built, sent, acknowledged.
+
+    \b
+    Example:
+      evault package list --body ICC-OTP
+    """
+    from vault.service.packaging import PACKAGE_COLUMNS, list_packages
+
+    emit_rows(list_packages(vault, body=body), fmt, PACKAGE_COLUMNS)
+
+
+@package.command("show")
+@click.argument("package_id", metavar="ID")
+@json_option
+@with_vault
+def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
+    """Show one package: items, keys, digests, state.
+
+    \b
+    Example:
+      evault package show PKG-0123456789AB
+    """
+    from vault.service.packaging import show_package
+
+    emit_record(show_package(vault, package_id), as_json)
+
+
+@package.command("sheet")
+@click.argument("package_id", metavar="ID")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html"]),
+    default="md",
+    show_default=True,
+    help="Markdown (a table) or one self-contained, printable HTML page.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the sheet to this file (default: stdout).",
+)
+@with_vault
+def package_sheet(vault: Vault, package_id: str, fmt: str, output: Path | None) -> None:
+    """A printable one-page verification sheet: ids, fingerprints, times, digests, checks.
+
+    No titles, descriptions or file names; the commands to check each value with stock
+    tools (ssh-keygen, sha256sum, age, bagit.py) are on the sheet.
+
+    \b
+    Examples:
+      evault package sheet PKG-0123456789AB
+      evault package sheet PKG-0123456789AB --format html -o PKG-0123456789AB.html
+    """
+    from vault.service.sheet import render_sheet
+
+    if output is not None and output.exists():
+        raise click.UsageError(f"{output} exists; choose another file")
+    write_or_print(render_sheet(vault, package_id, fmt), output)
+
+
+@cli.command()
+@click.argument("package_ref", metavar="PACKAGE")
+@click.option(
+    "--outbox",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Drop folder: a mounted transfer share or removable media.",
+)
+@as_option
+@json_option
+@with_vault
+def send(vault: Vault, package_ref: str, outbox: Path, as_name: str | None, as_json: bool) -> None:
+    """Deliver a package (file or id) into a drop folder atomically and sign a receipt.
+
+    The copy's digest is checked again; a `package.sent` event is logged for the package and
+    each item.
+
+    \b
+    Examples:
+      evault send PKG-0123456789AB.evpkg --outbox /mnt/transfer
+      evault send PKG-0123456789AB --outbox /media/usb
+    """
+    from vault.service.packaging import send_package
+
+    data = send_package(vault, package_ref, outbox=outbox, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"sent package {data['id']} to {data['delivered']}; receipt {data['receipt']}")
+
+
+@cli.group()
+def receipt() -> None:
+    """Signed sharing receipts of sent packages.
+
+    \b
+    Examples:
+      evault receipt list --body ICC-OTP
+      evault receipt export RCP-0123456789AB -o receipt.json
+    """
+
+
+@receipt.command("list")
+@click.option("--body", metavar="BODY", help="Only receipts for this body.")
+@click.option("--since", metavar="ISO8601", help="Only receipts from this time on.")
+@list_output_options
+@with_vault
+def receipt_list(vault: Vault, body: str | None, since: str | None, fmt: str | None) -> None:
+    """List sharing receipts.
+
+    \b
+    Example:
+      evault receipt list --since 2026-11-01T00:00:00Z --json
+    """
+    from vault.service.intake import parse_collected_at
+    from vault.service.packaging import list_receipts
+
+    when = parse_collected_at(since, "--since") if since else None
+    rows = list_receipts(vault, body=body, since=when)
+    emit_rows(rows, fmt, ("id", "package", "body", "items", "sent_at", "envelope_sha256"))
+
+
+@receipt.command("show")
+@click.argument("receipt_id", metavar="ID")
+@json_option
+@with_vault
+def receipt_show(vault: Vault, receipt_id: str, as_json: bool) -> None:
+    """Show a sharing receipt.
+
+    \b
+    Example:
+      evault receipt show RCP-0123456789AB
+    """
+    from vault.service.packaging import show_receipt
+
+    data = show_receipt(vault, receipt_id)
+    if as_json:
+        emit_record(data, True)
+    else:
+        emit_record({k: v for k, v in data["document"].items() if k != "checkpoint"}, False)
+
+
+@receipt.command("export")
+@click.argument("receipt_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The receipt file; its signature goes to FILE.sig.",
+)
+@with_vault
+def receipt_export(vault: Vault, receipt_id: str, output: Path) -> None:
+    """Export a receipt (exact signed bytes) and its SSHSIG signature (FILE.sig).
+
+    \b
+    Example:
+      evault receipt export RCP-0123456789AB -o receipt.json
+    """
+    from vault.service.packaging import export_receipt
+
+    document, signature = export_receipt(vault, receipt_id, output)
+    say(f"wrote {document} and {signature}")
+
+
+# ----------------------------------------------------------------------------- auditing
+
+
+@cli.command("verify")
+@click.argument(
+    "files",
+    metavar="FILE...",
+    nargs=-1,
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--as",
+    "as_name",
+    metavar="NAME",
+    help="Also decrypt and check packages whole with this identity's keys (needs a vault).",
+)
+@click.option(
+    "--trusted-keys",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="OpenSSH allowed_signers file of the signers you trust (namespaces= respected).",
+)
+@json_option
+@vault_option
+def verify_cmd(
+    files: tuple[Path, ...],
+    as_name: str | None,
+    trusted_keys: Path | None,
+    as_json: bool,
+    vault_dir: Path | None,
+) -> None:
+    """Verify packages, receipts, acknowledgements, contact cards and checkpoints.
+
+    Each file is recognised by its content and checked as far as the keys at hand allow;
+    a receipt or acknowledgement needs its FILE.sig beside it. Signers are trusted from
+    --trusted-keys and, when a vault exists (--vault, or the default one), from its known
+    senders. Prints `OK: FILE (what)` or `FAIL: FILE: reason` per file; exit 3 if any fails.
+
+    \b
+    Examples:
+      evault verify PKG-0123456789AB.evpkg receipt.json --trusted-keys allowed_signers
+      evault verify PKG-0123456789AB.evpkg --as icc-officer
+      evault verify *.evpkg *.json checkpoint.txt --json
+    """
+    from vault.service import audit
+
+    root = audit.find_vault(vault_dir)
+    if as_name is not None and root is None:
+        raise click.UsageError("--as NAME needs the vault holding that identity; pass --vault")
+    v = open_vault(root) if root is not None else None
+    try:
+        trust = audit.Trust.build(trusted_keys, v)
+        identities = audit.recipient_keys(v, as_name) if v is not None and as_name else []
+        findings = audit.verify_files(files, trust, identities=identities)
+    finally:
+        if v is not None:
+            v.close()
+    if as_json:
+        emit_rows([f.to_dict() for f in findings], "json", ())
+    else:
+        for finding in findings:
+            click.echo(finding.line())
+    failed = sum(not f.ok for f in findings)
+    if failed:
+        if not as_json:
+            say(f"{failed} of {len(findings)} file(s) did not verify")
+        raise SystemExit(3)
+
+
+# ----------------------------------------------------------------------------- recipients
+
+
+@cli.group()
+def contact() -> None:
+    """Known senders from other organisations, pinned by fingerprint.
+
+    \b
+    Examples:
+      evault contact add registry-office.card.json --fingerprint SHA256:...
+      evault contact list
+      evault contact revoke registry-office
+    """
+
+
+@contact.command("add")
+@click.argument("card", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--fingerprint",
+    "pin",
+    metavar="SHA256:...",
+    help="Fingerprint confirmed by the sender; a different key is refused.",
+)
+@as_option
+@json_option
+@with_vault
+def contact_add(
+    vault: Vault, card: Path, pin: str | None, as_name: str | None, as_json: bool
+) -> None:
+    """Add a sender from their contact card.
+
+    \b
+    Example:
+      evault contact add registry-office.card.json --fingerprint SHA256:...
+    """
+    from vault.service.contacts import add_contact
+
+    data = add_contact(vault, read_card(card), pin=pin, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"added contact {data['name']} ({data['fingerprint']})")
+
+
+@contact.command("list")
+@list_output_options
+@with_vault
+def contact_list(vault: Vault, fmt: str | None) -> None:
+    """List contacts.
+
+    \b
+    Example:
+      evault contact list --json
+    """
+    from vault.service.contacts import CONTACT_COLUMNS, list_contacts
+
+    emit_rows(list_contacts(vault), fmt, CONTACT_COLUMNS)
+
+
+@contact.command("show")
+@click.argument("ref", metavar="NAME|FINGERPRINT")
+@json_option
+@with_vault
+def contact_show(vault: Vault, ref: str, as_json: bool) -> None:
+    """Show a contact.
+
+    \b
+    Example:
+      evault contact show registry-office
+    """
+    from vault.service.contacts import show_contact
+
+    emit_record(show_contact(vault, ref), as_json)
+
+
+@contact.command("revoke")
+@click.argument("ref", metavar="NAME|FINGERPRINT")
+@as_option
+@json_option
+@with_vault
+def contact_revoke(vault: Vault, ref: str, as_name: str | None, as_json: bool) -> None:
+    """Stop trusting a contact for new packages.
+
+    \b
+    Example:
+      evault contact revoke SHA256:...
+    """
+    from vault.service.contacts import revoke_contact
+
+    data = revoke_contact(vault, ref, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"revoked contact {data['name']}")
+
+
+@cli.command("open")
+@click.argument("package_file", metavar="PACKAGE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to extract into (as <package-id>/, only after every check passed).",
+)
+@click.option(
+    "--trust-sender",
+    metavar="SHA256:...",
+    help="Trust this sender fingerprint for this package only.",
+)
+@as_option
+@json_option
+@with_vault
+def open_cmd(
+    vault: Vault,
+    package_file: Path,
+    out_dir: Path,
+    trust_sender: str | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Verify a package whole, then extract it and receive its items into this vault.
+
+    Checks, before a single file is kept: the envelope signature by a known sender, the
+    payload digest, decryption, the signed statement (this package, this body, this key),
+    every digest of the bag, and the sender's custody excerpt with its proofs. Any failure
+    exits 3 and leaves nothing behind.
+
+    \b
+    Examples:
+      evault open PKG-0123456789AB.evpkg --out ./received
+      evault open PKG-0123456789AB.evpkg --out ./received --trust-sender SHA256:...
+    """
+    from vault.service.opening import open_package
+
+    data = open_package(
+        vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender
+    )
+    if as_json:
+        emit_record(data, True)
+        return
+    emit_rows(data["items"], None, ("id", "source_item", "name", "size", "sha256"))
+    say(
+        f"opened package {data['package']} from {data['sender']} "
+        f"({data['sender_fingerprint']}) for {data['body']}: {len(data['items'])} item(s) "
+        f"verified and received, {data['sender_custody_events']} custody event(s) proven; "
+        f"files in {data['out']}"
+    )
+
+
+@cli.command()
+@click.argument("package_ref", metavar="PACKAGE")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The acknowledgement file; its signature goes to FILE.sig.",
+)
+@as_option
+@json_option
+@with_vault
+def ack(vault: Vault, package_ref: str, output: Path, as_name: str | None, as_json: bool) -> None:
+    """Sign an acknowledgement of a package opened in this vault, for its sender.
+
+    \b
+    Example:
+      evault ack PKG-0123456789AB -o PKG-0123456789AB.ack.json
+    """
+    from vault.service.opening import acknowledge
+
+    data = acknowledge(vault, package_ref, output=output, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"wrote acknowledgement {data['ack']} and {data['signature']}")
+
+
+@receipt.command("import")
+@click.argument("ack_file", metavar="ACK", type=click.Path(dir_okay=False, path_type=Path))
+@json_option
+@with_vault
+def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
+    """Import a recipient's acknowledgement (ACK and ACK.sig) of a package sent from here.
+
+    \b
+    Example:
+      evault receipt import PKG-0123456789AB.ack.json
+    """
+    from vault.service.opening import import_ack
+
+    data = import_ack(vault, ack_file)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"package {data['package']} acknowledged by {data['by']} of {data['body']}")
+
+
+# ----------------------------------------------------------------------------- bulk and reports
+
+
+def _progress_printer() -> Callable[[str, int, int, int, int], None] | None:
+    """Progress on stderr when it is a terminal (bodies, bytes, rate, time left); else none."""
+    if not sys.stderr.isatty():
+        return None
+    import time
+
+    start = time.monotonic()
+
+    def show(body: str, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
+        elapsed = max(time.monotonic() - start, 1e-6)
+        rate = done_bytes / elapsed
+        left = (total_bytes - done_bytes) / rate if rate > 0 else 0.0
+        click.echo(
+            f"\revault: [{done}/{total}] {body}: {done_bytes / 1e6:.1f} of "
+            f"{total_bytes / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s, ~{left:.0f} s left  ",
+            err=True,
+            nl=done == total,
+        )
+
+    return show
+
+
+@cli.command("export")
+@click.option(
+    "--to",
+    "bodies",
+    metavar="BODY,BODY,...",
+    help="Bodies to export to (with --plan: a subset of the plan's bodies).",
+)
+@click.option("--case", "case_id", metavar="CASE", help="Share this case with every body.")
+@click.option(
+    "--plan",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML plan selecting items, reference and purpose per body.",
+)
+@click.option(
+    "--outbox",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Drop folder for the packages.",
+)
+@click.option("--dry-run", is_flag=True, help="Print what would go to whom; change nothing.")
+@click.option("--reshare", is_flag=True, help="Make new packages even for items already sent.")
+@click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON result per body.")
+@as_option
+@with_vault
+def export_cmd(
+    vault: Vault,
+    bodies: str | None,
+    case_id: str | None,
+    plan: Path | None,
+    outbox: Path,
+    dry_run: bool,
+    reshare: bool,
+    as_jsonl: bool,
+    as_name: str | None,
+) -> None:
+    """Export to several bodies: one package each, only what each may receive. Idempotent.
+
+    A re-run after success makes nothing new ("already shared"); a re-run after an
+    interruption finishes what is missing, never a duplicate package or receipt. Exit 1 if
+    any body failed (the others' results are kept).
+
+    \b
+    Examples:
+      evault export --to ICC-OTP,UA-OPG,EUROJUST-JIT --case UA-2026-0042 --outbox /mnt/out
+      evault export --plan plan.toml --outbox /mnt/out --dry-run
+      evault export --to UA-OPG --case UA-2026-0042 --outbox /mnt/out --jsonl
+    """
+    from vault.render import render_table, to_jsonl
+    from vault.service.export import export, load_plan, plans_for_case
+
+    names = [b.strip() for b in (bodies or "").split(",") if b.strip()]
+    if bool(case_id) == bool(plan):
+        raise click.UsageError("give --case CASE or --plan PLAN.toml")
+    if plan is not None:
+        plans = load_plan(plan, names)
+    else:
+        if not names:
+            raise click.UsageError("--case needs --to BODY,BODY,...")
+        assert case_id is not None
+        plans = plans_for_case(names, case_id)
+    results = export(
+        vault,
+        plans,
+        outbox=outbox,
+        dry_run=dry_run,
+        reshare=reshare,
+        as_name=as_name,
+        progress=_progress_printer(),
+    )
+    rows = [r.to_dict() for r in results]
+    if as_jsonl:
+        click.echo(to_jsonl(rows), nl=False)
+    else:
+        click.echo(
+            render_table(rows, ("body", "status", "package", "items", "bytes", "receipt", "error")),
+            nl=False,
+        )
+    failed = [r.body for r in results if r.failed]
+    if failed:
+        others = "the other bodies succeeded" if len(failed) < len(results) else "none succeeded"
+        say(f"export failed for {', '.join(failed)}; {others}")
+        raise SystemExit(1)
+
+
+@cli.group()
+def report() -> None:
+    """Reports for oversight: sharing per body, and one item's chain of custody.
+
+    \b
+    Examples:
+      evault report sharing --since 2026-01-01T00:00:00Z --format md
+      evault report custody EV-0123456789AB --format html -o custody.html
+    """
+
+
+@report.command("sharing")
+@click.option("--since", metavar="ISO8601", help="Packages built from this time (UTC).")
+@click.option("--until", metavar="ISO8601", help="Packages built before this time (UTC).")
+@click.option("--body", metavar="BODY", help="Only this body.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "md", "csv", "json"]),
+    default="table",
+    show_default=True,
+)
+@with_vault
+def report_sharing(
+    vault: Vault, since: str | None, until: str | None, body: str | None, fmt: str
+) -> None:
+    """Per body: packages, items, bytes, references, sent, acknowledged, time to ack; totals.
+
+    No titles, descriptions or file names: it can go to an oversight committee as it is.
+
+    \b
+    Examples:
+      evault report sharing --format md
+      evault report sharing --body ICC-OTP --since 2026-11-01T00:00:00Z --format csv
+    """
+    from vault.service.intake import parse_collected_at
+    from vault.service.reports import render_sharing, sharing_report
+
+    data = sharing_report(
+        vault,
+        since=parse_collected_at(since, "--since") if since else None,
+        until=parse_collected_at(until, "--until") if until else None,
+        body=body,
+    )
+    click.echo(render_sharing(data, fmt), nl=False)
+
+
+@report.command("custody")
+@click.argument("item_id", metavar="ITEM")
+@click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write to this file (default: stdout).",
+)
+@with_vault
+def report_custody(vault: Vault, item_id: str, fmt: str, output: Path | None) -> None:
+    """A printable chain-of-custody form for one item: digests, every event, proof status.
+
+    \b
+    Example:
+      evault report custody EV-0123456789AB --format html -o custody.html
+    """
+    from vault.service.reports import custody_report, render_custody
+
+    write_or_print(render_custody(custody_report(vault, item_id), fmt), output)
