@@ -525,15 +525,17 @@ def test_write_and_read_back(built: Built) -> None:
 
 
 def stream_package(path: Path, payload: bytes, step: int) -> tuple[Envelope, bytes, str]:
-    """Write ``payload`` through PackageWriter in ``step``-byte writes from one reused buffer."""
+    """Write ``payload`` through PackageWriter in ``step``-byte writes from two buffers taken
+    in turn, each wiped as soon as the contract allows (the next write has returned)."""
     draft = make_envelope(b"", payload_sha256="0" * 64)
-    buffer = bytearray(step)
+    buffers = [bytearray(step), bytearray(step)]
     with open(path, "xb") as out, PackageWriter(out, draft, SENDER) as writer:
-        for start in range(0, len(payload), step):
+        for turn, start in enumerate(range(0, len(payload), step)):
             n = len(payload[start : start + step])
+            buffer = buffers[turn % 2]
             buffer[:n] = payload[start : start + n]
             assert writer.write(memoryview(buffer)[:n]) == n
-            buffer[:n] = bytes(n)  # the writer must have taken its own copy
+            buffers[(turn + 1) % 2][:] = bytes(step)  # the previous one is free again
         return writer.finish()
 
 

@@ -828,6 +828,10 @@ class AgeWriter(io.BufferedIOBase):
         self._out = bytearray()
         self._out_mv = memoryview(self._out)
         self._out_fill = 0
+        # Two batches taken in turn: ``dst`` may go on reading a batch it was handed (on a
+        # helper thread, say) until its next write() returns; this refills the other one.
+        self._spare = bytearray()
+        self._spare_mv = memoryview(self._spare)
         self._counter = 0
         self._written = 0
         self._sealed = False
@@ -863,6 +867,8 @@ class AgeWriter(io.BufferedIOBase):
         if self._out_fill:
             self._sink.write(self._out_mv[: self._out_fill])
             self._out_fill = 0
+            self._out, self._spare = self._spare, self._out
+            self._out_mv, self._spare_mv = self._spare_mv, self._out_mv
 
     def write(self, data: ReadableBuffer, /) -> int:
         """Encrypt and buffer ``data`` (bytes-like); returns its full length."""

@@ -1053,8 +1053,9 @@ class PackageWriter:
     writes for the same envelope and payload, without a temporary payload file or a copy.
 
     Each write is hashed and written on a helper thread while the caller prepares the next
-    (hashlib and file writes release the GIL). ``out`` is flushed, not synced: fsync it,
-    then give it its name. If anything raises, the file is incomplete: remove it.
+    (hashlib and file writes release the GIL), from the caller's own buffer. ``out`` is
+    flushed, not synced: fsync it, then give it its name. If anything raises, the file is
+    incomplete: remove it.
     """
 
     def __init__(self, out: BinaryIO, draft: Envelope, key: SigningKey) -> None:
@@ -1084,19 +1085,24 @@ class PackageWriter:
         self._pool.shutdown(wait=True)
 
     def write(self, data: bytes | memoryview) -> int:
-        """Append payload bytes. The caller may reuse ``data``'s buffer once this returns."""
+        """Append payload bytes.
+
+        ``data`` is hashed and written on the helper thread, without a copy: leave it
+        unchanged until the next call of write(), flush() or finish() returns, as
+        :class:`~vault.crypto.age.AgeWriter` does (it fills its other batch meanwhile).
+        """
         if self._finished:
             raise RuntimeError("package writer: write after finish")
-        chunk = bytes(data)
         self._wait()
-        self._pending = self._pool.submit(self._consume, chunk)
-        self._size += len(chunk)
-        return len(chunk)
+        self._pending = self._pool.submit(self._consume, data)
+        self._size += len(data)
+        return len(data)
 
     def flush(self) -> None:
-        """Nothing to do: :meth:`finish` writes everything (the file-object protocol)."""
+        """Wait until everything written so far is hashed and in the file."""
+        self._wait()
 
-    def _consume(self, chunk: bytes) -> None:
+    def _consume(self, chunk: bytes | memoryview) -> None:
         self._digest.update(chunk)
         self._out.write(chunk)
 
