@@ -16,11 +16,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from conftest import Cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
@@ -31,7 +33,9 @@ from vault.custody.merkle import (
     consistency_proof,
     inclusion_proof,
     leaf_hash,
+    range_roots,
     root_of,
+    subtree_sizes,
     verify_consistency,
     verify_inclusion,
 )
@@ -43,6 +47,8 @@ from vault.custody.note import (
     open_checkpoint,
     sign_checkpoint,
 )
+from vault.errors import UsageError, VerificationError
+from vault.service import custody as custody_service
 from vault.service.identities import load_keypair
 from vault.service.vaults import Vault, open_vault
 from vault.store.models import Checkpoint as CheckpointRow
@@ -244,6 +250,12 @@ def recorded_at(vault: Vault, session: Session) -> list[str]:
     return ["event 2: stored time differ from the signed event"]
 
 
+def recorded_at_microsecond(vault: Vault, session: Session) -> list[str]:
+    row = _event(session, 2)
+    row.recorded_at = row.recorded_at + timedelta(microseconds=1)
+    return ["event 2: stored time differ from the signed event"]
+
+
 def actor(vault: Vault, session: Session) -> list[str]:
     _event(session, 2).actor = "SHA256:" + "A" * 43
     return ["event 2: stored actor differ from the signed event"]
@@ -390,6 +402,7 @@ def truncated_after_checkpoint(vault: Vault, session: Session) -> list[str]:
 
 TAMPERING = [
     pytest.param(recorded_at, False, id="recorded_at"),
+    pytest.param(recorded_at_microsecond, False, id="recorded_at-microsecond"),
     pytest.param(actor, False, id="actor"),
     pytest.param(action, False, id="action"),
     pytest.param(subject, False, id="subject"),
@@ -943,3 +956,345 @@ def test_concurrent_ingests_make_one_log(cli: Cli, tmp_path: Path) -> None:
     assert actions[:2] == ["identity.created", "case.created"]
     assert actions[2:] == ["item.ingested"] * (PROCESSES * FILES_EACH)
     assert len({subject for _, _, subject in rows[2:]}) == PROCESSES * FILES_EACH
+
+
+# ----------------------------------------------------------------------------- verify's paths
+#
+# verify reads a long log in worker processes, a run of SCAN_CHUNK seqs each, and takes a
+# plainly canonical event without a JSON parser. The tests below run both ways, in this
+# process and through workers with runs of two events, so that a few events cross several
+# runs; every defect must read the same either way.
+
+
+@pytest.fixture(params=["in-process", "workers"])
+def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Verify in this process, or through worker processes with runs of two seqs."""
+    if request.param == "workers":
+        monkeypatch.setattr(custody_service, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(custody_service, "SCAN_CHUNK", 2)
+    return str(request.param)
+
+
+def rewrite_body(vault: Vault, session: Session, seq: int, body: bytes) -> None:
+    """Store ``body`` as event ``seq``, validly signed and hashed, every column unchanged."""
+    row = _event(session, seq)
+    row.body = body
+    row.signature = signer_of(vault, session).sign(body)
+    row.leaf_hash = leaf_hash(body)
+
+
+def plain_json(obj: dict[str, object], **options: object) -> bytes:
+    """``obj`` as JSON with the canonical settings, bar what ``options`` changes."""
+    settings: dict[str, object] = {
+        "sort_keys": True,
+        "separators": (",", ":"),
+        "ensure_ascii": False,
+        **options,
+    }
+    return json.dumps(obj, **settings).encode()  # type: ignore[arg-type]
+
+
+# Valid JSON, validly signed, every column consistent, and still not an event: each must be
+# reported as Event.decode words it. Keyed by seq (events 2-8 are item.ingested).
+NOT_CANONICAL: dict[int, tuple[Callable[[dict[str, object]], bytes], str]] = {
+    2: (lambda e: plain_json(dict(reversed(e.items())), sort_keys=False),
+        "custody event: bytes are not in canonical form"),
+    3: (lambda e: plain_json(e, separators=(", ", ": ")),
+        "custody event: bytes are not in canonical form"),
+    4: (lambda e: plain_json({**e, "details": {"case": "café"}}).replace(
+            "é".encode(), b"\\u00e9"),
+        "custody event: bytes are not in canonical form"),
+    5: (lambda e: plain_json({**e, "details": {"size": 1.5}}),
+        "custody event: $.details.size: float has no canonical JSON form"),
+    6: (lambda e: plain_json({**e, "details": {"size": 2**53 + 1}}),
+        "custody event: $.details.size: integer beyond 2**53 has no canonical JSON form"),
+    7: (lambda e: plain_json({**e, "details": {"case": "x"}}).replace(
+            b'{"case":"x"}', b'{"case":"x","case":"x"}'),
+        "custody event: duplicate key 'case'"),
+    8: (lambda e: plain_json({**e, "details": {"a": "x"}}).replace(b'"x"', b'"\\/"'),
+        "custody event: bytes are not in canonical form"),
+}
+
+
+def test_non_canonical_events_are_reported(cli: Cli, tmp_path: Path, scan_mode: str) -> None:
+    populate(cli, tmp_path)
+    ingest_more(cli, tmp_path, *(f"later-{n}.txt" for n in range(4)))
+    with opened(cli) as (vault, session):
+        for seq, (spell, _) in NOT_CANONICAL.items():
+            event = json.loads(_event(session, seq).body)
+            rewrite_body(vault, session, seq, spell(event))
+        rebuild_head(session)
+
+    result = cli("custody", "verify", "--quick")
+    assert (result.exit_code, result.stdout.splitlines(), result.stderr) == (
+        3,
+        [f"FAIL: event {seq}: {message}" for seq, (_, message) in NOT_CANONICAL.items()],
+        f"evault: custody log: {len(NOT_CANONICAL)} defect(s) in {EVENTS + 4} events\n",
+    )
+
+
+def test_unescaped_strings_are_reported(cli: Cli, tmp_path: Path, scan_mode: str) -> None:
+    """A row and its event agreeing on a subject whose quote or control character the
+    event's bytes carry raw: not JSON, whatever the row says.
+    """
+    populate(cli, tmp_path)
+    expected = []
+    with opened(cli) as (vault, session):
+        for seq, subject in ((2, 'EV"1'), (3, "EV\x011"), (4, "EV\\1")):
+            row = _event(session, seq)
+            body = row.body.replace(f'"{row.subject}"'.encode(), f'"{subject}"'.encode())
+            rewrite_body(vault, session, seq, body)
+            row.subject = subject
+            with pytest.raises(VerificationError) as refused:
+                Event.decode(body)
+            expected.append(f"FAIL: event {seq}: {refused.value}")
+        rebuild_head(session)
+
+    result = cli("custody", "verify", "--quick")
+    assert (result.exit_code, result.stdout.splitlines()) == (3, expected)
+
+
+# Canonical, if unusual: escapes, non-ASCII, nesting, the largest integers, odd keys.
+UNUSUAL_DETAILS: list[dict[str, object]] = [
+    {"reason": 'a "quoted"\nline\tand \\ and \x01 and \x7f'},
+    {"case": "café ☕ 𝄞 \u2028", "é": 1, "z": -1},
+    {"nested": {"b": [1, {"z": None}], "a": True}, "list": [[], [0, -0, 1]]},
+    {"big": 2**53, "small": -(2**53), "wide": 1234567890123456},
+    {"": "empty key", "labels": ["a", 1, True, False, None]},
+    {f"k{n:02d}": n for n in range(20)},
+]
+
+
+def test_unusual_canonical_events_verify(cli: Cli, tmp_path: Path, scan_mode: str) -> None:
+    populate(cli, tmp_path)
+    ingest_more(cli, tmp_path, *(f"later-{n}.txt" for n in range(3)))
+    with opened(cli) as (vault, session):
+        for seq, details in enumerate(UNUSUAL_DETAILS, start=2):
+            resign(vault, session, seq, details=details)
+        resign(vault, session, 1, subject='UA "2026" \\ é', digests={"b": "2", "a": "1"})
+        rebuild_head(session)
+
+    result = cli("custody", "verify")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        0, f"OK: {EVENTS + 3} events, 0 checkpoints (structure and signatures)\n", "",
+    )
+
+
+def add_checkpoint(vault: Vault, session: Session, size: int, root: bytes) -> None:
+    """A checkpoint of ``size`` events with ``root``, signed by the vault's identity."""
+    signer = signer_of(vault, session)
+    note = sign_checkpoint(
+        Checkpoint(f"evault/{vault.config.vault_id}", size, root),
+        NoteSigner(f"evault/{vault.config.vault_id}", signer),
+    )
+    session.add(
+        CheckpointRow(size=size, root=root, signer=signer.public.fingerprint, note=note,
+                      created_at=Event.decode(_event(session, 0).body).time)
+    )
+
+
+def test_checkpoints_at_any_size(cli: Cli, tmp_path: Path, scan_mode: str) -> None:
+    """Checkpoints at size 0, 1, inside runs and on run boundaries (runs of two with
+    workers) verify; one over another history, or after a rewrite, does not.
+    """
+    populate(cli, tmp_path)
+    ingest_more(cli, tmp_path, *(f"later-{n}.txt" for n in range(4)))
+    total = EVENTS + 4
+    leaves = stored_leaves(cli)
+    sizes = list(range(total + 1))
+    with opened(cli) as (vault, session):
+        for size in sizes:
+            add_checkpoint(vault, session, size, root_of(leaves[:size]))
+    result = cli("custody", "verify", "--quick")
+    assert (result.exit_code, result.stdout) == (
+        0, f"OK: {total} events, {len(sizes)} checkpoints (structure)\n",
+    )
+
+    forged = [*leaves[:5], leaf_hash(b"another history"), *leaves[6:]]
+    with opened(cli) as (vault, session):
+        for size in (6, 7):
+            add_checkpoint(vault, session, size, root_of(forged[:size]))
+        details = dict(Event.decode(_event(session, 8).body).details)
+        details["size"] += 1
+        resign(vault, session, 8, details=details)
+        rebuild_head(session)
+    rewritten = "root differs from the recomputed tree; history was rewritten"
+    expected = [
+        f"FAIL: checkpoint {size + 1} (size {size}): {rewritten}" for size in range(9, total + 1)
+    ] + [f"FAIL: checkpoint {total + 2 + n} (size {size}): {rewritten}"
+         for n, size in enumerate((6, 7))]
+    result = cli("custody", "verify", "--quick")
+    assert (result.exit_code, result.stdout.splitlines()) == (3, expected)
+
+
+@pytest.mark.parametrize(("tamper", "checkpoint_first"), TAMPERING)
+def test_tampering_is_reported_by_workers(
+    cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same reports when worker processes read the log in runs of two events."""
+    monkeypatch.setattr(custody_service, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(custody_service, "SCAN_CHUNK", 2)
+    check_tampering(cli, tmp_path, tamper, checkpoint_first)
+
+
+@pytest.mark.parametrize(("tamper", "checkpoint_first"), MORE_TAMPERING)
+def test_more_tampering_is_reported_by_workers(
+    sqlite_cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(custody_service, "PARALLEL_MIN", 1)
+    monkeypatch.setattr(custody_service, "SCAN_CHUNK", 2)
+    check_tampering(sqlite_cli, tmp_path, tamper, checkpoint_first)
+
+
+def test_a_far_seq_is_reported_not_waited_for(
+    sqlite_cli: Cli, tmp_path: Path, scan_mode: str
+) -> None:
+    """A row moved to seq 10**12 once made verify queue half a trillion empty runs."""
+    populate(sqlite_cli, tmp_path)
+    far = 10**12
+    with opened(sqlite_cli) as (_, session):
+        _event(session, EVENTS - 1).seq = far
+    result = sqlite_cli("custody", "verify", "--quick")
+    assert (result.exit_code, result.stdout.splitlines()) == (3, [
+        f"FAIL: events {EVENTS - 1}-{far - 1} missing: the sequence jumps to {far}",
+        f"FAIL: event {far}: stored seq differ from the signed event",
+    ])
+
+
+# The fast path's rule, checked directly: whatever it accepts, Event.decode accepts with the
+# row's own fields. Bodies: the canonical event and many near misses of it.
+
+ROW = Event(log="evault/0f1e", seq=7, time=datetime(2026, 11, 28, 9, 30, tzinfo=timezone.utc),
+            actor="SHA256:abc", action="item.ingested", subject="EV-0001",
+            details={"case": "UA-1", "labels": ["x"], "size": 12}, digests={"sha256": "ab"})
+WHEN = "2026-11-28T09:30:00Z"
+
+
+def _accepted_exactly(body: bytes) -> bool:
+    """Is ``body`` the canonical form of ROW's event (with whatever details and digests)?"""
+    try:
+        event = Event.decode(body)
+    except VerificationError:
+        return False
+    fields = (event.log, event.seq, event.time, event.actor, event.action, event.subject)
+    return fields == (ROW.log, ROW.seq, ROW.time, ROW.actor, ROW.action, ROW.subject)
+
+
+def _matches(body: bytes, **row: object) -> bool:
+    plain = custody_service._PlainEvents(ROW.log, [ROW.actor])
+    values: dict[str, object] = {"seq": ROW.seq, "actor": ROW.actor, "action": ROW.action,
+                                 "subject": ROW.subject, "when": WHEN, **row}
+    return plain.match(body, **values)  # type: ignore[arg-type]
+
+
+def test_fast_path_takes_plain_events() -> None:
+    body = ROW.encode()
+    assert _matches(body)
+    assert _matches(body)  # the second time through the shape learned the first time
+    for row in ({"seq": 8}, {"actor": "SHA256:abd"}, {"action": "item.exported"},
+                {"subject": "EV-0002"}, {"when": "2026-11-28T09:30:01Z"}, {"when": None}):
+        assert not _matches(body, **row), row
+
+
+@pytest.mark.parametrize("subject", ['EV"1', "EV\\1", "EV\x011", "EV\n1", "EV\x1f"])
+def test_fast_path_refuses_unescaped_strings(subject: str) -> None:
+    """The row's subject spelled raw into the bytes is not JSON when it needs an escape."""
+    body = ROW.encode().replace(b'"EV-0001"', f'"{subject}"'.encode())
+    assert not _accepted_exactly(body)
+    assert not _matches(body, subject=subject)
+    # Raw non-ASCII needs no escape: that is the canonical form, and plain.
+    subject = "EV é ☕"
+    body = ROW.encode().replace(b'"EV-0001"', f'"{subject}"'.encode())
+    assert _matches(body, subject=subject)
+    assert Event.decode(body).subject == subject
+
+
+NEAR_MISSES: list[bytes] = [
+    plain_json(dict(reversed(json.loads(ROW.encode()).items())), sort_keys=False),
+    ROW.encode().replace(b'"seq":7', b'"seq": 7'),
+    ROW.encode().replace(b'"size":12', b'"size":12.0'),
+    ROW.encode().replace(b'"size":12', b'"size":1.2e1'),
+    ROW.encode().replace(b'"size":12', b'"size":012'),
+    ROW.encode().replace(b'"size":12', b'"size":-0'),
+    ROW.encode().replace(b'"size":12', b'"size":9007199254740993'),
+    ROW.encode().replace(b'"size":12', b'"size":NaN'),
+    ROW.encode().replace(b'"UA-1"', b'"UA\\u002d1"'),
+    ROW.encode().replace(b'"UA-1"', b'"UA\\/1"'),
+    ROW.encode().replace(b'"UA-1"', b'"UA\x011"'),
+    ROW.encode().replace(b'"UA-1"', b'"UA\\ud8001"'),
+    ROW.encode().replace(b'"UA-1"', b'"UA\xff1"'),
+    ROW.encode().replace(b'"case":"UA-1",', b'"case":"UA-1","case":"UA-1",'),
+    ROW.encode().replace(b'{"case":"UA-1","labels":["x"],', b'{"labels":["x"],"case":"UA-1",'),
+    ROW.encode().replace(b'{"sha256":"ab"}', b'{"sha256":"ab","sha1":"cd"}'),
+    ROW.encode().replace(b'{"sha256":"ab"}', b'{"sha256":1}'),
+    ROW.encode().replace(b'"labels":["x"]', b'"labels":["x",]'),
+    ROW.encode().replace(b'"v":1}', b'"v":1,"v":1}'),
+    ROW.encode().replace(b'"v":1}', b'"v":true}'),
+    ROW.encode() + b" ",
+    b"\xef\xbb\xbf" + ROW.encode(),
+]
+
+
+@pytest.mark.parametrize("body", NEAR_MISSES)
+def test_fast_path_refuses_near_misses(body: bytes) -> None:
+    assert not _accepted_exactly(body)
+    assert not _matches(body)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**60), 2**60) | st.text(max_size=8)
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    details=st.dictionaries(st.text(max_size=4), json_values, max_size=5),
+    digests=st.dictionaries(st.text(max_size=4), st.text(max_size=4) | st.integers(),
+                            max_size=3),
+    sort_keys=st.booleans(),
+    ensure_ascii=st.booleans(),
+    spaced=st.booleans(),
+)
+def test_fast_path_accepts_only_what_decode_accepts(
+    details: dict[str, object], digests: dict[str, object], sort_keys: bool,
+    ensure_ascii: bool, spaced: bool,
+) -> None:
+    obj = {**json.loads(ROW.encode()), "details": details, "digests": digests}
+    body = plain_json(obj, sort_keys=sort_keys, ensure_ascii=ensure_ascii,
+                      separators=(", ", ": ") if spaced else (",", ":"))
+    if _matches(body):
+        assert _accepted_exactly(body), body
+
+
+def test_frontier_takes_whole_subtrees() -> None:
+    """A run's compact range appended at an aligned size is the same tree as its leaves."""
+    leaves = [leaf_hash(n.to_bytes(4, "big")) for n in range(70)]
+    for start in (0, 16, 32, 64):
+        for count in range(1, 71 - start):
+            run = leaves[start : start + count]
+            roots = range_roots(run, range(1, count + 1))
+            for size in range(1, count + 1):
+                frontier = Frontier()
+                for h in leaves[:start]:
+                    frontier.append(h)
+                if start % (1 << (size.bit_length() - 1)):
+                    with pytest.raises(ValueError, match="cannot start at leaf"):
+                        frontier.append_range(roots[size], size)
+                    continue
+                frontier.append_range(roots[size], size)
+                expected = Frontier()
+                for h in leaves[: start + size]:
+                    expected.append(h)
+                assert frontier == expected, (start, size)
+                assert frontier.root() == root_of(leaves[: start + size])
+    assert subtree_sizes(13) == [8, 4, 1]
+    with pytest.raises(ValueError, match="power of two"):
+        Frontier().append_subtree(leaves[0], 3)
+    with pytest.raises(UsageError):
+        range_roots(leaves[:4], [5])

@@ -21,7 +21,7 @@ the interior nodes instead.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from vault.errors import UsageError, VerificationError
 
@@ -291,6 +291,47 @@ class Frontier:
         hashes.append(h)
         self._size += 1
 
+    def append_subtree(self, root: bytes, size: int) -> None:
+        """Add a perfect subtree of ``size`` leaves (a power of two) whose root is ``root``.
+
+        The same as appending its ``size`` leaves one by one, provided the tree's size is a
+        multiple of ``size`` (the subtree starts on its own boundary, as every subtree of an
+        RFC 9162 tree does); refused otherwise, since the result would be another tree. It
+        lets whoever hashed a run of leaves hand over a few roots instead of the leaves.
+        """
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"merkle frontier: a subtree has a power of two leaves, not {size}")
+        if len(root) != HASH_SIZE:
+            raise ValueError("merkle frontier: a subtree root must be 32 bytes")
+        if self._size % size:
+            raise ValueError(
+                f"merkle frontier: a subtree of {size} leaves cannot start at leaf {self._size}"
+            )
+        if self._size > MAX_TREE_SIZE - size:
+            raise UsageError(f"merkle frontier: a tree holds at most {MAX_TREE_SIZE} leaves")
+        hashes = self._hashes
+        h = root
+        n = self._size // size
+        # As in append, one level up: each trailing one bit is a subtree of equal size.
+        while n & 1:
+            h = _sha256(b"\x01" + hashes.pop() + h).digest()
+            n >>= 1
+        hashes.append(h)
+        self._size += size
+
+    def append_range(self, roots: Sequence[bytes], size: int) -> None:
+        """Add the next ``size`` leaves given as their compact range: the roots of
+        :func:`range_roots`, largest subtree first. Needs the tree's size to be a multiple of
+        the largest power of two not above ``size``.
+        """
+        sizes = subtree_sizes(size)
+        if len(roots) != len(sizes):
+            raise ValueError(
+                f"merkle frontier: {size} leaves make {len(sizes)} subtrees, got {len(roots)} roots"
+            )
+        for root, leaves in zip(roots, sizes, strict=True):
+            self.append_subtree(root, leaves)
+
     def root(self) -> bytes:
         """The root of the tree of :attr:`size` leaves."""
         if not self._hashes:
@@ -339,3 +380,40 @@ class Frontier:
 
     def __repr__(self) -> str:
         return f"Frontier(size={self._size}, root={self.root().hex()})"
+
+
+def subtree_sizes(size: int) -> list[int]:
+    """The sizes of the perfect subtrees that make up a tree of ``size`` leaves, largest
+    first: the one bits of ``size`` (what a :class:`Frontier` of that size holds).
+    """
+    return [1 << k for k in range(size.bit_length() - 1, -1, -1) if size >> k & 1]
+
+
+def range_roots(leaf_hashes: Sequence[bytes], sizes: Iterable[int]) -> dict[int, list[bytes]]:
+    """For each ``m`` of ``sizes``, the roots of the perfect subtrees over the first ``m`` of
+    ``leaf_hashes``, largest first: what a :class:`Frontier` holds after ``m`` appends.
+
+    The levels of the tree are hashed once (``len(leaf_hashes)`` node hashes in all, as
+    many appends would cost) and every requested prefix is read off them, so a worker can
+    summarise a run of leaves for any number of sizes inside it.
+    """
+    wanted = sorted(set(sizes))
+    if wanted and not 0 < wanted[0] <= wanted[-1] <= len(leaf_hashes):
+        raise UsageError(
+            f"merkle range: sizes must be between 1 and the {len(leaf_hashes)} leaves given"
+        )
+    levels = [_leaf_level(leaf_hashes, len(leaf_hashes))]
+    while len(levels[-1]) > 1:
+        levels.append(_parent_level(levels[-1]))
+    out: dict[int, list[bytes]] = {}
+    for m in wanted:
+        roots = []
+        start = 0
+        for k in range(m.bit_length() - 1, -1, -1):
+            if m >> k & 1:
+                # Node start >> k of level k spans leaves [start, start + 2**k), all below m:
+                # a perfect subtree, never a node carried up from an odd level.
+                roots.append(levels[k][start >> k])
+                start += 1 << k
+        out[m] = roots
+    return out
