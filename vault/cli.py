@@ -1,12 +1,13 @@
-"""The ``evault`` command line: parse, call one service function, render.
+"""The ``evault`` command line: the root command and what every command shares.
 
     $ evault init --vault ./office-vault
-    $ evault --vault ./office-vault identity create registry-office
+    $ evault identity create registry-office --vault ./office-vault
 
-This is the only module that prints, prompts or exits. Data goes to stdout, messages to
-stderr prefixed ``evault:``. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed.
-Heavy modules (SQLAlchemy, alembic, keyring, cryptography) are imported inside the commands,
-so ``evault --help`` and ``evault --version`` start fast.
+This module and :mod:`vault.commands` (the commands themselves, imported when one is looked
+up) are the only ones that print, prompt or exit. Data goes to stdout, messages to stderr
+prefixed ``evault:``. Exit codes: 0 ok, 1 error, 2 usage, 3 verification failed. Heavy
+modules (SQLAlchemy, alembic, keyring, cryptography) are imported inside the commands, so
+``evault --help`` starts fast; ``evault --version`` is answered by :mod:`vault.entry`.
 """
 
 from __future__ import annotations
