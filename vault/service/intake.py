@@ -668,9 +668,11 @@ def ingest(
     workers = _start_workers(_worker_count(rows))
     try:
         with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as pool:
+            # Workers may run a batch ahead, so that they go on while a batch is recorded.
             stream = _stored_in_order(blobs, rows, recipient, also_digest,
                                       follow_symlinks=follow_symlinks, hasher=pool,
-                                      workers=workers)
+                                      workers=workers,
+                                      window=max(8, BATCH_FILES // WORKER_CHUNK))
             batch: list[StoredFile] = []
             batch_bytes = 0
             try:

@@ -12,6 +12,7 @@ worker process imports only the cryptography it needs.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -114,7 +115,7 @@ def store_paths(
     All or nothing: if one file fails, the blobs this call wrote are removed before the
     error is raised, so the caller has only the blobs of results it received to account for.
     """
-    blobs = BlobStore(Path(root))
+    blobs = _blob_store(root)
     key = AgeRecipient.parse(recipient)
     done: list[Stored] = []
     try:
@@ -126,6 +127,13 @@ def store_paths(
             blobs.remove(stored.blob_id)
         raise
     return done
+
+
+@functools.lru_cache(maxsize=4)
+def _blob_store(root: str) -> BlobStore:
+    """One store per blob folder and process: it remembers the shard folders it made, so a
+    worker does not try to make them again for every run of files."""
+    return BlobStore(Path(root))
 
 
 def _pump(
