@@ -297,6 +297,28 @@ def test_refusals_leave_nothing(world: World, args: list[str], code: int, messag
     _no_trace(world, before, out)
 
 
+def test_content_that_differs_from_the_recorded_digest_is_refused(world: World) -> None:
+    # An item whose recorded digest no longer matches its blob (which still decrypts):
+    # nothing may leave the vault. (A blob of another size is caught earlier, by the bag.)
+    from vault.service.vaults import open_vault
+    from vault.store.models import Item
+
+    first = sorted(world.items.values())[0]
+    v = open_vault(world.office.vault)
+    with v.transaction() as session:
+        item = session.get(Item, first)
+        assert item is not None
+        item.sha256 = hashlib.sha256(b"not what was ingested").hexdigest()
+    v.close()
+    out = world.tmp / "refused.evpkg"
+    before = json.loads(world.office.ok("custody", "verify", "--json").stdout)["events"]
+    result = world.office("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o", str(out))
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: item {first}: stored content does not match its SHA-256; run `evault "
+        "custody verify` and report the blob as damaged\n")
+    _no_trace(world, before, out)
+
+
 def test_body_without_active_key_is_refused(world: World) -> None:
     world.office.ok("body", "key", "revoke", "ICC-OTP", world.icc.fingerprint)
     out = world.tmp / "refused.evpkg"
