@@ -147,7 +147,8 @@ def test_plan_selects_per_body(office: Cli, tmp_path: Path) -> None:
 
 
 STEPS = ["package.payload_written", "package.before_commit", "package.after_commit",
-         "send.copied", "send.delivered", "send.after_commit", "export.after_body"]
+         "send.copied", "send.linked", "send.delivered", "send.after_commit",
+         "export.after_body"]
 
 
 @pytest.mark.parametrize("step", STEPS)

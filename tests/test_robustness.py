@@ -310,7 +310,8 @@ def test_kill_during_package_create(
 
 
 @pytest.mark.parametrize("backend,step", matrix(
-    ["send.copied", "send.delivered", "send.after_commit"], ["send.delivered"]))
+    ["send.copied", "send.linked", "send.delivered", "send.after_commit"],
+    ["send.linked", "send.delivered"]))
 def test_kill_during_send(
     tmp_path: Path, request: pytest.FixtureRequest, backend: str, step: str
 ) -> None:

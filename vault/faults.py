@@ -19,6 +19,7 @@ STEPS = (
     "package.before_commit",
     "package.after_commit",
     "send.copied",
+    "send.linked",
     "send.delivered",
     "send.after_commit",
     "export.after_body",

@@ -545,6 +545,12 @@ def send_package(
         expected = row.file_sha256
         pair = actor_pair(vault, session, as_name)
     final = outbox / f"{row.id}.evpkg"
+    # Leftovers of an interrupted delivery of this package go first, whichever way this
+    # send goes on: one killed between naming the copy and removing its temporary name
+    # left both, and the copy is then found in place below.
+    for stale in final.parent.glob(f"{TEMP_PREFIX}*-{final.name}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
     if final.exists():
         copied = file_digest(final)[0]
         if copied != expected:
@@ -582,12 +588,8 @@ def _deliver(source: Path, final: Path, expected: str) -> str:
     """Copy into the outbox under a temporary name, fsync, rename; never a partial file.
 
     Returns the SHA-256 of the copy, read back from the outbox while the fsync runs.
-    Leftovers of an interrupted delivery of the same package (``.tmp-*-<name>``) are removed
-    first, so a re-run leaves the outbox clean.
+    (:func:`send_package` has removed leftovers of an interrupted delivery already.)
     """
-    for stale in final.parent.glob(f"{TEMP_PREFIX}*-{final.name}"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
     temp = final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{final.name}")
     try:
         with open(source, "rb") as src, open(temp, "xb") as dst:
@@ -600,6 +602,7 @@ def _deliver(source: Path, final: Path, expected: str) -> str:
                 synced.result()
         crash_point("send.copied")
         os.link(temp, final)
+        crash_point("send.linked")
         os.unlink(temp)
         fsync_dir(final.parent)
     except BaseException as e:
