@@ -491,6 +491,47 @@ def test_random_kills_during_export_and_ingest(tmp_path: Path, database: str | N
     check_healthy(cli)
 
 
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="worker processes are used on Linux only")
+def test_ctrl_c_during_bulk_intake_leaves_whole_items_only(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group, worker processes included: what remains is
+    whole items with their blobs, no temporary file and no blob without an item."""
+    cli = sqlite_cli
+    cli.ok("identity", "create", "registry-office", "--org", "Fictional Ministry of Justice")
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(3000):  # enough for the worker processes (256 and more)
+        (folder / f"f{n:04d}.bin").write_bytes(os.urandom(2048))
+    proc = subprocess.Popen(
+        evault_argv("ingest", str(folder), "-r", "--case", CASE, "--create-case",
+                    vault=cli.vault),
+        env=evault_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    blobs = cli.vault / "blobs"
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and time.monotonic() < deadline:  # interrupt mid-way
+        if blobs.is_dir() and any(p.is_file() for p in blobs.rglob("*")):
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:  # it finished first: still a valid outcome
+        assert err == "evault: ingested 3000 file(s), 6144000 bytes\n"
+    else:
+        assert (proc.returncode, err) == (130, "evault: interrupted; nothing half-written "
+                                          "was kept\n")
+    items = as_json(cli, "items", "list", "--json")
+    on_disk = [p for p in blobs.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(on_disk) == len({i["sha256"] for i in items}) == len(items)
+    assert [p for p in blobs.rglob(".tmp*")] == []
+    doctor = as_json(cli, "doctor", "--json")
+    assert (doctor["temporary_files"], doctor["orphaned_blobs"]) == (0, 0)
+    check_healthy(cli)
+
+
 # ----------------------------------------------------------------------------- docs
 
 

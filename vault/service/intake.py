@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import signal
 import stat
 import sys
 from collections import deque
@@ -455,61 +456,82 @@ def _stored_in_order(
                              follow_symlinks=follow_symlinks, hasher_pool=hasher)
         return
     task = (str(blobs.root), str(recipient), tuple(algorithms), follow_symlinks)
-    ahead: deque[tuple[list[IntakeRow], Future[list[Stored]] | None]] = deque()
+    ahead: deque[_Ahead] = deque()
     try:
         for run, small in _chunks(rows):
-            future = workers.submit(store_paths, *task, [str(r.path) for r in run]) if small \
-                else None
-            ahead.append((run, future))
+            ahead.append(_Ahead(run))
+            if small:
+                ahead[-1].future = workers.submit(store_paths, *task, [str(r.path) for r in run])
             while len(ahead) > window:
-                yield from _collect(blobs, ahead.popleft(), recipient, algorithms,
-                                    follow_symlinks, hasher)
+                yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks,
+                                    hasher)
+                ahead.popleft()
         while ahead:
-            yield from _collect(blobs, ahead.popleft(), recipient, algorithms,
-                                follow_symlinks, hasher)
+            yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks, hasher)
+            ahead.popleft()
     finally:
         _discard(blobs, ahead)
 
 
+@dataclass
+class _Ahead:
+    """A run of rows on its way: stored by a worker (``future``) or here (no future)."""
+
+    rows: list[IntakeRow]
+    future: Future[list[Stored]] | None = None
+    handed: int = 0  # results yielded: the caller's to keep or remove, never ours
+
+
 def _collect(
     blobs: BlobStore,
-    entry: tuple[list[IntakeRow], Future[list[Stored]] | None],
+    entry: _Ahead,
     recipient: AgeRecipient,
     algorithms: Sequence[str],
     follow_symlinks: bool,
     hasher: ThreadPoolExecutor,
 ) -> Iterator[StoredFile]:
-    run, future = entry
-    if future is None:
-        yield store_file(blobs, run[0], recipient, algorithms,
-                         follow_symlinks=follow_symlinks, hasher_pool=hasher)
+    if entry.future is None:
+        here = store_file(blobs, entry.rows[0], recipient, algorithms,
+                          follow_symlinks=follow_symlinks, hasher_pool=hasher)
+        entry.handed = 1
+        yield here
         return
     try:
-        results = future.result()
+        results = entry.future.result()
     except BrokenProcessPool:
         raise VaultError(
             "ingest: a worker process stopped unexpectedly (out of memory?); the unfinished "
             "batch was not kept; run the same ingest again"
         ) from None
-    for row, stored in zip(run, results, strict=True):
+    for row, stored in zip(entry.rows, results, strict=True):
+        # Counted as handed before it is: if this stops in between, one blob is left for
+        # `doctor --repair`, rather than one removed under an item the caller committed.
+        entry.handed += 1
         yield StoredFile.of(row, stored)
 
 
-def _discard(
-    blobs: BlobStore, ahead: deque[tuple[list[IntakeRow], Future[list[Stored]] | None]]
-) -> None:
-    """Cancel the runs not started; remove the blobs of those that finished unseen."""
-    for _, future in ahead:
-        if future is not None:
-            future.cancel()
-    for _, future in ahead:
+def _discard(blobs: BlobStore, ahead: deque[_Ahead]) -> None:
+    """Cancel the runs not started; remove the blobs that finished runs stored and that were
+    not handed to the caller (waiting for runs still going)."""
+    for entry in ahead:
+        if entry.future is not None:
+            entry.future.cancel()
+    for entry in ahead:
+        future = entry.future
         if future is None or future.cancelled():
             continue
         if future.exception() is not None:
             continue  # a failed run removed its own blobs (store_paths)
-        for s in future.result():
+        for s in future.result()[entry.handed:]:
             blobs.remove(s.blob_id)
     ahead.clear()
+
+
+def _worker_ignores_interrupts() -> None:
+    """Ctrl-C reaches every process of the terminal's group; in a worker it would break the
+    pool mid-file and leave a temporary blob. The main process alone answers it: it stops
+    handing out runs, waits for the running ones and removes what they stored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _start_workers(count: int) -> ProcessPoolExecutor | None:
@@ -524,7 +546,8 @@ def _start_workers(count: int) -> ProcessPoolExecutor | None:
         return None
     import multiprocessing
 
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("fork"),
+                               initializer=_worker_ignores_interrupts)
     # The first task forks every worker, before the pool's own manager thread starts.
     pool.submit(int).result()
     return pool
