@@ -60,6 +60,7 @@ from vault.custody.note import (
 from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.vaults import Vault
+from vault.store import db
 from vault.store.models import Checkpoint as CheckpointRow
 from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey
 
@@ -477,10 +478,9 @@ def _missing(expected: int, seq: int) -> str:
 
 # --- reading -----------------------------------------------------------------------------
 #
-# A million events read through SQLAlchemy cost a Row object and type processing each; the
-# DBAPI cursor hands over plain tuples. The SELECT is still built (and quoted) by
-# SQLAlchemy for the connection's dialect; the one column whose type needs converting, the
-# time, repeats from event to event and is converted once per distinct value.
+# A million events are read with vault.store.db.raw_rows (plain DBAPI tuples); the one column
+# whose type needs converting, the time, repeats from event to event and is converted once
+# per distinct value.
 
 
 def _event_columns(signatures: bool) -> list[Any]:
@@ -500,35 +500,10 @@ def _event_columns(signatures: bool) -> list[Any]:
 def _raw_rows(
     conn: Connection, signatures: bool, *where: Any, limit: int | None = None
 ) -> Iterator[Sequence[Any]]:
-    """The events matching ``where`` in seq order, as the DBAPI gives them.
-
-    The bound values are inlined (they are integers) and the SELECT goes to the DBAPI
-    cursor as it is.
-    """
-    dialect = conn.dialect
-    columns = _event_columns(signatures)
-    stmt = select(*columns).where(*where).order_by(CustodyEvent.seq).limit(limit)
-    processors = [
-        c.type.dialect_impl(dialect).result_processor(dialect, None)
-        for c in stmt.selected_columns
-    ]
-    # The time's processor is _scan's (see _time_reader); any other would be applied here.
-    others = [(i, p) for i, p in enumerate(processors) if p is not None and i != 1]
-    sql = str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-    cursor = conn.connection.cursor()
-    try:
-        cursor.execute(sql)
-        while batch := cursor.fetchmany(2048):
-            if others:
-                for row in batch:
-                    values = list(row)
-                    for i, process in others:
-                        values[i] = process(values[i])
-                    yield values
-            else:
-                yield from batch
-    finally:
-        cursor.close()
+    """The events matching ``where`` in seq order, as the DBAPI gives them; the time (column
+    1) is left to _scan's reader (see _time_reader)."""
+    stmt = select(*_event_columns(signatures)).where(*where).order_by(CustodyEvent.seq)
+    return db.raw_rows(conn, stmt.limit(limit), unconverted={1})
 
 
 def _paged_rows(conn: Connection, signatures: bool, highest: int) -> Iterator[Sequence[Any]]:

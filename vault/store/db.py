@@ -13,10 +13,11 @@ message.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, Select, create_engine, event, inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import ConfigError
@@ -67,6 +68,40 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def raw_rows(
+    conn: Connection, stmt: Select[Any], *, unconverted: Collection[int] = ()
+) -> Iterator[Sequence[Any]]:
+    """The rows of ``stmt`` as the DBAPI cursor gives them, for scans of millions of rows.
+
+    Through SQLAlchemy each row costs a Row object and type processing; here the SELECT is
+    still built and quoted by SQLAlchemy for the connection's dialect (bound values are
+    inlined, so only for integers and the like), and only the columns whose type needs
+    converting are converted, except those in ``unconverted`` (by position), which the caller
+    converts itself (e.g. once per distinct value).
+    """
+    dialect = conn.dialect
+    processors = [
+        c.type.dialect_impl(dialect).result_processor(dialect, None)
+        for c in stmt.selected_columns
+    ]
+    convert = [(i, p) for i, p in enumerate(processors) if p is not None and i not in unconverted]
+    sql = str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql)
+        while batch := cursor.fetchmany(2048):
+            if not convert:
+                yield from batch
+                continue
+            for row in batch:
+                values = list(row)
+                for i, process in convert:
+                    values[i] = process(values[i])
+                yield values
+    finally:
+        cursor.close()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
