@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -139,23 +140,12 @@ JSON_VALUES = st.recursive(
 )
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @st.composite
 def json_mutations(draw: st.DrawFn, base: bytes) -> bytes:
     """``base`` (a JSON object) with values replaced, removed or added, re-serialised."""
     obj = json.loads(base)
     for _ in range(draw(st.integers(1, 3))):
-        paths = _paths(obj)[1:]
+        paths = json_paths(obj)[1:]
         if not paths:
             break
         path = draw(st.sampled_from(paths))

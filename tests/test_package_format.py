@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_tool
+from conftest import json_paths, require_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -1040,22 +1040,11 @@ def byte_mutations(draw: st.DrawFn, base: bytes) -> bytes:
     return bytes(data)
 
 
-def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    out = [prefix]
-    if isinstance(value, dict):
-        for k, v in value.items():
-            out += _paths(v, (*prefix, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            out += _paths(v, (*prefix, i))
-    return out
-
-
 @st.composite
 def json_mutations(draw: st.DrawFn, base: bytes) -> bytes:
     obj = json.loads(base)
     for _ in range(draw(st.integers(1, 3))):
-        path = draw(st.sampled_from(_paths(obj)[1:]))
+        path = draw(st.sampled_from(json_paths(obj)[1:]))
         parent: Any = obj
         for key in path[:-1]:
             parent = parent[key]

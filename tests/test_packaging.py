@@ -278,6 +278,16 @@ def _no_trace(world: World, before_events: int, out: Path) -> None:
     assert report["events"] == before_events
 
 
+def _refused(world: World, *args: str) -> tuple[int, str]:
+    """``package create ARGS`` into a new file; after checking it left no trace, its exit code
+    and stderr."""
+    out = world.tmp / "refused.evpkg"
+    before = json.loads(world.office.ok("custody", "verify", "--json").stdout)["events"]
+    result = world.office("package", "create", *args, "-o", str(out))
+    _no_trace(world, before, out)
+    return result.exit_code, result.stderr
+
+
 @pytest.mark.parametrize(
     "args,code,message",
     [
@@ -290,11 +300,7 @@ def _no_trace(world: World, before_events: int, out: Path) -> None:
     ],
 )
 def test_refusals_leave_nothing(world: World, args: list[str], code: int, message: str) -> None:
-    out = world.tmp / "refused.evpkg"
-    before = json.loads(world.office.ok("custody", "verify", "--json").stdout)["events"]
-    result = world.office("package", "create", *args, "-o", str(out))
-    assert (result.exit_code, result.stderr) == (code, f"evault: {message}\n")
-    _no_trace(world, before, out)
+    assert _refused(world, *args) == (code, f"evault: {message}\n")
 
 
 def test_content_that_differs_from_the_recorded_digest_is_refused(world: World) -> None:
@@ -310,23 +316,15 @@ def test_content_that_differs_from_the_recorded_digest_is_refused(world: World) 
         assert item is not None
         item.sha256 = hashlib.sha256(b"not what was ingested").hexdigest()
     v.close()
-    out = world.tmp / "refused.evpkg"
-    before = json.loads(world.office.ok("custody", "verify", "--json").stdout)["events"]
-    result = world.office("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o", str(out))
-    assert (result.exit_code, result.stderr) == (
+    assert _refused(world, "--to", "ICC-OTP", "--case", CASE) == (
         3, f"evault: item {first}: stored content does not match its SHA-256; run `evault "
         "custody verify` and report the blob as damaged\n")
-    _no_trace(world, before, out)
 
 
 def test_body_without_active_key_is_refused(world: World) -> None:
     world.office.ok("body", "key", "revoke", "ICC-OTP", world.icc.fingerprint)
-    out = world.tmp / "refused.evpkg"
-    before = json.loads(world.office.ok("custody", "verify", "--json").stdout)["events"]
-    result = world.office("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o", str(out))
-    assert (result.exit_code, result.stderr) == (
+    assert _refused(world, "--to", "ICC-OTP", "--case", CASE) == (
         1, "evault: body ICC-OTP: has no active key; add one with `evault body key add ICC-OTP`\n")
-    _no_trace(world, before, out)
 
 
 def test_release_rules(world: World, tmp_path: Path) -> None:
@@ -338,13 +336,9 @@ def test_release_rules(world: World, tmp_path: Path) -> None:
     world.office.ok("ingest", str(extra), "--case", CASE, "--label", "restricted-icc")
     restricted = json.loads(world.office.ok("items", "list", "--label", "restricted-icc",
                                             "--json").stdout)[0]["id"]
-    out = world.tmp / "refused.evpkg"
-    before = json.loads(world.office.ok("custody", "verify", "--json").stdout)["events"]
-    refused = world.office("package", "create", "--to", "UA-OPG", "--case", CASE, "-o", str(out))
-    assert (refused.exit_code, refused.stderr) == (
+    assert _refused(world, "--to", "UA-OPG", "--case", CASE) == (
         1, f"evault: item {restricted}: label restricted-icc may go only to ICC-OTP (release "
         "rule in config.toml); leave it out of this package\n")
-    _no_trace(world, before, out)
     world.office.ok("package", "create", "--to", "ICC-OTP", "--item", restricted, "-o",
                     str(world.tmp / "icc.evpkg"))
     secret = tmp_path / "secret.txt"

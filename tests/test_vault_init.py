@@ -165,6 +165,17 @@ def test_several_recorded_revisions_are_refused(tmp_path: Path) -> None:
     )
 
 
+def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -c CODE ARGS...`` in a fresh interpreter, from the checkout."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
 def test_vault_commands_do_not_import_alembic(tmp_path: Path) -> None:
     # The per-command schema check reads alembic_version itself (start-up time, memory).
     cli = Cli(tmp_path / "v")
@@ -178,13 +189,7 @@ def test_vault_commands_do_not_import_alembic(tmp_path: Path) -> None:
         "    assert not e.code, e.code\n"
         "print('ALEMBIC', 'alembic' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ},
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    out = _python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "ALEMBIC False", out.stdout + out.stderr
 
@@ -202,13 +207,7 @@ def test_help_and_version_import_no_heavy_modules() -> None:
         "heavy = [m for m in heavy if m in sys.modules]\n"
         "print('HEAVY', heavy)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env={**os.environ},
-        cwd=Path(__file__).resolve().parent.parent,
-    )
+    out = _python(code)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "HEAVY []", out.stdout + out.stderr
 
@@ -224,29 +223,17 @@ def test_entry_point_answers_version_without_the_cli() -> None:
         "main()\n"
         "print('CLICK', 'click' in sys.modules)\n"
     )
-    root = Path(__file__).resolve().parent.parent
-    out = subprocess.run(
-        [sys.executable, "-c", code, "--version"], capture_output=True, text=True, cwd=root
-    )
+    out = _python(code, "--version")
     assert (out.returncode, out.stdout, out.stderr) == (
         0,
         f"evault {__version__}\nCLICK False\n",
         "",
     )
-    other = subprocess.run(
-        [sys.executable, "-c", "from vault.entry import main; main()", "--version", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=root,
-    )
+    entry = "from vault.entry import main; main()"
+    other = _python(entry, "--version", "--help")
     assert other.returncode == 0, other.stderr
     assert other.stdout == f"evault {__version__}\n"  # click's own eager --version
-    helped = subprocess.run(
-        [sys.executable, "-c", "from vault.entry import main; main()", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=root,
-    )
+    helped = _python(entry, "--help")
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("Usage: evault [OPTIONS] COMMAND [ARGS]...\n")
 
