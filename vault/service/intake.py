@@ -82,6 +82,7 @@ class IntakeRow:
 
     path: Path
     fields: IntakeFields
+    size: int | None = None  # as seen when validated; reading measures the file again
 
 
 def check_case_id(case: str) -> None:
@@ -133,7 +134,8 @@ def check_fields(fields: IntakeFields, where: str) -> IntakeFields:
 # ----------------------------------------------------------------------------- selecting files
 
 
-def _check_file(path: Path, follow_symlinks: bool, where: str) -> Path:
+def _check_file(path: Path, follow_symlinks: bool, where: str) -> int:
+    """Refuse anything but a readable regular file (a link only if followed); its size."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -157,7 +159,7 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> Path:
         raise UsageError(f"{where}: is not a regular file (device, socket or pipe)")
     if not os.access(path, os.R_OK):
         raise VaultError(f"{where}: permission denied; check the file's permissions")
-    return path
+    return st.st_size
 
 
 def _walk(root: Path, follow_symlinks: bool) -> Iterator[Path]:
@@ -192,12 +194,12 @@ def rows_from_paths(
         else:
             files = [path]
         for file in files:
-            _check_file(file, follow_symlinks, str(file))
+            size = _check_file(file, follow_symlinks, str(file))
             key = file.resolve()
             if key in seen:
                 raise UsageError(f"{file}: given twice; each file is ingested once per command")
             seen.add(key)
-            rows.append(IntakeRow(file, fields))
+            rows.append(IntakeRow(file, fields, size))
     if not rows:
         raise UsageError("ingest: no files to ingest")
     return rows
@@ -232,8 +234,8 @@ def rows_from_manifest(
             first = seen[key]
             raise UsageError(f"{where}: path {row.path} is listed twice (first at line {first})")
         seen[key] = line
-        _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
-        rows.append(row)
+        size = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
+        rows.append(replace(row, size=size))
     if not rows:
         raise UsageError(f"{manifest}: the manifest lists no files")
     return rows
@@ -407,6 +409,8 @@ def _worker_count(rows: Sequence[IntakeRow]) -> int:
 
 
 def _is_small(row: IntakeRow) -> bool:
+    if row.size is not None:
+        return row.size <= SMALL_FILE
     try:
         return os.stat(row.path).st_size <= SMALL_FILE
     except OSError:
