@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -213,3 +214,27 @@ def test_custody_report(office: Cli, tmp_path: Path) -> None:
     assert "registry-office" in md and "file-0.txt" not in md
     page = office.ok("report", "custody", item, "--format", "html").stdout
     assert page.startswith("<!DOCTYPE html>") and "item.ingested" in page
+
+
+def test_a_body_named_twice_is_refused(office: Cli, tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path)
+    result = office("export", "--to", "ICC-OTP,UA-OPG,ICC-OTP", "--case", CASE, "--outbox",
+                    str(outbox))
+    assert (result.exit_code, result.stderr) == (
+        2, "evault: body ICC-OTP: named twice; name each body once\n")
+    assert list(outbox.iterdir()) == []
+
+
+def test_each_body_gets_the_built_file_in_an_outbox_on_the_same_file_system(
+    office: Cli, tmp_path: Path
+) -> None:
+    outbox = _outbox(tmp_path)
+    rows = _jsonl(office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox",
+                            str(outbox), "--jsonl").stdout)
+    for row in rows:
+        pkg = json.loads(office.ok("package", "show", str(row["package"]), "--json").stdout)
+        delivered = outbox / f"{pkg['id']}.evpkg"
+        assert os.path.samefile(delivered, pkg["path"])
+        assert delivered.stat().st_mode & 0o222 == 0
+        assert hashlib.sha256(delivered.read_bytes()).hexdigest() == pkg["file_sha256"]
+        assert row["bytes"] == delivered.stat().st_size

@@ -6,10 +6,14 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cli, require_tool
@@ -360,3 +364,120 @@ def test_existing_output_needs_force(world: World) -> None:
     world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o", str(out),
                     "--force")
     assert list(_members(out)) == ["envelope.json", "envelope.json.sig", "payload.age"]
+
+
+def _other_file_system(tmp_path: Path) -> Path:
+    """A folder on another file system than ``tmp_path`` (the tmpfs at /dev/shm)."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.fail("these tests need /dev/shm on a file system of its own (Linux tmpfs)")
+    return Path(tempfile.mkdtemp(prefix="evault-test-outbox-", dir=shm))
+
+
+@pytest.fixture
+def usb_outbox(tmp_path: Path) -> Iterator[Path]:
+    """An outbox on another file system, as a mounted transfer drive would be."""
+    folder = _other_file_system(tmp_path)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_outbox_on_the_vault_file_system_gets_the_built_file(world: World) -> None:
+    out = world.tmp / "icc.evpkg"
+    built = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                       "-o", str(out), "--json").stdout)
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    world.office.ok("send", built["id"], "--outbox", str(outbox))
+    delivered = outbox / f"{built['id']}.evpkg"
+    # The same file under a second name: nothing copied; read-only under both names.
+    assert os.path.samefile(delivered, out)
+    assert out.stat().st_mode & 0o222 == 0
+    assert [p.name for p in outbox.iterdir()] == [delivered.name]
+    assert hashlib.sha256(delivered.read_bytes()).hexdigest() == built["file_sha256"]
+
+
+def test_outbox_on_another_file_system_gets_a_checked_copy(world: World,
+                                                            usb_outbox: Path) -> None:
+    out = world.tmp / "icc.evpkg"
+    built = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                       "-o", str(out), "--json").stdout)
+    world.office.ok("send", built["id"], "--outbox", str(usb_outbox))
+    delivered = usb_outbox / f"{built['id']}.evpkg"
+    assert not os.path.samefile(delivered, out)
+    assert delivered.read_bytes() == out.read_bytes()
+    assert delivered.stat().st_mode & 0o222 == 0
+    assert [p.name for p in usb_outbox.iterdir()] == [delivered.name]
+
+
+@pytest.mark.parametrize("where", ["same file system", "another file system"])
+def test_a_package_file_changed_after_build_is_not_delivered(world: World, where: str) -> None:
+    out = world.tmp / "icc.evpkg"
+    built = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                       "-o", str(out), "--json").stdout)
+    out.chmod(0o600)
+    data = bytearray(out.read_bytes())
+    data[-1] ^= 1  # inside the tar's end padding: the file is still a readable package
+    out.write_bytes(bytes(data))
+    outbox = world.tmp / "outbox" if where == "same file system" else _other_file_system(world.tmp)
+    outbox.mkdir(exist_ok=True)
+    try:
+        result = world.office("send", built["id"], "--outbox", str(outbox))
+        final = outbox / f"{built['id']}.evpkg"
+        assert (result.exit_code, result.stderr) == (
+            3, f"evault: {final}: the file made in the outbox does not match the package as "
+               f"built; nothing was left there; check {out} with `evault verify` or rebuild it\n")
+        assert list(outbox.iterdir()) == []
+        shown = json.loads(world.office.ok("package", "show", built["id"], "--json").stdout)
+        assert shown["state"] == "built"
+    finally:
+        if where != "same file system":
+            shutil.rmtree(outbox)
+
+
+def _written(world: World, body: str) -> tuple[Any, Any]:
+    """A package for ``body`` planned and written, not yet recorded: (vault, written file)."""
+    from vault.service.packaging import plan_package, write_package_file
+    from vault.service.vaults import open_vault
+
+    v = open_vault(world.office.vault)
+    draft = plan_package(v, body_id=body, case=CASE, directory=world.tmp)
+    return v, write_package_file(v, draft)
+
+
+def test_a_key_revoked_while_the_package_was_written_refuses_it(world: World) -> None:
+    from vault.errors import PolicyError
+    from vault.service.packaging import finish_package
+
+    v, written = _written(world, "ICC-OTP")
+    assert written.draft.temp.is_file()
+    world.office.ok("body", "key", "revoke", "ICC-OTP", world.icc.fingerprint)
+    with pytest.raises(PolicyError) as refused:
+        finish_package(v, written)
+    v.close()
+    assert str(refused.value) == (
+        f"body ICC-OTP: key {world.icc.fingerprint} was revoked while package "
+        f"{written.draft.package_id} was being built; nothing was kept, build it again")
+    assert not written.draft.temp.exists() and not written.draft.target.exists()
+    assert json.loads(world.office.ok("package", "list", "--json").stdout) == []
+    assert world.office.ok("custody", "verify").exit_code == 0
+
+
+def test_a_label_forbidding_the_body_added_meanwhile_refuses_the_package(world: World) -> None:
+    from vault.errors import PolicyError
+    from vault.service.packaging import finish_package
+    from vault.store.models import ItemLabel
+
+    config = world.office.vault / "config.toml"
+    config.write_text(config.read_text() + '"restricted-icc" = ["ICC-OTP"]\n')
+    v, written = _written(world, "UA-OPG")
+    item = world.items["statement.txt"]
+    with v.transaction() as session:  # as a labelling command of another process would
+        session.add(ItemLabel(item_id=item, label="restricted-icc"))
+    with pytest.raises(PolicyError) as refused:
+        finish_package(v, written)
+    v.close()
+    assert str(refused.value).startswith(f"item {item}: label restricted-icc may go only to "
+                                         "ICC-OTP")
+    assert not written.draft.temp.exists() and not written.draft.target.exists()
+    assert json.loads(world.office.ok("package", "list", "--json").stdout) == []

@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +29,18 @@ from sqlalchemy import select
 from vault.clock import utcnow
 from vault.errors import NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
-from vault.service.packaging import create_package, select_items, send_package
+from vault.service.identities import KeyPair
+from vault.service.packaging import (
+    Delivery,
+    PackageFile,
+    deliver,
+    finish_package,
+    plan_package,
+    prepare_send,
+    record_sent,
+    select_items,
+    write_package_file,
+)
 from vault.service.vaults import Vault
 from vault.store.models import Body, Case, Item, Package, PackageItem
 
@@ -149,7 +161,12 @@ def load_plan(path: Path, only: Sequence[str] = ()) -> list[BodyPlan]:
 
 
 def validate(vault: Vault, plans: Sequence[BodyPlan]) -> None:
-    """Refuse unknown bodies, cases and items before anything is written."""
+    """Refuse unknown or repeated bodies, cases and items before anything is written."""
+    seen: set[str] = set()
+    for plan in plans:
+        if plan.body in seen:
+            raise UsageError(f"body {plan.body}: named twice; name each body once")
+        seen.add(plan.body)
     with vault.transaction() as session:
         for plan in plans:
             if session.get(Body, plan.body) is None:
@@ -214,23 +231,42 @@ def _export(
     progress: Progress | None,
     now: datetime | None,
 ) -> list[BodyResult]:
+    """Bodies in order, two at a time: while one body's package is written (on this thread,
+    with the helpers of the writers), the previous one's is finished on a second thread:
+    made durable, read back, recorded, delivered and receipted. Each is its own transaction,
+    so neither holds the vault's write lock while the other works."""
     wanted = [_decide(vault, plan, reshare) for plan in plans]
     total = sum(w[2] for w in wanted)
     done_bytes = 0
-    results = []
-    for n, (plan, (item_ids, withheld, size, pending)) in enumerate(zip(plans, wanted,
-                                                                          strict=True)):
-        result = BodyResult(body=plan.body, status="", withheld=withheld)
-        try:
-            result = _one(vault, plan, item_ids, withheld, size, pending, outbox=outbox,
-                          exports=exports, dry_run=dry_run, as_name=as_name, now=now)
-        except VaultError as e:
-            result.status, result.error = "failed", str(e)
+    results: list[BodyResult] = []
+
+    def settle(outcome: BodyResult | Future[BodyResult], size: int) -> None:
+        nonlocal done_bytes
+        result = outcome if isinstance(outcome, BodyResult) else outcome.result()
         results.append(result)
         crash_point("export.after_body")
         done_bytes += size
         if progress:
-            progress(plan.body, n + 1, len(plans), done_bytes, total)
+            progress(result.body, len(results), len(plans), done_bytes, total)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evault-finish") as finisher:
+        previous: tuple[BodyResult | Future[BodyResult], int] | None = None
+        for plan, (item_ids, withheld, size, pending) in zip(plans, wanted, strict=True):
+            result = BodyResult(body=plan.body, status="", items=len(item_ids), bytes=size,
+                                withheld=withheld)
+            outcome: BodyResult | Future[BodyResult]
+            try:
+                step = _start(vault, plan, result, item_ids, pending, outbox=outbox,
+                              exports=exports, dry_run=dry_run, as_name=as_name, now=now)
+            except VaultError as e:
+                result.status, result.error = "failed", str(e)
+                step = None
+            outcome = result if step is None else finisher.submit(step)
+            if previous is not None:
+                settle(*previous)
+            previous = (outcome, size)
+        if previous is not None:
+            settle(*previous)
     return results
 
 
@@ -267,12 +303,11 @@ def _decide(
         return ids, [i.id for i in withheld], sum(i.size for i in todo), pending
 
 
-def _one(
+def _start(
     vault: Vault,
     plan: BodyPlan,
+    result: BodyResult,
     item_ids: list[str],
-    withheld: list[str],
-    size: int,
     pending: str | None,
     *,
     outbox: Path,
@@ -280,28 +315,55 @@ def _one(
     dry_run: bool,
     as_name: str | None,
     now: datetime | None,
-) -> BodyResult:
-    result = BodyResult(body=plan.body, status="", items=len(item_ids), bytes=size,
-                        withheld=withheld)
+) -> Callable[[], BodyResult] | None:
+    """Do this body's part that needs this thread (deciding, writing its package) and
+    return the rest to run on the finishing thread; None if there is no rest."""
     if not item_ids:
         with vault.transaction() as session:
             any_shared = session.scalar(select(Package.id).where(
                 Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged"))))
         result.status = "already shared" if any_shared else "nothing to share"
-        return result
+        return None
     if dry_run:
         result.status = "would resume" if pending else "would share"
         result.package = pending
-        return result
-    if pending is None:
-        built = create_package(
-            vault, body_id=plan.body, item_ids=item_ids, reference=plan.reference,
-            purpose=plan.purpose, as_name=as_name, directory=exports, now=now,
-        )
-        pending, result.status = built["id"], "shared"
-    else:
+        return None
+    if pending is not None:
+        delivery, pair = prepare_send(vault, pending, outbox=outbox, as_name=as_name)
         result.status = "resumed"
-    sent = send_package(vault, pending, outbox=outbox, as_name=as_name, now=now or utcnow())
+        return lambda: _finish(vault, result, delivery, pair, None, outbox=outbox, now=now)
+    draft = plan_package(
+        vault, body_id=plan.body, item_ids=item_ids, reference=plan.reference,
+        purpose=plan.purpose, as_name=as_name, directory=exports, now=now,
+    )
+    written = write_package_file(vault, draft)
+    result.status = "shared"
+    return lambda: _finish(vault, result, None, draft.pair, written, outbox=outbox, now=now)
+
+
+def _finish(
+    vault: Vault,
+    result: BodyResult,
+    delivery: Delivery | None,
+    pair: KeyPair,
+    written: PackageFile | None,
+    *,
+    outbox: Path,
+    now: datetime | None,
+) -> BodyResult:
+    """Record a written package (if any), deliver it and record it sent; a failure is kept
+    in the result. Touches the database and files, never the key store."""
+    try:
+        if written is not None:
+            built, stamp = finish_package(vault, written)
+            delivery = Delivery(built["id"], Path(built["path"]), built["file_sha256"], outbox,
+                                read_at=stamp)
+        assert delivery is not None
+        deliver(delivery)
+        sent = record_sent(vault, delivery, pair, now or utcnow())
+    except VaultError as e:
+        result.status, result.error = "failed", str(e)
+        return result
     result.package, result.receipt = sent["id"], sent["receipt"]
     result.bytes = sent["bytes"]
     return result

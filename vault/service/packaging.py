@@ -19,8 +19,10 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
@@ -30,7 +32,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, utcnow
-from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter
+from vault.crypto.age import AgeIdentity, AgeReader, AgeRecipient, AgeWriter
 from vault.custody.merkle import node_hash
 from vault.errors import (
     ConflictError,
@@ -227,6 +229,47 @@ def _sender_org(vault: Vault, identity: Identity) -> str:
     return identity.org or vault.config.organisation or identity.name
 
 
+@dataclass
+class PackageDraft:
+    """A package decided in one short transaction: what goes in, to whom, signed by whom.
+
+    Its file is written outside any transaction (:func:`write_package_file`), so a build of
+    many GiB does not hold the vault's write lock, and recorded in a second one
+    (:func:`record_package`), which checks again what may have changed meanwhile.
+    """
+
+    package_id: str
+    body_id: str
+    target: Path
+    temp: Path
+    force: bool
+    recipients: tuple[fmt.RecipientKey, ...]
+    escrow: fmt.RecipientKey
+    pair: KeyPair
+    sender_name: str
+    org: str
+    storage: AgeIdentity
+    checkpoint: str
+    checkpoint_size: int
+    excerpt: bytes
+    items: tuple[tuple[str, str, int, str, str], ...]  # id, blob id, size, SHA-256, bag path
+    metadata: list[dict[str, Any]]
+    reference: str | None
+    purpose: str | None
+    confidential_reference: bool
+    now: datetime
+
+
+@dataclass(frozen=True)
+class PackageFile:
+    """A package written under its temporary name and not yet recorded."""
+
+    draft: PackageDraft
+    envelope: fmt.Envelope
+    envelope_bytes: bytes
+    statement_bytes: bytes
+
+
 def create_package(
     vault: Vault,
     *,
@@ -248,6 +291,37 @@ def create_package(
 
     The file is ``output``, else ``<package-id>.evpkg`` in ``directory`` (default: here).
     """
+    draft = plan_package(
+        vault, body_id=body_id, item_ids=item_ids, case=case, label=label, tags=tags,
+        reference=reference, purpose=purpose, confidential_reference=confidential_reference,
+        as_name=as_name, output=output, directory=directory, force=force, now=now,
+    )
+    return finish_package(vault, write_package_file(vault, draft))[0]
+
+
+def plan_package(
+    vault: Vault,
+    *,
+    body_id: str,
+    item_ids: Sequence[str] = (),
+    case: str | None = None,
+    label: str | None = None,
+    tags: Sequence[tuple[str, str]] = (),
+    reference: str | None = None,
+    purpose: str | None = None,
+    confidential_reference: bool = False,
+    as_name: str | None = None,
+    output: Path | None = None,
+    directory: Path | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> PackageDraft:
+    """Check everything and sign the custody checkpoint the package will carry.
+
+    Refusals come before anything is written. The checkpoint is kept even if the build then
+    fails: it is a true signed statement of the log, and keeping it here keeps checkpoints
+    in the order of the log (one signed now and stored later could follow a bigger one).
+    """
     now = now or utcnow()
     package_id = new_id("PKG")
     target = (output or (directory or Path()) / f"{package_id}.evpkg").absolute()
@@ -265,141 +339,236 @@ def create_package(
         identity = get_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         escrow = fmt.RecipientKey(pair.fingerprint, current_key(identity).age_recipient)
+        storage = storage_identity(vault, session)
         checkpoint, checkpoint_size = checkpoint_now(vault, session, pair, now)
         excerpt = _custody_excerpt(session, items, checkpoint_size)
-        plan = [(item, f"{item.id}/{item.original_name}") for item in items]
-        metadata = [_item_metadata(item, f"data/{path}") for item, path in plan]
-        blobs = [(item.id, item.blob_id, item.size, item.sha256) for item, _ in plan]
-        storage = storage_identity(vault, session)
-        sender = fmt.Party(identity.name, pair.fingerprint)
-        org = _sender_org(vault, identity)
-        # The checkpoint row is kept only if the package is built: the transaction is open
-        # until the end of this block, so a failure rolls it back with everything else.
-        package_temp = target.with_name(f"{TEMP_PREFIX}{package_id}.evpkg")
-        draft = fmt.Envelope(
+        paths = [f"{item.id}/{item.original_name}" for item in items]
+        return PackageDraft(
             package_id=package_id,
-            sender=sender,
-            body=body_id,
+            body_id=body_id,
+            target=target,
+            temp=target.with_name(f"{TEMP_PREFIX}{package_id}.evpkg"),
+            force=force,
             recipients=tuple(recipients),
             escrow=escrow,
-            created_at=isoformat(now),
-            payload_size=0,  # PackageWriter fills in the payload's size and digest
-            payload_sha256="0" * 64,
+            pair=pair,
+            sender_name=identity.name,
+            org=_sender_org(vault, identity),
+            storage=storage,
             checkpoint=checkpoint,
+            checkpoint_size=checkpoint_size,
+            excerpt=excerpt,
+            items=tuple((item.id, item.blob_id, item.size, item.sha256, path)
+                        for item, path in zip(items, paths, strict=True)),
+            metadata=[_item_metadata(item, f"data/{path}")
+                      for item, path in zip(items, paths, strict=True)],
+            reference=reference,
+            purpose=purpose,
+            confidential_reference=confidential_reference,
+            now=now,
         )
+
+
+def write_package_file(vault: Vault, draft: PackageDraft) -> PackageFile:
+    """Write the package under its temporary name (no database); removed again on failure.
+
+    Each item streams from its blob through the storage key's decryptor into the bag,
+    checked against its recorded SHA-256 on the way, and the bag through the encryptor to
+    the body's keys and the sender's escrow key into the file: no plaintext touches the disk.
+    """
+    sender = fmt.Party(draft.sender_name, draft.pair.fingerprint)
+    created_at = isoformat(draft.now)
+    envelope_draft = fmt.Envelope(
+        package_id=draft.package_id,
+        sender=sender,
+        body=draft.body_id,
+        recipients=draft.recipients,
+        escrow=draft.escrow,
+        created_at=created_at,
+        payload_size=0,  # PackageWriter fills in the payload's size and digest
+        payload_sha256="0" * 64,
+        checkpoint=draft.checkpoint,
+    )
+    try:
+        with WritebackFile(draft.temp, "xb") as out, \
+                fmt.PackageWriter(cast(BinaryIO, out), envelope_draft,
+                                  draft.pair.signing) as package:
+            keys = [AgeRecipient.parse(r.age_recipient)
+                    for r in [*draft.recipients, draft.escrow]]
+            writer = AgeWriter(cast(BinaryIO, package), keys)
+            bag = BagWriter(cast(BinaryIO, writer), draft.package_id,
+                            bagging_date=draft.now.date())
+            store = BlobStore(vault.blobs)
+            for item_id, blob_id, size, sha256, path in draft.items:
+                with store.open(blob_id) as src:
+                    plain = cast(BinaryIO, AgeReader(src, [draft.storage]))
+                    digest = bag.add_payload(path, plain, size)
+                if digest != sha256:
+                    raise VerificationError(
+                        f"item {item_id}: stored content does not match its SHA-256; "
+                        "run `evault custody verify` and report the blob as damaged"
+                    )
+            bag.add_tag_file("evault/items.json",
+                             json.dumps(draft.metadata, indent=2, ensure_ascii=False).encode())
+            bag.add_tag_file("evault/custody.jsonl", draft.excerpt)
+            info = [
+                ("Source-Organization", draft.org),
+                ("External-Identifier", draft.package_id),
+                ("EVault-Body", draft.body_id),
+                ("EVault-Sender", f"{draft.sender_name} {draft.pair.fingerprint}"),
+            ]
+            if draft.reference:
+                info.append(("EVault-Reference", draft.reference))
+            if draft.purpose:
+                info.append(("EVault-Purpose", draft.purpose))
+            summary = bag.finish(info)
+            statement = fmt.Statement(
+                package_id=draft.package_id,
+                body=draft.body_id,
+                recipients=draft.recipients,
+                escrow=draft.escrow,
+                sender=sender,
+                created_at=created_at,
+                items=tuple(fmt.StatementItem(item_id, f"data/{path}", size, sha256)
+                            for item_id, _blob, size, sha256, path in draft.items),
+                tagmanifest_sha256=summary.tagmanifest_sha256,
+            )
+            statement_bytes, statement_sig = fmt.sign_statement(statement, draft.pair.signing)
+            bag.add_tag_file("evault/statement.json", statement_bytes, in_tagmanifest=False)
+            bag.add_tag_file("evault/statement.json.sig", statement_sig.encode(),
+                             in_tagmanifest=False)
+            bag.close()
+            writer.close()
+            envelope, envelope_bytes, _ = package.finish()
+            # A package never changes once written: read-only, for every name it gets
+            # (the outbox may link to this very file, see _deliver).
+            os.fchmod(out.fileno(), stat.S_IMODE(os.fstat(out.fileno()).st_mode) & ~0o222)
+    except BaseException:
+        discard_package_file(draft)
+        raise
+    crash_point("package.payload_written")
+    return PackageFile(draft, envelope, envelope_bytes, statement_bytes)
+
+
+def discard_package_file(draft: PackageDraft) -> None:
+    """Remove a package's temporary file, if any (a build that failed or was refused)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(draft.temp)
+
+
+def finish_package(vault: Vault, written: PackageFile) -> tuple[dict[str, Any], FileStamp]:
+    """Make the written file durable, take its digest, record it and give it its name.
+
+    Returns the package and the stamp of the file as its digest was read.
+    """
+    try:
+        stamp = file_stamp(written.draft.temp)
+        file_sha256, file_size = sync_and_digest(written.draft.temp)
+        return record_package(vault, written, file_sha256, file_size), stamp
+    except BaseException:
+        discard_package_file(written.draft)
+        raise
+
+
+FileStamp = tuple[int, int, int, int]
+"""A file's device, inode, size and modification time (ns)."""
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """The :data:`FileStamp` of ``path``: equal stamps mean the same file, not rewritten."""
+    st = os.stat(path)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def sync_and_digest(path: Path) -> tuple[str, int]:
+    """fsync ``path`` and read back its SHA-256 and size (from the page cache) meanwhile."""
+    with open(path, "rb") as f, ThreadPoolExecutor(max_workers=1) as pool:
+        synced = pool.submit(os.fsync, f.fileno())
         try:
-            with WritebackFile(package_temp, "xb") as out, \
-                    fmt.PackageWriter(cast(BinaryIO, out), draft, pair.signing) as package:
-                keys = [AgeRecipient.parse(r.age_recipient) for r in [*recipients, escrow]]
-                writer = AgeWriter(cast(BinaryIO, package), keys)
-                bag = BagWriter(cast(BinaryIO, writer), package_id, bagging_date=now.date())
-                store = BlobStore(vault.blobs)
-                for (item_id, blob_id, size, sha256), (_, path) in zip(blobs, plan, strict=True):
-                    with store.open(blob_id) as src:
-                        plain = cast(BinaryIO, AgeReader(src, [storage]))
-                        digest = bag.add_payload(path, plain, size)
-                    if digest != sha256:
-                        raise VerificationError(
-                            f"item {item_id}: stored content does not match its SHA-256; "
-                            "run `evault custody verify` and report the blob as damaged"
-                        )
-                bag.add_tag_file("evault/items.json",
-                                 json.dumps(metadata, indent=2, ensure_ascii=False).encode())
-                bag.add_tag_file("evault/custody.jsonl", excerpt)
-                info = [
-                    ("Source-Organization", org),
-                    ("External-Identifier", package_id),
-                    ("EVault-Body", body_id),
-                    ("EVault-Sender", f"{identity.name} {pair.fingerprint}"),
-                ]
-                if reference:
-                    info.append(("EVault-Reference", reference))
-                if purpose:
-                    info.append(("EVault-Purpose", purpose))
-                summary = bag.finish(info)
-                statement = fmt.Statement(
-                    package_id=package_id,
-                    body=body_id,
-                    recipients=tuple(recipients),
-                    escrow=escrow,
-                    sender=sender,
-                    created_at=isoformat(now),
-                    items=tuple(
-                        fmt.StatementItem(item.id, f"data/{path}", item.size, item.sha256)
-                        for item, path in plan
-                    ),
-                    tagmanifest_sha256=summary.tagmanifest_sha256,
+            return file_digest(path)
+        finally:
+            synced.result()
+
+
+def record_package(
+    vault: Vault, written: PackageFile, file_sha256: str, file_size: int
+) -> dict[str, Any]:
+    """Record a written package (state ``built``) and give its file its name, in one
+    transaction; the file is removed if that transaction rolls back.
+
+    What may have changed since :func:`plan_package` is checked again: a body key revoked or
+    a label whose release rule now forbids this body refuses the package.
+    """
+    draft = written.draft
+    envelope = written.envelope
+    item_ids = [item_id for item_id, *_ in draft.items]
+    with vault.transaction() as session:
+        body = session.get(Body, draft.body_id)
+        if body is None:
+            raise NotFoundError(f"body {draft.body_id}: not found; see `evault body list`")
+        active = {k.fingerprint for k in body.keys if k.revoked_at is None}
+        for key in draft.recipients:
+            if key.fingerprint not in active:
+                raise PolicyError(
+                    f"body {draft.body_id}: key {key.fingerprint} was revoked while package "
+                    f"{draft.package_id} was being built; nothing was kept, build it again"
                 )
-                statement_bytes, statement_sig = fmt.sign_statement(statement, pair.signing)
-                bag.add_tag_file("evault/statement.json", statement_bytes, in_tagmanifest=False)
-                bag.add_tag_file("evault/statement.json.sig", statement_sig.encode(),
-                                 in_tagmanifest=False)
-                bag.close()
-                writer.close()
-                envelope, envelope_bytes, _ = package.finish()
-                crash_point("package.payload_written")
-                # The file's digest is read back (from the page cache) while it goes to disk.
-                with ThreadPoolExecutor(max_workers=1) as pool:
-                    synced = pool.submit(os.fsync, out.fileno())
-                    file_sha256, file_size = file_digest(package_temp)
-                    synced.result()
-            row = Package(
-                id=package_id,
-                body_id=body_id,
-                sender=pair.fingerprint,
-                created_at=now,
-                reference=reference,
-                purpose=purpose,
-                confidential_reference=confidential_reference,
-                envelope=envelope_bytes,
-                envelope_sha256=hashlib.sha256(envelope_bytes).hexdigest(),
-                statement_sha256=hashlib.sha256(statement_bytes).hexdigest(),
-                payload_sha256=envelope.payload_sha256,
-                payload_size=envelope.payload_size,
-                file_sha256=file_sha256,
-                file_size=file_size,
-                path=str(target),
-                checkpoint_size=checkpoint_size,
-                state="built",
-                items=[PackageItem(item_id=item.id, position=n, bag_path=f"data/{path}")
-                       for n, (item, path) in enumerate(plan)],
-                recipients=[
-                    PackageRecipient(fingerprint=r.fingerprint, age_recipient=r.age_recipient,
-                                     escrow=r is escrow, position=n)
-                    for n, r in enumerate([*recipients, escrow])
-                ],
-            )
-            session.add(row)
-            CustodyLog(vault, session).append(
-                pair,
-                "package.built",
-                package_id,
-                details={
-                    "body": body_id,
-                    "items": [item.id for item, _ in plan],
-                    "recipients": [r.fingerprint for r in recipients],
-                    "escrow": escrow.fingerprint,
-                },
-                digests={"envelope": row.envelope_sha256, "payload": row.payload_sha256,
-                         "file": file_sha256},
-                now=now,
-            )
-            session.flush()
-            crash_point("package.before_commit")
-            # The name is taken last, inside the transaction: if the commit fails the file is
-            # removed below, and a crash before this point leaves only temporary files.
-            if force:
-                os.replace(package_temp, target)
-            else:
-                os.link(package_temp, target)
-                os.unlink(package_temp)
-            fsync_dir(target.parent)
-            _unlink_on_rollback(session, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(package_temp)
-            raise
-        result = package_dict(row, body.id)
+        check_release(select_items(session, item_ids=item_ids), draft.body_id,
+                      vault.config.release_rules)
+        everyone = [*draft.recipients, draft.escrow]
+        row = Package(
+            id=draft.package_id,
+            body_id=draft.body_id,
+            sender=draft.pair.fingerprint,
+            created_at=draft.now,
+            reference=draft.reference,
+            purpose=draft.purpose,
+            confidential_reference=draft.confidential_reference,
+            envelope=written.envelope_bytes,
+            envelope_sha256=hashlib.sha256(written.envelope_bytes).hexdigest(),
+            statement_sha256=hashlib.sha256(written.statement_bytes).hexdigest(),
+            payload_sha256=envelope.payload_sha256,
+            payload_size=envelope.payload_size,
+            file_sha256=file_sha256,
+            file_size=file_size,
+            path=str(draft.target),
+            checkpoint_size=draft.checkpoint_size,
+            state="built",
+            items=[PackageItem(item_id=item_id, position=n, bag_path=f"data/{path}")
+                   for n, (item_id, _blob, _size, _sha, path) in enumerate(draft.items)],
+            recipients=[
+                PackageRecipient(fingerprint=r.fingerprint, age_recipient=r.age_recipient,
+                                 escrow=r is draft.escrow, position=n)
+                for n, r in enumerate(everyone)
+            ],
+        )
+        session.add(row)
+        CustodyLog(vault, session).append(
+            draft.pair,
+            "package.built",
+            draft.package_id,
+            details={
+                "body": draft.body_id,
+                "items": item_ids,
+                "recipients": [r.fingerprint for r in draft.recipients],
+                "escrow": draft.escrow.fingerprint,
+            },
+            digests={"envelope": row.envelope_sha256, "payload": row.payload_sha256,
+                     "file": file_sha256},
+            now=draft.now,
+        )
+        session.flush()
+        crash_point("package.before_commit")
+        # The name is taken last, inside the transaction: if the commit fails the file is
+        # removed (below), and a crash before this point leaves only the temporary file.
+        if draft.force:
+            os.replace(draft.temp, draft.target)
+        else:
+            os.link(draft.temp, draft.target)
+            os.unlink(draft.temp)
+        fsync_dir(draft.target.parent)
+        _unlink_on_rollback(session, draft.target)
+        result = package_dict(row, draft.body_id)
     crash_point("package.after_commit")
     return result
 
@@ -517,6 +686,25 @@ def _resolve_package(session: Session, package: str) -> tuple[Package, Path]:
     return row, Path(row.path)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A built package cleared for sending: its file, that file's SHA-256 as built, and the
+    outbox it goes to."""
+
+    package_id: str
+    source: Path
+    expected: str
+    outbox: Path
+    #: The source's stamp when this process read ``expected`` from it, if it just did: a
+    #: hard link to that same, unchanged file is then not read a second time.
+    read_at: FileStamp | None = None
+
+    @property
+    def final(self) -> Path:
+        """The package's name in the outbox."""
+        return self.outbox / f"{self.package_id}.evpkg"
+
+
 def send_package(
     vault: Vault,
     package: str,
@@ -531,20 +719,36 @@ def send_package(
     nothing and says so; another file of the same name is refused.
     """
     now = now or utcnow()
+    delivery, pair = prepare_send(vault, package, outbox=outbox, as_name=as_name)
+    deliver(delivery)
+    return record_sent(vault, delivery, pair, now)
+
+
+def prepare_send(
+    vault: Vault, package: str, *, outbox: Path, as_name: str | None = None
+) -> tuple[Delivery, KeyPair]:
+    """Check that a package (id or file) was built and not sent; the sender's keys."""
     if not outbox.is_dir():
         raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
     with vault.transaction() as session:
         row, source = _resolve_package(session, package)
         if row.state != "built":
             raise ConflictError(
-                f"package {row.id}: sent already at {isoformat(row.sent_at or now)} to "
+                f"package {row.id}: sent already at {isoformat(row.sent_at or utcnow())} to "
                 f"{row.outbox}; nothing to do"
             )
         if not source.is_file():
             raise NotFoundError(f"package {row.id}: file {source} is missing; rebuild it")
-        expected = row.file_sha256
-        pair = actor_pair(vault, session, as_name)
-    final = outbox / f"{row.id}.evpkg"
+        return (Delivery(row.id, source, row.file_sha256, outbox),
+                actor_pair(vault, session, as_name))
+
+
+def deliver(delivery: Delivery) -> None:
+    """Give the package its name in the outbox, checked against its digest as built.
+
+    No database: this is the part of sending that may run beside other work.
+    """
+    final = delivery.final
     # Leftovers of an interrupted delivery of this package go first, whichever way this
     # send goes on: one killed between naming the copy and removing its temporary name
     # left both, and the copy is then found in place below.
@@ -552,54 +756,68 @@ def send_package(
         with contextlib.suppress(FileNotFoundError):
             stale.unlink()
     if final.exists():
-        copied = file_digest(final)[0]
-        if copied != expected:
+        if file_digest(final)[0] != delivery.expected:
             raise ConflictError(
                 f"{final}: exists with other content; remove it or use another outbox"
             )
     else:
-        copied = _deliver(source, final, expected)
+        _deliver(delivery, final)
     crash_point("send.delivered")
-    if copied != expected:
-        raise VerificationError(
-            f"{final}: the copy in the outbox does not match the package; remove it and send again"
-        )
+
+
+def record_sent(
+    vault: Vault, delivery: Delivery, pair: KeyPair, now: datetime
+) -> dict[str, Any]:
+    """Log a delivered package as sent (the package and each item) and sign its receipt."""
     with vault.transaction() as session:
-        row = get_package(session, row.id)
+        row = get_package(session, delivery.package_id)
         if row.state != "built":
             raise ConflictError(f"package {row.id}: sent by another command meanwhile")
         row.state = "sent"
         row.sent_at = now
-        row.outbox = str(outbox.absolute())
+        row.outbox = str(delivery.outbox.absolute())
         log = CustodyLog(vault, session)
-        details = {"body": row.body_id, "outbox_file": final.name}
+        details = {"body": row.body_id, "outbox_file": delivery.final.name}
         log.append(pair, "package.sent", row.id, details=details,
-                   digests={"file": expected, "envelope": row.envelope_sha256}, now=now)
+                   digests={"file": delivery.expected, "envelope": row.envelope_sha256},
+                   now=now)
         for pi in row.items:
             log.append(pair, "package.sent", pi.item_id,
                        details={"package": row.id, "body": row.body_id}, now=now)
         receipt = _make_receipt(vault, session, row, pair, now)
-        result = {**package_dict(row), "receipt": receipt.id, "delivered": str(final)}
+        result = {**package_dict(row), "receipt": receipt.id, "delivered": str(delivery.final)}
     crash_point("send.after_commit")
     return result
 
 
-def _deliver(source: Path, final: Path, expected: str) -> str:
-    """Copy into the outbox under a temporary name, fsync, rename; never a partial file.
+def _deliver(delivery: Delivery, final: Path) -> None:
+    """Put ``source`` into the outbox under a temporary name, check it, then name it.
 
-    Returns the SHA-256 of the copy, read back from the outbox while the fsync runs.
-    (:func:`send_package` has removed leftovers of an interrupted delivery already.)
+    On the vault's own file system the outbox gets a second name for the built file (a hard
+    link: no second copy to write, and package files are read-only); elsewhere a copy,
+    fsynced. Either way the file under the temporary name is read back and must have the
+    SHA-256 recorded at build before it gets its final name: never a partial or different
+    file in the outbox. (:func:`deliver` has removed leftovers of an interrupted delivery.)
     """
+    source, expected = delivery.source, delivery.expected
     temp = final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{final.name}")
     try:
-        with open(source, "rb") as src, open(temp, "xb") as dst:
-            _copy_file(src.fileno(), dst.fileno())
-            dst.flush()
-            # Reading the copy back (from the page cache) and writing it to disk overlap.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                synced = pool.submit(os.fsync, dst.fileno())
-                copied = file_digest(temp)[0]
-                synced.result()
+        if not _link(source, temp):
+            with open(source, "rb") as src, open(temp, "xb") as dst:
+                _copy_file(src.fileno(), dst.fileno())
+                os.fchmod(dst.fileno(), stat.S_IMODE(os.fstat(dst.fileno()).st_mode) & ~0o222)
+            copied, _size = sync_and_digest(temp)
+        elif delivery.read_at is not None and file_stamp(temp) == delivery.read_at:
+            # The very file whose digest this process has just read (and synced), unchanged
+            # since: a third read of the same bytes would prove nothing more.
+            copied = expected
+        else:
+            copied, _size = sync_and_digest(temp)
+        if copied != expected:
+            raise VerificationError(
+                f"{final}: the file made in the outbox does not match the package as built; "
+                f"nothing was left there; check {source} with `evault verify` or rebuild it"
+            )
         crash_point("send.copied")
         os.link(temp, final)
         crash_point("send.linked")
@@ -612,8 +830,21 @@ def _deliver(source: Path, final: Path, expected: str) -> str:
             raise VaultError(f"{final}: cannot be written ({e.strerror or e}); nothing was "
                              "left in the outbox") from None
         raise
-    return copied
 
+
+def _link(source: Path, temp: Path) -> bool:
+    """Give ``source`` the name ``temp`` too, if both are on one file system that allows it."""
+    try:
+        os.link(source, temp)
+    except OSError as e:
+        if e.errno in _NO_LINK:
+            return False
+        raise
+    return True
+
+
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+            errno.ENOSYS}
 
 _NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP}
 
