@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TEST_PASSPHRASE, Cli
@@ -238,3 +239,80 @@ def test_each_body_gets_the_built_file_in_an_outbox_on_the_same_file_system(
         assert delivered.stat().st_mode & 0o222 == 0
         assert hashlib.sha256(delivered.read_bytes()).hexdigest() == pkg["file_sha256"]
         assert row["bytes"] == delivered.stat().st_size
+
+
+def _damage_digest(office: Cli, item_id: str) -> None:
+    """Make an item's recorded SHA-256 differ from its blob's content (which still decrypts)."""
+    from vault.service.vaults import open_vault
+    from vault.store.models import Item
+
+    v = open_vault(office.vault)
+    with v.transaction() as session:
+        item = session.get(Item, item_id)
+        assert item is not None
+        item.sha256 = hashlib.sha256(b"not what was ingested").hexdigest()
+    v.close()
+
+
+def test_a_damaged_item_fails_only_the_bodies_that_hold_it(office: Cli, tmp_path: Path) -> None:
+    restricted = json.loads(office.ok("items", "list", "--label", "restricted-icc",
+                                      "--json").stdout)[0]["id"]
+    _damage_digest(office, restricted)  # only ICC-OTP may receive it
+    outbox = _outbox(tmp_path)
+    result = office("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox", str(outbox),
+                    "--jsonl")
+    assert result.exit_code == 1
+    rows = _jsonl(result.stdout)
+    assert [(r["body"], r["status"]) for r in rows] == [
+        ("ICC-OTP", "failed"), ("UA-OPG", "shared"), ("EUROJUST-JIT", "shared")]
+    assert rows[0]["error"] == (f"item {restricted}: stored content does not match its SHA-256; "
+                                "run `evault custody verify` and report the blob as damaged")
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        f"{r['package']}.evpkg" for r in rows[1:])
+    assert [p.name for p in (office.vault / "exports").iterdir()
+            if p.name.startswith(".")] == []
+
+
+def test_each_blob_is_read_once_for_all_bodies(office: Cli, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from vault.store.blobs import BlobStore
+
+    opened: list[str] = []
+    real_open = BlobStore.open
+
+    def counting_open(self: BlobStore, blob_id: str) -> Any:
+        opened.append(blob_id)
+        return real_open(self, blob_id)
+
+    monkeypatch.setattr(BlobStore, "open", counting_open)
+    rows = _jsonl(office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox",
+                            str(_outbox(tmp_path)), "--jsonl").stdout)
+    assert [r["status"] for r in rows] == ["shared"] * 3
+    assert len(opened) == len(set(opened)) == 5  # 5 items, 3 bodies: each blob read once
+
+
+@pytest.mark.parametrize("fan_out", [1, 2])
+def test_bodies_beyond_one_group_are_exported_too(office: Cli, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  fan_out: int) -> None:
+    from vault.service import export as export_service
+    from vault.service.export import export, plans_for_case
+    from vault.service.vaults import open_vault
+
+    monkeypatch.setattr(export_service, "FAN_OUT", fan_out)
+    shown: list[tuple[str, int, int, int, int]] = []
+    v = open_vault(office.vault)
+    try:
+        results = export(v, plans_for_case(BODIES, CASE), outbox=_outbox(tmp_path),
+                         progress=lambda *args: shown.append(args))
+    finally:
+        v.close()
+    assert [(r.body, r.status, r.items) for r in results] == [
+        ("ICC-OTP", "shared", 5), ("UA-OPG", "shared", 4), ("EUROJUST-JIT", "shared", 4)]
+    total = sum(r.bytes for r in results if r.status == "shared")
+    assert total > 0
+    # Progress: bodies finished and bytes only grow, and end at everything.
+    assert [s[1] for s in shown] == sorted(s[1] for s in shown)
+    assert [s[3] for s in shown] == sorted(s[3] for s in shown)
+    assert shown[-1][1:3] == (3, 3) and shown[-1][3] == shown[-1][4]
+    assert office.ok("custody", "verify").exit_code == 0

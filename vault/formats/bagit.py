@@ -71,6 +71,7 @@ __all__ = [
     "BagError",
     "BagSummary",
     "BagWriter",
+    "add_payload_to_each",
     "decode_manifest_path",
     "encode_manifest_path",
     "read_bag",
@@ -288,45 +289,6 @@ class BagWriter:
             self._tag_digests[rel] = digest
         return digest
 
-    def _copy_payload(self, rel: str, src: BinaryIO, size: int) -> str:
-        """Header, exactly ``size`` bytes of ``src``, padding; returns their SHA-256."""
-        shown = printable(rel)
-        self._header(self._info(rel, size))
-        digest = hashlib.sha256()
-        pool = self._hash_pool() if size >= _THREADED_HASH_MIN else None
-        # At least four chunks a file when threaded, so that most of its hashing overlaps.
-        step = max(64 * 1024, min(_COPY_CHUNK, size // 4)) if pool else min(_COPY_CHUNK, size)
-        buffers = [bytearray(step) for _ in range(2)]
-        pending: Future[None] | None = None
-        done = 0
-        try:
-            while done < size:
-                # Two buffers: one is being hashed while the other is filled and written;
-                # a buffer is refilled only after its hash finished (``pending`` below).
-                view = memoryview(buffers[(done // step) % 2])[: min(step, size - done)]
-                n = _read_exactly(src, view)
-                if n < len(view):
-                    raise VerificationError(
-                        f"payload {shown}: source ended after {done + n} of {size} bytes"
-                    )
-                if pending is not None:
-                    pending.result()
-                    pending = None
-                if pool is not None:
-                    pending = pool.submit(digest.update, view)
-                else:
-                    digest.update(view)
-                self._write(view)
-                done += n
-            if pending is not None:
-                pending.result()
-        finally:
-            if pending is not None:
-                # an error left a hash running on a buffer: let it finish first
-                pending.exception()
-        self._pad(size)
-        return digest.hexdigest()
-
     def _hash_pool(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1)
@@ -383,23 +345,7 @@ class BagWriter:
         :class:`~vault.errors.UsageError`; a source with fewer or more bytes than ``size``
         raises :class:`~vault.errors.VerificationError` (and the stream is then unusable).
         """
-        self._require(_OPEN, action="add a payload file")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise UsageError(f"payload {printable(path)}: size must be a non-negative integer")
-        if path.startswith("/"):
-            raise UsageError(f"payload {printable(path)}: absolute paths are not allowed")
-        rel = f"data/{path}"
-        self._claim(rel, f"payload {path}")
-        digest = self._guarded(lambda: self._copy_payload(rel, src, size))
-        if src.read(1):
-            self._stop_pool()
-            self._state = _FAILED
-            raise VerificationError(
-                f"payload {printable(rel)}: source holds more than the declared {size} bytes"
-            )
-        self._manifest[rel] = digest
-        self._octets += size
-        return digest
+        return add_payload_to_each([(self, path)], src, size)
 
     def add_tag_file(self, path: str, data: bytes, *, in_tagmanifest: bool = True) -> None:
         """Add a tag file at ``path`` (bag-relative, outside ``data/``), e.g. ``evault/items.json``.
@@ -471,6 +417,101 @@ class BagWriter:
         self._stop_pool()
         self._guarded(end)
         self._state = _CLOSED
+
+    def abandon(self) -> None:
+        """Give up this bag (an error elsewhere): its helper thread ends, the stream stays
+        incomplete and the writer unusable. Does nothing to a closed bag."""
+        if self._state != _CLOSED:
+            _fail([self])
+
+
+def add_payload_to_each(
+    targets: Sequence[tuple[BagWriter, str]], src: BinaryIO, size: int
+) -> str:
+    """Stream exactly ``size`` bytes of ``src`` into ``data/<path>`` of each bag at once;
+    return their SHA-256.
+
+    The source is read and hashed once and every bag gets the same bytes and the same
+    manifest line: one item going into the packages of several bodies is decrypted and
+    checked once, not once per body. The rules are those of :meth:`BagWriter.add_payload`.
+    A name refused for the first bag leaves every bag as it was; once anything else raises,
+    every bag given is unusable.
+    """
+    if not targets:
+        raise RuntimeError("bag writer: a payload needs at least one bag")
+    shown = printable(f"data/{targets[0][1]}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise UsageError(f"payload {printable(targets[0][1])}: size must be a non-negative "
+                         "integer")
+    for bag, path in targets:
+        bag._require(_OPEN, action="add a payload file")
+        if path.startswith("/"):
+            raise UsageError(f"payload {printable(path)}: absolute paths are not allowed")
+    bags = [bag for bag, _ in targets]
+    rels = [f"data/{path}" for _, path in targets]
+    for n, (bag, rel, (_, path)) in enumerate(zip(bags, rels, targets, strict=True)):
+        try:
+            bag._claim(rel, f"payload {path}")
+        except BaseException:
+            if n:  # the bags before this one hold the name without its file: unusable
+                _fail(bags)
+            raise
+    try:
+        for bag, rel in zip(bags, rels, strict=True):
+            bag._header(bag._info(rel, size))
+        digest = hashlib.sha256()
+        pool = bags[0]._hash_pool() if size >= _THREADED_HASH_MIN else None
+        # At least four chunks a file when threaded, so that most of its hashing overlaps.
+        step = max(64 * 1024, min(_COPY_CHUNK, size // 4)) if pool else min(_COPY_CHUNK, size)
+        buffers = [bytearray(step) for _ in range(2)]
+        pending: Future[None] | None = None
+        done = 0
+        try:
+            while done < size:
+                # Two buffers: one is being hashed while the other is filled and written;
+                # a buffer is refilled only after its hash finished (``pending`` below).
+                view = memoryview(buffers[(done // step) % 2])[: min(step, size - done)]
+                n = _read_exactly(src, view)
+                if n < len(view):
+                    raise VerificationError(
+                        f"payload {shown}: source ended after {done + n} of {size} bytes"
+                    )
+                if pending is not None:
+                    pending.result()
+                    pending = None
+                if pool is not None:
+                    pending = pool.submit(digest.update, view)
+                else:
+                    digest.update(view)
+                for bag in bags:
+                    bag._write(view)
+                done += n
+            if pending is not None:
+                pending.result()
+        finally:
+            if pending is not None:
+                # an error left a hash running on a buffer: let it finish first
+                pending.exception()
+        for bag in bags:
+            bag._pad(size)
+        if src.read(1):
+            raise VerificationError(
+                f"payload {shown}: source holds more than the declared {size} bytes"
+            )
+    except BaseException:
+        _fail(bags)
+        raise
+    hexdigest = digest.hexdigest()
+    for bag, rel in zip(bags, rels, strict=True):
+        bag._manifest[rel] = hexdigest
+        bag._octets += size
+    return hexdigest
+
+
+def _fail(bags: Sequence[BagWriter]) -> None:
+    for bag in bags:
+        bag._stop_pool()
+        bag._state = _FAILED
 
 
 def _check_element(label: str, value: str) -> None:

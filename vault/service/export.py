@@ -15,10 +15,11 @@ file in the outbox nor signs two receipts. A failing body does not stop the othe
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -32,14 +33,18 @@ from vault.faults import crash_point
 from vault.service.identities import KeyPair
 from vault.service.packaging import (
     Delivery,
+    PackageDraft,
     PackageFile,
+    Sealed,
     deliver,
+    discard_package_file,
     finish_package,
     plan_package,
     prepare_send,
     record_sent,
+    seal_package_file,
     select_items,
-    write_package_file,
+    write_package_files,
 )
 from vault.service.vaults import Vault
 from vault.store.models import Body, Case, Item, Package, PackageItem
@@ -219,6 +224,25 @@ def _one_export_at_a_time(root: Path) -> Iterator[None]:
         os.close(fd)
 
 
+FAN_OUT = 8
+"""Packages written together at most (each holds a few MiB of buffers and a thread)."""
+
+
+@dataclass
+class _Body:
+    """One body's way through an export."""
+
+    plan: BodyPlan
+    result: BodyResult
+    item_ids: list[str]
+    pending: str | None  # a package built by an earlier run and not sent
+    size: int
+    pair: KeyPair | None = None
+    delivery: Delivery | None = None  # set when there is a package to send
+    draft: PackageDraft | None = None  # set when a package is to be built now
+    written: PackageFile | VaultError | None = None
+
+
 def _export(
     vault: Vault,
     plans: Sequence[BodyPlan],
@@ -231,43 +255,70 @@ def _export(
     progress: Progress | None,
     now: datetime | None,
 ) -> list[BodyResult]:
-    """Bodies in order, two at a time: while one body's package is written (on this thread,
-    with the helpers of the writers), the previous one's is finished on a second thread:
-    made durable, read back, recorded, delivered and receipted. Each is its own transaction,
-    so neither holds the vault's write lock while the other works."""
-    wanted = [_decide(vault, plan, reshare) for plan in plans]
-    total = sum(w[2] for w in wanted)
-    done_bytes = 0
-    results: list[BodyResult] = []
-
-    def settle(outcome: BodyResult | Future[BodyResult], size: int) -> None:
-        nonlocal done_bytes
-        result = outcome if isinstance(outcome, BodyResult) else outcome.result()
-        results.append(result)
-        crash_point("export.after_body")
-        done_bytes += size
-        if progress:
-            progress(result.body, len(results), len(plans), done_bytes, total)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evault-finish") as finisher:
-        previous: tuple[BodyResult | Future[BodyResult], int] | None = None
-        for plan, (item_ids, withheld, size, pending) in zip(plans, wanted, strict=True):
-            result = BodyResult(body=plan.body, status="", items=len(item_ids), bytes=size,
-                                withheld=withheld)
-            outcome: BodyResult | Future[BodyResult]
+    """Bodies in groups of up to :data:`FAN_OUT`. A group's new packages are written
+    together, in one pass over their items (:func:`write_package_files`: an item shared
+    with five bodies is decrypted and hashed once); then body by body, in the order given,
+    each is made durable and read back (on two threads, ahead of the body being
+    recorded), recorded, delivered and receipted, each step its own transaction."""
+    bodies = []
+    for plan in plans:
+        item_ids, withheld, size, pending = _decide(vault, plan, reshare)
+        result = BodyResult(body=plan.body, status="", items=len(item_ids), bytes=size,
+                            withheld=withheld)
+        bodies.append(_Body(plan, result, item_ids, pending, size))
+    shown = _Shown(progress, len(bodies), sum(b.size for b in bodies))
+    for start in range(0, len(bodies), FAN_OUT):
+        group = bodies[start : start + FAN_OUT]
+        for body in group:
             try:
-                step = _start(vault, plan, result, item_ids, pending, outbox=outbox,
-                              exports=exports, dry_run=dry_run, as_name=as_name, now=now)
+                _start(vault, body, outbox=outbox, exports=exports, dry_run=dry_run,
+                       as_name=as_name, now=now)
             except VaultError as e:
-                result.status, result.error = "failed", str(e)
-                step = None
-            outcome = result if step is None else finisher.submit(step)
-            if previous is not None:
-                settle(*previous)
-            previous = (outcome, size)
-        if previous is not None:
-            settle(*previous)
-    return results
+                body.result.status, body.result.error = "failed", str(e)
+        building = [b for b in group if b.draft is not None]
+        label = ",".join(b.plan.body for b in building)
+        written = write_package_files(vault, [b.draft for b in building if b.draft],
+                                      progress=functools.partial(shown.wrote, label))
+        for body, outcome in zip(building, written, strict=True):
+            body.written = outcome
+        _finish_group(vault, group, shown, outbox=outbox, now=now)
+        shown.next_group()
+    return [b.result for b in bodies]
+
+
+class _Shown:
+    """Progress as shown: bodies finished, and bytes of the bodies finished plus those
+    written so far into the packages of the group being built."""
+
+    def __init__(self, progress: Progress | None, bodies: int, total: int) -> None:
+        self._progress = progress
+        self._bodies = bodies
+        self._total = total
+        self._finished = 0
+        self._finished_bytes = 0
+        self._written = 0  # in this group
+        self._written_finished = 0  # of that, bodies already finished
+
+    def wrote(self, label: str, n: int) -> None:
+        self._written += n
+        self._show(label)
+
+    def finished(self, body: _Body) -> None:
+        crash_point("export.after_body")
+        self._finished += 1
+        self._finished_bytes += body.size
+        if body.draft is not None:
+            self._written_finished += body.size
+        self._show(body.plan.body)
+
+    def next_group(self) -> None:
+        self._written = self._written_finished = 0
+
+    def _show(self, label: str) -> None:
+        if self._progress:
+            done = self._finished_bytes + max(0, self._written - self._written_finished)
+            self._progress(label, self._finished, self._bodies, min(done, self._total),
+                           self._total)
 
 
 def _decide(
@@ -305,65 +356,82 @@ def _decide(
 
 def _start(
     vault: Vault,
-    plan: BodyPlan,
-    result: BodyResult,
-    item_ids: list[str],
-    pending: str | None,
+    body: _Body,
     *,
     outbox: Path,
     exports: Path,
     dry_run: bool,
     as_name: str | None,
     now: datetime | None,
-) -> Callable[[], BodyResult] | None:
-    """Do this body's part that needs this thread (deciding, writing its package) and
-    return the rest to run on the finishing thread; None if there is no rest."""
-    if not item_ids:
+) -> None:
+    """Decide what this body gets now: nothing, a package built earlier (checked for
+    sending), or a new package (planned, to be written with the group)."""
+    result, plan = body.result, body.plan
+    if not body.item_ids:
         with vault.transaction() as session:
             any_shared = session.scalar(select(Package.id).where(
                 Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged"))))
         result.status = "already shared" if any_shared else "nothing to share"
-        return None
-    if dry_run:
-        result.status = "would resume" if pending else "would share"
-        result.package = pending
-        return None
-    if pending is not None:
-        delivery, pair = prepare_send(vault, pending, outbox=outbox, as_name=as_name)
+    elif dry_run:
+        result.status = "would resume" if body.pending else "would share"
+        result.package = body.pending
+    elif body.pending is not None:
+        body.delivery, body.pair = prepare_send(vault, body.pending, outbox=outbox,
+                                                as_name=as_name)
         result.status = "resumed"
-        return lambda: _finish(vault, result, delivery, pair, None, outbox=outbox, now=now)
-    draft = plan_package(
-        vault, body_id=plan.body, item_ids=item_ids, reference=plan.reference,
-        purpose=plan.purpose, as_name=as_name, directory=exports, now=now,
-    )
-    written = write_package_file(vault, draft)
-    result.status = "shared"
-    return lambda: _finish(vault, result, None, draft.pair, written, outbox=outbox, now=now)
+    else:
+        body.draft = plan_package(
+            vault, body_id=plan.body, item_ids=body.item_ids, reference=plan.reference,
+            purpose=plan.purpose, as_name=as_name, directory=exports, now=now,
+        )
+        body.pair = body.draft.pair
+        result.status = "shared"
+
+
+def _finish_group(
+    vault: Vault, group: Sequence[_Body], shown: _Shown, *, outbox: Path, now: datetime | None
+) -> None:
+    """Seal, record, deliver and receipt the group's packages, body by body."""
+    unrecorded = {id(b): b.written for b in group if isinstance(b.written, PackageFile)}
+    try:
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evault-seal") as pool:
+            seals = {key: pool.submit(seal_package_file, written)
+                     for key, written in unrecorded.items()}
+            for body in group:
+                seal = seals.get(id(body))
+                unrecorded.pop(id(body), None)  # finish_package removes the file if it fails
+                _finish(vault, body, seal.result if seal else None, outbox=outbox, now=now)
+                shown.finished(body)
+    except BaseException:
+        for written in unrecorded.values():
+            discard_package_file(written.draft)
+        raise
 
 
 def _finish(
     vault: Vault,
-    result: BodyResult,
-    delivery: Delivery | None,
-    pair: KeyPair,
-    written: PackageFile | None,
+    body: _Body,
+    sealed: Callable[[], Sealed] | None,
     *,
     outbox: Path,
     now: datetime | None,
-) -> BodyResult:
-    """Record a written package (if any), deliver it and record it sent; a failure is kept
-    in the result. Touches the database and files, never the key store."""
+) -> None:
+    """Record this body's new package (if any), deliver and receipt it; a refusal is kept
+    in the body's result."""
+    result = body.result
     try:
-        if written is not None:
-            built, stamp = finish_package(vault, written)
-            delivery = Delivery(built["id"], Path(built["path"]), built["file_sha256"], outbox,
-                                read_at=stamp)
-        assert delivery is not None
-        deliver(delivery)
-        sent = record_sent(vault, delivery, pair, now or utcnow())
+        if isinstance(body.written, VaultError):
+            raise body.written
+        if isinstance(body.written, PackageFile):
+            built, stamp = finish_package(vault, body.written, sealed)
+            body.delivery = Delivery(built["id"], Path(built["path"]), built["file_sha256"],
+                                     outbox, read_at=stamp)
+        if body.delivery is None or body.pair is None:
+            return
+        deliver(body.delivery)
+        sent = record_sent(vault, body.delivery, body.pair, now or utcnow())
     except VaultError as e:
         result.status, result.error = "failed", str(e)
-        return result
+        return
     result.package, result.receipt = sent["id"], sent["receipt"]
     result.bytes = sent["bytes"]
-    return result

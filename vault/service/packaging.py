@@ -25,7 +25,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import Any, BinaryIO, NamedTuple, cast
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
@@ -45,7 +45,7 @@ from vault.errors import (
 from vault.faults import crash_point
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
-from vault.formats.bagit import BagWriter
+from vault.formats.bagit import BagWriter, add_payload_to_each
 from vault.formats.canonical import canonical_json
 from vault.service.custody import (
     CustodyLog,
@@ -229,6 +229,17 @@ def _sender_org(vault: Vault, identity: Identity) -> str:
     return identity.org or vault.config.organisation or identity.name
 
 
+class DraftItem(NamedTuple):
+    """An item as a package draft holds it."""
+
+    id: str
+    blob_id: str
+    size: int
+    sha256: str
+    path: str  # in the bag, below data/
+    seq: int  # intake order
+
+
 @dataclass
 class PackageDraft:
     """A package decided in one short transaction: what goes in, to whom, signed by whom.
@@ -252,7 +263,7 @@ class PackageDraft:
     checkpoint: str
     checkpoint_size: int
     excerpt: bytes
-    items: tuple[tuple[str, str, int, str, str], ...]  # id, blob id, size, SHA-256, bag path
+    items: tuple[DraftItem, ...]
     metadata: list[dict[str, Any]]
     reference: str | None
     purpose: str | None
@@ -358,7 +369,8 @@ def plan_package(
             checkpoint=checkpoint,
             checkpoint_size=checkpoint_size,
             excerpt=excerpt,
-            items=tuple((item.id, item.blob_id, item.size, item.sha256, path)
+            items=tuple(DraftItem(item.id, item.blob_id, item.size, item.sha256, path,
+                                  item.intake_seq)
                         for item, path in zip(items, paths, strict=True)),
             metadata=[_item_metadata(item, f"data/{path}")
                       for item, path in zip(items, paths, strict=True)],
@@ -370,44 +382,133 @@ def plan_package(
 
 
 def write_package_file(vault: Vault, draft: PackageDraft) -> PackageFile:
-    """Write the package under its temporary name (no database); removed again on failure.
+    """Write one package under its temporary name (no database); removed again on failure."""
+    [written] = write_package_files(vault, [draft])
+    if isinstance(written, VaultError):
+        raise written
+    return written
 
-    Each item streams from its blob through the storage key's decryptor into the bag,
-    checked against its recorded SHA-256 on the way, and the bag through the encryptor to
-    the body's keys and the sender's escrow key into the file: no plaintext touches the disk.
+
+def write_package_files(
+    vault: Vault,
+    drafts: Sequence[PackageDraft],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[PackageFile | VaultError]:
+    """Write several packages together, each under its temporary name (no database).
+
+    One pass over the items they hold between them, in intake order: each item's blob is
+    read and decrypted with the storage key once, its plaintext hashed once and checked
+    against the recorded SHA-256, and streamed into the bag of every package that holds
+    it; each bag goes through the encryptor to its body's keys and the sender's escrow key
+    into its own file. No plaintext touches the disk. So five bodies sharing a case cost
+    one decryption and one hash of it, not five.
+
+    A refusal (a damaged blob, content that differs from its digest) fails only the
+    packages holding that item: their files are removed and the error takes their place
+    in the result, in the order of ``drafts``. Anything else (a full disk, Ctrl-C) removes
+    every file and raises. ``progress`` is called after each item with the bytes written
+    for it into all packages.
     """
-    sender = fmt.Party(draft.sender_name, draft.pair.fingerprint)
-    created_at = isoformat(draft.now)
-    envelope_draft = fmt.Envelope(
-        package_id=draft.package_id,
-        sender=sender,
-        body=draft.body_id,
-        recipients=draft.recipients,
-        escrow=draft.escrow,
-        created_at=created_at,
-        payload_size=0,  # PackageWriter fills in the payload's size and digest
-        payload_sha256="0" * 64,
-        checkpoint=draft.checkpoint,
-    )
+    outs: list[_PackageOut] = []
     try:
-        with WritebackFile(draft.temp, "xb") as out, \
-                fmt.PackageWriter(cast(BinaryIO, out), envelope_draft,
-                                  draft.pair.signing) as package:
-            keys = [AgeRecipient.parse(r.age_recipient)
-                    for r in [*draft.recipients, draft.escrow]]
-            writer = AgeWriter(cast(BinaryIO, package), keys)
-            bag = BagWriter(cast(BinaryIO, writer), draft.package_id,
-                            bagging_date=draft.now.date())
-            store = BlobStore(vault.blobs)
-            for item_id, blob_id, size, sha256, path in draft.items:
-                with store.open(blob_id) as src:
-                    plain = cast(BinaryIO, AgeReader(src, [draft.storage]))
-                    digest = bag.add_payload(path, plain, size)
-                if digest != sha256:
+        for draft in drafts:
+            outs.append(_PackageOut(draft))
+        store = BlobStore(vault.blobs)
+        for item, holders in _items_of(outs):
+            live = [(out, path) for out, path in holders if out.error is None]
+            if not live:
+                continue
+            try:
+                with store.open(item.blob_id) as src:
+                    plain = cast(BinaryIO, AgeReader(src, [live[0][0].draft.storage]))
+                    digest = add_payload_to_each([(out.bag, path) for out, path in live],
+                                                 plain, item.size)
+                if digest != item.sha256:
                     raise VerificationError(
-                        f"item {item_id}: stored content does not match its SHA-256; "
+                        f"item {item.id}: stored content does not match its SHA-256; "
                         "run `evault custody verify` and report the blob as damaged"
                     )
+            except VaultError as e:
+                for out, _ in live:
+                    out.fail(e)
+            if progress:
+                progress(item.size * len(live))
+        for out in outs:
+            out.complete()
+    except BaseException:
+        for out in outs:
+            out.fail(None)
+        raise
+    crash_point("package.payload_written")
+    return [out.written or cast(VaultError, out.error) for out in outs]
+
+
+def _items_of(
+    outs: Sequence[_PackageOut],
+) -> list[tuple[DraftItem, list[tuple[_PackageOut, str]]]]:
+    """Every item of the packages once, in intake order (each package's own order), with
+    the packages holding it and its path in each."""
+    holders: dict[str, tuple[DraftItem, list[tuple[_PackageOut, str]]]] = {}
+    for out in outs:
+        for item in out.draft.items:
+            holders.setdefault(item.id, (item, []))[1].append((out, item.path))
+    return sorted(holders.values(), key=lambda entry: entry[0].seq)
+
+
+class _PackageOut:
+    """One package being written: its file, the container, the encryptor and the bag."""
+
+    def __init__(self, draft: PackageDraft) -> None:
+        self.draft = draft
+        self.error: VaultError | None = None
+        self.written: PackageFile | None = None
+        self._files = contextlib.ExitStack()
+        self._sender = fmt.Party(draft.sender_name, draft.pair.fingerprint)
+        self._created_at = isoformat(draft.now)
+        envelope = fmt.Envelope(
+            package_id=draft.package_id,
+            sender=self._sender,
+            body=draft.body_id,
+            recipients=draft.recipients,
+            escrow=draft.escrow,
+            created_at=self._created_at,
+            payload_size=0,  # PackageWriter fills in the payload's size and digest
+            payload_sha256="0" * 64,
+            checkpoint=draft.checkpoint,
+        )
+        try:
+            self.file = self._files.enter_context(WritebackFile(draft.temp, "xb"))
+            self.package = self._files.enter_context(
+                fmt.PackageWriter(cast(BinaryIO, self.file), envelope, draft.pair.signing))
+            keys = [AgeRecipient.parse(r.age_recipient)
+                    for r in [*draft.recipients, draft.escrow]]
+            self.writer = AgeWriter(cast(BinaryIO, self.package), keys)
+            self.bag = BagWriter(cast(BinaryIO, self.writer), draft.package_id,
+                                 bagging_date=draft.now.date())
+        except BaseException:
+            self.fail(None)
+            raise
+
+    def fail(self, error: VaultError | None) -> None:
+        """Stop writing this package and remove its file; ``error`` says why, if it is a
+        refusal of this package alone."""
+        if self.error is None:
+            self.error = error
+        self.written = None
+        if hasattr(self, "bag"):
+            self.bag.abandon()
+        self._files.close()
+        discard_package_file(self.draft)
+
+    def complete(self) -> None:
+        """Add the tag files and the signed statement, finish the container, make the file
+        read-only; a refusal goes into ``error``."""
+        if self.error is not None:
+            return
+        draft = self.draft
+        try:
+            bag = self.bag
             bag.add_tag_file("evault/items.json",
                              json.dumps(draft.metadata, indent=2, ensure_ascii=False).encode())
             bag.add_tag_file("evault/custody.jsonl", draft.excerpt)
@@ -427,10 +528,10 @@ def write_package_file(vault: Vault, draft: PackageDraft) -> PackageFile:
                 body=draft.body_id,
                 recipients=draft.recipients,
                 escrow=draft.escrow,
-                sender=sender,
-                created_at=created_at,
-                items=tuple(fmt.StatementItem(item_id, f"data/{path}", size, sha256)
-                            for item_id, _blob, size, sha256, path in draft.items),
+                sender=self._sender,
+                created_at=self._created_at,
+                items=tuple(fmt.StatementItem(item.id, f"data/{item.path}", item.size,
+                                              item.sha256) for item in draft.items),
                 tagmanifest_sha256=summary.tagmanifest_sha256,
             )
             statement_bytes, statement_sig = fmt.sign_statement(statement, draft.pair.signing)
@@ -438,16 +539,17 @@ def write_package_file(vault: Vault, draft: PackageDraft) -> PackageFile:
             bag.add_tag_file("evault/statement.json.sig", statement_sig.encode(),
                              in_tagmanifest=False)
             bag.close()
-            writer.close()
-            envelope, envelope_bytes, _ = package.finish()
+            self.writer.close()
+            envelope, envelope_bytes, _ = self.package.finish()
             # A package never changes once written: read-only, for every name it gets
             # (the outbox may link to this very file, see _deliver).
-            os.fchmod(out.fileno(), stat.S_IMODE(os.fstat(out.fileno()).st_mode) & ~0o222)
-    except BaseException:
-        discard_package_file(draft)
-        raise
-    crash_point("package.payload_written")
-    return PackageFile(draft, envelope, envelope_bytes, statement_bytes)
+            fd = self.file.fileno()
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o222)
+            self._files.close()
+        except VaultError as e:
+            self.fail(e)
+            return
+        self.written = PackageFile(draft, envelope, envelope_bytes, statement_bytes)
 
 
 def discard_package_file(draft: PackageDraft) -> None:
@@ -456,18 +558,38 @@ def discard_package_file(draft: PackageDraft) -> None:
         os.unlink(draft.temp)
 
 
-def finish_package(vault: Vault, written: PackageFile) -> tuple[dict[str, Any], FileStamp]:
-    """Make the written file durable, take its digest, record it and give it its name.
+def finish_package(
+    vault: Vault, written: PackageFile, sealed: Callable[[], Sealed] | None = None
+) -> tuple[dict[str, Any], FileStamp]:
+    """Make the written file durable, take its digest, record it and give it its name; the
+    file is removed if any of it fails. ``sealed`` gives the first two if they are being
+    done already (:func:`seal_package_file` on another thread).
 
     Returns the package and the stamp of the file as its digest was read.
     """
     try:
-        stamp = file_stamp(written.draft.temp)
-        file_sha256, file_size = sync_and_digest(written.draft.temp)
-        return record_package(vault, written, file_sha256, file_size), stamp
+        seal = sealed() if sealed is not None else seal_package_file(written)
+        return record_package(vault, written, seal.sha256, seal.size), seal.stamp
     except BaseException:
         discard_package_file(written.draft)
         raise
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A written package file made durable, and its digest read back."""
+
+    stamp: FileStamp
+    sha256: str
+    size: int
+
+
+def seal_package_file(written: PackageFile) -> Sealed:
+    """fsync the written file and read back its SHA-256 meanwhile (no database)."""
+    path = written.draft.temp
+    stamp = file_stamp(path)
+    sha256, size = sync_and_digest(path)
+    return Sealed(stamp, sha256, size)
 
 
 FileStamp = tuple[int, int, int, int]
@@ -501,7 +623,7 @@ def record_package(
     """
     draft = written.draft
     envelope = written.envelope
-    item_ids = [item_id for item_id, *_ in draft.items]
+    item_ids = [item.id for item in draft.items]
     with vault.transaction() as session:
         body = session.get(Body, draft.body_id)
         if body is None:
@@ -534,8 +656,8 @@ def record_package(
             path=str(draft.target),
             checkpoint_size=draft.checkpoint_size,
             state="built",
-            items=[PackageItem(item_id=item_id, position=n, bag_path=f"data/{path}")
-                   for n, (item_id, _blob, _size, _sha, path) in enumerate(draft.items)],
+            items=[PackageItem(item_id=item.id, position=n, bag_path=f"data/{item.path}")
+                   for n, item in enumerate(draft.items)],
             recipients=[
                 PackageRecipient(fingerprint=r.fingerprint, age_recipient=r.age_recipient,
                                  escrow=r is draft.escrow, position=n)
