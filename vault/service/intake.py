@@ -12,6 +12,7 @@ items or none; stray blobs are removed by ``evault doctor --repair``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -20,6 +21,7 @@ import re
 import signal
 import stat
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -465,7 +467,11 @@ def _stored_in_order(
         for run, small in _chunks(rows):
             ahead.append(_Ahead(run))
             if small:
-                ahead[-1].future = workers.submit(store_paths, *task, [str(r.path) for r in run])
+                # A run handed to the workers must be on record before Ctrl-C can stop this
+                # (seen: an interrupt inside submit() left a whole run's blobs behind).
+                with _interrupts_deferred():
+                    ahead[-1].future = workers.submit(store_paths, *task,
+                                                      [str(r.path) for r in run])
             while len(ahead) > window:
                 yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks,
                                     hasher)
@@ -529,6 +535,26 @@ def _discard(blobs: BlobStore, ahead: deque[_Ahead]) -> None:
         for s in future.result()[entry.handed:]:
             blobs.remove(s.blob_id)
     ahead.clear()
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold Ctrl-C back until the block ends, then answer it as before. Python runs signal
+    handlers in the main thread only, so elsewhere this does nothing (and need not)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[Any] = []
+    previous = signal.signal(signal.SIGINT, lambda *args: caught.append(args))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            if callable(previous):
+                previous(*caught[0])
+            elif previous == signal.SIG_DFL:
+                signal.raise_signal(signal.SIGINT)
 
 
 def _worker_ignores_interrupts() -> None:
