@@ -966,13 +966,13 @@ def package_create(
       evault package create --to UA-OPG --item EV-0123456789AB -o opg.evpkg
       evault package create --to ICC-OTP --case UA-2026-0042 --send --outbox /mnt/transfer
     """
-    from vault.service.packaging import create_package, send_package
+    from vault.service.packaging import build_package, plan_package, send_package
 
     if send_now and outbox is None:
         raise click.UsageError("--send needs --outbox DIR")
     if outbox is not None and not send_now:
         raise click.UsageError("--outbox goes with --send")
-    data = create_package(
+    draft = plan_package(
         vault,
         body_id=body_id,
         item_ids=item_ids,
@@ -986,6 +986,7 @@ def package_create(
         output=output,
         force=force,
     )
+    data = build_package(vault, draft)
     if send_now:
         assert outbox is not None
         data = send_package(vault, data["id"], outbox=outbox, as_name=as_name)

@@ -1,13 +1,18 @@
 """Packages for one body: select, check the release rules, build, send, and receipts.
 
-    >>> built = create_package(vault, body_id="ICC-OTP", case="UA-2026-0042")   # doctest: +SKIP
+    >>> draft = plan_package(vault, body_id="ICC-OTP", case="UA-2026-0042")     # doctest: +SKIP
+    >>> built = build_package(vault, draft)                                   # doctest: +SKIP
     >>> send_package(vault, built["path"], outbox=Path("/mnt/transfer"))         # doctest: +SKIP
 
-Building streams each item from its blob, through the age decryptor, into a BagIt bag
-written as a tar, into the age encryptor for the body's keys and the sender's escrow key,
-into a temporary ciphertext file next to the output: no plaintext touches the disk and
-memory stays flat. The envelope (which names the ciphertext's SHA-256) is then signed and
-the three members are assembled into ``<package-id>.evpkg``.
+A package is planned in one short transaction (:func:`plan_package`: the checks, and the
+custody checkpoint it carries), written with no transaction open (:func:`write_package_files`,
+several packages in one pass over their items), sealed (fsync, digest read back) and recorded
+in a second transaction that also gives the file its name (:func:`record_package`). Writing
+streams each item from its blob through the age decryptor into a BagIt bag written as a tar,
+into the age encryptor for the body's keys and the sender's escrow key, straight into the
+payload's place in the ``.evpkg`` (:class:`~vault.formats.package.PackageWriter`): no
+plaintext touches the disk and memory stays flat. Sending is :func:`prepare_send`,
+:func:`deliver` (no database) and :func:`record_sent`, which signs the receipt.
 """
 
 from __future__ import annotations
@@ -281,32 +286,9 @@ class PackageFile:
     statement_bytes: bytes
 
 
-def create_package(
-    vault: Vault,
-    *,
-    body_id: str,
-    item_ids: Sequence[str] = (),
-    case: str | None = None,
-    label: str | None = None,
-    tags: Sequence[tuple[str, str]] = (),
-    reference: str | None = None,
-    purpose: str | None = None,
-    confidential_reference: bool = False,
-    as_name: str | None = None,
-    output: Path | None = None,
-    directory: Path | None = None,
-    force: bool = False,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """Build one package for one body; nothing is written and nothing logged on refusal.
-
-    The file is ``output``, else ``<package-id>.evpkg`` in ``directory`` (default: here).
-    """
-    draft = plan_package(
-        vault, body_id=body_id, item_ids=item_ids, case=case, label=label, tags=tags,
-        reference=reference, purpose=purpose, confidential_reference=confidential_reference,
-        as_name=as_name, output=output, directory=directory, force=force, now=now,
-    )
+def build_package(vault: Vault, draft: PackageDraft) -> dict[str, Any]:
+    """Write, seal and record a planned package: ``package create`` after
+    :func:`plan_package`. Nothing is left behind if it fails."""
     return finish_package(vault, write_package_file(vault, draft))[0]
 
 
@@ -327,11 +309,13 @@ def plan_package(
     force: bool = False,
     now: datetime | None = None,
 ) -> PackageDraft:
-    """Check everything and sign the custody checkpoint the package will carry.
+    """Check everything and sign the custody checkpoint one package for one body will carry.
 
-    Refusals come before anything is written. The checkpoint is kept even if the build then
-    fails: it is a true signed statement of the log, and keeping it here keeps checkpoints
-    in the order of the log (one signed now and stored later could follow a bigger one).
+    Its file will be ``output``, else ``<package-id>.evpkg`` in ``directory`` (default:
+    here). Refusals come before anything is written. The checkpoint is kept even if the
+    build then fails: it is a true signed statement of the log, and keeping it here keeps
+    checkpoints in the order of the log (one signed now and stored later could follow a
+    bigger one).
     """
     now = now or utcnow()
     package_id = new_id("PKG")
