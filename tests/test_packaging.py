@@ -481,3 +481,17 @@ def test_a_label_forbidding_the_body_added_meanwhile_refuses_the_package(world: 
                                          "ICC-OTP")
     assert not written.draft.temp.exists() and not written.draft.target.exists()
     assert json.loads(world.office.ok("package", "list", "--json").stdout) == []
+
+
+def test_a_body_holding_the_senders_own_key_is_refused(world: World) -> None:
+    # Every package is encrypted to the sender's own key already (escrow): as a body key
+    # too it would be listed twice, which the package's records cannot hold.
+    card = world.tmp / "registry-office.card.json"
+    world.office.ok("identity", "export", "registry-office", "-o", str(card))
+    fingerprint = json.loads(card.read_text())["fingerprint"]
+    world.office.ok("body", "add", "SELF-TEST", "--name", "Fictional self test")
+    world.office.ok("body", "key", "add", "SELF-TEST", "--card", str(card))
+    assert _refused(world, "--to", "SELF-TEST", "--case", CASE) == (
+        1, f"evault: body SELF-TEST: key {fingerprint} is the sender's own key, which every "
+        "package is encrypted to anyway (escrow); a body's keys are its officers': revoke it "
+        f"with `evault body key revoke SELF-TEST {fingerprint}`\n")

@@ -334,6 +334,14 @@ def plan_package(
         identity = get_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         escrow = fmt.RecipientKey(pair.fingerprint, current_key(identity).age_recipient)
+        for key in recipients:
+            if escrow.fingerprint == key.fingerprint or escrow.age_recipient == key.age_recipient:
+                raise PolicyError(
+                    f"body {body_id}: key {key.fingerprint} is the sender's own key, which "
+                    "every package is encrypted to anyway (escrow); a body's keys are its "
+                    f"officers': revoke it with `evault body key revoke {body_id} "
+                    f"{key.fingerprint}`"
+                )
         storage = storage_identity(vault, session)
         checkpoint, checkpoint_size = checkpoint_now(vault, session, pair, now)
         excerpt = _custody_excerpt(session, items, checkpoint_size)
@@ -448,6 +456,16 @@ class _PackageOut:
         self.error: VaultError | None = None
         self.written: PackageFile | None = None
         self._files = contextlib.ExitStack()
+        try:
+            self._open()
+        except VaultError as e:  # this package alone is refused (e.g. its envelope)
+            self.fail(e)
+        except BaseException:
+            self.fail(None)
+            raise
+
+    def _open(self) -> None:
+        draft = self.draft
         self._sender = fmt.Party(draft.sender_name, draft.pair.fingerprint)
         self._created_at = isoformat(draft.now)
         envelope = fmt.Envelope(
@@ -461,18 +479,13 @@ class _PackageOut:
             payload_sha256="0" * 64,
             checkpoint=draft.checkpoint,
         )
-        try:
-            self.file = self._files.enter_context(WritebackFile(draft.temp, "xb"))
-            self.package = self._files.enter_context(
-                fmt.PackageWriter(cast(BinaryIO, self.file), envelope, draft.pair.signing))
-            keys = [AgeRecipient.parse(r.age_recipient)
-                    for r in [*draft.recipients, draft.escrow]]
-            self.writer = AgeWriter(cast(BinaryIO, self.package), keys)
-            self.bag = BagWriter(cast(BinaryIO, self.writer), draft.package_id,
-                                 bagging_date=draft.now.date())
-        except BaseException:
-            self.fail(None)
-            raise
+        self.file = self._files.enter_context(WritebackFile(draft.temp, "xb"))
+        self.package = self._files.enter_context(
+            fmt.PackageWriter(cast(BinaryIO, self.file), envelope, draft.pair.signing))
+        keys = [AgeRecipient.parse(r.age_recipient) for r in [*draft.recipients, draft.escrow]]
+        self.writer = AgeWriter(cast(BinaryIO, self.package), keys)
+        self.bag = BagWriter(cast(BinaryIO, self.writer), draft.package_id,
+                             bagging_date=draft.now.date())
 
     def fail(self, error: VaultError | None) -> None:
         """Stop writing this package and remove its file; ``error`` says why, if it is a
