@@ -316,3 +316,17 @@ def test_bodies_beyond_one_group_are_exported_too(office: Cli, tmp_path: Path,
     assert [s[3] for s in shown] == sorted(s[3] for s in shown)
     assert shown[-1][1:3] == (3, 3) and shown[-1][3] == shown[-1][4]
     assert office.ok("custody", "verify").exit_code == 0
+
+
+def test_a_run_that_builds_nothing_passes_no_build_step(office: Cli, tmp_path: Path) -> None:
+    # The crash point after writing packages is only reached when packages were written.
+    outbox = _outbox(tmp_path)
+    office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox", str(outbox))
+    env = {**os.environ, "EVAULT_KEY_STORAGE": "file", "EVAULT_PASSPHRASE": TEST_PASSPHRASE,
+           "EVAULT_CRASH_AT": "package.payload_written"}
+    again = subprocess.run(
+        [sys.executable, "-m", "vault", "export", "--to", ",".join(BODIES), "--case", CASE,
+         "--outbox", str(outbox), "--vault", str(office.vault), "--jsonl"],
+        env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert [r["status"] for r in _jsonl(again.stdout)] == ["already shared"] * 3

@@ -402,6 +402,8 @@ def write_package_files(
     every file and raises. ``progress`` is called after each item with the bytes written
     for it into all packages.
     """
+    if not drafts:
+        return []
     outs: list[_PackageOut] = []
     try:
         for draft in drafts:
