@@ -241,6 +241,7 @@ class _Body:
     delivery: Delivery | None = None  # set when there is a package to send
     draft: PackageDraft | None = None  # set when a package is to be built now
     written: PackageFile | VaultError | None = None
+    sealed: Callable[[], Sealed] | None = None  # its file's seal, being made on a helper
 
 
 def _export(
@@ -392,30 +393,24 @@ def _finish_group(
     vault: Vault, group: Sequence[_Body], shown: _Shown, *, outbox: Path, now: datetime | None
 ) -> None:
     """Seal, record, deliver and receipt the group's packages, body by body."""
-    unrecorded = {id(b): b.written for b in group if isinstance(b.written, PackageFile)}
+    handed = 0  # bodies given to _finish, which removes a body's file if it fails
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evault-seal") as pool:
-            seals = {key: pool.submit(seal_package_file, written)
-                     for key, written in unrecorded.items()}
             for body in group:
-                seal = seals.get(id(body))
-                unrecorded.pop(id(body), None)  # finish_package removes the file if it fails
-                _finish(vault, body, seal.result if seal else None, outbox=outbox, now=now)
+                if isinstance(body.written, PackageFile):
+                    body.sealed = pool.submit(seal_package_file, body.written).result
+            for body in group:
+                handed += 1
+                _finish(vault, body, outbox=outbox, now=now)
                 shown.finished(body)
     except BaseException:
-        for written in unrecorded.values():
-            discard_package_file(written.draft)
+        for body in group[handed:]:
+            if isinstance(body.written, PackageFile):
+                discard_package_file(body.written.draft)
         raise
 
 
-def _finish(
-    vault: Vault,
-    body: _Body,
-    sealed: Callable[[], Sealed] | None,
-    *,
-    outbox: Path,
-    now: datetime | None,
-) -> None:
+def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) -> None:
     """Record this body's new package (if any), deliver and receipt it; a refusal is kept
     in the body's result."""
     result = body.result
@@ -423,7 +418,7 @@ def _finish(
         if isinstance(body.written, VaultError):
             raise body.written
         if isinstance(body.written, PackageFile):
-            built, stamp = finish_package(vault, body.written, sealed)
+            built, stamp = finish_package(vault, body.written, body.sealed)
             body.delivery = Delivery(built["id"], Path(built["path"]), built["file_sha256"],
                                      outbox, read_at=stamp)
         if body.delivery is None or body.pair is None:
