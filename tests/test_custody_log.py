@@ -446,14 +446,15 @@ def check_tampering(cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: 
 
 @pytest.mark.parametrize(("tamper", "checkpoint_first"), TAMPERING)
 def test_tampering_is_reported(
-    cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool
+    cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool, scan_mode: str
 ) -> None:
+    """The same reports in this process and through workers (``scan_mode``, below)."""
     check_tampering(cli, tmp_path, tamper, checkpoint_first)
 
 
 @pytest.mark.parametrize(("tamper", "checkpoint_first"), MORE_TAMPERING)
 def test_more_tampering_is_reported(
-    sqlite_cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool
+    sqlite_cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool, scan_mode: str
 ) -> None:
     check_tampering(sqlite_cli, tmp_path, tamper, checkpoint_first)
 
@@ -1125,27 +1126,6 @@ def test_checkpoints_at_any_size(cli: Cli, tmp_path: Path, scan_mode: str) -> No
          for n, size in enumerate((6, 7))]
     result = cli("custody", "verify", "--quick")
     assert (result.exit_code, result.stdout.splitlines()) == (3, expected)
-
-
-@pytest.mark.parametrize(("tamper", "checkpoint_first"), TAMPERING)
-def test_tampering_is_reported_by_workers(
-    cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The same reports when worker processes read the log in runs of two events."""
-    monkeypatch.setattr(custody_service, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(custody_service, "SCAN_CHUNK", 2)
-    check_tampering(cli, tmp_path, tamper, checkpoint_first)
-
-
-@pytest.mark.parametrize(("tamper", "checkpoint_first"), MORE_TAMPERING)
-def test_more_tampering_is_reported_by_workers(
-    sqlite_cli: Cli, tmp_path: Path, tamper: Tamper, checkpoint_first: bool,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(custody_service, "PARALLEL_MIN", 1)
-    monkeypatch.setattr(custody_service, "SCAN_CHUNK", 2)
-    check_tampering(sqlite_cli, tmp_path, tamper, checkpoint_first)
 
 
 def test_a_far_seq_is_reported_not_waited_for(
