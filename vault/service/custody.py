@@ -524,16 +524,8 @@ def _paged_rows(conn: Connection, signatures: bool, highest: int) -> Iterator[Se
 
 def _time_reader(dialect: Dialect) -> Callable[[Any], datetime]:
     """Raw stored time -> the UTC datetime the ORM would give (SQLite stores text)."""
-    process = CustodyEvent.__table__.c.recorded_at.type.dialect_impl(dialect).result_processor(
-        dialect, None
-    )
-
-    def read(raw: Any) -> datetime:
-        if process is not None:
-            raw = process(raw)
-        return as_utc(raw)
-
-    return read
+    process = db.column_reader(CustodyEvent.__table__.c.recorded_at, dialect)
+    return lambda raw: as_utc(process(raw))
 
 
 # --- the fast, exact path of event parsing ---------------------------------------------------
@@ -589,20 +581,26 @@ def _object_pattern(value: str, keys: int) -> str:
     return rf"\{{(?:{members})?\}}"
 
 
-# What lies between `"details":` and `,"log":` in a plain event, whatever its keys: groups
-# 1-16 are the keys of details, 17-24 those of digests, to be checked for order.
-_MIDDLE = re.compile(
-    _object_pattern(_FLAT_VALUE, _DETAILS_KEYS)
-    + ',"digests":'
-    + _object_pattern(_DIGEST_VALUE, _DIGESTS_KEYS)
-)
+@functools.cache
+def _middle() -> re.Pattern[str]:
+    """What lies between `"details":` and `,"log":` in a plain event, whatever its keys:
+    groups 1-16 are the keys of details, 17-24 those of digests, to be checked for order.
+    Compiled on first use (~12 ms): every command that logs imports this module, only
+    verify needs it."""
+    return re.compile(
+        _object_pattern(_FLAT_VALUE, _DETAILS_KEYS)
+        + ',"digests":'
+        + _object_pattern(_DIGEST_VALUE, _DIGESTS_KEYS)
+    )
+
+
 _SHAPES_PER_SCAN = 64
 _TAIL_END = f'","type":"{EVENT_TYPE}","v":{EVENT_VERSION}}}'
 
 
 @functools.lru_cache(maxsize=256)
 def _shape(details: tuple[str, ...], digests: tuple[str, ...]) -> re.Pattern[str]:
-    """The same as _MIDDLE for exactly these keys (already known ascending), spelled out.
+    """The same as _middle() for exactly these keys (already known ascending), spelled out.
 
     Matching literal keys is several times cheaper than capturing and comparing them, and
     the events of one action nearly always carry the same keys.
@@ -685,7 +683,7 @@ class _PlainEvents:
         shape = self._shapes.get(action)
         if shape is not None and shape.fullmatch(text, start, end):
             return True
-        middle = _MIDDLE.fullmatch(text, start, end)
+        middle = _middle().fullmatch(text, start, end)
         if middle is None:
             return False
         keys = middle.groups()

@@ -13,11 +13,20 @@ message.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event, inspect
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Engine,
+    Select,
+    create_engine,
+    event,
+    inspect,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import ConfigError
@@ -82,10 +91,7 @@ def raw_rows(
     converts itself (e.g. once per distinct value).
     """
     dialect = conn.dialect
-    processors = [
-        c.type.dialect_impl(dialect).result_processor(dialect, None)
-        for c in stmt.selected_columns
-    ]
+    processors = [_result_processor(c, dialect) for c in stmt.selected_columns]
     convert = [(i, p) for i, p in enumerate(processors) if p is not None and i not in unconverted]
     sql = str(stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
     cursor = conn.connection.cursor()
@@ -102,6 +108,20 @@ def raw_rows(
                 yield values
     finally:
         cursor.close()
+
+
+def column_reader(column: ColumnElement[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """What :func:`raw_rows` leaves undone for a column in ``unconverted``: the raw value
+    as the driver gives it -> the value SQLAlchemy would give."""
+    process = _result_processor(column, dialect)
+    return process if process is not None else (lambda raw: raw)
+
+
+def _result_processor(column: ColumnElement[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    processor: Callable[[Any], Any] | None = column.type.dialect_impl(dialect).result_processor(
+        dialect, None
+    )
+    return processor
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
