@@ -180,10 +180,10 @@ def test_a_file_that_changes_while_read_is_refused(
     (path,) = _files(tmp_path, growing_log=os.urandom(300_000))
     original = storing._pump
 
-    def pump_and_grow(src, writer, hashers, pool):  # type: ignore[no-untyped-def]
+    def pump_and_grow(src, writer, hashers, pool, size_hint):  # type: ignore[no-untyped-def]
         with open(path, "ab") as f:
             f.write(b"appended while evault was reading")
-        return original(src, writer, hashers, pool)
+        return original(src, writer, hashers, pool, size_hint)
 
     monkeypatch.setattr(storing, "_pump", pump_and_grow)
     result = office("ingest", str(path), "--case", CASE, "--create-case")

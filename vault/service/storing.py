@@ -86,7 +86,7 @@ def store_path(
         with blobs.create() as (blob_id, out):
             counter = _Counter(out)
             writer = AgeWriter(counter, [recipient])  # type: ignore[arg-type]
-            total = _pump(src, writer, hashers, hasher_pool)
+            total = _pump(src, writer, hashers, hasher_pool, before.st_size)
             writer.close()
             after = os.fstat(src.fileno())
             if total != before.st_size or not _same_file(before, after):
@@ -141,13 +141,15 @@ def _pump(
     writer: AgeWriter,
     hashers: Sequence[Any],
     pool: ThreadPoolExecutor | None,
+    size_hint: int,
 ) -> int:
     """Copy src into writer while the hashers see the same bytes; hashing overlaps encryption.
 
     hashlib releases the GIL on large buffers, so a second thread hashes chunk N while this
     one encrypts it: on two cores the file costs max(hash, encrypt), not their sum. Chunks
-    are read into two buffers taken in turn (sized for the file, at most READ_SIZE): one is
-    hashed while the other is filled, and a buffer is refilled only after its hash is done.
+    are read into buffers sized for the file (``size_hint``, at most READ_SIZE): while one
+    is hashed on the pool the next chunk goes into the other, and a buffer is refilled only
+    after its hash is done. A file hashed here (small, or no pool) needs one buffer.
     """
 
     def digest(chunk: memoryview) -> None:
@@ -155,7 +157,7 @@ def _pump(
             h.update(chunk)
 
     # Small files are the common case of bulk intake: their buffers are small too.
-    size = max(64 * 1024, min(READ_SIZE, os.fstat(src.fileno()).st_size + 1))
+    size = max(64 * 1024, min(READ_SIZE, size_hint + 1))
     buffers = [bytearray(size)]
     total = 0
     turn = 0
@@ -176,8 +178,9 @@ def _pump(
             digest(chunk)
         else:
             pending = pool.submit(digest, chunk)
-        writer.write(chunk)
-        turn ^= 1
+        writer.write(chunk)  # keeps no reference to chunk once it returns
+        if pending is not None:
+            turn ^= 1
     if pending is not None:
         pending.result()
     return total
