@@ -389,6 +389,29 @@ def test_many_small_files_are_stored_by_worker_processes(
     assert out.read_bytes() == contents["f03_bin"]
 
 
+def _store_paths_dying(*args: object) -> object:
+    """store_paths in a worker that dies at once, as one killed for memory would."""
+    os._exit(1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="worker processes are used on Linux only")
+def test_a_worker_that_dies_is_one_line(
+    office: Cli, tmp_path: Path, small_workers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whether the pool's breakage shows first at a result or at the next hand-out.
+    from vault.service import intake
+
+    monkeypatch.setattr(intake, "store_paths", _store_paths_dying)
+    _files(tmp_path, **{f"f{n:02d}_bin": os.urandom(200) for n in range(40)})
+    result = office("ingest", str(tmp_path / "evidence"), "--recursive", "--case", CASE,
+                    "--create-case")
+    assert (result.exit_code, result.stderr) == (
+        1, "evault: ingest: a worker process stopped unexpectedly (out of memory?); the "
+        "unfinished batch was not kept; run `evault doctor --repair`, then the same ingest "
+        "again\n")
+    assert _items(office) == []
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="worker processes are used on Linux only")
 @pytest.mark.parametrize("batch", [2000, 4])
 def test_a_file_failing_in_a_worker_leaves_only_whole_batches(

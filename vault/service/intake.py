@@ -24,12 +24,11 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
@@ -46,6 +45,11 @@ from vault.service.storing import Stored, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
 from vault.store.models import Blob, Case, Item, ItemDigest, ItemLabel, ItemTag, VaultKey
+
+if TYPE_CHECKING:
+    # At run time only where workers are started: multiprocessing costs every command
+    # that imports intake (package, open, items export) ~6 ms.
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 BATCH_FILES = 2000
 BATCH_BYTES = 1 << 30
@@ -461,6 +465,8 @@ def _stored_in_order(
             yield store_file(blobs, row, recipient, algorithms,
                              follow_symlinks=follow_symlinks, hasher_pool=hasher)
         return
+    from concurrent.futures.process import BrokenProcessPool
+
     task = (str(blobs.root), str(recipient), tuple(algorithms), follow_symlinks)
     ahead: deque[_Ahead] = deque()
     try:
@@ -479,6 +485,11 @@ def _stored_in_order(
         while ahead:
             yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks, hasher)
             ahead.popleft()
+    except BrokenProcessPool:  # from a result, or from the next submit after a worker died
+        raise VaultError(
+            "ingest: a worker process stopped unexpectedly (out of memory?); the unfinished "
+            "batch was not kept; run `evault doctor --repair`, then the same ingest again"
+        ) from None
     finally:
         _discard(blobs, ahead)
 
@@ -506,13 +517,7 @@ def _collect(
         entry.handed = 1
         yield here
         return
-    try:
-        results = entry.future.result()
-    except BrokenProcessPool:
-        raise VaultError(
-            "ingest: a worker process stopped unexpectedly (out of memory?); the unfinished "
-            "batch was not kept; run the same ingest again"
-        ) from None
+    results = entry.future.result()
     for row, stored in zip(entry.rows, results, strict=True):
         # Counted as handed before it is: if this stops in between, one blob is left for
         # `doctor --repair`, rather than one removed under an item the caller committed.
@@ -531,7 +536,7 @@ def _discard(blobs: BlobStore, ahead: deque[_Ahead]) -> None:
         if future is None or future.cancelled():
             continue
         if future.exception() is not None:
-            continue  # a failed run removed its own blobs (store_paths)
+            continue  # a failed run removed its own blobs (store_paths); a killed one cannot
         for s in future.result()[entry.handed:]:
             blobs.remove(s.blob_id)
     ahead.clear()
@@ -575,6 +580,7 @@ def _start_workers(count: int) -> ProcessPoolExecutor | None:
     if not count or sys.platform != "linux":
         return None
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
     pool = ProcessPoolExecutor(max_workers=count, mp_context=multiprocessing.get_context("fork"),
                                initializer=_worker_ignores_interrupts)
