@@ -40,12 +40,8 @@ from vault.service.custody import CustodyLog, actor_pair, checkpoint_now
 from vault.service.identities import acting_identity, load_keypair
 from vault.service.ids import new_id
 from vault.service.inspection import PackageReport, inspect_package
-from vault.service.intake import (
-    IntakeFields,
-    IntakeRow,
-    storage_recipient,
-    store_file,
-)
+from vault.service.intake import storage_recipient
+from vault.service.storing import store_path
 from vault.service.vaults import Vault
 from vault.store.blobs import (
     TEMP_PREFIX,
@@ -155,9 +151,8 @@ def _receive(
             for item in statement.items:
                 meta = metadata[item.id]
                 case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
-                row = IntakeRow(staging / item.path, IntakeFields(case=case))
-                result = store_file(blobs, row, recipient, (), follow_symlinks=False,
-                                    hasher_pool=hasher)
+                result = store_path(blobs, staging / item.path, recipient, (),
+                                    follow_symlinks=False, hasher_pool=hasher)
                 if (result.sha256, result.size) != (item.sha256, item.size):
                     raise VerificationError(
                         f"package {envelope.package_id}: item {item.id} changed on disk while "
