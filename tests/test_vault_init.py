@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -176,40 +177,36 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _loaded_after(argvs: list[list[str]], names: Sequence[str]) -> list[str]:
+    """Which of the modules ``names`` a fresh interpreter holds after running ``evault ARGV``
+    for each of ``argvs`` (each must exit 0)."""
+    code = (
+        "import json, sys\n"
+        "from vault.cli import cli\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    try:\n"
+        "        cli.main(argv, prog_name='evault')\n"
+        "    except SystemExit as e:\n"
+        "        assert not e.code, (argv, e.code)\n"
+        "print('LOADED', json.dumps([m for m in json.loads(sys.argv[2]) if m in sys.modules]))\n"
+    )
+    out = _python(code, json.dumps(argvs), json.dumps(list(names)))
+    assert out.returncode == 0, out.stderr
+    last = out.stdout.splitlines()[-1]
+    assert last.startswith("LOADED "), out.stdout + out.stderr
+    return list(json.loads(last.removeprefix("LOADED ")))
+
+
 def test_vault_commands_do_not_import_alembic(tmp_path: Path) -> None:
     # The per-command schema check reads alembic_version itself (start-up time, memory).
     cli = Cli(tmp_path / "v")
     cli.ok("init")
-    code = (
-        "import sys\n"
-        "from vault.cli import cli\n"
-        "try:\n"
-        f"    cli.main(['items', 'list', '--vault', {str(tmp_path / 'v')!r}], prog_name='evault')\n"
-        "except SystemExit as e:\n"
-        "    assert not e.code, e.code\n"
-        "print('ALEMBIC', 'alembic' in sys.modules)\n"
-    )
-    out = _python(code)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-1] == "ALEMBIC False", out.stdout + out.stderr
+    assert _loaded_after([["items", "list", "--vault", str(tmp_path / "v")]], ["alembic"]) == []
 
 
 def test_help_and_version_import_no_heavy_modules() -> None:
-    code = (
-        "import sys\n"
-        "from vault.cli import cli\n"
-        "for args in (['--help'], ['--version']):\n"
-        "    try:\n"
-        "        cli.main(args, prog_name='evault')\n"
-        "    except SystemExit:\n"
-        "        pass\n"
-        "heavy = ('sqlalchemy', 'alembic', 'keyring', 'cryptography', 'vault.commands')\n"
-        "heavy = [m for m in heavy if m in sys.modules]\n"
-        "print('HEAVY', heavy)\n"
-    )
-    out = _python(code)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines()[-1] == "HEAVY []", out.stdout + out.stderr
+    heavy = ["sqlalchemy", "alembic", "keyring", "cryptography", "vault.commands"]
+    assert _loaded_after([["--help"], ["--version"]], heavy) == []
 
 
 def test_entry_point_answers_version_without_the_cli() -> None:
