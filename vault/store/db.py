@@ -7,8 +7,8 @@
 SQLite gets WAL, foreign keys and a busy timeout so that concurrent commands wait instead of
 failing; ``BEGIN IMMEDIATE`` on write transactions so that appends to the custody log are
 serialised across processes. The schema is created only by the Alembic migrations in
-``migrations/``; :func:`check_schema` turns a vault that is behind the code into one clear
-message.
+``vault/migrations/`` (package data, so an installed wheel carries them);
+:func:`check_schema` turns a vault that is behind the code into one clear message.
 """
 
 from __future__ import annotations
@@ -32,11 +32,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from vault.errors import ConfigError
 
 BUSY_TIMEOUT_MS = 60_000
-#: The newest migration in ``migrations/versions``. Every command checks the database against
+#: The newest migration in ``vault/migrations/versions``. Every command checks the database against
 #: it, so it is a constant rather than read from the scripts: importing Alembic and scanning the
 #: migrations cost ~120 ms and ~14 MiB per command. A test keeps it equal to Alembic's head.
 SCHEMA_HEAD = "0004"
-MIGRATIONS = Path(__file__).resolve().parent.parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
@@ -130,11 +130,11 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def alembic_config(url: str) -> Any:
-    """An Alembic ``Config`` for ``url`` whose scripts are the project's ``migrations/``."""
+    """An Alembic ``Config`` for ``url`` whose scripts are the package's ``vault/migrations/``."""
     from alembic.config import Config
 
     if not (MIGRATIONS / "env.py").is_file():
-        raise ConfigError(f"migrations not found at {MIGRATIONS}: reinstall evault from a checkout")
+        raise ConfigError(f"migrations not found at {MIGRATIONS}: reinstall evault")
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["url"] = url
