@@ -564,3 +564,51 @@ def test_every_crash_step_is_in_the_code_and_exercised() -> None:
     tests = "".join((root / "tests" / f).read_text()
                     for f in ("test_robustness.py", "test_export.py"))
     assert [s for s in STEPS if f'"{s}"' not in tests] == []
+
+
+@pytest.mark.parametrize("step", ["init.config_written", "init.migrated"])
+def test_init_killed_midway_leaves_no_vault_and_the_next_init_completes(
+    tmp_path: Path, step: str
+) -> None:
+    """A first `init` killed after writing its configuration, or after migrating, leaves no
+    half-made vault at --vault; the next `init` makes a whole one there."""
+    vault = tmp_path / "office"
+    crash("init", vault=vault, step=step)
+    assert not vault.exists()
+    (staged,) = tmp_path.iterdir()
+    assert staged.name.startswith(".office.init-")
+    done = run_evault("init", vault=vault)
+    assert done.returncode == 0, done.stderr
+    assert "created:  yes\n" in done.stdout
+    # The dead init's staging folder is gone too.
+    assert [p.name for p in tmp_path.iterdir()] == ["office"]
+    assert run_evault("doctor", vault=vault).returncode == 0
+    assert run_evault("identity", "create", "registry-office", vault=vault).returncode == 0
+
+
+def test_init_into_an_empty_directory_killed_midway_leaves_it_empty(tmp_path: Path) -> None:
+    vault = tmp_path / "office"
+    vault.mkdir()
+    crash("init", vault=vault, step="init.config_written")
+    assert list(vault.iterdir()) == []
+    assert run_evault("init", vault=vault).returncode == 0
+    assert (vault / "config.toml").is_file()
+
+
+def test_init_that_fails_in_the_migrations_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure the issue saw (an install without the migration scripts): init refuses
+    with one line and leaves no vault, so a fixed install's `init` starts clean."""
+    from click.testing import CliRunner
+
+    from vault.cli import cli
+    from vault.store import db
+
+    vault = tmp_path / "office"
+    with monkeypatch.context() as m:
+        m.setattr(db, "MIGRATIONS", tmp_path / "no-migrations")
+        result = CliRunner().invoke(cli, ["init", "--vault", str(vault)])
+    assert_refusal(result, 1, "migrations not found")
+    assert list(tmp_path.iterdir()) == []
+    assert CliRunner().invoke(cli, ["init", "--vault", str(vault)]).exit_code == 0

@@ -13,6 +13,8 @@ import os
 import signal
 
 STEPS = (
+    "init.config_written",
+    "init.migrated",
     "ingest.blob_written",
     "ingest.before_commit",
     "package.payload_written",

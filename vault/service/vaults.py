@@ -26,6 +26,7 @@ from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
 from vault.store import db
 from vault.store.vaultdir import (
     BLOBS_NAME,
+    SQLITE_NAME,
     VaultConfig,
     check_new_vault_dir,
     load_config,
@@ -126,7 +127,12 @@ class InitResult:
 
 
 def init_vault(vault: Path | str | None = None, *, database: str | None = None) -> InitResult:
-    """Create a vault, or bring an existing one to the current schema (idempotent)."""
+    """Create a vault, or bring an existing one to the current schema (idempotent).
+
+    A new vault is built whole in a staging folder beside ``vault`` and renamed into place
+    only when its database is migrated, so a failed or killed ``init`` leaves no half-made
+    vault: the next ``init`` starts afresh (and removes a killed one's staging folder).
+    """
     root = resolve(vault)
     exists = check_new_vault_dir(root)
     if exists:
@@ -135,33 +141,86 @@ def init_vault(vault: Path | str | None = None, *, database: str | None = None) 
             raise ConfigError(
                 f"{root}: already a vault with another database; init does not move vaults"
             )
+        url = config.database_url(root)
+        revision = _migrate(url)
+        if config.database is None:
+            os.chmod(root / SQLITE_NAME, 0o600)
     else:
         config = VaultConfig.new(database=database)
-        engine = db.make_engine(config.database_url(root)) if database else None
-        if engine is not None:
-            # Fail before creating anything if the server is unreachable.
-            try:
-                with engine.connect():
-                    pass
-            except OperationalError as e:
-                raise ConfigError(f"database: cannot connect ({e.orig})") from None
-            finally:
-                engine.dispose()
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        (root / BLOBS_NAME).mkdir(mode=0o700, exist_ok=True)
-        write_config(root, config)
-    url = config.database_url(root)
+        if database:
+            _check_reachable(database)
+        url = config.database_url(root)
+        revision = _create(root, config)
+    return InitResult(root=root, created=not exists, database=_redact(url), revision=revision)
+
+
+def _check_reachable(url: str) -> None:
+    """Fail before creating anything if the database server is unreachable."""
+    engine = db.make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    except OperationalError as e:
+        raise ConfigError(f"database: cannot connect ({e.orig})") from None
+    finally:
+        engine.dispose()
+
+
+def _migrate(url: str) -> str:
     engine = db.make_engine(url)
     try:
         db.upgrade(engine)
-        revision = db.current_revision(engine) or ""
+        return db.current_revision(engine) or ""
     except OperationalError as e:
         raise ConfigError(f"vault database: cannot connect ({e.orig})") from None
     finally:
         engine.dispose()
-    if url.startswith("sqlite"):
-        os.chmod(root / "vault.db", 0o600)
-    return InitResult(root=root, created=not exists, database=_redact(url), revision=revision)
+
+
+_STAGE = re.compile(r"\.(?P<name>.+)\.init-(?P<pid>\d+)-[0-9a-f]{8}")
+
+
+def _create(root: Path, config: VaultConfig) -> str:
+    """Build the vault in ``.NAME.init-PID-RANDOM`` beside ``root``, then rename it into place."""
+    import secrets
+    import shutil
+
+    from vault.faults import crash_point
+
+    root.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_stages(root)
+    stage = root.parent / f".{root.name}.init-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        stage.mkdir(mode=0o700)
+        (stage / BLOBS_NAME).mkdir(mode=0o700)
+        write_config(stage, config)
+        crash_point("init.config_written")
+        revision = _migrate(config.database_url(stage))
+        if config.database is None:
+            os.chmod(stage / SQLITE_NAME, 0o600)
+        crash_point("init.migrated")
+        # rename(2) replaces an empty directory, so `--vault` may name one made beforehand.
+        os.rename(stage, root)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return revision
+
+
+def _remove_dead_stages(root: Path) -> None:
+    """Staging folders for ``root`` left by an ``init`` that was killed (its process is gone)."""
+    import shutil
+
+    for path in root.parent.iterdir():
+        match = _STAGE.fullmatch(path.name)
+        if match is None or match["name"] != root.name:
+            continue
+        try:
+            os.kill(int(match["pid"]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            pass  # alive, or not ours to signal: leave it
 
 
 def _redact(url: str) -> str:
