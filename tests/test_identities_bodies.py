@@ -137,8 +137,11 @@ def test_key_file_needs_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyP
     cli.ok("identity", "export")
     monkeypatch.setenv("EVAULT_PASSPHRASE", "wrong passphrase")
     wrong = cli("identity", "export")
-    assert wrong.exit_code == 3
-    assert wrong.stderr == "evault: key file: wrong passphrase, or the file is damaged\n"
+    assert wrong.exit_code == 1
+    assert wrong.stderr == (
+        f"evault: {cli.vault / 'keys.enc'}: wrong passphrase, or the key file is damaged; "
+        "give the passphrase it was created with\n"
+    )
 
 
 def test_contact_card_round_trip_and_body_keys(cli: Cli, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vault.errors import ConfigError, KeyStoreError
+from vault.errors import ConfigError, DecryptionError, KeyStoreError, UsageError
 
 KEY_FILE = "keys.enc"
 LOCK_FILE = "keys.lock"
@@ -143,8 +143,15 @@ class FileKeyStore(KeyStore):
             box = self.path.read_bytes()
         except FileNotFoundError:
             return {}
-        work_factor, salt = box_params(box)
-        data = json.loads(open_with_key(box, self._key_for(work_factor, salt, False)))
+        try:
+            work_factor, salt = box_params(box)
+            data = json.loads(open_with_key(box, self._key_for(work_factor, salt, False)))
+        except DecryptionError:
+            # A key-store error (exit 1), not a failed verification of evidence (exit 3).
+            raise KeyStoreError(
+                f"{self.path}: wrong passphrase, or the key file is damaged; "
+                "give the passphrase it was created with"
+            ) from None
         if not isinstance(data, dict):
             raise KeyStoreError(f"{self.path}: damaged key file")
         return data
@@ -184,11 +191,19 @@ class FileKeyStore(KeyStore):
                 self._save(data, False)
 
 
+#: A new key file needs a passphrase at least this long; existing key files open with any.
+MIN_PASSPHRASE_LENGTH = 12
+
+
 def resolve_passphrase(prompt: PassphrasePrompt | None, creating: bool) -> str:
-    """``EVAULT_PASSPHRASE``, else the first line of ``EVAULT_PASSPHRASE_FILE``, else a prompt."""
+    """``EVAULT_PASSPHRASE``, else the first line of ``EVAULT_PASSPHRASE_FILE``, else a prompt.
+
+    When ``creating`` a key file, a passphrase shorter than :data:`MIN_PASSPHRASE_LENGTH`
+    characters is refused (:class:`UsageError`, exit 2), whichever of the three it came from.
+    """
     value = os.environ.get("EVAULT_PASSPHRASE")
     if value:
-        return value
+        return _checked(value, "EVAULT_PASSPHRASE", creating)
     path = os.environ.get("EVAULT_PASSPHRASE_FILE")
     if path:
         try:
@@ -199,13 +214,22 @@ def resolve_passphrase(prompt: PassphrasePrompt | None, creating: bool) -> str:
             ) from None
         if not line or not line[0]:
             raise KeyStoreError(f"EVAULT_PASSPHRASE_FILE {path}: the first line is empty")
-        return line[0]
+        return _checked(line[0], f"EVAULT_PASSPHRASE_FILE {path}", creating)
     if prompt is not None:
-        return prompt(creating)
+        return _checked(prompt(creating), "the passphrase typed", creating)
     raise KeyStoreError(
         "key file store needs a passphrase: set EVAULT_PASSPHRASE or EVAULT_PASSPHRASE_FILE, "
         "or run in a terminal to be asked"
     )
+
+
+def _checked(passphrase: str, source: str, creating: bool) -> str:
+    if creating and len(passphrase) < MIN_PASSPHRASE_LENGTH:
+        raise UsageError(
+            f"{source}: a new key file needs a passphrase of at least {MIN_PASSPHRASE_LENGTH} "
+            f"characters, this one has {len(passphrase)}; choose a longer one"
+        )
+    return passphrase
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,104 @@
+"""The passphrase key file: passphrase length at creation, wrong passphrase, scrypt cost."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TEST_PASSPHRASE, Cli
+
+from vault.crypto import secretbox
+from vault.errors import UsageError
+from vault.keystore import KEY_FILE, FileKeyStore, resolve_passphrase
+
+
+def test_short_passphrase_from_the_environment_is_refused_at_creation(
+    sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVAULT_PASSPHRASE", "elevenchars")
+    result = sqlite_cli("identity", "create", "registry-office")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        "evault: EVAULT_PASSPHRASE: a new key file needs a passphrase of at least 12 "
+        "characters, this one has 11; choose a longer one\n"
+    )
+    assert not (sqlite_cli.vault / KEY_FILE).exists()
+    monkeypatch.setenv("EVAULT_PASSPHRASE", "twelve chars")
+    sqlite_cli.ok("identity", "create", "registry-office")
+
+
+def test_short_passphrase_from_a_file_is_refused_at_creation(
+    sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    phrase = tmp_path / "phrase"
+    phrase.write_text("short\n", encoding="utf-8")
+    monkeypatch.delenv("EVAULT_PASSPHRASE")
+    monkeypatch.setenv("EVAULT_PASSPHRASE_FILE", str(phrase))
+    result = sqlite_cli("identity", "create", "registry-office")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"evault: EVAULT_PASSPHRASE_FILE {phrase}: a new key file needs a passphrase of at "
+        "least 12 characters, this one has 5; choose a longer one\n"
+    )
+    assert not (sqlite_cli.vault / KEY_FILE).exists()
+
+
+def test_short_passphrase_typed_at_the_prompt_is_refused_only_when_creating(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("EVAULT_PASSPHRASE")
+    with pytest.raises(UsageError, match=r"^the passphrase typed: .* this one has 4;"):
+        resolve_passphrase(lambda creating: "abcd", True)
+    # An existing key file opens with whatever passphrase it was made with.
+    assert resolve_passphrase(lambda creating: "abcd", False) == "abcd"
+
+
+def test_wrong_passphrase_is_a_key_store_error_exit_1(
+    sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    monkeypatch.setenv("EVAULT_PASSPHRASE", "another fictional passphrase")
+    result = sqlite_cli("identity", "export")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"evault: {sqlite_cli.vault / KEY_FILE}: wrong passphrase, or the key file is damaged; "
+        "give the passphrase it was created with\n"
+    )
+
+
+def test_new_key_files_use_scrypt_2_to_the_17(tmp_path: Path) -> None:
+    """In a subprocess: the suite's fixtures lower the cost in-process (tests/conftest.py)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
+    env |= {"EVAULT_KEY_STORAGE": "file", "EVAULT_PASSPHRASE": TEST_PASSPHRASE}
+    vault = str(tmp_path / "vault")
+    for args in (["init"], ["identity", "create", "registry-office"]):
+        subprocess.run(
+            [sys.executable, "-m", "vault", *args, "--vault", vault], env=env, check=True,
+            capture_output=True,
+        )
+    box = (tmp_path / "vault" / KEY_FILE).read_bytes()
+    assert secretbox.box_params(box)[0] == 17
+
+
+def test_a_key_file_made_at_the_old_cost_still_opens_and_keeps_its_cost(
+    sqlite_cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key file sealed at N=2^15, as evault 0.x made them, opens with today's code."""
+    secret = bytes(range(32))
+    path = sqlite_cli.vault / KEY_FILE
+    old = secretbox.seal_with_passphrase(
+        json.dumps({"old": base64.b64encode(secret).decode()}).encode(), TEST_PASSPHRASE,
+        work_factor=15,
+    )
+    path.write_bytes(old)
+    monkeypatch.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 17)
+    store = FileKeyStore(sqlite_cli.vault, None, "test")
+    assert store.get("old") == secret
+    store.put("new", b"\x07" * 32)
+    assert secretbox.box_params(path.read_bytes())[0] == 15
+    assert FileKeyStore(sqlite_cli.vault, None, "test").get("new") == b"\x07" * 32
