@@ -359,6 +359,12 @@ def _events_html(events: list[dict[str, Any]]) -> str:
     )
 
 
+def _quoted(text: str) -> str:
+    """Prose with its `commands` in monospace, escaped."""
+    return "".join(mono(part) if n % 2 else html.escape(part)
+                   for n, part in enumerate(text.split("`")))
+
+
 def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> str:
     esc = html.escape
     ids = {"Case", "Item", "Collected at (UTC)", "Size (bytes)", "Received from",
@@ -392,7 +398,7 @@ def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> s
             f"{mono(chain['sender_fingerprint'])}, opened {mono(chain['opened_at'])}; "
             + (f"the sender's log {mono(chain['log'])} at size {mono(chain['tree_size'])}. "
                if chain["log"] else "")
-            + f"{esc(_SENDER_NOTE)}</p>",
+            + f"{_quoted(_SENDER_NOTE)}</p>",
             _events_html(chain["events"]) if chain["events"]
             else "<p>No events of this item in the sender's excerpt.</p>",
         ]
@@ -404,7 +410,7 @@ def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> s
            else "none yet (run <code>evault custody checkpoint</code>).")
     )
     parts += [
-        f"<div class=\"keep\"><p class=\"small\">{esc(_NOTE)}</p>"
+        f"<div class=\"keep\"><p class=\"small\">{_quoted(_NOTE)}</p>"
         f"<p class=\"printed\">{closing}</p>"
         f"{signature_block('Certified a true record of the chain of custody:')}</div>",
     ]
