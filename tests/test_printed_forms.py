@@ -10,10 +10,12 @@ about a second).
 
 from __future__ import annotations
 
+import base64
 import html
 import importlib.util
 import json
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -47,10 +49,12 @@ def _examples() -> ModuleType:
 
 @dataclass
 class Printed:
-    """One form: its HTML, its PDF's pages (text of each, laid out) and page size."""
+    """One form: its HTML, its PDF's pages (text of each, laid out, without the footer
+    line), the footer line of each page, and the page size."""
 
     html: str
     pages: list[str]
+    footers: list[str]
     size: tuple[int, int]
 
     @property
@@ -90,7 +94,13 @@ def _print(page: Path, paper: str) -> Printed:
                             capture_output=True, text=True, check=True).stdout
              for n in range(1, pages + 1)]
     assert paper in SIZES
-    return Printed(page.read_text(), texts, (round(float(w)), round(float(h))))
+    bodies, footers = [], []
+    for text in texts:
+        lines = [x for x in text.splitlines() if x.strip()]
+        assert re.search(r"page \d+ of \d+$", lines[-1]), lines[-1]
+        footers.append(" ".join(lines[-1].split()))
+        bodies.append("\n".join(lines[:-1]) + "\n")
+    return Printed(page.read_text(), bodies, footers, (round(float(w)), round(float(h))))
 
 
 def _build(tmp: Path) -> World:
@@ -161,6 +171,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             "received letter": (w.icc, ("report", "custody", w.received_item, "--as",
                                         "icc-deputy")),
             "busy a4": (w.office, ("report", "custody", w.busy_item)),
+            "busy letter": (w.office, ("report", "custody", w.busy_item)),
         }
         for name, (cli, args) in forms.items():
             paper = name.split()[1]
@@ -222,6 +233,8 @@ def test_the_sheet_of_25_items_prints_on_one_page(world: World, paper: str) -> N
     # The acknowledgement's key and every check are on the page, in order.
     assert text.index("Items (25)") < text.index("How to check") < text.index("evault verify")
     assert f"Printed {PRINTED_TEXT} by evault" in text
+    assert printed.footers == [f"Verification sheet, package {world.package['id']}, printed "
+                               f"{PRINTED_TEXT} page 1 of 1"]
     for secret in (TITLE, SOURCE, PLACE, "photo-01.jpg"):
         assert secret not in printed.html
 
@@ -253,23 +266,27 @@ def test_the_custody_form_of_a_received_item(world: World) -> None:
                               f"{world.fingerprints['icc-deputy']}, checkpoint {origin} {size} "
                               f"{root}. Certified a true record")
     assert lines[-2:] == ["Name Date", "Signature"]
+    assert printed.footers == [f"Chain of custody, item {world.received_item}, printed "
+                               f"{PRINTED_TEXT} by icc-deputy page 1 of 1"]
     _whole(printed, [world.received_item, *world.fingerprints.values(),
                      str(world.items[0]["sha256"]), str(world.package["id"])])
     _no_orphan_headings(printed)
 
 
 @pytest.mark.chromium
-def test_a_long_custody_form_breaks_between_events(world: World) -> None:
-    printed = _printed(world, "busy a4")
-    assert printed.size == SIZES["a4"] and len(printed.pages) >= 2
+@pytest.mark.parametrize("paper", ["a4", "letter"])
+def test_a_long_custody_form_breaks_between_events(world: World, paper: str) -> None:
+    printed = _printed(world, f"busy {paper}")
+    assert printed.size == SIZES[paper] and len(printed.pages) >= 2
     starts = re.compile(r"^\s*(\d+)\s+\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\s+(item\.\w+)")
     seen = []
     for number, page in enumerate(printed.pages, start=1):
         lines = [x for x in page.splitlines() if x.strip()]
         events = [n for n, x in enumerate(lines) if starts.match(x)]
-        if events:
-            # The table's header repeats on every page that continues it.
-            assert any("Time (UTC)" in x for x in lines[:events[0]]), f"page {number}"
+        if not events:
+            continue
+        # The table's header repeats on every page that continues it.
+        assert any("Time (UTC)" in x for x in lines[:events[0]]), f"page {number}"
         for first, nxt in zip(events, [*events[1:], len(lines)], strict=True):
             block = " ".join(lines[first:nxt])
             seq = starts.match(lines[first]).group(1)  # type: ignore[union-attr]
@@ -281,6 +298,11 @@ def test_a_long_custody_form_breaks_between_events(world: World) -> None:
     _whole(printed, [world.busy_item, world.fingerprints["office"],
                      str(world.items[0]["sha256"])])
     _no_orphan_headings(printed)
+    # Every page says what it belongs to, who printed it, and which of how many it is.
+    total = len(printed.pages)
+    assert printed.footers == [
+        f"Chain of custody, item {world.busy_item}, printed {PRINTED_TEXT} by registry-office "
+        f"page {n} of {total}" for n in range(1, total + 1)]
     last = [x.strip() for x in printed.pages[-1].splitlines() if x.strip()]
     assert last[-1] == "Signature" and any(x.startswith("Printed at") for x in last)
 
@@ -335,3 +357,32 @@ def test_the_printer_is_an_identity_of_this_vault(world: World) -> None:
     result = world.icc("report", "custody", world.received_item, "--as", "nobody")
     assert (result.exit_code, result.stdout) == (1, "")
     assert result.stderr.startswith("evault: identity nobody: not found")
+
+
+def test_a_sender_event_whose_signature_fails_is_marked(world: World, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    copy = tmp_path / "icc"
+    shutil.copytree(world.icc.vault, copy)
+    engine = sa.create_engine(f"sqlite:///{copy / 'vault.db'}")
+    with engine.begin() as conn:
+        excerpt = conn.execute(sa.text("SELECT custody_excerpt FROM received_packages")).scalar()
+        lines = bytes(excerpt).splitlines()
+        entries = [json.loads(x) for x in lines]
+        forged = next(n for n, e in enumerate(entries) if "item.ingested" in e["event"])
+        entries[forged]["signature"] = base64.b64encode(bytes(64)).decode()
+        changed = b"".join(json.dumps(e).encode() + b"\n" for e in entries)
+        conn.execute(sa.text("UPDATE received_packages SET custody_excerpt = :x"), {"x": changed})
+    engine.dispose()
+    md = Cli(copy).ok("report", "custody", world.received_item).stdout
+    row = next(x for x in md.splitlines() if "item.ingested" in x)
+    assert row.endswith(f"| NOT verified (excerpt line {forged + 1}) |")
+    assert "signature verified" not in md
+
+
+def test_a_value_too_long_for_a_line_wraps_only_in_its_own_block() -> None:
+    from vault.service.forms import mono
+
+    assert mono("a" * 64) == f'<span class="id">{"a" * 64}</span>'
+    assert mono("b" * 128) == f'<span class="block">{"b" * 128}</span>'
+    assert mono("<&>") == '<span class="id">&lt;&amp;&gt;</span>'

@@ -1,6 +1,6 @@
 """Printed forms: one self-contained HTML page that prints the same on A4 and on Letter.
 
-    >>> page = form_page("Chain of custody", "a4", "<p>...</p>")
+    >>> page = form_page("Chain of custody", "a4", "<p>...</p>", footer="item EV-0123456789AB")
     >>> "@page { size: A4;" in page and "<script" not in page
     True
 
@@ -57,6 +57,9 @@ td.num, th.num { text-align: right; }
 """.strip()
 
 
+_FOOTER = 'font: 7.5pt "DejaVu Sans", "Liberation Sans", Arial, sans-serif; color: #333;'
+
+
 def check_paper(paper: str) -> str:
     """The paper name, checked: ``a4`` or ``letter``."""
     if paper not in PAPERS:
@@ -96,9 +99,22 @@ def signature_block(role: str) -> str:
     )
 
 
-def form_page(title: str, paper: str, body: str, *, css: str = "") -> str:
-    """A complete HTML document: the shared print CSS for ``paper``, then ``body``."""
+def _css_string(text: str) -> str:
+    """``text`` as a CSS string literal that cannot end the string or the style element."""
+    out = "".join(c if c.isalnum() or c in " .,:;()/+=_-" else f"\\{ord(c):x} " for c in text)
+    return f'"{out}"'
+
+
+def form_page(title: str, paper: str, body: str, *, css: str = "", footer: str = "") -> str:
+    """A complete HTML document: the shared print CSS for ``paper``, then ``body``. Each
+    printed page ends with ``footer`` on the left and "page N of M" on the right, so that a
+    page separated from the others still says what it belongs to and how many there are."""
     style = _CSS % {"size": PAPERS[check_paper(paper)]}
+    style += (
+        "\n@page { @bottom-left { content: " + _css_string(footer) + "; "
+        + _FOOTER + " } @bottom-right { content: \"page \" counter(page) \" of \" "
+        "counter(pages); " + _FOOTER + " } }"
+    )
     if css:
         style += "\n" + css.strip()
     return f"""<!DOCTYPE html>

@@ -414,5 +414,7 @@ def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> s
         f"<p class=\"printed\">{closing}</p>"
         f"{signature_block('Certified a true record of the chain of custody:')}</div>",
     ]
+    footer = (f"Chain of custody, item {report['item']}, printed {report['printed_at']} by "
+              f"{printer['name']}")
     return form_page(f"Chain of custody: item {report['item']}", paper, "\n".join(parts),
-                     css=_CUSTODY_CSS)
+                     css=_CUSTODY_CSS, footer=footer)

@@ -284,7 +284,8 @@ def render_html(d: dict[str, Any], *, paper: str = DEFAULT_PAPER) -> str:
 <ol class="checks">
 {_html_checks(d)}
 </ol>"""
-    return form_page(title, paper, body, css=_CSS)
+    return form_page(title, paper, body, css=_CSS, footer=f"Verification sheet, package "
+                     f"{d['package']}, printed {d['printed_at']}")
 
 
 def render_sheet(
