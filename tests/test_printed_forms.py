@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import TEST_PASSPHRASE, Cli, require_tool
+from conftest import Cli, isolate, require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 CASE = "XX-2026-0007"
@@ -157,11 +157,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     item's custody form on Letter, and the busy item's (many events) on A4."""
     tmp = tmp_path_factory.mktemp("forms")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("EVAULT_HOME", str(tmp / "no-default-vault"))
-        env.setenv("EVAULT_KEY_STORAGE", "file")
-        env.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
-        env.delenv("EVAULT_PASSPHRASE_FILE", raising=False)
-        env.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 10)
+        isolate(env, tmp / "no-default-vault")
         env.setattr("vault.service.reports.utcnow", lambda: PRINTED)
         env.setattr("vault.service.sheet.utcnow", lambda: PRINTED)
         w = _build(tmp)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from conftest import TEST_PASSPHRASE, Cli
+from conftest import TEST_PASSPHRASE, Cli, isolate
 from test_robustness import extra_pg_schema
 
 from vault.formats import package as fmt
@@ -230,11 +230,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     database = None if request.param == "sqlite" else extra_pg_schema(request)
     tmp = tmp_path_factory.mktemp(f"secrets-{request.param}")
     with pytest.MonkeyPatch.context() as env:
-        env.setenv("EVAULT_HOME", str(tmp / "no-default-vault"))
-        env.setenv("EVAULT_KEY_STORAGE", "file")
-        env.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
-        env.delenv("EVAULT_PASSPHRASE_FILE", raising=False)
-        env.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 10)
+        isolate(env, tmp / "no-default-vault")
         yield full_run(tmp, database)
 
 
