@@ -1617,7 +1617,8 @@ def report_sharing(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to this file (default: stdout).",
 )
-@as_option
+@click.option("--as", "as_name", metavar="NAME",
+              help="Identity named as printing the form (default: default).")
 @with_vault
 def report_custody(
     vault: Vault, item_id: str, fmt: str, paper: str | None, output: Path | None,
