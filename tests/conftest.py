@@ -53,17 +53,23 @@ PG_ENV = "EVAULT_TEST_PG_URL"
 TEST_PASSPHRASE = "fictional test passphrase"
 
 
+def isolate(env: pytest.MonkeyPatch, home: Path) -> None:
+    """Its own EVAULT_HOME, the passphrase key file, no real keyring: for every test, and
+    for module-scoped fixtures (which run before a test's own isolation)."""
+    env.setenv("EVAULT_HOME", str(home))
+    env.setenv("EVAULT_KEY_STORAGE", "file")
+    env.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
+    env.delenv("EVAULT_PASSPHRASE_FILE", raising=False)
+    env.delenv("EVAULT_DEBUG", raising=False)
+    # In-process only: new key files get the lowest scrypt cost the reader accepts, so that
+    # hundreds of throwaway vaults stay fast. Subprocesses and users keep the default.
+    env.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 10)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every test: its own EVAULT_HOME, the passphrase key file, no real keyring."""
-    monkeypatch.setenv("EVAULT_HOME", str(tmp_path / "default-home"))
-    monkeypatch.setenv("EVAULT_KEY_STORAGE", "file")
-    monkeypatch.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
-    monkeypatch.delenv("EVAULT_PASSPHRASE_FILE", raising=False)
-    monkeypatch.delenv("EVAULT_DEBUG", raising=False)
-    # In-process only: new key files get the lowest scrypt cost the reader accepts, so that
-    # hundreds of throwaway vaults stay fast. Subprocesses and users keep the default.
-    monkeypatch.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 10)
+    isolate(monkeypatch, tmp_path / "default-home")
 
 
 def pg_base_url() -> str:

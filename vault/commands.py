@@ -1030,6 +1030,21 @@ def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
     emit_record(show_package(vault, package_id), as_json)
 
 
+def paper_option(f: Callable[..., None]) -> Callable[..., None]:
+    """``--paper a4|letter`` for the printed (HTML) forms."""
+    return click.option(
+        "--paper",
+        type=click.Choice(["a4", "letter"]),
+        help="Paper the HTML page prints on (default: a4).",
+    )(f)
+
+
+def _paper(fmt: str, paper: str | None) -> str:
+    if paper is not None and fmt != "html":
+        raise click.UsageError("--paper goes with --format html")
+    return paper or "a4"
+
+
 @package.command("sheet")
 @click.argument("package_id", metavar="ID")
 @click.option(
@@ -1040,6 +1055,7 @@ def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
     show_default=True,
     help="Markdown (a table) or one self-contained, printable HTML page.",
 )
+@paper_option
 @click.option(
     "-o",
     "--output",
@@ -1047,22 +1063,25 @@ def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
     help="Write the sheet to this file (default: stdout).",
 )
 @with_vault
-def package_sheet(vault: Vault, package_id: str, fmt: str, output: Path | None) -> None:
+def package_sheet(
+    vault: Vault, package_id: str, fmt: str, paper: str | None, output: Path | None
+) -> None:
     """A printable one-page verification sheet: ids, fingerprints, times, digests, checks.
 
     No titles, descriptions or file names; the commands to check each value with stock
-    tools (ssh-keygen, sha256sum, age, bagit.py) are on the sheet.
+    tools (ssh-keygen, sha256sum, age, bagit.py) are on the sheet. The HTML page prints on
+    one A4 or Letter page (--paper) for a package of up to 25 items.
 
     \b
     Examples:
       evault package sheet PKG-0123456789AB
-      evault package sheet PKG-0123456789AB --format html -o PKG-0123456789AB.html
+      evault package sheet PKG-0123456789AB --format html --paper letter -o sheet.html
     """
     from vault.service.sheet import render_sheet
 
     if output is not None and output.exists():
         raise click.UsageError(f"{output} exists; choose another file")
-    write_or_print(render_sheet(vault, package_id, fmt), output)
+    write_or_print(render_sheet(vault, package_id, fmt, paper=_paper(fmt, paper)), output)
 
 
 @cli.command()
@@ -1591,20 +1610,32 @@ def report_sharing(
 @report.command("custody")
 @click.argument("item_id", metavar="ITEM")
 @click.option("--format", "fmt", type=click.Choice(["md", "html"]), default="md", show_default=True)
+@paper_option
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write to this file (default: stdout).",
 )
+@click.option("--as", "as_name", metavar="NAME",
+              help="Identity named as printing the form (default: default).")
 @with_vault
-def report_custody(vault: Vault, item_id: str, fmt: str, output: Path | None) -> None:
-    """A printable chain-of-custody form for one item: digests, every event, proof status.
+def report_custody(
+    vault: Vault, item_id: str, fmt: str, paper: str | None, output: Path | None,
+    as_name: str | None,
+) -> None:
+    """A printable chain-of-custody form for one item, for a court file.
+
+    The item's case, title, source, collection time and place and digests; every event
+    with time, actor name and fingerprint and proof status; the sender's chain for a
+    received item; the latest checkpoint; who printed it (--as, else the default
+    identity) and when; a signature line.
 
     \b
     Example:
-      evault report custody EV-0123456789AB --format html -o custody.html
+      evault report custody EV-0123456789AB --format html --paper letter -o custody.html
     """
     from vault.service.reports import custody_report, render_custody
 
-    write_or_print(render_custody(custody_report(vault, item_id), fmt), output)
+    data = custody_report(vault, item_id, as_name=as_name)
+    write_or_print(render_custody(data, fmt, paper=_paper(fmt, paper)), output)

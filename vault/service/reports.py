@@ -4,25 +4,31 @@
     >>> report["totals"]["packages"]                                         # doctest: +SKIP
     5
 
-Reports carry ids, counts, sizes, digests, fingerprints and times, never titles,
-descriptions or file names, so they can go to an oversight committee as they are.
+The sharing report carries ids, counts, sizes and times, never titles, descriptions or file
+names, so it can go to an oversight committee as it is. The chain-of-custody form is an
+internal court document: it names the item's case, title, source, and collection time and
+place (never its description or file name), every event, and who printed it.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import statistics
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from vault.clock import as_utc, isoformat
+from vault.clock import as_utc, isoformat, optional_isoformat, utcnow
 from vault.custody.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from vault.custody.note import open_checkpoint
-from vault.errors import NotFoundError, VerificationError
+from vault.errors import NotFoundError, VaultError, VerificationError
 from vault.service.custody import event_dict, identity_names, leaf_hashes, vault_verifiers
+from vault.service.forms import DEFAULT_PAPER, form_page, mono, signature_block, words
+from vault.service.identities import acting_identity, current_key
 from vault.service.items import get_item
 from vault.service.vaults import Vault
 from vault.store.models import Checkpoint as CheckpointRow
@@ -117,11 +123,17 @@ def render_sharing(report: dict[str, Any], fmt: str) -> str:
 # ----------------------------------------------------------------------------- custody form
 
 
-def custody_report(vault: Vault, item_id: str) -> dict[str, Any]:
-    """One item's chain of custody: digests, every event with actor, and proof status."""
+def custody_report(
+    vault: Vault, item_id: str, *, as_name: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """One item's chain of custody, as the form a court files: what the item is (case,
+    title, source, collection time and place, digests), every event with its actor and
+    proof status, the sender's chain for a received item, the latest checkpoint, and who
+    printed it when (``as_name`` or the default identity)."""
     with vault.transaction() as session:
         item = get_item(session, item_id)
         names = identity_names(session)
+        printer = acting_identity(session, as_name)
         rows = session.scalars(
             select(CustodyEvent).where(CustodyEvent.subject == item_id)
             .order_by(CustodyEvent.seq)
@@ -151,12 +163,20 @@ def custody_report(vault: Vault, item_id: str) -> dict[str, Any]:
                 "actor": names.get(event["actor"], "unknown"),
                 "fingerprint": event["actor"], "details": event["details"], "proof": status,
             })
+        received = None
+        if item.source_package is not None:
+            received = _sender_chain(session, item.source_package, item.source_item)
         return {
             "item": item.id,
             "case": item.case_id,
+            "title": item.title,
+            "source": item.source,
+            "collected_at": optional_isoformat(item.collected_at),
+            "location": item.location,
             "size": item.size,
             "digests": {"sha256": item.sha256, **{d.algorithm: d.hexdigest for d in item.digests}},
             "received_from": item.received_from,
+            "received_from_name": received["sender"] if received else None,
             "source_package": item.source_package,
             "source_item": item.source_item,
             "checkpoint": None if checkpoint is None else {
@@ -165,52 +185,236 @@ def custody_report(vault: Vault, item_id: str) -> dict[str, Any]:
                 "signed_by": cp_row.signer if cp_row else None,
             },
             "events": events,
+            "sender_chain": received,
+            "printed_at": isoformat(now or utcnow()),
+            "printed_by": {"name": printer.name, "fingerprint": current_key(printer).fingerprint},
         }
 
 
+def _sender_chain(session: Session, package_id: str, source_item: str | None) -> dict[str, Any]:
+    """The sender's events about a received item, from the custody excerpt kept when its
+    package was opened; each signature is checked again against the key the excerpt names."""
+    from vault.crypto.keys import VerifyKey
+    from vault.custody.events import Event
+    from vault.formats import package as fmt
+    from vault.store.models import Contact, ReceivedPackage
+
+    row = session.get(ReceivedPackage, package_id)
+    if row is None:
+        raise NotFoundError(f"package {package_id}: not among the packages this vault opened; "
+                            "run `evault custody verify`")
+    envelope = fmt.Envelope.from_bytes(row.envelope)
+    names = {c.fingerprint: c.name for c in session.scalars(select(Contact))}
+    names[envelope.sender.fingerprint] = envelope.sender.name
+    events = []
+    for number, line in enumerate(row.custody_excerpt.splitlines(), start=1):
+        try:
+            entry = json.loads(line)
+            body = str(entry["event"]).encode("utf-8")
+            event = Event.decode(body)
+        except (ValueError, KeyError, TypeError, VaultError):
+            raise VerificationError(f"package {package_id}: line {number} of its stored custody "
+                                    "excerpt is malformed; run `evault custody verify`") from None
+        if event.subject != source_item:
+            continue
+        try:
+            key = VerifyKey.from_openssh(str(entry["actor_key"]))
+            if key.fingerprint != event.actor:
+                raise VerificationError("the key given is not the event's actor")
+            key.verify(base64.b64decode(entry["signature"], validate=True), body)
+            status = "signature verified"
+        except (ValueError, VaultError):
+            status = f"NOT verified (excerpt line {number})"
+        events.append({
+            "seq": event.seq, "time": isoformat(event.time), "action": event.action,
+            "actor": names.get(event.actor, "not named in the package"),
+            "fingerprint": event.actor, "details": event.details, "proof": status,
+            "log": event.log, "tree_size": entry.get("tree_size"),
+        })
+    return {
+        "package": package_id,
+        "sender": envelope.sender.name,
+        "sender_fingerprint": envelope.sender.fingerprint,
+        "opened_at": isoformat(row.opened_at),
+        "log": events[0]["log"] if events else None,
+        "tree_size": events[0]["tree_size"] if events else None,
+        "events": events,
+    }
+
+
 def _details(details: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sorted(details.items())) or "-"
+    return ", ".join(f"{k}={_value(v)}" for k, v in sorted(details.items())) or "-"
 
 
-def render_custody(report: dict[str, Any], fmt: str) -> str:
-    """A printable chain-of-custody form, md or html."""
+def _value(value: Any) -> str:
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def _custody_lines(report: dict[str, Any]) -> dict[str, Any]:
+    """The texts both layouts print: the item's fields, the checkpoint, the closing line."""
     cp = report["checkpoint"]
-    cp_text = (f"size {cp['size']}, root {cp['root']}, signed by {cp['signed_by']}"
-               if cp else "none yet (run `evault custody checkpoint`)")
-    header = [
-        ("Item", report["item"]), ("Case", report["case"]), ("Size (bytes)", report["size"]),
-        *[(f"{k.upper()}", v) for k, v in report["digests"].items()],
-        ("Received from", report["received_from"] or "-"),
-        ("Source package / item", f"{report['source_package'] or '-'} / "
-                                  f"{report['source_item'] or '-'}"),
-        ("Checkpoint", cp_text),
-    ]
-    cols = ("seq", "time", "action", "actor", "fingerprint", "details", "proof")
+    printer = report["printed_by"]
+    cp_short = (f"{cp['origin']} {cp['size']} {cp['root']}" if cp
+                else "none yet (run `evault custody checkpoint`)")
+    sender = "-"
+    if report["received_from"]:
+        sender = f"{report['received_from_name'] or 'unknown'} {report['received_from']}"
+    return {
+        "item": [
+            ("Case", report["case"]),
+            ("Item", report["item"]),
+            ("Title", report["title"] or "-"),
+            ("Source", report["source"] or "-"),
+            ("Collected at (UTC)", report["collected_at"] or "-"),
+            ("Collected at (place)", report["location"] or "-"),
+            ("Size (bytes)", str(report["size"])),
+            ("Received from", sender),
+            ("Source package / item", f"{report['source_package'] or '-'} / "
+                                      f"{report['source_item'] or '-'}"),
+        ],
+        "checkpoint": (f"{cp['origin']}, size {cp['size']}, root {cp['root']}, signed by "
+                       f"{cp['signed_by']}" if cp else cp_short),
+        "printed": (f"Printed at {report['printed_at']} by {printer['name']} "
+                    f"{printer['fingerprint']}, checkpoint {cp_short}."),
+    }
+
+
+_NOTE = ("Times are UTC (ISO 8601). Each event is signed by its actor (Ed25519) and hashed "
+         "into the vault's RFC 9162 Merkle tree; `evault custody verify` re-checks them all.")
+_SENDER_NOTE = ("The sender's events come from the signed custody excerpt in the package, "
+                "verified (each signature and its inclusion proof against the sender's "
+                "checkpoint) when the package was opened; each signature is checked again for "
+                "this form.")
+
+
+def render_custody(report: dict[str, Any], fmt: str, *, paper: str = DEFAULT_PAPER) -> str:
+    """A printable chain-of-custody form, md or html (printed on ``paper``)."""
+    text = _custody_lines(report)
     if fmt == "md":
-        lines = [f"# Chain of custody: {report['item']}", ""]
-        lines += [f"- **{k}**: {v}" for k, v in header]
-        lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        for e in report["events"]:
-            lines.append("| " + " | ".join(
+        return _custody_markdown(report, text)
+    return _custody_html(report, text, paper)
+
+
+_EVENT_COLUMNS = ("seq", "time", "action", "actor", "fingerprint", "details", "proof")
+
+
+def _custody_markdown(report: dict[str, Any], text: dict[str, Any]) -> str:
+    def table(events: list[dict[str, Any]], cols: tuple[str, ...]) -> list[str]:
+        out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        for e in events:
+            out.append("| " + " | ".join(
                 _details(e[c]) if c == "details" else str(e[c]) for c in cols) + " |")
-        lines += ["", "Times are UTC. Each event is signed by its actor (Ed25519) and hashed into "
-                  "the vault's RFC 9162 Merkle tree; `evault custody verify` re-checks all.", ""]
-        return "\n".join(lines)
+        return out
+
+    lines = [f"# Chain of custody: {report['item']}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in text["item"]]
+    lines += [f"- **{k.upper()}**: {v}" for k, v in report["digests"].items()]
+    lines += [f"- **Checkpoint**: {text['checkpoint']}", "", "## Events in this vault", ""]
+    lines += table(report["events"], _EVENT_COLUMNS)
+    chain = report["sender_chain"]
+    if chain:
+        lines += ["", f"## Sender's chain of custody (package {chain['package']}, sender "
+                  f"{chain['sender']} {chain['sender_fingerprint']})", ""]
+        lines += table(chain["events"], _EVENT_COLUMNS) if chain["events"] else [
+            "No events of this item in the sender's excerpt."]
+        lines += ["", _SENDER_NOTE]
+    lines += ["", _NOTE, "", text["printed"], "",
+              "Name: ______________________  Date: ______________  "
+              "Signature: ______________________", ""]
+    return "\n".join(lines)
+
+
+_CUSTODY_CSS = """
+table.fields th { width: 1%; white-space: nowrap; font-weight: normal; }
+table.events { font-size: 7.5pt; }
+table.events .id { font-size: 7.5pt; }
+table.events tbody { break-inside: avoid; page-break-inside: avoid; }
+table.events td.details { border-top: none; padding-bottom: 2pt; }
+table.events tr.event td { border-bottom: none; }
+p.printed { margin-top: 8pt; }
+"""
+
+
+def _events_html(events: list[dict[str, Any]]) -> str:
+    """Events as a table, each one two rows kept together: who did what when, then its
+    details and proof status."""
     esc = html.escape
-    head = "".join(f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in header)
-    body = "".join(
-        "<tr>" + "".join(
-            f"<td>{esc(_details(e[c]) if c == 'details' else str(e[c]))}</td>" for c in cols
-        ) + "</tr>" for e in report["events"]
-    )
+    groups = []
+    for e in events:
+        details = ", ".join(f"{esc(k)}={words(_value(v))}"
+                            for k, v in sorted(e["details"].items())) or "-"
+        groups.append(
+            f"<tbody><tr class=\"event\"><td class=\"num\">{mono(e['seq'])}</td>"
+            f"<td>{mono(e['time'])}</td><td>{mono(e['action'])}</td>"
+            f"<td>{mono(e['actor'])} {mono(e['fingerprint'])}</td></tr>"
+            f"<tr><td></td><td class=\"details\" colspan=\"3\">{details}; "
+            f"<i>{esc(e['proof'])}</i></td></tr></tbody>"
+        )
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>Chain of custody {esc(report['item'])}</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;width:100%}"
-        "th,td{border:1px solid #999;padding:4px;text-align:left;font-size:10pt;"
-        "word-break:break-all}@media print{body{margin:0}}</style></head><body>"
-        f"<h1>Chain of custody: {esc(report['item'])}</h1><table>{head}</table><h2>Events</h2>"
-        "<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + f"</tr>{body}</table>"
-        "<p>Times are UTC. Each event is signed by its actor (Ed25519) and hashed into the "
-        "vault's RFC 9162 Merkle tree.</p></body></html>\n"
+        "<table class=\"events\"><thead><tr><th class=\"num\">#</th><th>Time (UTC)</th>"
+        "<th>Action</th><th>Actor (name, key fingerprint)</th></tr></thead>"
+        + "".join(groups) + "</table>"
     )
+
+
+def _quoted(text: str) -> str:
+    """Prose with its `commands` in monospace, escaped."""
+    return "".join(mono(part) if n % 2 else html.escape(part)
+                   for n, part in enumerate(text.split("`")))
+
+
+def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> str:
+    esc = html.escape
+    ids = {"Case", "Item", "Collected at (UTC)", "Size (bytes)", "Received from",
+           "Source package / item"}
+    fields = "".join(
+        f"<tr><th scope=\"row\">{esc(k)}</th><td>"
+        + (" ".join(mono(part) for part in v.split(" ")) if k in ids else esc(v))
+        + "</td></tr>"
+        for k, v in text["item"]
+    )
+    fields += "".join(f"<tr><th scope=\"row\">{esc(k.upper())}</th><td>{mono(v)}</td></tr>"
+                      for k, v in report["digests"].items())
+    cp = report["checkpoint"]
+    checkpoint = (
+        f"{mono(cp['origin'])}, size {mono(cp['size'])}, root {mono(cp['root'])}, signed by "
+        f"{mono(cp['signed_by'])}" if cp else esc(text["checkpoint"])
+    )
+    parts = [
+        f"<h1>Chain of custody: item {mono(report['item'])}</h1>",
+        f"<table class=\"fields\"><tbody>{fields}"
+        f"<tr><th scope=\"row\">Latest checkpoint</th><td>{checkpoint}</td></tr>"
+        "</tbody></table>",
+        f"<h2>Events in this vault ({len(report['events'])})</h2>",
+        _events_html(report["events"]),
+    ]
+    chain = report["sender_chain"]
+    if chain:
+        parts += [
+            f"<h2>Sender's chain of custody ({len(chain['events'])})</h2>",
+            f"<p>Package {mono(chain['package'])} from {mono(chain['sender'])} "
+            f"{mono(chain['sender_fingerprint'])}, opened {mono(chain['opened_at'])}; "
+            + (f"the sender's log {mono(chain['log'])} at size {mono(chain['tree_size'])}. "
+               if chain["log"] else "")
+            + f"{_quoted(_SENDER_NOTE)}</p>",
+            _events_html(chain["events"]) if chain["events"]
+            else "<p>No events of this item in the sender's excerpt.</p>",
+        ]
+    printer = report["printed_by"]
+    closing = (
+        f"Printed at {mono(report['printed_at'])} by {mono(printer['name'])} "
+        f"{mono(printer['fingerprint'])}, checkpoint "
+        + (f"{mono(cp['origin'])} {mono(cp['size'])} {mono(cp['root'])}." if cp
+           else "none yet (run <code>evault custody checkpoint</code>).")
+    )
+    parts += [
+        f"<div class=\"keep\"><p class=\"small\">{_quoted(_NOTE)}</p>"
+        f"<p class=\"printed\">{closing}</p>"
+        f"{signature_block('Certified a true record of the chain of custody:')}</div>",
+    ]
+    footer = (f"Chain of custody, item {report['item']}, printed {report['printed_at']} by "
+              f"{printer['name']}")
+    return form_page(f"Chain of custody: item {report['item']}", paper, "\n".join(parts),
+                     css=_CUSTODY_CSS, footer=footer)

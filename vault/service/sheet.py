@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import re
 from datetime import datetime
 from typing import Any
 
@@ -28,9 +29,12 @@ from vault.clock import isoformat, utcnow
 from vault.custody.note import open_checkpoint
 from vault.errors import UsageError, VerificationError
 from vault.formats import package as fmt
+from vault.service.forms import DEFAULT_PAPER, check_paper, form_page, mono
 from vault.service.vaults import Vault
 
 FORMATS = ("md", "html")
+# Words of the checks' prose printed whole: digests, ids, fingerprints and file names.
+_TOKEN = re.compile(r"([0-9a-f]{40,}|[A-Z]{2,4}-[0-9A-Z]{12}(?:\.evpkg)?|SHA256:[0-9A-Za-z+/]+)")
 GUIDE = "docs/verify-by-hand.md"
 
 
@@ -107,7 +111,7 @@ def _fields(d: dict[str, Any]) -> list[tuple[str, str]]:
         ("File size (bytes)", str(d["file_size"])),
         ("File SHA-256", d["file_sha256"]),
         ("Envelope SHA-256 (envelope.json)", d["envelope_sha256"]),
-        ("Statement SHA-256 (inside the payload)", opt(d["statement_sha256"])),
+        ("Statement SHA-256 (in the payload)", opt(d["statement_sha256"])),
         ("Payload size (bytes)", str(d["payload_size"])),
         ("Payload SHA-256 (payload.age)", d["payload_sha256"]),
         ("Custody log", d["checkpoint_origin"]),
@@ -121,13 +125,14 @@ def _commands(d: dict[str, Any]) -> list[tuple[str, str]]:
     pkg, pid = d["file_name"], d["package"]
     steps = [
         (
-            f"The file is the one described here: the digest printed must be {d['file_sha256']}.",
+            "The file is the one described here: the digest printed is the File SHA-256 "
+            "above.",
             f"sha256sum {pkg}",
         ),
         (
             "The envelope is signed by the sender (allowed_signers made from the sender's "
-            f"contact card, step 1 of {GUIDE}), and the digests of envelope.json and "
-            f"payload.age are {d['envelope_sha256']} and {d['payload_sha256']}.",
+            f"contact card: step 1 of {GUIDE}); the digests printed are the Envelope and "
+            "Payload SHA-256 above.",
             f"mkdir -p package && tar -xf {pkg} -C package\n"
             "ssh-keygen -Y verify -f allowed_signers -I sender -n evault-envelope \\\n"
             "  -s package/envelope.json.sig < package/envelope.json\n"
@@ -152,8 +157,8 @@ def _commands(d: dict[str, Any]) -> list[tuple[str, str]]:
         "tagmanifest-sha256.txt)",
     ))
     steps.append((
-        "The signature and digest checks above in one command, for anyone with evault "
-        "(exit status 0: verified; --trusted-keys takes the same allowed_signers file).",
+        "The checks above in one command, for anyone with evault (exit status 0: "
+        "verified; --trusted-keys takes the same allowed_signers file).",
         f"evault verify {pkg}" + (" receipt.json" if d["receipt"] else "")
         + " --trusted-keys allowed_signers",
     ))
@@ -201,85 +206,99 @@ def render_markdown(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_CSS = """
-body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 10pt; color: #000;
-       background: #fff; margin: 1.5cm; max-width: 60em; }
-h1 { font-size: 15pt; margin: 0 0 .4em; }
-h2 { font-size: 12pt; margin: 1.2em 0 .4em; border-bottom: 1px solid #000; }
-table { border-collapse: collapse; width: 100%; margin: .4em 0; }
-th, td { border: 1px solid #555; padding: .2em .4em; text-align: left; vertical-align: top; }
-th { background: #eee; }
-td.num { text-align: right; }
-code, pre { font-family: "DejaVu Sans Mono", "Courier New", monospace; font-size: 8.5pt;
-            word-break: break-all; }
-pre { white-space: pre-wrap; border: 1px solid #aaa; padding: .3em .5em; margin: .2em 0 .6em; }
-ol li { margin-bottom: .3em; }
-p.small { font-size: 8.5pt; color: #333; }
-@media print {
-  body { margin: 0; }
-  h2, table, pre { page-break-inside: avoid; }
-  th { background: #eee !important; -webkit-print-color-adjust: exact; print-color-adjust: exact; }
-}
-@page { size: A4; margin: 1.5cm; }
-""".strip()
+_SHORT = 28  # values up to this many characters share a row with another field
 
 
-def render_html(d: dict[str, Any]) -> str:
-    """The sheet as one self-contained HTML page (inline CSS, print-friendly, escaped)."""
+def _html_checks(d: dict[str, Any]) -> str:
     e = html.escape
+    return "\n".join(
+        f"<li class=\"keep\">{_with_mono(says)}<pre>{e(command)}</pre></li>"
+        for says, command in _commands(d)
+    )
+
+
+def _with_mono(text: str) -> str:
+    """Prose with the digests and ids it names in unbreakable monospace spans."""
+    parts = _TOKEN.split(text)
+    return "".join(mono(p) if n % 2 else html.escape(p) for n, p in enumerate(parts))
+
+
+_CSS = """
+@page { margin: 10mm 12mm 10mm; }
+h2 { margin-top: 5pt; }
+table.fields { font-size: 8pt; line-height: 1.2; }
+table.fields th { font-weight: normal; white-space: nowrap; width: 1%; }
+table.items td, table.items th { font-size: 7.5pt; line-height: 1.15; padding: 0 3pt; }
+table.items .id { font-size: 7.5pt; }
+ol.checks { margin: 0; padding-left: 1.4em; font-size: 7.5pt; line-height: 1.15; }
+ol.checks li { margin-bottom: 1.5pt; }
+ol.checks pre { font-size: 7.5pt; margin: 0; padding: 0 0 0 4pt; border-left: 1pt solid #999;
+                white-space: pre; line-height: 1.15; }
+"""
+
+
+def render_html(d: dict[str, Any], *, paper: str = DEFAULT_PAPER) -> str:
+    """The sheet as one self-contained HTML page that prints on one ``paper`` page (``a4``
+    or ``letter``) for a package of up to 25 items; ids and digests never break."""
+    e = html.escape
+    short = [(k, v) for k, v in _fields(d) if len(v) <= _SHORT]
+    long = [(k, v) for k, v in _fields(d) if len(v) > _SHORT]
+    if len(short) % 2:
+        short.append(("", ""))
+    pairs = "\n".join(
+        f"<tr><th scope=\"row\">{e(a)}</th><td>{mono(x) if x else ''}</td>"
+        f"<th scope=\"row\">{e(b)}</th><td>{mono(y) if y else ''}</td></tr>"
+        for (a, x), (b, y) in zip(short[::2], short[1::2], strict=True)
+    )
     rows = "\n".join(
-        f"<tr><th scope=\"row\">{e(label)}</th><td><code>{e(value)}</code></td></tr>"
-        for label, value in _fields(d)
+        f"<tr><th scope=\"row\">{e(label)}</th><td>{mono(value)}</td></tr>"
+        for label, value in long
     )
     items = "\n".join(
-        f"<tr><td class=\"num\">{n}</td><td><code>{e(i['id'])}</code></td>"
-        f"<td class=\"num\">{e(str(i['size']))}</td><td><code>{e(i['sha256'])}</code></td></tr>"
+        f"<tr><td class=\"num\">{n}</td><td>{mono(i['id'])}</td>"
+        f"<td class=\"num\">{e(str(i['size']))}</td><td>{mono(i['sha256'])}</td></tr>"
         for n, i in enumerate(d["items"], start=1)
     )
-    steps = "\n".join(
-        f"<li>{e(says)}<pre>{e(command)}</pre></li>" for says, command in _commands(d)
-    )
     title = f"Verification sheet: package {d['package']}"
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{e(title)}</title>
-<style>
-{_CSS}
-</style>
-</head>
-<body>
-<h1>{e(title)}</h1>
-<p>{e(_INTRO)}</p>
-<table>
+    body = f"""<h1>Verification sheet: package {mono(d['package'])}</h1>
+<p class="small">{e(_INTRO)} Printed {mono(d['printed_at'])} by evault {e(d['version'])}.</p>
+<table class="fields">
+<tbody>
+{pairs}
+</tbody>
+</table>
+<table class="fields">
 <tbody>
 {rows}
 </tbody>
 </table>
 <h2>Items ({len(d['items'])})</h2>
-<table>
-<thead><tr><th>#</th><th>Item id</th><th>Size (bytes)</th><th>SHA-256</th></tr></thead>
+<table class="items">
+<thead><tr><th class="num">#</th><th>Item id</th><th class="num">Size (bytes)</th>
+<th>SHA-256</th></tr></thead>
 <tbody>
 {items}
 </tbody>
 </table>
 <h2>How to check</h2>
-<ol>
-{steps}
-</ol>
-<p class="small">Printed {e(d['printed_at'])} by evault {e(d['version'])}.</p>
-</body>
-</html>
-"""
+<ol class="checks">
+{_html_checks(d)}
+</ol>"""
+    return form_page(title, paper, body, css=_CSS, footer=f"Verification sheet, package "
+                     f"{d['package']}, printed {d['printed_at']}")
 
 
 def render_sheet(
-    vault: Vault, package_id: str, fmt_name: str, *, now: datetime | None = None
+    vault: Vault,
+    package_id: str,
+    fmt_name: str,
+    *,
+    paper: str = DEFAULT_PAPER,
+    now: datetime | None = None,
 ) -> str:
-    """The sheet of a package in ``fmt_name`` (``md`` or ``html``)."""
+    """The sheet of a package in ``fmt_name`` (``md``, or ``html`` printed on ``paper``)."""
     if fmt_name not in FORMATS:
         raise UsageError(f"package sheet: format must be one of {', '.join(FORMATS)}")
+    check_paper(paper)
     data = sheet_data(vault, package_id, now=now)
-    return render_markdown(data) if fmt_name == "md" else render_html(data)
+    return render_markdown(data) if fmt_name == "md" else render_html(data, paper=paper)
