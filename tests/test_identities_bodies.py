@@ -316,3 +316,110 @@ def test_identity_and_body_changes_are_in_the_custody_log(cli: Cli, tmp_path: Pa
     verified = cli("custody", "verify")
     assert (verified.exit_code, verified.stdout) == (
         0, "OK: 7 events, 0 checkpoints (structure and signatures)\n")
+
+
+# ----------------------------------------------------------------------------- secret age key
+
+
+def _exports(cli: Cli, name: str) -> list[dict[str, object]]:
+    events = json.loads(cli.ok("custody", "show", f"identity:{name}", "--json").stdout)["events"]
+    return [e["details"] for e in events if e["action"] == "identity.secret_exported"]
+
+
+def test_export_secret_age_key_writes_an_age_identity_file(cli: Cli, tmp_path: Path) -> None:
+    import re
+    import stat
+
+    from vault.crypto.age import AgeIdentity
+
+    shown = json.loads(cli.ok("identity", "create", "icc-officer", "--json").stdout)
+    out = tmp_path / "icc-officer.agekey"
+    result = cli("identity", "export", "--secret-age-key", "-o", str(out))
+    assert (result.exit_code, result.stdout) == (0, "")
+    assert result.stderr == (
+        f"evault: wrote the age secret key of icc-officer (key generation 1, "
+        f"{shown['fingerprint']}) to {out} (mode 0600); logged identity.secret_exported; "
+        "delete it when you no longer need it\n"
+    )
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    text = out.read_text()
+    match = re.fullmatch(
+        r"# created: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\n# public key: (age1\w+)\n"
+        r"(AGE-SECRET-KEY-1[0-9A-Z]+)\n",
+        text,
+    )
+    assert match is not None, text
+    assert match.group(2) == shown["age_recipient"]
+    assert str(AgeIdentity.parse(match.group(3)).recipient) == shown["age_recipient"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")] == []
+
+    # Logged, signed, and without the key.
+    assert _exports(cli, "icc-officer") == [
+        {"age_recipient": shown["age_recipient"], "destination": "file",
+         "fingerprint": shown["fingerprint"], "generation": 1}
+    ]
+    log = cli.ok("custody", "show", "identity:icc-officer", "--json").stdout
+    assert match.group(3) not in log and match.group(3).lower() not in log
+    cli.ok("custody", "verify")
+
+    # Never over an existing file; nothing logged then.
+    again = cli("identity", "export", "icc-officer", "--secret-age-key", "-o", str(out))
+    assert (again.exit_code, again.stderr) == (
+        2, f"evault: {out} exists; choose another file (a secret key never replaces one)\n"
+    )
+    assert out.read_text() == text
+    assert len(_exports(cli, "icc-officer")) == 1
+
+
+def test_export_secret_age_key_to_stdout_only_when_asked(cli: Cli) -> None:
+    shown = json.loads(cli.ok("identity", "create", "icc-officer", "--json").stdout)
+    refused = cli("identity", "export", "--secret-age-key")
+    assert (refused.exit_code, refused.stdout, refused.stderr) == (
+        2, "",
+        "evault: --secret-age-key writes a secret key: give -o FILE, or -o - to print it to "
+        "stdout\n",
+    )
+    assert _exports(cli, "icc-officer") == []
+
+    cli.ok("identity", "rotate", "icc-officer")
+    rotated = json.loads(cli.ok("identity", "show", "icc-officer", "--json").stdout)
+    printed = cli("identity", "export", "--secret-age-key", "-o", "-")
+    assert printed.exit_code == 0
+    lines = printed.stdout.splitlines()
+    assert lines[1] == f"# public key: {rotated['age_recipient']}"
+    assert lines[2].startswith("AGE-SECRET-KEY-1") and len(lines) == 3
+    assert printed.stderr == (
+        f"evault: wrote the age secret key of icc-officer (key generation 2, "
+        f"{rotated['fingerprint']}) to stdout; logged identity.secret_exported\n"
+    )
+    assert rotated["fingerprint"] != shown["fingerprint"]
+    assert _exports(cli, "icc-officer") == [
+        {"age_recipient": rotated["age_recipient"], "destination": "stdout",
+         "fingerprint": rotated["fingerprint"], "generation": 2}
+    ]
+
+
+def test_export_secret_age_key_refused_for_a_revoked_identity(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("identity", "create", "registry-office")
+    cli.ok("identity", "create", "former-officer")
+    cli.ok("identity", "revoke", "former-officer")
+    out = tmp_path / "former.agekey"
+    refused = cli("identity", "export", "former-officer", "--secret-age-key", "-o", str(out))
+    assert (refused.exit_code, refused.stderr) == (
+        1, "evault: identity former-officer: revoked; its secret key may not be exported\n"
+    )
+    assert not out.exists()
+    assert list(tmp_path.glob(".tmp-*")) == []
+
+
+def test_identity_show_prints_the_checkpoint_verifier_key(cli: Cli, tmp_path: Path) -> None:
+    from vault.crypto.keys import VerifyKey
+    from vault.custody.note import NoteVerifier, open_checkpoint
+
+    cli.ok("identity", "create", "registry-office")
+    shown = json.loads(cli.ok("identity", "show", "--json").stdout)
+    cli.ok("custody", "checkpoint", "-o", str(tmp_path / "cp.txt"))
+    verifier = NoteVerifier.parse(shown["checkpoint_key"])
+    assert verifier.public == VerifyKey.from_openssh(shown["signing_key"])
+    checkpoint, _ = open_checkpoint((tmp_path / "cp.txt").read_text(), [verifier])
+    assert checkpoint.origin == verifier.name

@@ -220,21 +220,56 @@ def identity_show(vault: Vault, name: str | None, as_json: bool) -> None:
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the card to this file (default: stdout).",
+    help="Write to this new file (default: stdout; with --secret-age-key, '-' for stdout).",
+)
+@click.option(
+    "--secret-age-key",
+    is_flag=True,
+    help="Export the current age SECRET key as an age identity file (mode 0600), not the card.",
 )
 @with_vault
-def identity_export(vault: Vault, name: str | None, output: Path | None) -> None:
+def identity_export(
+    vault: Vault, name: str | None, output: Path | None, secret_age_key: bool
+) -> None:
     """Export the public contact card of an identity (self-signed JSON).
 
     Hand the card to the other side and tell them its fingerprint by another channel.
 
+    With --secret-age-key, write the identity's current age secret key instead, in the form
+    age-keygen writes, so that stock `age -d -i FILE` can decrypt packages sent to it. The
+    export is logged (identity.secret_exported); keep the file offline and delete it after use.
+
     \b
-    Example:
+    Examples:
       evault identity export registry-office -o registry-office.card.json
+      evault identity export icc-officer --secret-age-key -o icc-officer.agekey
     """
+    if secret_age_key:
+        _export_secret_age_key(vault, name, output)
+        return
     from vault.service.identities import export_card
 
     write_or_print(export_card(vault, name), output, what="contact card")
+
+
+def _export_secret_age_key(vault: Vault, name: str | None, output: Path | None) -> None:
+    from vault.errors import UsageError
+    from vault.service.identities import export_secret_age_key
+
+    if output is None:
+        raise UsageError(
+            "--secret-age-key writes a secret key: give -o FILE, or -o - to print it to stdout"
+        )
+    to_stdout = str(output) == "-"
+    done = export_secret_age_key(vault, name, None if to_stdout else output)
+    if done.text is not None:
+        click.echo(done.text, nl=False)
+    where = "stdout" if to_stdout else f"{output} (mode 0600)"
+    advice = "" if to_stdout else "; delete it when you no longer need it"
+    say(
+        f"wrote the age secret key of {done.name} (key generation {done.generation}, "
+        f"{done.fingerprint}) to {where}; logged identity.secret_exported{advice}"
+    )
 
 
 @identity.command("rotate")

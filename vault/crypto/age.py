@@ -277,6 +277,14 @@ class AgeIdentity:
         """The ``AGE-SECRET-KEY-1...`` string, for an identity file the user asked for."""
         return bech32.encode("AGE-SECRET-KEY-", self.raw())
 
+    def identity_file(self, created_at: str) -> str:
+        """An identity file as ``age-keygen`` writes it: ``# created:`` and ``# public key:``
+        comment lines, then the secret key. Only for a file the user asked for.
+        """
+        return (
+            f"# created: {created_at}\n# public key: {self.recipient.encode()}\n{self.encode()}\n"
+        )
+
     def __repr__(self) -> str:
         return f"AgeIdentity(recipient={self.recipient.encode()!r})"
 

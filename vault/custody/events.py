@@ -38,6 +38,7 @@ ACTIONS = frozenset(
         "identity.created",
         "identity.rotated",
         "identity.revoked",
+        "identity.secret_exported",
         "body.added",
         "body.key_added",
         "body.key_revoked",

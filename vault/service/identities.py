@@ -1,4 +1,5 @@
-"""Identities of this vault: create, list, show, export a contact card, rotate, revoke.
+"""Identities of this vault: create, list, show, export a contact card (or, on request, the
+age secret key), rotate, revoke.
 
     >>> created = create_identity(vault, "registry-office")  # doctest: +SKIP
     >>> created["fingerprint"]                                                      # doctest: +SKIP
@@ -14,6 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -172,9 +174,17 @@ def list_identities(vault: Vault) -> list[dict[str, Any]]:
 
 
 def show_identity(vault: Vault, name: str | None) -> dict[str, Any]:
-    """One identity (the default when ``name`` is None)."""
+    """One identity (the default when ``name`` is None), with the signed-note verifier key of
+    its current key (``checkpoint_key``), which checks the checkpoints it signs."""
+    from vault.custody.note import NoteVerifier
+    from vault.service.custody import origin
+
     with vault.transaction() as session:
-        return identity_dict(get_identity(session, name))
+        identity = get_identity(session, name)
+        public = VerifyKey(current_key(identity).signing_key)
+        data = identity_dict(identity)
+        data["checkpoint_key"] = NoteVerifier.for_key(origin(vault), public).vkey()
+        return data
 
 
 def export_card(vault: Vault, name: str | None) -> str:
@@ -193,6 +203,69 @@ def export_card(vault: Vault, name: str | None) -> str:
             org=identity.org,
             email=identity.email,
         )
+
+
+@dataclass(frozen=True)
+class SecretKeyExport:
+    """What ``export_secret_age_key`` did: which key, and the identity file's text when it
+    goes to stdout (``None`` when it was written to a file)."""
+
+    name: str
+    fingerprint: str
+    generation: int
+    age_recipient: str
+    text: str | None
+
+
+def export_secret_age_key(
+    vault: Vault, name: str | None, output: Path | None, *, now: datetime | None = None
+) -> SecretKeyExport:
+    """Export the identity's current age secret key as an age identity file.
+
+    ``output`` is a new file (written atomically with mode 0600, never replacing one), or
+    ``None`` for the text to be printed by the caller. Either way a signed custody event
+    ``identity.secret_exported`` records which key generation left the key store; the key
+    itself goes nowhere else. The file appears only if the event is committed.
+    """
+    from vault.store.blobs import discard_staged, publish_staged, stage_files
+
+    now = now or utcnow()
+    if output is not None and (output.exists() or output.is_symlink()):
+        raise UsageError(f"{output} exists; choose another file (a secret key never replaces one)")
+    published: Path | None = None
+    try:
+        with vault.transaction() as session:
+            identity = get_identity(session, name)
+            if identity.revoked_at is not None:
+                raise PolicyError(
+                    f"identity {identity.name}: revoked; its secret key may not be exported"
+                )
+            key = current_key(identity)
+            generation = identity.keys.index(key) + 1
+            pair = load_keypair(vault, key)
+            text = pair.age.identity_file(isoformat(now))
+            staged = stage_files([(output, text.encode("ascii"))], mode=0o600) if output else []
+            try:
+                _log(vault, session, pair, "identity.secret_exported", identity, now,
+                     {"fingerprint": key.fingerprint, "generation": generation,
+                      "age_recipient": key.age_recipient,
+                      "destination": "file" if output else "stdout"})
+            except BaseException:
+                discard_staged(staged)
+                raise
+            if output is not None:
+                publish_staged(staged)
+                published = output
+            result = SecretKeyExport(identity.name, key.fingerprint, generation,
+                                     key.age_recipient, None if output else text)
+    except FileExistsError:
+        raise UsageError(f"{output} exists; choose another file") from None
+    except BaseException:
+        # The event was not committed: the key file must not outlive it.
+        if published is not None:
+            published.unlink(missing_ok=True)
+        raise
+    return result
 
 
 def rotate_identity(
