@@ -11,11 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from conftest import TEST_PASSPHRASE, Cli
 from test_audit import World, auditor, world  # noqa: F401  (the module's fixture)
 
-# ----------------------------------------------------------------------------- -o into a missing folder
+# ----------------------------------------------------------------------------- -o, missing folder
 
 
 def test_identity_export_into_a_missing_folder_names_the_folder(
@@ -156,13 +155,13 @@ def test_trusted_keys_that_never_end_are_refused(world: World) -> None:  # noqa:
 # ----------------------------------------------------------------------------- --as hint
 
 
-def _second_vault(tmp: Path, world: World, *identities: str) -> Cli:
+def _second_vault(tmp: Path, sender: World, *identities: str) -> Cli:
     """A vault that trusts the office but holds none of ICC-OTP's keys."""
     other = Cli(tmp / "other")
     other.ok("init")
     for name in identities:
         other.ok("identity", "create", name)
-    other.ok("contact", "add", str(world.office_card), "--fingerprint", world.office_fp)
+    other.ok("contact", "add", str(sender.office_card), "--fingerprint", sender.office_fp)
     return other
 
 
