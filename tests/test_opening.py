@@ -132,8 +132,9 @@ def test_a_package_for_another_body_does_not_open(world: World) -> None:
     result = world.opg("open", str(world.package), "--out", str(out))
     assert result.exit_code == 3
     assert result.stderr == (
-        f"evault: package {world.package_id}: no identity of this vault matched; is this "
-        "package for ICC-OTP? try --as NAME\n")
+        f"evault: package {world.package_id}: not for this vault; it is encrypted to ICC-OTP "
+        f"({world.icc_fp}), not to opg-officer, the only identity here; ask its sender for a "
+        "package to your key\n")
     _out_is_empty(out)
 
 
@@ -306,7 +307,13 @@ def test_ack_and_import(world_any: World) -> None:
     assert shown["acknowledged_at"] == doc["received_at"]
     events = json.loads(world.office.ok("custody", "show", world.package_id, "--json").stdout)
     assert [e["action"] for e in events["events"]] == ["package.built", "package.acknowledged"]
-    replay = world.office("receipt", "import", str(ack))
+    again = world.office("receipt", "import", str(ack))
+    assert (again.exit_code, again.stderr) == (
+        0, f"evault: package {world.package_id} already acknowledged by icc-officer of ICC-OTP; "
+        "this acknowledgement was imported before, nothing changed\n")
+    second = world.tmp / "second-ack.json"
+    world.icc.ok("ack", world.package_id, "-o", str(second))
+    replay = world.office("receipt", "import", str(second))
     assert replay.exit_code == 3 and "this one is a replay" in replay.stderr
     assert world.office.ok("custody", "verify").exit_code == 0
     assert world.icc.ok("custody", "verify").exit_code == 0

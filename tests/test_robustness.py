@@ -432,10 +432,10 @@ def test_kill_during_receipt_import(
     state = as_json(office, "package", "show", sent.pid, "--json")["state"]
     assert state == ("sent" if step == "import.before_commit" else "acknowledged")
     rerun = office("receipt", "import", str(ack))
-    if state == "sent":
-        assert rerun.exit_code == 0, rerun.stderr
-    else:
-        assert_refusal(rerun, 3, "this one is a replay")
+    # Either way the re-run succeeds: the same ack imported again is already acknowledged.
+    assert rerun.exit_code == 0, rerun.stderr
+    if state == "acknowledged":
+        assert "already acknowledged" in rerun.stderr
     events = as_json(office, "custody", "show", sent.pid, "--json")["events"]
     assert [e["action"] for e in events].count("package.acknowledged") == 1
     check_healthy(office)

@@ -102,7 +102,7 @@ def test_packages_never_go_to_a_revoked_key(
     with fmt.read_package(after).open_payload() as payload, pytest.raises(DecryptionError):
         AgeReader(io.BytesIO(payload.read()), [pair_b.age]).read()  # type: ignore[attr-defined]
     assert_refusal(world.b("open", str(after), "--out", str(tmp_path / "b-after")), 3,
-                   "no identity of this vault matched")
+                   "not for this vault; it is encrypted to ICC-OTP")
     # ...and the other officer can; what was made before the revocation is still B's.
     world.a.ok("open", str(after), "--out", str(tmp_path / "a-after"))
     world.b.ok("open", str(before), "--out", str(tmp_path / "b-before"))

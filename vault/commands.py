@@ -14,8 +14,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vault.errors import NotFoundError
-
 if TYPE_CHECKING:
     from vault.service.vaults import Vault
 
@@ -532,8 +530,10 @@ def ingest(
     """
     from vault.service import intake
 
-    if bool(paths) == bool(manifest):
-        raise click.UsageError("give files to ingest, or --manifest FILE, not both")
+    if not paths and not manifest:
+        raise click.UsageError("give files to ingest, or --manifest FILE")
+    if paths and manifest:
+        raise click.UsageError("give files to ingest or --manifest FILE, not both")
     fields = None
     if case_id or not manifest:
         if not case_id:
@@ -809,8 +809,10 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
 
     if output is not None and output.exists():
         raise click.UsageError(f"{output} exists; choose another file")
-    if output is not None and not output.absolute().parent.is_dir():
-        raise NotFoundError(f"{output.absolute().parent}: no such folder")
+    if output is not None:
+        from vault.store.blobs import require_folder
+
+        require_folder(output)
     note = make_checkpoint(vault, as_name)
     write_or_print(note, output)
 
@@ -1275,7 +1277,7 @@ def verify_cmd(
     v = open_vault(root) if root is not None else None
     try:
         trust = audit.Trust.build(trusted_keys, v)
-        identities = audit.recipient_keys(v, as_name) if v is not None and as_name else []
+        identities = audit.recipient_keys(v, as_name) if v is not None and as_name else None
         findings = audit.verify_files(files, trust, identities=identities)
     finally:
         if v is not None:
@@ -1482,7 +1484,12 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
 
     data = import_ack(vault, ack_file)
     emit_record(data, as_json)
-    if not as_json:
+    if as_json:
+        return
+    if data["already_acknowledged"]:
+        say(f"package {data['package']} already acknowledged by {data['by']} of "
+            f"{data['body']}; this acknowledgement was imported before, nothing changed")
+    else:
         say(f"package {data['package']} acknowledged by {data['by']} of {data['body']}")
 
 

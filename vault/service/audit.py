@@ -31,11 +31,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vault.clock import as_utc, isoformat, parse_iso
 from vault.crypto import sshsig
-from vault.crypto.age import AgeIdentity
 from vault.crypto.keys import VerifyKey
 from vault.custody.merkle import EMPTY_ROOT, verify_consistency
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
@@ -46,6 +45,9 @@ from vault.formats.canonical import parse_json_object
 from vault.formats.card import load_card
 from vault.formats.safetar import printable
 from vault.service.vaults import Vault
+
+if TYPE_CHECKING:
+    from vault.service.inspection import OwnKeys
 
 CHECKPOINT_NAMESPACE = "evault-checkpoint"
 PROOF_TYPE = "evault-consistency-proof"
@@ -103,10 +105,8 @@ class Trust:
         """Trust from an allowed_signers file and/or a vault's known senders."""
         signers: list[sshsig.AllowedSigner] = []
         if allowed_signers is not None:
-            if not allowed_signers.is_file():  # a fifo or device would block or never end
-                raise UsageError(f"{allowed_signers}: not an allowed_signers text file")
             try:
-                text = allowed_signers.read_text(encoding="utf-8")
+                text = _read_trust_file(allowed_signers).decode("utf-8")
             except UnicodeDecodeError:
                 raise UsageError(f"{allowed_signers}: not an allowed_signers text file") from None
             try:
@@ -196,6 +196,21 @@ class Trust:
         return keys
 
 
+MAX_TRUST_FILE = 1 << 20
+"""An allowed_signers file is a few lines a key; reading stops here (a device never ends)."""
+
+
+def _read_trust_file(path: Path) -> bytes:
+    """The bytes of a trust file the user named: a regular file, ``/dev/stdin``, a FIFO or a
+    process substitution ``<(...)``, read to its end like any Unix tool reads its input."""
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_TRUST_FILE + 1)
+    if len(data) > MAX_TRUST_FILE:
+        raise UsageError(f"{path}: more than {MAX_TRUST_FILE >> 20} MiB; not an allowed_signers "
+                         "text file")
+    return data
+
+
 def _revoked_keys(session: Any, active: set[VerifyKey]) -> dict[VerifyKey, datetime]:
     """Every revoked contact, body key and identity key of a vault (not active elsewhere)."""
     from sqlalchemy import select
@@ -212,16 +227,18 @@ def _revoked_keys(session: Any, active: set[VerifyKey]) -> dict[VerifyKey, datet
     return out
 
 
-def recipient_keys(vault: Vault, as_name: str | None) -> list[AgeIdentity]:
+def recipient_keys(vault: Vault, as_name: str | None) -> OwnKeys:
     """Every age key (current, retired and revoked) of an identity, to check past packages.
 
     Only decryption for checking: nothing is extracted and nothing logged.
     """
-    from vault.service.identities import get_identity, load_keypair
+    from vault.service import inspection
+    from vault.service.identities import get_identity, identity_count, load_keypair
 
     with vault.transaction() as session:
         identity = get_identity(session, as_name)
-        return [load_keypair(vault, k).age for k in identity.keys]
+        keys = tuple(load_keypair(vault, k).age for k in identity.keys)
+        return inspection.OwnKeys(keys, identity.name, only=identity_count(session) == 1)
 
 
 # ----------------------------------------------------------------------------- findings
@@ -267,14 +284,14 @@ class _Checked:
 
 
 def verify_files(
-    paths: Sequence[Path], trust: Trust, *, identities: Sequence[AgeIdentity] = ()
+    paths: Sequence[Path], trust: Trust, *, identities: OwnKeys | None = None
 ) -> list[Finding]:
     """Verify each file as far as ``trust`` and ``identities`` allow; one finding each."""
     return [verify_file(p, trust, identities=identities) for p in paths]
 
 
 def verify_file(
-    path: Path, trust: Trust, *, identities: Sequence[AgeIdentity] = ()
+    path: Path, trust: Trust, *, identities: OwnKeys | None = None
 ) -> Finding:
     """Recognise ``path`` by its content and verify it; any failure becomes the finding."""
     # Names and texts from the files are shown on one line each: a crafted name must not
@@ -328,7 +345,7 @@ def _embedded_checkpoint(note: str, signer: VerifyKey, label: str) -> Checkpoint
 
 
 def _check_package(
-    path: Path, trust: Trust, identities: Sequence[AgeIdentity]
+    path: Path, trust: Trust, identities: OwnKeys | None
 ) -> _Checked:
     from vault.service.inspection import check_payload_digest, inspect_package, verify_outside
 
@@ -336,7 +353,7 @@ def _check_package(
     pid = _peek(pkg.envelope_bytes, "package_id")
     label = f"package {pid}" if pid else "package"
     keys = trust.require(pkg.signature, fmt.ENVELOPE_NAMESPACE, label)
-    if not identities:
+    if identities is None:
         report = verify_outside(path, keys)
         check_payload_digest(report)
         done = "envelope and payload digest verified"
@@ -358,7 +375,7 @@ def _check_package(
     )
 
 
-def _check_envelope(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+def _check_envelope(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
     data = path.read_bytes()
     pid = _peek(data, "package_id")
     label = f"package {pid}: envelope" if pid else "envelope"
@@ -385,7 +402,7 @@ def _check_envelope(path: Path, trust: Trust, identities: Sequence[AgeIdentity])
     )
 
 
-def _check_statement(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+def _check_statement(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
     data = path.read_bytes()
     pid = _peek(data, "package_id")
     label = f"package {pid}: statement" if pid else "statement"
@@ -401,7 +418,7 @@ def _check_statement(path: Path, trust: Trust, identities: Sequence[AgeIdentity]
     )
 
 
-def _check_receipt(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+def _check_receipt(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
     data = path.read_bytes()
     rid = _peek(data, "receipt_id")
     label = f"sharing receipt {rid}" if rid else "sharing receipt"
@@ -419,7 +436,7 @@ def _check_receipt(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) 
     )
 
 
-def _check_ack(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+def _check_ack(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
     data = path.read_bytes()
     pid = _peek(data, "package_id")
     label = f"acknowledgement of {pid}" if pid else "acknowledgement"
@@ -437,7 +454,7 @@ def _check_ack(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _
     )
 
 
-def _check_card(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+def _check_card(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
     card = load_card(path.read_bytes())
     revoked = trust.revocation(card.signing_key)
     known = (f"its key was revoked at {isoformat(revoked)}; do not trust it" if revoked
@@ -450,7 +467,7 @@ def _check_card(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> 
     )
 
 
-def _check_checkpoint(path: Path, trust: Trust, identities: Sequence[AgeIdentity]) -> _Checked:
+def _check_checkpoint(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
     checkpoint, signer = open_trusted_checkpoint(path.read_bytes(), trust, "checkpoint")
     root = base64.b64encode(checkpoint.root_hash).decode()
     return _Checked(

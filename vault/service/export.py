@@ -31,6 +31,7 @@ from vault.clock import utcnow
 from vault.errors import NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.service.identities import KeyPair
+from vault.service.items import get_case
 from vault.service.packaging import (
     Delivery,
     PackageDraft,
@@ -47,7 +48,7 @@ from vault.service.packaging import (
     write_package_files,
 )
 from vault.service.vaults import Vault
-from vault.store.models import Body, Case, Item, Package, PackageItem
+from vault.store.models import Body, Item, Package, PackageItem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -176,8 +177,8 @@ def validate(vault: Vault, plans: Sequence[BodyPlan]) -> None:
         for plan in plans:
             if session.get(Body, plan.body) is None:
                 raise NotFoundError(f"body {plan.body}: not found; see `evault body list`")
-            if plan.case and session.get(Case, plan.case) is None:
-                raise NotFoundError(f"case {plan.case}: not found; see `evault case list`")
+            if plan.case:
+                get_case(session, plan.case)
             for item_id in plan.items:
                 if session.get(Item, item_id) is None:
                     raise NotFoundError(f"item {item_id}: not found (plan for {plan.body})")

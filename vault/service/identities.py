@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, utcnow
@@ -101,6 +101,11 @@ def get_identity(session: Session, name: str | None) -> Identity:
     if found is None:
         raise NotFoundError(f"identity {name}: not found; see `evault identity list`")
     return found
+
+
+def identity_count(session: Session) -> int:
+    """How many identities this vault has (revoked ones included)."""
+    return int(session.scalar(select(func.count()).select_from(Identity)) or 0)
 
 
 def acting_identity(session: Session, name: str | None) -> Identity:

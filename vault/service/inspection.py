@@ -1,7 +1,8 @@
 """Everything that can be checked about a package, before a single file is kept.
 
+    >>> keys = OwnKeys((my_age_identity,), "icc-officer")              # doctest: +SKIP
     >>> report = inspect_package(Path("PKG-0123456789AB.evpkg"), trusted=[sender_key],
-    ...                          identities=[my_age_identity])           # doctest: +SKIP
+    ...                          identities=keys)                        # doctest: +SKIP
     >>> report.statement.body                                            # doctest: +SKIP
     'ICC-OTP'
 
@@ -40,6 +41,33 @@ from vault.formats.bagit import BagContents, read_bag
 from vault.formats.canonical import parse_json_object
 
 READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class OwnKeys:
+    """The age keys of one identity of this vault, to open packages with.
+
+    ``only`` says it is the vault's only identity: a package none of its keys opens is then
+    not for this vault at all, and ``--as`` cannot help.
+    """
+
+    keys: tuple[AgeIdentity, ...]
+    identity: str
+    only: bool = False
+
+    def no_match(self, envelope: fmt.Envelope) -> DecryptionError:
+        """The refusal of a package encrypted to none of these keys."""
+        if not self.only:
+            return DecryptionError(
+                f"package {envelope.package_id}: no identity of this vault matched; is this "
+                f"package for {envelope.body}? try --as NAME"
+            )
+        keys = ", ".join(k.fingerprint for k in envelope.recipients)
+        return DecryptionError(
+            f"package {envelope.package_id}: not for this vault; it is encrypted to "
+            f"{envelope.body} ({keys}), not to {self.identity}, the only identity here; ask "
+            "its sender for a package to your key"
+        )
 
 
 @dataclass
@@ -153,22 +181,19 @@ def inspect_package(
     path: Path,
     *,
     trusted: Sequence[VerifyKey],
-    identities: Sequence[AgeIdentity] = (),
+    identities: OwnKeys | None = None,
     extract_to: Path | None = None,
 ) -> PackageReport:
     """Verify a package as far as the keys at hand allow (see the module docstring)."""
     report = verify_outside(path, trusted)
-    if not identities:
+    if identities is None:
         check_payload_digest(report)
         return report
     envelope = report.envelope
-    ours = {str(i.recipient): i for i in identities}
+    ours = {str(i.recipient): i for i in identities.keys}
     matched = [k for k in envelope.all_recipients if k.age_recipient in ours]
     if not matched:
-        raise DecryptionError(
-            f"package {envelope.package_id}: no identity of this vault matched; is this "
-            f"package for {envelope.body}? try --as NAME"
-        )
+        raise identities.no_match(envelope)
     report.matched_key = matched[0]
     pkg = fmt.read_package(path)
     swapped = _fail(envelope.package_id, "payload.age does not match the SHA-256 in the signed "

@@ -41,6 +41,7 @@ from vault.faults import crash_point
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
+from vault.service.items import get_case
 from vault.service.storing import Stored, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
@@ -822,9 +823,6 @@ def list_cases(vault: Vault) -> list[dict[str, Any]]:
 def show_case(vault: Vault, case: str) -> dict[str, Any]:
     """One case."""
     with vault.transaction() as session:
-        row = session.get(Case, case)
-        if row is None:
-            raise NotFoundError(f"case {case}: not found; see `evault case list`")
-        return _case_dict(session, row)
+        return _case_dict(session, get_case(session, case))
 
 

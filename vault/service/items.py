@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, selectinload
 from vault.clock import isoformat, optional_isoformat, utcnow
 from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
 from vault.service.vaults import Vault
-from vault.store.models import Item, ItemLabel
+from vault.store.models import Case, Item, ItemLabel
 
 ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
 
@@ -54,6 +54,14 @@ def get_item(session: Session, item_id: str) -> Item:
     return item
 
 
+def get_case(session: Session, case_id: str) -> Case:
+    """The case with this id; a typo is named, never read as an empty case."""
+    case = session.get(Case, case_id)
+    if case is None:
+        raise NotFoundError(f"case {case_id}: not found; see `evault case list`")
+    return case
+
+
 def list_items(
     vault: Vault, *, case: str | None = None, label: str | None = None
 ) -> list[dict[str, Any]]:
@@ -62,7 +70,8 @@ def list_items(
         stmt = select(Item).options(
             selectinload(Item.labels), selectinload(Item.tags), selectinload(Item.digests)
         )
-        if case:
+        if case is not None:
+            get_case(session, case)
             stmt = stmt.where(Item.case_id == case)
         if label:
             labelled = select(ItemLabel.item_id).where(ItemLabel.label == label)
@@ -93,14 +102,13 @@ def export_item(
     from vault.crypto.age import AgeReader
     from vault.service.custody import CustodyLog, actor_pair
     from vault.service.intake import storage_identity
-    from vault.store.blobs import BlobStore, atomic_writer
+    from vault.store.blobs import BlobStore, atomic_writer, require_folder
 
     if not reason.strip():
         raise UsageError("items export: --reason must say why the content is needed")
     if output.exists() and not force:
         raise ConflictError(f"{output}: exists already; choose another path or pass --force")
-    if not output.parent.is_dir():
-        raise NotFoundError(f"{output.parent}: no such folder")
+    require_folder(output)
     with vault.transaction() as session:
         item = get_item(session, item_id)
         pair = actor_pair(vault, session, as_name)

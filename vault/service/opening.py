@@ -25,7 +25,6 @@ from sqlalchemy import event as sa_event
 
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
-from vault.crypto.age import AgeIdentity
 from vault.crypto.keys import VerifyKey
 from vault.errors import (
     ConflictError,
@@ -37,9 +36,9 @@ from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.service.contacts import known_senders
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now
-from vault.service.identities import acting_identity, load_keypair
+from vault.service.identities import acting_identity, identity_count, load_keypair
 from vault.service.ids import new_id
-from vault.service.inspection import PackageReport, inspect_package
+from vault.service.inspection import OwnKeys, PackageReport, inspect_package
 from vault.service.intake import storage_recipient
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
@@ -49,6 +48,7 @@ from vault.store.blobs import (
     discard_staged,
     fsync_dir,
     publish_staged,
+    require_folder,
     stage_files,
 )
 from vault.store.models import (
@@ -79,13 +79,13 @@ def _trusted(vault: Vault, path: Path, trust_sender: str | None) -> list[VerifyK
     return list(keys.values())
 
 
-def _identities(vault: Vault, as_name: str | None) -> tuple[list[AgeIdentity], str, str]:
-    """Every age key (current and retired) of the acting identity, its name and fingerprint."""
+def _identities(vault: Vault, as_name: str | None) -> OwnKeys:
+    """Every age key (current and retired, not revoked) of the acting identity."""
     with vault.transaction() as session:
         identity = acting_identity(session, as_name)
         pairs = [load_keypair(vault, k) for k in identity.keys if k.revoked_at is None]
-        current = next(k for k in identity.keys if k.retired_at is None)
-        return [p.age for p in pairs], identity.name, current.fingerprint
+        return OwnKeys(tuple(p.age for p in pairs), identity.name,
+                       only=identity_count(session) == 1)
 
 
 def open_package(
@@ -113,7 +113,7 @@ def open_package(
             "is not a known contact; add their card with `evault contact add` or pass "
             "--trust-sender FINGERPRINT"
         )
-    identities, _name, _fp = _identities(vault, as_name)
+    identities = _identities(vault, as_name)
     with vault.transaction() as session:
         if peek is not None and session.get(ReceivedPackage, peek.package_id) is not None:
             raise ConflictError(f"package {peek.package_id}: opened already in this vault")
@@ -278,6 +278,7 @@ def acknowledge(
     for p in (output, sig_path):
         if p.exists():
             raise ConflictError(f"{p}: exists already; choose another -o")
+    require_folder(output)
     with vault.transaction() as session:
         row = _received(session, ref)
         identity = acting_identity(session, as_name)
@@ -367,6 +368,13 @@ def import_ack(
             raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
         digest = hashlib.sha256(data).hexdigest()
         existing = session.get(Acknowledgement, pid)
+        result = {"package": pid, "body": package.body_id, "by": ack.recipient.name,
+                  "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
+                  "state": package.state, "already_acknowledged": existing is not None}
+        if existing is not None and existing.document_sha256 == digest:
+            # The same genuine ack imported again (a retry, a second copy in the drop
+            # folder): nothing to record and nothing wrong.
+            return result
         if existing is not None:
             raise VerificationError(
                 f"ack for package {pid}: an acknowledgement was imported already at "
@@ -387,9 +395,7 @@ def import_ack(
             log.append(pair, "package.acknowledged", pi.item_id,
                        details={"package": pid, "body": package.body_id}, now=now)
         crash_point("import.before_commit")
-        result = {"package": pid, "body": package.body_id, "by": ack.recipient.name,
-                  "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
-                  "state": package.state}
+        result["state"] = package.state
     crash_point("import.after_commit")
     return result
 

@@ -61,13 +61,14 @@ from vault.service.custody import (
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
-from vault.service.items import item_dict
+from vault.service.items import get_case, item_dict
 from vault.service.vaults import Vault
 from vault.store.blobs import (
     TEMP_PREFIX,
     BlobStore,
     WritebackFile,
     fsync_dir,
+    require_folder,
     start_writeback,
 )
 from vault.store.models import (
@@ -116,6 +117,8 @@ def select_items(
         if len(set(item_ids)) != len(item_ids):
             raise UsageError("package create: an item is given twice")
         return sorted(found.values(), key=lambda i: i.intake_seq)
+    assert case is not None
+    get_case(session, case)
     stmt = stmt.where(Item.case_id == case)
     if label:
         stmt = stmt.where(Item.id.in_(select(ItemLabel.item_id).where(ItemLabel.label == label)))
@@ -322,8 +325,7 @@ def plan_package(
     target = (output or (directory or Path()) / f"{package_id}.evpkg").absolute()
     if target.exists() and not force:
         raise ConflictError(f"{target}: exists already; choose another -o or pass --force")
-    if not target.parent.is_dir():
-        raise NotFoundError(f"{target.parent}: no such folder")
+    require_folder(target)
     with vault.transaction() as session:
         body = session.get(Body, body_id)
         if body is None:
@@ -1093,6 +1095,7 @@ def export_receipt(vault: Vault, receipt_id: str, output: Path) -> tuple[Path, P
     for path in (output, sig_path):
         if path.exists():
             raise ConflictError(f"{path}: exists already; choose another -o")
+    require_folder(output)
     with vault.transaction() as session:
         row = get_receipt(session, receipt_id)
         document, signature = row.document, row.signature

@@ -37,6 +37,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def require_folder(target: Path) -> None:
+    """Refuse to write ``target`` into a folder that does not exist, naming that folder (the
+    temporary file the write would start with means nothing to the user)."""
+    folder = target.parent
+    if not folder.is_dir():
+        from vault.errors import NotFoundError
+
+        raise NotFoundError(f"{folder}: no such folder for {target.name}; create it first")
+
+
 @contextlib.contextmanager
 def atomic_writer(target: Path, *, mode: int = 0o600, overwrite: bool = True) -> Iterator[BinaryIO]:
     """Yield a file to write; on success it replaces ``target`` atomically, on error it vanishes.
@@ -44,6 +54,7 @@ def atomic_writer(target: Path, *, mode: int = 0o600, overwrite: bool = True) ->
     With ``overwrite=False`` an existing ``target`` is never replaced (the final step uses
     ``link`` + ``unlink``, which fails if the name exists), so two writers cannot clobber.
     """
+    require_folder(target)
     temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{target.name}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -72,6 +83,8 @@ def stage_files(files: list[tuple[Path, bytes]], *, mode: int = 0o644) -> list[t
     """
     import glob
 
+    for target, _data in files:
+        require_folder(target)
     staged: list[tuple[Path, Path]] = []
     try:
         for target, data in files:
