@@ -1077,9 +1077,12 @@ def paper_option(f: Callable[..., None]) -> Callable[..., None]:
 
 
 def _paper(fmt: str, paper: str | None) -> str:
+    """The paper to print on; the default is the forms module's, named in one place."""
+    from vault.service.forms import DEFAULT_PAPER
+
     if paper is not None and fmt != "html":
         raise click.UsageError("--paper goes with --format html")
-    return paper or "a4"
+    return paper or DEFAULT_PAPER
 
 
 @package.command("sheet")
