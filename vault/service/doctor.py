@@ -4,6 +4,9 @@
     >>> report["key_store"], report["blobs_removed"]              # doctest: +SKIP
     ('file', 0)
 
+Packages built and never sent are listed (``unsent_packages``); they are kept, even with
+``repair``: the next step is to send them (or re-run the export that built them).
+
 With ``repair``, leftovers of interrupted commands are removed: temporary blob files and
 blobs that no committed row refers to. It waits for running intakes first (they hold the
 intake lock), so it never removes a blob that is about to be committed.
@@ -22,7 +25,7 @@ from vault.keystore import choose
 from vault.service.vaults import open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
-from vault.store.models import Blob, Body, Identity, Item
+from vault.store.models import Blob, Body, Identity, Item, Package
 
 
 def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str, Any]:
@@ -49,6 +52,9 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
             report["identities"] = session.scalar(select(func.count()).select_from(Identity))
             report["bodies"] = session.scalar(select(func.count()).select_from(Body))
             report["items"] = session.scalar(select(func.count()).select_from(Item))
+            # Built and never sent: an interrupted export's, or `package create` without `send`.
+            report["unsent_packages"] = list(session.scalars(
+                select(Package.id).where(Package.state == "built").order_by(Package.created_at)))
             known = set(session.scalars(select(Blob.id)))
             temps, on_disk = blobs.scan()
             # Interrupted package builds leave temporary ciphertext in exports/.
