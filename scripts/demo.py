@@ -3,16 +3,23 @@
 Every vault lives in a temporary directory and keeps its keys in the passphrase key file
 (EVAULT_KEY_STORAGE=file) with a demo passphrase, so the demo never touches your keyring.
 All names and data are fictional.
+
+Every line starting with "$ " is a shell command that can be pasted as it is, after the
+`export` lines printed first. `--keep` (or EVAULT_DEMO_KEEP=1) keeps the vaults at the end
+and prints where they are.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 BODIES = [
@@ -25,6 +32,9 @@ BODIES = [
 
 
 CASE = "UA-2026-0042"
+PASSPHRASE = "fictional demo passphrase"
+# A --json step shows this many entries of a list at most, so the demo stays readable.
+JSON_LIST_SHOWN = 1
 
 
 def make_samples(folder: Path) -> Path:
@@ -43,23 +53,66 @@ def make_samples(folder: Path) -> Path:
 
 
 class Demo:
-    """Runs evault commands, echoing each one, and stops at the first failure."""
+    """Runs evault commands, echoing each one as a shell command, and stops at the first
+    failure. Paths under the work folder are printed as "$DEMO"/..., which the `export DEMO=`
+    line printed by `preamble` sets."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
         self.env = {
             **os.environ,
             "EVAULT_KEY_STORAGE": "file",
-            "EVAULT_PASSPHRASE": "fictional demo passphrase",
+            "EVAULT_PASSPHRASE": PASSPHRASE,
         }
         self.env.pop("EVAULT_HOME", None)
 
     def step(self, title: str) -> None:
         print(f"\n== {title}", flush=True)
 
+    def word(self, arg: str) -> str:
+        """One argument as a shell word; the work folder becomes "$DEMO"."""
+        work = str(self.work)
+        if arg == work:
+            return '"$DEMO"'
+        if arg.startswith(work + os.sep):
+            return '"$DEMO"' + shlex.quote(arg[len(work) :])
+        return shlex.quote(arg)
+
+    def command(self, words: Sequence[str], redirect: Path | None = None) -> None:
+        """Print a command a user can paste into a shell."""
+        line = " ".join(self.word(w) for w in words)
+        if redirect is not None:
+            line += " > " + self.word(str(redirect))
+        print(f"$ {line}", flush=True)
+
+    def preamble(self) -> None:
+        """The `export` lines that make the printed commands work when pasted."""
+        print("Lines starting with '$ ' are shell commands; paste them without the '$ '.")
+        print("First paste these, which set what every command below relies on:")
+        print(f"$ export DEMO={shlex.quote(str(self.work))}")
+        print("$ export EVAULT_KEY_STORAGE=file")
+        print(f"$ export EVAULT_PASSPHRASE={shlex.quote(PASSPHRASE)}")
+        evault = Path(sys.executable).parent / "evault"
+        found = shutil.which("evault")
+        if evault.exists() and (found is None or Path(found) != evault):
+            print(f'$ export PATH={shlex.quote(str(evault.parent))}:"$PATH"', flush=True)
+
+    def mkdir(self, folder: Path) -> None:
+        self.command(["mkdir", str(folder)])
+        folder.mkdir()
+
+    def cat(self, file: Path) -> None:
+        self.command(["cat", str(file)])
+        print(file.read_text(), end="", flush=True)
+
+    def write_lines(self, file: Path, lines: Sequence[str]) -> None:
+        self.command(["printf", "%s\\n", *lines], redirect=file)
+        file.write_text("".join(f"{line}\n" for line in lines))
+
     def run(self, *args: str, show: bool = True, env: dict[str, str] | None = None) -> str:
-        shown = " ".join(shlex.quote(a.replace(str(self.work), "$DEMO")) for a in args)
-        print(f"$ evault {shown}", flush=True)
+        assignments = [f"{name}={self.word(value)}" for name, value in (env or {}).items()]
+        line = " ".join(self.word(w) for w in ["evault", *args])
+        print("$ " + " ".join([*assignments, line]), flush=True)
         proc = subprocess.run(
             [sys.executable, "-m", "vault", *args],
             env={**self.env, **(env or {})},
@@ -72,167 +125,214 @@ class Demo:
             sys.stderr.flush()
         if proc.returncode != 0:
             raise SystemExit(f"demo: step failed with exit {proc.returncode}")
-        if show and proc.stdout:
+        if "--json" in args:  # always shown: the output is what such a step is for
+            print(self.trimmed_json(proc.stdout), flush=True)
+        elif show and proc.stdout:
             print(proc.stdout.replace(str(self.work), "$DEMO"), end="", flush=True)
         return proc.stdout
 
+    def trimmed_json(self, text: str) -> str:
+        """A --json step's output, pretty; a longer list shows its first entry only."""
+        value = json.loads(text)
+        more = ""
+        if isinstance(value, list) and len(value) > JSON_LIST_SHOWN:
+            more = f"\n   ... and {len(value) - JSON_LIST_SHOWN} more, not shown"
+            value = value[:JSON_LIST_SHOWN]
+        pretty = json.dumps(value, indent=2, ensure_ascii=False)
+        return pretty.replace(str(self.work), "$DEMO") + more
 
-def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="evault-demo-") as tmp:
-        work = Path(tmp)
-        demo = Demo(work)
-        office = str(work / "office-vault")
-        print(f"Demo vaults live in a temporary directory ($DEMO = {work}); removed at the end.")
 
-        demo.step("1. The sending office creates its vault and two identities")
-        demo.run("init", "--vault", office)
-        demo.run(
-            "identity",
-            "create",
-            "registry-office",
-            "--org",
-            "Fictional Ministry of Justice",
-            "--vault",
-            office,
-        )
-        demo.run(
-            "identity",
-            "create",
-            "evidence-unit",
-            "--org",
-            "Fictional Ministry of Justice",
-            "--vault",
-            office,
-        )
-        demo.run("identity", "list", "--vault", office)
+def parse_keep(argv: Sequence[str]) -> bool:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo vaults at the end and print where (also EVAULT_DEMO_KEEP=1)",
+    )
+    keep: bool = parser.parse_args(argv).keep
+    return keep or os.environ.get("EVAULT_DEMO_KEEP", "") not in ("", "0")
 
-        demo.step("2. Each recipient body makes an identity in its own vault and exports a card")
-        cards: dict[str, tuple[Path, str]] = {}
-        for body_id, _name, officer in BODIES:
-            vault = str(work / f"{body_id.lower()}-vault")
-            demo.run("init", "--vault", vault, show=False)
-            created = json.loads(
-                demo.run(
-                    "identity",
-                    "create",
-                    officer,
-                    "--org",
-                    body_id,
-                    "--json",
-                    "--vault",
-                    vault,
-                    show=False,
-                )
+
+def main(argv: Sequence[str] | None = None) -> None:
+    keep = parse_keep(sys.argv[1:] if argv is None else argv)
+    if keep:
+        work = Path(tempfile.mkdtemp(prefix="evault-demo-"))
+        print(f"Demo vaults live in {work} and are kept at the end.")
+        try:
+            run_demo(Demo(work))
+        finally:
+            print_kept(work)
+    else:
+        with tempfile.TemporaryDirectory(prefix="evault-demo-") as tmp:
+            print(
+                f"Demo vaults live in {tmp}, removed at the end "
+                "(keep them with --keep or EVAULT_DEMO_KEEP=1)."
             )
-            card = work / f"{officer}.card.json"
-            demo.run("identity", "export", officer, "-o", str(card), "--vault", vault)
-            cards[body_id] = (card, created["fingerprint"])
-            print(f"   {officer} of {body_id}: fingerprint {created['fingerprint']}")
+            run_demo(Demo(Path(tmp)))
 
-        demo.step("3. The office registers the five bodies, pinning each key by fingerprint")
-        for body_id, name, _officer in BODIES:
-            card, fingerprint = cards[body_id]
-            demo.run("body", "add", body_id, "--name", name, "--vault", office, show=False)
+
+def print_kept(work: Path) -> None:
+    """Where the kept vaults are and how to go on with them."""
+    vaults = sorted(p.name for p in work.glob("*-vault") if p.is_dir())
+    print(f"\nKept the demo vaults in {work}:")
+    for name in vaults:
+        print(f"   {work / name}")
+    print("To continue, paste the export lines printed at the start and pass --vault, e.g.:")
+    print('$ evault items list --vault "$DEMO"/office-vault')
+    print(f"Remove them with: rm -rf {shlex.quote(str(work))}", flush=True)
+
+
+def run_demo(demo: Demo) -> None:
+    work = demo.work
+    office = str(work / "office-vault")
+    demo.preamble()
+    demo.step("1. The sending office creates its vault and two identities")
+    demo.run("init", "--vault", office)
+    demo.run(
+        "identity",
+        "create",
+        "registry-office",
+        "--org",
+        "Fictional Ministry of Justice",
+        "--vault",
+        office,
+    )
+    demo.run(
+        "identity",
+        "create",
+        "evidence-unit",
+        "--org",
+        "Fictional Ministry of Justice",
+        "--vault",
+        office,
+    )
+    demo.run("identity", "list", "--vault", office)
+
+    demo.step("2. Each recipient body makes an identity in its own vault and exports a card")
+    cards: dict[str, tuple[Path, str]] = {}
+    for body_id, _name, officer in BODIES:
+        vault = str(work / f"{body_id.lower()}-vault")
+        demo.run("init", "--vault", vault, show=False)
+        created = json.loads(
             demo.run(
-                "body",
-                "key",
-                "add",
+                "identity",
+                "create",
+                officer,
+                "--org",
                 body_id,
-                "--card",
-                str(card),
-                "--fingerprint",
-                fingerprint,
+                "--json",
                 "--vault",
-                office,
-                show=False,
+                vault,
             )
-        demo.run("body", "list", "--vault", office)
-
-        demo.step("4. The office ingests fictional sample evidence into a case")
-        samples = make_samples(work / "samples")
-        demo.run("case", "create", CASE, "--title", "Fictional shelling of a school",
-                 "--vault", office)
-        demo.run("ingest", str(samples / "witness-statement-W1.txt"), "--case", CASE,
-                 "--title", "Witness statement W-1 (fictional)", "--source",
-                 "Fictional regional prosecutor's office", "--collected-at",
-                 "2026-03-14T09:30:00Z", "--location", "Fictional town", "--label",
-                 "restricted-icc", "--also-digest", "md5,sha1", "--vault", office)
-        demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
-                 "--source", "Fictional field team", "--vault", office)
-        demo.run("items", "list", "--case", CASE, "--vault", office)
-        first = json.loads(demo.run("items", "list", "--json", "--vault", office, show=False))[0]
-
-        demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
-        demo.run("custody", "show", first["id"], "--vault", office)
-        demo.run("custody", "checkpoint", "-o", str(work / "checkpoint-1.txt"), "--vault", office)
-        print((work / "checkpoint-1.txt").read_text(), end="")
-        demo.run("custody", "prove", first["id"], "--vault", office)
-        demo.run("custody", "verify", "--vault", office)
-
-        demo.step("6. The office packages the case for ICC-OTP, sends it and keeps the receipt")
-        outbox = work / "outbox"
-        outbox.mkdir()
-        built = json.loads(demo.run(
-            "package", "create", "--to", "ICC-OTP", "--case", CASE, "--reference",
-            "OTP-REQ-2026-017", "--purpose", "Fictional request for assistance", "-o",
-            str(work / "icc-package.evpkg"), "--json", "--vault", office, show=False))
-        print(f"   package {built['id']}: {built['items']} items, {built['bytes']} bytes, "
-              f"encrypted to {len(built['recipients'])} ICC-OTP key(s) and the escrow key")
-        demo.run("send", str(work / "icc-package.evpkg"), "--outbox", str(outbox),
-                 "--vault", office)
-        demo.run("package", "list", "--vault", office)
-        receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office,
-                                       show=False))
-        demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
-        demo.run("receipt", "export", receipts[0]["id"], "-o", str(work / "receipt.json"),
-                 "--vault", office)
-        demo.run("custody", "verify", "--vault", office)
-
-        demo.step("7. ICC-OTP opens the package in its own vault and acknowledges it")
-        icc = str(work / "icc-otp-vault")
-        office_card = work / "registry-office.card.json"
-        office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
-                                        "--vault", office, show=False))
-        demo.run("identity", "export", "registry-office", "-o", str(office_card),
-                 "--vault", office)
-        demo.run("contact", "add", str(office_card), "--fingerprint",
-                 office_id["fingerprint"], "--vault", icc)
-        package_file = outbox / f"{built['id']}.evpkg"
-        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--vault", icc)
-        ack = work / f"{built['id']}.ack.json"
-        demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
-        demo.run("receipt", "import", str(ack), "--vault", office)
-        demo.run("package", "list", "--vault", office)
-
-        demo.step("8. An auditor with no vault at all verifies every file")
-        icc_card = cards["ICC-OTP"][0]
-        allowed = work / "allowed_signers"
-        office_key = " ".join(office_id["signing_key"].split()[:2])
-        icc_key = json.loads(icc_card.read_text())["signing_key"]
-        allowed.write_text(
-            'registry-office namespaces="evault-envelope,evault-statement,evault-receipt,'
-            f'evault-checkpoint" {office_key}\n'
-            f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}\n'
         )
-        print(allowed.read_text(), end="")
-        auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}
-        demo.run("verify", str(package_file), str(work / "receipt.json"), str(ack),
-                 str(office_card), str(work / "checkpoint-1.txt"), "--trusted-keys",
-                 str(allowed), env=auditor_env)
+        card = work / f"{officer}.card.json"
+        demo.run("identity", "export", officer, "-o", str(card), "--vault", vault)
+        cards[body_id] = (card, created["fingerprint"])
+        print(f"   {officer} of {body_id}: fingerprint {created['fingerprint']}")
 
-        demo.step("9. Bulk export of the case to all five bodies, then a sharing report")
-        bulk = work / "bulk-outbox"
-        bulk.mkdir()
-        everyone = ",".join(b[0] for b in BODIES)
-        demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
-                 "--vault", office)
-        print("   ...and once more: nothing new is made")
-        demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
-                 "--vault", office)
-        demo.run("report", "sharing", "--vault", office)
-        demo.run("custody", "verify", "--vault", office)
-        demo.run("doctor", "--vault", office)
-        print("\nDemo finished: every step above succeeded.")
+    demo.step("3. The office registers the five bodies, pinning each key by fingerprint")
+    for body_id, name, _officer in BODIES:
+        card, fingerprint = cards[body_id]
+        demo.run("body", "add", body_id, "--name", name, "--vault", office, show=False)
+        demo.run(
+            "body",
+            "key",
+            "add",
+            body_id,
+            "--card",
+            str(card),
+            "--fingerprint",
+            fingerprint,
+            "--vault",
+            office,
+            show=False,
+        )
+    demo.run("body", "list", "--vault", office)
+
+    demo.step("4. The office ingests fictional sample evidence into a case")
+    samples = make_samples(work / "samples")
+    print("   (the demo wrote fictional sample files into $DEMO/samples)")
+    demo.run("case", "create", CASE, "--title", "Fictional shelling of a school",
+             "--vault", office)
+    demo.run("ingest", str(samples / "witness-statement-W1.txt"), "--case", CASE,
+             "--title", "Witness statement W-1 (fictional)", "--source",
+             "Fictional regional prosecutor's office", "--collected-at",
+             "2026-03-14T09:30:00Z", "--location", "Fictional town", "--label",
+             "restricted-icc", "--also-digest", "md5,sha1", "--vault", office)
+    demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
+             "--source", "Fictional field team", "--vault", office)
+    demo.run("items", "list", "--case", CASE, "--vault", office)
+    first = json.loads(demo.run("items", "list", "--json", "--vault", office))[0]
+
+    demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
+    demo.run("custody", "show", first["id"], "--vault", office)
+    demo.run("custody", "checkpoint", "-o", str(work / "checkpoint-1.txt"), "--vault", office)
+    demo.cat(work / "checkpoint-1.txt")
+    demo.run("custody", "prove", first["id"], "--vault", office)
+    demo.run("custody", "verify", "--vault", office)
+
+    demo.step("6. The office packages the case for ICC-OTP, sends it and keeps the receipt")
+    outbox = work / "outbox"
+    demo.mkdir(outbox)
+    built = json.loads(demo.run(
+        "package", "create", "--to", "ICC-OTP", "--case", CASE, "--reference",
+        "OTP-REQ-2026-017", "--purpose", "Fictional request for assistance", "-o",
+        str(work / "icc-package.evpkg"), "--json", "--vault", office))
+    print(f"   package {built['id']}: {built['items']} items, {built['bytes']} bytes, "
+          f"encrypted to {len(built['recipients'])} ICC-OTP key(s) and the escrow key")
+    demo.run("send", str(work / "icc-package.evpkg"), "--outbox", str(outbox),
+             "--vault", office)
+    demo.run("package", "list", "--vault", office)
+    receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office))
+    demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
+    demo.run("receipt", "export", receipts[0]["id"], "-o", str(work / "receipt.json"),
+             "--vault", office)
+    demo.run("custody", "verify", "--vault", office)
+
+    demo.step("7. ICC-OTP opens the package in its own vault and acknowledges it")
+    icc = str(work / "icc-otp-vault")
+    office_card = work / "registry-office.card.json"
+    office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
+                                    "--vault", office))
+    demo.run("identity", "export", "registry-office", "-o", str(office_card),
+             "--vault", office)
+    demo.run("contact", "add", str(office_card), "--fingerprint",
+             office_id["fingerprint"], "--vault", icc)
+    package_file = outbox / f"{built['id']}.evpkg"
+    demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--vault", icc)
+    ack = work / f"{built['id']}.ack.json"
+    demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
+    demo.run("receipt", "import", str(ack), "--vault", office)
+    demo.run("package", "list", "--vault", office)
+
+    demo.step("8. An auditor with no vault at all verifies every file")
+    icc_card = cards["ICC-OTP"][0]
+    allowed = work / "allowed_signers"
+    office_key = " ".join(office_id["signing_key"].split()[:2])
+    icc_key = json.loads(icc_card.read_text())["signing_key"]
+    demo.write_lines(allowed, [
+        'registry-office namespaces="evault-envelope,evault-statement,evault-receipt,'
+        f'evault-checkpoint" {office_key}',
+        f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}',
+    ])
+    auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}
+    demo.run("verify", str(package_file), str(work / "receipt.json"), str(ack),
+             str(office_card), str(work / "checkpoint-1.txt"), "--trusted-keys",
+             str(allowed), env=auditor_env)
+
+    demo.step("9. Bulk export of the case to all five bodies, then a sharing report")
+    bulk = work / "bulk-outbox"
+    demo.mkdir(bulk)
+    everyone = ",".join(b[0] for b in BODIES)
+    demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
+             "--vault", office)
+    print("   ...and once more: nothing new is made")
+    demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
+             "--vault", office)
+    demo.run("report", "sharing", "--vault", office)
+    demo.run("custody", "verify", "--vault", office)
+    demo.run("doctor", "--vault", office)
+    print("\nDemo finished: every step above succeeded.")
 
 
 if __name__ == "__main__":
