@@ -19,7 +19,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 BODIES = [
@@ -153,22 +154,23 @@ def parse_keep(argv: Sequence[str]) -> bool:
     return keep or os.environ.get("EVAULT_DEMO_KEEP", "") not in ("", "0")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    keep = parse_keep(sys.argv[1:] if argv is None else argv)
-    if keep:
-        work = Path(tempfile.mkdtemp(prefix="evault-demo-"))
-        print(f"Demo vaults live in {work} and are kept at the end.")
-        try:
-            run_demo(Demo(work))
-        finally:
-            print_kept(work)
-    else:
+@contextmanager
+def demo_folder(keep: bool) -> Iterator[Path]:
+    """A temporary folder for the demo's vaults, removed at the end unless `keep`."""
+    if not keep:
         with tempfile.TemporaryDirectory(prefix="evault-demo-") as tmp:
             print(
                 f"Demo vaults live in {tmp}, removed at the end "
                 "(keep them with --keep or EVAULT_DEMO_KEEP=1)."
             )
-            run_demo(Demo(Path(tmp)))
+            yield Path(tmp)
+        return
+    work = Path(tempfile.mkdtemp(prefix="evault-demo-"))
+    print(f"Demo vaults live in {work} and are kept at the end.")
+    try:
+        yield work
+    finally:
+        print_kept(work)
 
 
 def print_kept(work: Path) -> None:
@@ -182,157 +184,160 @@ def print_kept(work: Path) -> None:
     print(f"Remove them with: rm -rf {shlex.quote(str(work))}", flush=True)
 
 
-def run_demo(demo: Demo) -> None:
-    work = demo.work
-    office = str(work / "office-vault")
-    demo.preamble()
-    demo.step("1. The sending office creates its vault and two identities")
-    demo.run("init", "--vault", office)
-    demo.run(
-        "identity",
-        "create",
-        "registry-office",
-        "--org",
-        "Fictional Ministry of Justice",
-        "--vault",
-        office,
-    )
-    demo.run(
-        "identity",
-        "create",
-        "evidence-unit",
-        "--org",
-        "Fictional Ministry of Justice",
-        "--vault",
-        office,
-    )
-    demo.run("identity", "list", "--vault", office)
+def main(argv: Sequence[str] | None = None) -> None:
+    keep = parse_keep(sys.argv[1:] if argv is None else argv)
+    with demo_folder(keep) as work:
+        demo = Demo(work)
+        office = str(work / "office-vault")
+        demo.preamble()
 
-    demo.step("2. Each recipient body makes an identity in its own vault and exports a card")
-    cards: dict[str, tuple[Path, str]] = {}
-    for body_id, _name, officer in BODIES:
-        vault = str(work / f"{body_id.lower()}-vault")
-        demo.run("init", "--vault", vault, show=False)
-        created = json.loads(
-            demo.run(
-                "identity",
-                "create",
-                officer,
-                "--org",
-                body_id,
-                "--json",
-                "--vault",
-                vault,
-            )
-        )
-        card = work / f"{officer}.card.json"
-        demo.run("identity", "export", officer, "-o", str(card), "--vault", vault)
-        cards[body_id] = (card, created["fingerprint"])
-        print(f"   {officer} of {body_id}: fingerprint {created['fingerprint']}")
-
-    demo.step("3. The office registers the five bodies, pinning each key by fingerprint")
-    for body_id, name, _officer in BODIES:
-        card, fingerprint = cards[body_id]
-        demo.run("body", "add", body_id, "--name", name, "--vault", office, show=False)
+        demo.step("1. The sending office creates its vault and two identities")
+        demo.run("init", "--vault", office)
         demo.run(
-            "body",
-            "key",
-            "add",
-            body_id,
-            "--card",
-            str(card),
-            "--fingerprint",
-            fingerprint,
+            "identity",
+            "create",
+            "registry-office",
+            "--org",
+            "Fictional Ministry of Justice",
             "--vault",
             office,
-            show=False,
         )
-    demo.run("body", "list", "--vault", office)
+        demo.run(
+            "identity",
+            "create",
+            "evidence-unit",
+            "--org",
+            "Fictional Ministry of Justice",
+            "--vault",
+            office,
+        )
+        demo.run("identity", "list", "--vault", office)
 
-    demo.step("4. The office ingests fictional sample evidence into a case")
-    samples = make_samples(work / "samples")
-    print("   (the demo wrote fictional sample files into $DEMO/samples)")
-    demo.run("case", "create", CASE, "--title", "Fictional shelling of a school",
-             "--vault", office)
-    demo.run("ingest", str(samples / "witness-statement-W1.txt"), "--case", CASE,
-             "--title", "Witness statement W-1 (fictional)", "--source",
-             "Fictional regional prosecutor's office", "--collected-at",
-             "2026-03-14T09:30:00Z", "--location", "Fictional town", "--label",
-             "restricted-icc", "--also-digest", "md5,sha1", "--vault", office)
-    demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
-             "--source", "Fictional field team", "--vault", office)
-    demo.run("items", "list", "--case", CASE, "--vault", office)
-    first = json.loads(demo.run("items", "list", "--json", "--vault", office))[0]
+        demo.step("2. Each recipient body makes an identity in its own vault and exports a card")
+        cards: dict[str, tuple[Path, str]] = {}
+        for body_id, _name, officer in BODIES:
+            vault = str(work / f"{body_id.lower()}-vault")
+            demo.run("init", "--vault", vault, show=False)
+            created = json.loads(
+                demo.run(
+                    "identity",
+                    "create",
+                    officer,
+                    "--org",
+                    body_id,
+                    "--json",
+                    "--vault",
+                    vault,
+                )
+            )
+            card = work / f"{officer}.card.json"
+            demo.run("identity", "export", officer, "-o", str(card), "--vault", vault)
+            cards[body_id] = (card, created["fingerprint"])
+            print(f"   {officer} of {body_id}: fingerprint {created['fingerprint']}")
 
-    demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
-    demo.run("custody", "show", first["id"], "--vault", office)
-    demo.run("custody", "checkpoint", "-o", str(work / "checkpoint-1.txt"), "--vault", office)
-    demo.cat(work / "checkpoint-1.txt")
-    demo.run("custody", "prove", first["id"], "--vault", office)
-    demo.run("custody", "verify", "--vault", office)
+        demo.step("3. The office registers the five bodies, pinning each key by fingerprint")
+        for body_id, name, _officer in BODIES:
+            card, fingerprint = cards[body_id]
+            demo.run("body", "add", body_id, "--name", name, "--vault", office, show=False)
+            demo.run(
+                "body",
+                "key",
+                "add",
+                body_id,
+                "--card",
+                str(card),
+                "--fingerprint",
+                fingerprint,
+                "--vault",
+                office,
+                show=False,
+            )
+        demo.run("body", "list", "--vault", office)
 
-    demo.step("6. The office packages the case for ICC-OTP, sends it and keeps the receipt")
-    outbox = work / "outbox"
-    demo.mkdir(outbox)
-    built = json.loads(demo.run(
-        "package", "create", "--to", "ICC-OTP", "--case", CASE, "--reference",
-        "OTP-REQ-2026-017", "--purpose", "Fictional request for assistance", "-o",
-        str(work / "icc-package.evpkg"), "--json", "--vault", office))
-    print(f"   package {built['id']}: {built['items']} items, {built['bytes']} bytes, "
-          f"encrypted to {len(built['recipients'])} ICC-OTP key(s) and the escrow key")
-    demo.run("send", str(work / "icc-package.evpkg"), "--outbox", str(outbox),
-             "--vault", office)
-    demo.run("package", "list", "--vault", office)
-    receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office))
-    demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
-    demo.run("receipt", "export", receipts[0]["id"], "-o", str(work / "receipt.json"),
-             "--vault", office)
-    demo.run("custody", "verify", "--vault", office)
+        demo.step("4. The office ingests fictional sample evidence into a case")
+        samples = make_samples(work / "samples")
+        print("   (the demo wrote fictional sample files into $DEMO/samples)")
+        demo.run("case", "create", CASE, "--title", "Fictional shelling of a school",
+                 "--vault", office)
+        demo.run("ingest", str(samples / "witness-statement-W1.txt"), "--case", CASE,
+                 "--title", "Witness statement W-1 (fictional)", "--source",
+                 "Fictional regional prosecutor's office", "--collected-at",
+                 "2026-03-14T09:30:00Z", "--location", "Fictional town", "--label",
+                 "restricted-icc", "--also-digest", "md5,sha1", "--vault", office)
+        demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
+                 "--source", "Fictional field team", "--vault", office)
+        demo.run("items", "list", "--case", CASE, "--vault", office)
+        first = json.loads(demo.run("items", "list", "--json", "--vault", office))[0]
 
-    demo.step("7. ICC-OTP opens the package in its own vault and acknowledges it")
-    icc = str(work / "icc-otp-vault")
-    office_card = work / "registry-office.card.json"
-    office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
-                                    "--vault", office))
-    demo.run("identity", "export", "registry-office", "-o", str(office_card),
-             "--vault", office)
-    demo.run("contact", "add", str(office_card), "--fingerprint",
-             office_id["fingerprint"], "--vault", icc)
-    package_file = outbox / f"{built['id']}.evpkg"
-    demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--vault", icc)
-    ack = work / f"{built['id']}.ack.json"
-    demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
-    demo.run("receipt", "import", str(ack), "--vault", office)
-    demo.run("package", "list", "--vault", office)
+        demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
+        demo.run("custody", "show", first["id"], "--vault", office)
+        demo.run("custody", "checkpoint", "-o", str(work / "checkpoint-1.txt"), "--vault", office)
+        demo.cat(work / "checkpoint-1.txt")
+        demo.run("custody", "prove", first["id"], "--vault", office)
+        demo.run("custody", "verify", "--vault", office)
 
-    demo.step("8. An auditor with no vault at all verifies every file")
-    icc_card = cards["ICC-OTP"][0]
-    allowed = work / "allowed_signers"
-    office_key = " ".join(office_id["signing_key"].split()[:2])
-    icc_key = json.loads(icc_card.read_text())["signing_key"]
-    demo.write_lines(allowed, [
-        'registry-office namespaces="evault-envelope,evault-statement,evault-receipt,'
-        f'evault-checkpoint" {office_key}',
-        f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}',
-    ])
-    auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}
-    demo.run("verify", str(package_file), str(work / "receipt.json"), str(ack),
-             str(office_card), str(work / "checkpoint-1.txt"), "--trusted-keys",
-             str(allowed), env=auditor_env)
+        demo.step("6. The office packages the case for ICC-OTP, sends it and keeps the receipt")
+        outbox = work / "outbox"
+        demo.mkdir(outbox)
+        built = json.loads(demo.run(
+            "package", "create", "--to", "ICC-OTP", "--case", CASE, "--reference",
+            "OTP-REQ-2026-017", "--purpose", "Fictional request for assistance", "-o",
+            str(work / "icc-package.evpkg"), "--json", "--vault", office))
+        print(f"   package {built['id']}: {built['items']} items, {built['bytes']} bytes, "
+              f"encrypted to {len(built['recipients'])} ICC-OTP key(s) and the escrow key")
+        demo.run("send", str(work / "icc-package.evpkg"), "--outbox", str(outbox),
+                 "--vault", office)
+        demo.run("package", "list", "--vault", office)
+        receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office))
+        demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
+        demo.run("receipt", "export", receipts[0]["id"], "-o", str(work / "receipt.json"),
+                 "--vault", office)
+        demo.run("custody", "verify", "--vault", office)
 
-    demo.step("9. Bulk export of the case to all five bodies, then a sharing report")
-    bulk = work / "bulk-outbox"
-    demo.mkdir(bulk)
-    everyone = ",".join(b[0] for b in BODIES)
-    demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
-             "--vault", office)
-    print("   ...and once more: nothing new is made")
-    demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
-             "--vault", office)
-    demo.run("report", "sharing", "--vault", office)
-    demo.run("custody", "verify", "--vault", office)
-    demo.run("doctor", "--vault", office)
-    print("\nDemo finished: every step above succeeded.")
+        demo.step("7. ICC-OTP opens the package in its own vault and acknowledges it")
+        icc = str(work / "icc-otp-vault")
+        office_card = work / "registry-office.card.json"
+        office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
+                                        "--vault", office))
+        demo.run("identity", "export", "registry-office", "-o", str(office_card),
+                 "--vault", office)
+        demo.run("contact", "add", str(office_card), "--fingerprint",
+                 office_id["fingerprint"], "--vault", icc)
+        package_file = outbox / f"{built['id']}.evpkg"
+        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--vault", icc)
+        ack = work / f"{built['id']}.ack.json"
+        demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
+        demo.run("receipt", "import", str(ack), "--vault", office)
+        demo.run("package", "list", "--vault", office)
+
+        demo.step("8. An auditor with no vault at all verifies every file")
+        icc_card = cards["ICC-OTP"][0]
+        allowed = work / "allowed_signers"
+        office_key = " ".join(office_id["signing_key"].split()[:2])
+        icc_key = json.loads(icc_card.read_text())["signing_key"]
+        demo.write_lines(allowed, [
+            'registry-office namespaces="evault-envelope,evault-statement,evault-receipt,'
+            f'evault-checkpoint" {office_key}',
+            f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}',
+        ])
+        auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}
+        demo.run("verify", str(package_file), str(work / "receipt.json"), str(ack),
+                 str(office_card), str(work / "checkpoint-1.txt"), "--trusted-keys",
+                 str(allowed), env=auditor_env)
+
+        demo.step("9. Bulk export of the case to all five bodies, then a sharing report")
+        bulk = work / "bulk-outbox"
+        demo.mkdir(bulk)
+        everyone = ",".join(b[0] for b in BODIES)
+        demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
+                 "--vault", office)
+        print("   ...and once more: nothing new is made")
+        demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
+                 "--vault", office)
+        demo.run("report", "sharing", "--vault", office)
+        demo.run("custody", "verify", "--vault", office)
+        demo.run("doctor", "--vault", office)
+        print("\nDemo finished: every step above succeeded.")
 
 
 if __name__ == "__main__":
