@@ -3,16 +3,24 @@
 Every vault lives in a temporary directory and keeps its keys in the passphrase key file
 (EVAULT_KEY_STORAGE=file) with a demo passphrase, so the demo never touches your keyring.
 All names and data are fictional.
+
+Every line starting with "$ " is a shell command that can be pasted as it is, after the
+`export` lines printed first. `--keep` (or EVAULT_DEMO_KEEP=1) keeps the vaults at the end
+and prints where they are.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 BODIES = [
@@ -25,6 +33,9 @@ BODIES = [
 
 
 CASE = "UA-2026-0042"
+PASSPHRASE = "fictional demo passphrase"
+# A --json step shows this many entries of a list at most, so the demo stays readable.
+JSON_LIST_SHOWN = 1
 
 
 def make_samples(folder: Path) -> Path:
@@ -43,23 +54,66 @@ def make_samples(folder: Path) -> Path:
 
 
 class Demo:
-    """Runs evault commands, echoing each one, and stops at the first failure."""
+    """Runs evault commands, echoing each one as a shell command, and stops at the first
+    failure. Paths under the work folder are printed as "$DEMO"/..., which the `export DEMO=`
+    line printed by `preamble` sets."""
 
     def __init__(self, work: Path) -> None:
         self.work = work
         self.env = {
             **os.environ,
             "EVAULT_KEY_STORAGE": "file",
-            "EVAULT_PASSPHRASE": "fictional demo passphrase",
+            "EVAULT_PASSPHRASE": PASSPHRASE,
         }
         self.env.pop("EVAULT_HOME", None)
 
     def step(self, title: str) -> None:
         print(f"\n== {title}", flush=True)
 
+    def word(self, arg: str) -> str:
+        """One argument as a shell word; the work folder becomes "$DEMO"."""
+        work = str(self.work)
+        if arg == work:
+            return '"$DEMO"'
+        if arg.startswith(work + os.sep):
+            return '"$DEMO"' + shlex.quote(arg[len(work) :])
+        return shlex.quote(arg)
+
+    def command(self, words: Sequence[str], redirect: Path | None = None) -> None:
+        """Print a command a user can paste into a shell."""
+        line = " ".join(self.word(w) for w in words)
+        if redirect is not None:
+            line += " > " + self.word(str(redirect))
+        print(f"$ {line}", flush=True)
+
+    def preamble(self) -> None:
+        """The `export` lines that make the printed commands work when pasted."""
+        print("Lines starting with '$ ' are shell commands; paste them without the '$ '.")
+        print("First paste these, which set what every command below relies on:")
+        print(f"$ export DEMO={shlex.quote(str(self.work))}")
+        print("$ export EVAULT_KEY_STORAGE=file")
+        print(f"$ export EVAULT_PASSPHRASE={shlex.quote(PASSPHRASE)}")
+        evault = Path(sys.executable).parent / "evault"
+        found = shutil.which("evault")
+        if evault.exists() and (found is None or Path(found) != evault):
+            print(f'$ export PATH={shlex.quote(str(evault.parent))}:"$PATH"', flush=True)
+
+    def mkdir(self, folder: Path) -> None:
+        self.command(["mkdir", str(folder)])
+        folder.mkdir()
+
+    def cat(self, file: Path) -> None:
+        self.command(["cat", str(file)])
+        print(file.read_text(), end="", flush=True)
+
+    def write_lines(self, file: Path, lines: Sequence[str]) -> None:
+        self.command(["printf", "%s\\n", *lines], redirect=file)
+        file.write_text("".join(f"{line}\n" for line in lines))
+
     def run(self, *args: str, show: bool = True, env: dict[str, str] | None = None) -> str:
-        shown = " ".join(shlex.quote(a.replace(str(self.work), "$DEMO")) for a in args)
-        print(f"$ evault {shown}", flush=True)
+        assignments = [f"{name}={self.word(value)}" for name, value in (env or {}).items()]
+        line = " ".join(self.word(w) for w in ["evault", *args])
+        print("$ " + " ".join([*assignments, line]), flush=True)
         proc = subprocess.run(
             [sys.executable, "-m", "vault", *args],
             env={**self.env, **(env or {})},
@@ -72,17 +126,70 @@ class Demo:
             sys.stderr.flush()
         if proc.returncode != 0:
             raise SystemExit(f"demo: step failed with exit {proc.returncode}")
-        if show and proc.stdout:
+        if "--json" in args:  # always shown: the output is what such a step is for
+            print(self.trimmed_json(proc.stdout), flush=True)
+        elif show and proc.stdout:
             print(proc.stdout.replace(str(self.work), "$DEMO"), end="", flush=True)
         return proc.stdout
 
+    def trimmed_json(self, text: str) -> str:
+        """A --json step's output, pretty; a longer list shows its first entry only."""
+        value = json.loads(text)
+        more = ""
+        if isinstance(value, list) and len(value) > JSON_LIST_SHOWN:
+            more = f"\n   ... and {len(value) - JSON_LIST_SHOWN} more, not shown"
+            value = value[:JSON_LIST_SHOWN]
+        pretty = json.dumps(value, indent=2, ensure_ascii=False)
+        return pretty.replace(str(self.work), "$DEMO") + more
 
-def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="evault-demo-") as tmp:
-        work = Path(tmp)
+
+def parse_keep(argv: Sequence[str]) -> bool:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the demo vaults at the end and print where (also EVAULT_DEMO_KEEP=1)",
+    )
+    keep: bool = parser.parse_args(argv).keep
+    return keep or os.environ.get("EVAULT_DEMO_KEEP", "") not in ("", "0")
+
+
+@contextmanager
+def demo_folder(keep: bool) -> Iterator[Path]:
+    """A temporary folder for the demo's vaults, removed at the end unless `keep`."""
+    if not keep:
+        with tempfile.TemporaryDirectory(prefix="evault-demo-") as tmp:
+            print(
+                f"Demo vaults live in {tmp}, removed at the end "
+                "(keep them with --keep or EVAULT_DEMO_KEEP=1)."
+            )
+            yield Path(tmp)
+        return
+    work = Path(tempfile.mkdtemp(prefix="evault-demo-"))
+    print(f"Demo vaults live in {work} and are kept at the end.")
+    try:
+        yield work
+    finally:
+        print_kept(work)
+
+
+def print_kept(work: Path) -> None:
+    """Where the kept vaults are and how to go on with them."""
+    vaults = sorted(p.name for p in work.glob("*-vault") if p.is_dir())
+    print(f"\nKept the demo vaults in {work}:")
+    for name in vaults:
+        print(f"   {work / name}")
+    print("To continue, paste the export lines printed at the start and pass --vault, e.g.:")
+    print('$ evault items list --vault "$DEMO"/office-vault')
+    print(f"Remove them with: rm -rf {shlex.quote(str(work))}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    keep = parse_keep(sys.argv[1:] if argv is None else argv)
+    with demo_folder(keep) as work:
         demo = Demo(work)
         office = str(work / "office-vault")
-        print(f"Demo vaults live in a temporary directory ($DEMO = {work}); removed at the end.")
+        demo.preamble()
 
         demo.step("1. The sending office creates its vault and two identities")
         demo.run("init", "--vault", office)
@@ -121,7 +228,6 @@ def main() -> None:
                     "--json",
                     "--vault",
                     vault,
-                    show=False,
                 )
             )
             card = work / f"{officer}.card.json"
@@ -150,6 +256,7 @@ def main() -> None:
 
         demo.step("4. The office ingests fictional sample evidence into a case")
         samples = make_samples(work / "samples")
+        print("   (the demo wrote fictional sample files into $DEMO/samples)")
         demo.run("case", "create", CASE, "--title", "Fictional shelling of a school",
                  "--vault", office)
         demo.run("ingest", str(samples / "witness-statement-W1.txt"), "--case", CASE,
@@ -160,29 +267,28 @@ def main() -> None:
         demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
                  "--source", "Fictional field team", "--vault", office)
         demo.run("items", "list", "--case", CASE, "--vault", office)
-        first = json.loads(demo.run("items", "list", "--json", "--vault", office, show=False))[0]
+        first = json.loads(demo.run("items", "list", "--json", "--vault", office))[0]
 
         demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
         demo.run("custody", "show", first["id"], "--vault", office)
         demo.run("custody", "checkpoint", "-o", str(work / "checkpoint-1.txt"), "--vault", office)
-        print((work / "checkpoint-1.txt").read_text(), end="")
+        demo.cat(work / "checkpoint-1.txt")
         demo.run("custody", "prove", first["id"], "--vault", office)
         demo.run("custody", "verify", "--vault", office)
 
         demo.step("6. The office packages the case for ICC-OTP, sends it and keeps the receipt")
         outbox = work / "outbox"
-        outbox.mkdir()
+        demo.mkdir(outbox)
         built = json.loads(demo.run(
             "package", "create", "--to", "ICC-OTP", "--case", CASE, "--reference",
             "OTP-REQ-2026-017", "--purpose", "Fictional request for assistance", "-o",
-            str(work / "icc-package.evpkg"), "--json", "--vault", office, show=False))
+            str(work / "icc-package.evpkg"), "--json", "--vault", office))
         print(f"   package {built['id']}: {built['items']} items, {built['bytes']} bytes, "
               f"encrypted to {len(built['recipients'])} ICC-OTP key(s) and the escrow key")
         demo.run("send", str(work / "icc-package.evpkg"), "--outbox", str(outbox),
                  "--vault", office)
         demo.run("package", "list", "--vault", office)
-        receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office,
-                                       show=False))
+        receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office))
         demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
         demo.run("receipt", "export", receipts[0]["id"], "-o", str(work / "receipt.json"),
                  "--vault", office)
@@ -192,7 +298,7 @@ def main() -> None:
         icc = str(work / "icc-otp-vault")
         office_card = work / "registry-office.card.json"
         office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
-                                        "--vault", office, show=False))
+                                        "--vault", office))
         demo.run("identity", "export", "registry-office", "-o", str(office_card),
                  "--vault", office)
         demo.run("contact", "add", str(office_card), "--fingerprint",
@@ -209,12 +315,11 @@ def main() -> None:
         allowed = work / "allowed_signers"
         office_key = " ".join(office_id["signing_key"].split()[:2])
         icc_key = json.loads(icc_card.read_text())["signing_key"]
-        allowed.write_text(
+        demo.write_lines(allowed, [
             'registry-office namespaces="evault-envelope,evault-statement,evault-receipt,'
-            f'evault-checkpoint" {office_key}\n'
-            f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}\n'
-        )
-        print(allowed.read_text(), end="")
+            f'evault-checkpoint" {office_key}',
+            f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}',
+        ])
         auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}
         demo.run("verify", str(package_file), str(work / "receipt.json"), str(ack),
                  str(office_card), str(work / "checkpoint-1.txt"), "--trusted-keys",
@@ -222,7 +327,7 @@ def main() -> None:
 
         demo.step("9. Bulk export of the case to all five bodies, then a sharing report")
         bulk = work / "bulk-outbox"
-        bulk.mkdir()
+        demo.mkdir(bulk)
         everyone = ",".join(b[0] for b in BODIES)
         demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
                  "--vault", office)

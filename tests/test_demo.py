@@ -1,0 +1,156 @@
+"""`make demo` (scripts/demo.py): run once with --keep, then check what it printed.
+
+Every line it prints starting with "$ " must be a shell command a user can paste as it is:
+it passes `bash -n`, and a few of them, pasted into bash after the printed `export` lines,
+give in a copy of the kept vaults what the demo showed. `--json` steps show their JSON, and
+the kept vaults exist where the demo says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
+VAULTS = ["eurojust-jit-vault", "icc-otp-vault", "office-vault", "osce-mm-vault",
+          "ua-opg-vault", "un-hrmmu-vault"]
+
+
+@dataclass
+class DemoRun:
+    tmp: Path
+    work: Path
+    stdout: str
+
+    @property
+    def lines(self) -> list[str]:
+        return self.stdout.splitlines()
+
+    @property
+    def commands(self) -> list[str]:
+        return [line[2:] for line in self.lines if line.startswith("$ ")]
+
+    def output_of(self, command: str, last: bool = False) -> list[str]:
+        """The lines the demo printed after `command`, up to the next command."""
+        starts = [i for i, line in enumerate(self.lines) if line == f"$ {command}"]
+        assert starts, f"the demo printed no command {command!r}"
+        start = starts[-1] if last else starts[0]
+        out: list[str] = []
+        for line in self.lines[start + 1 :]:
+            if line.startswith("$ "):
+                break
+            out.append(line)
+        return out
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The caller's environment without any EVAULT_ variable: what a fresh shell has."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVAULT_")}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    tmp = tmp_path_factory.mktemp("demo")
+    proc = subprocess.run(
+        [sys.executable, str(DEMO), "--keep"],
+        env=clean_env(TMPDIR=str(tmp)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    (work,) = tmp.glob("evault-demo-*")
+    return DemoRun(tmp=tmp, work=work, stdout=proc.stdout)
+
+
+def test_keep_keeps_the_vaults_and_prints_where(demo: DemoRun) -> None:
+    assert demo.lines[0] == f"Demo vaults live in {demo.work} and are kept at the end."
+    for name in VAULTS:
+        assert (demo.work / name / "vault.db").is_file()
+    kept = demo.lines.index(f"Kept the demo vaults in {demo.work}:")
+    assert demo.lines[kept + 1 :] == [
+        *(f"   {demo.work / name}" for name in VAULTS),
+        "To continue, paste the export lines printed at the start and pass --vault, e.g.:",
+        '$ evault items list --vault "$DEMO"/office-vault',
+        f"Remove them with: rm -rf {demo.work}",
+    ]
+
+
+def test_keep_from_the_environment_keeps_the_vaults(tmp_path: Path) -> None:
+    """EVAULT_DEMO_KEEP=1 does what --keep does; checked on a demo cut short at its first
+    step (the crash hook kills the first `evault init`), so it also shows that the kept
+    folder is named when a step fails."""
+    proc = subprocess.run(
+        [sys.executable, str(DEMO)],
+        env=clean_env(
+            TMPDIR=str(tmp_path), EVAULT_DEMO_KEEP="1", EVAULT_CRASH_AT="init.config_written"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    (work,) = tmp_path.glob("evault-demo-*")
+    assert f"Kept the demo vaults in {work}:" in proc.stdout.splitlines()
+    assert proc.returncode == 1, proc.stdout
+    assert proc.stderr.splitlines()[-1] == "demo: step failed with exit -9"
+
+
+def test_every_printed_command_passes_bash_syntax_check(demo: DemoRun) -> None:
+    assert len(demo.commands) > 60
+    for command in demo.commands:
+        check = subprocess.run(["bash", "-n", "-c", command], capture_output=True, text=True)
+        assert check.returncode == 0, f"{command}: {check.stderr}"
+        # A quoted "$DEMO" that the shell would not expand, or a Python repr.
+        assert "'$DEMO" not in command and "PosixPath(" not in command, command
+    assert demo.commands[:3] == [
+        f"export DEMO={demo.work}",
+        "export EVAULT_KEY_STORAGE=file",
+        "export EVAULT_PASSPHRASE='fictional demo passphrase'",
+    ]
+
+
+def test_json_steps_show_their_json(demo: DemoRun) -> None:
+    json_steps = [c for c in demo.commands if "--json" in c.split()]
+    assert len(json_steps) == 9  # five identities, items, package, receipts, office identity
+    decoder = json.JSONDecoder()
+    for command in json_steps:
+        shown = "\n".join(demo.output_of(command))
+        value, end = decoder.raw_decode(shown)
+        assert value, command
+    items = demo.output_of('evault items list --json --vault "$DEMO"/office-vault')
+    value, end = decoder.raw_decode("\n".join(items))
+    assert [item["name"] for item in value] == ["witness-statement-W1.txt"]
+    assert "\n".join(items)[end:].splitlines()[:2] == ["", "   ... and 3 more, not shown"]
+
+
+def test_printed_commands_pasted_into_bash_give_the_same_result(demo: DemoRun) -> None:
+    """The export lines and a few commands exactly as printed, in a fresh bash, on a copy
+    of the kept vaults: the only edit is the copy's path in `export DEMO=`."""
+    copy = demo.tmp / "copy"
+    shutil.copytree(demo.work, copy)
+    exports = [c for c in demo.commands if c.startswith("export ")]
+    exports[0] = f"export DEMO={copy}"
+    office = '--vault "$DEMO"/office-vault'
+    pasted = [
+        f"evault body list {office}",
+        f"evault report sharing {office}",
+        f"evault doctor {office}",
+        next(c for c in demo.commands if c.startswith('EVAULT_HOME="$DEMO"/auditor')),
+    ]
+    for command in pasted:
+        script = "\n".join([*exports, command])
+        proc = subprocess.run(
+            ["bash", "-e", "-c", script], env=clean_env(), capture_output=True, text=True
+        )
+        assert proc.returncode == 0, f"{command}: {proc.stderr}"
+        got = proc.stdout.replace(str(copy), "$DEMO").splitlines()
+        shown = demo.output_of(command, last=True)
+        assert got and got == shown[: len(got)], command
