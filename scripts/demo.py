@@ -160,6 +160,9 @@ def main() -> None:
         demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
                  "--source", "Fictional field team", "--vault", office)
         demo.run("items", "list", "--case", CASE, "--vault", office)
+        # Labels fail closed: the restricted statement goes nowhere until a rule names a body.
+        demo.run("rule", "add", "restricted-icc", "ICC-OTP", "--vault", office)
+        demo.run("rule", "list", "--vault", office)
         first = json.loads(demo.run("items", "list", "--json", "--vault", office, show=False))[0]
 
         demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
@@ -224,6 +227,11 @@ def main() -> None:
         bulk = work / "bulk-outbox"
         bulk.mkdir()
         everyone = ",".join(b[0] for b in BODIES)
+        for row in map(json.loads, demo.run(
+                "export", "--to", "UA-OPG", "--case", CASE, "--outbox", str(bulk), "--dry-run",
+                "--jsonl", "--vault", office, show=False).splitlines()):
+            print(f"   withheld from {row['body']} by the rule for restricted-icc: "
+                  f"{', '.join(row['withheld'])}")
         demo.run("export", "--to", everyone, "--case", CASE, "--outbox", str(bulk),
                  "--vault", office)
         print("   ...and once more: nothing new is made")
