@@ -207,11 +207,15 @@ def test_a_hand_edit_is_refused_until_signed(office: Office, old: str, new: str,
     assert office.cli.ok("rule", "list").stdout.endswith(message.removeprefix("evault: "))
     assert office.cli.ok("doctor", "--json").stdout.count(message.removeprefix(
         "evault: ").rstrip("\n").replace('"', '\\"')) == 1
+    verify = office.cli("custody", "verify")
+    assert (verify.exit_code, verify.stdout.splitlines()[0]) == (
+        3, "FAIL: " + message.removeprefix("evault: ").rstrip("\n"))
     signed = office.cli.ok("rule", "sign", "--as", "registry-office")
     assert signed.stderr.endswith("; logged rule.changed\n")
     assert office.rule_events()[-1]["details"]["change"] == "sign"
     assert office.cli.ok("rule", "list", "--json").stdout.count('"signed": true') == 1
     assert office.package("ICC-OTP").exit_code == after  # 1: fail closed, no rule now
+    office.cli.ok("custody", "verify")
 
 
 OLD_CONFIG = """# Evidence Vault configuration. Private keys are never stored here.
