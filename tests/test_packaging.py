@@ -470,8 +470,7 @@ def test_a_label_forbidding_the_body_added_meanwhile_refuses_the_package(world: 
     from vault.service.packaging import finish_package
     from vault.store.models import ItemLabel
 
-    config = world.office.vault / "config.toml"
-    config.write_text(config.read_text() + '"restricted-icc" = ["ICC-OTP"]\n')
+    world.office.ok("rule", "add", "restricted-icc", "ICC-OTP")
     v, written = _written(world, "UA-OPG")
     item = world.items["statement.txt"]
     with v.transaction() as session:  # as a labelling command of another process would
