@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -329,3 +330,134 @@ def test_a_run_that_builds_nothing_passes_no_build_step(office: Cli, tmp_path: P
         env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert [r["status"] for r in _jsonl(again.stdout)] == ["already shared"] * 3
+
+
+def _ids(office: Cli, *args: str) -> list[str]:
+    return [i["id"] for i in json.loads(office.ok("items", "list", *args, "--json").stdout)]
+
+
+def test_the_table_lists_the_withheld_items(office: Cli, tmp_path: Path) -> None:
+    restricted = _ids(office, "--label", "restricted-icc")[0]
+    result = office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox",
+                       str(_outbox(tmp_path)))
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["body", "status", "package", "items", "withheld",
+                                "package_bytes", "receipt", "error"]
+    assert [line.split()[:5:4] for line in lines[1:4]] == [["ICC-OTP", "0"], ["UA-OPG", "1"],
+                                                           ["EUROJUST-JIT", "1"]]
+    assert lines[4:] == ["",
+                         f"withheld from UA-OPG by release rules: {restricted}",
+                         f"withheld from EUROJUST-JIT by release rules: {restricted}"]
+
+
+def test_dry_run_says_which_bodies_would_fail_and_what_its_bytes_count(
+    office: Cli, tmp_path: Path
+) -> None:
+    key = json.loads(office.ok("body", "show", "UA-OPG", "--json").stdout)["keys"][0]
+    office.ok("body", "key", "revoke", "UA-OPG", key["fingerprint"])
+    outbox = _outbox(tmp_path)
+    result = office("export", "--to", "ICC-OTP,UA-OPG,NOPE", "--case", CASE, "--outbox",
+                    str(outbox), "--dry-run")
+    assert (result.exit_code, result.stderr) == (
+        1, "evault: dry run: export would fail for UA-OPG, NOPE; see the error column\n")
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["body", "status", "package", "items", "withheld",
+                                "plaintext_bytes", "receipt", "error"]
+    plaintext = sum(i["size"] for i in json.loads(office.ok("items", "list", "--json").stdout))
+    assert lines[1].split() == ["ICC-OTP", "would", "share", "-", "5", "0", str(plaintext),
+                                "-", "-"]
+    assert lines[2].startswith("UA-OPG ")
+    assert "would fail: no active key" in lines[2]
+    assert lines[2].endswith("body UA-OPG: has no active key; add one with "
+                             "`evault body key add UA-OPG`")
+    assert "would fail: body not found" in lines[3]
+    assert lines[3].endswith("body NOPE: not found; see `evault body list`")
+    assert list(outbox.iterdir()) == []
+    assert json.loads(office.ok("package", "list", "--json").stdout) == []
+
+
+def _run(office: Cli, outbox: Path, *extra: str, crash_at: str | None = None,
+         bodies: tuple[str, ...] = BODIES) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EVAULT_KEY_STORAGE": "file", "EVAULT_PASSPHRASE": TEST_PASSPHRASE}
+    env.pop("EVAULT_CRASH_AT", None)
+    if crash_at:
+        env["EVAULT_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "vault", "export", "--to", ",".join(bodies), "--case", CASE,
+         "--outbox", str(outbox), "--vault", str(office.vault), "--jsonl", *extra],
+        env=env, capture_output=True, text=True)
+
+
+def _sent(office: Cli) -> list[dict[str, Any]]:
+    return [p for p in json.loads(office.ok("package", "list", "--json").stdout)
+            if p["state"] == "sent"]
+
+
+@pytest.mark.parametrize("step,resumed", [
+    ("package.after_commit", {"ICC-OTP": "resumed"}),
+    ("send.delivered", {"ICC-OTP": "resumed"}),
+    ("send.after_commit", {"ICC-OTP": "already shared"}),
+    ("export.after_body", {"ICC-OTP": "already shared"}),
+])
+def test_an_interrupted_reshare_is_finished_by_its_rerun_not_repeated(
+    office: Cli, tmp_path: Path, step: str, resumed: dict[str, str]
+) -> None:
+    outbox = _outbox(tmp_path)
+    assert _run(office, outbox).returncode == 0
+    first = {p["id"] for p in _sent(office)}
+    crashed = _run(office, outbox, "--reshare", crash_at=step)
+    assert crashed.returncode == -9, crashed.stderr
+    rerun = _run(office, outbox, "--reshare")
+    assert rerun.returncode == 0, rerun.stderr
+    expected = {"ICC-OTP": "shared", "UA-OPG": "shared", "EUROJUST-JIT": "shared", **resumed}
+    assert {r["body"]: r["status"] for r in _jsonl(rerun.stdout)} == expected
+    again = [p for p in _sent(office) if p["id"] not in first]
+    assert sorted(p["body"] for p in again) == sorted(BODIES)  # one new package per body
+    assert json.loads(office.ok("doctor", "--json").stdout)["unsent_packages"] == []
+    receipts = json.loads(office.ok("receipt", "list", "--json").stdout)
+    assert len(receipts) == 2 * len(BODIES)
+    # The run came to its end: the next --reshare is a new one and sends everything again.
+    assert {r["status"] for r in _jsonl(_run(office, outbox, "--reshare").stdout)} == {"shared"}
+    assert office.ok("custody", "verify").exit_code == 0
+
+
+def test_doctor_lists_a_package_built_and_never_sent(office: Cli, tmp_path: Path) -> None:
+    outbox = _outbox(tmp_path)
+    crashed = _run(office, outbox, crash_at="package.after_commit", bodies=("UA-OPG",))
+    assert crashed.returncode == -9, crashed.stderr
+    pid = json.loads(office.ok("package", "list", "--json").stdout)[0]["id"]
+    assert json.loads(office.ok("doctor", "--json").stdout)["unsent_packages"] == [pid]
+    doctor = office.ok("doctor")
+    assert f"unsent_packages:  {pid}\n" in doctor.stdout
+    assert doctor.stderr == (f"evault: package {pid}: built but never sent; re-run the export "
+                             f"that built it, or send it with `evault send {pid} --outbox DIR`\n")
+    office.ok("doctor", "--repair")  # it is kept: it is the next run's to send
+    rerun = _run(office, outbox, bodies=("UA-OPG",))
+    assert [(r["status"], r["package"]) for r in _jsonl(rerun.stdout)] == [("resumed", pid)]
+    assert json.loads(office.ok("doctor", "--json").stdout)["unsent_packages"] == []
+
+
+def test_ctrl_c_during_export_says_that_the_same_command_finishes_it(
+    office: Cli, tmp_path: Path
+) -> None:
+    outbox = _outbox(tmp_path)
+    env = {**os.environ, "EVAULT_KEY_STORAGE": "file", "EVAULT_PASSPHRASE": TEST_PASSPHRASE,
+           "EVAULT_PAUSE_AT": "export.after_body"}
+    env.pop("EVAULT_CRASH_AT", None)
+    args = [sys.executable, "-m", "vault", "export", "--to", ",".join(BODIES), "--case", CASE,
+            "--outbox", str(outbox), "--vault", str(office.vault), "--jsonl", "--reshare"]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "evault: paused at export.after_body\n"  # ICC-OTP sent
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert (proc.returncode, err) == (
+        130, "evault: interrupted; nothing half-written was kept; run the same command again "
+        "to finish the job (packages already sent are not sent again)\n")
+    rerun = _run(office, outbox, "--reshare")
+    assert [(r["body"], r["status"]) for r in _jsonl(rerun.stdout)] == [
+        ("ICC-OTP", "already shared"), ("UA-OPG", "shared"), ("EUROJUST-JIT", "shared")]
+    assert sorted(p["body"] for p in _sent(office)) == sorted(BODIES)
+    assert sorted(p.name for p in outbox.iterdir()) == sorted(
+        f"{p['id']}.evpkg" for p in _sent(office))

@@ -58,6 +58,13 @@ COMMANDS = {
 }
 
 
+INTERRUPTED = {
+    "export": "; run the same command again to finish the job (packages already sent are "
+    "not sent again)",
+}
+"""What to do after Ctrl-C, for commands where a re-run finishes the work."""
+
+
 class VaultGroup(click.Group):
     """The root command: maps every expected error to one line on stderr and its exit code,
     in one place, and defines the commands only when one is used."""
@@ -87,7 +94,8 @@ class VaultGroup(click.Group):
             click.echo(f"evault: {e}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
-            click.echo("evault: interrupted; nothing half-written was kept", err=True)
+            after = INTERRUPTED.get(ctx.invoked_subcommand or "", "")
+            click.echo(f"evault: interrupted; nothing half-written was kept{after}", err=True)
             ctx.exit(130)
         except OSError as e:
             if _debug(ctx):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -129,6 +129,10 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
 
     report = diagnose(vault_dir, repair=repair)
     emit_record(report, as_json)
+    if not as_json:
+        for pid in report.get("unsent_packages", []):
+            say(f"package {pid}: built but never sent; re-run the export that built it, or "
+                f"send it with `evault send {pid} --outbox DIR`")
 
 
 # ----------------------------------------------------------------------------- identities
@@ -1711,7 +1715,7 @@ def export_cmd(
       evault export --plan plan.toml --outbox /mnt/out --dry-run
       evault export --to UA-OPG --case UA-2026-0042 --outbox /mnt/out --jsonl
     """
-    from vault.render import render_table, to_jsonl
+    from vault.render import to_jsonl
     from vault.service.export import export, load_plan, plans_for_case
 
     names = [b.strip() for b in (bodies or "").split(",") if b.strip()]
@@ -1737,15 +1741,32 @@ def export_cmd(
     if as_jsonl:
         click.echo(to_jsonl(rows), nl=False)
     else:
-        click.echo(
-            render_table(rows, ("body", "status", "package", "items", "bytes", "receipt", "error")),
-            nl=False,
-        )
+        click.echo(_export_table(rows, dry_run), nl=False)
+    would_fail = [r.body for r in results if r.would_fail]
+    if would_fail:
+        say(f"dry run: export would fail for {', '.join(would_fail)}; see the error column")
+        raise SystemExit(1)
     failed = [r.body for r in results if r.failed]
     if failed:
         others = "the other bodies succeeded" if len(failed) < len(results) else "none succeeded"
         say(f"export failed for {', '.join(failed)}; {others}")
         raise SystemExit(1)
+
+
+def _export_table(rows: list[dict[str, Any]], dry_run: bool) -> str:
+    """The export table, then one line per body that release rules kept items from.
+
+    Its bytes column is named for what it counts: the plaintext of the items a dry run
+    would send, or the size of the package file a run sent."""
+    from vault.render import render_table
+
+    size = "plaintext_bytes" if dry_run else "package_bytes"
+    table = [{**r, size: r["bytes"], "withheld": len(r["withheld"])} for r in rows]
+    text = render_table(table, ("body", "status", "package", "items", "withheld", size,
+                                "receipt", "error"))
+    kept = [f"withheld from {r['body']} by release rules: {', '.join(r['withheld'])}"
+            for r in rows if r["withheld"]]
+    return text + "".join(f"\n{line}" for line in kept) + ("\n" if kept else "")
 
 
 @cli.group()

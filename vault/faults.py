@@ -5,12 +5,17 @@
 The robustness tests run a command in a subprocess with this variable and then check that
 the vault verifies, nothing half-written is visible, and a re-run completes the work. The
 process dies with SIGKILL, as a power cut or ``kill -9`` would end it: no cleanup runs.
+
+``EVAULT_PAUSE_AT=<step>`` instead says ``evault: paused at <step>`` on stderr and waits
+there, so that a test can interrupt the command (Ctrl-C) at a known point.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
+import time
 
 STEPS = (
     "init.config_written",
@@ -36,3 +41,6 @@ def crash_point(step: str) -> None:
     """Die here, at once, if the environment asks for it."""
     if os.environ.get("EVAULT_CRASH_AT") == step:
         os.kill(os.getpid(), signal.SIGKILL)
+    if os.environ.get("EVAULT_PAUSE_AT") == step:
+        print(f"evault: paused at {step}", file=sys.stderr, flush=True)
+        time.sleep(600)

@@ -4,6 +4,9 @@
     >>> report["key_store"], report["blobs_removed"]              # doctest: +SKIP
     ('file', 0)
 
+Packages built and never sent are listed (``unsent_packages``); they are kept, even with
+``repair``: the next step is to send them (or re-run the export that built them).
+
 With ``repair``, leftovers of interrupted commands are removed: temporary blob files and
 blobs that no committed row refers to. It waits for running intakes first (they hold the
 intake lock), so it never removes a blob that is about to be committed.
@@ -23,7 +26,7 @@ from vault.keystore import choose
 from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
-from vault.store.models import Blob, Body, Identity, Item
+from vault.store.models import Blob, Body, Identity, Item, Package
 
 
 def _rules_state(v: Vault, session: Session) -> str:
@@ -59,6 +62,9 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
             report["bodies"] = session.scalar(select(func.count()).select_from(Body))
             report["items"] = session.scalar(select(func.count()).select_from(Item))
             report["release_rules"] = _rules_state(v, session)
+            # Built and never sent: an interrupted export's, or `package create` without `send`.
+            report["unsent_packages"] = list(session.scalars(
+                select(Package.id).where(Package.state == "built").order_by(Package.created_at)))
             known = set(session.scalars(select(Blob.id)))
             temps, on_disk = blobs.scan()
             # Interrupted package builds leave temporary ciphertext in exports/.

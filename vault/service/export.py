@@ -10,6 +10,13 @@ sent to it (unless ``reshare``), go into one package, which is built into the va
 ("already shared"); a re-run after an interruption sends a package that was built but not
 sent ("resumed") instead of building a duplicate, and ``send`` itself never leaves a partial
 file in the outbox nor signs two receipts. A failing body does not stop the others.
+
+``reshare`` sends again what was sent before, so "already sent" cannot tell it what is done:
+a reshare run lists the packages it builds in a file (:data:`RESHARE_RUN`) before writing
+them, and only its normal end removes the file. While the file is there, a body's package
+with the same items listed in it is the interrupted run's own: one built but not sent is
+resumed, one sent counts as done ("already shared"). So the re-run of an interrupted reshare
+finishes it, and sends each body one package, not two.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from vault.service.packaging import (
     PackageDraft,
     PackageFile,
     Sealed,
+    _active_keys,
     deliver,
     discard_package_file,
     finish_package,
@@ -58,6 +66,9 @@ else:  # pragma: no cover
 
 EXPORTS = "exports"
 EXPORT_LOCK = ".export.lock"
+RESHARE_RUN = ".export-reshare"
+"""In the vault folder while a ``reshare`` export has not come to its end: the ids of the
+packages it built, one a line."""
 PLAN_KEYS = {"case", "label", "tags", "items", "reference", "purpose"}
 
 
@@ -91,6 +102,11 @@ class BodyResult:
     def failed(self) -> bool:
         """True if this body's export failed."""
         return self.status == "failed"
+
+    @property
+    def would_fail(self) -> bool:
+        """True if a dry run found that this body's export would fail."""
+        return self.status.startswith("would fail")
 
     def to_dict(self) -> dict[str, Any]:
         """Stable fields for scripts."""
@@ -167,8 +183,9 @@ def load_plan(path: Path, only: Sequence[str] = ()) -> list[BodyPlan]:
     return plans
 
 
-def validate(vault: Vault, plans: Sequence[BodyPlan]) -> None:
-    """Refuse unknown or repeated bodies, cases and items before anything is written."""
+def validate(vault: Vault, plans: Sequence[BodyPlan], *, bodies: bool = True) -> None:
+    """Refuse unknown or repeated bodies, cases and items before anything is written
+    (unknown bodies only if ``bodies``: a dry run shows them as "would fail")."""
     seen: set[str] = set()
     for plan in plans:
         if plan.body in seen:
@@ -176,7 +193,7 @@ def validate(vault: Vault, plans: Sequence[BodyPlan]) -> None:
         seen.add(plan.body)
     with vault.transaction() as session:
         for plan in plans:
-            if session.get(Body, plan.body) is None:
+            if bodies and session.get(Body, plan.body) is None:
                 raise NotFoundError(f"body {plan.body}: not found; see `evault body list`")
             if plan.case:
                 get_case(session, plan.case)
@@ -203,13 +220,36 @@ def export(
     """Export to every planned body; each body's failure is kept in its result."""
     if not outbox.is_dir():
         raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
-    validate(vault, plans)
+    validate(vault, plans, bodies=not dry_run)
     exports = vault.root / EXPORTS
     exports.mkdir(mode=0o700, exist_ok=True)
     lock = contextlib.nullcontext() if dry_run else _one_export_at_a_time(vault.root)
     with lock:
-        return _export(vault, plans, outbox=outbox, exports=exports, dry_run=dry_run,
-                       reshare=reshare, as_name=as_name, progress=progress, now=now)
+        run = _reshare_run(vault.root) if reshare else None
+        results = _export(vault, plans, outbox=outbox, exports=exports, dry_run=dry_run,
+                          reshare=reshare, run=run, as_name=as_name, progress=progress,
+                          now=now)
+        if reshare and not dry_run:
+            (vault.root / RESHARE_RUN).unlink(missing_ok=True)
+        return results
+
+
+def _reshare_run(root: Path) -> set[str]:
+    """The packages an interrupted reshare run built (none if no run was interrupted)."""
+    try:
+        return set((root / RESHARE_RUN).read_text(encoding="ascii").split())
+    except FileNotFoundError:
+        return set()
+
+
+def _note_reshare_run(root: Path, package_ids: Sequence[str]) -> None:
+    """List packages about to be built by this reshare run, durably, before they exist."""
+    fd = os.open(root / RESHARE_RUN, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, "".join(f"{pid}\n" for pid in package_ids).encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -254,6 +294,7 @@ def _export(
     exports: Path,
     dry_run: bool,
     reshare: bool,
+    run: set[str] | None,
     as_name: str | None,
     progress: Progress | None,
     now: datetime | None,
@@ -265,9 +306,9 @@ def _export(
     recorded), recorded, delivered and receipted, each step its own transaction."""
     bodies = []
     for plan in plans:
-        item_ids, withheld, size, pending = _decide(vault, plan, reshare)
-        result = BodyResult(body=plan.body, status="", items=len(item_ids), bytes=size,
-                            withheld=withheld)
+        item_ids, withheld, size, pending = _decide(vault, plan, reshare, run)
+        result = BodyResult(body=plan.body, status="", items=len(item_ids),
+                            bytes=size if dry_run else 0, withheld=withheld)
         bodies.append(_Body(plan, result, item_ids, pending, size))
     shown = _Shown(progress, len(bodies), sum(b.size for b in bodies))
     for start in range(0, len(bodies), FAN_OUT):
@@ -279,6 +320,8 @@ def _export(
             except VaultError as e:
                 body.result.status, body.result.error = "failed", str(e)
         building = [b for b in group if b.draft is not None]
+        if reshare and not dry_run:
+            _note_reshare_run(vault.root, [b.draft.package_id for b in building if b.draft])
         label = ",".join(b.plan.body for b in building)
         written = write_package_files(vault, [b.draft for b in building if b.draft],
                                       progress=functools.partial(shown.wrote, label))
@@ -325,9 +368,12 @@ class _Shown:
 
 
 def _decide(
-    vault: Vault, plan: BodyPlan, reshare: bool
+    vault: Vault, plan: BodyPlan, reshare: bool, run: set[str] | None = None
 ) -> tuple[list[str], list[str], int, str | None]:
-    """(items to send, items withheld by release rules, their bytes, a built-unsent package)."""
+    """(items to send, items withheld by release rules, their bytes, a built-unsent package).
+
+    With ``reshare``, a package of the same items that an interrupted reshare run built
+    (listed in ``run``) is resumed if built and not sent, and done if sent."""
     with vault.transaction() as session:
         try:
             items = select_items(session, item_ids=plan.items, case=plan.case, label=plan.label,
@@ -348,11 +394,18 @@ def _decide(
         todo = allowed if reshare else [i for i in allowed if i.id not in shared]
         ids = [i.id for i in todo]
         pending = None
-        if ids and not reshare:
-            for pkg in session.scalars(select(Package).where(
-                    Package.body_id == plan.body, Package.state == "built")):
-                if [pi.item_id for pi in pkg.items] == ids and Path(pkg.path).is_file():
+        if ids and (not reshare or run):
+            query = select(Package).where(Package.body_id == plan.body)
+            if reshare:
+                query = query.where(Package.id.in_(sorted(run or ())))
+            for pkg in session.scalars(query.order_by(Package.created_at)):
+                if [pi.item_id for pi in pkg.items] != ids:
+                    continue
+                if pkg.state == "built" and Path(pkg.path).is_file():
                     pending = pkg.id
+                elif reshare and pkg.state != "built":
+                    todo, ids, pending = [], [], None  # the interrupted run sent it
+                    break
         return ids, [i.id for i in withheld], sum(i.size for i in todo), pending
 
 
@@ -375,7 +428,9 @@ def _start(
                 Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged"))))
         result.status = "already shared" if any_shared else "nothing to share"
     elif dry_run:
-        result.status = "would resume" if body.pending else "would share"
+        result.status, result.error = _would(vault, plan.body)
+        if result.error is None:
+            result.status = "would resume" if body.pending else "would share"
         result.package = body.pending
     elif body.pending is not None:
         body.delivery, body.pair = prepare_send(vault, body.pending, outbox=outbox,
@@ -388,6 +443,21 @@ def _start(
         )
         body.pair = body.draft.pair
         result.status = "shared"
+
+
+def _would(vault: Vault, body_id: str) -> tuple[str, str | None]:
+    """For a dry run: ("would fail: WHY", the real run's error), or ("", None) if the body
+    can receive a package (it exists and has an active key)."""
+    with vault.transaction() as session:
+        body = session.get(Body, body_id)
+        if body is None:
+            return ("would fail: body not found",
+                    f"body {body_id}: not found; see `evault body list`")
+        try:
+            _active_keys(body)
+        except VaultError as e:
+            return "would fail: no active key", str(e)
+    return "", None
 
 
 def _finish_group(
