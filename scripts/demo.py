@@ -267,6 +267,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.run("ingest", str(samples / "site-photos"), "--recursive", "--case", CASE,
                  "--source", "Fictional field team", "--vault", office)
         demo.run("items", "list", "--case", CASE, "--vault", office)
+        # Labels fail closed: the restricted statement goes nowhere until a rule names a body.
+        demo.run("rule", "add", "restricted-icc", "ICC-OTP", "--vault", office)
+        demo.run("rule", "list", "--vault", office)
         first = json.loads(demo.run("items", "list", "--json", "--vault", office))[0]
 
         demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")

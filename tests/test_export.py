@@ -31,8 +31,7 @@ def office(tmp_path: Path) -> Cli:
         other.ok("identity", "export", "-o", str(card))
         cli.ok("body", "add", body, "--name", f"Fictional {body}")
         cli.ok("body", "key", "add", body, "--card", str(card))
-    config = cli.vault / "config.toml"
-    config.write_text(config.read_text() + '"restricted-icc" = ["ICC-OTP"]\n')
+    cli.ok("rule", "add", "restricted-icc", "ICC-OTP")
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     for i in range(4):

@@ -333,9 +333,8 @@ def test_body_without_active_key_is_refused(world: World) -> None:
 
 
 def test_release_rules(world: World, tmp_path: Path) -> None:
-    config = world.office.vault / "config.toml"
-    config.write_text(config.read_text() + '"no-foreign-release" = []\n'
-                      '"restricted-icc" = ["ICC-OTP"]\n')
+    world.office.ok("rule", "add", "no-foreign-release", "--none")
+    world.office.ok("rule", "add", "restricted-icc", "ICC-OTP")
     extra = tmp_path / "restricted.txt"
     extra.write_bytes(b"restricted to the ICC")
     world.office.ok("ingest", str(extra), "--case", CASE, "--label", "restricted-icc")
@@ -343,7 +342,7 @@ def test_release_rules(world: World, tmp_path: Path) -> None:
                                             "--json").stdout)[0]["id"]
     assert _refused(world, "--to", "UA-OPG", "--case", CASE) == (
         1, f"evault: item {restricted}: label restricted-icc may go only to ICC-OTP (release "
-        "rule in config.toml); leave it out of this package\n")
+        "rule); leave it out of this package\n")
     world.office.ok("package", "create", "--to", "ICC-OTP", "--item", restricted, "-o",
                     str(world.tmp / "icc.evpkg"))
     secret = tmp_path / "secret.txt"
@@ -471,8 +470,7 @@ def test_a_label_forbidding_the_body_added_meanwhile_refuses_the_package(world: 
     from vault.service.packaging import finish_package
     from vault.store.models import ItemLabel
 
-    config = world.office.vault / "config.toml"
-    config.write_text(config.read_text() + '"restricted-icc" = ["ICC-OTP"]\n')
+    world.office.ok("rule", "add", "restricted-icc", "ICC-OTP")
     v, written = _written(world, "UA-OPG")
     item = world.items["statement.txt"]
     with v.transaction() as session:  # as a labelling command of another process would

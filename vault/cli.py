@@ -51,6 +51,7 @@ COMMANDS = {
     "open": "Verify a package whole, then extract it and receive its items into this vault.",
     "package": "Packages for one body: built, signed, encrypted to the body's keys, sent.",
     "receipt": "Signed sharing receipts of sent packages.",
+    "rule": "Release rules: which bodies may receive items with a label. Each change is signed.",
     "report": "Reports for oversight: sharing per body, and one item's chain of custody.",
     "send": "Deliver a package (file or id) into a drop folder atomically and sign a receipt.",
     "verify": "Verify packages, receipts, acknowledgements, contact cards and checkpoints.",

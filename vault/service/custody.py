@@ -922,6 +922,14 @@ def _runs(
     ]
 
 
+def _rules_defects(vault: Vault, session: Session) -> list[Defect]:
+    """A defect if config.toml's release rules are not those of the newest rule.changed."""
+    from vault.service.rules import configured, difference, mismatch_message, signed
+
+    what = difference(configured(vault), signed(session))
+    return [] if what is None else [Defect(None, mismatch_message(what))]
+
+
 def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> LogReport:
     """Re-derive everything and list every defect: leaves, fields, sequence, tree, checkpoints,
     and (unless ``signatures`` is False) every signature.
@@ -942,6 +950,7 @@ def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> Lo
         checkpoints = session.scalars(select(CheckpointRow).order_by(CheckpointRow.id)).all()
         head = session.get(CustodyHead, 1)
         verifiers = vault_verifiers(vault, session)
+        report.defects += _rules_defects(vault, session)
         count, lowest, highest = session.execute(
             select(func.count(), func.min(CustodyEvent.seq), func.max(CustodyEvent.seq))
         ).one()

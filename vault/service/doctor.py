@@ -20,12 +20,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from vault.keystore import choose
-from vault.service.vaults import open_vault
+from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
 from vault.store.models import Blob, Body, Identity, Item, Package
+
+
+def _rules_state(v: Vault, session: Session) -> str:
+    """"signed", or the line that says how config.toml's rules differ from the signed ones."""
+    from vault.service.rules import configured, difference, mismatch_message, signed
+
+    what = difference(configured(v), signed(session))
+    return "signed" if what is None else mismatch_message(what)
 
 
 def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str, Any]:
@@ -52,6 +61,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
             report["identities"] = session.scalar(select(func.count()).select_from(Identity))
             report["bodies"] = session.scalar(select(func.count()).select_from(Body))
             report["items"] = session.scalar(select(func.count()).select_from(Item))
+            report["release_rules"] = _rules_state(v, session)
             # Built and never sent: an interrupted export's, or `package create` without `send`.
             report["unsent_packages"] = list(session.scalars(
                 select(Package.id).where(Package.state == "built").order_by(Package.created_at)))

@@ -55,6 +55,7 @@ from vault.service.packaging import (
     select_items,
     write_package_files,
 )
+from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.models import Body, Item, Package, PackageItem
 
@@ -379,13 +380,12 @@ def _decide(
                                  tags=plan.tags)
         except NotFoundError:
             items = []
-        rules = vault.config.release_rules
+        rules = checked_rules(vault, session)
         allowed: list[Item] = []
         withheld: list[Item] = []
         for item in items:
-            blocked = any(
-                lbl.label in rules and plan.body not in rules[lbl.label] for lbl in item.labels
-            )
+            blocked = release_verdict((lbl.label for lbl in item.labels), plan.body,
+                                      rules.rules, rules.default) is not None
             (withheld if blocked else allowed).append(item)
         shared = set(session.scalars(
             select(PackageItem.item_id).join(Package).where(

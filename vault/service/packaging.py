@@ -62,6 +62,7 @@ from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
 from vault.service.items import get_case, item_dict
+from vault.service.rules import RuleSet, checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.blobs import (
     TEMP_PREFIX,
@@ -135,18 +136,13 @@ def select_items(
     return items
 
 
-def check_release(items: Sequence[Item], body_id: str, rules: dict[str, tuple[str, ...]]) -> None:
-    """Refuse if any item carries a label whose rule does not allow ``body_id``."""
+def check_release(items: Sequence[Item], body_id: str, rules: RuleSet) -> None:
+    """Refuse if any item carries a label that may not go to ``body_id`` (see rules.py)."""
     for item in items:
-        for label in item.labels:
-            allowed = rules.get(label.label)
-            if allowed is not None and body_id not in allowed:
-                where = ("may go to no body" if not allowed
-                         else f"may go only to {', '.join(allowed)}")
-                raise PolicyError(
-                    f"item {item.id}: label {label.label} {where} (release rule in config.toml); "
-                    "leave it out of this package"
-                )
+        reason = release_verdict((lbl.label for lbl in item.labels), body_id, rules.rules,
+                                 rules.default)
+        if reason is not None:
+            raise PolicyError(f"item {item.id}: {reason}; leave it out of this package")
 
 
 def _active_keys(body: Body) -> list[fmt.RecipientKey]:
@@ -332,7 +328,7 @@ def plan_package(
             raise NotFoundError(f"body {body_id}: not found; see `evault body list`")
         recipients = _active_keys(body)
         items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
-        check_release(items, body_id, vault.config.release_rules)
+        check_release(items, body_id, checked_rules(vault, session))
         identity = get_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         escrow = fmt.RecipientKey(pair.fingerprint, current_key(identity).age_recipient)
@@ -637,7 +633,7 @@ def record_package(
                     f"{draft.package_id} was being built; nothing was kept, build it again"
                 )
         check_release(select_items(session, item_ids=item_ids), draft.body_id,
-                      vault.config.release_rules)
+                      checked_rules(vault, session))
         everyone = [*draft.recipients, draft.escrow]
         row = Package(
             id=draft.package_id,

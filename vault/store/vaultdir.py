@@ -31,6 +31,8 @@ CONFIG_NAME = "config.toml"
 BLOBS_NAME = "blobs"
 SQLITE_NAME = "vault.db"
 KEY_STORAGE_CHOICES = ("auto", "keyring", "file")
+#: What happens to a label that has no release rule: ``deny`` (fail closed) unless set.
+RULES_DEFAULT_CHOICES = ("deny", "allow")
 
 
 def default_home() -> Path:
@@ -57,6 +59,7 @@ class VaultConfig:
     key_storage: str = "auto"
     organisation: str | None = None
     release_rules: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    release_rules_default: str = "deny"
 
     @classmethod
     def new(cls, database: str | None = None) -> VaultConfig:
@@ -79,6 +82,11 @@ class VaultConfig:
         if self.organisation:
             lines.append(f"organisation = {json.dumps(self.organisation)}")
         lines += [
+            "",
+            "# Change release rules with `evault rule add|remove|default`: each change is a signed",
+            "# custody event, and a hand edit here stops package build and export until signed.",
+            "# A label without a rule goes to no body unless the default is \"allow\".",
+            f"release_rules_default = {json.dumps(self.release_rules_default)}",
             "",
             "# Release rules: a label on an item may go only to the bodies listed for it.",
             "# An empty list means the item may go to no body at all.",
@@ -114,6 +122,12 @@ class VaultConfig:
         rules_raw = data.get("release_rules", {})
         if not isinstance(rules_raw, dict):
             raise ConfigError(f"{source}: [release_rules] must be a table")
+        default = data.get("release_rules_default", "deny")
+        if default not in RULES_DEFAULT_CHOICES:
+            raise ConfigError(
+                f"{source}: release_rules_default must be \"deny\" or \"allow\"; "
+                "set it with `evault rule default deny|allow`"
+            )
         rules: dict[str, tuple[str, ...]] = {}
         for label, bodies in rules_raw.items():
             if not isinstance(bodies, list) or not all(isinstance(b, str) for b in bodies):
@@ -125,6 +139,7 @@ class VaultConfig:
             key_storage=key_storage,
             organisation=organisation if isinstance(organisation, str) else None,
             release_rules=rules,
+            release_rules_default=default,
         )
 
 

@@ -1,0 +1,255 @@
+"""Release rules: fail closed, changed only by signed `evault rule` commands, hand edits caught."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Cli
+
+from vault.service.rules import release_verdict
+
+CASE = "UA-2026-0077"
+MISMATCH = ("evault: config.toml's release rules differ from the signed history ({}); see "
+            "`evault rule list`, then adopt the edit with `evault rule sign --as NAME` or "
+            "restore the file\n")
+
+
+@dataclass
+class Office:
+    cli: Cli
+    item: str  # labelled restricted-icc
+    tmp: Path
+
+    @property
+    def config(self) -> Path:
+        return self.cli.vault / "config.toml"
+
+    def package(self, body: str) -> Any:
+        return self.cli("package", "create", "--to", body, "--item", self.item, "-o",
+                        str(self.tmp / f"{body}.evpkg"), "--force")
+
+    def rule_events(self) -> list[dict[str, Any]]:
+        result = self.cli("custody", "show", "release-rules", "--json")
+        if result.exit_code != 0:
+            return []
+        events = json.loads(result.stdout)["events"]
+        return [e for e in events if e["action"] == "rule.changed"]
+
+
+@pytest.fixture
+def office(sqlite_cli: Cli, tmp_path: Path) -> Office:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    for body in ("ICC-OTP", "UA-OPG"):
+        other = Cli(tmp_path / f"vault-{body}")
+        other.ok("init")
+        other.ok("identity", "create", f"officer-{body.lower()}")
+        card = tmp_path / f"{body}.card.json"
+        other.ok("identity", "export", "-o", str(card))
+        sqlite_cli.ok("body", "add", body, "--name", f"Fictional {body}")
+        sqlite_cli.ok("body", "key", "add", body, "--card", str(card))
+    evidence = tmp_path / "statement.txt"
+    evidence.write_bytes(b"fictional statement for the ICC only")
+    sqlite_cli.ok("ingest", str(evidence), "--case", CASE, "--create-case", "--label",
+                  "restricted-icc")
+    item = json.loads(sqlite_cli.ok("items", "list", "--json").stdout)[0]["id"]
+    return Office(sqlite_cli, item, tmp_path)
+
+
+def test_release_verdict() -> None:
+    rules = {"restricted-icc": ("ICC-OTP",), "sealed": ()}
+    assert release_verdict([], "UA-OPG", rules, "deny") is None
+    assert release_verdict(["restricted-icc"], "ICC-OTP", rules, "deny") is None
+    assert release_verdict(["restricted-icc"], "UA-OPG", rules, "deny") == (
+        "label restricted-icc may go only to ICC-OTP (release rule)")
+    assert release_verdict(["sealed"], "ICC-OTP", rules, "allow") == (
+        "label sealed may go to no body (release rule)")
+    assert release_verdict(["other"], "ICC-OTP", rules, "allow") is None
+    assert release_verdict(["other"], "ICC-OTP", rules, "deny") == (
+        "label other has no release rule, so it goes to no body; add one with "
+        "`evault rule add other BODY`")
+
+
+def test_a_label_without_a_rule_goes_to_no_body(office: Office) -> None:
+    for body in ("ICC-OTP", "UA-OPG"):
+        result = office.package(body)
+        assert (result.exit_code, result.stderr) == (
+            1, f"evault: item {office.item}: label restricted-icc has no release rule, so it "
+            "goes to no body; add one with `evault rule add restricted-icc BODY`; leave it out "
+            "of this package\n")
+    outbox = office.tmp / "outbox"
+    outbox.mkdir()
+    rows = [json.loads(line) for line in office.cli.ok(
+        "export", "--to", "ICC-OTP,UA-OPG", "--case", CASE, "--outbox", str(outbox),
+        "--dry-run", "--jsonl").stdout.splitlines()]
+    assert [(r["body"], r["items"], r["withheld"]) for r in rows] == [
+        ("ICC-OTP", 0, [office.item]), ("UA-OPG", 0, [office.item])]
+
+
+def test_default_allow_releases_a_label_without_a_rule(office: Office) -> None:
+    result = office.cli.ok("rule", "default", "allow")
+    assert result.stderr == ("evault: default: allow (a label without a rule goes to every "
+                             "body); logged rule.changed\n")
+    assert 'release_rules_default = "allow"' in office.config.read_text()
+    office.cli.ok("package", "create", "--to", "UA-OPG", "--item", office.item, "-o",
+                  str(office.tmp / "x.evpkg"))
+    again = office.cli.ok("rule", "default", "allow")
+    assert again.stderr == ("evault: default: allow (a label without a rule goes to every "
+                            "body) (unchanged)\n")
+    assert [e["details"]["default"] for e in office.rule_events()] == ["allow"]
+
+
+def test_rule_add_signs_the_whole_rule_set(office: Office) -> None:
+    result = office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP")
+    assert result.stderr == ("evault: rule for restricted-icc: releases to ICC-OTP; "
+                             "logged rule.changed\n")
+    assert '"restricted-icc" = ["ICC-OTP"]' in office.config.read_text()
+    office.package("ICC-OTP")
+    refused = office.package("UA-OPG")
+    assert (refused.exit_code, refused.stderr) == (
+        1, f"evault: item {office.item}: label restricted-icc may go only to ICC-OTP (release "
+        "rule); leave it out of this package\n")
+    office.cli.ok("rule", "add", "sealed", "--none", "--as", "registry-office")
+    [first, second] = office.rule_events()
+    assert first["details"] == {"change": "add", "label": "restricted-icc",
+                                "bodies": ["ICC-OTP"], "default": "deny",
+                                "rules": {"restricted-icc": ["ICC-OTP"]}}
+    assert second["details"] == {"change": "add", "label": "sealed", "bodies": [],
+                                 "default": "deny",
+                                 "rules": {"restricted-icc": ["ICC-OTP"], "sealed": []}}
+    office.cli.ok("custody", "verify")
+
+
+def test_adding_a_rule_that_is_there_is_unchanged(office: Office) -> None:
+    office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP")
+    again = office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP", "--json")
+    assert json.loads(again.stdout) == {"changed": False, "default": "deny",
+                                        "rules": {"restricted-icc": ["ICC-OTP"]}}
+    plain = office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP")
+    assert plain.stderr == "evault: rule for restricted-icc: releases to ICC-OTP (unchanged)\n"
+    assert len(office.rule_events()) == 1
+
+
+def test_unknown_body_and_bad_usage(office: Office) -> None:
+    result = office.cli("rule", "add", "restricted-icc", "ICC-OTP", "NO-SUCH")
+    assert (result.exit_code, result.stderr) == (
+        1, "evault: body NO-SUCH: not found; see `evault body list`\n")
+    neither = office.cli("rule", "add", "restricted-icc")
+    assert (neither.exit_code, neither.stderr) == (
+        2, "evault: rule for restricted-icc: give one or more BODY ids, or --none for no body\n")
+    assert office.rule_events() == []
+    assert "restricted-icc" not in office.config.read_text()
+
+
+def test_rule_remove(office: Office) -> None:
+    office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP", "UA-OPG")
+    some = office.cli.ok("rule", "remove", "restricted-icc", "UA-OPG")
+    assert some.stderr == ("evault: rule for restricted-icc: releases to ICC-OTP; "
+                           "logged rule.changed\n")
+    whole = office.cli.ok("rule", "remove", "restricted-icc")
+    assert whole.stderr == "evault: rule for restricted-icc: removed; logged rule.changed\n"
+    missing = office.cli("rule", "remove", "restricted-icc")
+    assert (missing.exit_code, missing.stderr) == (
+        1, "evault: rule for restricted-icc: there is none; see `evault rule list`\n")
+    assert [e["details"]["rules"] for e in office.rule_events()] == [
+        {"restricted-icc": ["ICC-OTP", "UA-OPG"]}, {"restricted-icc": ["ICC-OTP"]}, {}]
+    assert office.package("ICC-OTP").exit_code == 1  # fail closed again
+
+
+def test_rule_list(office: Office) -> None:
+    office.cli.ok("rule", "add", "sealed", "--none")
+    assert office.cli.ok("rule", "list").stdout == (
+        "label           bodies\n"
+        "sealed          (none)\n"
+        "restricted-icc  (no rule: withheld from every body)\n"
+        "default: deny (a label without a rule goes to no body)\n")
+    assert json.loads(office.cli.ok("rule", "list", "--json").stdout) == {
+        "default": "deny",
+        "rules": [{"label": "sealed", "bodies": [], "rule": True},
+                  {"label": "restricted-icc", "bodies": [], "rule": False,
+                   "note": "withheld from every body"}],
+        "signed": True,
+        "difference": None,
+    }
+
+
+HAND_EDITS = [
+    # (text, its replacement, what the refusal says, package exit code once signed)
+    ('"restricted-icc" = ["ICC-OTP"]\n', "", "rule for restricted-icc removed by hand", 1),
+    ('"restricted-icc" = ["ICC-OTP"]', '"restricted-icc" = ["ICC-OTP", "UA-OPG"]',
+     "body UA-OPG added to rule for restricted-icc by hand", 0),
+    ('release_rules_default = "deny"', 'release_rules_default = "allow"',
+     "default changed from deny to allow by hand", 0),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "what", "after"), HAND_EDITS)
+def test_a_hand_edit_is_refused_until_signed(office: Office, old: str, new: str,
+                                             what: str, after: int) -> None:
+    office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP")
+    text = office.config.read_text()
+    assert old in text
+    office.config.write_text(text.replace(old, new))
+    message = MISMATCH.format(what)
+    refused = office.package("ICC-OTP")
+    assert (refused.exit_code, refused.stderr) == (3, message)
+    outbox = office.tmp / "outbox"
+    outbox.mkdir()
+    for extra in ((), ("--dry-run",)):
+        export = office.cli("export", "--to", "ICC-OTP", "--case", CASE, "--outbox",
+                            str(outbox), *extra)
+        assert (export.exit_code, export.stderr) == (3, message)
+    change = office.cli("rule", "add", "other", "ICC-OTP")
+    assert (change.exit_code, change.stderr) == (3, message)
+    assert office.cli.ok("rule", "list").stdout.endswith(message.removeprefix("evault: "))
+    assert office.cli.ok("doctor", "--json").stdout.count(message.removeprefix(
+        "evault: ").rstrip("\n").replace('"', '\\"')) == 1
+    verify = office.cli("custody", "verify")
+    assert (verify.exit_code, verify.stdout.splitlines()[0]) == (
+        3, "FAIL: " + message.removeprefix("evault: ").rstrip("\n"))
+    signed = office.cli.ok("rule", "sign", "--as", "registry-office")
+    assert signed.stderr.endswith("; logged rule.changed\n")
+    assert office.rule_events()[-1]["details"]["change"] == "sign"
+    assert office.cli.ok("rule", "list", "--json").stdout.count('"signed": true') == 1
+    assert office.package("ICC-OTP").exit_code == after  # 1: fail closed, no rule now
+    office.cli.ok("custody", "verify")
+
+
+OLD_CONFIG = """# Evidence Vault configuration. Private keys are never stored here.
+vault_id = {vault_id}
+key_storage = "auto"
+
+# Release rules: a label on an item may go only to the bodies listed for it.
+# An empty list means the item may go to no body at all.
+[release_rules]
+"restricted-icc" = ["ICC-OTP"]
+"""
+
+
+def test_a_config_from_an_earlier_version_loads_and_is_signed_once(office: Office) -> None:
+    vault_id = json.dumps(json.loads(office.cli.ok("doctor", "--json").stdout)["vault_id"])
+    office.config.write_text(OLD_CONFIG.format(vault_id=vault_id))
+    assert office.cli.ok("items", "list", "--json").stdout.count(office.item) == 1
+    refused = office.package("ICC-OTP")
+    assert (refused.exit_code, refused.stderr) == (3, MISMATCH.format(
+        "they were never signed; a vault from an earlier version, or edited by hand"))
+    signed = office.cli.ok("rule", "sign")
+    assert signed.stderr == ("evault: release rules signed: 1 rule, default deny; "
+                             "logged rule.changed\n")
+    assert office.rule_events()[0]["details"] == {
+        "change": "sign", "default": "deny", "rules": {"restricted-icc": ["ICC-OTP"]}}
+    assert office.package("ICC-OTP").exit_code == 0
+    again = office.cli.ok("rule", "sign")
+    assert again.stderr == "evault: release rules signed: 1 rule, default deny (unchanged)\n"
+
+
+def test_a_bad_default_in_config_is_named(office: Office) -> None:
+    office.config.write_text(office.config.read_text().replace(
+        'release_rules_default = "deny"', 'release_rules_default = "maybe"'))
+    result = office.cli("rule", "list")
+    assert (result.exit_code, result.stderr) == (
+        1, f'evault: {office.config}: release_rules_default must be "deny" or "allow"; set '
+        "it with `evault rule default deny|allow`\n")

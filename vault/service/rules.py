@@ -1,0 +1,262 @@
+"""Release rules: which bodies may receive items carrying a label.
+
+    >>> add_rule(vault, "restricted-icc", ["ICC-OTP"], as_name="registry-office")  # doctest: +SKIP
+    >>> release_verdict(["restricted-icc"], "UA-OPG", {"restricted-icc": ("ICC-OTP",)}, "deny")
+    'label restricted-icc may go only to ICC-OTP (release rule)'
+
+The rules live in ``config.toml`` (``[release_rules]`` and ``release_rules_default``) and fail
+closed: a label without a rule goes to no body unless the default is ``allow``. Every change
+made with ``evault rule`` is a signed ``rule.changed`` custody event carrying the whole
+resulting rule set, so a rule changed by hand-editing ``config.toml`` no longer matches the
+newest such event, and package build and export refuse until the edit is signed
+(``evault rule sign``) or undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from vault.clock import utcnow
+from vault.custody.events import Event
+from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from vault.service.bodies import get_body
+from vault.service.custody import actor_pair, record
+from vault.service.vaults import Vault
+from vault.store.models import CustodyEvent, ItemLabel
+from vault.store.vaultdir import RULES_DEFAULT_CHOICES, write_config
+
+ACTION = "rule.changed"
+#: The subject of every ``rule.changed`` event: ``evault custody show release-rules``.
+SUBJECT = "release-rules"
+
+Rules = dict[str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """The release rules and the default for a label without a rule."""
+
+    rules: Rules
+    default: str = "deny"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Canonical form, as signed: bodies sorted, labels sorted by the canonical JSON."""
+        return {"default": self.default,
+                "rules": {label: sorted(bodies) for label, bodies in self.rules.items()}}
+
+    def normal(self) -> RuleSet:
+        """The same rules with each body list sorted and without repeats."""
+        return RuleSet({k: tuple(sorted(set(v))) for k, v in self.rules.items()}, self.default)
+
+
+def release_verdict(
+    labels: Iterable[str], body_id: str, rules: Rules, default: str
+) -> str | None:
+    """None if an item with ``labels`` may go to ``body_id``; else why not, in one phrase."""
+    for label in labels:
+        allowed = rules.get(label)
+        if allowed is None:
+            if default == "allow":
+                continue
+            return (f"label {label} has no release rule, so it goes to no body; add one with "
+                    f"`evault rule add {label} BODY`")
+        if body_id not in allowed:
+            where = "may go to no body" if not allowed else f"may go only to {', '.join(allowed)}"
+            return f"label {label} {where} (release rule)"
+    return None
+
+
+# ----------------------------------------------------------------------------- signed history
+
+
+def configured(vault: Vault) -> RuleSet:
+    """The rules ``config.toml`` holds now."""
+    return RuleSet(dict(vault.config.release_rules), vault.config.release_rules_default)
+
+
+def signed(session: Session) -> RuleSet | None:
+    """The rules of the newest ``rule.changed`` event, or None if there is none."""
+    row = session.scalars(select(CustodyEvent).where(CustodyEvent.action == ACTION)
+                          .order_by(CustodyEvent.seq.desc()).limit(1)).first()
+    if row is None:
+        return None
+    details = Event.decode(row.body).details
+    return RuleSet({k: tuple(v) for k, v in details["rules"].items()}, details["default"])
+
+
+def difference(config: RuleSet, history: RuleSet | None) -> str | None:
+    """None if ``config`` equals the signed rules; else what differs, briefly."""
+    if history is None:
+        if config.normal() == RuleSet({}):
+            return None
+        return "they were never signed; a vault from an earlier version, or edited by hand"
+    a, b = config.normal(), history.normal()
+    changes: list[str] = []
+    for label in sorted(set(a.rules) | set(b.rules)):
+        if label not in a.rules:
+            changes.append(f"rule for {label} removed by hand")
+        elif label not in b.rules:
+            changes.append(f"rule for {label} added by hand")
+        else:
+            added = sorted(set(a.rules[label]) - set(b.rules[label]))
+            gone = sorted(set(b.rules[label]) - set(a.rules[label]))
+            changes += [f"body {x} added to rule for {label} by hand" for x in added]
+            changes += [f"body {x} removed from rule for {label} by hand" for x in gone]
+    if a.default != b.default:
+        changes.append(f"default changed from {b.default} to {a.default} by hand")
+    return "; ".join(changes) or None
+
+
+def mismatch_message(what: str) -> str:
+    """The one line that stops package build and export."""
+    return (f"config.toml's release rules differ from the signed history ({what}); see "
+            "`evault rule list`, then adopt the edit with `evault rule sign --as NAME` or "
+            "restore the file")
+
+
+def checked_rules(vault: Vault, session: Session) -> RuleSet:
+    """The configured rules, if they are the signed ones; else a VerificationError (exit 3)."""
+    config = configured(vault)
+    what = difference(config, signed(session))
+    if what is not None:
+        raise VerificationError(mismatch_message(what))
+    return config
+
+
+# ----------------------------------------------------------------------------- changes
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a rule command did: the resulting rules, or ``changed=False``."""
+
+    rules: RuleSet
+    changed: bool
+
+
+def _commit(
+    vault: Vault, session: Session, new: RuleSet, change: dict[str, Any],
+    as_name: str | None, now: datetime | None,
+) -> Change:
+    """Sign a ``rule.changed`` event with the whole new rule set, then write config.toml."""
+    new = new.normal()
+    pair = actor_pair(vault, session, as_name)
+    record(vault, session, pair, ACTION, SUBJECT, details={**change, **new.to_dict()},
+           now=now or utcnow())
+    session.flush()
+    config = replace(vault.config, release_rules=dict(new.rules),
+                     release_rules_default=new.default)
+    write_config(vault.root, config)
+    vault.config = config
+    return Change(new, True)
+
+
+def _check_bodies(session: Session, bodies: Iterable[str]) -> None:
+    for body_id in bodies:
+        get_body(session, body_id)
+
+
+def add_rule(
+    vault: Vault, label: str, bodies: Sequence[str], *, none: bool = False,
+    as_name: str | None = None, now: datetime | None = None,
+) -> Change:
+    """Create the rule for ``label`` or add bodies to it; ``none``: a rule for no body."""
+    if not label.strip():
+        raise UsageError("rule: the label must not be empty")
+    if none == bool(bodies):
+        raise UsageError(f"rule for {label}: give one or more BODY ids, or --none for no body")
+    with vault.transaction() as session:
+        current = checked_rules(vault, session)
+        _check_bodies(session, bodies)
+        old = current.rules.get(label)
+        if none and old:
+            raise ConflictError(
+                f"rule for {label}: releases to {', '.join(old)}; remove those with "
+                f"`evault rule remove {label} {' '.join(old)}`"
+            )
+        merged = tuple(sorted(set(old or ()) | set(bodies)))
+        if old is not None and merged == tuple(sorted(old)):
+            return Change(current, False)
+        new = RuleSet({**current.rules, label: merged}, current.default)
+        return _commit(vault, session, new, {"change": "add", "label": label,
+                                             "bodies": sorted(bodies)}, as_name, now)
+
+
+def remove_rule(
+    vault: Vault, label: str, bodies: Sequence[str] = (), *,
+    as_name: str | None = None, now: datetime | None = None,
+) -> Change:
+    """Remove the rule for ``label``, or only some bodies from it."""
+    with vault.transaction() as session:
+        current = checked_rules(vault, session)
+        old = current.rules.get(label)
+        if old is None:
+            raise NotFoundError(f"rule for {label}: there is none; see `evault rule list`")
+        missing = [b for b in bodies if b not in old]
+        if missing:
+            raise NotFoundError(
+                f"rule for {label}: does not name body {missing[0]}; see `evault rule list`"
+            )
+        rules = dict(current.rules)
+        if bodies:
+            rules[label] = tuple(b for b in old if b not in bodies)
+        else:
+            del rules[label]
+        return _commit(vault, session, RuleSet(rules, current.default),
+                       {"change": "remove", "label": label, "bodies": sorted(bodies)},
+                       as_name, now)
+
+
+def set_default(
+    vault: Vault, default: str, *, as_name: str | None = None, now: datetime | None = None,
+) -> Change:
+    """Set what happens to a label without a rule: ``deny`` (no body) or ``allow``."""
+    if default not in RULES_DEFAULT_CHOICES:
+        raise UsageError(f"rule default {default!r}: use deny or allow")
+    with vault.transaction() as session:
+        current = checked_rules(vault, session)
+        if current.default == default:
+            return Change(current, False)
+        return _commit(vault, session, RuleSet(current.rules, default),
+                       {"change": "default"}, as_name, now)
+
+
+def sign_rules(
+    vault: Vault, *, as_name: str | None = None, now: datetime | None = None,
+) -> Change:
+    """Adopt config.toml's rules as they are (an upgraded vault, or a deliberate hand edit)."""
+    with vault.transaction() as session:
+        config = configured(vault).normal()
+        if difference(config, signed(session)) is None:
+            return Change(config, False)
+        _check_bodies(session, {b for bodies in config.rules.values() for b in bodies})
+        return _commit(vault, session, config, {"change": "sign"}, as_name, now)
+
+
+# ----------------------------------------------------------------------------- listing
+
+
+def list_rules(vault: Vault) -> dict[str, Any]:
+    """The rules, the default, labels in use without a rule, and any unsigned difference."""
+    with vault.transaction() as session:
+        config = configured(vault).normal()
+        used = set(session.scalars(select(ItemLabel.label).distinct()))
+        what = difference(config, signed(session))
+    unruled = sorted(used - set(config.rules))
+    fate = ("withheld from every body" if config.default == "deny"
+            else "goes to every body (default allow)")
+    rows = [{"label": label, "bodies": list(bodies), "rule": True}
+            for label, bodies in sorted(config.rules.items())]
+    rows += [{"label": label, "bodies": [], "rule": False, "note": fate} for label in unruled]
+    return {
+        "default": config.default,
+        "rules": rows,
+        "signed": what is None,
+        "difference": mismatch_message(what) if what else None,
+    }
