@@ -118,3 +118,19 @@ def test_ingest_off_a_terminal_writes_no_progress_at_all(sqlite_cli: Cli, tmp_pa
     assert code == 0, err
     size = sum(len(b"fictional note %d\n" % i) for i in range(12))
     assert err == f"evault: ingested 12 file(s), {size} bytes\n".encode()
+
+
+def test_custody_verify_on_a_terminal_counts_events_up_to_all(sqlite_cli: Cli,
+                                                               tmp_path: Path) -> None:
+    folder = _files(sqlite_cli, tmp_path / "in", 3)
+    sqlite_cli.ok("ingest", str(folder), "--recursive", "--case", "UA-2026-0042",
+                  "--create-case")
+    events = int(sqlite_cli.ok("custody", "verify").stdout.split()[1])
+    out, err, code = _run(["custody", "verify", "--vault", str(sqlite_cli.vault)],
+                          terminal=True)
+    assert code == 0, err
+    assert err.decode().split("\r")[-1].rstrip(" ") == (
+        f"evault: custody verify {events}/{events}\n")
+    assert out.decode().startswith(f"OK: {events} events")
+    _, err, code = _run(["custody", "verify", "--vault", str(sqlite_cli.vault)], terminal=False)
+    assert (err, code) == (b"", 0)

@@ -777,7 +777,8 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
     """
     from vault.service.custody import verify_log
 
-    report = verify_log(vault, signatures=not quick)
+    with progress_line("custody verify") as line:
+        report = verify_log(vault, signatures=not quick, progress=line.update if line else None)
     if as_json:
         emit_record(report.to_dict(), True)
     else:
