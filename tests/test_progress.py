@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -134,3 +135,24 @@ def test_custody_verify_on_a_terminal_counts_events_up_to_all(sqlite_cli: Cli,
     assert out.decode().startswith(f"OK: {events} events")
     _, err, code = _run(["custody", "verify", "--vault", str(sqlite_cli.vault)], terminal=False)
     assert (err, code) == (b"", 0)
+
+
+def test_items_export_on_a_terminal_shows_bytes_written_up_to_the_size(sqlite_cli: Cli,
+                                                                       tmp_path: Path) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    evidence = tmp_path / "scan.bin"
+    evidence.write_bytes(b"fictional scan " * 200_000)  # 3.0 MB: three chunks
+    out = sqlite_cli.ok("ingest", str(evidence), "--case", "UA-2026-0042", "--create-case",
+                        "--json").stdout
+    item_id = json.loads(out)[0]["id"]
+    args = ["items", "export", item_id, "-o", str(tmp_path / "copy.bin"), "--reason",
+            "fictional examination", "--vault", str(sqlite_cli.vault)]
+    _, err, code = _run(args, terminal=True)
+    assert code == 0, err
+    line, message, end = err.decode().split("\n")
+    assert line.split("\r")[-1].startswith("evault: items export, 3.0 MB of 3.0 MB, ")
+    assert message == f"evault: exported item {item_id} to {tmp_path / 'copy.bin'}; " \
+        "the export is in the custody log"
+    assert end == ""
+    _, err, code = _run([*args, "--force"], terminal=False)
+    assert (code, err) == (0, (message + "\n").encode())

@@ -714,7 +714,9 @@ def items_export(
     """
     from vault.service.items import export_item
 
-    data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force)
+    with progress_line("items export") as line:
+        data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force,
+                           progress=line.update_bytes if line else None)
     emit_record(data, as_json)
     if not as_json:
         say(f"exported item {item_id} to {output}; the export is in the custody log")

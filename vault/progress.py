@@ -73,6 +73,10 @@ class ProgressLine:
             self._draw(now)
             _shown = self
 
+    def update_bytes(self, done: int, total: int) -> None:
+        """New figures in bytes alone (one thing being read or written)."""
+        self.update(done, total, nbytes=(done, total), what="bytes")
+
     def finish(self) -> None:
         """End the line (the last figures, then a newline); nothing if none was drawn."""
         global _shown
@@ -97,7 +101,10 @@ class ProgressLine:
     def _text(
         self, done: int, total: int, nbytes: tuple[int, int] | None, what: str, elapsed: float
     ) -> str:
-        parts = [f"evault: {self._label} {done}/{total}" + (f" {what}" if what else "")]
+        if what == "bytes":
+            parts = [f"evault: {self._label}"]
+        else:
+            parts = [f"evault: {self._label} {done}/{total}" + (f" {what}" if what else "")]
         if nbytes is not None:
             got, of = nbytes
             rate = got / elapsed if elapsed > 0 else 0.0
