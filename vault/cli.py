@@ -191,7 +191,10 @@ def read_card(path: Path) -> bytes:
 
 
 def say(message: str) -> None:
-    """A message for people, on stderr."""
+    """A message for people, on stderr (on its own line, after any progress line)."""
+    from vault.progress import interrupt
+
+    interrupt()
     click.echo(f"evault: {message}", err=True)
 
 

@@ -7,7 +7,6 @@ Like :mod:`vault.cli`, this module only parses, calls one service function and r
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
+    from vault.service.export import Progress as ExportProgress
     from vault.service.rules import Change
     from vault.service.vaults import Vault
 
@@ -32,6 +32,7 @@ from vault.cli import (
     with_vault,
     write_or_print,
 )
+from vault.progress import ProgressLine, progress_line
 
 # ----------------------------------------------------------------------------- vault
 
@@ -703,14 +704,16 @@ def ingest(
             list(paths), fields, recursive=recursive, follow_symlinks=follow_symlinks
         )
     digests = [a.strip() for a in also_digest.split(",") if a.strip()]
-    results = intake.ingest(
-        vault,
-        rows,
-        as_name=as_name,
-        create_case=create_case,
-        also_digest=digests,
-        follow_symlinks=follow_symlinks,
-    )
+    with progress_line("ingest") as line:
+        results = intake.ingest(
+            vault,
+            rows,
+            as_name=as_name,
+            create_case=create_case,
+            also_digest=digests,
+            follow_symlinks=follow_symlinks,
+            progress=line.update if line else None,
+        )
     emit_rows(results, fmt, INGEST_COLUMNS + tuple(digests))
     if fmt is None:
         say(f"ingested {len(results)} file(s), {sum(r['size'] for r in results)} bytes")
@@ -858,7 +861,9 @@ def items_export(
     """
     from vault.service.items import export_item
 
-    data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force)
+    with progress_line("items export") as line:
+        data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force,
+                           progress=line.update_bytes if line else None)
     emit_record(data, as_json)
     if not as_json:
         say(f"exported item {item_id} to {output}; the export is in the custody log")
@@ -921,7 +926,8 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
     """
     from vault.service.custody import verify_log
 
-    report = verify_log(vault, signatures=not quick)
+    with progress_line("custody verify") as line:
+        report = verify_log(vault, signatures=not quick, progress=line.update if line else None)
     if as_json:
         emit_record(report.to_dict(), True)
     else:
@@ -1646,24 +1652,13 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
 # ----------------------------------------------------------------------------- bulk and reports
 
 
-def _progress_printer() -> Callable[[str, int, int, int, int], None] | None:
-    """Progress on stderr when it is a terminal (bodies, bytes, rate, time left); else none."""
-    if not sys.stderr.isatty():
+def _progress_printer(line: ProgressLine | None) -> ExportProgress | None:
+    """Export's progress (body, bodies done and in all, bytes) drawn on ``line``, if any."""
+    if line is None:
         return None
-    import time
-
-    start = time.monotonic()
 
     def show(body: str, done: int, total: int, done_bytes: int, total_bytes: int) -> None:
-        elapsed = max(time.monotonic() - start, 1e-6)
-        rate = done_bytes / elapsed
-        left = (total_bytes - done_bytes) / rate if rate > 0 else 0.0
-        click.echo(
-            f"\revault: [{done}/{total}] {body}: {done_bytes / 1e6:.1f} of "
-            f"{total_bytes / 1e6:.1f} MB, {rate / 1e6:.1f} MB/s, ~{left:.0f} s left  ",
-            err=True,
-            nl=done == total,
-        )
+        line.update(done, total, nbytes=(done_bytes, total_bytes), what=body)
 
     return show
 
@@ -1728,15 +1723,16 @@ def export_cmd(
             raise click.UsageError("--case needs --to BODY,BODY,...")
         assert case_id is not None
         plans = plans_for_case(names, case_id)
-    results = export(
-        vault,
-        plans,
-        outbox=outbox,
-        dry_run=dry_run,
-        reshare=reshare,
-        as_name=as_name,
-        progress=_progress_printer(),
-    )
+    with progress_line("export") as line:
+        results = export(
+            vault,
+            plans,
+            outbox=outbox,
+            dry_run=dry_run,
+            reshare=reshare,
+            as_name=as_name,
+            progress=_progress_printer(line),
+        )
     rows = [r.to_dict() for r in results]
     if as_jsonl:
         click.echo(to_jsonl(rows), nl=False)

@@ -59,6 +59,7 @@ from vault.custody.note import (
 )
 from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
+from vault.service.progress import Progress
 from vault.service.vaults import Vault
 from vault.store import db
 from vault.store.models import Checkpoint as CheckpointRow
@@ -930,9 +931,12 @@ def _rules_defects(vault: Vault, session: Session) -> list[Defect]:
     return [] if what is None else [Defect(None, mismatch_message(what))]
 
 
-def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> LogReport:
+def verify_log(
+    vault: Vault, *, signatures: bool = True, workers: int = 2, progress: Progress | None = None
+) -> LogReport:
     """Re-derive everything and list every defect: leaves, fields, sequence, tree, checkpoints,
-    and (unless ``signatures`` is False) every signature.
+    and (unless ``signatures`` is False) every signature. ``progress`` gets (events checked,
+    events in the log) as each run of events is put together.
 
     A long log is read by ``workers`` processes in runs of sequence numbers, each checking
     its events (and their signatures); this process puts the runs together into the tree,
@@ -959,7 +963,8 @@ def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> Lo
             conn = session.connection()
             rows = _paged_rows(conn, signatures, highest) if count else iter(())
             scan, _ = _scan(rows, _time_reader(conn.dialect), keys, log_origin, signatures)
-            _assemble(report, [scan], head, checkpoints, verifiers, log_origin)
+            _assemble(report, [scan], head, checkpoints, verifiers, log_origin,
+                      _counted(progress, count))
     if parallel:
         url = vault.engine.url.render_as_string(hide_password=False)
         tasks = _runs(url, count, lowest, highest, (c.size for c in checkpoints), keys,
@@ -969,9 +974,16 @@ def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> Lo
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
             _assemble(report, pool.map(_scan_range, tasks), head, checkpoints, verifiers,
-                      log_origin)
+                      log_origin, _counted(progress, count))
     report.defects.sort(key=lambda d: (-1 if d.seq is None else d.seq, d.message))
     return report
+
+
+def _counted(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    """(events so far) to ``progress`` as (events so far, events in all)."""
+    if progress is None:
+        return None
+    return lambda done: progress(done, total)
 
 
 def _assemble(
@@ -981,8 +993,10 @@ def _assemble(
     checkpoints: Sequence[CheckpointRow],
     verifiers: Sequence[NoteVerifier],
     log_origin: str,
+    checked: Callable[[int], None] | None = None,
 ) -> None:
-    """Join the runs in order: the gaps between them, the tree, its head and checkpoints."""
+    """Join the runs in order: the gaps between them, the tree, its head and checkpoints;
+    ``checked`` gets the events put together so far after each run."""
     wanted_sizes = {c.size for c in checkpoints}
     roots_at: dict[int, bytes] = {}
     frontier = Frontier()
@@ -998,6 +1012,8 @@ def _assemble(
         report.defects.extend(Defect(seq, message) for seq, message in scan.defects)
         report.size += scan.rows
         report.signatures_checked += scan.signatures
+        if checked:
+            checked(report.size)
         if scan.lo is not None and scan.lo == frontier.size:
             _add_summary(frontier, scan, scan.lo, roots_at)
         else:

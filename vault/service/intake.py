@@ -23,7 +23,7 @@ import stat
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -42,6 +42,7 @@ from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
 from vault.service.items import get_case
+from vault.service.progress import Progress
 from vault.service.storing import Stored, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
@@ -710,9 +711,12 @@ def ingest(
     also_digest: Sequence[str] = (),
     follow_symlinks: bool = False,
     now: datetime | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
-    """Ingest validated rows in batches; return one result per item."""
+    """Ingest validated rows in batches; return one result per item.
+
+    ``progress`` is called with (files stored, files in all) after each file is hashed
+    and encrypted; the last call has both equal."""
     for algorithm in also_digest:
         if algorithm not in LEGACY_DIGESTS:
             raise UsageError(f"--also-digest: {algorithm!r} is not one of md5, sha1")
@@ -740,11 +744,11 @@ def ingest(
                     batch.append(stored)
                     crash_point("ingest.blob_written")
                     batch_bytes += stored.size
+                    done += 1
+                    if progress:
+                        progress(done, len(rows))
                     if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
                         results += _commit(vault, blobs, batch, as_name, create_case, now)
-                        done += len(batch)
-                        if progress:
-                            progress(done, len(rows))
                         batch, batch_bytes = [], 0
                 if batch:
                     results += _commit(vault, blobs, batch, as_name, create_case, now)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, optional_isoformat, utcnow
 from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from vault.service.progress import Progress
 from vault.service.vaults import Vault
 from vault.store.models import Case, Item, ItemLabel
 
@@ -95,8 +96,10 @@ def export_item(
     as_name: str | None = None,
     force: bool = False,
     now: datetime | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Write the plaintext of an item to ``output`` (the user asked for it), logging why."""
+    """Write the plaintext of an item to ``output`` (the user asked for it), logging why.
+    ``progress`` gets (bytes written, bytes of the item) after each chunk."""
     # Imported here: the listing commands of this module should not pay for cryptography,
     # the custody log and intake at start-up.
     from vault.crypto.age import AgeReader
@@ -126,6 +129,8 @@ def export_item(
             digest.update(chunk)
             out.write(chunk)
             written += len(chunk)
+            if progress:
+                progress(written, size)
         if digest.hexdigest() != expected or written != size:
             raise VerificationError(
                 f"item {item_id}: stored content does not match its SHA-256; nothing was "
