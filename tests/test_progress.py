@@ -156,3 +156,44 @@ def test_items_export_on_a_terminal_shows_bytes_written_up_to_the_size(sqlite_cl
     assert end == ""
     _, err, code = _run([*args, "--force"], terminal=False)
     assert (code, err) == (0, (message + "\n").encode())
+
+
+def _package(tmp_path: Path) -> tuple[Cli, Path, int, int]:
+    """An ICC-OTP vault and a package for it: (its Cli, the package, payload size, item bytes)."""
+    from test_opening import _make_world
+
+    from vault.formats.package import read_package
+
+    world = _make_world(tmp_path, None)
+    items = len(b"fictional statement\n") + 256 * 300
+    return world.icc, world.package, read_package(world.package).payload_size, items
+
+
+def test_open_on_a_terminal_shows_verifying_then_storing_up_to_all(tmp_path: Path) -> None:
+    icc, package, _, items = _package(tmp_path)
+    args = ["open", str(package), "--out", str(tmp_path / "received"), "--vault", str(icc.vault)]
+    out, err, code = _run(args, terminal=True)
+    assert code == 0, err
+    line, message, end = err.decode().split("\n")
+    drawings = [d.rstrip(" ") for d in line.split("\r")[1:]]
+    # The first drawing is the payload's first read; the last is the stored total at once.
+    assert drawings[0].startswith("evault: open 1/2 verifying, ")
+    assert drawings[-1].startswith(f"evault: open 2/2 storing, {items / 1e6:.1f} MB of "
+                                   f"{items / 1e6:.1f} MB, ")
+    assert message.startswith("evault: opened package PKG-")
+    assert end == ""
+    assert out.count(b"statement W-1.txt") == 1
+
+
+def test_verify_as_on_a_terminal_shows_the_payload_read_then_the_findings(tmp_path: Path) -> None:
+    icc, package, payload, _ = _package(tmp_path)
+    args = ["verify", str(package), "--as", "icc-officer", "--vault", str(icc.vault)]
+    out, err, code = _run(args, terminal=True)
+    assert code == 0, err
+    line, end = err.decode().split("\n")
+    assert line.split("\r")[-1].rstrip(" ").startswith(
+        f"evault: verify 1/1, {payload / 1e6:.1f} MB of {payload / 1e6:.1f} MB, ")
+    assert end == ""
+    assert out.decode().startswith(f"OK: {package} (package PKG-")
+    _, err, code = _run(args, terminal=False)
+    assert (err, code) == (b"", 0)

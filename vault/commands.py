@@ -15,6 +15,7 @@ import click
 
 if TYPE_CHECKING:
     from vault.service.export import Progress as ExportProgress
+    from vault.service.progress import Progress
     from vault.service.rules import Change
     from vault.service.vaults import Vault
 
@@ -1434,7 +1435,9 @@ def verify_cmd(
     try:
         trust = audit.Trust.build(trusted_keys, v)
         identities = audit.recipient_keys(v, as_name) if v is not None and as_name else None
-        findings = audit.verify_files(files, trust, identities=identities)
+        with progress_line("verify") as line:
+            findings = audit.verify_files(files, trust, identities=identities,
+                                          progress=_per_file(line, len(files)))
     finally:
         if v is not None:
             v.close()
@@ -1583,9 +1586,11 @@ def open_cmd(
     """
     from vault.service.opening import open_package
 
-    data = open_package(
-        vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender
-    )
+    with progress_line("open") as line:
+        data = open_package(
+            vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender,
+            verifying=_stage(line, 1, 2, "verifying"), storing=_stage(line, 2, 2, "storing"),
+        )
     if as_json:
         emit_record(data, True)
         return
@@ -1650,6 +1655,20 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- bulk and reports
+
+
+def _stage(line: ProgressLine | None, n: int, of: int, what: str) -> Progress | None:
+    """Bytes of stage ``n`` of ``of`` drawn on ``line`` as "n/of what, X MB of Y MB"."""
+    if line is None:
+        return None
+    return lambda done, total: line.update(n, of, nbytes=(done, total), what=what)
+
+
+def _per_file(line: ProgressLine | None, files: int) -> Callable[[int], Progress | None] | None:
+    """For file i of ``files``: its bytes drawn on ``line`` as "i+1/files, X MB of Y MB"."""
+    if line is None:
+        return None
+    return lambda i: (lambda done, total: line.update(i + 1, files, nbytes=(done, total)))
 
 
 def _progress_printer(line: ProgressLine | None) -> ExportProgress | None:

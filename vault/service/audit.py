@@ -27,7 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -44,6 +44,7 @@ from vault.formats import receipt as rfmt
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import load_card
 from vault.formats.safetar import printable
+from vault.service.progress import Progress
 from vault.service.vaults import Vault
 
 if TYPE_CHECKING:
@@ -284,23 +285,38 @@ class _Checked:
 
 
 def verify_files(
-    paths: Sequence[Path], trust: Trust, *, identities: OwnKeys | None = None
+    paths: Sequence[Path],
+    trust: Trust,
+    *,
+    identities: OwnKeys | None = None,
+    progress: Callable[[int], Progress | None] | None = None,
 ) -> list[Finding]:
-    """Verify each file as far as ``trust`` and ``identities`` allow; one finding each."""
-    return [verify_file(p, trust, identities=identities) for p in paths]
+    """Verify each file as far as ``trust`` and ``identities`` allow; one finding each.
+    ``progress(i)`` gives the callback for the i-th file's bytes (see :func:`verify_file`)."""
+    return [verify_file(p, trust, identities=identities,
+                        progress=progress(i) if progress else None)
+            for i, p in enumerate(paths)]
 
 
 def verify_file(
-    path: Path, trust: Trust, *, identities: OwnKeys | None = None
+    path: Path,
+    trust: Trust,
+    *,
+    identities: OwnKeys | None = None,
+    progress: Progress | None = None,
 ) -> Finding:
-    """Recognise ``path`` by its content and verify it; any failure becomes the finding."""
+    """Recognise ``path`` by its content and verify it; any failure becomes the finding.
+    ``progress`` gets (payload bytes read, payload size) while a package is decrypted."""
     # Names and texts from the files are shown on one line each: a crafted name must not
     # print a line of its own (an "OK:" that was never verified).
     shown = printable(str(path))
     kind = "unknown"
     try:
         kind = rfmt.detect_file(path)
-        checked = _CHECKS[kind](path, trust, identities)
+        if kind == "package":
+            checked = _check_package(path, trust, identities, progress)
+        else:
+            checked = _CHECKS[kind](path, trust, identities)
     except VaultError as e:
         return Finding(shown, kind, False, reason=printable(str(e)))
     except OSError as e:
@@ -345,7 +361,7 @@ def _embedded_checkpoint(note: str, signer: VerifyKey, label: str) -> Checkpoint
 
 
 def _check_package(
-    path: Path, trust: Trust, identities: OwnKeys | None
+    path: Path, trust: Trust, identities: OwnKeys | None, progress: Progress | None = None
 ) -> _Checked:
     from vault.service.inspection import check_payload_digest, inspect_package, verify_outside
 
@@ -358,7 +374,7 @@ def _check_package(
         check_payload_digest(report)
         done = "envelope and payload digest verified"
     else:
-        report = inspect_package(path, trusted=keys, identities=identities)
+        report = inspect_package(path, trusted=keys, identities=identities, progress=progress)
         if report.sender_key not in trust.keys(fmt.STATEMENT_NAMESPACE) and trust.revocation(
                 report.sender_key) is None:
             raise trust.untrusted(report.sender_key, fmt.STATEMENT_NAMESPACE,

@@ -39,6 +39,7 @@ from vault.errors import DecryptionError, VaultError, VerificationError
 from vault.formats import package as fmt
 from vault.formats.bagit import BagContents, read_bag
 from vault.formats.canonical import parse_json_object
+from vault.service.progress import Progress
 
 READ_CHUNK = 1 << 20
 
@@ -103,12 +104,20 @@ class _HashingReader:
     caller decrypts it (hashlib releases the GIL); :meth:`finish` waits for the hashing.
     """
 
-    def __init__(self, src: BinaryIO, pool: ThreadPoolExecutor | None = None) -> None:
+    def __init__(
+        self,
+        src: BinaryIO,
+        pool: ThreadPoolExecutor | None = None,
+        progress: Progress | None = None,
+        total: int = 0,
+    ) -> None:
         self.src = src
         self.digest = hashlib.sha256()
         self.size = 0
         self._pool = pool
         self._pending: Future[None] | None = None
+        self._progress = progress
+        self._total = total
 
     def finish(self) -> None:
         """Wait until everything read so far is in :attr:`digest`."""
@@ -121,6 +130,8 @@ class _HashingReader:
         self.finish()
         self.digest.update(data)
         self.size += len(data)
+        if self._progress is not None and data:
+            self._progress(self.size, self._total)
         return data
 
     def readinto(self, buffer: Any) -> int:
@@ -134,6 +145,8 @@ class _HashingReader:
             else:
                 self.digest.update(data)
             self.size += n
+            if self._progress is not None:
+                self._progress(self.size, self._total)
         return int(n or 0)
 
     def readable(self) -> bool:
@@ -183,8 +196,10 @@ def inspect_package(
     trusted: Sequence[VerifyKey],
     identities: OwnKeys | None = None,
     extract_to: Path | None = None,
+    progress: Progress | None = None,
 ) -> PackageReport:
-    """Verify a package as far as the keys at hand allow (see the module docstring)."""
+    """Verify a package as far as the keys at hand allow (see the module docstring);
+    ``progress`` gets (payload bytes read, payload size) while it is decrypted."""
     report = verify_outside(path, trusted)
     if identities is None:
         check_payload_digest(report)
@@ -201,7 +216,7 @@ def inspect_package(
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         with pkg.open_payload() as raw:
-            hashing = _HashingReader(raw, pool)
+            hashing = _HashingReader(raw, pool, progress, pkg.payload_size)
             try:
                 reader = AgeReader(cast(BinaryIO, hashing), [ours[matched[0].age_recipient]])
                 # The tar reader asks for a few KiB at a time; a buffer in front of the

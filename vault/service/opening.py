@@ -40,6 +40,7 @@ from vault.service.identities import acting_identity, identity_count, load_keypa
 from vault.service.ids import new_id
 from vault.service.inspection import OwnKeys, PackageReport, inspect_package
 from vault.service.intake import storage_recipient
+from vault.service.progress import Progress
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
 from vault.store.blobs import (
@@ -96,8 +97,14 @@ def open_package(
     as_name: str | None = None,
     trust_sender: str | None = None,
     now: datetime | None = None,
+    verifying: Progress | None = None,
+    storing: Progress | None = None,
 ) -> dict[str, Any]:
-    """Verify a package whole, then extract it into ``out_dir/<package-id>`` and receive it."""
+    """Verify a package whole, then extract it into ``out_dir/<package-id>`` and receive it.
+
+    ``verifying`` gets (payload bytes read, payload size) while the package is decrypted and
+    checked; ``storing`` then gets (bytes stored, bytes in all) while its files are encrypted
+    into this vault."""
     now = now or utcnow()
     if not path.is_file():
         raise NotFoundError(f"{path}: no such package file")
@@ -122,11 +129,11 @@ def open_package(
     staging.mkdir(mode=0o700)
     try:
         report = inspect_package(path, trusted=trusted, identities=identities,
-                                 extract_to=staging)
+                                 extract_to=staging, progress=verifying)
         final = out_dir / report.package_id
         if final.exists():
             raise ConflictError(f"{final}: exists already; choose another --out")
-        result = _receive(vault, report, staging, as_name, now)
+        result = _receive(vault, report, staging, as_name, now, storing)
         os.rename(staging, final)
         fsync_dir(out_dir)
     except BaseException:
@@ -136,7 +143,12 @@ def open_package(
 
 
 def _receive(
-    vault: Vault, report: PackageReport, staging: Path, as_name: str | None, now: datetime
+    vault: Vault,
+    report: PackageReport,
+    staging: Path,
+    as_name: str | None,
+    now: datetime,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Encrypt the verified files into this vault and record their custody."""
     assert report.statement is not None and report.matched_key is not None
@@ -146,6 +158,8 @@ def _receive(
     recipient = storage_recipient(vault)
     blobs = BlobStore(vault.blobs)
     stored = []
+    total = sum(item.size for item in statement.items)
+    done = 0
     with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as hasher:
         try:
             for item in statement.items:
@@ -159,6 +173,9 @@ def _receive(
                         "being received"
                     )
                 stored.append((item, meta, case, result))
+                done += item.size
+                if progress is not None:
+                    progress(done, total)
             blobs.sync([s[3].blob_id for s in stored])
             with vault.transaction() as session:
                 pair = actor_pair(vault, session, as_name)
