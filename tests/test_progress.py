@@ -106,9 +106,28 @@ def test_ingest_on_a_terminal_shows_files_stored_up_to_all_then_a_newline(
     size = sum(len(b"fictional note %d\n" % i) for i in range(12))
     line, summary, end = err.decode().split("\n")
     assert line.startswith("\revault: ingest ")
-    assert line.split("\r")[-1].rstrip(" ") == "evault: ingest 12/12"
+    assert line.split("\r")[-1].rstrip(" ").startswith(
+        f"evault: ingest 12/12, {size / 1e6:.1f} MB of {size / 1e6:.1f} MB, ")
     assert (summary, end) == (f"evault: ingested 12 file(s), {size} bytes", "")
     assert out.count(b"note-") == 12
+
+
+def test_ingest_of_one_large_file_shows_its_bytes_as_they_are_read(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    scan = tmp_path / "scan.bin"
+    scan.write_bytes(b"fictional scan " * 1_000_000)  # 15 MB: several chunks of one file
+    args = ["ingest", str(scan), "--case", "UA-2026-0042", "--create-case",
+            "--vault", str(sqlite_cli.vault)]
+    _, err, code = _run(args, terminal=True)
+    assert code == 0, err
+    line = err.decode().split("\n")[0]
+    drawings = [d.rstrip(" ") for d in line.split("\r")[1:]]
+    # Drawn while the one file is read (0 of 1 files, some MB), then at the end.
+    assert drawings[0].startswith("evault: ingest 0/1, ")
+    assert " of 15.0 MB, " in drawings[0]
+    assert drawings[-1].startswith("evault: ingest 1/1, 15.0 MB of 15.0 MB, ")
 
 
 def test_ingest_off_a_terminal_writes_no_progress_at_all(sqlite_cli: Cli, tmp_path: Path) -> None:

@@ -706,6 +706,18 @@ def ingest(
         )
     digests = [a.strip() for a in also_digest.split(",") if a.strip()]
     with progress_line("ingest") as line:
+        files, nbytes = [0, len(rows)], [0, 0]
+
+        def files_done(done: int, total: int) -> None:
+            files[:] = done, total
+            if line is not None:
+                line.update(done, total, nbytes=(nbytes[0], nbytes[1]))
+
+        def bytes_read(done: int, total: int) -> None:
+            nbytes[:] = done, total
+            if line is not None:
+                line.update(files[0], files[1], nbytes=(done, total))
+
         results = intake.ingest(
             vault,
             rows,
@@ -713,7 +725,8 @@ def ingest(
             create_case=create_case,
             also_digest=digests,
             follow_symlinks=follow_symlinks,
-            progress=line.update if line else None,
+            progress=files_done if line else None,
+            bytes_progress=bytes_read if line else None,
         )
     emit_rows(results, fmt, INGEST_COLUMNS + tuple(digests))
     if fmt is None:

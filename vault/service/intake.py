@@ -23,7 +23,7 @@ import stat
 import sys
 import threading
 from collections import deque
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -401,10 +401,12 @@ def store_file(
     *,
     follow_symlinks: bool,
     hasher_pool: ThreadPoolExecutor | None,
+    reading: Callable[[int], None] | None = None,
 ) -> StoredFile:
     """Read ``row.path`` once into a new blob, computing its digests on the way."""
     stored = store_path(blobs, row.path, recipient, algorithms,
-                        follow_symlinks=follow_symlinks, hasher_pool=hasher_pool)
+                        follow_symlinks=follow_symlinks, hasher_pool=hasher_pool,
+                        reading=reading)
     return StoredFile.of(row, stored)
 
 
@@ -453,6 +455,7 @@ def _stored_in_order(
     hasher: ThreadPoolExecutor,
     workers: ProcessPoolExecutor | None,
     window: int = 8,
+    reading: Callable[[int], None] | None = None,
 ) -> Generator[StoredFile, None, None]:
     """Store every row, yielding results in the rows' order.
 
@@ -465,7 +468,8 @@ def _stored_in_order(
     if workers is None:
         for row in rows:
             yield store_file(blobs, row, recipient, algorithms,
-                             follow_symlinks=follow_symlinks, hasher_pool=hasher)
+                             follow_symlinks=follow_symlinks, hasher_pool=hasher,
+                             reading=reading)
         return
     from concurrent.futures.process import BrokenProcessPool
 
@@ -482,10 +486,11 @@ def _stored_in_order(
                                                       [str(r.path) for r in run])
             while len(ahead) > window:
                 yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks,
-                                    hasher)
+                                    hasher, reading)
                 ahead.popleft()
         while ahead:
-            yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks, hasher)
+            yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks, hasher,
+                                reading)
             ahead.popleft()
     except BrokenProcessPool:  # from a result, or from the next submit after a worker died
         raise VaultError(
@@ -512,10 +517,12 @@ def _collect(
     algorithms: Sequence[str],
     follow_symlinks: bool,
     hasher: ThreadPoolExecutor,
+    reading: Callable[[int], None] | None = None,
 ) -> Iterator[StoredFile]:
     if entry.future is None:
         here = store_file(blobs, entry.rows[0], recipient, algorithms,
-                          follow_symlinks=follow_symlinks, hasher_pool=hasher)
+                          follow_symlinks=follow_symlinks, hasher_pool=hasher,
+                          reading=reading)
         entry.handed = 1
         yield here
         return
@@ -712,11 +719,14 @@ def ingest(
     follow_symlinks: bool = False,
     now: datetime | None = None,
     progress: Progress | None = None,
+    bytes_progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Ingest validated rows in batches; return one result per item.
 
     ``progress`` is called with (files stored, files in all) after each file is hashed
-    and encrypted; the last call has both equal."""
+    and encrypted; the last call has both equal. ``bytes_progress`` gets (bytes read,
+    bytes in all, as the files measured when validated) as a large file is read here, and
+    after each file."""
     for algorithm in also_digest:
         if algorithm not in LEGACY_DIGESTS:
             raise UsageError(f"--also-digest: {algorithm!r} is not one of md5, sha1")
@@ -729,6 +739,13 @@ def ingest(
     blobs = BlobStore(vault.blobs)
     results: list[dict[str, Any]] = []
     done = 0
+    total_bytes = sum(r.size or 0 for r in rows)
+    done_bytes = 0
+
+    def reading(n: int) -> None:
+        if bytes_progress is not None:
+            bytes_progress(min(done_bytes + n, total_bytes), total_bytes)
+
     workers = _start_workers(_worker_count(rows))
     try:
         with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as pool:
@@ -736,7 +753,8 @@ def ingest(
             stream = _stored_in_order(blobs, rows, recipient, also_digest,
                                       follow_symlinks=follow_symlinks, hasher=pool,
                                       workers=workers,
-                                      window=max(8, BATCH_FILES // WORKER_CHUNK))
+                                      window=max(8, BATCH_FILES // WORKER_CHUNK),
+                                      reading=reading if bytes_progress else None)
             batch: list[StoredFile] = []
             batch_bytes = 0
             try:
@@ -745,6 +763,9 @@ def ingest(
                     crash_point("ingest.blob_written")
                     batch_bytes += stored.size
                     done += 1
+                    done_bytes += stored.size
+                    if bytes_progress:
+                        reading(0)
                     if progress:
                         progress(done, len(rows))
                     if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from vault.crypto.age import AgeRecipient, AgeWriter
 from vault.errors import VaultError
@@ -69,8 +69,10 @@ def store_path(
     *,
     follow_symlinks: bool,
     hasher_pool: ThreadPoolExecutor | None,
+    reading: Callable[[int], None] | None = None,
 ) -> Stored:
-    """Read ``path`` once into a new blob, computing its digests on the way.
+    """Read ``path`` once into a new blob, computing its digests on the way; ``reading``
+    gets the bytes read so far after each chunk.
 
     A file that cannot be opened, or that changes while it is read, is a
     :class:`~vault.errors.VaultError` and leaves no blob.
@@ -80,15 +82,16 @@ def store_path(
         fd = os.open(path, flags)
     except OSError as e:
         raise VaultError(f"{path}: cannot open ({e.strerror}); nothing was stored") from None
-    with os.fdopen(fd, "rb", buffering=0) as src:
-        before = os.fstat(src.fileno())
+    with os.fdopen(fd, "rb", buffering=0) as raw:
+        before = os.fstat(raw.fileno())
+        src = raw if reading is None else cast(BinaryIO, _Reading(raw, reading))
         hashers = [hashlib.sha256()] + [hashlib.new(a) for a in algorithms]
         with blobs.create() as (blob_id, out):
             counter = _Counter(out)
             writer = AgeWriter(counter, [recipient])  # type: ignore[arg-type]
             total = _pump(src, writer, hashers, hasher_pool, before.st_size)
             writer.close()
-            after = os.fstat(src.fileno())
+            after = os.fstat(raw.fileno())
             if total != before.st_size or not _same_file(before, after):
                 raise VaultError(
                     f"{path}: changed while being read; nothing of it was stored, "
@@ -101,6 +104,21 @@ def store_path(
         stored_size=counter.count,
         extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
     )
+
+
+class _Reading:
+    """A file read through ``readinto`` that tells ``reading`` the bytes read so far."""
+
+    def __init__(self, src: BinaryIO, reading: Callable[[int], None]) -> None:
+        self._src = src
+        self._reading = reading
+        self._read = 0
+
+    def readinto(self, buffer: Any) -> int:
+        n = int(self._src.readinto(buffer) or 0)  # type: ignore[attr-defined]
+        self._read += n
+        self._reading(self._read)
+        return n
 
 
 def store_paths(
