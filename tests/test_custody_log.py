@@ -52,7 +52,7 @@ from vault.service import custody as custody_service
 from vault.service.identities import load_keypair
 from vault.service.vaults import Vault, open_vault
 from vault.store.models import Checkpoint as CheckpointRow
-from vault.store.models import CustodyEvent, CustodyHead, IdentityKey
+from vault.store.models import CustodyEvent, CustodyHead, IdentityKey, VaultKey
 
 REPO = Path(__file__).resolve().parent.parent
 CASE = "UA-2026-0042"
@@ -302,12 +302,26 @@ def deleted(vault: Vault, session: Session) -> list[str]:
     ]
 
 
+def _storage_recipient(session: Session) -> str:
+    row = session.get(VaultKey, "storage")
+    assert row is not None
+    return row.age_recipient
+
+
 def deleted_several(vault: Vault, session: Session) -> list[str]:
     session.execute(delete(CustodyEvent).where(CustodyEvent.seq.in_([0, 2, 3])))
+    # Event 0 introduced the vault's first identity and storage key, the root of the key
+    # history: without it no key of the vault is known, and nothing after it verifies.
+    actor = _identity_key(session).fingerprint
     return [
         "events 0 missing: the sequence jumps to 1",
         "events 2-3 missing: the sequence jumps to 4",
+        f"key table: identity {IDENTITY}: not in the signed history",
+        f"key table: storage key {_storage_recipient(session)}: not in the signed history",
         f"log head says {EVENTS} events, the log has {EVENTS - 3}",
+        "event 0: the key history's first event, named by the key store, is missing",
+        f"event 1: actor {actor} is not a key of this vault",
+        f"event 4: actor {actor} is not a key of this vault",
     ]
 
 
@@ -479,12 +493,17 @@ def test_every_defect_is_listed(cli: Cli, tmp_path: Path) -> None:
         checkpoint.note = sign_checkpoint(
             Checkpoint(origin, checkpoint.size, checkpoint.root), NoteSigner(origin, stranger)
         )
+        storage = _storage_recipient(session)
     defects: list[tuple[int | None, str]] = [
         (
             None,
             f"checkpoint 1 (size {EVENTS}): signed note: no signature from a known key ({origin})",
         ),
+        # Event 0 starts the key history: its identity's key is still known (the key store
+        # holds its fingerprint), but the storage key it introduced is not.
+        (None, f"key table: storage key {storage}: not in the signed history"),
         (None, "log head root differs from the recomputed tree"),
+        (0, "key history: signature does not verify"),
         (0, "signature does not verify"),
         (1, "custody event: bytes are not in canonical form"),
         (1, "stored leaf hash does not match the event's bytes"),

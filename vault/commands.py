@@ -167,14 +167,17 @@ IDENTITY_COLUMNS = (
 @click.argument("name")
 @click.option("--org", help="Organisation the identity belongs to.")
 @click.option("--email", help="Contact address printed on the card.")
+@as_option
 @json_option
 @with_vault
 def identity_create(
-    vault: Vault, name: str, org: str | None, email: str | None, as_json: bool
+    vault: Vault, name: str, org: str | None, email: str | None, as_name: str | None,
+    as_json: bool,
 ) -> None:
     """Create an identity: an Ed25519 signing key and an age decryption key.
 
     The private halves go to the key store; the first identity is the vault's default.
+    Every later one is introduced (its creation signed) by the default identity, or --as.
 
     \b
     Example:
@@ -182,7 +185,7 @@ def identity_create(
     """
     from vault.service.identities import create_identity
 
-    data = create_identity(vault, name, org=org, email=email)
+    data = create_identity(vault, name, org=org, email=email, as_name=as_name)
     emit_record(data, as_json, skip=("keys",))
     if not as_json:
         say(f"created identity {name} in the {vault.keystore.kind} key store")

@@ -45,6 +45,8 @@ ACTIONS = frozenset(
         "contact.added",
         "contact.revoked",
         "rule.changed",
+        "storage.key_created",
+        "keys.attested",
     }
 )
 

@@ -22,6 +22,7 @@ from vault.crypto.age import AgeRecipient
 from vault.crypto.keys import VerifyKey
 from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
 from vault.formats.card import load_card
+from vault.service.keyhistory import key_details
 from vault.service.vaults import Vault
 from vault.store.models import Body, BodyKey
 
@@ -172,7 +173,7 @@ def add_body_key(
         )
         session.add(key)
         session.flush()
-        details = {"fingerprint": key.fingerprint, "age_recipient": key.age_recipient}
+        details = key_details(signing, key.age_recipient)
         _log(vault, session, as_name, "body.key_added", body_id, details, key.added_at)
         return body_key_dict(key)
 

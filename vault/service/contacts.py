@@ -20,6 +20,7 @@ from vault.crypto.keys import VerifyKey
 from vault.errors import ConflictError, NotFoundError, VerificationError
 from vault.formats.card import load_card
 from vault.service.custody import CustodyLog, actor_pair
+from vault.service.keyhistory import key_details
 from vault.service.vaults import Vault
 from vault.store.models import BodyKey, Contact, IdentityKey
 
@@ -64,7 +65,8 @@ def add_contact(
         session.add(contact)
         CustodyLog(vault, session).append(
             actor_pair(vault, session, as_name), "contact.added", f"contact:{parsed.fingerprint}",
-            details={"name": parsed.name, "fingerprint": parsed.fingerprint}, now=now,
+            details={"name": parsed.name,
+                     **key_details(parsed.signing_key, parsed.age_recipient)}, now=now,
         )
         return contact_dict(contact)
 

@@ -58,6 +58,7 @@ from vault.custody.note import (
     sign_checkpoint,
 )
 from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
+from vault.service import keyhistory
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.progress import Progress
 from vault.service.vaults import Vault
@@ -202,8 +203,11 @@ def record(
 
 
 def actor_pair(vault: Vault, session: Session, name: str | None) -> KeyPair:
-    """The key pair of the identity acting (``--as NAME``, else the default)."""
-    return load_keypair(vault, current_key(acting_identity(session, name)))
+    """The key pair of the identity acting (``--as NAME``, else the default); its rows must
+    agree with the signed key history (a revocation cleared in the table does not count)."""
+    key = current_key(acting_identity(session, name))
+    keyhistory.check_actor(vault, session, key)
+    return load_keypair(vault, key)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -944,16 +948,17 @@ def verify_log(
     """
     report = LogReport()
     log_origin = origin(vault)
+    anchor = keyhistory.ensure_anchor(vault)
     with vault.transaction() as session:
-        keys = {
-            k.fingerprint: _KeyInfo(
-                k.signing_key, as_utc(k.created_at), as_utc(k.revoked_at) if k.revoked_at else None
-            )
-            for k in session.scalars(select(IdentityKey))
-        }
+        # The identity keys come from the signed key history, not from the table; every
+        # row of the key tables that differs from that history is a defect.
+        trust = keyhistory.audit(vault, session, anchor)
+        report.defects.extend(Defect(seq, message) for seq, message in trust.defects)
+        keys = {fp: _KeyInfo(k.raw, k.created_at, k.revoked_at) for fp, k in trust.keys.items()}
         checkpoints = session.scalars(select(CheckpointRow).order_by(CheckpointRow.id)).all()
         head = session.get(CustodyHead, 1)
-        verifiers = vault_verifiers(vault, session)
+        verifiers = [NoteVerifier.for_key(_signer_name(vault), VerifyKey(k.raw))
+                     for k in keys.values()]
         report.defects += _rules_defects(vault, session)
         count, lowest, highest = session.execute(
             select(func.count(), func.min(CustodyEvent.seq), func.max(CustodyEvent.seq))

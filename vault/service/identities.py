@@ -26,8 +26,9 @@ from vault.crypto.age import AgeIdentity
 from vault.crypto.keys import SigningKey, VerifyKey
 from vault.errors import ConflictError, KeyStoreError, NotFoundError, PolicyError, UsageError
 from vault.formats.card import make_card
+from vault.service import keyhistory
 from vault.service.vaults import Vault
-from vault.store.models import Identity, IdentityKey
+from vault.store.models import CustodyEvent, Identity, IdentityKey
 
 NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -152,24 +153,52 @@ def create_identity(
     *,
     org: str | None = None,
     email: str | None = None,
+    as_name: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """Create an identity with fresh keys; the first one becomes the vault's default."""
+    """Create an identity with fresh keys; the first one becomes the vault's default.
+
+    The first identity signs its own creation, the first event of the key history, which
+    also introduces the vault's storage key; the key store then keeps its fingerprint as the
+    history's anchor. Every later identity is introduced by an existing one (``as_name``,
+    else the default), so that a key enters the history only through a key already in it.
+    """
     check_name(name)
     now = now or utcnow()
+    anchor: keyhistory.Anchor | None = None
     with vault.transaction() as session:
         if session.scalar(select(Identity.id).where(Identity.name == name)) is not None:
             raise ConflictError(f"identity {name}: exists already; choose another name")
         is_first = session.scalar(select(Identity.id).limit(1)) is None
+        introducer = None if is_first else load_keypair(
+            vault, current_key(acting_identity(session, as_name)))
         identity = Identity(name=name, org=org, email=email, is_default=is_first, created_at=now)
         session.add(identity)
         key, pair = _new_key(vault, identity, now)
         session.add(key)
         session.flush()
-        # The new identity attests its own creation: its first event is signed by itself.
-        _log(vault, session, pair, "identity.created", identity, now,
-             {"fingerprint": key.fingerprint, "age_recipient": key.age_recipient})
-        return identity_dict(identity)
+        details = keyhistory.key_details(pair.signing.public, key.age_recipient)
+        if is_first:
+            details["storage_recipient"] = _new_storage_key(vault, session, now)
+        row = _log(vault, session, introducer or pair, "identity.created", identity, now,
+                   details)
+        if is_first:
+            anchor = keyhistory.Anchor(row.seq, key.fingerprint)
+        result = identity_dict(identity)
+    if anchor is not None:
+        keyhistory.record_anchor(vault, anchor)
+    return result
+
+
+def _new_storage_key(vault: Vault, session: Session, now: datetime) -> str:
+    """The vault's storage key, made with its first identity: blobs are encrypted to it."""
+    from vault.store.models import VaultKey
+
+    identity = AgeIdentity.generate()
+    recipient = str(identity.recipient)
+    vault.keystore.put(f"storage:{recipient}", identity.raw())
+    session.add(VaultKey(purpose="storage", age_recipient=recipient, created_at=now))
+    return recipient
 
 
 def list_identities(vault: Vault) -> list[dict[str, Any]]:
@@ -289,8 +318,8 @@ def rotate_identity(
         session.refresh(identity)
         # Signed by the outgoing key, so the step from old to new is itself attested.
         _log(vault, session, old_pair, "identity.rotated", identity, now,
-             {"previous": old.fingerprint, "fingerprint": key.fingerprint,
-              "age_recipient": key.age_recipient})
+             {"previous": old.fingerprint,
+              **keyhistory.key_details(_pair.signing.public, key.age_recipient)})
         return identity_dict(identity)
 
 
@@ -328,9 +357,9 @@ def _log(
     identity: Identity,
     now: datetime,
     details: dict[str, Any],
-) -> None:
+) -> CustodyEvent:
     from vault.service.custody import CustodyLog
 
-    CustodyLog(vault, session).append(
+    return CustodyLog(vault, session).append(
         pair, action, f"identity:{identity.name}", details=details, now=now
     )

@@ -38,6 +38,7 @@ from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
+from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
@@ -342,18 +343,31 @@ def _manifest_row(
 # ----------------------------------------------------------------------------- storage key
 
 
-def storage_recipient(vault: Vault) -> AgeRecipient:
-    """The vault's own storage key (created on first use); blobs are encrypted to it."""
+def storage_recipient(vault: Vault, as_name: str | None = None) -> AgeRecipient:
+    """The vault's storage key, which blobs are encrypted to, checked first against the
+    signed key history and the key store (exit 3 if the row was changed).
+
+    A vault made before the storage key came with its first identity gets one here, on
+    first use, introduced by a ``storage.key_created`` event signed by ``as_name``.
+    """
+    keyhistory.ensure_anchor(vault)
     with vault.transaction() as session:
         row = session.get(VaultKey, "storage")
         if row is not None:
+            keyhistory.check_storage(vault, session, row)
             return AgeRecipient.parse(row.age_recipient)
     identity = AgeIdentity.generate()
     recipient = str(identity.recipient)
     vault.keystore.put(f"storage:{recipient}", identity.raw())
     try:
         with vault.transaction() as session:
-            session.add(VaultKey(purpose="storage", age_recipient=recipient, created_at=utcnow()))
+            now = utcnow()
+            session.add(VaultKey(purpose="storage", age_recipient=recipient, created_at=now))
+            session.flush()
+            CustodyLog(vault, session).append(
+                actor_pair(vault, session, as_name), keyhistory.STORAGE_CREATED, "storage",
+                details={"age_recipient": recipient}, now=now,
+            )
     except IntegrityError:
         # Another process created it first; theirs is the one in use.
         vault.keystore.delete(f"storage:{recipient}")
@@ -361,6 +375,7 @@ def storage_recipient(vault: Vault) -> AgeRecipient:
             row = session.get(VaultKey, "storage")
             if row is None:
                 raise
+            keyhistory.check_storage(vault, session, row)
             return AgeRecipient.parse(row.age_recipient)
     return identity.recipient
 
@@ -735,7 +750,7 @@ def ingest(
     with vault.transaction() as session:
         actor_pair(vault, session, as_name)
         _missing_cases(session, {r.fields.case for r in rows}, create_case)
-    recipient = storage_recipient(vault)
+    recipient = storage_recipient(vault, as_name)
     blobs = BlobStore(vault.blobs)
     results: list[dict[str, Any]] = []
     done = 0

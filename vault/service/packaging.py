@@ -52,6 +52,7 @@ from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.bagit import BagWriter, add_payload_to_each
 from vault.formats.canonical import canonical_json
+from vault.service import keyhistory
 from vault.service.custody import (
     CustodyLog,
     actor_pair,
@@ -322,10 +323,12 @@ def plan_package(
     if target.exists() and not force:
         raise ConflictError(f"{target}: exists already; choose another -o or pass --force")
     require_folder(target)
+    keyhistory.ensure_anchor(vault, now=now)
     with vault.transaction() as session:
         body = session.get(Body, body_id)
         if body is None:
             raise NotFoundError(f"body {body_id}: not found; see `evault body list`")
+        keyhistory.check_body(vault, session, body)
         recipients = _active_keys(body)
         items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
         check_release(items, body_id, checked_rules(vault, session))
