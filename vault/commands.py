@@ -117,10 +117,15 @@ def db_current(vault_dir: Path | None, as_json: bool) -> None:
 
 @cli.command()
 @vault_option
-@click.option("--repair", is_flag=True, help="Remove leftover temporary and orphaned blobs.")
+@click.option(
+    "--repair", is_flag=True,
+    help="Remove leftover temporary and orphaned blobs; rewrite the key tables from the "
+    "signed key history.",
+)
 @json_option
 def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
-    """Check the vault: configuration, database, key store, blob folder.
+    """Check the vault: configuration, database, key store, blob folder, and the key tables
+    against the signed key history (exit 3 if they differ).
 
     \b
     Examples:
@@ -135,6 +140,9 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         for pid in report.get("unsent_packages", []):
             say(f"package {pid}: built but never sent; re-run the export that built it, or "
                 f"send it with `evault send {pid} --outbox DIR`")
+    if report.get("key_history_differences"):
+        # The key tables disagree with the signed history: a failed verification.
+        raise SystemExit(3)
 
 
 # ----------------------------------------------------------------------------- identities
@@ -1781,7 +1789,11 @@ def export_cmd(
     if failed:
         others = "the other bodies succeeded" if len(failed) < len(results) else "none succeeded"
         say(f"export failed for {', '.join(failed)}; {others}")
-        raise SystemExit(1)
+        # Exit 3 when nothing succeeded and every failure was a failed verification (e.g. a
+        # body key that differs from the signed key history), else 1.
+        verification = len(failed) == len(results) and all(
+            r.exit_code == 3 for r in results if r.failed)
+        raise SystemExit(3 if verification else 1)
 
 
 def _export_table(rows: list[dict[str, Any]], dry_run: bool) -> str:

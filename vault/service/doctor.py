@@ -7,6 +7,10 @@
 Packages built and never sent are listed (``unsent_packages``); they are kept, even with
 ``repair``: the next step is to send them (or re-run the export that built them).
 
+It also compares the key tables with the signed key history (:mod:`vault.service.keyhistory`):
+``key_history`` says whether they agree, ``key_history_differences`` lists every row that
+does not; with ``repair`` the rows are rewritten from the verified history.
+
 With ``repair``, leftovers of interrupted commands are removed: temporary blob files and
 blobs that no committed row refers to. It waits for running intakes first (they hold the
 intake lock), so it never removes a blob that is about to be committed.
@@ -22,7 +26,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.errors import VaultError
 from vault.keystore import choose
+from vault.service import keyhistory
 from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
@@ -84,6 +90,37 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
                 for blob_id in orphans:
                     blobs.remove(blob_id)
                 report["blobs_removed"] = len(temps) + len(orphans)
+        report.update(check_key_history(v, repair=repair))
         return report
     finally:
         v.close()
+
+
+def check_key_history(vault: Vault, *, repair: bool) -> dict[str, Any]:
+    """``key_history``: ``ok``, or how many rows of the key tables differ from the signed
+    history (and, with ``repair``, ``keys_repaired``: how many were rewritten from it)."""
+    try:
+        anchor = keyhistory.ensure_anchor(vault)
+    except VaultError as e:  # a locked key store, no passphrase given
+        return {"key_history": f"not checked: {e}"}
+    if anchor is None:
+        return {"key_history": "no identity yet"}
+    out: dict[str, Any] = {}
+    try:
+        if repair:
+            with vault.transaction() as session:
+                out["keys_repaired"] = len(keyhistory.repair(vault, session))
+        with vault.transaction() as session:
+            history = keyhistory.load(vault, session, anchor)
+            found = [f"event {seq}: {m}" for seq, m in history.defects]
+            found += keyhistory.differences(history, session)
+    except VaultError as e:
+        return {**out, "key_history": f"not repaired: {e}"}
+    if not found:
+        return {**out, "key_history": "ok"}
+    advice = "run `evault custody verify`" if history.defects else "run `evault doctor --repair`"
+    return {
+        **out,
+        "key_history": f"{len(found)} difference(s) from the signed history; {advice}",
+        "key_history_differences": found,
+    }

@@ -97,6 +97,7 @@ class BodyResult:
     receipt: str | None = None
     withheld: list[str] = field(default_factory=list)
     error: str | None = None
+    exit_code: int = 0  # of the error: 3 when it was a failed verification
 
     @property
     def failed(self) -> bool:
@@ -319,6 +320,7 @@ def _export(
                        as_name=as_name, now=now)
             except VaultError as e:
                 body.result.status, body.result.error = "failed", str(e)
+                body.result.exit_code = e.exit_code
         building = [b for b in group if b.draft is not None]
         if reshare and not dry_run:
             _note_reshare_run(vault.root, [b.draft.package_id for b in building if b.draft])
@@ -498,6 +500,7 @@ def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) ->
         sent = record_sent(vault, body.delivery, body.pair, now or utcnow())
     except VaultError as e:
         result.status, result.error = "failed", str(e)
+        result.exit_code = e.exit_code
         return
     result.package, result.receipt = sent["id"], sent["receipt"]
     result.bytes = sent["bytes"]

@@ -776,9 +776,11 @@ def check_actor(vault: Vault, session: Session, key: IdentityKey) -> None:
 
 
 def repair(vault: Vault, session: Session) -> list[str]:
-    """Rewrite the key tables from the verified history; returns what was changed.
+    """Rewrite the key tables from the verified history; returns what differed.
 
-    Refused if the history itself has defects: then nothing is trustworthy to repair from.
+    Rows the history has are set to it; body keys and contacts it lacks are removed and
+    those it has are added back (an identity or its keys are not invented: those stay
+    reported). Refused if the history itself has defects: nothing to repair from then.
     """
     history = load(vault, session)
     if history.anchor is None:
@@ -786,11 +788,19 @@ def repair(vault: Vault, session: Session) -> list[str]:
     if history.defects:
         seq, message = history.defects[0]
         raise VerificationError(
-            f"custody log: event {seq}: {message}; the history cannot be repaired from"
+            f"custody log: event {seq}: {message}; the key tables cannot be repaired from it"
         )
     changed = differences(history, session)
-    if not changed:
-        return []
+    if changed:
+        _repair_identities(history, session)
+        _repair_body_keys(history, session)
+        _repair_contacts(history, session)
+        _repair_storage(history, session)
+        session.flush()
+    return changed
+
+
+def _repair_identities(history: KeyHistory, session: Session) -> None:
     for identity in session.scalars(select(Identity)):
         if identity.name in history.identities:
             identity.revoked_at = history.identities[identity.name]
@@ -800,18 +810,49 @@ def repair(vault: Vault, session: Session) -> list[str]:
             key.signing_key, key.age_recipient = entry.signing_key, entry.age_recipient
             key.created_at, key.retired_at = entry.created_at, entry.retired_at
             key.revoked_at = entry.revoked_at
-    for bkey in session.scalars(select(BodyKey)):
-        found = history.body_keys.get((bkey.body_id, bkey.fingerprint))
-        if found is not None:
-            bkey.signing_key, bkey.age_recipient = found.signing_key, found.age_recipient
-            bkey.revoked_at = found.revoked_at
-    for contact in session.scalars(select(Contact)):
-        peer = history.contacts.get(contact.fingerprint)
-        if peer is not None:
-            contact.signing_key, contact.age_recipient = peer.signing_key, peer.age_recipient
-            contact.revoked_at = peer.revoked_at
-    storage = session.get(VaultKey, "storage")
-    if storage is not None and history.storage is not None:
-        storage.age_recipient = history.storage
-    session.flush()
-    return changed
+
+
+def _repair_body_keys(history: KeyHistory, session: Session) -> None:
+    present = set()
+    for row in session.scalars(select(BodyKey)):
+        entry = history.body_keys.get((row.body_id, row.fingerprint))
+        if entry is None:
+            session.delete(row)
+            continue
+        present.add((row.body_id, row.fingerprint))
+        row.signing_key, row.age_recipient = entry.signing_key, entry.age_recipient
+        row.revoked_at = entry.revoked_at
+    for (body_id, fingerprint), entry in history.body_keys.items():
+        if (body_id, fingerprint) not in present and session.get(Body, body_id) is not None:
+            session.add(BodyKey(body_id=body_id, label=None, signing_key=entry.signing_key,
+                                fingerprint=fingerprint, age_recipient=entry.age_recipient,
+                                card=None, added_at=entry.added_at, revoked_at=entry.revoked_at))
+
+
+def _repair_contacts(history: KeyHistory, session: Session) -> None:
+    present = set()
+    for row in session.scalars(select(Contact)):
+        entry = history.contacts.get(row.fingerprint)
+        if entry is None:
+            session.delete(row)
+            continue
+        present.add(row.fingerprint)
+        row.signing_key, row.age_recipient = entry.signing_key, entry.age_recipient
+        row.revoked_at = entry.revoked_at
+    for fingerprint, entry in history.contacts.items():
+        if fingerprint not in present:
+            session.add(Contact(name=entry.owner, signing_key=entry.signing_key,
+                                fingerprint=fingerprint, age_recipient=entry.age_recipient,
+                                card="", added_at=entry.added_at, revoked_at=entry.revoked_at))
+
+
+def _repair_storage(history: KeyHistory, session: Session) -> None:
+    row = session.get(VaultKey, "storage")
+    if history.storage is None or history.storage_created_at is None:
+        if row is not None:
+            session.delete(row)
+    elif row is None:
+        session.add(VaultKey(purpose="storage", age_recipient=history.storage,
+                             created_at=history.storage_created_at))
+    else:
+        row.age_recipient = history.storage

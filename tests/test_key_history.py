@@ -1,0 +1,433 @@
+"""Keys only through signed history (issue 14): the key tables are a cache of signed events.
+
+Each attack is made as a database holder would: SQL on the vault's database, no key store.
+The real CLI must then detect it with the specific reason and exit 3, and encrypt nothing to
+the attacker's key.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Cli
+from sqlalchemy import select, text
+
+from vault.crypto.age import AgeIdentity
+from vault.crypto.keys import SigningKey
+from vault.custody.events import Event
+from vault.custody.merkle import Frontier, leaf_hash
+from vault.custody.note import Checkpoint as NoteCheckpoint
+from vault.custody.note import NoteSigner, sign_checkpoint
+from vault.service.keyhistory import ANCHOR_NAME, Anchor
+from vault.service.vaults import open_vault
+from vault.store.models import Checkpoint, CustodyEvent, CustodyHead, VaultKey
+
+CASE = "FICT-2026-0042"
+OFFICE = "registry-office"
+BODY = "FICT-TRIBUNAL"
+OLD_VAULT = Path(__file__).resolve().parent / "vectors" / "old-vault" / "vault"
+DOCTOR = "run `evault doctor`"
+
+
+@pytest.fixture(autouse=True)
+def _fast_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """About keys, not blob durability: blobs skip the file-system sync."""
+    monkeypatch.setattr("vault.store.blobs._syncfs", lambda path: True)
+
+
+def sql(cli: Cli, statement: str, **params: Any) -> None:
+    """One statement on the vault's database, as its holder would run it (no key store)."""
+    vault = open_vault(cli.vault)
+    try:
+        with vault.engine.begin() as conn:
+            conn.execute(text(statement), params)
+    finally:
+        vault.close()
+
+
+def evidence(tmp_path: Path, name: str) -> str:
+    path = tmp_path / name
+    path.write_text(f"Fictional evidence: {name}\n")
+    return str(path)
+
+
+def blob_files(root: Path) -> set[Path]:
+    return {p for p in (root / "blobs").rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+
+def office(cli: Cli, tmp_path: Path) -> None:
+    """An identity and one item ingested."""
+    cli.ok("identity", "create", OFFICE)
+    cli.ok("ingest", evidence(tmp_path, "note-01.txt"), "--case", CASE, "--create-case")
+
+
+def officer() -> tuple[SigningKey, AgeIdentity]:
+    return SigningKey.generate(), AgeIdentity.generate()
+
+
+def with_body(cli: Cli) -> tuple[SigningKey, AgeIdentity]:
+    """A body with one officer's key; the officer's private keys."""
+    signing, age = officer()
+    cli.ok("body", "add", BODY, "--name", "Fictional Tribunal of Examples")
+    cli.ok("body", "key", "add", BODY, "--age", str(age.recipient), "--ssh",
+           signing.public.openssh())
+    return signing, age
+
+
+def verify_lines(cli: Cli) -> tuple[int, list[str]]:
+    result = cli("custody", "verify")
+    return result.exit_code, result.stdout.splitlines()
+
+
+# ----------------------------------------------------------------------------- storage key
+
+
+def test_storage_recipient_swapped_in_table_is_refused(
+    cli: Cli, tmp_path: Path
+) -> None:
+    office(cli, tmp_path)
+    attacker = str(AgeIdentity.generate().recipient)
+    sql(cli, "UPDATE vault_keys SET age_recipient = :r", r=attacker)
+    before = blob_files(cli.vault)
+
+    result = cli("ingest", evidence(tmp_path, "note-02.txt"), "--case", CASE)
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: storage key {attacker}: age recipient differs from the signed history; "
+        f"{DOCTOR}\n")
+    assert blob_files(cli.vault) == before  # nothing encrypted to the attacker
+    assert verify_lines(cli) == (3, [
+        f"FAIL: key table: storage key {attacker}: age recipient differs from the signed history"
+    ])
+
+
+def test_received_package_is_not_reencrypted_to_a_swapped_storage_key(tmp_path: Path) -> None:
+    """`open` re-encrypts what it receives to the storage key: the same check comes first."""
+    from test_opening import _make_world
+
+    world = _make_world(tmp_path, None)
+    attacker = str(AgeIdentity.generate().recipient)
+    sql(world.icc, "UPDATE vault_keys SET age_recipient = :r", r=attacker)
+    before = blob_files(world.icc.vault)
+
+    result = world.icc("open", str(world.package), "--out", str(tmp_path / "received"))
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: storage key {attacker}: age recipient differs from the signed history; "
+        f"{DOCTOR}\n")
+    assert blob_files(world.icc.vault) == before
+
+
+# ----------------------------------------------------------------------------- body keys
+
+
+@pytest.mark.parametrize("half", ["age", "ssh"])
+def test_body_key_swapped_in_table_is_refused(
+    cli: Cli, tmp_path: Path, half: str
+) -> None:
+    office(cli, tmp_path)
+    signing, _ = with_body(cli)
+    attacker_signing, attacker_age = officer()
+    if half == "age":
+        sql(cli, "UPDATE body_keys SET age_recipient = :r", r=str(attacker_age.recipient))
+        reason = "age recipient differs from the signed history"
+    else:
+        sql(cli, "UPDATE body_keys SET signing_key = :k", k=attacker_signing.public.raw)
+        reason = "signing key differs from the signed history"
+    out = tmp_path / "p.evpkg"
+    message = f"body {BODY} key {signing.public.fingerprint}: {reason}"
+
+    result = cli("package", "create", "--to", BODY, "--case", CASE, "-o", str(out))
+
+    assert (result.exit_code, result.stderr) == (3, f"evault: {message}; {DOCTOR}\n")
+    assert not out.exists()
+    (tmp_path / "outbox").mkdir()
+    exported = cli("export", "--to", BODY, "--case", CASE, "--outbox", str(tmp_path / "outbox"),
+                   "--jsonl")
+    assert (exported.exit_code, exported.stderr) == (
+        3, f"evault: export failed for {BODY}; none succeeded\n")
+    assert json.loads(exported.stdout)["error"] == f"{message}; {DOCTOR}"
+    assert not list((tmp_path / "outbox").glob("*.evpkg"))
+    assert verify_lines(cli) == (3, [f"FAIL: key table: {message}"])
+
+
+def test_body_key_revocation_cleared_in_table_is_refused(cli: Cli, tmp_path: Path) -> None:
+    office(cli, tmp_path)
+    signing, _ = with_body(cli)
+    fingerprint = signing.public.fingerprint
+    revoked = json.loads(cli.ok("body", "key", "revoke", BODY, fingerprint, "--json").stdout)
+    sql(cli, "UPDATE body_keys SET revoked_at = NULL")
+    message = (f"body {BODY} key {fingerprint}: revoked in the signed history since "
+               f"{revoked['revoked_at']}, not in the table")
+
+    result = cli("package", "create", "--to", BODY, "--case", CASE, "-o",
+                 str(tmp_path / "p.evpkg"))
+
+    assert (result.exit_code, result.stderr) == (3, f"evault: {message}; {DOCTOR}\n")
+    assert verify_lines(cli) == (3, [f"FAIL: key table: {message}"])
+
+
+# ----------------------------------------------------------------------------- identities
+
+
+def test_identity_revocation_cleared_in_table_may_not_act(cli: Cli, tmp_path: Path) -> None:
+    office(cli, tmp_path)
+    created = json.loads(cli.ok("identity", "create", "field-team", "--json").stdout)
+    revoked = json.loads(cli.ok("identity", "revoke", "field-team", "--json").stdout)
+    sql(cli, "UPDATE identities SET revoked_at = NULL WHERE name = 'field-team'")
+    sql(cli, "UPDATE identity_keys SET revoked_at = NULL WHERE fingerprint = :f",
+        f=created["fingerprint"])
+    since = f"revoked in the signed history since {revoked['revoked_at']}, not in the table"
+
+    result = cli("ingest", evidence(tmp_path, "note-02.txt"), "--case", CASE,
+                 "--as", "field-team")
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: identity field-team: {since}; {DOCTOR}\n")
+    assert verify_lines(cli) == (3, [
+        f"FAIL: key table: identity field-team key {created['fingerprint']}: {since}",
+        f"FAIL: key table: identity field-team: {since}",
+    ])
+
+
+def test_hiding_a_revocation_by_its_stored_action_is_caught_by_verify(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    """The quick checks read key events by their stored action; verify checks that column."""
+    cli = sqlite_cli
+    office(cli, tmp_path)
+    created = json.loads(cli.ok("identity", "create", "field-team", "--json").stdout)
+    cli.ok("identity", "revoke", "field-team")
+    sql(cli, "UPDATE custody_events SET action = 'body.added' WHERE action = 'identity.revoked'")
+    sql(cli, "UPDATE identities SET revoked_at = NULL WHERE name = 'field-team'")
+    sql(cli, "UPDATE identity_keys SET revoked_at = NULL WHERE fingerprint = :f",
+        f=created["fingerprint"])
+
+    code, lines = verify_lines(cli)
+
+    assert code == 3
+    assert lines == ["FAIL: event 4: stored action differ from the signed event"]
+
+
+def resign_everything(cli: Cli, attacker: SigningKey) -> None:
+    """Replace the first identity's key in the table by the attacker's, rewrite event 2 and
+    sign every event and checkpoint anew with the attacker's key: a complete forgery of
+    everything the database holds."""
+    fingerprint = attacker.public.fingerprint
+    vault = open_vault(cli.vault)
+    try:
+        with vault.transaction() as session:
+            session.execute(text("UPDATE identity_keys SET signing_key = :k, fingerprint = :f"),
+                            {"k": attacker.public.raw, "f": fingerprint})
+            frontier = Frontier()
+            for row in session.scalars(select(CustodyEvent).order_by(CustodyEvent.seq)):
+                event = Event.decode(row.body)
+                details = dict(event.details)
+                if "signing_key" in details:
+                    details.update(fingerprint=fingerprint,
+                                   signing_key=attacker.public.openssh())
+                if row.seq == 2:
+                    details["original_name"] = "rewritten.txt"
+                forged = Event(event.log, event.seq, event.time, fingerprint, event.action,
+                               event.subject, details, event.digests)
+                row.body, row.signature = forged.sign(attacker)
+                row.actor, row.leaf_hash = fingerprint, leaf_hash(row.body)
+                frontier.append(row.leaf_hash)
+            head = session.get(CustodyHead, 1)
+            assert head is not None
+            head.size, head.root, head.frontier = (frontier.size, frontier.root(),
+                                                   frontier.to_bytes())
+            origin = f"evault/{vault.config.vault_id}"
+            for cp in session.scalars(select(Checkpoint)):
+                cp.note = sign_checkpoint(NoteCheckpoint(origin, cp.size, cp.root),
+                                          NoteSigner(origin, attacker))
+                cp.signer = fingerprint
+    finally:
+        vault.close()
+
+
+def test_identity_key_replaced_and_everything_resigned_fails_verify(
+    cli: Cli, tmp_path: Path
+) -> None:
+    office(cli, tmp_path)
+    real = json.loads(cli.ok("identity", "show", "--json").stdout)["fingerprint"]
+    cli.ok("custody", "checkpoint")
+    attacker = SigningKey.generate()
+    resign_everything(cli, attacker)
+    fake = attacker.public.fingerprint
+
+    vault = open_vault(cli.vault)
+    try:
+        with vault.transaction() as session:
+            recipient = session.scalars(select(VaultKey.age_recipient)).one()
+    finally:
+        vault.close()
+
+    code, lines = verify_lines(cli)
+
+    # The key store names the real first identity: the forged history has no root, so no
+    # key of the vault is known and nothing verifies.
+    assert code == 3
+    assert lines == [
+        "FAIL: checkpoint 1 (size 3): signed note: no signature from a known key "
+        "(none configured)",
+        f"FAIL: key table: identity {OFFICE}: not in the signed history",
+        f"FAIL: key table: storage key {recipient}: not in the signed history",
+        f"FAIL: event 0: actor {fake} is not a key of this vault",
+        f"FAIL: event 0: key history: not signed by {real}, the identity the key store names",
+        f"FAIL: event 1: actor {fake} is not a key of this vault",
+        f"FAIL: event 2: actor {fake} is not a key of this vault",
+    ]
+
+
+# ----------------------------------------------------------------------------- history
+
+
+def test_rotated_and_revoked_keys_still_verify_old_events(cli: Cli, tmp_path: Path) -> None:
+    office(cli, tmp_path)
+    cli.ok("custody", "checkpoint")
+    first = json.loads(cli.ok("identity", "show", "--json").stdout)["fingerprint"]
+    cli.ok("identity", "rotate", OFFICE)
+    cli.ok("identity", "create", "field-team", "--as", OFFICE)
+    cli.ok("ingest", evidence(tmp_path, "note-02.txt"), "--case", CASE, "--as", "field-team")
+    cli.ok("custody", "checkpoint", "--as", "field-team")
+    cli.ok("identity", "revoke", OFFICE, "--as", "field-team")
+    cli.ok("ingest", evidence(tmp_path, "note-03.txt"), "--case", CASE, "--as", "field-team")
+
+    result = cli.ok("custody", "verify")
+
+    assert result.stdout == "OK: 8 events, 2 checkpoints (structure and signatures)\n"
+    events = json.loads(
+        cli.ok("custody", "show", "identity:field-team", "--json").stdout)["events"]
+    # A new identity is introduced by one the history already trusts (the rotated key).
+    assert events[0]["action"] == "identity.created"
+    assert events[0]["actor"] != first
+    assert events[0]["actor"] == json.loads(
+        cli.ok("identity", "show", OFFICE, "--json").stdout)["fingerprint"]
+
+
+def test_first_identity_anchors_the_history_in_the_key_store(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    created = json.loads(sqlite_cli.ok("identity", "create", OFFICE, "--json").stdout)
+    vault = open_vault(sqlite_cli.vault)
+    try:
+        anchor = Anchor.from_bytes(vault.keystore.get(ANCHOR_NAME))
+    finally:
+        vault.close()
+    assert anchor == Anchor(0, created["fingerprint"])
+    [event] = json.loads(
+        sqlite_cli.ok("custody", "show", f"identity:{OFFICE}", "--json").stdout)["events"]
+    assert event["actor"] == created["fingerprint"]
+    assert event["details"]["signing_key"] == created["signing_key"].rsplit(" ", 1)[0]
+    assert event["details"]["storage_recipient"].startswith("age1")
+
+
+# ----------------------------------------------------------------------------- doctor
+
+
+def test_doctor_reports_and_repairs_from_the_history(cli: Cli, tmp_path: Path) -> None:
+    office(cli, tmp_path)
+    signing, age = with_body(cli)
+    sql(cli, "UPDATE body_keys SET age_recipient = :r",
+        r=str(AgeIdentity.generate().recipient))
+    message = (f"body {BODY} key {signing.public.fingerprint}: age recipient differs from "
+               "the signed history")
+
+    found = cli("doctor", "--json")
+
+    assert found.exit_code == 3
+    report = json.loads(found.stdout)
+    assert report["key_history"] == ("1 difference(s) from the signed history; run "
+                                     "`evault doctor --repair`")
+    assert report["key_history_differences"] == [message]
+
+    repaired = json.loads(cli.ok("doctor", "--repair", "--json").stdout)
+
+    assert (repaired["keys_repaired"], repaired["key_history"]) == (1, "ok")
+    shown = json.loads(cli.ok("body", "show", BODY, "--json").stdout)
+    assert shown["keys"][0]["age_recipient"] == str(age.recipient)
+    cli.ok("package", "create", "--to", BODY, "--case", CASE, "-o", str(tmp_path / "p.evpkg"))
+    assert cli.ok("custody", "verify").stdout.startswith("OK: ")
+
+
+# ----------------------------------------------------------------------------- old vaults
+
+
+def old_vault(tmp_path: Path) -> Cli:
+    """A copy of the vault made by the code before the key history (see its README)."""
+    shutil.copytree(OLD_VAULT, tmp_path / "vault")
+    return Cli(tmp_path / "vault")
+
+
+def test_old_vault_is_attested_on_first_use_and_then_guarded(tmp_path: Path) -> None:
+    cli = old_vault(tmp_path)
+
+    assert cli.ok("custody", "verify").stdout == (
+        "OK: 12 events, 1 checkpoints (structure and signatures)\n")
+
+    [attested] = json.loads(cli.ok("custody", "show", "keys", "--json").stdout)["events"]
+    assert (attested["seq"], attested["action"]) == (11, "keys.attested")
+    office_key = json.loads(cli.ok("identity", "show", OFFICE, "--json").stdout)
+    assert attested["actor"] == office_key["fingerprint"]
+    assert [i["name"] for i in attested["details"]["identities"]] == [OFFICE, "field-team"]
+    assert len(attested["details"]["bodies"]) == 2
+    # Once only: the key store names the attestation now.
+    assert cli.ok("custody", "verify").stdout.startswith("OK: 12 events")
+    # Old events of rotated and revoked keys verified above; new ones go on as usual.
+    cli.ok("ingest", evidence(tmp_path, "note-02.txt"), "--case", "FICT-2026-0001")
+    cli.ok("package", "create", "--to", BODY, "--case", "FICT-2026-0001", "-o",
+           str(tmp_path / "p.evpkg"))
+    [officer_key] = [k for k in json.loads(cli.ok("body", "show", BODY, "--json").stdout)["keys"]
+                     if k["status"] == "active"]
+    sql(cli, "UPDATE body_keys SET age_recipient = :r WHERE fingerprint = :f",
+        r=str(AgeIdentity.generate().recipient), f=officer_key["fingerprint"])
+
+    result = cli("package", "create", "--to", BODY, "--case", "FICT-2026-0001", "-o",
+                 str(tmp_path / "q.evpkg"))
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: body {BODY} key {officer_key['fingerprint']}: age recipient differs from "
+        f"the signed history; {DOCTOR}\n")
+
+
+def test_old_vault_storage_key_changed_before_upgrade_is_still_refused(tmp_path: Path) -> None:
+    """What was changed before the upgrade is attested as it is (trust on first upgrade),
+    but the storage recipient must also be the public half of the key store's key."""
+    cli = old_vault(tmp_path)
+    attacker = str(AgeIdentity.generate().recipient)
+    sql(cli, "UPDATE vault_keys SET age_recipient = :r", r=attacker)
+    before = blob_files(cli.vault)
+
+    result = cli("ingest", evidence(tmp_path, "note-02.txt"), "--case", "FICT-2026-0001")
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: storage key {attacker}: is not the public half of the storage key in the "
+        f"key store; {DOCTOR}\n")
+    assert blob_files(cli.vault) == before
+
+
+def test_verify_needs_the_anchor_event_signed_by_the_anchor(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    """The key store names the first identity: a history started by another key fails."""
+    cli = sqlite_cli
+    office(cli, tmp_path)
+    stranger = SigningKey.generate().public.fingerprint
+    vault = open_vault(cli.vault)
+    try:
+        real = Anchor.from_bytes(vault.keystore.get(ANCHOR_NAME))
+        vault.keystore.put(ANCHOR_NAME, Anchor(0, stranger).to_bytes())
+    finally:
+        vault.close()
+
+    code, lines = verify_lines(cli)
+
+    assert code == 3
+    assert f"FAIL: event 0: key history: not signed by {stranger}, the identity the key store " \
+           "names" in lines
+    assert real.fingerprint != stranger
