@@ -170,8 +170,7 @@ def create_identity(
         if session.scalar(select(Identity.id).where(Identity.name == name)) is not None:
             raise ConflictError(f"identity {name}: exists already; choose another name")
         is_first = session.scalar(select(Identity.id).limit(1)) is None
-        introducer = None if is_first else load_keypair(
-            vault, current_key(acting_identity(session, as_name)))
+        introducer = None if is_first else _checked_pair(vault, session, as_name)
         identity = Identity(name=name, org=org, email=email, is_default=is_first, created_at=now)
         session.add(identity)
         key, pair = _new_key(vault, identity, now)
@@ -310,7 +309,7 @@ def rotate_identity(
     with vault.transaction() as session:
         identity = acting_identity(session, name)
         old = current_key(identity)
-        old_pair = load_keypair(vault, old)
+        old_pair = _checked_pair(vault, session, identity.name)
         old.retired_at = now
         key, _pair = _new_key(vault, identity, now)
         session.add(key)
@@ -339,7 +338,7 @@ def revoke_identity(
                 f"identity {name}: revoked already, since {isoformat(identity.revoked_at)}"
             )
         actor = acting_identity(session, as_name) if as_name else identity
-        pair = load_keypair(vault, current_key(actor))
+        pair = _checked_pair(vault, session, actor.name)
         _log(vault, session, pair, "identity.revoked", identity, now,
              {"fingerprints": [k.fingerprint for k in identity.keys]})
         identity.revoked_at = now
@@ -347,6 +346,13 @@ def revoke_identity(
             if key.revoked_at is None:
                 key.revoked_at = now
         return identity_dict(identity)
+
+
+def _checked_pair(vault: Vault, session: Session, name: str | None) -> KeyPair:
+    """The acting identity's keys, its rows checked against the signed key history."""
+    identity = acting_identity(session, name)
+    keyhistory.check_actor(vault, session, current_key(identity))
+    return load_keypair(vault, current_key(identity))
 
 
 def _log(
