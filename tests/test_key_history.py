@@ -359,9 +359,12 @@ def test_doctor_reports_and_repairs_from_the_history(cli: Cli, tmp_path: Path) -
 
 
 def old_vault(tmp_path: Path) -> Cli:
-    """A copy of the vault made by the code before the key history (see its README)."""
+    """A copy of the vault made by the code before the key history (see make_old_vault.py),
+    upgraded as its user would."""
     shutil.copytree(OLD_VAULT, tmp_path / "vault")
-    return Cli(tmp_path / "vault")
+    cli = Cli(tmp_path / "vault")
+    cli.ok("db", "upgrade")
+    return cli
 
 
 def test_old_vault_is_attested_on_first_use_and_then_guarded(tmp_path: Path) -> None:

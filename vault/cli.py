@@ -40,7 +40,7 @@ COMMANDS = {
     "contact": "Known senders from other organisations, pinned by fingerprint.",
     "custody": "The signed, append-only custody log and its checkpoints and proofs.",
     "db": "Database schema of an existing vault.",
-    "doctor": "Check the vault: configuration, database, key store, blob folder.",
+    "doctor": "Check the vault: configuration, database, key store, blobs, key history.",
     "export": "Export to several bodies: one package each, only what each may receive. "
     "Idempotent.",
     "identity": "Identities of this vault: signing and decryption keys of a person or office.",

@@ -124,8 +124,10 @@ def db_current(vault_dir: Path | None, as_json: bool) -> None:
 )
 @json_option
 def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
-    """Check the vault: configuration, database, key store, blob folder, and the key tables
-    against the signed key history (exit 3 if they differ).
+    """Check the vault: configuration, database, key store, blobs, key history.
+
+    The key tables are compared with the signed key history: exit 3 if they differ, and
+    --repair rewrites them from it.
 
     \b
     Examples:
