@@ -122,6 +122,23 @@ def test_received_package_is_not_reencrypted_to_a_swapped_storage_key(tmp_path: 
     assert blob_files(world.icc.vault) == before
 
 
+def test_contact_revocation_cleared_in_table_is_not_trusted(tmp_path: Path) -> None:
+    """`open` trusts a sender only as the signed history has it."""
+    from test_opening import _make_world
+
+    world = _make_world(tmp_path, None)
+    revoked = json.loads(world.icc.ok("contact", "revoke", "registry-office", "--json").stdout)
+    sql(world.icc, "UPDATE contacts SET revoked_at = NULL")
+    out = tmp_path / "received"
+
+    result = world.icc("open", str(world.package), "--out", str(out))
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: contact registry-office key {world.office_fp}: revoked in the signed "
+        f"history since {revoked['revoked_at']}, not in the table; {DOCTOR}\n")
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------- body keys
 
 

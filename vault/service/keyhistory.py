@@ -764,6 +764,20 @@ def check_body(vault: Vault, session: Session, body: Body) -> None:
         _refuse(body_differences(history, body.id, body.keys))
 
 
+def check_senders(vault: Vault, session: Session) -> None:
+    """Before trusting a signature by a known sender: every contact, body key and identity
+    row is the history's (a contact added or a revocation cleared in the table is not)."""
+    history = _trusted(vault, session)
+    if history is None:
+        return
+    found = contact_differences(history, session.scalars(select(Contact)).all())
+    for body in session.scalars(select(Body).order_by(Body.id)):
+        found += body_differences(history, body.id, body.keys)
+    for identity in session.scalars(select(Identity).order_by(Identity.id)):
+        found += identity_differences(history, identity)
+    _refuse(found)
+
+
 def check_actor(vault: Vault, session: Session, key: IdentityKey) -> None:
     """Before an identity acts: its rows are the history's (a revocation cleared in the
     table is not a way back)."""

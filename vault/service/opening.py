@@ -34,6 +34,7 @@ from vault.errors import (
 from vault.faults import crash_point
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
+from vault.service import keyhistory
 from vault.service.contacts import known_senders
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now
 from vault.service.identities import acting_identity, identity_count, load_keypair
@@ -67,7 +68,9 @@ from vault.store.models import (
 
 
 def _trusted(vault: Vault, path: Path, trust_sender: str | None) -> list[VerifyKey]:
+    keyhistory.ensure_anchor(vault)
     with vault.transaction() as session:
+        keyhistory.check_senders(vault, session)
         keys = known_senders(session)
     if trust_sender:
         signer = sshsig.parse(fmt.read_package(path).signature).public_key
