@@ -273,6 +273,7 @@ def test_identity_key_replaced_and_everything_resigned_fails_verify(
     office(cli, tmp_path)
     real = json.loads(cli.ok("identity", "show", "--json").stdout)["fingerprint"]
     cli.ok("custody", "checkpoint")
+    item = json.loads(cli.ok("items", "list", "--json").stdout)[0]["id"]
     attacker = SigningKey.generate()
     resign_everything(cli, attacker)
     fake = attacker.public.fingerprint
@@ -299,6 +300,10 @@ def test_identity_key_replaced_and_everything_resigned_fails_verify(
         f"FAIL: event 1: actor {fake} is not a key of this vault",
         f"FAIL: event 2: actor {fake} is not a key of this vault",
     ]
+    # Proofs take the checkpoint's keys from the history too.
+    proof = cli("custody", "prove", item)
+    assert (proof.exit_code, proof.stderr) == (
+        3, "evault: signed note: no signature from a known key (none configured)\n")
 
 
 # ----------------------------------------------------------------------------- history

@@ -267,9 +267,15 @@ def make_checkpoint(vault: Vault, as_name: str | None, *, now: datetime | None =
 
 
 def vault_verifiers(vault: Vault, session: Session) -> list[NoteVerifier]:
-    """Note verifiers for every key this vault's identities ever had."""
-    keys = session.scalars(select(IdentityKey)).all()
-    return [NoteVerifier.for_key(_signer_name(vault), VerifyKey(k.signing_key)) for k in keys]
+    """Note verifiers for every key this vault's identities ever had, as the signed key
+    history has them (the table's only in a vault without a history anchor yet)."""
+    anchor = keyhistory.read_anchor(vault)
+    if anchor is not None:
+        history = keyhistory.load(vault, session, anchor)
+        raw = [k.signing_key for k in history.identity_keys.values()]
+    else:
+        raw = [k.signing_key for k in session.scalars(select(IdentityKey))]
+    return [NoteVerifier.for_key(_signer_name(vault), VerifyKey(key)) for key in raw]
 
 
 def verifier_key(vault: Vault, session: Session) -> str:
