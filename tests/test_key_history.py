@@ -123,7 +123,7 @@ def test_received_package_is_not_reencrypted_to_a_swapped_storage_key(tmp_path: 
 
 
 def test_contact_revocation_cleared_in_table_is_not_trusted(tmp_path: Path) -> None:
-    """`open` trusts a sender only as the signed history has it."""
+    """`open` and `verify` trust a sender only as the signed history has it."""
     from test_opening import _make_world
 
     world = _make_world(tmp_path, None)
@@ -137,6 +137,8 @@ def test_contact_revocation_cleared_in_table_is_not_trusted(tmp_path: Path) -> N
         3, f"evault: contact registry-office key {world.office_fp}: revoked in the signed "
         f"history since {revoked['revoked_at']}, not in the table; {DOCTOR}\n")
     assert not out.exists()
+    checked = world.icc("verify", str(world.package))
+    assert (checked.exit_code, checked.stderr) == (3, result.stderr)
 
 
 # ----------------------------------------------------------------------------- body keys

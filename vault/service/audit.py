@@ -117,9 +117,13 @@ class Trust:
         keys: list[VerifyKey] = []
         revoked: dict[VerifyKey, datetime] = {}
         if vault is not None:
+            from vault.service import keyhistory
             from vault.service.contacts import known_senders
 
+            # The vault's senders as its signed key history has them, not as the tables say.
+            keyhistory.ensure_anchor(vault)
             with vault.transaction() as session:
+                keyhistory.check_senders(vault, session)
                 keys = list(known_senders(session).values())
                 revoked = _revoked_keys(session, set(keys))
         return cls(
