@@ -16,13 +16,16 @@ import pytest
 from conftest import Cli
 from sqlalchemy import select, text
 
+from vault.clock import isoformat
 from vault.crypto.age import AgeIdentity
 from vault.crypto.keys import SigningKey
 from vault.custody.events import Event
 from vault.custody.merkle import Frontier, leaf_hash
 from vault.custody.note import Checkpoint as NoteCheckpoint
 from vault.custody.note import NoteSigner, sign_checkpoint
-from vault.service.keyhistory import ANCHOR_NAME, Anchor
+from vault.service.custody import CustodyLog
+from vault.service.identities import KeyPair
+from vault.service.keyhistory import ANCHOR_NAME, Anchor, key_details
 from vault.service.vaults import open_vault
 from vault.store.models import Checkpoint, CustodyEvent, CustodyHead, VaultKey
 
@@ -172,6 +175,45 @@ def test_body_key_swapped_in_table_is_refused(
     assert json.loads(exported.stdout)["error"] == f"{message}; {DOCTOR}"
     assert not list((tmp_path / "outbox").glob("*.evpkg"))
     assert verify_lines(cli) == (3, [f"FAIL: key table: {message}"])
+
+
+def test_body_key_introduced_by_a_forged_event_is_refused(cli: Cli, tmp_path: Path) -> None:
+    """A key event signed by a key the history does not trust adds nothing to it."""
+    office(cli, tmp_path)
+    with_body(cli)
+    signing = SigningKey.generate()
+    intruder = KeyPair(signing.public.fingerprint, signing, AgeIdentity.generate())
+    officer_signing, officer_age = officer()
+    vault = open_vault(cli.vault)
+    try:
+        with vault.transaction() as session:
+            # What the project's own code would append, signed by the intruder's key.
+            row = CustodyLog(vault, session).append(
+                intruder, "body.key_added", BODY,
+                details=key_details(officer_signing.public, str(officer_age.recipient)))
+            seq, when = row.seq, isoformat(row.recorded_at)
+            session.execute(text(
+                "INSERT INTO body_keys (body_id, label, signing_key, fingerprint, age_recipient,"
+                " card, added_at) VALUES (:b, NULL, :k, :f, :r, NULL, :t)"),
+                {"b": BODY, "k": officer_signing.public.raw, "r": str(officer_age.recipient),
+                 "f": officer_signing.public.fingerprint, "t": row.recorded_at})
+    finally:
+        vault.close()
+    refusal = (f"event {seq}: key history: signer {intruder.fingerprint} was not a trusted, "
+               f"unrevoked identity key at {when}")
+
+    result = cli("package", "create", "--to", BODY, "--case", CASE, "-o",
+                 str(tmp_path / "p.evpkg"))
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: custody log: {refusal}; run `evault custody verify`\n")
+    assert not (tmp_path / "p.evpkg").exists()
+    assert verify_lines(cli) == (3, [
+        f"FAIL: key table: body {BODY} key {officer_signing.public.fingerprint}: not in the "
+        "signed history",
+        f"FAIL: event {seq}: actor {intruder.fingerprint} is not a key of this vault",
+        f"FAIL: {refusal}",
+    ])
 
 
 def test_body_key_revocation_cleared_in_table_is_refused(cli: Cli, tmp_path: Path) -> None:
