@@ -42,6 +42,10 @@ class KeyStoreError(VaultError):
     """A private key cannot be stored or retrieved."""
 
 
+class MissingSecretError(KeyStoreError):
+    """The key store works, but holds nothing under the name asked for."""
+
+
 class PolicyError(VaultError):
     """A release rule or a key's state forbids the operation."""
 

@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vault.errors import ConfigError, DecryptionError, KeyStoreError, UsageError
+from vault.errors import (
+    ConfigError,
+    DecryptionError,
+    KeyStoreError,
+    MissingSecretError,
+    UsageError,
+)
 
 KEY_FILE = "keys.enc"
 LOCK_FILE = "keys.lock"
@@ -51,7 +57,7 @@ class KeyStore(ABC):
 
     @abstractmethod
     def get(self, name: str) -> bytes:
-        """The secret stored under ``name``; KeyStoreError if it is missing."""
+        """The secret stored under ``name``; MissingSecretError (a KeyStoreError) if absent."""
 
     @abstractmethod
     def delete(self, name: str) -> None:
@@ -86,7 +92,7 @@ class KeyringStore(KeyStore):
         except (keyring.errors.KeyringError, OSError) as e:
             raise KeyStoreError(f"keyring: cannot read {name} ({e}); unlock the keyring") from None
         if value is None:
-            raise KeyStoreError(
+            raise MissingSecretError(
                 f"keyring: no private key {name} for this vault; was it created on this machine "
                 "and this user account?"
             )
@@ -180,7 +186,9 @@ class FileKeyStore(KeyStore):
         with self._locked():
             data = self._load()
         if name not in data:
-            raise KeyStoreError(f"{self.path}: no private key {name}; the key file may be older")
+            raise MissingSecretError(
+                f"{self.path}: no private key {name}; the key file may be older"
+            )
         return base64.b64decode(data[name])
 
     def delete(self, name: str) -> None:

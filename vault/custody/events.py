@@ -44,6 +44,7 @@ ACTIONS = frozenset(
         "body.key_revoked",
         "contact.added",
         "contact.revoked",
+        "custody.reanchored",
     }
 )
 

@@ -58,6 +58,7 @@ from vault.custody.note import (
     sign_checkpoint,
 )
 from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
+from vault.service import anchor
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.vaults import Vault
 from vault.store import db
@@ -91,6 +92,7 @@ class CustodyLog:
         self._frontier = Frontier.from_bytes(self._head.frontier)
         if self._frontier.size != self._head.size:
             raise VerificationError("custody log: head size and frontier disagree")
+        anchor.guard(vault, session, self._head, self._frontier)
 
     def append(
         self,
@@ -241,6 +243,7 @@ def checkpoint_now(
 ) -> tuple[str, int]:
     """Sign a checkpoint of the log as it is in ``session`` and keep it; (note, tree size)."""
     head = lock_head(session)
+    anchor.guard(vault, session, head)
     checkpoint = Checkpoint(origin(vault), head.size, head.root)
     note = sign_checkpoint(checkpoint, NoteSigner(_signer_name(vault), pair.signing))
     session.add(
@@ -932,6 +935,8 @@ def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> Lo
     """
     report = LogReport()
     log_origin = origin(vault)
+    pinned = anchor.load(vault)
+    extra = () if pinned is None else (pinned.size,)
     with vault.transaction() as session:
         keys = {
             k.fingerprint: _KeyInfo(
@@ -950,17 +955,23 @@ def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> Lo
             conn = session.connection()
             rows = _paged_rows(conn, signatures, highest) if count else iter(())
             scan, _ = _scan(rows, _time_reader(conn.dialect), keys, log_origin, signatures)
-            _assemble(report, [scan], head, checkpoints, verifiers, log_origin)
+            tree = _assemble(report, [scan], head, checkpoints, verifiers, log_origin, extra)
     if parallel:
         url = vault.engine.url.render_as_string(hide_password=False)
-        tasks = _runs(url, count, lowest, highest, (c.size for c in checkpoints), keys,
-                      log_origin, signatures)
+        tasks = _runs(url, count, lowest, highest, [*(c.size for c in checkpoints), *extra],
+                      keys, log_origin, signatures)
         # Imported here: multiprocessing costs every other command's start-up a few ms.
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            _assemble(report, pool.map(_scan_range, tasks), head, checkpoints, verifiers,
-                      log_origin)
+            tree = _assemble(report, pool.map(_scan_range, tasks), head, checkpoints,
+                             verifiers, log_origin, extra)
+    # The anchor in the key store: the recomputed tree must extend it (vault.service.anchor).
+    frontier, roots_at = tree
+    report.defects.extend(
+        Defect(None, m) for m in anchor.verify_messages(pinned, roots_at, frontier.size)
+    )
+    anchor.after_verify(vault, pinned, frontier, whole=not report.defects)
     report.defects.sort(key=lambda d: (-1 if d.seq is None else d.seq, d.message))
     return report
 
@@ -972,9 +983,13 @@ def _assemble(
     checkpoints: Sequence[CheckpointRow],
     verifiers: Sequence[NoteVerifier],
     log_origin: str,
-) -> None:
-    """Join the runs in order: the gaps between them, the tree, its head and checkpoints."""
-    wanted_sizes = {c.size for c in checkpoints}
+    extra_sizes: Iterable[int] = (),
+) -> tuple[Frontier, dict[int, bytes]]:
+    """Join the runs in order: the gaps between them, the tree, its head and checkpoints.
+
+    Returns the tree and its roots at the checkpoints' sizes and at ``extra_sizes``.
+    """
+    wanted_sizes = {c.size for c in checkpoints} | set(extra_sizes)
     roots_at: dict[int, bytes] = {}
     frontier = Frontier()
     if 0 in wanted_sizes:
@@ -999,6 +1014,7 @@ def _assemble(
     report.checkpoints = len(checkpoints)
     for cp in checkpoints:
         _check_checkpoint(report, cp, roots_at, verifiers, log_origin)
+    return frontier, roots_at
 
 
 def _add_summary(frontier: Frontier, scan: _Scan, lo: int, roots_at: dict[int, bytes]) -> None:
