@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from vault.service import anchor
 from vault.service.vaults import open_vault
 from vault.store.vaultdir import load_config
 
+REPO = Path(__file__).resolve().parent.parent
 CASE = "UA-2026-0042"
 IDENTITY = "registry-office"
 NEXT = (
@@ -334,6 +337,39 @@ def test_normal_use_never_trips_the_anchor(cli: Cli, tmp_path: Path) -> None:
         assert side.ok("custody", "verify").stdout.startswith("OK: ")
         recorded = pinned(side)
         assert recorded is not None and recorded.size == head_size(side)
+
+
+def test_concurrent_writers_leave_the_anchor_at_the_head(cli: Cli, tmp_path: Path) -> None:
+    """Three ingests at once, each its own process: none trips the check of another, and
+    the anchor, moved under a lock and never back, ends at the final head."""
+    cli.ok("identity", "create", IDENTITY)
+    ingest(cli, tmp_path, "statement-01.txt", create_case=True)
+    runs = []
+    for p in range(3):
+        paths = []
+        for i in range(3):
+            path = tmp_path / f"photo-{p}-{i}.jpg"
+            path.write_bytes(f"fictional photo {i} of batch {p}\n".encode())
+            paths.append(str(path))
+        command = [sys.executable, "-m", "vault", "ingest", *paths, "--case", CASE,
+                   "--vault", str(cli.vault)]
+        runs.append(subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE))
+    try:
+        for run in runs:
+            _, stderr = run.communicate(timeout=120)
+            assert run.returncode == 0, stderr.decode()
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+    total = 3 + 3 * 3
+    assert cli.ok("custody", "verify").stdout == (
+        f"OK: {total} events, 0 checkpoints (structure and signatures)\n"
+    )
+    recorded = pinned(cli)
+    assert recorded is not None and recorded.size == head_size(cli) == total
 
 
 # ----------------------------------------------------------------------------- way out

@@ -31,8 +31,12 @@ of the shared log, and each catches a rollback below the newest head it has seen
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import functools
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -57,6 +61,7 @@ NEXT_STEP = (
 REANCHORED = "custody.reanchored"
 SUBJECT = "custody-log"
 _STATE = "evault.anchor"  # key of this module's state in Session.info
+LOCK_FILE = ".anchor.lock"  # in the vault folder: one read-and-move of the anchor at a time
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,22 +208,32 @@ def _mismatch(session: Session, pinned: Anchor, head: CustodyHead) -> str | None
     return None
 
 
+@contextlib.contextmanager
+def _moving(vault: Vault) -> Iterator[None]:
+    """Serialise reading and moving the anchor among this machine's processes (flock)."""
+    fd = os.open(vault.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def _advance(vault: Vault, state: _State, session: Session) -> None:
     """After the commit: the anchor moves to the newest head this transaction committed.
 
-    Never backwards (unless reanchoring): the entry is read again, since another process may
-    have moved it meanwhile. A key store that cannot be written now leaves the older anchor,
-    which is still a prefix of the committed log: safe, and the next writer moves it.
+    Never backwards (unless reanchoring): the entry is read again under a lock, since
+    another process may have moved it meanwhile. A key store that cannot be written now
+    leaves the older anchor, still a prefix of the committed log: safe, and the next writer
+    moves it. (Raising here would report a failure for a step already committed.)
     """
     newest = max(state.heads, key=lambda f: f.size, default=None)
     if newest is None:
         return
-    try:
+    with contextlib.suppress(KeyStoreError, OSError), _moving(vault):
         current = None if state.force else load(vault)
         if state.force or current is None or newest.size > current.size:
             save(vault, Anchor.at(newest))
-    except (KeyStoreError, OSError):
-        pass
 
 
 # ----------------------------------------------------------------------------- verify
@@ -240,7 +255,11 @@ def verify_messages(pinned: Anchor | None, roots_at: dict[int, bytes], size: int
 def after_verify(vault: Vault, pinned: Anchor | None, frontier: Frontier, whole: bool) -> None:
     """A log that verified whole moves the anchor forward (or records the first one)."""
     if whole and (pinned is None or frontier.size > pinned.size):
-        save(vault, Anchor.at(frontier))
+        # A folder that cannot take the lock file (read-only) keeps the older anchor.
+        with contextlib.suppress(OSError), _moving(vault):
+            current = load(vault)
+            if current is None or frontier.size > current.size:
+                save(vault, Anchor.at(frontier))
 
 
 # ----------------------------------------------------------------------------- reanchor
