@@ -731,6 +731,7 @@ def custody() -> None:
       evault custody checkpoint -o checkpoint.txt
       evault custody prove EV-0123456789AB
       evault custody consistency old-checkpoint.txt new-checkpoint.txt
+      evault custody reanchor --as registry-office
     """
 
 

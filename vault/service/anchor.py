@@ -230,6 +230,8 @@ def _advance(vault: Vault, state: _State, session: Session) -> None:
     newest = max(state.heads, key=lambda f: f.size, default=None)
     if newest is None:
         return
+    if not state.force and state.pinned is not None and newest.size <= state.pinned.size:
+        return  # nothing appended (a checkpoint alone): the anchor is there already
     with contextlib.suppress(KeyStoreError, OSError), _moving(vault):
         current = None if state.force else load(vault)
         if state.force or current is None or newest.size > current.size:
