@@ -117,13 +117,15 @@ def pinned(cli: Cli) -> anchor.Anchor | None:
         v.close()
 
 
-def forget_anchor(cli: Cli) -> None:
-    """What a vault made before the anchor existed looks like: no entry in its key store."""
-    v = open_vault(cli.vault)
-    try:
-        v.keystore.delete(anchor.ENTRY)
-    finally:
-        v.close()
+def populate_with_old_code(cli: Cli, tmp_path: Path) -> int:
+    """``populate`` as the code before the anchor did it: nothing checked, nothing recorded."""
+    with pytest.MonkeyPatch.context() as old:
+        old.setattr(anchor, "guard", lambda *args: None)
+        old.setattr(anchor, "after_verify", lambda *args, **kwargs: None)
+        events = populate(cli, tmp_path)
+        assert cli.ok("custody", "verify").stdout.startswith("OK: ")
+    assert pinned(cli) is None
+    return events
 
 
 def shorter(size: int, signed: int) -> str:
@@ -253,9 +255,7 @@ def test_a_head_that_does_not_extend_the_anchor_is_refused(cli: Cli, tmp_path: P
 
 
 def test_an_old_vault_records_the_anchor_on_first_verify(cli: Cli, tmp_path: Path) -> None:
-    events = populate(cli, tmp_path)
-    forget_anchor(cli)
-    assert pinned(cli) is None
+    events = populate_with_old_code(cli, tmp_path)
     result = cli.ok("custody", "verify")
     assert result.stdout == f"OK: {events} events, 0 checkpoints (structure and signatures)\n"
     recorded = pinned(cli)
@@ -265,8 +265,7 @@ def test_an_old_vault_records_the_anchor_on_first_verify(cli: Cli, tmp_path: Pat
 
 
 def test_an_old_vault_records_the_anchor_on_first_write(cli: Cli, tmp_path: Path) -> None:
-    events = populate(cli, tmp_path)
-    forget_anchor(cli)
+    events = populate_with_old_code(cli, tmp_path)
     ingest(cli, tmp_path, "later-05.txt")
     recorded = pinned(cli)
     assert recorded is not None and recorded.size == events + 1
@@ -280,14 +279,21 @@ def test_an_old_vault_already_truncated_is_trusted_on_first_use(
     """What stays out of reach: a log cut before the first run of this version is what the
     first run records (there was nothing to compare it with)."""
     cli = sqlite_cli
-    populate(cli, tmp_path)
-    forget_anchor(cli)
+    populate_with_old_code(cli, tmp_path)
     truncate(cli, keep=3)
     assert cli.ok("custody", "verify").stdout == (
         "OK: 3 events, 0 checkpoints (structure and signatures)\n"
     )
     recorded = pinned(cli)
     assert recorded is not None and recorded.size == 3
+
+
+def test_verify_of_an_empty_vault_records_nothing(sqlite_cli: Cli) -> None:
+    """No events, nothing to anchor: verify of a new vault makes no key file."""
+    assert sqlite_cli.ok("custody", "verify").stdout == (
+        "OK: 0 events, 0 checkpoints (structure and signatures)\n"
+    )
+    assert not (sqlite_cli.vault / "keys.enc").exists()
 
 
 # ----------------------------------------------------------------------------- normal use

@@ -255,8 +255,9 @@ def verify_messages(pinned: Anchor | None, roots_at: dict[int, bytes], size: int
 
 
 def after_verify(vault: Vault, pinned: Anchor | None, frontier: Frontier, whole: bool) -> None:
-    """A log that verified whole moves the anchor forward (or records the first one)."""
-    if whole and (pinned is None or frontier.size > pinned.size):
+    """A log that verified whole moves the anchor forward (or records the first one; an
+    empty log has nothing to anchor, and a new vault gets no key file from a verify)."""
+    if whole and frontier.size and (pinned is None or frontier.size > pinned.size):
         # A folder that cannot take the lock file (read-only) keeps the older anchor.
         with contextlib.suppress(OSError), _moving(vault):
             current = load(vault)
