@@ -935,6 +935,8 @@ def verify_log(vault: Vault, *, signatures: bool = True, workers: int = 2) -> Lo
     """
     report = LogReport()
     log_origin = origin(vault)
+    # The key store's anchor, read before the log: writers move it only after they commit,
+    # so the log read afterwards cannot be older than it in honest use.
     pinned = anchor.load(vault)
     extra = () if pinned is None else (pinned.size,)
     with vault.transaction() as session:
