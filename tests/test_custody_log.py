@@ -48,6 +48,7 @@ from vault.custody.note import (
     sign_checkpoint,
 )
 from vault.errors import UsageError, VerificationError
+from vault.service import anchor
 from vault.service import custody as custody_service
 from vault.service.identities import load_keypair
 from vault.service.vaults import Vault, open_vault
@@ -186,6 +187,15 @@ def rebuild_head(session: Session) -> None:
     head.frontier = frontier.to_bytes()
 
 
+def accept_head(vault: Vault, session: Session) -> None:
+    """Move the key store's anchor (vault.service.anchor) to the head as it now is, as if the
+    vault itself had written this log: for tests of verify's other checks, not of rollback."""
+    session.flush()
+    head = session.get(CustodyHead, 1)
+    assert head is not None
+    anchor.save(vault, anchor.Anchor.at(Frontier.from_bytes(head.frontier)))
+
+
 def body_with_size(body: bytes, size: int, new_size: int) -> bytes:
     old = f'"size":{size}'.encode()
     assert body.count(old) == 1
@@ -244,6 +254,21 @@ def test_fresh_vault_verifies(cli: Cli, tmp_path: Path) -> None:
 Tamper = Callable[[Vault, Session], list[str]]
 
 
+def anchor_shorter(size: int) -> str:
+    """The key store's anchor (vault.service.anchor) is at the populated log's EVENTS."""
+    return (
+        "the log is shorter than the last checkpoint this vault signed "
+        f"({size} events, the checkpoint has {EVENTS})"
+    )
+
+
+def anchor_differs(size: int = EVENTS) -> str:
+    return (
+        "the log differs from the last checkpoint this vault signed "
+        f"(its first {EVENTS} of {size} events are not the ones signed)"
+    )
+
+
 def recorded_at(vault: Vault, session: Session) -> list[str]:
     row = _event(session, 2)
     row.recorded_at = row.recorded_at + timedelta(seconds=1)
@@ -277,6 +302,7 @@ def body(vault: Vault, session: Session) -> list[str]:
     row.body = body_with_size(row.body, size, size + 1)
     return [
         "log head root differs from the recomputed tree",
+        anchor_differs(),
         "event 2: signature does not verify",
         "event 2: stored leaf hash does not match the event's bytes",
     ]
@@ -299,6 +325,7 @@ def deleted(vault: Vault, session: Session) -> list[str]:
     return [
         "events 2 missing: the sequence jumps to 3",
         f"log head says {EVENTS} events, the log has {EVENTS - 1}",
+        anchor_shorter(EVENTS - 1),
     ]
 
 
@@ -319,6 +346,7 @@ def deleted_several(vault: Vault, session: Session) -> list[str]:
         f"key table: identity {IDENTITY}: not in the signed history",
         f"key table: storage key {_storage_recipient(session)}: not in the signed history",
         f"log head says {EVENTS} events, the log has {EVENTS - 3}",
+        anchor_shorter(EVENTS - 3),
         "event 0: the key history's first event, named by the key store, is missing",
         f"event 1: actor {actor} is not a key of this vault",
         f"event 4: actor {actor} is not a key of this vault",
@@ -327,7 +355,7 @@ def deleted_several(vault: Vault, session: Session) -> list[str]:
 
 def deleted_last(vault: Vault, session: Session) -> list[str]:
     session.execute(delete(CustodyEvent).where(CustodyEvent.seq == EVENTS - 1))
-    return [f"log head says {EVENTS} events, the log has {EVENTS - 1}"]
+    return [f"log head says {EVENTS} events, the log has {EVENTS - 1}", anchor_shorter(EVENTS - 1)]
 
 
 def swapped_seq(vault: Vault, session: Session) -> list[str]:
@@ -335,6 +363,7 @@ def swapped_seq(vault: Vault, session: Session) -> list[str]:
         session.execute(update(CustodyEvent).where(CustodyEvent.seq == old).values(seq=new))
     return [
         "log head root differs from the recomputed tree",
+        anchor_differs(),
         "event 2: stored seq differ from the signed event",
         "event 3: stored seq differ from the signed event",
     ]
@@ -348,6 +377,7 @@ def swapped_contents(vault: Vault, session: Session) -> list[str]:
         setattr(b, name, first)
     return [
         "log head root differs from the recomputed tree",
+        anchor_differs(),
         "event 2: stored seq, subject differ from the signed event",
         "event 3: stored seq, subject differ from the signed event",
     ]
@@ -358,8 +388,9 @@ def resigned(vault: Vault, session: Session) -> list[str]:
     details = dict(Event.decode(row.body).details)
     details["size"] += 1
     resign(vault, session, 2, details=details)
-    # Every column agrees and the signature is good: only the tree head remembers.
-    return ["log head root differs from the recomputed tree"]
+    # Every column agrees and the signature is good: only the tree head and the key store's
+    # anchor remember.
+    return ["log head root differs from the recomputed tree", anchor_differs()]
 
 
 def two_events(vault: Vault, session: Session) -> list[str]:
@@ -404,14 +435,18 @@ def rewritten_after_checkpoint(vault: Vault, session: Session) -> list[str]:
     rebuild_head(session)
     return [
         f"checkpoint 1 (size {EVENTS}): root differs from the recomputed tree; "
-        "history was rewritten"
+        "history was rewritten",
+        anchor_differs(),
     ]
 
 
 def truncated_after_checkpoint(vault: Vault, session: Session) -> list[str]:
     session.execute(delete(CustodyEvent).where(CustodyEvent.seq == EVENTS - 1))
     rebuild_head(session)
-    return [f"checkpoint 1 (size {EVENTS}): the log is shorter than the checkpoint"]
+    return [
+        f"checkpoint 1 (size {EVENTS}): the log is shorter than the checkpoint",
+        anchor_shorter(EVENTS - 1),
+    ]
 
 
 TAMPERING = [
@@ -503,6 +538,7 @@ def test_every_defect_is_listed(cli: Cli, tmp_path: Path) -> None:
         # holds its fingerprint), but the storage key it introduced is not.
         (None, f"key table: storage key {storage}: not in the signed history"),
         (None, "log head root differs from the recomputed tree"),
+        (None, anchor_differs()),
         (0, "key history: signature does not verify"),
         (0, "signature does not verify"),
         (1, "custody event: bytes are not in canonical form"),
@@ -718,6 +754,7 @@ def test_consistency_catches_a_rewritten_history(cli: Cli, tmp_path: Path) -> No
     old = _checkpoint_file(cli, tmp_path / "old.txt")
     with opened(cli) as (vault, session):
         rewritten_after_checkpoint(vault, session)
+        accept_head(vault, session)
     ingest_more(cli, tmp_path, "later-04.txt")
     # Signed by the vault's own identity, over the rewritten tree.
     new = _checkpoint_file(cli, tmp_path / "new.txt")
@@ -1044,6 +1081,7 @@ def test_non_canonical_events_are_reported(cli: Cli, tmp_path: Path, scan_mode: 
             event = json.loads(_event(session, seq).body)
             rewrite_body(vault, session, seq, spell(event))
         rebuild_head(session)
+        accept_head(vault, session)
 
     result = cli("custody", "verify", "--quick")
     assert (result.exit_code, result.stdout.splitlines(), result.stderr) == (
@@ -1069,6 +1107,7 @@ def test_unescaped_strings_are_reported(cli: Cli, tmp_path: Path, scan_mode: str
                 Event.decode(body)
             expected.append(f"FAIL: event {seq}: {refused.value}")
         rebuild_head(session)
+        accept_head(vault, session)
 
     result = cli("custody", "verify", "--quick")
     assert (result.exit_code, result.stdout.splitlines()) == (3, expected)
@@ -1093,6 +1132,7 @@ def test_unusual_canonical_events_verify(cli: Cli, tmp_path: Path, scan_mode: st
             resign(vault, session, seq, details=details)
         resign(vault, session, 1, subject='UA "2026" \\ é', digests={"b": "2", "a": "1"})
         rebuild_head(session)
+        accept_head(vault, session)
 
     result = cli("custody", "verify")
     assert (result.exit_code, result.stdout, result.stderr) == (
@@ -1138,6 +1178,7 @@ def test_checkpoints_at_any_size(cli: Cli, tmp_path: Path, scan_mode: str) -> No
         details["size"] += 1
         resign(vault, session, 8, details=details)
         rebuild_head(session)
+        accept_head(vault, session)
     rewritten = "root differs from the recomputed tree; history was rewritten"
     expected = [
         f"FAIL: checkpoint {size + 1} (size {size}): {rewritten}" for size in range(9, total + 1)

@@ -6,6 +6,7 @@ with ``EVAULT_REQUIRE_SECRET_SERVICE=1``, so that there they fail instead of ski
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -62,6 +63,46 @@ def test_identity_keys_live_in_the_secret_service(secret_service: None, tmp_path
     gone = cli("identity", "export")
     assert gone.exit_code == 1
     assert gone.stderr.startswith(f"evault: keyring: no private key identity:{fingerprint}")
+
+
+def test_the_anchor_is_an_entry_of_its_own_in_the_secret_service(
+    secret_service: None, tmp_path: Path
+) -> None:
+    """The newest log head (vault.service.anchor) sits beside the keys as trust:checkpoint,
+    follows each write, and catches a log cut short with SQL and its head recomputed."""
+    import keyring
+    import sqlalchemy as sa
+
+    from vault.custody.merkle import Frontier
+    from vault.store.vaultdir import load_config
+
+    cli = Cli(tmp_path / "v")
+    cli.ok("init")
+    cli.ok("identity", "create", "registry-office")
+    cli.ok("case", "create", "UA-2026-0042")
+    vault_id = load_config(cli.vault).vault_id
+    stored = keyring.get_password(f"evault:{vault_id}", "trust:checkpoint")
+    assert stored is not None
+    assert json.loads(base64.b64decode(stored))["size"] == 2
+    engine = sa.create_engine(load_config(cli.vault).database_url(cli.vault))
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM custody_events WHERE seq = 1"))
+        frontier = Frontier()
+        for (leaf,) in conn.execute(sa.text("SELECT leaf_hash FROM custody_events")):
+            frontier.append(bytes(leaf))
+        conn.execute(
+            sa.text("UPDATE custody_head SET size = :s, root = :r, frontier = :f"),
+            {"s": frontier.size, "r": frontier.root(), "f": frontier.to_bytes()},
+        )
+    engine.dispose()
+    result = cli("case", "create", "UA-2026-0043")
+    assert (result.exit_code, result.stderr) == (
+        3,
+        "evault: custody log: the log is shorter than the last checkpoint this vault signed "
+        "(1 events, the checkpoint has 2); restore the newer database; if an older backup "
+        "was restored on purpose, run `evault custody reanchor --as NAME`\n",
+    )
+    keyring.delete_password(f"evault:{vault_id}", "trust:checkpoint")
 
 
 def _forget_backends() -> None:

@@ -910,6 +910,7 @@ def custody() -> None:
       evault custody checkpoint -o checkpoint.txt
       evault custody prove EV-0123456789AB
       evault custody consistency old-checkpoint.txt new-checkpoint.txt
+      evault custody reanchor --as registry-office
     """
 
 
@@ -995,6 +996,35 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
         require_folder(output)
     note = make_checkpoint(vault, as_name)
     write_or_print(note, output)
+
+
+@custody.command("reanchor")
+@as_option
+@json_option
+@with_vault
+def custody_reanchor(vault: Vault, as_name: str | None, as_json: bool) -> None:
+    """Accept the log as it is after an older backup of the database was restored on purpose.
+
+    Every command that writes refuses a log shorter than, or different from, the last
+    checkpoint this vault signed (kept in its key store). When that comes from restoring a
+    backup, this command checks the rest of the log, signs a custody.reanchored event naming
+    the checkpoint given up and the head accepted, and records the new head.
+
+    \b
+    Example:
+      evault custody reanchor --as registry-office
+    """
+    from vault.service.anchor import reanchor
+
+    data = reanchor(vault, as_name)
+    if as_json:
+        emit_record(data, True)
+    else:
+        say(
+            f"custody log: reanchored at {data['accepted_size']} events (the last checkpoint "
+            f"this vault signed had {data['previous_size']}); logged as event {data['event']} "
+            "(custody.reanchored)"
+        )
 
 
 @custody.command("prove")

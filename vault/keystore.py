@@ -51,7 +51,7 @@ class KeyStore(ABC):
 
     @abstractmethod
     def get(self, name: str) -> bytes:
-        """The secret stored under ``name``; KeyStoreError if it is missing."""
+        """The secret stored under ``name``; KeyMissingError (a KeyStoreError) if absent."""
 
     @abstractmethod
     def delete(self, name: str) -> None:

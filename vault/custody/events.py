@@ -47,6 +47,7 @@ ACTIONS = frozenset(
         "rule.changed",
         "storage.key_created",
         "keys.attested",
+        "custody.reanchored",
     }
 )
 

@@ -58,7 +58,7 @@ from vault.custody.note import (
     sign_checkpoint,
 )
 from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
-from vault.service import keyhistory
+from vault.service import anchor, keyhistory
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.progress import Progress
 from vault.service.vaults import Vault
@@ -93,6 +93,7 @@ class CustodyLog:
         self._frontier = Frontier.from_bytes(self._head.frontier)
         if self._frontier.size != self._head.size:
             raise VerificationError("custody log: head size and frontier disagree")
+        anchor.guard(vault, session, self._head, self._frontier)
 
     def append(
         self,
@@ -246,6 +247,7 @@ def checkpoint_now(
 ) -> tuple[str, int]:
     """Sign a checkpoint of the log as it is in ``session`` and keep it; (note, tree size)."""
     head = lock_head(session)
+    anchor.guard(vault, session, head)
     checkpoint = Checkpoint(origin(vault), head.size, head.root)
     note = sign_checkpoint(checkpoint, NoteSigner(_signer_name(vault), pair.signing))
     session.add(
@@ -954,11 +956,15 @@ def verify_log(
     """
     report = LogReport()
     log_origin = origin(vault)
-    anchor = keyhistory.ensure_anchor(vault)
+    history_anchor = keyhistory.ensure_anchor(vault)
+    # The key store's anchor, read before the log: writers move it only after they commit,
+    # so the log read afterwards cannot be older than it in honest use.
+    pinned = anchor.load(vault)
+    extra = () if pinned is None else (pinned.size,)
     with vault.transaction() as session:
         # The identity keys come from the signed key history, not from the table; every
         # row of the key tables that differs from that history is a defect.
-        trust = keyhistory.audit(vault, session, anchor)
+        trust = keyhistory.audit(vault, session, history_anchor)
         report.defects.extend(Defect(seq, message) for seq, message in trust.defects)
         keys = {fp: _KeyInfo(k.raw, k.created_at, k.revoked_at) for fp, k in trust.keys.items()}
         checkpoints = session.scalars(select(CheckpointRow).order_by(CheckpointRow.id)).all()
@@ -974,18 +980,24 @@ def verify_log(
             conn = session.connection()
             rows = _paged_rows(conn, signatures, highest) if count else iter(())
             scan, _ = _scan(rows, _time_reader(conn.dialect), keys, log_origin, signatures)
-            _assemble(report, [scan], head, checkpoints, verifiers, log_origin,
-                      _counted(progress, count))
+            tree = _assemble(report, [scan], head, checkpoints, verifiers, log_origin, extra,
+                             _counted(progress, count))
     if parallel:
         url = vault.engine.url.render_as_string(hide_password=False)
-        tasks = _runs(url, count, lowest, highest, (c.size for c in checkpoints), keys,
-                      log_origin, signatures)
+        tasks = _runs(url, count, lowest, highest, [*(c.size for c in checkpoints), *extra],
+                      keys, log_origin, signatures)
         # Imported here: multiprocessing costs every other command's start-up a few ms.
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            _assemble(report, pool.map(_scan_range, tasks), head, checkpoints, verifiers,
-                      log_origin, _counted(progress, count))
+            tree = _assemble(report, pool.map(_scan_range, tasks), head, checkpoints,
+                             verifiers, log_origin, extra, _counted(progress, count))
+    # The anchor in the key store: the recomputed tree must extend it (vault.service.anchor).
+    frontier, roots_at = tree
+    report.defects.extend(
+        Defect(None, m) for m in anchor.verify_messages(pinned, roots_at, frontier.size)
+    )
+    anchor.after_verify(vault, pinned, frontier, whole=not report.defects)
     report.defects.sort(key=lambda d: (-1 if d.seq is None else d.seq, d.message))
     return report
 
@@ -1004,11 +1016,15 @@ def _assemble(
     checkpoints: Sequence[CheckpointRow],
     verifiers: Sequence[NoteVerifier],
     log_origin: str,
+    extra_sizes: Iterable[int] = (),
     checked: Callable[[int], None] | None = None,
-) -> None:
+) -> tuple[Frontier, dict[int, bytes]]:
     """Join the runs in order: the gaps between them, the tree, its head and checkpoints;
-    ``checked`` gets the events put together so far after each run."""
-    wanted_sizes = {c.size for c in checkpoints}
+    ``checked`` gets the events put together so far after each run.
+
+    Returns the tree and its roots at the checkpoints' sizes and at ``extra_sizes``.
+    """
+    wanted_sizes = {c.size for c in checkpoints} | set(extra_sizes)
     roots_at: dict[int, bytes] = {}
     frontier = Frontier()
     if 0 in wanted_sizes:
@@ -1035,6 +1051,7 @@ def _assemble(
     report.checkpoints = len(checkpoints)
     for cp in checkpoints:
         _check_checkpoint(report, cp, roots_at, verifiers, log_origin)
+    return frontier, roots_at
 
 
 def _add_summary(frontier: Frontier, scan: _Scan, lo: int, roots_at: dict[int, bytes]) -> None:
