@@ -316,6 +316,7 @@ def make_documents(folder: Path) -> None:
         recipient=fmt.Party(OFFICER_NAME, OFFICER.public.fingerprint), envelope_sha256="c" * 64,
         statement_sha256="e" * 64, items=items, received_at="2026-11-29T10:00:00Z",
         checkpoint=officer_cp,
+        version=1,  # kept at version 1: the corpus holds acknowledgements as evault 1 made them
     ).to_bytes()
 
     def signed(name: str, data: bytes, key: SigningKey, namespace: str,

@@ -61,6 +61,7 @@ from vault.errors import NotFoundError, UsageError, VaultError, VerificationErro
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.progress import Progress
 from vault.service.vaults import Vault
+from vault.service.witness import Witnessed, witness_defects, witnessed_checkpoints
 from vault.store import db
 from vault.store.models import Checkpoint as CheckpointRow
 from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey
@@ -412,6 +413,7 @@ class LogReport:
 
     size: int = 0
     checkpoints: int = 0
+    witnessed: int = 0
     signatures_checked: int = 0
     defects: list[Defect] = field(default_factory=list)
 
@@ -421,6 +423,7 @@ class LogReport:
             "ok": not self.defects,
             "events": self.size,
             "checkpoints": self.checkpoints,
+            "witnessed": self.witnessed,
             "signatures_checked": self.signatures_checked,
             "defects": [{"seq": d.seq, "message": d.message} for d in self.defects],
         }
@@ -955,6 +958,7 @@ def verify_log(
         head = session.get(CustodyHead, 1)
         verifiers = vault_verifiers(vault, session)
         report.defects += _rules_defects(vault, session)
+        witnessed = witnessed_checkpoints(session, verifiers, log_origin)
         count, lowest, highest = session.execute(
             select(func.count(), func.min(CustodyEvent.seq), func.max(CustodyEvent.seq))
         ).one()
@@ -964,17 +968,17 @@ def verify_log(
             rows = _paged_rows(conn, signatures, highest) if count else iter(())
             scan, _ = _scan(rows, _time_reader(conn.dialect), keys, log_origin, signatures)
             _assemble(report, [scan], head, checkpoints, verifiers, log_origin,
-                      _counted(progress, count))
+                      _counted(progress, count), witnessed=witnessed)
     if parallel:
         url = vault.engine.url.render_as_string(hide_password=False)
-        tasks = _runs(url, count, lowest, highest, (c.size for c in checkpoints), keys,
-                      log_origin, signatures)
+        sizes = [*(c.size for c in checkpoints), *(w.size for w in witnessed)]
+        tasks = _runs(url, count, lowest, highest, sizes, keys, log_origin, signatures)
         # Imported here: multiprocessing costs every other command's start-up a few ms.
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
             _assemble(report, pool.map(_scan_range, tasks), head, checkpoints, verifiers,
-                      log_origin, _counted(progress, count))
+                      log_origin, _counted(progress, count), witnessed=witnessed)
     report.defects.sort(key=lambda d: (-1 if d.seq is None else d.seq, d.message))
     return report
 
@@ -994,10 +998,13 @@ def _assemble(
     verifiers: Sequence[NoteVerifier],
     log_origin: str,
     checked: Callable[[int], None] | None = None,
+    *,
+    witnessed: Sequence[Witnessed] = (),
 ) -> None:
-    """Join the runs in order: the gaps between them, the tree, its head and checkpoints;
-    ``checked`` gets the events put together so far after each run."""
-    wanted_sizes = {c.size for c in checkpoints}
+    """Join the runs in order: the gaps between them, the tree, its head and checkpoints,
+    and the checkpoints bodies witnessed; ``checked`` gets the events put together so far
+    after each run."""
+    wanted_sizes = {c.size for c in checkpoints} | {w.size for w in witnessed}
     roots_at: dict[int, bytes] = {}
     frontier = Frontier()
     if 0 in wanted_sizes:
@@ -1024,6 +1031,8 @@ def _assemble(
     report.checkpoints = len(checkpoints)
     for cp in checkpoints:
         _check_checkpoint(report, cp, roots_at, verifiers, log_origin)
+    report.witnessed = len(witnessed)
+    report.defects.extend(Defect(None, m) for m in witness_defects(witnessed, roots_at))
 
 
 def _add_summary(frontier: Frontier, scan: _Scan, lo: int, roots_at: dict[int, bytes]) -> None:
