@@ -8,6 +8,8 @@ import base64
 import hashlib
 import json
 import sqlite3
+import subprocess
+import sys
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -228,6 +230,15 @@ def test_the_ack_holder_proves_a_cut_the_database_no_longer_shows(world: World) 
     assert checked.exit_code == 0, checked.stdout
     assert "; ICC-OTP witnessed evault/" in checked.stdout
     assert f" at size {size}, root " in checked.stdout
+    # Without the sender's checkpoint key the witness proves nothing, and verify says so.
+    only_icc = world.tmp / "only_icc"
+    only_icc.write_text(f'icc namespaces="evault-ack" {_card_key(world.icc_card)}\n')
+    unsure = Cli(Path("unused"))("verify", str(world.ack), "--trusted-keys", str(only_icc),
+                                 vault=False)
+    assert unsure.exit_code == 3
+    assert unsure.stdout.startswith(
+        f"FAIL: {world.ack}: acknowledgement of {world.package_id}: cosigned checkpoint: not "
+        "signed by a trusted key (signer name evault/")
     witnessed = world.tmp / "witnessed.txt"
     witnessed.write_text(json.loads(world.ack.read_text())["cosigned_checkpoint"])
 
@@ -345,3 +356,55 @@ def test_a_vault_from_before_witnessing_upgrades_and_keeps_the_witness(world: Wo
     world.office.ok("receipt", "import", str(world.ack))
     assert world.office.ok("custody", "verify").stdout.endswith(
         " checkpoints, 1 witnessed by bodies (structure and signatures)\n")
+
+
+# ----------------------------------------------------------------------------- by hand
+
+CHECKER = Path(__file__).resolve().parent.parent / "docs" / "verify-checkpoint.py"
+
+
+def _by_hand(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """docs/verify-checkpoint.py as an auditor runs it: Python and `cryptography` only."""
+    return subprocess.run([sys.executable, str(CHECKER), *args], cwd=cwd, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_the_checkpoint_script_checks_a_cosignature_by_hand(world: World) -> None:
+    work = world.tmp
+    shown = json.loads(world.office.ok("identity", "show", "--json").stdout)
+    key = shown["checkpoint_key"]
+    (work / "recipient.pub").write_text(_card_key(world.icc_card) + "\n")
+    icc_fp = json.loads(world.icc.ok("identity", "show", "--json").stdout)["fingerprint"]
+    name, key_id, _ = key.split("+", 2)
+    size = _witnessed_size(world)
+    cosigned = json.loads(world.ack.read_text())["cosigned_checkpoint"]
+    seconds = int.from_bytes(base64.b64decode(cosigned.rstrip("\n").rsplit(" ", 1)[1])[4:12],
+                             "big")
+    when = datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    ok = (f"OK: ack.json: checkpoint of {name} at size {size}, signed by {name}+{key_id} (key "
+          f"{shown['fingerprint']}), cosigned by evault-witness/ICC-OTP (key {icc_fp}) at {when}")
+    run = _by_hand(work, "--key", key, "--cosigner-key", "recipient.pub", "ack.json")
+    assert (run.returncode, run.stdout, run.stderr) == (0, ok + "\n", "")
+
+    # An honest sender proves its newer log extends what the body witnessed.
+    (work / "witnessed.txt").write_text(cosigned)
+    world.office.ok("custody", "checkpoint", "-o", str(work / "now.txt"))
+    world.office.ok("custody", "consistency", str(work / "witnessed.txt"), str(work / "now.txt"),
+                    "-o", str(work / "proof.json"))
+    proved = _by_hand(work, "--key", key, "--cosigner-key", "recipient.pub", "ack.json",
+                      "now.txt", "--proof", "proof.json")
+    assert proved.returncode == 0, proved.stdout
+    assert proved.stdout.splitlines()[0] == ok
+    assert proved.stdout.splitlines()[2].startswith(f"OK: proof.json: the log grew from {size} ")
+
+    flipped = _resigned(world, "flipped.json", _forgeries(world)["flipped"][0])
+    bad = _by_hand(work, "--key", key, "--cosigner-key", "recipient.pub", flipped.name)
+    cosigner_id = hashlib.sha256(b"evault-witness/ICC-OTP\n\x04" + _raw_key(world.icc_card)
+                                 ).digest()[:4].hex()
+    assert (bad.returncode, bad.stdout) == (
+        3, f"MISMATCH: flipped.json: cosignature by evault-witness/ICC-OTP+{cosigner_id} does "
+           "not verify\n")
+    old = _resigned(world, "old.json", None, version=1)
+    v1 = _by_hand(work, "--key", key, "--cosigner-key", "recipient.pub", old.name)
+    assert (v1.returncode, v1.stdout) == (
+        3, "MISMATCH: old.json: not an acknowledgement with a cosigned_checkpoint (version 2)\n")
