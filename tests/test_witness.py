@@ -408,3 +408,35 @@ def test_the_checkpoint_script_checks_a_cosignature_by_hand(world: World) -> Non
     v1 = _by_hand(work, "--key", key, "--cosigner-key", "recipient.pub", old.name)
     assert (v1.returncode, v1.stdout) == (
         3, "MISMATCH: old.json: not an acknowledgement with a cosigned_checkpoint (version 2)\n")
+
+
+# ----------------------------------------------------------------------------- the format
+
+
+def test_cosigner_keys_and_malformed_cosignature_lines() -> None:
+    from vault.custody.cosignature import Cosigner, cosign, open_cosignature
+    from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
+    from vault.errors import UsageError, VerificationError
+
+    log, officer = SigningKey.from_seed(bytes(32)), SigningKey.from_seed(bytes([7]) * 32)
+    note = sign_checkpoint(Checkpoint("evault/example", 9, bytes(32), ("extension line",)),
+                           NoteSigner("evault/example", log))
+    cosigner = Cosigner.for_key("evault-witness/ICC-OTP", officer.public)
+    assert Cosigner.parse(cosigner.vkey()) == cosigner
+    assert base64.b64decode(cosigner.vkey().split("+", 2)[2])[:1] == b"\x04"
+    with pytest.raises(UsageError, match="type 0x04"):
+        Cosigner.parse(NoteSigner("evault-witness/ICC-OTP", officer).vkey())
+    # Extension lines are part of the signed text, as the spec requires.
+    cosigned = cosign(note, cosigner.name, officer, 1796547600)
+    assert open_cosignature(cosigned, cosigner).checkpoint.extensions == ("extension line",)
+    with pytest.raises(VerificationError, match="does not verify"):
+        open_cosignature(cosigned.replace("extension line", "extension lime"), cosigner)
+    # A line of the cosigner's key id with no time: refused, not read past its end.
+    short = note + f"\u2014 {cosigner.name} " + base64.b64encode(
+        cosigner.key_id + bytes(64)).decode() + "\n"
+    with pytest.raises(VerificationError, match="is 64 bytes after the key id, not 72"):
+        open_cosignature(short, cosigner)
+    with pytest.raises(UsageError, match="the time must be from 0"):
+        cosign(note, cosigner.name, officer, -1)
+    with pytest.raises(VerificationError, match="checkpoint"):
+        cosign(NoteSigner("n", log).sign("not a checkpoint\n"), cosigner.name, officer, 1)
