@@ -76,6 +76,18 @@ def world_any(tmp_path: Path, database: str | None) -> World:
     return _make_world(tmp_path, database)
 
 
+@pytest.fixture(params=["in-process", "workers"])
+def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """custody verify in this process, or through worker processes with runs of two events
+    (a witnessed size then falls inside a run, where its root is computed apart)."""
+    from vault.service import custody
+
+    if request.param == "workers":
+        monkeypatch.setattr(custody, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(custody, "SCAN_CHUNK", 2)
+    return str(request.param)
+
+
 def _card_key(card: Path) -> str:
     return str(json.loads(card.read_text())["signing_key"])
 
@@ -134,7 +146,7 @@ def test_the_ack_cosigns_the_envelopes_checkpoint_as_c2sp_says(world: World) -> 
                                                                                  b"time 1"))
 
 
-def test_receipt_import_keeps_the_cosigned_checkpoint(world_any: World) -> None:
+def test_receipt_import_keeps_the_cosigned_checkpoint(world_any: World, scan_mode: str) -> None:
     world = world_any
     size = _witnessed_size(world)
     imported = world.office.ok("receipt", "import", str(world.ack), "--json")
@@ -174,7 +186,9 @@ def _truncate(cli: Cli, keep: int, *, also: tuple[str, ...] = ()) -> None:
             conn.exec_driver_sql(f"DELETE FROM {table}")
 
 
-def test_a_log_cut_below_a_witnessed_size_fails_custody_verify(world_any: World) -> None:
+def test_a_log_cut_below_a_witnessed_size_fails_custody_verify(
+    world_any: World, scan_mode: str
+) -> None:
     world = world_any
     world.office.ok("receipt", "import", str(world.ack))
     size = _witnessed_size(world)
@@ -188,7 +202,9 @@ def test_a_log_cut_below_a_witnessed_size_fails_custody_verify(world_any: World)
     )
 
 
-def test_a_log_rewritten_under_a_witnessed_size_fails_custody_verify(world: World) -> None:
+def test_a_log_rewritten_under_a_witnessed_size_fails_custody_verify(
+    world: World, scan_mode: str
+) -> None:
     world.office.ok("receipt", "import", str(world.ack))
     size = _witnessed_size(world)
     _truncate(world.office, size - 1, also=("checkpoints",))
