@@ -215,6 +215,14 @@ def test_a_log_rewritten_under_a_witnessed_size_fails_custody_verify(
     assert result.stdout == (
         f"FAIL: the log differs from the checkpoint witnessed by ICC-OTP at size {size} "
         f"(ack of {world.package_id}); history was rewritten\n")
+    # Nor can the office prove to the ack's holder that its log extends what was witnessed.
+    (world.tmp / "witnessed.txt").write_text(
+        json.loads(world.ack.read_text())["cosigned_checkpoint"])
+    world.office.ok("custody", "checkpoint", "-o", str(world.tmp / "now.txt"))
+    proof = world.office("custody", "consistency", str(world.tmp / "witnessed.txt"),
+                         str(world.tmp / "now.txt"))
+    assert (proof.exit_code, proof.stderr) == (
+        3, f"evault: merkle consistency proof: does not lead to the first root (size {size})\n")
 
 
 def test_a_stored_cosignature_altered_in_the_database_is_reported(world: World) -> None:
