@@ -4,13 +4,17 @@ them (RFC 9162) without evault: Python 3.8+ and the `cryptography` package are e
 
   verify-checkpoint.py --key VKEY CHECKPOINT
   verify-checkpoint.py --key VKEY OLD NEW --proof PROOF.json
+  verify-checkpoint.py --key VKEY --cosigner-key RECIPIENT.pub ACK [NEW --proof PROOF.json]
 
 VKEY is the log's verifier key `evault/<vault-id>+<key id>+<base64 key>`, or a file holding it.
 A CHECKPOINT may also be a sharing receipt or acknowledgement (its "checkpoint" is used).
 PROOF.json is what `evault custody consistency OLD NEW -o PROOF.json` writes.
+With --cosigner-key (the acknowledging officer's OpenSSH public key), the first file is an
+acknowledgement and its "cosigned_checkpoint" is used: the sender's checkpoint must also carry
+that key's C2SP cosignature/v1 under the name evault-witness/<the ack's body>.
 Prints one OK: or MISMATCH: line per file; exit 0 if all are OK, 3 if not, 2 on bad usage.
 """
-import argparse, base64, hashlib, json, os, sys  # noqa: E401
+import argparse, base64, hashlib, json, os, sys, time  # noqa: E401
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -50,16 +54,54 @@ def open_note(note, vkey):
     return text
 
 
-def open_checkpoint(path, vkey):
-    """(origin, size, root) of the checkpoint in ``path``; ValueError unless ``vkey`` signed it."""
+def parse_ssh_key(line):
+    """(raw key, SSH fingerprint) of an OpenSSH public key line ``ssh-ed25519 AAAA...``."""
+    blob = b64(line.split()[1])
+    if blob[:19] != b"\0\0\0\x0bssh-ed25519\0\0\0\x20" or len(blob) != 51:
+        raise ValueError("not an ssh-ed25519 public key")
+    fingerprint = base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
+    return blob[19:], "SHA256:" + fingerprint
+
+
+def check_cosignature(note, text, name, raw):
+    """The time of ``name``'s C2SP cosignature/v1 by key ``raw``; ValueError unless it verifies."""
+    key_id = hashlib.sha256(name.encode() + b"\n\x04" + raw).digest()[:4]
+    lines = note[note.rfind("\n\n") + 2:].split("\n")
+    blobs = [b64(line.split(" ")[2]) for line in lines if line.startswith(f"\u2014 {name} ")]
+    blobs = [b for b in blobs if b[:4] == key_id]
+    if not blobs:
+        raise ValueError(f"no cosignature by {name}+{key_id.hex()}")
+    for blob in blobs:  # key ID, u64 big-endian time, Ed25519 signature
+        when = int.from_bytes(blob[4:12], "big")
+        message = f"cosignature/v1\ntime {when}\n{text}".encode("utf-8")
+        try:
+            Ed25519PublicKey.from_public_bytes(raw).verify(blob[12:], message)
+        except InvalidSignature:
+            raise ValueError(f"cosignature by {name}+{key_id.hex()} does not verify") from None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+def open_checkpoint(path, vkey, cosigner=None):
+    """(origin, size, root, what) of the checkpoint in ``path``; ValueError unless ``vkey``
+    signed it (and, given ``cosigner``, an ack's cosigned checkpoint was cosigned by it)."""
     with open(path, "rb") as f:
         note = f.read(1 << 20).decode("utf-8", "replace")
-    if note.startswith("{"):
-        note = json.loads(note)["checkpoint"]
-    origin, size, root = open_note(note, vkey).split("\n")[:3]
+    doc = json.loads(note) if note.startswith("{") else None
+    if cosigner and not (doc and doc.get("cosigned_checkpoint")):
+        raise ValueError("not an acknowledgement with a cosigned_checkpoint (version 2)")
+    if doc:
+        note = doc["cosigned_checkpoint"] if cosigner else doc["checkpoint"]
+    text = open_note(note, vkey)
+    origin, size, root = text.split("\n")[:3]
     if origin != vkey[0] or not size.isascii() or str(int(size)) != size or len(b64(root)) != 32:
         raise ValueError(f"not a checkpoint of log {vkey[0]} (origin, size, 32-byte root)")
-    return origin, int(size), b64(root)
+    what = f"checkpoint of {origin} at size {size}, signed by {vkey[0]}+{vkey[1].hex()} " \
+           f"(key {vkey[3]})"
+    if cosigner:
+        name = "evault-witness/" + doc["body"]
+        when = check_cosignature(note, text, name, cosigner[0])
+        what += f", cosigned by {name} (key {cosigner[1]}) at {when}"
+    return origin, int(size), b64(root), what
 
 
 def consistent(size1, size2, proof, root1, root2):
@@ -112,20 +154,21 @@ def main():
     ap.add_argument("--key", required=True, help="verifier key name+id+key, or a file with it")
     ap.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT")
     ap.add_argument("--proof", help="consistency proof from OLD to NEW (JSON)")
+    ap.add_argument("--cosigner-key", help="the acknowledging officer's OpenSSH public key file")
     a = ap.parse_args()
     if len(a.checkpoints) > 2 or (a.proof is None) != (len(a.checkpoints) == 1):
         ap.error("give one CHECKPOINT, or OLD NEW --proof PROOF.json")
     try:
         vkey = parse_vkey(open(a.key).read() if os.path.isfile(a.key) else a.key)
-    except ValueError as e:
-        ap.error(f"--key: {e}")
+        cosigner = a.cosigner_key and parse_ssh_key(open(a.cosigner_key).read())
+    except (OSError, ValueError, IndexError) as e:
+        ap.error(f"--key or --cosigner-key: {e}")
     errors = (OSError, ValueError, KeyError, TypeError, IndexError)
     heads, bad = [], 0
-    for path in a.checkpoints:
+    for i, path in enumerate(a.checkpoints):
         try:
-            heads.append(open_checkpoint(path, vkey))
-            print(f"OK: {path}: checkpoint of {heads[-1][0]} at size {heads[-1][1]}, "
-                  f"signed by {vkey[0]}+{vkey[1].hex()} (key {vkey[3]})")
+            heads.append(open_checkpoint(path, vkey, cosigner if i == 0 else None))
+            print(f"OK: {path}: {heads[-1][3]}")
         except errors as e:
             bad += 1
             print(f"MISMATCH: {path}: {e}")
@@ -133,7 +176,7 @@ def main():
         try:
             if len(heads) < 2:
                 raise ValueError("not checked: a checkpoint did not verify")
-            print(f"OK: {a.proof}: {check_proof(a.proof, *heads)}")
+            print(f"OK: {a.proof}: {check_proof(a.proof, *(h[:3] for h in heads))}")
         except errors as e:
             bad += 1
             print(f"MISMATCH: {a.proof}: {e}")

@@ -227,6 +227,7 @@ def test_fresh_vault_verifies(cli: Cli, tmp_path: Path) -> None:
         "ok": True,
         "events": EVENTS,
         "checkpoints": 0,
+        "witnessed": 0,
         "signatures_checked": EVENTS,
         "defects": [],
     }
@@ -566,6 +567,7 @@ def test_every_defect_is_listed(cli: Cli, tmp_path: Path) -> None:
         "ok": False,
         "events": EVENTS,
         "checkpoints": 1,
+        "witnessed": 0,
         # Events 1 (undecodable) and 4 (no key of this vault) have no signature to check.
         "signatures_checked": EVENTS - 2,
         "defects": [{"seq": s, "message": m} for s, m in defects],

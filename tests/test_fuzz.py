@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from vault.crypto import secretbox, sshsig
 from vault.crypto.age import AgeIdentity, AgeReader, AgeRecipient, encrypt
 from vault.crypto.keys import SigningKey, VerifyKey
+from vault.custody.cosignature import cosign
 from vault.custody.events import Event
 from vault.custody.merkle import EMPTY_ROOT
 from vault.custody.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
@@ -340,6 +341,7 @@ ACK = rfmt.Acknowledgement(
     package_id="PKG-0123456789AB", body="ICC-OTP",
     recipient=fmt.Party("icc-officer", OFFICER.public.fingerprint), envelope_sha256="c" * 64,
     statement_sha256="e" * 64, items=ITEMS, received_at="2026-11-29T10:00:00Z", checkpoint=NOTE,
+    cosigned_checkpoint=cosign(NOTE, "evault-witness/ICC-OTP", OFFICER, 1796547600),
 )
 RECEIPT_BYTES = RECEIPT.to_bytes()
 RECEIPT_SIG = rfmt.sign_document(RECEIPT_BYTES, SIGNER, rfmt.RECEIPT_NAMESPACE)

@@ -298,10 +298,14 @@ def test_ack_and_import(world_any: World) -> None:
     assert doc["package_id"] == world.package_id and doc["body"] == "ICC-OTP"
     assert doc["recipient"]["fingerprint"] == world.icc_fp
     assert set(doc) == {"type", "version", "package_id", "body", "recipient", "envelope_sha256",
-                        "statement_sha256", "items", "received_at", "checkpoint"}
+                        "statement_sha256", "items", "received_at", "checkpoint",
+                        "cosigned_checkpoint"}
+    assert doc["version"] == 2
+    witnessed = int(doc["cosigned_checkpoint"].split("\n")[1])
     imported = world.office.ok("receipt", "import", str(ack))
     assert imported.stderr == (f"evault: package {world.package_id} acknowledged by "
-                               "icc-officer of ICC-OTP\n")
+                               "icc-officer of ICC-OTP; ICC-OTP witnessed this vault's log at "
+                               f"size {witnessed}\n")
     shown = json.loads(world.office.ok("package", "show", world.package_id, "--json").stdout)
     assert shown["state"] == "acknowledged"
     assert shown["acknowledged_at"] == doc["received_at"]

@@ -163,6 +163,7 @@ def make_ack(**changes: Any) -> Acknowledgement:
         "items": receipt_items(),
         "received_at": "2026-11-29T10:00:00Z",
         "checkpoint": CHECKPOINT,
+        "cosigned_checkpoint": CHECKPOINT,
     }
     return Acknowledgement(**{**fields, **changes})
 
@@ -267,7 +268,7 @@ def generic_refusals(kind: str) -> dict[str, MutateFn]:
         "unknown-field": _set("title", "Exhibit 7"),
         "missing-field": _delete("package_id"),
         "missing-version": _delete("version"),
-        "wrong-version": _set("version", 2),
+        "wrong-version": _set("version", 3),
         "version-true": _set("version", True),
         "version-string": _set("version", "1"),
         "wrong-type": _set("type", "evault-other"),

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from types import ModuleType
 
@@ -380,6 +381,13 @@ def _paste(shell: str, w: World, env: dict[str, str]) -> list[str]:
     return lines
 
 
+def _cosigned_at(ack: Path) -> str:
+    """When the officer cosigned the ack's checkpoint (the time inside its cosignature)."""
+    line = json.loads(ack.read_text())["cosigned_checkpoint"].rstrip("\n").rsplit("\n", 1)[1]
+    seconds = int.from_bytes(base64.b64decode(line.split(" ")[2])[4:12], "big")
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_the_documented_commands_verify_a_real_package(tmp_path: Path) -> None:
     w = _world(tmp_path)
     env = {**_receipt_and_checkpoints(w), "PACKAGE": str(w.packages["p1"])}
@@ -416,6 +424,8 @@ def test_the_documented_commands_verify_a_real_package(tmp_path: Path) -> None:
         f"OK: {env['CHECKPOINT']}: checkpoint of {origin} at size {checkpoint[1]}, {signer}",
         f"OK: {env['PROOF']}: the log grew from {receipt_size} to {checkpoint[1]} events without "
         f"rewriting ({len(proof)} proof hashes)",
+        f"OK: {env['ACK']}: checkpoint of {origin} at size {envelope_size}, {signer}, cosigned "
+        f"by evault-witness/ICC-OTP (key {w.icc_fp}) at {_cosigned_at(Path(env['ACK']))}",
     ]
     for shell in ("sh", "bash"):
         for name in ("sender.pub", "allowed_signers", "recipient.pub", "allowed_recipients"):

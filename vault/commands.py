@@ -945,7 +945,8 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
     """Re-derive the whole log and list every defect; exit 3 if there is any.
 
     Checks every leaf hash, every signature (on both cores), the sequence without gaps, the
-    stored fields against the signed bytes, the tree head and every checkpoint.
+    stored fields against the signed bytes, the tree head, every checkpoint, and every
+    checkpoint a body cosigned in an acknowledgement (the log must still extend it).
 
     \b
     Examples:
@@ -965,7 +966,10 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
         if report.defects:
             say(f"custody log: {len(report.defects)} defect(s) in {report.size} events")
         else:
-            click.echo(f"OK: {report.size} events, {report.checkpoints} checkpoints ({what})")
+            witnessed = (f", {report.witnessed} witnessed by bodies" if report.witnessed
+                         else "")
+            click.echo(f"OK: {report.size} events, {report.checkpoints} checkpoints{witnessed} "
+                       f"({what})")
     if report.defects:
         raise SystemExit(3)
 
@@ -1693,6 +1697,9 @@ def ack(vault: Vault, package_ref: str, output: Path, as_name: str | None, as_js
 def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
     """Import a recipient's acknowledgement (ACK and ACK.sig) of a package sent from here.
 
+    An acknowledgement of version 2 also carries the body's cosignature of the checkpoint the
+    package carried; it is verified and kept, and `custody verify` checks the log against it.
+
     \b
     Example:
       evault receipt import PKG-0123456789AB.ack.json
@@ -1707,7 +1714,10 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
         say(f"package {data['package']} already acknowledged by {data['by']} of "
             f"{data['body']}; this acknowledgement was imported before, nothing changed")
     else:
-        say(f"package {data['package']} acknowledged by {data['by']} of {data['body']}")
+        witnessed = (f"; {data['body']} witnessed this vault's log at size "
+                     f"{data['witnessed_size']}" if data["witnessed_size"] is not None else "")
+        say(f"package {data['package']} acknowledged by {data['by']} of {data['body']}"
+            f"{witnessed}")
 
 
 # ----------------------------------------------------------------------------- bulk and reports

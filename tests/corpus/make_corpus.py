@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from vault.crypto import sshsig
 from vault.crypto.age import AgeIdentity, encrypt
@@ -301,6 +302,45 @@ def make_packages(folder: Path) -> None:
 # ----------------------------------------------------------------------------- documents
 
 
+WITNESS = "evault-witness/ICC-OTP"
+COSIGNED_AT = 1796547600  # 2026-12-06T09:00:00Z
+
+
+def _cosignature_line(key: SigningKey, timestamp: int, text: str) -> str:
+    """A C2SP cosignature/v1 line by ``key`` as WITNESS, at any time (even an absurd one)."""
+    key_id = hashlib.sha256(WITNESS.encode() + b"\n\x04" + key.public.raw).digest()[:4]
+    signature = key.sign(f"cosignature/v1\ntime {timestamp}\n{text}".encode())
+    blob = key_id + timestamp.to_bytes(8, "big") + signature
+    return f"\u2014 {WITNESS} {base64.b64encode(blob).decode()}\n"
+
+
+def make_witnessed_acks(folder: Path, items: tuple[rfmt.ReceiptItem, ...], officer_cp: str,
+                        signed: Any) -> None:
+    """Version 2 acknowledgements: the sender's checkpoint cosigned by the officer."""
+    text = CHECKPOINT[: CHECKPOINT.rfind("\n\n") + 1]
+
+    def ack(cosigned: str) -> bytes:
+        return rfmt.Acknowledgement(
+            package_id=package_id(1), body="ICC-OTP",
+            recipient=fmt.Party(OFFICER_NAME, OFFICER.public.fingerprint),
+            envelope_sha256="c" * 64, statement_sha256="e" * 64, items=items,
+            received_at="2026-11-29T10:00:00Z", checkpoint=officer_cp,
+            cosigned_checkpoint=cosigned,
+        ).to_bytes()
+
+    good = _cosignature_line(OFFICER, COSIGNED_AT, text)
+    blob = bytearray(base64.b64decode(good.split(" ")[2]))
+    blob[-1] ^= 1
+    flipped = f"{good.rsplit(' ', 1)[0]} {base64.b64encode(bytes(blob)).decode()}\n"
+    for name, line in (
+        ("ack-v2.json", good),
+        ("ack-v2-cosignature-flipped.json", flipped),
+        ("ack-v2-cosigned-by-a-stranger.json", _cosignature_line(STRANGER, COSIGNED_AT, text)),
+        ("ack-v2-cosigned-in-year-3e11.json", _cosignature_line(OFFICER, 1 << 62, text)),
+    ):
+        signed(name, ack(CHECKPOINT + line), OFFICER, rfmt.ACK_NAMESPACE)
+
+
 def make_documents(folder: Path) -> None:
     items = (rfmt.ReceiptItem(ITEM_A, 20, "a" * 64),)
     receipt = rfmt.SharingReceipt(
@@ -316,6 +356,7 @@ def make_documents(folder: Path) -> None:
         recipient=fmt.Party(OFFICER_NAME, OFFICER.public.fingerprint), envelope_sha256="c" * 64,
         statement_sha256="e" * 64, items=items, received_at="2026-11-29T10:00:00Z",
         checkpoint=officer_cp,
+        version=1,  # kept at version 1: the corpus holds acknowledgements as evault 1 made them
     ).to_bytes()
 
     def signed(name: str, data: bytes, key: SigningKey, namespace: str,
@@ -360,6 +401,7 @@ def make_documents(folder: Path) -> None:
     signed("ack-unknown-field.json", json.dumps(doc, separators=(",", ":"),
                                                  sort_keys=True).encode(), OFFICER,
            rfmt.ACK_NAMESPACE)
+    make_witnessed_acks(folder, items, officer_cp, signed)
     # Malformed JSON that still starts like a document.
     malformed = {
         "json-duplicate-keys.json": b'{"type":"evault-acknowledgement","type":"evault-package"}',

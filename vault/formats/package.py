@@ -67,7 +67,7 @@ import stat
 import sys
 import tarfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -244,13 +244,15 @@ def _check_checkpoint(value: object, where: str) -> None:
         raise _fail(where, "a signed note (text, a blank line, then '— ' signature lines)")
 
 
-def _check_header(doc: object, where: str, expected_type: str) -> None:
+def _check_header(
+    doc: object, where: str, expected_type: str, versions: Collection[int] = (FORMAT_VERSION,)
+) -> None:
     fmt = getattr(doc, "format", None)
     version = getattr(doc, "version", None)
     if fmt != expected_type:
         raise _fail(f"{where}: format", repr(expected_type))
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise _fail(f"{where}: version", str(FORMAT_VERSION))
+    if type(version) is not int or version not in versions:
+        raise _fail(f"{where}: version", " or ".join(str(v) for v in sorted(versions)))
 
 
 def _check_tuple(value: object, cls: type, where: str, *, nonempty: bool = True) -> None:
@@ -347,17 +349,26 @@ def _reading(what: str) -> Iterator[None]:
         raise VerificationError(text if text.startswith(what) else f"{what}: {text}") from None
 
 
-def _load(data: bytes, what: str, doc_type: str, fields: Iterable[str]) -> dict[str, Any]:
-    """Parse ``data`` as one object of ``doc_type`` with exactly ``fields`` (plus type, version)."""
+def _load(
+    data: bytes, what: str, doc_type: str, fields: Iterable[str],
+    versions: Mapping[int, Iterable[str]] | None = None,
+) -> dict[str, Any]:
+    """Parse ``data`` as one object of ``doc_type`` with exactly ``fields`` (plus type, version).
+
+    A format with more than one version passes ``versions``: each version's fields, which
+    then replace ``fields``.
+    """
     if not isinstance(data, bytes | bytearray | memoryview):
         raise UsageError(f"{what}: expected bytes, not {type(data).__name__}")
     obj = parse_json_object(bytes(data), what, limit=MAX_DOCUMENT)
     if obj.get("type") != doc_type:
         raise VerificationError(f"{what}: type must be {doc_type!r}")
+    known = versions if versions is not None else {FORMAT_VERSION: fields}
     version = obj.get("version")
-    if type(version) is not int or version != FORMAT_VERSION:
-        raise VerificationError(f"{what}: version must be {FORMAT_VERSION}")
-    expected = {"type", "version", *fields}
+    if type(version) is not int or version not in known:
+        allowed = " or ".join(str(v) for v in sorted(known))
+        raise VerificationError(f"{what}: version must be {allowed}")
+    expected = {"type", "version", *known[version]}
     missing = sorted(expected - set(obj))
     if missing:
         raise VerificationError(f"{what}: missing field {missing[0]!r}")

@@ -97,6 +97,7 @@ from vault.formats.safetar import printable
 __all__ = [
     "ACKNOWLEDGEMENT_TYPE",
     "ACK_NAMESPACE",
+    "ACK_VERSION",
     "DETECT_HEAD",
     "KINDS",
     "RECEIPT_NAMESPACE",
@@ -117,6 +118,8 @@ RECEIPT_NAMESPACE = "evault-receipt"
 ACK_NAMESPACE = "evault-ack"
 SHARING_RECEIPT_TYPE = "evault-sharing-receipt"
 ACKNOWLEDGEMENT_TYPE = "evault-acknowledgement"
+ACK_VERSION = 2
+"""Acknowledgements carry the sender's cosigned checkpoint from version 2 on; 1 is still read."""
 CONTACT_CARD_TYPE = "evault-contact-card"  # as vault.formats.card
 DETECT_HEAD = 64 * 1024
 
@@ -289,7 +292,10 @@ class Acknowledgement:
 
     ``envelope_sha256`` and ``statement_sha256`` are the SHA-256 of the exact envelope and
     statement bytes the recipient verified; ``checkpoint`` is the recipient's own custody
-    checkpoint after recording the receipt.
+    checkpoint after recording the receipt. From version 2 on, ``cosigned_checkpoint`` is the
+    sender's checkpoint from the envelope with the recipient's cosignature line appended
+    (:mod:`vault.custody.cosignature`): the recipient witnesses the sender's log. Version 1
+    acknowledgements have none (``cosigned_checkpoint`` is None) and are still read.
     """
 
     package_id: str
@@ -300,12 +306,17 @@ class Acknowledgement:
     items: tuple[ReceiptItem, ...]
     received_at: str
     checkpoint: str
+    cosigned_checkpoint: str | None = None
     format: str = ACKNOWLEDGEMENT_TYPE
-    version: int = FORMAT_VERSION
+    version: int = ACK_VERSION
 
     def __post_init__(self) -> None:
         what = "acknowledgement"
-        _check_header(self, what, ACKNOWLEDGEMENT_TYPE)
+        _check_header(self, what, ACKNOWLEDGEMENT_TYPE, tuple(_ACK_FIELDS_BY_VERSION))
+        if self.version >= 2:
+            _check_checkpoint(self.cosigned_checkpoint, f"{what}: cosigned_checkpoint")
+        elif self.cosigned_checkpoint is not None:
+            raise UsageError(f"{what}: version 1 has no cosigned_checkpoint")
         _check_package_id(self.package_id, f"{what}: package_id")
         _check_body(self.body, f"{what}: body")
         if not isinstance(self.recipient, Party):
@@ -331,6 +342,10 @@ class Acknowledgement:
                 "items": [i.to_json() for i in self.items],
                 "received_at": self.received_at,
                 "checkpoint": self.checkpoint,
+                **(
+                    {"cosigned_checkpoint": self.cosigned_checkpoint}
+                    if self.version >= 2 else {}
+                ),
             },
             "acknowledgement",
         )
@@ -339,9 +354,11 @@ class Acknowledgement:
     def from_bytes(cls, data: bytes) -> Acknowledgement:
         """Parse acknowledgement bytes strictly; raise VerificationError naming the rule."""
         what = "acknowledgement"
-        obj = _load(data, what, ACKNOWLEDGEMENT_TYPE, _ACK_FIELDS)
+        obj = _load(data, what, ACKNOWLEDGEMENT_TYPE, _ACK_FIELDS, _ACK_FIELDS_BY_VERSION)
         with _reading(what):
             ack = cls(
+                version=obj["version"],
+                cosigned_checkpoint=obj.get("cosigned_checkpoint"),
                 package_id=obj["package_id"],
                 body=obj["body"],
                 recipient=_read_party(obj["recipient"], what, "recipient"),
@@ -365,6 +382,7 @@ _ACK_FIELDS = (
     "received_at",
     "checkpoint",
 )
+_ACK_FIELDS_BY_VERSION = {1: _ACK_FIELDS, 2: (*_ACK_FIELDS, "cosigned_checkpoint")}
 
 
 def _read_items(value: object, what: str) -> tuple[ReceiptItem, ...]:

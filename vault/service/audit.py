@@ -29,7 +29,7 @@ import binascii
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -466,12 +466,33 @@ def _check_ack(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked
     signer = next(k for k in keys if k.fingerprint == ack.recipient.fingerprint)
     checkpoint = _embedded_checkpoint(ack.checkpoint, signer, label)
     note = trust.dated(signer, ack.received_at, label)
+    witnessed = _witnessed(ack, signer, trust, label)
     return _Checked(
         f"acknowledgement of package {ack.package_id} for {ack.body} by {ack.recipient.name}, "
         f"{len(ack.items)} item(s), signature and checkpoint (size {checkpoint.size}) "
-        f"verified{note}",
+        f"verified{witnessed}{note}",
         ack.package_id, ack.recipient.fingerprint,
     )
+
+
+def _witnessed(ack: rfmt.Acknowledgement, signer: VerifyKey, trust: Trust, label: str) -> str:
+    """What a version 2 ack's cosigned checkpoint proves ("" for version 1): the sender's
+    checkpoint, signed by a key trusted for checkpoints, cosigned by the ack's own signer."""
+    if ack.cosigned_checkpoint is None:
+        return ""
+    from vault.custody.cosignature import Cosigner, open_cosignature, witness_name
+
+    where = f"{label}: cosigned checkpoint"
+    try:
+        found = open_cosignature(ack.cosigned_checkpoint,
+                                 Cosigner.for_key(witness_name(ack.body), signer))
+    except VaultError as e:
+        raise VerificationError(f"{where}: {e}") from None
+    checkpoint, sender = open_trusted_checkpoint(ack.cosigned_checkpoint, trust, where)
+    when = isoformat(datetime.fromtimestamp(found.timestamp, timezone.utc))
+    root = base64.b64encode(checkpoint.root_hash).decode()
+    return (f"; {ack.body} witnessed {checkpoint.origin} at size {checkpoint.size}, root "
+            f"{root}, signed by {sender.fingerprint}, cosigned at {when}")
 
 
 def _check_card(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:

@@ -62,6 +62,7 @@ from vault.service import anchor, keyhistory
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.progress import Progress
 from vault.service.vaults import Vault
+from vault.service.witness import Witnessed, witness_defects, witnessed_checkpoints
 from vault.store import db
 from vault.store.models import Checkpoint as CheckpointRow
 from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey
@@ -424,6 +425,7 @@ class LogReport:
 
     size: int = 0
     checkpoints: int = 0
+    witnessed: int = 0
     signatures_checked: int = 0
     defects: list[Defect] = field(default_factory=list)
 
@@ -433,6 +435,7 @@ class LogReport:
             "ok": not self.defects,
             "events": self.size,
             "checkpoints": self.checkpoints,
+            "witnessed": self.witnessed,
             "signatures_checked": self.signatures_checked,
             "defects": [{"seq": d.seq, "message": d.message} for d in self.defects],
         }
@@ -972,6 +975,7 @@ def verify_log(
         verifiers = [NoteVerifier.for_key(_signer_name(vault), VerifyKey(k.raw))
                      for k in keys.values()]
         report.defects += _rules_defects(vault, session)
+        witnessed = witnessed_checkpoints(session, verifiers, log_origin)
         count, lowest, highest = session.execute(
             select(func.count(), func.min(CustodyEvent.seq), func.max(CustodyEvent.seq))
         ).one()
@@ -981,17 +985,18 @@ def verify_log(
             rows = _paged_rows(conn, signatures, highest) if count else iter(())
             scan, _ = _scan(rows, _time_reader(conn.dialect), keys, log_origin, signatures)
             tree = _assemble(report, [scan], head, checkpoints, verifiers, log_origin, extra,
-                             _counted(progress, count))
+                             _counted(progress, count), witnessed=witnessed)
     if parallel:
         url = vault.engine.url.render_as_string(hide_password=False)
-        tasks = _runs(url, count, lowest, highest, [*(c.size for c in checkpoints), *extra],
-                      keys, log_origin, signatures)
+        sizes = [*(c.size for c in checkpoints), *extra, *(w.size for w in witnessed)]
+        tasks = _runs(url, count, lowest, highest, sizes, keys, log_origin, signatures)
         # Imported here: multiprocessing costs every other command's start-up a few ms.
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(max_workers=workers) as pool:
             tree = _assemble(report, pool.map(_scan_range, tasks), head, checkpoints,
-                             verifiers, log_origin, extra, _counted(progress, count))
+                             verifiers, log_origin, extra, _counted(progress, count),
+                             witnessed=witnessed)
     # The anchor in the key store: the recomputed tree must extend it (vault.service.anchor).
     frontier, roots_at = tree
     report.defects.extend(
@@ -1018,13 +1023,18 @@ def _assemble(
     log_origin: str,
     extra_sizes: Iterable[int] = (),
     checked: Callable[[int], None] | None = None,
+    *,
+    witnessed: Sequence[Witnessed] = (),
 ) -> tuple[Frontier, dict[int, bytes]]:
-    """Join the runs in order: the gaps between them, the tree, its head and checkpoints;
-    ``checked`` gets the events put together so far after each run.
+    """Join the runs in order: the gaps between them, the tree, its head and checkpoints,
+    and the checkpoints bodies witnessed; ``checked`` gets the events put together so far
+    after each run.
 
-    Returns the tree and its roots at the checkpoints' sizes and at ``extra_sizes``.
+    Returns the tree and its roots at the checkpoints' and witnessed sizes and at
+    ``extra_sizes``.
     """
-    wanted_sizes = {c.size for c in checkpoints} | set(extra_sizes)
+    wanted_sizes = ({c.size for c in checkpoints} | {w.size for w in witnessed}
+                    | set(extra_sizes))
     roots_at: dict[int, bytes] = {}
     frontier = Frontier()
     if 0 in wanted_sizes:
@@ -1051,6 +1061,8 @@ def _assemble(
     report.checkpoints = len(checkpoints)
     for cp in checkpoints:
         _check_checkpoint(report, cp, roots_at, verifiers, log_origin)
+    report.witnessed = len(witnessed)
+    report.defects.extend(Defect(None, m) for m in witness_defects(witnessed, roots_at))
     return frontier, roots_at
 
 

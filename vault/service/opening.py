@@ -34,9 +34,9 @@ from vault.errors import (
 from vault.faults import crash_point
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
-from vault.service import keyhistory
+from vault.service import keyhistory, witness
 from vault.service.contacts import known_senders
-from vault.service.custody import CustodyLog, actor_pair, checkpoint_now
+from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, vault_verifiers
 from vault.service.identities import acting_identity, identity_count, load_keypair
 from vault.service.ids import new_id
 from vault.service.inspection import OwnKeys, PackageReport, inspect_package
@@ -320,6 +320,7 @@ def acknowledge(
             items=tuple(rfmt.ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),
             received_at=isoformat(row.opened_at),
             checkpoint=checkpoint,
+            cosigned_checkpoint=witness.cosign_envelope(row, pair, now),
         )
         data = ack.to_bytes()
         signature = rfmt.sign_document(data, pair.signing, rfmt.ACK_NAMESPACE)
@@ -386,11 +387,16 @@ def import_ack(
             problems.append("it lists other items than the package")
         if problems:
             raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
+        signer = next(VerifyKey(k.signing_key) for k in body.keys
+                      if k.fingerprint == ack.recipient.fingerprint)
+        cosigned = witness.check_cosignature(ack, package, signer,
+                                             vault_verifiers(vault, session))
         digest = hashlib.sha256(data).hexdigest()
         existing = session.get(Acknowledgement, pid)
         result = {"package": pid, "body": package.body_id, "by": ack.recipient.name,
                   "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
-                  "state": package.state, "already_acknowledged": existing is not None}
+                  "state": package.state, "already_acknowledged": existing is not None,
+                  "witnessed_size": cosigned.checkpoint.size if cosigned else None}
         if existing is not None and existing.document_sha256 == digest:
             # The same genuine ack imported again (a retry, a second copy in the drop
             # folder): nothing to record and nothing wrong.
@@ -404,6 +410,8 @@ def import_ack(
         session.add(Acknowledgement(package_id=pid, signer=ack.recipient.fingerprint,
                                     document=data, signature=signature, document_sha256=digest,
                                     received_at=received_at, imported_at=now))
+        if cosigned is not None:
+            witness.keep(session, cosigned, ack, package, now)
         package.state = "acknowledged"
         package.acknowledged_at = received_at
         log = CustodyLog(vault, session)

@@ -370,3 +370,22 @@ class Acknowledgement(Base):
     document_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WitnessedCheckpoint(Base):
+    """A checkpoint of this vault's log that a body cosigned in an acknowledgement.
+
+    ``note`` is the whole cosigned note as the acknowledgement carried it (this vault's
+    signature and the body's cosignature); ``size`` and ``root`` are copies for queries.
+    """
+
+    __tablename__ = "witnessed_checkpoints"
+
+    package_id: Mapped[str] = mapped_column(ForeignKey("packages.id"), primary_key=True)
+    body_id: Mapped[str] = mapped_column(ForeignKey("bodies.id"), index=True)
+    cosigner: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    cosigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str] = mapped_column(Text)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime())
