@@ -186,6 +186,20 @@ def _truncate(cli: Cli, keep: int, *, also: tuple[str, ...] = ()) -> None:
             conn.exec_driver_sql(f"DELETE FROM {table}")
 
 
+def _folder_rolled_back(cli: Cli) -> None:
+    """The whole vault folder put back from an older backup, ``keys.enc`` included: the key
+    store's own anchor of the log (vault.service.anchor) is then as old as the database,
+    and only the witnesses outside the vault still know better. Here: the entry is gone."""
+    from vault.service import anchor
+    from vault.service.vaults import open_vault
+
+    v = open_vault(cli.vault)
+    try:
+        v.keystore.delete(anchor.ENTRY)
+    finally:
+        v.close()
+
+
 def test_a_log_cut_below_a_witnessed_size_fails_custody_verify(
     world_any: World, scan_mode: str
 ) -> None:
@@ -193,6 +207,7 @@ def test_a_log_cut_below_a_witnessed_size_fails_custody_verify(
     world.office.ok("receipt", "import", str(world.ack))
     size = _witnessed_size(world)
     _truncate(world.office, size - 1, also=("checkpoints",))
+    _folder_rolled_back(world.office)
     result = world.office("custody", "verify")
     assert (result.exit_code, result.stdout, result.stderr) == (
         3,
@@ -208,6 +223,7 @@ def test_a_log_rewritten_under_a_witnessed_size_fails_custody_verify(
     world.office.ok("receipt", "import", str(world.ack))
     size = _witnessed_size(world)
     _truncate(world.office, size - 1, also=("checkpoints",))
+    _folder_rolled_back(world.office)
     for case in ("UA-2026-0051", "UA-2026-0052"):  # the log grows past `size` anew
         world.office.ok("case", "create", case)
     result = world.office("custody", "verify")
@@ -243,6 +259,9 @@ def test_the_ack_holder_proves_a_cut_the_database_no_longer_shows(world: World) 
     # The attacker removes the evidence of the witness too: the database alone now looks fine.
     _truncate(world.office, size - 1, also=("checkpoints", "witnessed_checkpoints",
                                             "acknowledgements"))
+    # The key store's anchor catches the cut (exit 3); put back with the folder, it cannot.
+    assert world.office("custody", "verify").exit_code == 3
+    _folder_rolled_back(world.office)
     assert world.office("custody", "verify").exit_code == 0
 
     # The body still holds its ack: the cosigned note is signed by the office's own key.
