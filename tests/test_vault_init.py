@@ -161,7 +161,7 @@ def test_several_recorded_revisions_are_refused(tmp_path: Path) -> None:
     result = cli("items", "list")
     assert result.exit_code == 1
     assert result.stderr == (
-        "evault: vault database records several schema revisions (0003, 0004); "
+        "evault: vault database records several schema revisions (0003, 0005); "
         "run `evault db upgrade` or restore the database from a backup\n"
     )
 

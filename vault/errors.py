@@ -42,6 +42,10 @@ class KeyStoreError(VaultError):
     """A private key cannot be stored or retrieved."""
 
 
+class MissingKeyError(KeyStoreError):
+    """The key store opened, but holds no secret under the name asked for."""
+
+
 class PolicyError(VaultError):
     """A release rule or a key's state forbids the operation."""
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vault.errors import ConfigError, DecryptionError, KeyStoreError, UsageError
+from vault.errors import ConfigError, DecryptionError, KeyStoreError, MissingKeyError, UsageError
 
 KEY_FILE = "keys.enc"
 LOCK_FILE = "keys.lock"
@@ -86,7 +86,7 @@ class KeyringStore(KeyStore):
         except (keyring.errors.KeyringError, OSError) as e:
             raise KeyStoreError(f"keyring: cannot read {name} ({e}); unlock the keyring") from None
         if value is None:
-            raise KeyStoreError(
+            raise MissingKeyError(
                 f"keyring: no private key {name} for this vault; was it created on this machine "
                 "and this user account?"
             )
@@ -180,7 +180,7 @@ class FileKeyStore(KeyStore):
         with self._locked():
             data = self._load()
         if name not in data:
-            raise KeyStoreError(f"{self.path}: no private key {name}; the key file may be older")
+            raise MissingKeyError(f"{self.path}: no private key {name}; the key file may be older")
         return base64.b64decode(data[name])
 
     def delete(self, name: str) -> None:
