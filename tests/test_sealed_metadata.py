@@ -279,3 +279,15 @@ def test_the_old_vault_fixture_still_holds_plaintext() -> None:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
         titles = conn.execute("SELECT title FROM items WHERE title IS NOT NULL").fetchall()
     assert titles == [("Tumbledown witness",)]
+
+
+def test_case_titles_over_500_characters_are_refused(tmp_path: Path) -> None:
+    """PostgreSQL's column enforced 500 before it was sealed; now both databases do."""
+    cli = Cli(tmp_path / "v")
+    cli.ok("init")
+    cli.ok("identity", "create", "registry-office")
+    result = cli("case", "create", CASE, "--title", "t" * 501)
+    assert (result.exit_code, result.stderr) == (2, (
+        f"evault: case {CASE}: --title has 501 characters, more than the 500 that fit in "
+        "cases; shorten it\n"))
+    cli.ok("case", "create", CASE, "--title", "t" * 500)

@@ -96,17 +96,22 @@ class Spec:
 
     def open(self, key: bytes, column: str, row: Sequence[Any], stored: Any) -> Any | None:
         """The value of a stored cell, or None if it was not sealed for this cell and key."""
-        if column in self.binary:
+        binary = column in self.binary
+        if binary:
             box = bytes(stored)
         else:
             try:
-                box = base64.b64decode(str(stored), validate=True)
-            except (binascii.Error, ValueError):
+                box = base64.b64decode(stored, validate=True)
+            except (binascii.Error, ValueError, TypeError):
                 return None
-        plain = metabox.open_value(key, box, self.table, column, self.row(row))
-        if plain is None or column in self.binary:
+        aad = metabox.associated_data(metabox.VERSION, self.table, column, self.row(row))
+        plain = metabox.open_bound(key, box, aad)
+        if plain is None or binary:
             return plain
-        return plain.decode("utf-8")
+        try:
+            return plain.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
 
 
 SPECS: dict[type[Base], Spec] = {
@@ -276,7 +281,8 @@ def open_object(obj: Base, key: bytes, names: Iterable[str] | None = None) -> No
                 "(altered, or moved from another row or column); restore the database from a "
                 "backup"
             )
-        set_committed_value(obj, name, value)
+        # As the loader itself populates a fresh object: no history, nothing to flush.
+        state[name] = value
 
 
 # ----------------------------------------------------------------------------- ORM hooks
