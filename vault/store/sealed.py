@@ -326,26 +326,29 @@ def _parents(session: Session) -> dict[int, str]:
 @event.listens_for(Session, "before_flush")
 def _seal_for_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
     holder = _key_of(session)
-    pending = [o for o in (*session.new, *session.dirty) if type(o) in SPECS]
-    if holder is None or not pending:
+    if holder is None:
+        return
+    changed = [
+        (obj, name, obj.__dict__[name])
+        for obj in (*session.new, *session.dirty)
+        if type(obj) in SPECS
+        for name in SPECS[type(obj)].columns
+        if obj.__dict__.get(name) is not None and inspect(obj).attrs[name].history.has_changes()
+    ]
+    if not changed:
         return
     holder.check(session)
     key = holder.for_session(session, create=True)
     parents: dict[int, str] | None = None
     restore: list[tuple[Base, str, Any]] = session.info.setdefault(_RESTORE, [])
-    for obj in pending:
+    for obj, name, value in changed:
         spec = SPECS[type(obj)]
-        attrs = inspect(obj).attrs
         row = [getattr(obj, n) for n in spec.ids]
         if row[0] is None and isinstance(obj, ItemTag | PackageItem):
             parents = _parents(session) if parents is None else parents
             row[0] = parents[id(obj)]
-        for name in spec.columns:
-            value = obj.__dict__.get(name)
-            if value is None or not attrs[name].history.has_changes():
-                continue
-            setattr(obj, name, spec.seal(key, name, row, value))
-            restore.append((obj, name, value))
+        setattr(obj, name, spec.seal(key, name, row, value))
+        restore.append((obj, name, value))
 
 
 @event.listens_for(Session, "after_flush_postexec")
