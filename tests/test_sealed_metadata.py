@@ -291,3 +291,15 @@ def test_case_titles_over_500_characters_are_refused(tmp_path: Path) -> None:
         f"evault: case {CASE}: --title has 501 characters, more than the 500 that fit in "
         "cases; shorten it\n"))
     cli.ok("case", "create", CASE, "--title", "t" * 500)
+
+
+def test_the_metadata_key_lives_in_the_key_store(tmp_path: Path) -> None:
+    """``meta:<vault id>``: format version 1, state sealed (1), then the 256-bit key."""
+    from vault.keystore import FileKeyStore
+    from vault.store.vaultdir import load_config
+
+    cli, _ids = _two_items(tmp_path, None)
+    vault_id = load_config(cli.vault).vault_id
+    entry = FileKeyStore(cli.vault, None, "test").get(f"meta:{vault_id}")
+    assert (len(entry), entry[:2]) == (34, b"\x01\x01")
+    assert entry[2:] not in (cli.vault / "vault.db").read_bytes()
