@@ -1,4 +1,4 @@
-"""The seven benchmark cases: each times evault against the stock tools doing the same job.
+"""The eight benchmark cases: each times evault against the stock tools doing the same job.
 
     >>> ctx = Context(scale=SCALES["smoke"], rounds=1, work=Path(tmp))   # doctest: +SKIP
     >>> rows = CASES["ingest"](ctx)                                    # doctest: +SKIP
@@ -54,11 +54,12 @@ class Scale:
     export_item_size: int
     custody_events: tuple[int, ...]
     startup_rounds: int
+    list_items: int
 
 
 SCALES = {
-    "full": Scale("full", GIB, 10_000, 4096, 1000, MIB, (100_000, 1_000_000), 15),
-    "smoke": Scale("smoke", 16 * MIB, 200, 4096, 50, 64 * 1024, (2_000,), 3),
+    "full": Scale("full", GIB, 10_000, 4096, 1000, MIB, (100_000, 1_000_000), 15, 100_000),
+    "smoke": Scale("smoke", 16 * MIB, 200, 4096, 50, 64 * 1024, (2_000,), 3, 200),
 }
 
 BODIES = ("BODY-A", "BODY-B", "BODY-C", "BODY-D", "BODY-E")
@@ -562,6 +563,61 @@ def case_startup(ctx: Context) -> list[Row]:
     return rows
 
 
+#: Metadata every item of case 8 carries (and, since schema 0005, the vault seals).
+LIST_METADATA = ("--title", "Fictional benchmark title", "--source", "Fictional source",
+                 "--location", "Fictional place", "--description", "Fictional description",
+                 "--tag", "witness=fictional")
+
+
+def _python_evault(source: Path | None, vault: Path, *args: str) -> list[str]:
+    """``python -m vault ARGS --vault VAULT``, from ``source`` (another checkout) if given."""
+    prefix = ["env", f"PYTHONPATH={source}"] if source else []
+    return [*prefix, sys.executable, "-m", "vault", *args, "--vault", str(vault)]
+
+
+def case_items_list(ctx: Context) -> list[Row]:
+    """8. ``items list`` over many items that all carry metadata, after vs before sealing.
+
+    The "stock" column is the same command run by an older evault (the source tree named by
+    ``EVAULT_BENCH_BEFORE``, e.g. ``git archive 8740842 vault | tar -x -C /tmp/before``) on
+    a vault it made itself with the same files and metadata; without it, evault alone.
+    """
+    count = ctx.scale.list_items
+    before_env = os.environ.get("EVAULT_BENCH_BEFORE")
+    before = Path(before_env).absolute() if before_env else None
+    folder = _many_files(ctx, "list", count, 16, 1000)
+    vaults: dict[str, Path] = {}
+    for name, source in (("after", None), ("before", before)):
+        if name == "before" and source is None:
+            continue
+        vault = vaults[name] = ctx.work / f"list-{name}"
+        ctx.log(f"  ingesting {count:,} items with metadata into the {name} vault (setup)")
+        env = ctx.evault.env(vault)
+        for args in (("init",), ("identity", "create", "registry-office"),
+                     ("ingest", str(folder), "--recursive", "--case", "BENCH-8",
+                      "--create-case", *LIST_METADATA)):
+            run_checked(_python_evault(source, vault, *args), env=env, cwd=ctx.work)
+        # The first listing converts nothing (a new vault) but settles the key store.
+        run_checked(_python_evault(source, vault, "items", "list"), env=env, cwd=ctx.work)
+
+    def run(name: str, source: Path | None) -> Sample:
+        argv = _python_evault(source, vaults[name], "items", "list")
+        return run_timed(argv, env=ctx.evault.env(vaults[name]), cwd=ctx.work)
+
+    pairs = alternate(ctx.rounds, lambda n: run("after", None),
+                      (lambda n: run("before", before)) if before else None,
+                      log=ctx.log, label="items list")
+    for vault in vaults.values():
+        clear(vault)
+    clear(folder)
+    rate = count / pairs.evault_median
+    notes = [f"items list of {count:,} items with sealed metadata: {rate:,.0f} items/s"]
+    if before is None:
+        notes.append("no EVAULT_BENCH_BEFORE: the evault before sealed metadata was not run")
+    return [Row(f"8. `items list` over {count:,} items with metadata (stock: the same before "
+                "sealed metadata)", pairs, "report", None, notes)]
+
+
 CASES: dict[str, Callable[[Context], list[Row]]] = {
     "ingest": case_ingest,
     "package": case_package,
@@ -570,6 +626,7 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "export": case_export,
     "custody": case_custody,
     "startup": case_startup,
+    "items-list": case_items_list,
 }
 
 STOCK = {
@@ -583,6 +640,8 @@ STOCK = {
     "export": "five `tar -c D | age -r R_i -o O_i`, one after the other, in one `sh -c`",
     "custody": "none (no stock tool re-derives the log)",
     "startup": "`python -c pass` (and `age --version` in the notes)",
+    "items-list": "the same `items list` by the evault before sealed metadata "
+                  "(EVAULT_BENCH_BEFORE)",
 }
 
 

@@ -562,7 +562,8 @@ def test_every_crash_step_is_in_the_code_and_exercised() -> None:
     placed = set(re.findall(r'crash_point\("([a-z_.]+)"\)', code))
     assert placed == set(STEPS)
     tests = "".join((root / "tests" / f).read_text()
-                    for f in ("test_robustness.py", "test_export.py"))
+                    for f in ("test_robustness.py", "test_export.py",
+                              "test_sealed_metadata.py"))
     assert [s for s in STEPS if f'"{s}"' not in tests] == []
 
 

@@ -13,6 +13,7 @@ modules (SQLAlchemy, alembic, keyring, cryptography) are imported inside the com
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -86,6 +87,7 @@ class VaultGroup(click.Group):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
+        _say_notices()
         try:
             return super().invoke(ctx)
         except VaultError as e:
@@ -103,6 +105,20 @@ class VaultGroup(click.Group):
             where = f"{e.filename}: " if e.filename else ""
             click.echo(f"evault: {where}{e.strerror or e}", err=True)
             ctx.exit(1)
+
+
+class _Notices(logging.Handler):
+    """What the layers below log for people (e.g. an older vault's metadata being sealed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(record.getMessage())
+
+
+def _say_notices() -> None:
+    logger = logging.getLogger("evault")
+    if not any(isinstance(h, _Notices) for h in logger.handlers):
+        logger.addHandler(_Notices(logging.INFO))
+        logger.propagate = False
 
 
 def _print_traceback() -> None:

@@ -34,6 +34,8 @@ STEPS = (
     "ack.after_commit",
     "import.before_commit",
     "import.after_commit",
+    "metadata.converted",
+    "metadata.committed",
 )
 
 

@@ -94,6 +94,10 @@ class IntakeRow:
     size: int | None = None  # as seen when validated; reading measures the file again
 
 
+#: Case titles, on both databases (PostgreSQL's column had this limit before it was sealed).
+CASE_TITLE_MAX = 500
+
+
 def check_case_id(case: str) -> None:
     """Case ids are short and safe: letters, digits, '.', '_', '/' and '-'."""
     if not CASE_RULE.match(case):
@@ -826,6 +830,12 @@ def create_case(
 ) -> dict[str, Any]:
     """Open a case file."""
     check_case_id(case)
+    if title is not None and len(title) > CASE_TITLE_MAX:
+        # The column's old limit, now kept here: sealed, the stored value is longer.
+        raise UsageError(
+            f"case {case}: --title has {len(title)} characters, more than the "
+            f"{CASE_TITLE_MAX} that fit in cases; shorten it"
+        )
     now = now or utcnow()
     with vault.transaction() as session:
         if session.get(Case, case) is not None:

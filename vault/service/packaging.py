@@ -124,11 +124,11 @@ def select_items(
     stmt = stmt.where(Item.case_id == case)
     if label:
         stmt = stmt.where(Item.id.in_(select(ItemLabel.item_id).where(ItemLabel.label == label)))
-    for key, value in tags:
-        stmt = stmt.where(
-            Item.id.in_(select(ItemTag.item_id).where(ItemTag.key == key, ItemTag.value == value))
-        )
-    items = list(session.scalars(stmt.order_by(Item.intake_seq)))
+    for key, _value in tags:
+        stmt = stmt.where(Item.id.in_(select(ItemTag.item_id).where(ItemTag.key == key)))
+    # Tag values are sealed at rest (vault.store.sealed): compared once decrypted.
+    items = [item for item in session.scalars(stmt.order_by(Item.intake_seq))
+             if all(any(t.key == k and t.value == v for t in item.tags) for k, v in tags)]
     if not items:
         filters = "".join(
             [f" with label {label}" if label else ""] + [f" tagged {k}={v}" for k, v in tags]

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import ConfigError, UsageError, VaultError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
-from vault.store import db
+from vault.store import db, sealed
 from vault.store.vaultdir import (
     BLOBS_NAME,
     SQLITE_NAME,
@@ -65,6 +65,9 @@ class Vault:
         """One database transaction: committed on success, rolled back on any error."""
         if self._sessions is None:
             self._sessions = db.session_factory(self.engine)
+            # Metadata columns are sealed under a key from the key store (vault.store.sealed).
+            sealed.bind(self._sessions, sealed.MetadataKey(
+                lambda: self.keystore, self.config.vault_id))
         try:
             with self._sessions.begin() as session:
                 yield session

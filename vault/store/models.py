@@ -126,7 +126,9 @@ class Case(Base):
     __tablename__ = "cases"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    title: Mapped[str | None] = mapped_column(String(500))
+    # Sealed at rest (vault.store.sealed): longer than the title. SQLite enforces no length;
+    # PostgreSQL's column became TEXT in migration 0005.
+    title: Mapped[str | None] = mapped_column(String(500).with_variant(Text(), "postgresql"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
@@ -356,6 +358,19 @@ class ReceivedPackage(Base):
     recipient_key: Mapped[str] = mapped_column(String(64))
     out_dir: Mapped[str] = mapped_column(Text)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class SealedMetadata(Base):
+    """One row once every sealed column holds sealed values (see ``vault.store.sealed``).
+
+    A hint that saves opening the key store before a query: the key store's own entry is
+    what decides, so deleting or adding this row only costs a check, it unseals nothing.
+    """
+
+    __tablename__ = "sealed_metadata"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    version: Mapped[int] = mapped_column()
 
 
 class Acknowledgement(Base):

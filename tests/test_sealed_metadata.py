@@ -1,0 +1,306 @@
+"""Metadata sealed at rest: what a thief of the database reads, swaps between rows, and the
+conversion of vaults made before (tests/vectors/old-vault-pair, made by the evault of schema
+0004)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+import sqlalchemy as sa
+from conftest import Cli
+from test_robustness import crash, run_evault
+
+CASE = "UA-2026-0042"
+OLD = Path(__file__).resolve().parent / "vectors" / "old-vault-pair"
+#: What the demo-like flow below writes; none of it may be found in either database.
+SECRETS = {
+    "case title": "Ashgrove shelling (fictional)",
+    "file name": "Pemberwick-statement.txt",
+    "title": "Thistlecombe witness account",
+    "description": "Wrenfield description of events",
+    "source": "Corvane field office",
+    "location": "Dunmarrow village",
+    "tag value": "Hollinsby",
+    "reference": "OTP-REQ-2026-733",
+    "purpose": "Mossgarth request for assistance",
+}
+
+
+def _dump(cli: Cli, database: str | None) -> bytes:
+    """Everything a thief of the database holds: the SQLite files, or a pg_dump."""
+    if database is None:
+        return b"".join(p.read_bytes() for p in sorted(cli.vault.glob("vault.db*")))
+    url = sa.engine.make_url(database)
+    schema = unquote(str(url.query["options"])).split("search_path=")[1]
+    return subprocess.run(
+        ["pg_dump", "-h", str(url.host), "-p", str(url.port or 5432),
+         "-U", str(url.username), "-n", schema, str(url.database)],
+        capture_output=True, check=True).stdout
+
+
+def _found(data: bytes, secrets: dict[str, str] | list[str]) -> list[str]:
+    values = secrets.values() if isinstance(secrets, dict) else secrets
+    return [s for s in values if s.encode() in data]
+
+
+def _sender_and_recipient(tmp: Path, database: str | None) -> tuple[Cli, Cli, str]:
+    office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
+    office.ok("init", *(["--db", database] if database else []))
+    fp = json.loads(office.ok("identity", "create", "registry-office", "--json").stdout)
+    icc.ok("init")
+    icc.ok("identity", "create", "icc-officer")
+    icc.ok("identity", "export", "icc-officer", "-o", str(tmp / "icc.card.json"))
+    office.ok("identity", "export", "registry-office", "-o", str(tmp / "office.card.json"))
+    office.ok("body", "add", "ICC-OTP", "--name", "Fictional ICC-OTP")
+    office.ok("body", "key", "add", "ICC-OTP", "--card", str(tmp / "icc.card.json"))
+    icc.ok("contact", "add", str(tmp / "office.card.json"), "--fingerprint", fp["fingerprint"])
+    evidence = tmp / "evidence"
+    evidence.mkdir()
+    (evidence / SECRETS["file name"]).write_text("fictional statement\n")
+    office.ok("case", "create", CASE, "--title", SECRETS["case title"])
+    office.ok("ingest", str(evidence / SECRETS["file name"]), "--case", CASE,
+              "--title", SECRETS["title"], "--source", SECRETS["source"],
+              "--location", SECRETS["location"], "--description", SECRETS["description"],
+              "--tag", f"witness={SECRETS['tag value']}")
+    outbox = tmp / "outbox"
+    outbox.mkdir()
+    package = json.loads(office.ok(
+        "package", "create", "--to", "ICC-OTP", "--case", CASE, "--tag",
+        f"witness={SECRETS['tag value']}", "--reference", SECRETS["reference"], "--purpose",
+        SECRETS["purpose"], "-o", str(tmp / "p.evpkg"), "--json").stdout)
+    office.ok("send", str(tmp / "p.evpkg"), "--outbox", str(outbox))
+    icc.ok("open", str(outbox / f"{package['id']}.evpkg"), "--out", str(tmp / "received"))
+    return office, icc, package["id"]
+
+
+def test_a_thief_of_either_database_reads_no_metadata(tmp_path: Path,
+                                                      database: str | None) -> None:
+    office, icc, package = _sender_and_recipient(tmp_path, database)
+    # Everything is still shown in clear to the vault's own user...
+    item = json.loads(office.ok("items", "list", "--json").stdout)[0]
+    assert (item["name"], item["title"], item["description"], item["source"],
+            item["location"], item["tags"]) == (
+        SECRETS["file name"], SECRETS["title"], SECRETS["description"], SECRETS["source"],
+        SECRETS["location"], {"witness": SECRETS["tag value"]})
+    shown = json.loads(office.ok("package", "show", package, "--json").stdout)
+    assert (shown["reference"], shown["purpose"]) == (SECRETS["reference"], SECRETS["purpose"])
+    case = json.loads(office.ok("case", "show", CASE, "--json").stdout)
+    assert case["title"] == SECRETS["case title"]
+    received = json.loads(icc.ok("items", "list", "--json").stdout)[0]
+    assert (received["name"], received["title"]) == (SECRETS["file name"], SECRETS["title"])
+    # ...and to nobody who has only the database.
+    assert _found(_dump(office, database), SECRETS) == []
+    assert _found(_dump(icc, None), SECRETS) == []
+
+
+def _two_items(tmp: Path, database: str | None) -> tuple[Cli, list[str]]:
+    cli = Cli(tmp / "v")
+    cli.ok("init", *(["--db", database] if database else []))
+    cli.ok("identity", "create", "registry-office")
+    for n in (1, 2):
+        (tmp / f"f{n}.txt").write_text(f"fictional file {n}\n")
+        cli.ok("ingest", str(tmp / f"f{n}.txt"), "--case", CASE, "--create-case",
+               "--title", f"Fictional title {n}", "--source", f"Fictional source {n}",
+               "--tag", f"k=fictional value {n}")
+    ids = [i["id"] for i in json.loads(cli.ok("items", "list", "--json").stdout)]
+    return cli, ids
+
+
+def _sql(cli: Cli, database: str | None, *statements: str) -> None:
+    """The attacker: SQL on the database, nothing else."""
+    engine = sa.create_engine(database or f"sqlite:///{cli.vault / 'vault.db'}")
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def _refused(cli: Cli, where: str, column: str, *command: str) -> None:
+    result = cli(*command)
+    assert (result.exit_code, result.stdout, result.stderr) == (3, "", (
+        f"evault: {where}: {column} does not decrypt under this vault's metadata key "
+        "(altered, or moved from another row or column); restore the database from a "
+        "backup\n"))
+
+
+def test_values_swapped_between_rows_are_detected(tmp_path: Path,
+                                                  database: str | None) -> None:
+    cli, (a, b) = _two_items(tmp_path, database)
+    _sql(cli, database,
+         f"UPDATE items SET title = (SELECT title FROM items WHERE id = '{b}') "
+         f"WHERE id = '{a}'")
+    _refused(cli, f"items {a}", "title", "items", "list")
+    _refused(cli, f"items {a}", "title", "items", "show", a)
+
+
+def test_values_swapped_between_columns_and_tags_are_detected(tmp_path: Path,
+                                                              database: str | None) -> None:
+    cli, (a, b) = _two_items(tmp_path, database)
+    _sql(cli, database, f"UPDATE items SET source = title WHERE id = '{b}'")
+    _refused(cli, f"items {b}", "source", "items", "show", b)
+    _sql(cli, database,
+         f"UPDATE item_tags SET value = (SELECT value FROM item_tags WHERE item_id = '{b}') "
+         f"WHERE item_id = '{a}'")
+    _refused(cli, f"item_tags {a}/k", "value", "items", "show", a)
+
+
+def test_plaintext_written_by_the_attacker_is_refused(tmp_path: Path,
+                                                      database: str | None) -> None:
+    cli, (a, _b) = _two_items(tmp_path, database)
+    # Even with the marker row gone, as if the vault had never been converted.
+    _sql(cli, database, f"UPDATE items SET location = 'Fictional planted place' "
+                        f"WHERE id = '{a}'", "DELETE FROM sealed_metadata")
+    _refused(cli, f"items {a}", "location", "items", "list")
+    _refused(cli, f"items {a}", "location", "items", "list")
+
+
+def test_listing_an_empty_vault_does_not_open_the_key_store(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    cli = Cli(tmp_path / "v")
+    cli.ok("init")
+    monkeypatch.delenv("EVAULT_PASSPHRASE")
+    assert cli.ok("items", "list").stdout == "id  case  name  size  sha256  labels  ingested_at\n"
+    assert cli.ok("case", "list").exit_code == 0
+    assert not (tmp_path / "v" / "keys.enc").exists()
+
+
+# ----------------------------------------------------------------------------- old vaults
+
+
+def _old_vaults(tmp: Path) -> tuple[Cli, Cli, dict[str, object]]:
+    for name in ("office", "icc"):
+        shutil.copytree(OLD / name, tmp / name)
+    expected = json.loads((OLD / "expected.json").read_text())
+    return Cli(tmp / "office"), Cli(tmp / "icc"), expected
+
+
+def _listings(office: Cli, icc: Cli, expected: dict[str, object]) -> dict[str, str]:
+    outputs = expected["outputs"]
+    assert isinstance(outputs, dict)
+    got = {}
+    for key in outputs:
+        where, *args = key.split()
+        cli = office if where == "office" else icc
+        if args[-1] == "ITEM0":
+            args[-1] = json.loads(outputs[f"{where} items list --json"])[0]["id"]
+        got[key] = cli.ok(*args).stdout
+    return got
+
+
+def _plaintext_left(cli: Cli, expected: dict[str, object]) -> list[str]:
+    secrets = expected["secrets"]
+    assert isinstance(secrets, list)
+    return _found(b"".join(p.read_bytes() for p in sorted(cli.vault.glob("vault.db*"))),
+                  secrets)
+
+
+def test_an_old_vault_is_converted_once_and_lists_as_before(tmp_path: Path) -> None:
+    office, icc, expected = _old_vaults(tmp_path)
+    assert _plaintext_left(office, expected) != []
+    refused = office("items", "list")
+    assert (refused.exit_code, refused.stderr) == (1, (
+        "evault: vault database is at revision 0004, this evault needs 0007: "
+        "run `evault db upgrade`\n"))
+    for cli in (office, icc):
+        cli.ok("db", "upgrade")
+    first = office.ok("case", "list")
+    assert first.stderr == (
+        "evault: sealed 13 metadata values of this vault under its metadata key "
+        "(first use after upgrade)\n")
+    assert icc.ok("items", "list").stderr == (
+        "evault: sealed 8 metadata values of this vault under its metadata key "
+        "(first use after upgrade)\n")
+    assert _listings(office, icc, expected) == expected["outputs"]
+    assert _plaintext_left(office, expected) == []
+    assert _plaintext_left(icc, expected) == []
+    assert office.ok("case", "list").stderr == ""
+    for cli in (office, icc):
+        assert cli.ok("custody", "verify").exit_code == 0
+
+
+@pytest.mark.parametrize("step", ["metadata.converted", "metadata.committed"])
+def test_a_conversion_killed_midway_is_finished_by_the_next_command(tmp_path: Path,
+                                                                   step: str) -> None:
+    office, icc, expected = _old_vaults(tmp_path)
+    office.ok("db", "upgrade")
+    crash("items", "list", vault=office.vault, step=step)
+    if step == "metadata.converted":
+        assert _plaintext_left(office, expected) != []  # rolled back: still wholly old
+    again = run_evault("items", "list", vault=office.vault)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == expected["outputs"]["office items list"]  # type: ignore[index]
+    assert again.stderr == ("" if step == "metadata.committed" else (
+        "evault: sealed 13 metadata values of this vault under its metadata key "
+        "(first use after upgrade)\n"))
+    icc.ok("db", "upgrade")
+    assert _listings(office, icc, expected) == expected["outputs"]
+    assert _plaintext_left(office, expected) == []
+
+
+def test_an_old_vault_on_postgresql_is_converted(tmp_path: Path, pg_url: str) -> None:
+    """The old office vault's rows, as evault 0004 wrote them, moved to PostgreSQL at 0004."""
+    from vault.store import db
+    from vault.store.models import Base
+
+    office, icc, expected = _old_vaults(tmp_path)
+    target = db.make_engine(pg_url)
+    db.upgrade(target, "0004")
+    source = db.make_engine(f"sqlite:///{office.vault / 'vault.db'}")
+    with source.connect() as src, target.begin() as dst:
+        dst.exec_driver_sql("DELETE FROM custody_head")  # the migrations' empty head
+        for table in Base.metadata.sorted_tables:
+            if table.name == "sealed_metadata":
+                continue
+            rows = [dict(r._mapping) for r in src.execute(sa.select(table))]
+            if rows:
+                dst.execute(table.insert(), rows)
+    source.dispose()
+    target.dispose()
+    (office.vault / "vault.db").unlink()
+    config = office.vault / "config.toml"
+    config.write_text(config.read_text().replace(
+        "\nkey_storage", f"\ndatabase = {json.dumps(pg_url)}\nkey_storage", 1))
+    office.ok("db", "upgrade")
+    icc.ok("db", "upgrade")
+    assert _listings(office, icc, expected) == expected["outputs"]
+    assert _found(_dump(office, pg_url), expected["secrets"]) == []  # type: ignore[arg-type]
+    assert office.ok("custody", "verify").exit_code == 0
+
+
+def test_the_old_vault_fixture_still_holds_plaintext() -> None:
+    """The fixture is what older evault left: its metadata in clear, at schema 0004."""
+    with sqlite3.connect(OLD / "office" / "vault.db") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0004",)]
+        titles = conn.execute("SELECT title FROM items WHERE title IS NOT NULL").fetchall()
+    assert titles == [("Tumbledown witness",)]
+
+
+def test_case_titles_over_500_characters_are_refused(tmp_path: Path) -> None:
+    """PostgreSQL's column enforced 500 before it was sealed; now both databases do."""
+    cli = Cli(tmp_path / "v")
+    cli.ok("init")
+    cli.ok("identity", "create", "registry-office")
+    result = cli("case", "create", CASE, "--title", "t" * 501)
+    assert (result.exit_code, result.stderr) == (2, (
+        f"evault: case {CASE}: --title has 501 characters, more than the 500 that fit in "
+        "cases; shorten it\n"))
+    cli.ok("case", "create", CASE, "--title", "t" * 500)
+
+
+def test_the_metadata_key_lives_in_the_key_store(tmp_path: Path) -> None:
+    """``meta:<vault id>``: format version 1, state sealed (1), then the 256-bit key."""
+    from vault.keystore import FileKeyStore
+    from vault.store.vaultdir import load_config
+
+    cli, _ids = _two_items(tmp_path, None)
+    vault_id = load_config(cli.vault).vault_id
+    entry = FileKeyStore(cli.vault, None, "test").get(f"meta:{vault_id}")
+    assert (len(entry), entry[:2]) == (34, b"\x01\x01")
+    assert entry[2:] not in (cli.vault / "vault.db").read_bytes()

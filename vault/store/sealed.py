@@ -1,0 +1,396 @@
+"""Metadata sealed at rest: which columns, the key in the key store, and the ORM hooks.
+
+    >>> sorted(SEALED_COLUMNS)[:2]
+    ['cases.title', 'item_tags.value']
+
+The free text a thief of ``vault.db`` (or of a backup, or a ``pg_dump``) would read -- titles,
+descriptions, original file names, sources, places, tag values, case titles, package
+references and purposes, the sharing receipts that repeat a reference, and the statements of
+received packages that list original file names -- is stored encrypted
+(:mod:`vault.crypto.metabox`: AES-256-GCM, a fresh nonce per value, the table, column and row
+id as associated data). Text columns hold the sealed bytes in base64; binary columns hold
+them as they are. Every other column stays clear (ids, sizes, digests, times, labels,
+fingerprints, public keys, states).
+
+The key is a random 256-bit key in the vault's key store under ``meta:<vault id>``, made on
+first use. Its entry also records whether the vault's rows are all sealed: a vault made by an
+older evault is converted by the first command that reads or writes metadata, inside that
+command's own transaction (so a crash leaves it wholly old or wholly sealed), and only after
+that transaction commits is the entry marked sealed. Until then a value that does not open is
+taken for old plaintext and sealed; after it, such a value is an error (exit 3) naming the row.
+
+The hooks make this invisible above the store: objects are decrypted as they are loaded
+(``load``/``refresh`` events), encrypted for the length of a flush and given their plaintext
+back after it, and ORM bulk INSERTs have their parameters sealed (``do_orm_execute``). A
+session takes part when its ``info`` carries a :class:`MetadataKey` (see :func:`bind`), as
+every session of :meth:`vault.service.vaults.Vault.transaction` does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, event, insert, inspect, select, update
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
+
+from vault.crypto import metabox
+from vault.errors import KeyMissingError, KeyStoreError, VerificationError
+from vault.faults import crash_point
+from vault.keystore import KeyStore
+from vault.store.models import (
+    Base,
+    Case,
+    Item,
+    ItemTag,
+    Package,
+    PackageItem,
+    Receipt,
+    ReceivedPackage,
+    SealedMetadata,
+)
+
+log = logging.getLogger("evault")
+
+INFO = "evault.metadata_key"
+_SESSION_KEY = "evault.metadata_key.bytes"
+_RESTORE = "evault.metadata_key.restore"
+#: Key store entry: ``ENTRY_VERSION || state || key``.
+ENTRY_VERSION = 1
+CONVERTING, SEALED = 0, 1
+#: PostgreSQL advisory lock taken while the key is made or old rows are converted.
+_PG_LOCK = 0x65766D74
+
+
+@dataclass(frozen=True)
+class Spec:
+    """The sealed columns of one table and the columns that identify its rows."""
+
+    model: type[Base]
+    ids: tuple[str, ...]
+    columns: tuple[str, ...]
+    binary: frozenset[str] = frozenset()
+
+    @property
+    def table(self) -> str:
+        return str(self.model.__tablename__)
+
+    def row(self, values: Sequence[Any]) -> str:
+        """The row id as bound into the associated data."""
+        return "\0".join(str(v) for v in values)
+
+    def where(self, values: Sequence[Any]) -> str:
+        """The row as an error message names it."""
+        return f"{self.table} {'/'.join(str(v) for v in values)}"
+
+    def seal(self, key: bytes, column: str, row: Sequence[Any], value: Any) -> Any:
+        """The stored form of ``value`` for this cell."""
+        plain = value if column in self.binary else str(value).encode("utf-8")
+        box = metabox.seal(key, bytes(plain), self.table, column, self.row(row))
+        return box if column in self.binary else base64.b64encode(box).decode("ascii")
+
+    def open(self, key: bytes, column: str, row: Sequence[Any], stored: Any) -> Any | None:
+        """The value of a stored cell, or None if it was not sealed for this cell and key."""
+        binary = column in self.binary
+        if binary:
+            box = bytes(stored)
+        else:
+            try:
+                box = base64.b64decode(stored, validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                return None
+        aad = metabox.associated_data(metabox.VERSION, self.table, column, self.row(row))
+        plain = metabox.open_bound(key, box, aad)
+        if plain is None or binary:
+            return plain
+        try:
+            return plain.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+
+SPECS: dict[type[Base], Spec] = {
+    spec.model: spec
+    for spec in (
+        Spec(Case, ("id",), ("title",)),
+        Spec(Item, ("id",), ("original_name", "title", "description", "source", "location")),
+        Spec(ItemTag, ("item_id", "key"), ("value",)),
+        Spec(Package, ("id",), ("reference", "purpose")),
+        # The path in the bag is ``data/<item id>/<original file name>``.
+        Spec(PackageItem, ("package_id", "item_id"), ("bag_path",)),
+        Spec(Receipt, ("id",), ("document",), frozenset({"document"})),
+        Spec(ReceivedPackage, ("package_id",), ("statement",), frozenset({"statement"})),
+    )
+}
+#: ``table.column`` of every sealed column (the README lists them).
+SEALED_COLUMNS = frozenset(f"{s.table}.{c}" for s in SPECS.values() for c in s.columns)
+
+
+class MetadataKey:
+    """The metadata key of one vault, fetched (or made) from its key store when first needed.
+
+    :meth:`check` runs before a statement on sealed tables: if the database has no
+    ``sealed_metadata`` row it opens the key store at once and converts an older vault's
+    rows (before any row is read). Otherwise the key store is opened only when a sealed
+    value is actually read or written (:meth:`for_session`), so listing an empty vault does
+    not ask for a passphrase.
+    """
+
+    def __init__(self, keystore: Callable[[], KeyStore], vault_id: str) -> None:
+        self._keystore = keystore
+        self.name = f"meta:{vault_id}"
+        self._key: bytes | None = None
+        self._marked = False
+
+    def check(self, session: Session) -> None:
+        """Convert an older vault's rows if the database is not marked sealed."""
+        if self._key is not None or self._marked or _SESSION_KEY in session.info:
+            return
+        if session.connection().execute(select(SealedMetadata.id)).first() is not None:
+            self._marked = True
+            return
+        session.info[_SESSION_KEY] = self._prepare(session, create=True)
+
+    def for_session(self, session: Session, *, create: bool = False) -> bytes:
+        """The key; ``create``: make it if the key store has none (a write to a new vault)."""
+        key = session.info.get(_SESSION_KEY)
+        if key is None:
+            key = self._key if self._key is not None else self._prepare(session, create)
+            session.info[_SESSION_KEY] = key
+        assert isinstance(key, bytes)
+        return key
+
+    def _prepare(self, session: Session, create: bool) -> bytes:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":
+            # SQLite's BEGIN IMMEDIATE already holds the write lock here.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
+        marked = conn.execute(select(SealedMetadata.id)).first() is not None
+        store = self._keystore()
+        entry = self._read(store)
+        if entry is None:
+            if not create:
+                raise KeyStoreError(
+                    f"key store: no metadata key {self.name}, but the database holds sealed "
+                    "metadata; restore the key store from the backup made with this database"
+                )
+            state, key = (SEALED if marked else CONVERTING), metabox.new_key()
+            store.put(self.name, bytes([ENTRY_VERSION, state]) + key)
+        else:
+            state, key = entry
+        if not marked and state == CONVERTING:
+            count = convert(conn, key)
+            if count:
+                log.warning(
+                    "sealed %d metadata value%s of this vault under its metadata key "
+                    "(first use after upgrade)", count, "" if count == 1 else "s",
+                )
+        if not marked:
+            # With the key store marked sealed, a row that is not sealed is an error when
+            # read: the marker is only a hint (someone deleted it, or restored an old backup).
+            conn.execute(insert(SealedMetadata).values(id=1, version=metabox.VERSION))
+            crash_point("metadata.converted")
+        if state == SEALED:
+            self._key = key
+            return key
+
+        def mark_sealed(_session: Session) -> None:
+            crash_point("metadata.committed")
+            store.put(self.name, bytes([ENTRY_VERSION, SEALED]) + key)
+            self._key = key
+            _checkpoint_wal(conn.engine)
+
+        event.listen(session, "after_commit", mark_sealed, once=True)
+        return key
+
+    def _read(self, store: KeyStore) -> tuple[int, bytes] | None:
+        try:
+            entry = store.get(self.name)
+        except KeyMissingError:
+            return None
+        if (len(entry) != 2 + metabox.KEY_SIZE or entry[0] != ENTRY_VERSION
+                or entry[1] not in (CONVERTING, SEALED)):
+            raise KeyStoreError(
+                f"key store: entry {self.name} is damaged; restore the key store from a backup"
+            )
+        return entry[1], entry[2:]
+
+
+def _checkpoint_wal(engine: Engine) -> None:
+    """After a conversion: SQLite's write-ahead log still holds the pages as they were."""
+    if engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()
+
+
+def bind(sessions: sessionmaker[Session], key: MetadataKey) -> None:
+    """Make every session of ``sessions`` seal and open metadata with ``key``."""
+    sessions.configure(info={INFO: key})
+
+
+def convert(conn: Connection, key: bytes) -> int:
+    """Seal every value that is not sealed yet for its cell; return how many were sealed.
+
+    Run on a vault whose key store entry is not yet marked sealed: an older vault's
+    plaintext, or rows a crashed conversion left (those open already and stay as they are).
+    """
+    if conn.dialect.name == "sqlite":
+        # The old plaintext is overwritten, not left in the pages' free space.
+        conn.exec_driver_sql("PRAGMA secure_delete = ON")
+    count = 0
+    for spec in SPECS.values():
+        table = spec.model.__table__
+        assert isinstance(table, Table)
+        ids = [table.c[n] for n in spec.ids]
+        columns = [table.c[n] for n in spec.columns]
+        for row in conn.execute(select(*ids, *columns)).all():
+            row_id = tuple(row[: len(ids)])
+            changes: dict[str, Any] = {}
+            for name, stored in zip(spec.columns, row[len(ids):], strict=True):
+                if stored is None or spec.open(key, name, row_id, stored) is not None:
+                    continue
+                changes[name] = spec.seal(key, name, row_id, stored)
+            if changes:
+                conn.execute(update(table).where(
+                    *[c == v for c, v in zip(ids, row_id, strict=True)]).values(changes))
+                count += len(changes)
+    return count
+
+
+def open_object(obj: Base, key: bytes, names: Iterable[str] | None = None) -> None:
+    """Replace the stored (sealed) values of a loaded object by their plaintext."""
+    spec = SPECS[type(obj)]
+    state = obj.__dict__
+    row = [state.get(n) for n in spec.ids]
+    for name in spec.columns if names is None else names:
+        if name not in spec.columns or state.get(name) is None:
+            continue
+        value = spec.open(key, name, row, state[name])
+        if value is None:
+            raise VerificationError(
+                f"{spec.where(row)}: {name} does not decrypt under this vault's metadata key "
+                "(altered, or moved from another row or column); restore the database from a "
+                "backup"
+            )
+        # As the loader itself populates a fresh object: no history, nothing to flush.
+        state[name] = value
+
+
+# ----------------------------------------------------------------------------- ORM hooks
+
+
+def _key_of(session: Session | None) -> MetadataKey | None:
+    if session is None:
+        return None
+    key = session.info.get(INFO)
+    return key if isinstance(key, MetadataKey) else None
+
+
+def _on_load(obj: Base, context: Any) -> None:
+    key = _key_of(context.session)
+    if key is not None and any(obj.__dict__.get(n) is not None for n in SPECS[type(obj)].columns):
+        open_object(obj, key.for_session(context.session))
+
+
+def _on_refresh(obj: Base, context: Any, names: Iterable[str] | None) -> None:
+    key = _key_of(context.session)
+    if key is not None:
+        open_object(obj, key.for_session(context.session), names)
+
+
+for _model in SPECS:
+    event.listen(_model, "load", _on_load)
+    event.listen(_model, "refresh", _on_refresh)
+
+
+def _parents(session: Session) -> dict[int, str]:
+    """Tags added through ``Item.tags`` and package items through ``Package.items`` have no
+    parent id before the flush: their parent's."""
+    out: dict[int, str] = {}
+    for parent in (*session.new, *session.dirty):
+        children = (parent.__dict__.get("tags", ()) if isinstance(parent, Item)
+                    else parent.__dict__.get("items", ()) if isinstance(parent, Package) else ())
+        out.update((id(child), parent.id) for child in children)
+    return out
+
+
+@event.listens_for(Session, "before_flush")
+def _seal_for_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+    holder = _key_of(session)
+    if holder is None:
+        return
+    changed = [
+        (obj, name, obj.__dict__[name])
+        for obj in (*session.new, *session.dirty)
+        if type(obj) in SPECS
+        for name in SPECS[type(obj)].columns
+        if obj.__dict__.get(name) is not None and inspect(obj).attrs[name].history.has_changes()
+    ]
+    if not changed:
+        return
+    holder.check(session)
+    key = holder.for_session(session, create=True)
+    parents: dict[int, str] | None = None
+    restore: list[tuple[Base, str, Any]] = session.info.setdefault(_RESTORE, [])
+    for obj, name, value in changed:
+        spec = SPECS[type(obj)]
+        row = [getattr(obj, n) for n in spec.ids]
+        if row[0] is None and isinstance(obj, ItemTag | PackageItem):
+            parents = _parents(session) if parents is None else parents
+            row[0] = parents[id(obj)]
+        setattr(obj, name, spec.seal(key, name, row, value))
+        restore.append((obj, name, value))
+
+
+@event.listens_for(Session, "after_flush_postexec")
+def _plaintext_after_flush(session: Session, _flush: UOWTransaction) -> None:
+    for obj, name, value in session.info.pop(_RESTORE, []):
+        set_committed_value(obj, name, value)
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _prepare_statement(state: ORMExecuteState) -> Any:
+    holder = _key_of(state.session)
+    if holder is None:
+        return None
+    if state.is_select:
+        models = {m.class_ for m in state.all_mappers}
+    elif state.is_insert or state.is_update:
+        models = {state.bind_mapper.class_} if state.bind_mapper is not None else set()
+    else:
+        return None
+    sealed = models & SPECS.keys()
+    if not sealed:
+        return None
+    # Before the statement runs: an older vault is converted before any row is read.
+    holder.check(state.session)
+    if state.is_select:
+        return None
+    key = holder.for_session(state.session, create=True)
+    spec = SPECS[next(iter(sealed))]
+    params = state.parameters
+    if isinstance(params, list) and params:
+        return state.invoke_statement(params=[_sealed_params(spec, key, p) for p in params])
+    if isinstance(params, Mapping) and set(params) & set(spec.columns):
+        return state.invoke_statement(params=_sealed_params(spec, key, params))
+    return None
+
+
+def _sealed_params(spec: Spec, key: bytes, params: Mapping[str, Any]) -> dict[str, Any]:
+    if any(name not in params for name in spec.ids):
+        raise ValueError(f"{spec.table}: a bulk write of sealed columns needs the row's id")
+    row = [params[n] for n in spec.ids]
+    return {
+        name: spec.seal(key, name, row, params[name])
+        for name in spec.columns
+        if params.get(name) is not None
+    }
