@@ -15,7 +15,8 @@ import pytest
 from conftest import Cli
 
 from vault.formats.canonical import canonical_json
-from vault.service.rules import release_verdict
+from vault.service.rules import add_rule, release_verdict, set_default
+from vault.service.vaults import open_vault
 
 CASE = "UA-2026-0077"
 MISMATCH = ("evault: config.toml's release rules differ from the signed history ({}); see "
@@ -337,3 +338,14 @@ def test_a_rule_event_of_another_vault_is_not_this_vaults_rules(office: Office) 
     refused = office.package("ICC-OTP")
     assert refused.exit_code == 3
     assert "the newest rule.changed event is not one this vault signed" in refused.stderr
+
+
+def test_two_rule_commands_one_after_the_other_keep_both_changes(office: Office) -> None:
+    # Each command reads config.toml when it opens the vault; the second one to change the
+    # rules must start from the first one's result, not from the file it read earlier.
+    first, second = open_vault(office.cli.vault), open_vault(office.cli.vault)
+    add_rule(first, "restricted-icc", ["ICC-OTP"])
+    set_default(second, "allow")
+    assert json.loads(office.cli.ok("rule", "list", "--json").stdout)["signed"] is True
+    assert office.rule_events()[-1]["details"]["rules"] == {"restricted-icc": ["ICC-OTP"]}
+    assert '"restricted-icc" = ["ICC-OTP"]' in office.config.read_text()

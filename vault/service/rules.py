@@ -33,10 +33,10 @@ from vault.errors import (
     VerificationError,
 )
 from vault.service.bodies import get_body
-from vault.service.custody import actor_pair, origin, record
+from vault.service.custody import actor_pair, lock_head, origin, record
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, IdentityKey, ItemLabel
-from vault.store.vaultdir import RULES_DEFAULT_CHOICES, write_config
+from vault.store.vaultdir import RULES_DEFAULT_CHOICES, load_config, write_config
 
 ACTION = "rule.changed"
 #: The subject of every ``rule.changed`` event: ``evault custody show release-rules``.
@@ -165,6 +165,14 @@ def checked_rules(vault: Vault, session: Session) -> RuleSet:
 # ----------------------------------------------------------------------------- changes
 
 
+def _current(vault: Vault, session: Session) -> RuleSet:
+    """The signed rules as they are now, for a change: the log head is locked first (another
+    rule command waits) and config.toml read again, as one that finished meanwhile rewrote it."""
+    lock_head(session)
+    vault.config = load_config(vault.root)
+    return checked_rules(vault, session)
+
+
 @dataclass(frozen=True)
 class Change:
     """What a rule command did: the resulting rules, or ``changed=False``."""
@@ -206,7 +214,7 @@ def add_rule(
     if none == bool(bodies):
         raise UsageError(f"rule for {label}: give one or more BODY ids, or --none for no body")
     with vault.transaction() as session:
-        current = checked_rules(vault, session)
+        current = _current(vault, session)
         _check_bodies(session, bodies)
         old = current.rules.get(label)
         if none and old:
@@ -228,7 +236,7 @@ def remove_rule(
 ) -> Change:
     """Remove the rule for ``label``, or only some bodies from it."""
     with vault.transaction() as session:
-        current = checked_rules(vault, session)
+        current = _current(vault, session)
         old = current.rules.get(label)
         if old is None:
             raise NotFoundError(f"rule for {label}: there is none; see `evault rule list`")
@@ -254,7 +262,7 @@ def set_default(
     if default not in RULES_DEFAULT_CHOICES:
         raise UsageError(f"rule default {default!r}: use deny or allow")
     with vault.transaction() as session:
-        current = checked_rules(vault, session)
+        current = _current(vault, session)
         if current.default == default:
             return Change(current, False)
         return _commit(vault, session, RuleSet(current.rules, default),
@@ -266,6 +274,8 @@ def sign_rules(
 ) -> Change:
     """Adopt config.toml's rules as they are (an upgraded vault, or a deliberate hand edit)."""
     with vault.transaction() as session:
+        lock_head(session)
+        vault.config = load_config(vault.root)
         config = configured(vault).normal()
         if difference(config, signed(vault, session)) is None:
             return Change(config, False)
