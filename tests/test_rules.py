@@ -349,3 +349,17 @@ def test_two_rule_commands_one_after_the_other_keep_both_changes(office: Office)
     assert json.loads(office.cli.ok("rule", "list", "--json").stdout)["signed"] is True
     assert office.rule_events()[-1]["details"]["rules"] == {"restricted-icc": ["ICC-OTP"]}
     assert '"restricted-icc" = ["ICC-OTP"]' in office.config.read_text()
+
+
+def test_a_package_built_before_a_rule_withheld_its_item_is_not_sent(office: Office) -> None:
+    office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP", "UA-OPG")
+    built = json.loads(office.cli.ok("package", "create", "--to", "UA-OPG", "--item",
+                                     office.item, "--json").stdout)
+    office.cli.ok("rule", "remove", "restricted-icc", "UA-OPG")
+    outbox = office.tmp / "outbox"
+    outbox.mkdir()
+    result = office.cli("send", built["id"], "--outbox", str(outbox))
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: package {built['id']}: item {office.item}: label restricted-icc may go "
+        "only to ICC-OTP (release rule), since it was built; build a new package without it\n")
+    assert list(outbox.iterdir()) == []
