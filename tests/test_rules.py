@@ -354,7 +354,8 @@ def test_two_rule_commands_one_after_the_other_keep_both_changes(office: Office)
 def test_a_package_built_before_a_rule_withheld_its_item_is_not_sent(office: Office) -> None:
     office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP", "UA-OPG")
     built = json.loads(office.cli.ok("package", "create", "--to", "UA-OPG", "--item",
-                                     office.item, "--json").stdout)
+                                     office.item, "-o", str(office.tmp / "p.evpkg"),
+                                     "--json").stdout)
     office.cli.ok("rule", "remove", "restricted-icc", "UA-OPG")
     outbox = office.tmp / "outbox"
     outbox.mkdir()
