@@ -319,9 +319,9 @@ def test_a_rule_event_rewritten_in_the_database_does_not_adopt_a_hand_edit(
     _rewrite_newest_rule_event(
         office, lambda e: e["details"]["rules"].update({"restricted-icc": ["ICC-OTP", "UA-OPG"]}))
     seq = office.rule_events()[-1]["seq"]
-    message = (f"evault: custody event {seq}: the newest rule.changed event is not one this "
-               "vault signed, so the release rules cannot be checked; run `evault custody "
-               "verify`\n")
+    message = (f"evault: custody event {seq}: the newest rule.changed event cannot be trusted "
+               "(ed25519 signature does not verify), so the release rules cannot be checked; "
+               "run `evault custody verify`\n")
     refused = office.package("UA-OPG")
     assert (refused.exit_code, refused.stderr) == (3, message)
     sign = office.cli("rule", "sign")
@@ -329,7 +329,7 @@ def test_a_rule_event_rewritten_in_the_database_does_not_adopt_a_hand_edit(
     verify = office.cli("custody", "verify")
     assert verify.exit_code == 3
     assert message.removeprefix("evault: ").rstrip("\n") in verify.stdout
-    assert office.cli.ok("doctor", "--json").stdout.count("is not one this vault signed") == 1
+    assert office.cli.ok("doctor", "--json").stdout.count("cannot be trusted (ed25519") == 1
 
 
 def test_a_rule_event_of_another_vault_is_not_this_vaults_rules(office: Office) -> None:
@@ -337,7 +337,9 @@ def test_a_rule_event_of_another_vault_is_not_this_vaults_rules(office: Office) 
     _rewrite_newest_rule_event(office, lambda e: e.update(log="evault/another-vault"))
     refused = office.package("ICC-OTP")
     assert refused.exit_code == 3
-    assert "the newest rule.changed event is not one this vault signed" in refused.stderr
+    assert refused.stderr.endswith("cannot be trusted (it is not a rule event of this vault's "
+                                   "log), so the release rules cannot be checked; run `evault "
+                                   "custody verify`\n")
 
 
 def test_two_rule_commands_one_after_the_other_keep_both_changes(office: Office) -> None:
@@ -364,3 +366,4 @@ def test_a_package_built_before_a_rule_withheld_its_item_is_not_sent(office: Off
         1, f"evault: package {built['id']}: item {office.item}: label restricted-icc may go "
         "only to ICC-OTP (release rule), since it was built; build a new package without it\n")
     assert list(outbox.iterdir()) == []
+

@@ -98,15 +98,17 @@ def signed(vault: Vault, session: Session) -> RuleSet | None:
     if row is None:
         return None
     try:
-        event = _checked_event(vault, session, row)
-        details = event.details
+        details = _checked_event(vault, session, row).details
         return RuleSet({str(k): tuple(str(b) for b in v) for k, v in details["rules"].items()},
                        str(details["default"]))
-    except (VaultError, KeyError, TypeError, AttributeError):
-        raise VerificationError(
-            f"custody event {row.seq}: the newest rule.changed event is not one this vault "
-            "signed, so the release rules cannot be checked; run `evault custody verify`"
-        ) from None
+    except VaultError as e:
+        why = str(e)
+    except (KeyError, TypeError, AttributeError):
+        why = "its details are not a rule set"
+    raise VerificationError(
+        f"custody event {row.seq}: the newest rule.changed event cannot be trusted ({why}), so "
+        "the release rules cannot be checked; run `evault custody verify`"
+    )
 
 
 def _checked_event(vault: Vault, session: Session, row: CustodyEvent) -> Event:
@@ -114,11 +116,11 @@ def _checked_event(vault: Vault, session: Session, row: CustodyEvent) -> Event:
     event = Event.decode(row.body)
     if (event.log, event.seq, event.action, event.subject) != (
             origin(vault), row.seq, ACTION, SUBJECT):
-        raise VerificationError("not this vault's rule event")
+        raise VerificationError("it is not a rule event of this vault's log")
     key = session.scalars(select(IdentityKey).where(
         IdentityKey.fingerprint == event.actor)).first()
     if key is None:
-        raise VerificationError("actor is not a key of this vault")
+        raise VerificationError(f"its actor {event.actor} is not a key of this vault")
     VerifyKey(key.signing_key).verify(row.signature, row.body)
     return event
 
