@@ -461,3 +461,13 @@ def test_ctrl_c_during_export_says_that_the_same_command_finishes_it(
     assert sorted(p["body"] for p in _sent(office)) == sorted(BODIES)
     assert sorted(p.name for p in outbox.iterdir()) == sorted(
         f"{p['id']}.evpkg" for p in _sent(office))
+
+
+def test_a_reshare_list_that_is_not_ascii_is_one_line(office: Cli, tmp_path: Path) -> None:
+    planted = office.vault / ".export-reshare"
+    planted.write_bytes(b"\xff\xfe not a package id\n")
+    result = office("export", "--to", "ICC-OTP", "--case", CASE, "--outbox",
+                    str(_outbox(tmp_path)), "--reshare")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: {planted}: not a list of package ids; remove it (the re-run then builds "
+        "and sends every package again)\n")

@@ -382,3 +382,17 @@ def test_a_value_too_long_for_a_line_wraps_only_in_its_own_block() -> None:
     assert mono("a" * 64) == f'<span class="id">{"a" * 64}</span>'
     assert mono("b" * 128) == f'<span class="block">{"b" * 128}</span>'
     assert mono("<&>") == '<span class="id">&lt;&amp;&gt;</span>'
+
+
+def test_text_direction_controls_in_a_title_are_shown_not_obeyed(sqlite_cli: Cli,
+                                                                 tmp_path: Path) -> None:
+    # A sender's title "photo<U+202E>gpj.exe" would print as "photoexe.jpg".
+    sqlite_cli.ok("identity", "create", "registry-office")
+    evidence = tmp_path / "photo.bin"
+    evidence.write_bytes(b"fictional bytes")
+    sqlite_cli.ok("ingest", str(evidence), "--case", CASE, "--create-case", "--title",
+                  "photo\u202egpj.exe and \u2067more\u2069")
+    item = json.loads(sqlite_cli.ok("items", "list", "--json").stdout)[0]["id"]
+    page = sqlite_cli.ok("report", "custody", item, "--format", "html").stdout
+    assert "photo[U+202E]gpj.exe and [U+2067]more[U+2069]" in page
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", page)

@@ -240,6 +240,11 @@ def _reshare_run(root: Path) -> set[str]:
         return set((root / RESHARE_RUN).read_text(encoding="ascii").split())
     except FileNotFoundError:
         return set()
+    except UnicodeDecodeError:
+        raise VaultError(
+            f"{root / RESHARE_RUN}: not a list of package ids; remove it (the re-run then "
+            "builds and sends every package again)"
+        ) from None
 
 
 def _note_reshare_run(root: Path, package_ids: Sequence[str]) -> None:
