@@ -41,7 +41,8 @@ p { margin: 2pt 0 4pt; }
 table { border-collapse: collapse; width: 100%%; margin: 0 0 3pt; }
 thead { display: table-header-group; }
 tr { break-inside: avoid; page-break-inside: avoid; }
-th, td { border: .5pt solid #666; padding: 1pt 3pt; text-align: left; vertical-align: top; }
+th, td { border: .5pt solid #666; padding: 1pt 3pt; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
 th { background: #eee; font-weight: bold; }
 td.num, th.num { text-align: right; }
 .id, .block, pre { font-family: "DejaVu Sans Mono", "Liberation Mono", "Courier New",
