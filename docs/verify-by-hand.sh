@@ -17,8 +17,12 @@ usage() {
 }
 fail() { echo "verify-by-hand: $1" >&2; exit "$2"; }
 
-signers='' principal=sender identity=''
+# An option given twice is refused: a file named like "-sother.evpkg" in a folder that
+# someone else fills must not become the allowed_signers file when a glob expands to it.
+signers='' principal='' identity='' seen=''
 while getopts 's:I:i:h' opt; do
+  case $seen in *"$opt"*) fail "-$opt given twice; put -- before package files whose names start with '-'" 2 ;; esac
+  seen=$seen$opt
   case $opt in
     s) signers=$OPTARG ;;
     I) principal=$OPTARG ;;
@@ -27,10 +31,16 @@ while getopts 's:I:i:h' opt; do
   esac
 done
 shift $((OPTIND - 1))
+principal=${principal:-sender}
 [ -n "$signers" ] && [ $# -gt 0 ] || usage
 [ -f "$signers" ] || fail "$signers: no such allowed_signers file" 2
 [ -z "$identity" ] || [ -r "$identity" ] || fail "$identity: cannot read the age identity file" 2
-for pkg in "$@"; do [ -f "$pkg" ] || fail "$pkg: no such package file" 2; done
+for pkg in "$@"; do
+  case $pkg in
+    *[[:cntrl:]]*) fail "$(printf '%q' "$pkg"): a control character in a package file name could forge output lines; rename the file" 2 ;;
+  esac
+  [ -f "$pkg" ] || fail "$pkg: no such package file" 2
+done
 
 for tool in tar sha256sum ssh-keygen ${identity:+age}; do
   command -v "$tool" >/dev/null ||

@@ -455,9 +455,23 @@ def test_ctrl_c_during_export_says_that_the_same_command_finishes_it(
     assert (proc.returncode, err) == (
         130, "evault: interrupted; nothing half-written was kept; run the same command again "
         "to finish the job (packages already sent are not sent again)\n")
+    (sent_before,) = [p["id"] for p in _sent(office)]
     rerun = _run(office, outbox, "--reshare")
     assert [(r["body"], r["status"]) for r in _jsonl(rerun.stdout)] == [
         ("ICC-OTP", "already shared"), ("UA-OPG", "shared"), ("EUROJUST-JIT", "shared")]
+    # The row that counts as done names the package the interrupted run sent, so a list
+    # planted in the vault folder cannot pass for the job done without showing which.
+    assert _jsonl(rerun.stdout)[0]["package"] == sent_before
     assert sorted(p["body"] for p in _sent(office)) == sorted(BODIES)
     assert sorted(p.name for p in outbox.iterdir()) == sorted(
         f"{p['id']}.evpkg" for p in _sent(office))
+
+
+def test_a_reshare_list_that_is_not_ascii_is_one_line(office: Cli, tmp_path: Path) -> None:
+    planted = office.vault / ".export-reshare"
+    planted.write_bytes(b"\xff\xfe not a package id\n")
+    result = office("export", "--to", "ICC-OTP", "--case", CASE, "--outbox",
+                    str(_outbox(tmp_path)), "--reshare")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: {planted}: not a list of package ids; remove it (the re-run then builds "
+        "and sends every package again)\n")

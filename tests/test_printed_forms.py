@@ -382,3 +382,38 @@ def test_a_value_too_long_for_a_line_wraps_only_in_its_own_block() -> None:
     assert mono("a" * 64) == f'<span class="id">{"a" * 64}</span>'
     assert mono("b" * 128) == f'<span class="block">{"b" * 128}</span>'
     assert mono("<&>") == '<span class="id">&lt;&amp;&gt;</span>'
+
+
+def test_text_direction_controls_in_a_title_are_shown_not_obeyed(sqlite_cli: Cli,
+                                                                 tmp_path: Path) -> None:
+    # A sender's title "photo<U+202E>gpj.exe" would print as "photoexe.jpg".
+    sqlite_cli.ok("identity", "create", "registry-office")
+    evidence = tmp_path / "photo.bin"
+    evidence.write_bytes(b"fictional bytes")
+    sqlite_cli.ok("ingest", str(evidence), "--case", CASE, "--create-case", "--title",
+                  "photo\u202egpj.exe and \u2067more\u2069")
+    item = json.loads(sqlite_cli.ok("items", "list", "--json").stdout)[0]["id"]
+    page = sqlite_cli.ok("report", "custody", item, "--format", "html").stdout
+    assert "photo[U+202E]gpj.exe and [U+2067]more[U+2069]" in page
+    assert not re.search("[\u202a-\u202e\u2066-\u2069]", page)
+
+
+@pytest.mark.chromium
+def test_a_very_long_word_in_a_title_wraps_inside_the_page(sqlite_cli: Cli,
+                                                          tmp_path: Path) -> None:
+    # A hostile sender's title of one 300-letter word: the table must not grow past the page,
+    # where the printout would cut it off. Ids and digests keep their own no-wrap rule.
+    word = "fictional" + "x" * 291
+    sqlite_cli.ok("identity", "create", "registry-office")
+    evidence = tmp_path / "photo.bin"
+    evidence.write_bytes(b"fictional bytes")
+    sqlite_cli.ok("ingest", str(evidence), "--case", CASE, "--create-case", "--title",
+                  f"{word} end")
+    item = json.loads(sqlite_cli.ok("items", "list", "--json").stdout)[0]["id"]
+    page = tmp_path / "custody.html"
+    page.write_text(sqlite_cli.ok("report", "custody", item, "--format", "html", "--paper",
+                                  "a4").stdout)
+    printed = _print(page, "a4")
+    flat = re.sub(r"\s+", "", printed.text)
+    assert f"{word}end" in flat
+    assert item in printed.text  # the id is whole, on one line

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +14,9 @@ from typing import Any
 import pytest
 from conftest import Cli
 
-from vault.service.rules import release_verdict
+from vault.formats.canonical import canonical_json
+from vault.service.rules import add_rule, release_verdict, set_default
+from vault.service.vaults import open_vault
 
 CASE = "UA-2026-0077"
 MISMATCH = ("evault: config.toml's release rules differ from the signed history ({}); see "
@@ -253,3 +259,111 @@ def test_a_bad_default_in_config_is_named(office: Office) -> None:
     assert (result.exit_code, result.stderr) == (
         1, f'evault: {office.config}: release_rules_default must be "deny" or "allow"; set '
         "it with `evault rule default deny|allow`\n")
+
+
+# ----------------------------------------------------------------------------- hostile edits
+
+
+@pytest.mark.parametrize("label", ["Restricted-ICC", "restricted-icc ", "restricted-icc\n",
+                                   " restricted-icc", "restricted icc"])
+def test_a_rule_label_that_no_item_label_can_match_is_refused(office: Office,
+                                                               label: str) -> None:
+    # Under default allow, a rule for a label no item carries would release the real label
+    # everywhere while `rule list` seemed to restrict it.
+    result = office.cli("rule", "add", label, "ICC-OTP")
+    assert (result.exit_code, result.stderr) == (
+        2, f"evault: rule: label {label!r} must be lowercase letters, digits, '.-_'\n")
+    assert office.rule_events() == []
+
+
+def test_rule_sign_refuses_a_hand_written_label_no_item_can_carry(office: Office) -> None:
+    office.config.write_text(office.config.read_text() + '"Restricted-ICC" = ["ICC-OTP"]\n')
+    result = office.cli("rule", "sign")
+    assert (result.exit_code, result.stderr) == (
+        2, "evault: config.toml: release rule: label 'Restricted-ICC' must be lowercase "
+        "letters, digits, '.-_'\n")
+    assert office.rule_events() == []
+
+
+def test_an_item_label_with_a_trailing_newline_is_refused(office: Office) -> None:
+    evidence = office.tmp / "note.txt"
+    evidence.write_bytes(b"fictional note")
+    result = office.cli("ingest", str(evidence), "--case", CASE, "--label", "restricted-icc\n")
+    assert (result.exit_code, result.stderr) == (
+        2, "evault: --label: label 'restricted-icc\\n' must be lowercase letters, digits, "
+        "'.-_'\n")
+    case = office.cli("ingest", str(evidence), "--case", CASE + "\n")
+    assert (case.exit_code, case.stderr) == (
+        2, f"evault: case id {CASE + chr(10)!r}: use 1-64 letters, digits, '.', '_', '/' or "
+        "'-' (e.g. UA-2026-0042)\n")
+
+
+def _rewrite_newest_rule_event(office: Office, change: Callable[[dict[str, Any]], None]) -> None:
+    """What a holder of vault.db without the keys can do: rewrite the event's signed bytes."""
+    with contextlib.closing(sqlite3.connect(office.cli.vault / "vault.db")) as db:
+        seq, body = db.execute("SELECT seq, body FROM custody_events WHERE action = "
+                               "'rule.changed' ORDER BY seq DESC LIMIT 1").fetchone()
+        event = json.loads(body)
+        change(event)
+        raw = canonical_json(event)
+        db.execute("UPDATE custody_events SET body = ?, leaf_hash = ? WHERE seq = ?",
+                   (raw, hashlib.sha256(b"\x00" + raw).digest(), seq))
+        db.commit()
+
+
+def test_a_rule_event_rewritten_in_the_database_does_not_adopt_a_hand_edit(
+        office: Office) -> None:
+    office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP")
+    office.config.write_text(office.config.read_text().replace(
+        '"restricted-icc" = ["ICC-OTP"]', '"restricted-icc" = ["ICC-OTP", "UA-OPG"]'))
+    _rewrite_newest_rule_event(
+        office, lambda e: e["details"]["rules"].update({"restricted-icc": ["ICC-OTP", "UA-OPG"]}))
+    seq = office.rule_events()[-1]["seq"]
+    message = (f"evault: custody event {seq}: the newest rule.changed event cannot be trusted "
+               "(ed25519 signature does not verify), so the release rules cannot be checked; "
+               "run `evault custody verify`\n")
+    refused = office.package("UA-OPG")
+    assert (refused.exit_code, refused.stderr) == (3, message)
+    sign = office.cli("rule", "sign")
+    assert (sign.exit_code, sign.stderr) == (3, message)
+    verify = office.cli("custody", "verify")
+    assert verify.exit_code == 3
+    assert message.removeprefix("evault: ").rstrip("\n") in verify.stdout
+    assert office.cli.ok("doctor", "--json").stdout.count("cannot be trusted (ed25519") == 1
+
+
+def test_a_rule_event_of_another_vault_is_not_this_vaults_rules(office: Office) -> None:
+    office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP")
+    _rewrite_newest_rule_event(office, lambda e: e.update(log="evault/another-vault"))
+    refused = office.package("ICC-OTP")
+    assert refused.exit_code == 3
+    assert refused.stderr.endswith("cannot be trusted (it is not a rule event of this vault's "
+                                   "log), so the release rules cannot be checked; run `evault "
+                                   "custody verify`\n")
+
+
+def test_two_rule_commands_one_after_the_other_keep_both_changes(office: Office) -> None:
+    # Each command reads config.toml when it opens the vault; the second one to change the
+    # rules must start from the first one's result, not from the file it read earlier.
+    first, second = open_vault(office.cli.vault), open_vault(office.cli.vault)
+    add_rule(first, "restricted-icc", ["ICC-OTP"])
+    set_default(second, "allow")
+    assert json.loads(office.cli.ok("rule", "list", "--json").stdout)["signed"] is True
+    assert office.rule_events()[-1]["details"]["rules"] == {"restricted-icc": ["ICC-OTP"]}
+    assert '"restricted-icc" = ["ICC-OTP"]' in office.config.read_text()
+
+
+def test_a_package_built_before_a_rule_withheld_its_item_is_not_sent(office: Office) -> None:
+    office.cli.ok("rule", "add", "restricted-icc", "ICC-OTP", "UA-OPG")
+    built = json.loads(office.cli.ok("package", "create", "--to", "UA-OPG", "--item",
+                                     office.item, "-o", str(office.tmp / "p.evpkg"),
+                                     "--json").stdout)
+    office.cli.ok("rule", "remove", "restricted-icc", "UA-OPG")
+    outbox = office.tmp / "outbox"
+    outbox.mkdir()
+    result = office.cli("send", built["id"], "--outbox", str(outbox))
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: package {built['id']}: item {office.item}: label restricted-icc may go "
+        "only to ICC-OTP (release rule), since it was built; build a new package without it\n")
+    assert list(outbox.iterdir()) == []
+

@@ -575,3 +575,29 @@ def test_checkpoint_script_on_evault_checkpoints_and_proofs(
         usage = _checker_run(tmp_path, *args)
         assert (usage.returncode, usage.stdout) == (2, ""), args
         assert usage.stderr.splitlines()[-1].startswith("verify-checkpoint.py: error: "), args
+
+
+def test_script_refuses_file_names_that_would_forge_lines_or_options(tmp_path: Path) -> None:
+    # A folder someone else fills: a name with a newline would print lines of its own, and
+    # a name starting with "-s" that a glob expands to would replace the allowed_signers file.
+    bash = require_tool("bash")
+    (tmp_path / "allowed_signers").write_text("")
+    forged = "p.evpkg\nOK: q.evpkg: envelope signed by sender (evault-envelope)"
+    for name in ("p.evpkg", forged, "-sq.evpkg", "q.evpkg"):
+        (tmp_path / name).write_bytes(b"")
+    cases = [
+        (["-s", "allowed_signers", "p.evpkg", forged],
+         "verify-by-hand: $'p.evpkg\\nOK: q.evpkg: envelope signed by sender "
+         "(evault-envelope)': a control character in a package file name could forge output "
+         "lines; rename the file\n"),
+        (["-s", "allowed_signers", "-sq.evpkg", "p.evpkg"],
+         "verify-by-hand: -s given twice; put -- before package files whose names start with "
+         "'-'\n"),
+        (["-s", "allowed_signers", "-I", "a", "-I", "b", "p.evpkg"],
+         "verify-by-hand: -I given twice; put -- before package files whose names start with "
+         "'-'\n"),
+    ]
+    for args, stderr in cases:
+        run = subprocess.run([bash, str(SCRIPT), *args], cwd=tmp_path, capture_output=True,
+                             text=True, env={"PATH": STOCK_PATH})
+        assert (run.returncode, run.stdout, run.stderr) == (2, "", stderr), args

@@ -942,7 +942,10 @@ def _rules_defects(vault: Vault, session: Session) -> list[Defect]:
     """A defect if config.toml's release rules are not those of the newest rule.changed."""
     from vault.service.rules import configured, difference, mismatch_message, signed
 
-    what = difference(configured(vault), signed(session))
+    try:
+        what = difference(configured(vault), signed(vault, session))
+    except VerificationError as e:
+        return [Defect(None, str(e))]
     return [] if what is None else [Defect(None, mismatch_message(what))]
 
 

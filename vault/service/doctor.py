@@ -37,9 +37,13 @@ from vault.store.models import Blob, Body, Identity, Item, Package
 
 def _rules_state(v: Vault, session: Session) -> str:
     """"signed", or the line that says how config.toml's rules differ from the signed ones."""
+    from vault.errors import VerificationError
     from vault.service.rules import configured, difference, mismatch_message, signed
 
-    what = difference(configured(v), signed(session))
+    try:
+        what = difference(configured(v), signed(v, session))
+    except VerificationError as e:
+        return str(e)
     return "signed" if what is None else mismatch_message(what)
 
 

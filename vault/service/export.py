@@ -241,6 +241,11 @@ def _reshare_run(root: Path) -> set[str]:
         return set((root / RESHARE_RUN).read_text(encoding="ascii").split())
     except FileNotFoundError:
         return set()
+    except UnicodeDecodeError:
+        raise VaultError(
+            f"{root / RESHARE_RUN}: not a list of package ids; remove it (the re-run then "
+            "builds and sends every package again)"
+        ) from None
 
 
 def _note_reshare_run(root: Path, package_ids: Sequence[str]) -> None:
@@ -375,7 +380,8 @@ def _decide(
     """(items to send, items withheld by release rules, their bytes, a built-unsent package).
 
     With ``reshare``, a package of the same items that an interrupted reshare run built
-    (listed in ``run``) is resumed if built and not sent, and done if sent."""
+    (listed in ``run``) is resumed if built and not sent, and done if sent (then no items
+    are left to send and the last value is that sent package, for the table to name)."""
     with vault.transaction() as session:
         try:
             items = select_items(session, item_ids=plan.items, case=plan.case, label=plan.label,
@@ -406,7 +412,8 @@ def _decide(
                 if pkg.state == "built" and Path(pkg.path).is_file():
                     pending = pkg.id
                 elif reshare and pkg.state != "built":
-                    todo, ids, pending = [], [], None  # the interrupted run sent it
+                    # The interrupted run sent it: nothing to send, and the table names it.
+                    todo, ids, pending = [], [], pkg.id
                     break
         return ids, [i.id for i in withheld], sum(i.size for i in todo), pending
 
@@ -429,6 +436,7 @@ def _start(
             any_shared = session.scalar(select(Package.id).where(
                 Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged"))))
         result.status = "already shared" if any_shared else "nothing to share"
+        result.package = body.pending  # the package an interrupted reshare run sent, if any
     elif dry_run:
         result.status, result.error = _would(vault, plan.body)
         if result.error is None:

@@ -16,6 +16,7 @@ item) goes into a monospace block of its own (:func:`mono_block`) that wraps onl
 from __future__ import annotations
 
 import html
+import re
 
 from vault.errors import UsageError
 
@@ -40,7 +41,8 @@ p { margin: 2pt 0 4pt; }
 table { border-collapse: collapse; width: 100%%; margin: 0 0 3pt; }
 thead { display: table-header-group; }
 tr { break-inside: avoid; page-break-inside: avoid; }
-th, td { border: .5pt solid #666; padding: 1pt 3pt; text-align: left; vertical-align: top; }
+th, td { border: .5pt solid #666; padding: 1pt 3pt; text-align: left; vertical-align: top;
+         overflow-wrap: anywhere; }
 th { background: #eee; font-weight: bold; }
 td.num, th.num { text-align: right; }
 .id, .block, pre { font-family: "DejaVu Sans Mono", "Liberation Mono", "Courier New",
@@ -105,6 +107,15 @@ def _css_string(text: str) -> str:
     return f'"{out}"'
 
 
+#: Unicode controls that reorder the text around them: in a sender's title, "photo\u202egpj.exe"
+#: would print as "photoexe.jpg". A form shows each one as its code instead.
+_BIDI_CONTROLS = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _bidi_visible(text: str) -> str:
+    return _BIDI_CONTROLS.sub(lambda m: f"[U+{ord(m.group()):04X}]", text)
+
+
 def form_page(title: str, paper: str, body: str, *, css: str = "", footer: str = "") -> str:
     """A complete HTML document: the shared print CSS for ``paper``, then ``body``. Each
     printed page ends with ``footer`` on the left and "page N of M" on the right, so that a
@@ -122,14 +133,14 @@ def form_page(title: str, paper: str, body: str, *, css: str = "", footer: str =
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{html.escape(title)}</title>
+<title>{_bidi_visible(html.escape(title))}</title>
 <style>
 @media print {{ body {{ margin: 0; }} }}
 {style}
 </style>
 </head>
 <body>
-{body}
+{_bidi_visible(body)}
 </body>
 </html>
 """

@@ -100,7 +100,7 @@ CASE_TITLE_MAX = 500
 
 def check_case_id(case: str) -> None:
     """Case ids are short and safe: letters, digits, '.', '_', '/' and '-'."""
-    if not CASE_RULE.match(case):
+    if not CASE_RULE.fullmatch(case):
         raise UsageError(
             f"case id {case!r}: use 1-64 letters, digits, '.', '_', '/' or '-' (e.g. UA-2026-0042)"
         )
@@ -121,7 +121,7 @@ def parse_tags(items: Sequence[str], where: str = "--tag") -> tuple[tuple[str, s
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not TAG_KEY_RULE.match(key):
+        if not sep or not TAG_KEY_RULE.fullmatch(key):
             raise UsageError(f"{where}: {item!r} is not KEY=VALUE with a simple key")
         if key in out:
             raise UsageError(f"{where}: tag {key!r} is given twice")
@@ -132,7 +132,7 @@ def parse_tags(items: Sequence[str], where: str = "--tag") -> tuple[tuple[str, s
 def parse_labels(items: Sequence[str], where: str = "--label") -> tuple[str, ...]:
     """Handling labels: lowercase words such as ``restricted-icc``."""
     for label in items:
-        if not LABEL_RULE.match(label):
+        if not LABEL_RULE.fullmatch(label):
             raise UsageError(f"{where}: label {label!r} must be lowercase letters, digits, '.-_'")
     return tuple(sorted(set(items)))
 

@@ -861,8 +861,23 @@ def prepare_send(
             )
         if not source.is_file():
             raise NotFoundError(f"package {row.id}: file {source} is missing; rebuild it")
+        _check_release_now(vault, session, row)
         return (Delivery(row.id, source, row.file_sha256, outbox),
                 actor_pair(vault, session, as_name))
+
+
+def _check_release_now(vault: Vault, session: Session, row: Package) -> None:
+    """Refuse to send a package whose items the release rules no longer let go to its body
+    (a rule changed after it was built)."""
+    rules = checked_rules(vault, session)
+    for item in select_items(session, item_ids=[pi.item_id for pi in row.items]):
+        reason = release_verdict((lbl.label for lbl in item.labels), row.body_id, rules.rules,
+                                 rules.default)
+        if reason is not None:
+            raise PolicyError(
+                f"package {row.id}: item {item.id}: {reason}, since it was built; build a "
+                "new package without it"
+            )
 
 
 def deliver(delivery: Delivery) -> None:

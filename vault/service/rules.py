@@ -23,13 +23,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.clock import utcnow
+from vault.crypto.keys import VerifyKey
 from vault.custody.events import Event
-from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from vault.errors import (
+    ConflictError,
+    NotFoundError,
+    UsageError,
+    VaultError,
+    VerificationError,
+)
 from vault.service.bodies import get_body
-from vault.service.custody import actor_pair, record
+from vault.service.custody import actor_pair, lock_head, origin, record
 from vault.service.vaults import Vault
-from vault.store.models import CustodyEvent, ItemLabel
-from vault.store.vaultdir import RULES_DEFAULT_CHOICES, write_config
+from vault.store.models import CustodyEvent, IdentityKey, ItemLabel
+from vault.store.vaultdir import RULES_DEFAULT_CHOICES, load_config, write_config
 
 ACTION = "rule.changed"
 #: The subject of every ``rule.changed`` event: ``evault custody show release-rules``.
@@ -80,14 +87,42 @@ def configured(vault: Vault) -> RuleSet:
     return RuleSet(dict(vault.config.release_rules), vault.config.release_rules_default)
 
 
-def signed(session: Session) -> RuleSet | None:
-    """The rules of the newest ``rule.changed`` event, or None if there is none."""
+def signed(vault: Vault, session: Session) -> RuleSet | None:
+    """The rules of the newest ``rule.changed`` event, or None if there is none.
+
+    The event must be this vault's and signed by one of its identity keys: rewriting its
+    details in the database (to match a hand edit of config.toml) needs a key, not only SQL.
+    """
     row = session.scalars(select(CustodyEvent).where(CustodyEvent.action == ACTION)
                           .order_by(CustodyEvent.seq.desc()).limit(1)).first()
     if row is None:
         return None
-    details = Event.decode(row.body).details
-    return RuleSet({k: tuple(v) for k, v in details["rules"].items()}, details["default"])
+    try:
+        details = _checked_event(vault, session, row).details
+        return RuleSet({str(k): tuple(str(b) for b in v) for k, v in details["rules"].items()},
+                       str(details["default"]))
+    except VaultError as e:
+        why = str(e)
+    except (KeyError, TypeError, AttributeError):
+        why = "its details are not a rule set"
+    raise VerificationError(
+        f"custody event {row.seq}: the newest rule.changed event cannot be trusted ({why}), so "
+        "the release rules cannot be checked; run `evault custody verify`"
+    )
+
+
+def _checked_event(vault: Vault, session: Session, row: CustodyEvent) -> Event:
+    """The row's event, if its bytes are this vault's rule event and its signature verifies."""
+    event = Event.decode(row.body)
+    if (event.log, event.seq, event.action, event.subject) != (
+            origin(vault), row.seq, ACTION, SUBJECT):
+        raise VerificationError("it is not a rule event of this vault's log")
+    key = session.scalars(select(IdentityKey).where(
+        IdentityKey.fingerprint == event.actor)).first()
+    if key is None:
+        raise VerificationError(f"its actor {event.actor} is not a key of this vault")
+    VerifyKey(key.signing_key).verify(row.signature, row.body)
+    return event
 
 
 def difference(config: RuleSet, history: RuleSet | None) -> str | None:
@@ -123,13 +158,21 @@ def mismatch_message(what: str) -> str:
 def checked_rules(vault: Vault, session: Session) -> RuleSet:
     """The configured rules, if they are the signed ones; else a VerificationError (exit 3)."""
     config = configured(vault)
-    what = difference(config, signed(session))
+    what = difference(config, signed(vault, session))
     if what is not None:
         raise VerificationError(mismatch_message(what))
     return config
 
 
 # ----------------------------------------------------------------------------- changes
+
+
+def _current(vault: Vault, session: Session) -> RuleSet:
+    """The signed rules as they are now, for a change: the log head is locked first (another
+    rule command waits) and config.toml read again, as one that finished meanwhile rewrote it."""
+    lock_head(session)
+    vault.config = load_config(vault.root)
+    return checked_rules(vault, session)
 
 
 @dataclass(frozen=True)
@@ -167,12 +210,13 @@ def add_rule(
     as_name: str | None = None, now: datetime | None = None,
 ) -> Change:
     """Create the rule for ``label`` or add bodies to it; ``none``: a rule for no body."""
-    if not label.strip():
-        raise UsageError("rule: the label must not be empty")
+    from vault.service.intake import parse_labels  # a label is checked as at intake
+
+    parse_labels([label], "rule")
     if none == bool(bodies):
         raise UsageError(f"rule for {label}: give one or more BODY ids, or --none for no body")
     with vault.transaction() as session:
-        current = checked_rules(vault, session)
+        current = _current(vault, session)
         _check_bodies(session, bodies)
         old = current.rules.get(label)
         if none and old:
@@ -194,7 +238,7 @@ def remove_rule(
 ) -> Change:
     """Remove the rule for ``label``, or only some bodies from it."""
     with vault.transaction() as session:
-        current = checked_rules(vault, session)
+        current = _current(vault, session)
         old = current.rules.get(label)
         if old is None:
             raise NotFoundError(f"rule for {label}: there is none; see `evault rule list`")
@@ -220,7 +264,7 @@ def set_default(
     if default not in RULES_DEFAULT_CHOICES:
         raise UsageError(f"rule default {default!r}: use deny or allow")
     with vault.transaction() as session:
-        current = checked_rules(vault, session)
+        current = _current(vault, session)
         if current.default == default:
             return Change(current, False)
         return _commit(vault, session, RuleSet(current.rules, default),
@@ -232,9 +276,14 @@ def sign_rules(
 ) -> Change:
     """Adopt config.toml's rules as they are (an upgraded vault, or a deliberate hand edit)."""
     with vault.transaction() as session:
+        lock_head(session)
+        vault.config = load_config(vault.root)
         config = configured(vault).normal()
-        if difference(config, signed(session)) is None:
+        if difference(config, signed(vault, session)) is None:
             return Change(config, False)
+        from vault.service.intake import parse_labels
+
+        parse_labels(list(config.rules), "config.toml: release rule")
         _check_bodies(session, {b for bodies in config.rules.values() for b in bodies})
         return _commit(vault, session, config, {"change": "sign"}, as_name, now)
 
@@ -247,7 +296,7 @@ def list_rules(vault: Vault) -> dict[str, Any]:
     with vault.transaction() as session:
         config = configured(vault).normal()
         used = set(session.scalars(select(ItemLabel.label).distinct()))
-        what = difference(config, signed(session))
+        what = difference(config, signed(vault, session))
     unruled = sorted(used - set(config.rules))
     fate = ("withheld from every body" if config.default == "deny"
             else "goes to every body (default allow)")
