@@ -32,6 +32,7 @@ from vault.errors import (
     VaultError,
     VerificationError,
 )
+from vault.service import keyhistory
 from vault.service.bodies import get_body
 from vault.service.custody import actor_pair, lock_head, origin, record
 from vault.service.vaults import Vault
@@ -117,11 +118,18 @@ def _checked_event(vault: Vault, session: Session, row: CustodyEvent) -> Event:
     if (event.log, event.seq, event.action, event.subject) != (
             origin(vault), row.seq, ACTION, SUBJECT):
         raise VerificationError("it is not a rule event of this vault's log")
-    key = session.scalars(select(IdentityKey).where(
-        IdentityKey.fingerprint == event.actor)).first()
-    if key is None:
+    # The actor's key as the signed key history has it (the table is only its cache); a vault
+    # whose history is not anchored yet (made before it) has only the table.
+    history = keyhistory.load(vault, session)
+    if history.anchor is not None:
+        entry = history.identity_keys.get(event.actor)
+        raw = entry.signing_key if entry is not None else None
+    else:
+        raw = session.scalar(select(IdentityKey.signing_key).where(
+            IdentityKey.fingerprint == event.actor))
+    if raw is None:
         raise VerificationError(f"its actor {event.actor} is not a key of this vault")
-    VerifyKey(key.signing_key).verify(row.signature, row.body)
+    VerifyKey(raw).verify(row.signature, row.body)
     return event
 
 
