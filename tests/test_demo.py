@@ -154,3 +154,30 @@ def test_printed_commands_pasted_into_bash_give_the_same_result(demo: DemoRun) -
         got = proc.stdout.replace(str(copy), "$DEMO").splitlines()
         shown = demo.output_of(command, last=True)
         assert got and got == shown[: len(got)], command
+
+
+# What the demo types as titles, sources, places, references and purposes (scripts/demo.py).
+DEMO_SECRETS = [
+    "Fictional shelling of a school",
+    "Witness statement W-1 (fictional)",
+    "Fictional regional prosecutor's office",
+    "Fictional town",
+    "Fictional field team",
+    "OTP-REQ-2026-017",
+    "Fictional request for assistance",
+    "witness-statement-W1.txt",
+]
+
+
+def test_no_vault_database_of_the_demo_holds_its_metadata_in_clear(demo: DemoRun) -> None:
+    """Issue 14: a thief of a database (or a backup of it) reads none of the demo's titles,
+    sources, places, file names, references or purposes; the sender's and the recipients'."""
+    printed = demo.stdout
+    assert all(secret in printed for secret in DEMO_SECRETS[:4])  # the demo does use them
+    files = [f for name in VAULTS for f in (demo.work / name).glob("vault.db*")]
+    assert len(files) >= len(VAULTS)
+    for db_file in files:
+        data = db_file.read_bytes()
+        found = [s for s in DEMO_SECRETS
+                 if s.encode() in data or s.encode("utf-16-le") in data]
+        assert found == [], f"{db_file.relative_to(demo.work)} holds {found}"
