@@ -255,8 +255,9 @@ def test_an_old_vault_on_postgresql_is_converted(tmp_path: Path, pg_url: str) ->
     source = db.make_engine(f"sqlite:///{office.vault / 'vault.db'}")
     with source.connect() as src, target.begin() as dst:
         dst.exec_driver_sql("DELETE FROM custody_head")  # the migrations' empty head
+        present = set(sa.inspect(source).get_table_names())
         for table in Base.metadata.sorted_tables:
-            if table.name == "sealed_metadata":
+            if table.name not in present:  # tables of later revisions (0005 and on)
                 continue
             rows = [dict(r._mapping) for r in src.execute(sa.select(table))]
             if rows:
