@@ -3,11 +3,18 @@ hostile sender on the signed key history, the log's anchor, witnesses and sealed
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 from conftest import Cli
-from test_key_history import BODY, CASE, OFFICE, office, sql, verify_lines, with_body
+from test_key_history import BODY, CASE, OFFICE, office, officer, sql, verify_lines, with_body
+
+from vault.clock import isoformat, utcnow
+from vault.custody.events import Event
+from vault.custody.merkle import Frontier, leaf_hash
+from vault.service.keyhistory import Anchor, key_details, read_anchor
+from vault.service.vaults import open_vault
 
 
 def test_hiding_a_body_key_revocation_by_its_stored_action_refuses_packages(
@@ -50,3 +57,67 @@ def test_reanchor_forgets_key_events_of_the_log_given_up(
 
     assert result.exit_code == 0, result.stderr
     assert verify_lines(cli)[0] == 0
+
+
+def test_emptied_identity_table_does_not_restart_the_key_history(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A database holder who deletes every identity row does not get the next `identity
+    create` to replace the key store's trust anchor (and with it the whole key history)."""
+    office(cli, tmp_path)
+    first = json.loads(cli.ok("identity", "show", "--json").stdout)["fingerprint"]
+    sql(cli, "DELETE FROM identity_keys")
+    sql(cli, "DELETE FROM identities")
+    sql(cli, "DELETE FROM vault_keys")
+
+    result = cli("identity", "create", "field-team")
+
+    assert (result.exit_code, result.stderr) == (
+        3, "evault: identities: the table is empty, but the key store's key history starts at "
+           f"event 0 by {first}; restore the database from a backup and run "
+           "`evault custody verify`\n")
+    vault = open_vault(cli.vault)
+    try:
+        assert read_anchor(vault) == Anchor(0, first)
+    finally:
+        vault.close()
+
+
+def test_forged_attestation_in_a_vault_without_identities_is_not_adopted(
+    cli: Cli, tmp_path: Path
+) -> None:
+    """A vault with no identity yet has no trust anchor. A database holder who inserts a
+    ``keys.attested`` event signed by a key of their own (attesting their identity and
+    storage key) does not get it named in the key store by the next verify or doctor."""
+    attacker, attacker_age = officer()
+    vault = open_vault(cli.vault)
+    log = f"evault/{vault.config.vault_id}"
+    vault.close()
+    forged = Event(log, 0, utcnow(), attacker.public.fingerprint, "keys.attested", "keys",
+                   details={
+                       "identities": [{"name": OFFICE, "revoked_at": None, "keys": [{
+                           **key_details(attacker.public, str(attacker_age.recipient)),
+                           "created_at": isoformat(utcnow()), "retired_at": None,
+                           "revoked_at": None}]}],
+                       "bodies": [], "contacts": [],
+                       "storage": {"age_recipient": str(attacker_age.recipient),
+                                   "created_at": isoformat(utcnow())}})
+    body, signature = forged.sign(attacker)
+    frontier = Frontier()
+    frontier.append(leaf_hash(body))
+    sql(cli, "INSERT INTO custody_events (seq, recorded_at, actor, action, subject, body, "
+             "signature, leaf_hash) VALUES (0, :t, :a, 'keys.attested', 'keys', :b, :s, :l)",
+        t=utcnow(), a=attacker.public.fingerprint, b=body, s=signature, l=leaf_hash(body))
+    sql(cli, "UPDATE custody_head SET size = 1, root = :r, frontier = :f",
+        r=frontier.root(), f=frontier.to_bytes())
+
+    cli("custody", "verify")
+    created = json.loads(cli.ok("identity", "create", OFFICE, "--json").stdout)
+
+    vault = open_vault(cli.vault)
+    try:
+        assert read_anchor(vault) == Anchor(1, created["fingerprint"])
+    finally:
+        vault.close()
+    assert verify_lines(cli) == (3, [
+        f"FAIL: event 0: actor {attacker.public.fingerprint} is not a key of this vault"])

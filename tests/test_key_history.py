@@ -484,8 +484,9 @@ def test_old_vault_storage_key_changed_before_upgrade_is_still_refused(tmp_path:
     result = cli("ingest", evidence(tmp_path, "note-02.txt"), "--case", "FICT-2026-0001")
 
     assert (result.exit_code, result.stderr) == (
-        3, f"evault: storage key {attacker}: is not the public half of the storage key in the "
-        f"key store; {DOCTOR}\n")
+        3, "evault: sealed 1 metadata value of this vault under its metadata key (first use "
+        f"after upgrade)\nevault: storage key {attacker}: is not the public half of the storage "
+        f"key in the key store; {DOCTOR}\n")
     assert blob_files(cli.vault) == before
 
 

@@ -146,8 +146,10 @@ def ensure_anchor(vault: Vault, *, now: datetime | None = None) -> Anchor | None
             select(CustodyEvent.seq, CustodyEvent.actor)
             .where(CustodyEvent.action == ATTESTED).order_by(CustodyEvent.seq).limit(1)
         ).first()
-        if earlier is not None:
+        if earlier is not None and _holds_key(vault, str(earlier[1])):
             # One made before, whose anchor did not reach the key store (an interruption).
+            # Only if this vault signed it: one inserted by a database holder, signed by a
+            # key of theirs, is not adopted (custody verify reports it).
             anchor = Anchor(int(earlier[0]), str(earlier[1]))
         else:
             signer = _attesting_identity(session)
@@ -160,6 +162,19 @@ def ensure_anchor(vault: Vault, *, now: datetime | None = None) -> Anchor | None
             anchor = Anchor(row.seq, pair.fingerprint)
     record_anchor(vault, anchor)
     return anchor
+
+
+def _holds_key(vault: Vault, fingerprint: str) -> bool:
+    """Whether the key store holds the private signing key ``fingerprint``."""
+    from vault.crypto.keys import SigningKey
+    from vault.service.identities import secret_name
+
+    try:
+        secret = vault.keystore.get(secret_name(fingerprint))
+    except KeyMissingError:
+        return False
+    return len(secret) == 64 and SigningKey.from_seed(secret[:32]).public.fingerprint == (
+        fingerprint)
 
 
 def _attesting_identity(session: Session) -> Identity | None:
