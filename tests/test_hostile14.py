@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import Cli
 from test_key_history import BODY, CASE, OFFICE, office, officer, sql, verify_lines, with_body
+from test_witness import World, _envelope_note, _make_world
 
 from vault.clock import isoformat, utcnow
+from vault.crypto.age import AgeIdentity
+from vault.crypto.keys import SigningKey
+from vault.custody.cosignature import cosign
 from vault.custody.events import Event
 from vault.custody.merkle import Frontier, leaf_hash
+from vault.formats.package import Party
+from vault.formats.receipt import ACK_NAMESPACE, Acknowledgement, sign_document
 from vault.service.keyhistory import Anchor, key_details, read_anchor
 from vault.service.vaults import open_vault
 
@@ -121,3 +129,37 @@ def test_forged_attestation_in_a_vault_without_identities_is_not_adopted(
         vault.close()
     assert verify_lines(cli) == (3, [
         f"FAIL: event 0: actor {attacker.public.fingerprint} is not a key of this vault"])
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    """An office vault that sent a package to ICC-OTP, opened and acknowledged there."""
+    return _make_world(tmp_path, None)
+
+
+def test_ack_signed_by_a_body_key_added_in_the_table_is_refused(world: World) -> None:
+    """A database holder adds a key of their own to the body's rows and forges its ack (with
+    a cosignature): the vault must not sign a `package.acknowledged` event naming that key,
+    nor keep the cosignature as a witness."""
+    attacker = SigningKey.generate()
+    sql(world.office, "INSERT INTO body_keys (body_id, label, signing_key, fingerprint, "
+                      "age_recipient, card, added_at) VALUES ('ICC-OTP', NULL, :k, :f, :r, "
+                      "NULL, :t)",
+        k=attacker.public.raw, f=attacker.public.fingerprint,
+        r=str(AgeIdentity.generate().recipient), t=utcnow())
+    real = Acknowledgement.from_bytes(world.ack.read_bytes())
+    forged = replace(real, recipient=Party("icc-officer", attacker.public.fingerprint),
+                     cosigned_checkpoint=cosign(_envelope_note(world.package),
+                                                "evault-witness/ICC-OTP", attacker,
+                                                int(utcnow().timestamp())))
+    path = world.tmp / "forged-ack.json"
+    path.write_bytes(forged.to_bytes())
+    Path(f"{path}.sig").write_text(sign_document(forged.to_bytes(), attacker, ACK_NAMESPACE))
+
+    result = world.office("receipt", "import", str(path))
+
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: body ICC-OTP key {attacker.public.fingerprint}: not in the signed "
+           "history; run `evault doctor`\n")
+    shown = json.loads(world.office.ok("package", "show", world.package_id, "--json").stdout)
+    assert shown["state"] != "acknowledged"
