@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli
 from test_key_history import BODY, CASE, OFFICE, office, officer, sql, verify_lines, with_body
-from test_witness import World, _envelope_note, _make_world
+from test_witness import World, _envelope_note, _make_world, _truncate
 
 from vault.clock import isoformat, utcnow
 from vault.crypto.age import AgeIdentity
@@ -163,3 +163,22 @@ def test_ack_signed_by_a_body_key_added_in_the_table_is_refused(world: World) ->
            "history; run `evault doctor`\n")
     shown = json.loads(world.office.ok("package", "show", world.package_id, "--json").stdout)
     assert shown["state"] != "acknowledged"
+
+
+def test_newest_revocation_cut_off_the_log_refuses_packages(cli: Cli, tmp_path: Path) -> None:
+    """The revocation was the newest event: deleting it, recomputing the head and clearing
+    the row leaves a log shorter than the key store's anchor; the package is refused."""
+    office(cli, tmp_path)
+    signing, _ = with_body(cli)
+    cli.ok("body", "key", "revoke", BODY, signing.public.fingerprint)
+    _truncate(cli, 5)
+    sql(cli, "UPDATE body_keys SET revoked_at = NULL")
+    out = tmp_path / "p.evpkg"
+
+    result = cli("package", "create", "--to", BODY, "--case", CASE, "-o", str(out))
+
+    assert (result.exit_code, result.stderr) == (
+        3, "evault: custody log: the log is shorter than the last checkpoint this vault signed "
+           "(5 events, the checkpoint has 6); restore the newer database; if an older backup "
+           "was restored on purpose, run `evault custody reanchor --as NAME`\n")
+    assert not out.exists()
