@@ -839,7 +839,10 @@ def _trusted(vault: Vault, session: Session) -> KeyHistory | None:
         raise VerificationError(
             f"custody log: event {seq}: {message}; run `evault custody verify`"
         )
-    list_events(vault, history.seen)  # key events appended elsewhere (a team vault's peers)
+    # Key events appended elsewhere (a team vault's peers) are listed from now on; a folder
+    # that cannot take the lock file (read-only) or a key store that refuses leaves them out.
+    with contextlib.suppress(KeyStoreError, OSError):
+        list_events(vault, history.seen)
     return history
 
 
