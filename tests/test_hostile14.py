@@ -96,7 +96,8 @@ def test_forged_attestation_in_a_vault_without_identities_is_not_adopted(
 ) -> None:
     """A vault with no identity yet has no trust anchor. A database holder who inserts a
     ``keys.attested`` event signed by a key of their own (attesting their identity and
-    storage key) does not get it named in the key store by the next verify or doctor."""
+    storage key) does not get it named in the key store by the next verify or doctor: they
+    refuse it, and the first identity then starts the history as in a new vault."""
     attacker, attacker_age = officer()
     vault = open_vault(cli.vault)
     log = f"evault/{vault.config.vault_id}"
@@ -119,7 +120,11 @@ def test_forged_attestation_in_a_vault_without_identities_is_not_adopted(
     sql(cli, "UPDATE custody_head SET size = 1, root = :r, frontier = :f",
         r=frontier.root(), f=frontier.to_bytes())
 
-    cli("custody", "verify")
+    refused = cli("custody", "verify")
+    assert (refused.exit_code, refused.stderr) == (
+        3, f"evault: custody log: event 0: keys.attested by {attacker.public.fingerprint}, a "
+           "key this vault's key store does not hold; the key history cannot start there; restore "
+           "the database from a backup\n")
     created = json.loads(cli.ok("identity", "create", OFFICE, "--json").stdout)
 
     vault = open_vault(cli.vault)

@@ -146,10 +146,16 @@ def ensure_anchor(vault: Vault, *, now: datetime | None = None) -> Anchor | None
             select(CustodyEvent.seq, CustodyEvent.actor)
             .where(CustodyEvent.action == ATTESTED).order_by(CustodyEvent.seq).limit(1)
         ).first()
-        if earlier is not None and _holds_key(vault, str(earlier[1])):
+        if earlier is not None:
             # One made before, whose anchor did not reach the key store (an interruption).
-            # Only if this vault signed it: one inserted by a database holder, signed by a
-            # key of theirs, is not adopted (custody verify reports it).
+            # Only if this key store holds its signer's key: one a database holder inserted,
+            # signed by a key of theirs, must not become the root of the history.
+            if not _holds_key(vault, str(earlier[1])):
+                raise VerificationError(
+                    f"custody log: event {earlier[0]}: keys.attested by {earlier[1]}, a key "
+                    "this vault's key store does not hold; the key history cannot start "
+                    "there; restore the database from a backup"
+                )
             anchor = Anchor(int(earlier[0]), str(earlier[1]))
         else:
             signer = _attesting_identity(session)
