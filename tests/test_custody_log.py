@@ -348,6 +348,8 @@ def deleted_several(vault: Vault, session: Session) -> list[str]:
         f"key table: storage key {_storage_recipient(session)}: not in the signed history",
         f"log head says {EVENTS} events, the log has {EVENTS - 3}",
         anchor_shorter(EVENTS - 3),
+        "event 0: key history: a key event the key store lists is missing, rewritten or "
+        "hidden by its stored action",
         "event 0: the key history's first event, named by the key store, is missing",
         f"event 1: actor {actor} is not a key of this vault",
         f"event 4: actor {actor} is not a key of this vault",

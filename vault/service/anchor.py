@@ -219,6 +219,9 @@ def _moving(vault: Vault) -> Iterator[None]:
         os.close(fd)
 
 
+key_store_lock = _moving  # also serialises keyhistory's list of key events
+
+
 def _advance(vault: Vault, state: _State, session: Session) -> None:
     """After the commit: the anchor moves to the newest head this transaction committed.
 
@@ -309,6 +312,9 @@ def reanchor(vault: Vault, as_name: str | None, *, now: datetime | None = None) 
             now=now,
         )
         seq = row.seq
+    from vault.service import keyhistory
+
+    keyhistory.list_events(vault, {}, below=seq)  # those rolled back are gone
     return {
         "previous_size": pinned.size,
         "accepted_size": before["size"],

@@ -88,6 +88,7 @@ class CustodyLog:
     """Appends events within the caller's transaction; the head is updated as it goes."""
 
     def __init__(self, vault: Vault, session: Session) -> None:
+        self._vault = vault
         self._session = session
         self._origin = origin(vault)
         self._head = lock_head(session)
@@ -132,6 +133,7 @@ class CustodyLog:
         self._session.add(row)
         self._frontier.append(leaf)
         self._update_head()
+        keyhistory.note_key_event(self._vault, self._session, row)
         return row
 
     def append_many(

@@ -119,7 +119,7 @@ def check_key_history(vault: Vault, *, repair: bool) -> dict[str, Any]:
             found = [f"event {seq}: {m}" for seq, m in history.defects]
             found += keyhistory.differences(history, session)
     except VaultError as e:
-        return {**out, "key_history": f"not repaired: {e}"}
+        return {**out, "key_history": f"not {'repaired' if repair else 'checked'}: {e}"}
     if not found:
         return {**out, "key_history": "ok"}
     advice = "run `evault custody verify`" if history.defects else "run `evault doctor --repair`"

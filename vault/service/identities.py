@@ -24,7 +24,14 @@ from sqlalchemy.orm import Session
 from vault.clock import isoformat, utcnow
 from vault.crypto.age import AgeIdentity
 from vault.crypto.keys import SigningKey, VerifyKey
-from vault.errors import ConflictError, KeyStoreError, NotFoundError, PolicyError, UsageError
+from vault.errors import (
+    ConflictError,
+    KeyStoreError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+    VerificationError,
+)
 from vault.formats.card import make_card
 from vault.service import keyhistory
 from vault.service.vaults import Vault
@@ -170,6 +177,8 @@ def create_identity(
         if session.scalar(select(Identity.id).where(Identity.name == name)) is not None:
             raise ConflictError(f"identity {name}: exists already; choose another name")
         is_first = session.scalar(select(Identity.id).limit(1)) is None
+        if is_first:
+            _refuse_restart(vault)
         introducer = None if is_first else _checked_pair(vault, session, as_name)
         identity = Identity(name=name, org=org, email=email, is_default=is_first, created_at=now)
         session.add(identity)
@@ -187,6 +196,18 @@ def create_identity(
     if anchor is not None:
         keyhistory.record_anchor(vault, anchor)
     return result
+
+
+def _refuse_restart(vault: Vault) -> None:
+    """A first identity may not start a second key history: an identity table emptied by a
+    database holder must not get the key store's anchor (and all it trusts) replaced."""
+    anchor = keyhistory.read_anchor(vault)
+    if anchor is not None:
+        raise VerificationError(
+            f"identities: the table is empty, but the key store's key history starts at "
+            f"event {anchor.seq} by {anchor.fingerprint}; restore the database from a backup "
+            "and run `evault custody verify`"
+        )
 
 
 def _new_storage_key(vault: Vault, session: Session, now: datetime) -> str:

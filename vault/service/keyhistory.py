@@ -22,18 +22,24 @@ not detected). Every later key event must be signed by an identity key that the 
 already trusts, at a time when that key was neither retired nor revoked.
 
 Only events whose stored ``action`` is a key action are read, so this stays cheap on a long
-log. A database holder who changes the stored action of a key event to hide it is caught by
-``custody verify``, which checks every stored column against the signed bytes.
+log. So that a database holder cannot hide a key event from these quick checks (change its
+stored action, or its bytes, say to take back a revocation before a package is made), the
+key store also lists every key event this vault appended or has checked (``trust:key-events``:
+seq and leaf hash); a listed event the quick read does not find as it was is a defect.
+``custody verify`` also checks every stored column against the signed bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as orm_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -41,6 +47,7 @@ from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.crypto.keys import VerifyKey
 from vault.custody.events import Event
+from vault.custody.merkle import leaf_hash
 from vault.errors import (
     KeyMissingError,
     KeyStoreError,
@@ -54,12 +61,15 @@ from vault.store.models import (
     BodyKey,
     Contact,
     CustodyEvent,
+    CustodyHead,
     Identity,
     IdentityKey,
     VaultKey,
 )
 
 ANCHOR_NAME = "trust:key-history"
+EVENTS_NAME = "trust:key-events"
+_NOTED = "evault.key-events"  # key of the key events a transaction appended, in Session.info
 ATTESTED = "keys.attested"
 STORAGE_CREATED = "storage.key_created"
 KEY_ACTIONS = frozenset({
@@ -138,6 +148,14 @@ def ensure_anchor(vault: Vault, *, now: datetime | None = None) -> Anchor | None
         ).first()
         if earlier is not None:
             # One made before, whose anchor did not reach the key store (an interruption).
+            # Only if this key store holds its signer's key: one a database holder inserted,
+            # signed by a key of theirs, must not become the root of the history.
+            if not _holds_key(vault, str(earlier[1])):
+                raise VerificationError(
+                    f"custody log: event {earlier[0]}: keys.attested by {earlier[1]}, a key "
+                    "this vault's key store does not hold; the key history cannot start "
+                    "there; restore the database from a backup"
+                )
             anchor = Anchor(int(earlier[0]), str(earlier[1]))
         else:
             signer = _attesting_identity(session)
@@ -150,6 +168,19 @@ def ensure_anchor(vault: Vault, *, now: datetime | None = None) -> Anchor | None
             anchor = Anchor(row.seq, pair.fingerprint)
     record_anchor(vault, anchor)
     return anchor
+
+
+def _holds_key(vault: Vault, fingerprint: str) -> bool:
+    """Whether the key store holds the private signing key ``fingerprint``."""
+    from vault.crypto.keys import SigningKey
+    from vault.service.identities import secret_name
+
+    try:
+        secret = vault.keystore.get(secret_name(fingerprint))
+    except KeyMissingError:
+        return False
+    return len(secret) == 64 and SigningKey.from_seed(secret[:32]).public.fingerprint == (
+        fingerprint)
 
 
 def _attesting_identity(session: Session) -> Identity | None:
@@ -243,6 +274,7 @@ class KeyHistory:
     storage: str | None = None
     storage_created_at: datetime | None = None
     defects: list[tuple[int | None, str]] = field(default_factory=list)
+    seen: dict[int, bytes] = field(default_factory=dict)  # seq -> leaf hash of each key event
 
     def signer_at(self, fingerprint: str, when: datetime) -> IdentityKeyEntry | None:
         """The identity key ``fingerprint`` if it could sign at ``when``, else None."""
@@ -279,6 +311,7 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
             history.defects.append(
                 (anchor.seq, "the key history's first event, named by the key store, is missing")
             )
+        history.seen[seq] = leaf_hash(body)
         try:
             _apply(history, seq, action, body, signature, log_origin, first=not started)
         except _Refused as e:
@@ -288,7 +321,85 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
         history.defects.append(
             (anchor.seq, "the key history's first event, named by the key store, is missing")
         )
+    _check_listed(vault, session, history)
     return history
+
+
+# ----------------------------------------------------------------------------- listed key events
+
+
+def read_listed(vault: Vault) -> dict[int, bytes]:
+    """The key events the key store lists (seq -> leaf hash); empty if it lists none yet."""
+    from vault.service.custody import origin
+
+    try:
+        data = vault.keystore.get(EVENTS_NAME)
+    except KeyMissingError:
+        return {}
+    try:
+        obj = json.loads(data)
+        if obj.get("v") != 1 or obj.get("log") != origin(vault):
+            raise ValueError
+        listed = {int(seq): bytes.fromhex(leaf) for seq, leaf in obj["events"]}
+        if any(len(leaf) != 32 for leaf in listed.values()):
+            raise ValueError
+    except (ValueError, KeyError, TypeError):
+        raise KeyStoreError(
+            f"key store: entry {EVENTS_NAME} is damaged or not this vault's; restore the key "
+            "store from a backup"
+        ) from None
+    return listed
+
+
+def list_events(vault: Vault, events: dict[int, bytes], *, below: int | None = None) -> None:
+    """Add ``events`` to the key store's list (and, with ``below``, forget those at or after
+    it: a log restored on purpose to that size). Writes only when the list changes."""
+    from vault.service.anchor import key_store_lock
+    from vault.service.custody import origin
+
+    with key_store_lock(vault):
+        listed = read_listed(vault)
+        merged = {**listed, **events}
+        if below is not None:
+            merged = {seq: leaf for seq, leaf in merged.items() if seq < below}
+        if merged == listed:
+            return
+        vault.keystore.put(EVENTS_NAME, json.dumps(
+            {"v": 1, "log": origin(vault),
+             "events": [[seq, leaf.hex()] for seq, leaf in sorted(merged.items())]},
+            sort_keys=True).encode())
+
+
+def note_key_event(vault: Vault, session: Session, row: CustodyEvent) -> None:
+    """A key event was appended: once the transaction commits, the key store lists it."""
+    if row.action not in KEY_ACTIONS:
+        return
+    noted = session.info.get(_NOTED)
+    if noted is None:
+        noted = session.info[_NOTED] = {}
+        orm_event.listen(session, "after_commit",
+                         functools.partial(_list_noted, vault, noted), once=True)
+    noted[row.seq] = row.leaf_hash
+
+
+def _list_noted(vault: Vault, noted: dict[int, bytes], session: Session) -> None:
+    # After the commit: a key store that cannot be written now leaves the event unlisted,
+    # and the next command that checks the history lists it (raising would report a
+    # failure for a step already committed).
+    with contextlib.suppress(KeyStoreError, OSError):
+        list_events(vault, noted)
+
+
+def _check_listed(vault: Vault, session: Session, history: KeyHistory) -> None:
+    """Every key event the key store lists must be read back as it was: a defect names each
+    one removed, rewritten or hidden (its stored action changed). Events at or after the
+    head's size are the log anchor's business (a shorter log)."""
+    assert history.anchor is not None
+    size = session.scalar(select(CustodyHead.size).where(CustodyHead.id == 1)) or 0
+    for seq, leaf in sorted(read_listed(vault).items()):
+        if history.anchor.seq <= seq < size and history.seen.get(seq) != leaf:
+            history.defects.append((seq, "key history: a key event the key store lists is "
+                                         "missing, rewritten or hidden by its stored action"))
 
 
 def _apply(
@@ -734,6 +845,10 @@ def _trusted(vault: Vault, session: Session) -> KeyHistory | None:
         raise VerificationError(
             f"custody log: event {seq}: {message}; run `evault custody verify`"
         )
+    # Key events appended elsewhere (a team vault's peers) are listed from now on; a folder
+    # that cannot take the lock file (read-only) or a key store that refuses leaves them out.
+    with contextlib.suppress(KeyStoreError, OSError):
+        list_events(vault, history.seen)
     return history
 
 

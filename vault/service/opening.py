@@ -366,6 +366,7 @@ def import_ack(
                                     "this vault")
         body = session.get(Body, package.body_id)
         assert body is not None
+        keyhistory.check_body(vault, session, body)  # the signer's key is the history's
         received_at = parse_iso(claimed.received_at)
         trusted = [VerifyKey(k.signing_key) for k in body.keys
                    if k.revoked_at is None or as_utc(k.revoked_at) >= received_at]
