@@ -93,7 +93,7 @@ class VaultGroup(click.Group):
         except VaultError as e:
             if _debug(ctx):
                 _print_traceback()
-            click.echo(f"evault: {e}", err=True)
+            click.echo(f"evault: {_safe(str(e))}", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             after = INTERRUPTED.get(ctx.invoked_subcommand or "", "")
@@ -103,7 +103,7 @@ class VaultGroup(click.Group):
             if _debug(ctx):
                 _print_traceback()
             where = f"{e.filename}: " if e.filename else ""
-            click.echo(f"evault: {where}{e.strerror or e}", err=True)
+            click.echo(f"evault: {_safe(f'{where}{e.strerror or e}')}", err=True)
             ctx.exit(1)
 
 
@@ -206,12 +206,20 @@ def read_card(path: Path) -> bytes:
     return path.read_bytes()
 
 
+def _safe(message: str) -> str:
+    """A message with the control characters of any name or title in it shown as escapes."""
+    from vault.render import terminal_safe
+
+    return terminal_safe(message)
+
+
 def say(message: str) -> None:
-    """A message for people, on stderr (on its own line, after any progress line)."""
+    """A message for people, on stderr (on its own line, after any progress line); names and
+    titles in it cannot drive the terminal (see :func:`vault.render.terminal_safe`)."""
     from vault.progress import interrupt
 
     interrupt()
-    click.echo(f"evault: {message}", err=True)
+    click.echo(f"evault: {_safe(message)}", err=True)
 
 
 def emit_record(data: dict[str, Any], as_json: bool, skip: Sequence[str] = ()) -> None:

@@ -953,6 +953,7 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
       evault custody verify
       evault custody verify --json
     """
+    from vault.render import terminal_safe
     from vault.service.custody import verify_log
 
     with progress_line("custody verify") as line:
@@ -961,7 +962,7 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
         emit_record(report.to_dict(), True)
     else:
         for defect in report.defects:
-            click.echo(f"FAIL: {defect}")
+            click.echo(f"FAIL: {terminal_safe(str(defect))}")
         what = "structure" if quick else "structure and signatures"
         if report.defects:
             say(f"custody log: {len(report.defects)} defect(s) in {report.size} events")

@@ -5,6 +5,11 @@
     ICC-OTP  1
 
 Field names in JSON are the stable interface for scripts; tables are for people.
+
+Names, titles and card fields come from senders and bodies, so every shape for people shows
+their control characters as visible escapes (:func:`terminal_safe`): an ESC sequence, an OSC 8
+link, a carriage return or a bidi override in a title cannot clear the screen, hide a line or
+reorder what a reader sees. JSON keeps the exact value (its encoding escapes them anyway).
 """
 
 from __future__ import annotations
@@ -12,8 +17,55 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
+
+#: What a terminal would act on rather than print: C0 controls (tab and newline included), DEL,
+#: C1 controls (0x9b is a one-byte CSI), line and paragraph separators, lone surrogates, and
+#: the Unicode controls that reorder the text around them ("photo\u202egpj.exe").
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff"
+                     "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_BIDI = re.compile("[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    ch = match.group()
+    code = ord(ch)
+    if _BIDI.fullmatch(ch):
+        return f"[U+{code:04X}]"  # as the printed forms show them
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape's stand-in for an undecodable byte
+        return f"\\x{code - 0xDC00:02x}"
+    if code > 0xFF:
+        return f"\\u{code:04x}"
+    return f"\\x{code:02x}"
+
+
+def terminal_safe(text: str) -> str:
+    r"""``text`` on one line with nothing a terminal would act on: control characters become
+    ``\x1b``-style escapes (as ``verify`` prints names), bidi controls ``[U+202E]``.
+
+    >>> print(terminal_safe("a\x1b[2Jb\rc\u202ed"))
+    a\x1b[2Jb\x0dc[U+202E]d
+    """
+    return _UNSAFE.sub(_visible, text)
+
+
+def markdown_safe(text: str) -> str:
+    r"""``text`` as literal Markdown inline text, safe in a table cell: control characters as in
+    :func:`terminal_safe` (so no newline ends the row), then backslash, ``|`` and the HTML
+    characters ``& < >`` escaped so nothing becomes a column, a tag or a link.
+
+    >>> print(markdown_safe("a|b<i>"))
+    a\|b&lt;i&gt;
+    """
+    text = terminal_safe(text).replace("\\", "\\\\").replace("|", "\\|")
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+#: A CSV cell a spreadsheet would read as a formula (OWASP "CSV injection"): it gets a leading
+#: apostrophe. Tab and carriage return are already escaped by :func:`terminal_safe`.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def to_json(data: Any) -> str:
@@ -34,17 +86,30 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(_cell(v) for v in value) or "-"
     if isinstance(value, dict):
-        return ",".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
-    return str(value).replace("\n", "\\n")
+        return ",".join(f"{_cell(k)}={_cell(v)}" for k, v in value.items()) or "-"
+    return terminal_safe(str(value))
+
+
+def _csv_cell(value: Any) -> str:
+    """A CSV cell: numbers as they are (so -5 stays a number), any text that a spreadsheet
+    would run as a formula prefixed with an apostrophe."""
+    if value is None:
+        return ""
+    text = _cell(value)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return text
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """CSV with a header row; lists are joined with commas inside the cell."""
+    """CSV with a header row; lists are joined with commas inside the cell. Text cells
+    starting with ``= + - @`` (or tab, CR) get a leading ``'`` (OWASP CSV injection);
+    numeric values are never changed."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow(["" if row.get(c) is None else _cell(row.get(c)) for c in columns])
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
     return out.getvalue()
 
 
@@ -67,9 +132,9 @@ def render_record(record: dict[str, Any], skip: Sequence[str] = ()) -> str:
         if key in skip:
             continue
         if isinstance(value, list) and value and isinstance(value[0], dict):
-            lines.append(f"{key}:")
+            lines.append(f"{terminal_safe(key)}:")
             for item in value:
-                lines.append("  - " + "  ".join(f"{k}={_cell(v)}" for k, v in item.items()))
+                lines.append("  - " + "  ".join(f"{_cell(k)}={_cell(v)}" for k, v in item.items()))
         else:
-            lines.append(f"{key + ':':<{width + 1}} {_cell(value)}")
+            lines.append(f"{terminal_safe(key) + ':':<{width + 1}} {_cell(value)}")
     return "\n".join(lines) + "\n"

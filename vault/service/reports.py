@@ -26,6 +26,7 @@ from vault.clock import as_utc, isoformat, optional_isoformat, utcnow
 from vault.custody.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from vault.custody.note import open_checkpoint
 from vault.errors import NotFoundError, VaultError, VerificationError
+from vault.render import markdown_safe
 from vault.service.custody import event_dict, identity_names, leaf_hashes, vault_verifiers
 from vault.service.forms import DEFAULT_PAPER, form_page, mono, signature_block, words
 from vault.service.identities import acting_identity, current_key
@@ -112,7 +113,7 @@ def render_sharing(report: dict[str, Any], fmt: str) -> str:
                  "| " + " | ".join(SHARING_COLUMNS) + " |",
                  "|" + "---|" * len(SHARING_COLUMNS)]
         for r in rows:
-            cells = ["-" if r[c] is None else str(r[c]) for c in SHARING_COLUMNS]
+            cells = ["-" if r[c] is None else markdown_safe(str(r[c])) for c in SHARING_COLUMNS]
             if r["body"] == "TOTAL":
                 cells = [f"**{c}**" for c in cells]
             lines.append("| " + " | ".join(cells) + " |")
@@ -304,23 +305,24 @@ def _custody_markdown(report: dict[str, Any], text: dict[str, Any]) -> str:
     def table(events: list[dict[str, Any]], cols: tuple[str, ...]) -> list[str]:
         out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for e in events:
-            out.append("| " + " | ".join(
-                _details(e[c]) if c == "details" else str(e[c]) for c in cols) + " |")
+            out.append("| " + " | ".join(markdown_safe(
+                _details(e[c]) if c == "details" else str(e[c])) for c in cols) + " |")
         return out
 
-    lines = [f"# Chain of custody: {report['item']}", ""]
-    lines += [f"- **{k}**: {v}" for k, v in text["item"]]
-    lines += [f"- **{k.upper()}**: {v}" for k, v in report["digests"].items()]
-    lines += [f"- **Checkpoint**: {text['checkpoint']}", "", "## Events in this vault", ""]
+    md = markdown_safe
+    lines = [f"# Chain of custody: {md(report['item'])}", ""]
+    lines += [f"- **{k}**: {md(v)}" for k, v in text["item"]]
+    lines += [f"- **{k.upper()}**: {md(v)}" for k, v in report["digests"].items()]
+    lines += [f"- **Checkpoint**: {md(text['checkpoint'])}", "", "## Events in this vault", ""]
     lines += table(report["events"], _EVENT_COLUMNS)
     chain = report["sender_chain"]
     if chain:
-        lines += ["", f"## Sender's chain of custody (package {chain['package']}, sender "
-                  f"{chain['sender']} {chain['sender_fingerprint']})", ""]
+        lines += ["", f"## Sender's chain of custody (package {md(chain['package'])}, sender "
+                  f"{md(chain['sender'])} {md(chain['sender_fingerprint'])})", ""]
         lines += table(chain["events"], _EVENT_COLUMNS) if chain["events"] else [
             "No events of this item in the sender's excerpt."]
         lines += ["", _SENDER_NOTE]
-    lines += ["", _NOTE, "", text["printed"], "",
+    lines += ["", _NOTE, "", md(text["printed"]), "",
               "Name: ______________________  Date: ______________  "
               "Signature: ______________________", ""]
     return "\n".join(lines)
