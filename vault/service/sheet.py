@@ -173,7 +173,10 @@ _INTRO = (
 
 
 def _md_cell(value: str) -> str:
-    return "`" + value.replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`"
+    """A code span: control characters shown escaped (a newline too), no backtick, no bar."""
+    from vault.render import terminal_safe
+
+    return "`" + terminal_safe(value).replace("`", "'").replace("|", "\\|") + "`"
 
 
 def render_markdown(d: dict[str, Any]) -> str:
