@@ -124,7 +124,7 @@ def test_unknown_sender_is_refused_unless_trusted_by_fingerprint(world: World) -
                       world.icc_fp)
     assert wrong.exit_code == 3 and "not by --trust-sender" in wrong.stderr
     world.icc.ok("open", str(world.package), "--out", str(out), "--trust-sender",
-                 world.office_fp)
+                 world.office_fp, "--allow-revoked")
 
 
 def test_a_package_for_another_body_does_not_open(world: World) -> None:
@@ -369,3 +369,100 @@ def test_tampered_and_misdirected_acks_are_refused(world: World) -> None:
     assert code == 3 and "it is not from a key of ICC-OTP" in err
     assert doc["items"] and json.loads(world.office.ok(
         "package", "show", world.package_id, "--json").stdout)["state"] == "built"
+
+
+def _lying_package(world: World, name: str,
+                   digests: dict[str, str]) -> tuple[Path, str, str]:
+    """A package for ICC-OTP of photo.jpg whose items.json lists ``digests`` for it, made and
+    signed with the office's real key: the sender altered its own database first."""
+    import sqlite3
+
+    items = json.loads(world.office.ok("items", "list", "--json").stdout)
+    (photo,) = [i["id"] for i in items if i["name"] == "photo.jpg"]
+    db = sqlite3.connect(world.office.vault / "vault.db")
+    with db:
+        for algorithm, value in digests.items():
+            db.execute("INSERT OR REPLACE INTO item_digests (item_id, algorithm, hexdigest) "
+                       "VALUES (?, ?, ?)", (photo, algorithm, value))
+    db.close()
+    package = world.tmp / f"{name}.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--item", photo,
+                                     "-o", str(package), "--json").stdout)["id"]
+    return package, pid, photo
+
+
+@pytest.mark.parametrize(("algorithm", "false"), [("sha256", "ab" * 32), ("md5", "0" * 32)])
+def test_a_false_digest_from_the_sender_is_refused(world: World, algorithm: str,
+                                                   false: str) -> None:
+    """items.json's digests are the sender's claims: the recipient recomputes each while it
+    stores the file, and a claim that differs refuses the package (none becomes a record)."""
+    package, pid, photo = _lying_package(world, "lying", {algorithm: false})
+    content = (world.tmp / "evidence" / "photo.jpg").read_bytes()
+    import hashlib
+
+    true = hashlib.new(algorithm, content).hexdigest()
+    out = world.tmp / "out"
+    result = world.icc("open", str(package), "--out", str(out))
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: package {pid}: item {photo}: the sender's {algorithm} in evault/items.json "
+        f"({false}) is not the content's ({true}); nothing was received, ask the sender for a "
+        "corrected package\n"))
+    _out_is_empty(out)
+    assert json.loads(world.icc.ok("items", "list", "--json").stdout) == []
+    blobs = [p for p in (world.icc.vault / "blobs").rglob("*") if p.is_file()]
+    assert [p.name for p in blobs if p.name != ".intake.lock"] == []  # none left behind
+
+
+def test_received_digests_are_the_recipients_own(world: World) -> None:
+    """An honest sender's MD5 and SHA-1 are recomputed and stored; the item.received event
+    carries the digests this vault computed (its own lowercase hex, though the sender wrote
+    its SHA-1 in capitals)."""
+    import hashlib
+
+    content = (world.tmp / "evidence" / "photo.jpg").read_bytes()
+    truth = {a: hashlib.new(a, content).hexdigest() for a in ("sha256", "md5", "sha1")}
+    package, _, _ = _lying_package(world, "honest", {"sha1": truth["sha1"].upper()})
+    world.icc.ok("open", str(package), "--out", str(world.tmp / "out"))
+    (item,) = json.loads(world.icc.ok("items", "list", "--json").stdout)
+    shown = json.loads(world.icc.ok("items", "show", item["id"], "--json").stdout)
+    assert (shown["sha256"], shown["digests"]) == (
+        truth["sha256"], {"md5": truth["md5"], "sha1": truth["sha1"]})
+    (event,) = json.loads(world.icc.ok("custody", "show", item["id"], "--json").stdout)["events"]
+    assert event["action"] == "item.received" and event["digests"] == truth
+
+
+def test_a_digest_the_recipient_cannot_recompute_is_refused(world: World) -> None:
+    package, pid, photo = _lying_package(world, "odd", {"crc32": "0badf00d"})
+    out = world.tmp / "out"
+    result = world.icc("open", str(package), "--out", str(out))
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: package {pid}: item {photo}: evault/items.json: digest crc32 cannot be "
+        "recomputed here; digests may be sha256, md5, sha1\n"))
+    _out_is_empty(out)
+
+
+def test_a_revoked_sender_opens_only_with_allow_revoked(world: World) -> None:
+    revoked = json.loads(world.icc.ok("contact", "revoke", "registry-office",
+                                      "--json").stdout)["revoked_at"]
+    out = world.tmp / "out"
+    refused = world.icc("open", str(world.package), "--out", str(out), "--trust-sender",
+                        world.office_fp)
+    assert (refused.exit_code, refused.stderr) == (3, (
+        f"evault: {world.package.name}: signed by {world.office_fp}, the key of contact "
+        f"registry-office, revoked at {revoked}; --trust-sender does not override a "
+        "revocation: add --allow-revoked to open it anyway\n"))
+    _out_is_empty(out)
+    alone = world.icc("open", str(world.package), "--out", str(out), "--allow-revoked")
+    assert (alone.exit_code, alone.stderr) == (2, (
+        "evault: --allow-revoked: give it with --trust-sender FINGERPRINT, the revoked key you "
+        "mean to accept\n"))
+    opened = world.icc.ok("open", str(world.package), "--out", str(out), "--trust-sender",
+                          world.office_fp, "--allow-revoked")
+    assert opened.stderr.startswith(
+        f"evault: warning: the sender's key was revoked at {revoked}; opened because of "
+        "--allow-revoked, and logged so in package.opened\n"
+        f"evault: opened package {world.package_id} from registry-office")
+    (event,) = json.loads(world.icc.ok("custody", "show", world.package_id,
+                                       "--json").stdout)["events"]
+    assert event["action"] == "package.opened"
+    assert event["details"]["sender_revoked_at"] == revoked

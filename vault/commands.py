@@ -1622,6 +1622,11 @@ def contact_revoke(vault: Vault, ref: str, as_name: str | None, as_json: bool) -
     metavar="SHA256:...",
     help="Trust this sender fingerprint for this package only.",
 )
+@click.option(
+    "--allow-revoked",
+    is_flag=True,
+    help="With --trust-sender: open it even though that key was revoked here (logged).",
+)
 @as_option
 @json_option
 @with_vault
@@ -1630,6 +1635,7 @@ def open_cmd(
     package_file: Path,
     out_dir: Path,
     trust_sender: str | None,
+    allow_revoked: bool,
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -1637,8 +1643,9 @@ def open_cmd(
 
     Checks, before a single file is kept: the envelope signature by a known sender, the
     payload digest, decryption, the signed statement (this package, this body, this key),
-    every digest of the bag, and the sender's custody excerpt with its proofs. Any failure
-    exits 3 and leaves nothing behind.
+    every digest of the bag (and each MD5/SHA-1 the sender lists, recomputed), and the
+    sender's custody excerpt with its proofs. Any failure exits 3 and leaves nothing behind.
+    A sender key revoked here is refused even with --trust-sender, unless --allow-revoked.
 
     \b
     Examples:
@@ -1650,12 +1657,16 @@ def open_cmd(
     with progress_line("open") as line:
         data = open_package(
             vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender,
-            verifying=_stage(line, 1, 2, "verifying"), storing=_stage(line, 2, 2, "storing"),
+            allow_revoked=allow_revoked, verifying=_stage(line, 1, 2, "verifying"),
+            storing=_stage(line, 2, 2, "storing"),
         )
     if as_json:
         emit_record(data, True)
         return
     emit_rows(data["items"], None, ("id", "source_item", "name", "size", "sha256"))
+    if data["sender_revoked_at"]:
+        say(f"warning: the sender's key was revoked at {data['sender_revoked_at']}; opened "
+            "because of --allow-revoked, and logged so in package.opened")
     say(
         f"opened package {data['package']} from {data['sender']} "
         f"({data['sender_fingerprint']}) for {data['body']}: {len(data['items'])} item(s) "

@@ -322,7 +322,24 @@ def _check_items(report: PackageReport, bag: BagContents) -> None:
         problem = _metadata_problem(item)
         if problem:
             raise _fail(pid, f"item {signed.id}: evault/items.json: {problem}")
+        claimed = (item.get("digests") or {}).get("sha256")
+        if claimed is not None:
+            check_claimed_digest(pid, signed.id, "sha256", claimed, signed.sha256)
     report.items = items
+
+
+CLAIMABLE_DIGESTS = ("sha256", "md5", "sha1")
+"""The digests a sender may list in items.json: those this vault recomputes on receipt."""
+
+
+def check_claimed_digest(pid: str, item_id: str, algorithm: str, claimed: str,
+                         computed: str) -> None:
+    """Refuse a digest the sender claims for an item that is not the one of its content:
+    the recipient records only digests it computed, and a false claim is a false record."""
+    if claimed.lower() != computed:
+        raise _fail(pid, f"item {item_id}: the sender's {algorithm} in evault/items.json "
+                    f"({claimed}) is not the content's ({computed}); nothing was received, "
+                    "ask the sender for a corrected package")
 
 
 _CASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")  # as vault.service.intake
@@ -351,6 +368,10 @@ def _metadata_problem(item: dict[str, Any]) -> str | None:
                 key_rule.fullmatch(k) and isinstance(v, str) and len(v) <= 4096
                 for k, v in table.items()):
             return f"{name} must be a table of simple keys to strings"
+    unknown = sorted(set(item.get("digests") or {}) - set(CLAIMABLE_DIGESTS))
+    if unknown:
+        return (f"digest {unknown[0]} cannot be recomputed here; digests may be "
+                f"{', '.join(CLAIMABLE_DIGESTS)}")
     return None
 
 

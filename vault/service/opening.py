@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event as sa_event
+from sqlalchemy import select
 
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
@@ -29,6 +30,7 @@ from vault.crypto.keys import VerifyKey
 from vault.errors import (
     ConflictError,
     NotFoundError,
+    UsageError,
     VerificationError,
 )
 from vault.faults import crash_point
@@ -39,7 +41,12 @@ from vault.service.contacts import known_senders
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, vault_verifiers
 from vault.service.identities import acting_identity, identity_count, load_keypair
 from vault.service.ids import new_id
-from vault.service.inspection import OwnKeys, PackageReport, inspect_package
+from vault.service.inspection import (
+    OwnKeys,
+    PackageReport,
+    check_claimed_digest,
+    inspect_package,
+)
 from vault.service.intake import storage_recipient
 from vault.service.progress import Progress
 from vault.service.storing import store_path
@@ -57,7 +64,9 @@ from vault.store.models import (
     Acknowledgement,
     Blob,
     Body,
+    BodyKey,
     Case,
+    Contact,
     Item,
     ItemDigest,
     ItemLabel,
@@ -67,11 +76,20 @@ from vault.store.models import (
 )
 
 
-def _trusted(vault: Vault, path: Path, trust_sender: str | None) -> list[VerifyKey]:
+def _trusted(
+    vault: Vault, path: Path, trust_sender: str | None, allow_revoked: bool = False
+) -> tuple[list[VerifyKey], str | None]:
+    """The sender keys to accept, and when the one trusted by ``--trust-sender`` was revoked
+    here (None if it was not): a revoked key opens only with ``--allow-revoked``."""
     keyhistory.ensure_anchor(vault)
     with vault.transaction() as session:
         keyhistory.check_senders(vault, session)
         keys = known_senders(session)
+        revoked = _revocation(session, trust_sender) if trust_sender else None
+    if allow_revoked and not trust_sender:
+        raise UsageError("--allow-revoked: give it with --trust-sender FINGERPRINT, the "
+                         "revoked key you mean to accept")
+    revoked_at = None
     if trust_sender:
         signer = sshsig.parse(fmt.read_package(path).signature).public_key
         if signer.fingerprint != trust_sender:
@@ -79,8 +97,28 @@ def _trusted(vault: Vault, path: Path, trust_sender: str | None) -> list[VerifyK
                 f"{path.name}: signed by {signer.fingerprint}, not by --trust-sender "
                 f"{trust_sender}; do not open it"
             )
+        if revoked is not None and signer.fingerprint not in keys:
+            what, when = revoked
+            if not allow_revoked:
+                raise VerificationError(
+                    f"{path.name}: signed by {signer.fingerprint}, the key of {what}, revoked "
+                    f"at {isoformat(when)}; --trust-sender does not override a revocation: "
+                    "add --allow-revoked to open it anyway"
+                )
+            revoked_at = isoformat(when)
         keys[signer.fingerprint] = signer
-    return list(keys.values())
+    return list(keys.values()), revoked_at
+
+
+def _revocation(session: Any, fingerprint: str) -> tuple[str, datetime] | None:
+    """Whose key ``fingerprint`` was in this vault, and when it was revoked (None if never)."""
+    contact = session.scalar(select(Contact).where(Contact.fingerprint == fingerprint))
+    if contact is not None and contact.revoked_at is not None:
+        return f"contact {contact.name}", as_utc(contact.revoked_at)
+    for key in session.scalars(select(BodyKey).where(BodyKey.fingerprint == fingerprint)):
+        if key.revoked_at is not None:
+            return f"an officer of body {key.body_id}", as_utc(key.revoked_at)
+    return None
 
 
 def _identities(vault: Vault, as_name: str | None) -> OwnKeys:
@@ -99,6 +137,7 @@ def open_package(
     out_dir: Path,
     as_name: str | None = None,
     trust_sender: str | None = None,
+    allow_revoked: bool = False,
     now: datetime | None = None,
     verifying: Progress | None = None,
     storing: Progress | None = None,
@@ -111,7 +150,7 @@ def open_package(
     now = now or utcnow()
     if not path.is_file():
         raise NotFoundError(f"{path}: no such package file")
-    trusted = _trusted(vault, path, trust_sender)
+    trusted, revoked_at = _trusted(vault, path, trust_sender, allow_revoked)
     pkg = fmt.read_package(path)
     try:
         peek = fmt.Envelope.from_bytes(pkg.envelope_bytes)
@@ -136,7 +175,7 @@ def open_package(
         final = out_dir / report.package_id
         if final.exists():
             raise ConflictError(f"{final}: exists already; choose another --out")
-        result = _receive(vault, report, staging, as_name, now, storing)
+        result = _receive(vault, report, staging, as_name, now, storing, revoked_at)
         os.rename(staging, final)
         fsync_dir(out_dir)
     except BaseException:
@@ -152,8 +191,11 @@ def _receive(
     as_name: str | None,
     now: datetime,
     progress: Progress | None = None,
+    revoked_at: str | None = None,
 ) -> dict[str, Any]:
-    """Encrypt the verified files into this vault and record their custody."""
+    """Encrypt the verified files into this vault and record their custody; ``revoked_at``
+    (the sender's key was revoked then, and opened with --allow-revoked) goes into the
+    ``package.opened`` event."""
     assert report.statement is not None and report.matched_key is not None
     statement = report.statement
     envelope = report.envelope
@@ -168,14 +210,19 @@ def _receive(
             for item in statement.items:
                 meta = metadata[item.id]
                 case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
-                result = store_path(blobs, staging / item.path, recipient, (),
+                claimed = {str(k): str(v) for k, v in (meta.get("digests") or {}).items()}
+                result = store_path(blobs, staging / item.path, recipient,
+                                    sorted(set(claimed) - {"sha256"}),
                                     follow_symlinks=False, hasher_pool=hasher)
+                stored.append((item, meta, case, result))
                 if (result.sha256, result.size) != (item.sha256, item.size):
                     raise VerificationError(
                         f"package {envelope.package_id}: item {item.id} changed on disk while "
                         "being received"
                     )
-                stored.append((item, meta, case, result))
+                for algorithm, value in sorted(result.extra.items()):
+                    check_claimed_digest(envelope.package_id, item.id, algorithm,
+                                         claimed[algorithm], value)
                 done += item.size
                 if progress is not None:
                     progress(done, total)
@@ -193,8 +240,8 @@ def _receive(
                     local_id = new_id("EV")
                     session.add(Blob(id=result.blob_id, size=result.size, sha256=result.sha256,
                                      stored_size=result.stored_size, created_at=now))
-                    digests = {"sha256": item.sha256, **{
-                        str(k): str(v) for k, v in (meta.get("digests") or {}).items()}}
+                    # Only what this vault computed: the sender's claims were compared above.
+                    digests = {"sha256": result.sha256, **result.extra}
                     event = log.append(
                         pair, "item.received", local_id,
                         details={"package": envelope.package_id, "sender":
@@ -214,8 +261,8 @@ def _receive(
                         labels=[ItemLabel(label=str(lb)) for lb in meta.get("labels") or []],
                         tags=[ItemTag(key=str(k), value=str(v))
                               for k, v in (meta.get("tags") or {}).items()],
-                        digests=[ItemDigest(algorithm=str(k), hexdigest=str(v))
-                                 for k, v in (meta.get("digests") or {}).items()],
+                        digests=[ItemDigest(algorithm=k, hexdigest=v)
+                                 for k, v in sorted(result.extra.items())],
                     ))
                     received.append({"id": local_id, "source_item": item.id,
                                      "name": Path(item.path).name, "size": item.size,
@@ -236,7 +283,8 @@ def _receive(
                 log.append(pair, "package.opened", envelope.package_id,
                            details={"sender": envelope.sender.fingerprint, "body": envelope.body,
                                     "items": [r["id"] for r in received],
-                                    "sender_events": report.custody_events},
+                                    "sender_events": report.custody_events,
+                                    **({"sender_revoked_at": revoked_at} if revoked_at else {})},
                            digests={"envelope": report.envelope_sha256,
                                     "statement": report.statement_sha256}, now=now)
         except BaseException:
@@ -250,6 +298,7 @@ def _receive(
         "body": envelope.body,
         "items": received,
         "sender_custody_events": report.custody_events,
+        "sender_revoked_at": revoked_at,
     }
 
 
