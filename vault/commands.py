@@ -1699,6 +1699,8 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
 
     An acknowledgement of version 2 also carries the body's cosignature of the checkpoint the
     package carried; it is verified and kept, and `custody verify` checks the log against it.
+    Refused (exit 3): a signer the package was not encrypted to, a receipt time before the
+    send (5 minutes of clock skew allowed), a checkpoint the signer did not sign, other items.
 
     \b
     Example:
