@@ -422,6 +422,12 @@ def body_key() -> None:
     metavar="SHA256:...",
     help="Fingerprint confirmed by the officer; a different key is refused.",
 )
+@click.option(
+    "--age-fingerprint",
+    "age_pin",
+    metavar="SHA256:...",
+    help="Fingerprint of the age key confirmed by the officer (needed with --ssh --fingerprint).",
+)
 @as_option
 @json_option
 @with_vault
@@ -432,15 +438,21 @@ def body_key_add(
     age_recipient: str | None,
     ssh_key: str | None,
     pin: str | None,
+    age_pin: str | None,
     as_name: str | None,
     as_json: bool,
 ) -> None:
     """Add an officer's key to a body, from a contact card or from the two public keys.
 
+    A card is signed by its SSH key, so --fingerprint pins the whole card; the bare --ssh and
+    --age keys are pinned only by --fingerprint and --age-fingerprint together (both printed
+    by the officer's `evault identity show`). A key added unpinned is logged so, with a warning.
+
     \b
     Examples:
       evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
-      evault body key add UA-OPG --age age1... --ssh "ssh-ed25519 AAAA... officer"
+      evault body key add UA-OPG --age age1... --ssh "ssh-ed25519 AAAA... officer" \\
+        --fingerprint SHA256:... --age-fingerprint SHA256:...
     """
     from vault.service.bodies import add_body_key
 
@@ -451,11 +463,15 @@ def body_key_add(
         age_recipient=age_recipient,
         ssh_key=ssh_key,
         pin=pin,
+        age_pin=age_pin,
         as_name=as_name,
     )
     emit_record(data, as_json)
     if not as_json:
         say(f"added key {data['fingerprint']} to body {body_id}")
+    if pin is None:
+        say(f"warning: body {body_id}: key {data['fingerprint']} not pinned: confirm it with "
+            "the officer by another channel (--fingerprint next time)")
 
 
 @body_key.command("revoke")
@@ -1555,6 +1571,9 @@ def contact_add(
     emit_record(data, as_json)
     if not as_json:
         say(f"added contact {data['name']} ({data['fingerprint']})")
+    if pin is None:
+        say(f"warning: contact {data['name']}: key {data['fingerprint']} not pinned: confirm it "
+            "with the sender by another channel (--fingerprint next time)")
 
 
 @contact.command("list")
@@ -1711,6 +1730,8 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
 
     An acknowledgement of version 2 also carries the body's cosignature of the checkpoint the
     package carried; it is verified and kept, and `custody verify` checks the log against it.
+    Refused (exit 3): a signer the package was not encrypted to, a receipt time before the
+    send (5 minutes of clock skew allowed), a checkpoint the signer did not sign, other items.
 
     \b
     Example:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import os
 import re
@@ -216,6 +217,13 @@ class AgeRecipient:
     def encode(self) -> str:
         """The ``age1...`` string."""
         return bech32.encode("age", self.raw)
+
+    @property
+    def fingerprint(self) -> str:
+        """``SHA256:<base64, no padding>`` of the ``age1...`` string: short enough to read out
+        over the phone when an officer's age key is pinned (``--age-fingerprint``)."""
+        digest = hashlib.sha256(self.encode().encode("ascii")).digest()
+        return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
 
     def __str__(self) -> str:
         return self.encode()

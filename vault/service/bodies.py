@@ -122,13 +122,16 @@ def add_body_key(
     age_recipient: str | None = None,
     ssh_key: str | None = None,
     pin: str | None = None,
+    age_pin: str | None = None,
     as_name: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Add an officer's key to a body, from a contact card or from the two public keys.
 
-    ``pin`` is the fingerprint obtained from the officer by another channel; a key whose
-    fingerprint differs is refused.
+    ``pin`` is the SSH key's fingerprint obtained from the officer by another channel, and
+    ``age_pin`` the age recipient's; a key whose fingerprint differs is refused. A card is
+    signed by its SSH key, so ``pin`` covers its age recipient too; the two bare keys are
+    bound by nothing, so pinning one of them requires pinning both.
     """
     label: str | None
     card_text: str | None
@@ -149,9 +152,20 @@ def add_body_key(
         recipient = str(AgeRecipient.parse(age_recipient))
         parts = ssh_key.split(None, 2)
         label, card_text = (parts[2] if len(parts) > 2 else None), None
+        if pin is not None and age_pin is None:
+            raise UsageError(
+                "body key add: --fingerprint pins only the --ssh key; give --age-fingerprint "
+                "too (the officer's `evault identity show` prints it), or add their --card"
+            )
     if pin is not None and pin != signing.fingerprint:
         raise VerificationError(
             f"body {body_id}: key fingerprint is {signing.fingerprint}, expected {pin}; "
+            "do not add this key until its holder confirms the fingerprint"
+        )
+    age_fingerprint = AgeRecipient.parse(recipient).fingerprint
+    if age_pin is not None and age_pin != age_fingerprint:
+        raise VerificationError(
+            f"body {body_id}: age key fingerprint is {age_fingerprint}, expected {age_pin}; "
             "do not add this key until its holder confirms the fingerprint"
         )
     with vault.transaction() as session:
@@ -173,7 +187,7 @@ def add_body_key(
         )
         session.add(key)
         session.flush()
-        details = key_details(signing, key.age_recipient)
+        details = {**key_details(signing, key.age_recipient), "pinned": pin is not None}
         _log(vault, session, as_name, "body.key_added", body_id, details, key.added_at)
         return body_key_dict(key)
 

@@ -59,6 +59,14 @@ def add_contact(
         if existing is not None:
             raise ConflictError(f"contact {existing.name}: key {parsed.fingerprint} is known "
                                 "already")
+        namesake = session.scalar(select(Contact).where(Contact.name == parsed.name,
+                                                        Contact.revoked_at.is_(None)))
+        if namesake is not None:
+            raise ConflictError(
+                f"contact {parsed.name}: a contact of that name has key {namesake.fingerprint} "
+                f"already; a card under a known name is refused (revoke the old contact first "
+                "if its holder confirms a new key)"
+            )
         contact = Contact(name=parsed.name, org=parsed.org, email=parsed.email,
                           signing_key=parsed.signing_key.raw, fingerprint=parsed.fingerprint,
                           age_recipient=parsed.age_recipient, card=parsed.text, added_at=now)
@@ -66,7 +74,8 @@ def add_contact(
         CustodyLog(vault, session).append(
             actor_pair(vault, session, as_name), "contact.added", f"contact:{parsed.fingerprint}",
             details={"name": parsed.name,
-                     **key_details(parsed.signing_key, parsed.age_recipient)}, now=now,
+                     **key_details(parsed.signing_key, parsed.age_recipient),
+                     "pinned": pin is not None}, now=now,
         )
         return contact_dict(contact)
 

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, utcnow
-from vault.crypto.age import AgeIdentity
+from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.crypto.keys import SigningKey, VerifyKey
 from vault.errors import (
     ConflictError,
@@ -83,6 +83,7 @@ def identity_dict(identity: Identity) -> dict[str, Any]:
         "fingerprint": key.fingerprint,
         "signing_key": VerifyKey(key.signing_key).openssh(identity.name),
         "age_recipient": key.age_recipient,
+        "age_fingerprint": AgeRecipient.parse(key.age_recipient).fingerprint,
         "created_at": isoformat(identity.created_at),
         "revoked_at": isoformat(identity.revoked_at) if identity.revoked_at else None,
         "keys": [

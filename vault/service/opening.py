@@ -17,20 +17,23 @@ import os
 import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
+from vault.custody.note import NoteVerifier, open_checkpoint
 from vault.errors import (
     ConflictError,
     NotFoundError,
     UsageError,
+    VaultError,
     VerificationError,
 )
 from vault.faults import crash_point
@@ -387,6 +390,56 @@ def acknowledge(
             "recipient": identity.name, "fingerprint": pair.fingerprint}
 
 
+ACK_CLOCK_SKEW = timedelta(minutes=5)
+"""How far an ack's ``received_at`` may lie before the package was sent (or built, if never
+marked sent): the two vaults' clocks may differ by this much, and no more."""
+
+
+def _ack_problems(
+    ack: rfmt.Acknowledgement, package: Package, session: Session, signer: VerifyKey,
+    received_at: datetime,
+) -> list[str]:
+    """Why ``ack`` (its signature already verified) cannot be a genuine acknowledgement of
+    ``package``: each reason, in the order a reader checks them; empty if none."""
+    problems = []
+    recipients = {r.fingerprint for r in package.recipients if not r.escrow}
+    if ack.recipient.fingerprint not in recipients:
+        problems.append(f"it is signed by {ack.recipient.fingerprint}, a key of "
+                        f"{package.body_id} the package was not encrypted to")
+    if ack.body != package.body_id:
+        problems.append(f"it names body {ack.body}, the package went to {package.body_id}")
+    sent = as_utc(package.sent_at or package.created_at)
+    if received_at < sent - ACK_CLOCK_SKEW:
+        problems.append(f"it says received at {ack.received_at}, before the package was sent at "
+                        f"{isoformat(sent)} (allowing {_minutes(ACK_CLOCK_SKEW)} of clock skew)")
+    problem = _checkpoint_problem(ack.checkpoint, signer)
+    if problem:
+        problems.append(f"its checkpoint does not verify under the signer's key ({problem})")
+    if ack.envelope_sha256 != package.envelope_sha256:
+        problems.append("its envelope digest differs from the package sent")
+    if package.statement_sha256 and ack.statement_sha256 != package.statement_sha256:
+        problems.append("its statement digest differs from the package sent")
+    items = [session.get(Item, pi.item_id) for pi in package.items]
+    expected = sorted((i.id, i.size, i.sha256) for i in items if i is not None)
+    if sorted((i.id, i.size, i.sha256) for i in ack.items) != expected:
+        problems.append("its item ids, sizes or digests differ from the package's")
+    return problems
+
+
+def _minutes(delta: timedelta) -> str:
+    return f"{int(delta.total_seconds() // 60)} minutes"
+
+
+def _checkpoint_problem(note: str, signer: VerifyKey) -> str | None:
+    """Why the recipient's own checkpoint in an ack is not signed by the ack's signer."""
+    origin = note.split("\n", 1)[0]
+    try:
+        open_checkpoint(note, [NoteVerifier.for_key(origin, signer)])
+    except VaultError as e:
+        return str(e)
+    return None
+
+
 def import_ack(
     vault: Vault, ack_path: Path, *, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -425,20 +478,11 @@ def import_ack(
             raise VerificationError(
                 f"ack for package {pid}: {e}; it is not from a key of {body.id}"
             ) from None
-        problems = []
-        if ack.body != package.body_id:
-            problems.append(f"it names body {ack.body}, the package went to {package.body_id}")
-        if ack.envelope_sha256 != package.envelope_sha256:
-            problems.append("its envelope digest differs from the package sent")
-        if package.statement_sha256 and ack.statement_sha256 != package.statement_sha256:
-            problems.append("its statement digest differs from the package sent")
-        sent = {(i.item_id) for i in package.items}
-        if {i.id for i in ack.items} != sent:
-            problems.append("it lists other items than the package")
-        if problems:
-            raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
         signer = next(VerifyKey(k.signing_key) for k in body.keys
                       if k.fingerprint == ack.recipient.fingerprint)
+        problems = _ack_problems(ack, package, session, signer, received_at)
+        if problems:
+            raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
         cosigned = witness.check_cosignature(ack, package, signer,
                                              vault_verifiers(vault, session))
         digest = hashlib.sha256(data).hexdigest()
