@@ -284,6 +284,80 @@ def test_hostile_bags_are_refused_even_when_signed(world: World, kind: str) -> N
     assert not Path("/tmp/escaped.txt").exists()
 
 
+def _with_extra_file(world: World, extra: str) -> Path:
+    """The package re-made with its sender's real key, its bag holding one more file
+    ``extra`` outside data/ that its tag manifest does not list (nor the statement cover)."""
+    import hashlib
+
+    from vault.crypto.age import AgeIdentity, AgeRecipient, decrypt, encrypt
+    from vault.formats.package import Envelope, sign_envelope
+    from vault.service.identities import current_key, get_identity, load_keypair
+    from vault.service.vaults import open_vault
+
+    members = _members(world.package)
+    envelope = Envelope.from_bytes(members["envelope.json"])
+    v = open_vault(world.icc.vault)
+    with v.transaction() as session:
+        icc_pair = load_keypair(v, current_key(get_identity(session, None)))
+    v.close()
+    plain = io.BytesIO()
+    decrypt(io.BytesIO(members["payload.age"]), plain, [AgeIdentity.from_raw(icc_pair.age.raw())])
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(plain.getvalue())) as old, \
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for member in old.getmembers():
+            tar.addfile(member, old.extractfile(member) if member.isfile() else None)
+        info = tarfile.TarInfo(f"{envelope.package_id}/{extra}")
+        info.size = 6
+        tar.addfile(info, io.BytesIO(b"extra\n"))
+    sealed = io.BytesIO()
+    encrypt(io.BytesIO(raw.getvalue()), sealed,
+            [AgeRecipient.parse(k.age_recipient) for k in envelope.all_recipients])
+    envelope = replace(envelope, payload_size=len(sealed.getvalue()),
+                       payload_sha256=hashlib.sha256(sealed.getvalue()).hexdigest())
+    signing, _ = _office_keys(world)
+    data, sig = sign_envelope(envelope, signing)  # type: ignore[arg-type]
+    return _rebuild(world, data, sig, sealed.getvalue(), "extra")
+
+
+@pytest.mark.parametrize("extra", ["run-me.sh", "evault/notes.txt"])
+def test_a_file_outside_data_not_in_the_tag_manifest_is_refused(world: World,
+                                                                extra: str) -> None:
+    """No signature covers a tag file the tag manifest does not list: it is refused, not
+    extracted (only the statement and the manifest itself may be unlisted)."""
+    package = _with_extra_file(world, extra)
+    out = world.tmp / "out"
+    result = world.icc("open", str(package), "--out", str(out))
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: package {world.package_id}: {extra} is not listed in the tag manifest, so no "
+        "signature covers it; files outside data/ must be listed; ask the sender for a new "
+        "package\n"))
+    _out_is_empty(out)
+    assert json.loads(world.icc.ok("items", "list", "--json").stdout) == []
+
+
+def test_a_case_id_that_climbs_is_refused(world: World) -> None:
+    """The sender signs items.json with case ``A/../../etc`` (its own vault allowed it): the
+    recipient refuses it rather than making a case of it."""
+    hostile = "A/../../etc"
+    note = world.tmp / "note.txt"
+    note.write_bytes(b"fictional note\n")
+    world.office.ok("ingest", str(note), "--case", hostile, "--create-case", "--title", "N")
+    items = json.loads(world.office.ok("items", "list", "--json").stdout)
+    photo = next(i["id"] for i in items if i["case"] == hostile)
+    package = world.tmp / "climb.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--item", photo,
+                                     "-o", str(package), "--json").stdout)["id"]
+    out = world.tmp / "out"
+    result = world.icc("open", str(package), "--out", str(out))
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: package {pid}: item {photo}: evault/items.json: case A/../../etc must be a "
+        "case id (letters, digits, '.', '_', '/', '-'; at most 64; no empty, '.' or '..' part "
+        "between '/')\n"))
+    _out_is_empty(out)
+    assert json.loads(world.icc.ok("case", "list", "--json").stdout) == []
+
+
 def _ack(world: World) -> Path:
     world.icc.ok("open", str(world.package), "--out", str(world.tmp / "received"))
     ack = world.tmp / "ack.json"

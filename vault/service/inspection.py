@@ -37,8 +37,9 @@ from vault.custody.merkle import leaf_hash, verify_inclusion
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
 from vault.errors import DecryptionError, VaultError, VerificationError
 from vault.formats import package as fmt
-from vault.formats.bagit import BagContents, read_bag
+from vault.formats.bagit import BagContents, encode_manifest_path, read_bag
 from vault.formats.canonical import parse_json_object
+from vault.formats.safetar import printable
 from vault.service.progress import Progress
 
 READ_CHUNK = 1 << 20
@@ -248,6 +249,7 @@ def inspect_package(
         report.bag = bag
         report.decrypted = True
         _check_statement(report, bag)
+        _check_unlisted(report, bag)
         _check_items(report, bag)
         _check_custody(report, bag)
     except BaseException:
@@ -301,6 +303,22 @@ def _check_statement(report: PackageReport, bag: BagContents) -> None:
     report.statement_sha256 = hashlib.sha256(data).hexdigest()
 
 
+#: The only files of a package's bag outside data/ that its tag manifest does not list:
+#: the manifest itself and the statement that names the manifest's digest.
+_UNLISTED_ALLOWED = frozenset(
+    {"tagmanifest-sha256.txt", "evault/statement.json", "evault/statement.json.sig"})
+
+
+def _check_unlisted(report: PackageReport, bag: BagContents) -> None:
+    """Refuse a file outside data/ that no signature covers: the sender's statement signs
+    the tag manifest, so an unlisted file could be anyone's, and would be extracted."""
+    for name in sorted(bag.tag_files):
+        if name not in bag.tagmanifest and name not in _UNLISTED_ALLOWED:
+            raise _fail(report.envelope.package_id, f"{printable(encode_manifest_path(name))} "
+                        "is not listed in the tag manifest, so no signature covers it; files "
+                        "outside data/ must be listed; ask the sender for a new package")
+
+
 def _check_items(report: PackageReport, bag: BagContents) -> None:
     pid = report.envelope.package_id
     assert report.statement is not None
@@ -343,6 +361,7 @@ def check_claimed_digest(pid: str, item_id: str, algorithm: str, claimed: str,
 
 
 _CASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")  # as vault.service.intake
+_CASE_BAD_PARTS = frozenset({"", ".", ".."})  # a case id names no path to climb
 _LABEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIGEST = re.compile(r"[a-z0-9]{1,16}")
@@ -355,8 +374,10 @@ def _metadata_problem(item: dict[str, Any]) -> str | None:
         if item.get(name) is not None and not isinstance(item[name], str):
             return f"{name} must be a string"
     case = item.get("case")
-    if case is not None and not (isinstance(case, str) and _CASE.fullmatch(case)):
-        return "case must be a case id (letters, digits, '.', '_', '/', '-'; at most 64)"
+    if case is not None and not (isinstance(case, str) and _CASE.fullmatch(case)
+                                 and not _CASE_BAD_PARTS & set(case.split("/"))):
+        return (f"case {printable(str(case)[:80])} must be a case id (letters, digits, '.', '_', "
+                "'/', '-'; at most 64; no empty, '.' or '..' part between '/')")
     labels = item.get("labels") or []
     if not isinstance(labels, list) or not all(
             isinstance(lb, str) and _LABEL.fullmatch(lb) for lb in labels) or len(
