@@ -78,6 +78,17 @@ def test_ack_received_before_the_package_was_sent_is_refused(world: World) -> No
     assert _state(world) == "built"
 
 
+def test_ack_received_in_the_future_is_refused(world: World) -> None:
+    genuine = Acknowledgement.from_bytes(_ack(world).read_bytes())
+    code, err = _import(world, replace(genuine, received_at="2099-01-01T00:00:00Z"), _key(world))
+    assert code == 3
+    prefix = (f"evault: ack for package {world.package_id}: it says received at "
+              "2099-01-01T00:00:00Z, after now (")
+    assert err.startswith(prefix), err
+    assert err.endswith("; allowing 5 minutes of clock skew)\n"), err
+    assert _state(world) == "built"
+
+
 def test_ack_received_within_the_clock_skew_is_accepted(world: World) -> None:
     from vault.clock import isoformat, parse_iso
     from vault.service.opening import ACK_CLOCK_SKEW

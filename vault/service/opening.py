@@ -392,12 +392,13 @@ def acknowledge(
 
 ACK_CLOCK_SKEW = timedelta(minutes=5)
 """How far an ack's ``received_at`` may lie before the package was sent (or built, if never
-marked sent): the two vaults' clocks may differ by this much, and no more."""
+marked sent), or after the import: the two vaults' clocks may differ by this much, and no
+more."""
 
 
 def _ack_problems(
     ack: rfmt.Acknowledgement, package: Package, session: Session, signer: VerifyKey,
-    received_at: datetime,
+    received_at: datetime, now: datetime,
 ) -> list[str]:
     """Why ``ack`` (its signature already verified) cannot be a genuine acknowledgement of
     ``package``: each reason, in the order a reader checks them; empty if none."""
@@ -412,6 +413,9 @@ def _ack_problems(
     if received_at < sent - ACK_CLOCK_SKEW:
         problems.append(f"it says received at {ack.received_at}, before the package was sent at "
                         f"{isoformat(sent)} (allowing {_minutes(ACK_CLOCK_SKEW)} of clock skew)")
+    if received_at > now + ACK_CLOCK_SKEW:
+        problems.append(f"it says received at {ack.received_at}, after now ({isoformat(now)}; "
+                        f"allowing {_minutes(ACK_CLOCK_SKEW)} of clock skew)")
     problem = _checkpoint_problem(ack.checkpoint, signer)
     if problem:
         problems.append(f"its checkpoint does not verify under the signer's key ({problem})")
@@ -480,7 +484,7 @@ def import_ack(
             ) from None
         signer = next(VerifyKey(k.signing_key) for k in body.keys
                       if k.fingerprint == ack.recipient.fingerprint)
-        problems = _ack_problems(ack, package, session, signer, received_at)
+        problems = _ack_problems(ack, package, session, signer, received_at, now)
         if problems:
             raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
         cosigned = witness.check_cosignature(ack, package, signer,
