@@ -111,15 +111,15 @@ def test_unknown_sender_is_refused_unless_trusted_by_fingerprint(world: World) -
     stranger.ok("init")
     stranger.ok("identity", "create", "someone")
     out = world.tmp / "out"
-    # ICC's second vault knows no sender.
-    world.icc.ok("contact", "revoke", "registry-office")
-    refused = world.icc("open", str(world.package), "--out", str(out))
+    # A vault that knows no sender at all.
+    refused = stranger("open", str(world.package), "--out", str(out))
     assert refused.exit_code == 3
     assert refused.stderr == (
         f"evault: package {world.package_id}: sender registry-office ({world.office_fp}) is not "
         "a known contact; add their card with `evault contact add` or pass --trust-sender "
         "FINGERPRINT\n")
     _out_is_empty(out)
+    world.icc.ok("contact", "revoke", "registry-office")  # ICC's vault: the sender not trusted
     wrong = world.icc("open", str(world.package), "--out", str(out), "--trust-sender",
                       world.icc_fp)
     assert wrong.exit_code == 3 and "not by --trust-sender" in wrong.stderr
@@ -525,6 +525,13 @@ def test_a_revoked_sender_opens_only_with_allow_revoked(world: World) -> None:
         f"evault: {world.package.name}: signed by {world.office_fp}, the key of contact "
         f"registry-office, revoked at {revoked}; --trust-sender does not override a "
         "revocation: add --allow-revoked to open it anyway\n"))
+    _out_is_empty(out)
+    # Without --trust-sender the refusal names the revocation too, not "no known contact".
+    plain = world.icc("open", str(world.package), "--out", str(out))
+    assert (plain.exit_code, plain.stderr) == (3, (
+        f"evault: package {world.package_id}: sender registry-office ({world.office_fp}) is "
+        f"the key of contact registry-office, revoked at {revoked}; to open it anyway, pass "
+        f"--trust-sender {world.office_fp} --allow-revoked\n"))
     _out_is_empty(out)
     alone = world.icc("open", str(world.package), "--out", str(out), "--allow-revoked")
     assert (alone.exit_code, alone.stderr) == (2, (

@@ -160,6 +160,16 @@ def open_package(
     except VerificationError:
         peek = None
     if peek is not None and not any(k.fingerprint == peek.sender.fingerprint for k in trusted):
+        with vault.transaction() as session:
+            revoked = _revocation(session, peek.sender.fingerprint)
+        if revoked is not None:
+            whose, when = revoked
+            raise VerificationError(
+                f"package {peek.package_id}: sender {peek.sender.name} "
+                f"({peek.sender.fingerprint}) is the key of {whose}, revoked at "
+                f"{isoformat(when)}; to open it anyway, pass --trust-sender "
+                f"{peek.sender.fingerprint} --allow-revoked"
+            )
         raise VerificationError(
             f"package {peek.package_id}: sender {peek.sender.name} ({peek.sender.fingerprint}) "
             "is not a known contact; add their card with `evault contact add` or pass "
