@@ -25,12 +25,10 @@ def _no_controls(text: str) -> None:
 
 
 def _vault(tmp: Path, name: str) -> tuple[Cli, str, Path]:
-    cli = Cli(tmp / name)
-    cli.ok("init")
-    fp = json.loads(cli.ok("identity", "create", name, "--json").stdout)["fingerprint"]
-    card = tmp / f"{name}.card.json"
-    cli.ok("identity", "export", name, "-o", str(card))
-    return cli, fp, card
+    """A vault named after its one identity (test_opening's helper)."""
+    from test_opening import _vault as vault_with_identity
+
+    return vault_with_identity(tmp, name, name)
 
 
 def _ingest(cli: Cli, tmp: Path, name: str, **fields: str) -> str:
