@@ -122,6 +122,22 @@ def test_recursive_ingest_and_cases(office: Cli, tmp_path: Path) -> None:
         1, f"evault: case {CASE}: exists already; see `evault case show {CASE}`\n")
 
 
+@pytest.mark.parametrize("case", ["A/../../etc", "A/./B", "A//B", "A/", "../etc", "A/.."])
+def test_a_case_id_that_names_a_path_to_climb_is_refused(office: Cli, tmp_path: Path,
+                                                          case: str) -> None:
+    """A case id becomes a folder name in exports and a row in a recipient's vault: no part
+    may be empty, '.' or '..', typed here or (tests/test_opening.py) sent by another office."""
+    note = tmp_path / "note.txt"
+    note.write_bytes(b"fictional note\n")
+    rule = ("1-64 letters, digits, '.', '_', '/' or '-', starting with a letter or digit, with "
+            "no empty, '.' or '..' part between '/' (e.g. UA-2026-0042)")
+    for args in (["case", "create", case], ["ingest", str(note), "--case", case, "--create-case"]):
+        result = office(*args)
+        assert (result.exit_code, result.stderr) == (2, f"evault: case id {case!r}: use {rule}\n")
+    assert json.loads(office.ok("case", "list", "--json").stdout) == []
+    assert _items(office) == []
+
+
 @pytest.mark.parametrize(
     "make,args,code,message",
     [

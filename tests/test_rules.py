@@ -295,7 +295,8 @@ def test_an_item_label_with_a_trailing_newline_is_refused(office: Office) -> Non
     case = office.cli("ingest", str(evidence), "--case", CASE + "\n")
     assert (case.exit_code, case.stderr) == (
         2, f"evault: case id {CASE + chr(10)!r}: use 1-64 letters, digits, '.', '_', '/' or "
-        "'-' (e.g. UA-2026-0042)\n")
+        "'-', starting with a letter or digit, with no empty, '.' or '..' part between '/' "
+        "(e.g. UA-2026-0042)\n")
 
 
 def _rewrite_newest_rule_event(office: Office, change: Callable[[dict[str, Any]], None]) -> None:

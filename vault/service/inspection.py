@@ -40,6 +40,7 @@ from vault.formats import package as fmt
 from vault.formats.bagit import BagContents, encode_manifest_path, read_bag
 from vault.formats.canonical import parse_json_object
 from vault.formats.safetar import printable
+from vault.service.ids import CASE_ID_RULE, is_case_id
 from vault.service.progress import Progress
 
 READ_CHUNK = 1 << 20
@@ -360,8 +361,6 @@ def check_claimed_digest(pid: str, item_id: str, algorithm: str, claimed: str,
                     "ask the sender for a corrected package")
 
 
-_CASE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")  # as vault.service.intake
-_CASE_BAD_PARTS = frozenset({"", ".", ".."})  # a case id names no path to climb
 _LABEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIGEST = re.compile(r"[a-z0-9]{1,16}")
@@ -374,10 +373,8 @@ def _metadata_problem(item: dict[str, Any]) -> str | None:
         if item.get(name) is not None and not isinstance(item[name], str):
             return f"{name} must be a string"
     case = item.get("case")
-    if case is not None and not (isinstance(case, str) and _CASE.fullmatch(case)
-                                 and not _CASE_BAD_PARTS & set(case.split("/"))):
-        return (f"case {printable(str(case)[:80])} must be a case id (letters, digits, '.', '_', "
-                "'/', '-'; at most 64; no empty, '.' or '..' part between '/')")
+    if case is not None and not (isinstance(case, str) and is_case_id(case)):
+        return f"case {printable(str(case)[:80])} must be a case id ({CASE_ID_RULE})"
     labels = item.get("labels") or []
     if not isinstance(labels, list) or not all(
             isinstance(lb, str) and _LABEL.fullmatch(lb) for lb in labels) or len(

@@ -41,7 +41,7 @@ from vault.faults import crash_point
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
-from vault.service.ids import new_id
+from vault.service.ids import CASE_ID_RULE, is_case_id, new_id
 from vault.service.items import get_case
 from vault.service.progress import Progress
 from vault.service.storing import Stored, store_path, store_paths
@@ -63,7 +63,6 @@ PARALLEL_MIN_FILES = 256
 SMALL_FILE = 4 << 20
 WORKER_CHUNK = 64
 MAX_WORKERS = 4
-CASE_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
 LABEL_RULE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 TAG_KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MANIFEST_FIELDS = (
@@ -99,11 +98,9 @@ CASE_TITLE_MAX = 500
 
 
 def check_case_id(case: str) -> None:
-    """Case ids are short and safe: letters, digits, '.', '_', '/' and '-'."""
-    if not CASE_RULE.fullmatch(case):
-        raise UsageError(
-            f"case id {case!r}: use 1-64 letters, digits, '.', '_', '/' or '-' (e.g. UA-2026-0042)"
-        )
+    """Case ids are short and safe: letters, digits, '.', '_', '/' and '-', no '..' part."""
+    if not is_case_id(case):
+        raise UsageError(f"case id {case!r}: use {CASE_ID_RULE} (e.g. UA-2026-0042)")
 
 
 def parse_collected_at(text: str, where: str = "--collected-at") -> datetime:
