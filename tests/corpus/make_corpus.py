@@ -63,7 +63,7 @@ def package_id(n: int) -> str:
 
 def signed_bag(pid: str, files: dict[str, bytes] | None = None,
                items_override: list[dict[str, object]] | None = None,
-               oxum: str | None = None) -> bytes:
+               oxum: str | None = None, unlisted: dict[str, bytes] | None = None) -> bytes:
     """A complete, valid bag (statement signed by SENDER) as a tar, as evault builds one."""
     files = files if files is not None else {ITEM_A: b"fictional statement\n",
                                              ITEM_B: bytes(range(256)) * 4}
@@ -97,6 +97,8 @@ def signed_bag(pid: str, files: dict[str, bytes] | None = None,
     data, sig = fmt.sign_statement(statement, SENDER)
     bag.add_tag_file("evault/statement.json", data, in_tagmanifest=False)
     bag.add_tag_file("evault/statement.json.sig", sig.encode(), in_tagmanifest=False)
+    for name, data in (unlisted or {}).items():  # files no signature covers
+        bag.add_tag_file(name, data, in_tagmanifest=False)
     bag.close()
     raw = out.getvalue()
     if oxum is not None:
@@ -278,6 +280,32 @@ def make_packages(folder: Path) -> None:
     pid = package_id(next(n))
     (folder / "signed-items-json-nested.evpkg").write_bytes(package(pid, signed_bag(
         pid, items_override=[{"title": "deep"}])))
+    # Issue 15's hostile sender: signed claims the recipient must not record or obey.
+    pid = package_id(next(n))
+    (folder / "signed-items-json-false-md5.evpkg").write_bytes(package(pid, signed_bag(
+        pid, items_override=[{"digests": {"md5": "0" * 32}}])))
+    pid = package_id(next(n))
+    (folder / "signed-items-json-false-sha256.evpkg").write_bytes(package(pid, signed_bag(
+        pid, items_override=[{"digests": {"sha256": "0" * 64}}])))
+    pid = package_id(next(n))
+    (folder / "signed-items-json-case-climbs.evpkg").write_bytes(package(pid, signed_bag(
+        pid, items_override=[{"case": "A/../../etc"}])))
+    pid = package_id(next(n))
+    (folder / "signed-unlisted-file.evpkg").write_bytes(package(pid, signed_bag(
+        pid, unlisted={"run-me.sh": b"#!/bin/sh\necho fictional\n"})))
+    # The signed envelope of one bag around the same-size age encryption of another (one
+    # byte of an item changed, the statement re-signed): the payload digest must refuse it
+    # before anything is decrypted.
+    pid = package_id(next(n))
+    genuine = package(pid, signed_bag(pid))
+    other = signed_bag(pid, files={ITEM_A: b"fictional statemenX\n",
+                                   ITEM_B: bytes(range(256)) * 4})
+    sealed = io.BytesIO()
+    encrypt(io.BytesIO(other), sealed, [OFFICER_AGE.recipient, SENDER_AGE.recipient])
+    at, size = _members(genuine)["payload.age"]
+    assert len(sealed.getvalue()) == size
+    (folder / "payload-reencrypted-same-size.evpkg").write_bytes(
+        genuine[:at] + sealed.getvalue() + genuine[at + size:])
     pid = package_id(next(n))
     (folder / "signed-for-another-body.evpkg").write_bytes(package(
         pid, signed_bag(pid), envelope_changes={"body": "UA-OPG"}))
