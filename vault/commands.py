@@ -1141,9 +1141,10 @@ def custody_consistency(
         finally:
             if v_or_none is not None:
                 v_or_none.close()
-        data = audit.verify_with_proof(
-            audit.read_checkpoint(old), audit.read_checkpoint(new), proof_file.read_bytes(), trust
-        )
+        (old_note, old_package), (new_note, new_package) = (
+            audit.read_checkpoint_of(old), audit.read_checkpoint_of(new))
+        data = audit.verify_with_proof(old_note, new_note, proof_file.read_bytes(), trust,
+                                       old_package=old_package, new_package=new_package)
     if as_json:
         emit_record(data, True)
     else:
