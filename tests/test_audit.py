@@ -645,6 +645,22 @@ def test_a_document_carrying_a_checkpoint_of_anothers_log_is_refused(world: Worl
         "document\n"))
 
 
+def test_a_log_two_senders_named_in_their_packages_binds_neither() -> None:
+    """A hostile sender's package naming the office's log cannot bind it to its own key."""
+    from vault.crypto.keys import SigningKey
+    from vault.service.audit import Trust
+
+    office, hostile = SigningKey.generate().public, SigningKey.generate().public
+    note = "evault/0ff1ce\n1\nAAAA\n"
+    alone = Trust(has_vault=True, received=(("PKG-000000000001", "evault/0ff1ce", office),))
+    assert alone.package_sender("PKG-000000000001", note) == (office,)
+    assert alone.package_sender("PKG-000000000001", "evault/other\n1\nAAAA\n") == ()
+    both = Trust(has_vault=True, received=(*alone.received,
+                                           ("PKG-000000000002", "evault/0ff1ce", hostile)))
+    assert both.package_sender("PKG-000000000001", note) == ()
+    assert both.package_sender("PKG-000000000002", note) == ()
+
+
 # ----------------------------------------------------------------------------- sheet
 
 

@@ -180,7 +180,12 @@ class Trust:
         """The sender of a package this vault opened, if its envelope named the log of
         ``note`` (then bound to it: the sender a document at hand names), else nothing."""
         opened = self.sender_origin(package_id) if package_id is not None else None
-        return (opened[1],) if opened is not None and opened[0] == _origin_line(note) else ()
+        if opened is None or opened[0] != _origin_line(note):
+            return ()
+        # A log that packages from two senders named is bound to neither: one of them lies.
+        if any(o == opened[0] and k != opened[1] for _, o, k in self.received):
+            return ()
+        return (opened[1],)
 
     def unbound(self, origin: str, signer: VerifyKey, label: str) -> VerificationError:
         """The refusal of a checkpoint of ``origin`` signed by a key not bound to that log."""
