@@ -91,7 +91,8 @@ class Trust:
 
     ``signers`` come from an allowed_signers file (``source``) and are admitted per
     namespace; ``vault_keys`` are a vault's known senders and own keys, admitted for every
-    kind of document.
+    kind of signed document. A checkpoint is admitted only from a key bound to its log
+    (:meth:`origin_keys`, or the sender a document at hand names: :meth:`package_sender`).
     """
 
     signers: tuple[sshsig.AllowedSigner, ...] = ()
@@ -104,7 +105,7 @@ class Trust:
     own_origin: str | None = None
     """The vault's own log, ``evault/<vault-id>``: only :attr:`own_keys` sign its checkpoints."""
     own_keys: tuple[VerifyKey, ...] = ()
-    """The vault's own identity keys (current and retired, not revoked)."""
+    """The vault's own identity keys (current, retired and revoked)."""
     received: tuple[tuple[str, str, VerifyKey], ...] = ()
     """(package id, origin, sender key) of each package the vault opened from a sender it
     still trusts: the log that package's verified envelope named as its sender's."""
@@ -322,14 +323,14 @@ def _revoked_keys(session: Any, active: set[VerifyKey]) -> dict[VerifyKey, datet
 
 
 def _own_keys(session: Any) -> list[VerifyKey]:
-    """The vault's own identity keys that are not revoked (retired ones signed old
-    checkpoints of its log)."""
+    """Every identity key of the vault, retired and revoked too: each signed checkpoints of
+    its log in its time (whether a revoked key's document predates its revocation is
+    :meth:`Trust.dated`'s to say; a bare checkpoint needs a key trusted now)."""
     from sqlalchemy import select
 
     from vault.store.models import IdentityKey
 
-    rows = session.scalars(select(IdentityKey).where(IdentityKey.revoked_at.is_(None)))
-    return [VerifyKey(row.signing_key) for row in rows]
+    return [VerifyKey(row.signing_key) for row in session.scalars(select(IdentityKey))]
 
 
 def _received_origins(
@@ -717,7 +718,8 @@ def _untrusted_note(
         )
     return VerificationError(
         f"{label}: not signed by a trusted key (signer name {_origin_line(note)[:80]}); add "
-        f"the signer's key to --trusted-keys (namespace {CHECKPOINT_NAMESPACE}) or as a contact"
+        f"the signer's key to --trusted-keys with its log as a principal (namespace "
+        f"{CHECKPOINT_NAMESPACE})"
     )
 
 
