@@ -318,9 +318,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         allowed = work / "allowed_signers"
         office_key = " ".join(office_id["signing_key"].split()[:2])
         icc_key = json.loads(icc_card.read_text())["signing_key"]
+        # A checkpoint signer is bound to its log: the office's line names it as a principal.
+        office_log = (work / "checkpoint-1.txt").read_text().split("\n", 1)[0]
         demo.write_lines(allowed, [
-            'registry-office namespaces="evault-envelope,evault-statement,evault-receipt,'
-            f'evault-checkpoint" {office_key}',
+            f'registry-office,{office_log} namespaces="evault-envelope,evault-statement,'
+            f'evault-receipt,evault-checkpoint" {office_key}',
             f'icc-officer namespaces="evault-ack,evault-checkpoint" {icc_key}',
         ])
         auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}

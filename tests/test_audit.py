@@ -10,6 +10,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TEST_PASSPHRASE, Cli
@@ -43,6 +44,8 @@ class World:
     checkpoint: Path  # the office's log after everything
     allowed: Path  # allowed_signers of an auditor who trusts both sides
     items: list[str]
+    origin: str  # the office's log, evault/<vault-id>
+    old_allowed: Path  # allowed_signers as the README wrote them before origins were bound
 
 
 def _card_key(card: Path) -> str:
@@ -94,14 +97,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         office.ok("package", "create", "--to", "ICC-OTP", "--item", items[0], "-o", str(other))
         checkpoint = tmp / "checkpoint.txt"
         office.ok("custody", "checkpoint", "-o", str(checkpoint))
-    allowed = tmp / "allowed_signers"
+    origin = checkpoint.read_text().split("\n", 1)[0]
+    allowed, old_allowed = tmp / "allowed_signers", tmp / "old_allowed_signers"
+    # A checkpoint signer is bound to its log by naming the log as a principal.
     allowed.write_text(
-        'registry namespaces="evault-envelope,evault-statement,evault-receipt,'
+        f'registry,{origin} namespaces="evault-envelope,evault-statement,evault-receipt,'
         f'evault-checkpoint" {_card_key(office_card)}\n'
         f'icc namespaces="evault-ack,evault-checkpoint" {_card_key(icc_card)}\n'
     )
+    old_allowed.write_text(allowed.read_text().replace(f"registry,{origin} ", "registry "))
     yield World(tmp, office, icc, office_fp, icc_fp, package, sent["id"], other, receipt,
-                sent["receipt"], ack, office_card, icc_card, checkpoint, allowed, items)
+                sent["receipt"], ack, office_card, icc_card, checkpoint, allowed, items, origin,
+                old_allowed)
 
 
 def auditor(*args: str) -> tuple[int, list[str], str]:
@@ -187,9 +194,15 @@ def test_verify_every_kind_with_the_senders_vault(world: World) -> None:
 
 
 def test_verify_every_kind_with_the_recipients_vault(world: World) -> None:
-    result = world.icc("verify", *every_file(world))
+    # A contact card names no log: the office's bare checkpoint needs a line binding its log.
+    result = world.icc("verify", *every_file(world), "--trusted-keys", str(world.allowed))
     assert result.exit_code == 0, result.stdout + result.stderr
     assert_all_ok(world, result.stdout.splitlines())
+    result = world.icc("verify", *every_file(world))
+    assert result.exit_code == 3
+    assert result.stdout.splitlines()[5].startswith(
+        f"FAIL: {world.checkpoint}: checkpoint: origin {world.origin} signed by "
+        f"{world.office_fp}, which this vault knows as a sender but not as the keeper of ")
 
 
 def test_verify_with_trusted_keys_and_no_vault(world: World, tmp_path: Path) -> None:
@@ -458,6 +471,194 @@ def test_consistency_option_refusals(world: World, tmp_path: Path) -> None:
     assert code == 3
     assert stderr == "evault: consistency proof: type must be 'evault-consistency-proof'\n"
     assert world.office(*base, "-o", str(proof)).exit_code == 2  # never replaces a file
+
+
+# ----------------------------------------------------------------------------- origins
+
+
+def _keypair(cli: Cli, name: str) -> Any:
+    """The signing pair of identity ``name`` in ``cli``'s vault (as a forger holding it)."""
+    from vault.service.identities import current_key, get_identity, load_keypair
+    from vault.service.vaults import open_vault
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EVAULT_KEY_STORAGE", "file")
+        mp.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
+        v = open_vault(cli.vault)
+        try:
+            with v.transaction() as session:
+                return load_keypair(v, current_key(get_identity(session, name)))
+        finally:
+            v.close()
+
+
+@pytest.fixture(scope="module")
+def forged(world: World) -> tuple[Path, Path]:
+    """The ICC officer's key, trusted for checkpoints, signs a checkpoint of the office's log
+    extended by three events the office never logged, with the proof that leads there."""
+    from vault.custody.merkle import consistency_proof, leaf_hash, root_of
+    from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
+    from vault.service.audit import proof_document, read_checkpoint
+    from vault.service.custody import leaf_hashes
+    from vault.service.vaults import open_vault
+
+    size = int(world.checkpoint.read_text().split("\n")[1])
+    old_size = int(read_checkpoint(world.receipt).split("\n")[1])
+    v = open_vault(world.office.vault)
+    try:
+        with v.transaction() as session:
+            leaves = leaf_hashes(session, size)
+    finally:
+        v.close()
+    leaves += [leaf_hash(f"forged event {n}".encode()) for n in range(3)]
+    new = Checkpoint(world.origin, len(leaves), root_of(leaves))
+    note = world.tmp / "forged-extension.txt"
+    note.write_text(sign_checkpoint(new, NoteSigner(world.origin,
+                                                    _keypair(world.icc, "icc-officer").signing)))
+    proof = world.tmp / "forged-extension-proof.json"
+    proof.write_text(proof_document({
+        "origin": world.origin, "old_size": old_size, "new_size": new.size,
+        "old_root": read_checkpoint(world.receipt).split("\n")[2],
+        "new_root": base64.b64encode(new.root_hash).decode(),
+        "proof": [base64.b64encode(h).decode()
+                  for h in consistency_proof(leaves, old_size, new.size)],
+    }))
+    return note, proof
+
+
+def _not_a_principal(world: World, allowed: Path, principals: str) -> str:
+    return (f"origin {world.origin} signed by {world.icc_fp}, but its line in {allowed} does "
+            f"not name that log among its principals ({principals}); a checkpoint signer must "
+            f"be bound to its log: if this key keeps {world.origin}, add {world.origin} as a "
+            "principal of that line")
+
+
+def test_a_checkpoint_of_the_office_log_signed_by_another_key_is_refused(
+    world: World, forged: tuple[Path, Path]
+) -> None:
+    note, proof = forged
+    # The officer's key is trusted for checkpoints (of its own log), not for the office's.
+    code, lines, _ = auditor("verify", str(note), "--trusted-keys", str(world.allowed))
+    assert (code, lines) == (3, [f"FAIL: {note}: checkpoint: "
+                                 + _not_a_principal(world, world.allowed, "icc")])
+    # The forged extension "proves" nothing either: the new checkpoint is refused first.
+    args = ("custody", "consistency", str(world.receipt), str(note), "--proof", str(proof))
+    code, lines, stderr = auditor(*args, "--trusted-keys", str(world.allowed))
+    assert (code, lines, stderr) == (
+        3, [], "evault: new checkpoint: " + _not_a_principal(world, world.allowed, "icc") + "\n")
+    # A vault binds its own log to its own keys only, and a body's key to no log of its own.
+    result = world.icc(*args)
+    assert (result.exit_code, result.stdout) == (3, "")
+    icc_origin = json.loads(world.ack.read_text())["checkpoint"].split("\n")[0]
+    assert result.stderr == (
+        f"evault: new checkpoint: origin {world.origin} signed by {world.icc_fp}, a key of this "
+        f"vault, whose own log is {icc_origin}; a vault's key vouches only for its own log, do "
+        "not rely on this checkpoint\n")
+    result = world.office("verify", str(note))
+    assert (result.exit_code, result.stdout) == (3, (
+        f"FAIL: {note}: checkpoint: origin {world.origin} signed by {world.icc_fp}, which this "
+        "vault knows as a sender but not as the keeper of that log (a contact card names no "
+        "log); if this key keeps it, pass --trusted-keys FILE with the line "
+        f"'{world.origin} namespaces=\"evault-checkpoint\" ssh-ed25519 ...' for it\n"))
+
+
+def test_the_office_checkpoint_verifies_through_each_binding(world: World) -> None:
+    proof = world.tmp / "origin-proof.json"
+    world.office.ok("custody", "consistency", str(world.receipt), str(world.checkpoint),
+                    "-o", str(proof))
+    args = ("custody", "consistency", str(world.receipt), str(world.checkpoint),
+            "--proof", str(proof))
+    # (a) the office's own vault: its own log, its own keys.
+    assert world.office.ok(*args).stdout.startswith("OK: the log grew from ")
+    assert world.office.ok("verify", str(world.checkpoint)).stdout.startswith("OK: ")
+    # (b) the sender named by a document at hand: the receipt's checkpoint is the sender's,
+    # and the recipient's vault binds the ack's cosigned checkpoint to the sender of the
+    # package it opened; both with the old allowed_signers or none.
+    code, lines, _ = auditor("verify", str(world.receipt), "--trusted-keys",
+                             str(world.old_allowed))
+    assert code == 0 and lines[0].startswith(f"OK: {world.receipt} (sharing receipt ")
+    result = world.icc("verify", str(world.ack))
+    assert result.exit_code == 0 and f"; ICC-OTP witnessed {world.origin} at size " in (
+        result.stdout)
+    # (c) an allowed_signers line naming the log as a principal, or a pattern matching it.
+    key = _card_key(world.office_card)
+    for principals in (world.origin, "registry,evault/*", world.origin[:-3] + "???"):
+        allowed = world.tmp / "origin-allowed"
+        allowed.write_text(f'{principals} namespaces="evault-checkpoint" {key}\n')
+        code, lines, stderr = auditor(*args, "--trusted-keys", str(allowed))
+        assert (code, stderr) == (0, ""), (principals, stderr)
+        code, lines, _ = auditor("verify", str(world.checkpoint), "--trusted-keys", str(allowed))
+        assert code == 0 and lines[0].startswith(f"OK: {world.checkpoint} (checkpoint of "
+                                                 f"{world.origin} at size "), principals
+    # A negated pattern vetoes the log, as in OpenSSH.
+    allowed.write_text(f'"evault/*,!{world.origin}" namespaces="evault-checkpoint" {key}\n')
+    code, lines, _ = auditor("verify", str(world.checkpoint), "--trusted-keys", str(allowed))
+    assert code == 3 and "does not name that log among its principals (evault/*,!" in lines[0]
+
+
+def test_an_old_style_line_is_refused_for_checkpoints_with_the_next_step(world: World) -> None:
+    code, lines, _ = auditor("verify", str(world.checkpoint), "--trusted-keys",
+                             str(world.old_allowed))
+    expected = (f"origin {world.origin} signed by {world.office_fp}, but its line in "
+                f"{world.old_allowed} does not name that log among its principals (registry); "
+                "a checkpoint signer must be bound to its log: if this key keeps "
+                f"{world.origin}, add {world.origin} as a principal of that line")
+    assert (code, lines) == (3, [f"FAIL: {world.checkpoint}: checkpoint: {expected}"])
+    proof = world.tmp / "old-style-proof.json"
+    world.office.ok("custody", "consistency", str(world.receipt), str(world.checkpoint),
+                    "-o", str(proof))
+    code, lines, stderr = auditor("custody", "consistency", str(world.receipt),
+                                  str(world.checkpoint), "--proof", str(proof),
+                                  "--trusted-keys", str(world.old_allowed))
+    assert (code, lines, stderr) == (3, [], f"evault: old checkpoint: {expected}\n")
+
+
+def test_a_document_carrying_a_checkpoint_of_anothers_log_is_refused(world: World) -> None:
+    """A body re-signs its ack with a checkpoint of the office's log in it, signed by itself."""
+    import dataclasses
+
+    from vault.crypto import sshsig
+    from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
+    from vault.formats import receipt as rfmt
+
+    pair = _keypair(world.icc, "icc-officer")
+    lines = world.checkpoint.read_text().split("\n")
+    note = sign_checkpoint(Checkpoint(world.origin, int(lines[1]), base64.b64decode(lines[2])),
+                           NoteSigner(world.origin, pair.signing))
+    ack = rfmt.Acknowledgement.from_bytes(world.ack.read_bytes())
+    data = dataclasses.replace(ack, checkpoint=note).to_bytes()
+    claimed = world.tmp / "copies" / "claimed-ack.json"
+    claimed.parent.mkdir(exist_ok=True)
+    claimed.write_bytes(data)
+    Path(f"{claimed}.sig").write_text(sshsig.sign(pair.signing, data, rfmt.ACK_NAMESPACE))
+    code, out, _ = auditor("verify", str(claimed), "--trusted-keys", str(world.allowed))
+    assert (code, out) == (3, [
+        f"FAIL: {claimed}: acknowledgement of {world.package_id}: checkpoint: origin "
+        f"{world.origin} signed by {world.icc_fp}, but that log is bound to other keys "
+        f"(principals in {world.allowed}); a signer vouches only for its own log, do not rely "
+        "on this document"])
+    result = world.office("verify", str(claimed))
+    assert (result.exit_code, result.stdout) == (3, (
+        f"FAIL: {claimed}: acknowledgement of {world.package_id}: checkpoint: origin "
+        f"{world.origin} signed by {world.icc_fp}, but that log is bound to other keys (this "
+        "vault's own identities); a signer vouches only for its own log, do not rely on this "
+        "document\n"))
+
+
+def test_a_log_two_senders_named_in_their_packages_binds_neither() -> None:
+    """A hostile sender's package naming the office's log cannot bind it to its own key."""
+    from vault.crypto.keys import SigningKey
+    from vault.service.audit import Trust
+
+    office, hostile = SigningKey.generate().public, SigningKey.generate().public
+    note = "evault/0ff1ce\n1\nAAAA\n"
+    alone = Trust(has_vault=True, received=(("PKG-000000000001", "evault/0ff1ce", office),))
+    assert alone.package_sender("PKG-000000000001", note) == (office,)
+    assert alone.package_sender("PKG-000000000001", "evault/other\n1\nAAAA\n") == ()
+    both = Trust(has_vault=True, received=(*alone.received,
+                                           ("PKG-000000000002", "evault/0ff1ce", hostile)))
+    assert both.package_sender("PKG-000000000001", note) == ()
+    assert both.package_sender("PKG-000000000002", note) == ()
 
 
 # ----------------------------------------------------------------------------- sheet

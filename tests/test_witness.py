@@ -266,7 +266,9 @@ def test_the_ack_holder_proves_a_cut_the_database_no_longer_shows(world: World) 
 
     # The body still holds its ack: the cosigned note is signed by the office's own key.
     allowed = world.tmp / "allowed_signers"
-    allowed.write_text(f'office namespaces="evault-checkpoint" {_card_key(world.office_card)}\n'
+    log = json.loads(world.ack.read_text())["cosigned_checkpoint"].split("\n", 1)[0]
+    allowed.write_text(f'office,{log} namespaces="evault-checkpoint" '
+                       f'{_card_key(world.office_card)}\n'
                        f'icc namespaces="evault-ack" {_card_key(world.icc_card)}\n')
     checked = Cli(Path("unused"))("verify", str(world.ack), "--trusted-keys", str(allowed),
                                   vault=False)

@@ -1092,7 +1092,8 @@ def custody_prove(vault: Vault, subject: str, as_json: bool) -> None:
 @click.option(
     "--trusted-keys",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="With --proof: OpenSSH allowed_signers file of the checkpoint signers.",
+    help="With --proof: OpenSSH allowed_signers file of the checkpoint signers, each line "
+    "naming the logs it keeps (evault/<vault-id>) among its principals.",
 )
 @json_option
 @vault_option
@@ -1110,7 +1111,9 @@ def custody_consistency(
     OLD and NEW are checkpoint notes, or sharing receipts or acknowledgements (their
     checkpoint is used). Without --proof this vault's own log computes the proof; -o writes
     it for an auditor. With --proof no vault is needed: both notes must be signed by keys
-    from --trusted-keys (namespace evault-checkpoint) or known to a vault, if one is at hand.
+    bound to their log: a --trusted-keys line (namespace evault-checkpoint) whose principals
+    name the log evault/<vault-id>, or a vault at hand (its own log; the sender of a package
+    it opened, for that package's receipt).
 
     \b
     Examples:
@@ -1141,9 +1144,10 @@ def custody_consistency(
         finally:
             if v_or_none is not None:
                 v_or_none.close()
-        data = audit.verify_with_proof(
-            audit.read_checkpoint(old), audit.read_checkpoint(new), proof_file.read_bytes(), trust
-        )
+        (old_note, old_package), (new_note, new_package) = (
+            audit.read_checkpoint_of(old), audit.read_checkpoint_of(new))
+        data = audit.verify_with_proof(old_note, new_note, proof_file.read_bytes(), trust,
+                                       old_package=old_package, new_package=new_package)
     if as_json:
         emit_record(data, True)
     else:

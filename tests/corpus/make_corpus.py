@@ -533,7 +533,7 @@ def make_inputs(folder: Path) -> None:
 
 def make_keys(folder: Path) -> None:
     (folder / "allowed_signers").write_text(
-        f'{SENDER_NAME} namespaces="evault-envelope,evault-statement,evault-receipt,'
+        f'{SENDER_NAME},{ORIGIN} namespaces="evault-envelope,evault-statement,evault-receipt,'
         f'evault-checkpoint" {SENDER.public.openssh()}\n'
         f'{OFFICER_NAME} namespaces="evault-ack,evault-checkpoint" '
         f"{OFFICER.public.openssh()}\n"

@@ -14,7 +14,8 @@ so one bad file never hides the others. Signers are trusted through :class:`Trus
 entries of an OpenSSH allowed_signers file, each admitted only for the namespaces its
 ``namespaces=`` option names, and, when a vault is at hand, the senders it knows. Checkpoint
 notes are not SSH signatures; an allowed_signers entry admits a checkpoint signer under the
-namespace :data:`CHECKPOINT_NAMESPACE`.
+namespace :data:`CHECKPOINT_NAMESPACE`, and only for the logs its principals name: a checkpoint
+of ``evault/<vault-id>`` needs a key bound to that origin (see :meth:`Trust.origin_keys`).
 
 :func:`verify_with_proof` checks a consistency proof written by the sender
 (:func:`proof_document`) between two signed checkpoints without the sender's log, so an
@@ -90,7 +91,8 @@ class Trust:
 
     ``signers`` come from an allowed_signers file (``source``) and are admitted per
     namespace; ``vault_keys`` are a vault's known senders and own keys, admitted for every
-    kind of document.
+    kind of signed document. A checkpoint is admitted only from a key bound to its log
+    (:meth:`origin_keys`, or the sender a document at hand names: :meth:`package_sender`).
     """
 
     signers: tuple[sshsig.AllowedSigner, ...] = ()
@@ -100,6 +102,13 @@ class Trust:
     revoked: tuple[tuple[VerifyKey, datetime], ...] = ()
     """Keys the vault knew and revoked (and trusts nowhere else), with the time: what they
     signed before it still verifies, with a note; what is dated after it is refused."""
+    own_origin: str | None = None
+    """The vault's own log, ``evault/<vault-id>``: only :attr:`own_keys` sign its checkpoints."""
+    own_keys: tuple[VerifyKey, ...] = ()
+    """The vault's own identity keys (current, retired and revoked)."""
+    received: tuple[tuple[str, str, VerifyKey], ...] = ()
+    """(package id, origin, sender key) of each package the vault opened from a sender it
+    still trusts: the log that package's verified envelope named as its sender's."""
 
     @classmethod
     def build(cls, allowed_signers: Path | None, vault: Vault | None) -> Trust:
@@ -116,23 +125,104 @@ class Trust:
                 raise UsageError(f"{allowed_signers}: {e}") from None
         keys: list[VerifyKey] = []
         revoked: dict[VerifyKey, datetime] = {}
+        own_origin: str | None = None
+        own: list[VerifyKey] = []
+        received: list[tuple[str, str, VerifyKey]] = []
         if vault is not None:
             from vault.service import keyhistory
             from vault.service.contacts import known_senders
+            from vault.service.custody import origin
 
             # The vault's senders as its signed key history has them, not as the tables say.
             keyhistory.ensure_anchor(vault)
             with vault.transaction() as session:
                 keyhistory.check_senders(vault, session)
-                keys = list(known_senders(session).values())
+                known = known_senders(session)
+                keys = list(known.values())
                 revoked = _revoked_keys(session, set(keys))
+                own = _own_keys(session)
+                received = _received_origins(session, known)
+            own_origin = origin(vault)
         return cls(
             signers=tuple(signers),
             vault_keys=tuple(keys),
             source=str(allowed_signers) if allowed_signers is not None else None,
             has_vault=vault is not None,
             revoked=tuple(revoked.items()),
+            own_origin=own_origin,
+            own_keys=tuple(own),
+            received=tuple(received),
         )
+
+    def origin_keys(self, origin: str) -> list[VerifyKey]:
+        """The keys bound to the log ``origin``: this vault's own identities for its own log,
+        and each allowed_signers entry admitted for checkpoints whose principals match it
+        (OpenSSH patterns, ``*`` and ``?``). Empty if nothing binds it."""
+        keys = list(self.own_keys) if origin == self.own_origin else []
+        for key in self._lined(origin):
+            if key not in keys:
+                keys.append(key)
+        return keys
+
+    def binds(self, origin: str) -> bool:
+        """True if the keys at hand bind ``origin`` to some keys (this vault's own log, or an
+        allowed_signers principal naming it); a document's signer then does not."""
+        return origin == self.own_origin or bool(self._lined(origin))
+
+    def _lined(self, origin: str) -> list[VerifyKey]:
+        return sshsig.trusted_keys(self.signers, namespace=CHECKPOINT_NAMESPACE,
+                                   principal=origin)
+
+    def sender_origin(self, package_id: str) -> tuple[str, VerifyKey] | None:
+        """The log and key of the sender of a package this vault opened, if it did."""
+        return next(((o, k) for p, o, k in self.received if p == package_id), None)
+
+    def package_sender(self, package_id: str | None, note: str | bytes) -> tuple[VerifyKey, ...]:
+        """The sender of a package this vault opened, if its envelope named the log of
+        ``note`` (then bound to it: the sender a document at hand names), else nothing."""
+        opened = self.sender_origin(package_id) if package_id is not None else None
+        if opened is None or opened[0] != _origin_line(note):
+            return ()
+        # A log that packages from two senders named is bound to neither: one of them lies.
+        if any(o == opened[0] and k != opened[1] for _, o, k in self.received):
+            return ()
+        return (opened[1],)
+
+    def unbound(self, origin: str, signer: VerifyKey, label: str) -> VerificationError:
+        """The refusal of a checkpoint of ``origin`` signed by a key not bound to that log."""
+        fp = signer.fingerprint
+        head = f"{label}: origin {origin} signed by {fp}, "
+        if self.own_origin is not None and signer in self.own_keys:
+            return VerificationError(
+                head + f"a key of this vault, whose own log is {self.own_origin}; a vault's key "
+                "vouches only for its own log, do not rely on this checkpoint")
+        lines = [e for e in self.signers if e.key == signer]
+        for entry in lines:
+            try:
+                entry.check(namespace=CHECKPOINT_NAMESPACE)
+            except VerificationError:
+                continue
+            return VerificationError(
+                head + f"but its line in {self.source} does not name that log among its "
+                f"principals ({','.join(entry.principals)}); a checkpoint signer must be bound "
+                f"to its log: if this key keeps {origin}, add {origin} as a principal of that "
+                "line")
+        return VerificationError(
+            head + "which this vault knows as a sender but not as the keeper of that log (a "
+            "contact card names no log); if this key keeps it, pass --trusted-keys FILE with "
+            f"the line '{origin} namespaces=\"{CHECKPOINT_NAMESPACE}\" ssh-ed25519 ...' for it")
+
+    def check_own_log(self, origin: str, signer: VerifyKey, label: str) -> None:
+        """A document's signer signed the checkpoint it carries (of ``origin``): refuse it if
+        that log is bound to other keys (it claims a log that is not its own)."""
+        if self.binds(origin) and signer not in self.origin_keys(origin):
+            where = " and ".join(
+                (["this vault's own identities"] if origin == self.own_origin else [])
+                + ([f"principals in {self.source}"] if self._lined(origin) else []))
+            raise VerificationError(
+                f"{label}: checkpoint: origin {origin} signed by {signer.fingerprint}, but that "
+                f"log is bound to other keys ({where}); a signer vouches only for its own log, "
+                "do not rely on this document")
 
     def revocation(self, key: VerifyKey) -> datetime | None:
         """When the vault revoked ``key``, if it did (and trusts it nowhere else)."""
@@ -229,6 +319,39 @@ def _revoked_keys(session: Any, active: set[VerifyKey]) -> dict[VerifyKey, datet
             if key not in active:
                 when = as_utc(row.revoked_at)
                 out[key] = min(when, out.get(key, when))
+    return out
+
+
+def _own_keys(session: Any) -> list[VerifyKey]:
+    """Every identity key of the vault, retired and revoked too: each signed checkpoints of
+    its log in its time (whether a revoked key's document predates its revocation is
+    :meth:`Trust.dated`'s to say; a bare checkpoint needs a key trusted now)."""
+    from sqlalchemy import select
+
+    from vault.store.models import IdentityKey
+
+    return [VerifyKey(row.signing_key) for row in session.scalars(select(IdentityKey))]
+
+
+def _received_origins(
+    session: Any, known: dict[str, VerifyKey]
+) -> list[tuple[str, str, VerifyKey]]:
+    """(package id, origin, sender key) of every package opened from a still-trusted sender."""
+    from sqlalchemy import select
+
+    from vault.store.models import ReceivedPackage
+
+    out: list[tuple[str, str, VerifyKey]] = []
+    for pid, sender, envelope in session.execute(select(
+            ReceivedPackage.package_id, ReceivedPackage.sender, ReceivedPackage.envelope)):
+        key = known.get(sender)
+        if key is None:
+            continue
+        try:
+            note = fmt.Envelope.from_bytes(bytes(envelope)).checkpoint
+        except VaultError:
+            continue
+        out.append((pid, _origin_line(note), key))
     return out
 
 
@@ -354,13 +477,15 @@ def _origin_line(note: str | bytes) -> str:
     return text.split("\n", 1)[0]
 
 
-def _embedded_checkpoint(note: str, signer: VerifyKey, label: str) -> Checkpoint:
-    """A checkpoint inside a signed document: signed by the document's own signer."""
+def _embedded_checkpoint(note: str, signer: VerifyKey, label: str, trust: Trust) -> Checkpoint:
+    """A checkpoint inside a signed document: signed by the document's own signer, of a log
+    not bound to other keys (the signer's own, as far as the keys at hand tell)."""
     try:
         verifier = NoteVerifier.for_key(_origin_line(note), signer)
         checkpoint, _ = open_checkpoint(note, [verifier])
     except VaultError as e:
         raise VerificationError(f"{label}: checkpoint: {e}") from None
+    trust.check_own_log(checkpoint.origin, signer, label)
     return checkpoint
 
 
@@ -387,6 +512,7 @@ def _check_package(
         done = (f"envelope, payload, bag, statement, {len(report.statement.items)} item(s) and "
                 f"{report.custody_events} custody event(s) verified")
     envelope = report.envelope
+    trust.check_own_log(_origin_line(envelope.checkpoint), report.sender_key, label)
     note = trust.dated(report.sender_key, envelope.created_at, label)
     return _Checked(
         f"package {envelope.package_id} from {envelope.sender.name} for {envelope.body}, "
@@ -412,7 +538,7 @@ def _check_envelope(path: Path, trust: Trust, identities: OwnKeys | None) -> _Ch
     if signer.fingerprint != envelope.sender.fingerprint:
         raise VerificationError(f"{label}: signed by {signer.fingerprint}, but the sender named "
                                 f"inside is {envelope.sender.name} {envelope.sender.fingerprint}")
-    _embedded_checkpoint(envelope.checkpoint, signer, label)
+    _embedded_checkpoint(envelope.checkpoint, signer, label, trust)
     note = trust.dated(signer, envelope.created_at, label)
     return _Checked(
         f"envelope of package {envelope.package_id} from {envelope.sender.name} for "
@@ -446,7 +572,7 @@ def _check_receipt(path: Path, trust: Trust, identities: OwnKeys | None) -> _Che
     keys = trust.require(signature, rfmt.RECEIPT_NAMESPACE, label)
     receipt = rfmt.verify_receipt(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == receipt.sender.fingerprint)
-    checkpoint = _embedded_checkpoint(receipt.checkpoint, signer, label)
+    checkpoint = _embedded_checkpoint(receipt.checkpoint, signer, label, trust)
     note = trust.dated(signer, receipt.sent_at, label)
     return _Checked(
         f"sharing receipt {receipt.receipt_id} of package {receipt.package_id} to "
@@ -464,7 +590,7 @@ def _check_ack(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked
     keys = trust.require(signature, rfmt.ACK_NAMESPACE, label)
     ack = rfmt.verify_ack(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == ack.recipient.fingerprint)
-    checkpoint = _embedded_checkpoint(ack.checkpoint, signer, label)
+    checkpoint = _embedded_checkpoint(ack.checkpoint, signer, label, trust)
     note = trust.dated(signer, ack.received_at, label)
     witnessed = _witnessed(ack, signer, trust, label)
     return _Checked(
@@ -488,7 +614,10 @@ def _witnessed(ack: rfmt.Acknowledgement, signer: VerifyKey, trust: Trust, label
                                  Cosigner.for_key(witness_name(ack.body), signer))
     except VaultError as e:
         raise VerificationError(f"{where}: {e}") from None
-    checkpoint, sender = open_trusted_checkpoint(ack.cosigned_checkpoint, trust, where)
+    # The sender of a package this vault opened keeps the log its envelope named.
+    checkpoint, sender = open_trusted_checkpoint(
+        ack.cosigned_checkpoint, trust, where,
+        bound=trust.package_sender(ack.package_id, ack.cosigned_checkpoint))
     when = isoformat(datetime.fromtimestamp(found.timestamp, timezone.utc))
     root = base64.b64encode(checkpoint.root_hash).decode()
     return (f"; {ack.body} witnessed {checkpoint.origin} at size {checkpoint.size}, root "
@@ -530,14 +659,19 @@ _CHECKS = {
 
 
 def open_trusted_checkpoint(
-    note: str | bytes, trust: Trust, label: str
+    note: str | bytes, trust: Trust, label: str, *, bound: Sequence[VerifyKey] = ()
 ) -> tuple[Checkpoint, VerifyKey]:
-    """Open a checkpoint note signed by a key trusted for checkpoints; return it and the key.
+    """Open a checkpoint note signed by a key bound to its log; return it and the key.
 
-    The note's signer name is its origin (first line), as evault signs them.
+    The note's signer name is its origin (first line), as evault signs them. The signer must
+    be bound to that origin (:meth:`Trust.origin_keys`, or ``bound``: the sender a document
+    at hand names for that log); a key trusted for checkpoints of other logs is refused.
     """
     origin = _origin_line(note)
+    if trust.binds(origin):
+        bound = ()  # the keys at hand bind this log: a document's word does not widen them
     keys = trust.keys(CHECKPOINT_NAMESPACE)
+    keys += [k for k in bound if k not in keys]
 
     def verifiers(keys: Sequence[VerifyKey]) -> list[NoteVerifier]:
         try:
@@ -551,13 +685,19 @@ def open_trusted_checkpoint(
         if "no signature from a known key" not in str(e):
             raise VerificationError(f"{label}: {e}") from None
         raise _untrusted_note(note, trust, label, verifiers) from None
+    allowed = [*trust.origin_keys(checkpoint.origin), *bound]
+    signers = []
     for key in keys:
         try:
             open_checkpoint(note, verifiers([key]))
         except VerificationError:
             continue
-        return checkpoint, key
-    raise AssertionError("a note that opened has a signer")  # pragma: no cover
+        if key in allowed:
+            return checkpoint, key
+        signers.append(key)
+    if not signers:  # pragma: no cover
+        raise AssertionError("a note that opened has a signer")
+    raise trust.unbound(checkpoint.origin, signers[0], label)
 
 
 def _untrusted_note(
@@ -578,7 +718,8 @@ def _untrusted_note(
         )
     return VerificationError(
         f"{label}: not signed by a trusted key (signer name {_origin_line(note)[:80]}); add "
-        f"the signer's key to --trusted-keys (namespace {CHECKPOINT_NAMESPACE}) or as a contact"
+        f"the signer's key to --trusted-keys with its log as a principal (namespace "
+        f"{CHECKPOINT_NAMESPACE})"
     )
 
 
@@ -588,6 +729,13 @@ def _untrusted_note(
 def read_checkpoint(path: Path) -> str:
     """The checkpoint note in a file: a checkpoint itself, or the ``checkpoint`` of a sharing
     receipt, an acknowledgement, an envelope or a package. Signatures are checked later."""
+    return read_checkpoint_of(path)[0]
+
+
+def read_checkpoint_of(path: Path) -> tuple[str, str | None]:
+    """:func:`read_checkpoint`, and the package whose sender keeps the note's log when the
+    file is that package's sharing receipt, envelope or package (None otherwise: the note of
+    an acknowledgement is of its recipient's log)."""
     try:
         kind = rfmt.detect_file(path)
     except VerificationError as e:
@@ -600,21 +748,24 @@ def read_checkpoint(path: Path) -> str:
     label = f"{path.name}: {KIND_WORDS.get(kind, kind)}"
     try:
         if kind == "package":
-            return fmt.Envelope.from_bytes(fmt.read_package(path).envelope_bytes).checkpoint
+            envelope = fmt.Envelope.from_bytes(fmt.read_package(path).envelope_bytes)
+            return envelope.checkpoint, envelope.package_id
         data = path.read_bytes()
         if kind == "sharing-receipt":
-            return rfmt.SharingReceipt.from_bytes(data).checkpoint
+            receipt = rfmt.SharingReceipt.from_bytes(data)
+            return receipt.checkpoint, receipt.package_id
         if kind == "acknowledgement":
-            return rfmt.Acknowledgement.from_bytes(data).checkpoint
+            return rfmt.Acknowledgement.from_bytes(data).checkpoint, None
         if kind == "envelope":
-            return fmt.Envelope.from_bytes(data).checkpoint
+            envelope = fmt.Envelope.from_bytes(data)
+            return envelope.checkpoint, envelope.package_id
     except VerificationError as e:
         raise VerificationError(f"{label}: {e}") from None
     if kind != "checkpoint":
         raise VerificationError(f"{label}: carries no checkpoint; give a checkpoint, a "
                                 "sharing receipt or an acknowledgement")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), None
     except UnicodeDecodeError:
         raise VerificationError(f"{path.name}: a checkpoint must be utf-8 text") from None
 
@@ -696,16 +847,23 @@ def _hash(value: object, where: str) -> bytes:
 
 
 def verify_with_proof(
-    old_note: str, new_note: str, proof: bytes, trust: Trust
+    old_note: str, new_note: str, proof: bytes, trust: Trust, *,
+    old_package: str | None = None, new_package: str | None = None,
 ) -> dict[str, Any]:
     """Check two checkpoints and a consistency proof without the log: both notes signed by
-    trusted keys, of the same origin, and the proof leading from the old root to the new.
+    keys bound to their log, of the same origin, and the proof leading from the old root to
+    the new. ``old_package``/``new_package``: the package whose receipt, envelope or package
+    carried the note; if the vault opened it, its sender is bound to the log it named.
 
     A rewritten history raises VerificationError: no proof leads from the old root to the
     root of a tree that does not extend it.
     """
-    old, _ = open_trusted_checkpoint(old_note, trust, "old checkpoint")
-    new, _ = open_trusted_checkpoint(new_note, trust, "new checkpoint")
+    bound = (*trust.package_sender(old_package, old_note),
+             *trust.package_sender(new_package, new_note))
+    if _origin_line(old_note) != _origin_line(new_note):
+        bound = ()  # refused below: of different logs
+    old, _ = open_trusted_checkpoint(old_note, trust, "old checkpoint", bound=bound)
+    new, _ = open_trusted_checkpoint(new_note, trust, "new checkpoint", bound=bound)
     parsed = ConsistencyProof.from_bytes(proof)
     if old.origin != new.origin:
         raise VerificationError(f"new checkpoint: origin {new.origin} is not the old "

@@ -131,8 +131,8 @@ def _commands(d: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             "The envelope is signed by the sender (allowed_signers made from the sender's "
-            f"contact card: step 1 of {GUIDE}); the digests printed are the Envelope and "
-            "Payload SHA-256 above.",
+            f"contact card, principals sender,{d['checkpoint_origin']}: step 1 of {GUIDE}); the "
+            "digests printed are the Envelope and Payload SHA-256 above.",
             f"mkdir -p package && tar -xf {pkg} -C package\n"
             "ssh-keygen -Y verify -f allowed_signers -I sender -n evault-envelope \\\n"
             "  -s package/envelope.json.sig < package/envelope.json\n"
