@@ -475,6 +475,10 @@ def make_documents(folder: Path) -> None:
     stranger_note = NoteSigner(ORIGIN, STRANGER).sign(
         Checkpoint(ORIGIN, 3, hashlib.sha256(b"x").digest()).to_text())
     (folder / "checkpoint-by-a-stranger.txt").write_text(stranger_note)
+    # A key trusted for checkpoints, but of another log: the officer's, signing an extension
+    # of the office's log (issue 15: an origin is bound to the keys that may sign it).
+    (folder / "checkpoint-of-anothers-log.txt").write_text(NoteSigner(ORIGIN, OFFICER).sign(
+        Checkpoint(ORIGIN, 3, hashlib.sha256(b"x").digest()).to_text()))
 
 
 # ----------------------------------------------------------------------------- input files
