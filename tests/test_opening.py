@@ -547,3 +547,90 @@ def test_a_revoked_sender_opens_only_with_allow_revoked(world: World) -> None:
                                        "--json").stdout)["events"]
     assert event["action"] == "package.opened"
     assert event["details"]["sender_revoked_at"] == revoked
+
+
+# ----------------------------------------------------------------------------- co-recipients
+
+
+def _plain_payload(cli: Cli, package: Path) -> bytes:
+    """The decrypted payload (the bag as a tar) of ``package``, with ``cli``'s vault's key."""
+    from vault.crypto.age import AgeIdentity, decrypt
+    from vault.service.identities import current_key, get_identity, load_keypair
+    from vault.service.vaults import open_vault
+
+    v = open_vault(cli.vault)
+    with v.transaction() as session:
+        pair = load_keypair(v, current_key(get_identity(session, None)))
+    v.close()
+    plain = io.BytesIO()
+    decrypt(io.BytesIO(_members(package)["payload.age"]), plain,
+            [AgeIdentity.from_raw(pair.age.raw())])
+    return plain.getvalue()
+
+
+def test_a_body_finds_no_trace_of_another_body_that_received_the_same_items(
+        world: World) -> None:
+    """The items went to UA-OPG (built, sent, opened, acknowledged), then to ICC-OTP: nothing
+    ICC-OTP receives, stores or signs names UA-OPG, its officer, its keys or its package."""
+    # The fixture's package for ICC-OTP predates UA-OPG's; this test makes its own.
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    first = world.tmp / "opg.evpkg"
+    other = json.loads(world.office.ok("package", "create", "--to", "UA-OPG", "--case", CASE,
+                                       "-o", str(first), "--json").stdout)["id"]
+    world.office.ok("send", other, "--outbox", str(outbox))
+    world.opg.ok("open", str(first), "--out", str(world.tmp / "opg-received"))
+    opg_ack = world.tmp / "opg-ack.json"
+    world.opg.ok("ack", other, "-o", str(opg_ack))
+    world.office.ok("receipt", "import", str(opg_ack))
+    opg_key = json.loads(world.office.ok("body", "show", "UA-OPG", "--json").stdout)["keys"][0]
+    traces = {"UA-OPG", "Fictional UA-OPG", "opg-officer", other, opg_key["fingerprint"],
+              opg_key["fingerprint"].removeprefix("SHA256:"), opg_key["age_recipient"]}
+    # An export inside the office stays in the excerpt: it is the office's own custody.
+    items = json.loads(world.office.ok("items", "list", "--json").stdout)
+    world.office.ok("items", "export", items[0]["id"], "-o", str(world.tmp / "copy.bin"),
+                    "--reason", "forensic examination")
+
+    package = world.tmp / "icc-2.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                     "-o", str(package), "--json").stdout)["id"]
+    world.office.ok("send", pid, "--outbox", str(outbox))
+    seen: list[tuple[str, bytes]] = [("package file", package.read_bytes())]
+    payload = _plain_payload(world.icc, package)
+    seen.append(("decrypted payload", payload))
+    with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+        seen += [(f"bag member {m.name}", tar.extractfile(m).read())  # type: ignore[union-attr]
+                 for m in tar.getmembers() if m.isfile()]
+        excerpt = tar.extractfile(f"{pid}/evault/custody.jsonl").read()  # type: ignore[union-attr]
+    actions = [json.loads(json.loads(line)["event"])["action"] for line in excerpt.splitlines()]
+    assert sorted(actions) == ["item.exported", "item.ingested", "item.ingested"]
+
+    out = world.tmp / "received"
+    opened = world.icc.ok("open", str(package), "--out", str(out))
+    assert opened.stderr == (
+        f"evault: opened package {pid} from registry-office ({world.office_fp}) for ICC-OTP: "
+        f"2 item(s) verified and received, 3 custody event(s) proven; files in {out / pid}\n")
+    ack = world.tmp / "icc-ack.json"
+    acked = world.icc.ok("ack", pid, "-o", str(ack))
+    verified = world.icc.ok("custody", "verify")
+    received = json.loads(world.icc.ok("items", "list", "--json").stdout)
+    shown = [world.icc.ok(*args) for item in received for args in (
+        ("items", "show", item["id"], "--json"), ("custody", "show", item["id"], "--json"),
+        ("report", "custody", item["id"]))]
+    shown.append(world.icc.ok("custody", "show", pid, "--json"))
+    seen += [(f"output of {r}", (r.stdout + r.stderr).encode())
+             for r in (opened, acked, verified, *shown)]
+    seen += [(f"ack {p.name}", p.read_bytes()) for p in (ack, Path(f"{ack}.sig"))]
+    seen += [(f"{p}", p.read_bytes()) for folder in (out, world.icc.vault)
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    found = [(where, trace) for where, data in seen for trace in traces
+             if trace.encode() in data]
+    assert found == []
+    # The reduced excerpt still proves the sender's events on the form, and the office takes
+    # the acknowledgement back, with ICC-OTP's witness of its log.
+    form = world.icc.ok("report", "custody", received[0]["id"]).stdout
+    assert "item.ingested" in form and "signature verified" in form
+    imported = world.office.ok("receipt", "import", str(ack))
+    assert imported.stderr.startswith(f"evault: package {pid} acknowledged by icc-officer of "
+                                      "ICC-OTP; ICC-OTP witnessed this vault's log at size ")
+    assert world.office.ok("custody", "verify").exit_code == 0
