@@ -634,3 +634,54 @@ def test_a_body_finds_no_trace_of_another_body_that_received_the_same_items(
     assert imported.stderr.startswith(f"evault: package {pid} acknowledged by icc-officer of "
                                       "ICC-OTP; ICC-OTP witnessed this vault's log at size ")
     assert world.office.ok("custody", "verify").exit_code == 0
+
+
+def test_an_excerpt_with_other_packages_events_as_earlier_evaults_made_still_opens(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package built before excerpts were reduced carries the items' package.sent events
+    (the line format is the same): it still opens, its events proven, its excerpt kept."""
+    from vault.custody.events import ACTIONS
+    from vault.service import packaging
+
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    world.office.ok("send", world.package_id, "--outbox", str(outbox))
+    monkeypatch.setattr(packaging, "EXCERPT_ACTIONS", ACTIONS)  # the earlier selection
+    package = world.tmp / "old-style.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                     "-o", str(package), "--json").stdout)["id"]
+    out = world.tmp / "received"
+    opened = world.icc.ok("open", str(package), "--out", str(out))
+    assert opened.stderr == (
+        f"evault: opened package {pid} from registry-office ({world.office_fp}) for ICC-OTP: "
+        f"2 item(s) verified and received, 4 custody event(s) proven; files in {out / pid}\n")
+    items = json.loads(world.icc.ok("items", "list", "--json").stdout)
+    form = world.icc.ok("report", "custody", items[0]["id"]).stdout
+    assert "package.sent" in form and "NOT verified" not in form
+    world.icc.ok("ack", pid, "-o", str(world.tmp / "ack.json"))
+    world.office.ok("receipt", "import", str(world.tmp / "ack.json"))
+    assert world.icc.ok("custody", "verify").exit_code == 0
+
+
+def test_a_forwarded_item_keeps_where_it_came_from_not_where_it_went(world: World) -> None:
+    """ICC-OTP forwards what it received to UA-OPG after acknowledging it: the excerpt
+    carries the item.received event (the office and its package: where the item came from),
+    not ICC-OTP's own package events."""
+    world.icc.ok("open", str(world.package), "--out", str(world.tmp / "received"))
+    world.icc.ok("ack", world.package_id, "-o", str(world.tmp / "ack.json"))
+    opg_card = world.tmp / "opg-officer.card.json"
+    icc_card = world.tmp / "icc-officer.card.json"
+    world.icc.ok("body", "add", "UA-OPG", "--name", "Fictional UA-OPG")
+    world.icc.ok("body", "key", "add", "UA-OPG", "--card", str(opg_card))
+    world.opg.ok("contact", "add", str(icc_card), "--fingerprint", world.icc_fp)
+    forwarded = world.tmp / "forwarded.evpkg"
+    pid = json.loads(world.icc.ok("package", "create", "--to", "UA-OPG", "--case", CASE, "-o",
+                                  str(forwarded), "--json").stdout)["id"]
+    payload = _plain_payload(world.opg, forwarded)
+    with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+        excerpt = tar.extractfile(f"{pid}/evault/custody.jsonl").read()  # type: ignore[union-attr]
+    events = [json.loads(json.loads(line)["event"]) for line in excerpt.splitlines()]
+    assert [e["action"] for e in events] == ["item.received", "item.received"]
+    assert {e["details"]["package"] for e in events} == {world.package_id}
+    opened = world.opg.ok("open", str(forwarded), "--out", str(world.tmp / "opg-received"))
+    assert "2 item(s) verified and received, 2 custody event(s) proven" in opened.stderr
