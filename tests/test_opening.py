@@ -685,3 +685,24 @@ def test_a_forwarded_item_keeps_where_it_came_from_not_where_it_went(world: Worl
     assert {e["details"]["package"] for e in events} == {world.package_id}
     opened = world.opg.ok("open", str(forwarded), "--out", str(world.tmp / "opg-received"))
     assert "2 item(s) verified and received, 2 custody event(s) proven" in opened.stderr
+
+
+def test_a_relabelled_action_column_does_not_put_another_package_in_the_excerpt(
+        world: World) -> None:
+    """A database holder at the office relabels the items' package.sent rows as
+    item.ingested: the excerpt is chosen by the signed bytes, so they still stay out."""
+    from test_key_history import sql
+
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    world.office.ok("send", world.package_id, "--outbox", str(outbox))
+    sql(world.office, "UPDATE custody_events SET action = 'item.ingested' "
+                      "WHERE action = 'package.sent'")
+    package = world.tmp / "after.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                     "-o", str(package), "--json").stdout)["id"]
+    with tarfile.open(fileobj=io.BytesIO(_plain_payload(world.icc, package))) as tar:
+        excerpt = tar.extractfile(f"{pid}/evault/custody.jsonl").read()  # type: ignore[union-attr]
+    assert world.package_id.encode() not in excerpt
+    actions = [json.loads(json.loads(line)["event"])["action"] for line in excerpt.splitlines()]
+    assert actions == ["item.ingested", "item.ingested"]
