@@ -549,3 +549,162 @@ def test_a_revoked_sender_opens_only_with_allow_revoked(world: World) -> None:
                                        "--json").stdout)["events"]
     assert event["action"] == "package.opened"
     assert event["details"]["sender_revoked_at"] == revoked
+
+
+# ----------------------------------------------------------------------------- co-recipients
+
+
+def _plain_payload(cli: Cli, package: Path) -> bytes:
+    """The decrypted payload (the bag as a tar) of ``package``, with ``cli``'s vault's key."""
+    from vault.crypto.age import AgeIdentity, decrypt
+    from vault.service.identities import current_key, get_identity, load_keypair
+    from vault.service.vaults import open_vault
+
+    v = open_vault(cli.vault)
+    with v.transaction() as session:
+        pair = load_keypair(v, current_key(get_identity(session, None)))
+    v.close()
+    plain = io.BytesIO()
+    decrypt(io.BytesIO(_members(package)["payload.age"]), plain,
+            [AgeIdentity.from_raw(pair.age.raw())])
+    return plain.getvalue()
+
+
+def test_a_body_finds_no_trace_of_another_body_that_received_the_same_items(
+        world: World) -> None:
+    """The items went to UA-OPG (built, sent, opened, acknowledged), then to ICC-OTP: nothing
+    ICC-OTP receives, stores or signs names UA-OPG, its officer, its keys or its package."""
+    # The fixture's package for ICC-OTP predates UA-OPG's; this test makes its own.
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    first = world.tmp / "opg.evpkg"
+    other = json.loads(world.office.ok("package", "create", "--to", "UA-OPG", "--case", CASE,
+                                       "-o", str(first), "--json").stdout)["id"]
+    world.office.ok("send", other, "--outbox", str(outbox))
+    world.opg.ok("open", str(first), "--out", str(world.tmp / "opg-received"))
+    opg_ack = world.tmp / "opg-ack.json"
+    world.opg.ok("ack", other, "-o", str(opg_ack))
+    world.office.ok("receipt", "import", str(opg_ack))
+    opg_key = json.loads(world.office.ok("body", "show", "UA-OPG", "--json").stdout)["keys"][0]
+    traces = {"UA-OPG", "Fictional UA-OPG", "opg-officer", other, opg_key["fingerprint"],
+              opg_key["fingerprint"].removeprefix("SHA256:"), opg_key["age_recipient"]}
+    # An export inside the office stays in the excerpt: it is the office's own custody.
+    items = json.loads(world.office.ok("items", "list", "--json").stdout)
+    world.office.ok("items", "export", items[0]["id"], "-o", str(world.tmp / "copy.bin"),
+                    "--reason", "forensic examination")
+
+    package = world.tmp / "icc-2.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                     "-o", str(package), "--json").stdout)["id"]
+    world.office.ok("send", pid, "--outbox", str(outbox))
+    seen: list[tuple[str, bytes]] = [("package file", package.read_bytes())]
+    payload = _plain_payload(world.icc, package)
+    seen.append(("decrypted payload", payload))
+    with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+        seen += [(f"bag member {m.name}", tar.extractfile(m).read())  # type: ignore[union-attr]
+                 for m in tar.getmembers() if m.isfile()]
+        excerpt = tar.extractfile(f"{pid}/evault/custody.jsonl").read()  # type: ignore[union-attr]
+    actions = [json.loads(json.loads(line)["event"])["action"] for line in excerpt.splitlines()]
+    assert sorted(actions) == ["item.exported", "item.ingested", "item.ingested"]
+
+    out = world.tmp / "received"
+    opened = world.icc.ok("open", str(package), "--out", str(out))
+    assert opened.stderr == (
+        f"evault: opened package {pid} from registry-office ({world.office_fp}) for ICC-OTP: "
+        f"2 item(s) verified and received, 3 custody event(s) proven; files in {out / pid}\n")
+    ack = world.tmp / "icc-ack.json"
+    acked = world.icc.ok("ack", pid, "-o", str(ack))
+    verified = world.icc.ok("custody", "verify")
+    received = json.loads(world.icc.ok("items", "list", "--json").stdout)
+    shown = [world.icc.ok(*args) for item in received for args in (
+        ("items", "show", item["id"], "--json"), ("custody", "show", item["id"], "--json"),
+        ("report", "custody", item["id"]))]
+    shown.append(world.icc.ok("custody", "show", pid, "--json"))
+    seen += [(f"output of {r}", (r.stdout + r.stderr).encode())
+             for r in (opened, acked, verified, *shown)]
+    seen += [(f"ack {p.name}", p.read_bytes()) for p in (ack, Path(f"{ack}.sig"))]
+    seen += [(f"{p}", p.read_bytes()) for folder in (out, world.icc.vault)
+             for p in sorted(folder.rglob("*")) if p.is_file()]
+    found = [(where, trace) for where, data in seen for trace in traces
+             if trace.encode() in data]
+    assert found == []
+    # The reduced excerpt still proves the sender's events on the form, and the office takes
+    # the acknowledgement back, with ICC-OTP's witness of its log.
+    form = world.icc.ok("report", "custody", received[0]["id"]).stdout
+    assert "item.ingested" in form and "signature verified" in form
+    imported = world.office.ok("receipt", "import", str(ack))
+    assert imported.stderr.startswith(f"evault: package {pid} acknowledged by icc-officer of "
+                                      "ICC-OTP; ICC-OTP witnessed this vault's log at size ")
+    assert world.office.ok("custody", "verify").exit_code == 0
+
+
+def test_an_excerpt_with_other_packages_events_as_earlier_evaults_made_still_opens(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package built before excerpts were reduced carries the items' package.sent events
+    (the line format is the same): it still opens, its events proven, its excerpt kept."""
+    from vault.custody.events import ACTIONS
+    from vault.service import packaging
+
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    world.office.ok("send", world.package_id, "--outbox", str(outbox))
+    monkeypatch.setattr(packaging, "EXCERPT_ACTIONS", ACTIONS)  # the earlier selection
+    package = world.tmp / "old-style.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                     "-o", str(package), "--json").stdout)["id"]
+    out = world.tmp / "received"
+    opened = world.icc.ok("open", str(package), "--out", str(out))
+    assert opened.stderr == (
+        f"evault: opened package {pid} from registry-office ({world.office_fp}) for ICC-OTP: "
+        f"2 item(s) verified and received, 4 custody event(s) proven; files in {out / pid}\n")
+    items = json.loads(world.icc.ok("items", "list", "--json").stdout)
+    form = world.icc.ok("report", "custody", items[0]["id"]).stdout
+    assert "package.sent" in form and "NOT verified" not in form
+    world.icc.ok("ack", pid, "-o", str(world.tmp / "ack.json"))
+    world.office.ok("receipt", "import", str(world.tmp / "ack.json"))
+    assert world.icc.ok("custody", "verify").exit_code == 0
+
+
+def test_a_forwarded_item_keeps_where_it_came_from_not_where_it_went(world: World) -> None:
+    """ICC-OTP forwards what it received to UA-OPG after acknowledging it: the excerpt
+    carries the item.received event (the office and its package: where the item came from),
+    not ICC-OTP's own package events."""
+    world.icc.ok("open", str(world.package), "--out", str(world.tmp / "received"))
+    world.icc.ok("ack", world.package_id, "-o", str(world.tmp / "ack.json"))
+    opg_card = world.tmp / "opg-officer.card.json"
+    icc_card = world.tmp / "icc-officer.card.json"
+    world.icc.ok("body", "add", "UA-OPG", "--name", "Fictional UA-OPG")
+    world.icc.ok("body", "key", "add", "UA-OPG", "--card", str(opg_card))
+    world.opg.ok("contact", "add", str(icc_card), "--fingerprint", world.icc_fp)
+    forwarded = world.tmp / "forwarded.evpkg"
+    pid = json.loads(world.icc.ok("package", "create", "--to", "UA-OPG", "--case", CASE, "-o",
+                                  str(forwarded), "--json").stdout)["id"]
+    payload = _plain_payload(world.opg, forwarded)
+    with tarfile.open(fileobj=io.BytesIO(payload)) as tar:
+        excerpt = tar.extractfile(f"{pid}/evault/custody.jsonl").read()  # type: ignore[union-attr]
+    events = [json.loads(json.loads(line)["event"]) for line in excerpt.splitlines()]
+    assert [e["action"] for e in events] == ["item.received", "item.received"]
+    assert {e["details"]["package"] for e in events} == {world.package_id}
+    opened = world.opg.ok("open", str(forwarded), "--out", str(world.tmp / "opg-received"))
+    assert "2 item(s) verified and received, 2 custody event(s) proven" in opened.stderr
+
+
+def test_a_relabelled_action_column_does_not_put_another_package_in_the_excerpt(
+        world: World) -> None:
+    """A database holder at the office relabels the items' package.sent rows as
+    item.ingested: the excerpt is chosen by the signed bytes, so they still stay out."""
+    from test_key_history import sql
+
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    world.office.ok("send", world.package_id, "--outbox", str(outbox))
+    sql(world.office, "UPDATE custody_events SET action = 'item.ingested' "
+                      "WHERE action = 'package.sent'")
+    package = world.tmp / "after.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                     "-o", str(package), "--json").stdout)["id"]
+    with tarfile.open(fileobj=io.BytesIO(_plain_payload(world.icc, package))) as tar:
+        excerpt = tar.extractfile(f"{pid}/evault/custody.jsonl").read()  # type: ignore[union-attr]
+    assert world.package_id.encode() not in excerpt
+    actions = [json.loads(json.loads(line)["event"])["action"] for line in excerpt.splitlines()]
+    assert actions == ["item.ingested", "item.ingested"]

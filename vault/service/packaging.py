@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, utcnow
 from vault.crypto.age import AgeIdentity, AgeReader, AgeRecipient, AgeWriter
+from vault.custody.events import Event
 from vault.custody.merkle import node_hash
 from vault.errors import (
     ConflictError,
@@ -164,16 +165,30 @@ def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
     return {**item_dict(item), "path": bag_path}
 
 
+#: The events of an item that its package's custody excerpt carries: how the sending office
+#: came to hold it (``item.ingested``; ``item.received``, which names the sender it came from)
+#: and what it did with it in house (``item.exported``). Events that name a body or another
+#: package (``package.sent`` and ``package.acknowledged`` of the packages that carried the
+#: item before) stay out: a body must not learn who else received the same items. The
+#: inclusion proofs of the events carried hold only hashes of the others. An action added
+#: to the log later stays out until it is named here (docs/security.md, the excerpt claim).
+EXCERPT_ACTIONS = frozenset({"item.ingested", "item.received", "item.exported"})
+
+
 def _custody_excerpt(
     session: Session, items: Sequence[Item], checkpoint_size: int
 ) -> bytes:
-    """custody.jsonl: each event of the items, its actor's key and its inclusion proof."""
+    """custody.jsonl: each event of the items a body may see (:data:`EXCERPT_ACTIONS`), its
+    actor's key and its inclusion proof."""
     ids = [i.id for i in items]
-    events = session.scalars(
+    rows = session.scalars(
         select(CustodyEvent)
-        .where(CustodyEvent.subject.in_(ids), CustodyEvent.seq < checkpoint_size)
+        .where(CustodyEvent.subject.in_(ids), CustodyEvent.seq < checkpoint_size,
+               CustodyEvent.action.in_(EXCERPT_ACTIONS))
         .order_by(CustodyEvent.seq)
     ).all()
+    # The signed bytes decide, not the action column a database holder can relabel.
+    events = [e for e in rows if _signed_action(e) in EXCERPT_ACTIONS]
     keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
     leaves = leaf_hashes(session, checkpoint_size) if events else []
     path = _inclusion_paths(leaves)
@@ -195,6 +210,16 @@ def _custody_excerpt(
             + b"\n"
         )
     return b"".join(lines)
+
+
+def _signed_action(event: CustodyEvent) -> str:
+    """The action in an event's signed bytes."""
+    try:
+        return Event.decode(event.body).action
+    except VerificationError as e:
+        reason = str(e).removeprefix("custody event: ")
+        raise VerificationError(f"custody event {event.seq}: {reason}; nothing was packaged; "
+                                "run `evault custody verify`") from None
 
 
 def _inclusion_paths(leaves: list[bytes]) -> Callable[[int], list[bytes]]:
