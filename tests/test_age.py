@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 
-from vault.crypto import age as age_module
 from vault.crypto import bech32
 from vault.crypto.age import (
     CHUNK_SIZE,
@@ -32,6 +31,7 @@ from vault.crypto.age import (
     decrypt,
     encrypt,
 )
+from vault.crypto.age import stream as age_stream
 from vault.errors import DecryptionError, UsageError
 
 SIZES = [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * 1024 * 1024]
@@ -151,7 +151,7 @@ def test_without_the_into_methods_of_older_cryptography(
     identity: AgeIdentity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = plaintext(CHUNK_SIZE + 1)
-    monkeypatch.setattr(age_module, "_HAS_INTO", False)
+    monkeypatch.setattr(age_stream, "_HAS_INTO", False)
     sealed = seal(data, [identity.recipient])
     assert AgeReader(io.BytesIO(sealed), [identity]).read() == data
     monkeypatch.undo()
@@ -492,3 +492,4 @@ def test_we_decrypt_what_age_tool_encrypts(
     with sealed.open("rb") as src:
         assert decrypt(src, out, [identity]) == size
     assert out.getvalue() == data
+
