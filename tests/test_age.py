@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from conftest import require_tool
 
-from vault.crypto import age as age_module
 from vault.crypto import bech32
 from vault.crypto.age import (
     CHUNK_SIZE,
@@ -32,6 +31,7 @@ from vault.crypto.age import (
     decrypt,
     encrypt,
 )
+from vault.crypto.age import stream as age_stream
 from vault.errors import DecryptionError, UsageError
 
 SIZES = [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * 1024 * 1024]
@@ -151,7 +151,7 @@ def test_without_the_into_methods_of_older_cryptography(
     identity: AgeIdentity, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = plaintext(CHUNK_SIZE + 1)
-    monkeypatch.setattr(age_module, "_HAS_INTO", False)
+    monkeypatch.setattr(age_stream, "_HAS_INTO", False)
     sealed = seal(data, [identity.recipient])
     assert AgeReader(io.BytesIO(sealed), [identity]).read() == data
     monkeypatch.undo()
@@ -492,3 +492,42 @@ def test_we_decrypt_what_age_tool_encrypts(
     with sealed.open("rb") as src:
         assert decrypt(src, out, [identity]) == size
     assert out.getvalue() == data
+
+
+# --- the package's shape -----------------------------------------------------------------
+
+# The modules of vault/crypto/age in the order its __init__ docstring lists them: each may
+# import only those before it, and only __init__ imports stream, the top.
+LAYERS = ["errors", "primitives", "byteio", "header", "keys", "armor", "stream"]
+
+
+def test_age_modules_import_only_the_layers_below_them() -> None:
+    import ast
+
+    import vault.crypto.age as package
+
+    root = Path(package.__file__).parent
+    assert sorted(p.stem for p in root.glob("*.py")) == sorted([*LAYERS, "__init__"])
+    for i, name in enumerate(LAYERS):
+        tree = ast.parse((root / f"{name}.py").read_text(encoding="utf-8"))
+        assert ast.get_docstring(tree), f"{name}.py says its one job in its docstring"
+        used = {
+            node.module.removeprefix("vault.crypto.age.")
+            for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("vault.crypto.age.")
+        }
+        assert used <= set(LAYERS[:i]), f"{name}.py imports {sorted(used - set(LAYERS[:i]))}"
+
+
+def test_age_package_keeps_its_public_names_and_runs_its_example() -> None:
+    import doctest
+
+    import vault.crypto.age as package
+
+    names = {n for n in vars(package) if not n.startswith("_")}
+    constants = {"CHUNK_SIZE", "ENC_CHUNK_SIZE", "FILE_KEY_SIZE", "MAX_HEADER_SIZE",
+                 "MAX_STANZAS", "NONCE_SIZE", "TAG_SIZE", "Fill", "Rng"}
+    assert {*package.__all__, *constants} <= names
+    assert doctest.testmod(package).failed == 0
