@@ -29,7 +29,9 @@ ACTIONS = frozenset(
     {
         "case.created",
         "item.ingested",
+        "item.export.started",
         "item.exported",
+        "item.export.abandoned",
         "item.received",
         "package.built",
         "package.sent",
@@ -50,6 +52,12 @@ ACTIONS = frozenset(
         "custody.reanchored",
     }
 )
+
+LOCAL_ACTIONS = frozenset({"item.export.started", "item.export.abandoned"})
+"""Actions kept out of the custody excerpts of packages: how an ``items export`` run began
+and, killed or failed, how it was closed. They are this office's own bookkeeping (the export
+itself travels as ``item.exported``, as before), and an earlier evault refuses an excerpt
+holding an action it does not know, so sending them would make packages unreadable there."""
 
 
 @dataclass(frozen=True)

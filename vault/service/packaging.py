@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, utcnow
 from vault.crypto.age import AgeIdentity, AgeReader, AgeRecipient, AgeWriter
+from vault.custody.events import LOCAL_ACTIONS
 from vault.custody.merkle import node_hash
 from vault.errors import (
     ConflictError,
@@ -167,11 +168,13 @@ def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
 def _custody_excerpt(
     session: Session, items: Sequence[Item], checkpoint_size: int
 ) -> bytes:
-    """custody.jsonl: each event of the items, its actor's key and its inclusion proof."""
+    """custody.jsonl: each event of the items, its actor's key and its inclusion proof
+    (not this office's bookkeeping of export runs: see ``LOCAL_ACTIONS``)."""
     ids = [i.id for i in items]
     events = session.scalars(
         select(CustodyEvent)
-        .where(CustodyEvent.subject.in_(ids), CustodyEvent.seq < checkpoint_size)
+        .where(CustodyEvent.subject.in_(ids), CustodyEvent.seq < checkpoint_size,
+               CustodyEvent.action.not_in(sorted(LOCAL_ACTIONS)))
         .order_by(CustodyEvent.seq)
     ).all()
     keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
