@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from conftest import Cli
@@ -162,6 +163,17 @@ def test_doctor_leaves_alone_what_a_record_names_but_evault_did_not_make(
     (precious / through.name).write_bytes(b"reached through a link")
     unlogged = plant("c" * 16, precious)
     unlogged.write_bytes(b"no export run made me")
+    garbage = pending / f"export-{'e' * 16}.json"
+    garbage.write_text("[" * 60_000)
+    # An open's staging folder of the recorded name goes, but a link inside it is removed
+    # as a link: what it points to stays.
+    staging = precious / f".tmp-{'d' * 16}"
+    staging.mkdir()
+    (staging / "escape").symlink_to(precious)
+    (pending / f"open-{'d' * 16}.json").write_text(json.dumps({
+        "kind": "open", "token": "d" * 16, "folder": str(precious), "item": None,
+        "started_at": (datetime.now(timezone.utc) - timedelta(hours=2, seconds=5)).strftime(
+            "%Y-%m-%dT%H:%M:%SZ")}))
 
     repaired = office.ok("doctor", "--repair")
     assert repaired.stderr.splitlines() == [
@@ -171,7 +183,11 @@ def test_doctor_leaves_alone_what_a_record_names_but_evault_did_not_make(
         f"{linked} is no longer the folder it was (a symbolic link now); left alone",
         f"evault: leftover of an interrupted `items export` of item {item}: {unlogged}: no "
         "item.export.started event of this run in the custody log; left alone",
+        f"evault: {garbage}: not a record evault wrote; left alone",
+        "evault: leftover of an interrupted `open`, started 2 hours ago: "
+        f"{staging}: removed",
     ]
+    assert not staging.exists() and garbage.exists()
     assert (precious / "data").read_bytes() == b"precious"
     assert link.is_symlink() and (precious / through.name).exists() and unlogged.exists()
     assert office.ok("custody", "verify").stdout.startswith("OK: ")

@@ -155,7 +155,7 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
 def _leftover_line(row: dict[str, Any]) -> str:
     """One line about a leftover of a killed ``items export`` or ``open``."""
     if row["command"] == "unknown":
-        return f"{row['path']}: {row['state']}; left alone"
+        return f"{row['path']}: {row['state'].removeprefix('refused: ')}; left alone"
     of = f"`{row['command']}`" + (f" of item {row['item']}" if "item" in row else "")
     age = _age(row["age_seconds"])
     where = row["path"] if row["on_disk"] else f"{row['path']} (nothing left there)"

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +182,10 @@ def check_leftovers(vault: Vault, *, repair: bool) -> list[dict[str, Any]]:
             if not repair:
                 row["state"] = "left"
                 continue
-            _remove(entry)
+            problem = pending.remove(entry)
+            if problem is not None:
+                row["state"] = f"refused: {problem}"
+                continue
             row["state"] = "removed" if row["on_disk"] else "gone"
             if entry.kind == "export" and "item.export.started" in events and not (
                     {"item.exported", "item.export.abandoned"} & set(events)):
@@ -206,19 +208,6 @@ def _export_events(vault: Vault, entry: pending.Entry) -> dict[str, int]:
     assert entry.item is not None
     with vault.transaction() as session:
         return export_events(session, entry.item, entry.token)
-
-
-def _remove(entry: pending.Entry) -> None:
-    """Delete the temporary ``entry`` names (checked by :func:`pending.ours` just before)."""
-    try:
-        if entry.kind == "export":
-            os.unlink(entry.temp)
-        else:
-            # Removes what is inside without following links (``rmtree`` works on file
-            # descriptors here, safe against a link swapped in meanwhile).
-            shutil.rmtree(entry.temp)
-    except FileNotFoundError:
-        pass
 
 
 def _log_abandoned(vault: Vault, entry: pending.Entry, started: int, *, leftover: bool) -> None:

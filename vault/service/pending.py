@@ -27,6 +27,7 @@ touches the temporary of a command still running.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -196,12 +197,13 @@ def _parse(data: bytes, kind: str, token: str) -> tuple[Entry | None, str | None
         item = obj.get("item")
         if not (
             isinstance(obj, dict) and obj.get("kind") == kind and obj.get("token") == token
-            and isinstance(folder, str) and os.path.isabs(folder)
+            and isinstance(folder, str) and os.path.isabs(folder) and "\0" not in folder
+            and os.path.normpath(folder) == folder
             and (item is None or isinstance(item, str)) and (kind == "open") == (item is None)
         ):
             return None, "not a record evault wrote"
         return Entry(kind, token, Path(folder), parse_iso(str(obj["started_at"])), item), None
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         return None, "not a record evault wrote"
 
 
@@ -210,10 +212,94 @@ def ours(entry: Entry) -> str | None:
     not. Only the exact name the record stands for, in a folder that is still the real
     folder recorded (no symbolic link swapped in), owned by this user, and of the right
     kind: a file for an export, a folder for an open, never a symbolic link."""
-    if real_folder(entry.folder) != entry.folder:
-        return f"{entry.folder} is no longer the folder it was (a symbolic link now)"
     try:
-        st = os.lstat(entry.temp)
+        fd = open_folder(entry.folder)
+    except FileNotFoundError:
+        return None
+    except _NotReal as e:
+        return str(e)
+    try:
+        return _problem(entry, fd)
+    finally:
+        os.close(fd)
+
+
+def remove(entry: Entry) -> str | None:
+    """Delete ``entry.temp`` if it is still what its command made (see :func:`ours`); None
+    once it is gone, else why it was left. Every step works from a descriptor of the folder
+    opened without following links, so a link swapped in after the check leads nowhere."""
+    try:
+        fd = open_folder(entry.folder)
+    except FileNotFoundError:
+        return None
+    except _NotReal as e:
+        return str(e)
+    try:
+        problem = _problem(entry, fd)
+        if problem is not None:
+            return problem
+        name = temp_name(entry.kind, entry.token)
+        if entry.kind == "export":
+            os.unlink(name, dir_fd=fd)
+        else:
+            _remove_tree(name, fd)
+            os.rmdir(name, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"could not be removed ({e.strerror})"
+    finally:
+        os.close(fd)
+    return None
+
+
+def _remove_tree(name: str, parent: int) -> None:
+    """Empty the folder ``name`` of ``parent`` (a descriptor), following no link: a link
+    inside is removed as a link. (``shutil.rmtree`` takes ``dir_fd`` only from 3.11.)"""
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
+    try:
+        with os.scandir(fd) as entries:
+            children = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+        for child, is_dir in children:
+            if is_dir:
+                _remove_tree(child, fd)
+                os.rmdir(child, dir_fd=fd)
+            else:
+                os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+class _NotReal(Exception):
+    """A component of the recorded folder is a symbolic link (or not a folder)."""
+
+
+def open_folder(folder: Path) -> int:
+    """A descriptor of ``folder``, reached from ``/`` one component at a time without
+    following any link: the recorded path is a real path, so a link in it is a swap."""
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for part in folder.parts[1:]:
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                raise
+            except OSError as e:
+                if e.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _NotReal(f"{folder} is no longer the folder it was (a symbolic "
+                                   "link now)") from None
+                raise _NotReal(f"{folder} cannot be read ({e.strerror})") from None
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _problem(entry: Entry, fd: int) -> str | None:
+    try:
+        st = os.lstat(temp_name(entry.kind, entry.token), dir_fd=fd)
     except FileNotFoundError:
         return None
     if stat.S_ISLNK(st.st_mode):
