@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +174,10 @@ def check_leftovers(vault: Vault, *, repair: bool) -> list[dict[str, Any]]:
             events: dict[str, int] = {}
             if problem is None and entry.kind == "export":
                 events = _export_events(vault, entry)
-                if row["on_disk"] and "item.export.started" not in events:
-                    # The temporary is made only after the intent is logged.
+                if row["on_disk"] and "item.export.started" not in events and not (
+                        _empty_file(entry.temp)):
+                    # Plaintext is written only after the intent is logged: killed before,
+                    # the temporary is empty.
                     problem = "no item.export.started event of this run in the custody log"
             if problem is not None:
                 row["state"] = f"refused: {problem}"
@@ -200,6 +203,14 @@ def check_leftovers(vault: Vault, *, repair: bool) -> list[dict[str, Any]]:
         finally:
             found.close()
     return out
+
+
+def _empty_file(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
 
 
 def _export_events(vault: Vault, entry: pending.Entry) -> dict[str, int]:

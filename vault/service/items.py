@@ -129,19 +129,22 @@ def export_item(
     logged = False
     token = pending.new_token()
     folder = pending.real_folder(output.parent)
-    # The temporary's place goes into the vault's journal before the intent is signed and
-    # before the temporary exists: a kill -9 while the plaintext is written leaves a record
-    # `evault doctor` finds it by. The signed intent names the token, never the path.
+    # The temporary's place goes into the vault's journal before the temporary exists, and
+    # the intent is signed once it exists (empty) and before any plaintext is written: a kill
+    # -9 while the plaintext is written leaves a record `evault doctor` finds it by, and a
+    # folder that cannot be written fails before anything is logged. The signed intent names
+    # the token, never the path.
+    started: int | None = None
     with pending.recorded(vault.root, "export", token, folder, item=item_id) as entry:
-        with vault.transaction() as session:
-            started = CustodyLog(vault, session).append(
-                pair, "item.export.started", item_id,
-                details={"export": token, "reason": reason.strip()},
-                digests={"sha256": expected}, now=now or utcnow(),
-            ).seq
         try:
             with blobs.open(blob_id) as src, atomic_writer(
                     output, mode=0o600, temp_name=pending.export_temp_name(token)) as out:
+                with vault.transaction() as session:
+                    started = CustodyLog(vault, session).append(
+                        pair, "item.export.started", item_id,
+                        details={"export": token, "reason": reason.strip()},
+                        digests={"sha256": expected}, now=now or utcnow(),
+                    ).seq
                 reader = AgeReader(src, [identity])
                 while True:
                     chunk = reader.read(1 << 20)
@@ -174,8 +177,9 @@ def export_item(
         except BaseException:
             # The temporary is gone (atomic_writer removed it): close the intent. If even that
             # cannot be logged (the database is what failed), the record stays for doctor.
+            # Logged as exported, a failed rename over-reports it, as before.
             try:
-                if not logged:  # logged as exported, a failed rename over-reports it
+                if started is not None and not logged:
                     with vault.transaction() as session:
                         CustodyLog(vault, session).append(
                             pair, "item.export.abandoned", item_id,
