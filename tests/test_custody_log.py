@@ -643,7 +643,8 @@ def test_prove_item(cli: Cli, tmp_path: Path) -> None:
     assert text.splitlines() == [
         f"checkpoint: size {EVENTS}, root {root}",
         f"event 2 (item.ingested): included, {len(inclusion_proof(leaves, 2, EVENTS))} hashes",
-        f"event {EVENTS} (item.exported): after checkpoint",
+        f"event {EVENTS} (item.export.started): after checkpoint",
+        f"event {EVENTS + 1} (item.exported): after checkpoint",
     ]
 
     data = json.loads(cli.ok("custody", "prove", items[0], "--json").stdout)
@@ -654,8 +655,10 @@ def test_prove_item(cli: Cli, tmp_path: Path) -> None:
         root,
     )
     checkpoint, _ = open_checkpoint(data["checkpoint"], [identity_verifier(cli)])
-    included, after = data["events"]
-    assert after == {"seq": EVENTS, "action": "item.exported", "status": "after checkpoint"}
+    included, started, after = data["events"]
+    assert started == {"seq": EVENTS, "action": "item.export.started",
+                       "status": "after checkpoint"}
+    assert after == {"seq": EVENTS + 1, "action": "item.exported", "status": "after checkpoint"}
     assert sorted(included) == ["action", "leaf_hash", "proof", "seq", "status"]
     assert (included["seq"], included["action"], included["status"]) == (
         2,

@@ -284,8 +284,16 @@ def test_export_checks_the_digest_and_logs_the_reason(office: Cli, tmp_path: Pat
     assert (again.exit_code, again.stderr) == (
         1, f"evault: {out}: exists already; choose another path or pass --force\n")
     events = json.loads(office.ok("custody", "show", str(item["id"]), "--json").stdout)["events"]
-    assert [e["action"] for e in events] == ["item.ingested", "item.exported"]
-    assert events[1]["details"] == {"reason": "forensic examination"}
+    # The intent is logged before any plaintext is written, the export before it has its
+    # name; one token (never the path) ties them.
+    assert [e["action"] for e in events] == [
+        "item.ingested", "item.export.started", "item.exported"]
+    token = events[1]["details"]["export"]
+    assert events[1]["details"] == {"export": token, "reason": "forensic examination"}
+    assert events[2]["details"] == {"export": token, "reason": "forensic examination",
+                                    "started": events[1]["seq"]}
+    assert str(tmp_path) not in json.dumps(events)
+    assert list((office.vault / "pending").iterdir()) == []
 
     # A damaged blob is caught while exporting; nothing is written.
     (blob,) = _blob_files(office)
@@ -297,6 +305,12 @@ def test_export_checks_the_digest_and_logs_the_reason(office: Cli, tmp_path: Pat
     assert result.exit_code == 3
     assert not broken.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
+    # The failed run closes its intent itself: nothing is left for doctor.
+    events = json.loads(office.ok("custody", "show", str(item["id"]), "--json").stdout)["events"]
+    assert [e["action"] for e in events][-2:] == ["item.export.started", "item.export.abandoned"]
+    assert events[-1]["details"] == {"export": events[-2]["details"]["export"],
+                                     "started": events[-2]["seq"], "leftover": False}
+    assert list((office.vault / "pending").iterdir()) == []
 
 
 def test_doctor_repair_removes_leftovers_only(office: Cli, tmp_path: Path) -> None:

@@ -289,7 +289,8 @@ def test_a_long_custody_form_breaks_between_events(world: World, paper: str) -> 
             # An event's details and proof status are on the page of its first line.
             assert "included (proof verified)" in block, f"event {seq} split at page {number}"
             seen.append(int(seq))
-    assert len(seen) == EXPORTS + 1 == len(set(seen)) and seen == sorted(seen)
+    # item.ingested, then item.export.started and item.exported for each export.
+    assert len(seen) == 2 * EXPORTS + 1 == len(set(seen)) and seen == sorted(seen)
     assert "registry-office" in printed.text and world.fingerprints["office"] in printed.text
     _whole(printed, [world.busy_item, world.fingerprints["office"],
                      str(world.items[0]["sha256"])])

@@ -30,6 +30,8 @@ STEPS = (
     "send.delivered",
     "send.after_commit",
     "export.after_body",
+    "item_export.written",
+    "open.staged",
     "ack.before_commit",
     "ack.after_commit",
     "import.before_commit",

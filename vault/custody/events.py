@@ -29,7 +29,9 @@ ACTIONS = frozenset(
     {
         "case.created",
         "item.ingested",
+        "item.export.started",
         "item.exported",
+        "item.export.abandoned",
         "item.received",
         "package.built",
         "package.sent",

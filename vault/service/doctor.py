@@ -14,21 +14,29 @@ does not; with ``repair`` the rows are rewritten from the verified history.
 With ``repair``, leftovers of interrupted commands are removed: temporary blob files and
 blobs that no committed row refers to. It waits for running intakes first (they hold the
 intake lock), so it never removes a blob that is about to be committed.
+
+``leftovers`` lists the plaintext an ``items export`` or ``open`` killed midway left outside
+the vault, as recorded in ``<vault>/pending/`` (:mod:`vault.service.pending`): only what a
+record names, never a file that merely looks like a temporary. With ``repair`` each is
+removed (an exact name, of the kind recorded, not a symbolic link, owned by this user, in the
+folder recorded) and an export's open intent is closed with ``item.export.abandoned``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from vault.clock import isoformat, utcnow
 from vault.errors import VaultError
 from vault.keystore import choose
-from vault.service import keyhistory
+from vault.service import keyhistory, pending
 from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
@@ -95,6 +103,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
                     blobs.remove(blob_id)
                 report["blobs_removed"] = len(temps) + len(orphans)
         report.update(check_key_history(v, repair=repair))
+        report["leftovers"] = check_leftovers(v, repair=repair)
         return report
     finally:
         v.close()
@@ -128,3 +137,97 @@ def check_key_history(vault: Vault, *, repair: bool) -> dict[str, Any]:
         "key_history": f"{len(found)} difference(s) from the signed history; {advice}",
         "key_history_differences": found,
     }
+
+
+LEFTOVER_WHAT = {
+    "export": "plaintext of an interrupted `items export`",
+    "open": "plaintext of an interrupted `open`, not all checked",
+}
+
+
+def check_leftovers(vault: Vault, *, repair: bool) -> list[dict[str, Any]]:
+    """What killed ``items export`` and ``open`` runs left behind, one dict each: command,
+    item (exports), path, started_at, age_seconds, on_disk, and ``state``: ``left`` (repair
+    removes it), ``refused: WHY`` (not removed, even with repair), ``removed`` or ``gone``
+    (nothing was on disk) after repair, ``removed; not logged: WHY``; and ``logged``, the
+    event repair appended (an export whose intent was open)."""
+    out = []
+    now = utcnow()
+    for found in pending.abandoned(vault.root):
+        try:
+            entry = found.entry
+            if entry is None:
+                out.append({"command": "unknown", "path": str(found.record),
+                            "state": f"refused: {found.problem}"})
+                continue
+            row: dict[str, Any] = {
+                "command": "items export" if entry.kind == "export" else "open",
+                **({"item": entry.item} if entry.item else {}),
+                "path": str(entry.temp),
+                "what": LEFTOVER_WHAT[entry.kind],
+                "started_at": isoformat(entry.started_at),
+                "age_seconds": max(0, int((now - entry.started_at).total_seconds())),
+                "on_disk": os.path.lexists(entry.temp),
+            }
+            out.append(row)
+            problem = pending.ours(entry)
+            events: dict[str, int] = {}
+            if problem is None and entry.kind == "export":
+                events = _export_events(vault, entry)
+                if row["on_disk"] and "item.export.started" not in events and not (
+                        _empty_file(entry.temp)):
+                    # Plaintext is written only after the intent is logged: killed before,
+                    # the temporary is empty.
+                    problem = "no item.export.started event of this run in the custody log"
+            if problem is not None:
+                row["state"] = f"refused: {problem}"
+                continue
+            if not repair:
+                row["state"] = "left"
+                continue
+            problem = pending.remove(entry)
+            if problem is not None:
+                row["state"] = f"refused: {problem}"
+                continue
+            row["state"] = "removed" if row["on_disk"] else "gone"
+            if entry.kind == "export" and "item.export.started" in events and not (
+                    {"item.exported", "item.export.abandoned"} & set(events)):
+                try:
+                    _log_abandoned(vault, entry, events["item.export.started"],
+                                   leftover=row["on_disk"])
+                except VaultError as e:  # a locked key store: the record stays for next time
+                    row["state"] += f"; not logged: {e}"
+                    continue
+                row["logged"] = "item.export.abandoned"
+            found.remove()
+        finally:
+            found.close()
+    return out
+
+
+def _empty_file(path: Path) -> bool:
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return True
+    return stat.S_ISREG(st.st_mode) and st.st_size == 0
+
+
+def _export_events(vault: Vault, entry: pending.Entry) -> dict[str, int]:
+    from vault.service.items import export_events
+
+    assert entry.item is not None
+    with vault.transaction() as session:
+        return export_events(session, entry.item, entry.token)
+
+
+def _log_abandoned(vault: Vault, entry: pending.Entry, started: int, *, leftover: bool) -> None:
+    from vault.service.custody import CustodyLog, actor_pair
+
+    assert entry.item is not None
+    with vault.transaction() as session:
+        pair = actor_pair(vault, session, None)
+        CustodyLog(vault, session).append(
+            pair, "item.export.abandoned", entry.item,
+            details={"export": entry.token, "started": started, "leftover": leftover},
+        )

@@ -4,7 +4,11 @@
     >>> export_item(vault, rows[0]["id"], Path("copy.pdf"), reason="review")  # doctest: +SKIP
 
 Export decrypts the blob into a temporary file next to the target, checks the SHA-256 while
-writing, and renames only if it matches; the ``item.exported`` event records actor and reason.
+writing, and renames only if it matches. ``item.export.started`` (before any plaintext is
+written) and ``item.exported`` (before the file takes its name) record actor and reason, tied
+by a random token (``details.export``); a run that fails logs ``item.export.abandoned``.
+A run killed midway leaves its intent open and a record in ``<vault>/pending/`` that names its
+temporary file, for ``evault doctor`` (see :mod:`vault.service.pending`).
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ def export_item(
     # Imported here: the listing commands of this module should not pay for cryptography,
     # the custody log and intake at start-up.
     from vault.crypto.age import AgeReader
+    from vault.faults import crash_point
+    from vault.service import pending
     from vault.service.custody import CustodyLog, actor_pair
     from vault.service.intake import storage_identity
     from vault.store.blobs import BlobStore, atomic_writer, require_folder
@@ -120,31 +126,86 @@ def export_item(
     blobs = BlobStore(vault.blobs)
     digest = hashlib.sha256()
     written = 0
-    with blobs.open(blob_id) as src, atomic_writer(output, mode=0o600) as out:
-        reader = AgeReader(src, [identity])
-        while True:
-            chunk = reader.read(1 << 20)
-            if not chunk:
-                break
-            digest.update(chunk)
-            out.write(chunk)
-            written += len(chunk)
-            if progress:
-                progress(written, size)
-        if digest.hexdigest() != expected or written != size:
-            raise VerificationError(
-                f"item {item_id}: stored content does not match its SHA-256; nothing was "
-                "written; run `evault custody verify` and report the blob as damaged"
-            )
-        # Logged before the file takes its name: a crash in between over-reports an export,
-        # it never hides one.
-        with vault.transaction() as session:
-            CustodyLog(vault, session).append(
-                pair,
-                "item.exported",
-                item_id,
-                details={"reason": reason.strip()},
-                digests={"sha256": expected},
-                now=now or utcnow(),
-            )
+    logged = False
+    token = pending.new_token()
+    folder = pending.real_folder(output.parent)
+    # The temporary's place goes into the vault's journal before the temporary exists, and
+    # the intent is signed once it exists (empty) and before any plaintext is written: a kill
+    # -9 while the plaintext is written leaves a record `evault doctor` finds it by, and a
+    # folder that cannot be written fails before anything is logged. The signed intent names
+    # the token, never the path.
+    started: int | None = None
+    with pending.recorded(vault.root, "export", token, folder, item=item_id) as entry:
+        try:
+            with blobs.open(blob_id) as src, atomic_writer(
+                    output, mode=0o600, temp_name=pending.export_temp_name(token)) as out:
+                with vault.transaction() as session:
+                    started = CustodyLog(vault, session).append(
+                        pair, "item.export.started", item_id,
+                        details={"export": token, "reason": reason.strip()},
+                        digests={"sha256": expected}, now=now or utcnow(),
+                    ).seq
+                reader = AgeReader(src, [identity])
+                while True:
+                    chunk = reader.read(1 << 20)
+                    if not chunk:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                    written += len(chunk)
+                    if progress:
+                        progress(written, size)
+                crash_point("item_export.written")
+                if digest.hexdigest() != expected or written != size:
+                    raise VerificationError(
+                        f"item {item_id}: stored content does not match its SHA-256; nothing "
+                        "was written; run `evault custody verify` and report the blob as damaged"
+                    )
+                # Logged before the file takes its name: a crash in between over-reports an
+                # export, it never hides one.
+                with vault.transaction() as session:
+                    CustodyLog(vault, session).append(
+                        pair,
+                        "item.exported",
+                        item_id,
+                        details={"export": token, "reason": reason.strip(),
+                                 "started": started},
+                        digests={"sha256": expected},
+                        now=now or utcnow(),
+                    )
+                logged = True
+        except BaseException:
+            # The temporary is gone (atomic_writer removed it): close the intent. If even that
+            # cannot be logged (the database is what failed), the record stays for doctor.
+            # Logged as exported, a failed rename over-reports it, as before.
+            try:
+                if started is not None and not logged:
+                    with vault.transaction() as session:
+                        CustodyLog(vault, session).append(
+                            pair, "item.export.abandoned", item_id,
+                            details={"export": token, "started": started, "leftover": False},
+                            now=utcnow())
+            except Exception:
+                entry.keep = True
+            raise
     return {"id": item_id, "path": str(output), "size": written, "sha256": expected}
+
+
+EXPORT_ACTIONS = ("item.export.started", "item.exported", "item.export.abandoned")
+"""The events of one ``items export`` run, tied together by ``details.export`` (its token).
+``item.exported`` (the only one older versions knew) has no token when logged by them."""
+
+
+def export_events(session: Session, item_id: str, token: str) -> dict[str, int]:
+    """The actions logged for export run ``token`` of ``item_id``, each with its seq."""
+    from vault.custody.events import Event
+    from vault.store.models import CustodyEvent
+
+    rows = session.scalars(select(CustodyEvent).where(
+        CustodyEvent.subject == item_id, CustodyEvent.action.in_(EXPORT_ACTIONS)))
+    found = {}
+    for row in rows:
+        if Event.decode(row.body).details.get("export") == token:
+            found[row.action] = row.seq
+    return found
+

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import secrets
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
@@ -39,7 +38,7 @@ from vault.errors import (
 from vault.faults import crash_point
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
-from vault.service import keyhistory, witness
+from vault.service import keyhistory, pending, witness
 from vault.service.contacts import known_senders
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, vault_verifiers
 from vault.service.identities import acting_identity, identity_count, load_keypair
@@ -55,7 +54,6 @@ from vault.service.progress import Progress
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
 from vault.store.blobs import (
-    TEMP_PREFIX,
     BlobStore,
     discard_staged,
     fsync_dir,
@@ -180,20 +178,28 @@ def open_package(
         if peek is not None and session.get(ReceivedPackage, peek.package_id) is not None:
             raise ConflictError(f"package {peek.package_id}: opened already in this vault")
     out_dir.mkdir(parents=True, exist_ok=True)
-    staging = out_dir / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-    staging.mkdir(mode=0o700)
-    try:
-        report = inspect_package(path, trusted=trusted, identities=identities,
-                                 extract_to=staging, progress=verifying)
-        final = out_dir / report.package_id
-        if final.exists():
-            raise ConflictError(f"{final}: exists already; choose another --out")
-        result = _receive(vault, report, staging, as_name, now, storing, revoked_at)
-        os.rename(staging, final)
-        fsync_dir(out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    token = pending.new_token()
+    staging = out_dir / pending.open_temp_name(token)
+    # Recorded (fsynced) in the vault's journal before the folder exists: a kill -9 while the
+    # sender's plaintext is checked leaves a record `evault doctor` finds the folder by. Not a
+    # custody event: nothing here is custody yet (the package may be hostile and is not
+    # verified), and the path of --out is office-internal.
+    with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry:
+        staging.mkdir(mode=0o700)
+        try:
+            report = inspect_package(path, trusted=trusted, identities=identities,
+                                     extract_to=staging, progress=verifying)
+            crash_point("open.staged")
+            final = out_dir / report.package_id
+            if final.exists():
+                raise ConflictError(f"{final}: exists already; choose another --out")
+            result = _receive(vault, report, staging, as_name, now, storing, revoked_at)
+            os.rename(staging, final)
+            fsync_dir(out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            entry.keep = staging.exists()
+            raise
     return {**result, "out": str(final)}
 
 

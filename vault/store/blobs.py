@@ -48,14 +48,18 @@ def require_folder(target: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_writer(target: Path, *, mode: int = 0o600, overwrite: bool = True) -> Iterator[BinaryIO]:
+def atomic_writer(
+    target: Path, *, mode: int = 0o600, overwrite: bool = True, temp_name: str | None = None,
+) -> Iterator[BinaryIO]:
     """Yield a file to write; on success it replaces ``target`` atomically, on error it vanishes.
 
     With ``overwrite=False`` an existing ``target`` is never replaced (the final step uses
     ``link`` + ``unlink``, which fails if the name exists), so two writers cannot clobber.
+    ``temp_name`` is the temporary's name (a caller that journals it, see
+    :mod:`vault.service.pending`); by default a random one.
     """
     require_folder(target)
-    temp = target.with_name(f"{TEMP_PREFIX}{secrets.token_hex(8)}-{target.name}")
+    temp = target.with_name(temp_name or f"{TEMP_PREFIX}{secrets.token_hex(8)}-{target.name}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as handle:
