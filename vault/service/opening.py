@@ -147,9 +147,11 @@ def open_package(
 ) -> dict[str, Any]:
     """Verify a package whole, then extract it into ``out_dir/<package-id>`` and receive it.
 
-    ``verifying`` gets (payload bytes read, payload size) while the package is decrypted and
-    checked; ``storing`` then gets (bytes stored, bytes in all) while its files are encrypted
-    into this vault."""
+    ``verifying`` gets (payload bytes read, twice the payload size) while the package is
+    checked: its payload read once for its digest (nothing decrypted before it matches the
+    signed envelope), then once more to decrypt it; ``storing`` then gets (bytes stored, bytes
+    in all) while its files are encrypted into this vault. The envelope recorded is the one
+    verified, from the file held open meanwhile, whatever is at ``path`` by then."""
     now = now or utcnow()
     if not path.is_file():
         raise NotFoundError(f"{path}: no such package file")
@@ -180,14 +182,20 @@ def open_package(
         if peek is not None and session.get(ReceivedPackage, peek.package_id) is not None:
             raise ConflictError(f"package {peek.package_id}: opened already in this vault")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Made by inspect_package once the payload is the one signed; removed on any failure.
     staging = out_dir / f"{TEMP_PREFIX}{secrets.token_hex(6)}"
-    staging.mkdir(mode=0o700)
     try:
         report = inspect_package(path, trusted=trusted, identities=identities,
                                  extract_to=staging, progress=verifying)
         final = out_dir / report.package_id
         if final.exists():
             raise ConflictError(f"{final}: exists already; choose another --out")
+        if report.package_id != (peek.package_id if peek else None):
+            # The file changed between the first look and the one verified.
+            with vault.transaction() as session:
+                if session.get(ReceivedPackage, report.package_id) is not None:
+                    raise ConflictError(
+                        f"package {report.package_id}: opened already in this vault")
         result = _receive(vault, report, staging, as_name, now, storing, revoked_at)
         os.rename(staging, final)
         fsync_dir(out_dir)
@@ -285,7 +293,7 @@ def _receive(
                 assert report.statement_sha256 is not None
                 session.add(ReceivedPackage(
                     package_id=envelope.package_id, sender=envelope.sender.fingerprint,
-                    body_id=envelope.body, envelope=fmt.read_package(report.path).envelope_bytes,
+                    body_id=envelope.body, envelope=report.envelope_bytes,
                     envelope_sha256=report.envelope_sha256, statement=report.statement_bytes,
                     statement_signature=report.statement_signature,
                     statement_sha256=report.statement_sha256,
