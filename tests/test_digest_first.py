@@ -106,13 +106,13 @@ def test_a_same_size_payload_that_is_not_the_signed_one_is_never_decrypted(
     assert spy.calls == 0
 
 
-def _open(world: World, **callbacks: Any) -> dict[str, Any]:
+def _open(world: World, out: str = "received", **callbacks: Any) -> dict[str, Any]:
     from vault.service.opening import open_package
     from vault.service.vaults import open_vault
 
     v = open_vault(world.icc.vault)
     try:
-        return open_package(v, world.package, out_dir=world.tmp / "received", **callbacks)
+        return open_package(v, world.package, out_dir=world.tmp / out, **callbacks)
     finally:
         v.close()
 
@@ -152,6 +152,34 @@ def test_a_file_swapped_during_open_is_not_what_gets_recorded(world: World, when
     envelope, digest = _stored_envelope(world)
     assert envelope == original
     assert digest == hashlib.sha256(original).hexdigest()
+
+
+def test_a_package_opened_already_swapped_in_before_verification_is_a_conflict(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first look at the file (for "opened already") saw a new package; the file then
+    became one this vault opened before: the package verified is checked again, a conflict
+    (exit 1), not a database error."""
+    import shutil
+
+    from vault.errors import ConflictError
+    from vault.service import opening
+
+    first = world.tmp / "first.evpkg"
+    shutil.copyfile(world.package, first)
+    _open(world)  # world.package is opened; now it becomes another, new package
+    world.office.ok("package", "create", "--to", "ICC-OTP", "--case", "UA-2026-0042",
+                    "-o", str(world.tmp / "second.evpkg"))
+    os.replace(world.tmp / "second.evpkg", world.package)
+    real = opening._identities
+
+    def swap_then_load(*args: Any) -> Any:
+        os.replace(first, world.package)  # after the first look, before verification
+        return real(*args)
+
+    monkeypatch.setattr(opening, "_identities", swap_then_load)
+    with pytest.raises(ConflictError) as caught:
+        _open(world, out="again")
+    assert str(caught.value) == f"package {world.package_id}: opened already in this vault"
 
 
 def test_a_payload_rewritten_in_place_between_the_two_reads_is_refused(world: World) -> None:
