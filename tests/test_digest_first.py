@@ -182,6 +182,37 @@ def test_a_package_opened_already_swapped_in_before_verification_is_a_conflict(
     assert str(caught.value) == f"package {world.package_id}: opened already in this vault"
 
 
+def test_trust_sender_holds_for_the_package_verified_not_only_the_first_look(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--trust-sender OFFICE` was checked against the file's signature at the first look;
+    a package by another known sender renamed over it before verification is refused."""
+    from vault.service import opening
+
+    # UA-OPG's officer also sends to ICC-OTP, and ICC knows them.
+    world.icc.ok("contact", "add", str(world.tmp / "opg-officer.card.json"))
+    world.opg.ok("body", "add", "ICC-OTP", "--name", "Fictional ICC-OTP")
+    world.opg.ok("body", "key", "add", "ICC-OTP", "--card",
+                 str(world.tmp / "icc-officer.card.json"))
+    (world.tmp / "opg-evidence.txt").write_bytes(b"another fictional statement\n")
+    world.opg.ok("ingest", str(world.tmp / "opg-evidence.txt"), "--case", "OPG-1",
+                 "--create-case")
+    by_opg = world.tmp / "by-opg.evpkg"
+    world.opg.ok("package", "create", "--to", "ICC-OTP", "--case", "OPG-1", "-o", str(by_opg))
+    opg_fp = json.loads(world.opg.ok("identity", "show", "--json").stdout)["fingerprint"]
+    real = opening._identities
+
+    def swap_then_load(*args: Any) -> Any:
+        os.replace(by_opg, world.package)  # after the first look, before verification
+        return real(*args)
+
+    monkeypatch.setattr(opening, "_identities", swap_then_load)
+    with pytest.raises(VerificationError) as caught:
+        _open(world, trust_sender=world.office_fp)
+    assert str(caught.value) == (f"{world.package.name}: signed by {opg_fp}, not by "
+                                 f"--trust-sender {world.office_fp}; do not open it")
+    _out_is_empty(world.tmp / "received")
+
+
 def test_a_payload_rewritten_in_place_between_the_two_reads_is_refused(world: World) -> None:
     """The same file (same inode) gets a same-size payload, decryptable by this vault, once
     the digest pass has read it whole: the decrypting pass hashes what it reads too."""

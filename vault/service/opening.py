@@ -187,6 +187,11 @@ def open_package(
     try:
         report = inspect_package(path, trusted=trusted, identities=identities,
                                  extract_to=staging, progress=verifying)
+        signer = report.sender_key.fingerprint
+        if trust_sender and signer != trust_sender:
+            # Checked on the first look at the file; the package verified may be another.
+            raise VerificationError(f"{path.name}: signed by {signer}, not by --trust-sender "
+                                    f"{trust_sender}; do not open it")
         final = out_dir / report.package_id
         if final.exists():
             raise ConflictError(f"{final}: exists already; choose another --out")
