@@ -210,8 +210,9 @@ def test_verify_as_on_a_terminal_shows_the_payload_read_then_the_findings(tmp_pa
     out, err, code = _run(args, terminal=True)
     assert code == 0, err
     line, end = err.decode().split("\n")
+    # The payload is read twice: for its digest, then (only if it matched) to decrypt it.
     assert line.split("\r")[-1].rstrip(" ").startswith(
-        f"evault: verify 1/1, {payload / 1e6:.1f} MB of {payload / 1e6:.1f} MB, ")
+        f"evault: verify 1/1, {2 * payload / 1e6:.1f} MB of {2 * payload / 1e6:.1f} MB, ")
     assert end == ""
     assert out.decode().startswith(f"OK: {package} (package PKG-")
     _, err, code = _run(args, terminal=False)

@@ -550,6 +550,18 @@ def test_every_test_named_in_the_threat_model_exists() -> None:
     assert missing == []
 
 
+def test_the_threat_models_claims_are_numbered_in_order() -> None:
+    """Claims are cited by number (README, notes, code comments): 1, 2, 3... with none
+    left unnumbered."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "security.md").read_text(
+        encoding="utf-8")
+    numbers = [int(n) for n in re.findall(r"^(\d+)\. \*\*", text, re.MULTILINE)]
+    assert numbers == list(range(1, len(numbers) + 1))
+    assert re.findall(r"^\D\D\. \*\*", text, re.MULTILINE) == []
+
+
 def test_every_crash_step_is_in_the_code_and_exercised() -> None:
     """Each named step of vault/faults.py is reached by the code (a refactor that drops a
     crash_point would silently weaken these tests) and killed at by some test."""

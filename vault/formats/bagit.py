@@ -66,6 +66,7 @@ from vault.formats.safetar import (
 
 __all__ = [
     "BAGIT_TXT",
+    "MAX_TAG_FILES_TOTAL",
     "MAX_TAG_FILE_SIZE",
     "BagContents",
     "BagError",
@@ -82,6 +83,10 @@ BAGIT_TXT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 
 MAX_TAG_FILE_SIZE = 16 << 20
 """Tag files are held in memory while a bag is read; larger ones are refused."""
+
+MAX_TAG_FILES_TOTAL = 64 << 20
+"""All the tag files of one bag together (they are held at once): a bag whose tag files come
+to more is refused at the header of the one that crosses the line, before its data is read."""
 
 _T = TypeVar("_T")
 _DEFAULT_LIMITS = Limits()
@@ -627,6 +632,7 @@ class _BagReader:
         self.payload: dict[str, str] = {}
         self.payload_bytes = 0
         self.tag_files: dict[str, bytes] = {}
+        self.tag_bytes = 0  # declared sizes of the tag files in tag_files, in all
         self.tag_digests: dict[str, str] = {}
         self.info: list[tuple[str, str]] = []
         self.info_problems: list[str] = []
@@ -657,6 +663,14 @@ class _BagReader:
                 f"bag {printable(self.root or '(empty)')}: tag file {printable(rel)} has "
                 f"{member.size} bytes, over the limit of {MAX_TAG_FILE_SIZE}"
             )
+        if self.tag_bytes + member.size > MAX_TAG_FILES_TOTAL:
+            raise BagError(
+                f"bag {printable(self.root or '(empty)')}: tag file {printable(rel)} would bring "
+                f"the files outside data/ to {self.tag_bytes + member.size} bytes, over the "
+                f"limit of {MAX_TAG_FILES_TOTAL} in all; ask the sender to put large files in "
+                "data/"
+            )
+        self.tag_bytes += member.size
         kept: list[bytes] = []
         self.tag_digests[rel] = self._stream(tf, member, rel, keep=kept)
         data = b"".join(kept)
@@ -864,7 +878,8 @@ def read_bag(
     if anything fails, the files written are removed again. Extract into a fresh staging
     folder and move it into place only once this returns. Without it, payload is hashed
     and dropped. Memory holds one chunk of payload, the tag files (each at most
-    :data:`MAX_TAG_FILE_SIZE`) and one digest per file.
+    :data:`MAX_TAG_FILE_SIZE`, together at most :data:`MAX_TAG_FILES_TOTAL`) and one digest
+    per file.
 
     Raises :class:`~vault.formats.safetar.UnsafeArchiveError` for an unsafe or corrupt tar,
     :class:`BagError` (``problems`` lists every finding) for a bag that does not verify.

@@ -102,6 +102,7 @@ __all__ = [
     "RecipientKey",
     "Statement",
     "StatementItem",
+    "hold_package",
     "payload_offset",
     "read_package",
     "sign_envelope",
@@ -748,7 +749,8 @@ class PackageFile:
     """A ``.evpkg`` file whose structure has been checked; nothing in it is verified yet.
 
     ``envelope_bytes`` and ``signature`` are the first two members as they lie in the file;
-    ``payload_offset`` and ``payload_size`` locate ``payload.age`` inside it.
+    ``payload_offset`` and ``payload_size`` locate ``payload.age`` inside it. ``fd`` is the
+    file held open by :func:`hold_package` (None from :func:`read_package`).
     """
 
     envelope_bytes: bytes
@@ -756,25 +758,37 @@ class PackageFile:
     payload_offset: int
     payload_size: int
     path: Path
+    fd: int | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def open_payload(self) -> io.BufferedReader:
         """A binary file object reading exactly ``payload.age`` from the package file.
 
-        The file is opened anew: if it was changed since :func:`read_package`, the bytes
-        differ from what the envelope's SHA-256 promises, so always hash what you read. A
-        file cut short raises :class:`~vault.errors.VerificationError` on the read that
-        reaches the cut.
+        From :func:`read_package` the file is opened anew: if it was changed or replaced
+        since, the bytes differ from what the envelope's SHA-256 promises, so always hash
+        what you read. From :func:`hold_package` it reads the file held open, the one the
+        envelope was read from (one reader at a time: they share the file position); a
+        file rewritten in place still reads other bytes, so hash those too. A file cut short
+        raises :class:`~vault.errors.VerificationError` on the read that reaches the cut.
         """
-        raw = _PayloadReader(self.path, self.payload_offset, self.payload_size)
+        raw = _PayloadReader(self.path, self.payload_offset, self.payload_size, fd=self.fd)
         return io.BufferedReader(raw, buffer_size=_COPY_CHUNK)
+
+    def file_state(self) -> tuple[int, ...]:
+        """Device, inode, size and modification time of the file held open: the same before
+        and after a read of it unless it was written meanwhile."""
+        if self.fd is None:
+            raise ValueError("file_state: the package file is not held open (hold_package)")
+        st = os.fstat(self.fd)
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class _PayloadReader(io.RawIOBase):
-    """Reads ``size`` bytes from ``offset`` of a file, and never past them."""
+    """Reads ``size`` bytes from ``offset`` of a file, and never past them; with ``fd``, of
+    that open file (a duplicate of it, so closing this reader leaves ``fd`` open)."""
 
-    def __init__(self, path: Path, offset: int, size: int) -> None:
+    def __init__(self, path: Path, offset: int, size: int, *, fd: int | None = None) -> None:
         self._label = _file_label(path)
-        fd = _open_regular(path, self._label)
+        fd = _open_regular(path, self._label) if fd is None else os.dup(fd)
         try:
             self._file = io.FileIO(fd, "rb", closefd=True)
         except BaseException:
@@ -1327,25 +1341,47 @@ def read_package(path: Path) -> PackageFile:
     label = _file_label(path)
     fd = _open_regular(path, label)
     try:
-        scan = _TarScan(fd, os.fstat(fd).st_size, label)
-        members: list[_Member] = []
-        offset = 0
-        for index in range(len(MEMBERS) + 1):
-            found = scan.member(offset)
-            if found is None:
-                if index < len(MEMBERS):
-                    raise scan.error(f"has {index} members; {_LAYOUT}")
-                break
-            member, offset = found
-            _check_member(scan, member, index, [m.name for m in members])
-            scan.check_padding(member)
-            members.append(member)
-        scan.check_end(offset)
-        envelope, signature, payload = members
-        envelope_bytes = scan.read(envelope.offset, envelope.size, ENVELOPE_MEMBER)
-        sig_bytes = scan.read(signature.offset, signature.size, SIGNATURE_MEMBER)
+        return _scan_package(fd, path, label, hold=False)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def hold_package(path: Path) -> Iterator[PackageFile]:
+    """:func:`read_package` on a file that stays open until the block ends.
+
+    Every later read through the :class:`PackageFile` (its :meth:`~PackageFile.open_payload`)
+    is of the file whose envelope and signature it holds, even if another file is renamed
+    over ``path`` or it is removed meanwhile: what is verified and what is used are one file.
+    """
+    path = Path(path)
+    label = _file_label(path)
+    fd = _open_regular(path, label)
+    try:
+        yield _scan_package(fd, path, label, hold=True)
+    finally:
+        os.close(fd)
+
+
+def _scan_package(fd: int, path: Path, label: str, *, hold: bool) -> PackageFile:
+    """The checks of :func:`read_package` on the open file ``fd``."""
+    scan = _TarScan(fd, os.fstat(fd).st_size, label)
+    members: list[_Member] = []
+    offset = 0
+    for index in range(len(MEMBERS) + 1):
+        found = scan.member(offset)
+        if found is None:
+            if index < len(MEMBERS):
+                raise scan.error(f"has {index} members; {_LAYOUT}")
+            break
+        member, offset = found
+        _check_member(scan, member, index, [m.name for m in members])
+        scan.check_padding(member)
+        members.append(member)
+    scan.check_end(offset)
+    envelope, signature, payload = members
+    envelope_bytes = scan.read(envelope.offset, envelope.size, ENVELOPE_MEMBER)
+    sig_bytes = scan.read(signature.offset, signature.size, SIGNATURE_MEMBER)
     try:
         sig_text = sig_bytes.decode("ascii")
     except UnicodeDecodeError:
@@ -1356,4 +1392,5 @@ def read_package(path: Path) -> PackageFile:
         payload_offset=payload.offset,
         payload_size=payload.size,
         path=path,
+        fd=fd if hold else None,
     )

@@ -492,15 +492,14 @@ def _embedded_checkpoint(note: str, signer: VerifyKey, label: str, trust: Trust)
 def _check_package(
     path: Path, trust: Trust, identities: OwnKeys | None, progress: Progress | None = None
 ) -> _Checked:
-    from vault.service.inspection import check_payload_digest, inspect_package, verify_outside
+    from vault.service.inspection import inspect_package
 
     pkg = fmt.read_package(path)
     pid = _peek(pkg.envelope_bytes, "package_id")
     label = f"package {pid}" if pid else "package"
     keys = trust.require(pkg.signature, fmt.ENVELOPE_NAMESPACE, label)
     if identities is None:
-        report = verify_outside(path, keys)
-        check_payload_digest(report)
+        report = inspect_package(path, trusted=keys)
         done = "envelope and payload digest verified"
     else:
         report = inspect_package(path, trusted=keys, identities=identities, progress=progress)

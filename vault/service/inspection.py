@@ -6,19 +6,26 @@
     >>> report.statement.body                                            # doctest: +SKIP
     'ICC-OTP'
 
-Without identities (an auditor with no decryption key) this checks the envelope signature
-and the payload's SHA-256. With them it also decrypts the payload in one streaming pass and
-checks the whole bag, the signed statement (that it names this package, this body and the
-key used), items.json against the statement, and every custody event of the excerpt: its
-signature, its actor, and its inclusion proof against the envelope's signed checkpoint.
-Nothing here touches a database; with ``extract_to`` the files land in that (staging) folder
-and are removed again if anything fails.
+The package file is opened once and held open (:func:`~vault.formats.package.hold_package`):
+every read below is of that one file, and the envelope bytes kept in the report are the ones
+verified. Without identities (an auditor with no decryption key) this checks the envelope
+signature and the payload's SHA-256. With them it first does the same, a read of the whole
+payload that decrypts nothing, so a payload that is not the one the sender signed is refused
+before a byte of it is decrypted or parsed; then it decrypts the payload in a second streaming
+pass, hashing it again (the file may have been rewritten in place between the two), and checks
+the whole bag, the signed statement (that it names this package, this body and the key used),
+items.json against the statement, and every custody event of the excerpt: its signature, its
+actor, and its inclusion proof against the envelope's signed checkpoint. Nothing here touches
+a database; with ``extract_to`` the files land in that (staging) folder, made only after the
+digest pass, and removed again if anything fails.
+
+The package must be a regular file (:func:`~vault.formats.package.read_package` refuses a
+pipe or a device, and no caller passes a stream): it is read twice, which a stream cannot be.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import io
 import json
@@ -79,6 +86,8 @@ class PackageReport:
 
     path: Path
     envelope: fmt.Envelope
+    envelope_bytes: bytes
+    """The envelope exactly as verified: record these, never the file read again."""
     envelope_sha256: str
     sender_key: VerifyKey
     checkpoint: Checkpoint
@@ -112,6 +121,7 @@ class _HashingReader:
         pool: ThreadPoolExecutor | None = None,
         progress: Progress | None = None,
         total: int = 0,
+        done: int = 0,
     ) -> None:
         self.src = src
         self.digest = hashlib.sha256()
@@ -120,6 +130,7 @@ class _HashingReader:
         self._pending: Future[None] | None = None
         self._progress = progress
         self._total = total
+        self._done = done  # reported before this reader's bytes (an earlier pass)
 
     def finish(self) -> None:
         """Wait until everything read so far is in :attr:`digest`."""
@@ -133,7 +144,7 @@ class _HashingReader:
         self.digest.update(data)
         self.size += len(data)
         if self._progress is not None and data:
-            self._progress(self.size, self._total)
+            self._progress(self._done + self.size, self._total)
         return data
 
     def readinto(self, buffer: Any) -> int:
@@ -148,7 +159,7 @@ class _HashingReader:
                 self.digest.update(data)
             self.size += n
             if self._progress is not None:
-                self._progress(self.size, self._total)
+                self._progress(self._done + self.size, self._total)
         return int(n or 0)
 
     def readable(self) -> bool:
@@ -159,9 +170,23 @@ def _fail(report_id: str, message: str) -> VerificationError:
     return VerificationError(f"package {report_id}: {message}")
 
 
+def _not_signed(report_id: str) -> VerificationError:
+    return _fail(report_id, "payload.age does not match the SHA-256 in the signed envelope; "
+                 "the payload was altered or swapped; nothing was decrypted: ask the sender "
+                 "for the package again")
+
+
+def _changed(report_id: str) -> VerificationError:
+    return _fail(report_id, "payload.age changed while it was being opened; nothing was "
+                 "received: open it again from a copy no one else writes to")
+
+
 def verify_outside(path: Path, trusted: Sequence[VerifyKey]) -> PackageReport:
     """The checks anyone can make: envelope signature by a trusted sender, checkpoint note."""
-    pkg = fmt.read_package(path)
+    return _verify_outside(fmt.read_package(path), trusted)
+
+
+def _verify_outside(pkg: fmt.PackageFile, trusted: Sequence[VerifyKey]) -> PackageReport:
     envelope = fmt.verify_envelope(pkg, trusted)
     sender_key = next(k for k in trusted if k.fingerprint == envelope.sender.fingerprint)
     cp_origin = envelope.checkpoint.split("\n", 1)[0]
@@ -172,8 +197,9 @@ def verify_outside(path: Path, trusted: Sequence[VerifyKey]) -> PackageReport:
     except VaultError as e:
         raise _fail(envelope.package_id, f"envelope checkpoint: {e}") from None
     return PackageReport(
-        path=path,
+        path=pkg.path,
         envelope=envelope,
+        envelope_bytes=pkg.envelope_bytes,
         envelope_sha256=hashlib.sha256(pkg.envelope_bytes).hexdigest(),
         sender_key=sender_key,
         checkpoint=checkpoint,
@@ -181,15 +207,30 @@ def verify_outside(path: Path, trusted: Sequence[VerifyKey]) -> PackageReport:
 
 
 def check_payload_digest(report: PackageReport) -> None:
-    """Hash ``payload.age`` and compare with the signed envelope (no key needed)."""
-    pkg = fmt.read_package(report.path)
+    """Hash ``payload.age`` and compare with the signed envelope (no key needed); the file
+    must still hold the envelope ``report`` verified."""
+    with fmt.hold_package(report.path) as pkg:
+        if pkg.envelope_bytes != report.envelope_bytes:
+            raise _changed(report.package_id)
+        _check_digest(pkg, report, None, pkg.payload_size)
+
+
+def _check_digest(pkg: fmt.PackageFile, report: PackageReport, progress: Progress | None,
+                  total: int) -> None:
+    """The first pass: hash the whole payload, decrypting nothing (bytes go nowhere else)."""
     digest = hashlib.sha256()
+    done = 0
+    buffer = bytearray(READ_CHUNK)
+    view = memoryview(buffer)
     with pkg.open_payload() as src:
-        while chunk := src.read(READ_CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != report.envelope.payload_sha256:
-        raise _fail(report.package_id, "payload.age does not match the SHA-256 in the signed "
-                    "envelope; the payload was altered or swapped")
+        while n := src.readinto(view):
+            digest.update(view[:n])
+            done += n
+            if progress is not None:
+                progress(done, total)
+    if done != report.envelope.payload_size or (
+            digest.hexdigest() != report.envelope.payload_sha256):
+        raise _not_signed(report.package_id)
 
 
 def inspect_package(
@@ -200,27 +241,57 @@ def inspect_package(
     extract_to: Path | None = None,
     progress: Progress | None = None,
 ) -> PackageReport:
-    """Verify a package as far as the keys at hand allow (see the module docstring);
-    ``progress`` gets (payload bytes read, payload size) while it is decrypted."""
-    report = verify_outside(path, trusted)
-    if identities is None:
-        check_payload_digest(report)
-        return report
+    """Verify a package as far as the keys at hand allow (see the module docstring).
+
+    ``progress`` gets (payload bytes read, payload size), and with ``identities`` (bytes read
+    in both passes, twice the payload size): the digest pass, then the decrypting one.
+    ``extract_to`` is a folder that does not exist yet: it is made (mode 0700) only once the
+    payload is known to be the one the sender signed, and removed again if anything fails.
+    """
+    with fmt.hold_package(path) as pkg:
+        report = _verify_outside(pkg, trusted)
+        if identities is None:
+            _check_digest(pkg, report, progress, pkg.payload_size)
+            return report
+        envelope = report.envelope
+        ours = {str(i.recipient): i for i in identities.keys}
+        matched = [k for k in envelope.all_recipients if k.age_recipient in ours]
+        if not matched:
+            raise identities.no_match(envelope)
+        report.matched_key = matched[0]
+        before = pkg.file_state()
+        _check_digest(pkg, report, progress, 2 * pkg.payload_size)
+        if extract_to is not None:
+            extract_to.mkdir(mode=0o700)
+        try:
+            bag = _decrypt(pkg, report, ours[matched[0].age_recipient], extract_to, progress)
+            if pkg.file_state() != before:
+                raise _changed(envelope.package_id)
+            report.bag = bag
+            report.decrypted = True
+            _check_statement(report, bag)
+            _check_unlisted(report, bag)
+            _check_items(report, bag)
+            _check_custody(report, bag)
+        except BaseException:
+            if extract_to is not None:
+                shutil.rmtree(extract_to, ignore_errors=True)
+            raise
+    return report
+
+
+def _decrypt(pkg: fmt.PackageFile, report: PackageReport, identity: AgeIdentity,
+             extract_to: Path | None, progress: Progress | None) -> BagContents:
+    """The second pass: decrypt and read the bag (into ``extract_to``), hashing the
+    ciphertext again, so that what was decrypted is what the first pass found signed."""
     envelope = report.envelope
-    ours = {str(i.recipient): i for i in identities.keys}
-    matched = [k for k in envelope.all_recipients if k.age_recipient in ours]
-    if not matched:
-        raise identities.no_match(envelope)
-    report.matched_key = matched[0]
-    pkg = fmt.read_package(path)
-    swapped = _fail(envelope.package_id, "payload.age does not match the SHA-256 in the signed "
-                    "envelope; the payload was altered or swapped")
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         with pkg.open_payload() as raw:
-            hashing = _HashingReader(raw, pool, progress, pkg.payload_size)
+            hashing = _HashingReader(raw, pool, progress, 2 * pkg.payload_size,
+                                     done=pkg.payload_size)
             try:
-                reader = AgeReader(cast(BinaryIO, hashing), [ours[matched[0].age_recipient]])
+                reader = AgeReader(cast(BinaryIO, hashing), [identity])
                 # The tar reader asks for a few KiB at a time; a buffer in front of the
                 # decryptor turns that into 1 MiB reads.
                 plain = io.BufferedReader(cast(io.RawIOBase, reader), buffer_size=READ_CHUNK)
@@ -231,12 +302,13 @@ def inspect_package(
                 if plain.read(1):
                     raise _fail(envelope.package_id, "data after the end of the bag")
             except VaultError as error:
-                # The one-pass design meets a failure before the digest is known; a payload
-                # that is not the one signed is the root cause to report, so finish hashing.
+                # The payload was the signed one a moment ago; if it is not any more, that
+                # is the root cause to report, so finish hashing.
                 while hashing.read(READ_CHUNK):
                     pass
+                hashing.finish()
                 if hashing.digest.hexdigest() != envelope.payload_sha256:
-                    raise swapped from None
+                    raise _changed(envelope.package_id) from None
                 if isinstance(error, AgeError):
                     raise _fail(envelope.package_id, "payload does not decrypt or "
                                 "authenticate; it was altered") from None
@@ -246,29 +318,10 @@ def inspect_package(
                 pass
         hashing.finish()
         if hashing.digest.hexdigest() != envelope.payload_sha256:
-            raise swapped
-        report.bag = bag
-        report.decrypted = True
-        _check_statement(report, bag)
-        _check_unlisted(report, bag)
-        _check_items(report, bag)
-        _check_custody(report, bag)
-    except BaseException:
-        if extract_to is not None:
-            _clear(extract_to)
-        raise
+            raise _changed(envelope.package_id)
+        return bag
     finally:
         pool.shutdown(wait=True)
-    return report
-
-
-def _clear(folder: Path) -> None:
-    for child in folder.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                child.unlink()
 
 
 def _check_statement(report: PackageReport, bag: BagContents) -> None:

@@ -145,9 +145,11 @@ def open_package(
 ) -> dict[str, Any]:
     """Verify a package whole, then extract it into ``out_dir/<package-id>`` and receive it.
 
-    ``verifying`` gets (payload bytes read, payload size) while the package is decrypted and
-    checked; ``storing`` then gets (bytes stored, bytes in all) while its files are encrypted
-    into this vault."""
+    ``verifying`` gets (payload bytes read, twice the payload size) while the package is
+    checked: its payload read once for its digest (nothing decrypted before it matches the
+    signed envelope), then once more to decrypt it; ``storing`` then gets (bytes stored, bytes
+    in all) while its files are encrypted into this vault. The envelope recorded is the one
+    verified, from the file held open meanwhile, whatever is at ``path`` by then."""
     now = now or utcnow()
     if not path.is_file():
         raise NotFoundError(f"{path}: no such package file")
@@ -185,14 +187,25 @@ def open_package(
     # custody event: nothing here is custody yet (the package may be hostile and is not
     # verified), and the path of --out is office-internal.
     with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry:
-        staging.mkdir(mode=0o700)
+        # Made by inspect_package once the payload is the one signed; removed on any failure.
         try:
             report = inspect_package(path, trusted=trusted, identities=identities,
                                      extract_to=staging, progress=verifying)
             crash_point("open.staged")
+            signer = report.sender_key.fingerprint
+            if trust_sender and signer != trust_sender:
+                # Checked on the first look at the file; the package verified may be another.
+                raise VerificationError(f"{path.name}: signed by {signer}, not by "
+                                        f"--trust-sender {trust_sender}; do not open it")
             final = out_dir / report.package_id
             if final.exists():
                 raise ConflictError(f"{final}: exists already; choose another --out")
+            if report.package_id != (peek.package_id if peek else None):
+                # The file changed between the first look and the one verified.
+                with vault.transaction() as session:
+                    if session.get(ReceivedPackage, report.package_id) is not None:
+                        raise ConflictError(
+                            f"package {report.package_id}: opened already in this vault")
             result = _receive(vault, report, staging, as_name, now, storing, revoked_at)
             os.rename(staging, final)
             fsync_dir(out_dir)
@@ -291,7 +304,7 @@ def _receive(
                 assert report.statement_sha256 is not None
                 session.add(ReceivedPackage(
                     package_id=envelope.package_id, sender=envelope.sender.fingerprint,
-                    body_id=envelope.body, envelope=fmt.read_package(report.path).envelope_bytes,
+                    body_id=envelope.body, envelope=report.envelope_bytes,
                     envelope_sha256=report.envelope_sha256, statement=report.statement_bytes,
                     statement_signature=report.statement_signature,
                     statement_sha256=report.statement_sha256,
