@@ -469,6 +469,11 @@ def _check_custody(report: PackageReport, bag: BagContents) -> None:
             key.verify(signature, body)
         except VerificationError:
             raise _fail(pid, f"{where}: event {event.seq} signature does not verify") from None
+        if event.log != checkpoint.origin:
+            # Another office's genuine event, put in a tree the sender made: not the sender's.
+            raise _fail(pid, f"{where}: event {event.seq} is of log {printable(event.log)}, "
+                        f"not of {checkpoint.origin}, the sender's log its envelope's "
+                        "checkpoint names; ask the sender for a new package")
         if event.subject not in item_ids:
             raise _fail(pid, f"{where}: event {event.seq} is about {event.subject}, not an item "
                         "of this package")

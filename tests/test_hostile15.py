@@ -1,0 +1,58 @@
+"""Issue 15's hostile review: what a sender's, a recipient's or a database holder's means
+still reached after the issue's fixes, each with the package or document that does it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from pathlib import Path
+
+from test_robustness_corpus import Recipient, mc, one_line
+from test_robustness_corpus import recipient as recipient  # the fixture
+
+from vault.clock import parse_iso
+from vault.custody.events import Event
+from vault.custody.merkle import leaf_hash
+from vault.custody.note import Checkpoint, NoteSigner
+from vault.formats.canonical import canonical_json
+
+OTHER_LOG = "evault/000000000000000000000000000a0b0c"
+"""The log of another office, which the corpus sender holds an event of (from a package)."""
+
+
+def _excerpt_line(event: Event, key: object, tree_size: int) -> bytes:
+    body, signature = event.sign(key)  # type: ignore[arg-type]
+    return canonical_json({
+        "seq": event.seq, "event": body.decode(), "signature": base64.b64encode(signature).decode(),
+        "actor_key": key.public.openssh(), "tree_size": tree_size, "proof": [],  # type: ignore[attr-defined]
+    }) + b"\n"
+
+
+def test_an_excerpt_event_of_another_log_is_refused(recipient: Recipient,
+                                                    tmp_path: Path) -> None:
+    """A sender presents another office's genuine, signed event (an item.ingested of that
+    office's log, as a package from it carried) as an event of its own log, in a tree it made
+    and a checkpoint it signed: the recipient would show it as the sender's chain, that
+    office's key as the item's intake. An excerpt holds only events of the envelope's log."""
+    content = b"fictional statement\n"
+    foreign = Event(log=OTHER_LOG, seq=0, time=parse_iso(mc.CREATED),
+                    actor=mc.STRANGER.public.fingerprint, action="item.ingested",
+                    subject=mc.ITEM_A, details={"case": "UA-2026-0042", "size": 99},
+                    digests={"sha256": "ab" * 32})
+    line = _excerpt_line(foreign, mc.STRANGER, 1)
+    checkpoint = NoteSigner(mc.ORIGIN, mc.SENDER).sign(
+        Checkpoint(mc.ORIGIN, 1, leaf_hash(foreign.encode())).to_text())
+    pid = mc.package_id(1501)
+    bag = mc.signed_bag(pid, files={mc.ITEM_A: content}, custody=line)
+    package = tmp_path / "replayed.evpkg"
+    package.write_bytes(mc.package(pid, bag, envelope_changes={"checkpoint": checkpoint}))
+    out = tmp_path / "out"
+    result = recipient.cli("open", str(package), "--out", str(out))
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: package {pid}: evault/custody.jsonl line 1: event 0 is of log {OTHER_LOG}, "
+        f"not of {mc.ORIGIN}, the sender's log its envelope's checkpoint names; ask the sender "
+        "for a new package\n"))
+    assert one_line(result.stderr)
+    assert not out.exists() or list(out.iterdir()) == []
+    assert hashlib.sha256(content).hexdigest() not in recipient.cli.ok(
+        "items", "list", "--json").stdout
