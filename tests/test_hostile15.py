@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from pathlib import Path
 
+from test_opening import CASE, World
+from test_opening import world as world  # the fixture
 from test_robustness_corpus import Recipient, mc, one_line
 from test_robustness_corpus import recipient as recipient  # the fixture
 
@@ -56,3 +59,33 @@ def test_an_excerpt_event_of_another_log_is_refused(recipient: Recipient,
     assert not out.exists() or list(out.iterdir()) == []
     assert hashlib.sha256(content).hexdigest() not in recipient.cli.ok(
         "items", "list", "--json").stdout
+
+
+def test_a_revoked_identity_key_of_this_vault_is_not_brought_back_by_trust_sender(
+        world: World) -> None:
+    """The office's own signing key is revoked (stolen, say); a package it signed, addressed
+    to a live key of the same vault (the thief knows the public age key), is not opened on
+    --trust-sender alone: the revocation of an identity's key counts as a contact's does."""
+    deputy_card = world.tmp / "deputy.card.json"
+    world.office.ok("identity", "create", "deputy")
+    world.office.ok("identity", "export", "deputy", "-o", str(deputy_card))
+    world.office.ok("body", "add", "SELF", "--name", "Fictional self")
+    world.office.ok("body", "key", "add", "SELF", "--card", str(deputy_card))
+    package = world.tmp / "self.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "SELF", "--case", CASE,
+                                     "--as", "registry-office", "-o", str(package),
+                                     "--json").stdout)["id"]
+    revoked = json.loads(world.office.ok("identity", "revoke", "registry-office", "--as",
+                                         "deputy", "--json").stdout)
+    when = next(k["revoked_at"] for k in revoked["keys"] if k["fingerprint"] == world.office_fp)
+    out = world.tmp / "out"
+    refused = world.office("open", str(package), "--out", str(out), "--as", "deputy",
+                           "--trust-sender", world.office_fp)
+    assert (refused.exit_code, refused.stderr) == (3, (
+        f"evault: {package.name}: signed by {world.office_fp}, the key of identity "
+        f"registry-office of this vault, revoked at {when}; --trust-sender does not override "
+        "a revocation: add --allow-revoked to open it anyway\n"))
+    assert not out.exists() or list(out.iterdir()) == []
+    opened = world.office.ok("open", str(package), "--out", str(out), "--as", "deputy",
+                             "--trust-sender", world.office_fp, "--allow-revoked")
+    assert f"opened package {pid}" in opened.stderr

@@ -68,6 +68,7 @@ from vault.store.models import (
     BodyKey,
     Case,
     Contact,
+    IdentityKey,
     Item,
     ItemDigest,
     ItemLabel,
@@ -119,6 +120,10 @@ def _revocation(session: Any, fingerprint: str) -> tuple[str, datetime] | None:
     for key in session.scalars(select(BodyKey).where(BodyKey.fingerprint == fingerprint)):
         if key.revoked_at is not None:
             return f"an officer of body {key.body_id}", as_utc(key.revoked_at)
+    own = session.scalar(select(IdentityKey).where(IdentityKey.fingerprint == fingerprint))
+    if own is not None and own.revoked_at is not None:
+        # A key of this vault's own, revoked (stolen, say): no less revoked than a contact's.
+        return (f"identity {own.identity.name} of this vault", as_utc(own.revoked_at))
     return None
 
 
