@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from datetime import timedelta
 from pathlib import Path
 
 from test_opening import CASE, World
@@ -89,3 +90,26 @@ def test_a_revoked_identity_key_of_this_vault_is_not_brought_back_by_trust_sende
     opened = world.office.ok("open", str(package), "--out", str(out), "--as", "deputy",
                              "--trust-sender", world.office_fp, "--allow-revoked")
     assert f"opened package {pid}" in opened.stderr
+
+
+def test_ack_does_not_vouch_for_a_receipt_time_rewritten_in_the_database(world: World) -> None:
+    """A holder of the recipient's database (no keys) moves the package's opened_at: the
+    officer's `ack` would sign that time as received_at and the office import it. The ack
+    takes what it vouches for from the signed package.opened event, and refuses a row that
+    differs from it."""
+    from test_key_history import sql
+
+    world.icc.ok("open", str(world.package), "--out", str(world.tmp / "received"))
+    opened = json.loads(world.icc.ok("custody", "show", world.package_id, "--json").stdout)
+    (event,) = opened["events"]
+    # Four minutes later than the truth: within the clock skew the office's import allows.
+    later = parse_iso(event["time"]) + timedelta(minutes=4)
+    sql(world.icc, "UPDATE received_packages SET opened_at = :t",
+        t=later.strftime("%Y-%m-%d %H:%M:%S.000000"))
+    ack = world.tmp / "ack.json"
+    refused = world.icc("ack", world.package_id, "-o", str(ack))
+    assert (refused.exit_code, refused.stderr) == (3, (
+        f"evault: package {world.package_id}: its record in this vault differs from the signed "
+        f"package.opened event {event['seq']} (opened at); nothing was acknowledged: run "
+        "`evault custody verify` and `evault doctor`\n"))
+    assert not ack.exists()

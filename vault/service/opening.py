@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
+from vault.custody.events import Event
 from vault.custody.note import NoteVerifier, open_checkpoint
 from vault.errors import (
     ConflictError,
@@ -68,6 +69,7 @@ from vault.store.models import (
     BodyKey,
     Case,
     Contact,
+    CustodyEvent,
     IdentityKey,
     Item,
     ItemDigest,
@@ -374,6 +376,56 @@ def _received(session: Any, ref: str) -> ReceivedPackage:
     return row  # type: ignore[no-any-return]
 
 
+def _check_opened(vault: Vault, session: Session, row: ReceivedPackage) -> None:
+    """The row an ack is made from must be what this vault signed when it opened the package
+    (its ``package.opened`` event: digests of envelope and statement, sender, body, time): a
+    database holder rewriting the row must not get the officer to sign a false receipt time
+    or digest."""
+    pid = row.package_id
+    event = _opened_event(vault, session, pid)
+    if event is None:
+        raise VerificationError(f"package {pid}: no package.opened event signed by this vault "
+                                "names it; nothing was acknowledged: run `evault custody "
+                                "verify` and `evault doctor`")
+    signed, seq = event
+    differs = [what for what, ok in (
+        ("envelope", signed.digests.get("envelope") == row.envelope_sha256
+         == hashlib.sha256(row.envelope).hexdigest()),
+        ("statement", signed.digests.get("statement") == row.statement_sha256
+         == hashlib.sha256(row.statement).hexdigest()),
+        ("sender", signed.details.get("sender") == row.sender),
+        ("body", signed.details.get("body") == row.body_id),
+        ("opened at", isoformat(signed.time) == isoformat(row.opened_at)),
+    ) if not ok]
+    if differs:
+        raise VerificationError(
+            f"package {pid}: its record in this vault differs from the signed package.opened "
+            f"event {seq} ({', '.join(differs)}); nothing was acknowledged: run `evault "
+            "custody verify` and `evault doctor`")
+
+
+def _opened_event(vault: Vault, session: Session, pid: str) -> tuple[Event, int] | None:
+    """The ``package.opened`` event of ``pid`` in this vault's log whose signature verifies
+    with an identity key of this vault (its rows the signed key history's), and its seq."""
+    keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
+    for row in session.scalars(select(CustodyEvent).where(CustodyEvent.subject == pid)
+                               .order_by(CustodyEvent.seq)):
+        try:
+            event = Event.decode(row.body)
+        except VerificationError:
+            continue
+        key = keys.get(event.actor)
+        if event.action != "package.opened" or event.subject != pid or key is None:
+            continue
+        keyhistory.check_actor(vault, session, key)
+        try:
+            VerifyKey(key.signing_key).verify(row.signature, row.body)
+        except VerificationError:
+            continue
+        return event, row.seq
+    return None
+
+
 def acknowledge(
     vault: Vault, ref: str, *, output: Path, as_name: str | None = None,
     now: datetime | None = None,
@@ -389,6 +441,7 @@ def acknowledge(
         row = _received(session, ref)
         identity = acting_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
+        _check_opened(vault, session, row)
         statement = fmt.Statement.from_bytes(row.statement)
         log = CustodyLog(vault, session)
         log.append(pair, "package.acknowledged", row.package_id,
