@@ -113,3 +113,28 @@ def test_ack_does_not_vouch_for_a_receipt_time_rewritten_in_the_database(world: 
         f"package.opened event {event['seq']} (opened at); nothing was acknowledged: run "
         "`evault custody verify` and `evault doctor`\n"))
     assert not ack.exists()
+
+
+def test_ack_whose_checkpoint_claims_the_offices_log_is_refused(world: World) -> None:
+    """A body officer signs, in its acknowledgement, a "checkpoint" of the office's own log
+    (a tree head the office never had): the signer vouches only for its own log, and
+    `receipt import` refuses it as `evault verify` does, instead of keeping it."""
+    from dataclasses import replace
+
+    from test_ack_forgeries import _import, _key, _state
+    from test_opening import _ack
+
+    from vault.custody.note import sign_checkpoint
+    from vault.formats.receipt import Acknowledgement
+
+    genuine = Acknowledgement.from_bytes(_ack(world).read_bytes())
+    office_log = genuine.cosigned_checkpoint.split("\n", 1)[0]  # type: ignore[union-attr]
+    officer = _key(world)
+    claimed = sign_checkpoint(Checkpoint(office_log, 99, bytes(32)),
+                              NoteSigner(office_log, officer))
+    code, err = _import(world, replace(genuine, checkpoint=claimed), officer)
+    assert (code, err) == (3, (
+        f"evault: ack for package {world.package_id}: its checkpoint names {office_log}, this "
+        "vault's own log, which only this vault's identities sign; an acknowledgement carries "
+        "a checkpoint of its signer's log\n"))
+    assert _state(world) == "built"

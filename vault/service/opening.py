@@ -41,7 +41,13 @@ from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.service import keyhistory, pending, witness
 from vault.service.contacts import known_senders
-from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, vault_verifiers
+from vault.service.custody import (
+    CustodyLog,
+    actor_pair,
+    checkpoint_now,
+    origin,
+    vault_verifiers,
+)
 from vault.service.identities import acting_identity, identity_count, load_keypair
 from vault.service.ids import new_id
 from vault.service.inspection import (
@@ -484,8 +490,8 @@ more."""
 
 
 def _ack_problems(
-    ack: rfmt.Acknowledgement, package: Package, session: Session, signer: VerifyKey,
-    received_at: datetime, now: datetime,
+    vault: Vault, ack: rfmt.Acknowledgement, package: Package, session: Session,
+    signer: VerifyKey, received_at: datetime, now: datetime,
 ) -> list[str]:
     """Why ``ack`` (its signature already verified) cannot be a genuine acknowledgement of
     ``package``: each reason, in the order a reader checks them; empty if none."""
@@ -503,6 +509,13 @@ def _ack_problems(
     if received_at > now + ACK_CLOCK_SKEW:
         problems.append(f"it says received at {ack.received_at}, after now ({isoformat(now)}; "
                         f"allowing {_minutes(ACK_CLOCK_SKEW)} of clock skew)")
+    own_log = origin(vault)
+    if ack.checkpoint.split("\n", 1)[0] == own_log:
+        # The officer's key signs only its own log's checkpoints (claim 26): one of this
+        # vault's log is a tree head this vault never signed.
+        problems.append(f"its checkpoint names {own_log}, this vault's own log, which only "
+                        "this vault's identities sign; an acknowledgement carries a checkpoint "
+                        "of its signer's log")
     problem = _checkpoint_problem(ack.checkpoint, signer)
     if problem:
         problems.append(f"its checkpoint does not verify under the signer's key ({problem})")
@@ -571,7 +584,7 @@ def import_ack(
             ) from None
         signer = next(VerifyKey(k.signing_key) for k in body.keys
                       if k.fingerprint == ack.recipient.fingerprint)
-        problems = _ack_problems(ack, package, session, signer, received_at, now)
+        problems = _ack_problems(vault, ack, package, session, signer, received_at, now)
         if problems:
             raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
         cosigned = witness.check_cosignature(ack, package, signer,
