@@ -138,3 +138,33 @@ def test_ack_whose_checkpoint_claims_the_offices_log_is_refused(world: World) ->
         "vault's own log, which only this vault's identities sign; an acknowledgement carries "
         "a checkpoint of its signer's log\n"))
     assert _state(world) == "built"
+
+
+def test_a_relabelled_subject_column_does_not_put_another_items_event_in_the_excerpt(
+        world: World) -> None:
+    """A database holder at the office relabels the subject column of another case's
+    item.ingested event as one of the package's items: the excerpt is chosen by the signed
+    bytes, so that item (its case, size, digest) stays out, and the package still opens."""
+    import io
+    import tarfile
+
+    from test_key_history import sql
+    from test_opening import _plain_payload
+
+    secret = world.tmp / "secret.txt"
+    secret.write_bytes(b"fictional confidential note\n")
+    world.office.ok("ingest", str(secret), "--case", "UA-2026-0099", "--create-case",
+                    "--title", "Confidential")
+    items = json.loads(world.office.ok("items", "list", "--json").stdout)
+    hidden = next(i["id"] for i in items if i["case"] == "UA-2026-0099")
+    photo = next(i["id"] for i in items if i["name"] == "photo.jpg")
+    sql(world.office, "UPDATE custody_events SET subject = :photo WHERE subject = :hidden",
+        photo=photo, hidden=hidden)
+    package = world.tmp / "relabelled.evpkg"
+    pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
+                                     "-o", str(package), "--json").stdout)["id"]
+    with tarfile.open(fileobj=io.BytesIO(_plain_payload(world.icc, package))) as tar:
+        excerpt = tar.extractfile(f"{pid}/evault/custody.jsonl").read()  # type: ignore[union-attr]
+    assert hidden.encode() not in excerpt and b"UA-2026-0099" not in excerpt
+    opened = world.icc("open", str(package), "--out", str(world.tmp / "received"))
+    assert opened.exit_code == 0, opened.stderr
