@@ -168,3 +168,31 @@ def test_a_relabelled_subject_column_does_not_put_another_items_event_in_the_exc
     assert hidden.encode() not in excerpt and b"UA-2026-0099" not in excerpt
     opened = world.icc("open", str(package), "--out", str(world.tmp / "received"))
     assert opened.exit_code == 0, opened.stderr
+
+
+def test_a_stored_excerpt_cut_in_the_database_is_not_printed_as_the_senders_chain(
+        world: World) -> None:
+    """A holder of the recipient's database deletes a line of the stored custody excerpt
+    (the sender's intake of the item, say): the court form would print the sender's chain
+    without it, each remaining signature "verified". The form checks the stored excerpt
+    against what `open` verified and signed (the event count in package.opened, each event's
+    inclusion in the envelope's checkpoint) and refuses a cut one."""
+    from test_key_history import sql
+
+    world.icc.ok("open", str(world.package), "--out", str(world.tmp / "received"))
+    import sqlite3
+
+    db = sqlite3.connect(world.icc.vault / "vault.db")
+    (excerpt,) = db.execute("SELECT custody_excerpt FROM received_packages").fetchone()
+    (item,) = db.execute("SELECT id FROM items WHERE source_item = :s", {"s": json.loads(
+        json.loads(excerpt.splitlines()[0])["event"])["subject"]}).fetchone()
+    db.close()
+    form = world.icc.ok("report", "custody", item, "--format", "md").stdout
+    assert "item.ingested" in form
+    kept = b"".join(excerpt.splitlines(keepends=True)[1:])
+    sql(world.icc, "UPDATE received_packages SET custody_excerpt = :e", e=kept)
+    refused = world.icc("report", "custody", item, "--format", "md")
+    assert (refused.exit_code, refused.stderr) == (3, (
+        f"evault: package {world.package_id}: its stored custody excerpt holds 1 event(s), the "
+        "package.opened event this vault signed counted 2; the excerpt was changed in the "
+        "database: run `evault custody verify`\n"))

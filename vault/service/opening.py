@@ -388,7 +388,7 @@ def _check_opened(vault: Vault, session: Session, row: ReceivedPackage) -> None:
     database holder rewriting the row must not get the officer to sign a false receipt time
     or digest."""
     pid = row.package_id
-    event = _opened_event(vault, session, pid)
+    event = opened_event(vault, session, pid)
     if event is None:
         raise VerificationError(f"package {pid}: no package.opened event signed by this vault "
                                 "names it; nothing was acknowledged: run `evault custody "
@@ -410,7 +410,7 @@ def _check_opened(vault: Vault, session: Session, row: ReceivedPackage) -> None:
             "custody verify` and `evault doctor`")
 
 
-def _opened_event(vault: Vault, session: Session, pid: str) -> tuple[Event, int] | None:
+def opened_event(vault: Vault, session: Session, pid: str) -> tuple[Event, int] | None:
     """The ``package.opened`` event of ``pid`` in this vault's log whose signature verifies
     with an identity key of this vault (its rows the signed key history's), and its seq."""
     keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
