@@ -196,3 +196,46 @@ def test_a_stored_excerpt_cut_in_the_database_is_not_printed_as_the_senders_chai
         f"evault: package {world.package_id}: its stored custody excerpt holds 1 event(s), the "
         "package.opened event this vault signed counted 2; the excerpt was changed in the "
         "database: run `evault custody verify`\n"))
+
+
+def test_doctor_repair_leaves_a_running_export_whose_record_was_replaced(tmp_path: Path) -> None:
+    """The folder holder renames a byte-for-byte copy over a running export's record in
+    pending/ (a new file, not locked by the export): doctor --repair must still leave the
+    running export's temporary alone, and log no abandonment of a run that goes on."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+
+    from test_robustness_leftovers import (
+        EXPORT_TEMP,
+        _office_with_item,
+        evault_argv,
+        evault_env,
+        limit_resources,
+    )
+
+    office, item, content = _office_with_item(tmp_path)
+    out = tmp_path / "copy.pdf"
+    proc = subprocess.Popen(
+        evault_argv("items", "export", item, "-o", str(out), "--reason", "review",
+                    vault=office.vault),
+        env=evault_env(EVAULT_PAUSE_AT="item_export.written"), stderr=subprocess.PIPE,
+        text=True, preexec_fn=limit_resources)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == "evault: paused at item_export.written\n"
+        [temp] = [p for p in tmp_path.iterdir() if EXPORT_TEMP.fullmatch(p.name)]
+        [record] = list((office.vault / "pending").glob("export-*.json"))
+        shutil.copy(record, record.with_name("copy.tmp"))
+        os.rename(record.with_name("copy.tmp"), record)
+        repaired = json.loads(office.ok("doctor", "--repair", "--json").stdout)
+        [row] = repaired["leftovers"]
+        assert row["state"] == "refused: in use by a running command"
+        assert temp.read_bytes() == content
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    actions = [e["action"] for e in json.loads(
+        office.ok("custody", "show", item, "--json").stdout)["events"]]
+    assert "item.export.abandoned" not in actions
