@@ -239,3 +239,44 @@ def test_doctor_repair_leaves_a_running_export_whose_record_was_replaced(tmp_pat
     actions = [e["action"] for e in json.loads(
         office.ok("custody", "show", item, "--json").stdout)["events"]]
     assert "item.export.abandoned" not in actions
+
+
+def test_doctor_repair_leaves_a_running_opens_staging_folder_whose_record_was_replaced(
+        tmp_path: Path) -> None:
+    """The same for `open`: its staging folder is locked while it runs."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+
+    from test_robustness import CASE as ROBUST_CASE
+    from test_robustness import as_json, make_office
+    from test_robustness_leftovers import OPEN_TEMP, evault_argv, evault_env, limit_resources
+
+    world = make_office(tmp_path)
+    world.office.ok("ingest", str(world.evidence), "-r", "--case", ROBUST_CASE, "--create-case")
+    built = as_json(world.office, "package", "create", "--to", "ICC-OTP", "--case", ROBUST_CASE,
+                    "--send", "--outbox", str(world.outbox), "-o", str(tmp_path / "p.evpkg"),
+                    "--json")
+    package = world.outbox / f"{built['id']}.evpkg"
+    received = tmp_path / "received"
+    proc = subprocess.Popen(
+        evault_argv("open", str(package), "--out", str(received), vault=world.icc.vault),
+        env=evault_env(EVAULT_PAUSE_AT="open.staged"), stderr=subprocess.PIPE, text=True,
+        preexec_fn=limit_resources)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline() == "evault: paused at open.staged\n"
+        [staging] = [p for p in received.iterdir() if OPEN_TEMP.fullmatch(p.name)]
+        [record] = list((world.icc.vault / "pending").glob("open-*.json"))
+        shutil.copy(record, record.with_name("copy.tmp"))
+        os.rename(record.with_name("copy.tmp"), record)
+        [row] = as_json(world.icc, "doctor", "--repair", "--json")["leftovers"]
+        assert row["state"] == "refused: in use by a running command"
+        assert staging.is_dir() and any(p.is_file() for p in staging.rglob("*"))
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    # Killed now: the lock is gone with the process, and repair removes the leftover.
+    [row] = as_json(world.icc, "doctor", "--repair", "--json")["leftovers"]
+    assert row["state"] == "removed" and not staging.exists()

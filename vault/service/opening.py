@@ -202,6 +202,7 @@ def open_package(
     with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry:
         # Made by inspect_package once the payload is the one signed; removed on any failure.
         try:
+            report = None
             report = inspect_package(path, trusted=trusted, identities=identities,
                                      extract_to=staging, progress=verifying)
             crash_point("open.staged")
@@ -226,6 +227,10 @@ def open_package(
             shutil.rmtree(staging, ignore_errors=True)
             entry.keep = staging.exists()
             raise
+        finally:
+            # Held while open runs: `evault doctor` leaves a locked staging folder alone.
+            if report is not None and report.staging_lock is not None:
+                os.close(report.staging_lock)
     return {**result, "out": str(final)}
 
 
