@@ -280,3 +280,34 @@ def test_doctor_repair_leaves_a_running_opens_staging_folder_whose_record_was_re
     # Killed now: the lock is gone with the process, and repair removes the leftover.
     [row] = as_json(world.icc, "doctor", "--repair", "--json")["leftovers"]
     assert row["state"] == "removed" and not staging.exists()
+
+
+def test_the_court_form_names_a_known_sender_as_this_vault_knows_it(world: World) -> None:
+    """A sender signs its envelope under another name ("prosecutor-general"): the
+    recipient knows that key as the contact registry-office, and its court form names the
+    sender and the sender's events so, not as the envelope claims."""
+    from test_opening import _members, _office_keys, _rebuild
+
+    from vault.formats.package import Envelope, Party, sign_envelope
+
+    members = _members(world.package)
+    envelope = Envelope.from_bytes(members["envelope.json"])
+    claimed = "prosecutor-general"
+    envelope = replace_party(envelope, Party(claimed, envelope.sender.fingerprint))
+    signing, _ = _office_keys(world)
+    data, sig = sign_envelope(envelope, signing)  # type: ignore[arg-type]
+    package = _rebuild(world, data, sig, members["payload.age"], "renamed")
+    opened = world.icc.ok("open", str(package), "--out", str(world.tmp / "received"))
+    assert opened.stderr.startswith(f"evault: opened package {world.package_id} from "
+                                    f"registry-office ({world.office_fp})")
+    (item, *_) = json.loads(world.icc.ok("items", "list", "--json").stdout)
+    form = world.icc.ok("report", "custody", item["id"], "--format", "md").stdout
+    assert claimed not in form
+    assert f"Received from**: registry-office {world.office_fp}" in form
+    assert f"sender registry-office {world.office_fp}" in form
+
+
+def replace_party(envelope: object, party: object) -> object:
+    from dataclasses import replace
+
+    return replace(envelope, sender=party)  # type: ignore[type-var]

@@ -330,6 +330,8 @@ def _receive(
                     opened_by=pair.fingerprint, recipient_key=report.matched_key.fingerprint,
                     out_dir=str(staging.parent / envelope.package_id),
                 ))
+                known = session.scalar(select(Contact.name).where(
+                    Contact.fingerprint == envelope.sender.fingerprint))
                 log.append(pair, "package.opened", envelope.package_id,
                            details={"sender": envelope.sender.fingerprint, "body": envelope.body,
                                     "items": [r["id"] for r in received],
@@ -343,7 +345,8 @@ def _receive(
             raise
     return {
         "package": envelope.package_id,
-        "sender": envelope.sender.name,
+        # The name this vault knows the key by, not the one the envelope gives itself.
+        "sender": known or envelope.sender.name,
         "sender_fingerprint": envelope.sender.fingerprint,
         "body": envelope.body,
         "items": received,

@@ -228,7 +228,9 @@ def _sender_chain(vault: Vault, session: Session, package_id: str,
     note = envelope.checkpoint
     checkpoint = Checkpoint.from_text(note[:note.index("\n\n") + 1])
     names = {c.fingerprint: c.name for c in session.scalars(select(Contact))}
-    names[envelope.sender.fingerprint] = envelope.sender.name
+    # The name this vault knows the key by; the envelope's only for a sender it does not know
+    # (a signed envelope may call its sender anything).
+    names.setdefault(envelope.sender.fingerprint, envelope.sender.name)
     events = []
     for number, line in enumerate(row.custody_excerpt.splitlines(), start=1):
         try:
@@ -261,7 +263,7 @@ def _sender_chain(vault: Vault, session: Session, package_id: str,
         })
     return {
         "package": package_id,
-        "sender": envelope.sender.name,
+        "sender": names[envelope.sender.fingerprint],
         "sender_fingerprint": envelope.sender.fingerprint,
         "opened_at": isoformat(row.opened_at),
         "log": events[0]["log"] if events else None,
