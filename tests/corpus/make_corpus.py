@@ -63,8 +63,10 @@ def package_id(n: int) -> str:
 
 def signed_bag(pid: str, files: dict[str, bytes] | None = None,
                items_override: list[dict[str, object]] | None = None,
-               oxum: str | None = None, unlisted: dict[str, bytes] | None = None) -> bytes:
-    """A complete, valid bag (statement signed by SENDER) as a tar, as evault builds one."""
+               oxum: str | None = None, unlisted: dict[str, bytes] | None = None,
+               custody: bytes = b"") -> bytes:
+    """A complete, valid bag (statement signed by SENDER) as a tar, as evault builds one;
+    ``custody`` is its custody excerpt (evault/custody.jsonl), empty unless given."""
     files = files if files is not None else {ITEM_A: b"fictional statement\n",
                                              ITEM_B: bytes(range(256)) * 4}
     out = io.BytesIO()
@@ -88,7 +90,7 @@ def signed_bag(pid: str, files: dict[str, bytes] | None = None,
         # Deeper than Python's recursion limit: written by hand, json.dumps cannot.
         text = text.replace('"title": "deep"', '"title": ' + "[" * 3000 + "]" * 3000)
     bag.add_tag_file("evault/items.json", text.encode())
-    bag.add_tag_file("evault/custody.jsonl", b"")
+    bag.add_tag_file("evault/custody.jsonl", custody)
     summary = bag.finish([("Source-Organization", "Fictional Ministry"),
                           ("External-Identifier", pid), ("EVault-Body", "ICC-OTP")])
     statement = fmt.Statement(package_id=pid, body="ICC-OTP", recipients=(RECIPIENT,),

@@ -26,9 +26,11 @@ pipe or a device, and no caller passes a stream): it is read twice, which a stre
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -101,6 +103,9 @@ class PackageReport:
     custody_events: int = 0
     matched_key: fmt.RecipientKey | None = None
     bag: BagContents | None = None
+    staging_lock: int | None = None
+    """A descriptor of ``extract_to``, flocked: the caller closes it once the staging folder
+    is renamed or removed (``evault doctor`` leaves a locked staging folder alone)."""
 
     @property
     def package_id(self) -> str:
@@ -263,6 +268,8 @@ def inspect_package(
         _check_digest(pkg, report, progress, 2 * pkg.payload_size)
         if extract_to is not None:
             extract_to.mkdir(mode=0o700)
+            report.staging_lock = os.open(extract_to, os.O_RDONLY | os.O_DIRECTORY)
+            fcntl.flock(report.staging_lock, fcntl.LOCK_EX)
         try:
             bag = _decrypt(pkg, report, ours[matched[0].age_recipient], extract_to, progress)
             if pkg.file_state() != before:
@@ -276,6 +283,8 @@ def inspect_package(
         except BaseException:
             if extract_to is not None:
                 shutil.rmtree(extract_to, ignore_errors=True)
+            if report.staging_lock is not None:
+                os.close(report.staging_lock)
             raise
     return report
 
@@ -469,6 +478,11 @@ def _check_custody(report: PackageReport, bag: BagContents) -> None:
             key.verify(signature, body)
         except VerificationError:
             raise _fail(pid, f"{where}: event {event.seq} signature does not verify") from None
+        if event.log != checkpoint.origin:
+            # Another office's genuine event, put in a tree the sender made: not the sender's.
+            raise _fail(pid, f"{where}: event {event.seq} is of log {printable(event.log)}, "
+                        f"not of {checkpoint.origin}, the sender's log its envelope's "
+                        "checkpoint names; ask the sender for a new package")
         if event.subject not in item_ids:
             raise _fail(pid, f"{where}: event {event.seq} is about {event.subject}, not an item "
                         "of this package")

@@ -139,6 +139,9 @@ def export_item(
         try:
             with blobs.open(blob_id) as src, atomic_writer(
                     output, mode=0o600, temp_name=pending.export_temp_name(token)) as out:
+                # Held while it runs: doctor leaves a locked temporary alone, whatever its
+                # record in pending/ has become (a copy renamed over it is not locked).
+                pending.hold(out.fileno())
                 with vault.transaction() as session:
                     started = CustodyLog(vault, session).append(
                         pair, "item.export.started", item_id,

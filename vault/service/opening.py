@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
+from vault.custody.events import Event
 from vault.custody.note import NoteVerifier, open_checkpoint
 from vault.errors import (
     ConflictError,
@@ -40,7 +41,13 @@ from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.service import keyhistory, pending, witness
 from vault.service.contacts import known_senders
-from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, vault_verifiers
+from vault.service.custody import (
+    CustodyLog,
+    actor_pair,
+    checkpoint_now,
+    origin,
+    vault_verifiers,
+)
 from vault.service.identities import acting_identity, identity_count, load_keypair
 from vault.service.ids import new_id
 from vault.service.inspection import (
@@ -68,6 +75,8 @@ from vault.store.models import (
     BodyKey,
     Case,
     Contact,
+    CustodyEvent,
+    IdentityKey,
     Item,
     ItemDigest,
     ItemLabel,
@@ -119,6 +128,10 @@ def _revocation(session: Any, fingerprint: str) -> tuple[str, datetime] | None:
     for key in session.scalars(select(BodyKey).where(BodyKey.fingerprint == fingerprint)):
         if key.revoked_at is not None:
             return f"an officer of body {key.body_id}", as_utc(key.revoked_at)
+    own = session.scalar(select(IdentityKey).where(IdentityKey.fingerprint == fingerprint))
+    if own is not None and own.revoked_at is not None:
+        # A key of this vault's own, revoked (stolen, say): no less revoked than a contact's.
+        return (f"identity {own.identity.name} of this vault", as_utc(own.revoked_at))
     return None
 
 
@@ -189,6 +202,7 @@ def open_package(
     with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry:
         # Made by inspect_package once the payload is the one signed; removed on any failure.
         try:
+            report = None
             report = inspect_package(path, trusted=trusted, identities=identities,
                                      extract_to=staging, progress=verifying)
             crash_point("open.staged")
@@ -213,6 +227,10 @@ def open_package(
             shutil.rmtree(staging, ignore_errors=True)
             entry.keep = staging.exists()
             raise
+        finally:
+            # Held while open runs: `evault doctor` leaves a locked staging folder alone.
+            if report is not None and report.staging_lock is not None:
+                os.close(report.staging_lock)
     return {**result, "out": str(final)}
 
 
@@ -312,6 +330,8 @@ def _receive(
                     opened_by=pair.fingerprint, recipient_key=report.matched_key.fingerprint,
                     out_dir=str(staging.parent / envelope.package_id),
                 ))
+                known = session.scalar(select(Contact.name).where(
+                    Contact.fingerprint == envelope.sender.fingerprint))
                 log.append(pair, "package.opened", envelope.package_id,
                            details={"sender": envelope.sender.fingerprint, "body": envelope.body,
                                     "items": [r["id"] for r in received],
@@ -325,7 +345,8 @@ def _receive(
             raise
     return {
         "package": envelope.package_id,
-        "sender": envelope.sender.name,
+        # The name this vault knows the key by, not the one the envelope gives itself.
+        "sender": known or envelope.sender.name,
         "sender_fingerprint": envelope.sender.fingerprint,
         "body": envelope.body,
         "items": received,
@@ -369,6 +390,56 @@ def _received(session: Any, ref: str) -> ReceivedPackage:
     return row  # type: ignore[no-any-return]
 
 
+def _check_opened(vault: Vault, session: Session, row: ReceivedPackage) -> None:
+    """The row an ack is made from must be what this vault signed when it opened the package
+    (its ``package.opened`` event: digests of envelope and statement, sender, body, time): a
+    database holder rewriting the row must not get the officer to sign a false receipt time
+    or digest."""
+    pid = row.package_id
+    event = opened_event(vault, session, pid)
+    if event is None:
+        raise VerificationError(f"package {pid}: no package.opened event signed by this vault "
+                                "names it; nothing was acknowledged: run `evault custody "
+                                "verify` and `evault doctor`")
+    signed, seq = event
+    differs = [what for what, ok in (
+        ("envelope", signed.digests.get("envelope") == row.envelope_sha256
+         == hashlib.sha256(row.envelope).hexdigest()),
+        ("statement", signed.digests.get("statement") == row.statement_sha256
+         == hashlib.sha256(row.statement).hexdigest()),
+        ("sender", signed.details.get("sender") == row.sender),
+        ("body", signed.details.get("body") == row.body_id),
+        ("opened at", isoformat(signed.time) == isoformat(row.opened_at)),
+    ) if not ok]
+    if differs:
+        raise VerificationError(
+            f"package {pid}: its record in this vault differs from the signed package.opened "
+            f"event {seq} ({', '.join(differs)}); nothing was acknowledged: run `evault "
+            "custody verify` and `evault doctor`")
+
+
+def opened_event(vault: Vault, session: Session, pid: str) -> tuple[Event, int] | None:
+    """The ``package.opened`` event of ``pid`` in this vault's log whose signature verifies
+    with an identity key of this vault (its rows the signed key history's), and its seq."""
+    keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
+    for row in session.scalars(select(CustodyEvent).where(CustodyEvent.subject == pid)
+                               .order_by(CustodyEvent.seq)):
+        try:
+            event = Event.decode(row.body)
+        except VerificationError:
+            continue
+        key = keys.get(event.actor)
+        if event.action != "package.opened" or event.subject != pid or key is None:
+            continue
+        keyhistory.check_actor(vault, session, key)
+        try:
+            VerifyKey(key.signing_key).verify(row.signature, row.body)
+        except VerificationError:
+            continue
+        return event, row.seq
+    return None
+
+
 def acknowledge(
     vault: Vault, ref: str, *, output: Path, as_name: str | None = None,
     now: datetime | None = None,
@@ -384,6 +455,7 @@ def acknowledge(
         row = _received(session, ref)
         identity = acting_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
+        _check_opened(vault, session, row)
         statement = fmt.Statement.from_bytes(row.statement)
         log = CustodyLog(vault, session)
         log.append(pair, "package.acknowledged", row.package_id,
@@ -426,8 +498,8 @@ more."""
 
 
 def _ack_problems(
-    ack: rfmt.Acknowledgement, package: Package, session: Session, signer: VerifyKey,
-    received_at: datetime, now: datetime,
+    vault: Vault, ack: rfmt.Acknowledgement, package: Package, session: Session,
+    signer: VerifyKey, received_at: datetime, now: datetime,
 ) -> list[str]:
     """Why ``ack`` (its signature already verified) cannot be a genuine acknowledgement of
     ``package``: each reason, in the order a reader checks them; empty if none."""
@@ -445,6 +517,13 @@ def _ack_problems(
     if received_at > now + ACK_CLOCK_SKEW:
         problems.append(f"it says received at {ack.received_at}, after now ({isoformat(now)}; "
                         f"allowing {_minutes(ACK_CLOCK_SKEW)} of clock skew)")
+    own_log = origin(vault)
+    if ack.checkpoint.split("\n", 1)[0] == own_log:
+        # The officer's key signs only its own log's checkpoints (claim 26): one of this
+        # vault's log is a tree head this vault never signed.
+        problems.append(f"its checkpoint names {own_log}, this vault's own log, which only "
+                        "this vault's identities sign; an acknowledgement carries a checkpoint "
+                        "of its signer's log")
     problem = _checkpoint_problem(ack.checkpoint, signer)
     if problem:
         problems.append(f"its checkpoint does not verify under the signer's key ({problem})")
@@ -513,7 +592,7 @@ def import_ack(
             ) from None
         signer = next(VerifyKey(k.signing_key) for k in body.keys
                       if k.fingerprint == ack.recipient.fingerprint)
-        problems = _ack_problems(ack, package, session, signer, received_at, now)
+        problems = _ack_problems(vault, ack, package, session, signer, received_at, now)
         if problems:
             raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
         cosigned = witness.check_cosignature(ack, package, signer,

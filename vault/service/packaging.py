@@ -189,8 +189,11 @@ def _custody_excerpt(
                CustodyEvent.action.in_(EXCERPT_ACTIONS))
         .order_by(CustodyEvent.seq)
     ).all()
-    # The signed bytes decide, not the action column a database holder can relabel.
-    events = [e for e in rows if _signed_action(e) in EXCERPT_ACTIONS]
+    # The signed bytes decide, not the action and subject columns a database holder can
+    # relabel (another item's event relabelled as one of these would travel to the body).
+    wanted = set(ids)
+    events = [e for e in rows
+              if (signed := _signed_fields(e))[0] in EXCERPT_ACTIONS and signed[1] in wanted]
     keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
     leaves = leaf_hashes(session, checkpoint_size) if events else []
     path = _inclusion_paths(leaves)
@@ -214,10 +217,11 @@ def _custody_excerpt(
     return b"".join(lines)
 
 
-def _signed_action(event: CustodyEvent) -> str:
-    """The action in an event's signed bytes."""
+def _signed_fields(event: CustodyEvent) -> tuple[str, str]:
+    """The action and subject in an event's signed bytes."""
     try:
-        return Event.decode(event.body).action
+        decoded = Event.decode(event.body)
+        return decoded.action, decoded.subject
     except VerificationError as e:
         reason = str(e).removeprefix("custody event: ")
         raise VerificationError(f"custody event {event.seq}: {reason}; nothing was packaged; "

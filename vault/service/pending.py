@@ -297,6 +297,27 @@ def open_folder(folder: Path) -> int:
     return fd
 
 
+def hold(fd: int) -> None:
+    """Lock the temporary ``fd`` (just made) for as long as the command runs: the kernel
+    releases it when the process dies, so only a killed run's temporary is free."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _in_use(name: str, folder: int) -> bool:
+    """True if the temporary ``name`` of ``folder`` is held by a running command."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _problem(entry: Entry, fd: int) -> str | None:
     try:
         st = os.lstat(temp_name(entry.kind, entry.token), dir_fd=fd)
@@ -309,4 +330,6 @@ def _problem(entry: Entry, fd: int) -> str | None:
         return f"not the {'file' if entry.kind == 'export' else 'folder'} evault made"
     if st.st_uid != os.geteuid():
         return "owned by another user"
+    if _in_use(temp_name(entry.kind, entry.token), fd):
+        return "in use by a running command"
     return None

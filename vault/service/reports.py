@@ -13,6 +13,7 @@ place (never its description or file name), every event, and who printed it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import json
 import statistics
@@ -166,7 +167,7 @@ def custody_report(
             })
         received = None
         if item.source_package is not None:
-            received = _sender_chain(session, item.source_package, item.source_item)
+            received = _sender_chain(vault, session, item.source_package, item.source_item)
         return {
             "item": item.id,
             "case": item.case_id,
@@ -192,21 +193,44 @@ def custody_report(
         }
 
 
-def _sender_chain(session: Session, package_id: str, source_item: str | None) -> dict[str, Any]:
+def _sender_chain(vault: Vault, session: Session, package_id: str,
+                  source_item: str | None) -> dict[str, Any]:
     """The sender's events about a received item, from the custody excerpt kept when its
-    package was opened; each signature is checked again against the key the excerpt names."""
+    package was opened; each signature is checked again against the key the excerpt names,
+    and each event's inclusion against the envelope's checkpoint. The envelope and the number
+    of events are the ones the vault's signed ``package.opened`` event names, so a database
+    holder can neither cut the excerpt nor swap the envelope it is proven against."""
     from vault.crypto.keys import VerifyKey
     from vault.custody.events import Event
+    from vault.custody.note import Checkpoint
     from vault.formats import package as fmt
+    from vault.service.opening import opened_event
     from vault.store.models import Contact, ReceivedPackage
 
     row = session.get(ReceivedPackage, package_id)
     if row is None:
         raise NotFoundError(f"package {package_id}: not among the packages this vault opened; "
                             "run `evault custody verify`")
+    opened = opened_event(vault, session, package_id)
+    if opened is None or not (opened[0].digests.get("envelope") == row.envelope_sha256
+                              == hashlib.sha256(row.envelope).hexdigest()):
+        raise VerificationError(f"package {package_id}: its stored envelope is not the one "
+                                "the package.opened event this vault signed names; run "
+                                "`evault custody verify`")
+    counted = opened[0].details.get("sender_events")
+    held = len(row.custody_excerpt.splitlines())
+    if counted != held:
+        raise VerificationError(
+            f"package {package_id}: its stored custody excerpt holds {held} event(s), the "
+            f"package.opened event this vault signed counted {counted}; the excerpt was "
+            "changed in the database: run `evault custody verify`")
     envelope = fmt.Envelope.from_bytes(row.envelope)
+    note = envelope.checkpoint
+    checkpoint = Checkpoint.from_text(note[:note.index("\n\n") + 1])
     names = {c.fingerprint: c.name for c in session.scalars(select(Contact))}
-    names[envelope.sender.fingerprint] = envelope.sender.name
+    # The name this vault knows the key by; the envelope's only for a sender it does not know
+    # (a signed envelope may call its sender anything).
+    names.setdefault(envelope.sender.fingerprint, envelope.sender.name)
     events = []
     for number, line in enumerate(row.custody_excerpt.splitlines(), start=1):
         try:
@@ -223,8 +247,13 @@ def _sender_chain(session: Session, package_id: str, source_item: str | None) ->
             if key.fingerprint != event.actor:
                 raise VerificationError("the key given is not the event's actor")
             key.verify(base64.b64decode(entry["signature"], validate=True), body)
+            if event.log != checkpoint.origin or entry.get("seq") != event.seq:
+                raise VerificationError("not an event of the envelope's log")
+            verify_inclusion(leaf_hash(body), event.seq, checkpoint.size,
+                             [base64.b64decode(h, validate=True) for h in entry["proof"]],
+                             checkpoint.root_hash)
             status = "signature verified"
-        except (ValueError, VaultError):
+        except (ValueError, KeyError, TypeError, VaultError):
             status = f"NOT verified (excerpt line {number})"
         events.append({
             "seq": event.seq, "time": isoformat(event.time), "action": event.action,
@@ -234,7 +263,7 @@ def _sender_chain(session: Session, package_id: str, source_item: str | None) ->
         })
     return {
         "package": package_id,
-        "sender": envelope.sender.name,
+        "sender": names[envelope.sender.fingerprint],
         "sender_fingerprint": envelope.sender.fingerprint,
         "opened_at": isoformat(row.opened_at),
         "log": events[0]["log"] if events else None,
