@@ -27,6 +27,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from vault.crypto.keys import SigningKey, VerifyKey
+from vault.custody import verify as custody_verify
 from vault.custody.events import Event
 from vault.custody.merkle import (
     Frontier,
@@ -49,7 +50,6 @@ from vault.custody.note import (
 )
 from vault.errors import UsageError, VerificationError
 from vault.service import anchor
-from vault.service import custody as custody_service
 from vault.service.identities import load_keypair
 from vault.service.vaults import Vault, open_vault
 from vault.store.models import Checkpoint as CheckpointRow
@@ -1034,8 +1034,8 @@ def test_concurrent_ingests_make_one_log(cli: Cli, tmp_path: Path) -> None:
 def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Verify in this process, or through worker processes with runs of two seqs."""
     if request.param == "workers":
-        monkeypatch.setattr(custody_service, "PARALLEL_MIN", 1)
-        monkeypatch.setattr(custody_service, "SCAN_CHUNK", 2)
+        monkeypatch.setattr(custody_verify, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(custody_verify, "SCAN_CHUNK", 2)
     return str(request.param)
 
 
@@ -1230,7 +1230,7 @@ def _accepted_exactly(body: bytes) -> bool:
 
 
 def _matches(body: bytes, **row: object) -> bool:
-    plain = custody_service._PlainEvents(ROW.log, [ROW.actor])
+    plain = custody_verify._PlainEvents(ROW.log, [ROW.actor])
     values: dict[str, object] = {"seq": ROW.seq, "actor": ROW.actor, "action": ROW.action,
                                  "subject": ROW.subject, "when": WHEN, **row}
     return plain.match(body, **values)  # type: ignore[arg-type]
@@ -1345,3 +1345,33 @@ def test_frontier_takes_whole_subtrees() -> None:
         Frontier().append_subtree(leaves[0], 3)
     with pytest.raises(UsageError):
         range_roots(leaves[:4], [5])
+
+
+# --- the verifier's layer ------------------------------------------------------------------
+
+
+def test_verifier_lives_in_custody_and_imports_no_service_store_or_database() -> None:
+    """vault.custody.verify is given rows, keys and records; it reads nothing itself (the
+    layering of issue 16: service -> custody -> crypto -> errors)."""
+    import ast
+
+    from vault.custody import verify
+
+    tree = ast.parse(Path(verify.__file__).read_text(encoding="utf-8"))
+    assert ast.get_docstring(tree), "verify.py says its one job in its docstring"
+    used = {
+        name
+        for node in ast.walk(tree)
+        for name in (
+            [a.name for a in node.names] if isinstance(node, ast.Import)
+            else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        )
+    }
+    allowed = ("vault.custody.", "vault.crypto.", "vault.clock", "vault.errors")
+    ours = {m for m in used if m.startswith("vault")}
+    assert all(m.startswith(allowed) for m in ours), sorted(ours)
+    assert not {m for m in used if m.split(".")[0] in ("sqlalchemy", "vault.service")}
+    # The service keeps the reading and the orchestration, not the checks.
+    from vault.service import custody
+
+    assert not hasattr(custody, "_PlainEvents") and not hasattr(custody, "_fast_fields")

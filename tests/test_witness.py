@@ -80,11 +80,11 @@ def world_any(tmp_path: Path, database: str | None) -> World:
 def scan_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """custody verify in this process, or through worker processes with runs of two events
     (a witnessed size then falls inside a run, where its root is computed apart)."""
-    from vault.service import custody
+    from vault.custody import verify
 
     if request.param == "workers":
-        monkeypatch.setattr(custody, "PARALLEL_MIN", 1)
-        monkeypatch.setattr(custody, "SCAN_CHUNK", 2)
+        monkeypatch.setattr(verify, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(verify, "SCAN_CHUNK", 2)
     return str(request.param)
 
 
