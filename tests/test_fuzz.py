@@ -40,6 +40,7 @@ from vault.custody.events import Event
 from vault.custody.merkle import EMPTY_ROOT
 from vault.custody.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
 from vault.errors import VaultError
+from vault.formats import kinds
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.bagit import BagWriter, read_bag
@@ -367,7 +368,7 @@ def test_verify_receipt(doc: tuple[bytes, str]) -> None:
     data, sig = doc
     parsed = only_vault_errors(lambda: rfmt.verify_receipt(data, sig, [SIGNER.public]))
     assert parsed in (None, RECEIPT)
-    only_vault_errors(lambda: rfmt.detect(data))
+    only_vault_errors(lambda: kinds.detect(data))
 
 
 @FUZZ
@@ -379,7 +380,7 @@ def test_verify_ack(doc: tuple[bytes, str]) -> None:
     data, sig = doc
     parsed = only_vault_errors(lambda: rfmt.verify_ack(data, sig, [OFFICER.public]))
     assert parsed in (None, ACK)
-    only_vault_errors(lambda: rfmt.detect(data))
+    only_vault_errors(lambda: kinds.detect(data))
 
 
 @FUZZ

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import contextlib
 import dataclasses
@@ -21,6 +22,7 @@ from conftest import json_paths, require_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import vault.formats.kinds as kinds_module
 import vault.formats.package as package_module
 import vault.formats.receipt as receipt_module
 from vault.crypto import sshsig
@@ -29,6 +31,7 @@ from vault.crypto.keys import SigningKey
 from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
 from vault.formats.canonical import canonical_json
 from vault.formats.card import make_card
+from vault.formats.kinds import detect, detect_file
 from vault.formats.package import (
     ENVELOPE_NAMESPACE,
     MEMBERS,
@@ -54,8 +57,6 @@ from vault.formats.receipt import (
     Acknowledgement,
     ReceiptItem,
     SharingReceipt,
-    detect,
-    detect_file,
     reference_digest,
     sign_document,
     verify_ack,
@@ -179,6 +180,79 @@ DOCS: dict[str, tuple[Callable[[], Any], Callable[[bytes], Any]]] = {
 def test_module_examples_run() -> None:
     assert doctest.testmod(package_module).failed == 0
     assert doctest.testmod(receipt_module).failed == 0
+    assert doctest.testmod(kinds_module).failed == 0
+
+
+PACKAGE_LAYERS = ["rules", "parties", "strict", "documents", "container"]
+
+
+def _imports(path: Path, prefix: str) -> set[str]:
+    """The modules under ``prefix`` that the file at ``path`` imports names from."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {
+        node.module.removeprefix(prefix)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix)
+    }
+
+
+def test_package_modules_import_only_the_layers_below_them() -> None:
+    root = Path(package_module.__file__).parent
+    assert sorted(p.stem for p in root.glob("*.py")) == sorted([*PACKAGE_LAYERS, "__init__"])
+    for i, name in enumerate(PACKAGE_LAYERS):
+        path = root / f"{name}.py"
+        assert ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))), name
+        used, below = _imports(path, "vault.formats.package."), set(PACKAGE_LAYERS[:i])
+        assert used <= below, f"{name}.py imports {sorted(used - below)}"
+        # The package sits below the other formats: none of them is imported here.
+        assert not _imports(path, "vault.formats.") - {
+            "canonical", "safetar", *(f"package.{n}" for n in PACKAGE_LAYERS)
+        }, name
+    # Receipts share the rules and readers, not the envelope or the container; what kind a
+    # file is sits above every format.
+    formats = root.parent
+    assert _imports(formats / "receipt.py", "vault.formats.package.") <= {
+        "rules", "parties", "strict"
+    }
+    assert "kinds" not in {*_imports(formats / "receipt.py", "vault.formats."),
+                           *_imports(formats / "card.py", "vault.formats.")}
+
+
+def test_no_module_reaches_into_the_package_modules_private_names() -> None:
+    # The shared field rules and readers are public; an underscored name of these modules
+    # is theirs alone, imported or reached as an attribute from nowhere else.
+    repo = Path(__file__).resolve().parents[1]
+    own = repo / "vault" / "formats" / "package"
+    paths = [p for d in ("vault", "tests", "benchmarks", "scripts") for p in
+             repo.joinpath(d).rglob("*.py")]
+    assert repo / "vault" / "formats" / "receipt.py" in paths
+    for path in paths:
+        if path.parent == own:
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        aliases: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                "vault.formats.package"
+            ):
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports {private} from {node.module}"
+                aliases.update(a.asname or a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module == "vault.formats":
+                aliases.update(a.asname or a.name for a in node.names if a.name == "package")
+            elif isinstance(node, ast.Import):
+                aliases.update(
+                    a.asname for a in node.names
+                    if a.asname and a.name.startswith("vault.formats.package")
+                )
+        reached = sorted(
+            f"{node.value.id}.{node.attr}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id in aliases and node.attr.startswith("_")
+            and not node.attr.startswith("__")
+        )
+        assert not reached, f"{path.name} reaches {reached}"
 
 
 # -- documents -----------------------------------------------------------------------------
@@ -567,18 +641,18 @@ def test_front_room_fits_every_payload_size(tmp_path: Path, size: int) -> None:
     # The envelope is longest at the largest size (2**53); its room is the same for all
     # sizes, and the pax comment takes up the rest (a sparse file stands in for the
     # payload; 8 GiB + 1 needs a pax size record too).
-    from vault.formats import package as fmt
+    from vault.formats.package import container
 
     envelope = make_envelope(payload_size=size, payload_sha256="0" * 64)
     data, signature = sign_envelope(envelope, SENDER)
     room = payload_offset(envelope, len(signature))
-    front = fmt._front(data, signature.encode(), size, 1_800_000_000, room)
+    front = container.front_bytes(data, signature.encode(), size, 1_800_000_000, room)
     assert len(front) == room
     path = tmp_path / "sparse.evpkg"
     with open(path, "wb") as f:
         f.write(front)
         f.seek(room + size)
-        f.write(fmt._tail(room, size))
+        f.write(container.tail_bytes(room, size))
     pkg = read_package(path)
     assert (pkg.payload_offset, pkg.payload_size) == (room, size)
     assert verify_envelope(pkg, [SENDER.public]) == envelope
@@ -869,7 +943,7 @@ def test_detect(built: Built, tmp_path: Path) -> None:
     raw = built.path.read_bytes()
     card = make_card("icc-officer", OFFICER_A, AGE_A, created_at=CREATED).encode()
     cases = {
-        "package": raw[: receipt_module.DETECT_HEAD],
+        "package": raw[: kinds_module.DETECT_HEAD],
         "envelope": built.envelope_bytes,
         "statement": make_statement().to_bytes(),
         "sharing-receipt": make_receipt().to_bytes(),
@@ -928,7 +1002,7 @@ def test_interop_gnu_tar_lists_a_package_over_8_gib(tmp_path: Path) -> None:
 
 @pytest.mark.interop
 def test_interop_gnu_tar_reads_the_padded_front_over_8_gib(tmp_path: Path) -> None:
-    from vault.formats import package as fmt
+    from vault.formats.package import container
 
     tar = require_tool("tar")
     size = 8 * 1024 * MiB + 1
@@ -937,9 +1011,9 @@ def test_interop_gnu_tar_reads_the_padded_front_over_8_gib(tmp_path: Path) -> No
     room = payload_offset(envelope, len(signature))
     path = tmp_path / "large.evpkg"
     with open(path, "wb") as f:
-        f.write(fmt._front(data, signature.encode(), size, 1_800_000_000, room))
+        f.write(container.front_bytes(data, signature.encode(), size, 1_800_000_000, room))
         f.seek(room + size)
-        f.write(fmt._tail(room, size))
+        f.write(container.tail_bytes(room, size))
     listing = subprocess.run(
         [tar, "-tvf", str(path)], capture_output=True, text=True, check=True
     ).stdout.splitlines()

@@ -15,8 +15,6 @@
     >>> signature = sign_document(data, sender, RECEIPT_NAMESPACE)
     >>> verify_receipt(data, signature, [sender.public]) == receipt
     True
-    >>> detect(data)
-    'sharing-receipt'
 
 A **sharing receipt** records that a package went to a body: which items (ids, sizes,
 SHA-256), encrypted to which keys (fingerprints), the digests of the envelope and payload,
@@ -30,84 +28,71 @@ should not read it.
 
 Both are canonical JSON, signed as they are with SSHSIG (namespaces
 :data:`RECEIPT_NAMESPACE` and :data:`ACK_NAMESPACE`), so ``ssh-keygen -Y verify`` checks
-them; parsing is as strict as :mod:`vault.formats.package`'s. :func:`detect` and
-:func:`detect_file` tell an auditor's ``verify FILE...`` what kind of evault file it holds.
+them; parsing is as strict as :mod:`vault.formats.package`'s, with its field rules
+(:mod:`vault.formats.package.rules`) and strict readers (:mod:`vault.formats.package.strict`).
+
+Imports: :mod:`vault.formats.package.parties`, ``.rules`` and ``.strict``,
+:mod:`vault.crypto`, :mod:`vault.errors`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 from vault.crypto import sshsig
 from vault.crypto.keys import SigningKey, VerifyKey
 from vault.errors import UsageError, VerificationError
-from vault.formats.canonical import parse_json_object
 
 # The field rules and strict-reading helpers are shared with the package documents: one
 # definition of what an id, a digest, a fingerprint or a time looks like for every file
 # that leaves the vault.
-from vault.formats.package import (
-    ENVELOPE_MEMBER,
-    ENVELOPE_TYPE,
+from vault.formats.package.parties import Party
+from vault.formats.package.rules import (
     FORMAT_VERSION,
-    MAX_CHECKPOINT,
-    MAX_DOCUMENT,
-    MAX_PAX_HEADER,
     MAX_REFERENCE,
     PACKAGE_ID_RULE,
     RECEIPT_ID_RULE,
-    STATEMENT_TYPE,
-    Party,
-    _array,
-    _check_body,
-    _check_checkpoint,
-    _check_fingerprint,
-    _check_header,
-    _check_item_id,
-    _check_package_id,
-    _check_rule,
-    _check_sha256,
-    _check_signer,
-    _check_size,
-    _check_text,
-    _check_time,
-    _check_tuple,
-    _check_unique_ids,
-    _fail,
-    _finish_bytes,
-    _load,
-    _looks_like_note,
-    _object,
-    _open_regular,
-    _padded,
-    _peek_id,
-    _read_party,
-    _reading,
-    _require_canonical,
-    _verify_signed,
+    check_body,
+    check_checkpoint,
+    check_fingerprint,
+    check_header,
+    check_item_id,
+    check_package_id,
+    check_rule,
+    check_sha256,
+    check_size,
+    check_text,
+    check_time,
+    check_tuple,
+    check_unique_ids,
+    fail,
 )
-from vault.formats.safetar import printable
+from vault.formats.package.strict import (
+    check_signer,
+    finish_bytes,
+    load_document,
+    peek_id,
+    read_array,
+    read_object,
+    read_party,
+    reading,
+    require_canonical,
+    verify_signed,
+)
 
 __all__ = [
     "ACKNOWLEDGEMENT_TYPE",
     "ACK_NAMESPACE",
     "ACK_VERSION",
-    "DETECT_HEAD",
-    "KINDS",
     "RECEIPT_NAMESPACE",
     "SHARING_RECEIPT_TYPE",
     "Acknowledgement",
     "Party",
     "ReceiptItem",
     "SharingReceipt",
-    "detect",
-    "detect_file",
     "reference_digest",
     "sign_document",
     "verify_ack",
@@ -120,8 +105,6 @@ SHARING_RECEIPT_TYPE = "evault-sharing-receipt"
 ACKNOWLEDGEMENT_TYPE = "evault-acknowledgement"
 ACK_VERSION = 2
 """Acknowledgements carry the sender's cosigned checkpoint from version 2 on; 1 is still read."""
-CONTACT_CARD_TYPE = "evault-contact-card"  # as vault.formats.card
-DETECT_HEAD = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -133,9 +116,9 @@ class ReceiptItem:
     sha256: str
 
     def __post_init__(self) -> None:
-        _check_item_id(self.id, "receipt item: id")
-        _check_size(self.size, f"receipt item {self.id}: size")
-        _check_sha256(self.sha256, f"receipt item {self.id}: sha256")
+        check_item_id(self.id, "receipt item: id")
+        check_size(self.size, f"receipt item {self.id}: size")
+        check_sha256(self.sha256, f"receipt item {self.id}: sha256")
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object form."""
@@ -144,15 +127,15 @@ class ReceiptItem:
 
 def reference_digest(reference: str) -> str:
     """The SHA-256 (hex) of a reference's UTF-8 bytes, as ``reference_sha256`` carries it."""
-    text = _check_text(reference, "reference", limit=MAX_REFERENCE)
+    text = check_text(reference, "reference", limit=MAX_REFERENCE)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _check_reference(value: object, where: str) -> None:
-    text = _check_text(value, where, limit=MAX_REFERENCE)
+    text = check_text(value, where, limit=MAX_REFERENCE)
     # One line of printable text: it is shown in reports and must not forge other lines.
     if not text or text != text.strip() or any(_is_control(c) for c in text):
-        raise _fail(where, "one line of text without control characters or outer spaces")
+        raise fail(where, "one line of text without control characters or outer spaces")
 
 
 def _is_control(ch: str) -> bool:
@@ -186,34 +169,34 @@ class SharingReceipt:
 
     def __post_init__(self) -> None:
         what = "sharing receipt"
-        _check_header(self, what, SHARING_RECEIPT_TYPE)
-        _check_rule(
+        check_header(self, what, SHARING_RECEIPT_TYPE)
+        check_rule(
             self.receipt_id,
             RECEIPT_ID_RULE,
             f"{what}: receipt_id",
             "'RCP-' and 12 crockford base32 characters",
         )
-        _check_package_id(self.package_id, f"{what}: package_id")
-        _check_body(self.body, f"{what}: body")
+        check_package_id(self.package_id, f"{what}: package_id")
+        check_body(self.body, f"{what}: body")
         if not isinstance(self.sender, Party):
-            raise _fail(f"{what}: sender", "a Party")
-        _check_tuple(self.recipients, str, f"{what}: recipients")
+            raise fail(f"{what}: sender", "a Party")
+        check_tuple(self.recipients, str, f"{what}: recipients")
         for i, fingerprint in enumerate(self.recipients):
-            _check_fingerprint(fingerprint, f"{what}: recipients[{i}]")
+            check_fingerprint(fingerprint, f"{what}: recipients[{i}]")
         if len(set(self.recipients)) != len(self.recipients):
             raise UsageError(f"{what}: a recipient fingerprint appears twice")
-        _check_tuple(self.items, ReceiptItem, f"{what}: items")
-        _check_unique_ids(self.items, what)
-        _check_sha256(self.envelope_sha256, f"{what}: envelope_sha256")
-        _check_sha256(self.payload_sha256, f"{what}: payload_sha256")
+        check_tuple(self.items, ReceiptItem, f"{what}: items")
+        check_unique_ids(self.items, what)
+        check_sha256(self.envelope_sha256, f"{what}: envelope_sha256")
+        check_sha256(self.payload_sha256, f"{what}: payload_sha256")
         if self.reference is not None and self.reference_sha256 is not None:
             raise UsageError(f"{what}: reference and reference_sha256 are both set; keep one")
         if self.reference is not None:
             _check_reference(self.reference, f"{what}: reference")
         if self.reference_sha256 is not None:
-            _check_sha256(self.reference_sha256, f"{what}: reference_sha256")
-        _check_time(self.sent_at, f"{what}: sent_at")
-        _check_checkpoint(self.checkpoint, f"{what}: checkpoint")
+            check_sha256(self.reference_sha256, f"{what}: reference_sha256")
+        check_time(self.sent_at, f"{what}: sent_at")
+        check_checkpoint(self.checkpoint, f"{what}: checkpoint")
 
     def with_reference_hashed(self) -> SharingReceipt:
         """This receipt with ``reference`` replaced by its SHA-256 (unchanged if none).
@@ -226,7 +209,7 @@ class SharingReceipt:
 
     def to_bytes(self) -> bytes:
         """The canonical JSON bytes: what is signed and what is written to disk."""
-        return _finish_bytes(
+        return finish_bytes(
             {
                 "type": self.format,
                 "version": self.version,
@@ -250,14 +233,14 @@ class SharingReceipt:
     def from_bytes(cls, data: bytes) -> SharingReceipt:
         """Parse sharing receipt bytes strictly; raise VerificationError naming the rule."""
         what = "sharing receipt"
-        obj = _load(data, what, SHARING_RECEIPT_TYPE, _RECEIPT_FIELDS)
-        with _reading(what):
+        obj = load_document(data, what, SHARING_RECEIPT_TYPE, _RECEIPT_FIELDS)
+        with reading(what):
             receipt = cls(
                 receipt_id=obj["receipt_id"],
                 package_id=obj["package_id"],
                 body=obj["body"],
-                sender=_read_party(obj["sender"], what, "sender"),
-                recipients=tuple(_array(obj["recipients"], what, "recipients")),
+                sender=read_party(obj["sender"], what, "sender"),
+                recipients=tuple(read_array(obj["recipients"], what, "recipients")),
                 items=_read_items(obj["items"], what),
                 envelope_sha256=obj["envelope_sha256"],
                 payload_sha256=obj["payload_sha256"],
@@ -266,7 +249,7 @@ class SharingReceipt:
                 sent_at=obj["sent_at"],
                 checkpoint=obj["checkpoint"],
             )
-        _require_canonical(receipt.to_bytes(), data, what)
+        require_canonical(receipt.to_bytes(), data, what)
         return receipt
 
 
@@ -312,25 +295,25 @@ class Acknowledgement:
 
     def __post_init__(self) -> None:
         what = "acknowledgement"
-        _check_header(self, what, ACKNOWLEDGEMENT_TYPE, tuple(_ACK_FIELDS_BY_VERSION))
+        check_header(self, what, ACKNOWLEDGEMENT_TYPE, tuple(_ACK_FIELDS_BY_VERSION))
         if self.version >= 2:
-            _check_checkpoint(self.cosigned_checkpoint, f"{what}: cosigned_checkpoint")
+            check_checkpoint(self.cosigned_checkpoint, f"{what}: cosigned_checkpoint")
         elif self.cosigned_checkpoint is not None:
             raise UsageError(f"{what}: version 1 has no cosigned_checkpoint")
-        _check_package_id(self.package_id, f"{what}: package_id")
-        _check_body(self.body, f"{what}: body")
+        check_package_id(self.package_id, f"{what}: package_id")
+        check_body(self.body, f"{what}: body")
         if not isinstance(self.recipient, Party):
-            raise _fail(f"{what}: recipient", "a Party")
-        _check_sha256(self.envelope_sha256, f"{what}: envelope_sha256")
-        _check_sha256(self.statement_sha256, f"{what}: statement_sha256")
-        _check_tuple(self.items, ReceiptItem, f"{what}: items")
-        _check_unique_ids(self.items, what)
-        _check_time(self.received_at, f"{what}: received_at")
-        _check_checkpoint(self.checkpoint, f"{what}: checkpoint")
+            raise fail(f"{what}: recipient", "a Party")
+        check_sha256(self.envelope_sha256, f"{what}: envelope_sha256")
+        check_sha256(self.statement_sha256, f"{what}: statement_sha256")
+        check_tuple(self.items, ReceiptItem, f"{what}: items")
+        check_unique_ids(self.items, what)
+        check_time(self.received_at, f"{what}: received_at")
+        check_checkpoint(self.checkpoint, f"{what}: checkpoint")
 
     def to_bytes(self) -> bytes:
         """The canonical JSON bytes: what is signed and what is written to disk."""
-        return _finish_bytes(
+        return finish_bytes(
             {
                 "type": self.format,
                 "version": self.version,
@@ -354,21 +337,21 @@ class Acknowledgement:
     def from_bytes(cls, data: bytes) -> Acknowledgement:
         """Parse acknowledgement bytes strictly; raise VerificationError naming the rule."""
         what = "acknowledgement"
-        obj = _load(data, what, ACKNOWLEDGEMENT_TYPE, _ACK_FIELDS, _ACK_FIELDS_BY_VERSION)
-        with _reading(what):
+        obj = load_document(data, what, ACKNOWLEDGEMENT_TYPE, _ACK_FIELDS, _ACK_FIELDS_BY_VERSION)
+        with reading(what):
             ack = cls(
                 version=obj["version"],
                 cosigned_checkpoint=obj.get("cosigned_checkpoint"),
                 package_id=obj["package_id"],
                 body=obj["body"],
-                recipient=_read_party(obj["recipient"], what, "recipient"),
+                recipient=read_party(obj["recipient"], what, "recipient"),
                 envelope_sha256=obj["envelope_sha256"],
                 statement_sha256=obj["statement_sha256"],
                 items=_read_items(obj["items"], what),
                 received_at=obj["received_at"],
                 checkpoint=obj["checkpoint"],
             )
-        _require_canonical(ack.to_bytes(), data, what)
+        require_canonical(ack.to_bytes(), data, what)
         return ack
 
 
@@ -387,8 +370,8 @@ _ACK_FIELDS_BY_VERSION = {1: _ACK_FIELDS, 2: (*_ACK_FIELDS, "cosigned_checkpoint
 
 def _read_items(value: object, what: str) -> tuple[ReceiptItem, ...]:
     items = []
-    for i, v in enumerate(_array(value, what, "items")):
-        obj = _object(v, ("id", "size", "sha256"), what, f"items[{i}]")
+    for i, v in enumerate(read_array(value, what, "items")):
+        obj = read_object(v, ("id", "size", "sha256"), what, f"items[{i}]")
         items.append(ReceiptItem(id=obj["id"], size=obj["size"], sha256=obj["sha256"]))
     return tuple(items)
 
@@ -410,14 +393,14 @@ def verify_receipt(
 ) -> SharingReceipt:
     """Verify a sharing receipt's SSHSIG (namespace evault-receipt) by a key in ``trusted``
     over exactly ``data``, parse it strictly and check the signer is its sender."""
-    receipt_id = _peek_id(data, "receipt_id", RECEIPT_ID_RULE)
+    receipt_id = peek_id(data, "receipt_id", RECEIPT_ID_RULE)
     label = f"sharing receipt {receipt_id}" if receipt_id else "sharing receipt"
-    signer = _verify_signed(data, signature, RECEIPT_NAMESPACE, trusted, label)
+    signer = verify_signed(data, signature, RECEIPT_NAMESPACE, trusted, label)
     try:
         receipt = SharingReceipt.from_bytes(data)
     except VerificationError as e:
         raise VerificationError(str(e).replace("sharing receipt", label, 1)) from None
-    _check_signer(signer, receipt.sender, label, "sender")
+    check_signer(signer, receipt.sender, label, "sender")
     return receipt
 
 
@@ -426,134 +409,12 @@ def verify_ack(
 ) -> Acknowledgement:
     """Verify an acknowledgement's SSHSIG (namespace evault-ack) by a key in ``trusted`` over
     exactly ``data``, parse it strictly and check the signer is the recipient named inside."""
-    package_id = _peek_id(data, "package_id", PACKAGE_ID_RULE)
+    package_id = peek_id(data, "package_id", PACKAGE_ID_RULE)
     label = f"acknowledgement of {package_id}" if package_id else "acknowledgement"
-    signer = _verify_signed(data, signature, ACK_NAMESPACE, trusted, label)
+    signer = verify_signed(data, signature, ACK_NAMESPACE, trusted, label)
     try:
         ack = Acknowledgement.from_bytes(data)
     except VerificationError as e:
         raise VerificationError(str(e).replace("acknowledgement", label, 1)) from None
-    _check_signer(signer, ack.recipient, label, "recipient")
+    check_signer(signer, ack.recipient, label, "recipient")
     return ack
-
-
-# -- recognising files ---------------------------------------------------------------------
-
-_JSON_KINDS = {
-    ENVELOPE_TYPE: "envelope",
-    STATEMENT_TYPE: "statement",
-    SHARING_RECEIPT_TYPE: "sharing-receipt",
-    ACKNOWLEDGEMENT_TYPE: "acknowledgement",
-    CONTACT_CARD_TYPE: "contact-card",
-}
-KINDS = ("package", *_JSON_KINDS.values(), "checkpoint")
-
-
-def _tar_header(block: bytes) -> tarfile.TarInfo | None:
-    if len(block) < tarfile.BLOCKSIZE or block[257:262] != b"ustar":
-        return None
-    try:
-        return tarfile.TarInfo.frombuf(block[: tarfile.BLOCKSIZE], "utf-8", "surrogateescape")
-    except (tarfile.TarError, ValueError, OverflowError):
-        return None
-
-
-def _tar_first_name(data: bytes) -> str | None:
-    """The first member's name if ``data`` opens with a tar header, else None."""
-    info = _tar_header(data)
-    if info is None or info.type != tarfile.XHDTYPE:
-        return None if info is None else str(info.name)
-    # A pax header first: its path record, else the name in the one header after it
-    # (one level only: read_package refuses chained extension headers anyway).
-    end = tarfile.BLOCKSIZE + info.size
-    if info.size > MAX_PAX_HEADER or end > len(data):
-        return None
-    for record in data[tarfile.BLOCKSIZE : end].split(b"\n"):
-        _, _, keyvalue = record.partition(b" ")
-        if keyvalue.startswith(b"path="):
-            return keyvalue[5:].decode("utf-8", "surrogateescape")
-    following = _tar_header(data[tarfile.BLOCKSIZE + _padded(info.size) :])
-    return None if following is None else str(following.name)
-
-
-def detect(data: bytes) -> str:
-    """What kind of evault file ``data`` is: one of :data:`KINDS`, or VerificationError.
-
-    ``data`` is the whole file, except for a package, where the first 64 KiB
-    (:data:`DETECT_HEAD`) are enough: a tar whose first member is envelope.json is a
-    ``"package"``. A JSON object is named by its ``type`` (``"envelope"``, ``"statement"``,
-    ``"sharing-receipt"``, ``"acknowledgement"``, ``"contact-card"``); text ending in a blank
-    line and ``— `` signature lines is a ``"checkpoint"`` (a signed note). Only the kind is
-    decided here: nothing is parsed strictly or verified, that is the next step's job.
-    """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise UsageError(f"detect: expected bytes, not {type(data).__name__}")
-    data = bytes(data)
-    first = _tar_first_name(data)
-    if first is not None:
-        if first == ENVELOPE_MEMBER:
-            return "package"
-        raise VerificationError(
-            f"not an evault file: a tar archive whose first member is "
-            f"{printable(first)[:100]!r}, not {ENVELOPE_MEMBER}"
-        )
-    if data.lstrip(b" \t\r\n")[:1] == b"{":
-        try:
-            obj = parse_json_object(data, "json document", limit=MAX_DOCUMENT)
-        except VerificationError as e:
-            raise VerificationError(f"not an evault file: {e}") from None
-        kind = obj.get("type")
-        if isinstance(kind, str) and kind in _JSON_KINDS:
-            return _JSON_KINDS[kind]
-        shown = printable(kind)[:64] if isinstance(kind, str) else None
-        raise VerificationError(f"not an evault file: a json object of type {shown!r}")
-    if len(data) <= MAX_CHECKPOINT:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = ""
-        if _looks_like_note(text):
-            return "checkpoint"
-    raise VerificationError(
-        "not an evault file: neither a package, a json document nor a signed note"
-    )
-
-
-def detect_file(path: Path) -> str:
-    """:func:`detect` on a file, reading only what it needs.
-
-    The first 64 KiB decide whether it is a package; any other kind is read whole, up to
-    16 MiB (no evault document is larger). A fifo or device is refused, never read.
-    """
-    path = Path(path)
-    label = f"file {printable(path.name)[:100]}"
-    fd = _open_regular(path, label)
-    try:
-        size = os.fstat(fd).st_size
-        head = os.pread(fd, DETECT_HEAD, 0)
-        if _tar_first_name(head) is not None or size <= len(head):
-            data = head
-        elif size > MAX_DOCUMENT:
-            raise VerificationError(
-                f"not an evault file: {label} is larger than {MAX_DOCUMENT} bytes and not a tar"
-            )
-        else:
-            data = _read_all(fd, size, label)
-    finally:
-        os.close(fd)
-    try:
-        return detect(data)
-    except VerificationError as e:
-        raise VerificationError(f"{e} ({label})") from None
-
-
-def _read_all(fd: int, size: int, label: str) -> bytes:
-    chunks = []
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, size - offset, offset)
-        if not chunk:
-            raise VerificationError(f"{label}: shrank while being read")
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)

@@ -44,6 +44,7 @@ from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import load_card
+from vault.formats.kinds import detect_file
 from vault.formats.safetar import printable
 from vault.service.progress import Progress
 from vault.service.vaults import Vault
@@ -439,7 +440,7 @@ def verify_file(
     shown = printable(str(path))
     kind = "unknown"
     try:
-        kind = rfmt.detect_file(path)
+        kind = detect_file(path)
         if kind == "package":
             checked = _check_package(path, trust, identities, progress)
         else:
@@ -736,7 +737,7 @@ def read_checkpoint_of(path: Path) -> tuple[str, str | None]:
     file is that package's sharing receipt, envelope or package (None otherwise: the note of
     an acknowledgement is of its recipient's log)."""
     try:
-        kind = rfmt.detect_file(path)
+        kind = detect_file(path)
     except VerificationError as e:
         # Anything that is not an evault document is read as a note, so that a damaged
         # checkpoint is refused by the note's own rules (and with their words).
