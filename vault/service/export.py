@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -53,11 +54,14 @@ from vault.service.packaging import (
     record_sent,
     seal_package_file,
     select_items,
+    send_package,
     write_package_files,
 )
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.models import Body, Item, Package, PackageItem
+
+log = logging.getLogger("evault")
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -313,13 +317,27 @@ def _export(
     bodies = []
     for plan in plans:
         item_ids, withheld, size, pending = _decide(vault, plan, reshare, run)
+        failure = None
+        if not dry_run:
+            try:
+                if _record_delivered(vault, plan.body, pending, outbox=outbox, as_name=as_name,
+                                     now=now):
+                    item_ids, withheld, size, pending = _decide(vault, plan, reshare, run)
+            except VaultError as e:
+                failure = e
         result = BodyResult(body=plan.body, status="", items=len(item_ids),
                             bytes=size if dry_run else 0, withheld=withheld)
+        if failure is not None:
+            result.status, result.error = "failed", str(failure)
+            result.exit_code = failure.exit_code
+            item_ids, pending, size = [], None, 0
         bodies.append(_Body(plan, result, item_ids, pending, size))
     shown = _Shown(progress, len(bodies), sum(b.size for b in bodies))
     for start in range(0, len(bodies), FAN_OUT):
         group = bodies[start : start + FAN_OUT]
         for body in group:
+            if body.result.failed:
+                continue
             try:
                 _start(vault, body, outbox=outbox, exports=exports, dry_run=dry_run,
                        as_name=as_name, now=now)
@@ -416,6 +434,36 @@ def _decide(
                     todo, ids, pending = [], [], pkg.id
                     break
         return ids, [i.id for i in withheld], sum(i.size for i in todo), pending
+
+
+def _record_delivered(
+    vault: Vault,
+    body_id: str,
+    resuming: str | None,
+    *,
+    outbox: Path,
+    as_name: str | None,
+    now: datetime | None,
+) -> list[str]:
+    """Record as sent the packages of this body that a killed run named in this outbox but
+    did not record (killed between delivery and its commit); return their ids.
+
+    They are out of the building: the body may have taken them already, so the custody log
+    must say they were sent, and the items they carried are not sent again. The package
+    being resumed (built for exactly the items of this run) is left to the run itself.
+    Each is checked as :func:`send_package` checks a package sent twice into one folder:
+    the file there must have the digest recorded at build.
+    """
+    with vault.transaction() as session:
+        left = [pkg.id for pkg in session.scalars(
+            select(Package).where(Package.body_id == body_id, Package.state == "built")
+            .order_by(Package.created_at))
+            if pkg.id != resuming and (outbox / f"{pkg.id}.evpkg").exists()]
+    for package_id in left:
+        sent = send_package(vault, package_id, outbox=outbox, as_name=as_name, now=now)
+        log.warning(f"package {package_id}: was in {outbox} already, delivered by an interrupted "
+                 f"run; recorded as sent to {body_id} now (receipt {sent['receipt']})")
+    return left
 
 
 def _start(
