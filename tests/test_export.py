@@ -477,33 +477,38 @@ def test_a_reshare_list_that_is_not_ascii_is_one_line(office: Cli, tmp_path: Pat
         "and sends every package again)\n")
 
 
+@pytest.mark.parametrize("step", ["send.copied", "send.linked", "send.delivered"])
 def test_a_package_left_delivered_by_a_killed_run_is_recorded_when_new_items_came_since(
-    office: Cli, tmp_path: Path
+    office: Cli, tmp_path: Path, step: str
 ) -> None:
     """A run killed after naming a package in the outbox, before recording it as sent, left
     the body a package the vault had no record of sending; when items were added to the case
     since, the re-run built another package and left the first one in the outbox unrecorded
-    (a drop folder holding evidence the custody log says was never sent)."""
+    (a drop folder holding evidence the custody log says was never sent). Killed before the
+    package had its name there, only its temporary copy is left: the re-run removes it."""
     outbox = _outbox(tmp_path)
-    crashed = _run(office, outbox, crash_at="send.delivered", bodies=("UA-OPG",))
+    crashed = _run(office, outbox, crash_at=step, bodies=("UA-OPG",))
     assert crashed.returncode == -9, crashed.stderr
-    [delivered] = [p.name.removesuffix(".evpkg") for p in outbox.iterdir()]
+    [built] = [p["id"] for p in json.loads(office.ok("package", "list", "--json").stdout)]
+    named = (outbox / f"{built}.evpkg").exists()
+    assert named == (step != "send.copied")
     later = tmp_path / "later.txt"
     later.write_bytes(b"an item ingested after the killed run")
     new_item = json.loads(office.ok("ingest", str(later), "--case", CASE, "--json").stdout)
     rerun = _run(office, outbox, bodies=("UA-OPG",))
     assert rerun.returncode == 0, rerun.stderr
     [row] = _jsonl(rerun.stdout)
-    assert (row["status"], row["items"]) == ("shared", 1)
+    assert (row["status"], row["items"]) == ("shared", 1 if named else 5)
     receipts = {r["package"]: r["id"] for r in json.loads(
         office.ok("receipt", "list", "--json").stdout)}
     assert rerun.stderr == (
-        f"evault: package {delivered}: was in {outbox} already, delivered by an interrupted "
-        f"run; recorded as sent to UA-OPG now (receipt {receipts[delivered]})\n")
+        f"evault: package {built}: was in {outbox} already, delivered by an interrupted "
+        f"run; recorded as sent to UA-OPG now (receipt {receipts[built]})\n" if named else "")
     sent = _sent(office)
-    assert sorted(p["id"] for p in sent) == sorted([delivered, row["package"]])
+    assert sorted(p["id"] for p in sent) == sorted([built, row["package"]][not named:])
     assert sorted(p.name for p in outbox.iterdir()) == sorted(f"{p['id']}.evpkg" for p in sent)
     shown = json.loads(office.ok("package", "show", str(row["package"]), "--json").stdout)
-    assert shown["item_ids"] == [new_item[0]["id"]]
-    assert json.loads(office.ok("doctor", "--json").stdout)["unsent_packages"] == []
+    assert (new_item[0]["id"] in shown["item_ids"]) and len(shown["item_ids"]) == row["items"]
+    unsent = json.loads(office.ok("doctor", "--json").stdout)["unsent_packages"]
+    assert unsent == ([] if named else [built])
     assert office.ok("custody", "verify").exit_code == 0

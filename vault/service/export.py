@@ -59,6 +59,7 @@ from vault.service.packaging import (
 )
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
+from vault.store.blobs import TEMP_PREFIX
 from vault.store.models import Body, Item, Package, PackageItem
 
 log = logging.getLogger("evault")
@@ -455,10 +456,19 @@ def _record_delivered(
     the file there must have the digest recorded at build.
     """
     with vault.transaction() as session:
-        left = [pkg.id for pkg in session.scalars(
+        built = [pkg.id for pkg in session.scalars(
             select(Package).where(Package.body_id == body_id, Package.state == "built")
-            .order_by(Package.created_at))
-            if pkg.id != resuming and (outbox / f"{pkg.id}.evpkg").exists()]
+            .order_by(Package.created_at)) if pkg.id != resuming]
+    left = []
+    for package_id in built:
+        final = outbox / f"{package_id}.evpkg"
+        if final.exists():
+            left.append(package_id)
+            continue
+        # Killed before the copy had its name: only a partial or unnamed copy is here.
+        for stale in outbox.glob(f"{TEMP_PREFIX}*-{final.name}"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
     for package_id in left:
         sent = send_package(vault, package_id, outbox=outbox, as_name=as_name, now=now)
         log.warning(f"package {package_id}: was in {outbox} already, delivered by an interrupted "
