@@ -11,9 +11,9 @@ and the escaping of names for a terminal or a Markdown cell, re-exported here; `
 the printed HTML page; ``sheet`` a package's verification sheet; ``reports`` the sharing
 report and the chain-of-custody form.
 
-May import: the standard library, ``vault.errors`` and ``vault`` (the version); never
-``vault.service``, ``vault.store``, ``vault.crypto`` or the command line (an import-linter
-contract in pyproject.toml checks it).
+May import: the layers below it (today only ``vault.errors`` and the standard library; a
+service's result types if it needs them), never the command line or ``click``; no service
+imports it. The import-linter contracts in ``pyproject.toml`` check both.
 """
 
 from __future__ import annotations
