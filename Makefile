@@ -28,6 +28,7 @@ demo: $(RUN_STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check vault tests cli.py scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-logo
 
 unit: $(STAMP)
 	$(BIN)/pytest -q -n 2 -m 'not install'

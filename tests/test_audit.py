@@ -693,7 +693,8 @@ def test_sheet_markdown_and_html(world: World, tmp_path: Path) -> None:
 
 
 def test_sheet_html_escapes_values(world: World) -> None:
-    from vault.service.sheet import render_html, render_markdown, sheet_data
+    from vault.render.sheet import render_html, render_markdown
+    from vault.service.sheet import sheet_data
     from vault.service.vaults import open_vault
 
     v = open_vault(world.office.vault)

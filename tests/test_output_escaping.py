@@ -139,6 +139,6 @@ def test_markdown_custody_form_escapes_pipes_newlines_and_html(tmp_path: Path) -
 def test_package_sheet_markdown_cells_escape_controls() -> None:
     # The sheet's values are ids, digests and fingerprints today; a cell still shows any
     # control character escaped, as every other human output does.
-    from vault.service.sheet import _md_cell
+    from vault.render.sheet import _md_cell
 
     assert _md_cell("a\x1b[2J\nb|c`d") == "`a\\x1b[2J\\x0ab\\|c'd`"

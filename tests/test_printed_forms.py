@@ -378,7 +378,7 @@ def test_a_sender_event_whose_signature_fails_is_marked(world: World, tmp_path: 
 
 
 def test_a_value_too_long_for_a_line_wraps_only_in_its_own_block() -> None:
-    from vault.service.forms import mono
+    from vault.render.forms import mono
 
     assert mono("a" * 64) == f'<span class="id">{"a" * 64}</span>'
     assert mono("b" * 128) == f'<span class="block">{"b" * 128}</span>'

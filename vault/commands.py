@@ -1343,7 +1343,7 @@ def paper_option(f: Callable[..., None]) -> Callable[..., None]:
 
 def _paper(fmt: str, paper: str | None) -> str:
     """The paper to print on; the default is the forms module's, named in one place."""
-    from vault.service.forms import DEFAULT_PAPER
+    from vault.render.forms import DEFAULT_PAPER
 
     if paper is not None and fmt != "html":
         raise click.UsageError("--paper goes with --format html")
@@ -1382,11 +1382,13 @@ def package_sheet(
       evault package sheet PKG-0123456789AB
       evault package sheet PKG-0123456789AB --format html --paper letter -o sheet.html
     """
-    from vault.service.sheet import render_sheet
+    from vault.render.sheet import render_sheet
+    from vault.service.sheet import sheet_data
 
     if output is not None and output.exists():
         raise click.UsageError(f"{output} exists; choose another file")
-    write_or_print(render_sheet(vault, package_id, fmt, paper=_paper(fmt, paper)), output)
+    paper = _paper(fmt, paper)
+    write_or_print(render_sheet(sheet_data(vault, package_id), fmt, paper=paper), output)
 
 
 @cli.command()
@@ -1956,8 +1958,9 @@ def report_sharing(
       evault report sharing --format md
       evault report sharing --body ICC-OTP --since 2026-11-01T00:00:00Z --format csv
     """
+    from vault.render.reports import render_sharing
     from vault.service.intake import parse_collected_at
-    from vault.service.reports import render_sharing, sharing_report
+    from vault.service.reports import sharing_report
 
     data = sharing_report(
         vault,
@@ -1996,7 +1999,8 @@ def report_custody(
     Example:
       evault report custody EV-0123456789AB --format html --paper letter -o custody.html
     """
-    from vault.service.reports import custody_report, render_custody
+    from vault.render.reports import render_custody
+    from vault.service.reports import custody_report
 
     data = custody_report(vault, item_id, as_name=as_name)
     write_or_print(render_custody(data, fmt, paper=_paper(fmt, paper)), output)

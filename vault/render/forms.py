@@ -4,13 +4,15 @@
     >>> "@page { size: A4;" in page and "<script" not in page
     True
 
-The verification sheet (:mod:`vault.service.sheet`) and the chain-of-custody form
-(:mod:`vault.service.reports`) share this layout: inline CSS only (no external resource, no
+The verification sheet (:mod:`vault.render.sheet`) and the chain-of-custody form
+(:mod:`vault.render.reports`) share this layout: inline CSS only (no external resource, no
 script), an ``@page`` rule for the chosen paper, headings kept with what follows them, table
 rows never split across pages, and every id, fingerprint and digest in a monospace span
 that does not wrap (:func:`mono`), so that a printed value can be read back and compared
 character for character. A value too long for one line (an unusual digest of a received
 item) goes into a monospace block of its own (:func:`mono_block`) that wraps only there.
+
+May import: the standard library and ``vault.errors``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Rendering of command results: one function, four shapes (table, JSON, JSON lines, CSV).
+"""Text shapes of command results: table, record, JSON, JSON lines, CSV; safe names.
 
     >>> print(render_table([{"id": "ICC-OTP", "keys": 1}], ["id", "keys"]), end="")
     id       keys
@@ -10,6 +10,8 @@ Names, titles and card fields come from senders and bodies, so every shape for p
 their control characters as visible escapes (:func:`terminal_safe`): an ESC sequence, an OSC 8
 link, a carriage return or a bidi override in a title cannot clear the screen, hide a line or
 reorder what a reader sees. JSON keeps the exact value (its encoding escapes them anyway).
+
+May import: the standard library only.
 """
 
 from __future__ import annotations
