@@ -104,7 +104,13 @@ def pg_url() -> Iterator[str]:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+#: The two database backends, for ``parametrize`` and fixture ``params``: every PostgreSQL
+#: instance carries the ``postgres`` marker, so ``-m postgres`` and ``-m 'not postgres'``
+#: select exactly the PostgreSQL tests (tests/test_test_suite.py checks it).
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
 def database(request: pytest.FixtureRequest) -> str | None:
     """Run the test on SQLite (None: the default vault.db) and on PostgreSQL."""
     if request.param == "sqlite":

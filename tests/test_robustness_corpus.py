@@ -374,6 +374,7 @@ def test_corpus_generator_matches_the_committed_keys() -> None:
     assert re.fullmatch(r"PKG-[0-9]{12}", mc.package_id(7))
 
 
+@pytest.mark.postgres
 def test_values_too_long_for_postgresql_are_refused_in_one_line(pg_url: str,
                                                                  tmp_path: Path) -> None:
     """PostgreSQL enforces column lengths; an over-long name is the user's input, refused
