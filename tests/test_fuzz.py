@@ -16,6 +16,7 @@ encoding (tests/test_bagit.py).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import os
@@ -37,7 +38,13 @@ from vault.crypto.age import AgeIdentity, AgeReader, AgeRecipient, encrypt
 from vault.crypto.keys import SigningKey, VerifyKey
 from vault.custody.cosignature import cosign
 from vault.custody.events import Event
-from vault.custody.merkle import EMPTY_ROOT
+from vault.custody.merkle import (
+    EMPTY_ROOT,
+    consistency_proof,
+    leaf_hash,
+    root_of,
+    verify_consistency,
+)
 from vault.custody.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
 from vault.errors import VaultError
 from vault.formats import kinds
@@ -50,6 +57,11 @@ from vault.service.audit import ConsistencyProof
 from vault.service.export import load_plan
 from vault.service.intake import IntakeFields, rows_from_manifest
 from vault.store.vaultdir import VaultConfig
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 EXAMPLES = int(os.environ.get("EVAULT_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(
@@ -277,7 +289,13 @@ ALLOWED = (
 @given(text_inputs(ALLOWED))
 def test_allowed_signers(text: str) -> None:
     entries = only_vault_errors(lambda: sshsig.parse_allowed_signers(text))
-    for entry in entries or []:
+    if entries is None:
+        return
+    # What is accepted is what the file says: written back out it reads as the same
+    # entries (principals, key, namespaces, times), and each one's check is a clean answer.
+    assert sshsig.parse_allowed_signers(sshsig.format_allowed_signers(entries)) == entries
+    assert len(entries) <= text.count("\n") + 1
+    for entry in entries:
         only_vault_errors(lambda e=entry: e.check(namespace="evault-receipt"))  # type: ignore[misc]
 
 
@@ -464,16 +482,39 @@ def test_custody_event_decode(data: bytes) -> None:
         assert event.encode() == data  # exactly canonical bytes only
 
 
+# A real proof from the tree of 3 leaves to the tree of 7, so mutations reach the check.
+PROOF_LEAVES = [leaf_hash(bytes([n])) for n in range(7)]
+PROOF_TREES = (3, 7, root_of(PROOF_LEAVES[:3]), root_of(PROOF_LEAVES),
+               tuple(consistency_proof(PROOF_LEAVES, 3, 7)))
 PROOF = json.dumps({"type": "evault-consistency-proof", "version": 1, "origin": ORIGIN,
-                    "old_size": 3, "new_size": 7, "old_root": base64.b64encode(b"1" * 32).decode(),
-                    "new_root": base64.b64encode(b"2" * 32).decode(),
-                    "proof": [base64.b64encode(b"3" * 32).decode()]}).encode()
+                    "old_size": 3, "new_size": 7,
+                    "old_root": base64.b64encode(PROOF_TREES[2]).decode(),
+                    "new_root": base64.b64encode(PROOF_TREES[3]).decode(),
+                    "proof": [base64.b64encode(h).decode() for h in PROOF_TREES[4]]}).encode()
 
 
 @FUZZ
 @given(json_inputs(PROOF))
 def test_consistency_proof_file(data: bytes) -> None:
-    only_vault_errors(lambda: ConsistencyProof.from_bytes(data))
+    proof = only_vault_errors(lambda: ConsistencyProof.from_bytes(data))
+    if proof is None:
+        return
+    # Accepted: the fields are the file's own, decoded, nothing defaulted or coerced.
+    obj = json.loads(data)
+    assert (proof.origin, proof.old_size, proof.new_size) == (
+        obj["origin"], obj["old_size"], obj["new_size"])
+    assert (proof.old_root, proof.new_root, proof.hashes) == (
+        base64.b64decode(obj["old_root"]), base64.b64decode(obj["new_root"]),
+        tuple(base64.b64decode(h) for h in obj["proof"]))
+    # And a proof that still checks proves the original pair of trees (or two equal ones,
+    # which needs no hashes).
+    checked = only_vault_errors(lambda: verify_consistency(
+        proof.old_size, proof.new_size, proof.hashes, proof.old_root, proof.new_root) or True)
+    if checked:
+        trees = (proof.old_size, proof.new_size, proof.old_root, proof.new_root, proof.hashes)
+        assert trees == PROOF_TREES or (
+            proof.old_size == proof.new_size and proof.old_root == proof.new_root
+            and proof.hashes == ())
 
 
 # ----------------------------------------------------------------------------- key file
@@ -553,10 +594,45 @@ def test_plan_and_config_files(tmp_path: Path) -> None:
            st.lists(st.sampled_from(["ICC-OTP", "UA-OPG", "X"]), max_size=2))
     def run(text: str, only: list[str]) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
-        only_vault_errors(lambda: load_plan(path, only))
-        only_vault_errors(lambda: VaultConfig.from_toml(text, path))
+        plans = only_vault_errors(lambda: load_plan(path, only))
+        if plans is not None:
+            check_plans_mean_the_file(plans, path, only)
+        config = only_vault_errors(lambda: VaultConfig.from_toml(text, path))
+        if config is not None:
+            check_config_round_trips(config, text, path)
 
     run()
+
+
+def check_plans_mean_the_file(plans: list[Any], path: Path, only: list[str]) -> None:
+    """An accepted plan is the file's: one plan per ``[bodies.ID]`` (those of ``only``), in
+    order, each the body's table over ``[defaults]``, with items or a case."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    defaults, bodies = data.get("defaults", {}), data["bodies"]
+    assert [p.body for p in plans] == [b for b in bodies if not only or b in only]
+    for plan in plans:
+        merged = {**defaults, **bodies[plan.body]}
+        assert plan.items == tuple(str(i) for i in merged.get("items", []))
+        assert plan.case == (None if plan.items else merged["case"])
+        assert plan.items or plan.case
+        assert plan.tags == tuple(sorted((str(k), str(v))
+                                         for k, v in merged.get("tags", {}).items()))
+        for name in ("label", "reference", "purpose"):
+            assert getattr(plan, name) == merged.get(name)
+
+
+def check_config_round_trips(config: VaultConfig, text: str, path: Path) -> None:
+    """An accepted config.toml is the file's settings, and the vault writes it back so that
+    it reads the same (an empty database or organisation is no setting either way)."""
+    data = tomllib.loads(text)
+    assert config.vault_id == data["vault_id"]
+    assert config.key_storage == data.get("key_storage", "auto")
+    assert config.release_rules == {k: tuple(v) for k, v in
+                                    data.get("release_rules", {}).items()}
+    again = VaultConfig.from_toml(config.to_toml(), path)
+    assert again == dataclasses.replace(config, database=config.database or None,
+                                        organisation=config.organisation or None)
+    assert again.database_url(path.parent) == config.database_url(path.parent)
 
 
 @pytest.mark.parametrize(
