@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import json_paths
+from conftest import TEST_PASSPHRASE, json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,13 +47,14 @@ from vault.custody.merkle import (
     verify_consistency,
 )
 from vault.custody.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
-from vault.errors import VaultError
+from vault.errors import KeyStoreError, VaultError
 from vault.formats import kinds
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.bagit import BagWriter, read_bag
 from vault.formats.canonical import canonical_json
 from vault.formats.card import load_card, make_card
+from vault.keystore import KEY_FILE, FileKeyStore
 from vault.service.audit import ConsistencyProof
 from vault.service.export import load_plan
 from vault.service.intake import IntakeFields, rows_from_manifest
@@ -519,14 +521,58 @@ def test_consistency_proof_file(data: bytes) -> None:
 
 # ----------------------------------------------------------------------------- key file
 
-KEY_BOX = secretbox.seal_with_passphrase(b"\x01" * 64, "fuzz passphrase", work_factor=10)
+# The key file as the vault reads it: FileKeyStore (vault/keystore.py) over secretbox's
+# box_params and open_with_key, then the JSON inside. A fixed salt and the lowest cost.
+KEY_SALT = bytes(range(16))
+KEY_DERIVED = secretbox.derive_key(TEST_PASSPHRASE, KEY_SALT, 10)
+KEY_NAME = "identity:" + SIGNER.public.fingerprint
+KEY_SECRET = b"\x01" * 32
+KEY_JSON = json.dumps({KEY_NAME: base64.b64encode(KEY_SECRET).decode(),
+                       "storage:vault": base64.b64encode(b"\x02" * 32).decode()},
+                      sort_keys=True).encode()
+KEY_BOX = secretbox.seal_with_key(KEY_JSON, KEY_DERIVED, KEY_SALT, 10)
 
 
-@settings(FUZZ, max_examples=max(10, EXAMPLES // 3))
-@given(bytes_inputs(KEY_BOX))
-def test_passphrase_key_file(box: bytes) -> None:
-    opened = only_vault_errors(lambda: secretbox.open_with_passphrase(box, "fuzz passphrase"))
-    assert opened in (None, b"\x01" * 64)
+def _derive_for_fuzzing(passphrase: str, salt: bytes, work_factor: int) -> bytes:
+    """scrypt for the original header; a cheap stand-in for a mutated one, whose cost byte
+    may ask for 2**22 (4 GiB): the header is authenticated, so any key fails it alike."""
+    if (passphrase, salt, work_factor) == (TEST_PASSPHRASE, KEY_SALT, 10):
+        return KEY_DERIVED
+    return hashlib.sha256(b"%d" % work_factor + salt + passphrase.encode()).digest()
+
+
+def _read_key_file(folder: Path, box: bytes, name: str) -> bytes:
+    (folder / KEY_FILE).write_bytes(box)
+    return FileKeyStore(folder, None, "fuzz").get(name)
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 2))
+@given(st.one_of(
+    bytes_inputs(KEY_BOX).map(lambda box: (box, None)),
+    json_inputs(KEY_JSON).map(lambda text: (None, text)),
+))
+def test_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  case: tuple[bytes | None, bytes | None]) -> None:
+    """The file mutated (the passphrase's holder made none of it), or the JSON inside mutated
+    and sealed properly (as a damaged write would leave it): a KeyStoreError, or the key."""
+    monkeypatch.setattr("vault.crypto.secretbox.derive_key", _derive_for_fuzzing)
+    box, text = case
+    if box is None:
+        assert text is not None
+        box = secretbox.seal_with_key(text, KEY_DERIVED, KEY_SALT, 10)
+    try:
+        secret = _read_key_file(tmp_path, box, KEY_NAME)
+    except KeyStoreError:
+        return
+    if text is None:
+        assert secret == KEY_SECRET  # the file is authenticated: nothing else opens
+    else:
+        assert secret == base64.b64decode(json.loads(text)[KEY_NAME], validate=True)
+
+
+def test_key_file_base_opens(tmp_path: Path) -> None:
+    # The base every mutation starts from opens, or the target above only tests refusals.
+    assert _read_key_file(tmp_path, KEY_BOX, KEY_NAME) == KEY_SECRET
 
 
 # ----------------------------------------------------------------------------- input files
