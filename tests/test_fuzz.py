@@ -16,6 +16,8 @@ encoding (tests/test_bagit.py).
 from __future__ import annotations
 
 import base64
+import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import json_paths
+from conftest import TEST_PASSPHRASE, json_paths
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,19 +39,31 @@ from vault.crypto.age import AgeIdentity, AgeReader, AgeRecipient, encrypt
 from vault.crypto.keys import SigningKey, VerifyKey
 from vault.custody.cosignature import cosign
 from vault.custody.events import Event
-from vault.custody.merkle import EMPTY_ROOT
+from vault.custody.merkle import (
+    EMPTY_ROOT,
+    consistency_proof,
+    leaf_hash,
+    root_of,
+    verify_consistency,
+)
 from vault.custody.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
-from vault.errors import VaultError
+from vault.errors import KeyStoreError, VaultError
 from vault.formats import kinds
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.bagit import BagWriter, read_bag
 from vault.formats.canonical import canonical_json
 from vault.formats.card import load_card, make_card
+from vault.keystore import KEY_FILE, FileKeyStore
 from vault.service.audit import ConsistencyProof
 from vault.service.export import load_plan
 from vault.service.intake import IntakeFields, rows_from_manifest
 from vault.store.vaultdir import VaultConfig
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 EXAMPLES = int(os.environ.get("EVAULT_FUZZ_EXAMPLES", "30"))
 FUZZ = settings(
@@ -277,7 +291,13 @@ ALLOWED = (
 @given(text_inputs(ALLOWED))
 def test_allowed_signers(text: str) -> None:
     entries = only_vault_errors(lambda: sshsig.parse_allowed_signers(text))
-    for entry in entries or []:
+    if entries is None:
+        return
+    # What is accepted is what the file says: written back out it reads as the same
+    # entries (principals, key, namespaces, times), and each one's check is a clean answer.
+    assert sshsig.parse_allowed_signers(sshsig.format_allowed_signers(entries)) == entries
+    assert len(entries) <= text.count("\n") + 1
+    for entry in entries:
         only_vault_errors(lambda e=entry: e.check(namespace="evault-receipt"))  # type: ignore[misc]
 
 
@@ -464,28 +484,95 @@ def test_custody_event_decode(data: bytes) -> None:
         assert event.encode() == data  # exactly canonical bytes only
 
 
+# A real proof from the tree of 3 leaves to the tree of 7, so mutations reach the check.
+PROOF_LEAVES = [leaf_hash(bytes([n])) for n in range(7)]
+PROOF_TREES = (3, 7, root_of(PROOF_LEAVES[:3]), root_of(PROOF_LEAVES),
+               tuple(consistency_proof(PROOF_LEAVES, 3, 7)))
 PROOF = json.dumps({"type": "evault-consistency-proof", "version": 1, "origin": ORIGIN,
-                    "old_size": 3, "new_size": 7, "old_root": base64.b64encode(b"1" * 32).decode(),
-                    "new_root": base64.b64encode(b"2" * 32).decode(),
-                    "proof": [base64.b64encode(b"3" * 32).decode()]}).encode()
+                    "old_size": 3, "new_size": 7,
+                    "old_root": base64.b64encode(PROOF_TREES[2]).decode(),
+                    "new_root": base64.b64encode(PROOF_TREES[3]).decode(),
+                    "proof": [base64.b64encode(h).decode() for h in PROOF_TREES[4]]}).encode()
 
 
 @FUZZ
 @given(json_inputs(PROOF))
 def test_consistency_proof_file(data: bytes) -> None:
-    only_vault_errors(lambda: ConsistencyProof.from_bytes(data))
+    proof = only_vault_errors(lambda: ConsistencyProof.from_bytes(data))
+    if proof is None:
+        return
+    # Accepted: the fields are the file's own, decoded, nothing defaulted or coerced.
+    obj = json.loads(data)
+    assert (proof.origin, proof.old_size, proof.new_size) == (
+        obj["origin"], obj["old_size"], obj["new_size"])
+    assert (proof.old_root, proof.new_root, proof.hashes) == (
+        base64.b64decode(obj["old_root"]), base64.b64decode(obj["new_root"]),
+        tuple(base64.b64decode(h) for h in obj["proof"]))
+    # And a proof that still checks proves the original pair of trees (or two equal ones,
+    # which needs no hashes).
+    checked = only_vault_errors(lambda: verify_consistency(
+        proof.old_size, proof.new_size, proof.hashes, proof.old_root, proof.new_root) or True)
+    if checked:
+        trees = (proof.old_size, proof.new_size, proof.old_root, proof.new_root, proof.hashes)
+        assert trees == PROOF_TREES or (
+            proof.old_size == proof.new_size and proof.old_root == proof.new_root
+            and proof.hashes == ())
 
 
 # ----------------------------------------------------------------------------- key file
 
-KEY_BOX = secretbox.seal_with_passphrase(b"\x01" * 64, "fuzz passphrase", work_factor=10)
+# The key file as the vault reads it: FileKeyStore (vault/keystore.py) over secretbox's
+# box_params and open_with_key, then the JSON inside. A fixed salt and the lowest cost.
+KEY_SALT = bytes(range(16))
+KEY_DERIVED = secretbox.derive_key(TEST_PASSPHRASE, KEY_SALT, 10)
+KEY_NAME = "identity:" + SIGNER.public.fingerprint
+KEY_SECRET = b"\x01" * 32
+KEY_JSON = json.dumps({KEY_NAME: base64.b64encode(KEY_SECRET).decode(),
+                       "storage:vault": base64.b64encode(b"\x02" * 32).decode()},
+                      sort_keys=True).encode()
+KEY_BOX = secretbox.seal_with_key(KEY_JSON, KEY_DERIVED, KEY_SALT, 10)
 
 
-@settings(FUZZ, max_examples=max(10, EXAMPLES // 3))
-@given(bytes_inputs(KEY_BOX))
-def test_passphrase_key_file(box: bytes) -> None:
-    opened = only_vault_errors(lambda: secretbox.open_with_passphrase(box, "fuzz passphrase"))
-    assert opened in (None, b"\x01" * 64)
+def _derive_for_fuzzing(passphrase: str, salt: bytes, work_factor: int) -> bytes:
+    """scrypt for the original header; a cheap stand-in for a mutated one, whose cost byte
+    may ask for 2**22 (4 GiB): the header is authenticated, so any key fails it alike."""
+    if (passphrase, salt, work_factor) == (TEST_PASSPHRASE, KEY_SALT, 10):
+        return KEY_DERIVED
+    return hashlib.sha256(b"%d" % work_factor + salt + passphrase.encode()).digest()
+
+
+def _read_key_file(folder: Path, box: bytes, name: str) -> bytes:
+    (folder / KEY_FILE).write_bytes(box)
+    return FileKeyStore(folder, None, "fuzz").get(name)
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 2))
+@given(st.one_of(
+    bytes_inputs(KEY_BOX).map(lambda box: (box, None)),
+    json_inputs(KEY_JSON).map(lambda text: (None, text)),
+))
+def test_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                  case: tuple[bytes | None, bytes | None]) -> None:
+    """The file mutated (the passphrase's holder made none of it), or the JSON inside mutated
+    and sealed properly (as a damaged write would leave it): a KeyStoreError, or the key."""
+    monkeypatch.setattr("vault.crypto.secretbox.derive_key", _derive_for_fuzzing)
+    box, text = case
+    if box is None:
+        assert text is not None
+        box = secretbox.seal_with_key(text, KEY_DERIVED, KEY_SALT, 10)
+    try:
+        secret = _read_key_file(tmp_path, box, KEY_NAME)
+    except KeyStoreError:
+        return
+    if text is None:
+        assert secret == KEY_SECRET  # the file is authenticated: nothing else opens
+    else:
+        assert secret == base64.b64decode(json.loads(text)[KEY_NAME], validate=True)
+
+
+def test_key_file_base_opens(tmp_path: Path) -> None:
+    # The base every mutation starts from opens, or the target above only tests refusals.
+    assert _read_key_file(tmp_path, KEY_BOX, KEY_NAME) == KEY_SECRET
 
 
 # ----------------------------------------------------------------------------- input files
@@ -553,10 +640,45 @@ def test_plan_and_config_files(tmp_path: Path) -> None:
            st.lists(st.sampled_from(["ICC-OTP", "UA-OPG", "X"]), max_size=2))
     def run(text: str, only: list[str]) -> None:
         path.write_text(text, encoding="utf-8", errors="surrogateescape")
-        only_vault_errors(lambda: load_plan(path, only))
-        only_vault_errors(lambda: VaultConfig.from_toml(text, path))
+        plans = only_vault_errors(lambda: load_plan(path, only))
+        if plans is not None:
+            check_plans_mean_the_file(plans, path, only)
+        config = only_vault_errors(lambda: VaultConfig.from_toml(text, path))
+        if config is not None:
+            check_config_round_trips(config, text, path)
 
     run()
+
+
+def check_plans_mean_the_file(plans: list[Any], path: Path, only: list[str]) -> None:
+    """An accepted plan is the file's: one plan per ``[bodies.ID]`` (those of ``only``), in
+    order, each the body's table over ``[defaults]``, with items or a case."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    defaults, bodies = data.get("defaults", {}), data["bodies"]
+    assert [p.body for p in plans] == [b for b in bodies if not only or b in only]
+    for plan in plans:
+        merged = {**defaults, **bodies[plan.body]}
+        assert plan.items == tuple(str(i) for i in merged.get("items", []))
+        assert plan.case == (None if plan.items else merged["case"])
+        assert plan.items or plan.case
+        assert plan.tags == tuple(sorted((str(k), str(v))
+                                         for k, v in merged.get("tags", {}).items()))
+        for name in ("label", "reference", "purpose"):
+            assert getattr(plan, name) == merged.get(name)
+
+
+def check_config_round_trips(config: VaultConfig, text: str, path: Path) -> None:
+    """An accepted config.toml is the file's settings, and the vault writes it back so that
+    it reads the same (an empty database or organisation is no setting either way)."""
+    data = tomllib.loads(text)
+    assert config.vault_id == data["vault_id"]
+    assert config.key_storage == data.get("key_storage", "auto")
+    assert config.release_rules == {k: tuple(v) for k, v in
+                                    data.get("release_rules", {}).items()}
+    again = VaultConfig.from_toml(config.to_toml(), path)
+    assert again == dataclasses.replace(config, database=config.database or None,
+                                        organisation=config.organisation or None)
+    assert again.database_url(path.parent) == config.database_url(path.parent)
 
 
 @pytest.mark.parametrize(

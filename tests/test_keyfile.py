@@ -13,7 +13,7 @@ import pytest
 from conftest import TEST_PASSPHRASE, Cli
 
 from vault.crypto import secretbox
-from vault.errors import UsageError
+from vault.errors import KeyStoreError, UsageError
 from vault.keystore import KEY_FILE, FileKeyStore, resolve_passphrase
 
 
@@ -91,9 +91,10 @@ def test_a_key_file_made_at_the_old_cost_still_opens_and_keeps_its_cost(
     """A key file sealed at N=2^15, as evault 0.x made them, opens with today's code."""
     secret = bytes(range(32))
     path = sqlite_cli.vault / KEY_FILE
-    old = secretbox.seal_with_passphrase(
-        json.dumps({"old": base64.b64encode(secret).decode()}).encode(), TEST_PASSPHRASE,
-        work_factor=15,
+    salt = secretbox.new_salt()
+    old = secretbox.seal_with_key(
+        json.dumps({"old": base64.b64encode(secret).decode()}).encode(),
+        secretbox.derive_key(TEST_PASSPHRASE, salt, 15), salt, 15,
     )
     path.write_bytes(old)
     monkeypatch.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 17)
@@ -102,3 +103,20 @@ def test_a_key_file_made_at_the_old_cost_still_opens_and_keeps_its_cost(
     store.put("new", b"\x07" * 32)
     assert secretbox.box_params(path.read_bytes())[0] == 15
     assert FileKeyStore(sqlite_cli.vault, None, "test").get("new") == b"\x07" * 32
+
+
+@pytest.mark.parametrize("contents", [
+    b"", b"{", b"\xff", b"[]", b'{"a": 1}', b'{"a": ["AAAA"]}', b'{"a": "@AAA"}',
+    b'{"a": "AAA"}', b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+])
+def test_a_key_file_sealed_around_damaged_contents_is_one_key_store_error(
+    tmp_path: Path, contents: bytes
+) -> None:
+    """Found by fuzzing the key file as the vault reads it: contents that decrypt but are not
+    an object of base64 strings raised JSONDecodeError, TypeError or binascii.Error."""
+    salt = secretbox.new_salt()
+    key = secretbox.derive_key(TEST_PASSPHRASE, salt, 10)
+    (tmp_path / KEY_FILE).write_bytes(secretbox.seal_with_key(contents, key, salt, 10))
+    with pytest.raises(KeyStoreError) as e:
+        FileKeyStore(tmp_path, None, "test").get("a")
+    assert str(e.value) == f"{tmp_path / KEY_FILE}: damaged key file"

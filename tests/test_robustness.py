@@ -159,7 +159,8 @@ def matrix(steps: list[str], on_postgres: list[str]) -> list[Any]:
     """Every step on SQLite; on PostgreSQL the steps whose outcome the backend can change
     (each subprocess costs about a second, so the PostgreSQL side is a selection)."""
     return ([pytest.param("sqlite", s, id=f"sqlite-{s}") for s in steps]
-            + [pytest.param("postgres", s, id=f"postgres-{s}") for s in on_postgres])
+            + [pytest.param("postgres", s, id=f"postgres-{s}", marks=pytest.mark.postgres)
+               for s in on_postgres])
 
 
 def evidence_files(folder: Path, sizes: tuple[int, ...] = (20, 70_000, 300_000)) -> Path:
@@ -345,6 +346,7 @@ def test_kill_during_send(
 # ----------------------------------------------------------------------------- export
 
 
+@pytest.mark.postgres
 @pytest.mark.parametrize("step", ["send.copied", "export.after_body"])
 def test_kill_during_export_on_postgresql(tmp_path: Path, pg_url: str, step: str) -> None:
     """tests/test_export.py covers every step on SQLite; these are the same on PostgreSQL."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import BACKENDS
 from test_robustness import (
     BODIES,
     CASE,
@@ -62,7 +63,7 @@ def _clean(rc: int, out: str, err: str, what: str) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_four_ingests_and_two_exports_at_once(
     tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:

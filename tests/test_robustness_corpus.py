@@ -374,6 +374,23 @@ def test_corpus_generator_matches_the_committed_keys() -> None:
     assert re.fullmatch(r"PKG-[0-9]{12}", mc.package_id(7))
 
 
+def generated_files(root: Path) -> dict[str, bytes]:
+    """Every file of the generated folders under ``root``, by path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for folder in mc.FOLDERS
+            for p in (root / folder).rglob("*") if p.is_file()}
+
+
+def test_the_corpus_is_what_its_generator_makes(tmp_path: Path) -> None:
+    """Regenerated into a temporary folder, the corpus is the committed one: the same file
+    names and the same bytes (the generator is deterministic; README.md says how to
+    regenerate after a change to it)."""
+    mc.generate(tmp_path)
+    made, committed = generated_files(tmp_path), generated_files(CORPUS)
+    assert sorted(made) == sorted(committed)
+    assert [name for name in sorted(made) if made[name] != committed[name]] == []
+
+
+@pytest.mark.postgres
 def test_values_too_long_for_postgresql_are_refused_in_one_line(pg_url: str,
                                                                  tmp_path: Path) -> None:
     """PostgreSQL enforces column lengths; an over-long name is the user's input, refused

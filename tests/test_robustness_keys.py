@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from conftest import BACKENDS, Cli
 from test_robustness import CASE, as_json, assert_refusal, backend_url
 
 from vault.clock import isoformat, parse_iso, utcnow
@@ -82,7 +82,7 @@ def world(tmp_path: Path) -> TwoKeys:
     return TwoKeys(tmp_path, None)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_packages_never_go_to_a_revoked_key(
     tmp_path: Path, request: pytest.FixtureRequest, backend: str
 ) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
-from conftest import TEST_PASSPHRASE, Cli, isolate
+from conftest import BACKENDS, TEST_PASSPHRASE, Cli, isolate
 from test_robustness import extra_pg_schema
 
 from vault.formats import package as fmt
@@ -224,7 +224,7 @@ def full_run(tmp: Path, database: str | None) -> Run:
     return Run(tmp, marker, words, vaults, [received, exported], rec.outputs, travelling)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+@pytest.fixture(scope="module", params=BACKENDS)
 def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
     """One full run per backend, shared by the checks below (the office vault on it)."""
     database = None if request.param == "sqlite" else extra_pg_schema(request)

@@ -244,6 +244,7 @@ def test_a_conversion_killed_midway_is_finished_by_the_next_command(tmp_path: Pa
     assert _plaintext_left(office, expected) == []
 
 
+@pytest.mark.postgres
 def test_an_old_vault_on_postgresql_is_converted(tmp_path: Path, pg_url: str) -> None:
     """The old office vault's rows, as evault 0004 wrote them, moved to PostgreSQL at 0004."""
     from vault.store import db

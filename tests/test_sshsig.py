@@ -450,6 +450,10 @@ def test_allowed_signers_format_round_trips() -> None:
         (f'a@x valid-after="20250101Z",valid-before="20240101Z" {K1.openssh()}', "valid-before"),
         ("a@x", "missing key"),
         ('a@x namespaces="evault"', "missing key"),
+        # Found by fuzzing: characters Python's str.split() takes for blanks (\x1f, \x0b)
+        # where the key should be raised IndexError.
+        ("a@x\t\x1f", "missing key"),
+        ('a@x namespaces="evault" \x0b', "missing key"),
         ("a@x ssh-ed25519", "base64"),
         ("a@x ssh-ed25519 not-base64!", "base64"),
         (f'"a@x {K1.openssh()}', "quote"),

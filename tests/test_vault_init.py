@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from conftest import BACKENDS, Cli
 
 from vault.store import db
 from vault.store.models import Base
@@ -122,7 +122,7 @@ def test_migrations_and_models_agree_on_postgres(pg_url: str) -> None:
     assert _autogenerate_diff(pg_url) == []
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_upgrade_to_head_and_downgrade_to_base(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

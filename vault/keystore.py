@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from typing import Any
 from vault.errors import ConfigError, DecryptionError, KeyMissingError, KeyStoreError, UsageError
 
 KEY_FILE = "keys.enc"
+_B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 LOCK_FILE = "keys.lock"
 PassphrasePrompt = Callable[[bool], str]
 """Asks the user for the passphrase; the flag says a new key file is being created (confirm)."""
@@ -145,14 +147,22 @@ class FileKeyStore(KeyStore):
             return {}
         try:
             work_factor, salt = box_params(box)
-            data = json.loads(open_with_key(box, self._key_for(work_factor, salt, False)))
+            plain = open_with_key(box, self._key_for(work_factor, salt, False))
         except DecryptionError:
             # A key-store error (exit 1), not a failed verification of evidence (exit 3).
             raise KeyStoreError(
                 f"{self.path}: wrong passphrase, or the key file is damaged; "
                 "give the passphrase it was created with"
             ) from None
-        if not isinstance(data, dict):
+        try:
+            data = json.loads(plain)
+        except (ValueError, RecursionError):  # not UTF-8, not JSON, nested too deeply
+            data = None
+        # An object of base64 strings, as _save writes it; anything else is damage (found by
+        # fuzzing the contents: a number or bad base64 raised TypeError or binascii.Error).
+        if not isinstance(data, dict) or not all(
+            isinstance(v, str) and _B64.fullmatch(v) for v in data.values()
+        ):
             raise KeyStoreError(f"{self.path}: damaged key file")
         return data
 

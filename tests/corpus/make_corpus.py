@@ -5,8 +5,11 @@ signatures are real and the mutations reach the checks behind them), then damage
 named way. The expected outcome of each file is in README.md, which the tests read. The
 keys are test keys made from fixed bytes; never use them for anything else.
 
-Age encryption draws fresh randomness, so regenerated packages differ byte for byte from
-the committed ones; their outcomes do not.
+The output is the same bytes on every run: the keys are fixed, Ed25519 signatures are
+deterministic, every time is a constant, and age encryption draws its file key, ephemeral
+keys and nonce from a test DRBG seeded with the plaintext (:func:`seal`), never from the
+system. tests/test_robustness_corpus.py regenerates the corpus into a temporary folder
+and requires it to equal the committed one, file for file and byte for byte.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import json
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from vault.crypto import sshsig
-from vault.crypto.age import AgeIdentity, encrypt
+from vault.crypto.age import AgeIdentity, AgeWriter
 from vault.crypto.keys import SigningKey
 from vault.custody.note import Checkpoint, NoteSigner
 from vault.formats import package as fmt
@@ -51,6 +55,33 @@ RECIPIENT = fmt.RecipientKey(OFFICER.public.fingerprint, str(OFFICER_AGE.recipie
 ESCROW = fmt.RecipientKey(SENDER.public.fingerprint, str(SENDER_AGE.recipient))
 CHECKPOINT = NoteSigner(ORIGIN, SENDER).sign(Checkpoint(ORIGIN, 0, hashlib.sha256().digest())
                                              .to_text())
+
+
+def corpus_drbg(seed: bytes) -> Callable[[int], bytes]:
+    """Deterministic "randomness" for the corpus only: SHA-256 of a label, the seed and a
+    counter. Never for anything real; it makes the committed corpus reproducible."""
+    counter = 0
+
+    def draw(n: int) -> bytes:
+        nonlocal counter
+        out = b""
+        while len(out) < n:
+            out += hashlib.sha256(b"evault test corpus drbg\0" + seed
+                                  + counter.to_bytes(8, "big")).digest()
+            counter += 1
+        return out[:n]
+
+    return draw
+
+
+def seal(plaintext: bytes) -> bytes:
+    """age-encrypt ``plaintext`` to the officer and the escrow key, with :func:`corpus_drbg`
+    seeded by the plaintext: the same bag gives the same payload bytes."""
+    out = io.BytesIO()
+    recipients = [OFFICER_AGE.recipient, SENDER_AGE.recipient]
+    with AgeWriter(out, recipients, rng=corpus_drbg(plaintext)) as writer:
+        writer.write(plaintext)
+    return out.getvalue()
 
 
 def package_id(n: int) -> str:
@@ -172,9 +203,7 @@ def package(pid: str, bag_tar: bytes, *, envelope_changes: dict[str, object] | N
             payload: bytes | None = None) -> bytes:
     """A package signed by SENDER around ``bag_tar`` (encrypted to the officer and escrow)."""
     if payload is None:
-        sealed = io.BytesIO()
-        encrypt(io.BytesIO(bag_tar), sealed, [OFFICER_AGE.recipient, SENDER_AGE.recipient])
-        payload = sealed.getvalue()
+        payload = seal(bag_tar)
     fields: dict[str, object] = dict(
         package_id=pid, sender=PARTY, body="ICC-OTP", recipients=(RECIPIENT,), escrow=ESCROW,
         created_at=CREATED, payload_size=len(payload),
@@ -302,29 +331,27 @@ def make_packages(folder: Path) -> None:
     genuine = package(pid, signed_bag(pid))
     other = signed_bag(pid, files={ITEM_A: b"fictional statemenX\n",
                                    ITEM_B: bytes(range(256)) * 4})
-    sealed = io.BytesIO()
-    encrypt(io.BytesIO(other), sealed, [OFFICER_AGE.recipient, SENDER_AGE.recipient])
+    sealed = seal(other)
     at, size = _members(genuine)["payload.age"]
-    assert len(sealed.getvalue()) == size
+    assert len(sealed) == size
     (folder / "payload-reencrypted-same-size.evpkg").write_bytes(
-        genuine[:at] + sealed.getvalue() + genuine[at + size:])
+        genuine[:at] + sealed + genuine[at + size:])
     pid = package_id(next(n))
     (folder / "signed-for-another-body.evpkg").write_bytes(package(
         pid, signed_bag(pid), envelope_changes={"body": "UA-OPG"}))
     pid = package_id(next(n))
     stranger = fmt.Party("stranger", STRANGER.public.fingerprint)
     bag = signed_bag(pid)
-    sealed = io.BytesIO()
-    encrypt(io.BytesIO(bag), sealed, [OFFICER_AGE.recipient, SENDER_AGE.recipient])
+    sealed = seal(bag)
     envelope = fmt.Envelope(package_id=pid, sender=stranger, body="ICC-OTP",
                             recipients=(RECIPIENT,), escrow=ESCROW, created_at=CREATED,
-                            payload_size=len(sealed.getvalue()),
-                            payload_sha256=hashlib.sha256(sealed.getvalue()).hexdigest(),
+                            payload_size=len(sealed),
+                            payload_sha256=hashlib.sha256(sealed).hexdigest(),
                             checkpoint=NoteSigner(ORIGIN, STRANGER).sign(
                                 Checkpoint(ORIGIN, 0, hashlib.sha256().digest()).to_text()))
     data, sig = fmt.sign_envelope(envelope, STRANGER)
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "p").write_bytes(sealed.getvalue())
+        (Path(tmp) / "p").write_bytes(sealed)
         fmt.write_package(Path(tmp) / "x.evpkg", data, sig, Path(tmp) / "p")
         (folder / "signed-by-a-stranger.evpkg").write_bytes((Path(tmp) / "x.evpkg").read_bytes())
 
@@ -546,13 +573,22 @@ def make_keys(folder: Path) -> None:
     )
 
 
-def main() -> None:
-    for name, make in (("packages", make_packages), ("documents", make_documents),
-                       ("inputs", make_inputs), ("keys", make_keys)):
-        folder = HERE / name
+#: The folders the generator makes (README.md and this script are not generated).
+FOLDERS = ("packages", "documents", "inputs", "keys")
+
+
+def generate(root: Path) -> None:
+    """Write the corpus's folders under ``root``, replacing what is there."""
+    makers = (make_packages, make_documents, make_inputs, make_keys)
+    for name, make in zip(FOLDERS, makers, strict=True):
+        folder = root / name
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
         make(folder)
+
+
+def main() -> None:
+    generate(HERE)
     total = sum(p.stat().st_size for p in HERE.rglob("*") if p.is_file())
     print(f"corpus: {total} bytes")
 

@@ -1,8 +1,12 @@
 """Passphrase encryption for the key file: scrypt derives the key, AES-256-GCM seals the data.
 
-    >>> box = seal_with_passphrase(b"secret", "correct horse", work_factor=10)
-    >>> open_with_passphrase(box, "correct horse")
+    >>> salt = new_salt()
+    >>> key = derive_key("correct horse", salt, 10)
+    >>> open_with_key(seal_with_key(b"secret", key, salt, 10), key)
     b'secret'
+
+The key store (:class:`vault.keystore.FileKeyStore`) derives the key once per process and
+file, reads the cost and salt with :func:`box_params`, and seals and opens with the key.
 
 Layout: ``magic(8) || log2(N)(1) || salt(16) || nonce(12) || ciphertext+tag``; the header is
 authenticated as associated data, so a changed work factor or salt is refused too.
@@ -48,9 +52,6 @@ def derive_key(passphrase: str, salt: bytes, work_factor: int) -> bytes:
     return _DERIVED[slot]
 
 
-_derive = derive_key
-
-
 def new_salt() -> bytes:
     """A fresh scrypt salt."""
     return os.urandom(16)
@@ -78,32 +79,5 @@ def open_with_key(box: bytes, key: bytes) -> bytes:
     try:
         return AESGCM(key).decrypt(box[HEADER_LEN - 12 : HEADER_LEN], box[HEADER_LEN:],
                                    box[:HEADER_LEN])
-    except InvalidTag:
-        raise DecryptionError("key file: wrong passphrase, or the file is damaged") from None
-
-
-def seal_with_passphrase(
-    plaintext: bytes, passphrase: str, *, work_factor: int = DEFAULT_WORK_FACTOR
-) -> bytes:
-    """Encrypt ``plaintext`` under ``passphrase`` with a fresh salt and nonce."""
-    salt, nonce = os.urandom(16), os.urandom(12)
-    header = MAGIC + bytes([work_factor]) + salt + nonce
-    key = _derive(passphrase, salt, work_factor)
-    return header + AESGCM(key).encrypt(nonce, plaintext, header)
-
-
-def open_with_passphrase(box: bytes, passphrase: str) -> bytes:
-    """Decrypt a box from :func:`seal_with_passphrase`; a wrong passphrase: DecryptionError."""
-    if len(box) < len(MAGIC) + 1 + 16 + 12 + 16 or not box.startswith(MAGIC):
-        raise DecryptionError("key file: not an evault key file, or truncated")
-    work_factor = box[len(MAGIC)]
-    if not 10 <= work_factor <= MAX_WORK_FACTOR:
-        raise DecryptionError("key file: unsupported scrypt work factor")
-    header_len = len(MAGIC) + 1 + 16 + 12
-    salt = box[len(MAGIC) + 1 : len(MAGIC) + 17]
-    nonce = box[len(MAGIC) + 17 : header_len]
-    key = _derive(passphrase, salt, work_factor)
-    try:
-        return AESGCM(key).decrypt(nonce, box[header_len:], box[:header_len])
     except InvalidTag:
         raise DecryptionError("key file: wrong passphrase, or the file is damaged") from None

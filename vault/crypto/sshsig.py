@@ -439,13 +439,14 @@ def _parse_allowed_signer_line(line: str) -> AllowedSigner | None:
     if not rest or rest.startswith("#"):
         return None
     principals, rest = _take_principals(rest)
-    if not rest:
+    # Not just "not rest": str.split() also takes \x0b, \x1c-\x1f and the like for blanks.
+    if not rest.split():
         raise UsageError("missing key after the principals")
     options: dict[str, str] = {}
     if not _is_key_type(rest.split(None, 1)[0]):
         options_text, rest = _take_options(rest)
         options = _parse_options(options_text)
-        if not rest:
+        if not rest.split():
             raise UsageError("missing key after the options")
     fields = rest.split()
     if fields[0] != "ssh-ed25519":
