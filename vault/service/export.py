@@ -40,22 +40,21 @@ from vault.errors import NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.service.identities import KeyPair
 from vault.service.items import get_case
-from vault.service.packaging import (
-    Delivery,
-    PackageDraft,
-    PackageFile,
+from vault.service.packaging.build import (
     Sealed,
-    _active_keys,
-    deliver,
+    WrittenPackage,
     discard_package_file,
     finish_package,
-    plan_package,
+    seal_package_file,
+    write_package_files,
+)
+from vault.service.packaging.plan import PackageDraft, active_keys, plan_package, select_items
+from vault.service.packaging.send import (
+    Delivery,
+    deliver,
     prepare_send,
     record_sent,
-    seal_package_file,
-    select_items,
     send_package,
-    write_package_files,
 )
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
@@ -293,7 +292,7 @@ class _Body:
     pair: KeyPair | None = None
     delivery: Delivery | None = None  # set when there is a package to send
     draft: PackageDraft | None = None  # set when a package is to be built now
-    written: PackageFile | VaultError | None = None
+    written: WrittenPackage | VaultError | None = None
     sealed: Callable[[], Sealed] | None = None  # its file's seal, being made on a helper
 
 
@@ -522,7 +521,7 @@ def _would(vault: Vault, body_id: str) -> tuple[str, str | None]:
             return ("would fail: body not found",
                     f"body {body_id}: not found; see `evault body list`")
         try:
-            _active_keys(body)
+            active_keys(body)
         except VaultError as e:
             return "would fail: no active key", str(e)
     return "", None
@@ -536,7 +535,7 @@ def _finish_group(
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evault-seal") as pool:
             for body in group:
-                if isinstance(body.written, PackageFile):
+                if isinstance(body.written, WrittenPackage):
                     body.sealed = pool.submit(seal_package_file, body.written).result
             for body in group:
                 handed += 1
@@ -544,7 +543,7 @@ def _finish_group(
                 shown.finished(body)
     except BaseException:
         for body in group[handed:]:
-            if isinstance(body.written, PackageFile):
+            if isinstance(body.written, WrittenPackage):
                 discard_package_file(body.written.draft)
         raise
 
@@ -556,7 +555,7 @@ def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) ->
     try:
         if isinstance(body.written, VaultError):
             raise body.written
-        if isinstance(body.written, PackageFile):
+        if isinstance(body.written, WrittenPackage):
             built, stamp = finish_package(vault, body.written, body.sealed)
             body.delivery = Delivery(built["id"], Path(built["path"]), built["file_sha256"],
                                      outbox, read_at=stamp)

@@ -33,7 +33,7 @@ from vault.service.vaults import Vault
 def sheet_data(vault: Vault, package_id: str, *, now: datetime | None = None) -> dict[str, Any]:
     """The values of a package's sheet: ids, fingerprints, times, sizes and digests only."""
     from vault.service.custody import vault_verifiers
-    from vault.service.packaging import get_package
+    from vault.service.packaging.records import get_package
     from vault.store.models import Acknowledgement, Item, Receipt
 
     with vault.transaction() as session:
