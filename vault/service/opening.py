@@ -7,7 +7,9 @@
 staging folder inside ``--out``, renamed only when every check passed; the items then enter
 this vault encrypted at rest, with an ``item.received`` event naming the sender, the
 original digests and the sender's custody excerpt kept: custody continues across
-organisations. The sender imports the acknowledgement with
+organisations. They are recorded as intake records its items
+(:func:`vault.service.recording.record_items`): bytes the vault holds already are not stored
+twice. The sender imports the acknowledgement with
 :func:`vault.service.packaging.receipts.import_ack`.
 """
 
@@ -46,7 +48,6 @@ from vault.service.custody import (
     checkpoint_now,
 )
 from vault.service.identities import acting_identity, identity_count, load_keypair
-from vault.service.ids import new_id
 from vault.service.inspection import (
     OwnKeys,
     PackageReport,
@@ -55,6 +56,7 @@ from vault.service.inspection import (
 )
 from vault.service.intake import storage_recipient
 from vault.service.progress import Progress
+from vault.service.recording import NewItem, record_items
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
 from vault.store.blobs import (
@@ -66,16 +68,11 @@ from vault.store.blobs import (
     stage_files,
 )
 from vault.store.models import (
-    Blob,
     BodyKey,
     Case,
     Contact,
     CustodyEvent,
     IdentityKey,
-    Item,
-    ItemDigest,
-    ItemLabel,
-    ItemTag,
     ReceivedPackage,
 )
 
@@ -279,38 +276,33 @@ def _receive(
                         session.add(Case(id=case, title=None, created_at=now))
                         log.append(pair, "case.created", case, now=now,
                                    details={"received_in": envelope.package_id})
-                received = []
-                for item, meta, case, result in stored:
-                    local_id = new_id("EV")
-                    session.add(Blob(id=result.blob_id, size=result.size, sha256=result.sha256,
-                                     stored_size=result.stored_size, created_at=now))
-                    # Only what this vault computed: the sender's claims were compared above.
-                    digests = {"sha256": result.sha256, **result.extra}
-                    event = log.append(
-                        pair, "item.received", local_id,
-                        details={"package": envelope.package_id, "sender":
-                                 envelope.sender.fingerprint, "source_item": item.id,
-                                 "case": case, "size": item.size},
-                        digests=digests, now=now,
-                    )
-                    session.add(Item(
-                        id=local_id, case_id=case, blob_id=result.blob_id,
-                        original_name=Path(item.path).name, title=_text(meta, "title"),
-                        description=_text(meta, "description"), source=_text(meta, "source"),
+                recorded = record_items(session, log, pair, [
+                    NewItem(
+                        result,
+                        case=case,
+                        original_name=Path(item.path).name,
+                        action="item.received",
+                        details={"package": envelope.package_id,
+                                 "sender": envelope.sender.fingerprint,
+                                 "source_item": item.id, "case": case, "size": item.size},
+                        title=_text(meta, "title"),
+                        description=_text(meta, "description"),
+                        source=_text(meta, "source"),
                         collected_at=_time(meta.get("collected_at")),
-                        location=_text(meta, "location"), size=item.size, sha256=item.sha256,
-                        ingested_at=now, ingested_by=pair.fingerprint, intake_seq=event.seq,
+                        location=_text(meta, "location"),
+                        labels=[str(lb) for lb in meta.get("labels") or []],
+                        tags=[(str(k), str(v)) for k, v in (meta.get("tags") or {}).items()],
                         received_from=envelope.sender.fingerprint,
-                        source_package=envelope.package_id, source_item=item.id,
-                        labels=[ItemLabel(label=str(lb)) for lb in meta.get("labels") or []],
-                        tags=[ItemTag(key=str(k), value=str(v))
-                              for k, v in (meta.get("tags") or {}).items()],
-                        digests=[ItemDigest(algorithm=k, hexdigest=v)
-                                 for k, v in sorted(result.extra.items())],
-                    ))
-                    received.append({"id": local_id, "source_item": item.id,
-                                     "name": Path(item.path).name, "size": item.size,
-                                     "sha256": item.sha256})
+                        source_package=envelope.package_id,
+                        source_item=item.id,
+                    )
+                    for item, meta, case, result in stored
+                ], now=now)
+                received = [{"id": local_id, "source_item": item.id,
+                             "name": Path(item.path).name, "size": item.size,
+                             "sha256": item.sha256}
+                            for local_id, (item, _meta, _case, _result)
+                            in zip(recorded.item_ids, stored, strict=True)]
                 assert report.statement_bytes is not None
                 assert report.statement_signature is not None
                 assert report.statement_sha256 is not None
@@ -337,6 +329,9 @@ def _receive(
             for s in stored:
                 blobs.remove(s[3].blob_id)
             raise
+        # Committed: the bytes of these were in the vault already, under another blob.
+        for blob_id in recorded.redundant:
+            blobs.remove(blob_id)
     return {
         "package": envelope.package_id,
         # The name this vault knows the key by, not the one the envelope gives itself.
