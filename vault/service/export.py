@@ -59,7 +59,7 @@ from vault.service.packaging.send import (
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.blobs import TEMP_PREFIX
-from vault.store.models import Body, Item, Package, PackageItem
+from vault.store.models import Body, Item, Package, PackageItem, PackageState
 
 log = logging.getLogger("evault")
 
@@ -74,6 +74,8 @@ RESHARE_RUN = ".export-reshare"
 """In the vault folder while a ``reshare`` export has not come to its end: the ids of the
 packages it built, one a line."""
 PLAN_KEYS = {"case", "label", "tags", "items", "reference", "purpose"}
+SHARED = (PackageState.SENT, PackageState.ACKNOWLEDGED)
+"""The states of a package whose items count as shared with its body."""
 
 
 @dataclass(frozen=True)
@@ -415,7 +417,7 @@ def _decide(
             (withheld if blocked else allowed).append(item)
         shared = set(session.scalars(
             select(PackageItem.item_id).join(Package).where(
-                Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged")))
+                Package.body_id == plan.body, Package.state.in_(SHARED))
         ))
         todo = allowed if reshare else [i for i in allowed if i.id not in shared]
         ids = [i.id for i in todo]
@@ -427,9 +429,9 @@ def _decide(
             for pkg in session.scalars(query.order_by(Package.created_at)):
                 if [pi.item_id for pi in pkg.items] != ids:
                     continue
-                if pkg.state == "built" and Path(pkg.path).is_file():
+                if pkg.state is PackageState.BUILT and Path(pkg.path).is_file():
                     pending = pkg.id
-                elif reshare and pkg.state != "built":
+                elif reshare and pkg.state is not PackageState.BUILT:
                     # The interrupted run sent it: nothing to send, and the table names it.
                     todo, ids, pending = [], [], pkg.id
                     break
@@ -456,7 +458,7 @@ def _record_delivered(
     """
     with vault.transaction() as session:
         built = [pkg.id for pkg in session.scalars(
-            select(Package).where(Package.body_id == body_id, Package.state == "built")
+            select(Package).where(Package.body_id == body_id, Package.state == PackageState.BUILT)
             .order_by(Package.created_at)) if pkg.id != resuming]
     left = []
     for package_id in built:
@@ -491,7 +493,7 @@ def _start(
     if not body.item_ids:
         with vault.transaction() as session:
             any_shared = session.scalar(select(Package.id).where(
-                Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged"))))
+                Package.body_id == plan.body, Package.state.in_(SHARED)))
         result.status = "already shared" if any_shared else "nothing to share"
         result.package = body.pending  # the package an interrupted reshare run sent, if any
     elif dry_run:

@@ -52,7 +52,7 @@ def sheet_data(vault: Vault, package_id: str, *, now: datetime | None = None) ->
         return {
             "package": row.id,
             "body": row.body_id,
-            "state": row.state,
+            "state": row.state.value,
             "sender": envelope.sender.name,
             "sender_fingerprint": envelope.sender.fingerprint,
             "recipients": [k.fingerprint for k in envelope.recipients],

@@ -52,7 +52,7 @@ from vault.service.packaging.records import package_dict
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore, WritebackFile, fsync_dir
-from vault.store.models import Body, Package, PackageItem, PackageRecipient
+from vault.store.models import Body, Package, PackageItem, PackageRecipient, PackageState
 
 
 @dataclass(frozen=True)
@@ -332,7 +332,7 @@ def record_package(
             file_size=file_size,
             path=str(draft.target),
             checkpoint_size=draft.checkpoint_size,
-            state="built",
+            state=PackageState.BUILT,
             items=[PackageItem(item_id=item.id, position=n, bag_path=f"data/{item.path}")
                    for n, item in enumerate(draft.items)],
             recipients=[

@@ -45,7 +45,7 @@ from vault.service.ids import new_id
 from vault.service.vaults import Vault
 from vault.store.blobs import publish_staged, require_folder, stage_files
 from vault.store.models import Acknowledgement as AcknowledgementRow
-from vault.store.models import Body, Identity, IdentityKey, Item, Package, Receipt
+from vault.store.models import Body, Identity, IdentityKey, Item, Package, PackageState, Receipt
 
 
 def make_receipt(
@@ -258,7 +258,7 @@ def import_ack(
         existing = session.get(AcknowledgementRow, pid)
         result = {"package": pid, "body": package.body_id, "by": ack.recipient.name,
                   "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
-                  "state": package.state, "already_acknowledged": existing is not None,
+                  "state": package.state.value, "already_acknowledged": existing is not None,
                   "witnessed_size": cosigned.checkpoint.size if cosigned else None}
         if existing is not None and existing.document_sha256 == digest:
             # The same genuine ack imported again (a retry, a second copy in the drop
@@ -275,7 +275,7 @@ def import_ack(
                                     received_at=received_at, imported_at=now))
         if cosigned is not None:
             witness.keep(session, cosigned, ack, package, now)
-        package.state = "acknowledged"
+        package.state = PackageState.ACKNOWLEDGED
         package.acknowledged_at = received_at
         log = CustodyLog(vault, session)
         details = {"body": package.body_id, "by": ack.recipient.fingerprint,
@@ -286,7 +286,7 @@ def import_ack(
             log.append(pair, "package.acknowledged", pi.item_id,
                        details={"package": pid, "body": package.body_id}, now=now)
         crash_point("import.before_commit")
-        result["state"] = package.state
+        result["state"] = package.state.value
     crash_point("import.after_commit")
     return result
 

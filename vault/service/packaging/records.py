@@ -28,7 +28,7 @@ def package_dict(row: Package, body_id: str | None = None) -> dict[str, Any]:
     return {
         "id": row.id,
         "body": body_id or row.body_id,
-        "state": row.state,
+        "state": row.state.value,
         "items": len(row.items),
         "item_ids": [pi.item_id for pi in row.items],
         "bytes": row.file_size,

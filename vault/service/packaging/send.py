@@ -48,7 +48,7 @@ from vault.service.packaging.records import get_package, package_dict
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.blobs import TEMP_PREFIX, fsync_dir, start_writeback
-from vault.store.models import Package
+from vault.store.models import Package, PackageState
 
 COPY_STEP = 8 << 20
 
@@ -115,7 +115,7 @@ def prepare_send(
         raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
     with vault.transaction() as session:
         row, source = _resolve_package(session, package)
-        if row.state != "built":
+        if row.state is not PackageState.BUILT:
             raise ConflictError(
                 f"package {row.id}: sent already at {isoformat(row.sent_at or utcnow())} to "
                 f"{row.outbox}; nothing to do"
@@ -169,9 +169,9 @@ def record_sent(
     """Log a delivered package as sent (the package and each item) and sign its receipt."""
     with vault.transaction() as session:
         row = get_package(session, delivery.package_id)
-        if row.state != "built":
+        if row.state is not PackageState.BUILT:
             raise ConflictError(f"package {row.id}: sent by another command meanwhile")
-        row.state = "sent"
+        row.state = PackageState.SENT
         row.sent_at = now
         row.outbox = str(delivery.outbox.absolute())
         log = CustodyLog(vault, session)
