@@ -38,8 +38,13 @@ from vault.errors import (
     VerificationError,
 )
 from vault.faults import crash_point
-from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
+from vault.formats.package import (
+    Envelope,
+    Party,
+    Statement,
+    read_package,
+)
 from vault.service import keyhistory, pending, witness
 from vault.service.contacts import known_senders
 from vault.service.custody import (
@@ -92,7 +97,7 @@ def _trusted(
                          "revoked key you mean to accept")
     revoked_at = None
     if trust_sender:
-        signer = sshsig.parse(fmt.read_package(path).signature).public_key
+        signer = sshsig.parse(read_package(path).signature).public_key
         if signer.fingerprint != trust_sender:
             raise VerificationError(
                 f"{path.name}: signed by {signer.fingerprint}, not by --trust-sender "
@@ -158,9 +163,9 @@ def open_package(
     if not path.is_file():
         raise NotFoundError(f"{path}: no such package file")
     trusted, revoked_at = _trusted(vault, path, trust_sender, allow_revoked)
-    pkg = fmt.read_package(path)
+    pkg = read_package(path)
     try:
-        peek = fmt.Envelope.from_bytes(pkg.envelope_bytes)
+        peek = Envelope.from_bytes(pkg.envelope_bytes)
     except VerificationError:
         peek = None
     if peek is not None and not any(k.fingerprint == peek.sender.fingerprint for k in trusted):
@@ -364,8 +369,8 @@ def _time(value: Any) -> datetime | None:
 def _received(session: Any, ref: str) -> ReceivedPackage:
     path = Path(ref)
     if path.is_file():
-        envelope_bytes = fmt.read_package(path).envelope_bytes
-        package_id = fmt.Envelope.from_bytes(envelope_bytes).package_id
+        envelope_bytes = read_package(path).envelope_bytes
+        package_id = Envelope.from_bytes(envelope_bytes).package_id
         row = session.get(ReceivedPackage, package_id)
         if row is not None and hashlib.sha256(envelope_bytes).hexdigest() != row.envelope_sha256:
             raise VerificationError(f"{path}: envelope differs from package {package_id} as "
@@ -445,7 +450,7 @@ def acknowledge(
         identity = acting_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         _check_opened(vault, session, row)
-        statement = fmt.Statement.from_bytes(row.statement)
+        statement = Statement.from_bytes(row.statement)
         log = CustodyLog(vault, session)
         log.append(pair, "package.acknowledged", row.package_id,
                    details={"sender": row.sender, "body": row.body_id},
@@ -456,7 +461,7 @@ def acknowledge(
         ack = rfmt.Acknowledgement(
             package_id=row.package_id,
             body=row.body_id,
-            recipient=fmt.Party(identity.name, pair.fingerprint),
+            recipient=Party(identity.name, pair.fingerprint),
             envelope_sha256=row.envelope_sha256,
             statement_sha256=row.statement_sha256,
             items=tuple(rfmt.ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),

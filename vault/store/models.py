@@ -277,8 +277,8 @@ class CustodyHead(Base):
     frontier: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class Checkpoint(Base):
-    """A signed checkpoint (C2SP signed note) of the custody log."""
+class SignedCheckpoint(Base):
+    """A checkpoint of this vault's custody log as signed here (C2SP signed note), kept."""
 
     __tablename__ = "checkpoints"
 
