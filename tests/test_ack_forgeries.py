@@ -91,7 +91,7 @@ def test_ack_received_in_the_future_is_refused(world: World) -> None:
 
 def test_ack_received_within_the_clock_skew_is_accepted(world: World) -> None:
     from vault.clock import isoformat, parse_iso
-    from vault.service.opening import ACK_CLOCK_SKEW
+    from vault.service.packaging.receipts import ACK_CLOCK_SKEW
 
     genuine = Acknowledgement.from_bytes(_ack(world).read_bytes())
     built = json.loads(world.office.ok("package", "show", world.package_id,

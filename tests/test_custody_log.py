@@ -52,8 +52,8 @@ from vault.errors import UsageError, VerificationError
 from vault.service import anchor
 from vault.service.identities import load_keypair
 from vault.service.vaults import Vault, open_vault
-from vault.store.models import Checkpoint as CheckpointRow
 from vault.store.models import CustodyEvent, CustodyHead, IdentityKey, VaultKey
+from vault.store.models import SignedCheckpoint as CheckpointRow
 
 REPO = Path(__file__).resolve().parent.parent
 CASE = "UA-2026-0042"

@@ -27,7 +27,7 @@ from vault.service.custody import CustodyLog
 from vault.service.identities import KeyPair
 from vault.service.keyhistory import ANCHOR_NAME, Anchor, key_details
 from vault.service.vaults import open_vault
-from vault.store.models import Checkpoint, CustodyEvent, CustodyHead, VaultKey
+from vault.store.models import CustodyEvent, CustodyHead, SignedCheckpoint, VaultKey
 
 CASE = "FICT-2026-0042"
 OFFICE = "registry-office"
@@ -307,7 +307,7 @@ def resign_everything(cli: Cli, attacker: SigningKey) -> None:
             head.size, head.root, head.frontier = (frontier.size, frontier.root(),
                                                    frontier.to_bytes())
             origin = f"evault/{vault.config.vault_id}"
-            for cp in session.scalars(select(Checkpoint)):
+            for cp in session.scalars(select(SignedCheckpoint)):
                 cp.note = sign_checkpoint(NoteCheckpoint(origin, cp.size, cp.root),
                                           NoteSigner(origin, attacker))
                 cp.signer = fingerprint

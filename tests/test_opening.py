@@ -643,12 +643,12 @@ def test_an_excerpt_with_other_packages_events_as_earlier_evaults_made_still_ope
     """A package built before excerpts were reduced carries the items' package.sent events
     (the line format is the same): it still opens, its events proven, its excerpt kept."""
     from vault.custody.events import ACTIONS
-    from vault.service import packaging
+    from vault.service.packaging import plan
 
     outbox = world.tmp / "outbox"
     outbox.mkdir()
     world.office.ok("send", world.package_id, "--outbox", str(outbox))
-    monkeypatch.setattr(packaging, "EXCERPT_ACTIONS", ACTIONS)  # the earlier selection
+    monkeypatch.setattr(plan, "EXCERPT_ACTIONS", ACTIONS)  # the earlier selection
     package = world.tmp / "old-style.evpkg"
     pid = json.loads(world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE,
                                      "-o", str(package), "--json").stdout)["id"]

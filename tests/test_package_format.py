@@ -37,10 +37,10 @@ from vault.formats.package import (
     MEMBERS,
     STATEMENT_NAMESPACE,
     Envelope,
-    PackageFile,
     PackageWriter,
     Party,
     RecipientKey,
+    ScannedPackage,
     Statement,
     StatementItem,
     payload_offset,
@@ -1216,6 +1216,6 @@ def test_fuzz_read_package_and_detect(
 
 def test_package_file_is_a_plain_value(built: Built) -> None:
     pkg = read_package(built.path)
-    assert isinstance(pkg, PackageFile)
+    assert isinstance(pkg, ScannedPackage)
     with pytest.raises(dataclasses.FrozenInstanceError):
         pkg.payload_size = 0  # type: ignore[misc]

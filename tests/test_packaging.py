@@ -439,7 +439,8 @@ def test_a_package_file_changed_after_build_is_not_delivered(world: World, where
 
 def _written(world: World, body: str) -> tuple[Any, Any]:
     """A package for ``body`` planned and written, not yet recorded: (vault, written file)."""
-    from vault.service.packaging import plan_package, write_package_file
+    from vault.service.packaging.build import write_package_file
+    from vault.service.packaging.plan import plan_package
     from vault.service.vaults import open_vault
 
     v = open_vault(world.office.vault)
@@ -449,7 +450,7 @@ def _written(world: World, body: str) -> tuple[Any, Any]:
 
 def test_a_key_revoked_while_the_package_was_written_refuses_it(world: World) -> None:
     from vault.errors import PolicyError
-    from vault.service.packaging import finish_package
+    from vault.service.packaging.build import finish_package
 
     v, written = _written(world, "ICC-OTP")
     assert written.draft.temp.is_file()
@@ -467,7 +468,7 @@ def test_a_key_revoked_while_the_package_was_written_refuses_it(world: World) ->
 
 def test_a_label_forbidding_the_body_added_meanwhile_refuses_the_package(world: World) -> None:
     from vault.errors import PolicyError
-    from vault.service.packaging import finish_package
+    from vault.service.packaging.build import finish_package
     from vault.store.models import ItemLabel
 
     world.office.ok("rule", "add", "restricted-icc", "ICC-OTP")

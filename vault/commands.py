@@ -1268,7 +1268,9 @@ def package_create(
       evault package create --to UA-OPG --item EV-0123456789AB -o opg.evpkg
       evault package create --to ICC-OTP --case UA-2026-0042 --send --outbox /mnt/transfer
     """
-    from vault.service.packaging import build_package, plan_package, send_package
+    from vault.service.packaging.build import build_package
+    from vault.service.packaging.plan import plan_package
+    from vault.service.packaging.send import send_package
 
     if send_now and outbox is None:
         raise click.UsageError("--send needs --outbox DIR")
@@ -1311,7 +1313,7 @@ def package_list(vault: Vault, body: str | None, fmt: str | None) -> None:
     Example:
       evault package list --body ICC-OTP
     """
-    from vault.service.packaging import PACKAGE_COLUMNS, list_packages
+    from vault.service.packaging.records import PACKAGE_COLUMNS, list_packages
 
     emit_rows(list_packages(vault, body=body), fmt, PACKAGE_COLUMNS)
 
@@ -1327,7 +1329,7 @@ def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
     Example:
       evault package show PKG-0123456789AB
     """
-    from vault.service.packaging import show_package
+    from vault.service.packaging.records import show_package
 
     emit_record(show_package(vault, package_id), as_json)
 
@@ -1413,7 +1415,7 @@ def send(vault: Vault, package_ref: str, outbox: Path, as_name: str | None, as_j
       evault send PKG-0123456789AB.evpkg --outbox /mnt/transfer
       evault send PKG-0123456789AB --outbox /media/usb
     """
-    from vault.service.packaging import send_package
+    from vault.service.packaging.send import send_package
 
     data = send_package(vault, package_ref, outbox=outbox, as_name=as_name)
     emit_record(data, as_json)
@@ -1445,7 +1447,7 @@ def receipt_list(vault: Vault, body: str | None, since: str | None, fmt: str | N
       evault receipt list --since 2026-11-01T00:00:00Z --json
     """
     from vault.service.intake import parse_collected_at
-    from vault.service.packaging import list_receipts
+    from vault.service.packaging.receipts import list_receipts
 
     when = parse_collected_at(since, "--since") if since else None
     rows = list_receipts(vault, body=body, since=when)
@@ -1463,7 +1465,7 @@ def receipt_show(vault: Vault, receipt_id: str, as_json: bool) -> None:
     Example:
       evault receipt show RCP-0123456789AB
     """
-    from vault.service.packaging import show_receipt
+    from vault.service.packaging.receipts import show_receipt
 
     data = show_receipt(vault, receipt_id)
     if as_json:
@@ -1489,7 +1491,7 @@ def receipt_export(vault: Vault, receipt_id: str, output: Path) -> None:
     Example:
       evault receipt export RCP-0123456789AB -o receipt.json
     """
-    from vault.service.packaging import export_receipt
+    from vault.service.packaging.receipts import export_receipt
 
     document, signature = export_receipt(vault, receipt_id, output)
     say(f"wrote {document} and {signature}")
@@ -1773,7 +1775,7 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
     Example:
       evault receipt import PKG-0123456789AB.ack.json
     """
-    from vault.service.opening import import_ack
+    from vault.service.packaging.receipts import import_ack
 
     data = import_ack(vault, ack_file)
     emit_record(data, as_json)

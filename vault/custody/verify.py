@@ -50,7 +50,7 @@ class HeadRecord(Protocol):
 
 
 class CheckpointRecord(Protocol):
-    """A kept checkpoint as stored (vault.store.models.Checkpoint has these)."""
+    """A kept checkpoint as stored (vault.store.models.SignedCheckpoint has these)."""
 
     @property
     def id(self) -> int: ...

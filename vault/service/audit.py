@@ -40,11 +40,17 @@ from vault.crypto.keys import VerifyKey
 from vault.custody.merkle import EMPTY_ROOT, verify_consistency
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
 from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
-from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import load_card
 from vault.formats.kinds import detect_file
+from vault.formats.package import (
+    ENVELOPE_NAMESPACE,
+    STATEMENT_NAMESPACE,
+    Envelope,
+    read_package,
+    verify_statement,
+)
 from vault.formats.safetar import printable
 from vault.service.progress import Progress
 from vault.service.vaults import Vault
@@ -349,7 +355,7 @@ def _received_origins(
         if key is None:
             continue
         try:
-            note = fmt.Envelope.from_bytes(bytes(envelope)).checkpoint
+            note = Envelope.from_bytes(bytes(envelope)).checkpoint
         except VaultError:
             continue
         out.append((pid, _origin_line(note), key))
@@ -495,18 +501,18 @@ def _check_package(
 ) -> _Checked:
     from vault.service.inspection import inspect_package
 
-    pkg = fmt.read_package(path)
+    pkg = read_package(path)
     pid = _peek(pkg.envelope_bytes, "package_id")
     label = f"package {pid}" if pid else "package"
-    keys = trust.require(pkg.signature, fmt.ENVELOPE_NAMESPACE, label)
+    keys = trust.require(pkg.signature, ENVELOPE_NAMESPACE, label)
     if identities is None:
         report = inspect_package(path, trusted=keys)
         done = "envelope and payload digest verified"
     else:
         report = inspect_package(path, trusted=keys, identities=identities, progress=progress)
-        if report.sender_key not in trust.keys(fmt.STATEMENT_NAMESPACE) and trust.revocation(
+        if report.sender_key not in trust.keys(STATEMENT_NAMESPACE) and trust.revocation(
                 report.sender_key) is None:
-            raise trust.untrusted(report.sender_key, fmt.STATEMENT_NAMESPACE,
+            raise trust.untrusted(report.sender_key, STATEMENT_NAMESPACE,
                                   f"package {report.package_id}: statement")
         assert report.statement is not None
         done = (f"envelope, payload, bag, statement, {len(report.statement.items)} item(s) and "
@@ -526,13 +532,13 @@ def _check_envelope(path: Path, trust: Trust, identities: OwnKeys | None) -> _Ch
     pid = _peek(data, "package_id")
     label = f"package {pid}: envelope" if pid else "envelope"
     signature = _signature_of(path, label)
-    keys = trust.require(signature, fmt.ENVELOPE_NAMESPACE, label)
+    keys = trust.require(signature, ENVELOPE_NAMESPACE, label)
     try:
-        signer = sshsig.verify(signature, data, fmt.ENVELOPE_NAMESPACE, trusted=keys)
+        signer = sshsig.verify(signature, data, ENVELOPE_NAMESPACE, trusted=keys)
     except VerificationError as e:
         raise VerificationError(f"{label}: signature does not verify: {e}") from None
     try:
-        envelope = fmt.Envelope.from_bytes(data)
+        envelope = Envelope.from_bytes(data)
     except VerificationError as e:
         raise VerificationError(f"{label}: {e}") from None
     if signer.fingerprint != envelope.sender.fingerprint:
@@ -553,8 +559,8 @@ def _check_statement(path: Path, trust: Trust, identities: OwnKeys | None) -> _C
     pid = _peek(data, "package_id")
     label = f"package {pid}: statement" if pid else "statement"
     signature = _signature_of(path, label)
-    keys = trust.require(signature, fmt.STATEMENT_NAMESPACE, label)
-    statement = fmt.verify_statement(data, signature, keys)
+    keys = trust.require(signature, STATEMENT_NAMESPACE, label)
+    statement = verify_statement(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == statement.sender.fingerprint)
     note = trust.dated(signer, statement.created_at, label)
     return _Checked(
@@ -748,7 +754,7 @@ def read_checkpoint_of(path: Path) -> tuple[str, str | None]:
     label = f"{path.name}: {KIND_WORDS.get(kind, kind)}"
     try:
         if kind == "package":
-            envelope = fmt.Envelope.from_bytes(fmt.read_package(path).envelope_bytes)
+            envelope = Envelope.from_bytes(read_package(path).envelope_bytes)
             return envelope.checkpoint, envelope.package_id
         data = path.read_bytes()
         if kind == "sharing-receipt":
@@ -757,7 +763,7 @@ def read_checkpoint_of(path: Path) -> tuple[str, str | None]:
         if kind == "acknowledgement":
             return rfmt.Acknowledgement.from_bytes(data).checkpoint, None
         if kind == "envelope":
-            envelope = fmt.Envelope.from_bytes(data)
+            envelope = Envelope.from_bytes(data)
             return envelope.checkpoint, envelope.package_id
     except VerificationError as e:
         raise VerificationError(f"{label}: {e}") from None

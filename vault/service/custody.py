@@ -58,8 +58,7 @@ from vault.service.progress import Progress
 from vault.service.vaults import Vault
 from vault.service.witness import witness_defects, witnessed_checkpoints
 from vault.store import db
-from vault.store.models import Checkpoint as CheckpointRow
-from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey
+from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey, SignedCheckpoint
 
 if TYPE_CHECKING:
     from vault.custody.verify import Defect, LogReport, Run, Scan
@@ -251,7 +250,7 @@ def checkpoint_now(
     checkpoint = Checkpoint(origin(vault), head.size, head.root)
     note = sign_checkpoint(checkpoint, NoteSigner(_signer_name(vault), pair.signing))
     session.add(
-        CheckpointRow(
+        SignedCheckpoint(
             size=head.size,
             root=head.root,
             signer=pair.fingerprint,
@@ -287,9 +286,9 @@ def verifier_key(vault: Vault, session: Session) -> str:
     return NoteVerifier.for_key(_signer_name(vault), key).vkey()
 
 
-def latest_checkpoint(session: Session) -> CheckpointRow:
+def latest_checkpoint(session: Session) -> SignedCheckpoint:
     """The newest checkpoint, or a NotFoundError that says how to make one."""
-    row = session.scalar(select(CheckpointRow).order_by(CheckpointRow.id.desc()).limit(1))
+    row = session.scalar(select(SignedCheckpoint).order_by(SignedCheckpoint.id.desc()).limit(1))
     if row is None:
         raise NotFoundError("custody log: no checkpoint yet; run `evault custody checkpoint`")
     return row
@@ -523,7 +522,7 @@ def verify_log(
         trust = keyhistory.audit(vault, session, history_anchor)
         report.defects.extend(Defect(seq, message) for seq, message in trust.defects)
         keys = {fp: KeyInfo(k.raw, k.created_at, k.revoked_at) for fp, k in trust.keys.items()}
-        checkpoints = session.scalars(select(CheckpointRow).order_by(CheckpointRow.id)).all()
+        checkpoints = session.scalars(select(SignedCheckpoint).order_by(SignedCheckpoint.id)).all()
         head = session.get(CustodyHead, 1)
         verifiers = [NoteVerifier.for_key(_signer_name(vault), VerifyKey(k.raw))
                      for k in keys.values()]

@@ -40,7 +40,7 @@ from vault.service import keyhistory, pending
 from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
-from vault.store.models import Blob, Body, Identity, Item, Package
+from vault.store.models import Blob, Body, Identity, Item, Package, PackageState
 
 
 def _rules_state(v: Vault, session: Session) -> str:
@@ -82,7 +82,8 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
             report["release_rules"] = _rules_state(v, session)
             # Built and never sent: an interrupted export's, or `package create` without `send`.
             report["unsent_packages"] = list(session.scalars(
-                select(Package.id).where(Package.state == "built").order_by(Package.created_at)))
+                select(Package.id).where(Package.state == PackageState.BUILT)
+                .order_by(Package.created_at)))
             known = set(session.scalars(select(Blob.id)))
             temps, on_disk = blobs.scan()
             # Interrupted package builds leave temporary ciphertext in exports/.

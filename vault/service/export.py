@@ -40,27 +40,26 @@ from vault.errors import NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.service.identities import KeyPair
 from vault.service.items import get_case
-from vault.service.packaging import (
-    Delivery,
-    PackageDraft,
-    PackageFile,
+from vault.service.packaging.build import (
     Sealed,
-    _active_keys,
-    deliver,
+    WrittenPackage,
     discard_package_file,
     finish_package,
-    plan_package,
+    seal_package_file,
+    write_package_files,
+)
+from vault.service.packaging.plan import PackageDraft, active_keys, plan_package, select_items
+from vault.service.packaging.send import (
+    Delivery,
+    deliver,
     prepare_send,
     record_sent,
-    seal_package_file,
-    select_items,
     send_package,
-    write_package_files,
 )
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.blobs import TEMP_PREFIX
-from vault.store.models import Body, Item, Package, PackageItem
+from vault.store.models import Body, Item, Package, PackageItem, PackageState
 
 log = logging.getLogger("evault")
 
@@ -75,6 +74,8 @@ RESHARE_RUN = ".export-reshare"
 """In the vault folder while a ``reshare`` export has not come to its end: the ids of the
 packages it built, one a line."""
 PLAN_KEYS = {"case", "label", "tags", "items", "reference", "purpose"}
+SHARED = (PackageState.SENT, PackageState.ACKNOWLEDGED)
+"""The states of a package whose items count as shared with its body."""
 
 
 @dataclass(frozen=True)
@@ -293,7 +294,7 @@ class _Body:
     pair: KeyPair | None = None
     delivery: Delivery | None = None  # set when there is a package to send
     draft: PackageDraft | None = None  # set when a package is to be built now
-    written: PackageFile | VaultError | None = None
+    written: WrittenPackage | VaultError | None = None
     sealed: Callable[[], Sealed] | None = None  # its file's seal, being made on a helper
 
 
@@ -416,7 +417,7 @@ def _decide(
             (withheld if blocked else allowed).append(item)
         shared = set(session.scalars(
             select(PackageItem.item_id).join(Package).where(
-                Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged")))
+                Package.body_id == plan.body, Package.state.in_(SHARED))
         ))
         todo = allowed if reshare else [i for i in allowed if i.id not in shared]
         ids = [i.id for i in todo]
@@ -428,9 +429,9 @@ def _decide(
             for pkg in session.scalars(query.order_by(Package.created_at)):
                 if [pi.item_id for pi in pkg.items] != ids:
                     continue
-                if pkg.state == "built" and Path(pkg.path).is_file():
+                if pkg.state is PackageState.BUILT and Path(pkg.path).is_file():
                     pending = pkg.id
-                elif reshare and pkg.state != "built":
+                elif reshare and pkg.state is not PackageState.BUILT:
                     # The interrupted run sent it: nothing to send, and the table names it.
                     todo, ids, pending = [], [], pkg.id
                     break
@@ -457,7 +458,7 @@ def _record_delivered(
     """
     with vault.transaction() as session:
         built = [pkg.id for pkg in session.scalars(
-            select(Package).where(Package.body_id == body_id, Package.state == "built")
+            select(Package).where(Package.body_id == body_id, Package.state == PackageState.BUILT)
             .order_by(Package.created_at)) if pkg.id != resuming]
     left = []
     for package_id in built:
@@ -492,7 +493,7 @@ def _start(
     if not body.item_ids:
         with vault.transaction() as session:
             any_shared = session.scalar(select(Package.id).where(
-                Package.body_id == plan.body, Package.state.in_(("sent", "acknowledged"))))
+                Package.body_id == plan.body, Package.state.in_(SHARED)))
         result.status = "already shared" if any_shared else "nothing to share"
         result.package = body.pending  # the package an interrupted reshare run sent, if any
     elif dry_run:
@@ -522,7 +523,7 @@ def _would(vault: Vault, body_id: str) -> tuple[str, str | None]:
             return ("would fail: body not found",
                     f"body {body_id}: not found; see `evault body list`")
         try:
-            _active_keys(body)
+            active_keys(body)
         except VaultError as e:
             return "would fail: no active key", str(e)
     return "", None
@@ -536,7 +537,7 @@ def _finish_group(
     try:
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="evault-seal") as pool:
             for body in group:
-                if isinstance(body.written, PackageFile):
+                if isinstance(body.written, WrittenPackage):
                     body.sealed = pool.submit(seal_package_file, body.written).result
             for body in group:
                 handed += 1
@@ -544,7 +545,7 @@ def _finish_group(
                 shown.finished(body)
     except BaseException:
         for body in group[handed:]:
-            if isinstance(body.written, PackageFile):
+            if isinstance(body.written, WrittenPackage):
                 discard_package_file(body.written.draft)
         raise
 
@@ -556,7 +557,7 @@ def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) ->
     try:
         if isinstance(body.written, VaultError):
             raise body.written
-        if isinstance(body.written, PackageFile):
+        if isinstance(body.written, WrittenPackage):
             built, stamp = finish_package(vault, body.written, body.sealed)
             body.delivery = Delivery(built["id"], Path(built["path"]), built["file_sha256"],
                                      outbox, read_at=stamp)

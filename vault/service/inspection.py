@@ -45,9 +45,18 @@ from vault.custody.events import Event
 from vault.custody.merkle import leaf_hash, verify_inclusion
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
 from vault.errors import DecryptionError, VaultError, VerificationError
-from vault.formats import package as fmt
 from vault.formats.bagit import BagContents, encode_manifest_path, read_bag
 from vault.formats.canonical import parse_json_object
+from vault.formats.package import (
+    Envelope,
+    RecipientKey,
+    ScannedPackage,
+    Statement,
+    hold_package,
+    read_package,
+    verify_envelope,
+    verify_statement,
+)
 from vault.formats.safetar import printable
 from vault.service.ids import CASE_ID_RULE, is_case_id
 from vault.service.progress import Progress
@@ -67,7 +76,7 @@ class OwnKeys:
     identity: str
     only: bool = False
 
-    def no_match(self, envelope: fmt.Envelope) -> DecryptionError:
+    def no_match(self, envelope: Envelope) -> DecryptionError:
         """The refusal of a package encrypted to none of these keys."""
         if not self.only:
             return DecryptionError(
@@ -87,21 +96,21 @@ class PackageReport:
     """What was verified about one package."""
 
     path: Path
-    envelope: fmt.Envelope
+    envelope: Envelope
     envelope_bytes: bytes
     """The envelope exactly as verified: record these, never the file read again."""
     envelope_sha256: str
     sender_key: VerifyKey
     checkpoint: Checkpoint
     decrypted: bool = False
-    statement: fmt.Statement | None = None
+    statement: Statement | None = None
     statement_sha256: str | None = None
     statement_bytes: bytes | None = None
     statement_signature: str | None = None
     items: list[dict[str, Any]] = field(default_factory=list)
     custody_excerpt: bytes = b""
     custody_events: int = 0
-    matched_key: fmt.RecipientKey | None = None
+    matched_key: RecipientKey | None = None
     bag: BagContents | None = None
     staging_lock: int | None = None
     """A descriptor of ``extract_to``, flocked: the caller closes it once the staging folder
@@ -188,11 +197,11 @@ def _changed(report_id: str) -> VerificationError:
 
 def verify_outside(path: Path, trusted: Sequence[VerifyKey]) -> PackageReport:
     """The checks anyone can make: envelope signature by a trusted sender, checkpoint note."""
-    return _verify_outside(fmt.read_package(path), trusted)
+    return _verify_outside(read_package(path), trusted)
 
 
-def _verify_outside(pkg: fmt.PackageFile, trusted: Sequence[VerifyKey]) -> PackageReport:
-    envelope = fmt.verify_envelope(pkg, trusted)
+def _verify_outside(pkg: ScannedPackage, trusted: Sequence[VerifyKey]) -> PackageReport:
+    envelope = verify_envelope(pkg, trusted)
     sender_key = next(k for k in trusted if k.fingerprint == envelope.sender.fingerprint)
     cp_origin = envelope.checkpoint.split("\n", 1)[0]
     try:
@@ -214,13 +223,13 @@ def _verify_outside(pkg: fmt.PackageFile, trusted: Sequence[VerifyKey]) -> Packa
 def check_payload_digest(report: PackageReport) -> None:
     """Hash ``payload.age`` and compare with the signed envelope (no key needed); the file
     must still hold the envelope ``report`` verified."""
-    with fmt.hold_package(report.path) as pkg:
+    with hold_package(report.path) as pkg:
         if pkg.envelope_bytes != report.envelope_bytes:
             raise _changed(report.package_id)
         _check_digest(pkg, report, None, pkg.payload_size)
 
 
-def _check_digest(pkg: fmt.PackageFile, report: PackageReport, progress: Progress | None,
+def _check_digest(pkg: ScannedPackage, report: PackageReport, progress: Progress | None,
                   total: int) -> None:
     """The first pass: hash the whole payload, decrypting nothing (bytes go nowhere else)."""
     digest = hashlib.sha256()
@@ -253,7 +262,7 @@ def inspect_package(
     ``extract_to`` is a folder that does not exist yet: it is made (mode 0700) only once the
     payload is known to be the one the sender signed, and removed again if anything fails.
     """
-    with fmt.hold_package(path) as pkg:
+    with hold_package(path) as pkg:
         report = _verify_outside(pkg, trusted)
         if identities is None:
             _check_digest(pkg, report, progress, pkg.payload_size)
@@ -289,7 +298,7 @@ def inspect_package(
     return report
 
 
-def _decrypt(pkg: fmt.PackageFile, report: PackageReport, identity: AgeIdentity,
+def _decrypt(pkg: ScannedPackage, report: PackageReport, identity: AgeIdentity,
              extract_to: Path | None, progress: Progress | None) -> BagContents:
     """The second pass: decrypt and read the bag (into ``extract_to``), hashing the
     ciphertext again, so that what was decrypted is what the first pass found signed."""
@@ -340,7 +349,7 @@ def _check_statement(report: PackageReport, bag: BagContents) -> None:
     sig = bag.tag_files.get("evault/statement.json.sig")
     if data is None or sig is None:
         raise _fail(pid, "the bag has no signed statement (evault/statement.json and .sig)")
-    statement = fmt.verify_statement(data, sig.decode("utf-8", "replace"), [report.sender_key])
+    statement = verify_statement(data, sig.decode("utf-8", "replace"), [report.sender_key])
     if statement.package_id != pid:
         raise _fail(pid, f"the statement is for package {statement.package_id}; the payload "
                     "was taken from another package")

@@ -30,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,13 +41,14 @@ from vault.faults import crash_point
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
-from vault.service.ids import CASE_ID_RULE, is_case_id, new_id
+from vault.service.ids import CASE_ID_RULE, is_case_id
 from vault.service.items import get_case
 from vault.service.progress import Progress
+from vault.service.recording import NewItem, record_items
 from vault.service.storing import Stored, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
-from vault.store.models import Blob, Case, Item, ItemDigest, ItemLabel, ItemTag, VaultKey
+from vault.store.models import Case, Item, VaultKey
 
 if TYPE_CHECKING:
     # At run time only where workers are started: multiprocessing costs every command
@@ -644,85 +645,44 @@ def _record_batch(
     create_case: bool,
     now: datetime,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    """One transaction for a batch; returns the items and the blobs made redundant by dedupe.
-
-    The rows go in with one bulk INSERT per table and the custody events with one signed
-    append of the whole batch: thousands of small files cost milliseconds here, where
-    ORM objects cost a large share of the whole intake.
-    """
-    redundant: list[str] = []
-    out: list[dict[str, Any]] = []
+    """One transaction for a batch; returns the items and the blobs made redundant by dedupe
+    (:func:`~vault.service.recording.record_items`)."""
     with vault.transaction() as session:
         pair = actor_pair(vault, session, as_name)
         log = CustodyLog(vault, session)
         _ensure_cases(session, log, pair, {s.row.fields.case for s in batch}, create_case, now)
-        digests = {s.sha256 for s in batch}
-        known: dict[tuple[str, int], str] = {
-            (b.sha256, b.size): b.id
-            for b in session.scalars(select(Blob).where(Blob.sha256.in_(digests)))
-        }
-        blob_rows: list[dict[str, Any]] = []
-        item_rows: list[dict[str, Any]] = []
-        label_rows: list[dict[str, Any]] = []
-        tag_rows: list[dict[str, Any]] = []
-        digest_rows: list[dict[str, Any]] = []
-        events: list[tuple[str, str, dict[str, Any], dict[str, str]]] = []
-        for stored in batch:
-            key = (stored.sha256, stored.size)
-            blob_id = known.get(key)
-            if blob_id is None:
-                blob_rows.append({"id": stored.blob_id, "size": stored.size,
-                                  "sha256": stored.sha256, "stored_size": stored.stored_size,
-                                  "created_at": now})
-                known[key] = blob_id = stored.blob_id
-            else:
-                redundant.append(stored.blob_id)
-            fields = stored.row.fields
-            item_id = new_id("EV")
-            item_rows.append({
+        recorded = record_items(session, log, pair, [
+            NewItem(
+                Stored(stored.blob_id, stored.size, stored.sha256, stored.stored_size,
+                       stored.extra),
+                case=stored.row.fields.case,
+                original_name=stored.row.path.name,
+                action="item.ingested",
+                details={"case": stored.row.fields.case, "size": stored.size,
+                         "labels": list(stored.row.fields.labels)},
+                title=stored.row.fields.title,
+                description=stored.row.fields.description,
+                source=stored.row.fields.source,
+                collected_at=stored.row.fields.collected_at,
+                location=stored.row.fields.location,
+                labels=stored.row.fields.labels,
+                tags=stored.row.fields.tags,
+            )
+            for stored in batch
+        ], now=now)
+        out = [
+            {
                 "id": item_id,
-                "case_id": fields.case,
-                "blob_id": blob_id,
-                "original_name": stored.row.path.name,
-                "title": fields.title,
-                "description": fields.description,
-                "source": fields.source,
-                "collected_at": fields.collected_at,
-                "location": fields.location,
+                "case": stored.row.fields.case,
+                "name": stored.row.path.name,
                 "size": stored.size,
                 "sha256": stored.sha256,
-                "ingested_at": now,
-                "ingested_by": pair.fingerprint,
-            })
-            label_rows += [{"item_id": item_id, "label": label} for label in fields.labels]
-            tag_rows += [{"item_id": item_id, "key": k, "value": v} for k, v in fields.tags]
-            digest_rows += [{"item_id": item_id, "algorithm": a, "hexdigest": h}
-                            for a, h in stored.extra.items()]
-            events.append((
-                "item.ingested",
-                item_id,
-                {"case": fields.case, "size": stored.size, "labels": list(fields.labels)},
-                {"sha256": stored.sha256, **stored.extra},
-            ))
-            out.append(
-                {
-                    "id": item_id,
-                    "case": fields.case,
-                    "name": stored.row.path.name,
-                    "size": stored.size,
-                    "sha256": stored.sha256,
-                    **{a: h for a, h in stored.extra.items()},
-                }
-            )
-        for row, seq in zip(item_rows, log.append_many(pair, events, now=now), strict=True):
-            row["intake_seq"] = seq
-        session.flush()  # new cases first: the items refer to them
-        for model, rows in ((Blob, blob_rows), (Item, item_rows), (ItemLabel, label_rows),
-                            (ItemTag, tag_rows), (ItemDigest, digest_rows)):
-            if rows:
-                session.execute(insert(model), rows)
+                **{a: h for a, h in stored.extra.items()},
+            }
+            for item_id, stored in zip(recorded.item_ids, batch, strict=True)
+        ]
         crash_point("ingest.before_commit")
-    return out, redundant
+    return out, recorded.redundant
 
 
 def ingest(

@@ -1,4 +1,4 @@
-"""The recipient's side: open a package into the vault, acknowledge it; the sender imports acks.
+"""The recipient's side: open a package into the vault, and acknowledge it.
 
     >>> open_package(vault, Path("PKG-0123456789AB.evpkg"), out_dir=Path("in"))  # doctest: +SKIP
     >>> acknowledge(vault, "PKG-0123456789AB", output=Path("ack.json"))         # doctest: +SKIP
@@ -7,7 +7,10 @@
 staging folder inside ``--out``, renamed only when every check passed; the items then enter
 this vault encrypted at rest, with an ``item.received`` event naming the sender, the
 original digests and the sender's custody excerpt kept: custody continues across
-organisations.
+organisations. They are recorded as intake records its items
+(:func:`vault.service.recording.record_items`): bytes the vault holds already are not stored
+twice. The sender imports the acknowledgement with
+:func:`vault.service.packaging.receipts.import_ack`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import hashlib
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +31,28 @@ from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
 from vault.custody.events import Event
-from vault.custody.note import NoteVerifier, open_checkpoint
 from vault.errors import (
     ConflictError,
     NotFoundError,
     UsageError,
-    VaultError,
     VerificationError,
 )
 from vault.faults import crash_point
-from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
+from vault.formats.package import (
+    Envelope,
+    Party,
+    Statement,
+    read_package,
+)
 from vault.service import keyhistory, pending, witness
 from vault.service.contacts import known_senders
 from vault.service.custody import (
     CustodyLog,
     actor_pair,
     checkpoint_now,
-    origin,
-    vault_verifiers,
 )
 from vault.service.identities import acting_identity, identity_count, load_keypair
-from vault.service.ids import new_id
 from vault.service.inspection import (
     OwnKeys,
     PackageReport,
@@ -58,6 +61,7 @@ from vault.service.inspection import (
 )
 from vault.service.intake import storage_recipient
 from vault.service.progress import Progress
+from vault.service.recording import NewItem, record_items
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
 from vault.store.blobs import (
@@ -69,19 +73,11 @@ from vault.store.blobs import (
     stage_files,
 )
 from vault.store.models import (
-    Acknowledgement,
-    Blob,
-    Body,
     BodyKey,
     Case,
     Contact,
     CustodyEvent,
     IdentityKey,
-    Item,
-    ItemDigest,
-    ItemLabel,
-    ItemTag,
-    Package,
     ReceivedPackage,
 )
 
@@ -101,7 +97,7 @@ def _trusted(
                          "revoked key you mean to accept")
     revoked_at = None
     if trust_sender:
-        signer = sshsig.parse(fmt.read_package(path).signature).public_key
+        signer = sshsig.parse(read_package(path).signature).public_key
         if signer.fingerprint != trust_sender:
             raise VerificationError(
                 f"{path.name}: signed by {signer.fingerprint}, not by --trust-sender "
@@ -167,9 +163,9 @@ def open_package(
     if not path.is_file():
         raise NotFoundError(f"{path}: no such package file")
     trusted, revoked_at = _trusted(vault, path, trust_sender, allow_revoked)
-    pkg = fmt.read_package(path)
+    pkg = read_package(path)
     try:
-        peek = fmt.Envelope.from_bytes(pkg.envelope_bytes)
+        peek = Envelope.from_bytes(pkg.envelope_bytes)
     except VerificationError:
         peek = None
     if peek is not None and not any(k.fingerprint == peek.sender.fingerprint for k in trusted):
@@ -285,38 +281,33 @@ def _receive(
                         session.add(Case(id=case, title=None, created_at=now))
                         log.append(pair, "case.created", case, now=now,
                                    details={"received_in": envelope.package_id})
-                received = []
-                for item, meta, case, result in stored:
-                    local_id = new_id("EV")
-                    session.add(Blob(id=result.blob_id, size=result.size, sha256=result.sha256,
-                                     stored_size=result.stored_size, created_at=now))
-                    # Only what this vault computed: the sender's claims were compared above.
-                    digests = {"sha256": result.sha256, **result.extra}
-                    event = log.append(
-                        pair, "item.received", local_id,
-                        details={"package": envelope.package_id, "sender":
-                                 envelope.sender.fingerprint, "source_item": item.id,
-                                 "case": case, "size": item.size},
-                        digests=digests, now=now,
-                    )
-                    session.add(Item(
-                        id=local_id, case_id=case, blob_id=result.blob_id,
-                        original_name=Path(item.path).name, title=_text(meta, "title"),
-                        description=_text(meta, "description"), source=_text(meta, "source"),
+                recorded = record_items(session, log, pair, [
+                    NewItem(
+                        result,
+                        case=case,
+                        original_name=Path(item.path).name,
+                        action="item.received",
+                        details={"package": envelope.package_id,
+                                 "sender": envelope.sender.fingerprint,
+                                 "source_item": item.id, "case": case, "size": item.size},
+                        title=_text(meta, "title"),
+                        description=_text(meta, "description"),
+                        source=_text(meta, "source"),
                         collected_at=_time(meta.get("collected_at")),
-                        location=_text(meta, "location"), size=item.size, sha256=item.sha256,
-                        ingested_at=now, ingested_by=pair.fingerprint, intake_seq=event.seq,
+                        location=_text(meta, "location"),
+                        labels=[str(lb) for lb in meta.get("labels") or []],
+                        tags=[(str(k), str(v)) for k, v in (meta.get("tags") or {}).items()],
                         received_from=envelope.sender.fingerprint,
-                        source_package=envelope.package_id, source_item=item.id,
-                        labels=[ItemLabel(label=str(lb)) for lb in meta.get("labels") or []],
-                        tags=[ItemTag(key=str(k), value=str(v))
-                              for k, v in (meta.get("tags") or {}).items()],
-                        digests=[ItemDigest(algorithm=k, hexdigest=v)
-                                 for k, v in sorted(result.extra.items())],
-                    ))
-                    received.append({"id": local_id, "source_item": item.id,
-                                     "name": Path(item.path).name, "size": item.size,
-                                     "sha256": item.sha256})
+                        source_package=envelope.package_id,
+                        source_item=item.id,
+                    )
+                    for item, meta, case, result in stored
+                ], now=now)
+                received = [{"id": local_id, "source_item": item.id,
+                             "name": Path(item.path).name, "size": item.size,
+                             "sha256": item.sha256}
+                            for local_id, (item, _meta, _case, _result)
+                            in zip(recorded.item_ids, stored, strict=True)]
                 assert report.statement_bytes is not None
                 assert report.statement_signature is not None
                 assert report.statement_sha256 is not None
@@ -343,6 +334,9 @@ def _receive(
             for s in stored:
                 blobs.remove(s[3].blob_id)
             raise
+        # Committed: the bytes of these were in the vault already, under another blob.
+        for blob_id in recorded.redundant:
+            blobs.remove(blob_id)
     return {
         "package": envelope.package_id,
         # The name this vault knows the key by, not the one the envelope gives itself.
@@ -375,8 +369,8 @@ def _time(value: Any) -> datetime | None:
 def _received(session: Any, ref: str) -> ReceivedPackage:
     path = Path(ref)
     if path.is_file():
-        envelope_bytes = fmt.read_package(path).envelope_bytes
-        package_id = fmt.Envelope.from_bytes(envelope_bytes).package_id
+        envelope_bytes = read_package(path).envelope_bytes
+        package_id = Envelope.from_bytes(envelope_bytes).package_id
         row = session.get(ReceivedPackage, package_id)
         if row is not None and hashlib.sha256(envelope_bytes).hexdigest() != row.envelope_sha256:
             raise VerificationError(f"{path}: envelope differs from package {package_id} as "
@@ -456,7 +450,7 @@ def acknowledge(
         identity = acting_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         _check_opened(vault, session, row)
-        statement = fmt.Statement.from_bytes(row.statement)
+        statement = Statement.from_bytes(row.statement)
         log = CustodyLog(vault, session)
         log.append(pair, "package.acknowledged", row.package_id,
                    details={"sender": row.sender, "body": row.body_id},
@@ -467,7 +461,7 @@ def acknowledge(
         ack = rfmt.Acknowledgement(
             package_id=row.package_id,
             body=row.body_id,
-            recipient=fmt.Party(identity.name, pair.fingerprint),
+            recipient=Party(identity.name, pair.fingerprint),
             envelope_sha256=row.envelope_sha256,
             statement_sha256=row.statement_sha256,
             items=tuple(rfmt.ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),
@@ -489,147 +483,3 @@ def acknowledge(
     publish_staged(staged)
     return {"package": row.package_id, "ack": str(output), "signature": str(sig_path),
             "recipient": identity.name, "fingerprint": pair.fingerprint}
-
-
-ACK_CLOCK_SKEW = timedelta(minutes=5)
-"""How far an ack's ``received_at`` may lie before the package was sent (or built, if never
-marked sent), or after the import: the two vaults' clocks may differ by this much, and no
-more."""
-
-
-def _ack_problems(
-    vault: Vault, ack: rfmt.Acknowledgement, package: Package, session: Session,
-    signer: VerifyKey, received_at: datetime, now: datetime,
-) -> list[str]:
-    """Why ``ack`` (its signature already verified) cannot be a genuine acknowledgement of
-    ``package``: each reason, in the order a reader checks them; empty if none."""
-    problems = []
-    recipients = {r.fingerprint for r in package.recipients if not r.escrow}
-    if ack.recipient.fingerprint not in recipients:
-        problems.append(f"it is signed by {ack.recipient.fingerprint}, a key of "
-                        f"{package.body_id} the package was not encrypted to")
-    if ack.body != package.body_id:
-        problems.append(f"it names body {ack.body}, the package went to {package.body_id}")
-    sent = as_utc(package.sent_at or package.created_at)
-    if received_at < sent - ACK_CLOCK_SKEW:
-        problems.append(f"it says received at {ack.received_at}, before the package was sent at "
-                        f"{isoformat(sent)} (allowing {_minutes(ACK_CLOCK_SKEW)} of clock skew)")
-    if received_at > now + ACK_CLOCK_SKEW:
-        problems.append(f"it says received at {ack.received_at}, after now ({isoformat(now)}; "
-                        f"allowing {_minutes(ACK_CLOCK_SKEW)} of clock skew)")
-    own_log = origin(vault)
-    if ack.checkpoint.split("\n", 1)[0] == own_log:
-        # The officer's key signs only its own log's checkpoints (claim 26): one of this
-        # vault's log is a tree head this vault never signed.
-        problems.append(f"its checkpoint names {own_log}, this vault's own log, which only "
-                        "this vault's identities sign; an acknowledgement carries a checkpoint "
-                        "of its signer's log")
-    problem = _checkpoint_problem(ack.checkpoint, signer)
-    if problem:
-        problems.append(f"its checkpoint does not verify under the signer's key ({problem})")
-    if ack.envelope_sha256 != package.envelope_sha256:
-        problems.append("its envelope digest differs from the package sent")
-    if package.statement_sha256 and ack.statement_sha256 != package.statement_sha256:
-        problems.append("its statement digest differs from the package sent")
-    items = [session.get(Item, pi.item_id) for pi in package.items]
-    expected = sorted((i.id, i.size, i.sha256) for i in items if i is not None)
-    if sorted((i.id, i.size, i.sha256) for i in ack.items) != expected:
-        problems.append("its item ids, sizes or digests differ from the package's")
-    return problems
-
-
-def _minutes(delta: timedelta) -> str:
-    return f"{int(delta.total_seconds() // 60)} minutes"
-
-
-def _checkpoint_problem(note: str, signer: VerifyKey) -> str | None:
-    """Why the recipient's own checkpoint in an ack is not signed by the ack's signer."""
-    origin = note.split("\n", 1)[0]
-    try:
-        open_checkpoint(note, [NoteVerifier.for_key(origin, signer)])
-    except VaultError as e:
-        return str(e)
-    return None
-
-
-def import_ack(
-    vault: Vault, ack_path: Path, *, now: datetime | None = None
-) -> dict[str, Any]:
-    """Sender side: verify an acknowledgement against the body's keys and record it."""
-    now = now or utcnow()
-    sig_path = ack_path.with_name(ack_path.name + ".sig")
-    for path in (ack_path, sig_path):  # a pipe planted in a drop folder must not block us
-        if path.exists() and not path.is_file():
-            raise VerificationError(f"{path}: is not a regular file")
-    try:
-        data = ack_path.read_bytes()
-        signature = sig_path.read_text(encoding="utf-8")
-    except FileNotFoundError as e:
-        raise NotFoundError(f"{e.filename}: no such file; an ack comes with its .sig") from None
-    except UnicodeDecodeError:
-        raise VerificationError(f"{sig_path}: not an SSH signature") from None
-    try:
-        claimed = rfmt.Acknowledgement.from_bytes(data)
-    except VerificationError as e:
-        raise VerificationError(f"{ack_path.name}: {e}") from None
-    pid = claimed.package_id
-    with vault.transaction() as session:
-        package = session.get(Package, pid)
-        if package is None:
-            raise VerificationError(f"ack for package {pid}: no such package was sent from "
-                                    "this vault")
-        body = session.get(Body, package.body_id)
-        assert body is not None
-        keyhistory.check_body(vault, session, body)  # the signer's key is the history's
-        received_at = parse_iso(claimed.received_at)
-        trusted = [VerifyKey(k.signing_key) for k in body.keys
-                   if k.revoked_at is None or as_utc(k.revoked_at) >= received_at]
-        try:
-            ack = rfmt.verify_ack(data, signature, trusted)
-        except VerificationError as e:
-            raise VerificationError(
-                f"ack for package {pid}: {e}; it is not from a key of {body.id}"
-            ) from None
-        signer = next(VerifyKey(k.signing_key) for k in body.keys
-                      if k.fingerprint == ack.recipient.fingerprint)
-        problems = _ack_problems(vault, ack, package, session, signer, received_at, now)
-        if problems:
-            raise VerificationError(f"ack for package {pid}: " + "; ".join(problems))
-        cosigned = witness.check_cosignature(ack, package, signer,
-                                             vault_verifiers(vault, session))
-        digest = hashlib.sha256(data).hexdigest()
-        existing = session.get(Acknowledgement, pid)
-        result = {"package": pid, "body": package.body_id, "by": ack.recipient.name,
-                  "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
-                  "state": package.state, "already_acknowledged": existing is not None,
-                  "witnessed_size": cosigned.checkpoint.size if cosigned else None}
-        if existing is not None and existing.document_sha256 == digest:
-            # The same genuine ack imported again (a retry, a second copy in the drop
-            # folder): nothing to record and nothing wrong.
-            return result
-        if existing is not None:
-            raise VerificationError(
-                f"ack for package {pid}: an acknowledgement was imported already at "
-                f"{isoformat(existing.imported_at)}; this one is a replay"
-            )
-        pair = actor_pair(vault, session, None)
-        session.add(Acknowledgement(package_id=pid, signer=ack.recipient.fingerprint,
-                                    document=data, signature=signature, document_sha256=digest,
-                                    received_at=received_at, imported_at=now))
-        if cosigned is not None:
-            witness.keep(session, cosigned, ack, package, now)
-        package.state = "acknowledged"
-        package.acknowledged_at = received_at
-        log = CustodyLog(vault, session)
-        details = {"body": package.body_id, "by": ack.recipient.fingerprint,
-                   "received_at": ack.received_at}
-        log.append(pair, "package.acknowledged", pid, details=details,
-                   digests={"ack": digest}, now=now)
-        for pi in package.items:
-            log.append(pair, "package.acknowledged", pi.item_id,
-                       details={"package": pid, "body": package.body_id}, now=now)
-        crash_point("import.before_commit")
-        result["state"] = package.state
-    crash_point("import.after_commit")
-    return result
-

@@ -31,8 +31,7 @@ from vault.service.custody import event_dict, identity_names, leaf_hashes, vault
 from vault.service.identities import acting_identity, current_key
 from vault.service.items import get_item
 from vault.service.vaults import Vault
-from vault.store.models import Checkpoint as CheckpointRow
-from vault.store.models import CustodyEvent, Package
+from vault.store.models import CustodyEvent, Package, SignedCheckpoint
 
 
 def sharing_report(
@@ -110,7 +109,8 @@ def custody_report(
         ).all()
         if not rows:
             raise NotFoundError(f"item {item_id}: no custody events")
-        cp_row = session.scalar(select(CheckpointRow).order_by(CheckpointRow.id.desc()).limit(1))
+        cp_row = session.scalar(
+            select(SignedCheckpoint).order_by(SignedCheckpoint.id.desc()).limit(1))
         checkpoint = None
         leaves: list[bytes] = []
         if cp_row is not None:
@@ -171,7 +171,7 @@ def _sender_chain(vault: Vault, session: Session, package_id: str,
     from vault.crypto.keys import VerifyKey
     from vault.custody.events import Event
     from vault.custody.note import Checkpoint
-    from vault.formats import package as fmt
+    from vault.formats.package import Envelope
     from vault.service.opening import opened_event
     from vault.store.models import Contact, ReceivedPackage
 
@@ -192,7 +192,7 @@ def _sender_chain(vault: Vault, session: Session, package_id: str,
             f"package {package_id}: its stored custody excerpt holds {held} event(s), the "
             f"package.opened event this vault signed counted {counted}; the excerpt was "
             "changed in the database: run `evault custody verify`")
-    envelope = fmt.Envelope.from_bytes(row.envelope)
+    envelope = Envelope.from_bytes(row.envelope)
     note = envelope.checkpoint
     checkpoint = Checkpoint.from_text(note[:note.index("\n\n") + 1])
     names = {c.fingerprint: c.name for c in session.scalars(select(Contact))}

@@ -26,14 +26,14 @@ from vault import __version__
 from vault.clock import isoformat, utcnow
 from vault.custody.note import open_checkpoint
 from vault.errors import VerificationError
-from vault.formats import package as fmt
+from vault.formats.package import Envelope
 from vault.service.vaults import Vault
 
 
 def sheet_data(vault: Vault, package_id: str, *, now: datetime | None = None) -> dict[str, Any]:
     """The values of a package's sheet: ids, fingerprints, times, sizes and digests only."""
     from vault.service.custody import vault_verifiers
-    from vault.service.packaging import get_package
+    from vault.service.packaging.records import get_package
     from vault.store.models import Acknowledgement, Item, Receipt
 
     with vault.transaction() as session:
@@ -41,7 +41,7 @@ def sheet_data(vault: Vault, package_id: str, *, now: datetime | None = None) ->
         if hashlib.sha256(row.envelope).hexdigest() != row.envelope_sha256:
             raise VerificationError(f"package {row.id}: the stored envelope does not match its "
                                     "SHA-256; run `evault custody verify`")
-        envelope = fmt.Envelope.from_bytes(row.envelope)
+        envelope = Envelope.from_bytes(row.envelope)
         checkpoint, _ = open_checkpoint(envelope.checkpoint, vault_verifiers(vault, session))
         ids = [pi.item_id for pi in row.items]
         by_id = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(ids)))}
@@ -52,7 +52,7 @@ def sheet_data(vault: Vault, package_id: str, *, now: datetime | None = None) ->
         return {
             "package": row.id,
             "body": row.body_id,
-            "state": row.state,
+            "state": row.state.value,
             "sender": envelope.sender.name,
             "sender_fingerprint": envelope.sender.fingerprint,
             "recipients": [k.fingerprint for k in envelope.recipients],

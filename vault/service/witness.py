@@ -36,8 +36,8 @@ from vault.custody.cosignature import (
 )
 from vault.custody.note import NoteVerifier, open_checkpoint
 from vault.errors import VaultError, VerificationError
-from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
+from vault.formats.package import Envelope
 from vault.service.identities import KeyPair
 from vault.store.models import BodyKey, Package, ReceivedPackage, WitnessedCheckpoint
 
@@ -48,7 +48,7 @@ def cosign_envelope(row: ReceivedPackage, pair: KeyPair, now: datetime) -> str:
     The envelope's signature and its checkpoint were verified when the package was opened;
     the cosignature says this body held that checkpoint at ``now``.
     """
-    envelope = fmt.Envelope.from_bytes(row.envelope)
+    envelope = Envelope.from_bytes(row.envelope)
     return cosign(envelope.checkpoint, witness_name(row.body_id), pair.signing,
                   int(now.timestamp()))
 
@@ -66,7 +66,7 @@ def check_cosignature(
     if ack.cosigned_checkpoint is None:
         return None
     label = f"ack for package {package.id}: cosigned checkpoint"
-    envelope = fmt.Envelope.from_bytes(package.envelope)
+    envelope = Envelope.from_bytes(package.envelope)
     try:
         found = open_cosignature(ack.cosigned_checkpoint,
                                  Cosigner.for_key(witness_name(package.body_id), signer))

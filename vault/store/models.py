@@ -10,7 +10,9 @@ public keys only; the key store holds the private halves, keyed by signing finge
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,8 +22,10 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING_CONVENTION = {
@@ -42,6 +46,40 @@ class Base(DeclarativeBase):
 def UTCDateTime() -> DateTime:
     """Timestamps are stored in UTC; SQLite gives them back naive (see ``vault.clock.as_utc``)."""
     return DateTime(timezone=True)
+
+
+class PackageState(str, enum.Enum):
+    """What became of a package built here, stored and shown as these words.
+
+    >>> PackageState.SENT == "sent", str(PackageState.SENT), f"{PackageState.SENT}"
+    (True, 'sent', 'sent')
+    """
+
+    #: Its file written and recorded, not yet delivered.
+    BUILT = "built"
+    #: Delivered into an outbox; its sharing receipt signed.
+    SENT = "sent"
+    #: The body's signed acknowledgement imported.
+    ACKNOWLEDGED = "acknowledged"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return self.value.__format__(spec)
+
+
+class PackageStateColumn(TypeDecorator[PackageState]):
+    """``packages.state``: the :class:`PackageState`'s word in a VARCHAR(16), as before."""
+
+    impl = String(16)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else PackageState(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> PackageState | None:
+        return None if value is None else PackageState(value)
 
 
 class Identity(Base):
@@ -239,8 +277,8 @@ class CustodyHead(Base):
     frontier: Mapped[bytes] = mapped_column(LargeBinary)
 
 
-class Checkpoint(Base):
-    """A signed checkpoint (C2SP signed note) of the custody log."""
+class SignedCheckpoint(Base):
+    """A checkpoint of this vault's custody log as signed here (C2SP signed note), kept."""
 
     __tablename__ = "checkpoints"
 
@@ -273,7 +311,7 @@ class Package(Base):
     file_size: Mapped[int] = mapped_column(BigInteger)
     path: Mapped[str] = mapped_column(Text)
     checkpoint_size: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[PackageState] = mapped_column(PackageStateColumn())
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     outbox: Mapped[str | None] = mapped_column(Text)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

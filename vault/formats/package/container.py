@@ -2,7 +2,7 @@
 
 One job: write the container (:func:`write_package` from a payload file,
 :class:`PackageWriter` in one pass), read its structure without reading its payload
-(:func:`read_package`, :func:`hold_package`, :class:`PackageFile`), stream its payload, and
+(:func:`read_package`, :func:`hold_package`, :class:`ScannedPackage`), stream its payload, and
 verify the envelope it carries against it (:func:`verify_envelope`). The payload's data
 starts at an offset fixed by the envelope's fields (:func:`payload_offset`); a pax
 ``comment`` record before payload.age fills what the final envelope leaves of that room.
@@ -63,7 +63,7 @@ _HEADER_ENCODING = "utf-8"
 
 
 @dataclass(frozen=True)
-class PackageFile:
+class ScannedPackage:
     """A ``.evpkg`` file whose structure has been checked; nothing in it is verified yet.
 
     ``envelope_bytes`` and ``signature`` are the first two members as they lie in the file;
@@ -100,13 +100,13 @@ class PackageFile:
         return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def verify_envelope(pkg: PackageFile, trusted: Iterable[VerifyKey]) -> Envelope:
+def verify_envelope(pkg: ScannedPackage, trusted: Iterable[VerifyKey]) -> Envelope:
     """Verify the envelope of a package read by :func:`read_package`; return it parsed.
 
     Checks, in order: the SSHSIG over the exact bytes in the file (namespace
     evault-envelope) by a key in ``trusted``; the envelope parses strictly; the signer is the
     sender named inside; ``payload.age`` has the size the envelope states. Its SHA-256 is the
-    caller's to check while streaming :meth:`PackageFile.open_payload`.
+    caller's to check while streaming :meth:`ScannedPackage.open_payload`.
     """
     package_id = peek_id(pkg.envelope_bytes, "package_id", PACKAGE_ID_RULE)
     label = f"package {package_id}" if package_id else f"package file {printable(pkg.path.name)}"
@@ -671,7 +671,7 @@ def _check_member(scan: _TarScan, member: _Member, index: int, seen: list[str]) 
         raise scan.error(f"is truncated ({shown} runs past the end of the file)")
 
 
-def read_package(path: Path) -> PackageFile:
+def read_package(path: Path) -> ScannedPackage:
     """Check a ``.evpkg`` file's structure and read its envelope and signature.
 
     Refused with :class:`~vault.errors.VerificationError`: anything but a POSIX tar; members
@@ -680,7 +680,7 @@ def read_package(path: Path) -> PackageFile:
     64 KiB, chained extension headers, GNU sparse records; an envelope or signature over
     1 MiB; a truncated file; non-zero padding or data after the end-of-archive marker; a
     path that is not a regular file (never opened in a way that blocks). The payload is not
-    read: see :meth:`PackageFile.open_payload`. Nothing is verified cryptographically:
+    read: see :meth:`ScannedPackage.open_payload`. Nothing is verified cryptographically:
     call :func:`verify_envelope` next.
     """
     path = Path(path)
@@ -693,10 +693,10 @@ def read_package(path: Path) -> PackageFile:
 
 
 @contextlib.contextmanager
-def hold_package(path: Path) -> Iterator[PackageFile]:
+def hold_package(path: Path) -> Iterator[ScannedPackage]:
     """:func:`read_package` on a file that stays open until the block ends.
 
-    Every later read through the :class:`PackageFile` (its :meth:`~PackageFile.open_payload`)
+    Every later read through the :class:`ScannedPackage` (its :meth:`~ScannedPackage.open_payload`)
     is of the file whose envelope and signature it holds, even if another file is renamed
     over ``path`` or it is removed meanwhile: what is verified and what is used are one file.
     """
@@ -709,7 +709,7 @@ def hold_package(path: Path) -> Iterator[PackageFile]:
         os.close(fd)
 
 
-def _scan_package(fd: int, path: Path, label: str, *, hold: bool) -> PackageFile:
+def _scan_package(fd: int, path: Path, label: str, *, hold: bool) -> ScannedPackage:
     """The checks of :func:`read_package` on the open file ``fd``."""
     scan = _TarScan(fd, os.fstat(fd).st_size, label)
     members: list[_Member] = []
@@ -732,7 +732,7 @@ def _scan_package(fd: int, path: Path, label: str, *, hold: bool) -> PackageFile
         sig_text = sig_bytes.decode("ascii")
     except UnicodeDecodeError:
         raise VerificationError(f"{label}: {SIGNATURE_MEMBER} is not ascii text") from None
-    return PackageFile(
+    return ScannedPackage(
         envelope_bytes=envelope_bytes,
         signature=sig_text,
         payload_offset=payload.offset,

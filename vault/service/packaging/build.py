@@ -1,0 +1,383 @@
+"""Building a planned package: its file written, made durable, recorded and named.
+
+    >>> draft = plan_package(vault, body_id="ICC-OTP", case="UA-2026-0042")     # doctest: +SKIP
+    >>> built = build_package(vault, draft)                                   # doctest: +SKIP
+
+A package is written with no transaction open (:func:`write_package_files`, several
+packages in one pass over their items), sealed (fsync, digest read back) and recorded in a
+second transaction that also gives the file its name (:func:`record_package`). Writing
+streams each item from its blob through the age decryptor into a BagIt bag written as a tar,
+into the age encryptor for the body's keys and the sender's escrow key, straight into the
+payload's place in the ``.evpkg`` (:class:`~vault.formats.package.PackageWriter`): no
+plaintext touches the disk and memory stays flat.
+
+Imports :mod:`~vault.service.packaging.plan` (the draft and the checks it repeats),
+:mod:`~vault.service.packaging.records` and :mod:`~vault.service.packaging.digest` of this
+package, the custody log, ``vault.formats``, ``vault.crypto.age`` and ``vault.store``; never
+sending or receipts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import Session
+
+from vault.clock import isoformat
+from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter
+from vault.errors import NotFoundError, PolicyError, VaultError, VerificationError
+from vault.faults import crash_point
+from vault.formats.bagit import BagWriter, add_payload_to_each
+from vault.formats.package import (
+    Envelope,
+    PackageWriter,
+    Party,
+    Statement,
+    StatementItem,
+    sign_statement,
+)
+from vault.service.custody import CustodyLog
+from vault.service.packaging.digest import FileStamp, file_stamp, sync_and_digest
+from vault.service.packaging.plan import DraftItem, PackageDraft, check_release, select_items
+from vault.service.packaging.records import package_dict
+from vault.service.rules import checked_rules
+from vault.service.vaults import Vault
+from vault.store.blobs import BlobStore, WritebackFile, fsync_dir
+from vault.store.models import Body, Package, PackageItem, PackageRecipient, PackageState
+
+
+@dataclass(frozen=True)
+class WrittenPackage:
+    """A package written under its temporary name and not yet recorded."""
+
+    draft: PackageDraft
+    envelope: Envelope
+    envelope_bytes: bytes
+    statement_bytes: bytes
+
+
+def build_package(vault: Vault, draft: PackageDraft) -> dict[str, Any]:
+    """Write, seal and record a planned package: ``package create`` after
+    :func:`plan_package`. Nothing is left behind if it fails."""
+    return finish_package(vault, write_package_file(vault, draft))[0]
+
+
+def write_package_file(vault: Vault, draft: PackageDraft) -> WrittenPackage:
+    """Write one package under its temporary name (no database); removed again on failure."""
+    [written] = write_package_files(vault, [draft])
+    if isinstance(written, VaultError):
+        raise written
+    return written
+
+
+def write_package_files(
+    vault: Vault,
+    drafts: Sequence[PackageDraft],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[WrittenPackage | VaultError]:
+    """Write several packages together, each under its temporary name (no database).
+
+    One pass over the items they hold between them, in intake order: each item's blob is
+    read and decrypted with the storage key once, its plaintext hashed once and checked
+    against the recorded SHA-256, and streamed into the bag of every package that holds
+    it; each bag goes through the encryptor to its body's keys and the sender's escrow key
+    into its own file. No plaintext touches the disk. So five bodies sharing a case cost
+    one decryption and one hash of it, not five.
+
+    A refusal (a damaged blob, content that differs from its digest) fails only the
+    packages holding that item: their files are removed and the error takes their place
+    in the result, in the order of ``drafts``. Anything else (a full disk, Ctrl-C) removes
+    every file and raises. ``progress`` is called after each item with the bytes written
+    for it into all packages.
+    """
+    if not drafts:
+        return []
+    outs: list[_PackageOut] = []
+    try:
+        for draft in drafts:
+            outs.append(_PackageOut(draft))
+        store = BlobStore(vault.blobs)
+        for item, holders in _items_of(outs):
+            live = [(out, path) for out, path in holders if out.error is None]
+            if not live:
+                continue
+            try:
+                with store.open(item.blob_id) as src:
+                    plain = cast(BinaryIO, AgeReader(src, [live[0][0].draft.storage]))
+                    digest = add_payload_to_each([(out.bag, path) for out, path in live],
+                                                 plain, item.size)
+                if digest != item.sha256:
+                    raise VerificationError(
+                        f"item {item.id}: stored content does not match its SHA-256; "
+                        "run `evault custody verify` and report the blob as damaged"
+                    )
+            except VaultError as e:
+                for out, _ in live:
+                    out.fail(e)
+            if progress:
+                progress(item.size * len(live))
+        for out in outs:
+            out.complete()
+    except BaseException:
+        for out in outs:
+            out.fail(None)
+        raise
+    crash_point("package.payload_written")
+    return [out.written or cast(VaultError, out.error) for out in outs]
+
+
+def _items_of(
+    outs: Sequence[_PackageOut],
+) -> list[tuple[DraftItem, list[tuple[_PackageOut, str]]]]:
+    """Every item of the packages once, in intake order (each package's own order), with
+    the packages holding it and its path in each."""
+    holders: dict[str, tuple[DraftItem, list[tuple[_PackageOut, str]]]] = {}
+    for out in outs:
+        for item in out.draft.items:
+            holders.setdefault(item.id, (item, []))[1].append((out, item.path))
+    return sorted(holders.values(), key=lambda entry: entry[0].seq)
+
+
+class _PackageOut:
+    """One package being written: its file, the container, the encryptor and the bag."""
+
+    def __init__(self, draft: PackageDraft) -> None:
+        self.draft = draft
+        self.error: VaultError | None = None
+        self.written: WrittenPackage | None = None
+        self._files = contextlib.ExitStack()
+        try:
+            self._open()
+        except VaultError as e:  # this package alone is refused (e.g. its envelope)
+            self.fail(e)
+        except BaseException:
+            self.fail(None)
+            raise
+
+    def _open(self) -> None:
+        draft = self.draft
+        self._sender = Party(draft.sender_name, draft.pair.fingerprint)
+        self._created_at = isoformat(draft.now)
+        envelope = Envelope(
+            package_id=draft.package_id,
+            sender=self._sender,
+            body=draft.body_id,
+            recipients=draft.recipients,
+            escrow=draft.escrow,
+            created_at=self._created_at,
+            payload_size=0,  # PackageWriter fills in the payload's size and digest
+            payload_sha256="0" * 64,
+            checkpoint=draft.checkpoint,
+        )
+        self.file = self._files.enter_context(WritebackFile(draft.temp, "xb"))
+        self.package = self._files.enter_context(
+            PackageWriter(cast(BinaryIO, self.file), envelope, draft.pair.signing))
+        keys = [AgeRecipient.parse(r.age_recipient) for r in [*draft.recipients, draft.escrow]]
+        self.writer = AgeWriter(cast(BinaryIO, self.package), keys)
+        self.bag = BagWriter(cast(BinaryIO, self.writer), draft.package_id,
+                             bagging_date=draft.now.date())
+
+    def fail(self, error: VaultError | None) -> None:
+        """Stop writing this package and remove its file; ``error`` says why, if it is a
+        refusal of this package alone."""
+        if self.error is None:
+            self.error = error
+        self.written = None
+        if hasattr(self, "bag"):
+            self.bag.abandon()
+        self._files.close()
+        discard_package_file(self.draft)
+
+    def complete(self) -> None:
+        """Add the tag files and the signed statement, finish the container, make the file
+        read-only; a refusal goes into ``error``."""
+        if self.error is not None:
+            return
+        draft = self.draft
+        try:
+            bag = self.bag
+            bag.add_tag_file("evault/items.json",
+                             json.dumps(draft.metadata, indent=2, ensure_ascii=False).encode())
+            bag.add_tag_file("evault/custody.jsonl", draft.excerpt)
+            info = [
+                ("Source-Organization", draft.org),
+                ("External-Identifier", draft.package_id),
+                ("EVault-Body", draft.body_id),
+                ("EVault-Sender", f"{draft.sender_name} {draft.pair.fingerprint}"),
+            ]
+            if draft.reference:
+                info.append(("EVault-Reference", draft.reference))
+            if draft.purpose:
+                info.append(("EVault-Purpose", draft.purpose))
+            summary = bag.finish(info)
+            statement = Statement(
+                package_id=draft.package_id,
+                body=draft.body_id,
+                recipients=draft.recipients,
+                escrow=draft.escrow,
+                sender=self._sender,
+                created_at=self._created_at,
+                items=tuple(StatementItem(item.id, f"data/{item.path}", item.size,
+                                              item.sha256) for item in draft.items),
+                tagmanifest_sha256=summary.tagmanifest_sha256,
+            )
+            statement_bytes, statement_sig = sign_statement(statement, draft.pair.signing)
+            bag.add_tag_file("evault/statement.json", statement_bytes, in_tagmanifest=False)
+            bag.add_tag_file("evault/statement.json.sig", statement_sig.encode(),
+                             in_tagmanifest=False)
+            bag.close()
+            self.writer.close()
+            envelope, envelope_bytes, _ = self.package.finish()
+            # A package never changes once written: read-only, for every name it gets
+            # (the outbox may link to this very file, see _deliver).
+            fd = self.file.fileno()
+            os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o222)
+            self._files.close()
+        except VaultError as e:
+            self.fail(e)
+            return
+        self.written = WrittenPackage(draft, envelope, envelope_bytes, statement_bytes)
+
+
+def discard_package_file(draft: PackageDraft) -> None:
+    """Remove a package's temporary file, if any (a build that failed or was refused)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(draft.temp)
+
+
+def finish_package(
+    vault: Vault, written: WrittenPackage, sealed: Callable[[], Sealed] | None = None
+) -> tuple[dict[str, Any], FileStamp]:
+    """Make the written file durable, take its digest, record it and give it its name; the
+    file is removed if any of it fails. ``sealed`` gives the first two if they are being
+    done already (:func:`seal_package_file` on another thread).
+
+    Returns the package and the stamp of the file as its digest was read.
+    """
+    try:
+        seal = sealed() if sealed is not None else seal_package_file(written)
+        return record_package(vault, written, seal.sha256, seal.size), seal.stamp
+    except BaseException:
+        discard_package_file(written.draft)
+        raise
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """A written package file made durable, and its digest read back."""
+
+    stamp: FileStamp
+    sha256: str
+    size: int
+
+
+def seal_package_file(written: WrittenPackage) -> Sealed:
+    """fsync the written file and read back its SHA-256 meanwhile (no database)."""
+    path = written.draft.temp
+    stamp = file_stamp(path)
+    sha256, size = sync_and_digest(path)
+    return Sealed(stamp, sha256, size)
+
+
+def record_package(
+    vault: Vault, written: WrittenPackage, file_sha256: str, file_size: int
+) -> dict[str, Any]:
+    """Record a written package (state ``built``) and give its file its name, in one
+    transaction; the file is removed if that transaction rolls back.
+
+    What may have changed since :func:`plan_package` is checked again: a body key revoked or
+    a label whose release rule now forbids this body refuses the package.
+    """
+    draft = written.draft
+    envelope = written.envelope
+    item_ids = [item.id for item in draft.items]
+    with vault.transaction() as session:
+        body = session.get(Body, draft.body_id)
+        if body is None:
+            raise NotFoundError(f"body {draft.body_id}: not found; see `evault body list`")
+        active = {k.fingerprint for k in body.keys if k.revoked_at is None}
+        for key in draft.recipients:
+            if key.fingerprint not in active:
+                raise PolicyError(
+                    f"body {draft.body_id}: key {key.fingerprint} was revoked while package "
+                    f"{draft.package_id} was being built; nothing was kept, build it again"
+                )
+        check_release(select_items(session, item_ids=item_ids), draft.body_id,
+                      checked_rules(vault, session))
+        everyone = [*draft.recipients, draft.escrow]
+        row = Package(
+            id=draft.package_id,
+            body_id=draft.body_id,
+            sender=draft.pair.fingerprint,
+            created_at=draft.now,
+            reference=draft.reference,
+            purpose=draft.purpose,
+            confidential_reference=draft.confidential_reference,
+            envelope=written.envelope_bytes,
+            envelope_sha256=hashlib.sha256(written.envelope_bytes).hexdigest(),
+            statement_sha256=hashlib.sha256(written.statement_bytes).hexdigest(),
+            payload_sha256=envelope.payload_sha256,
+            payload_size=envelope.payload_size,
+            file_sha256=file_sha256,
+            file_size=file_size,
+            path=str(draft.target),
+            checkpoint_size=draft.checkpoint_size,
+            state=PackageState.BUILT,
+            items=[PackageItem(item_id=item.id, position=n, bag_path=f"data/{item.path}")
+                   for n, item in enumerate(draft.items)],
+            recipients=[
+                PackageRecipient(fingerprint=r.fingerprint, age_recipient=r.age_recipient,
+                                 escrow=r is draft.escrow, position=n)
+                for n, r in enumerate(everyone)
+            ],
+        )
+        session.add(row)
+        CustodyLog(vault, session).append(
+            draft.pair,
+            "package.built",
+            draft.package_id,
+            details={
+                "body": draft.body_id,
+                "items": item_ids,
+                "recipients": [r.fingerprint for r in draft.recipients],
+                "escrow": draft.escrow.fingerprint,
+            },
+            digests={"envelope": row.envelope_sha256, "payload": row.payload_sha256,
+                     "file": file_sha256},
+            now=draft.now,
+        )
+        session.flush()
+        crash_point("package.before_commit")
+        # The name is taken last, inside the transaction: if the commit fails the file is
+        # removed (below), and a crash before this point leaves only the temporary file.
+        if draft.force:
+            os.replace(draft.temp, draft.target)
+        else:
+            os.link(draft.temp, draft.target)
+            os.unlink(draft.temp)
+        fsync_dir(draft.target.parent)
+        _unlink_on_rollback(session, draft.target)
+        result = package_dict(row, draft.body_id)
+    crash_point("package.after_commit")
+    return result
+
+
+def _unlink_on_rollback(session: Session, path: Path) -> None:
+    """Remove ``path`` if this transaction rolls back (its commit fails): a package file
+    must not outlive the rows and the checkpoint it names."""
+
+    def remove(_session: Session) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    sa_event.listen(session, "after_rollback", remove, once=True)

@@ -1,0 +1,340 @@
+"""Planning a package: which items go to which body, checked, with the checkpoint it carries.
+
+    >>> draft = plan_package(vault, body_id="ICC-OTP", case="UA-2026-0042")     # doctest: +SKIP
+    >>> [item.id for item in draft.items]                                       # doctest: +SKIP
+
+:func:`plan_package` decides a package in one short transaction: the items
+(:func:`select_items`), the release rules (:func:`check_release`), the body's active keys
+and the sender's escrow key, the signed custody checkpoint and the custody excerpt the
+package will carry (:data:`EXCERPT_ACTIONS`). Its result, a :class:`PackageDraft`, is what
+:mod:`vault.service.packaging.build` writes. Nothing is written here but the checkpoint.
+
+Imports the service modules it plans with (custody, identities, items, rules, keyhistory,
+intake's storage key), ``vault.formats.package``, ``vault.custody`` and ``vault.store``;
+never the other modules of this package.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from vault.clock import utcnow
+from vault.crypto.age import AgeIdentity
+from vault.custody.events import Event
+from vault.custody.merkle import node_hash
+from vault.errors import ConflictError, NotFoundError, PolicyError, UsageError, VerificationError
+from vault.formats.canonical import canonical_json
+from vault.formats.package import RecipientKey
+from vault.service import keyhistory
+from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
+from vault.service.identities import KeyPair, current_key, get_identity
+from vault.service.ids import new_id
+from vault.service.intake import storage_identity
+from vault.service.items import get_case, item_dict
+from vault.service.rules import RuleSet, checked_rules, release_verdict
+from vault.service.vaults import Vault
+from vault.store.blobs import TEMP_PREFIX, require_folder
+from vault.store.models import Body, CustodyEvent, Identity, IdentityKey, Item, ItemLabel, ItemTag
+
+
+def select_items(
+    session: Session,
+    *,
+    item_ids: Sequence[str] = (),
+    case: str | None = None,
+    label: str | None = None,
+    tags: Sequence[tuple[str, str]] = (),
+) -> list[Item]:
+    """The items a package will hold, in intake order; unknown ids and empty results refused."""
+    if item_ids and (case or label or tags):
+        raise UsageError("package create: give --item IDs, or --case with filters, not both")
+    if not item_ids and not case:
+        raise UsageError("package create: choose items with --item ID... or --case CASE")
+    stmt = select(Item).options(
+        selectinload(Item.labels), selectinload(Item.tags), selectinload(Item.digests)
+    )
+    if item_ids:
+        found = {i.id: i for i in session.scalars(stmt.where(Item.id.in_(item_ids)))}
+        for item_id in item_ids:
+            if item_id not in found:
+                raise NotFoundError(f"item {item_id}: not found; see `evault items list`")
+        if len(set(item_ids)) != len(item_ids):
+            raise UsageError("package create: an item is given twice")
+        return sorted(found.values(), key=lambda i: i.intake_seq)
+    assert case is not None
+    get_case(session, case)
+    stmt = stmt.where(Item.case_id == case)
+    if label:
+        stmt = stmt.where(Item.id.in_(select(ItemLabel.item_id).where(ItemLabel.label == label)))
+    for key, _value in tags:
+        stmt = stmt.where(Item.id.in_(select(ItemTag.item_id).where(ItemTag.key == key)))
+    # Tag values are sealed at rest (vault.store.sealed): compared once decrypted.
+    items = [item for item in session.scalars(stmt.order_by(Item.intake_seq))
+             if all(any(t.key == k and t.value == v for t in item.tags) for k, v in tags)]
+    if not items:
+        filters = "".join(
+            [f" with label {label}" if label else ""] + [f" tagged {k}={v}" for k, v in tags]
+        )
+        raise NotFoundError(f"case {case}: no items{filters}; nothing to package")
+    return items
+
+
+def check_release(items: Sequence[Item], body_id: str, rules: RuleSet) -> None:
+    """Refuse if any item carries a label that may not go to ``body_id`` (see rules.py)."""
+    for item in items:
+        reason = release_verdict((lbl.label for lbl in item.labels), body_id, rules.rules,
+                                 rules.default)
+        if reason is not None:
+            raise PolicyError(f"item {item.id}: {reason}; leave it out of this package")
+
+
+def active_keys(body: Body) -> list[RecipientKey]:
+    keys = [RecipientKey(k.fingerprint, k.age_recipient) for k in body.keys
+            if k.revoked_at is None]
+    if not keys:
+        raise PolicyError(
+            f"body {body.id}: has no active key; add one with `evault body key add {body.id}`"
+        )
+    return keys
+
+
+
+def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
+    """items.json's entry: the vault's full view of the item plus its path in the bag."""
+    return {**item_dict(item), "path": bag_path}
+
+
+#: The events of an item that its package's custody excerpt carries: how the sending office
+#: came to hold it (``item.ingested``; ``item.received``, which names the sender it came from)
+#: and what it did with it in house (``item.exported``). Events that name a body or another
+#: package (``package.sent`` and ``package.acknowledged`` of the packages that carried the
+#: item before) stay out: a body must not learn who else received the same items. The
+#: inclusion proofs of the events carried hold only hashes of the others. An action added
+#: to the log later stays out until it is named here (docs/security.md, the excerpt claim):
+#: so do ``item.export.started`` and ``item.export.abandoned``, this office's bookkeeping of
+#: export runs, which an earlier evault would refuse to find in an excerpt.
+EXCERPT_ACTIONS = frozenset({"item.ingested", "item.received", "item.exported"})
+
+
+def _custody_excerpt(
+    session: Session, items: Sequence[Item], checkpoint_size: int
+) -> bytes:
+    """custody.jsonl: each event of the items a body may see (:data:`EXCERPT_ACTIONS`), its
+    actor's key and its inclusion proof."""
+    ids = [i.id for i in items]
+    rows = session.scalars(
+        select(CustodyEvent)
+        .where(CustodyEvent.subject.in_(ids), CustodyEvent.seq < checkpoint_size,
+               CustodyEvent.action.in_(EXCERPT_ACTIONS))
+        .order_by(CustodyEvent.seq)
+    ).all()
+    # The signed bytes decide, not the action and subject columns a database holder can
+    # relabel (another item's event relabelled as one of these would travel to the body).
+    wanted = set(ids)
+    events = [e for e in rows
+              if (signed := _signed_fields(e))[0] in EXCERPT_ACTIONS and signed[1] in wanted]
+    keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
+    leaves = leaf_hashes(session, checkpoint_size) if events else []
+    path = _inclusion_paths(leaves)
+    lines = []
+    for event in events:
+        key = keys.get(event.actor)
+        proof = path(event.seq)
+        lines.append(
+            canonical_json(
+                {
+                    "seq": event.seq,
+                    "event": event.body.decode("utf-8"),
+                    "signature": base64.b64encode(event.signature).decode(),
+                    "actor_key": _openssh(key.signing_key) if key else None,
+                    "tree_size": checkpoint_size,
+                    "proof": [base64.b64encode(h).decode() for h in proof],
+                }
+            )
+            + b"\n"
+        )
+    return b"".join(lines)
+
+
+def _signed_fields(event: CustodyEvent) -> tuple[str, str]:
+    """The action and subject in an event's signed bytes."""
+    try:
+        decoded = Event.decode(event.body)
+        return decoded.action, decoded.subject
+    except VerificationError as e:
+        reason = str(e).removeprefix("custody event: ")
+        raise VerificationError(f"custody event {event.seq}: {reason}; nothing was packaged; "
+                                "run `evault custody verify`") from None
+
+
+def _inclusion_paths(leaves: list[bytes]) -> Callable[[int], list[bytes]]:
+    """Inclusion proofs in the tree of ``leaves``, every level of the tree built once.
+
+    The proofs of ``merkle.inclusion_proof``, which rebuilds the whole tree for each proof:
+    a package of a thousand items, each with a few events, paid minutes for that. As there,
+    the tree is built bottom-up, an odd last node carried up a level unchanged (RFC 9162).
+    """
+    levels = [leaves]
+    while len(levels[-1]) > 1:
+        level = levels[-1]
+        parents = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) & 1:
+            parents.append(level[-1])
+        levels.append(parents)
+
+    def path(index: int) -> list[bytes]:
+        proof = []
+        for level in levels[:-1]:
+            sibling = index ^ 1
+            if sibling < len(level):
+                proof.append(level[sibling])
+            index >>= 1
+        return proof
+
+    return path
+
+
+def _openssh(raw: bytes) -> str:
+    from vault.crypto.keys import VerifyKey
+
+    return VerifyKey(raw).openssh()
+
+
+def _sender_org(vault: Vault, identity: Identity) -> str:
+    return identity.org or vault.config.organisation or identity.name
+
+
+class DraftItem(NamedTuple):
+    """An item as a package draft holds it."""
+
+    id: str
+    blob_id: str
+    size: int
+    sha256: str
+    path: str  # in the bag, below data/
+    seq: int  # intake order
+
+
+@dataclass
+class PackageDraft:
+    """A package decided in one short transaction: what goes in, to whom, signed by whom.
+
+    Its file is written outside any transaction
+    (:func:`~vault.service.packaging.build.write_package_file`), so a build of many GiB does
+    not hold the vault's write lock, and recorded in a second one
+    (:func:`~vault.service.packaging.build.record_package`), which checks again what may
+    have changed meanwhile.
+    """
+
+    package_id: str
+    body_id: str
+    target: Path
+    temp: Path
+    force: bool
+    recipients: tuple[RecipientKey, ...]
+    escrow: RecipientKey
+    pair: KeyPair
+    sender_name: str
+    org: str
+    storage: AgeIdentity
+    checkpoint: str
+    checkpoint_size: int
+    excerpt: bytes
+    items: tuple[DraftItem, ...]
+    metadata: list[dict[str, Any]]
+    reference: str | None
+    purpose: str | None
+    confidential_reference: bool
+    now: datetime
+
+
+
+def plan_package(
+    vault: Vault,
+    *,
+    body_id: str,
+    item_ids: Sequence[str] = (),
+    case: str | None = None,
+    label: str | None = None,
+    tags: Sequence[tuple[str, str]] = (),
+    reference: str | None = None,
+    purpose: str | None = None,
+    confidential_reference: bool = False,
+    as_name: str | None = None,
+    output: Path | None = None,
+    directory: Path | None = None,
+    force: bool = False,
+    now: datetime | None = None,
+) -> PackageDraft:
+    """Check everything and sign the custody checkpoint one package for one body will carry.
+
+    Its file will be ``output``, else ``<package-id>.evpkg`` in ``directory`` (default:
+    here). Refusals come before anything is written. The checkpoint is kept even if the
+    build then fails: it is a true signed statement of the log, and keeping it here keeps
+    checkpoints in the order of the log (one signed now and stored later could follow a
+    bigger one).
+    """
+    now = now or utcnow()
+    package_id = new_id("PKG")
+    target = (output or (directory or Path()) / f"{package_id}.evpkg").absolute()
+    if target.exists() and not force:
+        raise ConflictError(f"{target}: exists already; choose another -o or pass --force")
+    require_folder(target)
+    keyhistory.ensure_anchor(vault, now=now)
+    with vault.transaction() as session:
+        body = session.get(Body, body_id)
+        if body is None:
+            raise NotFoundError(f"body {body_id}: not found; see `evault body list`")
+        keyhistory.check_body(vault, session, body)
+        recipients = active_keys(body)
+        items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
+        check_release(items, body_id, checked_rules(vault, session))
+        identity = get_identity(session, as_name)
+        pair = actor_pair(vault, session, as_name)
+        escrow = RecipientKey(pair.fingerprint, current_key(identity).age_recipient)
+        for key in recipients:
+            if escrow.fingerprint == key.fingerprint or escrow.age_recipient == key.age_recipient:
+                raise PolicyError(
+                    f"body {body_id}: key {key.fingerprint} is the sender's own key, which "
+                    "every package is encrypted to anyway (escrow); a body's keys are its "
+                    f"officers': revoke it with `evault body key revoke {body_id} "
+                    f"{key.fingerprint}`"
+                )
+        storage = storage_identity(vault, session)
+        checkpoint, checkpoint_size = checkpoint_now(vault, session, pair, now)
+        excerpt = _custody_excerpt(session, items, checkpoint_size)
+        paths = [f"{item.id}/{item.original_name}" for item in items]
+        return PackageDraft(
+            package_id=package_id,
+            body_id=body_id,
+            target=target,
+            temp=target.with_name(f"{TEMP_PREFIX}{package_id}.evpkg"),
+            force=force,
+            recipients=tuple(recipients),
+            escrow=escrow,
+            pair=pair,
+            sender_name=identity.name,
+            org=_sender_org(vault, identity),
+            storage=storage,
+            checkpoint=checkpoint,
+            checkpoint_size=checkpoint_size,
+            excerpt=excerpt,
+            items=tuple(DraftItem(item.id, item.blob_id, item.size, item.sha256, path,
+                                  item.intake_seq)
+                        for item, path in zip(items, paths, strict=True)),
+            metadata=[_item_metadata(item, f"data/{path}")
+                      for item, path in zip(items, paths, strict=True)],
+            reference=reference,
+            purpose=purpose,
+            confidential_reference=confidential_reference,
+            now=now,
+        )
+

@@ -1,0 +1,278 @@
+"""Sending a built package: into a drop folder (the outbox), checked, logged as sent.
+
+    >>> send_package(vault, "PKG-0123456789AB", outbox=Path("/mnt/transfer"))  # doctest: +SKIP
+
+Sending is :func:`prepare_send` (the package was built and not sent, the release rules still
+allow it), :func:`deliver` (no database: the file gets its name in the outbox only once the
+copy there reads back with the digest recorded at build) and :func:`record_sent`, which logs
+the package and its items as sent and signs the sharing receipt
+(:func:`~vault.service.packaging.receipts.make_receipt`).
+
+Imports :mod:`~vault.service.packaging.plan` (the release check),
+:mod:`~vault.service.packaging.records`, :mod:`~vault.service.packaging.digest` and
+:mod:`~vault.service.packaging.receipts` of this package, the custody log,
+``vault.formats.package`` and ``vault.store``; never building.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from vault.clock import isoformat, utcnow
+from vault.errors import ConflictError, NotFoundError, PolicyError, VaultError, VerificationError
+from vault.faults import crash_point
+from vault.formats.package import Envelope, read_package
+from vault.service.custody import CustodyLog, actor_pair
+from vault.service.identities import KeyPair
+from vault.service.packaging.digest import (
+    COPY_CHUNK,
+    FileStamp,
+    file_digest,
+    file_stamp,
+    sync_and_digest,
+)
+from vault.service.packaging.plan import select_items
+from vault.service.packaging.receipts import make_receipt
+from vault.service.packaging.records import get_package, package_dict
+from vault.service.rules import checked_rules, release_verdict
+from vault.service.vaults import Vault
+from vault.store.blobs import TEMP_PREFIX, fsync_dir, start_writeback
+from vault.store.models import Package, PackageState
+
+COPY_STEP = 8 << 20
+
+
+def _resolve_package(session: Session, package: str) -> tuple[Package, Path]:
+    """A package given by id or by the path of its file."""
+    path = Path(package)
+    if path.is_file():
+        pkg = read_package(path)
+        envelope = Envelope.from_bytes(pkg.envelope_bytes)
+        row = get_package(session, envelope.package_id)
+        if hashlib.sha256(pkg.envelope_bytes).hexdigest() != row.envelope_sha256:
+            raise VerificationError(
+                f"{path}: envelope differs from package {row.id} as built; do not send it"
+            )
+        return row, path
+    row = get_package(session, package)
+    return row, Path(row.path)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A built package cleared for sending: its file, that file's SHA-256 as built, and the
+    outbox it goes to."""
+
+    package_id: str
+    source: Path
+    expected: str
+    outbox: Path
+    #: The source's stamp when this process read ``expected`` from it, if it just did: a
+    #: hard link to that same, unchanged file is then not read a second time.
+    read_at: FileStamp | None = None
+
+    @property
+    def final(self) -> Path:
+        """The package's name in the outbox."""
+        return self.outbox / f"{self.package_id}.evpkg"
+
+
+def send_package(
+    vault: Vault,
+    package: str,
+    *,
+    outbox: Path,
+    as_name: str | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Deliver a package into a drop folder atomically, re-check the copy, log and sign a receipt.
+
+    Sending a package again into a folder that already holds the identical file changes
+    nothing and says so; another file of the same name is refused.
+    """
+    now = now or utcnow()
+    delivery, pair = prepare_send(vault, package, outbox=outbox, as_name=as_name)
+    deliver(delivery)
+    return record_sent(vault, delivery, pair, now)
+
+
+def prepare_send(
+    vault: Vault, package: str, *, outbox: Path, as_name: str | None = None
+) -> tuple[Delivery, KeyPair]:
+    """Check that a package (id or file) was built and not sent; the sender's keys."""
+    if not outbox.is_dir():
+        raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
+    with vault.transaction() as session:
+        row, source = _resolve_package(session, package)
+        if row.state is not PackageState.BUILT:
+            raise ConflictError(
+                f"package {row.id}: sent already at {isoformat(row.sent_at or utcnow())} to "
+                f"{row.outbox}; nothing to do"
+            )
+        if not source.is_file():
+            raise NotFoundError(f"package {row.id}: file {source} is missing; rebuild it")
+        _check_release_now(vault, session, row)
+        return (Delivery(row.id, source, row.file_sha256, outbox),
+                actor_pair(vault, session, as_name))
+
+
+def _check_release_now(vault: Vault, session: Session, row: Package) -> None:
+    """Refuse to send a package whose items the release rules no longer let go to its body
+    (a rule changed after it was built)."""
+    rules = checked_rules(vault, session)
+    for item in select_items(session, item_ids=[pi.item_id for pi in row.items]):
+        reason = release_verdict((lbl.label for lbl in item.labels), row.body_id, rules.rules,
+                                 rules.default)
+        if reason is not None:
+            raise PolicyError(
+                f"package {row.id}: item {item.id}: {reason}, since it was built; build a "
+                "new package without it"
+            )
+
+
+def deliver(delivery: Delivery) -> None:
+    """Give the package its name in the outbox, checked against its digest as built.
+
+    No database: this is the part of sending that may run beside other work.
+    """
+    final = delivery.final
+    # Leftovers of an interrupted delivery of this package go first, whichever way this
+    # send goes on: one killed between naming the copy and removing its temporary name
+    # left both, and the copy is then found in place below.
+    for stale in final.parent.glob(f"{TEMP_PREFIX}*-{final.name}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+    if final.exists():
+        if file_digest(final)[0] != delivery.expected:
+            raise ConflictError(
+                f"{final}: exists with other content; remove it or use another outbox"
+            )
+    else:
+        _deliver(delivery, final)
+    crash_point("send.delivered")
+
+
+def record_sent(
+    vault: Vault, delivery: Delivery, pair: KeyPair, now: datetime
+) -> dict[str, Any]:
+    """Log a delivered package as sent (the package and each item) and sign its receipt."""
+    with vault.transaction() as session:
+        row = get_package(session, delivery.package_id)
+        if row.state is not PackageState.BUILT:
+            raise ConflictError(f"package {row.id}: sent by another command meanwhile")
+        row.state = PackageState.SENT
+        row.sent_at = now
+        row.outbox = str(delivery.outbox.absolute())
+        log = CustodyLog(vault, session)
+        details = {"body": row.body_id, "outbox_file": delivery.final.name}
+        log.append(pair, "package.sent", row.id, details=details,
+                   digests={"file": delivery.expected, "envelope": row.envelope_sha256},
+                   now=now)
+        for pi in row.items:
+            log.append(pair, "package.sent", pi.item_id,
+                       details={"package": row.id, "body": row.body_id}, now=now)
+        receipt = make_receipt(vault, session, row, pair, now)
+        result = {**package_dict(row), "receipt": receipt.id, "delivered": str(delivery.final)}
+    crash_point("send.after_commit")
+    return result
+
+
+def _deliver(delivery: Delivery, final: Path) -> None:
+    """Put ``source`` into the outbox under a temporary name, check it, then name it.
+
+    On the vault's own file system the outbox gets a second name for the built file (a hard
+    link: no second copy to write, and package files are read-only); elsewhere a copy,
+    fsynced. Either way the file under the temporary name is read back and must have the
+    SHA-256 recorded at build before it gets its final name: never a partial or different
+    file in the outbox. (:func:`deliver` has removed leftovers of an interrupted delivery.)
+    """
+    source, expected = delivery.source, delivery.expected
+    temp = final.with_name(f"{TEMP_PREFIX}{secrets.token_hex(6)}-{final.name}")
+    try:
+        if not _link(source, temp):
+            with open(source, "rb") as src, open(temp, "xb") as dst:
+                _copy_file(src.fileno(), dst.fileno())
+                os.fchmod(dst.fileno(), stat.S_IMODE(os.fstat(dst.fileno()).st_mode) & ~0o222)
+            copied, _size = sync_and_digest(temp)
+        elif delivery.read_at is not None and file_stamp(temp) == delivery.read_at:
+            # The very file whose digest this process has just read (and synced), unchanged
+            # since: a third read of the same bytes would prove nothing more.
+            copied = expected
+        else:
+            copied, _size = sync_and_digest(temp)
+        if copied != expected:
+            raise VerificationError(
+                f"{final}: the file made in the outbox does not match the package as built; "
+                f"nothing was left there; check {source} with `evault verify` or rebuild it"
+            )
+        crash_point("send.copied")
+        os.link(temp, final)
+        crash_point("send.linked")
+        os.unlink(temp)
+        fsync_dir(final.parent)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp)
+        if isinstance(e, OSError) and not e.filename:  # a write: say which file and where
+            raise VaultError(f"{final}: cannot be written ({e.strerror or e}); nothing was "
+                             "left in the outbox") from None
+        raise
+
+
+def _link(source: Path, temp: Path) -> bool:
+    """Give ``source`` the name ``temp`` too, if both are on one file system that allows it."""
+    try:
+        os.link(source, temp)
+    except OSError as e:
+        if e.errno in _NO_LINK:
+            return False
+        raise
+    return True
+
+
+_NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
+            errno.ENOSYS}
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP}
+
+
+def _copy_file(src: int, dst: int) -> None:
+    """Copy the rest of ``src`` into ``dst``: in the kernel (copy_file_range) where the file
+    systems allow, else through a buffer; each step is handed to the disk at once."""
+    kernel = hasattr(os, "copy_file_range")
+    done = 0
+    while True:
+        if kernel:
+            try:
+                n = os.copy_file_range(src, dst, COPY_STEP)
+            except OSError as e:
+                if e.errno not in _NO_KERNEL_COPY:
+                    raise
+                n = 0
+            if not n:
+                # e.g. another file system; and the end is confirmed by a plain read, as
+                # some file systems report 0 early: carry on from where it stopped.
+                kernel = False
+                continue
+        else:
+            chunk = os.read(src, COPY_CHUNK)
+            n = len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(dst, view):]
+        if not n:
+            return
+        start_writeback(dst, done, n)
+        done += n
+
