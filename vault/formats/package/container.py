@@ -36,9 +36,10 @@ from vault.crypto import sshsig
 from vault.crypto.keys import SigningKey, VerifyKey
 from vault.errors import NotFoundError, UsageError, VerificationError
 from vault.formats.package.documents import ENVELOPE_NAMESPACE, Envelope, sign_envelope
-from vault.formats.package.rules import MAX_INTEGER, PACKAGE_ID_RULE, TIME_FORMAT
+from vault.formats.package.rules import MAX_INTEGER, TIME_FORMAT
 from vault.formats.package.strict import check_signer, peek_id, verify_signed
 from vault.formats.safetar import printable
+from vault.names import PACKAGE_ID
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -108,7 +109,7 @@ def verify_envelope(pkg: ScannedPackage, trusted: Iterable[VerifyKey]) -> Envelo
     sender named inside; ``payload.age`` has the size the envelope states. Its SHA-256 is the
     caller's to check while streaming :meth:`ScannedPackage.open_payload`.
     """
-    package_id = peek_id(pkg.envelope_bytes, "package_id", PACKAGE_ID_RULE)
+    package_id = peek_id(pkg.envelope_bytes, "package_id", PACKAGE_ID)
     label = f"package {package_id}" if package_id else f"package file {printable(pkg.path.name)}"
     signer = verify_signed(
         pkg.envelope_bytes, pkg.signature, ENVELOPE_NAMESPACE, trusted, f"{label}: envelope"
