@@ -276,7 +276,7 @@ def export_secret_age_key(
     ``identity.secret_exported`` records which key generation left the key store; the key
     itself goes nowhere else. The file appears only if the event is committed.
     """
-    from vault.store.blobs import discard_staged, publish_staged, stage_files
+    from vault.durable import discard_staged, publish_staged, stage_files
 
     now = now or utcnow()
     if output is not None and (output.exists() or output.is_symlink()):
