@@ -36,7 +36,7 @@ NEXT = (
 @pytest.fixture(autouse=True)
 def _no_blob_sync(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests are about the log, not blob durability."""
-    monkeypatch.setattr("vault.store.blobs._syncfs", lambda path: True)
+    monkeypatch.setattr("vault.store.blobs.syncfs", lambda path: True)
 
 
 def ingest(cli: Cli, tmp_path: Path, *names: str, create_case: bool = False) -> None:

@@ -71,7 +71,7 @@ NO_CHECKPOINT = "evault: custody log: no checkpoint yet; run `evault custody che
 @pytest.fixture(autouse=True)
 def _fast_key_file_and_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
     """These tests are about the log, not blob durability: blobs skip the file-system sync."""
-    monkeypatch.setattr("vault.store.blobs._syncfs", lambda path: True)
+    monkeypatch.setattr("vault.store.blobs.syncfs", lambda path: True)
 
 
 def populate(cli: Cli, tmp_path: Path) -> list[str]:

@@ -39,7 +39,7 @@ DOCTOR = "run `evault doctor`"
 @pytest.fixture(autouse=True)
 def _fast_blobs(monkeypatch: pytest.MonkeyPatch) -> None:
     """About keys, not blob durability: blobs skip the file-system sync."""
-    monkeypatch.setattr("vault.store.blobs._syncfs", lambda path: True)
+    monkeypatch.setattr("vault.store.blobs.syncfs", lambda path: True)
 
 
 def sql(cli: Cli, statement: str, **params: Any) -> None:

@@ -343,7 +343,7 @@ def test_a_case_id_that_climbs_is_refused(world: World, monkeypatch: pytest.Monk
     note = world.tmp / "note.txt"
     note.write_bytes(b"fictional note\n")
     with monkeypatch.context() as older_sender:
-        older_sender.setattr("vault.service.intake.is_case_id", lambda text: True)
+        older_sender.setattr("vault.service.intake.check_case_id", lambda case: None)
         world.office.ok("ingest", str(note), "--case", hostile, "--create-case", "--title", "N")
     items = json.loads(world.office.ok("items", "list", "--json").stdout)
     photo = next(i["id"] for i in items if i["case"] == hostile)

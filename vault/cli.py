@@ -269,7 +269,7 @@ def write_or_print(text: str, output: Path | None, *, what: str = "") -> None:
     if output is None:
         click.echo(text, nl=False)
         return
-    from vault.store.blobs import atomic_writer
+    from vault.durable import atomic_writer
 
     if output.exists():
         raise click.UsageError(f"{output} exists; choose another file")

@@ -1042,7 +1042,7 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
     if output is not None and output.exists():
         raise click.UsageError(f"{output} exists; choose another file")
     if output is not None:
-        from vault.store.blobs import require_folder
+        from vault.durable import require_folder
 
         require_folder(output)
     note = make_checkpoint(vault, as_name)

@@ -168,7 +168,7 @@ class FileKeyStore(KeyStore):
 
     def _save(self, data: dict[str, str], creating: bool) -> None:
         from vault.crypto.secretbox import DEFAULT_WORK_FACTOR, new_salt, seal_with_key
-        from vault.store.blobs import atomic_write_bytes
+        from vault.durable import atomic_write_bytes
 
         if self._derived is None:
             self._key_for(DEFAULT_WORK_FACTOR, new_salt(), creating)

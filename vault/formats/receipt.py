@@ -32,7 +32,7 @@ them; parsing is as strict as :mod:`vault.formats.package`'s, with its field rul
 (:mod:`vault.formats.package.rules`) and strict readers (:mod:`vault.formats.package.strict`).
 
 Imports: :mod:`vault.formats.package.parties`, ``.rules`` and ``.strict``,
-:mod:`vault.crypto`, :mod:`vault.errors`.
+:mod:`vault.names`, :mod:`vault.crypto`, :mod:`vault.errors`.
 """
 
 from __future__ import annotations
@@ -53,15 +53,9 @@ from vault.formats.package.parties import Party
 from vault.formats.package.rules import (
     FORMAT_VERSION,
     MAX_REFERENCE,
-    PACKAGE_ID_RULE,
-    RECEIPT_ID_RULE,
-    check_body,
     check_checkpoint,
     check_fingerprint,
     check_header,
-    check_item_id,
-    check_package_id,
-    check_rule,
     check_sha256,
     check_size,
     check_text,
@@ -82,6 +76,7 @@ from vault.formats.package.strict import (
     require_canonical,
     verify_signed,
 )
+from vault.names import BODY_ID, ITEM_ID, PACKAGE_ID, RECEIPT_ID
 
 __all__ = [
     "ACKNOWLEDGEMENT_TYPE",
@@ -116,7 +111,7 @@ class ReceiptItem:
     sha256: str
 
     def __post_init__(self) -> None:
-        check_item_id(self.id, "receipt item: id")
+        ITEM_ID.check(self.id, "receipt item: id")
         check_size(self.size, f"receipt item {self.id}: size")
         check_sha256(self.sha256, f"receipt item {self.id}: sha256")
 
@@ -170,14 +165,9 @@ class SharingReceipt:
     def __post_init__(self) -> None:
         what = "sharing receipt"
         check_header(self, what, SHARING_RECEIPT_TYPE)
-        check_rule(
-            self.receipt_id,
-            RECEIPT_ID_RULE,
-            f"{what}: receipt_id",
-            "'RCP-' and 12 crockford base32 characters",
-        )
-        check_package_id(self.package_id, f"{what}: package_id")
-        check_body(self.body, f"{what}: body")
+        RECEIPT_ID.check(self.receipt_id, f"{what}: receipt_id")
+        PACKAGE_ID.check(self.package_id, f"{what}: package_id")
+        BODY_ID.check(self.body, f"{what}: body")
         if not isinstance(self.sender, Party):
             raise fail(f"{what}: sender", "a Party")
         check_tuple(self.recipients, str, f"{what}: recipients")
@@ -300,8 +290,8 @@ class Acknowledgement:
             check_checkpoint(self.cosigned_checkpoint, f"{what}: cosigned_checkpoint")
         elif self.cosigned_checkpoint is not None:
             raise UsageError(f"{what}: version 1 has no cosigned_checkpoint")
-        check_package_id(self.package_id, f"{what}: package_id")
-        check_body(self.body, f"{what}: body")
+        PACKAGE_ID.check(self.package_id, f"{what}: package_id")
+        BODY_ID.check(self.body, f"{what}: body")
         if not isinstance(self.recipient, Party):
             raise fail(f"{what}: recipient", "a Party")
         check_sha256(self.envelope_sha256, f"{what}: envelope_sha256")
@@ -393,7 +383,7 @@ def verify_receipt(
 ) -> SharingReceipt:
     """Verify a sharing receipt's SSHSIG (namespace evault-receipt) by a key in ``trusted``
     over exactly ``data``, parse it strictly and check the signer is its sender."""
-    receipt_id = peek_id(data, "receipt_id", RECEIPT_ID_RULE)
+    receipt_id = peek_id(data, "receipt_id", RECEIPT_ID)
     label = f"sharing receipt {receipt_id}" if receipt_id else "sharing receipt"
     signer = verify_signed(data, signature, RECEIPT_NAMESPACE, trusted, label)
     try:
@@ -409,7 +399,7 @@ def verify_ack(
 ) -> Acknowledgement:
     """Verify an acknowledgement's SSHSIG (namespace evault-ack) by a key in ``trusted`` over
     exactly ``data``, parse it strictly and check the signer is the recipient named inside."""
-    package_id = peek_id(data, "package_id", PACKAGE_ID_RULE)
+    package_id = peek_id(data, "package_id", PACKAGE_ID)
     label = f"acknowledgement of {package_id}" if package_id else "acknowledgement"
     signer = verify_signed(data, signature, ACK_NAMESPACE, trusted, label)
     try:

@@ -10,7 +10,6 @@ receives nothing new.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +21,10 @@ from vault.crypto.age import AgeRecipient
 from vault.crypto.keys import VerifyKey
 from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
 from vault.formats.card import load_card
+from vault.names import NEW_BODY_ID
 from vault.service.keyhistory import key_details
 from vault.service.vaults import Vault
 from vault.store.models import Body, BodyKey
-
-BODY_ID_RULE = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,63}$")
 
 
 def body_key_dict(key: BodyKey) -> dict[str, Any]:
@@ -85,10 +83,7 @@ def add_body(
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """Register a recipient body."""
-    if not BODY_ID_RULE.match(body_id):
-        raise UsageError(
-            f"body id {body_id!r}: use 1-64 capitals, digits, '.', '_' or '-' (e.g. ICC-OTP)"
-        )
+    NEW_BODY_ID.check(body_id)
     if not name.strip():
         raise UsageError(f"body {body_id}: --name must not be empty")
     with vault.transaction() as session:

@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import select
 
 from vault.clock import utcnow
+from vault.durable import TEMP_PREFIX
 from vault.errors import NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.service.identities import KeyPair
@@ -58,7 +59,6 @@ from vault.service.packaging.send import (
 )
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
-from vault.store.blobs import TEMP_PREFIX
 from vault.store.models import Body, Item, Package, PackageItem, PackageState
 
 log = logging.getLogger("evault")

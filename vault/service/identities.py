@@ -12,7 +12,6 @@ the key store under ``identity:<signing fingerprint>``; the database keeps publi
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,11 +32,10 @@ from vault.errors import (
     VerificationError,
 )
 from vault.formats.card import make_card
+from vault.names import IDENTITY_NAME
 from vault.service import keyhistory
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, Identity, IdentityKey
-
-NAME_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 @dataclass(frozen=True)
@@ -56,11 +54,7 @@ def secret_name(fingerprint: str) -> str:
 
 def check_name(name: str, what: str = "identity") -> None:
     """Names are short and safe in files and shells: letters, digits, ``.``, ``_`` and ``-``."""
-    if not NAME_RULE.match(name):
-        raise UsageError(
-            f"{what} name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit"
-        )
+    IDENTITY_NAME.check(name, what)
 
 
 def current_key(identity: Identity) -> IdentityKey:
@@ -282,7 +276,7 @@ def export_secret_age_key(
     ``identity.secret_exported`` records which key generation left the key store; the key
     itself goes nowhere else. The file appears only if the event is committed.
     """
-    from vault.store.blobs import discard_staged, publish_staged, stage_files
+    from vault.durable import discard_staged, publish_staged, stage_files
 
     now = now or utcnow()
     if output is not None and (output.exists() or output.is_symlink()):

@@ -58,7 +58,7 @@ from vault.formats.package import (
     verify_statement,
 )
 from vault.formats.safetar import printable
-from vault.service.ids import CASE_ID_RULE, is_case_id
+from vault.names import CASE_ID, LABEL, TAG_KEY
 from vault.service.progress import Progress
 
 READ_CHUNK = 1 << 20
@@ -432,9 +432,11 @@ def check_claimed_digest(pid: str, item_id: str, algorithm: str, claimed: str,
                     "ask the sender for a corrected package")
 
 
-_LABEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_TAG_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIGEST = re.compile(r"[a-z0-9]{1,16}")
+
+
+def _is_digest_name(key: object) -> bool:
+    return isinstance(key, str) and _DIGEST.fullmatch(key) is not None
 
 
 def _metadata_problem(item: dict[str, Any]) -> str | None:
@@ -444,17 +446,17 @@ def _metadata_problem(item: dict[str, Any]) -> str | None:
         if item.get(name) is not None and not isinstance(item[name], str):
             return f"{name} must be a string"
     case = item.get("case")
-    if case is not None and not (isinstance(case, str) and is_case_id(case)):
-        return f"case {printable(str(case)[:80])} must be a case id ({CASE_ID_RULE})"
+    if case is not None and not CASE_ID.matches(case):
+        return f"case {printable(str(case)[:80])} must be a case id ({CASE_ID.text})"
     labels = item.get("labels") or []
     if not isinstance(labels, list) or not all(
-            isinstance(lb, str) and _LABEL.fullmatch(lb) for lb in labels) or len(
+            LABEL.matches(lb) for lb in labels) or len(
             set(labels)) != len(labels):
         return "labels must be a list of distinct lowercase labels"
-    for name, key_rule in (("tags", _TAG_KEY), ("digests", _DIGEST)):
+    for name, key_matches in (("tags", TAG_KEY.matches), ("digests", _is_digest_name)):
         table = item.get(name) or {}
         if not isinstance(table, dict) or not all(
-                key_rule.fullmatch(k) and isinstance(v, str) and len(v) <= 4096
+                key_matches(k) and isinstance(v, str) and len(v) <= 4096
                 for k, v in table.items()):
             return f"{name} must be a table of simple keys to strings"
     unknown = sorted(set(item.get("digests") or {}) - set(CLAIMABLE_DIGESTS))

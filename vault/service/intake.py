@@ -17,7 +17,6 @@ import csv
 import io
 import json
 import os
-import re
 import signal
 import stat
 import sys
@@ -38,10 +37,10 @@ from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
+from vault.names import CASE_ID, LABEL, TAG_KEY
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
-from vault.service.ids import CASE_ID_RULE, is_case_id
 from vault.service.items import get_case
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
@@ -64,8 +63,6 @@ PARALLEL_MIN_FILES = 256
 SMALL_FILE = 4 << 20
 WORKER_CHUNK = 64
 MAX_WORKERS = 4
-LABEL_RULE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-TAG_KEY_RULE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MANIFEST_FIELDS = (
     "path", "case", "title", "description", "source", "collected_at", "location", "tags", "labels"
 )
@@ -100,8 +97,7 @@ CASE_TITLE_MAX = 500
 
 def check_case_id(case: str) -> None:
     """Case ids are short and safe: letters, digits, '.', '_', '/' and '-', no '..' part."""
-    if not is_case_id(case):
-        raise UsageError(f"case id {case!r}: use {CASE_ID_RULE} (e.g. UA-2026-0042)")
+    CASE_ID.check(case)
 
 
 def parse_collected_at(text: str, where: str = "--collected-at") -> datetime:
@@ -119,8 +115,8 @@ def parse_tags(items: Sequence[str], where: str = "--tag") -> tuple[tuple[str, s
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not TAG_KEY_RULE.fullmatch(key):
-            raise UsageError(f"{where}: {item!r} is not KEY=VALUE with a simple key")
+        if not sep or not TAG_KEY.matches(key):
+            raise UsageError(f"{where}: {item!r} is not KEY=VALUE with {TAG_KEY.text}")
         if key in out:
             raise UsageError(f"{where}: tag {key!r} is given twice")
         out[key] = value
@@ -130,8 +126,7 @@ def parse_tags(items: Sequence[str], where: str = "--tag") -> tuple[tuple[str, s
 def parse_labels(items: Sequence[str], where: str = "--label") -> tuple[str, ...]:
     """Handling labels: lowercase words such as ``restricted-icc``."""
     for label in items:
-        if not LABEL_RULE.fullmatch(label):
-            raise UsageError(f"{where}: label {label!r} must be lowercase letters, digits, '.-_'")
+        LABEL.check(label, where)
     return tuple(sorted(set(items)))
 
 

@@ -107,11 +107,12 @@ def export_item(
     # Imported here: the listing commands of this module should not pay for cryptography,
     # the custody log and intake at start-up.
     from vault.crypto.age import AgeReader
+    from vault.durable import atomic_writer, require_folder
     from vault.faults import crash_point
     from vault.service import pending
     from vault.service.custody import CustodyLog, actor_pair
     from vault.service.intake import storage_identity
-    from vault.store.blobs import BlobStore, atomic_writer, require_folder
+    from vault.store.blobs import BlobStore
 
     if not reason.strip():
         raise UsageError("items export: --reason must say why the content is needed")

@@ -31,6 +31,13 @@ from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
 from vault.custody.events import Event
+from vault.durable import (
+    discard_staged,
+    fsync_dir,
+    publish_staged,
+    require_folder,
+    stage_files,
+)
 from vault.errors import (
     ConflictError,
     NotFoundError,
@@ -64,14 +71,7 @@ from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
-from vault.store.blobs import (
-    BlobStore,
-    discard_staged,
-    fsync_dir,
-    publish_staged,
-    require_folder,
-    stage_files,
-)
+from vault.store.blobs import BlobStore
 from vault.store.models import (
     BodyKey,
     Case,

@@ -40,7 +40,7 @@ from datetime import datetime
 from pathlib import Path
 
 from vault.clock import isoformat, parse_iso, utcnow
-from vault.store.blobs import TEMP_PREFIX, fsync_dir
+from vault.durable import TEMP_PREFIX, fsync_dir
 
 PENDING = "pending"
 KINDS = ("export", "open")

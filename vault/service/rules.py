@@ -32,6 +32,7 @@ from vault.errors import (
     VaultError,
     VerificationError,
 )
+from vault.names import LABEL
 from vault.service import keyhistory
 from vault.service.bodies import get_body
 from vault.service.custody import actor_pair, lock_head, origin, record
@@ -218,9 +219,7 @@ def add_rule(
     as_name: str | None = None, now: datetime | None = None,
 ) -> Change:
     """Create the rule for ``label`` or add bodies to it; ``none``: a rule for no body."""
-    from vault.service.intake import parse_labels  # a label is checked as at intake
-
-    parse_labels([label], "rule")
+    LABEL.check(label, "rule")  # as at intake
     if none == bool(bodies):
         raise UsageError(f"rule for {label}: give one or more BODY ids, or --none for no body")
     with vault.transaction() as session:
@@ -289,9 +288,8 @@ def sign_rules(
         config = configured(vault).normal()
         if difference(config, signed(vault, session)) is None:
             return Change(config, False)
-        from vault.service.intake import parse_labels
-
-        parse_labels(list(config.rules), "config.toml: release rule")
+        for label in config.rules:
+            LABEL.check(label, "config.toml: release rule")
         _check_bodies(session, {b for bodies in config.rules.values() for b in bodies})
         return _commit(vault, session, config, {"change": "sign"}, as_name, now)
 

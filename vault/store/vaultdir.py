@@ -157,7 +157,7 @@ def load_config(root: Path) -> VaultConfig:
 
 def write_config(root: Path, config: VaultConfig) -> None:
     """Write ``config.toml`` atomically (temporary file, fsync, rename)."""
-    from vault.store.blobs import atomic_write_bytes
+    from vault.durable import atomic_write_bytes
 
     atomic_write_bytes(root / CONFIG_NAME, config.to_toml().encode("utf-8"), mode=0o600)
 

@@ -9,7 +9,8 @@ starts at an offset fixed by the envelope's fields (:func:`payload_offset`); a p
 Bad bytes being read are a :class:`~vault.errors.VerificationError`.
 
 Imports: :mod:`.rules`, :mod:`.strict`, :mod:`.documents`, :mod:`vault.formats.safetar`
-(``printable``), :mod:`vault.crypto`, :mod:`vault.errors`.
+(``printable``), :mod:`vault.names`, :mod:`vault.durable` (the copy loop), :mod:`vault.crypto`,
+:mod:`vault.errors`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from __future__ import annotations
 import calendar
 import contextlib
 import dataclasses
-import errno
 import hashlib
 import io
 import os
 import re
 import stat
-import sys
 import tarfile
 import time
 from collections.abc import Iterable, Iterator
@@ -34,11 +33,13 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from vault.crypto import sshsig
 from vault.crypto.keys import SigningKey, VerifyKey
+from vault.durable import copy_file, write_all
 from vault.errors import NotFoundError, UsageError, VerificationError
 from vault.formats.package.documents import ENVELOPE_NAMESPACE, Envelope, sign_envelope
-from vault.formats.package.rules import MAX_INTEGER, PACKAGE_ID_RULE, TIME_FORMAT
+from vault.formats.package.rules import MAX_INTEGER, TIME_FORMAT
 from vault.formats.package.strict import check_signer, peek_id, verify_signed
 from vault.formats.safetar import printable
+from vault.names import PACKAGE_ID
 
 if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
@@ -108,7 +109,7 @@ def verify_envelope(pkg: ScannedPackage, trusted: Iterable[VerifyKey]) -> Envelo
     sender named inside; ``payload.age`` has the size the envelope states. Its SHA-256 is the
     caller's to check while streaming :meth:`ScannedPackage.open_payload`.
     """
-    package_id = peek_id(pkg.envelope_bytes, "package_id", PACKAGE_ID_RULE)
+    package_id = peek_id(pkg.envelope_bytes, "package_id", PACKAGE_ID)
     label = f"package {package_id}" if package_id else f"package file {printable(pkg.path.name)}"
     signer = verify_signed(
         pkg.envelope_bytes, pkg.signature, ENVELOPE_NAMESPACE, trusted, f"{label}: envelope"
@@ -295,60 +296,6 @@ def tail_bytes(room: int, payload_size: int) -> bytes:
     return bytes(tail)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-# Errors that mean "this way of copying is not available here", not "the copy failed".
-_NO_KERNEL_COPY = frozenset(
-    code
-    for code in (
-        getattr(errno, name, None)
-        for name in ("EXDEV", "ENOSYS", "EINVAL", "EOPNOTSUPP", "ENOTSUP", "ENOTSOCK", "EBADF")
-    )
-    if code is not None
-)
-
-
-def _copy_payload(src: int, dst: int, size: int) -> int:
-    """Copy ``size`` bytes from ``src``'s position to ``dst``'s; return how many were copied.
-
-    In-kernel first, so a payload of many GiB never passes through Python: copy_file_range,
-    then sendfile, then a 1 MiB read/write loop. Each step continues where the previous
-    stopped, because both use and advance the file positions.
-    """
-    remaining = size
-    if sys.platform == "linux":
-        try:
-            while remaining:
-                n = os.copy_file_range(src, dst, min(remaining, 1 << 30))
-                if n == 0:
-                    return size - remaining
-                remaining -= n
-        except OSError as e:
-            if e.errno not in _NO_KERNEL_COPY:
-                raise
-    if remaining and hasattr(os, "sendfile"):
-        try:
-            while remaining:
-                n = os.sendfile(dst, src, None, min(remaining, 1 << 30))
-                if n == 0:
-                    return size - remaining
-                remaining -= n
-        except OSError as e:
-            if e.errno not in _NO_KERNEL_COPY:
-                raise
-    while remaining:
-        chunk = os.read(src, min(remaining, _COPY_CHUNK))
-        if not chunk:
-            break
-        _write_all(dst, chunk)
-        remaining -= len(chunk)
-    return size - remaining
-
-
 def _epoch(created_at: str) -> int:
     return calendar.timegm(time.strptime(created_at, TIME_FORMAT))
 
@@ -399,11 +346,11 @@ def write_package(target: Path, envelope: bytes, signature: str, payload: Path) 
             )
         with open(target, "wb", buffering=0) as out:
             dst = out.fileno()
-            _write_all(dst, front_bytes(envelope, sig_bytes, size, mtime, room))
-            copied = _copy_payload(src, dst, size)
+            write_all(dst, front_bytes(envelope, sig_bytes, size, mtime, room))
+            copied = copy_file(src, dst, size)
             if copied != size:
                 raise UsageError(f"{label}: payload file shrank to {copied} bytes while copied")
-            _write_all(dst, tail_bytes(room, size))
+            write_all(dst, tail_bytes(room, size))
             os.fsync(dst)
     finally:
         os.close(src)

@@ -7,8 +7,8 @@ in clear. The **statement** travels inside the encrypted payload (a BagIt tag fi
 each item's bag path, size and SHA-256. An envelope is verified with the package file it came
 in (:func:`vault.formats.package.container.verify_envelope`).
 
-Imports: :mod:`.rules`, :mod:`.parties`, :mod:`.strict`, :mod:`vault.crypto`,
-:mod:`vault.errors`.
+Imports: :mod:`.rules`, :mod:`.parties`, :mod:`.strict`, :mod:`vault.names`,
+:mod:`vault.crypto`, :mod:`vault.errors`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,8 @@ from vault.errors import UsageError, VerificationError
 from vault.formats.package.parties import Party, RecipientKey, check_recipients
 from vault.formats.package.rules import (
     FORMAT_VERSION,
-    PACKAGE_ID_RULE,
-    check_body,
     check_checkpoint,
     check_header,
-    check_item_id,
-    check_package_id,
     check_sha256,
     check_size,
     check_text,
@@ -52,6 +48,7 @@ from vault.formats.package.strict import (
     require_canonical,
     verify_signed,
 )
+from vault.names import BODY_ID, ITEM_ID, PACKAGE_ID
 
 ENVELOPE_NAMESPACE = "evault-envelope"
 STATEMENT_NAMESPACE = "evault-statement"
@@ -84,10 +81,10 @@ class Envelope:
 
     def __post_init__(self) -> None:
         check_header(self, "envelope", ENVELOPE_TYPE)
-        check_package_id(self.package_id, "envelope: package_id")
+        PACKAGE_ID.check(self.package_id, "envelope: package_id")
         if not isinstance(self.sender, Party):
             raise fail("envelope: sender", "a Party")
-        check_body(self.body, "envelope: body")
+        BODY_ID.check(self.body, "envelope: body")
         check_recipients(self.recipients, self.escrow, "envelope")
         check_time(self.created_at, "envelope: created_at")
         check_size(self.payload_size, "envelope: payload_size")
@@ -164,7 +161,7 @@ class StatementItem:
     sha256: str
 
     def __post_init__(self) -> None:
-        check_item_id(self.id, "statement item: id")
+        ITEM_ID.check(self.id, "statement item: id")
         path = check_text(self.path, f"statement item {self.id}: path", limit=4096)
         prefix = f"data/{self.id}/"
         name = path[len(prefix) :]
@@ -204,8 +201,8 @@ class Statement:
 
     def __post_init__(self) -> None:
         check_header(self, "statement", STATEMENT_TYPE)
-        check_package_id(self.package_id, "statement: package_id")
-        check_body(self.body, "statement: body")
+        PACKAGE_ID.check(self.package_id, "statement: package_id")
+        BODY_ID.check(self.body, "statement: body")
         check_recipients(self.recipients, self.escrow, "statement")
         if not isinstance(self.sender, Party):
             raise fail("statement: sender", "a Party")
@@ -302,7 +299,7 @@ def verify_statement(
 ) -> Statement:
     """Verify a statement's SSHSIG (namespace evault-statement) by a key in ``trusted`` over
     exactly ``data``, parse it strictly and check the signer is its sender; return it."""
-    package_id = peek_id(data, "package_id", PACKAGE_ID_RULE)
+    package_id = peek_id(data, "package_id", PACKAGE_ID)
     label = f"package {package_id}: statement" if package_id else "statement"
     signer = verify_signed(data, signature, STATEMENT_NAMESPACE, trusted, label)
     try:

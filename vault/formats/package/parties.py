@@ -3,7 +3,8 @@
 One job: the two value objects every package document shares, each checking its fields on
 construction, and :func:`check_recipients` for a document's list of recipient keys.
 
-Imports: :mod:`.rules`, :mod:`vault.crypto.age` (to check an age recipient), :mod:`vault.errors`.
+Imports: :mod:`.rules`, :mod:`vault.names`, :mod:`vault.crypto.age` (to check an age
+recipient), :mod:`vault.errors`.
 """
 
 from __future__ import annotations
@@ -13,13 +14,8 @@ from typing import Any
 
 from vault.crypto.age import AgeRecipient
 from vault.errors import UsageError
-from vault.formats.package.rules import (
-    PARTY_NAME_RULE,
-    check_fingerprint,
-    check_rule,
-    check_tuple,
-    fail,
-)
+from vault.formats.package.rules import check_fingerprint, check_tuple, fail
+from vault.names import PARTY_NAME
 
 
 @dataclass(frozen=True)
@@ -30,9 +26,7 @@ class Party:
     fingerprint: str
 
     def __post_init__(self) -> None:
-        check_rule(
-            self.name, PARTY_NAME_RULE, "party: name", "an identity name (A-Z, a-z, 0-9, '._-')"
-        )
+        PARTY_NAME.check(self.name, "party: name")
         check_fingerprint(self.fingerprint, "party: fingerprint")
 
     def to_json(self) -> dict[str, Any]:

@@ -7,6 +7,9 @@ an id, a digest, a fingerprint, a time or a short identifier; these rules keep f
 is a :class:`~vault.errors.UsageError` (a reader turns it into a
 :class:`~vault.errors.VerificationError`, :func:`vault.formats.package.strict.reading`).
 
+The rules for ids and names (``PACKAGE_ID``, ``ITEM_ID``, ``RECEIPT_ID``, ``BODY_ID``,
+``PARTY_NAME``) are :mod:`vault.names`', shared with the rest of the vault.
+
 Imports: :mod:`vault.errors` only (the bottom layer of :mod:`vault.formats.package`).
 """
 
@@ -34,12 +37,8 @@ MAX_INTEGER = 2**53  # the largest integer canonical JSON carries exactly
 # identifier: the rules below are what keeps free text (titles, descriptions, file names)
 # out of what travels in clear.
 
-_CROCKFORD12 = "[0-9A-HJKMNP-TV-Z]{12}"
-PACKAGE_ID_RULE = re.compile("PKG-" + _CROCKFORD12)
-ITEM_ID_RULE = re.compile("EV-" + _CROCKFORD12)
-RECEIPT_ID_RULE = re.compile("RCP-" + _CROCKFORD12)
-BODY_ID_RULE = re.compile("[A-Z0-9][A-Z0-9._-]{0,63}")  # as vault.service.bodies
-PARTY_NAME_RULE = re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # as vault.service.identities
+# The ids and names (package, item and receipt ids, body ids, party names) are
+# vault.names' rules, shared with the commands that make them.
 SHA256_RULE = re.compile("[0-9a-f]{64}")
 FINGERPRINT_RULE = re.compile("SHA256:[A-Za-z0-9+/]{43}")
 TIME_RULE = re.compile("[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
@@ -54,18 +53,6 @@ def fail(where: str, rule: str) -> UsageError:
 def check_rule(value: object, rule: re.Pattern[str], where: str, says: str) -> None:
     if not isinstance(value, str) or rule.fullmatch(value) is None:
         raise fail(where, says)
-
-
-def check_package_id(value: object, where: str) -> None:
-    check_rule(value, PACKAGE_ID_RULE, where, "'PKG-' and 12 crockford base32 characters")
-
-
-def check_item_id(value: object, where: str) -> None:
-    check_rule(value, ITEM_ID_RULE, where, "'EV-' and 12 crockford base32 characters")
-
-
-def check_body(value: object, where: str) -> None:
-    check_rule(value, BODY_ID_RULE, where, "a body id such as ICC-OTP (A-Z, 0-9, '._-')")
 
 
 def check_sha256(value: object, where: str) -> None:

@@ -7,13 +7,13 @@ canonical bytes, and check an SSHSIG and its signer. A document type's own modul
 from these helpers; a broken rule is a :class:`~vault.errors.VerificationError`.
 
 Imports: :mod:`.rules`, :mod:`.parties`, :mod:`vault.formats.canonical`,
-:mod:`vault.formats.safetar` (``printable``), :mod:`vault.crypto`, :mod:`vault.errors`.
+:mod:`vault.formats.safetar` (``printable``), :mod:`vault.names`, :mod:`vault.crypto`,
+:mod:`vault.errors`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -24,6 +24,7 @@ from vault.formats.canonical import canonical_json, parse_json_object
 from vault.formats.package.parties import Party, RecipientKey
 from vault.formats.package.rules import FORMAT_VERSION, MAX_DOCUMENT
 from vault.formats.safetar import printable
+from vault.names import Rule
 
 
 def finish_bytes(obj: dict[str, Any], where: str) -> bytes:
@@ -124,14 +125,14 @@ def check_signer_key(key: object, party: Party, what: str) -> None:
         )
 
 
-def peek_id(data: bytes, field: str, rule: re.Pattern[str]) -> str | None:
+def peek_id(data: bytes, field: str, rule: Rule) -> str | None:
     """The document's id for messages, when the unverified bytes show a well-formed one."""
     try:
         obj = parse_json_object(bytes(data), "document", limit=MAX_DOCUMENT)
     except VaultError:
         return None
     value = obj.get(field)
-    return value if isinstance(value, str) and rule.fullmatch(value) else None
+    return value if isinstance(value, str) and rule.matches(value) else None
 
 
 def verify_signed(

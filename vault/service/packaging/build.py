@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from vault.clock import isoformat
 from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter
+from vault.durable import WritebackFile, fsync_dir
 from vault.errors import NotFoundError, PolicyError, VaultError, VerificationError
 from vault.faults import crash_point
 from vault.formats.bagit import BagWriter, add_payload_to_each
@@ -51,7 +52,7 @@ from vault.service.packaging.plan import DraftItem, PackageDraft, check_release,
 from vault.service.packaging.records import package_dict
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
-from vault.store.blobs import BlobStore, WritebackFile, fsync_dir
+from vault.store.blobs import BlobStore
 from vault.store.models import Body, Package, PackageItem, PackageRecipient, PackageState
 
 

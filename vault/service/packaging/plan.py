@@ -30,6 +30,7 @@ from vault.clock import utcnow
 from vault.crypto.age import AgeIdentity
 from vault.custody.events import Event
 from vault.custody.merkle import node_hash
+from vault.durable import TEMP_PREFIX, require_folder
 from vault.errors import ConflictError, NotFoundError, PolicyError, UsageError, VerificationError
 from vault.formats.canonical import canonical_json
 from vault.formats.package import RecipientKey
@@ -41,7 +42,6 @@ from vault.service.intake import storage_identity
 from vault.service.items import get_case, item_dict
 from vault.service.rules import RuleSet, checked_rules, release_verdict
 from vault.service.vaults import Vault
-from vault.store.blobs import TEMP_PREFIX, require_folder
 from vault.store.models import Body, CustodyEvent, Identity, IdentityKey, Item, ItemLabel, ItemTag
 
 

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto.keys import VerifyKey
 from vault.custody.note import NoteVerifier, open_checkpoint
+from vault.durable import publish_staged, require_folder, stage_files
 from vault.errors import ConflictError, NotFoundError, VaultError, VerificationError
 from vault.faults import crash_point
 from vault.formats.package import Party
@@ -43,7 +44,6 @@ from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, origin
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
 from vault.service.vaults import Vault
-from vault.store.blobs import publish_staged, require_folder, stage_files
 from vault.store.models import Acknowledgement as AcknowledgementRow
 from vault.store.models import Body, Identity, IdentityKey, Item, Package, PackageState, Receipt
 

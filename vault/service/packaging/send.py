@@ -30,13 +30,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, utcnow
+from vault.durable import TEMP_PREFIX, copy_file, fsync_dir
 from vault.errors import ConflictError, NotFoundError, PolicyError, VaultError, VerificationError
 from vault.faults import crash_point
 from vault.formats.package import Envelope, read_package
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
 from vault.service.packaging.digest import (
-    COPY_CHUNK,
     FileStamp,
     file_digest,
     file_stamp,
@@ -47,10 +47,7 @@ from vault.service.packaging.receipts import make_receipt
 from vault.service.packaging.records import get_package, package_dict
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
-from vault.store.blobs import TEMP_PREFIX, fsync_dir, start_writeback
 from vault.store.models import Package, PackageState
-
-COPY_STEP = 8 << 20
 
 
 def _resolve_package(session: Session, package: str) -> tuple[Package, Path]:
@@ -202,7 +199,7 @@ def _deliver(delivery: Delivery, final: Path) -> None:
     try:
         if not _link(source, temp):
             with open(source, "rb") as src, open(temp, "xb") as dst:
-                _copy_file(src.fileno(), dst.fileno())
+                copy_file(src.fileno(), dst.fileno(), writeback=True)
                 os.fchmod(dst.fileno(), stat.S_IMODE(os.fstat(dst.fileno()).st_mode) & ~0o222)
             copied, _size = sync_and_digest(temp)
         elif delivery.read_at is not None and file_stamp(temp) == delivery.read_at:
@@ -243,36 +240,3 @@ def _link(source: Path, temp: Path) -> bool:
 
 _NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP,
             errno.ENOSYS}
-
-_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTSUP}
-
-
-def _copy_file(src: int, dst: int) -> None:
-    """Copy the rest of ``src`` into ``dst``: in the kernel (copy_file_range) where the file
-    systems allow, else through a buffer; each step is handed to the disk at once."""
-    kernel = hasattr(os, "copy_file_range")
-    done = 0
-    while True:
-        if kernel:
-            try:
-                n = os.copy_file_range(src, dst, COPY_STEP)
-            except OSError as e:
-                if e.errno not in _NO_KERNEL_COPY:
-                    raise
-                n = 0
-            if not n:
-                # e.g. another file system; and the end is confirmed by a plain read, as
-                # some file systems report 0 early: carry on from where it stopped.
-                kernel = False
-                continue
-        else:
-            chunk = os.read(src, COPY_CHUNK)
-            n = len(chunk)
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(dst, view):]
-        if not n:
-            return
-        start_writeback(dst, done, n)
-        done += n
-
