@@ -1,1 +1,10 @@
-"""See the module docstrings inside."""
+"""The use cases: one module a thing a person does with a vault; they own the transactions.
+
+One job: each command's work, start to end, returning data (the command line renders it):
+intake, items, packaging (plan, build, send, receipts), export, opening and acknowledging,
+custody, audit and witness, identities, bodies, contacts, release rules, doctor.
+
+May import: ``vault.custody``, ``vault.store``, ``vault.formats``, ``vault.keystore``,
+``vault.crypto`` and the modules below them; never the command line, ``click`` or
+``vault.render`` (checked by import-linter).
+"""
