@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import click
 
 from vault import __version__
-from vault.errors import VaultError
+from vault.errors import OptionsError, Reported, VaultError
 
 
 class Entry(NamedTuple):
@@ -87,6 +87,25 @@ INTERRUPTED = {
 """What to do after Ctrl-C, for commands where a re-run finishes the work."""
 
 
+class Command(click.Command):
+    """A command of evault: an :class:`~vault.errors.OptionsError` it raises is shown as
+    click shows its own usage errors, under this command's usage line (exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OptionsError as e:
+            raise click.UsageError(str(e), ctx) from None
+
+
+class Group(click.Group):
+    """A group of commands below the root (``evault identity ...``): its commands and
+    subgroups are :class:`Command` and :class:`Group` too."""
+
+    command_class = Command
+    group_class = type
+
+
 def _help(name: str, f: Callable[..., Any]) -> str:
     """The help of the root's command ``name``: its summary, then its docstring."""
     import inspect  # loaded by click already
@@ -94,21 +113,21 @@ def _help(name: str, f: Callable[..., Any]) -> str:
     return f"{COMMANDS[name].summary}\n\n{inspect.cleandoc(f.__doc__ or '')}"
 
 
-def top_command(name: str) -> Callable[[Callable[..., Any]], click.Command]:
+def top_command(name: str) -> Callable[[Callable[..., Any]], Command]:
     """``click.command`` for the root's command ``name``: its help opens with the summary in
     :data:`COMMANDS`, and the function's docstring says the rest (details, examples)."""
 
-    def decorate(f: Callable[..., Any]) -> click.Command:
-        return click.command(name, help=_help(name, f))(f)
+    def decorate(f: Callable[..., Any]) -> Command:
+        return click.command(name, cls=Command, help=_help(name, f))(f)
 
     return decorate
 
 
-def top_group(name: str) -> Callable[[Callable[..., Any]], click.Group]:
+def top_group(name: str) -> Callable[[Callable[..., Any]], Group]:
     """``click.group`` for the root's group ``name``, as :func:`top_command`."""
 
-    def decorate(f: Callable[..., Any]) -> click.Group:
-        return click.group(name, help=_help(name, f))(f)
+    def decorate(f: Callable[..., Any]) -> Group:
+        return click.group(name, cls=Group, help=_help(name, f))(f)
 
     return decorate
 
@@ -140,6 +159,8 @@ class RootGroup(click.Group):
         _say_notices()
         try:
             return super().invoke(ctx)
+        except Reported as e:
+            ctx.exit(e.exit_code)  # the command has shown what failed
         except VaultError as e:
             if _debug(ctx):
                 _print_traceback()

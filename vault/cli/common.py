@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from vault.errors import OptionsError
+
 if TYPE_CHECKING:
     from vault.service.vaults import Vault
 
@@ -148,7 +150,7 @@ def write_or_print(text: str, output: Path | None, *, what: str = "") -> None:
     from vault.durable import atomic_writer
 
     if output.exists():
-        raise click.UsageError(f"{output} exists; choose another file")
+        raise OptionsError(f"{output} exists; choose another file")
     with atomic_writer(output, mode=0o644, overwrite=False) as handle:
         handle.write(text.encode("utf-8"))
     say(f"wrote {what} to {output}" if what else f"wrote {output}")
@@ -168,5 +170,5 @@ def paper_for(fmt: str, paper: str | None) -> str:
     from vault.render.forms import DEFAULT_PAPER
 
     if paper is not None and fmt != "html":
-        raise click.UsageError("--paper goes with --format html")
+        raise OptionsError("--paper goes with --format html")
     return paper or DEFAULT_PAPER

@@ -23,6 +23,7 @@ from vault.cli.common import (
     with_vault,
     write_or_print,
 )
+from vault.errors import OptionsError, Reported
 from vault.progress import progress_line
 
 if TYPE_CHECKING:
@@ -100,7 +101,7 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
             click.echo(f"OK: {report.size} events, {report.checkpoints} checkpoints{witnessed} "
                        f"({what})")
     if report.defects:
-        raise SystemExit(3)
+        raise Reported(verification=True)
 
 
 @custody.command("checkpoint")
@@ -122,7 +123,7 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
     from vault.service.custody import make_checkpoint
 
     if output is not None and output.exists():
-        raise click.UsageError(f"{output} exists; choose another file")
+        raise OptionsError(f"{output} exists; choose another file")
     if output is not None:
         from vault.durable import require_folder
 
@@ -237,11 +238,11 @@ def custody_consistency(
     from vault.service import audit
 
     if proof_file is None and trusted_keys is not None:
-        raise click.UsageError("--trusted-keys goes with --proof")
+        raise OptionsError("--trusted-keys goes with --proof")
     if proof_file is not None and output is not None:
-        raise click.UsageError("-o writes a proof from this vault's log; not with --proof")
+        raise OptionsError("-o writes a proof from this vault's log; not with --proof")
     if output is not None and output.exists():
-        raise click.UsageError(f"{output} exists; choose another file")
+        raise OptionsError(f"{output} exists; choose another file")
     if proof_file is None:
         v = open_vault(vault_dir)
         try:

@@ -17,6 +17,7 @@ from vault.cli.common import (
     say,
     vault_option,
 )
+from vault.errors import Reported
 
 
 @top_command("doctor")
@@ -51,7 +52,7 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
             say(_leftover_line(row))
     if report.get("key_history_differences"):
         # The key tables disagree with the signed history: a failed verification.
-        raise SystemExit(3)
+        raise Reported(verification=True)
 
 
 def _leftover_line(row: dict[str, Any]) -> str:

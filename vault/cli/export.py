@@ -17,6 +17,7 @@ from vault.cli.common import (
     say,
     with_vault,
 )
+from vault.errors import OptionsError, Reported
 from vault.progress import ProgressLine, progress_line
 
 if TYPE_CHECKING:
@@ -85,12 +86,12 @@ def export_cmd(
 
     names = [b.strip() for b in (bodies or "").split(",") if b.strip()]
     if bool(case_id) == bool(plan):
-        raise click.UsageError("give --case CASE or --plan PLAN.toml")
+        raise OptionsError("give --case CASE or --plan PLAN.toml")
     if plan is not None:
         plans = load_plan(plan, names)
     else:
         if not names:
-            raise click.UsageError("--case needs --to BODY,BODY,...")
+            raise OptionsError("--case needs --to BODY,BODY,...")
         assert case_id is not None
         plans = plans_for_case(names, case_id)
     with progress_line("export") as line:
@@ -111,7 +112,7 @@ def export_cmd(
     would_fail = [r.body for r in results if r.would_fail]
     if would_fail:
         say(f"dry run: export would fail for {', '.join(would_fail)}; see the error column")
-        raise SystemExit(1)
+        raise Reported(verification=False)
     failed = [r.body for r in results if r.failed]
     if failed:
         others = "the other bodies succeeded" if len(failed) < len(results) else "none succeeded"
@@ -120,7 +121,7 @@ def export_cmd(
         # body key that differs from the signed key history), else 1.
         verification = len(failed) == len(results) and all(
             r.exit_code == 3 for r in results if r.failed)
-        raise SystemExit(3 if verification else 1)
+        raise Reported(verification=verification)
 
 
 def _export_table(rows: list[dict[str, Any]], dry_run: bool) -> str:

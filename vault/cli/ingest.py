@@ -19,6 +19,7 @@ from vault.cli.common import (
     say,
     with_vault,
 )
+from vault.errors import OptionsError
 from vault.progress import progress_line
 
 if TYPE_CHECKING:
@@ -90,13 +91,13 @@ def ingest(
     from vault.service import intake
 
     if not paths and not manifest:
-        raise click.UsageError("give files to ingest, or --manifest FILE")
+        raise OptionsError("give files to ingest, or --manifest FILE")
     if paths and manifest:
-        raise click.UsageError("give files to ingest or --manifest FILE, not both")
+        raise OptionsError("give files to ingest or --manifest FILE, not both")
     fields = None
     if case_id or not manifest:
         if not case_id:
-            raise click.UsageError("--case CASE is required")
+            raise OptionsError("--case CASE is required")
         fields = intake.IntakeFields(
             case=case_id,
             title=title,

@@ -24,6 +24,7 @@ from vault.cli.common import (
     with_vault,
     write_or_print,
 )
+from vault.errors import OptionsError
 
 if TYPE_CHECKING:
     from vault.service.vaults import Vault
@@ -108,9 +109,9 @@ def package_create(
     from vault.service.packaging.send import send_package
 
     if send_now and outbox is None:
-        raise click.UsageError("--send needs --outbox DIR")
+        raise OptionsError("--send needs --outbox DIR")
     if outbox is not None and not send_now:
-        raise click.UsageError("--outbox goes with --send")
+        raise OptionsError("--outbox goes with --send")
     draft = plan_package(
         vault,
         body_id=body_id,
@@ -205,7 +206,7 @@ def package_sheet(
     from vault.service.sheet import sheet_data
 
     if output is not None and output.exists():
-        raise click.UsageError(f"{output} exists; choose another file")
+        raise OptionsError(f"{output} exists; choose another file")
     paper = paper_for(fmt, paper)
     write_or_print(render_sheet(sheet_data(vault, package_id), fmt, paper=paper), output)
 

@@ -20,6 +20,7 @@ from vault.cli.common import (
     say,
     vault_option,
 )
+from vault.errors import OptionsError, Reported
 from vault.progress import ProgressLine, progress_line
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def verify_cmd(
 
     root = audit.find_vault(vault_dir)
     if as_name is not None and root is None:
-        raise click.UsageError("--as NAME needs the vault holding that identity; pass --vault")
+        raise OptionsError("--as NAME needs the vault holding that identity; pass --vault")
     v = open_vault(root) if root is not None else None
     try:
         trust = audit.Trust.build(trusted_keys, v)
@@ -89,7 +90,7 @@ def verify_cmd(
     if failed:
         if not as_json:
             say(f"{failed} of {len(findings)} file(s) did not verify")
-        raise SystemExit(3)
+        raise Reported(verification=True)
 
 
 def _per_file(line: ProgressLine | None, files: int) -> Callable[[int], Progress | None] | None:
