@@ -26,6 +26,7 @@ import click
 from vault.errors import OptionsError
 
 if TYPE_CHECKING:
+    from vault.keystore import PassphrasePrompt
     from vault.service.vaults import Vault
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,11 +76,16 @@ def list_output_options(f: F) -> F:
     return f
 
 
+def passphrase_prompt() -> PassphrasePrompt | None:
+    """How a command asks for the key file's passphrase: only when stdin is a terminal."""
+    return _prompt if sys.stdin.isatty() else None
+
+
 def open_vault(vault_dir: Path | None) -> Vault:
     """Open the vault for a command; a passphrase prompt only when stdin is a terminal."""
     from vault.service.vaults import open_vault as _open
 
-    return _open(vault_dir, prompt=_prompt if sys.stdin.isatty() else None)
+    return _open(vault_dir, prompt=passphrase_prompt())
 
 
 def with_vault(f: Callable[..., Any]) -> Callable[..., Any]:

@@ -17,7 +17,7 @@ from vault.cli.common import (
     emit_record,
     emit_rows,
     json_option,
-    open_vault,
+    passphrase_prompt,
     say,
     vault_option,
     with_vault,
@@ -243,24 +243,8 @@ def custody_consistency(
         raise OptionsError("-o writes a proof from this vault's log; not with --proof")
     if output is not None and output.exists():
         raise OptionsError(f"{output} exists; choose another file")
-    if proof_file is None:
-        v = open_vault(vault_dir)
-        try:
-            data = audit.prove_from_log(v, audit.read_checkpoint(old), audit.read_checkpoint(new))
-        finally:
-            v.close()
-    else:
-        root = audit.find_vault(vault_dir)
-        v_or_none = open_vault(root) if root is not None else None
-        try:
-            trust = audit.Trust.build(trusted_keys, v_or_none)
-        finally:
-            if v_or_none is not None:
-                v_or_none.close()
-        (old_note, old_package), (new_note, new_package) = (
-            audit.read_checkpoint_of(old), audit.read_checkpoint_of(new))
-        data = audit.verify_with_proof(old_note, new_note, proof_file.read_bytes(), trust,
-                                       old_package=old_package, new_package=new_package)
+    data = audit.check_consistency(old, new, proof=proof_file, trusted_keys=trusted_keys,
+                                   vault_dir=vault_dir, prompt=passphrase_prompt())
     if as_json:
         emit_record(data, True)
     else:

@@ -94,27 +94,11 @@ def ingest(
         raise OptionsError("give files to ingest, or --manifest FILE")
     if paths and manifest:
         raise OptionsError("give files to ingest or --manifest FILE, not both")
-    fields = None
-    if case_id or not manifest:
-        if not case_id:
-            raise OptionsError("--case CASE is required")
-        fields = intake.IntakeFields(
-            case=case_id,
-            title=title,
-            description=description,
-            source=source,
-            collected_at=intake.parse_collected_at(collected_at) if collected_at else None,
-            location=location,
-            tags=intake.parse_tags(tags),
-            labels=intake.parse_labels(labels),
-        )
-    if manifest:
-        rows = intake.rows_from_manifest(manifest, fields, follow_symlinks=follow_symlinks)
-    else:
-        assert fields is not None
-        rows = intake.rows_from_paths(
-            list(paths), fields, recursive=recursive, follow_symlinks=follow_symlinks
-        )
+    rows = intake.rows_from_options(
+        paths, manifest, case=case_id, title=title, description=description, source=source,
+        collected_at=collected_at, location=location, tags=tags, labels=labels,
+        recursive=recursive, follow_symlinks=follow_symlinks,
+    )
     digests = [a.strip() for a in also_digest.split(",") if a.strip()]
     with progress_line("ingest") as line:
         files, nbytes = [0, len(rows)], [0, 0]

@@ -16,11 +16,11 @@ from vault.cli import top_command
 from vault.cli.common import (
     emit_rows,
     json_option,
-    open_vault,
+    passphrase_prompt,
     say,
     vault_option,
 )
-from vault.errors import OptionsError, Reported
+from vault.errors import Reported
 from vault.progress import ProgressLine, progress_line
 
 if TYPE_CHECKING:
@@ -68,19 +68,11 @@ def verify_cmd(
     """
     from vault.service import audit
 
-    root = audit.find_vault(vault_dir)
-    if as_name is not None and root is None:
-        raise OptionsError("--as NAME needs the vault holding that identity; pass --vault")
-    v = open_vault(root) if root is not None else None
-    try:
-        trust = audit.Trust.build(trusted_keys, v)
-        identities = audit.recipient_keys(v, as_name) if v is not None and as_name else None
-        with progress_line("verify") as line:
-            findings = audit.verify_files(files, trust, identities=identities,
-                                          progress=_per_file(line, len(files)))
-    finally:
-        if v is not None:
-            v.close()
+    with progress_line("verify") as line:
+        findings = audit.verify_at_hand(
+            files, vault_dir=vault_dir, trusted_keys=trusted_keys, as_name=as_name,
+            prompt=passphrase_prompt(), progress=_per_file(line, len(files)),
+        )
     if as_json:
         emit_rows([f.to_dict() for f in findings], "json", ())
     else:
