@@ -40,12 +40,6 @@ def package() -> None:
     """
 
 
-def _parse_tag_filters(tags: tuple[str, ...]) -> list[tuple[str, str]]:
-    from vault.service.intake import parse_tags
-
-    return list(parse_tags(tags))
-
-
 @package.command("create")
 @click.option("--to", "body_id", required=True, metavar="BODY", help="The receiving body.")
 @click.option("--item", "item_ids", multiple=True, metavar="ID", help="An item; repeatable.")
@@ -104,32 +98,27 @@ def package_create(
       evault package create --to UA-OPG --item EV-0123456789AB -o opg.evpkg
       evault package create --to ICC-OTP --case UA-2026-0042 --send --outbox /mnt/transfer
     """
-    from vault.service.packaging.build import build_package
-    from vault.service.packaging.plan import plan_package
-    from vault.service.packaging.send import send_package
+    from vault.service.packaging.create import create_package
 
     if send_now and outbox is None:
         raise OptionsError("--send needs --outbox DIR")
     if outbox is not None and not send_now:
         raise OptionsError("--outbox goes with --send")
-    draft = plan_package(
+    data = create_package(
         vault,
         body_id=body_id,
         item_ids=item_ids,
         case=case_id,
         label=label,
-        tags=_parse_tag_filters(tags),
+        tags=tags,
         reference=reference,
         purpose=purpose,
         confidential_reference=confidential_reference,
         as_name=as_name,
         output=output,
         force=force,
+        outbox=outbox,
     )
-    data = build_package(vault, draft)
-    if send_now:
-        assert outbox is not None
-        data = send_package(vault, data["id"], outbox=outbox, as_name=as_name)
     emit_record(data, as_json)
     if not as_json:
         say(
