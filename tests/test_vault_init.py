@@ -238,6 +238,37 @@ def test_entry_point_answers_version_without_the_cli() -> None:
     assert helped.stdout.startswith("Usage: evault [OPTIONS] COMMAND [ARGS]...\n")
 
 
+def test_every_way_in_runs_the_one_main() -> None:
+    # The console script, python -m vault and the checkout's cli.py: one path, one main().
+    import configparser
+
+    from vault import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    scripts = setup["options.entry_points"]["console_scripts"].split()
+    assert scripts == ["evault", "=", "vault.__main__:main"]
+    assert "from vault.__main__ import main\n" in (root / "cli.py").read_text()
+    for argv in ([sys.executable, "-m", "vault"], [sys.executable, str(root / "cli.py")]):
+        out = subprocess.run([*argv, "--version"], capture_output=True, text=True, cwd=root)
+        assert (out.returncode, out.stdout, out.stderr) == (0, f"evault {__version__}\n", "")
+
+
+def test_commands_raise_only_vault_errors() -> None:
+    # Exit codes are mapped in vault/cli/__init__.py alone: a command raises a
+    # vault.errors class (OptionsError for options that do not go together, Reported after
+    # printing its findings), never click's usage errors or SystemExit itself.
+    root = Path(__file__).resolve().parent.parent / "vault" / "cli"
+    for module in sorted(root.glob("*.py")):
+        if module.name == "__init__.py":
+            continue
+        text = module.read_text()
+        for banned in ("SystemExit", "sys.exit", "click.UsageError", "click.BadParameter",
+                       "ctx.fail", "ctx.exit", "click.ClickException"):
+            assert banned not in text, f"{module.name}: {banned}"
+
+
 def test_version() -> None:
     from vault import __version__
 
