@@ -212,6 +212,15 @@ def test_help_and_version_import_no_heavy_modules() -> None:
     assert _loaded_after([["--help"], ["--version"]], heavy) == []
 
 
+def test_a_commands_help_imports_no_heavy_modules() -> None:
+    # Each command group's module is loaded for its --help; the service layer (SQLAlchemy,
+    # cryptography) only when a command runs.
+    from vault.cli import COMMANDS
+
+    heavy = ["sqlalchemy", "alembic", "keyring", "cryptography", "vault.service.vaults"]
+    assert _loaded_after([[name, "--help"] for name in sorted(COMMANDS)], heavy) == []
+
+
 def test_entry_point_answers_version_without_the_cli() -> None:
     # The console script answers --version before importing click; its line must stay the
     # one the click command prints (test_version).

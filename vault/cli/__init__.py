@@ -17,8 +17,8 @@ failed. Heavy modules (SQLAlchemy, alembic, keyring, cryptography) are imported 
 commands, so ``evault --help`` starts fast; ``evault --version`` is answered before this
 module is imported (:func:`vault.__main__.main`).
 
-May import: click, :mod:`vault.errors`; :mod:`vault.cli.common` and the command modules
-only when a command runs.
+May import: click, :mod:`vault.errors`; :mod:`vault.cli.common` and :mod:`vault.render`
+only to print a message, and the command modules only when their command is looked up.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """``evault open`` and ``evault ack``: receive a package into this vault and acknowledge it.
 
-May import: click, :mod:`vault.cli.common`, :mod:`vault.progress`, :mod:`vault.service`
-(inside the commands).
+May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
+:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
+(it loads SQLAlchemy; a command's ``--help`` stays fast).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """``evault report``: reports for oversight, and the chain-of-custody form.
 
-May import: click, :mod:`vault.cli.common`, :mod:`vault.service` (inside the commands).
+May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
+:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
+(it loads SQLAlchemy; a command's ``--help`` stays fast).
 """
 
 from __future__ import annotations

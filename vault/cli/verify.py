@@ -1,7 +1,8 @@
 """``evault verify``: check any evault file with the keys at hand, with or without a vault.
 
-May import: click, :mod:`vault.cli.common`, :mod:`vault.progress`, :mod:`vault.service`
-(inside the commands).
+May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
+:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
+(it loads SQLAlchemy; a command's ``--help`` stays fast).
 """
 
 from __future__ import annotations
