@@ -9,7 +9,9 @@ one module per command group, over the shared options and emitters of
 command's own help opens with it (:func:`top_command`), and ``evault --help`` lists the
 commands from it without importing any of them. :class:`RootGroup` imports a command's
 module when the command is looked up, and maps every expected error
-(:class:`vault.errors.VaultError`) to one line on stderr and its exit code, in one place.
+(:class:`vault.errors.VaultError`) to one line on stderr and its exit code, in one place;
+only :class:`~vault.errors.OptionsError` is shown by the command itself (:class:`Command`),
+under its usage line as click shows its own usage errors. Commands never exit themselves.
 
 The command line is the only code that prints, prompts or exits. Data goes to stdout,
 messages to stderr prefixed ``evault:``. Exit codes: 0 ok, 1 error, 2 usage, 3 verification
