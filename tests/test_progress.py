@@ -61,7 +61,7 @@ def test_nothing_is_written_when_nothing_was_drawn() -> None:
     assert out.getvalue() == ""
 
 
-EVAULT = [sys.executable, "-c", "from vault.cli import main; main()"]
+EVAULT = [sys.executable, "-c", "from vault.__main__ import main; main()"]
 
 
 def _run(args: list[str], *, terminal: bool) -> tuple[bytes, bytes, int]:

@@ -205,8 +205,20 @@ def test_vault_commands_do_not_import_alembic(tmp_path: Path) -> None:
 
 
 def test_help_and_version_import_no_heavy_modules() -> None:
-    heavy = ["sqlalchemy", "alembic", "keyring", "cryptography", "vault.commands"]
+    from vault.cli import COMMANDS
+
+    commands = sorted({entry.where.partition(":")[0] for entry in COMMANDS.values()})
+    heavy = ["sqlalchemy", "alembic", "keyring", "cryptography", "vault.cli.common", *commands]
     assert _loaded_after([["--help"], ["--version"]], heavy) == []
+
+
+def test_a_commands_help_imports_no_heavy_modules() -> None:
+    # Each command group's module is loaded for its --help; the service layer (SQLAlchemy,
+    # cryptography) only when a command runs.
+    from vault.cli import COMMANDS
+
+    heavy = ["sqlalchemy", "alembic", "keyring", "cryptography", "vault.service.vaults"]
+    assert _loaded_after([[name, "--help"] for name in sorted(COMMANDS)], heavy) == []
 
 
 def test_entry_point_answers_version_without_the_cli() -> None:
@@ -216,7 +228,7 @@ def test_entry_point_answers_version_without_the_cli() -> None:
 
     code = (
         "import sys\n"
-        "from vault.entry import main\n"
+        "from vault.__main__ import main\n"
         "main()\n"
         "print('CLICK', 'click' in sys.modules)\n"
     )
@@ -226,13 +238,44 @@ def test_entry_point_answers_version_without_the_cli() -> None:
         f"evault {__version__}\nCLICK False\n",
         "",
     )
-    entry = "from vault.entry import main; main()"
+    entry = "from vault.__main__ import main; main()"
     other = _python(entry, "--version", "--help")
     assert other.returncode == 0, other.stderr
     assert other.stdout == f"evault {__version__}\n"  # click's own eager --version
     helped = _python(entry, "--help")
     assert helped.returncode == 0, helped.stderr
     assert helped.stdout.startswith("Usage: evault [OPTIONS] COMMAND [ARGS]...\n")
+
+
+def test_every_way_in_runs_the_one_main() -> None:
+    # The console script, python -m vault and the checkout's cli.py: one path, one main().
+    import configparser
+
+    from vault import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    setup = configparser.ConfigParser()
+    setup.read(root / "setup.cfg")
+    scripts = setup["options.entry_points"]["console_scripts"].split()
+    assert scripts == ["evault", "=", "vault.__main__:main"]
+    assert "from vault.__main__ import main\n" in (root / "cli.py").read_text()
+    for argv in ([sys.executable, "-m", "vault"], [sys.executable, str(root / "cli.py")]):
+        out = subprocess.run([*argv, "--version"], capture_output=True, text=True, cwd=root)
+        assert (out.returncode, out.stdout, out.stderr) == (0, f"evault {__version__}\n", "")
+
+
+def test_commands_raise_only_vault_errors() -> None:
+    # Exit codes are mapped in vault/cli/__init__.py alone: a command raises a
+    # vault.errors class (OptionsError for options that do not go together, Reported after
+    # printing its findings), never click's usage errors or SystemExit itself.
+    root = Path(__file__).resolve().parent.parent / "vault" / "cli"
+    for module in sorted(root.glob("*.py")):
+        if module.name == "__init__.py":
+            continue
+        text = module.read_text()
+        for banned in ("SystemExit", "sys.exit", "click.UsageError", "click.BadParameter",
+                       "ctx.fail", "ctx.exit", "click.ClickException"):
+            assert banned not in text, f"{module.name}: {banned}"
 
 
 def test_version() -> None:
@@ -245,7 +288,6 @@ def test_version() -> None:
 def _all_commands() -> list[list[str]]:
     import click
 
-    import vault.commands  # noqa: F401  (defines the commands on the root group)
     from vault.cli import cli
 
     out: list[list[str]] = []
@@ -253,7 +295,10 @@ def _all_commands() -> list[list[str]]:
     def walk(cmd: click.Command, path: list[str]) -> None:
         out.append(path)
         if isinstance(cmd, click.Group):
-            for name, sub in cmd.commands.items():
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                sub = cmd.get_command(ctx, name)  # the root loads each command's module
+                assert sub is not None
                 walk(sub, [*path, name])
 
     walk(cli, [])
@@ -277,14 +322,15 @@ def test_the_help_page_lists_the_commands_as_click_would() -> None:
     # table must say what the commands' own help says, and the page must be click's.
     import click
 
-    import vault.commands  # noqa: F401
     from vault.cli import COMMANDS, cli
 
+    root = click.Context(cli)
+    loaded = {name: cli.get_command(root, name) for name in COMMANDS}
     real = {
-        name: " ".join((cmd.help or "").split("\n\n")[0].split())
-        for name, cmd in cli.commands.items()
+        name: " ".join(((cmd.help if cmd else "") or "").split("\n\n")[0].split())
+        for name, cmd in loaded.items()
     }
-    assert real == COMMANDS
+    assert real == {name: entry.summary for name, entry in COMMANDS.items()}
     for width in (60, 80, 100, 120):
         ctx = click.Context(cli, info_name="evault", terminal_width=width,
                             max_content_width=100)

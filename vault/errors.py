@@ -26,6 +26,21 @@ class UsageError(VaultError):
     exit_code = 2
 
 
+class OptionsError(UsageError):
+    """Options or arguments of a command that do not go together, or a missing one (exit 2):
+    the CLI shows it as click shows its own usage errors, under the command's usage line."""
+
+
+class Reported(VaultError):
+    """A failure the command has shown already (each defect, each failed file, on its
+    output): the CLI adds no message, only the exit code: 3 when what failed is a
+    verification, else 1."""
+
+    def __init__(self, *, verification: bool) -> None:
+        super().__init__("")
+        self.exit_code = VerificationError.exit_code if verification else VaultError.exit_code
+
+
 class NotFoundError(VaultError):
     """A named object (vault, item, body, identity, package) does not exist."""
 

@@ -39,7 +39,7 @@ from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
 from vault.custody.merkle import EMPTY_ROOT, verify_consistency
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
-from vault.errors import NotFoundError, UsageError, VaultError, VerificationError
+from vault.errors import NotFoundError, OptionsError, UsageError, VaultError, VerificationError
 from vault.formats import receipt as rfmt
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import load_card
@@ -53,9 +53,10 @@ from vault.formats.package import (
 )
 from vault.formats.safetar import printable
 from vault.service.progress import Progress
-from vault.service.vaults import Vault
+from vault.service.vaults import Vault, open_vault
 
 if TYPE_CHECKING:
+    from vault.keystore import PassphrasePrompt
     from vault.service.inspection import OwnKeys
 
 CHECKPOINT_NAMESPACE = "evault-checkpoint"
@@ -432,6 +433,35 @@ def verify_files(
             for i, p in enumerate(paths)]
 
 
+def verify_at_hand(
+    paths: Sequence[Path],
+    *,
+    vault_dir: Path | None = None,
+    trusted_keys: Path | None = None,
+    as_name: str | None = None,
+    prompt: PassphrasePrompt | None = None,
+    progress: Callable[[int], Progress | None] | None = None,
+) -> list[Finding]:
+    """``evault verify``: each file verified with the keys at hand, one finding each.
+
+    Signers are trusted from ``trusted_keys`` (an allowed_signers file) and, when a vault is
+    at hand (``vault_dir``, or the default one if it exists: :func:`find_vault`), from its
+    known senders and its own keys; with ``as_name``, that identity's age keys (it needs the
+    vault) decrypt packages to check them whole. The vault is only read, and closed again.
+    """
+    root = find_vault(vault_dir)
+    if as_name is not None and root is None:
+        raise OptionsError("--as NAME needs the vault holding that identity; pass --vault")
+    vault = open_vault(root, prompt=prompt) if root is not None else None
+    try:
+        trust = Trust.build(trusted_keys, vault)
+        identities = recipient_keys(vault, as_name) if vault is not None and as_name else None
+        return verify_files(paths, trust, identities=identities, progress=progress)
+    finally:
+        if vault is not None:
+            vault.close()
+
+
 def verify_file(
     path: Path,
     trust: Trust,
@@ -782,6 +812,42 @@ def prove_from_log(vault: Vault, old_note: str, new_note: str) -> dict[str, Any]
 
     data = prove_consistency(vault, old_note, new_note)
     return {"origin": origin(vault), **data}
+
+
+def check_consistency(
+    old: Path,
+    new: Path,
+    *,
+    proof: Path | None = None,
+    trusted_keys: Path | None = None,
+    vault_dir: Path | None = None,
+    prompt: PassphrasePrompt | None = None,
+) -> dict[str, Any]:
+    """``evault custody consistency``: the log only grew from the checkpoint in ``old`` to
+    the one in ``new`` (notes, or the receipts, acknowledgements, envelopes or packages
+    that carry one: :func:`read_checkpoint_of`).
+
+    Without ``proof`` the vault's own log computes the proof (:func:`prove_from_log`). With
+    it no vault is needed: the notes' signers are trusted from ``trusted_keys`` and from the
+    vault at hand, if any (:func:`verify_with_proof`). A rewrite raises VerificationError.
+    """
+    if proof is None:
+        vault = open_vault(vault_dir, prompt=prompt)
+        try:
+            return prove_from_log(vault, read_checkpoint(old), read_checkpoint(new))
+        finally:
+            vault.close()
+    root = find_vault(vault_dir)
+    at_hand = open_vault(root, prompt=prompt) if root is not None else None
+    try:
+        trust = Trust.build(trusted_keys, at_hand)
+    finally:
+        if at_hand is not None:
+            at_hand.close()
+    (old_note, old_package), (new_note, new_package) = (
+        read_checkpoint_of(old), read_checkpoint_of(new))
+    return verify_with_proof(old_note, new_note, proof.read_bytes(), trust,
+                             old_package=old_package, new_package=new_package)
 
 
 def proof_document(result: dict[str, Any]) -> str:

@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
-from vault.errors import ConflictError, NotFoundError, UsageError, VaultError
+from vault.errors import ConflictError, NotFoundError, OptionsError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.names import CASE_ID, LABEL, TAG_KEY
 from vault.service import keyhistory
@@ -245,6 +245,45 @@ def rows_from_manifest(
     if not rows:
         raise UsageError(f"{manifest}: the manifest lists no files")
     return rows
+
+
+def rows_from_options(
+    paths: Sequence[Path],
+    manifest: Path | None,
+    *,
+    case: str | None,
+    title: str | None = None,
+    description: str | None = None,
+    source: str | None = None,
+    collected_at: str | None = None,
+    location: str | None = None,
+    tags: Sequence[str] = (),
+    labels: Sequence[str] = (),
+    recursive: bool = False,
+    follow_symlinks: bool = False,
+) -> list[IntakeRow]:
+    """The rows of ``evault ingest``: ``paths``, or the rows of ``manifest``, with the fields
+    given as options (``--collected-at`` ISO 8601, ``--tag`` KEY=VALUE and ``--label``
+    parsed and checked here); ``case`` is needed unless a manifest names each row's.
+    Nothing is read or written yet."""
+    fields = None
+    if case:
+        fields = IntakeFields(
+            case=case,
+            title=title,
+            description=description,
+            source=source,
+            collected_at=parse_collected_at(collected_at) if collected_at else None,
+            location=location,
+            tags=parse_tags(tags),
+            labels=parse_labels(labels),
+        )
+    if manifest is not None:
+        return rows_from_manifest(manifest, fields, follow_symlinks=follow_symlinks)
+    if fields is None:
+        raise OptionsError("--case CASE is required")
+    return rows_from_paths(list(paths), fields, recursive=recursive,
+                           follow_symlinks=follow_symlinks)
 
 
 def _csv_records(text: str, manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -10,6 +10,8 @@
 One module a job, imported by its own name (this ``__init__`` imports nothing, so a command
 loads only the part it runs):
 
+- :mod:`~vault.service.packaging.create`: ``package create`` in one call: plan, build and,
+  given an outbox, send.
 - :mod:`~vault.service.packaging.plan`: the items, the checks, the checkpoint; a draft.
 - :mod:`~vault.service.packaging.build`: the draft's file written, sealed, recorded, named.
 - :mod:`~vault.service.packaging.send`: a built package into the outbox, logged as sent.
@@ -20,6 +22,6 @@ loads only the part it runs):
 
 They import the rest of the service layer, ``vault.formats``, ``vault.custody``,
 ``vault.crypto`` and ``vault.store``, and one another only downwards in that list's order
-of use: build and send import plan and records; send imports receipts; none imports
-build or send.
+of use: create imports plan, build and send; build and send import plan and records; send
+imports receipts; none but create imports build or send.
 """

@@ -1,0 +1,192 @@
+"""``evault body``: recipient bodies and the keys of their officers.
+
+May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
+:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
+(it loads SQLAlchemy; a command's ``--help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from vault.cli import top_group
+from vault.cli.common import (
+    as_option,
+    emit_record,
+    emit_rows,
+    json_option,
+    list_output_options,
+    read_card,
+    say,
+    with_vault,
+)
+
+if TYPE_CHECKING:
+    from vault.service.vaults import Vault
+
+
+BODY_COLUMNS = ("id", "name", "active_keys", "created_at")
+
+
+@top_group("body")
+def body() -> None:
+    """\b
+    Examples:
+      evault body add ICC-OTP --name "International Criminal Court, Office of the Prosecutor"
+      evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
+      evault body list
+    """
+
+
+@body.command("add")
+@click.argument("body_id", metavar="ID")
+@click.option("--name", required=True, help="Full name of the body.")
+@as_option
+@json_option
+@with_vault
+def body_add(vault: Vault, body_id: str, name: str, as_name: str | None, as_json: bool) -> None:
+    """Register a recipient body.
+
+    \b
+    Example:
+      evault body add UA-OPG --name "Office of the Prosecutor General of Ukraine"
+    """
+    from vault.service.bodies import add_body
+
+    data = add_body(vault, body_id, name=name, as_name=as_name)
+    emit_record(data, as_json, skip=("keys",))
+
+
+@body.command("list")
+@list_output_options
+@with_vault
+def body_list(vault: Vault, fmt: str | None) -> None:
+    """List the bodies and how many active keys each has.
+
+    \b
+    Example:
+      evault body list --csv
+    """
+    from vault.service.bodies import list_bodies
+
+    emit_rows(list_bodies(vault), fmt, BODY_COLUMNS)
+
+
+@body.command("show")
+@click.argument("body_id", metavar="ID")
+@json_option
+@with_vault
+def body_show(vault: Vault, body_id: str, as_json: bool) -> None:
+    """Show a body with all its keys.
+
+    \b
+    Example:
+      evault body show ICC-OTP
+    """
+    from vault.service.bodies import show_body
+
+    emit_record(show_body(vault, body_id), as_json)
+
+
+@body.group("key")
+def body_key() -> None:
+    """Keys of a body's officers.
+
+    \b
+    Examples:
+      evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
+      evault body key revoke ICC-OTP SHA256:...
+    """
+
+
+@body_key.command("add")
+@click.argument("body_id", metavar="ID")
+@click.option(
+    "--card",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Contact card exported by the officer's `evault identity export`.",
+)
+@click.option("--age", "age_recipient", metavar="AGE1...", help="The officer's age recipient.")
+@click.option("--ssh", "ssh_key", metavar="KEY", help="The officer's 'ssh-ed25519 AAAA...' key.")
+@click.option(
+    "--fingerprint",
+    "pin",
+    metavar="SHA256:...",
+    help="Fingerprint confirmed by the officer; a different key is refused.",
+)
+@click.option(
+    "--age-fingerprint",
+    "age_pin",
+    metavar="SHA256:...",
+    help="Fingerprint of the age key confirmed by the officer (needed with --ssh --fingerprint).",
+)
+@as_option
+@json_option
+@with_vault
+def body_key_add(
+    vault: Vault,
+    body_id: str,
+    card: Path | None,
+    age_recipient: str | None,
+    ssh_key: str | None,
+    pin: str | None,
+    age_pin: str | None,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Add an officer's key to a body, from a contact card or from the two public keys.
+
+    A card is signed by its SSH key, so --fingerprint pins the whole card; the bare --ssh and
+    --age keys are pinned only by --fingerprint and --age-fingerprint together (both printed
+    by the officer's `evault identity show`). A key added unpinned is logged so, with a warning.
+
+    \b
+    Examples:
+      evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
+      evault body key add UA-OPG --age age1... --ssh "ssh-ed25519 AAAA... officer" \\
+        --fingerprint SHA256:... --age-fingerprint SHA256:...
+    """
+    from vault.service.bodies import add_body_key
+
+    data = add_body_key(
+        vault,
+        body_id,
+        card=read_card(card) if card else None,
+        age_recipient=age_recipient,
+        ssh_key=ssh_key,
+        pin=pin,
+        age_pin=age_pin,
+        as_name=as_name,
+    )
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"added key {data['fingerprint']} to body {body_id}")
+    if pin is None:
+        say(f"warning: body {body_id}: key {data['fingerprint']} not pinned: confirm it with "
+            "the officer by another channel (--fingerprint next time)")
+
+
+@body_key.command("revoke")
+@click.argument("body_id", metavar="ID")
+@click.argument("fingerprint")
+@as_option
+@json_option
+@with_vault
+def body_key_revoke(
+    vault: Vault, body_id: str, fingerprint: str, as_name: str | None, as_json: bool
+) -> None:
+    """Revoke a key of a body: no new package is encrypted to it.
+
+    \b
+    Example:
+      evault body key revoke ICC-OTP SHA256:...
+    """
+    from vault.service.bodies import revoke_body_key
+
+    data = revoke_body_key(vault, body_id, fingerprint, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"revoked key {fingerprint} of body {body_id}")

@@ -1,0 +1,82 @@
+"""``evault doctor``: check the vault and repair what a killed command left behind.
+
+May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
+:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
+(it loads SQLAlchemy; a command's ``--help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from vault.cli import top_command
+from vault.cli.common import (
+    emit_record,
+    json_option,
+    say,
+    vault_option,
+)
+from vault.errors import Reported
+
+
+@top_command("doctor")
+@vault_option
+@click.option(
+    "--repair", is_flag=True,
+    help="Remove leftover temporary and orphaned blobs; rewrite the key tables from the "
+    "signed key history.",
+)
+@json_option
+def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
+    """The key tables are compared with the signed key history: exit 3 if they differ, and
+    --repair rewrites them from it.
+
+    \b
+    Examples:
+      evault doctor
+      evault doctor --repair
+    """
+    from vault.service.doctor import diagnose
+
+    report = diagnose(vault_dir, repair=repair)
+    leftovers = report.get("leftovers", [])
+    shown = report if as_json or "leftovers" not in report else {
+        **report, "leftovers": len(leftovers)}  # each named on stderr below
+    emit_record(shown, as_json)
+    if not as_json:
+        for pid in report.get("unsent_packages", []):
+            say(f"package {pid}: built but never sent; re-run the export that built it, or "
+                f"send it with `evault send {pid} --outbox DIR`")
+        for row in leftovers:
+            say(_leftover_line(row))
+    if report.get("key_history_differences"):
+        # The key tables disagree with the signed history: a failed verification.
+        raise Reported(verification=True)
+
+
+def _leftover_line(row: dict[str, Any]) -> str:
+    """One line about a leftover of a killed ``items export`` or ``open``."""
+    if row["command"] == "unknown":
+        return f"{row['path']}: {row['state'].removeprefix('refused: ')}; left alone"
+    of = f"`{row['command']}`" + (f" of item {row['item']}" if "item" in row else "")
+    age = _age(row["age_seconds"])
+    where = row["path"] if row["on_disk"] else f"{row['path']} (nothing left there)"
+    state = row["state"]
+    if state == "left":
+        return (f"leftover of an interrupted {of}, started {age} ago: {where}; "
+                "`evault doctor --repair` removes it")
+    if state.startswith("refused: "):
+        return f"leftover of an interrupted {of}: {row['path']}: {state[9:]}; left alone"
+    logged = f"; logged {row['logged']}" if row.get("logged") else ""
+    return f"leftover of an interrupted {of}, started {age} ago: {where}: {state}{logged}"
+
+
+def _age(seconds: int) -> str:
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"

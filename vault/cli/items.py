@@ -1,0 +1,114 @@
+"""``evault items``: list, show and export (decrypt) the vault's items.
+
+May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
+:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
+(it loads SQLAlchemy; a command's ``--help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from vault.cli import top_group
+from vault.cli.common import (
+    as_option,
+    emit_record,
+    emit_rows,
+    json_option,
+    list_output_options,
+    say,
+    with_vault,
+)
+from vault.progress import progress_line
+
+if TYPE_CHECKING:
+    from vault.service.vaults import Vault
+
+
+ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
+
+
+@top_group("items")
+def items() -> None:
+    """\b
+    Examples:
+      evault items list --case UA-2026-0042
+      evault items show EV-0123456789AB
+      evault items export EV-0123456789AB -o copy.pdf --reason "expert review"
+    """
+
+
+@items.command("list")
+@click.option("--case", "case_id", metavar="CASE", help="Only items of this case.")
+@click.option("--label", metavar="LABEL", help="Only items with this label.")
+@list_output_options
+@with_vault
+def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | None) -> None:
+    """List items.
+
+    \b
+    Examples:
+      evault items list --case UA-2026-0042
+      evault items list --label restricted-icc --csv
+    """
+    from vault.service.items import list_items
+
+    emit_rows(list_items(vault, case=case_id, label=label), fmt, ITEM_COLUMNS)
+
+
+@items.command("show")
+@click.argument("item_id", metavar="ID")
+@json_option
+@with_vault
+def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
+    """Show an item's metadata and digests.
+
+    \b
+    Example:
+      evault items show EV-0123456789AB --json
+    """
+    from vault.service.items import show_item
+
+    emit_record(show_item(vault, item_id), as_json)
+
+
+@items.command("export")
+@click.argument("item_id", metavar="ID")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the decrypted content.",
+)
+@click.option("--reason", required=True, help="Why the content is needed (logged).")
+@click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@as_option
+@json_option
+@with_vault
+def items_export(
+    vault: Vault,
+    item_id: str,
+    output: Path,
+    reason: str,
+    force: bool,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Decrypt an item for authorised use; the digest is checked and the export logged.
+
+    \b
+    Example:
+      evault items export EV-0123456789AB -o copy.pdf --reason "forensic examination"
+    """
+    from vault.service.items import export_item
+
+    with progress_line("items export") as line:
+        data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force,
+                           progress=line.update_bytes if line else None)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"exported item {item_id} to {output}; the export is in the custody log")

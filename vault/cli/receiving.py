@@ -1,0 +1,125 @@
+"""``evault open`` and ``evault ack``: receive a package into this vault and acknowledge it.
+
+May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
+:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
+(it loads SQLAlchemy; a command's ``--help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from vault.cli import top_command
+from vault.cli.common import (
+    as_option,
+    emit_record,
+    emit_rows,
+    json_option,
+    say,
+    with_vault,
+)
+from vault.progress import ProgressLine, progress_line
+
+if TYPE_CHECKING:
+    from vault.service.progress import Progress
+    from vault.service.vaults import Vault
+
+
+@top_command("open")
+@click.argument("package_file", metavar="PACKAGE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to extract into (as <package-id>/, only after every check passed).",
+)
+@click.option(
+    "--trust-sender",
+    metavar="SHA256:...",
+    help="Trust this sender fingerprint for this package only.",
+)
+@click.option(
+    "--allow-revoked",
+    is_flag=True,
+    help="With --trust-sender: open it even though that key was revoked here (logged).",
+)
+@as_option
+@json_option
+@with_vault
+def open_cmd(
+    vault: Vault,
+    package_file: Path,
+    out_dir: Path,
+    trust_sender: str | None,
+    allow_revoked: bool,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Checks, before a single file is kept: the envelope signature by a known sender, the
+    payload digest, decryption, the signed statement (this package, this body, this key),
+    every digest of the bag (and each MD5/SHA-1 the sender lists, recomputed), and the
+    sender's custody excerpt with its proofs. Any failure exits 3 and leaves nothing behind.
+    A sender key revoked here is refused even with --trust-sender, unless --allow-revoked.
+
+    \b
+    Examples:
+      evault open PKG-0123456789AB.evpkg --out ./received
+      evault open PKG-0123456789AB.evpkg --out ./received --trust-sender SHA256:...
+    """
+    from vault.service.opening import open_package
+
+    with progress_line("open") as line:
+        data = open_package(
+            vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender,
+            allow_revoked=allow_revoked, verifying=_stage(line, 1, 2, "verifying"),
+            storing=_stage(line, 2, 2, "storing"),
+        )
+    if as_json:
+        emit_record(data, True)
+        return
+    emit_rows(data["items"], None, ("id", "source_item", "name", "size", "sha256"))
+    if data["sender_revoked_at"]:
+        say(f"warning: the sender's key was revoked at {data['sender_revoked_at']}; opened "
+            "because of --allow-revoked, and logged so in package.opened")
+    say(
+        f"opened package {data['package']} from {data['sender']} "
+        f"({data['sender_fingerprint']}) for {data['body']}: {len(data['items'])} item(s) "
+        f"verified and received, {data['sender_custody_events']} custody event(s) proven; "
+        f"files in {data['out']}"
+    )
+
+
+@top_command("ack")
+@click.argument("package_ref", metavar="PACKAGE")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The acknowledgement file; its signature goes to FILE.sig.",
+)
+@as_option
+@json_option
+@with_vault
+def ack(vault: Vault, package_ref: str, output: Path, as_name: str | None, as_json: bool) -> None:
+    """\b
+    Example:
+      evault ack PKG-0123456789AB -o PKG-0123456789AB.ack.json
+    """
+    from vault.service.opening import acknowledge
+
+    data = acknowledge(vault, package_ref, output=output, as_name=as_name)
+    emit_record(data, as_json)
+    if not as_json:
+        say(f"wrote acknowledgement {data['ack']} and {data['signature']}")
+
+
+def _stage(line: ProgressLine | None, n: int, of: int, what: str) -> Progress | None:
+    """Bytes of stage ``n`` of ``of`` drawn on ``line`` as "n/of what, X MB of Y MB"."""
+    if line is None:
+        return None
+    return lambda done, total: line.update(n, of, nbytes=(done, total), what=what)

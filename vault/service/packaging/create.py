@@ -1,0 +1,68 @@
+"""``package create`` in one call: one package for one body planned, built and, given an
+outbox, sent.
+
+    >>> create_package(vault, body_id="ICC-OTP", case="UA-2026-0042")  # doctest: +SKIP
+
+The sequence a front end would otherwise repeat:
+:func:`~vault.service.packaging.plan.plan_package`,
+:func:`~vault.service.packaging.build.build_package`, then
+:func:`~vault.service.packaging.send.send_package` of the package just built.
+
+Imports :mod:`~vault.service.packaging.plan`, :mod:`~vault.service.packaging.build` and
+:mod:`~vault.service.packaging.send`, and the tag rule of intake; no module of this package
+imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vault.service.intake import parse_tags
+from vault.service.packaging.build import build_package
+from vault.service.packaging.plan import plan_package
+from vault.service.packaging.send import send_package
+from vault.service.vaults import Vault
+
+
+def create_package(
+    vault: Vault,
+    *,
+    body_id: str,
+    item_ids: Sequence[str] = (),
+    case: str | None = None,
+    label: str | None = None,
+    tags: Sequence[str] = (),
+    reference: str | None = None,
+    purpose: str | None = None,
+    confidential_reference: bool = False,
+    as_name: str | None = None,
+    output: Path | None = None,
+    force: bool = False,
+    outbox: Path | None = None,
+) -> dict[str, Any]:
+    """``evault package create``: one package for one body planned (:func:`plan_package`),
+    built (:func:`build_package`) and, given an ``outbox``, sent (:func:`send_package`).
+
+    ``tags`` are ``KEY=VALUE`` filters, read as ``ingest --tag`` reads them. Returns the
+    built package, or the sent one (with its receipt).
+    """
+    draft = plan_package(
+        vault,
+        body_id=body_id,
+        item_ids=item_ids,
+        case=case,
+        label=label,
+        tags=list(parse_tags(tags)),
+        reference=reference,
+        purpose=purpose,
+        confidential_reference=confidential_reference,
+        as_name=as_name,
+        output=output,
+        force=force,
+    )
+    built = build_package(vault, draft)
+    if outbox is None:
+        return built
+    return send_package(vault, built["id"], outbox=outbox, as_name=as_name)
