@@ -437,12 +437,47 @@ def test_doctor_lists_a_package_built_and_never_sent(office: Cli, tmp_path: Path
     assert json.loads(office.ok("doctor", "--json").stdout)["unsent_packages"] == []
 
 
+def _signal_state(pid: int) -> str:
+    """The Sig* lines of /proc/PID/status (Linux): signals pending, blocked, ignored, caught."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return ""
+    return "\n".join(line for line in status if line.startswith(
+        ("SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
+
+
+def _sigint_answered(pid: int) -> bool:
+    """Whether the process has a handler for SIGINT, neither ignored nor blocked (a child
+    inherits SIGINT ignored or blocked from a test process that left it so); True where
+    /proc does not tell."""
+    state = _signal_state(pid)
+    if not state:
+        return True
+    masks = {k: int(v, 16) for k, v in (line.split(":\t") for line in state.splitlines())}
+    bit = 1 << (signal.SIGINT - 1)
+    return bool(masks["SigCgt"] & bit) and not (masks["SigIgn"] | masks["SigBlk"]) & bit
+
+
+def _stuck(proc: subprocess.Popen[str]) -> str:
+    """What a process that does not exit is doing: its signal state, then the stacks of its
+    threads (PYTHONFAULTHANDLER=1 has it print them on SIGABRT), then it is gone."""
+    state = _signal_state(proc.pid)
+    proc.send_signal(signal.SIGABRT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return f"{state}\n{err}"
+
+
 def test_ctrl_c_during_export_says_that_the_same_command_finishes_it(
     office: Cli, tmp_path: Path
 ) -> None:
     outbox = _outbox(tmp_path)
     env = {**os.environ, "EVAULT_KEY_STORAGE": "file", "EVAULT_PASSPHRASE": TEST_PASSPHRASE,
-           "EVAULT_PAUSE_AT": "export.after_body"}
+           "EVAULT_PAUSE_AT": "export.after_body", "PYTHONFAULTHANDLER": "1"}
     env.pop("EVAULT_CRASH_AT", None)
     args = [sys.executable, "-m", "vault", "export", "--to", ",".join(BODIES), "--case", CASE,
             "--outbox", str(outbox), "--vault", str(office.vault), "--jsonl", "--reshare"]
@@ -450,8 +485,13 @@ def test_ctrl_c_during_export_says_that_the_same_command_finishes_it(
                             text=True)
     assert proc.stderr is not None
     assert proc.stderr.readline() == "evault: paused at export.after_body\n"  # ICC-OTP sent
+    if not _sigint_answered(proc.pid):
+        pytest.fail(f"Ctrl-C would not reach the command:\n{_stuck(proc)}")
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"no exit 60 s after Ctrl-C:\n{_stuck(proc)}")
     assert (proc.returncode, err) == (
         130, "evault: interrupted; nothing half-written was kept; run the same command again "
         "to finish the job (packages already sent are not sent again)\n")

@@ -7,7 +7,7 @@ the vault verifies, nothing half-written is visible, and a re-run completes the 
 process dies with SIGKILL, as a power cut or ``kill -9`` would end it: no cleanup runs.
 
 ``EVAULT_PAUSE_AT=<step>`` instead says ``evault: paused at <step>`` on stderr and waits
-there, so that a test can interrupt the command (Ctrl-C) at a known point.
+there (up to 10 minutes), so that a test can interrupt the command (Ctrl-C) at a known point.
 """
 
 from __future__ import annotations
@@ -47,4 +47,9 @@ def crash_point(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("EVAULT_PAUSE_AT") == step:
         print(f"evault: paused at {step}", file=sys.stderr, flush=True)
-        time.sleep(600)
+        # In short naps, not one long sleep: Python acts on a signal between bytecodes, and
+        # a Ctrl-C that lands after the last check and before the sleep starts (this thread
+        # waiting for the GIL, or preempted) would be acted on only when the sleep ends.
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
