@@ -56,8 +56,8 @@ def body_add(vault: Vault, body_id: str, name: str, as_name: str | None, as_json
     """
     from vault.service.bodies import add_body
 
-    data = add_body(vault, body_id, name=name, as_name=as_name)
-    emit_record(data, as_json, skip=("keys",))
+    added = add_body(vault, body_id, name=name, as_name=as_name)
+    emit_record(added.to_json(), as_json, skip=("keys",))
 
 
 @body.command("list")
@@ -72,7 +72,7 @@ def body_list(vault: Vault, fmt: str | None) -> None:
     """
     from vault.service.bodies import list_bodies
 
-    emit_rows(list_bodies(vault), fmt, BODY_COLUMNS)
+    emit_rows([b.to_json() for b in list_bodies(vault)], fmt, BODY_COLUMNS)
 
 
 @body.command("show")
@@ -88,7 +88,7 @@ def body_show(vault: Vault, body_id: str, as_json: bool) -> None:
     """
     from vault.service.bodies import show_body
 
-    emit_record(show_body(vault, body_id), as_json)
+    emit_record(show_body(vault, body_id).to_json(), as_json)
 
 
 @body.group("key")
@@ -151,7 +151,7 @@ def body_key_add(
     """
     from vault.service.bodies import add_body_key
 
-    data = add_body_key(
+    key = add_body_key(
         vault,
         body_id,
         card=read_card(card) if card else None,
@@ -161,11 +161,11 @@ def body_key_add(
         age_pin=age_pin,
         as_name=as_name,
     )
-    emit_record(data, as_json)
+    emit_record(key.to_json(), as_json)
     if not as_json:
-        say(f"added key {data['fingerprint']} to body {body_id}")
+        say(f"added key {key.fingerprint} to body {body_id}")
     if pin is None:
-        say(f"warning: body {body_id}: key {data['fingerprint']} not pinned: confirm it with "
+        say(f"warning: body {body_id}: key {key.fingerprint} not pinned: confirm it with "
             "the officer by another channel (--fingerprint next time)")
 
 
@@ -186,7 +186,7 @@ def body_key_revoke(
     """
     from vault.service.bodies import revoke_body_key
 
-    data = revoke_body_key(vault, body_id, fingerprint, as_name=as_name)
-    emit_record(data, as_json)
+    revoked = revoke_body_key(vault, body_id, fingerprint, as_name=as_name)
+    emit_record(revoked.to_json(), as_json)
     if not as_json:
         say(f"revoked key {fingerprint} of body {body_id}")

@@ -4,7 +4,7 @@
     @list_output_options
     @with_vault
     def identity_list(vault: Vault, fmt: str | None) -> None:
-        emit_rows(list_identities(vault), fmt, IDENTITY_COLUMNS)
+        emit_rows([i.to_json() for i in list_identities(vault)], fmt, IDENTITY_COLUMNS)
 
 Data goes to stdout (:func:`emit_record`, :func:`emit_rows`, :func:`write_or_print`),
 messages to stderr prefixed ``evault:`` (:func:`say`).

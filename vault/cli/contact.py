@@ -60,12 +60,12 @@ def contact_add(
     """
     from vault.service.contacts import add_contact
 
-    data = add_contact(vault, read_card(card), pin=pin, as_name=as_name)
-    emit_record(data, as_json)
+    added = add_contact(vault, read_card(card), pin=pin, as_name=as_name)
+    emit_record(added.to_json(), as_json)
     if not as_json:
-        say(f"added contact {data['name']} ({data['fingerprint']})")
+        say(f"added contact {added.name} ({added.fingerprint})")
     if pin is None:
-        say(f"warning: contact {data['name']}: key {data['fingerprint']} not pinned: confirm it "
+        say(f"warning: contact {added.name}: key {added.fingerprint} not pinned: confirm it "
             "with the sender by another channel (--fingerprint next time)")
 
 
@@ -81,7 +81,7 @@ def contact_list(vault: Vault, fmt: str | None) -> None:
     """
     from vault.service.contacts import CONTACT_COLUMNS, list_contacts
 
-    emit_rows(list_contacts(vault), fmt, CONTACT_COLUMNS)
+    emit_rows([c.to_json() for c in list_contacts(vault)], fmt, CONTACT_COLUMNS)
 
 
 @contact.command("show")
@@ -97,7 +97,7 @@ def contact_show(vault: Vault, ref: str, as_json: bool) -> None:
     """
     from vault.service.contacts import show_contact
 
-    emit_record(show_contact(vault, ref), as_json)
+    emit_record(show_contact(vault, ref).to_json(), as_json)
 
 
 @contact.command("revoke")
@@ -114,7 +114,7 @@ def contact_revoke(vault: Vault, ref: str, as_name: str | None, as_json: bool) -
     """
     from vault.service.contacts import revoke_contact
 
-    data = revoke_contact(vault, ref, as_name=as_name)
-    emit_record(data, as_json)
+    revoked = revoke_contact(vault, ref, as_name=as_name)
+    emit_record(revoked.to_json(), as_json)
     if not as_json:
-        say(f"revoked contact {data['name']}")
+        say(f"revoked contact {revoked.name}")

@@ -71,8 +71,8 @@ def identity_create(
     """
     from vault.service.identities import create_identity
 
-    data = create_identity(vault, name, org=org, email=email, as_name=as_name)
-    emit_record(data, as_json, skip=("keys",))
+    created = create_identity(vault, name, org=org, email=email, as_name=as_name)
+    emit_record(created.to_json(), as_json, skip=("keys",))
     if not as_json:
         say(f"created identity {name} in the {vault.keystore.kind} key store")
 
@@ -89,7 +89,7 @@ def identity_list(vault: Vault, fmt: str | None) -> None:
     """
     from vault.service.identities import list_identities
 
-    emit_rows(list_identities(vault), fmt, IDENTITY_COLUMNS)
+    emit_rows([i.to_json() for i in list_identities(vault)], fmt, IDENTITY_COLUMNS)
 
 
 @identity.command("show")
@@ -105,7 +105,7 @@ def identity_show(vault: Vault, name: str | None, as_json: bool) -> None:
     """
     from vault.service.identities import show_identity
 
-    emit_record(show_identity(vault, name), as_json)
+    emit_record(show_identity(vault, name).to_json(), as_json)
 
 
 @identity.command("export")
@@ -179,10 +179,10 @@ def identity_rotate(vault: Vault, name: str | None, as_json: bool) -> None:
     """
     from vault.service.identities import rotate_identity
 
-    data = rotate_identity(vault, name)
-    emit_record(data, as_json, skip=("keys",))
+    rotated = rotate_identity(vault, name)
+    emit_record(rotated.to_json(), as_json, skip=("keys",))
     if not as_json:
-        say(f"rotated identity {data['name']}: new key {data['fingerprint']}")
+        say(f"rotated identity {rotated.name}: new key {rotated.fingerprint}")
 
 
 @identity.command("revoke")
@@ -199,7 +199,7 @@ def identity_revoke(vault: Vault, name: str, as_name: str | None, as_json: bool)
     """
     from vault.service.identities import revoke_identity
 
-    data = revoke_identity(vault, name, as_name=as_name)
-    emit_record(data, as_json, skip=("keys",))
+    revoked = revoke_identity(vault, name, as_name=as_name)
+    emit_record(revoked.to_json(), as_json, skip=("keys",))
     if not as_json:
         say(f"revoked identity {name}")

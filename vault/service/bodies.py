@@ -10,8 +10,9 @@ receives nothing new.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,32 +24,57 @@ from vault.errors import ConflictError, NotFoundError, UsageError, VerificationE
 from vault.formats.card import load_card
 from vault.names import NEW_BODY_ID
 from vault.service.keyhistory import key_details
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import Body, BodyKey
 
 
-def body_key_dict(key: BodyKey) -> dict[str, Any]:
-    """Public view of one body key."""
-    return {
-        "fingerprint": key.fingerprint,
-        "label": key.label,
-        "signing_key": VerifyKey(key.signing_key).openssh(),
-        "age_recipient": key.age_recipient,
-        "status": "revoked" if key.revoked_at else "active",
-        "added_at": isoformat(key.added_at),
-        "revoked_at": isoformat(key.revoked_at) if key.revoked_at else None,
-    }
+@dataclass(frozen=True, slots=True)
+class BodyKeyInfo(Result):
+    """Public view of one body key: an officer's signing key and age recipient, its dates."""
+
+    fingerprint: str
+    label: str | None
+    signing_key: str
+    age_recipient: str
+    status: Literal["active", "revoked"]
+    added_at: str
+    revoked_at: str | None
 
 
-def body_dict(body: Body) -> dict[str, Any]:
-    """Public view of a body, with stable field names for ``--json``."""
-    return {
-        "id": body.id,
-        "name": body.name,
-        "created_at": isoformat(body.created_at),
-        "active_keys": sum(1 for k in body.keys if k.revoked_at is None),
-        "keys": [body_key_dict(k) for k in body.keys],
-    }
+@dataclass(frozen=True, slots=True)
+class BodyInfo(Result):
+    """Public view of a body; ``to_json()`` has the stable field names of ``--json``."""
+
+    id: str
+    name: str
+    created_at: str
+    active_keys: int
+    keys: tuple[BodyKeyInfo, ...]
+
+
+def body_key_info(key: BodyKey) -> BodyKeyInfo:
+    """The public view of a body key row."""
+    return BodyKeyInfo(
+        fingerprint=key.fingerprint,
+        label=key.label,
+        signing_key=VerifyKey(key.signing_key).openssh(),
+        age_recipient=key.age_recipient,
+        status="revoked" if key.revoked_at else "active",
+        added_at=isoformat(key.added_at),
+        revoked_at=isoformat(key.revoked_at) if key.revoked_at else None,
+    )
+
+
+def body_info(body: Body) -> BodyInfo:
+    """The public view of a body row, with its keys."""
+    return BodyInfo(
+        id=body.id,
+        name=body.name,
+        created_at=isoformat(body.created_at),
+        active_keys=sum(1 for k in body.keys if k.revoked_at is None),
+        keys=tuple(body_key_info(k) for k in body.keys),
+    )
 
 
 def get_body(session: Session, body_id: str) -> Body:
@@ -81,7 +107,7 @@ def add_body(
     name: str,
     as_name: str | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> BodyInfo:
     """Register a recipient body."""
     NEW_BODY_ID.check(body_id)
     if not name.strip():
@@ -94,19 +120,19 @@ def add_body(
         session.add(body)
         session.flush()
         _log(vault, session, as_name, "body.added", body_id, {}, now)
-        return body_dict(body)
+        return body_info(body)
 
 
-def list_bodies(vault: Vault) -> list[dict[str, Any]]:
+def list_bodies(vault: Vault) -> list[BodyInfo]:
     """Every body, by id."""
     with vault.transaction() as session:
-        return [body_dict(b) for b in session.scalars(select(Body).order_by(Body.id))]
+        return [body_info(b) for b in session.scalars(select(Body).order_by(Body.id))]
 
 
-def show_body(vault: Vault, body_id: str) -> dict[str, Any]:
+def show_body(vault: Vault, body_id: str) -> BodyInfo:
     """One body with its keys."""
     with vault.transaction() as session:
-        return body_dict(get_body(session, body_id))
+        return body_info(get_body(session, body_id))
 
 
 def add_body_key(
@@ -120,7 +146,7 @@ def add_body_key(
     age_pin: str | None = None,
     as_name: str | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> BodyKeyInfo:
     """Add an officer's key to a body, from a contact card or from the two public keys.
 
     ``pin`` is the SSH key's fingerprint obtained from the officer by another channel, and
@@ -184,7 +210,7 @@ def add_body_key(
         session.flush()
         details = {**key_details(signing, key.age_recipient), "pinned": pin is not None}
         _log(vault, session, as_name, "body.key_added", body_id, details, key.added_at)
-        return body_key_dict(key)
+        return body_key_info(key)
 
 
 def revoke_body_key(
@@ -194,7 +220,7 @@ def revoke_body_key(
     *,
     as_name: str | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> BodyKeyInfo:
     """Revoke one key of a body: no package is encrypted to it from now on."""
     with vault.transaction() as session:
         body = get_body(session, body_id)
@@ -208,7 +234,7 @@ def revoke_body_key(
                 key.revoked_at = now or utcnow()
                 details = {"fingerprint": fingerprint}
                 _log(vault, session, as_name, "body.key_revoked", body_id, details, key.revoked_at)
-                return body_key_dict(key)
+                return body_key_info(key)
         raise NotFoundError(
             f"body {body_id}: has no key {fingerprint}; see `evault body show {body_id}`"
         )

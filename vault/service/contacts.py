@@ -9,8 +9,9 @@ of a body added with ``evault body key add``, or a fingerprint the user names wi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -21,31 +22,47 @@ from vault.errors import ConflictError, NotFoundError, VerificationError
 from vault.formats.card import load_card
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.keyhistory import key_details
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import BodyKey, Contact, IdentityKey
 
 CONTACT_COLUMNS = ("name", "org", "fingerprint", "status", "added_at")
 
 
-def contact_dict(contact: Contact) -> dict[str, Any]:
-    """Public view of a contact."""
-    return {
-        "name": contact.name,
-        "org": contact.org,
-        "email": contact.email,
-        "fingerprint": contact.fingerprint,
-        "signing_key": VerifyKey(contact.signing_key).openssh(contact.name),
-        "age_recipient": contact.age_recipient,
-        "status": "revoked" if contact.revoked_at else "active",
-        "added_at": isoformat(contact.added_at),
-        "revoked_at": isoformat(contact.revoked_at) if contact.revoked_at else None,
-    }
+@dataclass(frozen=True, slots=True)
+class ContactInfo(Result):
+    """Public view of a contact; ``to_json()`` has the stable field names of ``--json``."""
+
+    name: str
+    org: str | None
+    email: str | None
+    fingerprint: str
+    signing_key: str
+    age_recipient: str
+    status: Literal["active", "revoked"]
+    added_at: str
+    revoked_at: str | None
+
+
+def contact_info(contact: Contact) -> ContactInfo:
+    """The public view of a contact row."""
+    return ContactInfo(
+        name=contact.name,
+        org=contact.org,
+        email=contact.email,
+        fingerprint=contact.fingerprint,
+        signing_key=VerifyKey(contact.signing_key).openssh(contact.name),
+        age_recipient=contact.age_recipient,
+        status="revoked" if contact.revoked_at else "active",
+        added_at=isoformat(contact.added_at),
+        revoked_at=isoformat(contact.revoked_at) if contact.revoked_at else None,
+    )
 
 
 def add_contact(
     vault: Vault, card: bytes, *, pin: str | None = None, as_name: str | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> ContactInfo:
     """Add a sender from their contact card; ``pin`` is the fingerprint confirmed with them."""
     parsed = load_card(card)
     if pin is not None and pin != parsed.fingerprint:
@@ -77,7 +94,7 @@ def add_contact(
                      **key_details(parsed.signing_key, parsed.age_recipient),
                      "pinned": pin is not None}, now=now,
         )
-        return contact_dict(contact)
+        return contact_info(contact)
 
 
 def _find(session: Session, ref: str) -> Contact:
@@ -92,21 +109,21 @@ def _find(session: Session, ref: str) -> Contact:
     return found[0]
 
 
-def list_contacts(vault: Vault) -> list[dict[str, Any]]:
+def list_contacts(vault: Vault) -> list[ContactInfo]:
     """All contacts, in the order they were added."""
     with vault.transaction() as session:
-        return [contact_dict(c) for c in session.scalars(select(Contact).order_by(Contact.id))]
+        return [contact_info(c) for c in session.scalars(select(Contact).order_by(Contact.id))]
 
 
-def show_contact(vault: Vault, ref: str) -> dict[str, Any]:
+def show_contact(vault: Vault, ref: str) -> ContactInfo:
     """One contact, by name or fingerprint."""
     with vault.transaction() as session:
-        return contact_dict(_find(session, ref))
+        return contact_info(_find(session, ref))
 
 
 def revoke_contact(
     vault: Vault, ref: str, *, as_name: str | None = None, now: datetime | None = None
-) -> dict[str, Any]:
+) -> ContactInfo:
     """Stop trusting a contact's key for new packages."""
     now = now or utcnow()
     with vault.transaction() as session:
@@ -120,7 +137,7 @@ def revoke_contact(
             f"contact:{contact.fingerprint}", details={"fingerprint": contact.fingerprint},
             now=now,
         )
-        return contact_dict(contact)
+        return contact_info(contact)
 
 
 def known_senders(session: Session, *, at: datetime | None = None) -> dict[str, VerifyKey]:

@@ -2,7 +2,7 @@
 age secret key), rotate, revoke.
 
     >>> created = create_identity(vault, "registry-office")  # doctest: +SKIP
-    >>> created["fingerprint"]                                                      # doctest: +SKIP
+    >>> created.fingerprint                                           # doctest: +SKIP
     'SHA256:...'
 
 Each identity has a current key pair (an Ed25519 signing key and an age X25519 key) and may
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -34,6 +34,7 @@ from vault.errors import (
 from vault.formats.card import make_card
 from vault.names import IDENTITY_NAME
 from vault.service import keyhistory
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, Identity, IdentityKey
 
@@ -65,32 +66,79 @@ def current_key(identity: Identity) -> IdentityKey:
     raise NotFoundError(f"identity {identity.name}: has no current key")  # pragma: no cover
 
 
-def identity_dict(identity: Identity) -> dict[str, Any]:
-    """The public view of an identity, with stable field names for ``--json``."""
+@dataclass(frozen=True, slots=True)
+class IdentityKeyInfo(Result):
+    """One key pair of an identity, current or retired: its public side and its dates."""
+
+    fingerprint: str
+    age_recipient: str
+    created_at: str
+    retired_at: str | None
+    revoked_at: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityInfo(Result):
+    """The public view of an identity; ``to_json()`` has the stable field names of ``--json``.
+
+    ``fingerprint``, ``signing_key`` (OpenSSH form) and ``age_recipient`` are those of the
+    current key; ``keys`` lists every key pair, oldest first.
+    """
+
+    name: str
+    org: str | None
+    email: str | None
+    default: bool
+    status: Literal["active", "revoked"]
+    fingerprint: str
+    signing_key: str
+    age_recipient: str
+    age_fingerprint: str
+    created_at: str
+    revoked_at: str | None
+    keys: tuple[IdentityKeyInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityDetail(Result):
+    """An identity as ``evault identity show`` has it: its public view and the signed-note
+    verifier key of its current key (``checkpoint_key``), which checks the checkpoints it
+    signs."""
+
+    identity: IdentityInfo
+    checkpoint_key: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The identity's JSON object with ``checkpoint_key`` appended (one flat object)."""
+        return {**self.identity.to_json(), "checkpoint_key": self.checkpoint_key}
+
+
+def identity_info(identity: Identity) -> IdentityInfo:
+    """The public view of an identity row."""
     key = current_key(identity)
-    return {
-        "name": identity.name,
-        "org": identity.org,
-        "email": identity.email,
-        "default": identity.is_default,
-        "status": "revoked" if identity.revoked_at else "active",
-        "fingerprint": key.fingerprint,
-        "signing_key": VerifyKey(key.signing_key).openssh(identity.name),
-        "age_recipient": key.age_recipient,
-        "age_fingerprint": AgeRecipient.parse(key.age_recipient).fingerprint,
-        "created_at": isoformat(identity.created_at),
-        "revoked_at": isoformat(identity.revoked_at) if identity.revoked_at else None,
-        "keys": [
-            {
-                "fingerprint": k.fingerprint,
-                "age_recipient": k.age_recipient,
-                "created_at": isoformat(k.created_at),
-                "retired_at": isoformat(k.retired_at) if k.retired_at else None,
-                "revoked_at": isoformat(k.revoked_at) if k.revoked_at else None,
-            }
+    return IdentityInfo(
+        name=identity.name,
+        org=identity.org,
+        email=identity.email,
+        default=identity.is_default,
+        status="revoked" if identity.revoked_at else "active",
+        fingerprint=key.fingerprint,
+        signing_key=VerifyKey(key.signing_key).openssh(identity.name),
+        age_recipient=key.age_recipient,
+        age_fingerprint=AgeRecipient.parse(key.age_recipient).fingerprint,
+        created_at=isoformat(identity.created_at),
+        revoked_at=isoformat(identity.revoked_at) if identity.revoked_at else None,
+        keys=tuple(
+            IdentityKeyInfo(
+                fingerprint=k.fingerprint,
+                age_recipient=k.age_recipient,
+                created_at=isoformat(k.created_at),
+                retired_at=isoformat(k.retired_at) if k.retired_at else None,
+                revoked_at=isoformat(k.revoked_at) if k.revoked_at else None,
+            )
             for k in identity.keys
-        ],
-    }
+        ),
+    )
 
 
 def get_identity(session: Session, name: str | None) -> Identity:
@@ -157,7 +205,7 @@ def create_identity(
     email: str | None = None,
     as_name: str | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> IdentityInfo:
     """Create an identity with fresh keys; the first one becomes the vault's default.
 
     The first identity signs its own creation, the first event of the key history, which
@@ -187,7 +235,7 @@ def create_identity(
                    details)
         if is_first:
             anchor = keyhistory.Anchor(row.seq, key.fingerprint)
-        result = identity_dict(identity)
+        result = identity_info(identity)
     if anchor is not None:
         keyhistory.record_anchor(vault, anchor)
     return result
@@ -216,13 +264,13 @@ def _new_storage_key(vault: Vault, session: Session, now: datetime) -> str:
     return recipient
 
 
-def list_identities(vault: Vault) -> list[dict[str, Any]]:
+def list_identities(vault: Vault) -> list[IdentityInfo]:
     """Every identity, in creation order."""
     with vault.transaction() as session:
-        return [identity_dict(i) for i in session.scalars(select(Identity).order_by(Identity.id))]
+        return [identity_info(i) for i in session.scalars(select(Identity).order_by(Identity.id))]
 
 
-def show_identity(vault: Vault, name: str | None) -> dict[str, Any]:
+def show_identity(vault: Vault, name: str | None) -> IdentityDetail:
     """One identity (the default when ``name`` is None), with the signed-note verifier key of
     its current key (``checkpoint_key``), which checks the checkpoints it signs."""
     from vault.custody.note import NoteVerifier
@@ -231,9 +279,8 @@ def show_identity(vault: Vault, name: str | None) -> dict[str, Any]:
     with vault.transaction() as session:
         identity = get_identity(session, name)
         public = VerifyKey(current_key(identity).signing_key)
-        data = identity_dict(identity)
-        data["checkpoint_key"] = NoteVerifier.for_key(origin(vault), public).vkey()
-        return data
+        checkpoint_key = NoteVerifier.for_key(origin(vault), public).vkey()
+        return IdentityDetail(identity_info(identity), checkpoint_key)
 
 
 def export_card(vault: Vault, name: str | None) -> str:
@@ -319,7 +366,7 @@ def export_secret_age_key(
 
 def rotate_identity(
     vault: Vault, name: str | None, *, now: datetime | None = None
-) -> dict[str, Any]:
+) -> IdentityInfo:
     """New keys for an identity; the old ones stay for verifying and decrypting the past."""
     now = now or utcnow()
     with vault.transaction() as session:
@@ -335,12 +382,12 @@ def rotate_identity(
         _log(vault, session, old_pair, "identity.rotated", identity, now,
              {"previous": old.fingerprint,
               **keyhistory.key_details(_pair.signing.public, key.age_recipient)})
-        return identity_dict(identity)
+        return identity_info(identity)
 
 
 def revoke_identity(
     vault: Vault, name: str, *, as_name: str | None = None, now: datetime | None = None
-) -> dict[str, Any]:
+) -> IdentityInfo:
     """Stop all new use of an identity; what it signed before still verifies.
 
     The revocation is signed by ``as_name`` when given, else by the identity itself at the
@@ -361,7 +408,7 @@ def revoke_identity(
         for key in identity.keys:
             if key.revoked_at is None:
                 key.revoked_at = now
-        return identity_dict(identity)
+        return identity_info(identity)
 
 
 def _checked_pair(vault: Vault, session: Session, name: str | None) -> KeyPair:
