@@ -8,7 +8,7 @@ May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.err
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,6 +20,9 @@ from vault.cli.common import (
     vault_option,
 )
 from vault.errors import Reported
+
+if TYPE_CHECKING:
+    from vault.service.doctor import Leftover
 
 
 @top_command("doctor")
@@ -42,35 +45,36 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     from vault.service.doctor import diagnose
 
     report = diagnose(vault_dir, repair=repair)
-    leftovers = report.get("leftovers", [])
-    shown = report if as_json or "leftovers" not in report else {
-        **report, "leftovers": len(leftovers)}  # each named on stderr below
+    leftovers = report.leftovers or ()
+    shown = report.to_json()
+    if not as_json and report.leftovers is not None:
+        shown["leftovers"] = len(leftovers)  # each named on stderr below
     emit_record(shown, as_json)
     if not as_json:
-        for pid in report.get("unsent_packages", []):
+        for pid in report.unsent_packages or ():
             say(f"package {pid}: built but never sent; re-run the export that built it, or "
                 f"send it with `evault send {pid} --outbox DIR`")
         for row in leftovers:
             say(_leftover_line(row))
-    if report.get("key_history_differences"):
+    if report.key_history_differences:
         # The key tables disagree with the signed history: a failed verification.
         raise Reported(verification=True)
 
 
-def _leftover_line(row: dict[str, Any]) -> str:
+def _leftover_line(row: Leftover) -> str:
     """One line about a leftover of a killed ``items export`` or ``open``."""
-    if row["command"] == "unknown":
-        return f"{row['path']}: {row['state'].removeprefix('refused: ')}; left alone"
-    of = f"`{row['command']}`" + (f" of item {row['item']}" if "item" in row else "")
-    age = _age(row["age_seconds"])
-    where = row["path"] if row["on_disk"] else f"{row['path']} (nothing left there)"
-    state = row["state"]
+    if row.command == "unknown":
+        return f"{row.path}: {row.state.removeprefix('refused: ')}; left alone"
+    of = f"`{row.command}`" + (f" of item {row.item}" if row.item is not None else "")
+    age = _age(row.age_seconds or 0)
+    where = row.path if row.on_disk else f"{row.path} (nothing left there)"
+    state = row.state
     if state == "left":
         return (f"leftover of an interrupted {of}, started {age} ago: {where}; "
                 "`evault doctor --repair` removes it")
     if state.startswith("refused: "):
-        return f"leftover of an interrupted {of}: {row['path']}: {state[9:]}; left alone"
-    logged = f"; logged {row['logged']}" if row.get("logged") else ""
+        return f"leftover of an interrupted {of}: {row.path}: {state[9:]}; left alone"
+    logged = f"; logged {row.logged}" if row.logged else ""
     return f"leftover of an interrupted {of}, started {age} ago: {where}: {state}{logged}"
 
 

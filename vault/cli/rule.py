@@ -39,7 +39,7 @@ def rule() -> None:
 
 def _rule_said(change: Change, what: str, as_json: bool) -> None:
     if as_json:
-        emit_record({"changed": change.changed, **change.rules.to_dict()}, as_json)
+        emit_record(change.to_json(), as_json)
     else:
         say(f"{what}; logged rule.changed" if change.changed else f"{what} (unchanged)")
 
@@ -151,12 +151,12 @@ def rule_list(vault: Vault, as_json: bool) -> None:
 
     data = list_rules(vault)
     if as_json:
-        emit_record(data, as_json)
+        emit_record(data.to_json(), as_json)
         return
-    rows = [{"label": r["label"],
-             "bodies": ", ".join(r["bodies"]) or "(none)" if r["rule"]
-             else f"(no rule: {r['note']})"} for r in data["rules"]]
+    rows = [{"label": r.label,
+             "bodies": ", ".join(r.bodies) or "(none)" if r.rule
+             else f"(no rule: {r.note})"} for r in data.rules]
     click.echo(render_table(rows, ("label", "bodies")), nl=False)
-    click.echo(f"default: {data['default']} ({_DEFAULT_MEANS[data['default']]})")
-    if data["difference"]:
-        click.echo(data["difference"])
+    click.echo(f"default: {data.default} ({_DEFAULT_MEANS[data.default]})")
+    if data.difference:
+        click.echo(data.difference)

@@ -1,7 +1,7 @@
 """``evault doctor``: what the vault is made of and whether it is healthy.
 
     >>> report = diagnose(Path("./office-vault"), repair=True)   # doctest: +SKIP
-    >>> report["key_store"], report["blobs_removed"]              # doctest: +SKIP
+    >>> report.key_store, report.blobs_removed                    # doctest: +SKIP
     ('file', 0)
 
 Packages built and never sent are listed (``unsent_packages``); they are kept, even with
@@ -25,10 +25,12 @@ folder recorded) and an export's open intent is closed with ``item.export.abando
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -37,10 +39,85 @@ from vault.clock import isoformat, utcnow
 from vault.errors import VaultError
 from vault.keystore import choose
 from vault.service import keyhistory, pending
+from vault.service.results import Result
 from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
 from vault.store.models import Blob, Body, Identity, Item, Package, PackageState
+
+
+class _Sparse(Result):
+    """A result whose ``OPTIONAL`` fields are left out of ``to_json()`` while None: the
+    report has those keys only when they apply (``blobs_removed`` only with repair...)."""
+
+    __slots__ = ()
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, in field order, without the optional ones that are None."""
+        return {k: v for k, v in Result.to_json(self).items()
+                if not (v is None and k in self.OPTIONAL)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyHistoryCheck(_Sparse):
+    """``key_history``: ``ok``, or what is wrong; ``keys_repaired`` with repair;
+    ``key_history_differences`` when rows differ from the signed history."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"keys_repaired", "key_history_differences"})
+    keys_repaired: int | None = None
+    key_history: str
+    key_history_differences: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Leftover(_Sparse):
+    """One leftover of a killed ``items export`` or ``open`` (see :func:`check_leftovers`);
+    a record that cannot be read has only command ``unknown``, path and state."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"item", "what", "started_at", "age_seconds", "on_disk", "logged"})
+    command: str
+    item: str | None = None
+    path: str
+    what: str | None = None
+    started_at: str | None = None
+    age_seconds: int | None = None
+    on_disk: bool | None = None
+    state: str
+    logged: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DoctorReport(_Sparse):
+    """``evault doctor``'s report. A vault whose schema is not current has only the fields
+    up to ``key_store_reason``; ``blobs_removed`` and ``keys_repaired`` come with repair."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({
+        "identities", "bodies", "items", "release_rules", "unsent_packages", "blobs",
+        "blobs_missing", "temporary_files", "orphaned_blobs", "blobs_removed",
+        "keys_repaired", "key_history", "key_history_differences", "leftovers"})
+    vault: str
+    vault_id: str
+    database: str
+    schema: str | None
+    schema_ok: bool
+    key_store: str
+    key_store_reason: str
+    identities: int | None = None
+    bodies: int | None = None
+    items: int | None = None
+    release_rules: str | None = None
+    unsent_packages: tuple[str, ...] | None = None
+    blobs: int | None = None
+    blobs_missing: int | None = None
+    temporary_files: int | None = None
+    orphaned_blobs: int | None = None
+    blobs_removed: int | None = None
+    keys_repaired: int | None = None
+    key_history: str | None = None
+    key_history_differences: tuple[str, ...] | None = None
+    leftovers: tuple[Leftover, ...] | None = None
 
 
 def _rules_state(v: Vault, session: Session) -> str:
@@ -55,33 +132,34 @@ def _rules_state(v: Vault, session: Session) -> str:
     return "signed" if what is None else mismatch_message(what)
 
 
-def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str, Any]:
+def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorReport:
     """A report of the vault's parts; raises only if the vault cannot be opened at all."""
     v = open_vault(vault_dir, check_schema=False)
     try:
         revision = db.current_revision(v.engine)
         head = db.head_revision()
         choice = choose(v.config.key_storage)
-        report: dict[str, Any] = {
-            "vault": str(v.root),
-            "vault_id": v.config.vault_id,
-            "database": v.engine.url.render_as_string(hide_password=True),
-            "schema": revision,
-            "schema_ok": revision == head,
-            "key_store": choice.kind,
-            "key_store_reason": choice.reason,
-        }
+        report = DoctorReport(
+            vault=str(v.root),
+            vault_id=v.config.vault_id,
+            database=v.engine.url.render_as_string(hide_password=True),
+            schema=revision,
+            schema_ok=revision == head,
+            key_store=choice.kind,
+            key_store_reason=choice.reason,
+        )
         if revision != head:
             return report
+        found: dict[str, Any] = {}
         blobs = BlobStore(v.blobs)
         lock = blobs.intake_lock(exclusive=True) if repair else contextlib.nullcontext()
         with lock, v.transaction() as session:
-            report["identities"] = session.scalar(select(func.count()).select_from(Identity))
-            report["bodies"] = session.scalar(select(func.count()).select_from(Body))
-            report["items"] = session.scalar(select(func.count()).select_from(Item))
-            report["release_rules"] = _rules_state(v, session)
+            found["identities"] = session.scalar(select(func.count()).select_from(Identity))
+            found["bodies"] = session.scalar(select(func.count()).select_from(Body))
+            found["items"] = session.scalar(select(func.count()).select_from(Item))
+            found["release_rules"] = _rules_state(v, session)
             # Built and never sent: an interrupted export's, or `package create` without `send`.
-            report["unsent_packages"] = list(session.scalars(
+            found["unsent_packages"] = tuple(session.scalars(
                 select(Package.id).where(Package.state == PackageState.BUILT)
                 .order_by(Package.created_at)))
             known = set(session.scalars(select(Blob.id)))
@@ -92,52 +170,55 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> dict[str,
                 temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-"))
             orphans = sorted(set(on_disk) - known)
             missing = sorted(known - set(on_disk))
-            report["blobs"] = len(known)
-            report["blobs_missing"] = len(missing)
-            report["temporary_files"] = len(temps)
-            report["orphaned_blobs"] = len(orphans)
+            found["blobs"] = len(known)
+            found["blobs_missing"] = len(missing)
+            found["temporary_files"] = len(temps)
+            found["orphaned_blobs"] = len(orphans)
             if repair:
                 for temp in temps:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(temp)
                 for blob_id in orphans:
                     blobs.remove(blob_id)
-                report["blobs_removed"] = len(temps) + len(orphans)
-        report.update(check_key_history(v, repair=repair))
-        report["leftovers"] = check_leftovers(v, repair=repair)
-        return report
+                found["blobs_removed"] = len(temps) + len(orphans)
+        keys = check_key_history(v, repair=repair)
+        return dataclasses.replace(
+            report, **found, keys_repaired=keys.keys_repaired, key_history=keys.key_history,
+            key_history_differences=keys.key_history_differences,
+            leftovers=tuple(check_leftovers(v, repair=repair)))
     finally:
         v.close()
 
 
-def check_key_history(vault: Vault, *, repair: bool) -> dict[str, Any]:
+def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:
     """``key_history``: ``ok``, or how many rows of the key tables differ from the signed
     history (and, with ``repair``, ``keys_repaired``: how many were rewritten from it)."""
     try:
         anchor = keyhistory.ensure_anchor(vault)
     except VaultError as e:  # a locked key store, no passphrase given
-        return {"key_history": f"not checked: {e}"}
+        return KeyHistoryCheck(key_history=f"not checked: {e}")
     if anchor is None:
-        return {"key_history": "no identity yet"}
-    out: dict[str, Any] = {}
+        return KeyHistoryCheck(key_history="no identity yet")
+    repaired: int | None = None
     try:
         if repair:
             with vault.transaction() as session:
-                out["keys_repaired"] = len(keyhistory.repair(vault, session))
+                repaired = len(keyhistory.repair(vault, session))
         with vault.transaction() as session:
             history = keyhistory.load(vault, session, anchor)
             found = [f"event {seq}: {m}" for seq, m in history.defects]
             found += keyhistory.differences(history, session)
     except VaultError as e:
-        return {**out, "key_history": f"not {'repaired' if repair else 'checked'}: {e}"}
+        return KeyHistoryCheck(keys_repaired=repaired,
+                               key_history=f"not {'repaired' if repair else 'checked'}: {e}")
     if not found:
-        return {**out, "key_history": "ok"}
+        return KeyHistoryCheck(keys_repaired=repaired, key_history="ok")
     advice = "run `evault custody verify`" if history.defects else "run `evault doctor --repair`"
-    return {
-        **out,
-        "key_history": f"{len(found)} difference(s) from the signed history; {advice}",
-        "key_history_differences": found,
-    }
+    return KeyHistoryCheck(
+        keys_repaired=repaired,
+        key_history=f"{len(found)} difference(s) from the signed history; {advice}",
+        key_history_differences=tuple(found),
+    )
 
 
 LEFTOVER_WHAT = {
@@ -146,64 +227,70 @@ LEFTOVER_WHAT = {
 }
 
 
-def check_leftovers(vault: Vault, *, repair: bool) -> list[dict[str, Any]]:
-    """What killed ``items export`` and ``open`` runs left behind, one dict each: command,
-    item (exports), path, started_at, age_seconds, on_disk, and ``state``: ``left`` (repair
-    removes it), ``refused: WHY`` (not removed, even with repair), ``removed`` or ``gone``
-    (nothing was on disk) after repair, ``removed; not logged: WHY``; and ``logged``, the
-    event repair appended (an export whose intent was open)."""
+def check_leftovers(vault: Vault, *, repair: bool) -> list[Leftover]:
+    """What killed ``items export`` and ``open`` runs left behind, one :class:`Leftover` each:
+    command, item (exports), path, started_at, age_seconds, on_disk, and ``state``: ``left``
+    (repair removes it), ``refused: WHY`` (not removed, even with repair), ``removed`` or
+    ``gone`` (nothing was on disk) after repair, ``removed; not logged: WHY``; and
+    ``logged``, the event repair appended (an export whose intent was open)."""
     out = []
     now = utcnow()
     for found in pending.abandoned(vault.root):
         try:
             entry = found.entry
             if entry is None:
-                out.append({"command": "unknown", "path": str(found.record),
-                            "state": f"refused: {found.problem}"})
+                out.append(Leftover(command="unknown", path=str(found.record),
+                                    state=f"refused: {found.problem}"))
                 continue
-            row: dict[str, Any] = {
-                "command": "items export" if entry.kind == "export" else "open",
-                **({"item": entry.item} if entry.item else {}),
-                "path": str(entry.temp),
-                "what": LEFTOVER_WHAT[entry.kind],
-                "started_at": isoformat(entry.started_at),
-                "age_seconds": max(0, int((now - entry.started_at).total_seconds())),
-                "on_disk": os.path.lexists(entry.temp),
-            }
-            out.append(row)
-            problem = pending.ours(entry)
-            events: dict[str, int] = {}
-            if problem is None and entry.kind == "export":
-                events = _export_events(vault, entry)
-                if row["on_disk"] and "item.export.started" not in events and not (
-                        _empty_file(entry.temp)):
-                    # Plaintext is written only after the intent is logged: killed before,
-                    # the temporary is empty.
-                    problem = "no item.export.started event of this run in the custody log"
-            if problem is not None:
-                row["state"] = f"refused: {problem}"
-                continue
-            if not repair:
-                row["state"] = "left"
-                continue
-            problem = pending.remove(entry)
-            if problem is not None:
-                row["state"] = f"refused: {problem}"
-                continue
-            row["state"] = "removed" if row["on_disk"] else "gone"
-            if entry.kind == "export" and "item.export.started" in events and not (
-                    {"item.exported", "item.export.abandoned"} & set(events)):
-                try:
-                    _log_abandoned(vault, entry, events["item.export.started"],
-                                   leftover=row["on_disk"])
-                except VaultError as e:  # a locked key store: the record stays for next time
-                    row["state"] += f"; not logged: {e}"
-                    continue
-                row["logged"] = "item.export.abandoned"
-            found.remove()
+            on_disk = os.path.lexists(entry.temp)
+            row = Leftover(
+                command="items export" if entry.kind == "export" else "open",
+                item=entry.item or None,
+                path=str(entry.temp),
+                what=LEFTOVER_WHAT[entry.kind],
+                started_at=isoformat(entry.started_at),
+                age_seconds=max(0, int((now - entry.started_at).total_seconds())),
+                on_disk=on_disk,
+                state="",
+            )
+            state, logged = _leftover_state(vault, entry, on_disk, repair=repair)
+            out.append(dataclasses.replace(row, state=state, logged=logged))
+            if state in ("removed", "gone"):  # else the record stays for the next run
+                found.remove()
         finally:
             found.close()
     return out
+
+
+def _leftover_state(
+    vault: Vault, entry: pending.Entry, on_disk: bool, *, repair: bool
+) -> tuple[str, str | None]:
+    """A leftover's ``state`` and ``logged`` (see :func:`check_leftovers`); with repair it is
+    removed, and an export whose intent is open is logged as abandoned."""
+    problem = pending.ours(entry)
+    events: dict[str, int] = {}
+    if problem is None and entry.kind == "export":
+        events = _export_events(vault, entry)
+        if on_disk and "item.export.started" not in events and not _empty_file(entry.temp):
+            # Plaintext is written only after the intent is logged: killed before,
+            # the temporary is empty.
+            problem = "no item.export.started event of this run in the custody log"
+    if problem is not None:
+        return f"refused: {problem}", None
+    if not repair:
+        return "left", None
+    problem = pending.remove(entry)
+    if problem is not None:
+        return f"refused: {problem}", None
+    state = "removed" if on_disk else "gone"
+    if entry.kind == "export" and "item.export.started" in events and not (
+            {"item.exported", "item.export.abandoned"} & set(events)):
+        try:
+            _log_abandoned(vault, entry, events["item.export.started"], leftover=on_disk)
+        except VaultError as e:  # a locked key store: the record stays for next time
+            return f"{state}; not logged: {e}", None
+        return state, "item.export.abandoned"
+    return state, None
 
 
 def _empty_file(path: Path) -> bool:

@@ -36,6 +36,7 @@ from vault.names import LABEL
 from vault.service import keyhistory
 from vault.service.bodies import get_body
 from vault.service.custody import actor_pair, lock_head, origin, record
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, IdentityKey, ItemLabel
 from vault.store.vaultdir import RULES_DEFAULT_CHOICES, load_config, write_config
@@ -184,12 +185,16 @@ def _current(vault: Vault, session: Session) -> RuleSet:
     return checked_rules(vault, session)
 
 
-@dataclass(frozen=True)
-class Change:
+@dataclass(frozen=True, slots=True)
+class Change(Result):
     """What a rule command did: the resulting rules, or ``changed=False``."""
 
     rules: RuleSet
     changed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        """``changed`` first, then the rule set as signed (``default``, ``rules``)."""
+        return {"changed": self.changed, **self.rules.to_dict()}
 
 
 def _commit(
@@ -297,7 +302,36 @@ def sign_rules(
 # ----------------------------------------------------------------------------- listing
 
 
-def list_rules(vault: Vault) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class RuleRow(Result):
+    """One label of ``evault rule list``: its rule, or (``rule=False``) what happens to it."""
+
+    label: str
+    bodies: tuple[str, ...]
+    rule: bool
+    #: A label in use without a rule: where its items go; None (and no key) for a rule.
+    note: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, without ``note`` for a label that has a rule."""
+        out = Result.to_json(self)
+        if self.note is None:
+            del out["note"]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RuleList(Result):
+    """``evault rule list``: the default, one row per label, and whether config.toml is
+    signed (``difference``: the line that says how it is not, else None)."""
+
+    default: str
+    rules: tuple[RuleRow, ...]
+    signed: bool
+    difference: str | None
+
+
+def list_rules(vault: Vault) -> RuleList:
     """The rules, the default, labels in use without a rule, and any unsigned difference."""
     with vault.transaction() as session:
         config = configured(vault).normal()
@@ -306,12 +340,8 @@ def list_rules(vault: Vault) -> dict[str, Any]:
     unruled = sorted(used - set(config.rules))
     fate = ("withheld from every body" if config.default == "deny"
             else "goes to every body (default allow)")
-    rows = [{"label": label, "bodies": list(bodies), "rule": True}
+    rows = [RuleRow(label, tuple(bodies), True)
             for label, bodies in sorted(config.rules.items())]
-    rows += [{"label": label, "bodies": [], "rule": False, "note": fate} for label in unruled]
-    return {
-        "default": config.default,
-        "rules": rows,
-        "signed": what is None,
-        "difference": mismatch_message(what) if what else None,
-    }
+    rows += [RuleRow(label, (), False, fate) for label in unruled]
+    return RuleList(config.default, tuple(rows), what is None,
+                    mismatch_message(what) if what else None)
