@@ -472,6 +472,10 @@ def _stuck(proc: subprocess.Popen[str]) -> str:
     return f"{state}\n{err}"
 
 
+def _sigint_as_in_a_terminal() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_during_export_says_that_the_same_command_finishes_it(
     office: Cli, tmp_path: Path
 ) -> None:
@@ -481,8 +485,12 @@ def test_ctrl_c_during_export_says_that_the_same_command_finishes_it(
     env.pop("EVAULT_CRASH_AT", None)
     args = [sys.executable, "-m", "vault", "export", "--to", ",".join(BODIES), "--case", CASE,
             "--outbox", str(outbox), "--vault", str(office.vault), "--jsonl", "--reshare"]
+    # As a shell starts a command in the foreground: Ctrl-C not ignored. A test run started
+    # in the background by a non-interactive shell (`make test &`) has SIGINT ignored, the
+    # command would inherit that, and Python keeps an inherited SIG_IGN (rightly: that is
+    # how `nohup` and background jobs work).
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_sigint_as_in_a_terminal)
     assert proc.stderr is not None
     assert proc.stderr.readline() == "evault: paused at export.after_body\n"  # ICC-OTP sent
     if not _sigint_answered(proc.pid):
