@@ -56,7 +56,8 @@ def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | 
     """
     from vault.service.items import list_items
 
-    emit_rows(list_items(vault, case=case_id, label=label), fmt, ITEM_COLUMNS)
+    emit_rows([i.to_json() for i in list_items(vault, case=case_id, label=label)], fmt,
+              ITEM_COLUMNS)
 
 
 @items.command("show")
@@ -72,7 +73,7 @@ def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
     """
     from vault.service.items import show_item
 
-    emit_record(show_item(vault, item_id), as_json)
+    emit_record(show_item(vault, item_id).to_json(), as_json)
 
 
 @items.command("export")
@@ -107,8 +108,8 @@ def items_export(
     from vault.service.items import export_item
 
     with progress_line("items export") as line:
-        data = export_item(vault, item_id, output, reason=reason, as_name=as_name, force=force,
-                           progress=line.update_bytes if line else None)
-    emit_record(data, as_json)
+        exported = export_item(vault, item_id, output, reason=reason, as_name=as_name,
+                               force=force, progress=line.update_bytes if line else None)
+    emit_record(exported.to_json(), as_json)
     if not as_json:
         say(f"exported item {item_id} to {output}; the export is in the custody log")

@@ -1,7 +1,7 @@
 """Items of the vault: list, show, and export a decrypted copy for authorised use.
 
     >>> rows = list_items(vault, case="UA-2026-0042")                      # doctest: +SKIP
-    >>> export_item(vault, rows[0]["id"], Path("copy.pdf"), reason="review")  # doctest: +SKIP
+    >>> export_item(vault, rows[0].id, Path("copy.pdf"), reason="review")    # doctest: +SKIP
 
 Export decrypts the blob into a temporary file next to the target, checks the SHA-256 while
 writing, and renames only if it matches. ``item.export.started`` (before any plaintext is
@@ -14,9 +14,9 @@ temporary file, for ``evault doctor`` (see :mod:`vault.service.pending`).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -24,31 +24,68 @@ from sqlalchemy.orm import Session, selectinload
 from vault.clock import isoformat, optional_isoformat, utcnow
 from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
 from vault.service.progress import Progress
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import Case, Item, ItemLabel
 
 ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
 
 
-def item_dict(item: Item) -> dict[str, Any]:
-    """The full view of an item (this vault's own display; never put into receipts or logs)."""
-    return {
-        "id": item.id,
-        "case": item.case_id,
-        "name": item.original_name,
-        "title": item.title,
-        "description": item.description,
-        "source": item.source,
-        "collected_at": optional_isoformat(item.collected_at),
-        "location": item.location,
-        "size": item.size,
-        "sha256": item.sha256,
-        "digests": {d.algorithm: d.hexdigest for d in item.digests},
-        "labels": [label.label for label in item.labels],
-        "tags": {t.key: t.value for t in item.tags},
-        "ingested_at": isoformat(item.ingested_at),
-        "ingested_by": item.ingested_by,
-    }
+@dataclass(frozen=True, slots=True)
+class ItemInfo(Result):
+    """The full view of an item (this vault's own display; never put into receipts or logs).
+
+    ``digests`` maps an algorithm to its hex digest and ``tags`` a key to its value, each
+    sorted by its key; ``labels`` are sorted. ``collected_at`` and ``ingested_at`` are ISO
+    8601 UTC strings.
+    """
+
+    id: str
+    case: str
+    name: str
+    title: str | None
+    description: str | None
+    source: str | None
+    collected_at: str | None
+    location: str | None
+    size: int
+    sha256: str
+    digests: dict[str, str]
+    labels: tuple[str, ...]
+    tags: dict[str, str]
+    ingested_at: str
+    ingested_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedItem(Result):
+    """What ``items export`` wrote: the item, the file, its size and its checked SHA-256."""
+
+    id: str
+    path: str
+    size: int
+    sha256: str
+
+
+def item_info(item: Item) -> ItemInfo:
+    """The full view of an item row."""
+    return ItemInfo(
+        id=item.id,
+        case=item.case_id,
+        name=item.original_name,
+        title=item.title,
+        description=item.description,
+        source=item.source,
+        collected_at=optional_isoformat(item.collected_at),
+        location=item.location,
+        size=item.size,
+        sha256=item.sha256,
+        digests={d.algorithm: d.hexdigest for d in item.digests},
+        labels=tuple(label.label for label in item.labels),
+        tags={t.key: t.value for t in item.tags},
+        ingested_at=isoformat(item.ingested_at),
+        ingested_by=item.ingested_by,
+    )
 
 
 def get_item(session: Session, item_id: str) -> Item:
@@ -69,7 +106,7 @@ def get_case(session: Session, case_id: str) -> Case:
 
 def list_items(
     vault: Vault, *, case: str | None = None, label: str | None = None
-) -> list[dict[str, Any]]:
+) -> list[ItemInfo]:
     """Items, optionally of one case and/or with one label, in ingest order."""
     with vault.transaction() as session:
         stmt = select(Item).options(
@@ -82,13 +119,13 @@ def list_items(
             labelled = select(ItemLabel.item_id).where(ItemLabel.label == label)
             stmt = stmt.where(Item.id.in_(labelled))
         stmt = stmt.order_by(Item.intake_seq)
-        return [item_dict(i) for i in session.scalars(stmt)]
+        return [item_info(i) for i in session.scalars(stmt)]
 
 
-def show_item(vault: Vault, item_id: str) -> dict[str, Any]:
+def show_item(vault: Vault, item_id: str) -> ItemInfo:
     """One item with all its metadata and digests."""
     with vault.transaction() as session:
-        return item_dict(get_item(session, item_id))
+        return item_info(get_item(session, item_id))
 
 
 def export_item(
@@ -101,7 +138,7 @@ def export_item(
     force: bool = False,
     now: datetime | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> ExportedItem:
     """Write the plaintext of an item to ``output`` (the user asked for it), logging why.
     ``progress`` gets (bytes written, bytes of the item) after each chunk."""
     # Imported here: the listing commands of this module should not pay for cryptography,
@@ -192,7 +229,7 @@ def export_item(
             except Exception:
                 entry.keep = True
             raise
-    return {"id": item_id, "path": str(output), "size": written, "sha256": expected}
+    return ExportedItem(id=item_id, path=str(output), size=written, sha256=expected)
 
 
 EXPORT_ACTIONS = ("item.export.started", "item.exported", "item.export.abandoned")

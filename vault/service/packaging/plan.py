@@ -39,7 +39,7 @@ from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
-from vault.service.items import get_case, item_dict
+from vault.service.items import get_case, item_info
 from vault.service.rules import RuleSet, checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.models import Body, CustodyEvent, Identity, IdentityKey, Item, ItemLabel, ItemTag
@@ -109,7 +109,7 @@ def active_keys(body: Body) -> list[RecipientKey]:
 
 def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
     """items.json's entry: the vault's full view of the item plus its path in the bag."""
-    return {**item_dict(item), "path": bag_path}
+    return {**item_info(item).to_json(), "path": bag_path}
 
 
 #: The events of an item that its package's custody excerpt carries: how the sending office
