@@ -28,8 +28,6 @@ if TYPE_CHECKING:
     from vault.service.vaults import Vault
 
 
-ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
-
 
 @top_group("items")
 def items() -> None:
@@ -54,7 +52,7 @@ def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | 
       evault items list --case UA-2026-0042
       evault items list --label restricted-icc --csv
     """
-    from vault.service.items import list_items
+    from vault.service.items import ITEM_COLUMNS, list_items
 
     emit_rows([i.to_json() for i in list_items(vault, case=case_id, label=label)], fmt,
               ITEM_COLUMNS)

@@ -36,7 +36,6 @@ from typing import Any
 from sqlalchemy import select
 
 from vault.clock import utcnow
-from vault.durable import TEMP_PREFIX
 from vault.errors import NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.service.identities import KeyPair
@@ -55,6 +54,7 @@ from vault.service.packaging.send import (
     deliver,
     prepare_send,
     record_sent,
+    remove_stale_copies,
     send_package,
 )
 from vault.service.rules import checked_rules, release_verdict
@@ -466,14 +466,12 @@ def _record_delivered(
         if final.exists():
             left.append(package_id)
             continue
-        # Killed before the copy had its name: only a partial or unnamed copy is here.
-        for stale in outbox.glob(f"{TEMP_PREFIX}*-{final.name}"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
+        remove_stale_copies(final)  # killed before the copy had its name
     for package_id in left:
         sent = send_package(vault, package_id, outbox=outbox, as_name=as_name, now=now)
-        log.warning(f"package {package_id}: was in {outbox} already, delivered by an interrupted "
-                 f"run; recorded as sent to {body_id} now (receipt {sent['receipt']})")
+        log.warning(f"package {package_id}: was in {outbox} already, delivered by an "
+                    f"interrupted run; recorded as sent to {body_id} now (receipt "
+                    f"{sent['receipt']})")
     return left
 
 

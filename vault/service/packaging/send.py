@@ -138,6 +138,13 @@ def _check_release_now(vault: Vault, session: Session, row: Package) -> None:
             )
 
 
+def remove_stale_copies(final: Path) -> None:
+    """Remove the temporary copies an interrupted delivery to ``final`` left beside it."""
+    for stale in final.parent.glob(f"{TEMP_PREFIX}*-{final.name}"):
+        with contextlib.suppress(FileNotFoundError):
+            stale.unlink()
+
+
 def deliver(delivery: Delivery) -> None:
     """Give the package its name in the outbox, checked against its digest as built.
 
@@ -147,9 +154,7 @@ def deliver(delivery: Delivery) -> None:
     # Leftovers of an interrupted delivery of this package go first, whichever way this
     # send goes on: one killed between naming the copy and removing its temporary name
     # left both, and the copy is then found in place below.
-    for stale in final.parent.glob(f"{TEMP_PREFIX}*-{final.name}"):
-        with contextlib.suppress(FileNotFoundError):
-            stale.unlink()
+    remove_stale_copies(final)
     if final.exists():
         if file_digest(final)[0] != delivery.expected:
             raise ConflictError(
