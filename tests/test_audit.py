@@ -498,7 +498,7 @@ def forged(world: World) -> tuple[Path, Path]:
     extended by three events the office never logged, with the proof that leads there."""
     from vault.custody.merkle import consistency_proof, leaf_hash, root_of
     from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
-    from vault.service.audit import proof_document, read_checkpoint
+    from vault.service.audit import Consistency, proof_document, read_checkpoint
     from vault.service.custody import leaf_hashes
     from vault.service.vaults import open_vault
 
@@ -516,13 +516,14 @@ def forged(world: World) -> tuple[Path, Path]:
     note.write_text(sign_checkpoint(new, NoteSigner(world.origin,
                                                     _keypair(world.icc, "icc-officer").signing)))
     proof = world.tmp / "forged-extension-proof.json"
-    proof.write_text(proof_document({
-        "origin": world.origin, "old_size": old_size, "new_size": new.size,
-        "old_root": read_checkpoint(world.receipt).split("\n")[2],
-        "new_root": base64.b64encode(new.root_hash).decode(),
-        "proof": [base64.b64encode(h).decode()
-                  for h in consistency_proof(leaves, old_size, new.size)],
-    }))
+    proof.write_text(proof_document(Consistency(
+        origin=world.origin, old_size=old_size, new_size=new.size,
+        old_root=read_checkpoint(world.receipt).split("\n")[2],
+        new_root=base64.b64encode(new.root_hash).decode(),
+        proof=tuple(base64.b64encode(h).decode()
+                    for h in consistency_proof(leaves, old_size, new.size)),
+        status="consistent",
+    )))
     return note, proof
 
 

@@ -59,9 +59,10 @@ def custody_show(vault: Vault, subject: str, as_json: bool) -> None:
 
     events = show_subject(vault, subject)
     if as_json:
-        emit_record({"subject": subject, "events": events}, True)
+        emit_record({"subject": subject, "events": [e.to_json() for e in events]}, True)
         return
-    rows = [{**e, "details": e["details"] or None, "digests": e["digests"] or None} for e in events]
+    rows = [{**e.to_json(), "details": e.details or None, "digests": e.digests or None}
+            for e in events]
     emit_rows(rows, None, ("seq", "time", "action", "actor", "details", "digests"))
 
 
@@ -151,13 +152,13 @@ def custody_reanchor(vault: Vault, as_name: str | None, as_json: bool) -> None:
     """
     from vault.service.anchor import reanchor
 
-    data = reanchor(vault, as_name)
+    done = reanchor(vault, as_name)
     if as_json:
-        emit_record(data, True)
+        emit_record(done.to_json(), True)
     else:
         say(
-            f"custody log: reanchored at {data['accepted_size']} events (the last checkpoint "
-            f"this vault signed had {data['previous_size']}); logged as event {data['event']} "
+            f"custody log: reanchored at {done.accepted_size} events (the last checkpoint "
+            f"this vault signed had {done.previous_size}); logged as event {done.event} "
             "(custody.reanchored)"
         )
 
@@ -175,15 +176,15 @@ def custody_prove(vault: Vault, subject: str, as_json: bool) -> None:
     """
     from vault.service.custody import prove_subject
 
-    data = prove_subject(vault, subject)
+    proved = prove_subject(vault, subject)
     if as_json:
-        emit_record(data, True)
+        emit_record(proved.to_json(), True)
         return
-    click.echo(f"checkpoint: size {data['tree_size']}, root {data['root_hash']}")
-    for event in data["events"]:
+    click.echo(f"checkpoint: size {proved.tree_size}, root {proved.root_hash}")
+    for event in proved.events:
         click.echo(
-            f"event {event['seq']} ({event['action']}): {event['status']}"
-            + (f", {len(event['proof'])} hashes" if "proof" in event else "")
+            f"event {event.seq} ({event.action}): {event.status}"
+            + (f", {len(event.proof)} hashes" if event.proof is not None else "")
         )
 
 
@@ -244,14 +245,14 @@ def custody_consistency(
         raise OptionsError("-o writes a proof from this vault's log; not with --proof")
     if output is not None and output.exists():
         raise OptionsError(f"{output} exists; choose another file")
-    data = audit.check_consistency(old, new, proof=proof_file, trusted_keys=trusted_keys,
-                                   vault_dir=vault_dir, prompt=passphrase_prompt())
+    found = audit.check_consistency(old, new, proof=proof_file, trusted_keys=trusted_keys,
+                                    vault_dir=vault_dir, prompt=passphrase_prompt())
     if as_json:
-        emit_record(data, True)
+        emit_record(found.to_json(), True)
     else:
         click.echo(
-            f"OK: the log grew from {data['old_size']} to {data['new_size']} events "
-            f"without rewriting ({len(data['proof'])} proof hashes)"
+            f"OK: the log grew from {found.old_size} to {found.new_size} events "
+            f"without rewriting ({len(found.proof)} proof hashes)"
         )
     if output is not None:
-        write_or_print(audit.proof_document(data), output)
+        write_or_print(audit.proof_document(found), output)

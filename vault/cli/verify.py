@@ -75,7 +75,7 @@ def verify_cmd(
             prompt=passphrase_prompt(), progress=_per_file(line, len(files)),
         )
     if as_json:
-        emit_rows([f.to_dict() for f in findings], "json", ())
+        emit_rows([f.to_json() for f in findings], "json", ())
     else:
         for finding in findings:
             click.echo(finding.line())

@@ -39,13 +39,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from vault.custody.merkle import Frontier, ProofError, leaf_hash
 from vault.errors import ConflictError, KeyMissingError, KeyStoreError, VerificationError
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, CustodyHead
 
@@ -271,7 +271,19 @@ def after_verify(vault: Vault, pinned: Anchor | None, frontier: Frontier, whole:
 # ----------------------------------------------------------------------------- reanchor
 
 
-def reanchor(vault: Vault, as_name: str | None, *, now: datetime | None = None) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reanchored(Result):
+    """What ``custody reanchor`` accepted: the size of the last checkpoint this vault signed
+    (``previous_size``), the size of the log accepted in its place, the seq of the
+    ``custody.reanchored`` event that records it, and the log's size with that event."""
+
+    previous_size: int
+    accepted_size: int
+    event: int
+    size: int
+
+
+def reanchor(vault: Vault, as_name: str | None, *, now: datetime | None = None) -> Reanchored:
     """Accept the log as it is now, after an older backup was restored on purpose.
 
     The log must verify except for the anchor; the acceptance is a signed event naming the
@@ -297,7 +309,7 @@ def reanchor(vault: Vault, as_name: str | None, *, now: datetime | None = None) 
         _watch(vault, session, _State(pinned, force=True))
         pair = actor_pair(vault, session, as_name)
         head = lock_head(session)
-        before = {"size": head.size, "root": head.root.hex()}
+        accepted, accepted_root = head.size, head.root.hex()  # before the append moves it
         log = CustodyLog(vault, session)
         row = log.append(
             pair,
@@ -306,8 +318,8 @@ def reanchor(vault: Vault, as_name: str | None, *, now: datetime | None = None) 
             details={
                 "from_size": pinned.size,
                 "from_root": pinned.root.hex(),
-                "to_size": before["size"],
-                "to_root": before["root"],
+                "to_size": accepted,
+                "to_root": accepted_root,
             },
             now=now,
         )
@@ -315,9 +327,5 @@ def reanchor(vault: Vault, as_name: str | None, *, now: datetime | None = None) 
     from vault.service import keyhistory
 
     keyhistory.list_events(vault, {}, below=seq)  # those rolled back are gone
-    return {
-        "previous_size": pinned.size,
-        "accepted_size": before["size"],
-        "event": seq,
-        "size": seq + 1,
-    }
+    return Reanchored(previous_size=pinned.size, accepted_size=accepted, event=seq,
+                      size=seq + 1)

@@ -32,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from vault.clock import as_utc, isoformat, parse_iso
 from vault.crypto import sshsig
@@ -53,6 +53,7 @@ from vault.formats.package import (
 )
 from vault.formats.safetar import printable
 from vault.service.progress import Progress
+from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault, open_vault
 
 if TYPE_CHECKING:
@@ -380,10 +381,14 @@ def recipient_keys(vault: Vault, as_name: str | None) -> OwnKeys:
 # ----------------------------------------------------------------------------- findings
 
 
-@dataclass(frozen=True)
-class Finding:
-    """What was found about one file: ``what`` was verified, or the ``reason`` it was not."""
+@dataclass(frozen=True, slots=True)
+class Finding(Sparse):
+    """What was found about one file: ``what`` was verified (``ok``), or the ``reason`` it was
+    not; ``kind`` as :func:`vault.formats.kinds.detect_file` names it; the document's ``id``
+    and its ``signer`` (a key fingerprint or a name) when known. ``to_json()``, for
+    ``--json``, has ``what`` or ``reason``, and ``id`` and ``signer`` only when known."""
 
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"what", "reason", "id", "signer"})
     file: str
     kind: str
     ok: bool
@@ -397,19 +402,6 @@ class Finding:
         if self.ok:
             return f"OK: {self.file} ({self.what})"
         return f"FAIL: {self.file}: {self.reason}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """For ``--json``: file, kind, ok, what or reason, and id and signer when known."""
-        out: dict[str, Any] = {"file": self.file, "kind": self.kind, "ok": self.ok}
-        if self.ok:
-            out["what"] = self.what
-        else:
-            out["reason"] = self.reason
-        if self.id is not None:
-            out["id"] = self.id
-        if self.signer is not None:
-            out["signer"] = self.signer
-        return out
 
 
 @dataclass
@@ -806,12 +798,27 @@ def read_checkpoint_of(path: Path) -> tuple[str, str | None]:
         raise VerificationError(f"{path.name}: a checkpoint must be utf-8 text") from None
 
 
-def prove_from_log(vault: Vault, old_note: str, new_note: str) -> dict[str, Any]:
-    """The vault's own log proves the two checkpoints consistent (see ``prove_consistency``)."""
-    from vault.service.custody import origin, prove_consistency
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Consistency(Result):
+    """Two checkpoints of the log ``origin`` (``evault/<vault-id>``) found consistent: the
+    tree of ``new_size`` leaves extends the one of ``old_size``. Roots and ``proof`` hashes
+    are base64 (RFC 9162 consistency proof; empty from the empty tree); ``status`` is
+    ``consistent``. :func:`proof_document` writes it for an auditor."""
 
-    data = prove_consistency(vault, old_note, new_note)
-    return {"origin": origin(vault), **data}
+    origin: str
+    old_size: int
+    new_size: int
+    old_root: str
+    new_root: str
+    proof: tuple[str, ...]
+    status: str
+
+
+def prove_from_log(vault: Vault, old_note: str, new_note: str) -> Consistency:
+    """The vault's own log proves the two checkpoints consistent (see ``prove_consistency``)."""
+    from vault.service.custody import prove_consistency
+
+    return prove_consistency(vault, old_note, new_note)
 
 
 def check_consistency(
@@ -822,7 +829,7 @@ def check_consistency(
     trusted_keys: Path | None = None,
     vault_dir: Path | None = None,
     prompt: PassphrasePrompt | None = None,
-) -> dict[str, Any]:
+) -> Consistency:
     """``evault custody consistency``: the log only grew from the checkpoint in ``old`` to
     the one in ``new`` (notes, or the receipts, acknowledgements, envelopes or packages
     that carry one: :func:`read_checkpoint_of`).
@@ -850,17 +857,17 @@ def check_consistency(
                              old_package=old_package, new_package=new_package)
 
 
-def proof_document(result: dict[str, Any]) -> str:
+def proof_document(result: Consistency) -> str:
     """The consistency proof as the JSON an auditor passes to ``--proof``."""
     doc = {
         "type": PROOF_TYPE,
         "version": PROOF_VERSION,
-        "origin": result["origin"],
-        "old_size": result["old_size"],
-        "new_size": result["new_size"],
-        "old_root": result["old_root"],
-        "new_root": result["new_root"],
-        "proof": list(result["proof"]),
+        "origin": result.origin,
+        "old_size": result.old_size,
+        "new_size": result.new_size,
+        "old_root": result.old_root,
+        "new_root": result.new_root,
+        "proof": list(result.proof),
     }
     return json.dumps(doc, indent=2) + "\n"
 
@@ -921,7 +928,7 @@ def _hash(value: object, where: str) -> bytes:
 def verify_with_proof(
     old_note: str, new_note: str, proof: bytes, trust: Trust, *,
     old_package: str | None = None, new_package: str | None = None,
-) -> dict[str, Any]:
+) -> Consistency:
     """Check two checkpoints and a consistency proof without the log: both notes signed by
     keys bound to their log, of the same origin, and the proof leading from the old root to
     the new. ``old_package``/``new_package``: the package whose receipt, envelope or package
@@ -962,12 +969,12 @@ def verify_with_proof(
             raise VerificationError("consistency proof: must be empty from the empty tree")
     else:
         verify_consistency(old.size, new.size, parsed.hashes, old.root_hash, new.root_hash)
-    return {
-        "origin": old.origin,
-        "old_size": old.size,
-        "new_size": new.size,
-        "old_root": base64.b64encode(old.root_hash).decode(),
-        "new_root": base64.b64encode(new.root_hash).decode(),
-        "proof": [base64.b64encode(h).decode() for h in parsed.hashes],
-        "status": "consistent",
-    }
+    return Consistency(
+        origin=old.origin,
+        old_size=old.size,
+        new_size=new.size,
+        old_root=base64.b64encode(old.root_hash).decode(),
+        new_root=base64.b64encode(new.root_hash).decode(),
+        proof=tuple(base64.b64encode(h).decode() for h in parsed.hashes),
+        status="consistent",
+    )

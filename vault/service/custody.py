@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     Connection,
@@ -33,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
-from vault.clock import as_utc, utcnow
+from vault.clock import as_utc, isoformat, utcnow
 from vault.crypto.keys import VerifyKey
 from vault.custody.events import Event
 from vault.custody.merkle import (
@@ -55,6 +56,7 @@ from vault.errors import NotFoundError, UsageError, VerificationError
 from vault.service import anchor, keyhistory
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.progress import Progress
+from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
 from vault.service.witness import witness_defects, witnessed_checkpoints
 from vault.store import db
@@ -62,6 +64,7 @@ from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey,
 
 if TYPE_CHECKING:
     from vault.custody.verify import Defect, LogReport, Run, Scan
+    from vault.service.audit import Consistency
 
 
 def origin(vault: Vault) -> str:
@@ -213,17 +216,43 @@ def actor_pair(vault: Vault, session: Session, name: str | None) -> KeyPair:
 # ----------------------------------------------------------------------------- reading
 
 
-def event_dict(row: CustodyEvent) -> dict[str, Any]:
-    """An event for display: the signed fields plus the leaf hash and signature."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggedEvent(Result):
+    """A custody event as the log holds it, for display: the fields its actor signed (``log``
+    ``evault/<vault-id>``, ``time`` an ISO 8601 UTC string, ``actor`` the signing key's
+    fingerprint, ``details`` as signed, ``digests`` algorithm -> hex digest), then its
+    ``leaf_hash`` (hex) and the actor's Ed25519 ``signature`` (base64)."""
+
+    log: str
+    seq: int
+    time: str
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, Any]
+    digests: dict[str, str]
+    leaf_hash: str
+    signature: str
+
+
+def logged_event(row: CustodyEvent) -> LoggedEvent:
+    """An event row for display: the signed fields plus the leaf hash and signature."""
     event = Event.decode(row.body)
-    return {
-        **{k: v for k, v in event.to_dict().items() if k not in ("type", "v")},
-        "leaf_hash": row.leaf_hash.hex(),
-        "signature": base64.b64encode(row.signature).decode(),
-    }
+    return LoggedEvent(
+        log=event.log,
+        seq=event.seq,
+        time=isoformat(event.time),
+        actor=event.actor,
+        action=event.action,
+        subject=event.subject,
+        details=event.details,
+        digests=event.digests,
+        leaf_hash=row.leaf_hash.hex(),
+        signature=base64.b64encode(row.signature).decode(),
+    )
 
 
-def show_subject(vault: Vault, subject: str) -> list[dict[str, Any]]:
+def show_subject(vault: Vault, subject: str) -> list[LoggedEvent]:
     """Every event about ``subject`` (an item, package, case, identity or body), in order."""
     with vault.transaction() as session:
         rows = session.scalars(
@@ -231,7 +260,7 @@ def show_subject(vault: Vault, subject: str) -> list[dict[str, Any]]:
         ).all()
         if not rows:
             raise NotFoundError(f"{subject}: no custody events; check the id")
-        return [event_dict(r) for r in rows]
+        return [logged_event(r) for r in rows]
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -321,7 +350,33 @@ def leaf_hashes(session: Session, size: int) -> list[bytes]:
     return out
 
 
-def prove_subject(vault: Vault, subject: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventInclusion(Sparse):
+    """One event's place in the checkpointed tree: ``status`` ``included``, with its
+    ``leaf_hash`` and the inclusion ``proof`` (base64 hashes, leaf to root), or ``after
+    checkpoint`` (appended since; no hash nor proof)."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"leaf_hash", "proof"})
+    seq: int
+    action: str
+    leaf_hash: str | None = None
+    proof: tuple[str, ...] | None = None
+    status: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubjectProof(Result):
+    """The inclusion proofs of a subject's events against the latest checkpoint: its signed
+    note, the tree size it commits to and its root hash (base64)."""
+
+    subject: str
+    checkpoint: str
+    tree_size: int
+    root_hash: str
+    events: tuple[EventInclusion, ...]
+
+
+def prove_subject(vault: Vault, subject: str) -> SubjectProof:
     """Inclusion proofs of every event of ``subject`` against the latest checkpoint."""
     with vault.transaction() as session:
         cp_row = latest_checkpoint(session)
@@ -335,31 +390,35 @@ def prove_subject(vault: Vault, subject: str) -> dict[str, Any]:
         proofs = []
         for row in rows:
             if row.seq >= checkpoint.size:
-                proofs.append({"seq": row.seq, "action": row.action, "status": "after checkpoint"})
+                proofs.append(EventInclusion(seq=row.seq, action=row.action,
+                                             status="after checkpoint"))
                 continue
             leaf = leaf_hash(row.body)
             path = inclusion_proof(leaves, row.seq, checkpoint.size)
             verify_inclusion(leaf, row.seq, checkpoint.size, path, checkpoint.root_hash)
             proofs.append(
-                {
-                    "seq": row.seq,
-                    "action": row.action,
-                    "leaf_hash": base64.b64encode(leaf).decode(),
-                    "proof": [base64.b64encode(h).decode() for h in path],
-                    "status": "included",
-                }
+                EventInclusion(
+                    seq=row.seq,
+                    action=row.action,
+                    leaf_hash=base64.b64encode(leaf).decode(),
+                    proof=tuple(base64.b64encode(h).decode() for h in path),
+                    status="included",
+                )
             )
-        return {
-            "subject": subject,
-            "checkpoint": cp_row.note,
-            "tree_size": checkpoint.size,
-            "root_hash": base64.b64encode(checkpoint.root_hash).decode(),
-            "events": proofs,
-        }
+        return SubjectProof(
+            subject=subject,
+            checkpoint=cp_row.note,
+            tree_size=checkpoint.size,
+            root_hash=base64.b64encode(checkpoint.root_hash).decode(),
+            events=tuple(proofs),
+        )
 
 
-def prove_consistency(vault: Vault, old_note: str, new_note: str) -> dict[str, Any]:
-    """Check two signed checkpoints of this vault and prove the log only grew between them."""
+def prove_consistency(vault: Vault, old_note: str, new_note: str) -> Consistency:
+    """Check two signed checkpoints of this vault and prove the log only grew between them
+    (the proof an auditor checks with :func:`vault.service.audit.verify_with_proof`)."""
+    from vault.service.audit import Consistency
+
     with vault.transaction() as session:
         verifiers = vault_verifiers(vault, session)
         old, _ = open_checkpoint(old_note, verifiers)
@@ -393,14 +452,15 @@ def prove_consistency(vault: Vault, old_note: str, new_note: str) -> dict[str, A
                 f"new checkpoint: root at size {new.size} differs from this log's; "
                 "the history was rewritten"
             )
-        return {
-            "old_size": old.size,
-            "new_size": new.size,
-            "old_root": base64.b64encode(old.root_hash).decode(),
-            "new_root": base64.b64encode(new.root_hash).decode(),
-            "proof": [base64.b64encode(h).decode() for h in path],
-            "status": "consistent",
-        }
+        return Consistency(
+            origin=origin(vault),
+            old_size=old.size,
+            new_size=new.size,
+            old_root=base64.b64encode(old.root_hash).decode(),
+            new_root=base64.b64encode(new.root_hash).decode(),
+            proof=tuple(base64.b64encode(h).decode() for h in path),
+            status="consistent",
+        )
 
 
 # ----------------------------------------------------------------------------- verification

@@ -39,28 +39,15 @@ from vault.clock import isoformat, utcnow
 from vault.errors import VaultError
 from vault.keystore import choose
 from vault.service import keyhistory, pending
-from vault.service.results import Result
+from vault.service.results import Sparse
 from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
 from vault.store.models import Blob, Body, Identity, Item, Package, PackageState
 
 
-class _Sparse(Result):
-    """A result whose ``OPTIONAL`` fields are left out of ``to_json()`` while None: the
-    report has those keys only when they apply (``blobs_removed`` only with repair...)."""
-
-    __slots__ = ()
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
-
-    def to_json(self) -> dict[str, Any]:
-        """The fields, in field order, without the optional ones that are None."""
-        return {k: v for k, v in Result.to_json(self).items()
-                if not (v is None and k in self.OPTIONAL)}
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
-class KeyHistoryCheck(_Sparse):
+class KeyHistoryCheck(Sparse):
     """``key_history``: ``ok``, or what is wrong; ``keys_repaired`` with repair;
     ``key_history_differences`` when rows differ from the signed history."""
 
@@ -71,7 +58,7 @@ class KeyHistoryCheck(_Sparse):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Leftover(_Sparse):
+class Leftover(Sparse):
     """One leftover of a killed ``items export`` or ``open`` (see :func:`check_leftovers`);
     a record that cannot be read has only command ``unknown``, path and state."""
 
@@ -89,7 +76,7 @@ class Leftover(_Sparse):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DoctorReport(_Sparse):
+class DoctorReport(Sparse):
     """``evault doctor``'s report. A vault whose schema is not current has only the fields
     up to ``key_store_reason``; ``blobs_removed`` and ``keys_repaired`` come with repair."""
 

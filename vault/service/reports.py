@@ -27,7 +27,7 @@ from vault.clock import as_utc, isoformat, optional_isoformat, utcnow
 from vault.custody.merkle import inclusion_proof, leaf_hash, verify_inclusion
 from vault.custody.note import open_checkpoint
 from vault.errors import NotFoundError, VaultError, VerificationError
-from vault.service.custody import event_dict, identity_names, leaf_hashes, vault_verifiers
+from vault.service.custody import identity_names, leaf_hashes, logged_event, vault_verifiers
 from vault.service.identities import acting_identity, current_key
 from vault.service.items import get_item
 from vault.service.vaults import Vault
@@ -118,7 +118,7 @@ def custody_report(
             leaves = leaf_hashes(session, checkpoint.size)
         events = []
         for row in rows:
-            event = event_dict(row)
+            event = logged_event(row)
             status = "after the latest checkpoint"
             if checkpoint is not None and row.seq < checkpoint.size:
                 try:
@@ -129,9 +129,9 @@ def custody_report(
                 except VerificationError:
                     status = "NOT included: proof fails"
             events.append({
-                "seq": event["seq"], "time": event["time"], "action": event["action"],
-                "actor": names.get(event["actor"], "unknown"),
-                "fingerprint": event["actor"], "details": event["details"], "proof": status,
+                "seq": event.seq, "time": event.time, "action": event.action,
+                "actor": names.get(event.actor, "unknown"),
+                "fingerprint": event.actor, "details": event.details, "proof": status,
             })
         received = None
         if item.source_package is not None:
