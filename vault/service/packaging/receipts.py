@@ -140,7 +140,7 @@ class ImportedAck(Result):
 
 
 def receipt_info(receipt: Receipt) -> ReceiptInfo:
-    """A receipt's public view: the signed document's fields and its signature."""
+    """A receipt row's public view (its signature is not part of it; see export)."""
     document = json.loads(receipt.document)
     return ReceiptInfo(receipt.id, receipt.package_id, receipt.body_id,
                        isoformat(receipt.created_at), document)
