@@ -245,7 +245,7 @@ def test_commits_that_fail_leave_nothing_behind(
 ) -> None:
     cli = world.office
     # package create: the file was linked in place before the commit; it must go again.
-    failing_commit("vault.service.packaging.build.package_dict")
+    failing_commit("vault.service.packaging.build.package_info")
     target = world.tmp / "p.evpkg"
     assert_refusal(cli("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o",
                        str(target)), 1, "database or disk is full", "try again")

@@ -101,12 +101,13 @@ def package_create(
       evault package create --to ICC-OTP --case UA-2026-0042 --send --outbox /mnt/transfer
     """
     from vault.service.packaging.create import create_package
+    from vault.service.packaging.records import SentPackage
 
     if send_now and outbox is None:
         raise OptionsError("--send needs --outbox DIR")
     if outbox is not None and not send_now:
         raise OptionsError("--outbox goes with --send")
-    data = create_package(
+    package = create_package(
         vault,
         body_id=body_id,
         item_ids=item_ids,
@@ -121,12 +122,11 @@ def package_create(
         force=force,
         outbox=outbox,
     )
-    emit_record(data, as_json)
+    emit_record(package.to_json(), as_json)
     if not as_json:
-        say(
-            f"built package {data['id']} for {body_id}: {data['items']} item(s), "
-            f"{data['bytes']} bytes" + (f"; sent, receipt {data['receipt']}" if send_now else "")
-        )
+        sent = f"; sent, receipt {package.receipt}" if isinstance(package, SentPackage) else ""
+        say(f"built package {package.id} for {body_id}: {package.items} item(s), "
+            f"{package.bytes} bytes{sent}")
 
 
 @package.command("list")
@@ -142,7 +142,7 @@ def package_list(vault: Vault, body: str | None, fmt: str | None) -> None:
     """
     from vault.service.packaging.records import PACKAGE_COLUMNS, list_packages
 
-    emit_rows(list_packages(vault, body=body), fmt, PACKAGE_COLUMNS)
+    emit_rows([p.to_json() for p in list_packages(vault, body=body)], fmt, PACKAGE_COLUMNS)
 
 
 @package.command("show")
@@ -158,7 +158,7 @@ def package_show(vault: Vault, package_id: str, as_json: bool) -> None:
     """
     from vault.service.packaging.records import show_package
 
-    emit_record(show_package(vault, package_id), as_json)
+    emit_record(show_package(vault, package_id).to_json(), as_json)
 
 
 @package.command("sheet")
@@ -224,7 +224,7 @@ def send(vault: Vault, package_ref: str, outbox: Path, as_name: str | None, as_j
     """
     from vault.service.packaging.send import send_package
 
-    data = send_package(vault, package_ref, outbox=outbox, as_name=as_name)
-    emit_record(data, as_json)
+    sent = send_package(vault, package_ref, outbox=outbox, as_name=as_name)
+    emit_record(sent.to_json(), as_json)
     if not as_json:
-        say(f"sent package {data['id']} to {data['delivered']}; receipt {data['receipt']}")
+        say(f"sent package {sent.id} to {sent.delivered}; receipt {sent.receipt}")

@@ -51,7 +51,7 @@ def receipt_list(vault: Vault, body: str | None, since: str | None, fmt: str | N
     from vault.service.packaging.receipts import list_receipts
 
     when = parse_collected_at(since, "--since") if since else None
-    rows = list_receipts(vault, body=body, since=when)
+    rows = [r.to_json() for r in list_receipts(vault, body=body, since=when)]
     emit_rows(rows, fmt, ("id", "package", "body", "items", "sent_at", "envelope_sha256"))
 
 
@@ -68,11 +68,11 @@ def receipt_show(vault: Vault, receipt_id: str, as_json: bool) -> None:
     """
     from vault.service.packaging.receipts import show_receipt
 
-    data = show_receipt(vault, receipt_id)
+    shown = show_receipt(vault, receipt_id)
     if as_json:
-        emit_record(data, True)
+        emit_record(shown.to_json(), True)
     else:
-        emit_record({k: v for k, v in data["document"].items() if k != "checkpoint"}, False)
+        emit_record({k: v for k, v in shown.document.items() if k != "checkpoint"}, False)
 
 
 @receipt.command("export")
@@ -116,15 +116,14 @@ def receipt_import(vault: Vault, ack_file: Path, as_json: bool) -> None:
     """
     from vault.service.packaging.receipts import import_ack
 
-    data = import_ack(vault, ack_file)
-    emit_record(data, as_json)
+    ack = import_ack(vault, ack_file)
+    emit_record(ack.to_json(), as_json)
     if as_json:
         return
-    if data["already_acknowledged"]:
-        say(f"package {data['package']} already acknowledged by {data['by']} of "
-            f"{data['body']}; this acknowledgement was imported before, nothing changed")
+    if ack.already_acknowledged:
+        say(f"package {ack.package} already acknowledged by {ack.by} of "
+            f"{ack.body}; this acknowledgement was imported before, nothing changed")
     else:
-        witnessed = (f"; {data['body']} witnessed this vault's log at size "
-                     f"{data['witnessed_size']}" if data["witnessed_size"] is not None else "")
-        say(f"package {data['package']} acknowledged by {data['by']} of {data['body']}"
-            f"{witnessed}")
+        witnessed = (f"; {ack.body} witnessed this vault's log at size "
+                     f"{ack.witnessed_size}" if ack.witnessed_size is not None else "")
+        say(f"package {ack.package} acknowledged by {ack.by} of {ack.body}{witnessed}")

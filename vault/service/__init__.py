@@ -3,9 +3,10 @@
 One job: each command's work, start to end, returning data (the command line renders it):
 intake, items, packaging (plan, build, send, receipts), export, opening and acknowledging,
 custody, audit and witness, identities, bodies, contacts, release rules, doctor. Identities,
-bodies, contacts, items, release rules, doctor, custody (show, prove, consistency, reanchor)
-and audit return frozen dataclasses (``results.Result``: ``to_json()`` is what is printed);
-the others still return dicts, to be converted likewise.
+bodies, contacts, items, packaging (packages built, sent and shown, receipts, acknowledgements
+imported), release rules, doctor, custody (show, prove, consistency, reanchor) and audit
+return frozen dataclasses (``results.Result``: ``to_json()`` is what is printed); the others
+still return dicts, to be converted likewise.
 
 May import: ``vault.custody``, ``vault.store``, ``vault.formats``, ``vault.keystore``,
 ``vault.crypto`` and the modules below them; never the command line, ``click`` or

@@ -471,7 +471,7 @@ def _record_delivered(
         sent = send_package(vault, package_id, outbox=outbox, as_name=as_name, now=now)
         log.warning(f"package {package_id}: was in {outbox} already, delivered by an "
                     f"interrupted run; recorded as sent to {body_id} now (receipt "
-                    f"{sent['receipt']})")
+                    f"{sent.receipt})")
     return left
 
 
@@ -557,8 +557,8 @@ def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) ->
             raise body.written
         if isinstance(body.written, WrittenPackage):
             built, stamp = finish_package(vault, body.written, body.sealed)
-            body.delivery = Delivery(built["id"], Path(built["path"]), built["file_sha256"],
-                                     outbox, read_at=stamp)
+            body.delivery = Delivery(built.id, Path(built.path), built.file_sha256, outbox,
+                                     read_at=stamp)
         if body.delivery is None or body.pair is None:
             return
         deliver(body.delivery)
@@ -567,5 +567,5 @@ def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) ->
         result.status, result.error = "failed", str(e)
         result.exit_code = e.exit_code
         return
-    result.package, result.receipt = sent["id"], sent["receipt"]
-    result.bytes = sent["bytes"]
+    result.package, result.receipt = sent.id, sent.receipt
+    result.bytes = sent.bytes

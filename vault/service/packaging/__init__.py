@@ -5,7 +5,7 @@
     >>> from vault.service.packaging.send import send_package                  # doctest: +SKIP
     >>> draft = plan_package(vault, body_id="ICC-OTP", case="UA-2026-0042")     # doctest: +SKIP
     >>> built = build_package(vault, draft)                                   # doctest: +SKIP
-    >>> send_package(vault, built["path"], outbox=Path("/mnt/transfer"))         # doctest: +SKIP
+    >>> send_package(vault, built.path, outbox=Path("/mnt/transfer"))           # doctest: +SKIP
 
 One module a job, imported by its own name (this ``__init__`` imports nothing, so a command
 loads only the part it runs):
@@ -22,6 +22,6 @@ loads only the part it runs):
 
 They import the rest of the service layer, ``vault.formats``, ``vault.custody``,
 ``vault.crypto`` and ``vault.store``, and one another only downwards in that list's order
-of use: create imports plan, build and send; build and send import plan and records; send
+of use: create imports plan, build, send and records; build and send import plan and records; send
 imports receipts; none but create imports build or send.
 """

@@ -27,7 +27,7 @@ import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
@@ -49,7 +49,7 @@ from vault.formats.package import (
 from vault.service.custody import CustodyLog
 from vault.service.packaging.digest import FileStamp, file_stamp, sync_and_digest
 from vault.service.packaging.plan import DraftItem, PackageDraft, check_release, select_items
-from vault.service.packaging.records import package_dict
+from vault.service.packaging.records import PackageInfo, package_info
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
@@ -66,7 +66,7 @@ class WrittenPackage:
     statement_bytes: bytes
 
 
-def build_package(vault: Vault, draft: PackageDraft) -> dict[str, Any]:
+def build_package(vault: Vault, draft: PackageDraft) -> PackageInfo:
     """Write, seal and record a planned package: ``package create`` after
     :func:`plan_package`. Nothing is left behind if it fails."""
     return finish_package(vault, write_package_file(vault, draft))[0]
@@ -258,7 +258,7 @@ def discard_package_file(draft: PackageDraft) -> None:
 
 def finish_package(
     vault: Vault, written: WrittenPackage, sealed: Callable[[], Sealed] | None = None
-) -> tuple[dict[str, Any], FileStamp]:
+) -> tuple[PackageInfo, FileStamp]:
     """Make the written file durable, take its digest, record it and give it its name; the
     file is removed if any of it fails. ``sealed`` gives the first two if they are being
     done already (:func:`seal_package_file` on another thread).
@@ -292,7 +292,7 @@ def seal_package_file(written: WrittenPackage) -> Sealed:
 
 def record_package(
     vault: Vault, written: WrittenPackage, file_sha256: str, file_size: int
-) -> dict[str, Any]:
+) -> PackageInfo:
     """Record a written package (state ``built``) and give its file its name, in one
     transaction; the file is removed if that transaction rolls back.
 
@@ -368,7 +368,7 @@ def record_package(
             os.unlink(draft.temp)
         fsync_dir(draft.target.parent)
         _unlink_on_rollback(session, draft.target)
-        result = package_dict(row, draft.body_id)
+        result = package_info(row, draft.body_id)
     crash_point("package.after_commit")
     return result
 

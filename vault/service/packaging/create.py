@@ -8,20 +8,20 @@ The sequence a front end would otherwise repeat:
 :func:`~vault.service.packaging.build.build_package`, then
 :func:`~vault.service.packaging.send.send_package` of the package just built.
 
-Imports :mod:`~vault.service.packaging.plan`, :mod:`~vault.service.packaging.build` and
-:mod:`~vault.service.packaging.send`, and the tag rule of intake; no module of this package
-imports it.
+Imports :mod:`~vault.service.packaging.plan`, :mod:`~vault.service.packaging.build`,
+:mod:`~vault.service.packaging.send` and :mod:`~vault.service.packaging.records` (the result),
+and the tag rule of intake; no module of this package imports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from vault.service.intake import parse_tags
 from vault.service.packaging.build import build_package
 from vault.service.packaging.plan import plan_package
+from vault.service.packaging.records import PackageInfo
 from vault.service.packaging.send import send_package
 from vault.service.vaults import Vault
 
@@ -41,12 +41,13 @@ def create_package(
     output: Path | None = None,
     force: bool = False,
     outbox: Path | None = None,
-) -> dict[str, Any]:
+) -> PackageInfo:
     """``evault package create``: one package for one body planned (:func:`plan_package`),
     built (:func:`build_package`) and, given an ``outbox``, sent (:func:`send_package`).
 
     ``tags`` are ``KEY=VALUE`` filters, read as ``ingest --tag`` reads them. Returns the
-    built package, or the sent one (with its receipt).
+    built package, or the sent one (a
+    :class:`~vault.service.packaging.records.SentPackage`, with its receipt).
     """
     draft = plan_package(
         vault,
@@ -65,4 +66,4 @@ def create_package(
     built = build_package(vault, draft)
     if outbox is None:
         return built
-    return send_package(vault, built["id"], outbox=outbox, as_name=as_name)
+    return send_package(vault, built.id, outbox=outbox, as_name=as_name)

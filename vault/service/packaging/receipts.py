@@ -1,6 +1,6 @@
 """Sharing receipts and acknowledgements, the sender's record of what each body got.
 
-    >>> [r["package"] for r in list_receipts(vault, body="ICC-OTP")]           # doctest: +SKIP
+    >>> [r.package for r in list_receipts(vault, body="ICC-OTP")]              # doctest: +SKIP
     >>> import_ack(vault, Path("ack.json"))                                   # doctest: +SKIP
 
 A receipt is signed as a package is sent (:func:`make_receipt`, in the sending transaction);
@@ -9,14 +9,16 @@ by the body on its side (:func:`vault.service.opening.acknowledge`), comes back 
 checked against the package sent and the body's keys before it is recorded
 (:func:`import_ack`): the package is then ``acknowledged``.
 
-Imports the custody log, key history and witness modules of the service layer,
-``vault.formats``, ``vault.custody`` and ``vault.store``; no other module of this package.
+Imports the custody log, key history and witness modules of the service layer (and the
+results base), ``vault.formats``, ``vault.custody`` and ``vault.store``; no other module of
+this package.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from vault.service import keyhistory, witness
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, origin, vault_verifiers
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import Acknowledgement as AcknowledgementRow
 from vault.store.models import Body, Identity, IdentityKey, Item, Package, PackageState, Receipt
@@ -90,16 +93,62 @@ def make_receipt(
     return receipt
 
 
-def receipt_dict(receipt: Receipt) -> dict[str, Any]:
-    """A receipt's public view: the signed document's fields and its signature."""
+@dataclass(frozen=True, slots=True)
+class ReceiptInfo(Result):
+    """A receipt's public view: its ids, when it was signed (ISO 8601 UTC) and the signed
+    document as parsed from its exact bytes (the fields of
+    :class:`~vault.formats.receipt.SharingReceipt`, as that receipt's version wrote them)."""
+
+    id: str
+    package: str
+    body: str
+    created_at: str
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptSummary(Result):
+    """A row of ``receipt list``: the receipt, its package and body, how many items it
+    names, when the package was sent (ISO 8601 UTC) and the envelope's hex SHA-256."""
+
+    id: str
+    package: str
+    body: str
+    items: int
+    sent_at: str
+    envelope_sha256: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImportedAck(Result):
+    """An acknowledgement imported (or found imported before: ``already_acknowledged``).
+
+    ``by`` and ``fingerprint`` are the signer's name and SSH key fingerprint; ``received_at``
+    is the time it says the package was received (ISO 8601 UTC, as written); ``state`` is the
+    package's state after the import; ``witnessed_size`` is the size of this vault's log
+    checkpoint the body cosigned, if the acknowledgement carries a cosignature.
+    """
+
+    package: str
+    body: str
+    by: str
+    fingerprint: str
+    received_at: str
+    state: str
+    already_acknowledged: bool
+    witnessed_size: int | None
+
+
+def receipt_info(receipt: Receipt) -> ReceiptInfo:
+    """A receipt row's public view (its signature is not part of it; see export)."""
     document = json.loads(receipt.document)
-    return {"id": receipt.id, "package": receipt.package_id, "body": receipt.body_id,
-            "created_at": isoformat(receipt.created_at), "document": document}
+    return ReceiptInfo(receipt.id, receipt.package_id, receipt.body_id,
+                       isoformat(receipt.created_at), document)
 
 
 def list_receipts(
     vault: Vault, *, body: str | None = None, since: datetime | None = None
-) -> list[dict[str, Any]]:
+) -> list[ReceiptSummary]:
     """Sharing receipts, oldest first."""
     with vault.transaction() as session:
         stmt = select(Receipt).order_by(Receipt.created_at, Receipt.id)
@@ -110,9 +159,8 @@ def list_receipts(
         out = []
         for r in session.scalars(stmt):
             doc = json.loads(r.document)
-            out.append({"id": r.id, "package": r.package_id, "body": r.body_id,
-                        "items": len(doc["items"]), "sent_at": doc["sent_at"],
-                        "envelope_sha256": doc["envelope_sha256"]})
+            out.append(ReceiptSummary(r.id, r.package_id, r.body_id, len(doc["items"]),
+                                      doc["sent_at"], doc["envelope_sha256"]))
         return out
 
 
@@ -124,10 +172,10 @@ def get_receipt(session: Session, receipt_id: str) -> Receipt:
     return row
 
 
-def show_receipt(vault: Vault, receipt_id: str) -> dict[str, Any]:
+def show_receipt(vault: Vault, receipt_id: str) -> ReceiptInfo:
     """One receipt."""
     with vault.transaction() as session:
-        return receipt_dict(get_receipt(session, receipt_id))
+        return receipt_info(get_receipt(session, receipt_id))
 
 
 def export_receipt(vault: Vault, receipt_id: str, output: Path) -> tuple[Path, Path]:
@@ -211,7 +259,7 @@ def _checkpoint_problem(note: str, signer: VerifyKey) -> str | None:
 
 def import_ack(
     vault: Vault, ack_path: Path, *, now: datetime | None = None
-) -> dict[str, Any]:
+) -> ImportedAck:
     """Sender side: verify an acknowledgement against the body's keys and record it."""
     now = now or utcnow()
     sig_path = ack_path.with_name(ack_path.name + ".sig")
@@ -256,10 +304,11 @@ def import_ack(
                                              vault_verifiers(vault, session))
         digest = hashlib.sha256(data).hexdigest()
         existing = session.get(AcknowledgementRow, pid)
-        result = {"package": pid, "body": package.body_id, "by": ack.recipient.name,
-                  "fingerprint": ack.recipient.fingerprint, "received_at": ack.received_at,
-                  "state": package.state.value, "already_acknowledged": existing is not None,
-                  "witnessed_size": cosigned.checkpoint.size if cosigned else None}
+        result = ImportedAck(
+            package=pid, body=package.body_id, by=ack.recipient.name,
+            fingerprint=ack.recipient.fingerprint, received_at=ack.received_at,
+            state=package.state.value, already_acknowledged=existing is not None,
+            witnessed_size=cosigned.checkpoint.size if cosigned else None)
         if existing is not None and existing.document_sha256 == digest:
             # The same genuine ack imported again (a retry, a second copy in the drop
             # folder): nothing to record and nothing wrong.
@@ -286,7 +335,7 @@ def import_ack(
             log.append(pair, "package.acknowledged", pi.item_id,
                        details={"package": pid, "body": package.body_id}, now=now)
         crash_point("import.before_commit")
-        result["state"] = package.state.value
+        result = replace(result, state=package.state.value)
     crash_point("import.after_commit")
     return result
 

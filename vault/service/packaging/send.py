@@ -25,7 +25,6 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -44,7 +43,7 @@ from vault.service.packaging.digest import (
 )
 from vault.service.packaging.plan import select_items
 from vault.service.packaging.receipts import make_receipt
-from vault.service.packaging.records import get_package, package_dict
+from vault.service.packaging.records import SentPackage, get_package, package_info
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.models import Package, PackageState
@@ -92,7 +91,7 @@ def send_package(
     outbox: Path,
     as_name: str | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> SentPackage:
     """Deliver a package into a drop folder atomically, re-check the copy, log and sign a receipt.
 
     Sending a package again into a folder that already holds the identical file changes
@@ -167,7 +166,7 @@ def deliver(delivery: Delivery) -> None:
 
 def record_sent(
     vault: Vault, delivery: Delivery, pair: KeyPair, now: datetime
-) -> dict[str, Any]:
+) -> SentPackage:
     """Log a delivered package as sent (the package and each item) and sign its receipt."""
     with vault.transaction() as session:
         row = get_package(session, delivery.package_id)
@@ -185,7 +184,8 @@ def record_sent(
             log.append(pair, "package.sent", pi.item_id,
                        details={"package": row.id, "body": row.body_id}, now=now)
         receipt = make_receipt(vault, session, row, pair, now)
-        result = {**package_dict(row), "receipt": receipt.id, "delivered": str(delivery.final)}
+        result = SentPackage.of(package_info(row), receipt=receipt.id,
+                                delivered=str(delivery.final))
     crash_point("send.after_commit")
     return result
 
