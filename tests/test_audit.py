@@ -8,7 +8,7 @@ import json
 import shutil
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -699,9 +699,8 @@ def test_sheet_html_escapes_values(world: World) -> None:
     from vault.service.vaults import open_vault
 
     v = open_vault(world.office.vault)
-    data = sheet_data(v, world.package_id)
+    data = replace(sheet_data(v, world.package_id), sender='<script>alert("x")</script>&')
     v.close()
-    data["sender"] = '<script>alert("x")</script>&'
     page = render_html(data)
     assert "<script>" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in page

@@ -10,7 +10,7 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from test_opening import World, _members, _out_is_empty, _rebuild
@@ -19,6 +19,9 @@ from vault.crypto.age import AgeIdentity, AgeRecipient, decrypt, encrypt
 from vault.errors import VerificationError
 from vault.formats import bagit
 from vault.formats.package import Envelope
+
+if TYPE_CHECKING:
+    from vault.service.opening import OpenedPackage
 
 DIGEST_LINE = ("payload.age does not match the SHA-256 in the signed envelope; the payload "
                "was altered or swapped; nothing was decrypted: ask the sender for the package "
@@ -106,7 +109,7 @@ def test_a_same_size_payload_that_is_not_the_signed_one_is_never_decrypted(
     assert spy.calls == 0
 
 
-def _open(world: World, out: str = "received", **callbacks: Any) -> dict[str, Any]:
+def _open(world: World, out: str = "received", **callbacks: Any) -> OpenedPackage:
     from vault.service.opening import open_package
     from vault.service.vaults import open_vault
 
@@ -148,7 +151,7 @@ def test_a_file_swapped_during_open_is_not_what_gets_recorded(world: World, when
             swapped.append(True)
 
     result = _open(world, **{when: swap})
-    assert swapped and result["package"] == world.package_id
+    assert swapped and result.package == world.package_id
     envelope, digest = _stored_envelope(world)
     assert envelope == original
     assert digest == hashlib.sha256(original).hexdigest()

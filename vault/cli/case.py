@@ -54,7 +54,7 @@ def case_create(
     """
     from vault.service.intake import create_case
 
-    emit_record(create_case(vault, case_id, title=title, as_name=as_name), as_json)
+    emit_record(create_case(vault, case_id, title=title, as_name=as_name).to_json(), as_json)
 
 
 @case.command("list")
@@ -69,7 +69,7 @@ def case_list(vault: Vault, fmt: str | None) -> None:
     """
     from vault.service.intake import list_cases
 
-    emit_rows(list_cases(vault), fmt, CASE_COLUMNS)
+    emit_rows([c.to_json() for c in list_cases(vault)], fmt, CASE_COLUMNS)
 
 
 @case.command("show")
@@ -85,4 +85,4 @@ def case_show(vault: Vault, case_id: str, as_json: bool) -> None:
     """
     from vault.service.intake import show_case
 
-    emit_record(show_case(vault, case_id), as_json)
+    emit_record(show_case(vault, case_id).to_json(), as_json)

@@ -105,7 +105,7 @@ def export_cmd(
             as_name=as_name,
             progress=_progress_printer(line),
         )
-    rows = [r.to_dict() for r in results]
+    rows = [r.to_json() for r in results]
     if as_jsonl:
         click.echo(to_jsonl(rows), nl=False)
     else:

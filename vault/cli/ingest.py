@@ -124,6 +124,6 @@ def ingest(
             progress=files_done if line else None,
             bytes_progress=bytes_read if line else None,
         )
-    emit_rows(results, fmt, INGEST_COLUMNS + tuple(digests))
+    emit_rows([r.to_json() for r in results], fmt, INGEST_COLUMNS + tuple(digests))
     if fmt is None:
-        say(f"ingested {len(results)} file(s), {sum(r['size'] for r in results)} bytes")
+        say(f"ingested {len(results)} file(s), {sum(r.size for r in results)} bytes")

@@ -73,23 +73,24 @@ def open_cmd(
     from vault.service.opening import open_package
 
     with progress_line("open") as line:
-        data = open_package(
+        opened = open_package(
             vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender,
             allow_revoked=allow_revoked, verifying=_stage(line, 1, 2, "verifying"),
             storing=_stage(line, 2, 2, "storing"),
         )
     if as_json:
-        emit_record(data, True)
+        emit_record(opened.to_json(), True)
         return
-    emit_rows(data["items"], None, ("id", "source_item", "name", "size", "sha256"))
-    if data["sender_revoked_at"]:
-        say(f"warning: the sender's key was revoked at {data['sender_revoked_at']}; opened "
+    emit_rows([i.to_json() for i in opened.items], None,
+              ("id", "source_item", "name", "size", "sha256"))
+    if opened.sender_revoked_at:
+        say(f"warning: the sender's key was revoked at {opened.sender_revoked_at}; opened "
             "because of --allow-revoked, and logged so in package.opened")
     say(
-        f"opened package {data['package']} from {data['sender']} "
-        f"({data['sender_fingerprint']}) for {data['body']}: {len(data['items'])} item(s) "
-        f"verified and received, {data['sender_custody_events']} custody event(s) proven; "
-        f"files in {data['out']}"
+        f"opened package {opened.package} from {opened.sender} "
+        f"({opened.sender_fingerprint}) for {opened.body}: {len(opened.items)} item(s) "
+        f"verified and received, {opened.sender_custody_events} custody event(s) proven; "
+        f"files in {opened.out}"
     )
 
 
@@ -112,10 +113,10 @@ def ack(vault: Vault, package_ref: str, output: Path, as_name: str | None, as_js
     """
     from vault.service.opening import acknowledge
 
-    data = acknowledge(vault, package_ref, output=output, as_name=as_name)
-    emit_record(data, as_json)
+    written = acknowledge(vault, package_ref, output=output, as_name=as_name)
+    emit_record(written.to_json(), as_json)
     if not as_json:
-        say(f"wrote acknowledgement {data['ack']} and {data['signature']}")
+        say(f"wrote acknowledgement {written.ack} and {written.signature}")
 
 
 def _stage(line: ProgressLine | None, n: int, of: int, what: str) -> Progress | None:

@@ -9,30 +9,35 @@
 :func:`render_custody` the chain-of-custody form as Markdown or one printable HTML page
 (:mod:`vault.render.forms`). The values come from :mod:`vault.service.reports`.
 
-May import: the standard library, ``vault.errors`` and ``vault.render``.
+May import: the standard library, ``vault.errors`` and ``vault.render``; for type checking
+only, the results it lays out (:mod:`vault.service.reports`).
 """
 
 from __future__ import annotations
 
 import html
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from vault.render.forms import DEFAULT_PAPER, form_page, mono, signature_block, words
 from vault.render.text import markdown_safe, render_table, to_csv, to_json
+
+if TYPE_CHECKING:
+    from vault.service.reports import CustodyReport, EventLine, SharingReport
 
 SHARING_COLUMNS = ("body", "packages", "items", "bytes", "references", "sent", "acknowledged",
                    "median_hours_to_ack")
 
 
-def render_sharing(report: dict[str, Any], fmt: str) -> str:
+def render_sharing(report: SharingReport, fmt: str) -> str:
     """The report of :func:`vault.service.reports.sharing_report` as table, md, csv or json."""
-    rows = [*report["rows"], report["totals"]]
+    rows = [r.to_json() for r in (*report.rows, report.totals)]
     if fmt == "json":
-        return to_json(report)
+        return to_json(report.to_json())
     if fmt == "csv":
         return to_csv(rows, SHARING_COLUMNS)
     if fmt == "md":
-        window = f"{report['since'] or 'the beginning'} to {report['until'] or 'now'} (UTC)"
+        window = f"{report.since or 'the beginning'} to {report.until or 'now'} (UTC)"
         lines = ["# Sharing report", "", f"Packages built from {window}. Ids, counts and sizes "
                  "only: no titles, descriptions or file names.", "",
                  "| " + " | ".join(SHARING_COLUMNS) + " |",
@@ -59,32 +64,32 @@ def _value(value: Any) -> str:
     return str(value)
 
 
-def _custody_lines(report: dict[str, Any]) -> dict[str, Any]:
+def _custody_lines(report: CustodyReport) -> dict[str, Any]:
     """The texts both layouts print: the item's fields, the checkpoint, the closing line."""
-    cp = report["checkpoint"]
-    printer = report["printed_by"]
-    cp_short = (f"{cp['origin']} {cp['size']} {cp['root']}" if cp
+    cp = report.checkpoint
+    printer = report.printed_by
+    cp_short = (f"{cp.origin} {cp.size} {cp.root}" if cp
                 else "none yet (run `evault custody checkpoint`)")
     sender = "-"
-    if report["received_from"]:
-        sender = f"{report['received_from_name'] or 'unknown'} {report['received_from']}"
+    if report.received_from:
+        sender = f"{report.received_from_name or 'unknown'} {report.received_from}"
     return {
         "item": [
-            ("Case", report["case"]),
-            ("Item", report["item"]),
-            ("Title", report["title"] or "-"),
-            ("Source", report["source"] or "-"),
-            ("Collected at (UTC)", report["collected_at"] or "-"),
-            ("Collected at (place)", report["location"] or "-"),
-            ("Size (bytes)", str(report["size"])),
+            ("Case", report.case),
+            ("Item", report.item),
+            ("Title", report.title or "-"),
+            ("Source", report.source or "-"),
+            ("Collected at (UTC)", report.collected_at or "-"),
+            ("Collected at (place)", report.location or "-"),
+            ("Size (bytes)", str(report.size)),
             ("Received from", sender),
-            ("Source package / item", f"{report['source_package'] or '-'} / "
-                                      f"{report['source_item'] or '-'}"),
+            ("Source package / item", f"{report.source_package or '-'} / "
+                                      f"{report.source_item or '-'}"),
         ],
-        "checkpoint": (f"{cp['origin']}, size {cp['size']}, root {cp['root']}, signed by "
-                       f"{cp['signed_by']}" if cp else cp_short),
-        "printed": (f"Printed at {report['printed_at']} by {printer['name']} "
-                    f"{printer['fingerprint']}, checkpoint {cp_short}."),
+        "checkpoint": (f"{cp.origin}, size {cp.size}, root {cp.root}, signed by "
+                       f"{cp.signed_by}" if cp else cp_short),
+        "printed": (f"Printed at {report.printed_at} by {printer.name} "
+                    f"{printer.fingerprint}, checkpoint {cp_short}."),
     }
 
 
@@ -96,7 +101,7 @@ _SENDER_NOTE = ("The sender's events come from the signed custody excerpt in the
                 "this form.")
 
 
-def render_custody(report: dict[str, Any], fmt: str, *, paper: str = DEFAULT_PAPER) -> str:
+def render_custody(report: CustodyReport, fmt: str, *, paper: str = DEFAULT_PAPER) -> str:
     """The form of :func:`vault.service.reports.custody_report` as md, or as html printed on
     ``paper``."""
     text = _custody_lines(report)
@@ -108,25 +113,26 @@ def render_custody(report: dict[str, Any], fmt: str, *, paper: str = DEFAULT_PAP
 _EVENT_COLUMNS = ("seq", "time", "action", "actor", "fingerprint", "details", "proof")
 
 
-def _custody_markdown(report: dict[str, Any], text: dict[str, Any]) -> str:
-    def table(events: list[dict[str, Any]], cols: tuple[str, ...]) -> list[str]:
+def _custody_markdown(report: CustodyReport, text: dict[str, Any]) -> str:
+    def table(events: Sequence[EventLine], cols: tuple[str, ...]) -> list[str]:
         out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         for e in events:
             out.append("| " + " | ".join(markdown_safe(
-                _details(e[c]) if c == "details" else str(e[c])) for c in cols) + " |")
+                _details(e.details) if c == "details" else str(getattr(e, c))) for c in cols)
+                + " |")
         return out
 
     md = markdown_safe
-    lines = [f"# Chain of custody: {md(report['item'])}", ""]
+    lines = [f"# Chain of custody: {md(report.item)}", ""]
     lines += [f"- **{k}**: {md(v)}" for k, v in text["item"]]
-    lines += [f"- **{k.upper()}**: {md(v)}" for k, v in report["digests"].items()]
+    lines += [f"- **{k.upper()}**: {md(v)}" for k, v in report.digests.items()]
     lines += [f"- **Checkpoint**: {md(text['checkpoint'])}", "", "## Events in this vault", ""]
-    lines += table(report["events"], _EVENT_COLUMNS)
-    chain = report["sender_chain"]
+    lines += table(report.events, _EVENT_COLUMNS)
+    chain = report.sender_chain
     if chain:
-        lines += ["", f"## Sender's chain of custody (package {md(chain['package'])}, sender "
-                  f"{md(chain['sender'])} {md(chain['sender_fingerprint'])})", ""]
-        lines += table(chain["events"], _EVENT_COLUMNS) if chain["events"] else [
+        lines += ["", f"## Sender's chain of custody (package {md(chain.package)}, sender "
+                  f"{md(chain.sender)} {md(chain.sender_fingerprint)})", ""]
+        lines += table(chain.events, _EVENT_COLUMNS) if chain.events else [
             "No events of this item in the sender's excerpt."]
         lines += ["", _SENDER_NOTE]
     lines += ["", _NOTE, "", md(text["printed"]), "",
@@ -146,20 +152,20 @@ p.printed { margin-top: 8pt; }
 """
 
 
-def _events_html(events: list[dict[str, Any]]) -> str:
+def _events_html(events: Sequence[EventLine]) -> str:
     """Events as a table, each one two rows kept together: who did what when, then its
     details and proof status."""
     esc = html.escape
     groups = []
     for e in events:
         details = ", ".join(f"{esc(k)}={words(_value(v))}"
-                            for k, v in sorted(e["details"].items())) or "-"
+                            for k, v in sorted(e.details.items())) or "-"
         groups.append(
-            f"<tbody><tr class=\"event\"><td class=\"num\">{mono(e['seq'])}</td>"
-            f"<td>{mono(e['time'])}</td><td>{mono(e['action'])}</td>"
-            f"<td>{mono(e['actor'])} {mono(e['fingerprint'])}</td></tr>"
+            f"<tbody><tr class=\"event\"><td class=\"num\">{mono(e.seq)}</td>"
+            f"<td>{mono(e.time)}</td><td>{mono(e.action)}</td>"
+            f"<td>{mono(e.actor)} {mono(e.fingerprint)}</td></tr>"
             f"<tr><td></td><td class=\"details\" colspan=\"3\">{details}; "
-            f"<i>{esc(e['proof'])}</i></td></tr></tbody>"
+            f"<i>{esc(e.proof)}</i></td></tr></tbody>"
         )
     return (
         "<table class=\"events\"><thead><tr><th class=\"num\">#</th><th>Time (UTC)</th>"
@@ -174,7 +180,7 @@ def _quoted(text: str) -> str:
                    for n, part in enumerate(text.split("`")))
 
 
-def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> str:
+def _custody_html(report: CustodyReport, text: dict[str, Any], paper: str) -> str:
     esc = html.escape
     ids = {"Case", "Item", "Collected at (UTC)", "Size (bytes)", "Received from",
            "Source package / item"}
@@ -185,37 +191,37 @@ def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> s
         for k, v in text["item"]
     )
     fields += "".join(f"<tr><th scope=\"row\">{esc(k.upper())}</th><td>{mono(v)}</td></tr>"
-                      for k, v in report["digests"].items())
-    cp = report["checkpoint"]
+                      for k, v in report.digests.items())
+    cp = report.checkpoint
     checkpoint = (
-        f"{mono(cp['origin'])}, size {mono(cp['size'])}, root {mono(cp['root'])}, signed by "
-        f"{mono(cp['signed_by'])}" if cp else esc(text["checkpoint"])
+        f"{mono(cp.origin)}, size {mono(cp.size)}, root {mono(cp.root)}, signed by "
+        f"{mono(cp.signed_by)}" if cp else esc(text["checkpoint"])
     )
     parts = [
-        f"<h1>Chain of custody: item {mono(report['item'])}</h1>",
+        f"<h1>Chain of custody: item {mono(report.item)}</h1>",
         f"<table class=\"fields\"><tbody>{fields}"
         f"<tr><th scope=\"row\">Latest checkpoint</th><td>{checkpoint}</td></tr>"
         "</tbody></table>",
-        f"<h2>Events in this vault ({len(report['events'])})</h2>",
-        _events_html(report["events"]),
+        f"<h2>Events in this vault ({len(report.events)})</h2>",
+        _events_html(report.events),
     ]
-    chain = report["sender_chain"]
+    chain = report.sender_chain
     if chain:
         parts += [
-            f"<h2>Sender's chain of custody ({len(chain['events'])})</h2>",
-            f"<p>Package {mono(chain['package'])} from {mono(chain['sender'])} "
-            f"{mono(chain['sender_fingerprint'])}, opened {mono(chain['opened_at'])}; "
-            + (f"the sender's log {mono(chain['log'])} at size {mono(chain['tree_size'])}. "
-               if chain["log"] else "")
+            f"<h2>Sender's chain of custody ({len(chain.events)})</h2>",
+            f"<p>Package {mono(chain.package)} from {mono(chain.sender)} "
+            f"{mono(chain.sender_fingerprint)}, opened {mono(chain.opened_at)}; "
+            + (f"the sender's log {mono(chain.log)} at size {mono(chain.tree_size)}. "
+               if chain.log else "")
             + f"{_quoted(_SENDER_NOTE)}</p>",
-            _events_html(chain["events"]) if chain["events"]
+            _events_html(chain.events) if chain.events
             else "<p>No events of this item in the sender's excerpt.</p>",
         ]
-    printer = report["printed_by"]
+    printer = report.printed_by
     closing = (
-        f"Printed at {mono(report['printed_at'])} by {mono(printer['name'])} "
-        f"{mono(printer['fingerprint'])}, checkpoint "
-        + (f"{mono(cp['origin'])} {mono(cp['size'])} {mono(cp['root'])}." if cp
+        f"Printed at {mono(report.printed_at)} by {mono(printer.name)} "
+        f"{mono(printer.fingerprint)}, checkpoint "
+        + (f"{mono(cp.origin)} {mono(cp.size)} {mono(cp.root)}." if cp
            else "none yet (run <code>evault custody checkpoint</code>).")
     )
     parts += [
@@ -223,7 +229,7 @@ def _custody_html(report: dict[str, Any], text: dict[str, Any], paper: str) -> s
         f"<p class=\"printed\">{closing}</p>"
         f"{signature_block('Certified a true record of the chain of custody:')}</div>",
     ]
-    footer = (f"Chain of custody, item {report['item']}, printed {report['printed_at']} by "
-              f"{printer['name']}")
-    return form_page(f"Chain of custody: item {report['item']}", paper, "\n".join(parts),
+    footer = (f"Chain of custody, item {report.item}, printed {report.printed_at} by "
+              f"{printer.name}")
+    return form_page(f"Chain of custody: item {report.item}", paper, "\n".join(parts),
                      css=_CUSTODY_CSS, footer=footer)

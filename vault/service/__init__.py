@@ -3,8 +3,9 @@
 One job: each command's work, start to end, returning data (the command line renders it):
 intake, items, packaging (plan, build, send, receipts), export, opening and acknowledging,
 custody, audit and witness, identities, bodies, contacts, release rules, doctor. Identities,
-bodies, contacts, items, packaging (packages built, sent and shown, receipts, acknowledgements
-imported), release rules, doctor, custody (show, prove, consistency, reanchor) and audit
+bodies, contacts, items, intake and cases, packaging (packages built, sent and shown,
+receipts, acknowledgements imported), opening and acknowledging, export, the package sheet,
+the reports, release rules, doctor, custody (show, prove, consistency, reanchor) and audit
 return frozen dataclasses (``results.Result``: ``to_json()`` is what is printed); the others
 still return dicts, to be converted likewise.
 

@@ -28,7 +28,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ from vault.service.packaging.send import (
     remove_stale_copies,
     send_package,
 )
+from vault.service.results import Result
 from vault.service.rules import checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.models import Body, Item, Package, PackageItem, PackageState
@@ -91,19 +92,27 @@ class BodyPlan:
     purpose: str | None = None
 
 
-@dataclass
-class BodyResult:
-    """What happened for one body (one ``--jsonl`` line)."""
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BodyResult(Result):
+    """What happened for one body (one ``--jsonl`` line): its status (``shared``,
+    ``resumed``, ``already shared``, ``nothing to share``, ``failed``; ``would share``,
+    ``would resume`` or ``would fail: WHY`` in a dry run), the package sent and its sharing
+    receipt, the items and the bytes sent (to be sent, in a dry run), the ids of the items
+    its release rules withheld, and a failure's message.
+
+    ``exit_code`` is the failure's exit status (3 when it was a failed verification); the
+    command line decides its own with it, and it is not part of ``to_json()``.
+    """
 
     body: str
     status: str
-    items: int = 0
-    bytes: int = 0
     package: str | None = None
     receipt: str | None = None
-    withheld: list[str] = field(default_factory=list)
+    items: int = 0
+    bytes: int = 0
+    withheld: tuple[str, ...] = ()
     error: str | None = None
-    exit_code: int = 0  # of the error: 3 when it was a failed verification
+    exit_code: int = 0
 
     @property
     def failed(self) -> bool:
@@ -115,18 +124,11 @@ class BodyResult:
         """True if a dry run found that this body's export would fail."""
         return self.status.startswith("would fail")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Stable fields for scripts."""
-        return {
-            "body": self.body,
-            "status": self.status,
-            "package": self.package,
-            "receipt": self.receipt,
-            "items": self.items,
-            "bytes": self.bytes,
-            "withheld": self.withheld,
-            "error": self.error,
-        }
+    def to_json(self) -> dict[str, Any]:
+        """Stable fields for scripts: all but ``exit_code``."""
+        out = Result.to_json(self)
+        del out["exit_code"]
+        return out
 
 
 def plans_for_case(bodies: Sequence[str], case: str) -> list[BodyPlan]:
@@ -328,10 +330,9 @@ def _export(
             except VaultError as e:
                 failure = e
         result = BodyResult(body=plan.body, status="", items=len(item_ids),
-                            bytes=size if dry_run else 0, withheld=withheld)
+                            bytes=size if dry_run else 0, withheld=tuple(withheld))
         if failure is not None:
-            result.status, result.error = "failed", str(failure)
-            result.exit_code = failure.exit_code
+            result = _failed(result, failure)
             item_ids, pending, size = [], None, 0
         bodies.append(_Body(plan, result, item_ids, pending, size))
     shown = _Shown(progress, len(bodies), sum(b.size for b in bodies))
@@ -344,8 +345,7 @@ def _export(
                 _start(vault, body, outbox=outbox, exports=exports, dry_run=dry_run,
                        as_name=as_name, now=now)
             except VaultError as e:
-                body.result.status, body.result.error = "failed", str(e)
-                body.result.exit_code = e.exit_code
+                body.result = _failed(body.result, e)
         building = [b for b in group if b.draft is not None]
         if reshare and not dry_run:
             _note_reshare_run(vault.root, [b.draft.package_id for b in building if b.draft])
@@ -357,6 +357,11 @@ def _export(
         _finish_group(vault, group, shown, outbox=outbox, now=now)
         shown.next_group()
     return [b.result for b in bodies]
+
+
+def _failed(result: BodyResult, e: VaultError) -> BodyResult:
+    """``result`` as a failure: status ``failed``, with ``e``'s message and exit status."""
+    return replace(result, status="failed", error=str(e), exit_code=e.exit_code)
 
 
 class _Shown:
@@ -487,29 +492,31 @@ def _start(
 ) -> None:
     """Decide what this body gets now: nothing, a package built earlier (checked for
     sending), or a new package (planned, to be written with the group)."""
-    result, plan = body.result, body.plan
+    plan = body.plan
     if not body.item_ids:
         with vault.transaction() as session:
             any_shared = session.scalar(select(Package.id).where(
                 Package.body_id == plan.body, Package.state.in_(SHARED)))
-        result.status = "already shared" if any_shared else "nothing to share"
-        result.package = body.pending  # the package an interrupted reshare run sent, if any
+        # The package is the one an interrupted reshare run sent, if any.
+        body.result = replace(body.result,
+                              status="already shared" if any_shared else "nothing to share",
+                              package=body.pending)
     elif dry_run:
-        result.status, result.error = _would(vault, plan.body)
-        if result.error is None:
-            result.status = "would resume" if body.pending else "would share"
-        result.package = body.pending
+        status, error = _would(vault, plan.body)
+        if error is None:
+            status = "would resume" if body.pending else "would share"
+        body.result = replace(body.result, status=status, error=error, package=body.pending)
     elif body.pending is not None:
         body.delivery, body.pair = prepare_send(vault, body.pending, outbox=outbox,
                                                 as_name=as_name)
-        result.status = "resumed"
+        body.result = replace(body.result, status="resumed")
     else:
         body.draft = plan_package(
             vault, body_id=plan.body, item_ids=body.item_ids, reference=plan.reference,
             purpose=plan.purpose, as_name=as_name, directory=exports, now=now,
         )
         body.pair = body.draft.pair
-        result.status = "shared"
+        body.result = replace(body.result, status="shared")
 
 
 def _would(vault: Vault, body_id: str) -> tuple[str, str | None]:
@@ -551,7 +558,6 @@ def _finish_group(
 def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) -> None:
     """Record this body's new package (if any), deliver and receipt it; a refusal is kept
     in the body's result."""
-    result = body.result
     try:
         if isinstance(body.written, VaultError):
             raise body.written
@@ -564,8 +570,7 @@ def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) ->
         deliver(body.delivery)
         sent = record_sent(vault, body.delivery, body.pair, now or utcnow())
     except VaultError as e:
-        result.status, result.error = "failed", str(e)
-        result.exit_code = e.exit_code
+        body.result = _failed(body.result, e)
         return
-    result.package, result.receipt = sent.id, sent.receipt
-    result.bytes = sent.bytes
+    body.result = replace(body.result, package=sent.id, receipt=sent.receipt,
+                          bytes=sent.bytes)

@@ -44,6 +44,7 @@ from vault.service.identities import KeyPair
 from vault.service.items import get_case
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
+from vault.service.results import Result
 from vault.service.storing import Stored, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
@@ -652,6 +653,29 @@ def _start_workers(count: int) -> ProcessPoolExecutor | None:
 # ----------------------------------------------------------------------------- recording
 
 
+@dataclass(frozen=True, slots=True)
+class IngestedItem(Result):
+    """One file ingested: its new item id, case, file name, size in bytes and hex SHA-256.
+
+    ``legacy_digests`` maps each ``--also-digest`` algorithm (``md5``, ``sha1``) to its hex
+    digest, in the order asked for; ``to_json()`` gives each its own key after ``sha256``, as
+    the table gives each its own column, so that object has no ``legacy_digests`` key.
+    """
+
+    id: str
+    case: str
+    name: str
+    size: int
+    sha256: str
+    legacy_digests: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields, with the legacy digests spread as keys of their own."""
+        out = Result.to_json(self)
+        del out["legacy_digests"]
+        return {**out, **self.legacy_digests}
+
+
 def _missing_cases(session: Session, cases: set[str], create: bool) -> list[str]:
     existing = set(session.scalars(select(Case.id).where(Case.id.in_(cases))))
     missing = sorted(cases - existing)
@@ -678,7 +702,7 @@ def _record_batch(
     as_name: str | None,
     create_case: bool,
     now: datetime,
-) -> tuple[list[dict[str, Any]], list[str]]:
+) -> tuple[list[IngestedItem], list[str]]:
     """One transaction for a batch; returns the items and the blobs made redundant by dedupe
     (:func:`~vault.service.recording.record_items`)."""
     with vault.transaction() as session:
@@ -705,14 +729,14 @@ def _record_batch(
             for stored in batch
         ], now=now)
         out = [
-            {
-                "id": item_id,
-                "case": stored.row.fields.case,
-                "name": stored.row.path.name,
-                "size": stored.size,
-                "sha256": stored.sha256,
-                **{a: h for a, h in stored.extra.items()},
-            }
+            IngestedItem(
+                id=item_id,
+                case=stored.row.fields.case,
+                name=stored.row.path.name,
+                size=stored.size,
+                sha256=stored.sha256,
+                legacy_digests=dict(stored.extra),
+            )
             for item_id, stored in zip(recorded.item_ids, batch, strict=True)
         ]
         crash_point("ingest.before_commit")
@@ -730,7 +754,7 @@ def ingest(
     now: datetime | None = None,
     progress: Progress | None = None,
     bytes_progress: Progress | None = None,
-) -> list[dict[str, Any]]:
+) -> list[IngestedItem]:
     """Ingest validated rows in batches; return one result per item.
 
     ``progress`` is called with (files stored, files in all) after each file is hashed
@@ -747,7 +771,7 @@ def ingest(
         _missing_cases(session, {r.fields.case for r in rows}, create_case)
     recipient = storage_recipient(vault, as_name)
     blobs = BlobStore(vault.blobs)
-    results: list[dict[str, Any]] = []
+    results: list[IngestedItem] = []
     done = 0
     total_bytes = sum(r.size or 0 for r in rows)
     done_bytes = 0
@@ -803,7 +827,7 @@ def _commit(
     as_name: str | None,
     create_case: bool,
     now: datetime,
-) -> list[dict[str, Any]]:
+) -> list[IngestedItem]:
     blobs.sync([s.blob_id for s in batch])
     out, redundant = _record_batch(vault, batch, as_name, create_case, now)
     for blob_id in redundant:
@@ -815,10 +839,22 @@ def _commit(
 # ----------------------------------------------------------------------------- cases
 
 
+@dataclass(frozen=True, slots=True)
+class CaseInfo(Result):
+    """A case: its id, title, how many items it holds and their plaintext size in bytes,
+    and when it was opened (ISO 8601 UTC)."""
+
+    id: str
+    title: str | None
+    items: int
+    bytes: int
+    created_at: str
+
+
 def create_case(
     vault: Vault, case: str, *, title: str | None, as_name: str | None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> CaseInfo:
     """Open a case file."""
     check_case_id(case)
     if title is not None and len(title) > CASE_TITLE_MAX:
@@ -835,10 +871,10 @@ def create_case(
         session.add(Case(id=case, title=title, created_at=now))
         CustodyLog(vault, session).append(pair, "case.created", case, now=now)
         session.flush()
-        return _case_dict(session, session.get(Case, case))  # type: ignore[arg-type]
+        return _case_info(session, session.get(Case, case))  # type: ignore[arg-type]
 
 
-def _case_dict(session: Session, case: Case) -> dict[str, Any]:
+def _case_info(session: Session, case: Case) -> CaseInfo:
     from sqlalchemy import func
 
     count, size = session.execute(
@@ -846,24 +882,24 @@ def _case_dict(session: Session, case: Case) -> dict[str, Any]:
             Item.case_id == case.id
         )
     ).one()
-    return {
-        "id": case.id,
-        "title": case.title,
-        "items": int(count),
-        "bytes": int(size),
-        "created_at": isoformat(case.created_at),
-    }
+    return CaseInfo(
+        id=case.id,
+        title=case.title,
+        items=int(count),
+        bytes=int(size),
+        created_at=isoformat(case.created_at),
+    )
 
 
-def list_cases(vault: Vault) -> list[dict[str, Any]]:
+def list_cases(vault: Vault) -> list[CaseInfo]:
     """Every case with its item count and size."""
     with vault.transaction() as session:
-        return [_case_dict(session, c) for c in session.scalars(select(Case).order_by(Case.id))]
+        return [_case_info(session, c) for c in session.scalars(select(Case).order_by(Case.id))]
 
 
-def show_case(vault: Vault, case: str) -> dict[str, Any]:
+def show_case(vault: Vault, case: str) -> CaseInfo:
     """One case."""
     with vault.transaction() as session:
-        return _case_dict(session, get_case(session, case))
+        return _case_info(session, get_case(session, case))
 
 

@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ from vault.service.inspection import (
 from vault.service.intake import storage_recipient
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
+from vault.service.results import Result
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
@@ -80,6 +82,47 @@ from vault.store.models import (
     IdentityKey,
     ReceivedPackage,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedItem(Result):
+    """An item received by ``open``: its new id in this vault, its id in the sender's
+    package, its file name, size in bytes and hex SHA-256."""
+
+    id: str
+    source_item: str
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedPackage(Result):
+    """What ``open`` received: the package, its sender (the name this vault knows the key
+    by, else the envelope's) and key fingerprint, the body it was for, its items, how many
+    of the sender's custody events were proven, when the sender's key was revoked here (ISO
+    8601 UTC; None unless opened with ``--allow-revoked``), and the folder of its files."""
+
+    package: str
+    sender: str
+    sender_fingerprint: str
+    body: str
+    items: tuple[OpenedItem, ...]
+    sender_custody_events: int
+    sender_revoked_at: str | None
+    out: str
+
+
+@dataclass(frozen=True, slots=True)
+class AckWritten(Result):
+    """An acknowledgement signed by ``ack``: the package, the file and its ``.sig``, and the
+    identity (name, key fingerprint) that signed it."""
+
+    package: str
+    ack: str
+    signature: str
+    recipient: str
+    fingerprint: str
 
 
 def _trusted(
@@ -151,7 +194,7 @@ def open_package(
     now: datetime | None = None,
     verifying: Progress | None = None,
     storing: Progress | None = None,
-) -> dict[str, Any]:
+) -> OpenedPackage:
     """Verify a package whole, then extract it into ``out_dir/<package-id>`` and receive it.
 
     ``verifying`` gets (payload bytes read, twice the payload size) while the package is
@@ -216,7 +259,8 @@ def open_package(
                     if session.get(ReceivedPackage, report.package_id) is not None:
                         raise ConflictError(
                             f"package {report.package_id}: opened already in this vault")
-            result = _receive(vault, report, staging, as_name, now, storing, revoked_at)
+            result = _receive(vault, report, staging, final, as_name, now, storing,
+                              revoked_at)
             os.rename(staging, final)
             fsync_dir(out_dir)
         except BaseException:
@@ -227,21 +271,22 @@ def open_package(
             # Held while open runs: `evault doctor` leaves a locked staging folder alone.
             if report is not None and report.staging_lock is not None:
                 os.close(report.staging_lock)
-    return {**result, "out": str(final)}
+    return result
 
 
 def _receive(
     vault: Vault,
     report: PackageReport,
     staging: Path,
+    final: Path,
     as_name: str | None,
     now: datetime,
     progress: Progress | None = None,
     revoked_at: str | None = None,
-) -> dict[str, Any]:
+) -> OpenedPackage:
     """Encrypt the verified files into this vault and record their custody; ``revoked_at``
     (the sender's key was revoked then, and opened with --allow-revoked) goes into the
-    ``package.opened`` event."""
+    ``package.opened`` event. ``final`` is where ``staging`` is renamed to once received."""
     assert report.statement is not None and report.matched_key is not None
     statement = report.statement
     envelope = report.envelope
@@ -303,11 +348,11 @@ def _receive(
                     )
                     for item, meta, case, result in stored
                 ], now=now)
-                received = [{"id": local_id, "source_item": item.id,
-                             "name": Path(item.path).name, "size": item.size,
-                             "sha256": item.sha256}
-                            for local_id, (item, _meta, _case, _result)
-                            in zip(recorded.item_ids, stored, strict=True)]
+                received = tuple(
+                    OpenedItem(id=local_id, source_item=item.id, name=Path(item.path).name,
+                               size=item.size, sha256=item.sha256)
+                    for local_id, (item, _meta, _case, _result)
+                    in zip(recorded.item_ids, stored, strict=True))
                 assert report.statement_bytes is not None
                 assert report.statement_signature is not None
                 assert report.statement_sha256 is not None
@@ -319,13 +364,13 @@ def _receive(
                     statement_sha256=report.statement_sha256,
                     custody_excerpt=report.custody_excerpt, opened_at=now,
                     opened_by=pair.fingerprint, recipient_key=report.matched_key.fingerprint,
-                    out_dir=str(staging.parent / envelope.package_id),
+                    out_dir=str(final),
                 ))
                 known = session.scalar(select(Contact.name).where(
                     Contact.fingerprint == envelope.sender.fingerprint))
                 log.append(pair, "package.opened", envelope.package_id,
                            details={"sender": envelope.sender.fingerprint, "body": envelope.body,
-                                    "items": [r["id"] for r in received],
+                                    "items": [r.id for r in received],
                                     "sender_events": report.custody_events,
                                     **({"sender_revoked_at": revoked_at} if revoked_at else {})},
                            digests={"envelope": report.envelope_sha256,
@@ -337,16 +382,17 @@ def _receive(
         # Committed: the bytes of these were in the vault already, under another blob.
         for blob_id in recorded.redundant:
             blobs.remove(blob_id)
-    return {
-        "package": envelope.package_id,
+    return OpenedPackage(
+        package=envelope.package_id,
         # The name this vault knows the key by, not the one the envelope gives itself.
-        "sender": known or envelope.sender.name,
-        "sender_fingerprint": envelope.sender.fingerprint,
-        "body": envelope.body,
-        "items": received,
-        "sender_custody_events": report.custody_events,
-        "sender_revoked_at": revoked_at,
-    }
+        sender=known or envelope.sender.name,
+        sender_fingerprint=envelope.sender.fingerprint,
+        body=envelope.body,
+        items=received,
+        sender_custody_events=report.custody_events,
+        sender_revoked_at=revoked_at,
+        out=str(final),
+    )
 
 
 def _text(meta: dict[str, Any], key: str) -> str | None:
@@ -437,7 +483,7 @@ def opened_event(vault: Vault, session: Session, pid: str) -> tuple[Event, int] 
 def acknowledge(
     vault: Vault, ref: str, *, output: Path, as_name: str | None = None,
     now: datetime | None = None,
-) -> dict[str, Any]:
+) -> AckWritten:
     """Sign an acknowledgement of a package opened here; write it and its signature."""
     now = now or utcnow()
     sig_path = output.with_name(output.name + ".sig")
@@ -481,5 +527,5 @@ def acknowledge(
         crash_point("ack.before_commit")
     crash_point("ack.after_commit")
     publish_staged(staged)
-    return {"package": row.package_id, "ack": str(output), "signature": str(sig_path),
-            "recipient": identity.name, "fingerprint": pair.fingerprint}
+    return AckWritten(package=row.package_id, ack=str(output), signature=str(sig_path),
+                      recipient=identity.name, fingerprint=pair.fingerprint)

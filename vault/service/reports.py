@@ -1,7 +1,7 @@
 """Oversight reports: who got what and when, and one item's chain of custody.
 
     >>> report = sharing_report(vault, since=None, until=None, body=None)   # doctest: +SKIP
-    >>> report["totals"]["packages"]                                         # doctest: +SKIP
+    >>> report.totals.packages                                               # doctest: +SKIP
     5
 
 The sharing report carries ids, counts, sizes and times, never titles, descriptions or file
@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import statistics
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,8 +31,123 @@ from vault.errors import NotFoundError, VaultError, VerificationError
 from vault.service.custody import identity_names, leaf_hashes, logged_event, vault_verifiers
 from vault.service.identities import acting_identity, current_key
 from vault.service.items import get_item
+from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, Package, SignedCheckpoint
+
+_COUNTS = ("packages", "items", "bytes", "sent", "acknowledged")
+
+
+@dataclass(frozen=True, slots=True)
+class SharingRow(Result):
+    """One body's line of the sharing report, or the ``TOTAL`` line: packages built in the
+    window, the items in them, the bytes of their files, distinct references, how many were
+    sent and acknowledged, and the median hours from sending to acknowledgement (to one
+    decimal; None when none was acknowledged after being sent)."""
+
+    body: str
+    packages: int
+    items: int
+    bytes: int
+    references: int
+    sent: int
+    acknowledged: int
+    median_hours_to_ack: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SharingReport(Result):
+    """The sharing report: its window (ISO 8601 UTC; None for the beginning, or now), one
+    row per body by body id, and the totals."""
+
+    since: str | None
+    until: str | None
+    rows: tuple[SharingRow, ...]
+    totals: SharingRow
+
+
+@dataclass(frozen=True, slots=True)
+class EventLine(Result):
+    """An event on the chain-of-custody form: its seq, time (ISO 8601 UTC), action, the
+    actor's name and key fingerprint, its signed details, and its proof status (in words)."""
+
+    seq: int
+    time: str
+    action: str
+    actor: str
+    fingerprint: str
+    details: dict[str, Any]
+    proof: str
+
+
+@dataclass(frozen=True, slots=True)
+class SenderEventLine(EventLine):
+    """An event of the sender's chain: an :class:`EventLine`, with the sender's log (its
+    origin) and the tree size its excerpt line gives (as the sender wrote it)."""
+
+    log: str
+    tree_size: Any
+
+
+@dataclass(frozen=True, slots=True)
+class SenderChain(Result):
+    """A received item's chain at its sender, from the custody excerpt kept when its
+    package was opened (at ``opened_at``, ISO 8601 UTC); ``log`` and ``tree_size`` are its
+    first event's, None when the excerpt has no event of the item."""
+
+    package: str
+    sender: str
+    sender_fingerprint: str
+    opened_at: str
+    log: str | None
+    tree_size: Any
+    events: tuple[SenderEventLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LatestCheckpoint(Result):
+    """The vault's latest checkpoint as the form names it: log origin, size (events), root
+    hash (base64) and the fingerprint of the key that signed it."""
+
+    origin: str
+    size: int
+    root: str
+    signed_by: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Printer(Result):
+    """Who printed a form: identity name and key fingerprint."""
+
+    name: str
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class CustodyReport(Result):
+    """One item's chain-of-custody form. ``collected_at`` and ``printed_at`` are ISO 8601
+    UTC strings; ``digests`` maps an algorithm to its hex digest, SHA-256 first. For a
+    received item, ``received_from`` is the sender's key fingerprint, ``received_from_name``
+    the name this vault knows it by, and ``sender_chain`` the sender's events; ``checkpoint``
+    is None before the vault's first one."""
+
+    item: str
+    case: str
+    title: str | None
+    source: str | None
+    collected_at: str | None
+    location: str | None
+    size: int
+    digests: dict[str, str]
+    received_from: str | None
+    received_from_name: str | None
+    source_package: str | None
+    source_item: str | None
+    checkpoint: LatestCheckpoint | None
+    events: tuple[EventLine, ...]
+    sender_chain: SenderChain | None
+    printed_at: str
+    printed_by: Printer
 
 
 def sharing_report(
@@ -40,7 +156,7 @@ def sharing_report(
     since: datetime | None = None,
     until: datetime | None = None,
     body: str | None = None,
-) -> dict[str, Any]:
+) -> SharingReport:
     """Per body: packages built in the window, their items, bytes, references, how many were
     sent and acknowledged, and the median time from sending to acknowledgement."""
     with vault.transaction() as session:
@@ -52,49 +168,52 @@ def sharing_report(
             if (since is None or as_utc(p.created_at) >= since)
             and (until is None or as_utc(p.created_at) < until)
         ]
-        rows: dict[str, dict[str, Any]] = {}
+        counts: dict[str, dict[str, int]] = {}
+        references: dict[str, set[str]] = {}
         waits: dict[str, list[float]] = {}
         for p in packages:
-            row = rows.setdefault(p.body_id, {"body": p.body_id, "packages": 0, "items": 0,
-                                              "bytes": 0, "references": set(), "sent": 0,
-                                              "acknowledged": 0})
-            row["packages"] += 1
-            row["items"] += len(p.items)
-            row["bytes"] += p.file_size
+            count = counts.setdefault(p.body_id, dict.fromkeys(_COUNTS, 0))
+            references.setdefault(p.body_id, set())
+            count["packages"] += 1
+            count["items"] += len(p.items)
+            count["bytes"] += p.file_size
             if p.reference:
-                row["references"].add(p.reference)
+                references[p.body_id].add(p.reference)
             if p.sent_at is not None:
-                row["sent"] += 1
+                count["sent"] += 1
             if p.acknowledged_at is not None:
-                row["acknowledged"] += 1
+                count["acknowledged"] += 1
                 if p.sent_at is not None:
                     hours = (as_utc(p.acknowledged_at) - as_utc(p.sent_at)).total_seconds() / 3600
                     waits.setdefault(p.body_id, []).append(max(hours, 0.0))
-    out = []
-    for body_id in sorted(rows):
-        row = rows[body_id]
-        row["references"] = len(row["references"])
-        w = waits.get(body_id)
-        row["median_hours_to_ack"] = round(statistics.median(w), 1) if w else None
-        out.append(row)
-    all_waits = [h for w in waits.values() for h in w]
-    totals = {
-        "body": "TOTAL",
-        **{k: sum(r[k] for r in out) for k in ("packages", "items", "bytes", "references",
-                                               "sent", "acknowledged")},
-        "median_hours_to_ack": round(statistics.median(all_waits), 1) if all_waits else None,
-    }
-    return {
-        "since": isoformat(since) if since else None,
-        "until": isoformat(until) if until else None,
-        "rows": out,
-        "totals": totals,
-    }
+    rows = tuple(
+        _sharing_row(body_id, counts[body_id], len(references[body_id]),
+                     waits.get(body_id, []))
+        for body_id in sorted(counts)
+    )
+    totals = _sharing_row(
+        "TOTAL", {k: sum(getattr(r, k) for r in rows) for k in _COUNTS},
+        sum(r.references for r in rows), [h for w in waits.values() for h in w])
+    return SharingReport(
+        since=isoformat(since) if since else None,
+        until=isoformat(until) if until else None,
+        rows=rows,
+        totals=totals,
+    )
+
+
+def _sharing_row(body: str, count: dict[str, int], references: int,
+                 waits: list[float]) -> SharingRow:
+    return SharingRow(
+        body=body, packages=count["packages"], items=count["items"], bytes=count["bytes"],
+        references=references, sent=count["sent"], acknowledged=count["acknowledged"],
+        median_hours_to_ack=round(statistics.median(waits), 1) if waits else None,
+    )
 
 
 def custody_report(
     vault: Vault, item_id: str, *, as_name: str | None = None, now: datetime | None = None
-) -> dict[str, Any]:
+) -> CustodyReport:
     """One item's chain of custody, as the form a court files: what the item is (case,
     title, source, collection time and place, digests), every event with its actor and
     proof status, the sender's chain for a received item, the latest checkpoint, and who
@@ -128,41 +247,41 @@ def custody_report(
                     status = "included (proof verified)"
                 except VerificationError:
                     status = "NOT included: proof fails"
-            events.append({
-                "seq": event.seq, "time": event.time, "action": event.action,
-                "actor": names.get(event.actor, "unknown"),
-                "fingerprint": event.actor, "details": event.details, "proof": status,
-            })
+            events.append(EventLine(
+                seq=event.seq, time=event.time, action=event.action,
+                actor=names.get(event.actor, "unknown"),
+                fingerprint=event.actor, details=event.details, proof=status,
+            ))
         received = None
         if item.source_package is not None:
             received = _sender_chain(vault, session, item.source_package, item.source_item)
-        return {
-            "item": item.id,
-            "case": item.case_id,
-            "title": item.title,
-            "source": item.source,
-            "collected_at": optional_isoformat(item.collected_at),
-            "location": item.location,
-            "size": item.size,
-            "digests": {"sha256": item.sha256, **{d.algorithm: d.hexdigest for d in item.digests}},
-            "received_from": item.received_from,
-            "received_from_name": received["sender"] if received else None,
-            "source_package": item.source_package,
-            "source_item": item.source_item,
-            "checkpoint": None if checkpoint is None else {
-                "origin": checkpoint.origin, "size": checkpoint.size,
-                "root": base64.b64encode(checkpoint.root_hash).decode(),
-                "signed_by": cp_row.signer if cp_row else None,
-            },
-            "events": events,
-            "sender_chain": received,
-            "printed_at": isoformat(now or utcnow()),
-            "printed_by": {"name": printer.name, "fingerprint": current_key(printer).fingerprint},
-        }
+        return CustodyReport(
+            item=item.id,
+            case=item.case_id,
+            title=item.title,
+            source=item.source,
+            collected_at=optional_isoformat(item.collected_at),
+            location=item.location,
+            size=item.size,
+            digests={"sha256": item.sha256, **{d.algorithm: d.hexdigest for d in item.digests}},
+            received_from=item.received_from,
+            received_from_name=received.sender if received else None,
+            source_package=item.source_package,
+            source_item=item.source_item,
+            checkpoint=None if checkpoint is None else LatestCheckpoint(
+                origin=checkpoint.origin, size=checkpoint.size,
+                root=base64.b64encode(checkpoint.root_hash).decode(),
+                signed_by=cp_row.signer if cp_row else None,
+            ),
+            events=tuple(events),
+            sender_chain=received,
+            printed_at=isoformat(now or utcnow()),
+            printed_by=Printer(name=printer.name, fingerprint=current_key(printer).fingerprint),
+        )
 
 
 def _sender_chain(vault: Vault, session: Session, package_id: str,
-                  source_item: str | None) -> dict[str, Any]:
+                  source_item: str | None) -> SenderChain:
     """The sender's events about a received item, from the custody excerpt kept when its
     package was opened; each signature is checked again against the key the excerpt names,
     and each event's inclusion against the envelope's checkpoint. The envelope and the number
@@ -223,18 +342,18 @@ def _sender_chain(vault: Vault, session: Session, package_id: str,
             status = "signature verified"
         except (ValueError, KeyError, TypeError, VaultError):
             status = f"NOT verified (excerpt line {number})"
-        events.append({
-            "seq": event.seq, "time": isoformat(event.time), "action": event.action,
-            "actor": names.get(event.actor, "not named in the package"),
-            "fingerprint": event.actor, "details": event.details, "proof": status,
-            "log": event.log, "tree_size": entry.get("tree_size"),
-        })
-    return {
-        "package": package_id,
-        "sender": names[envelope.sender.fingerprint],
-        "sender_fingerprint": envelope.sender.fingerprint,
-        "opened_at": isoformat(row.opened_at),
-        "log": events[0]["log"] if events else None,
-        "tree_size": events[0]["tree_size"] if events else None,
-        "events": events,
-    }
+        events.append(SenderEventLine(
+            seq=event.seq, time=isoformat(event.time), action=event.action,
+            actor=names.get(event.actor, "not named in the package"),
+            fingerprint=event.actor, details=event.details, proof=status,
+            log=event.log, tree_size=entry.get("tree_size"),
+        ))
+    return SenderChain(
+        package=package_id,
+        sender=names[envelope.sender.fingerprint],
+        sender_fingerprint=envelope.sender.fingerprint,
+        opened_at=isoformat(row.opened_at),
+        log=events[0].log if events else None,
+        tree_size=events[0].tree_size if events else None,
+        events=tuple(events),
+    )
