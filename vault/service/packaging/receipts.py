@@ -47,8 +47,16 @@ from vault.service.identities import KeyPair
 from vault.service.ids import new_id
 from vault.service.results import Result
 from vault.service.vaults import Vault
-from vault.store.models import Acknowledgement as AcknowledgementRow
-from vault.store.models import Body, Identity, IdentityKey, Item, Package, PackageState, Receipt
+from vault.store.models import (
+    Body,
+    Identity,
+    IdentityKey,
+    Item,
+    Package,
+    PackageState,
+    Receipt,
+    ReceivedAck,
+)
 
 
 def make_receipt(
@@ -303,7 +311,7 @@ def import_ack(
         cosigned = witness.check_cosignature(ack, package, signer,
                                              vault_verifiers(vault, session))
         digest = hashlib.sha256(data).hexdigest()
-        existing = session.get(AcknowledgementRow, pid)
+        existing = session.get(ReceivedAck, pid)
         result = ImportedAck(
             package=pid, body=package.body_id, by=ack.recipient.name,
             fingerprint=ack.recipient.fingerprint, received_at=ack.received_at,
@@ -319,7 +327,7 @@ def import_ack(
                 f"{isoformat(existing.imported_at)}; this one is a replay"
             )
         pair = actor_pair(vault, session, None)
-        session.add(AcknowledgementRow(package_id=pid, signer=ack.recipient.fingerprint,
+        session.add(ReceivedAck(package_id=pid, signer=ack.recipient.fingerprint,
                                     document=data, signature=signature, document_sha256=digest,
                                     received_at=received_at, imported_at=now))
         if cosigned is not None:
