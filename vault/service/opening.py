@@ -34,9 +34,9 @@ from vault.crypto.keys import VerifyKey
 from vault.custody.events import Event
 from vault.durable import (
     discard_staged,
+    free_signed_pair,
     fsync_dir,
     publish_staged,
-    require_folder,
     stage_files,
 )
 from vault.errors import (
@@ -486,11 +486,7 @@ def acknowledge(
 ) -> AckWritten:
     """Sign an acknowledgement of a package opened here; write it and its signature."""
     now = now or utcnow()
-    sig_path = output.with_name(output.name + ".sig")
-    for p in (output, sig_path):
-        if p.exists():
-            raise ConflictError(f"{p}: exists already; choose another -o")
-    require_folder(output)
+    sig_path = free_signed_pair(output)
     with vault.transaction() as session:
         row = _received(session, ref)
         identity = acting_identity(session, as_name)

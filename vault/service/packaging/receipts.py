@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto.keys import VerifyKey
 from vault.custody.note import NoteVerifier, open_checkpoint
-from vault.durable import publish_staged, require_folder, stage_files
-from vault.errors import ConflictError, NotFoundError, VaultError, VerificationError
+from vault.durable import free_signed_pair, publish_staged, stage_files
+from vault.errors import NotFoundError, VaultError, VerificationError
 from vault.faults import crash_point
 from vault.formats.package import Party
 from vault.formats.receipt import (
@@ -189,11 +189,7 @@ def show_receipt(vault: Vault, receipt_id: str) -> ReceiptInfo:
 def export_receipt(vault: Vault, receipt_id: str, output: Path) -> tuple[Path, Path]:
     """Write the receipt's exact signed bytes to ``output`` and its signature to ``output.sig``
     (both or neither)."""
-    sig_path = output.with_name(output.name + ".sig")
-    for path in (output, sig_path):
-        if path.exists():
-            raise ConflictError(f"{path}: exists already; choose another -o")
-    require_folder(output)
+    sig_path = free_signed_pair(output)
     with vault.transaction() as session:
         row = get_receipt(session, receipt_id)
         document, signature = row.document, row.signature
