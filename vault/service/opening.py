@@ -46,13 +46,13 @@ from vault.errors import (
     VerificationError,
 )
 from vault.faults import crash_point
-from vault.formats import receipt as rfmt
 from vault.formats.package import (
     Envelope,
     Party,
     Statement,
     read_package,
 )
+from vault.formats.receipt import ACK_NAMESPACE, Acknowledgement, ReceiptItem, sign_document
 from vault.service import keyhistory, pending, witness
 from vault.service.contacts import known_senders
 from vault.service.custody import (
@@ -500,19 +500,19 @@ def acknowledge(
                    now=now)
         session.flush()
         checkpoint, _ = checkpoint_now(vault, session, pair, now)
-        ack = rfmt.Acknowledgement(
+        ack = Acknowledgement(
             package_id=row.package_id,
             body=row.body_id,
             recipient=Party(identity.name, pair.fingerprint),
             envelope_sha256=row.envelope_sha256,
             statement_sha256=row.statement_sha256,
-            items=tuple(rfmt.ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),
+            items=tuple(ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),
             received_at=isoformat(row.opened_at),
             checkpoint=checkpoint,
             cosigned_checkpoint=witness.cosign_envelope(row, pair, now),
         )
         data = ack.to_bytes()
-        signature = rfmt.sign_document(data, pair.signing, rfmt.ACK_NAMESPACE)
+        signature = sign_document(data, pair.signing, ACK_NAMESPACE)
         row.acknowledged_at = now
         # Staged (written, synced) before the commit, so a full disk or a read-only folder
         # rolls the step back; published only after it, so an ack never vouches for a
