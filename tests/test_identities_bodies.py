@@ -79,6 +79,17 @@ def test_identity_refusals(cli: Cli) -> None:
     bad = cli("identity", "create", "no spaces please")
     assert bad.exit_code == 2
     assert bad.stderr.startswith("evault: identity name 'no spaces please': use 1-64 letters")
+    # A name ending in a newline could never be signed into a package (its party name rule
+    # refuses it), so it is refused here, and a body id so too.
+    newline = cli("identity", "create", "registry\n")
+    assert (newline.exit_code, newline.stderr) == (2, (
+        "evault: identity name 'registry\\n': use 1-64 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit\n"))
+    body = cli("body", "add", "ICC-OTP\n", "--name", "Fictional court", "--as",
+               "registry-office")
+    assert (body.exit_code, body.stderr) == (2, (
+        "evault: body id 'ICC-OTP\\n': use 1-64 capitals, digits, '.', '_' or '-' (e.g. "
+        "ICC-OTP)\n"))
     missing = cli("identity", "show", "nobody")
     assert (missing.exit_code, missing.stderr) == (
         1,

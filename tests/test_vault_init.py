@@ -347,3 +347,21 @@ def test_usage_errors_exit_2(sqlite_cli: Cli) -> None:
     result = sqlite_cli("identity", "create")
     assert result.exit_code == 2
     assert "Missing argument 'NAME'" in result.stderr
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('database = ""', "database must be a URL string; remove the line for the vault's own "
+     "SQLite database"),
+    ("database = 5", "database must be a URL string; remove the line for the vault's own "
+     "SQLite database"),
+    ('organisation = " "', "organisation must be a name; remove the line if there is none"),
+    ("organisation = []", "organisation must be a name; remove the line if there is none"),
+])
+def test_an_empty_or_wrong_config_value_is_named_not_taken_for_the_default(
+        sqlite_cli: Cli, line: str, message: str) -> None:
+    config = sqlite_cli.vault / "config.toml"
+    lines = config.read_text().split("\n")
+    lines.insert(2, line)  # a top-level key, before the first table
+    config.write_text("\n".join(lines))
+    result = sqlite_cli("items", "list")
+    assert (result.exit_code, result.stderr) == (1, f"evault: {config}: {message}\n")

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from vault.errors import NotFoundError
+from vault.errors import ConflictError, NotFoundError
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -55,6 +55,17 @@ def require_folder(target: Path) -> None:
     folder = target.parent
     if not folder.is_dir():
         raise NotFoundError(f"{folder}: no such folder for {target.name}; create it first")
+
+
+def free_signed_pair(output: Path) -> Path:
+    """Where a signed document's signature goes (``output.sig``), once ``output`` and it are
+    both free to write in a folder that exists; a ConflictError names the one that exists."""
+    signature = output.with_name(output.name + ".sig")
+    for path in (output, signature):
+        if path.exists():
+            raise ConflictError(f"{path}: exists already; choose another -o")
+    require_folder(output)
+    return signature
 
 
 @contextlib.contextmanager

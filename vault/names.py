@@ -13,10 +13,9 @@ always given. Case ids, identity and body names, labels and tag keys as typed he
 ids and names a signed document carries (:mod:`vault.formats.package`) live here, so that
 intake, open, the key and body commands and the document readers cannot drift apart.
 
-Where two callers accept different things today the difference is kept as two rules, not
-tightened: a name typed at ``identity create`` or ``body add`` (:data:`IDENTITY_NAME`,
-:data:`NEW_BODY_ID`) may end in one newline, as ``re.match`` with ``$`` let it, while a
-document's :data:`PARTY_NAME` and :data:`BODY_ID` may not.
+A name typed at ``identity create`` or ``body add`` (:data:`IDENTITY_NAME`,
+:data:`NEW_BODY_ID`) follows the same pattern as the document rules (:data:`PARTY_NAME`,
+:data:`BODY_ID`): a name accepted here can always be signed into a document.
 
 Imports: :mod:`vault.errors` only, so that every layer may import it.
 """
@@ -74,18 +73,14 @@ PARTY_NAME = Rule(re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
                   "an identity name (A-Z, a-z, 0-9, '._-')")
 
 # -- names as typed here ---------------------------------------------------------------------
-#
-# IDENTITY_NAME and NEW_BODY_ID end in "\n?": their callers used re.match with "^...$", and
-# "$" also matches before a final newline. Kept as it was (issue 16 moves, it does not
-# tighten); the document rules above refuse such a name.
 
 IDENTITY_NAME = Rule(
-    re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}\n?"),
+    re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"),
     "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit",
     "{where} name {value!r}: use {text}",
 )
 NEW_BODY_ID = Rule(
-    re.compile("[A-Z0-9][A-Z0-9._-]{0,63}\n?"),
+    re.compile("[A-Z0-9][A-Z0-9._-]{0,63}"),
     "1-64 capitals, digits, '.', '_' or '-'",
     "body id {value!r}: use {text} (e.g. ICC-OTP)",
 )

@@ -40,7 +40,6 @@ from vault.crypto.keys import VerifyKey
 from vault.custody.merkle import EMPTY_ROOT, verify_consistency
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
 from vault.errors import NotFoundError, OptionsError, UsageError, VaultError, VerificationError
-from vault.formats import receipt as rfmt
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import load_card
 from vault.formats.kinds import detect_file
@@ -50,6 +49,14 @@ from vault.formats.package import (
     Envelope,
     read_package,
     verify_statement,
+)
+from vault.formats.receipt import (
+    ACK_NAMESPACE,
+    RECEIPT_NAMESPACE,
+    Acknowledgement,
+    SharingReceipt,
+    verify_ack,
+    verify_receipt,
 )
 from vault.formats.safetar import printable
 from vault.service.progress import Progress
@@ -597,8 +604,8 @@ def _check_receipt(path: Path, trust: Trust, identities: OwnKeys | None) -> _Che
     rid = _peek(data, "receipt_id")
     label = f"sharing receipt {rid}" if rid else "sharing receipt"
     signature = _signature_of(path, label)
-    keys = trust.require(signature, rfmt.RECEIPT_NAMESPACE, label)
-    receipt = rfmt.verify_receipt(data, signature, keys)
+    keys = trust.require(signature, RECEIPT_NAMESPACE, label)
+    receipt = verify_receipt(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == receipt.sender.fingerprint)
     checkpoint = _embedded_checkpoint(receipt.checkpoint, signer, label, trust)
     note = trust.dated(signer, receipt.sent_at, label)
@@ -615,8 +622,8 @@ def _check_ack(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked
     pid = _peek(data, "package_id")
     label = f"acknowledgement of {pid}" if pid else "acknowledgement"
     signature = _signature_of(path, label)
-    keys = trust.require(signature, rfmt.ACK_NAMESPACE, label)
-    ack = rfmt.verify_ack(data, signature, keys)
+    keys = trust.require(signature, ACK_NAMESPACE, label)
+    ack = verify_ack(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == ack.recipient.fingerprint)
     checkpoint = _embedded_checkpoint(ack.checkpoint, signer, label, trust)
     note = trust.dated(signer, ack.received_at, label)
@@ -629,7 +636,7 @@ def _check_ack(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked
     )
 
 
-def _witnessed(ack: rfmt.Acknowledgement, signer: VerifyKey, trust: Trust, label: str) -> str:
+def _witnessed(ack: Acknowledgement, signer: VerifyKey, trust: Trust, label: str) -> str:
     """What a version 2 ack's cosigned checkpoint proves ("" for version 1): the sender's
     checkpoint, signed by a key trusted for checkpoints, cosigned by the ack's own signer."""
     if ack.cosigned_checkpoint is None:
@@ -780,10 +787,10 @@ def read_checkpoint_of(path: Path) -> tuple[str, str | None]:
             return envelope.checkpoint, envelope.package_id
         data = path.read_bytes()
         if kind == "sharing-receipt":
-            receipt = rfmt.SharingReceipt.from_bytes(data)
+            receipt = SharingReceipt.from_bytes(data)
             return receipt.checkpoint, receipt.package_id
         if kind == "acknowledgement":
-            return rfmt.Acknowledgement.from_bytes(data).checkpoint, None
+            return Acknowledgement.from_bytes(data).checkpoint, None
         if kind == "envelope":
             envelope = Envelope.from_bytes(data)
             return envelope.checkpoint, envelope.package_id

@@ -34,9 +34,9 @@ from vault.crypto.keys import VerifyKey
 from vault.custody.events import Event
 from vault.durable import (
     discard_staged,
+    free_signed_pair,
     fsync_dir,
     publish_staged,
-    require_folder,
     stage_files,
 )
 from vault.errors import (
@@ -46,13 +46,13 @@ from vault.errors import (
     VerificationError,
 )
 from vault.faults import crash_point
-from vault.formats import receipt as rfmt
 from vault.formats.package import (
     Envelope,
     Party,
     Statement,
     read_package,
 )
+from vault.formats.receipt import ACK_NAMESPACE, Acknowledgement, ReceiptItem, sign_document
 from vault.service import keyhistory, pending, witness
 from vault.service.contacts import known_senders
 from vault.service.custody import (
@@ -486,11 +486,7 @@ def acknowledge(
 ) -> AckWritten:
     """Sign an acknowledgement of a package opened here; write it and its signature."""
     now = now or utcnow()
-    sig_path = output.with_name(output.name + ".sig")
-    for p in (output, sig_path):
-        if p.exists():
-            raise ConflictError(f"{p}: exists already; choose another -o")
-    require_folder(output)
+    sig_path = free_signed_pair(output)
     with vault.transaction() as session:
         row = _received(session, ref)
         identity = acting_identity(session, as_name)
@@ -504,19 +500,19 @@ def acknowledge(
                    now=now)
         session.flush()
         checkpoint, _ = checkpoint_now(vault, session, pair, now)
-        ack = rfmt.Acknowledgement(
+        ack = Acknowledgement(
             package_id=row.package_id,
             body=row.body_id,
             recipient=Party(identity.name, pair.fingerprint),
             envelope_sha256=row.envelope_sha256,
             statement_sha256=row.statement_sha256,
-            items=tuple(rfmt.ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),
+            items=tuple(ReceiptItem(i.id, i.size, i.sha256) for i in statement.items),
             received_at=isoformat(row.opened_at),
             checkpoint=checkpoint,
             cosigned_checkpoint=witness.cosign_envelope(row, pair, now),
         )
         data = ack.to_bytes()
-        signature = rfmt.sign_document(data, pair.signing, rfmt.ACK_NAMESPACE)
+        signature = sign_document(data, pair.signing, ACK_NAMESPACE)
         row.acknowledged_at = now
         # Staged (written, synced) before the commit, so a full disk or a read-only folder
         # rolls the step back; published only after it, so an ack never vouches for a

@@ -84,7 +84,7 @@ def sheet_data(vault: Vault, package_id: str, *, now: datetime | None = None) ->
     """The values of a package's sheet: ids, fingerprints, times, sizes and digests only."""
     from vault.service.custody import vault_verifiers
     from vault.service.packaging.records import get_package
-    from vault.store.models import Acknowledgement, Item, Receipt
+    from vault.store.models import Item, Receipt, ReceivedAck
 
     with vault.transaction() as session:
         row = get_package(session, package_id)
@@ -98,7 +98,7 @@ def sheet_data(vault: Vault, package_id: str, *, now: datetime | None = None) ->
         receipt = session.scalar(
             select(Receipt).where(Receipt.package_id == row.id).order_by(Receipt.created_at)
         )
-        ack = session.get(Acknowledgement, row.id)
+        ack = session.get(ReceivedAck, row.id)
         return PackageSheet(
             package=row.id,
             body=row.body_id,

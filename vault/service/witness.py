@@ -36,8 +36,8 @@ from vault.custody.cosignature import (
 )
 from vault.custody.note import NoteVerifier, open_checkpoint
 from vault.errors import VaultError, VerificationError
-from vault.formats import receipt as rfmt
 from vault.formats.package import Envelope
+from vault.formats.receipt import Acknowledgement
 from vault.service.identities import KeyPair
 from vault.store.models import BodyKey, Package, ReceivedPackage, WitnessedCheckpoint
 
@@ -54,7 +54,7 @@ def cosign_envelope(row: ReceivedPackage, pair: KeyPair, now: datetime) -> str:
 
 
 def check_cosignature(
-    ack: rfmt.Acknowledgement, package: Package, signer: VerifyKey,
+    ack: Acknowledgement, package: Package, signer: VerifyKey,
     log_verifiers: Sequence[NoteVerifier],
 ) -> Cosignature | None:
     """The sender's side: the verified cosignature of a version 2 ``ack`` (None for 1).
@@ -79,7 +79,7 @@ def check_cosignature(
 
 
 def keep(
-    session: Session, found: Cosignature, ack: rfmt.Acknowledgement, package: Package,
+    session: Session, found: Cosignature, ack: Acknowledgement, package: Package,
     now: datetime,
 ) -> None:
     """Store a verified cosignature (in the caller's transaction)."""

@@ -411,8 +411,9 @@ class SealedMetadata(Base):
     version: Mapped[int] = mapped_column()
 
 
-class Acknowledgement(Base):
-    """A recipient's signed acknowledgement of a package this vault sent."""
+class ReceivedAck(Base):
+    """A recipient's signed acknowledgement of a package this vault sent, as imported here
+    (the document itself is :class:`vault.formats.receipt.Acknowledgement`)."""
 
     __tablename__ = "acknowledgements"
 

@@ -116,9 +116,14 @@ class VaultConfig:
                 f"{source}: key_storage must be one of {', '.join(KEY_STORAGE_CHOICES)}"
             )
         database = data.get("database")
-        if database is not None and not isinstance(database, str):
-            raise ConfigError(f"{source}: database must be a URL string")
+        if database is not None and (not isinstance(database, str) or not database.strip()):
+            raise ConfigError(f"{source}: database must be a URL string; remove the line for "
+                              "the vault's own SQLite database")
         organisation = data.get("organisation")
+        if organisation is not None and (not isinstance(organisation, str)
+                                         or not organisation.strip()):
+            raise ConfigError(f"{source}: organisation must be a name; remove the line if "
+                              "there is none")
         rules_raw = data.get("release_rules", {})
         if not isinstance(rules_raw, dict):
             raise ConfigError(f"{source}: [release_rules] must be a table")
@@ -137,7 +142,7 @@ class VaultConfig:
             vault_id=vault_id,
             database=database,
             key_storage=key_storage,
-            organisation=organisation if isinstance(organisation, str) else None,
+            organisation=organisation,
             release_rules=rules,
             release_rules_default=default,
         )

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
 from vault.crypto.keys import VerifyKey
 from vault.custody.note import NoteVerifier, open_checkpoint
-from vault.durable import publish_staged, require_folder, stage_files
-from vault.errors import ConflictError, NotFoundError, VaultError, VerificationError
+from vault.durable import free_signed_pair, publish_staged, stage_files
+from vault.errors import NotFoundError, VaultError, VerificationError
 from vault.faults import crash_point
 from vault.formats.package import Party
 from vault.formats.receipt import (
@@ -47,8 +47,16 @@ from vault.service.identities import KeyPair
 from vault.service.ids import new_id
 from vault.service.results import Result
 from vault.service.vaults import Vault
-from vault.store.models import Acknowledgement as AcknowledgementRow
-from vault.store.models import Body, Identity, IdentityKey, Item, Package, PackageState, Receipt
+from vault.store.models import (
+    Body,
+    Identity,
+    IdentityKey,
+    Item,
+    Package,
+    PackageState,
+    Receipt,
+    ReceivedAck,
+)
 
 
 def make_receipt(
@@ -181,11 +189,7 @@ def show_receipt(vault: Vault, receipt_id: str) -> ReceiptInfo:
 def export_receipt(vault: Vault, receipt_id: str, output: Path) -> tuple[Path, Path]:
     """Write the receipt's exact signed bytes to ``output`` and its signature to ``output.sig``
     (both or neither)."""
-    sig_path = output.with_name(output.name + ".sig")
-    for path in (output, sig_path):
-        if path.exists():
-            raise ConflictError(f"{path}: exists already; choose another -o")
-    require_folder(output)
+    sig_path = free_signed_pair(output)
     with vault.transaction() as session:
         row = get_receipt(session, receipt_id)
         document, signature = row.document, row.signature
@@ -303,7 +307,7 @@ def import_ack(
         cosigned = witness.check_cosignature(ack, package, signer,
                                              vault_verifiers(vault, session))
         digest = hashlib.sha256(data).hexdigest()
-        existing = session.get(AcknowledgementRow, pid)
+        existing = session.get(ReceivedAck, pid)
         result = ImportedAck(
             package=pid, body=package.body_id, by=ack.recipient.name,
             fingerprint=ack.recipient.fingerprint, received_at=ack.received_at,
@@ -319,7 +323,7 @@ def import_ack(
                 f"{isoformat(existing.imported_at)}; this one is a replay"
             )
         pair = actor_pair(vault, session, None)
-        session.add(AcknowledgementRow(package_id=pid, signer=ack.recipient.fingerprint,
+        session.add(ReceivedAck(package_id=pid, signer=ack.recipient.fingerprint,
                                     document=data, signature=signature, document_sha256=digest,
                                     received_at=received_at, imported_at=now))
         if cosigned is not None:
