@@ -20,6 +20,7 @@ from vault.cli.common import (
     json_option,
     passphrase_prompt,
     say,
+    timestamp_option,
     vault_option,
     with_vault,
     write_or_print,
@@ -115,8 +116,12 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
 )
 @as_option
 @with_vault
+@timestamp_option
 def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -> None:
     """Sign a checkpoint (C2SP signed note: origin, size, root) of the log as it is now.
+
+    With TSAs in config.toml, each timestamps it (RFC 3161); with -o, token N is written
+    beside the note as FILE.N.tsr, for `openssl ts -verify -data FILE -in FILE.N.tsr`.
 
     \b
     Example:
@@ -130,8 +135,17 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
         from vault.durable import require_folder
 
         require_folder(output)
-    note = make_checkpoint(vault, as_name)
-    write_or_print(note, output)
+    signed = make_checkpoint(vault, as_name)
+    write_or_print(signed.note, output)
+    if output is not None:
+        from vault.durable import atomic_write_bytes
+
+        for i, token in enumerate(signed.timestamps, 1):
+            atomic_write_bytes(output.with_name(f"{output.name}.{i}.tsr"), token,
+                               mode=0o644)
+    if signed.timestamps:
+        say(f"checkpoint {signed.size}: timestamped by {len(signed.timestamps)} TSA(s)"
+            + ("" if output else "; pass -o FILE to keep the tokens"))
 
 
 @custody.command("reanchor")

@@ -19,6 +19,7 @@ from vault.cli.common import (
     emit_rows,
     json_option,
     say,
+    timestamp_option,
     with_vault,
 )
 from vault.progress import ProgressLine, progress_line
@@ -106,6 +107,7 @@ def open_cmd(
 @as_option
 @json_option
 @with_vault
+@timestamp_option
 def ack(vault: Vault, package_ref: str, output: Path, as_name: str | None, as_json: bool) -> None:
     """\b
     Example:

@@ -53,7 +53,7 @@ from vault.formats.package import (
     read_package,
 )
 from vault.formats.receipt import ACK_NAMESPACE, Acknowledgement, ReceiptItem, sign_document
-from vault.service import keyhistory, pending, witness
+from vault.service import keyhistory, pending, timestamping, witness
 from vault.service.contacts import known_senders
 from vault.service.custody import (
     CustodyLog,
@@ -499,7 +499,7 @@ def acknowledge(
                    digests={"envelope": row.envelope_sha256, "statement": row.statement_sha256},
                    now=now)
         session.flush()
-        checkpoint, _ = checkpoint_now(vault, session, pair, now)
+        checkpoint, _, tokens = checkpoint_now(vault, session, pair, now)
         ack = Acknowledgement(
             package_id=row.package_id,
             body=row.body_id,
@@ -510,6 +510,8 @@ def acknowledge(
             received_at=isoformat(row.opened_at),
             checkpoint=checkpoint,
             cosigned_checkpoint=witness.cosign_envelope(row, pair, now),
+            timestamps=timestamping.encode(tokens),
+            version=3 if tokens else 2,
         )
         data = ack.to_bytes()
         signature = sign_document(data, pair.signing, ACK_NAMESPACE)

@@ -1,0 +1,321 @@
+"""Trusted time (RFC 3161): checkpoints, packages, receipts and acks carry tokens from real
+TSAs (``openssl ts -reply`` behind HTTP on 127.0.0.1, scripts/local_tsa.py), checked when
+they come in and again by ``verify`` and ``open``, and by ``openssl ts -verify`` by hand."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from conftest import Cli, require_tool
+from test_robustness import assert_refusal
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from local_tsa import LocalTsa, free_port
+
+from vault.errors import UsageError
+from vault.formats import receipt as rfmt
+from vault.formats.package import Envelope, read_package
+
+CASE = "UA-2026-0042"
+
+
+@pytest.fixture(scope="module")
+def tsa_one() -> Iterator[LocalTsa]:
+    require_tool("openssl")
+    with LocalTsa("tsa-one") as tsa:
+        yield tsa
+
+
+@pytest.fixture(scope="module")
+def tsa_two() -> Iterator[LocalTsa]:
+    require_tool("openssl")
+    with LocalTsa("tsa-two", policy="1.3.6.1.4.1.55555.2.1") as tsa:
+        yield tsa
+
+
+@pytest.fixture(scope="module")
+def rogue_tsa() -> Iterator[LocalTsa]:
+    """A working TSA that no vault here trusts."""
+    require_tool("openssl")
+    with LocalTsa("rogue-tsa") as tsa:
+        yield tsa
+
+
+def configure(cli: Cli, *tsas: LocalTsa, url: dict[str, str] | None = None,
+              extra: str = "") -> None:
+    """Add TSAs to a vault's config.toml, each with its CA copied into the vault folder."""
+    lines = [extra] if extra else []
+    for tsa in tsas:
+        ca = cli.vault / f"{tsa.name}-ca.pem"
+        ca.write_bytes(tsa.ca_file.read_bytes())
+        lines += ["", "[[tsa]]", f'name = "{tsa.name}"',
+                  f'url = "{(url or {}).get(tsa.name, tsa.url)}"', f'ca = ["{ca.name}"]',
+                  f'policy = "{tsa.policy}"', "timeout = 5"]
+    config = cli.vault / "config.toml"
+    text = config.read_text()
+    if extra:  # a top-level key goes before the first table
+        head, sep, tail = text.partition("\n[")
+        text = head + "\n" + extra + "\n" + sep + tail
+        lines = lines[1:]
+    config.write_text(text + "\n".join(lines) + "\n")
+
+
+def openssl_verify(data: Path, token: Path, ca: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["openssl", "ts", "-verify", "-data", str(data), "-in", str(token),
+                           "-CAfile", str(ca)], capture_output=True, text=True, check=False)
+
+
+def rows(cli: Cli, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(cli.vault / "vault.db") as db:
+        return list(db.execute(sql))
+
+
+@pytest.fixture
+def office(tmp_path: Path) -> Cli:
+    cli = Cli(tmp_path / "office")
+    cli.ok("init")
+    cli.ok("identity", "create", "registry-office")
+    return cli
+
+
+# ---------------------------------------------------------------------- checkpoints
+
+
+def test_a_checkpoint_is_timestamped_and_openssl_verifies_the_token(
+        office: Cli, tsa_one: LocalTsa, tmp_path: Path) -> None:
+    configure(office, tsa_one)
+    note = tmp_path / "checkpoint.txt"
+    result = office.ok("custody", "checkpoint", "-o", str(note))
+    size = note.read_text().split("\n")[1]
+    assert result.stderr == (f"evault: wrote {note}\n"
+                             f"evault: checkpoint {size}: timestamped by 1 TSA(s)\n")
+    token = tmp_path / "checkpoint.txt.1.tsr"
+    assert token.read_bytes()[:1] == b"\x30"  # a DER SEQUENCE: the TimeStampResp
+    done = openssl_verify(note, token, tsa_one.ca_file)
+    assert done.returncode == 0 and "Verification: OK" in done.stdout, done.stderr
+    # The token is over the note exactly: one byte more and openssl refuses it.
+    other = tmp_path / "other.txt"
+    other.write_bytes(note.read_bytes() + b"\n")
+    assert openssl_verify(other, token, tsa_one.ca_file).returncode != 0
+    # ...and over its signature: it is kept with the checkpoint, by TSA name.
+    [(tsa, kept)] = rows(office, "SELECT tsa, token FROM checkpoint_timestamps")
+    assert tsa == "tsa-one" and kept == token.read_bytes()
+    assert rows(office, "SELECT timestamp_pending FROM checkpoints") == [(0,)]
+
+
+def test_without_tsas_nothing_changes(office: Cli, tmp_path: Path) -> None:
+    note = tmp_path / "checkpoint.txt"
+    result = office.ok("custody", "checkpoint", "-o", str(note))
+    assert result.stderr == f"evault: wrote {note}\n"
+    assert not list(tmp_path.glob("*.tsr"))
+    assert rows(office, "SELECT count(*) FROM checkpoint_timestamps") == [(0,)]
+
+
+def test_two_tsas_give_two_tokens_and_one_down_is_named(
+        office: Cli, tsa_one: LocalTsa, tsa_two: LocalTsa, tmp_path: Path) -> None:
+    configure(office, tsa_one, tsa_two)
+    office.ok("custody", "checkpoint", "-o", str(tmp_path / "a.txt"))
+    assert openssl_verify(tmp_path / "a.txt", tmp_path / "a.txt.2.tsr",
+                          tsa_two.ca_file).returncode == 0
+    # tsa-two is down: named, and tsa-one's token is enough.
+    down = free_port()
+    config = office.vault / "config.toml"
+    config.write_text(config.read_text().replace(tsa_two.url, f"http://127.0.0.1:{down}/"))
+    result = office.ok("custody", "checkpoint", "-o", str(tmp_path / "b.txt"))
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"evault: warning: TSA tsa-two (http://127.0.0.1:{down}/): "
+                               "unreachable (")
+    assert lines[-1].endswith("timestamped by 1 TSA(s)")
+    assert (tmp_path / "b.txt.1.tsr").exists() and not (tmp_path / "b.txt.2.tsr").exists()
+    assert rows(office, "SELECT tsa FROM checkpoint_timestamps ORDER BY id") == [
+        ("tsa-one",), ("tsa-two",), ("tsa-one",)]
+
+
+def test_no_tsa_answering_refuses_unless_told_then_pending_is_logged(
+        office: Cli, tsa_one: LocalTsa, tmp_path: Path) -> None:
+    down = free_port()
+    configure(office, tsa_one, url={"tsa-one": f"http://127.0.0.1:{down}/"})
+    before = rows(office, "SELECT count(*) FROM checkpoints")
+    result = office("custody", "checkpoint", "-o", str(tmp_path / "a.txt"))
+    assert_refusal(result, 1)
+    assert result.stderr == (
+        f"evault: checkpoint 1: no TSA gave a timestamp (TSA tsa-one (http://127.0.0.1:{down}/):"
+        " unreachable ([Errno 111] Connection refused)); try again, or pass --no-timestamp (or "
+        "set timestamps = \"when-available\") and run `evault timestamp --pending` later\n")
+    assert rows(office, "SELECT count(*) FROM checkpoints") == before  # nothing kept
+    assert not (tmp_path / "a.txt").exists()
+    # --no-timestamp: signed, kept pending, no TSA asked.
+    asked = tsa_one.requests
+    office.ok("custody", "checkpoint", "--no-timestamp", "-o", str(tmp_path / "b.txt"))
+    assert rows(office, "SELECT size, timestamp_pending FROM checkpoints "
+                        "ORDER BY id DESC LIMIT 1") == [(1, 1)]
+    # Still down: it stays pending, and says so.
+    assert_refusal(office("timestamp", "--pending"), 1,
+                   "checkpoint 1: still no TSA gave a timestamp (TSA tsa-one (", "Connection "
+                   "refused)); it stays pending, try again later")
+    # Up again (the configured URL): the pending checkpoint gets its token, logged.
+    config = office.vault / "config.toml"
+    config.write_text(config.read_text().replace(f"http://127.0.0.1:{down}/", tsa_one.url))
+    result = office.ok("timestamp", "--pending", "--json")
+    [done] = json.loads(result.stdout)
+    assert done["checkpoint"] == 1 and done["tsas"] == ["tsa-one"]
+    assert tsa_one.requests == asked + 1
+    assert rows(office, "SELECT timestamp_pending FROM checkpoints ORDER BY id") == [(0,)]
+    events = json.loads(office.ok("custody", "show", "checkpoint/1", "--json").stdout)["events"]
+    assert [e["action"] for e in events] == ["checkpoint.timestamped"]
+    assert events[0]["details"]["attested_at"] == done["attested_at"]
+    office.ok("custody", "verify")
+    assert office.ok("timestamp", "--pending").stderr == (
+        "evault: no checkpoint is pending a timestamp\n")
+
+
+def test_when_available_goes_on_without_a_tsa(office: Cli, tsa_one: LocalTsa,
+                                              tmp_path: Path) -> None:
+    configure(office, tsa_one, url={"tsa-one": f"http://127.0.0.1:{free_port()}/"},
+              extra='timestamps = "when-available"')
+    result = office.ok("custody", "checkpoint", "-o", str(tmp_path / "a.txt"))
+    warning, wrote = result.stderr.splitlines()
+    assert wrote == f"evault: wrote {tmp_path / 'a.txt'}"
+    assert warning.startswith(
+        "evault: warning: checkpoint 1: not timestamped (TSA tsa-one (http://127.0.0.1:")
+    assert warning.endswith(
+        "unreachable ([Errno 111] Connection refused)); run `evault timestamp --pending` "
+        "when a TSA answers")
+    assert rows(office, "SELECT timestamp_pending FROM checkpoints") == [(1,)]
+
+
+def test_a_bad_tsa_configuration_is_named(office: Cli, tsa_one: LocalTsa) -> None:
+    config = office.vault / "config.toml"
+    good = config.read_text()
+    config.write_text(good + '\n[[tsa]]\nname = "x"\nurl = "ftp://example.invalid/"\n'
+                      'ca = ["x.pem"]\n')
+    assert_refusal(office("custody", "checkpoint"), 1,
+                   "[[tsa]] number 1 (x): url must be an http:// or https:// URL")
+    config.write_text(good + '\n[[tsa]]\nname = "x"\nurl = "http://127.0.0.1:1/"\n'
+                      'ca = ["missing.pem"]\n')
+    assert_refusal(office("custody", "checkpoint"), 1,
+                   "TSA x: ca ", "missing.pem: No such file or directory; fix [[tsa]] ca")
+
+
+def test_a_tsa_whose_certificate_is_not_the_configured_one_is_refused(
+        office: Cli, tsa_one: LocalTsa, rogue_tsa: LocalTsa) -> None:
+    # The rogue TSA answers at the URL, but tsa-one's CA is the one configured for it.
+    configure(office, tsa_one, url={"tsa-one": rogue_tsa.url})
+    assert_refusal(office("custody", "checkpoint"), 1,
+                   f"no TSA gave a timestamp (TSA tsa-one ({rogue_tsa.url}): its token was "
+                   "refused: its signature does not chain to a trusted TSA certificate at its "
+                   "time); try again")
+
+
+# ---------------------------------------------------------------------- documents
+
+
+@dataclass
+class Sharing:
+    office: Cli
+    icc: Cli
+    tmp: Path
+    package: Path
+    package_id: str
+    office_fp: str
+
+
+def _sharing(tmp: Path, office_tsas: tuple[LocalTsa, ...],
+             icc_tsas: tuple[LocalTsa, ...] = ()) -> Sharing:
+    office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
+    office.ok("init")
+    icc.ok("init")
+    fp = json.loads(office.ok("identity", "create", "registry-office", "--json").stdout)[
+        "fingerprint"]
+    icc.ok("identity", "create", "icc-officer")
+    office_card, icc_card = tmp / "office.card.json", tmp / "icc.card.json"
+    office.ok("identity", "export", "-o", str(office_card))
+    icc.ok("identity", "export", "-o", str(icc_card))
+    office.ok("body", "add", "ICC-OTP", "--name", "Fictional court prosecutor")
+    office.ok("body", "key", "add", "ICC-OTP", "--card", str(icc_card))
+    icc.ok("contact", "add", str(office_card), "--fingerprint", fp)
+    if office_tsas:
+        configure(office, *office_tsas)
+    if icc_tsas:
+        configure(icc, *icc_tsas)
+    evidence = tmp / "statement W-1.txt"
+    evidence.write_bytes(b"fictional statement\n")
+    office.ok("ingest", str(evidence), "--case", CASE, "--create-case")
+    package = tmp / "icc.evpkg"
+    pid = json.loads(office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o",
+                               str(package), "--json").stdout)["id"]
+    return Sharing(office, icc, tmp, package, pid, fp)
+
+
+def _envelope(package: Path) -> Envelope:
+    return Envelope.from_bytes(read_package(package).envelope_bytes)
+
+
+def test_the_envelope_carries_the_tokens_and_openssl_checks_them_by_hand(
+        tmp_path: Path, tsa_one: LocalTsa, tsa_two: LocalTsa) -> None:
+    world = _sharing(tmp_path, (tsa_one, tsa_two))
+    envelope = _envelope(world.package)
+    assert envelope.version == 2 and len(envelope.timestamps) == 2
+    note = tmp_path / "checkpoint.txt"
+    note.write_bytes(envelope.checkpoint.encode())
+    for token, tsa in zip(envelope.timestamps, (tsa_one, tsa_two), strict=True):
+        der = tmp_path / f"{tsa.name}.tsr"
+        der.write_bytes(base64.b64decode(token))
+        assert openssl_verify(note, der, tsa.ca_file).returncode == 0
+        assert openssl_verify(note, der, (tsa_two if tsa is tsa_one else tsa_one)
+                              .ca_file).returncode != 0
+
+
+def test_a_package_without_tsas_stays_version_1(tmp_path: Path) -> None:
+    world = _sharing(tmp_path, ())
+    envelope = _envelope(world.package)
+    assert envelope.version == 1 and envelope.timestamps == ()
+    assert b'"timestamps"' not in read_package(world.package).envelope_bytes
+
+
+def test_receipts_and_acks_carry_tokens_over_their_own_checkpoints(
+        tmp_path: Path, tsa_one: LocalTsa, tsa_two: LocalTsa) -> None:
+    world = _sharing(tmp_path, (tsa_one,), (tsa_two,))
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    world.office.ok("send", world.package_id, "--outbox", str(outbox))
+    receipt_id = json.loads(world.office.ok("receipt", "list", "--json").stdout)[0]["id"]
+    receipt = tmp_path / "receipt.json"
+    world.office.ok("receipt", "export", receipt_id, "-o", str(receipt))
+    doc = rfmt.SharingReceipt.from_bytes(receipt.read_bytes())
+    assert doc.version == 2 and len(doc.timestamps) == 1
+    world.icc.ok("open", str(world.package), "--out", str(tmp_path / "received"))
+    ack = tmp_path / "ack.json"
+    world.icc.ok("ack", world.package_id, "-o", str(ack))
+    acked = rfmt.Acknowledgement.from_bytes(ack.read_bytes())
+    assert acked.version == 3 and len(acked.timestamps) == 1
+    for text, checkpoint, tsa in ((doc.timestamps[0], doc.checkpoint, tsa_one),
+                                  (acked.timestamps[0], acked.checkpoint, tsa_two)):
+        data, der = tmp_path / "data.txt", tmp_path / "token.tsr"
+        data.write_bytes(checkpoint.encode())
+        der.write_bytes(base64.b64decode(text))
+        assert openssl_verify(data, der, tsa.ca_file).returncode == 0
+    # The office imports the version 3 ack like any other.
+    world.office.ok("receipt", "import", str(ack))
+
+
+def test_documents_of_each_version_read_back(tmp_path: Path, tsa_one: LocalTsa) -> None:
+    world = _sharing(tmp_path, (tsa_one,))
+    envelope = _envelope(world.package)
+    v1 = replace(envelope, timestamps=(), version=1)
+    assert Envelope.from_bytes(v1.to_bytes()) == v1
+    assert Envelope.from_bytes(envelope.to_bytes()) == envelope
+    with pytest.raises(UsageError, match="version 1 has no timestamps"):
+        replace(envelope, version=1)
+    with pytest.raises(UsageError, match="a list of 1 to 8 base64 RFC 3161 tokens"):
+        replace(envelope, timestamps=())
+    with pytest.raises(UsageError, match=r"timestamps\[0\] must be canonical base64"):
+        replace(envelope, timestamps=("AAB=",))
