@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import sqlite3
 import subprocess
 import sys
@@ -319,3 +320,43 @@ def test_documents_of_each_version_read_back(tmp_path: Path, tsa_one: LocalTsa) 
         replace(envelope, timestamps=())
     with pytest.raises(UsageError, match=r"timestamps\[0\] must be canonical base64"):
         replace(envelope, timestamps=("AAB=",))
+
+
+def _doc_block() -> str:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "verify-by-hand.md").read_text()
+    [block] = [b for b in re.findall(r"```sh\n(.*?)```", doc, flags=re.S)
+               if "openssl ts -verify" in b]
+    return block
+
+
+def test_the_documented_openssl_commands_check_the_tokens_as_written(
+        tmp_path: Path, tsa_one: LocalTsa, tsa_two: LocalTsa) -> None:
+    require_tool("sh")
+    world = _sharing(tmp_path, (tsa_one, tsa_two))
+    envelope = _envelope(world.package)
+    attested = [subprocess.run(
+        ["openssl", "ts", "-reply", "-in", "/dev/stdin", "-text"], input=base64.b64decode(t),
+        capture_output=True, check=True).stdout.decode().split("Time stamp: ")[1].split("\n")[0]
+        for t in envelope.timestamps]
+
+    def paste(package: Path, ca: Path) -> list[str]:
+        tmpdir = tmp_path / "doc-tmp"
+        tmpdir.mkdir(exist_ok=True)
+        run = subprocess.run(["sh"], input=_doc_block(), cwd=tmp_path, text=True,
+                             capture_output=True, check=False,
+                             env={"PATH": "/usr/bin:/bin", "TMPDIR": str(tmpdir),
+                                  "PACKAGE": str(package), "TSA_CA": str(ca)})
+        assert run.returncode == 0 and run.stderr == "", run.stderr
+        assert list(tmpdir.iterdir()) == []
+        return run.stdout.splitlines()
+
+    # Each token verifies against its own TSA's CA, and not against the other's.
+    assert paste(world.package, tsa_one.ca_file) == [
+        f"OK: token-1.tsr is a timestamp of the envelope's checkpoint at {attested[0]}",
+        f"MISMATCH: token-2.tsr does not verify against {tsa_one.ca_file} for this checkpoint",
+    ]
+    assert paste(world.package, tsa_two.ca_file)[1] == (
+        f"OK: token-2.tsr is a timestamp of the envelope's checkpoint at {attested[1]}")
+    plain = _sharing(tmp_path / "plain", ())
+    assert paste(plain.package, tsa_one.ca_file) == [
+        "NOTE: this envelope carries no timestamps (version 1): its times are the sender's clock"]
