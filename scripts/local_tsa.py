@@ -10,7 +10,8 @@ carrying the critical extended key usage timeStamping that RFC 3161 section 2.3 
 
 Each TSA has its own root CA (``ca_file``) unless ``ca=`` shares one; ``down()`` stops
 answering (the port refuses connections) and ``up()`` starts again on the same port.
-``policy`` is the TSA's policy OID. The server is a thread of the calling process.
+``policy`` is the TSA's policy OID; ``folder`` (new) holds its keys and certificates instead
+of a temporary folder. The server is a thread of the calling process.
 """
 
 from __future__ import annotations
@@ -84,10 +85,12 @@ class LocalTsa:
     """One RFC 3161 TSA answering on ``http://127.0.0.1:<port>/``."""
 
     def __init__(self, name: str, *, policy: str = "1.3.6.1.4.1.55555.1.1",
-                 ca: tuple[Path, Path] | None = None) -> None:
+                 ca: tuple[Path, Path] | None = None, folder: Path | None = None) -> None:
         self.name = name
         self.policy = policy
-        self._dir = Path(tempfile.mkdtemp(prefix="evault-tsa-"))
+        if folder is not None:
+            folder.mkdir(mode=0o700)
+        self._dir = folder or Path(tempfile.mkdtemp(prefix="evault-tsa-"))
         if ca is None:
             ca = make_ca(self._dir / "ca", name)
         self.ca_file, ca_key = ca
