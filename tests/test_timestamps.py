@@ -10,6 +10,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -360,3 +361,147 @@ def test_the_documented_openssl_commands_check_the_tokens_as_written(
     plain = _sharing(tmp_path / "plain", ())
     assert paste(plain.package, tsa_one.ca_file) == [
         "NOTE: this envelope carries no timestamps (version 1): its times are the sender's clock"]
+
+
+# ---------------------------------------------------------------------- verify
+
+
+def _receipt(world: Sharing) -> Path:
+    outbox = world.tmp / "outbox"
+    outbox.mkdir(exist_ok=True)
+    world.office.ok("send", world.package_id, "--outbox", str(outbox))
+    receipt_id = json.loads(world.office.ok("receipt", "list", "--json").stdout)[0]["id"]
+    receipt = world.tmp / "receipt.json"
+    world.office.ok("receipt", "export", receipt_id, "-o", str(receipt))
+    return receipt
+
+
+def _attested(text: str) -> str:
+    from vault.clock import isoformat
+    from vault.crypto.tsp import attested_time
+
+    return isoformat(attested_time(base64.b64decode(text)))
+
+
+def _signing_key(cli: Cli, name: str) -> object:
+    from vault.service.identities import current_key, get_identity, load_keypair
+    from vault.service.vaults import open_vault
+
+    v = open_vault(cli.vault)
+    try:
+        with v.transaction() as session:
+            return load_keypair(v, current_key(get_identity(session, name))).signing
+    finally:
+        v.close()
+
+
+def _resign(path: Path, doc: rfmt.SharingReceipt, key: object) -> Path:
+    data = doc.to_bytes()
+    path.write_bytes(data)
+    Path(f"{path}.sig").write_text(rfmt.sign_document(data, key, rfmt.RECEIPT_NAMESPACE))
+    return path
+
+
+TSA_ONE = "CN=tsa-one,O=Fictional test TSA"
+
+
+def test_verify_prints_the_attested_time_and_checks_it_against_the_tsa(
+        tmp_path: Path, tsa_one: LocalTsa, rogue_tsa: LocalTsa) -> None:
+    world = _sharing(tmp_path, (tsa_one,))
+    envelope = _envelope(world.package)
+    at = _attested(envelope.timestamps[0])
+    # In the recipient's vault, which lists no TSA: the token is named, not trusted.
+    line = world.icc.ok("verify", str(world.package)).stdout
+    assert line.endswith("envelope and payload digest verified; 1 timestamp(s) not checked: "
+                         "no TSA certificate to trust, pass --tsa-ca FILE)\n")
+    line = world.icc.ok("verify", str(world.package), "--tsa-ca", str(tsa_one.ca_file)).stdout
+    assert line.endswith(f"envelope and payload digest verified; timestamped at {at} by "
+                         f"{TSA_ONE})\n")
+    # The sender's own vault trusts its configured TSA without --tsa-ca.
+    assert world.office.ok("verify", str(world.package)).stdout == line
+    # Trusting only another TSA: the token does not chain to it.
+    result = world.icc("verify", str(world.package), "--tsa-ca", str(rogue_tsa.ca_file))
+    assert result.exit_code == 3
+    assert result.stdout == (
+        f"FAIL: {world.package}: package {world.package_id}: timestamp 1 of 1: its signature "
+        "does not chain to a trusted TSA certificate at its time; do not rely on its time\n")
+    # A checkpoint with its tokens beside it (custody checkpoint -o).
+    note = tmp_path / "checkpoint.txt"
+    world.office.ok("custody", "checkpoint", "-o", str(note))
+    stamped = _attested(base64.b64encode((tmp_path / "checkpoint.txt.1.tsr").read_bytes())
+                        .decode())
+    assert world.office.ok("verify", str(note)).stdout.endswith(
+        f"signature verified; timestamped at {stamped} by {TSA_ONE})\n")
+
+
+def test_a_token_for_other_data_or_from_an_untrusted_tsa_fails_verify(
+        tmp_path: Path, tsa_one: LocalTsa, rogue_tsa: LocalTsa) -> None:
+    from vault.crypto.tsp import TimestampQuery
+
+    world = _sharing(tmp_path, (tsa_one,))
+    receipt = _receipt(world)
+    doc = rfmt.SharingReceipt.from_bytes(receipt.read_bytes())
+    key = _signing_key(world.office, "registry-office")
+    # A hostile sender signs a receipt carrying the envelope's token: over another checkpoint.
+    other = _resign(tmp_path / "other.json", replace(
+        doc, timestamps=_envelope(world.package).timestamps), key)
+    result = world.office("verify", str(other))
+    assert result.exit_code == 3
+    assert result.stdout == (
+        f"FAIL: {other}: sharing receipt {doc.receipt_id}: timestamp 1 of 1: it was made for "
+        "other data (message imprint differs); do not rely on its time\n")
+    # A token over the right checkpoint from a TSA the vault does not trust.
+    rogue = rogue_tsa.reply(TimestampQuery.for_message(doc.checkpoint.encode()).der)
+    untrusted = _resign(tmp_path / "untrusted.json", replace(
+        doc, timestamps=(base64.b64encode(rogue).decode(),)), key)
+    result = world.office("verify", str(untrusted))
+    assert result.exit_code == 3
+    assert result.stdout == (
+        f"FAIL: {untrusted}: sharing receipt {doc.receipt_id}: timestamp 1 of 1: its signature "
+        "does not chain to a trusted TSA certificate at its time; do not rely on its time\n")
+    # ...which the auditor who chooses to trust that TSA accepts.
+    rogue_at = _attested(base64.b64encode(rogue).decode())
+    assert world.office.ok("verify", str(untrusted), "--tsa-ca", str(rogue_tsa.ca_file)
+                           ).stdout.endswith(
+        f"; timestamped at {rogue_at} by CN=rogue-tsa,O=Fictional test TSA)\n")
+    # Not a token at all.
+    junk = _resign(tmp_path / "junk.json", replace(doc, timestamps=("MAA=",)), key)
+    assert world.office("verify", str(junk)).stdout == (
+        f"FAIL: {junk}: sharing receipt {doc.receipt_id}: timestamp 1 of 1: not a DER RFC 3161 "
+        "TimeStampResp; do not rely on its time\n")
+
+
+def test_a_revoked_key_is_judged_by_the_attested_time_not_its_own_clock(
+        tmp_path: Path, tsa_one: LocalTsa) -> None:
+    from vault.crypto.tsp import TimestampQuery
+
+    world = _sharing(tmp_path, (tsa_one,))
+    receipt = _receipt(world)
+    doc = rfmt.SharingReceipt.from_bytes(receipt.read_bytes())
+    stamped = _attested(doc.timestamps[0])
+    key = _signing_key(world.office, "registry-office")
+    world.office.ok("identity", "create", "evidence-unit")
+    world.office.ok("identity", "revoke", "registry-office", "--as", "evidence-unit")
+    revoked = json.loads(world.office.ok("identity", "show", "registry-office", "--json")
+                         .stdout)["revoked_at"]
+    # Timestamped before the revocation: still accepted, and the output says why.
+    assert world.office.ok("verify", str(receipt)).stdout.endswith(
+        f"; timestamped at {stamped} by {TSA_ONE}; note: timestamped before its key was "
+        f"revoked at {revoked})\n")
+    # Whoever holds the revoked key signs a receipt dated (by its own clock) as the real one,
+    # before the revocation, with a fresh token: the TSA's time is after the revocation.
+    time.sleep(1.1)
+    fresh = tsa_one.reply(TimestampQuery.for_message(doc.checkpoint.encode()).der)
+    late = _attested(base64.b64encode(fresh).decode())
+    forged = _resign(tmp_path / "forged.json", replace(
+        doc, timestamps=(base64.b64encode(fresh).decode(),)), key)
+    result = world.office("verify", str(forged))
+    assert result.exit_code == 3
+    assert result.stdout == (
+        f"FAIL: {forged}: sharing receipt {doc.receipt_id}: timestamped at {late} by {TSA_ONE}, "
+        f"after its signer's key {world.office_fp} was revoked at {revoked}; do not rely on "
+        "it\n")
+    # Without the token, the same forgery passes on its own clock: what tokens are for.
+    bare = _resign(tmp_path / "bare.json", replace(doc, timestamps=(), version=1), key)
+    assert world.office.ok("verify", str(bare)).stdout.endswith(
+        f"; note: signed before its key was revoked at {revoked})\n")
