@@ -415,8 +415,8 @@ def test_verify_prints_the_attested_time_and_checks_it_against_the_tsa(
     assert line.endswith("envelope and payload digest verified; 1 timestamp(s) not checked: "
                          "no TSA certificate to trust, pass --tsa-ca FILE)\n")
     line = world.icc.ok("verify", str(world.package), "--tsa-ca", str(tsa_one.ca_file)).stdout
-    assert line.endswith(f"envelope and payload digest verified; timestamped at {at} by "
-                         f"{TSA_ONE})\n")
+    assert line.endswith("envelope and payload digest verified; checkpoint timestamped at "
+                         f"{at} by {TSA_ONE})\n")
     # The sender's own vault trusts its configured TSA without --tsa-ca.
     assert world.office.ok("verify", str(world.package)).stdout == line
     # Trusting only another TSA: the token does not chain to it.
@@ -431,7 +431,7 @@ def test_verify_prints_the_attested_time_and_checks_it_against_the_tsa(
     stamped = _attested(base64.b64encode((tmp_path / "checkpoint.txt.1.tsr").read_bytes())
                         .decode())
     assert world.office.ok("verify", str(note)).stdout.endswith(
-        f"signature verified; timestamped at {stamped} by {TSA_ONE})\n")
+        f"signature verified; checkpoint timestamped at {stamped} by {TSA_ONE})\n")
 
 
 def test_a_token_for_other_data_or_from_an_untrusted_tsa_fails_verify(
@@ -463,7 +463,7 @@ def test_a_token_for_other_data_or_from_an_untrusted_tsa_fails_verify(
     rogue_at = _attested(base64.b64encode(rogue).decode())
     assert world.office.ok("verify", str(untrusted), "--tsa-ca", str(rogue_tsa.ca_file)
                            ).stdout.endswith(
-        f"; timestamped at {rogue_at} by CN=rogue-tsa,O=Fictional test TSA)\n")
+        f"; checkpoint timestamped at {rogue_at} by CN=rogue-tsa,O=Fictional test TSA)\n")
     # Not a token at all.
     junk = _resign(tmp_path / "junk.json", replace(doc, timestamps=("MAA=",)), key)
     assert world.office("verify", str(junk)).stdout == (
@@ -486,8 +486,8 @@ def test_a_revoked_key_is_judged_by_the_attested_time_not_its_own_clock(
                          .stdout)["revoked_at"]
     # Timestamped before the revocation: still accepted, and the output says why.
     assert world.office.ok("verify", str(receipt)).stdout.endswith(
-        f"; timestamped at {stamped} by {TSA_ONE}; note: timestamped before its key was "
-        f"revoked at {revoked})\n")
+        f"; checkpoint timestamped at {stamped} by {TSA_ONE}; note: timestamped before its key "
+        f"was revoked at {revoked})\n")
     # Whoever holds the revoked key signs a receipt dated (by its own clock) as the real one,
     # before the revocation, with a fresh token: the TSA's time is after the revocation.
     time.sleep(1.1)
@@ -498,9 +498,9 @@ def test_a_revoked_key_is_judged_by_the_attested_time_not_its_own_clock(
     result = world.office("verify", str(forged))
     assert result.exit_code == 3
     assert result.stdout == (
-        f"FAIL: {forged}: sharing receipt {doc.receipt_id}: timestamped at {late} by {TSA_ONE}, "
-        f"after its signer's key {world.office_fp} was revoked at {revoked}; do not rely on "
-        "it\n")
+        f"FAIL: {forged}: sharing receipt {doc.receipt_id}: checkpoint timestamped at {late} by "
+        f"{TSA_ONE}, after its signer's key {world.office_fp} was revoked at {revoked}; do not "
+        "rely on it\n")
     # Without the token, the same forgery passes on its own clock: what tokens are for.
     bare = _resign(tmp_path / "bare.json", replace(doc, timestamps=(), version=1), key)
     assert world.office.ok("verify", str(bare)).stdout.endswith(

@@ -273,7 +273,13 @@ class Trust:
         """What a document's RFC 3161 tokens (over its ``checkpoint``) attest, for its
         finding; then :meth:`dated`, except that for a revoked key the earliest attested time
         decides, not the document's own date (``signed_at``: None for a checkpoint alone).
-        VerificationError if a token fails."""
+        VerificationError if a token fails.
+
+        A token dates the checkpoint's signature (it existed then), not the document's:
+        evault asks for it while signing both, in one transaction, so the two are seconds
+        apart; a document whose checkpoint was timestamped after its key's revocation is
+        refused. What ties a document to the log, whatever checkpoint it carries, is the
+        inclusion proof of its package's events (``evault custody prove``)."""
         dated = self.dated(signer, signed_at, label) if signed_at is not None else ""
         if not timestamps:
             return dated
@@ -285,14 +291,14 @@ class Trust:
         stamped = ", ".join(f"at {a.attested_at} by {a.tsa}" for a in attested)
         revoked = self.revocation(signer)
         if revoked is None:
-            return f"; timestamped {stamped}"
+            return f"; checkpoint timestamped {stamped}"
         if parse_iso(first.attested_at) > revoked:
             raise VerificationError(
-                f"{label}: timestamped at {first.attested_at} by {first.tsa}, after its "
-                f"signer's key {signer.fingerprint} was revoked at {isoformat(revoked)}; do "
-                "not rely on it")
-        return (f"; timestamped {stamped}; note: timestamped before its key was revoked at "
-                f"{isoformat(revoked)}")
+                f"{label}: checkpoint timestamped at {first.attested_at} by {first.tsa}, after "
+                f"its signer's key {signer.fingerprint} was revoked at {isoformat(revoked)}; "
+                "do not rely on it")
+        return (f"; checkpoint timestamped {stamped}; note: timestamped before its key was "
+                f"revoked at {isoformat(revoked)}")
 
     def keys(self, namespace: str) -> list[VerifyKey]:
         """Every key trusted to sign documents of ``namespace``."""
