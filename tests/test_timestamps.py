@@ -505,3 +505,42 @@ def test_a_revoked_key_is_judged_by_the_attested_time_not_its_own_clock(
     bare = _resign(tmp_path / "bare.json", replace(doc, timestamps=(), version=1), key)
     assert world.office.ok("verify", str(bare)).stdout.endswith(
         f"; note: signed before its key was revoked at {revoked})\n")
+
+
+# ---------------------------------------------------------------------- open
+
+
+def test_open_checks_the_tokens_before_receiving_and_records_the_times(
+        tmp_path: Path, tsa_one: LocalTsa, rogue_tsa: LocalTsa) -> None:
+    world = _sharing(tmp_path, (tsa_one,))
+    at = _attested(_envelope(world.package).timestamps[0])
+    # Trusting only another TSA: refused before anything is received.
+    out = tmp_path / "received"
+    assert_refusal(world.icc("open", str(world.package), "--out", str(out), "--tsa-ca",
+                             str(rogue_tsa.ca_file)), 3,
+                   f"package {world.package_id}: timestamp 1 of 1: its signature does not "
+                   "chain to a trusted TSA certificate at its time; do not rely on its time")
+    assert list(out.iterdir()) == []
+    assert world.icc.ok("items", "list", "--json").stdout == "[]\n"
+    # With the TSA's CA: opened, the time printed and recorded in package.opened.
+    result = world.icc.ok("open", str(world.package), "--out", str(out), "--tsa-ca",
+                          str(tsa_one.ca_file))
+    assert (f"evault: package {world.package_id}: checkpoint timestamped at {at} by {TSA_ONE} "
+            "(RFC 3161, checked)\n") in result.stderr
+    events = json.loads(world.icc.ok("custody", "show", world.package_id, "--json").stdout)[
+        "events"]
+    [opened] = [e for e in events if e["action"] == "package.opened"]
+    assert opened["details"]["timestamps"] == [{"tsa": TSA_ONE, "attested_at": at}]
+    world.icc.ok("custody", "verify")
+
+
+def test_open_without_a_tsa_to_trust_names_the_unchecked_tokens(
+        tmp_path: Path, tsa_one: LocalTsa) -> None:
+    world = _sharing(tmp_path, (tsa_one,))
+    out = tmp_path / "received"
+    result = world.icc.ok("open", str(world.package), "--out", str(out), "--json")
+    opened = json.loads(result.stdout)
+    assert opened["timestamps_unchecked"] == 1 and "timestamps" not in opened
+    events = json.loads(world.icc.ok("custody", "show", world.package_id, "--json").stdout)[
+        "events"]
+    assert all("timestamps" not in e["details"] for e in events)
