@@ -147,10 +147,7 @@ def check_answer(
     [signer] = response.signed_data.signer_infos
     leaf = next(c for c in certificates
                 if c.issuer == signer.issuer and c.serial_number == signer.serial_number)
-    attested = info.gen_time
-    if attested.tzinfo is None:
-        attested = attested.replace(tzinfo=timezone.utc)
-    return Token(attested_at=attested.astimezone(timezone.utc),
+    return Token(attested_at=_utc(info.gen_time),
                  tsa=leaf.subject.rfc4514_string(), serial=int(info.serial_number),
                  policy=info.policy.dotted_string, der=der)
 
@@ -172,8 +169,11 @@ def _reason(message: str) -> str:
 
 def attested_time(der: bytes) -> datetime:
     """The time a token states, read without checking it (to sort or show a kept token)."""
-    info = _decode(der).tst_info
-    attested = info.gen_time
-    if attested.tzinfo is None:
-        attested = attested.replace(tzinfo=timezone.utc)
-    return attested.astimezone(timezone.utc)
+    return _utc(_decode(der).tst_info.gen_time)
+
+
+def _utc(when: datetime) -> datetime:
+    """A token's GeneralizedTime (UTC by RFC 3161) as an aware UTC datetime."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
