@@ -294,7 +294,9 @@ def test_receipts_and_acks_carry_tokens_over_their_own_checkpoints(
     world.office.ok("receipt", "export", receipt_id, "-o", str(receipt))
     doc = rfmt.SharingReceipt.from_bytes(receipt.read_bytes())
     assert doc.version == 2 and len(doc.timestamps) == 1
-    world.icc.ok("open", str(world.package), "--out", str(tmp_path / "received"))
+    # ICC-OTP's vault trusts its own TSA; the office's it names on the command line.
+    world.icc.ok("open", str(world.package), "--out", str(tmp_path / "received"), "--tsa-ca",
+                 str(tsa_one.ca_file))
     ack = tmp_path / "ack.json"
     world.icc.ok("ack", world.package_id, "-o", str(ack))
     acked = rfmt.Acknowledgement.from_bytes(ack.read_bytes())
@@ -424,7 +426,8 @@ def test_verify_prints_the_attested_time_and_checks_it_against_the_tsa(
     assert result.exit_code == 3
     assert result.stdout == (
         f"FAIL: {world.package}: package {world.package_id}: timestamp 1 of 1: its signature "
-        "does not chain to a trusted TSA certificate at its time; do not rely on its time\n")
+        "does not chain to a trusted TSA certificate at its time; do not rely on its time (if "
+        "you trust its TSA, pass the TSA's CA certificate with --tsa-ca)\n")
     # A checkpoint with its tokens beside it (custody checkpoint -o).
     note = tmp_path / "checkpoint.txt"
     world.office.ok("custody", "checkpoint", "-o", str(note))
@@ -458,7 +461,8 @@ def test_a_token_for_other_data_or_from_an_untrusted_tsa_fails_verify(
     assert result.exit_code == 3
     assert result.stdout == (
         f"FAIL: {untrusted}: sharing receipt {doc.receipt_id}: timestamp 1 of 1: its signature "
-        "does not chain to a trusted TSA certificate at its time; do not rely on its time\n")
+        "does not chain to a trusted TSA certificate at its time; do not rely on its time (if "
+        "you trust its TSA, pass the TSA's CA certificate with --tsa-ca)\n")
     # ...which the auditor who chooses to trust that TSA accepts.
     rogue_at = _attested(base64.b64encode(rogue).decode())
     assert world.office.ok("verify", str(untrusted), "--tsa-ca", str(rogue_tsa.ca_file)

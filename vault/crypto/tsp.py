@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from cryptography.x509 import Certificate
     from rfc3161_client import TimeStampResponse
 
+UNTRUSTED = "its signature does not chain to a trusted TSA certificate at its time"
+"""The reason a token from a TSA the reader does not trust is refused."""
+
 MAX_TOKEN = 64 * 1024
 """A token larger than this is refused unread (a TSA's answer is a few kB)."""
 
@@ -157,7 +160,7 @@ def _reason(message: str) -> str:
     if message == "Mismatch between messages":
         return "it was made for other data (message imprint differs)"
     if message.startswith("Error while verifying certificates"):
-        return "its signature does not chain to a trusted TSA certificate at its time"
+        return UNTRUSTED
     if message == "Nonce mismatch":
         return "its nonce is not the one asked for (a replayed answer)"
     if message == "Policy ID mismatch":

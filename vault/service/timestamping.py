@@ -247,7 +247,9 @@ def check_tokens(encoded: Sequence[str], note: str, roots: tsp.TrustRoots,
         try:
             token = tsp.check_answer(der, note.encode("utf-8"), roots)
         except VerificationError as e:
-            raise VerificationError(f"{where}: {e}; do not rely on its time") from None
+            hint = (" (if you trust its TSA, pass the TSA's CA certificate with --tsa-ca)"
+                    if str(e) == tsp.UNTRUSTED else "")
+            raise VerificationError(f"{where}: {e}; do not rely on its time{hint}") from None
         checked.append(Attested(token.tsa, isoformat(token.attested_at)))
     return checked
 
