@@ -38,7 +38,8 @@ RULES_DEFAULT_CHOICES = ("deny", "allow")
 #: ``required`` refuses (unless ``--no-timestamp``), ``when-available`` goes on, pending.
 TIMESTAMPS_CHOICES = ("required", "when-available")
 _TSA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_OID = re.compile(r"[0-2](\.(0|[1-9][0-9]*))+")
+# Under the arcs 0 and 1 the second arc is below 40 (X.660), as `cryptography` insists.
+_OID = re.compile(r"([01]\.([0-9]|[1-3][0-9])|2\.(0|[1-9][0-9]*))(\.(0|[1-9][0-9]*))*")
 
 
 @dataclass(frozen=True)
