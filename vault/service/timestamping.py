@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -62,7 +63,31 @@ def _roots(vault_root: Path, tsa: TsaConfig) -> tsp.TrustRoots:
 
 
 def _ask(tsa: TsaConfig, query: bytes) -> bytes:
-    """POST one query to a TSA (RFC 3161 section 3.4); its answer, or OSError/UsageError."""
+    """POST one query to a TSA (RFC 3161 section 3.4); its answer, or OSError/UsageError.
+
+    The whole exchange gets ``tsa.timeout`` seconds: the socket's timeout is per read, and a
+    TSA that drips its answer a byte at a time would hold the checkpoint's transaction
+    (and so the log) for as long as it liked. A late exchange is left to its socket's
+    timeout in a daemon thread."""
+    outcome: list[bytes | BaseException] = []
+
+    def post() -> None:
+        try:
+            outcome.append(_post(tsa, query))
+        except BaseException as e:  # handed to the caller below
+            outcome.append(e)
+
+    worker = threading.Thread(target=post, name=f"tsa-{tsa.name}", daemon=True)
+    worker.start()
+    worker.join(tsa.timeout)
+    if not outcome:
+        raise TimeoutError(f"no whole answer within its timeout of {tsa.timeout:g} s")
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _post(tsa: TsaConfig, query: bytes) -> bytes:
     request = urllib.request.Request(
         tsa.url, data=query, method="POST",
         headers={"Content-Type": "application/timestamp-query",
@@ -154,7 +179,8 @@ def stamp_pending(vault: Vault, as_name: str | None = None,
     """Obtain tokens for every pending checkpoint, oldest first; log each as
     ``checkpoint.timestamped``. A checkpoint no TSA answers for stays pending (the error
     says so); those before it are kept."""
-    from vault.service.custody import CustodyLog, actor_pair
+    from vault.custody.note import open_checkpoint
+    from vault.service.custody import CustodyLog, actor_pair, vault_verifiers
 
     if not vault.config.tsa:
         raise NotFoundError("timestamp: no TSA in config.toml; add a [[tsa]] table (see "
@@ -170,6 +196,17 @@ def stamp_pending(vault: Vault, as_name: str | None = None,
             row = session.get(SignedCheckpoint, row_id)
             if row is None or not row.timestamp_pending:
                 continue
+            # The row is the database's: a holder of it could have put any text there, for
+            # the TSA to timestamp and the event below to vouch for.
+            try:
+                checkpoint, _ = open_checkpoint(row.note, vault_verifiers(vault, session))
+                if checkpoint.size != row.size:
+                    raise VerificationError(f"it is of size {checkpoint.size}")
+            except VerificationError as e:
+                raise VerificationError(
+                    f"checkpoint {row.size}: its note in the database does not verify with "
+                    f"this vault's keys ({e}); it stays pending, run `evault custody verify`"
+                ) from None
             tokens, failures = obtain(vault, row.note)
             if not tokens:
                 raise ConfigError(f"checkpoint {row.size}: still no TSA gave a timestamp "
