@@ -107,6 +107,11 @@ def test_a_checkpoint_is_timestamped_and_openssl_verifies_the_token(
     other = tmp_path / "other.txt"
     other.write_bytes(note.read_bytes() + b"\n")
     assert openssl_verify(other, token, tsa_one.ca_file).returncode != 0
+    # A token left from an earlier checkpoint under this name is never taken for a new one's.
+    note.unlink()
+    result = office("custody", "checkpoint", "-o", str(note))
+    assert (result.exit_code, result.stderr.splitlines()[-1]) == (2, (
+        f"Error: {note}.N.tsr files exist from an earlier checkpoint; choose another file"))
     # ...and over its signature: it is kept with the checkpoint, by TSA name.
     [(tsa, kept)] = rows(office, "SELECT tsa, token FROM checkpoint_timestamps")
     assert tsa == "tsa-one" and kept == token.read_bytes()

@@ -7,6 +7,7 @@ May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.err
 
 from __future__ import annotations
 
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -131,6 +132,10 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
 
     if output is not None and output.exists():
         raise OptionsError(f"{output} exists; choose another file")
+    if output is not None and any(output.parent.glob(f"{glob_escape(output.name)}.*.tsr")):
+        # verify reads every FILE.N.tsr beside FILE: a stale one would be taken for its own.
+        raise OptionsError(f"{output}.N.tsr files exist from an earlier checkpoint; choose "
+                           "another file")
     if output is not None:
         from vault.durable import require_folder
 
@@ -259,6 +264,10 @@ def custody_consistency(
         raise OptionsError("-o writes a proof from this vault's log; not with --proof")
     if output is not None and output.exists():
         raise OptionsError(f"{output} exists; choose another file")
+    if output is not None and any(output.parent.glob(f"{glob_escape(output.name)}.*.tsr")):
+        # verify reads every FILE.N.tsr beside FILE: a stale one would be taken for its own.
+        raise OptionsError(f"{output}.N.tsr files exist from an earlier checkpoint; choose "
+                           "another file")
     found = audit.check_consistency(old, new, proof=proof_file, trusted_keys=trusted_keys,
                                     vault_dir=vault_dir, prompt=passphrase_prompt())
     if as_json:

@@ -184,7 +184,7 @@ def stamp_pending(vault: Vault, as_name: str | None = None,
 
     if not vault.config.tsa:
         raise NotFoundError("timestamp: no TSA in config.toml; add a [[tsa]] table (see "
-                            "docs/timestamps.md)")
+                            "the README, Trusted time)")
     done: list[Stamped] = []
     with vault.transaction() as session:
         pending = list(session.scalars(
