@@ -357,7 +357,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.run("contact", "add", str(office_card), "--fingerprint",
                  office_id["fingerprint"], "--vault", icc)
         package_file = outbox / f"{built['id']}.evpkg"
-        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--vault", icc)
+        # The TSA's CA certificate comes from the TSA's operator; the demo's is in the office's
+        # vault folder.
+        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--tsa-ca",
+                 str(Path(office) / "tsa-ca.pem"), "--vault", icc)
         ack = work / f"{built['id']}.ack.json"
         demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
         demo.run("receipt", "import", str(ack), "--vault", office)
