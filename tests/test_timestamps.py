@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import sqlite3
 import subprocess
@@ -553,3 +554,18 @@ def test_open_without_a_tsa_to_trust_names_the_unchecked_tokens(
     events = json.loads(world.icc.ok("custody", "show", world.package_id, "--json").stdout)[
         "events"]
     assert all("timestamps" not in e["details"] for e in events)
+
+
+def test_only_commands_that_meet_a_token_load_the_rfc3161_library(
+        office: Cli, tsa_one: LocalTsa, tmp_path: Path) -> None:
+    def modules(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-X", "importtime", "-m", "vault", *args,
+                               "--vault", str(office.vault)], capture_output=True, text=True,
+                              check=False, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        assert done.returncode == 0, done.stderr
+        return done.stderr
+
+    assert "rfc3161_client" not in modules("items", "list")
+    assert "rfc3161_client" not in modules("custody", "checkpoint")  # no TSA configured
+    configure(office, tsa_one)
+    assert "rfc3161_client" in modules("custody", "checkpoint", "-o", str(tmp_path / "c.txt"))
