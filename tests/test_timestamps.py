@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pytest
 from conftest import Cli, require_tool
-from test_robustness import assert_refusal
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from local_tsa import LocalTsa, free_port
+from test_robustness import assert_refusal
 
 from vault.errors import UsageError
 from vault.formats import receipt as rfmt
