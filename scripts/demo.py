@@ -79,11 +79,14 @@ class Demo:
             return '"$DEMO"' + shlex.quote(arg[len(work) :])
         return shlex.quote(arg)
 
-    def command(self, words: Sequence[str], redirect: Path | None = None) -> None:
+    def command(self, words: Sequence[str], redirect: Path | None = None,
+                append: Path | None = None) -> None:
         """Print a command a user can paste into a shell."""
         line = " ".join(self.word(w) for w in words)
         if redirect is not None:
             line += " > " + self.word(str(redirect))
+        if append is not None:
+            line += " >> " + self.word(str(append))
         print(f"$ {line}", flush=True)
 
     def preamble(self) -> None:
@@ -143,6 +146,50 @@ class Demo:
         return pretty.replace(str(self.work), "$DEMO") + more
 
 
+class DemoTsa:
+    """The demo's own RFC 3161 time-stamp authority: ``openssl ts -reply`` on 127.0.0.1
+    (scripts/local_tsa.py), started before the first step and stopped after the last."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+
+    def __enter__(self) -> DemoTsa:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from local_tsa import LocalTsa
+
+        if shutil.which("openssl") is None:
+            raise SystemExit("demo: the demo's time-stamp authority needs openssl "
+                             "(apt-get install openssl)")
+        self.server = LocalTsa("demo-tsa", folder=self.work / "demo-tsa")
+        self.server.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.close()
+
+    def configure(self, demo: Demo, vault: Path) -> None:
+        """List the TSA in the office vault's config.toml, with its CA certificate."""
+        print(f"   (the demo started a local RFC 3161 time-stamp authority at {self.server.url}:"
+              "\n    openssl ts -reply behind HTTP; an office lists its real TSAs the same way)")
+        demo.command(["cp", str(self.server.ca_file), str(vault / "tsa-ca.pem")])
+        shutil.copyfile(self.server.ca_file, vault / "tsa-ca.pem")
+        lines = ["", "[[tsa]]", 'name = "demo-tsa"', f'url = "{self.server.url}"',
+                 'ca = ["tsa-ca.pem"]']
+        demo.command(["printf", "%s\\n", *lines], append=vault / "config.toml")
+        with open(vault / "config.toml", "a", encoding="utf-8") as config:
+            config.write("".join(f"{line}\n" for line in lines))
+
+    def verify_by_hand(self, demo: Demo, note: Path, token: Path, ca: Path) -> None:
+        """Check a checkpoint's token with stock openssl, as docs/verify-by-hand.md does."""
+        words = ["openssl", "ts", "-verify", "-data", str(note), "-in", str(token),
+                 "-CAfile", str(ca)]
+        demo.command(words)
+        done = subprocess.run(words, capture_output=True, text=True, check=False)
+        print(done.stdout, end="", flush=True)
+        if done.returncode != 0:
+            raise SystemExit(f"demo: openssl ts -verify failed: {done.stderr.strip()}")
+
+
 def parse_keep(argv: Sequence[str]) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -186,7 +233,7 @@ def print_kept(work: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     keep = parse_keep(sys.argv[1:] if argv is None else argv)
-    with demo_folder(keep) as work:
+    with demo_folder(keep) as work, DemoTsa(work) as tsa:
         demo = Demo(work)
         office = str(work / "office-vault")
         demo.preamble()
@@ -212,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             office,
         )
         demo.run("identity", "list", "--vault", office)
+        tsa.configure(demo, Path(office))
 
         demo.step("2. Each recipient body makes an identity in its own vault and exports a card")
         cards: dict[str, tuple[Path, str]] = {}
@@ -276,6 +324,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.run("custody", "show", first["id"], "--vault", office)
         demo.run("custody", "checkpoint", "-o", str(work / "checkpoint-1.txt"), "--vault", office)
         demo.cat(work / "checkpoint-1.txt")
+        tsa.verify_by_hand(demo, work / "checkpoint-1.txt", work / "checkpoint-1.txt.1.tsr",
+                           Path(office) / "tsa-ca.pem")
         demo.run("custody", "prove", first["id"], "--vault", office)
         demo.run("custody", "verify", "--vault", office)
 
@@ -307,7 +357,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.run("contact", "add", str(office_card), "--fingerprint",
                  office_id["fingerprint"], "--vault", icc)
         package_file = outbox / f"{built['id']}.evpkg"
-        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--vault", icc)
+        # The TSA's CA certificate comes from the TSA's operator; the demo's is in the office's
+        # vault folder.
+        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--tsa-ca",
+                 str(Path(office) / "tsa-ca.pem"), "--vault", icc)
         ack = work / f"{built['id']}.ack.json"
         demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
         demo.run("receipt", "import", str(ack), "--vault", office)
@@ -328,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         auditor_env = {"EVAULT_HOME": str(work / "auditor-has-no-vault")}
         demo.run("verify", str(package_file), str(work / "receipt.json"), str(ack),
                  str(office_card), str(work / "checkpoint-1.txt"), "--trusted-keys",
-                 str(allowed), env=auditor_env)
+                 str(allowed), "--tsa-ca", str(Path(office) / "tsa-ca.pem"), env=auditor_env)
 
         demo.step("9. Bulk export of the case to all five bodies, then a sharing report")
         bulk = work / "bulk-outbox"

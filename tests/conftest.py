@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from ci_gate import pytest_runtest_makereport  # noqa: F401  (the CI gate: EVAUL
 
 TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
+# scripts/local_tsa.py, the real RFC 3161 TSA the tests and the demo run, imports as local_tsa.
+sys.path.insert(0, str(TESTS.parent / "scripts"))
 
 
 def require_tool(name: str) -> str:

@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from conftest import Cli
 from test_robustness import crash, run_evault
 
+from vault.store.db import SCHEMA_HEAD
+
 CASE = "UA-2026-0042"
 OLD = Path(__file__).resolve().parent / "vectors" / "old-vault-pair"
 #: What the demo-like flow below writes; none of it may be found in either database.
@@ -206,7 +208,7 @@ def test_an_old_vault_is_converted_once_and_lists_as_before(tmp_path: Path) -> N
     assert _plaintext_left(office, expected) != []
     refused = office("items", "list")
     assert (refused.exit_code, refused.stderr) == (1, (
-        "evault: vault database is at revision 0004, this evault needs 0007: "
+        f"evault: vault database is at revision 0004, this evault needs {SCHEMA_HEAD}: "
         "run `evault db upgrade`\n"))
     for cli in (office, icc):
         cli.ok("db", "upgrade")
@@ -254,15 +256,22 @@ def test_an_old_vault_on_postgresql_is_converted(tmp_path: Path, pg_url: str) ->
     target = db.make_engine(pg_url)
     db.upgrade(target, "0004")
     source = db.make_engine(f"sqlite:///{office.vault / 'vault.db'}")
+    # The tables of 0004 (later revisions add tables, 0005 and on) and their columns (later
+    # revisions add columns too, 0008 and on), read before the copy's transaction.
+    inspector = sa.inspect(source)
+    columns = {name: {c["name"] for c in inspector.get_columns(name)}
+               for name in inspector.get_table_names()}
     with source.connect() as src, target.begin() as dst:
         dst.exec_driver_sql("DELETE FROM custody_head")  # the migrations' empty head
-        present = set(sa.inspect(source).get_table_names())
         for table in Base.metadata.sorted_tables:
-            if table.name not in present:  # tables of later revisions (0005 and on)
+            if table.name not in columns:
                 continue
-            rows = [dict(r._mapping) for r in src.execute(sa.select(table))]
+            old = sa.Table(table.name, sa.MetaData(),
+                           *[sa.Column(c.name, c.type, primary_key=c.primary_key)
+                             for c in table.c if c.name in columns[table.name]])
+            rows = [dict(r._mapping) for r in src.execute(sa.select(old))]
             if rows:
-                dst.execute(table.insert(), rows)
+                dst.execute(old.insert(), rows)
     source.dispose()
     target.dispose()
     (office.vault / "vault.db").unlink()

@@ -391,7 +391,7 @@ def _cosigned_at(ack: Path) -> str:
 def test_the_documented_commands_verify_a_real_package(tmp_path: Path) -> None:
     w = _world(tmp_path)
     env = {**_receipt_and_checkpoints(w), "PACKAGE": str(w.packages["p1"])}
-    assert len(_blocks()) == 8
+    assert len(_blocks()) == 9
     before = sorted(p.name for p in w.work.iterdir())
     checkpoint = (w.work / "checkpoint.txt").read_text().split("\n")
     receipt = json.loads((w.work / "receipt.json").read_text())

@@ -383,11 +383,11 @@ def test_a_version_1_ack_still_imports_without_a_witness(world: World) -> None:
 
 def test_an_ack_of_an_unknown_version_is_refused(world: World) -> None:
     future = world.tmp / "future.json"
-    future.write_bytes(world.ack.read_bytes().replace(b'"version":2', b'"version":3'))
+    future.write_bytes(world.ack.read_bytes().replace(b'"version":2', b'"version":4'))
     Path(f"{future}.sig").write_text(Path(f"{world.ack}.sig").read_text())
     result = world.office("receipt", "import", str(future))
     assert (result.exit_code, result.stderr) == (
-        3, "evault: future.json: acknowledgement: version must be 1 or 2\n")
+        3, "evault: future.json: acknowledgement: version must be 1 or 2 or 3\n")
 
 
 def test_a_vault_from_before_witnessing_upgrades_and_keeps_the_witness(world: World) -> None:

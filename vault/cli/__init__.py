@@ -77,6 +77,8 @@ COMMANDS = {
                     "one item's chain of custody."),
     "send": Entry("vault.cli.package:send", "Deliver a package (file or id) into a drop folder "
                   "atomically and sign a receipt."),
+    "timestamp": Entry("vault.cli.timestamp:timestamp", "Trusted time: obtain the RFC 3161 "
+                       "timestamps of checkpoints signed while no TSA answered."),
     "verify": Entry("vault.cli.verify:verify_cmd", "Verify packages, receipts, "
                     "acknowledgements, contact cards and checkpoints."),
 }

@@ -102,6 +102,22 @@ def with_vault(f: Callable[..., Any]) -> Callable[..., Any]:
     return vault_option(wrapper)
 
 
+def timestamp_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    """``--no-timestamp`` on a command that signs a checkpoint: do not ask the configured
+    TSAs; the checkpoint is kept pending for ``evault timestamp --pending``. Put it below
+    :func:`with_vault` (nearer the function), which hands it the vault."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, no_timestamp: bool, vault: Vault, **kwargs: Any) -> Any:
+        vault.skip_timestamps = no_timestamp
+        return f(*args, vault=vault, **kwargs)
+
+    return click.option(
+        "--no-timestamp", is_flag=True,
+        help="Do not ask the configured TSAs now; `evault timestamp --pending` does later.",
+    )(wrapper)
+
+
 def read_card(path: Path) -> bytes:
     """A contact card's bytes; a fifo or device (which could block forever) is refused."""
     from vault.errors import VerificationError

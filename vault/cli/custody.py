@@ -7,6 +7,7 @@ May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.err
 
 from __future__ import annotations
 
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,7 @@ from vault.cli.common import (
     json_option,
     passphrase_prompt,
     say,
+    timestamp_option,
     vault_option,
     with_vault,
     write_or_print,
@@ -115,8 +117,12 @@ def custody_verify(vault: Vault, quick: bool, as_json: bool) -> None:
 )
 @as_option
 @with_vault
+@timestamp_option
 def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -> None:
     """Sign a checkpoint (C2SP signed note: origin, size, root) of the log as it is now.
+
+    With TSAs in config.toml, each timestamps it (RFC 3161); with -o, token N is written
+    beside the note as FILE.N.tsr, for `openssl ts -verify -data FILE -in FILE.N.tsr`.
 
     \b
     Example:
@@ -126,12 +132,25 @@ def custody_checkpoint(vault: Vault, output: Path | None, as_name: str | None) -
 
     if output is not None and output.exists():
         raise OptionsError(f"{output} exists; choose another file")
+    if output is not None and any(output.parent.glob(f"{glob_escape(output.name)}.*.tsr")):
+        # verify reads every FILE.N.tsr beside FILE: a stale one would be taken for its own.
+        raise OptionsError(f"{output}.N.tsr files exist from an earlier checkpoint; choose "
+                           "another file")
     if output is not None:
         from vault.durable import require_folder
 
         require_folder(output)
-    note = make_checkpoint(vault, as_name)
-    write_or_print(note, output)
+    signed = make_checkpoint(vault, as_name)
+    write_or_print(signed.note, output)
+    if output is not None:
+        from vault.durable import atomic_write_bytes
+
+        for i, token in enumerate(signed.timestamps, 1):
+            atomic_write_bytes(output.with_name(f"{output.name}.{i}.tsr"), token,
+                               mode=0o644)
+    if signed.timestamps:
+        say(f"checkpoint {signed.size}: timestamped by {len(signed.timestamps)} TSA(s)"
+            + ("" if output else "; pass -o FILE to keep the tokens"))
 
 
 @custody.command("reanchor")
@@ -245,6 +264,10 @@ def custody_consistency(
         raise OptionsError("-o writes a proof from this vault's log; not with --proof")
     if output is not None and output.exists():
         raise OptionsError(f"{output} exists; choose another file")
+    if output is not None and any(output.parent.glob(f"{glob_escape(output.name)}.*.tsr")):
+        # verify reads every FILE.N.tsr beside FILE: a stale one would be taken for its own.
+        raise OptionsError(f"{output}.N.tsr files exist from an earlier checkpoint; choose "
+                           "another file")
     found = audit.check_consistency(old, new, proof=proof_file, trusted_keys=trusted_keys,
                                     vault_dir=vault_dir, prompt=passphrase_prompt())
     if as_json:

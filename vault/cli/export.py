@@ -16,6 +16,7 @@ from vault.cli import top_command
 from vault.cli.common import (
     as_option,
     say,
+    timestamp_option,
     with_vault,
 )
 from vault.errors import OptionsError, Reported
@@ -61,6 +62,7 @@ def _progress_printer(line: ProgressLine | None) -> ExportProgress | None:
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON result per body.")
 @as_option
 @with_vault
+@timestamp_option
 def export_cmd(
     vault: Vault,
     bodies: str | None,

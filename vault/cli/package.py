@@ -23,6 +23,7 @@ from vault.cli.common import (
     paper_for,
     paper_option,
     say,
+    timestamp_option,
     with_vault,
     write_or_print,
 )
@@ -75,6 +76,7 @@ def package() -> None:
 @as_option
 @json_option
 @with_vault
+@timestamp_option
 def package_create(
     vault: Vault,
     body_id: str,
@@ -213,6 +215,7 @@ def package_sheet(
 @as_option
 @json_option
 @with_vault
+@timestamp_option
 def send(vault: Vault, package_ref: str, outbox: Path, as_name: str | None, as_json: bool) -> None:
     """The copy's digest is checked again; a `package.sent` event is logged for the package and
     each item.

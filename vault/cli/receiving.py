@@ -19,6 +19,7 @@ from vault.cli.common import (
     emit_rows,
     json_option,
     say,
+    timestamp_option,
     with_vault,
 )
 from vault.progress import ProgressLine, progress_line
@@ -47,6 +48,12 @@ if TYPE_CHECKING:
     is_flag=True,
     help="With --trust-sender: open it even though that key was revoked here (logged).",
 )
+@click.option(
+    "--tsa-ca", "tsa_ca", multiple=True, metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CA certificate (PEM) of a time-stamp authority whose RFC 3161 tokens you trust "
+    "(repeatable; the vault's configured TSAs are trusted too).",
+)
 @as_option
 @json_option
 @with_vault
@@ -56,6 +63,7 @@ def open_cmd(
     out_dir: Path,
     trust_sender: str | None,
     allow_revoked: bool,
+    tsa_ca: tuple[Path, ...],
     as_name: str | None,
     as_json: bool,
 ) -> None:
@@ -64,6 +72,8 @@ def open_cmd(
     every digest of the bag (and each MD5/SHA-1 the sender lists, recomputed), and the
     sender's custody excerpt with its proofs. Any failure exits 3 and leaves nothing behind.
     A sender key revoked here is refused even with --trust-sender, unless --allow-revoked.
+    RFC 3161 timestamps in the envelope are checked against the vault's TSAs and --tsa-ca
+    (a token that fails exits 3) and their times recorded in package.opened.
 
     \b
     Examples:
@@ -76,7 +86,7 @@ def open_cmd(
         opened = open_package(
             vault, package_file, out_dir=out_dir, as_name=as_name, trust_sender=trust_sender,
             allow_revoked=allow_revoked, verifying=_stage(line, 1, 2, "verifying"),
-            storing=_stage(line, 2, 2, "storing"),
+            storing=_stage(line, 2, 2, "storing"), tsa_ca=tsa_ca,
         )
     if as_json:
         emit_record(opened.to_json(), True)
@@ -86,6 +96,12 @@ def open_cmd(
     if opened.sender_revoked_at:
         say(f"warning: the sender's key was revoked at {opened.sender_revoked_at}; opened "
             "because of --allow-revoked, and logged so in package.opened")
+    for stamp in opened.timestamps or ():
+        say(f"package {opened.package}: checkpoint timestamped at {stamp.attested_at} by "
+            f"{stamp.tsa} (RFC 3161, checked)")
+    if opened.timestamps_unchecked:
+        say(f"warning: package {opened.package}: {opened.timestamps_unchecked} timestamp(s) "
+            "not checked: no TSA certificate to trust; pass --tsa-ca FILE")
     say(
         f"opened package {opened.package} from {opened.sender} "
         f"({opened.sender_fingerprint}) for {opened.body}: {len(opened.items)} item(s) "
@@ -106,6 +122,7 @@ def open_cmd(
 @as_option
 @json_option
 @with_vault
+@timestamp_option
 def ack(vault: Vault, package_ref: str, output: Path, as_name: str | None, as_json: bool) -> None:
     """\b
     Example:

@@ -47,12 +47,19 @@ if TYPE_CHECKING:
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="OpenSSH allowed_signers file of the signers you trust (namespaces= respected).",
 )
+@click.option(
+    "--tsa-ca", "tsa_ca", multiple=True, metavar="FILE",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CA certificate (PEM) of a time-stamp authority whose RFC 3161 tokens you trust "
+    "(repeatable; a vault's configured TSAs are trusted too).",
+)
 @json_option
 @vault_option
 def verify_cmd(
     files: tuple[Path, ...],
     as_name: str | None,
     trusted_keys: Path | None,
+    tsa_ca: tuple[Path, ...],
     as_json: bool,
     vault_dir: Path | None,
 ) -> None:
@@ -60,6 +67,8 @@ def verify_cmd(
     a receipt or acknowledgement needs its FILE.sig beside it. Signers are trusted from
     --trusted-keys and, when a vault exists (--vault, or the default one), from its known
     senders. Prints `OK: FILE (what)` or `FAIL: FILE: reason` per file; exit 3 if any fails.
+    RFC 3161 timestamps a file carries are checked against --tsa-ca and the vault's TSAs,
+    and the attested times printed; for a revoked signer, they decide.
 
     \b
     Examples:
@@ -71,7 +80,8 @@ def verify_cmd(
 
     with progress_line("verify") as line:
         findings = audit.verify_at_hand(
-            files, vault_dir=vault_dir, trusted_keys=trusted_keys, as_name=as_name,
+            files, vault_dir=vault_dir, trusted_keys=trusted_keys, tsa_ca=tsa_ca,
+            as_name=as_name,
             prompt=passphrase_prompt(), progress=_per_file(line, len(files)),
         )
     if as_json:

@@ -50,6 +50,7 @@ ACTIONS = frozenset(
         "storage.key_created",
         "keys.attested",
         "custody.reanchored",
+        "checkpoint.timestamped",
     }
 )
 

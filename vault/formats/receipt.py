@@ -60,6 +60,7 @@ from vault.formats.package.rules import (
     check_size,
     check_text,
     check_time,
+    check_timestamps,
     check_tuple,
     check_unique_ids,
     fail,
@@ -99,7 +100,12 @@ ACK_NAMESPACE = "evault-ack"
 SHARING_RECEIPT_TYPE = "evault-sharing-receipt"
 ACKNOWLEDGEMENT_TYPE = "evault-acknowledgement"
 ACK_VERSION = 2
-"""Acknowledgements carry the sender's cosigned checkpoint from version 2 on; 1 is still read."""
+"""Acknowledgements carry the sender's cosigned checkpoint from version 2 on, and RFC 3161
+tokens over the recipient's checkpoint in version 3 (written only when there are tokens);
+1 and 2 are still read."""
+RECEIPT_VERSION_TIMESTAMPED = 2
+"""Sharing receipts carry RFC 3161 tokens over their checkpoint in version 2 (written only
+when there are tokens); version 1 is still written without and read."""
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,8 @@ class SharingReceipt:
 
     ``recipients`` are the fingerprints of the body keys the payload was encrypted to (the
     escrow key is the sender's own and is not listed). At most one of ``reference`` and
-    ``reference_sha256`` is set.
+    ``reference_sha256`` is set. From version 2 on, ``timestamps`` are RFC 3161 tokens over
+    ``checkpoint`` (base64 DER ``TimeStampResp``, one per TSA).
     """
 
     receipt_id: str
@@ -159,12 +166,14 @@ class SharingReceipt:
     reference_sha256: str | None
     sent_at: str
     checkpoint: str
+    timestamps: tuple[str, ...] = ()
     format: str = SHARING_RECEIPT_TYPE
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         what = "sharing receipt"
-        check_header(self, what, SHARING_RECEIPT_TYPE)
+        check_header(self, what, SHARING_RECEIPT_TYPE, tuple(_RECEIPT_FIELDS_BY_VERSION))
+        _check_timestamps(self.version, RECEIPT_VERSION_TIMESTAMPED, self.timestamps, what)
         RECEIPT_ID.check(self.receipt_id, f"{what}: receipt_id")
         PACKAGE_ID.check(self.package_id, f"{what}: package_id")
         BODY_ID.check(self.body, f"{what}: body")
@@ -215,6 +224,8 @@ class SharingReceipt:
                 "reference_sha256": self.reference_sha256,
                 "sent_at": self.sent_at,
                 "checkpoint": self.checkpoint,
+                **({"timestamps": list(self.timestamps)}
+                   if self.version >= RECEIPT_VERSION_TIMESTAMPED else {}),
             },
             "sharing receipt",
         )
@@ -223,9 +234,12 @@ class SharingReceipt:
     def from_bytes(cls, data: bytes) -> SharingReceipt:
         """Parse sharing receipt bytes strictly; raise VerificationError naming the rule."""
         what = "sharing receipt"
-        obj = load_document(data, what, SHARING_RECEIPT_TYPE, _RECEIPT_FIELDS)
+        obj = load_document(data, what, SHARING_RECEIPT_TYPE, _RECEIPT_FIELDS,
+                            _RECEIPT_FIELDS_BY_VERSION)
         with reading(what):
             receipt = cls(
+                version=obj["version"],
+                timestamps=tuple(read_array(obj.get("timestamps", []), what, "timestamps")),
                 receipt_id=obj["receipt_id"],
                 package_id=obj["package_id"],
                 body=obj["body"],
@@ -257,6 +271,8 @@ _RECEIPT_FIELDS = (
     "sent_at",
     "checkpoint",
 )
+_RECEIPT_FIELDS_BY_VERSION = {1: _RECEIPT_FIELDS,
+                              RECEIPT_VERSION_TIMESTAMPED: (*_RECEIPT_FIELDS, "timestamps")}
 
 
 @dataclass(frozen=True)
@@ -268,7 +284,8 @@ class Acknowledgement:
     checkpoint after recording the receipt. From version 2 on, ``cosigned_checkpoint`` is the
     sender's checkpoint from the envelope with the recipient's cosignature line appended
     (:mod:`vault.custody.cosignature`): the recipient witnesses the sender's log. Version 1
-    acknowledgements have none (``cosigned_checkpoint`` is None) and are still read.
+    acknowledgements have none (``cosigned_checkpoint`` is None) and are still read. Version
+    3 adds ``timestamps``: RFC 3161 tokens over ``checkpoint`` (base64 DER, one per TSA).
     """
 
     package_id: str
@@ -280,12 +297,14 @@ class Acknowledgement:
     received_at: str
     checkpoint: str
     cosigned_checkpoint: str | None = None
+    timestamps: tuple[str, ...] = ()
     format: str = ACKNOWLEDGEMENT_TYPE
     version: int = ACK_VERSION
 
     def __post_init__(self) -> None:
         what = "acknowledgement"
         check_header(self, what, ACKNOWLEDGEMENT_TYPE, tuple(_ACK_FIELDS_BY_VERSION))
+        _check_timestamps(self.version, 3, self.timestamps, what)
         if self.version >= 2:
             check_checkpoint(self.cosigned_checkpoint, f"{what}: cosigned_checkpoint")
         elif self.cosigned_checkpoint is not None:
@@ -319,6 +338,7 @@ class Acknowledgement:
                     {"cosigned_checkpoint": self.cosigned_checkpoint}
                     if self.version >= 2 else {}
                 ),
+                **({"timestamps": list(self.timestamps)} if self.version >= 3 else {}),
             },
             "acknowledgement",
         )
@@ -332,6 +352,7 @@ class Acknowledgement:
             ack = cls(
                 version=obj["version"],
                 cosigned_checkpoint=obj.get("cosigned_checkpoint"),
+                timestamps=tuple(read_array(obj.get("timestamps", []), what, "timestamps")),
                 package_id=obj["package_id"],
                 body=obj["body"],
                 recipient=read_party(obj["recipient"], what, "recipient"),
@@ -355,7 +376,16 @@ _ACK_FIELDS = (
     "received_at",
     "checkpoint",
 )
-_ACK_FIELDS_BY_VERSION = {1: _ACK_FIELDS, 2: (*_ACK_FIELDS, "cosigned_checkpoint")}
+_ACK_FIELDS_BY_VERSION = {1: _ACK_FIELDS, 2: (*_ACK_FIELDS, "cosigned_checkpoint"),
+                          3: (*_ACK_FIELDS, "cosigned_checkpoint", "timestamps")}
+
+
+def _check_timestamps(version: int, since: int, timestamps: object, what: str) -> None:
+    """A document's tokens: required from version ``since`` on, absent before it."""
+    if version >= since:
+        check_timestamps(timestamps, f"{what}: timestamps")
+    elif timestamps != ():
+        raise UsageError(f"{what}: version {version} has no timestamps; write version {since}")
 
 
 def _read_items(value: object, what: str) -> tuple[ReceiptItem, ...]:

@@ -29,14 +29,16 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from vault.clock import as_utc, isoformat, parse_iso
 from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
+from vault.crypto.tsp import TrustRoots
 from vault.custody.merkle import EMPTY_ROOT, verify_consistency
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
 from vault.errors import NotFoundError, OptionsError, UsageError, VaultError, VerificationError
@@ -59,6 +61,7 @@ from vault.formats.receipt import (
     verify_receipt,
 )
 from vault.formats.safetar import printable
+from vault.service import timestamping
 from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault, open_vault
@@ -125,10 +128,15 @@ class Trust:
     received: tuple[tuple[str, str, VerifyKey], ...] = ()
     """(package id, origin, sender key) of each package the vault opened from a sender it
     still trusts: the log that package's verified envelope named as its sender's."""
+    tsa_roots: TrustRoots = field(default_factory=TrustRoots)
+    """The TSA certificates an RFC 3161 token may chain to: the vault's configured TSAs'
+    CAs and the ``--tsa-ca`` files."""
 
     @classmethod
-    def build(cls, allowed_signers: Path | None, vault: Vault | None) -> Trust:
-        """Trust from an allowed_signers file and/or a vault's known senders."""
+    def build(cls, allowed_signers: Path | None, vault: Vault | None,
+              tsa_ca: Sequence[Path] = ()) -> Trust:
+        """Trust from an allowed_signers file and/or a vault's known senders; TSAs from the
+        vault's configuration and ``tsa_ca`` (PEM files)."""
         signers: list[sshsig.AllowedSigner] = []
         if allowed_signers is not None:
             try:
@@ -168,6 +176,9 @@ class Trust:
             own_origin=own_origin,
             own_keys=tuple(own),
             received=tuple(received),
+            tsa_roots=timestamping.trusted_roots(
+                vault.root if vault is not None else None,
+                vault.config.tsa if vault is not None else (), tsa_ca),
         )
 
     def origin_keys(self, origin: str) -> list[VerifyKey]:
@@ -256,6 +267,38 @@ class Trust:
                 f"revoked at {isoformat(revoked)}; do not rely on it"
             )
         return f"; note: signed before its key was revoked at {isoformat(revoked)}"
+
+    def timed(self, signer: VerifyKey, signed_at: str | None, label: str, checkpoint: str,
+              timestamps: Sequence[str]) -> str:
+        """What a document's RFC 3161 tokens (over its ``checkpoint``) attest, for its
+        finding; then :meth:`dated`, except that for a revoked key the earliest attested time
+        decides, not the document's own date (``signed_at``: None for a checkpoint alone).
+        VerificationError if a token fails.
+
+        A token dates the checkpoint's signature (it existed then), not the document's:
+        evault asks for it while signing both, in one transaction, so the two are seconds
+        apart; a document whose checkpoint was timestamped after its key's revocation is
+        refused. What ties a document to the log, whatever checkpoint it carries, is the
+        inclusion proof of its package's events (``evault custody prove``)."""
+        dated = self.dated(signer, signed_at, label) if signed_at is not None else ""
+        if not timestamps:
+            return dated
+        if not self.tsa_roots:
+            return (f"; {len(timestamps)} timestamp(s) not checked: no TSA certificate to "
+                    f"trust, pass --tsa-ca FILE{dated}")
+        attested = timestamping.check_tokens(timestamps, checkpoint, self.tsa_roots, label)
+        first = min(attested, key=lambda a: a.attested_at)
+        stamped = ", ".join(f"at {a.attested_at} by {a.tsa}" for a in attested)
+        revoked = self.revocation(signer)
+        if revoked is None:
+            return f"; checkpoint timestamped {stamped}"
+        if parse_iso(first.attested_at) > revoked:
+            raise VerificationError(
+                f"{label}: checkpoint timestamped at {first.attested_at} by {first.tsa}, after "
+                f"its signer's key {signer.fingerprint} was revoked at {isoformat(revoked)}; "
+                "do not rely on it")
+        return (f"; checkpoint timestamped {stamped}; note: timestamped before its key was "
+                f"revoked at {isoformat(revoked)}")
 
     def keys(self, namespace: str) -> list[VerifyKey]:
         """Every key trusted to sign documents of ``namespace``."""
@@ -437,6 +480,7 @@ def verify_at_hand(
     *,
     vault_dir: Path | None = None,
     trusted_keys: Path | None = None,
+    tsa_ca: Sequence[Path] = (),
     as_name: str | None = None,
     prompt: PassphrasePrompt | None = None,
     progress: Callable[[int], Progress | None] | None = None,
@@ -446,14 +490,15 @@ def verify_at_hand(
     Signers are trusted from ``trusted_keys`` (an allowed_signers file) and, when a vault is
     at hand (``vault_dir``, or the default one if it exists: :func:`find_vault`), from its
     known senders and its own keys; with ``as_name``, that identity's age keys (it needs the
-    vault) decrypt packages to check them whole. The vault is only read, and closed again.
+    vault) decrypt packages to check them whole. RFC 3161 tokens are checked against the
+    vault's configured TSAs and ``tsa_ca``. The vault is only read, and closed again.
     """
     root = find_vault(vault_dir)
     if as_name is not None and root is None:
         raise OptionsError("--as NAME needs the vault holding that identity; pass --vault")
     vault = open_vault(root, prompt=prompt) if root is not None else None
     try:
-        trust = Trust.build(trusted_keys, vault)
+        trust = Trust.build(trusted_keys, vault, tsa_ca)
         identities = recipient_keys(vault, as_name) if vault is not None and as_name else None
         return verify_files(paths, trust, identities=identities, progress=progress)
     finally:
@@ -548,7 +593,8 @@ def _check_package(
                 f"{report.custody_events} custody event(s) verified")
     envelope = report.envelope
     trust.check_own_log(_origin_line(envelope.checkpoint), report.sender_key, label)
-    note = trust.dated(report.sender_key, envelope.created_at, label)
+    note = trust.timed(report.sender_key, envelope.created_at, label, envelope.checkpoint,
+                       envelope.timestamps)
     return _Checked(
         f"package {envelope.package_id} from {envelope.sender.name} for {envelope.body}, "
         f"{done}{note}",
@@ -574,7 +620,8 @@ def _check_envelope(path: Path, trust: Trust, identities: OwnKeys | None) -> _Ch
         raise VerificationError(f"{label}: signed by {signer.fingerprint}, but the sender named "
                                 f"inside is {envelope.sender.name} {envelope.sender.fingerprint}")
     _embedded_checkpoint(envelope.checkpoint, signer, label, trust)
-    note = trust.dated(signer, envelope.created_at, label)
+    note = trust.timed(signer, envelope.created_at, label, envelope.checkpoint,
+                       envelope.timestamps)
     return _Checked(
         f"envelope of package {envelope.package_id} from {envelope.sender.name} for "
         f"{envelope.body}, signature and checkpoint verified; check payload.age against its "
@@ -608,7 +655,7 @@ def _check_receipt(path: Path, trust: Trust, identities: OwnKeys | None) -> _Che
     receipt = verify_receipt(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == receipt.sender.fingerprint)
     checkpoint = _embedded_checkpoint(receipt.checkpoint, signer, label, trust)
-    note = trust.dated(signer, receipt.sent_at, label)
+    note = trust.timed(signer, receipt.sent_at, label, receipt.checkpoint, receipt.timestamps)
     return _Checked(
         f"sharing receipt {receipt.receipt_id} of package {receipt.package_id} to "
         f"{receipt.body} from {receipt.sender.name}, {len(receipt.items)} item(s), signature "
@@ -626,7 +673,7 @@ def _check_ack(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked
     ack = verify_ack(data, signature, keys)
     signer = next(k for k in keys if k.fingerprint == ack.recipient.fingerprint)
     checkpoint = _embedded_checkpoint(ack.checkpoint, signer, label, trust)
-    note = trust.dated(signer, ack.received_at, label)
+    note = trust.timed(signer, ack.received_at, label, ack.checkpoint, ack.timestamps)
     witnessed = _witnessed(ack, signer, trust, label)
     return _Checked(
         f"acknowledgement of package {ack.package_id} for {ack.body} by {ack.recipient.name}, "
@@ -673,11 +720,18 @@ def _check_card(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checke
 
 
 def _check_checkpoint(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
-    checkpoint, signer = open_trusted_checkpoint(path.read_bytes(), trust, "checkpoint")
+    data = path.read_bytes()
+    checkpoint, signer = open_trusted_checkpoint(data, trust, "checkpoint")
     root = base64.b64encode(checkpoint.root_hash).decode()
+    # Its tokens, as `custody checkpoint -o FILE` writes them beside it: FILE.1.tsr, ...
+    tokens = sorted(path.parent.glob(f"{glob_escape(path.name)}.*.tsr"),
+                    key=lambda p: (len(p.name), p.name))
+    note = trust.timed(signer, None, f"checkpoint {path.name}", data.decode("utf-8"),
+                       [base64.b64encode(t.read_bytes()).decode() for t in tokens]
+                       ) if tokens else ""
     return _Checked(
         f"checkpoint of {checkpoint.origin} at size {checkpoint.size}, root {root}, signature "
-        "verified",
+        f"verified{note}",
         checkpoint.origin, signer.fingerprint,
     )
 

@@ -19,7 +19,7 @@ import base64
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from sqlalchemy import (
     Connection,
@@ -53,7 +53,7 @@ from vault.custody.note import (
     sign_checkpoint,
 )
 from vault.errors import NotFoundError, UsageError, VerificationError
-from vault.service import anchor, keyhistory
+from vault.service import anchor, keyhistory, timestamping
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
@@ -270,30 +270,39 @@ def _signer_name(vault: Vault) -> str:
     return origin(vault)
 
 
+class Signed(NamedTuple):
+    """A checkpoint signed and kept: the note, the tree size, and the RFC 3161 tokens over
+    the note (DER ``TimeStampResp``; none without configured TSAs)."""
+
+    note: str
+    size: int
+    timestamps: tuple[bytes, ...]
+
+
 def checkpoint_now(
     vault: Vault, session: Session, pair: KeyPair, now: datetime | None = None
-) -> tuple[str, int]:
-    """Sign a checkpoint of the log as it is in ``session`` and keep it; (note, tree size)."""
+) -> Signed:
+    """Sign a checkpoint of the log as it is in ``session``, timestamp it with the configured
+    TSAs (:func:`vault.service.timestamping.stamp`) and keep both."""
     head = lock_head(session)
     anchor.guard(vault, session, head)
     checkpoint = Checkpoint(origin(vault), head.size, head.root)
     note = sign_checkpoint(checkpoint, NoteSigner(_signer_name(vault), pair.signing))
-    session.add(
-        SignedCheckpoint(
-            size=head.size,
-            root=head.root,
-            signer=pair.fingerprint,
-            note=note,
-            created_at=now or utcnow(),
-        )
+    row = SignedCheckpoint(
+        size=head.size,
+        root=head.root,
+        signer=pair.fingerprint,
+        note=note,
+        created_at=now or utcnow(),
     )
-    return note, head.size
+    session.add(row)
+    return Signed(note, head.size, timestamping.stamp(vault, session, row, now))
 
 
-def make_checkpoint(vault: Vault, as_name: str | None, *, now: datetime | None = None) -> str:
-    """Sign a checkpoint of the log as it is now and keep it; return the signed note."""
+def make_checkpoint(vault: Vault, as_name: str | None, *, now: datetime | None = None) -> Signed:
+    """Sign a checkpoint of the log as it is now, timestamp it and keep it."""
     with vault.transaction() as session:
-        return checkpoint_now(vault, session, actor_pair(vault, session, as_name), now)[0]
+        return checkpoint_now(vault, session, actor_pair(vault, session, as_name), now)
 
 
 def vault_verifiers(vault: Vault, session: Session) -> list[NoteVerifier]:

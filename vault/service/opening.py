@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
@@ -53,7 +54,7 @@ from vault.formats.package import (
     read_package,
 )
 from vault.formats.receipt import ACK_NAMESPACE, Acknowledgement, ReceiptItem, sign_document
-from vault.service import keyhistory, pending, witness
+from vault.service import keyhistory, pending, timestamping, witness
 from vault.service.contacts import known_senders
 from vault.service.custody import (
     CustodyLog,
@@ -70,7 +71,7 @@ from vault.service.inspection import (
 from vault.service.intake import storage_recipient
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
-from vault.service.results import Result
+from vault.service.results import Result, Sparse
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
 from vault.store.blobs import BlobStore
@@ -97,12 +98,16 @@ class OpenedItem(Result):
 
 
 @dataclass(frozen=True, slots=True)
-class OpenedPackage(Result):
+class OpenedPackage(Sparse):
     """What ``open`` received: the package, its sender (the name this vault knows the key
     by, else the envelope's) and key fingerprint, the body it was for, its items, how many
     of the sender's custody events were proven, when the sender's key was revoked here (ISO
-    8601 UTC; None unless opened with ``--allow-revoked``), and the folder of its files."""
+    8601 UTC; None unless opened with ``--allow-revoked``), and the folder of its files.
+    ``timestamps`` are the envelope's RFC 3161 tokens as checked (absent without tokens);
+    ``timestamps_unchecked`` counts tokens no trusted TSA certificate could check (absent
+    when none)."""
 
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"timestamps", "timestamps_unchecked"})
     package: str
     sender: str
     sender_fingerprint: str
@@ -111,6 +116,8 @@ class OpenedPackage(Result):
     sender_custody_events: int
     sender_revoked_at: str | None
     out: str
+    timestamps: tuple[timestamping.Attested, ...] | None = None
+    timestamps_unchecked: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +201,7 @@ def open_package(
     now: datetime | None = None,
     verifying: Progress | None = None,
     storing: Progress | None = None,
+    tsa_ca: Sequence[Path] = (),
 ) -> OpenedPackage:
     """Verify a package whole, then extract it into ``out_dir/<package-id>`` and receive it.
 
@@ -228,6 +236,7 @@ def open_package(
             "--trust-sender FINGERPRINT"
         )
     identities = _identities(vault, as_name)
+    tsa_roots = timestamping.trusted_roots(vault.root, vault.config.tsa, tsa_ca)
     with vault.transaction() as session:
         if peek is not None and session.get(ReceivedPackage, peek.package_id) is not None:
             raise ConflictError(f"package {peek.package_id}: opened already in this vault")
@@ -259,8 +268,15 @@ def open_package(
                     if session.get(ReceivedPackage, report.package_id) is not None:
                         raise ConflictError(
                             f"package {report.package_id}: opened already in this vault")
+            # The envelope's RFC 3161 tokens, checked before anything is received.
+            envelope = report.envelope
+            attested = (timestamping.check_tokens(
+                envelope.timestamps, envelope.checkpoint, tsa_roots,
+                f"package {report.package_id}") if envelope.timestamps and tsa_roots else [])
             result = _receive(vault, report, staging, final, as_name, now, storing,
-                              revoked_at)
+                              revoked_at, attested)
+            if envelope.timestamps and not tsa_roots:
+                result = replace(result, timestamps_unchecked=len(envelope.timestamps))
             os.rename(staging, final)
             fsync_dir(out_dir)
         except BaseException:
@@ -283,6 +299,7 @@ def _receive(
     now: datetime,
     progress: Progress | None = None,
     revoked_at: str | None = None,
+    attested: Sequence[timestamping.Attested] = (),
 ) -> OpenedPackage:
     """Encrypt the verified files into this vault and record their custody; ``revoked_at``
     (the sender's key was revoked then, and opened with --allow-revoked) goes into the
@@ -372,7 +389,9 @@ def _receive(
                            details={"sender": envelope.sender.fingerprint, "body": envelope.body,
                                     "items": [r.id for r in received],
                                     "sender_events": report.custody_events,
-                                    **({"sender_revoked_at": revoked_at} if revoked_at else {})},
+                                    **({"sender_revoked_at": revoked_at} if revoked_at else {}),
+                                    **({"timestamps": [a.to_json() for a in attested]}
+                                       if attested else {})},
                            digests={"envelope": report.envelope_sha256,
                                     "statement": report.statement_sha256}, now=now)
         except BaseException:
@@ -392,6 +411,7 @@ def _receive(
         sender_custody_events=report.custody_events,
         sender_revoked_at=revoked_at,
         out=str(final),
+        timestamps=tuple(attested) or None,
     )
 
 
@@ -499,7 +519,7 @@ def acknowledge(
                    digests={"envelope": row.envelope_sha256, "statement": row.statement_sha256},
                    now=now)
         session.flush()
-        checkpoint, _ = checkpoint_now(vault, session, pair, now)
+        checkpoint, _, tokens = checkpoint_now(vault, session, pair, now)
         ack = Acknowledgement(
             package_id=row.package_id,
             body=row.body_id,
@@ -510,6 +530,8 @@ def acknowledge(
             received_at=isoformat(row.opened_at),
             checkpoint=checkpoint,
             cosigned_checkpoint=witness.cosign_envelope(row, pair, now),
+            timestamps=timestamping.encode(tokens),
+            version=3 if tokens else 2,
         )
         data = ack.to_bytes()
         signature = sign_document(data, pair.signing, ACK_NAMESPACE)

@@ -43,6 +43,9 @@ class Vault:
     config: VaultConfig
     engine: Engine
     prompt: PassphrasePrompt | None = None
+    # The command's --no-timestamp: sign checkpoints without asking the TSAs (they are kept
+    # pending; see vault.service.timestamping).
+    skip_timestamps: bool = False
     _sessions: sessionmaker[Session] | None = None
     _keystore: KeyStore | None = field(default=None, repr=False)
 

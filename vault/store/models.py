@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     LargeBinary,
@@ -25,6 +26,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -288,6 +290,10 @@ class SignedCheckpoint(Base):
     signer: Mapped[str] = mapped_column(String(64))
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set when TSAs are configured but none answered (``--no-timestamp`` or ``timestamps =
+    # "when-available"``): ``evault timestamp --pending`` obtains its tokens later.
+    timestamp_pending: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                    server_default=sa_false())
 
 
 class Package(Base):
@@ -443,3 +449,21 @@ class WitnessedCheckpoint(Base):
     cosigned_at: Mapped[datetime] = mapped_column(UTCDateTime())
     note: Mapped[str] = mapped_column(Text)
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CheckpointTimestamp(Base):
+    """An RFC 3161 time-stamp token over one of this vault's signed checkpoints.
+
+    ``token`` is the TSA's whole DER ``TimeStampResp`` over the checkpoint's signed note (its
+    text and signature line, as kept in ``checkpoints.note``); it proves the signature existed
+    at ``attested_at``, checked when it came in. ``tsa`` is the configured TSA's name.
+    """
+
+    __tablename__ = "checkpoint_timestamps"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoints.id"), index=True)
+    tsa: Mapped[str] = mapped_column(String(64))
+    attested_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    token: Mapped[bytes] = mapped_column(LargeBinary)
+    obtained_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +34,74 @@ SQLITE_NAME = "vault.db"
 KEY_STORAGE_CHOICES = ("auto", "keyring", "file")
 #: What happens to a label that has no release rule: ``deny`` (fail closed) unless set.
 RULES_DEFAULT_CHOICES = ("deny", "allow")
+#: What a checkpoint-signing command does when TSAs are configured and none answers:
+#: ``required`` refuses (unless ``--no-timestamp``), ``when-available`` goes on, pending.
+TIMESTAMPS_CHOICES = ("required", "when-available")
+_TSA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Under the arcs 0 and 1 the second arc is below 40 (X.660), as `cryptography` insists.
+_OID = re.compile(r"([01]\.([0-9]|[1-3][0-9])|2\.(0|[1-9][0-9]*))(\.(0|[1-9][0-9]*))*")
+
+
+@dataclass(frozen=True)
+class TsaConfig:
+    """One RFC 3161 time-stamp authority (a ``[[tsa]]`` table of ``config.toml``).
+
+    ``ca`` are PEM files of the certificates its tokens must chain to; a relative path is
+    relative to the vault folder. ``policy`` is the policy OID its tokens must carry, if
+    set; ``timeout`` the seconds to wait for it.
+    """
+
+    name: str
+    url: str
+    ca: tuple[str, ...]
+    policy: str | None = None
+    timeout: float = 10.0
+
+    def ca_paths(self, root: Path) -> list[Path]:
+        """The CA files, relative ones resolved against the vault folder ``root``."""
+        return [root / Path(c).expanduser() for c in self.ca]
+
+    def to_toml(self) -> list[str]:
+        """The ``[[tsa]]`` table's lines."""
+        lines = ["[[tsa]]", f"name = {json.dumps(self.name)}", f"url = {json.dumps(self.url)}",
+                 f"ca = {json.dumps(list(self.ca))}"]
+        if self.policy:
+            lines.append(f"policy = {json.dumps(self.policy)}")
+        if self.timeout != 10.0:
+            lines.append(f"timeout = {self.timeout!r}")
+        return lines
+
+    @classmethod
+    def from_toml(cls, raw: object, source: Path, index: int) -> TsaConfig:
+        """One ``[[tsa]]`` table, checked; a mistake names the file, the table and the key."""
+        where = f"{source}: [[tsa]] number {index + 1}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} must be a table")
+        unknown = sorted(set(raw) - {"name", "url", "ca", "policy", "timeout"})
+        if unknown:
+            raise ConfigError(f"{where}: unknown key {unknown[0]!r}; the keys are name, url, "
+                              "ca, policy and timeout")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _TSA_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: name must be 1-64 letters, digits, '.', '_' or '-'")
+        url = raw.get("url")
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{where} ({name}): url must be an http:// or https:// URL")
+        ca = raw.get("ca")
+        if isinstance(ca, str):
+            ca = [ca]
+        if not isinstance(ca, list) or not ca or not all(isinstance(c, str) and c for c in ca):
+            raise ConfigError(f"{where} ({name}): ca must name the PEM file(s) of the "
+                              "certificates its tokens chain to")
+        policy = raw.get("policy")
+        if policy is not None and (not isinstance(policy, str) or not _OID.fullmatch(policy)):
+            raise ConfigError(f"{where} ({name}): policy must be an OID such as 1.2.3.4")
+        timeout = raw.get("timeout", 10.0)
+        if (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                or not 0 < timeout <= 300):
+            raise ConfigError(f"{where} ({name}): timeout must be seconds, above 0 and at "
+                              "most 300")
+        return cls(name=name, url=url, ca=tuple(ca), policy=policy, timeout=float(timeout))
 
 
 def default_home() -> Path:
@@ -60,6 +129,8 @@ class VaultConfig:
     organisation: str | None = None
     release_rules: dict[str, tuple[str, ...]] = field(default_factory=dict)
     release_rules_default: str = "deny"
+    timestamps: str = "required"
+    tsa: tuple[TsaConfig, ...] = ()
 
     @classmethod
     def new(cls, database: str | None = None) -> VaultConfig:
@@ -96,6 +167,10 @@ class VaultConfig:
             f"{json.dumps(label)} = {json.dumps(list(bodies))}"
             for label, bodies in sorted(self.release_rules.items())
         ]
+        if self.tsa or self.timestamps != "required":
+            lines[3:3] = [f"timestamps = {json.dumps(self.timestamps)}"]
+        for tsa in self.tsa:
+            lines += ["", *tsa.to_toml()]
         return "\n".join(lines) + "\n"
 
     @classmethod
@@ -138,6 +213,19 @@ class VaultConfig:
             if not isinstance(bodies, list) or not all(isinstance(b, str) for b in bodies):
                 raise ConfigError(f"{source}: release rule {label!r} must be a list of body ids")
             rules[label] = tuple(bodies)
+        timestamps = data.get("timestamps", "required")
+        if timestamps not in TIMESTAMPS_CHOICES:
+            raise ConfigError(f"{source}: timestamps must be \"required\" or "
+                              "\"when-available\"")
+        tsa_raw = data.get("tsa", [])
+        if not isinstance(tsa_raw, list):
+            raise ConfigError(f"{source}: tsa must be an array of tables ([[tsa]])")
+        tsas = tuple(TsaConfig.from_toml(t, source, i) for i, t in enumerate(tsa_raw))
+        names = [t.name for t in tsas]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError(f"{source}: two [[tsa]] tables are named {name!r}; "
+                                  "give each TSA its own name")
         return cls(
             vault_id=vault_id,
             database=database,
@@ -145,6 +233,8 @@ class VaultConfig:
             organisation=organisation,
             release_rules=rules,
             release_rules_default=default,
+            timestamps=timestamps,
+            tsa=tsas,
         )
 
 

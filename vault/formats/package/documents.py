@@ -29,6 +29,7 @@ from vault.formats.package.rules import (
     check_size,
     check_text,
     check_time,
+    check_timestamps,
     check_tuple,
     check_unique_ids,
     fail,
@@ -64,7 +65,9 @@ class Envelope:
 
     ``recipients`` are the body's keys, ``escrow`` the sender's own key so the office can
     reopen what it sent, ``checkpoint`` the sender's custody checkpoint (signed note text)
-    after the package was recorded.
+    after the package was recorded. From version 2 on, ``timestamps`` are RFC 3161 tokens
+    over that checkpoint (base64 DER ``TimeStampResp``, one per TSA); a package without
+    tokens is still written as version 1, and version 1 is still read.
     """
 
     package_id: str
@@ -76,11 +79,16 @@ class Envelope:
     payload_size: int
     payload_sha256: str
     checkpoint: str
+    timestamps: tuple[str, ...] = ()
     format: str = ENVELOPE_TYPE
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        check_header(self, "envelope", ENVELOPE_TYPE)
+        check_header(self, "envelope", ENVELOPE_TYPE, tuple(_ENVELOPE_FIELDS_BY_VERSION))
+        if self.version >= 2:
+            check_timestamps(self.timestamps, "envelope: timestamps")
+        elif self.timestamps != ():
+            raise UsageError("envelope: version 1 has no timestamps; write version 2")
         PACKAGE_ID.check(self.package_id, "envelope: package_id")
         if not isinstance(self.sender, Party):
             raise fail("envelope: sender", "a Party")
@@ -111,6 +119,7 @@ class Envelope:
                 "payload_size": self.payload_size,
                 "payload_sha256": self.payload_sha256,
                 "checkpoint": self.checkpoint,
+                **({"timestamps": list(self.timestamps)} if self.version >= 2 else {}),
             },
             "envelope",
         )
@@ -119,9 +128,12 @@ class Envelope:
     def from_bytes(cls, data: bytes) -> Envelope:
         """Parse envelope bytes strictly; raise VerificationError naming the broken rule."""
         what = "envelope"
-        obj = load_document(data, what, ENVELOPE_TYPE, _ENVELOPE_FIELDS)
+        obj = load_document(data, what, ENVELOPE_TYPE, _ENVELOPE_FIELDS,
+                            _ENVELOPE_FIELDS_BY_VERSION)
         with reading(what):
             envelope = cls(
+                version=obj["version"],
+                timestamps=tuple(read_array(obj.get("timestamps", []), what, "timestamps")),
                 package_id=obj["package_id"],
                 sender=read_party(obj["sender"], what, "sender"),
                 body=obj["body"],
@@ -147,6 +159,7 @@ _ENVELOPE_FIELDS = (
     "payload_sha256",
     "checkpoint",
 )
+_ENVELOPE_FIELDS_BY_VERSION = {1: _ENVELOPE_FIELDS, 2: (*_ENVELOPE_FIELDS, "timestamps")}
 
 # -- statement -----------------------------------------------------------------------------
 

@@ -30,6 +30,8 @@ MAX_DOCUMENT = 16 * 1024 * 1024
 MAX_CHECKPOINT = 1024 * 1024  # what vault.custody.note accepts as a signed note
 MAX_REFERENCE = 256
 MAX_INTEGER = 2**53  # the largest integer canonical JSON carries exactly
+MAX_TIMESTAMPS = 8  # RFC 3161 tokens a document carries over its checkpoint
+MAX_TIMESTAMP = 64 * 1024  # bytes of one token (a TSA's answer is a few kB)
 
 # -- field rules ---------------------------------------------------------------------------
 #
@@ -118,6 +120,21 @@ def check_checkpoint(value: object, where: str) -> None:
     text = check_text(value, where, limit=MAX_CHECKPOINT)
     if not looks_like_note(text):
         raise fail(where, "a signed note (text, a blank line, then '— ' signature lines)")
+
+
+def check_timestamps(value: object, where: str) -> None:
+    """RFC 3161 tokens over a document's checkpoint: 1 to 8 strings, each the canonical
+    base64 of at most 64 KiB (what they are is checked where trust is decided)."""
+    if (not isinstance(value, tuple) or not value or len(value) > MAX_TIMESTAMPS
+            or not all(isinstance(v, str) for v in value)):
+        raise fail(where, f"a list of 1 to {MAX_TIMESTAMPS} base64 RFC 3161 tokens")
+    for i, text in enumerate(value):
+        try:
+            der = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            raise fail(f"{where}[{i}]", "base64") from None
+        if not der or len(der) > MAX_TIMESTAMP or base64.b64encode(der).decode() != text:
+            raise fail(f"{where}[{i}]", f"canonical base64 of 1 to {MAX_TIMESTAMP} bytes")
 
 
 def check_header(

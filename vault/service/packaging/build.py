@@ -179,6 +179,8 @@ class _PackageOut:
             payload_size=0,  # PackageWriter fills in the payload's size and digest
             payload_sha256="0" * 64,
             checkpoint=draft.checkpoint,
+            timestamps=draft.timestamps,
+            version=2 if draft.timestamps else 1,
         )
         self.file = self._files.enter_context(WritebackFile(draft.temp, "xb"))
         self.package = self._files.enter_context(

@@ -34,7 +34,7 @@ from vault.durable import TEMP_PREFIX, require_folder
 from vault.errors import ConflictError, NotFoundError, PolicyError, UsageError, VerificationError
 from vault.formats.canonical import canonical_json
 from vault.formats.package import RecipientKey
-from vault.service import keyhistory
+from vault.service import keyhistory, timestamping
 from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
@@ -247,6 +247,7 @@ class PackageDraft:
     storage: AgeIdentity
     checkpoint: str
     checkpoint_size: int
+    timestamps: tuple[str, ...]
     excerpt: bytes
     items: tuple[DraftItem, ...]
     metadata: list[dict[str, Any]]
@@ -309,7 +310,7 @@ def plan_package(
                     f"{key.fingerprint}`"
                 )
         storage = storage_identity(vault, session)
-        checkpoint, checkpoint_size = checkpoint_now(vault, session, pair, now)
+        checkpoint, checkpoint_size, timestamps = checkpoint_now(vault, session, pair, now)
         excerpt = _custody_excerpt(session, items, checkpoint_size)
         paths = [f"{item.id}/{item.original_name}" for item in items]
         return PackageDraft(
@@ -326,6 +327,7 @@ def plan_package(
             storage=storage,
             checkpoint=checkpoint,
             checkpoint_size=checkpoint_size,
+            timestamps=timestamping.encode(timestamps),
             excerpt=excerpt,
             items=tuple(DraftItem(item.id, item.blob_id, item.size, item.sha256, path,
                                   item.intake_seq)

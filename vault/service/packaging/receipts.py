@@ -35,13 +35,14 @@ from vault.faults import crash_point
 from vault.formats.package import Party
 from vault.formats.receipt import (
     RECEIPT_NAMESPACE,
+    RECEIPT_VERSION_TIMESTAMPED,
     Acknowledgement,
     ReceiptItem,
     SharingReceipt,
     sign_document,
     verify_ack,
 )
-from vault.service import keyhistory, witness
+from vault.service import keyhistory, timestamping, witness
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, origin, vault_verifiers
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
@@ -66,7 +67,7 @@ def make_receipt(
     identity = session.scalars(
         select(Identity).join(IdentityKey).where(IdentityKey.fingerprint == pair.fingerprint)
     ).one()
-    checkpoint, _size = checkpoint_now(vault, session, pair, now)
+    checkpoint, _size, tokens = checkpoint_now(vault, session, pair, now)
     items = session.scalars(select(Item).where(Item.id.in_([pi.item_id for pi in row.items])))
     by_id = {i.id: i for i in items}
     reference = row.reference
@@ -87,6 +88,8 @@ def make_receipt(
                           if reference and row.confidential_reference else None),
         sent_at=isoformat(now),
         checkpoint=checkpoint,
+        timestamps=timestamping.encode(tokens),
+        version=RECEIPT_VERSION_TIMESTAMPED if tokens else 1,
     )
     data = document.to_bytes()
     receipt = Receipt(
