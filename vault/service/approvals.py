@@ -20,25 +20,57 @@ history has for that name, looked up when an approval is imported or counted.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from vault.clock import utcnow
+from vault.clock import isoformat, parse_iso, utcnow
+from vault.crypto import sshsig
 from vault.crypto.keys import VerifyKey
-from vault.errors import ConflictError, NotFoundError, UsageError, VaultError, VerificationError
+from vault.durable import discard_staged, free_signed_pair, publish_staged, stage_files
+from vault.errors import (
+    ConflictError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+    VaultError,
+    VerificationError,
+)
+from vault.formats.approval import (
+    APPROVAL_NAMESPACE,
+    APPROVAL_REQUEST_NAMESPACE,
+    APPROVE,
+    REFUSE,
+    Approval,
+    ApprovalRequest,
+    selection_digest,
+    verify_approval,
+    verify_request,
+)
+from vault.formats.package import Party
+from vault.formats.receipt import ReceiptItem
 from vault.names import LABEL, PARTY_NAME
 from vault.service import keyhistory
 from vault.service.bodies import get_body
 from vault.service.custody import actor_pair, lock_head, record
+from vault.service.ids import new_id
 from vault.service.results import Result
 from vault.service.rules import checked_own_event
 from vault.service.vaults import Vault
-from vault.store.models import Contact, CustodyEvent, Identity
+from vault.store.models import (
+    Contact,
+    CustodyEvent,
+    Identity,
+    ReceivedApproval,
+    SentApprovalRequest,
+)
 from vault.store.vaultdir import load_config, write_config
 
 ACTION = "approval.policy_changed"
@@ -311,3 +343,305 @@ def list_policy(vault: Vault) -> PolicyList:
     same = config == (history.normal() if history is not None else Policy({}, {}))
     shown = config.to_dict()
     return PolicyList(shown["bodies"], shown["labels"], same)
+
+
+# ----------------------------------------------------------------------------- requests
+
+
+def _selection(items: Sequence[Any]) -> tuple[ReceiptItem, ...]:
+    return tuple(ReceiptItem(i.id, i.size, i.sha256) for i in items)
+
+
+def _write_signed(output: Path, data: bytes, signature: str, session: Session) -> list[Any]:
+    """Stage a document and its .sig before the commit; published by the caller after it,
+    removed if the transaction rolls back."""
+    staged = stage_files([(output, data), (output.with_name(output.name + ".sig"),
+                                           signature.encode())])
+    sa_event.listen(session, "after_rollback", lambda _s: discard_staged(staged), once=True)
+    return staged
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWritten(Result):
+    """An approval request signed here: its id, body, how many items, the selection's
+    SHA-256, and the file and its signature."""
+
+    request: str
+    body: str
+    items: int
+    selection_sha256: str
+    file: str
+    signature: str
+
+
+def request_approval(
+    vault: Vault, body: str, output: Path, *, purpose: str, item_ids: Sequence[str] = (),
+    case: str | None = None, label: str | None = None, tags: Sequence[tuple[str, str]] = (),
+    as_name: str | None = None, now: datetime | None = None,
+) -> RequestWritten:
+    """Sign a request for approval of exactly one selection (the items ``package create``
+    would take, release rules applied) for ``body``; write it and its signature."""
+    from vault.service.custody import CustodyLog, origin
+    from vault.service.identities import acting_identity
+    from vault.service.packaging.plan import check_release, select_items
+    from vault.service.rules import checked_rules
+
+    now = now or utcnow()
+    sig_path = free_signed_pair(output)
+    with vault.transaction() as session:
+        get_body(session, body)
+        items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
+        check_release(items, body, checked_rules(vault, session))
+        identity = acting_identity(session, as_name)
+        pair = actor_pair(vault, session, as_name)
+        document = ApprovalRequest(
+            request_id=new_id("APR"), body=body, items=_selection(items),
+            selection_sha256=selection_digest(body, items), purpose=purpose,
+            requester=Party(identity.name, pair.fingerprint), origin=origin(vault),
+            created_at=isoformat(now))
+        data = document.to_bytes()
+        signature = sshsig.sign(pair.signing, data, APPROVAL_REQUEST_NAMESPACE)
+        session.add(SentApprovalRequest(
+            id=document.request_id, body_id=body, selection_sha256=document.selection_sha256,
+            document=data, signature=signature, created_at=now))
+        CustodyLog(vault, session).append(
+            pair, "approval.requested", document.request_id,
+            details={"body": body, "items": len(items)},
+            digests={"request": hashlib.sha256(data).hexdigest(),
+                     "selection": document.selection_sha256}, now=now)
+        staged = _write_signed(output, data, signature, session)
+    publish_staged(staged)
+    return RequestWritten(document.request_id, body, len(items), document.selection_sha256,
+                          str(output), str(sig_path))
+
+
+def _read_signed(path: Path, what: str) -> tuple[bytes, str]:
+    sig = path.with_name(path.name + ".sig")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: no such {what} file") from None
+    try:
+        return data, sig.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path}: its signature {sig.name} is missing; keep FILE and "
+                            "FILE.sig together") from None
+    except UnicodeDecodeError:
+        raise VerificationError(f"{path}: {sig.name} is not an ssh signature") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalWritten(Result):
+    """An answer signed here: the request, the decision, the signer, the files."""
+
+    request: str
+    body: str
+    decision: str
+    approver: str
+    fingerprint: str
+    file: str
+    signature: str
+
+
+def sign_approval(
+    vault: Vault, request_path: Path, output: Path, *, refuse: bool = False,
+    reason: str | None = None, as_name: str | None = None, now: datetime | None = None,
+) -> ApprovalWritten:
+    """Answer a request from a known sender (or this vault): approve it, or refuse it with
+    a reason; write the signed answer and its signature."""
+    from vault.service.contacts import known_senders
+    from vault.service.custody import CustodyLog
+    from vault.service.identities import acting_identity
+
+    now = now or utcnow()
+    if refuse and not reason:
+        raise UsageError("approval sign --refuse: say why with --reason TEXT")
+    if reason and not refuse:
+        raise UsageError("approval sign: --reason goes with --refuse")
+    data, signature = _read_signed(request_path, "approval request")
+    sig_path = free_signed_pair(output)
+    with vault.transaction() as session:
+        keyhistory.check_senders(vault, session)
+        request = verify_request(data, signature, known_senders(session).values())
+        identity = acting_identity(session, as_name)
+        pair = actor_pair(vault, session, as_name)
+        answer = Approval(
+            request_id=request.request_id, request_sha256=hashlib.sha256(data).hexdigest(),
+            body=request.body, selection_sha256=request.selection_sha256,
+            decision=REFUSE if refuse else APPROVE, reason=reason if refuse else None,
+            approver=Party(identity.name, pair.fingerprint), signed_at=isoformat(now))
+        document = answer.to_bytes()
+        answer_sig = sshsig.sign(pair.signing, document, APPROVAL_NAMESPACE)
+        CustodyLog(vault, session).append(
+            pair, "approval.signed", request.request_id,
+            details={"decision": answer.decision, "body": request.body,
+                     "requester": request.requester.fingerprint},
+            digests={"request": answer.request_sha256,
+                     "approval": hashlib.sha256(document).hexdigest()}, now=now)
+        staged = _write_signed(output, document, answer_sig, session)
+    publish_staged(staged)
+    return ApprovalWritten(request.request_id, request.body, answer.decision, identity.name,
+                           pair.fingerprint, str(output), str(sig_path))
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalImported(Result):
+    """An answer kept here: the request, the approver (its name in the policy), the
+    decision, and whether it was new (``imported``) or kept already."""
+
+    request: str
+    approver: str
+    fingerprint: str
+    decision: str
+    imported: bool
+
+
+def import_approval(vault: Vault, path: Path, *, as_name: str | None = None,
+                    now: datetime | None = None) -> ApprovalImported:
+    """Keep an approver's answer to a request of this vault: signed by the key the policy's
+    approver name has (an identity here, or a pinned contact), for that exact request."""
+    from vault.service.custody import CustodyLog
+
+    now = now or utcnow()
+    data, signature = _read_signed(path, "approval")
+    with vault.transaction() as session:
+        policy = checked_policy(vault, session)
+        names = {n for _, of in policy.bodies.values() for n in of}
+        names |= {n for required in policy.labels.values() for n in required}
+        keys = approver_keys(vault, session, sorted(names))
+        by_key = {key.fingerprint: name for name, key in keys.items()}
+        try:
+            answer = verify_approval(data, signature, keys.values())
+        except VerificationError as e:
+            raise VerificationError(f"{path.name}: {e}; only the approvers the policy names "
+                                    "(with keys not revoked) count") from None
+        label = f"{path.name}: approval of {answer.request_id}"
+        row = session.get(SentApprovalRequest, answer.request_id)
+        if row is None:
+            raise VerificationError(f"{label}: this vault made no such request; do not rely "
+                                    "on it")
+        if (answer.request_sha256 != hashlib.sha256(row.document).hexdigest()
+                or answer.body != row.body_id
+                or answer.selection_sha256 != row.selection_sha256):
+            raise VerificationError(f"{label}: it answers another request than the one this "
+                                    "vault signed under that id; do not rely on it")
+        approver = by_key[answer.approver.fingerprint]
+        digest = hashlib.sha256(data).hexdigest()
+        kept = session.scalar(select(ReceivedApproval).where(
+            ReceivedApproval.request_id == answer.request_id,
+            ReceivedApproval.fingerprint == answer.approver.fingerprint))
+        if kept is not None:
+            if kept.document_sha256 == digest:
+                return ApprovalImported(answer.request_id, approver,
+                                        answer.approver.fingerprint, answer.decision, False)
+            raise ConflictError(f"{label}: {approver} answered this request already "
+                                f"({kept.decision}); a second answer is not taken")
+        session.add(ReceivedApproval(
+            request_id=answer.request_id, approver=approver,
+            fingerprint=answer.approver.fingerprint, decision=answer.decision, document=data,
+            signature=signature, document_sha256=digest, signed_at=parse_iso(answer.signed_at),
+            imported_at=now))
+        CustodyLog(vault, session).append(
+            actor_pair(vault, session, as_name), "approval.imported", answer.request_id,
+            details={"approver": approver, "fingerprint": answer.approver.fingerprint,
+                     "decision": answer.decision},
+            digests={"approval": digest}, now=now)
+    return ApprovalImported(answer.request_id, approver, answer.approver.fingerprint,
+                            answer.decision, True)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo(Result):
+    """A request of this vault and the answers kept for it (approver names)."""
+
+    request: str
+    body: str
+    items: int
+    selection_sha256: str
+    purpose: str
+    created_at: str
+    approved_by: tuple[str, ...]
+    refused_by: tuple[str, ...]
+
+
+def list_requests(vault: Vault, *, body: str | None = None) -> list[RequestInfo]:
+    """Every request this vault made (newest first), with who approved and who refused."""
+    with vault.transaction() as session:
+        query = select(SentApprovalRequest).order_by(SentApprovalRequest.created_at.desc(),
+                                                     SentApprovalRequest.id)
+        if body is not None:
+            query = query.where(SentApprovalRequest.body_id == body)
+        out = []
+        for row in session.scalars(query):
+            document = ApprovalRequest.from_bytes(row.document)
+            answers = list(session.scalars(select(ReceivedApproval).where(
+                ReceivedApproval.request_id == row.id).order_by(ReceivedApproval.approver)))
+            out.append(RequestInfo(
+                row.id, row.body_id, len(document.items), row.selection_sha256,
+                document.purpose, document.created_at,
+                tuple(a.approver for a in answers if a.decision == APPROVE),
+                tuple(a.approver for a in answers if a.decision == REFUSE)))
+    return out
+
+
+# ----------------------------------------------------------------------------- the check
+
+
+@dataclass(frozen=True)
+class Quorum:
+    """The approvals that let a selection go: the requirement, the request (document and
+    signature) and each counted approval (approver name, document, signature)."""
+
+    requirement: Requirement
+    request: tuple[bytes, str]
+    approvals: tuple[tuple[str, bytes, str], ...]
+
+    @property
+    def approvers(self) -> tuple[str, ...]:
+        """The approvers counted, sorted."""
+        return tuple(sorted(name for name, _, _ in self.approvals))
+
+
+def check_quorum(vault: Vault, session: Session, body: str, items: Sequence[Any]) -> Quorum | None:
+    """None if releasing ``items`` (rows with id, size, sha256 and labels) to ``body`` needs
+    no approval; the quorum that allows it; else a PolicyError naming who is missing, or
+    who refused."""
+    policy = checked_policy(vault, session)
+    labels = {lbl.label for item in items for lbl in item.labels}
+    need = requirement(policy, body, labels)
+    if need is None:
+        return None
+    digest = selection_digest(body, items)
+    keys = approver_keys(vault, session, need.approvers)
+    best: Quorum | None = None
+    gaps: list[str] = []
+    for row in session.scalars(select(SentApprovalRequest).where(
+            SentApprovalRequest.body_id == body,
+            SentApprovalRequest.selection_sha256 == digest).order_by(SentApprovalRequest.id)):
+        counted: list[tuple[str, bytes, str]] = []
+        for answer in session.scalars(select(ReceivedApproval).where(
+                ReceivedApproval.request_id == row.id).order_by(ReceivedApproval.approver)):
+            key = keys.get(answer.approver)
+            if key is None or key.fingerprint != answer.fingerprint:
+                continue  # no longer this approver's key (revoked, or another now)
+            # The row is the database's: what counts is the document, verified again.
+            checked = verify_approval(answer.document, answer.signature, [key])
+            if checked.decision == REFUSE:
+                raise PolicyError(f"release to {body}: {answer.approver} refused request "
+                                  f"{row.id} for this selection ({checked.reason}); it cannot "
+                                  "go without a new request")
+            counted.append((answer.approver, answer.document, answer.signature))
+        missing = need.missing(name for name, _, _ in counted)
+        if missing is None:
+            best = Quorum(need, (row.document, row.signature), tuple(counted))
+            break
+        gaps.append(f"request {row.id} lacks {missing}")
+    if best is None:
+        where = "; ".join(gaps) if gaps else "no request was made for it"
+        raise PolicyError(
+            f"release to {body}: this selection (SHA-256 {digest[:16]}...) needs approvals "
+            f"({need.need} of {', '.join(need.of) or '-'}"
+            + (f"; and {', '.join(need.required)}" if need.required else "")
+            + f"): {where}; ask with `evault approval request --to {body} ...`, then "
+            "`evault approval import` each answer")
+    return best
