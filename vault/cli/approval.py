@@ -6,12 +6,21 @@ May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.err
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from vault.cli import top_group
-from vault.cli.common import as_option, emit_record, json_option, say, with_vault
+from vault.cli.common import (
+    as_option,
+    emit_record,
+    emit_rows,
+    json_option,
+    list_output_options,
+    say,
+    with_vault,
+)
 from vault.errors import OptionsError
 
 if TYPE_CHECKING:
@@ -136,3 +145,112 @@ def policy_list(vault: Vault, as_json: bool) -> None:
         from vault.service.approvals import mismatch_message
 
         say(f"warning: {mismatch_message()}")
+
+
+@approval.command("request")
+@click.option("--to", "body_id", required=True, metavar="BODY", help="The receiving body.")
+@click.option("--item", "item_ids", multiple=True, metavar="ID", help="An item; repeatable.")
+@click.option("--case", "case_id", metavar="CASE", help="All items of a case (with filters).")
+@click.option("--label", metavar="LABEL", help="With --case: only items with this label.")
+@click.option("--tag", "tags", multiple=True, metavar="K=V",
+              help="With --case: only items with this tag; repeatable.")
+@click.option("--purpose", required=True, help="Why the release is asked for (one line).")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The request file; its signature goes to FILE.sig.")
+@as_option
+@json_option
+@with_vault
+def approval_request(vault: Vault, body_id: str, item_ids: tuple[str, ...],
+                     case_id: str | None, label: str | None, tags: tuple[str, ...],
+                     purpose: str, output: Path, as_name: str | None, as_json: bool) -> None:
+    """Sign a request naming exactly what would go to BODY (the items `package create`
+    would take, each by id and SHA-256), for the approvers to answer.
+
+    \b
+    Example:
+      evault approval request --to ICC-OTP --case UA-2026-0042 --purpose "RFA 17" -o req.json
+    """
+    from vault.service.approvals import request_approval
+    from vault.service.intake import parse_tags
+
+    written = request_approval(vault, body_id, output, purpose=purpose, item_ids=item_ids,
+                               case=case_id, label=label, tags=parse_tags(tags),
+                               as_name=as_name)
+    if as_json:
+        emit_record(written.to_json(), True)
+    else:
+        say(f"wrote approval request {written.request} for {written.body} ({written.items} "
+            f"item(s)) to {written.file} and {written.signature}; logged approval.requested")
+
+
+@approval.command("sign")
+@click.argument("request", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The signed answer; its signature goes to FILE.sig.")
+@click.option("--refuse", is_flag=True, help="Refuse the release (needs --reason).")
+@click.option("--reason", metavar="TEXT", help="With --refuse: why, in one line.")
+@as_option
+@json_option
+@with_vault
+def approval_sign(vault: Vault, request: Path, output: Path, refuse: bool,
+                  reason: str | None, as_name: str | None, as_json: bool) -> None:
+    """Answer a request from a known sender: approve it, or refuse it with a reason.
+
+    \b
+    Examples:
+      evault approval sign req.json --as state-legal -o approval-state-legal.json
+      evault approval sign req.json --refuse --reason "Witness at risk" -o refusal.json
+    """
+    from vault.service.approvals import sign_approval
+
+    written = sign_approval(vault, request, output, refuse=refuse, reason=reason,
+                            as_name=as_name)
+    if as_json:
+        emit_record(written.to_json(), True)
+    else:
+        said = "approved" if written.decision == "approve" else "refused"
+        say(f"{written.approver} {said} request {written.request} for {written.body}: "
+            f"wrote {written.file} and {written.signature}; logged approval.signed")
+
+
+@approval.command("import")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(dir_okay=False, path_type=Path), metavar="APPROVAL...")
+@as_option
+@json_option
+@with_vault
+def approval_import(vault: Vault, files: tuple[Path, ...], as_name: str | None,
+                    as_json: bool) -> None:
+    """Keep approvers' answers to this vault's requests (each FILE with its FILE.sig),
+    signed by the keys the approval policy names.
+
+    \b
+    Example:
+      evault approval import approval-state-legal.json approval-defense-legal.json
+    """
+    from vault.service.approvals import import_approval
+
+    done = [import_approval(vault, path, as_name=as_name) for path in files]
+    if as_json:
+        emit_rows([d.to_json() for d in done], "json", ())
+        return
+    for d in done:
+        what = "approval" if d.decision == "approve" else "refusal"
+        say(f"{what} of request {d.request} by {d.approver} "
+            + ("kept; logged approval.imported" if d.imported else "kept already"))
+
+
+@approval.command("list")
+@click.option("--body", metavar="BODY", help="Only requests for this body.")
+@list_output_options
+@with_vault
+def approval_list(vault: Vault, body: str | None, fmt: str | None) -> None:
+    """The requests this vault made, with who approved and who refused each."""
+    from vault.service.approvals import list_requests
+
+    rows = [r.to_json() for r in list_requests(vault, body=body)]
+    if fmt is None:
+        rows = [{**r, "approved_by": ", ".join(r["approved_by"]) or "-",
+                 "refused_by": ", ".join(r["refused_by"]) or "-"} for r in rows]
+    emit_rows(rows, fmt, ("request", "body", "items", "created_at", "approved_by",
+                          "refused_by"))
