@@ -21,7 +21,7 @@ history has for that name, looked up when an approval is imported or counted.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +54,7 @@ from vault.formats.approval import (
     verify_approval,
     verify_request,
 )
+from vault.formats.canonical import canonical_json, parse_json_object
 from vault.formats.package import Party
 from vault.formats.receipt import ReceiptItem
 from vault.names import LABEL, PARTY_NAME
@@ -645,3 +646,94 @@ def check_quorum(vault: Vault, session: Session, body: str, items: Sequence[Any]
             + f"): {where}; ask with `evault approval request --to {body} ...`, then "
             "`evault approval import` each answer")
     return best
+
+
+#: Where a package carries its approvals: the declaration, the request and each answer.
+DECLARATION = "evault/approvals.json"
+FOLDER = "evault/approvals/"
+
+
+def tag_files(quorum: Quorum) -> tuple[tuple[str, bytes], ...]:
+    """The bag tag files of a quorum: ``evault/approvals.json`` declares the requirement
+    (need, of, required) and each counted approval (approver, fingerprint, file); the
+    request and each approval follow with their signatures. The tag manifest lists them,
+    so the sender's signed statement covers them."""
+    files: list[tuple[str, bytes]] = [
+        (f"{FOLDER}request.json", quorum.request[0]),
+        (f"{FOLDER}request.json.sig", quorum.request[1].encode()),
+    ]
+    listed = []
+    for name, document, signature in quorum.approvals:
+        answer = Approval.from_bytes(document)
+        path = f"{FOLDER}{name}.json"
+        files += [(path, document), (f"{path}.sig", signature.encode())]
+        listed.append({"approver": name, "fingerprint": answer.approver.fingerprint,
+                       "file": path})
+    need = quorum.requirement
+    declaration = {"type": "evault-approvals", "version": 1, "need": need.need,
+                   "of": list(need.of), "required": list(need.required),
+                   "request": f"{FOLDER}request.json", "approvals": listed}
+    return ((DECLARATION, canonical_json(declaration)), *files)
+
+
+_DECLARED = {"type", "version", "need", "of", "required", "request", "approvals"}
+
+
+def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
+                   items: Sequence[Any]) -> tuple[str, ...] | None:
+    """The approvers a decrypted package's bag shows for its own selection (``body`` and the
+    statement's ``items``), against the requirement it declares; None if it carries no
+    approvals. Any approval that is not for exactly this selection, not signed by the key
+    declared, or a refusal, and a declaration the approvals do not meet, is a
+    VerificationError (exit 3)."""
+    def fail(why: str) -> VerificationError:
+        return VerificationError(f"package {package_id}: approvals: {why}; do not rely on "
+                                 "them, ask the sender")
+
+    data = files.get(DECLARATION)
+    if data is None:
+        if any(name.startswith(FOLDER) for name in files):
+            raise fail(f"files under {FOLDER} but no {DECLARATION}")
+        return None
+    try:
+        declared = parse_json_object(data, DECLARATION)
+        if set(declared) != _DECLARED or declared["type"] != "evault-approvals" \
+                or declared["version"] != 1:
+            raise VerificationError("not an evault-approvals declaration of version 1")
+        need = Requirement(body, int(declared["need"]), tuple(map(str, declared["of"])),
+                           tuple(map(str, declared["required"])))
+        listed = [(str(a["approver"]), str(a["fingerprint"]), str(a["file"]))
+                  for a in declared["approvals"]]
+    except (VaultError, KeyError, TypeError, ValueError) as e:
+        raise fail(f"{DECLARATION} cannot be read ({e})") from None
+    digest = selection_digest(body, items)
+
+    def signed(path: str) -> tuple[bytes, str, VerifyKey]:
+        document, signature = files.get(path), files.get(f"{path}.sig")
+        if document is None or signature is None:
+            raise fail(f"{path} or its signature is missing")
+        text = signature.decode("ascii", "replace")
+        return document, text, sshsig.parse(text).public_key
+
+    request_bytes, request_sig, request_key = signed(FOLDER + "request.json")
+    request = verify_request(request_bytes, request_sig, [request_key])
+    if request.body != body or request.selection_sha256 != digest:
+        raise fail(f"request {request.request_id} is for another selection than this package")
+    names: list[str] = []
+    for name, fingerprint, path in listed:
+        if path != f"{FOLDER}{name}.json" or name in names:
+            raise fail(f"approval of {name} is listed twice or under another file")
+        document, signature, key = signed(path)
+        if key.fingerprint != fingerprint:
+            raise fail(f"{path} is signed by {key.fingerprint}, not {fingerprint} as declared")
+        answer = verify_approval(document, signature, [key])
+        if (answer.request_sha256 != hashlib.sha256(request_bytes).hexdigest()
+                or answer.body != body or answer.selection_sha256 != digest):
+            raise fail(f"{name}'s approval is for another selection than this package")
+        if answer.decision != APPROVE:
+            raise fail(f"{name} refused ({answer.reason})")
+        names.append(name)
+    missing = need.missing(names)
+    if missing is not None:
+        raise fail(f"they do not meet the policy the package declares (missing {missing})")
+    return tuple(sorted(names))

@@ -598,6 +598,8 @@ def _check_package(
         assert report.statement is not None
         done = (f"envelope, payload, bag, statement, {len(report.statement.items)} item(s) and "
                 f"{report.custody_events} custody event(s) verified")
+        if report.approved_by:
+            done += f", release approved by {', '.join(report.approved_by)}"
     envelope = report.envelope
     trust.check_own_log(_origin_line(envelope.checkpoint), report.sender_key, label)
     note = trust.timed(report.sender_key, envelope.created_at, label, envelope.checkpoint,
