@@ -713,10 +713,16 @@ def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
         if document is None or signature is None:
             raise fail(f"{path} or its signature is missing")
         text = signature.decode("ascii", "replace")
-        return document, text, sshsig.parse(text).public_key
+        try:
+            return document, text, sshsig.parse(text).public_key
+        except VaultError as e:
+            raise fail(f"{path}.sig: {e}") from None
 
     request_bytes, request_sig, request_key = signed(FOLDER + "request.json")
-    request = verify_request(request_bytes, request_sig, [request_key])
+    try:
+        request = verify_request(request_bytes, request_sig, [request_key])
+    except VaultError as e:
+        raise fail(str(e)) from None
     if request.body != body or request.selection_sha256 != digest:
         raise fail(f"request {request.request_id} is for another selection than this package")
     names: list[str] = []
@@ -726,7 +732,10 @@ def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
         document, signature, key = signed(path)
         if key.fingerprint != fingerprint:
             raise fail(f"{path} is signed by {key.fingerprint}, not {fingerprint} as declared")
-        answer = verify_approval(document, signature, [key])
+        try:
+            answer = verify_approval(document, signature, [key])
+        except VaultError as e:
+            raise fail(str(e)) from None
         if (answer.request_sha256 != hashlib.sha256(request_bytes).hexdigest()
                 or answer.body != body or answer.selection_sha256 != digest):
             raise fail(f"{name}'s approval is for another selection than this package")
