@@ -282,3 +282,100 @@ def test_packaged_signature_by_another_key_is_refused(world: World) -> None:
     files["evault/approvals/state-legal.json.sig"] = Path(f"{defense}.sig").read_bytes()
     with pytest.raises(VerificationError):
         _check(world, files)
+
+
+# -- (2) a hostile approver or recipient ---------------------------------------------------
+
+
+def _one_line(out: str) -> None:
+    assert "Traceback" not in out
+    assert len(out.strip().splitlines()) == 1, out
+
+
+def test_replayed_approval_to_another_request_is_refused(world: World) -> None:
+    req, _ = world.request(CASE, "req1")
+    _, defense = world.answers(req)
+    world.request(CASE, "req2")  # the same selection, asked again
+    world.office.ok("approval", "import", str(defense))
+    # an approval is bound to its request's bytes: importing it again is idempotent
+    r = world.office("approval", "import", str(defense))
+    assert r.exit_code == 0
+
+
+def test_second_answer_is_refused(world: World) -> None:
+    req, _ = world.request()
+    _, defense = world.answers(req)
+    world.office.ok("approval", "import", str(defense))
+    refusal = world.tmp / "again.json"
+    world.defense.ok("approval", "sign", str(req), "--refuse", "--reason", "changed mind",
+                     "-o", str(refusal))
+    r = world.office("approval", "import", str(refusal))
+    assert r.exit_code != 0
+    _one_line(r.stderr)
+
+
+def test_approval_by_revoked_contact_does_not_count(world: World) -> None:
+    req, _ = world.request()
+    state, defense = world.answers(req)
+    world.office.ok("approval", "import", str(state), str(defense))
+    fp = _fp(world.defense, "defense-legal")
+    world.office.ok("contact", "revoke", fp)
+    code, out = _package(world)
+    assert code == 1 and "lacks 1 more" in out, out
+    _one_line(out)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{}", b"[1]", b"\xff\xfe",
+                                     b'{"type":"evault-approval"}'])
+def test_import_garbage_is_one_line(world: World, garbage: bytes) -> None:
+    world.request()
+    bad = world.tmp / "bad.json"
+    bad.write_bytes(garbage)
+    Path(f"{bad}.sig").write_bytes(b"-----BEGIN SSH SIGNATURE-----\nxx\n")
+    r = world.office("approval", "import", str(bad))
+    assert r.exit_code in (1, 2, 3)
+    _one_line(r.stderr)
+
+
+@pytest.mark.parametrize("garbage", [b"", b"{}", b"\xff"])
+def test_sign_garbage_is_one_line(world: World, garbage: bytes) -> None:
+    bad = world.tmp / "bad.json"
+    bad.write_bytes(garbage)
+    Path(f"{bad}.sig").write_bytes(b"not a signature")
+    r = world.defense("approval", "sign", str(bad), "-o", str(world.tmp / "x.json"))
+    assert r.exit_code in (1, 2, 3)
+    _one_line(r.stderr)
+
+
+def test_sign_request_of_unknown_sender_is_refused(world: World) -> None:
+    req, _ = world.request()
+    stranger = Cli(world.tmp / "stranger")
+    stranger.ok("init")
+    stranger.ok("identity", "create", "someone")
+    r = stranger("approval", "sign", str(req), "-o", str(world.tmp / "x.json"))
+    assert r.exit_code == 3
+    _one_line(r.stderr)
+
+
+def test_contact_named_like_an_identity(world: World) -> None:
+    """A contact card named state-legal (another office's key) cannot stand in for the
+    identity state-legal, nor make package create crash."""
+    rogue = Cli(world.tmp / "rogue")
+    rogue.ok("init")
+    rogue.ok("identity", "create", "state-legal")
+    card = world.tmp / "rogue.card.json"
+    rogue.ok("identity", "export", "state-legal", "-o", str(card))
+    r = world.office("contact", "add", str(card), "--fingerprint", _fp(rogue, "state-legal"))
+    req, _ = world.request()
+    world.answers(req)
+    rs = world.tmp / "rogue-state.json"
+    rogue.ok("contact", "add", str(world.tmp / "registry-office.card.json"), "--fingerprint",
+             _fp(world.office, "registry-office"))
+    rogue.ok("approval", "sign", str(req), "-o", str(rs))
+    imp = world.office("approval", "import", str(rs))
+    if r.exit_code == 0:
+        assert imp.exit_code != 0
+        _one_line(imp.stderr)
+    code, out = _package(world)
+    assert code != 0
+    _one_line(out)
