@@ -57,6 +57,7 @@ from vault.formats.approval import (
 from vault.formats.canonical import canonical_json, parse_json_object
 from vault.formats.package import Party
 from vault.formats.receipt import ReceiptItem
+from vault.formats.safetar import printable
 from vault.names import LABEL, PARTY_NAME
 from vault.service import keyhistory
 from vault.service.bodies import get_body
@@ -619,14 +620,30 @@ def check_quorum(vault: Vault, session: Session, body: str, items: Sequence[Any]
     for row in session.scalars(select(SentApprovalRequest).where(
             SentApprovalRequest.body_id == body,
             SentApprovalRequest.selection_sha256 == digest).order_by(SentApprovalRequest.id)):
+        # The rows are the database's: what counts is what the signed documents say.
+        try:
+            request = ApprovalRequest.from_bytes(row.document)
+        except VerificationError as e:
+            raise VerificationError(f"approval request {row.id}: the copy kept here cannot "
+                                    f"be read ({e}); run `evault custody verify`") from None
+        request_sha256 = hashlib.sha256(row.document).hexdigest()
+        if (request.request_id, request.body, request.selection_sha256) != (row.id, body,
+                                                                              digest):
+            raise VerificationError(f"approval request {row.id}: the copy kept here is for "
+                                    "another request or selection than its row says; run "
+                                    "`evault custody verify`")
         counted: list[tuple[str, bytes, str]] = []
         for answer in session.scalars(select(ReceivedApproval).where(
                 ReceivedApproval.request_id == row.id).order_by(ReceivedApproval.approver)):
             key = keys.get(answer.approver)
             if key is None or key.fingerprint != answer.fingerprint:
                 continue  # no longer this approver's key (revoked, or another now)
-            # The row is the database's: what counts is the document, verified again.
             checked = verify_approval(answer.document, answer.signature, [key])
+            if (checked.request_id, checked.request_sha256, checked.body,
+                    checked.selection_sha256) != (row.id, request_sha256, body, digest):
+                raise VerificationError(f"approval of {row.id} by {answer.approver}: the copy "
+                                        "kept here answers another request or selection; run "
+                                        "`evault custody verify`")
             if checked.decision == REFUSE:
                 raise PolicyError(f"release to {body}: {answer.approver} refused request "
                                   f"{row.id} for this selection ({checked.reason}); it cannot "
@@ -677,6 +694,49 @@ def tag_files(quorum: Quorum) -> tuple[tuple[str, bytes], ...]:
 
 
 _DECLARED = {"type", "version", "need", "of", "required", "request", "approvals"}
+_LISTED = {"approver", "fingerprint", "file"}
+
+
+def _declared_names(value: object, field: str) -> tuple[str, ...]:
+    if type(value) is not list or not all(PARTY_NAME.matches(n) for n in value) \
+            or len(set(value)) != len(value):
+        raise VerificationError(f"{field} must be a list of distinct approver names")
+    return tuple(value)
+
+
+def _read_declaration(declared: Mapping[str, Any], body: str
+                      ) -> tuple[Requirement, list[tuple[str, str, str]]]:
+    """The requirement and the listed approvals (name, fingerprint, file) of a package's
+    declaration, read strictly: a hostile sender's types, counts and names are refused."""
+    if set(declared) != _DECLARED or declared["type"] != "evault-approvals" \
+            or type(declared["version"]) is not int or declared["version"] != 1:
+        raise VerificationError("not an evault-approvals declaration of version 1")
+    of = _declared_names(declared["of"], "of")
+    required = _declared_names(declared["required"], "required")
+    need = declared["need"]
+    if type(need) is not int or not (1 <= need <= len(of) or (need == 0 and not of)) \
+            or not (need or required):
+        raise VerificationError("need must be a count from 1 to the approvers in of (or 0 "
+                                "with none, when required names some)")
+    if declared["request"] != FOLDER + "request.json":
+        raise VerificationError(f"request must be {FOLDER}request.json")
+    if type(declared["approvals"]) is not list:
+        raise VerificationError("approvals must be a list")
+    listed: list[tuple[str, str, str]] = []
+    for entry in declared["approvals"]:
+        if type(entry) is not dict or set(entry) != _LISTED \
+                or not PARTY_NAME.matches(entry["approver"]) \
+                or type(entry["fingerprint"]) is not str \
+                or entry["file"] != f"{FOLDER}{entry['approver']}.json":
+            raise VerificationError("each approval must be {approver, fingerprint, file} with "
+                                    f"an approver name and file {FOLDER}<approver>.json")
+        name = entry["approver"]
+        if name in {n for n, _, _ in listed}:
+            raise VerificationError(f"approver {name} is listed twice")
+        if name not in of and name not in required:
+            raise VerificationError(f"approver {name} is neither in of nor in required")
+        listed.append((name, entry["fingerprint"], entry["file"]))
+    return Requirement(body, need, of, required), listed
 
 
 def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
@@ -697,15 +757,14 @@ def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
         return None
     try:
         declared = parse_json_object(data, DECLARATION)
-        if set(declared) != _DECLARED or declared["type"] != "evault-approvals" \
-                or declared["version"] != 1:
-            raise VerificationError("not an evault-approvals declaration of version 1")
-        need = Requirement(body, int(declared["need"]), tuple(map(str, declared["of"])),
-                           tuple(map(str, declared["required"])))
-        listed = [(str(a["approver"]), str(a["fingerprint"]), str(a["file"]))
-                  for a in declared["approvals"]]
-    except (VaultError, KeyError, TypeError, ValueError) as e:
+        need, listed = _read_declaration(declared, body)
+    except VaultError as e:
         raise fail(f"{DECLARATION} cannot be read ({e})") from None
+    expected = {FOLDER + "request.json", FOLDER + "request.json.sig"}
+    expected |= {p for _, _, path in listed for p in (path, f"{path}.sig")}
+    stray = sorted(name for name in files if name.startswith(FOLDER) and name not in expected)
+    if stray:
+        raise fail(f"{printable(stray[0])} is not declared in {DECLARATION}")
     digest = selection_digest(body, items)
 
     def signed(path: str) -> tuple[bytes, str, VerifyKey]:
@@ -726,12 +785,11 @@ def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
     if request.body != body or request.selection_sha256 != digest:
         raise fail(f"request {request.request_id} is for another selection than this package")
     names: list[str] = []
+    signers: set[str] = set()
     for name, fingerprint, path in listed:
-        if path != f"{FOLDER}{name}.json" or name in names:
-            raise fail(f"approval of {name} is listed twice or under another file")
         document, signature, key = signed(path)
         if key.fingerprint != fingerprint:
-            raise fail(f"{path} is signed by {key.fingerprint}, not {fingerprint} as declared")
+            raise fail(f"{path} is signed by {key.fingerprint}, not by the key declared")
         try:
             answer = verify_approval(document, signature, [key])
         except VaultError as e:
@@ -741,6 +799,10 @@ def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
             raise fail(f"{name}'s approval is for another selection than this package")
         if answer.decision != APPROVE:
             raise fail(f"{name} refused ({answer.reason})")
+        if key.fingerprint in signers:
+            raise fail(f"{name}'s approval is signed by a key that approved under another "
+                       "name already; one signer counts once")
+        signers.add(key.fingerprint)
         names.append(name)
     missing = need.missing(names)
     if missing is not None:
