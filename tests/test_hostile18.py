@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import Cli
 
+from vault.errors import VerificationError
+
 CASE = "UA-2026-0042"
 OTHER = "UA-2026-0043"
 
@@ -203,6 +205,24 @@ def test_packaged_honest_quorum_passes(world: World) -> None:
     state, defense = world.answers(req)
     assert _check(world, _bag(world, [("state-legal", state), ("defense-legal", defense)])) \
         == ("defense-legal", "state-legal")
+
+
+def test_packaged_request_of_another_vault_is_refused(world: World) -> None:
+    """Approvals another vault gathered for the same body and selection are not the
+    sender's: the request's origin must be the sender's log."""
+    from vault.formats.approval import ApprovalRequest
+    from vault.service.approvals import check_packaged
+
+    req, _ = world.request()
+    state, defense = world.answers(req)
+    files = _bag(world, [("state-legal", state), ("defense-legal", defense)])
+    request = ApprovalRequest.from_bytes((world.tmp / "req.json").read_bytes())
+    assert check_packaged("PKG-0123456789AB", files, request.body, request.items,
+                          request.origin) == ("defense-legal", "state-legal")
+    with pytest.raises(VerificationError, match=(
+            f"request {request.request_id} was made by another vault than the sender's")):
+        check_packaged("PKG-0123456789AB", files, request.body, request.items,
+                       "evault/0123456789abcdef0123456789abcdef")
 
 
 def test_packaged_one_approval_under_two_names_is_one(world: World) -> None:

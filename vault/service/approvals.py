@@ -740,7 +740,7 @@ def _read_declaration(declared: Mapping[str, Any], body: str
 
 
 def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
-                   items: Sequence[Any]) -> tuple[str, ...] | None:
+                   items: Sequence[Any], origin: str | None = None) -> tuple[str, ...] | None:
     """The approvers a decrypted package's bag shows for its own selection (``body`` and the
     statement's ``items``), against the requirement it declares; None if it carries no
     approvals. Any approval that is not for exactly this selection, not signed by the key
@@ -784,6 +784,9 @@ def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
         raise fail(str(e)) from None
     if request.body != body or request.selection_sha256 != digest:
         raise fail(f"request {request.request_id} is for another selection than this package")
+    if origin is not None and request.origin != origin:
+        # The sender's own request, not one another vault gathered approvals for.
+        raise fail(f"request {request.request_id} was made by another vault than the sender's")
     names: list[str] = []
     signers: set[str] = set()
     for name, fingerprint, path in listed:

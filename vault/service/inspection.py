@@ -296,7 +296,7 @@ def inspect_package(
             assert report.statement is not None
             report.approved_by = approvals.check_packaged(
                 envelope.package_id, bag.tag_files, report.statement.body,
-                report.statement.items)
+                report.statement.items, report.checkpoint.origin)
         except BaseException:
             if extract_to is not None:
                 shutil.rmtree(extract_to, ignore_errors=True)
