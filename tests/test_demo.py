@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
-VAULTS = ["eurojust-jit-vault", "icc-otp-vault", "office-vault", "osce-mm-vault",
-          "ua-opg-vault", "un-hrmmu-vault"]
+VAULTS = ["defense-ministry-vault", "eurojust-jit-vault", "icc-otp-vault", "office-vault",
+          "osce-mm-vault", "ua-opg-vault", "un-hrmmu-vault"]
 
 
 @dataclass

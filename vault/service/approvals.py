@@ -578,11 +578,14 @@ def list_requests(vault: Vault, *, body: str | None = None) -> list[RequestInfo]
             document = ApprovalRequest.from_bytes(row.document)
             answers = list(session.scalars(select(ReceivedApproval).where(
                 ReceivedApproval.request_id == row.id).order_by(ReceivedApproval.approver)))
+            # The decision as the signed answer says it, not as the column does.
+            decisions = [(a.approver, Approval.from_bytes(a.document).decision)
+                         for a in answers]
             out.append(RequestInfo(
-                row.id, row.body_id, len(document.items), row.selection_sha256,
+                row.id, row.body_id, len(document.items), document.selection_sha256,
                 document.purpose, document.created_at,
-                tuple(a.approver for a in answers if a.decision == APPROVE),
-                tuple(a.approver for a in answers if a.decision == REFUSE)))
+                tuple(name for name, d in decisions if d == APPROVE),
+                tuple(name for name, d in decisions if d == REFUSE)))
     return out
 
 
