@@ -45,7 +45,13 @@ def approval() -> None:
 @approval.group("policy")
 def policy() -> None:
     """Who must approve releases: per body (how many of whom) and per label (who in
-    addition). Each change is a signed approval.policy_changed custody event."""
+    addition). Each change is a signed approval.policy_changed custody event.
+
+    \b
+    Examples:
+      evault approval policy set --body ICC-OTP --need 2 --of state-legal,defense-legal,nsc-legal
+      evault approval policy list
+    """
 
 
 def _said(change: PolicyChange, what: str, as_json: bool) -> None:
@@ -107,7 +113,12 @@ def policy_set(vault: Vault, body: str | None, need: int | None, of: str | None,
 @with_vault
 def policy_remove(vault: Vault, body: str | None, label: str | None, as_name: str | None,
                   as_json: bool) -> None:
-    """Remove a body's or a label's entry."""
+    """Remove a body's or a label's entry.
+
+    \b
+    Example:
+      evault approval policy remove --label witness-identity
+    """
     from vault.service.approvals import remove_policy
 
     change = remove_policy(vault, body=body, label=label, as_name=as_name)
@@ -120,7 +131,12 @@ def policy_remove(vault: Vault, body: str | None, label: str | None, as_name: st
 @json_option
 @with_vault
 def policy_sign(vault: Vault, as_name: str | None, as_json: bool) -> None:
-    """Adopt a hand edit of config.toml's [approvals] as the signed policy."""
+    """Adopt a hand edit of config.toml's [approvals] as the signed policy.
+
+    \b
+    Example:
+      evault approval policy sign --as registry-office
+    """
     from vault.service.approvals import sign_policy
 
     _said(sign_policy(vault, as_name=as_name), "approval policy signed", as_json)
@@ -130,7 +146,12 @@ def policy_sign(vault: Vault, as_name: str | None, as_json: bool) -> None:
 @json_option
 @with_vault
 def policy_list(vault: Vault, as_json: bool) -> None:
-    """The policy, and whether config.toml holds the signed one."""
+    """The policy, and whether config.toml holds the signed one.
+
+    \b
+    Example:
+      evault approval policy list --json
+    """
     from vault.service.approvals import list_policy
 
     listed = list_policy(vault)
@@ -245,7 +266,12 @@ def approval_import(vault: Vault, files: tuple[Path, ...], as_name: str | None,
 @list_output_options
 @with_vault
 def approval_list(vault: Vault, body: str | None, fmt: str | None) -> None:
-    """The requests this vault made, with who approved and who refused each."""
+    """The requests this vault made, with who approved and who refused each.
+
+    \b
+    Example:
+      evault approval list --body ICC-OTP
+    """
     from vault.service.approvals import list_requests
 
     rows = [r.to_json() for r in list_requests(vault, body=body)]
