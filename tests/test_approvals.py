@@ -144,6 +144,11 @@ def test_a_refusal_blocks_and_says_why(world: World) -> None:
     world.office.ok("approval", "import", str(world.answer(world.defense, request, "d.json")))
     code, err, _ = world.package()
     request_id = json.loads(request.read_text())["request_id"]
+    shown = world.office.ok("approval", "show", request_id).stdout
+    assert ("answers:          defense-legal approved at " in shown
+            and "nsc-legal refused at " in shown and "(Fictional witness at risk)" in shown)
+    assert_refusal(world.office("approval", "show", "APR-0123456789AB"), 1,
+                   "approval request APR-0123456789AB: not found; see `evault approval list`")
     assert (code, err) == (1, (
         f"evault: release to ICC-OTP: nsc-legal refused request {request_id} for this "
         "selection (Fictional witness at risk); it cannot go without a new request\n"))

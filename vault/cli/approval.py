@@ -280,3 +280,28 @@ def approval_list(vault: Vault, body: str | None, fmt: str | None) -> None:
                  "refused_by": ", ".join(r["refused_by"]) or "-"} for r in rows]
     emit_rows(rows, fmt, ("request", "body", "items", "created_at", "approved_by",
                           "refused_by"))
+
+
+@approval.command("show")
+@click.argument("request_id", metavar="ID")
+@json_option
+@with_vault
+def approval_show(vault: Vault, request_id: str, as_json: bool) -> None:
+    """One request this vault made, its items and every answer kept for it.
+
+    \b
+    Example:
+      evault approval show APR-0123456789AB
+    """
+    from vault.service.approvals import show_request
+
+    shown = show_request(vault, request_id)
+    if as_json:
+        emit_record(shown.to_json(), True)
+        return
+    record = shown.to_json()
+    record["items"] = ", ".join(shown.items)
+    record["answers"] = "; ".join(
+        f"{a.approver} {a.decision}d at {a.signed_at}" + (f" ({a.reason})" if a.reason else "")
+        for a in shown.answers) or "-"
+    emit_record(record, False)

@@ -814,3 +814,49 @@ def check_packaged(package_id: str, files: Mapping[str, bytes], body: str,
     if missing is not None:
         raise fail(f"they do not meet the policy the package declares (missing {missing})")
     return tuple(sorted(names))
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerInfo(Result):
+    """One answer kept for a request, as its signed document says: the approver (its name
+    in the policy), the key, the decision, the reason of a refusal, when it was signed."""
+
+    approver: str
+    fingerprint: str
+    decision: str
+    reason: str | None
+    signed_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestShown(Result):
+    """``approval show``: a request of this vault, its items, and every answer kept."""
+
+    request: str
+    body: str
+    purpose: str
+    requester: str
+    created_at: str
+    selection_sha256: str
+    items: tuple[str, ...]
+    answers: tuple[AnswerInfo, ...]
+
+
+def show_request(vault: Vault, request_id: str) -> RequestShown:
+    """One request this vault made and the answers kept for it."""
+    with vault.transaction() as session:
+        row = session.get(SentApprovalRequest, request_id)
+        if row is None:
+            raise NotFoundError(f"approval request {request_id}: not found; see `evault "
+                                "approval list`")
+        document = ApprovalRequest.from_bytes(row.document)
+        answers = []
+        for kept in session.scalars(select(ReceivedApproval).where(
+                ReceivedApproval.request_id == row.id).order_by(ReceivedApproval.approver)):
+            answer = Approval.from_bytes(kept.document)
+            answers.append(AnswerInfo(kept.approver, answer.approver.fingerprint,
+                                      answer.decision, answer.reason, answer.signed_at))
+    return RequestShown(document.request_id, document.body, document.purpose,
+                        f"{document.requester.name} {document.requester.fingerprint}",
+                        document.created_at, document.selection_sha256,
+                        tuple(i.id for i in document.items), tuple(answers))
