@@ -329,6 +329,42 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.run("custody", "prove", first["id"], "--vault", office)
         demo.run("custody", "verify", "--vault", office)
 
+        demo.step("5b. Releases to ICC-OTP need the signed approval of two of three offices")
+        # state-legal is an identity of the office's vault; defense-legal works in the
+        # fictional defence ministry's own vault and is a pinned contact of the office.
+        defense = str(work / "defense-ministry-vault")
+        demo.run("init", "--vault", defense, show=False)
+        demo.run("identity", "create", "state-legal", "--org",
+                 "Fictional Ministry of Justice", "--vault", office, show=False)
+        defense_id = json.loads(demo.run(
+            "identity", "create", "defense-legal", "--org", "Fictional Ministry of Defence",
+            "--json", "--vault", defense))
+        defense_card = work / "defense-legal.card.json"
+        demo.run("identity", "export", "defense-legal", "-o", str(defense_card),
+                 "--vault", defense)
+        demo.run("contact", "add", str(defense_card), "--fingerprint",
+                 defense_id["fingerprint"], "--vault", office)
+        office_card = work / "registry-office.card.json"
+        office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
+                                        "--vault", office))
+        demo.run("identity", "export", "registry-office", "-o", str(office_card),
+                 "--vault", office)
+        demo.run("contact", "add", str(office_card), "--fingerprint",
+                 office_id["fingerprint"], "--vault", defense)
+        demo.run("approval", "policy", "set", "--body", "ICC-OTP", "--need", "2", "--of",
+                 "state-legal,defense-legal,nsc-legal", "--vault", office)
+        request = work / "icc-release-request.json"
+        demo.run("approval", "request", "--to", "ICC-OTP", "--case", CASE, "--purpose",
+                 "Fictional request for assistance OTP-REQ-2026-017", "-o", str(request),
+                 "--vault", office)
+        demo.run("approval", "sign", str(request), "--as", "state-legal", "-o",
+                 str(work / "approval-state-legal.json"), "--vault", office)
+        demo.run("approval", "sign", str(request), "-o",
+                 str(work / "approval-defense-legal.json"), "--vault", defense)
+        demo.run("approval", "import", str(work / "approval-state-legal.json"),
+                 str(work / "approval-defense-legal.json"), "--vault", office)
+        demo.run("approval", "list", "--vault", office)
+
         demo.step("6. The office packages the case for ICC-OTP, sends it and keeps the receipt")
         outbox = work / "outbox"
         demo.mkdir(outbox)
@@ -349,11 +385,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         demo.step("7. ICC-OTP opens the package in its own vault and acknowledges it")
         icc = str(work / "icc-otp-vault")
-        office_card = work / "registry-office.card.json"
-        office_id = json.loads(demo.run("identity", "show", "registry-office", "--json",
-                                        "--vault", office))
-        demo.run("identity", "export", "registry-office", "-o", str(office_card),
-                 "--vault", office)
         demo.run("contact", "add", str(office_card), "--fingerprint",
                  office_id["fingerprint"], "--vault", icc)
         package_file = outbox / f"{built['id']}.evpkg"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
-VAULTS = ["eurojust-jit-vault", "icc-otp-vault", "office-vault", "osce-mm-vault",
-          "ua-opg-vault", "un-hrmmu-vault"]
+VAULTS = ["defense-ministry-vault", "eurojust-jit-vault", "icc-otp-vault", "office-vault",
+          "osce-mm-vault", "ua-opg-vault", "un-hrmmu-vault"]
 
 
 @dataclass
@@ -119,7 +119,7 @@ def test_every_printed_command_passes_bash_syntax_check(demo: DemoRun) -> None:
 
 def test_json_steps_show_their_json(demo: DemoRun) -> None:
     json_steps = [c for c in demo.commands if "--json" in c.split()]
-    assert len(json_steps) == 9  # five identities, items, package, receipts, office identity
+    assert len(json_steps) == 10  # six identities, items, package, receipts, office identity
     decoder = json.JSONDecoder()
     for command in json_steps:
         shown = "\n".join(demo.output_of(command))

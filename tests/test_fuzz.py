@@ -48,6 +48,7 @@ from vault.custody.merkle import (
 )
 from vault.custody.note import Checkpoint, NoteSigner, NoteVerifier, open_checkpoint, open_note
 from vault.errors import KeyStoreError, VaultError
+from vault.formats import approval as afmt
 from vault.formats import kinds
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
@@ -412,6 +413,72 @@ def test_verify_statement(doc: tuple[bytes, str]) -> None:
     data, sig = doc
     parsed = only_vault_errors(lambda: fmt.verify_statement(data, sig, [SIGNER.public]))
     assert parsed in (None, STATEMENT)
+
+
+APPROVAL_ITEMS = (*ITEMS, rfmt.ReceiptItem("EV-0000000000B2", 99, "b" * 64))
+REQUEST = afmt.ApprovalRequest(
+    request_id="APR-0123456789AB", body="ICC-OTP", items=APPROVAL_ITEMS,
+    selection_sha256=afmt.selection_digest("ICC-OTP", APPROVAL_ITEMS),
+    purpose="Disclosure under OTP-CR-2026/114", requester=PARTY, origin=ORIGIN,
+    created_at="2026-11-27T09:00:00Z",
+)
+REQUEST_BYTES = REQUEST.to_bytes()
+REQUEST_SIG = afmt.sign_document(REQUEST_BYTES, SIGNER, afmt.APPROVAL_REQUEST_NAMESPACE)
+APPROVAL = afmt.Approval(
+    request_id="APR-0123456789AB", request_sha256=hashlib.sha256(REQUEST_BYTES).hexdigest(),
+    body="ICC-OTP", selection_sha256=REQUEST.selection_sha256, decision=afmt.REFUSE,
+    reason="Item EV-0000000000B2 names a protected witness",
+    approver=fmt.Party("defense-legal", OFFICER.public.fingerprint),
+    signed_at="2026-11-27T11:00:00Z",
+)
+APPROVAL_BYTES = APPROVAL.to_bytes()
+APPROVAL_SIG = afmt.sign_document(APPROVAL_BYTES, OFFICER, afmt.APPROVAL_NAMESPACE)
+
+
+@FUZZ
+@given(st.one_of(
+    st.tuples(json_inputs(REQUEST_BYTES), st.just(REQUEST_SIG)),
+    st.tuples(st.just(REQUEST_BYTES), text_inputs(REQUEST_SIG)),
+))
+def test_verify_approval_request(doc: tuple[bytes, str]) -> None:
+    data, sig = doc
+    parsed = only_vault_errors(lambda: afmt.verify_request(data, sig, [SIGNER.public]))
+    assert parsed in (None, REQUEST)
+    # Unsigned, a mutation may be accepted, but only as a request that holds its own rules:
+    # the one byte string of a document, whose digest is that of its body and items.
+    request = only_vault_errors(lambda: afmt.ApprovalRequest.from_bytes(data))
+    if request is not None:
+        assert request.to_bytes() == data
+        assert request.selection_sha256 == afmt.selection_digest(request.body, request.items)
+        assert request.items and len({i.id for i in request.items}) == len(request.items)
+        assert "\n" not in request.purpose and " " not in request.origin
+        assert (request.selection_sha256 == REQUEST.selection_sha256) == (
+            request.body == REQUEST.body
+            and {(i.id, i.sha256) for i in request.items}
+            == {(i.id, i.sha256) for i in REQUEST.items})
+    detected = only_vault_errors(lambda: kinds.detect(data))
+    assert request is None or detected == "approval-request"
+
+
+@FUZZ
+@given(st.one_of(
+    st.tuples(json_inputs(APPROVAL_BYTES), st.just(APPROVAL_SIG)),
+    st.tuples(st.just(APPROVAL_BYTES), text_inputs(APPROVAL_SIG)),
+))
+def test_verify_approval(doc: tuple[bytes, str]) -> None:
+    data, sig = doc
+    parsed = only_vault_errors(lambda: afmt.verify_approval(data, sig, [OFFICER.public]))
+    assert parsed in (None, APPROVAL)
+    approval = only_vault_errors(lambda: afmt.Approval.from_bytes(data))
+    if approval is not None:  # a decision always means one thing
+        assert approval.to_bytes() == data
+        assert approval.decision in afmt.DECISIONS
+        if approval.decision == afmt.APPROVE:
+            assert approval.reason is None
+        else:
+            assert approval.reason and "\n" not in approval.reason
+    detected = only_vault_errors(lambda: kinds.detect(data))
+    assert approval is None or detected == "approval"
 
 
 # ----------------------------------------------------------------------------- bag tag files

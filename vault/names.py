@@ -64,6 +64,8 @@ class Rule:
 PACKAGE_ID = Rule(re.compile("PKG-" + _CROCKFORD12), "'PKG-' and 12 crockford base32 characters")
 ITEM_ID = Rule(re.compile("EV-" + _CROCKFORD12), "'EV-' and 12 crockford base32 characters")
 RECEIPT_ID = Rule(re.compile("RCP-" + _CROCKFORD12), "'RCP-' and 12 crockford base32 characters")
+APPROVAL_REQUEST_ID = Rule(re.compile("APR-" + _CROCKFORD12),
+                           "'APR-' and 12 crockford base32 characters")
 
 # -- names as a signed document carries them -------------------------------------------------
 

@@ -47,6 +47,8 @@ class Entry(NamedTuple):
 COMMANDS = {
     "ack": Entry("vault.cli.receiving:ack",
                  "Sign an acknowledgement of a package opened in this vault, for its sender."),
+    "approval": Entry("vault.cli.approval:approval", "Release approvals: who must agree before "
+                      "items go to a body, their signed requests and answers."),
     "body": Entry("vault.cli.body:body",
                   "Recipient bodies, such as ICC-OTP, and the keys of their officers."),
     "case": Entry("vault.cli.case:case", "Case files that group items."),

@@ -96,6 +96,9 @@ def open_cmd(
     if opened.sender_revoked_at:
         say(f"warning: the sender's key was revoked at {opened.sender_revoked_at}; opened "
             "because of --allow-revoked, and logged so in package.opened")
+    if opened.approved_by:
+        say(f"package {opened.package}: release approved by {', '.join(opened.approved_by)} "
+            "(signed approvals, checked against the policy the package declares)")
     for stamp in opened.timestamps or ():
         say(f"package {opened.package}: checkpoint timestamped at {stamp.attested_at} by "
             f"{stamp.tsa} (RFC 3161, checked)")

@@ -51,6 +51,10 @@ ACTIONS = frozenset(
         "keys.attested",
         "custody.reanchored",
         "checkpoint.timestamped",
+        "approval.policy_changed",
+        "approval.requested",
+        "approval.signed",
+        "approval.imported",
     }
 )
 

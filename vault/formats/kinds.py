@@ -7,11 +7,13 @@ One job: name the kind, one of :data:`KINDS`, so that an auditor's ``verify FILE
 which strict reader comes next; nothing is parsed strictly or verified here. It knows every
 format that leaves the vault: a ``.evpkg`` package (a tar whose first member is
 envelope.json), the JSON documents by their ``type`` (envelope, statement, sharing receipt,
-acknowledgement, contact card) and a custody checkpoint (a signed note).
+acknowledgement, contact card, approval request, approval) and a custody checkpoint (a
+signed note).
 
 Imports: :mod:`vault.formats.package` (its ``rules``, ``documents`` and ``container``),
-:mod:`vault.formats.receipt`, :mod:`vault.formats.card`, :mod:`vault.formats.canonical`,
-:mod:`vault.formats.safetar` (``printable``), :mod:`vault.errors`. No format imports it.
+:mod:`vault.formats.receipt`, :mod:`vault.formats.approval`, :mod:`vault.formats.card`,
+:mod:`vault.formats.canonical`, :mod:`vault.formats.safetar` (``printable``),
+:mod:`vault.errors`. No format imports it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import tarfile
 from pathlib import Path
 
 from vault.errors import UsageError, VerificationError
+from vault.formats.approval import APPROVAL_REQUEST_TYPE, APPROVAL_TYPE
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import CARD_TYPE
 from vault.formats.package.container import ENVELOPE_MEMBER, MAX_PAX_HEADER, open_regular, padded
@@ -39,6 +42,8 @@ _JSON_KINDS = {
     SHARING_RECEIPT_TYPE: "sharing-receipt",
     ACKNOWLEDGEMENT_TYPE: "acknowledgement",
     CARD_TYPE: "contact-card",
+    APPROVAL_REQUEST_TYPE: "approval-request",
+    APPROVAL_TYPE: "approval",
 }
 KINDS = ("package", *_JSON_KINDS.values(), "checkpoint")
 
@@ -76,7 +81,8 @@ def detect(data: bytes) -> str:
     ``data`` is the whole file, except for a package, where the first 64 KiB
     (:data:`DETECT_HEAD`) are enough: a tar whose first member is envelope.json is a
     ``"package"``. A JSON object is named by its ``type`` (``"envelope"``, ``"statement"``,
-    ``"sharing-receipt"``, ``"acknowledgement"``, ``"contact-card"``); text ending in a blank
+    ``"sharing-receipt"``, ``"acknowledgement"``, ``"contact-card"``, ``"approval-request"``,
+    ``"approval"``); text ending in a blank
     line and ``— `` signature lines is a ``"checkpoint"`` (a signed note). Only the kind is
     decided here: nothing is parsed strictly or verified, that is the next step's job.
     """

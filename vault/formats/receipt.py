@@ -56,6 +56,7 @@ from vault.formats.package.rules import (
     check_checkpoint,
     check_fingerprint,
     check_header,
+    check_line,
     check_sha256,
     check_size,
     check_text,
@@ -132,18 +133,6 @@ def reference_digest(reference: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _check_reference(value: object, where: str) -> None:
-    text = check_text(value, where, limit=MAX_REFERENCE)
-    # One line of printable text: it is shown in reports and must not forge other lines.
-    if not text or text != text.strip() or any(_is_control(c) for c in text):
-        raise fail(where, "one line of text without control characters or outer spaces")
-
-
-def _is_control(ch: str) -> bool:
-    code = ord(ch)
-    return code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029)
-
-
 @dataclass(frozen=True)
 class SharingReceipt:
     """The sender's signed record that a package was shared with a body.
@@ -191,7 +180,7 @@ class SharingReceipt:
         if self.reference is not None and self.reference_sha256 is not None:
             raise UsageError(f"{what}: reference and reference_sha256 are both set; keep one")
         if self.reference is not None:
-            _check_reference(self.reference, f"{what}: reference")
+            check_line(self.reference, f"{what}: reference")
         if self.reference_sha256 is not None:
             check_sha256(self.reference_sha256, f"{what}: reference_sha256")
         check_time(self.sent_at, f"{what}: sent_at")
@@ -245,7 +234,7 @@ class SharingReceipt:
                 body=obj["body"],
                 sender=read_party(obj["sender"], what, "sender"),
                 recipients=tuple(read_array(obj["recipients"], what, "recipients")),
-                items=_read_items(obj["items"], what),
+                items=read_items(obj["items"], what),
                 envelope_sha256=obj["envelope_sha256"],
                 payload_sha256=obj["payload_sha256"],
                 reference=obj["reference"],
@@ -358,7 +347,7 @@ class Acknowledgement:
                 recipient=read_party(obj["recipient"], what, "recipient"),
                 envelope_sha256=obj["envelope_sha256"],
                 statement_sha256=obj["statement_sha256"],
-                items=_read_items(obj["items"], what),
+                items=read_items(obj["items"], what),
                 received_at=obj["received_at"],
                 checkpoint=obj["checkpoint"],
             )
@@ -388,7 +377,8 @@ def _check_timestamps(version: int, since: int, timestamps: object, what: str) -
         raise UsageError(f"{what}: version {version} has no timestamps; write version {since}")
 
 
-def _read_items(value: object, what: str) -> tuple[ReceiptItem, ...]:
+def read_items(value: object, what: str) -> tuple[ReceiptItem, ...]:
+    """A document's ``items`` array read into ReceiptItems (each exactly id, size, sha256)."""
     items = []
     for i, v in enumerate(read_array(value, what, "items")):
         obj = read_object(v, ("id", "size", "sha256"), what, f"items[{i}]")

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from vault.service.reports import CustodyReport, EventLine, SharingReport
 
 SHARING_COLUMNS = ("body", "packages", "items", "bytes", "references", "sent", "acknowledged",
-                   "median_hours_to_ack")
+                   "median_hours_to_ack", "approvals")
 
 
 def render_sharing(report: SharingReport, fmt: str) -> str:

@@ -42,6 +42,13 @@ from vault.crypto.tsp import TrustRoots
 from vault.custody.merkle import EMPTY_ROOT, verify_consistency
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
 from vault.errors import NotFoundError, OptionsError, UsageError, VaultError, VerificationError
+from vault.formats.approval import (
+    APPROVAL_NAMESPACE,
+    APPROVAL_REQUEST_NAMESPACE,
+    APPROVE,
+    verify_approval,
+    verify_request,
+)
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import load_card
 from vault.formats.kinds import detect_file
@@ -591,6 +598,8 @@ def _check_package(
         assert report.statement is not None
         done = (f"envelope, payload, bag, statement, {len(report.statement.items)} item(s) and "
                 f"{report.custody_events} custody event(s) verified")
+        if report.approved_by:
+            done += f", release approved by {', '.join(report.approved_by)}"
     envelope = report.envelope
     trust.check_own_log(_origin_line(envelope.checkpoint), report.sender_key, label)
     note = trust.timed(report.sender_key, envelope.created_at, label, envelope.checkpoint,
@@ -736,6 +745,40 @@ def _check_checkpoint(path: Path, trust: Trust, identities: OwnKeys | None) -> _
     )
 
 
+def _check_approval_request(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
+    data = path.read_bytes()
+    rid = _peek(data, "request_id")
+    label = f"approval request {rid}" if rid else "approval request"
+    signature = _signature_of(path, label)
+    keys = trust.require(signature, APPROVAL_REQUEST_NAMESPACE, label)
+    request = verify_request(data, signature, keys)
+    signer = next(k for k in keys if k.fingerprint == request.requester.fingerprint)
+    note = trust.dated(signer, request.created_at, label)
+    return _Checked(
+        f"approval request {request.request_id} for {request.body} from "
+        f"{request.requester.name}, {len(request.items)} item(s), selection "
+        f"{request.selection_sha256}, signature verified{note}",
+        request.request_id, request.requester.fingerprint,
+    )
+
+
+def _check_approval(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:
+    data = path.read_bytes()
+    rid = _peek(data, "request_id")
+    label = f"approval of {rid}" if rid else "approval"
+    signature = _signature_of(path, label)
+    keys = trust.require(signature, APPROVAL_NAMESPACE, label)
+    answer = verify_approval(data, signature, keys)
+    signer = next(k for k in keys if k.fingerprint == answer.approver.fingerprint)
+    note = trust.dated(signer, answer.signed_at, label)
+    said = "approval" if answer.decision == APPROVE else f"refusal ({answer.reason})"
+    return _Checked(
+        f"{said} of request {answer.request_id} for {answer.body} by {answer.approver.name}, "
+        f"selection {answer.selection_sha256}, signature verified{note}",
+        answer.request_id, answer.approver.fingerprint,
+    )
+
+
 _CHECKS = {
     "package": _check_package,
     "envelope": _check_envelope,
@@ -744,6 +787,8 @@ _CHECKS = {
     "acknowledgement": _check_ack,
     "contact-card": _check_card,
     "checkpoint": _check_checkpoint,
+    "approval-request": _check_approval_request,
+    "approval": _check_approval,
 }
 
 

@@ -1,11 +1,13 @@
-"""New identifiers for items, packages and receipts: short, random, unambiguous when read aloud.
+"""New identifiers for items, packages, receipts and approval requests: short, random,
+unambiguous when read aloud.
 
     >>> new_id("EV").startswith("EV-") and len(new_id("EV")) == 15
     True
 
 Crockford base32 (no I, L, O, U), 60 random bits: collisions are negligible for any vault,
 and an id says nothing about content or order. What an id may look like is
-:mod:`vault.names`' (``PACKAGE_ID``, ``ITEM_ID``, ``RECEIPT_ID``).
+:mod:`vault.names`' (``PACKAGE_ID``, ``ITEM_ID``, ``RECEIPT_ID``,
+``APPROVAL_REQUEST_ID``).
 """
 
 from __future__ import annotations

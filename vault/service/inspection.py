@@ -59,6 +59,7 @@ from vault.formats.package import (
 )
 from vault.formats.safetar import printable
 from vault.names import CASE_ID, LABEL, TAG_KEY
+from vault.service import approvals
 from vault.service.progress import Progress
 
 READ_CHUNK = 1 << 20
@@ -112,6 +113,9 @@ class PackageReport:
     custody_events: int = 0
     matched_key: RecipientKey | None = None
     bag: BagContents | None = None
+    approved_by: tuple[str, ...] | None = None
+    """The approvers the bag's approvals show (vault.service.approvals.check_packaged);
+    None if it carries none."""
     staging_lock: int | None = None
     """A descriptor of ``extract_to``, flocked: the caller closes it once the staging folder
     is renamed or removed (``evault doctor`` leaves a locked staging folder alone)."""
@@ -289,6 +293,10 @@ def inspect_package(
             _check_unlisted(report, bag)
             _check_items(report, bag)
             _check_custody(report, bag)
+            assert report.statement is not None
+            report.approved_by = approvals.check_packaged(
+                envelope.package_id, bag.tag_files, report.statement.body,
+                report.statement.items, report.checkpoint.origin)
         except BaseException:
             if extract_to is not None:
                 shutil.rmtree(extract_to, ignore_errors=True)

@@ -750,6 +750,9 @@ def contact_differences(history: KeyHistory, contacts: Sequence[Contact]) -> lis
             continue
         found = _key_differences(contact.signing_key, contact.fingerprint,
                                  contact.age_recipient, entry.signing_key, entry.age_recipient)
+        if contact.name != entry.owner:
+            # A contact's name is whose approvals its key gives (vault.service.approvals).
+            found.append(f"name differs from the signed history ({entry.owner})")
         revocation = _revocation(contact.revoked_at, entry.revoked_at)
         out += [f"{where}: {m}" for m in [*found, *([revocation] if revocation else [])]]
     known = {c.fingerprint for c in contacts}
@@ -966,6 +969,7 @@ def _repair_contacts(history: KeyHistory, session: Session) -> None:
             session.delete(row)
             continue
         present.add(row.fingerprint)
+        row.name = entry.owner
         row.signing_key, row.age_recipient = entry.signing_key, entry.age_recipient
         row.revoked_at = entry.revoked_at
     for fingerprint, entry in history.contacts.items():

@@ -107,7 +107,8 @@ class OpenedPackage(Sparse):
     ``timestamps_unchecked`` counts tokens no trusted TSA certificate could check (absent
     when none)."""
 
-    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"timestamps", "timestamps_unchecked"})
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"timestamps", "timestamps_unchecked", "approved_by"})
     package: str
     sender: str
     sender_fingerprint: str
@@ -118,6 +119,7 @@ class OpenedPackage(Sparse):
     out: str
     timestamps: tuple[timestamping.Attested, ...] | None = None
     timestamps_unchecked: int | None = None
+    approved_by: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,7 +393,9 @@ def _receive(
                                     "sender_events": report.custody_events,
                                     **({"sender_revoked_at": revoked_at} if revoked_at else {}),
                                     **({"timestamps": [a.to_json() for a in attested]}
-                                       if attested else {})},
+                                       if attested else {}),
+                                    **({"approved_by": list(report.approved_by)}
+                                       if report.approved_by else {})},
                            digests={"envelope": report.envelope_sha256,
                                     "statement": report.statement_sha256}, now=now)
         except BaseException:
@@ -412,6 +416,7 @@ def _receive(
         sender_revoked_at=revoked_at,
         out=str(final),
         timestamps=tuple(attested) or None,
+        approved_by=report.approved_by,
     )
 
 

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import json
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,15 +36,16 @@ from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, Package, SignedCheckpoint
 
-_COUNTS = ("packages", "items", "bytes", "sent", "acknowledged")
+_COUNTS = ("packages", "items", "bytes", "sent", "acknowledged", "approvals")
 
 
 @dataclass(frozen=True, slots=True)
 class SharingRow(Result):
     """One body's line of the sharing report, or the ``TOTAL`` line: packages built in the
     window, the items in them, the bytes of their files, distinct references, how many were
-    sent and acknowledged, and the median hours from sending to acknowledgement (to one
-    decimal; None when none was acknowledged after being sent)."""
+    sent and acknowledged, the median hours from sending to acknowledgement (to one
+    decimal; None when none was acknowledged after being sent), and the signed release
+    approvals the packages carried (issue 18)."""
 
     body: str
     packages: int
@@ -53,6 +55,7 @@ class SharingRow(Result):
     sent: int
     acknowledged: int
     median_hours_to_ack: float | None
+    approvals: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +153,18 @@ class CustodyReport(Result):
     printed_by: Printer
 
 
+def _approvals_carried(session: Any, package_ids: Sequence[str]) -> dict[str, int]:
+    """Package id -> how many approvals it carried, from its signed ``package.built`` event."""
+    from vault.custody.events import Event
+
+    carried: dict[str, int] = {}
+    for row in session.scalars(select(CustodyEvent).where(
+            CustodyEvent.action == "package.built", CustodyEvent.subject.in_(package_ids))):
+        approvers = Event.decode(row.body).details.get("approvals") or []
+        carried[row.subject] = len(approvers)
+    return carried
+
+
 def sharing_report(
     vault: Vault,
     *,
@@ -168,6 +183,7 @@ def sharing_report(
             if (since is None or as_utc(p.created_at) >= since)
             and (until is None or as_utc(p.created_at) < until)
         ]
+        approved = _approvals_carried(session, [p.id for p in packages])
         counts: dict[str, dict[str, int]] = {}
         references: dict[str, set[str]] = {}
         waits: dict[str, list[float]] = {}
@@ -179,6 +195,7 @@ def sharing_report(
             count["bytes"] += p.file_size
             if p.reference:
                 references[p.body_id].add(p.reference)
+            count["approvals"] += approved.get(p.id, 0)
             if p.sent_at is not None:
                 count["sent"] += 1
             if p.acknowledged_at is not None:
@@ -208,6 +225,7 @@ def _sharing_row(body: str, count: dict[str, int], references: int,
         body=body, packages=count["packages"], items=count["items"], bytes=count["bytes"],
         references=references, sent=count["sent"], acknowledged=count["acknowledged"],
         median_hours_to_ack=round(statistics.median(waits), 1) if waits else None,
+        approvals=count["approvals"],
     )
 
 

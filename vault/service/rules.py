@@ -101,7 +101,7 @@ def signed(vault: Vault, session: Session) -> RuleSet | None:
     if row is None:
         return None
     try:
-        details = _checked_event(vault, session, row).details
+        details = checked_own_event(vault, session, row, ACTION, SUBJECT).details
         return RuleSet({str(k): tuple(str(b) for b in v) for k, v in details["rules"].items()},
                        str(details["default"]))
     except VaultError as e:
@@ -114,12 +114,14 @@ def signed(vault: Vault, session: Session) -> RuleSet | None:
     )
 
 
-def _checked_event(vault: Vault, session: Session, row: CustodyEvent) -> Event:
-    """The row's event, if its bytes are this vault's rule event and its signature verifies."""
+def checked_own_event(vault: Vault, session: Session, row: CustodyEvent, action: str = ACTION,
+                      subject: str = SUBJECT, what: str = "rule") -> Event:
+    """The row's event, if its bytes are this vault's ``action`` event on ``subject`` (the
+    release rules, the approval policy) and its signature by an identity key verifies."""
     event = Event.decode(row.body)
     if (event.log, event.seq, event.action, event.subject) != (
-            origin(vault), row.seq, ACTION, SUBJECT):
-        raise VerificationError("it is not a rule event of this vault's log")
+            origin(vault), row.seq, action, subject):
+        raise VerificationError(f"it is not a {what} event of this vault's log")
     # The actor's key as the signed key history has it (the table is only its cache); a vault
     # whose history is not anchored yet (made before it) has only the table.
     history = keyhistory.load(vault, session)

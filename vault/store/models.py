@@ -467,3 +467,36 @@ class CheckpointTimestamp(Base):
     attested_at: Mapped[datetime] = mapped_column(UTCDateTime())
     token: Mapped[bytes] = mapped_column(LargeBinary)
     obtained_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SentApprovalRequest(Base):
+    """An approval request this vault signed: the exact document and its signature (the
+    document itself is :class:`vault.formats.approval.ApprovalRequest`)."""
+
+    __tablename__ = "approval_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    body_id: Mapped[str] = mapped_column(ForeignKey("bodies.id"), index=True)
+    selection_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ReceivedApproval(Base):
+    """An approver's signed answer (approve or refuse) to a request of this vault, imported
+    and checked: by the key the approval policy's name had then, for that very request."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("request_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    request_id: Mapped[str] = mapped_column(ForeignKey("approval_requests.id"), index=True)
+    approver: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    document: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[str] = mapped_column(Text)
+    document_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -5,8 +5,9 @@
 
 The free text a thief of ``vault.db`` (or of a backup, or a ``pg_dump``) would read -- titles,
 descriptions, original file names, sources, places, tag values, case titles, package
-references and purposes, the sharing receipts that repeat a reference, and the statements of
-received packages that list original file names -- is stored encrypted
+references and purposes, the sharing receipts that repeat a reference, the statements of
+received packages that list original file names, and the approval requests and answers that
+carry a purpose or a reason -- is stored encrypted
 (:mod:`vault.crypto.metabox`: AES-256-GCM, a fresh nonce per value, the table, column and row
 id as associated data). Text columns hold the sealed bytes in base64; binary columns hold
 them as they are. Every other column stays clear (ids, sizes, digests, times, labels,
@@ -51,8 +52,10 @@ from vault.store.models import (
     Package,
     PackageItem,
     Receipt,
+    ReceivedApproval,
     ReceivedPackage,
     SealedMetadata,
+    SentApprovalRequest,
 )
 
 log = logging.getLogger("evault")
@@ -125,6 +128,10 @@ SPECS: dict[type[Base], Spec] = {
         Spec(PackageItem, ("package_id", "item_id"), ("bag_path",)),
         Spec(Receipt, ("id",), ("document",), frozenset({"document"})),
         Spec(ReceivedPackage, ("package_id",), ("statement",), frozenset({"statement"})),
+        # Approval requests repeat a purpose, refusals give a reason.
+        Spec(SentApprovalRequest, ("id",), ("document",), frozenset({"document"})),
+        Spec(ReceivedApproval, ("request_id", "fingerprint"), ("document",),
+             frozenset({"document"})),
     )
 }
 #: ``table.column`` of every sealed column (the README lists them).

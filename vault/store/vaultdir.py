@@ -39,6 +39,7 @@ RULES_DEFAULT_CHOICES = ("deny", "allow")
 TIMESTAMPS_CHOICES = ("required", "when-available")
 _TSA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Under the arcs 0 and 1 the second arc is below 40 (X.660), as `cryptography` insists.
+_APPROVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _OID = re.compile(r"([01]\.([0-9]|[1-3][0-9])|2\.(0|[1-9][0-9]*))(\.(0|[1-9][0-9]*))*")
 
 
@@ -131,6 +132,10 @@ class VaultConfig:
     release_rules_default: str = "deny"
     timestamps: str = "required"
     tsa: tuple[TsaConfig, ...] = ()
+    #: Release approvals: body -> (how many approvals, of which approvers) ...
+    approvals_bodies: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
+    #: ... and label -> approvers each required in addition (``[approvals.labels]``).
+    approvals_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def new(cls, database: str | None = None) -> VaultConfig:
@@ -167,6 +172,14 @@ class VaultConfig:
             f"{json.dumps(label)} = {json.dumps(list(bodies))}"
             for label, bodies in sorted(self.release_rules.items())
         ]
+        if self.approvals_bodies or self.approvals_labels:
+            lines += ["", "# Release approvals: change them with `evault approval policy` (signed,",
+                      "# as the release rules are).", "[approvals.bodies]"]
+            lines += [f"{json.dumps(body)} = {{ need = {need}, of = {json.dumps(list(of))} }}"
+                      for body, (need, of) in sorted(self.approvals_bodies.items())]
+            lines += ["", "[approvals.labels]"]
+            lines += [f"{json.dumps(label)} = {json.dumps(list(names))}"
+                      for label, names in sorted(self.approvals_labels.items())]
         if self.tsa or self.timestamps != "required":
             lines[3:3] = [f"timestamps = {json.dumps(self.timestamps)}"]
         for tsa in self.tsa:
@@ -221,6 +234,7 @@ class VaultConfig:
         if not isinstance(tsa_raw, list):
             raise ConfigError(f"{source}: tsa must be an array of tables ([[tsa]])")
         tsas = tuple(TsaConfig.from_toml(t, source, i) for i, t in enumerate(tsa_raw))
+        bodies_policy, labels_policy = _approvals(data.get("approvals", {}), source)
         names = [t.name for t in tsas]
         for name in names:
             if names.count(name) > 1:
@@ -235,7 +249,41 @@ class VaultConfig:
             release_rules_default=default,
             timestamps=timestamps,
             tsa=tsas,
+            approvals_bodies=bodies_policy,
+            approvals_labels=labels_policy,
         )
+
+
+def _names(value: object, where: str) -> tuple[str, ...]:
+    if (not isinstance(value, list) or not value
+            or not all(isinstance(n, str) and _APPROVER.fullmatch(n) for n in value)):
+        raise ConfigError(f"{where} must list approver names (letters, digits, '._-')")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where} names an approver twice")
+    return tuple(value)
+
+
+def _approvals(raw: object, source: Path) -> tuple[dict[str, tuple[int, tuple[str, ...]]],
+                                                   dict[str, tuple[str, ...]]]:
+    """``[approvals.bodies]`` and ``[approvals.labels]``, checked."""
+    if not isinstance(raw, dict) or set(raw) - {"bodies", "labels"}:
+        raise ConfigError(f"{source}: [approvals] holds only the tables bodies and labels")
+    bodies_raw, labels_raw = raw.get("bodies", {}), raw.get("labels", {})
+    if not isinstance(bodies_raw, dict) or not isinstance(labels_raw, dict):
+        raise ConfigError(f"{source}: [approvals.bodies] and [approvals.labels] must be tables")
+    bodies: dict[str, tuple[int, tuple[str, ...]]] = {}
+    for body, entry in bodies_raw.items():
+        where = f"{source}: approvals for body {body}"
+        if not isinstance(entry, dict) or set(entry) != {"need", "of"}:
+            raise ConfigError(f"{where} must be {{ need = N, of = [NAME, ...] }}")
+        of = _names(entry["of"], f"{where}: of")
+        need = entry["need"]
+        if isinstance(need, bool) or not isinstance(need, int) or not 1 <= need <= len(of):
+            raise ConfigError(f"{where}: need must be from 1 to the {len(of)} approvers named")
+        bodies[body] = (need, of)
+    labels = {label: _names(names, f"{source}: approvals for label {label}")
+              for label, names in labels_raw.items()}
+    return bodies, labels
 
 
 def load_config(root: Path) -> VaultConfig:

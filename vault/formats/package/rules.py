@@ -1,14 +1,16 @@
 """Field rules: what each value in a document that leaves the vault may look like.
 
 One job: the limits, patterns and ``check_*`` functions shared by every signed document
-(envelope, statement, sharing receipt, acknowledgement). Every value in these documents is
-an id, a digest, a fingerprint, a time or a short identifier; these rules keep free text
-(titles, descriptions, file names) out of what travels in clear. A value that breaks a rule
-is a :class:`~vault.errors.UsageError` (a reader turns it into a
+(envelope, statement, sharing receipt, acknowledgement, approval request, approval). Every
+value in these documents is an id, a digest, a fingerprint, a time or a short identifier,
+but for a few one-line texts (:func:`check_line`: a reference, a purpose, a reason); these
+rules keep free text (titles, descriptions, file names) out of what travels in clear. A
+value that breaks a rule is a :class:`~vault.errors.UsageError` (a reader turns it into a
 :class:`~vault.errors.VerificationError`, :func:`vault.formats.package.strict.reading`).
 
-The rules for ids and names (``PACKAGE_ID``, ``ITEM_ID``, ``RECEIPT_ID``, ``BODY_ID``,
-``PARTY_NAME``) are :mod:`vault.names`', shared with the rest of the vault.
+The rules for ids and names (``PACKAGE_ID``, ``ITEM_ID``, ``RECEIPT_ID``,
+``APPROVAL_REQUEST_ID``, ``BODY_ID``, ``PARTY_NAME``) are :mod:`vault.names`', shared with
+the rest of the vault.
 
 Imports: :mod:`vault.errors` only (the bottom layer of :mod:`vault.formats.package`).
 """
@@ -99,6 +101,21 @@ def check_text(value: object, where: str, *, limit: int) -> str:
     if len(encoded) > limit:
         raise UsageError(f"{where} is longer than {limit} bytes")
     return value
+
+
+def check_line(value: object, where: str, *, limit: int = MAX_REFERENCE) -> str:
+    """One line of printable text, at most ``limit`` UTF-8 bytes: a reference, a purpose or
+    a reason, the few free-text fields a document carries."""
+    text = check_text(value, where, limit=limit)
+    # One line of printable text: it is shown in reports and must not forge other lines.
+    if not text or text != text.strip() or any(_is_control(c) for c in text):
+        raise fail(where, "one line of text without control characters or outer spaces")
+    return text
+
+
+def _is_control(ch: str) -> bool:
+    code = ord(ch)
+    return code < 0x20 or 0x7F <= code < 0xA0 or code in (0x2028, 0x2029)
 
 
 def looks_like_note(text: str) -> bool:

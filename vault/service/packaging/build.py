@@ -212,6 +212,8 @@ class _PackageOut:
             bag.add_tag_file("evault/items.json",
                              json.dumps(draft.metadata, indent=2, ensure_ascii=False).encode())
             bag.add_tag_file("evault/custody.jsonl", draft.excerpt)
+            for path, data in draft.approval_files:  # listed in the tag manifest: signed
+                bag.add_tag_file(path, data)
             info = [
                 ("Source-Organization", draft.org),
                 ("External-Identifier", draft.package_id),
@@ -354,6 +356,7 @@ def record_package(
                 "items": item_ids,
                 "recipients": [r.fingerprint for r in draft.recipients],
                 "escrow": draft.escrow.fingerprint,
+                **({"approvals": list(draft.approvers)} if draft.approvers else {}),
             },
             digests={"envelope": row.envelope_sha256, "payload": row.payload_sha256,
                      "file": file_sha256},

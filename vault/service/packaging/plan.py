@@ -34,7 +34,7 @@ from vault.durable import TEMP_PREFIX, require_folder
 from vault.errors import ConflictError, NotFoundError, PolicyError, UsageError, VerificationError
 from vault.formats.canonical import canonical_json
 from vault.formats.package import RecipientKey
-from vault.service import keyhistory, timestamping
+from vault.service import approvals, keyhistory, timestamping
 from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
@@ -255,6 +255,10 @@ class PackageDraft:
     purpose: str | None
     confidential_reference: bool
     now: datetime
+    #: The approvals that let this selection go, as bag tag files (path, bytes), and the
+    #: approvers counted (:func:`vault.service.approvals.check_quorum`); none if not needed.
+    approval_files: tuple[tuple[str, bytes], ...] = ()
+    approvers: tuple[str, ...] = ()
 
 
 
@@ -298,6 +302,7 @@ def plan_package(
         recipients = active_keys(body)
         items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
         check_release(items, body_id, checked_rules(vault, session))
+        quorum = approvals.check_quorum(vault, session, body_id, items)
         identity = get_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         escrow = RecipientKey(pair.fingerprint, current_key(identity).age_recipient)
@@ -338,5 +343,7 @@ def plan_package(
             purpose=purpose,
             confidential_reference=confidential_reference,
             now=now,
+            approval_files=approvals.tag_files(quorum) if quorum else (),
+            approvers=quorum.approvers if quorum else (),
         )
 
