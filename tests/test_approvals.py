@@ -253,3 +253,30 @@ def test_the_policy_is_in_the_custody_log(world: World) -> None:
         "ICC-OTP": {"need": 2, "of": ["defense-legal", "nsc-legal", "state-legal"]}}
     with sqlite3.connect(world.office.vault / "vault.db") as db:
         assert db.execute("SELECT count(*) FROM approvals").fetchone() == (0,)
+
+
+def test_export_refuses_only_the_body_without_a_quorum(world: World) -> None:
+    world.office.ok("body", "add", "UA-OPG", "--name", "Fictional prosecutor general")
+    world.office.ok("body", "key", "add", "UA-OPG", "--card",
+                    str(world.tmp / "icc-officer.card.json"))
+    outbox = world.tmp / "outbox"
+    outbox.mkdir()
+    result = world.office("export", "--to", "ICC-OTP,UA-OPG", "--case", CASE, "--outbox",
+                          str(outbox), "--jsonl")
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 1
+    assert [(r["body"], r["status"]) for r in rows] == [("ICC-OTP", "failed"),
+                                                          ("UA-OPG", "shared")]
+    assert rows[0]["error"].startswith("release to ICC-OTP: this selection (SHA-256 ")
+    assert "no request was made for it" in rows[0]["error"]
+    # With the quorum, the same export (a re-run) shares with ICC-OTP too, approvals inside.
+    request = world.request()
+    for who, name, args in ((world.office, "s.json", ("--as", "state-legal")),
+                            (world.defense, "d.json", ())):
+        world.office.ok("approval", "import", str(world.answer(who, request, name, *args)))
+    again = world.office.ok("export", "--to", "ICC-OTP,UA-OPG", "--case", CASE, "--outbox",
+                            str(outbox), "--jsonl")
+    statuses = {r["body"]: r["status"] for r in map(json.loads, again.stdout.splitlines())}
+    assert statuses["ICC-OTP"] == "shared"
+    report = json.loads(world.office.ok("report", "sharing", "--format", "json").stdout)
+    assert {r["body"]: r["approvals"] for r in report["rows"]} == {"ICC-OTP": 2, "UA-OPG": 0}
