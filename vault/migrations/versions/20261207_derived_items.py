@@ -27,9 +27,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('items', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_items_derived_from'))
-        batch_op.drop_column('derivation_note')
-        batch_op.drop_column('derivation_tool')
-        batch_op.drop_column('derivation')
-        batch_op.drop_column('derived_from')
+    # Not a batch (table copy): other tables refer to items, and SQLite would refuse to drop
+    # the old copy. SQLite 3.35 and later drop a column in place, as PostgreSQL does.
+    op.drop_index(op.f('ix_items_derived_from'), table_name='items')
+    for column in ('derivation_note', 'derivation_tool', 'derivation', 'derived_from'):
+        op.drop_column('items', column)
