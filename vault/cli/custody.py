@@ -51,7 +51,8 @@ def custody() -> None:
 @json_option
 @with_vault
 def custody_show(vault: Vault, subject: str, as_json: bool) -> None:
-    """Show the custody events of an item (or case, package, body, identity:NAME).
+    """Show the custody events of an item (or case, package, body, identity:NAME); for a
+    derived copy or an item copied, the items it was derived from and its derivatives.
 
     \b
     Example:
@@ -60,12 +61,29 @@ def custody_show(vault: Vault, subject: str, as_json: bool) -> None:
     from vault.service.custody import show_subject
 
     events = show_subject(vault, subject)
+    links = None
+    if subject.startswith("EV-"):
+        from vault.service.items import lineage
+
+        found = lineage(vault, subject)
+        links = None if found.empty else found
     if as_json:
-        emit_record({"subject": subject, "events": [e.to_json() for e in events]}, True)
+        record = {"subject": subject, "events": [e.to_json() for e in events]}
+        if links is not None:  # the derivation chain, both ways, for a derived or copied item
+            record.update({k: v for k, v in links.to_json().items() if k != "note"})
+        emit_record(record, True)
         return
     rows = [{**e.to_json(), "details": e.details or None, "digests": e.digests or None}
             for e in events]
     emit_rows(rows, None, ("seq", "time", "action", "actor", "details", "digests"))
+    if links is not None:
+        for what, chain in (("derived from", links.derived_from),
+                            ("derivatives", links.derivatives)):
+            if chain:
+                click.echo(f"{what}: " + ", ".join(
+                    f"{link.id} ({link.relation}"
+                    + (f" of {link.of}" if link.of and link.of != subject else "") + ")"
+                    for link in chain))
 
 
 @custody.command("verify")

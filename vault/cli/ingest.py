@@ -60,6 +60,14 @@ INGEST_COLUMNS = ("id", "case", "name", "size", "sha256")
     default="",
     help="Legacy digests to compute too, for forensic cross-reference.",
 )
+@click.option("--derived-from", metavar="ITEM",
+              help="The item these files were made from (with --relation).")
+@click.option("--relation", type=click.Choice(
+    ["redacted", "translation", "transcript", "excerpt", "transcode"]),
+    help="How they were made from --derived-from.")
+@click.option("--tool", metavar='"NAME VERSION"', help="With --derived-from: the tool used.")
+@click.option("--note", metavar="TEXT",
+              help="With --derived-from: who made it and why (sealed, never logged).")
 @as_option
 @list_output_options
 @with_vault
@@ -79,6 +87,10 @@ def ingest(
     recursive: bool,
     follow_symlinks: bool,
     also_digest: str,
+    derived_from: str | None,
+    relation: str | None,
+    tool: str | None,
+    note: str | None,
     as_name: str | None,
     fmt: str | None,
 ) -> None:
@@ -88,6 +100,8 @@ def ingest(
           --collected-at 2026-03-14T09:30:00Z --label restricted-icc
       evault ingest ./photos --recursive --case UA-2026-0042 --also-digest md5,sha1
       evault ingest --manifest batch.csv --create-case
+      evault ingest statement-Red.pdf --case UA-2026-0042 --derived-from EV-0123456789AB \
+          --relation redacted --tool "redactor 2.1" --note "Witness name removed"
     """
     from vault.service import intake
 
@@ -98,7 +112,8 @@ def ingest(
     rows = intake.rows_from_options(
         paths, manifest, case=case_id, title=title, description=description, source=source,
         collected_at=collected_at, location=location, tags=tags, labels=labels,
-        recursive=recursive, follow_symlinks=follow_symlinks,
+        recursive=recursive, follow_symlinks=follow_symlinks, derived_from=derived_from,
+        relation=relation, tool=tool, note=note,
     )
     digests = [a.strip() for a in also_digest.split(",") if a.strip()]
     with progress_line("ingest") as line:

@@ -63,15 +63,30 @@ def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | 
 @json_option
 @with_vault
 def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
-    """Show an item's metadata and digests.
+    """Show an item's metadata and digests, and for a derived copy (or an item copied) the
+    derivation chain both ways.
 
     \b
     Example:
       evault items show EV-0123456789AB --json
     """
-    from vault.service.items import show_item
+    from vault.service.items import lineage, show_item
 
-    emit_record(show_item(vault, item_id).to_json(), as_json)
+    record = show_item(vault, item_id).to_json()
+    links = lineage(vault, item_id)
+    if not links.empty:
+        shown = links.to_json()
+        if not as_json:
+            def said(link: dict[str, str | None]) -> str:
+                how = ", ".join(x for x in (link["relation"], link["tool"]) if x)
+                of = f" of {link['of']}" if link["of"] and link["of"] != item_id else ""
+                return f"{link['id']} ({how}{of})" if how else str(link["id"])
+
+            shown = {"derived_from": " <- ".join(map(said, shown["derived_from"])) or None,
+                     "derivatives": ", ".join(map(said, shown["derivatives"])) or None,
+                     "note": links.note}
+        record.update(shown)
+    emit_record(record, as_json)
 
 
 @items.command("export")

@@ -37,7 +37,7 @@ from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, OptionsError, UsageError, VaultError
 from vault.faults import crash_point
-from vault.names import CASE_ID, LABEL, TAG_KEY
+from vault.names import CASE_ID, ITEM_ID, LABEL, TAG_KEY
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
@@ -69,6 +69,32 @@ MANIFEST_FIELDS = (
 )
 
 
+#: How a derived copy relates to the item it was made from (``ingest --relation``).
+RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
+MAX_TOOL = 128
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A derived copy's link: the original item's id, the relation, the tool that made it
+    (``name version``) and a note (who made it and why; sealed at rest, never logged)."""
+
+    original: str
+    relation: str
+    tool: str | None = None
+    note: str | None = None
+
+    def __post_init__(self) -> None:
+        ITEM_ID.check(self.original, "--derived-from")
+        if self.relation not in RELATIONS:
+            raise UsageError(f"--relation {self.relation!r}: use one of {', '.join(RELATIONS)}")
+        if self.tool is not None and (
+                not self.tool.strip() or len(self.tool.encode()) > MAX_TOOL
+                or not self.tool.isprintable()):
+            raise UsageError(f"--tool: one line of at most {MAX_TOOL} bytes, such as "
+                             "\"redactor 2.1\"")
+
+
 @dataclass(frozen=True)
 class IntakeFields:
     """The metadata given for the files of one ingest (or one manifest row)."""
@@ -81,6 +107,7 @@ class IntakeFields:
     location: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     labels: tuple[str, ...] = ()
+    derivation: Derivation | None = None
 
 
 @dataclass(frozen=True)
@@ -262,12 +289,26 @@ def rows_from_options(
     labels: Sequence[str] = (),
     recursive: bool = False,
     follow_symlinks: bool = False,
+    derived_from: str | None = None,
+    relation: str | None = None,
+    tool: str | None = None,
+    note: str | None = None,
 ) -> list[IntakeRow]:
     """The rows of ``evault ingest``: ``paths``, or the rows of ``manifest``, with the fields
     given as options (``--collected-at`` ISO 8601, ``--tag`` KEY=VALUE and ``--label``
     parsed and checked here); ``case`` is needed unless a manifest names each row's.
     Nothing is read or written yet."""
     fields = None
+    derivation = None
+    if (derived_from is None) != (relation is None):
+        raise OptionsError("--derived-from ITEM and --relation RELATION go together")
+    if derived_from is None and (tool is not None or note is not None):
+        raise OptionsError("--tool and --note describe a derived copy: give --derived-from")
+    if derived_from is not None and relation is not None:
+        if manifest is not None:
+            raise OptionsError("--derived-from is for files given on the command line, not a "
+                               "--manifest")
+        derivation = Derivation(derived_from, relation, tool, note)
     if case:
         fields = IntakeFields(
             case=case,
@@ -278,6 +319,7 @@ def rows_from_options(
             location=location,
             tags=parse_tags(tags),
             labels=parse_labels(labels),
+            derivation=derivation,
         )
     if manifest is not None:
         return rows_from_manifest(manifest, fields, follow_symlinks=follow_symlinks)
@@ -696,6 +738,28 @@ def _ensure_cases(
         log.append(pair, "case.created", case, now=now)
 
 
+def _originals(session: Session, rows: Sequence[IntakeRow]) -> dict[str, str]:
+    """Original item id -> its SHA-256, for the derived copies among ``rows``; an original
+    that is not an item of this vault is refused."""
+    wanted = {r.fields.derivation.original for r in rows if r.fields.derivation is not None}
+    found = {row.id: row.sha256 for row in session.execute(
+        select(Item.id, Item.sha256).where(Item.id.in_(wanted)))} if wanted else {}
+    for original in sorted(wanted - set(found)):
+        raise NotFoundError(f"--derived-from {original}: no such item in this vault; see "
+                            "`evault items list`")
+    return found
+
+
+def _derived_details(row: IntakeRow, originals: dict[str, str]) -> dict[str, Any]:
+    """The ``derived_from`` part of a derived copy's signed ``item.ingested`` details: the
+    original's id and SHA-256, the relation and the tool (never the note)."""
+    d = row.fields.derivation
+    if d is None:
+        return {}
+    link = {"id": d.original, "sha256": originals[d.original], "relation": d.relation}
+    return {"derived_from": {**link, **({"tool": d.tool} if d.tool else {})}}
+
+
 def _record_batch(
     vault: Vault,
     batch: list[StoredFile],
@@ -709,6 +773,7 @@ def _record_batch(
         pair = actor_pair(vault, session, as_name)
         log = CustodyLog(vault, session)
         _ensure_cases(session, log, pair, {s.row.fields.case for s in batch}, create_case, now)
+        originals = _originals(session, [s.row for s in batch])
         recorded = record_items(session, log, pair, [
             NewItem(
                 Stored(stored.blob_id, stored.size, stored.sha256, stored.stored_size,
@@ -717,7 +782,8 @@ def _record_batch(
                 original_name=stored.row.path.name,
                 action="item.ingested",
                 details={"case": stored.row.fields.case, "size": stored.size,
-                         "labels": list(stored.row.fields.labels)},
+                         "labels": list(stored.row.fields.labels),
+                         **_derived_details(stored.row, originals)},
                 title=stored.row.fields.title,
                 description=stored.row.fields.description,
                 source=stored.row.fields.source,
@@ -725,6 +791,7 @@ def _record_batch(
                 location=stored.row.fields.location,
                 labels=stored.row.fields.labels,
                 tags=stored.row.fields.tags,
+                derivation=stored.row.fields.derivation,
             )
             for stored in batch
         ], now=now)
@@ -769,6 +836,7 @@ def ingest(
     with vault.transaction() as session:
         actor_pair(vault, session, as_name)
         _missing_cases(session, {r.fields.case for r in rows}, create_case)
+        _originals(session, rows)
     recipient = storage_recipient(vault, as_name)
     blobs = BlobStore(vault.blobs)
     results: list[IngestedItem] = []

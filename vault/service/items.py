@@ -128,6 +128,71 @@ def show_item(vault: Vault, item_id: str) -> ItemInfo:
         return item_info(get_item(session, item_id))
 
 
+@dataclass(frozen=True, slots=True)
+class Link(Result):
+    """One step of a derivation: the item, its SHA-256, how it relates (``relation``,
+    ``tool``) and, for a derivative, the item it was made from (``of``)."""
+
+    id: str
+    sha256: str
+    relation: str | None
+    tool: str | None
+    of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lineage(Result):
+    """Where an item stands among derived copies: ``derived_from`` the chain up to the
+    first original (the nearest first), ``derivatives`` every copy made from it, directly
+    or from one of its copies (each with the relation to the item it was made from, in
+    intake order), and the ``note`` of its own derivation (sealed at rest)."""
+
+    derived_from: tuple[Link, ...]
+    derivatives: tuple[Link, ...]
+    note: str | None
+
+    @property
+    def empty(self) -> bool:
+        """True for an item that is neither a copy nor copied."""
+        return not self.derived_from and not self.derivatives
+
+
+def _link(item: Item) -> Link:
+    return Link(item.id, item.sha256, item.derivation, item.derivation_tool, item.derived_from)
+
+
+def lineage(vault: Vault, item_id: str) -> Lineage:
+    """The derivation chain of an item, in both directions (see :class:`Lineage`)."""
+    with vault.transaction() as session:
+        item = get_item(session, item_id)
+        up: list[Link] = []
+        seen = {item.id}
+        parent_id = item.derived_from
+        while parent_id is not None and parent_id not in seen:
+            parent = session.get(Item, parent_id)
+            if parent is None:
+                break
+            seen.add(parent.id)
+            up.append(Link(parent.id, parent.sha256, None, None))
+            parent_id = parent.derived_from
+        # Each link says how the item before it was made from it: shift the relations up.
+        chain: list[Link] = []
+        below = item
+        for link in up:
+            chain.append(Link(link.id, link.sha256, below.derivation, below.derivation_tool))
+            below = session.get(Item, link.id) or below
+        down: list[Link] = []
+        frontier = [item.id]
+        while frontier:
+            children = list(session.scalars(select(Item).where(
+                Item.derived_from.in_(frontier)).order_by(Item.intake_seq)))
+            children = [c for c in children if c.id not in seen]
+            seen.update(c.id for c in children)
+            down += [_link(c) for c in children]
+            frontier = [c.id for c in children]
+        return Lineage(tuple(chain), tuple(down), item.derivation_note)
+
+
 def export_item(
     vault: Vault,
     item_id: str,

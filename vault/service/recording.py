@@ -55,6 +55,8 @@ class NewItem:
     received_from: str | None = None
     source_package: str | None = None
     source_item: str | None = None
+    #: For a derived copy: the original, relation, tool and note (intake.Derivation).
+    derivation: Any = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,10 @@ def record_items(
             "received_from": new.received_from,
             "source_package": new.source_package,
             "source_item": new.source_item,
+            "derived_from": new.derivation.original if new.derivation else None,
+            "derivation": new.derivation.relation if new.derivation else None,
+            "derivation_tool": new.derivation.tool if new.derivation else None,
+            "derivation_note": new.derivation.note if new.derivation else None,
         })
         label_rows += [{"item_id": item_id, "label": label} for label in new.labels]
         tag_rows += [{"item_id": item_id, "key": k, "value": v} for k, v in new.tags]

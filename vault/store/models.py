@@ -208,6 +208,12 @@ class Item(Base):
     received_from: Mapped[str | None] = mapped_column(String(64))
     source_package: Mapped[str | None] = mapped_column(String(32))
     source_item: Mapped[str | None] = mapped_column(String(32))
+    # For a derived copy (redacted, translated, transcribed, excerpted, transcoded): the item
+    # it was made from, how, with which tool, and a note (sealed at rest, like a title).
+    derived_from: Mapped[str | None] = mapped_column(String(32), index=True)
+    derivation: Mapped[str | None] = mapped_column(String(16))
+    derivation_tool: Mapped[str | None] = mapped_column(String(128))
+    derivation_note: Mapped[str | None] = mapped_column(Text)
 
     case: Mapped[Case] = relationship()
     blob: Mapped[Blob] = relationship()

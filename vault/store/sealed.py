@@ -121,7 +121,8 @@ SPECS: dict[type[Base], Spec] = {
     spec.model: spec
     for spec in (
         Spec(Case, ("id",), ("title",)),
-        Spec(Item, ("id",), ("original_name", "title", "description", "source", "location")),
+        Spec(Item, ("id",), ("original_name", "title", "description", "source", "location",
+                             "derivation_note")),
         Spec(ItemTag, ("item_id", "key"), ("value",)),
         Spec(Package, ("id",), ("reference", "purpose")),
         # The path in the bag is ``data/<item id>/<original file name>``.
