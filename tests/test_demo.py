@@ -59,9 +59,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     tmp = tmp_path_factory.mktemp("demo")
+    # tests/fast_kdf: the demo's key files at the lowest scrypt cost (see its docstring).
+    fast = Path(__file__).resolve().parent / "fast_kdf"
     proc = subprocess.run(
         [sys.executable, str(DEMO), "--keep"],
-        env=clean_env(TMPDIR=str(tmp)),
+        env=clean_env(TMPDIR=str(tmp), PYTHONPATH=str(fast)),
         capture_output=True,
         text=True,
         timeout=600,
