@@ -4,12 +4,14 @@ a hostile approver, and someone holding the database but not the keys nor config
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from conftest import Cli, isolate
 
 from vault.errors import VerificationError
 
@@ -46,8 +48,28 @@ def _fp(cli: Cli, name: str) -> str:
     return str(json.loads(cli.ok("identity", "show", name, "--json").stdout)["fingerprint"])
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The three vaults, built once for the module; each test gets its own copy."""
+    tmp = tmp_path_factory.mktemp("hostile18")
+    with pytest.MonkeyPatch.context() as env:
+        isolate(env, tmp / "no-default-vault")
+        _build(tmp)
+    yield tmp
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> World:
+def world(template: Path, tmp_path: Path) -> World:
+    """A copy of the module's vaults, for one test to change as it likes."""
+    for entry in template.iterdir():
+        if entry.is_dir():
+            shutil.copytree(entry, tmp_path / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, tmp_path / entry.name)
+    return World(*(Cli(tmp_path / n) for n in ("office", "defense", "icc")), tmp_path)
+
+
+def _build(tmp_path: Path) -> World:
     office, defense, icc = (Cli(tmp_path / n) for n in ("office", "defense", "icc"))
     for c in (office, defense, icc):
         c.ok("init")
