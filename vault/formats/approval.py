@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from vault.crypto.keys import VerifyKey
-from vault.errors import UsageError, VerificationError
+from vault.errors import UsageError
 from vault.formats.canonical import canonical_json
 from vault.formats.package.parties import Party
 from vault.formats.package.rules import (
@@ -67,14 +67,13 @@ from vault.formats.package.rules import (
     fail,
 )
 from vault.formats.package.strict import (
-    check_signer,
     finish_bytes,
     load_document,
     peek_id,
     read_party,
     reading,
     require_canonical,
-    verify_signed,
+    verify_document,
 )
 from vault.formats.receipt import ReceiptItem, read_items, sign_document
 from vault.names import APPROVAL_REQUEST_ID, BODY_ID, ITEM_ID
@@ -349,14 +348,10 @@ def verify_request(
     ``trusted`` over exactly ``data``, parse it strictly and check the signer is its
     requester."""
     request_id = peek_id(data, "request_id", APPROVAL_REQUEST_ID)
-    label = f"approval request {request_id}" if request_id else "approval request"
-    signer = verify_signed(data, signature, APPROVAL_REQUEST_NAMESPACE, trusted, label)
-    try:
-        request = ApprovalRequest.from_bytes(data)
-    except VerificationError as e:
-        raise VerificationError(str(e).replace("approval request", label, 1)) from None
-    check_signer(signer, request.requester, label, "requester")
-    return request
+    return verify_document(
+        data, signature, trusted, namespace=APPROVAL_REQUEST_NAMESPACE, what="approval request",
+        label=f"approval request {request_id}" if request_id else "approval request",
+        parse=ApprovalRequest.from_bytes, party=lambda r: r.requester, role="requester")
 
 
 def verify_approval(
@@ -365,11 +360,7 @@ def verify_approval(
     """Verify an approval's SSHSIG (namespace evault-approval) by a key in ``trusted`` over
     exactly ``data``, parse it strictly and check the signer is the approver named inside."""
     request_id = peek_id(data, "request_id", APPROVAL_REQUEST_ID)
-    label = f"approval of {request_id}" if request_id else "approval"
-    signer = verify_signed(data, signature, APPROVAL_NAMESPACE, trusted, label)
-    try:
-        approval = Approval.from_bytes(data)
-    except VerificationError as e:
-        raise VerificationError(str(e).replace("approval", label, 1)) from None
-    check_signer(signer, approval.approver, label, "approver")
-    return approval
+    return verify_document(
+        data, signature, trusted, namespace=APPROVAL_NAMESPACE, what="approval",
+        label=f"approval of {request_id}" if request_id else "approval",
+        parse=Approval.from_bytes, party=lambda a: a.approver, role="approver")

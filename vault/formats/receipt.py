@@ -44,7 +44,7 @@ from typing import Any
 
 from vault.crypto import sshsig
 from vault.crypto.keys import SigningKey, VerifyKey
-from vault.errors import UsageError, VerificationError
+from vault.errors import UsageError
 
 # The field rules and strict-reading helpers are shared with the package documents: one
 # definition of what an id, a digest, a fingerprint or a time looks like for every file
@@ -67,7 +67,6 @@ from vault.formats.package.rules import (
     fail,
 )
 from vault.formats.package.strict import (
-    check_signer,
     finish_bytes,
     load_document,
     peek_id,
@@ -76,7 +75,7 @@ from vault.formats.package.strict import (
     read_party,
     reading,
     require_canonical,
-    verify_signed,
+    verify_document,
 )
 from vault.names import BODY_ID, ITEM_ID, PACKAGE_ID, RECEIPT_ID
 
@@ -404,14 +403,10 @@ def verify_receipt(
     """Verify a sharing receipt's SSHSIG (namespace evault-receipt) by a key in ``trusted``
     over exactly ``data``, parse it strictly and check the signer is its sender."""
     receipt_id = peek_id(data, "receipt_id", RECEIPT_ID)
-    label = f"sharing receipt {receipt_id}" if receipt_id else "sharing receipt"
-    signer = verify_signed(data, signature, RECEIPT_NAMESPACE, trusted, label)
-    try:
-        receipt = SharingReceipt.from_bytes(data)
-    except VerificationError as e:
-        raise VerificationError(str(e).replace("sharing receipt", label, 1)) from None
-    check_signer(signer, receipt.sender, label, "sender")
-    return receipt
+    return verify_document(
+        data, signature, trusted, namespace=RECEIPT_NAMESPACE, what="sharing receipt",
+        label=f"sharing receipt {receipt_id}" if receipt_id else "sharing receipt",
+        parse=SharingReceipt.from_bytes, party=lambda r: r.sender, role="sender")
 
 
 def verify_ack(
@@ -420,11 +415,7 @@ def verify_ack(
     """Verify an acknowledgement's SSHSIG (namespace evault-ack) by a key in ``trusted`` over
     exactly ``data``, parse it strictly and check the signer is the recipient named inside."""
     package_id = peek_id(data, "package_id", PACKAGE_ID)
-    label = f"acknowledgement of {package_id}" if package_id else "acknowledgement"
-    signer = verify_signed(data, signature, ACK_NAMESPACE, trusted, label)
-    try:
-        ack = Acknowledgement.from_bytes(data)
-    except VerificationError as e:
-        raise VerificationError(str(e).replace("acknowledgement", label, 1)) from None
-    check_signer(signer, ack.recipient, label, "recipient")
-    return ack
+    return verify_document(
+        data, signature, trusted, namespace=ACK_NAMESPACE, what="acknowledgement",
+        label=f"acknowledgement of {package_id}" if package_id else "acknowledgement",
+        parse=Acknowledgement.from_bytes, party=lambda a: a.recipient, role="recipient")

@@ -14,8 +14,8 @@ Imports: :mod:`.rules`, :mod:`.parties`, :mod:`vault.formats.canonical`,
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from vault.crypto import sshsig
 from vault.crypto.keys import SigningKey, VerifyKey
@@ -25,6 +25,8 @@ from vault.formats.package.parties import Party, RecipientKey
 from vault.formats.package.rules import FORMAT_VERSION, MAX_DOCUMENT
 from vault.formats.safetar import printable
 from vault.names import Rule
+
+D = TypeVar("D")
 
 
 def finish_bytes(obj: dict[str, Any], where: str) -> bytes:
@@ -145,6 +147,30 @@ def verify_signed(
         return sshsig.verify(signature, bytes(data), namespace, trusted=tuple(trusted))
     except VerificationError as e:
         raise VerificationError(f"{label}: signature does not verify: {e}") from None
+
+
+def verify_document(
+    data: bytes,
+    signature: str | bytes,
+    trusted: Iterable[VerifyKey],
+    *,
+    namespace: str,
+    what: str,
+    label: str,
+    parse: Callable[[bytes], D],
+    party: Callable[[D], Party],
+    role: str,
+) -> D:
+    """A signed document checked whole: its SSHSIG over exactly ``data`` by a ``trusted``
+    key, its bytes parsed strictly by ``parse`` (a refusal names ``label``, the document's
+    ``what`` with its id), and the signer is the ``role`` the document names (``party``)."""
+    signer = verify_signed(data, signature, namespace, trusted, label)
+    try:
+        document = parse(data)
+    except VerificationError as e:
+        raise VerificationError(str(e).replace(what, label, 1)) from None
+    check_signer(signer, party(document), label, role)
+    return document
 
 
 def check_signer(signer: VerifyKey, party: Party, label: str, role: str) -> None:
