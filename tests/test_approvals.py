@@ -169,10 +169,14 @@ def test_replays_and_second_answers(world: World) -> None:
     assert_refusal(world.office("approval", "import", str(second)), 1,
                    "defense-legal answered this request already (approve); a second answer "
                    "is not taken")
-    # An answer to another vault's request (here: a request this vault never made).
-    other = world.defense("approval", "request", "--to", "ICC-OTP", "--case", CASE,
-                          "--purpose", "x", "-o", str(world.tmp / "other.json"))
-    assert other.exit_code != 0  # the defense vault has no such body or case
+    # An answer to a request this vault never made: the request id is not one of its own.
+    request_id = json.loads(request.read_text())["request_id"]
+    with sqlite3.connect(world.office.vault / "vault.db") as db:
+        db.execute("DELETE FROM approvals")
+        db.execute("DELETE FROM approval_requests")
+    assert_refusal(world.office("approval", "import", str(answer)), 3,
+                   f"approval of {request_id}: this vault made no such request; do not rely "
+                   "on it")
 
 
 def test_a_revoked_approver_no_longer_counts(world: World) -> None:
