@@ -27,8 +27,6 @@ import base64
 import hashlib
 import logging
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -88,6 +86,8 @@ def _ask(tsa: TsaConfig, query: bytes) -> bytes:
 
 
 def _post(tsa: TsaConfig, query: bytes) -> bytes:
+    import urllib.request  # only when a TSA is asked: every checkpoint command imports us
+
     request = urllib.request.Request(
         tsa.url, data=query, method="POST",
         headers={"Content-Type": "application/timestamp-query",
@@ -106,6 +106,8 @@ def _post(tsa: TsaConfig, query: bytes) -> bytes:
 def obtain(vault: Vault, note: str) -> tuple[list[tuple[str, tsp.Token]], list[str]]:
     """Ask every configured TSA for a token over ``note``: ((TSA name, checked token) for
     each that answered, one line per TSA that failed, naming it and why)."""
+    import urllib.error
+
     message = note.encode("utf-8")
     tokens: list[tuple[str, tsp.Token]] = []
     failures: list[str] = []
