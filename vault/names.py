@@ -105,5 +105,9 @@ LABEL = Rule(
 )
 """A handling label, such as ``restricted-icc`` (release rules name them)."""
 
+#: How a derived copy relates to the item it was made from (``ingest --relation``), and what
+#: copy a release rule may require a body to get instead of the original.
+RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
+
 TAG_KEY = Rule(re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"), "a simple key")
 """The key of a ``KEY=VALUE`` tag."""

@@ -21,6 +21,7 @@ from vault.cli.common import (
     with_vault,
 )
 from vault.errors import OptionsError
+from vault.names import RELATIONS
 from vault.progress import progress_line
 
 if TYPE_CHECKING:
@@ -62,8 +63,7 @@ INGEST_COLUMNS = ("id", "case", "name", "size", "sha256")
 )
 @click.option("--derived-from", metavar="ITEM",
               help="The item these files were made from (with --relation).")
-@click.option("--relation", type=click.Choice(
-    ["redacted", "translation", "transcript", "excerpt", "transcode"]),
+@click.option("--relation", type=click.Choice(RELATIONS),
     help="How they were made from --derived-from.")
 @click.option("--tool", metavar='"NAME VERSION"', help="With --derived-from: the tool used.")
 @click.option("--note", metavar="TEXT",

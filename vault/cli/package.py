@@ -123,6 +123,7 @@ def package_create(
         output=output,
         force=force,
         outbox=outbox,
+        notice=say,
     )
     emit_record(package.to_json(), as_json)
     if not as_json:

@@ -19,6 +19,7 @@ from vault.cli.common import (
     say,
     with_vault,
 )
+from vault.names import RELATIONS
 
 if TYPE_CHECKING:
     from vault.service.rules import Change
@@ -44,32 +45,47 @@ def _rule_said(change: Change, what: str, as_json: bool) -> None:
         say(f"{what}; logged rule.changed" if change.changed else f"{what} (unchanged)")
 
 
-def _releases(bodies: tuple[str, ...] | None) -> str:
+def _releases(bodies: tuple[str, ...] | None, relations: dict[str, str] | None = None) -> str:
     if bodies is None:
         return "has no rule"
-    return f"releases to {', '.join(bodies)}" if bodies else "releases to no body"
+    return f"releases to {_bodies(bodies, relations or {})}" if bodies else "releases to no body"
+
+
+def _bodies(bodies: tuple[str, ...], relations: dict[str, str]) -> str:
+    """``ICC-OTP, UN-HRMMU (redacted copy only)``: each body, and the copy it gets if not the
+    original."""
+    return ", ".join(f"{b} ({relations[b]} copy only)" if b in relations else b for b in bodies)
 
 
 @rule.command("add")
 @click.argument("label")
 @click.argument("bodies", nargs=-1, metavar="BODY...")
 @click.option("--none", "none", is_flag=True, help="A rule that releases to no body.")
+@click.option("--relation", type=click.Choice(("original", *RELATIONS)),
+              help="The copy these bodies get: a derived copy (redacted, ...) sent instead of "
+                   "the original, or the original again.")
 @as_option
 @json_option
 @with_vault
 def rule_add(vault: Vault, label: str, bodies: tuple[str, ...], none: bool,
-             as_name: str | None, as_json: bool) -> None:
+             relation: str | None, as_name: str | None, as_json: bool) -> None:
     """Create the rule for a label, or add bodies to it.
+
+    With --relation, those bodies get only that derived copy of an item carrying the label
+    (`evault ingest --derived-from ITEM --relation ...`), sent in its place.
 
     \b
     Examples:
       evault rule add restricted-icc ICC-OTP
+      evault rule add witness-identity UN-HRMMU --relation redacted
       evault rule add sealed --none
     """
     from vault.service.rules import add_rule
 
-    change = add_rule(vault, label, bodies, none=none, as_name=as_name)
-    _rule_said(change, f"rule for {label}: {_releases(change.rules.rules[label])}", as_json)
+    change = add_rule(vault, label, bodies, none=none, relation=relation, as_name=as_name)
+    _rule_said(change, f"rule for {label}: "
+               f"{_releases(change.rules.rules[label], change.rules.relations.get(label))}",
+               as_json)
 
 
 @rule.command("remove")
@@ -91,7 +107,8 @@ def rule_remove(vault: Vault, label: str, bodies: tuple[str, ...], as_name: str 
 
     change = remove_rule(vault, label, bodies, as_name=as_name)
     left = change.rules.rules.get(label)
-    _rule_said(change, f"rule for {label}: " + ("removed" if left is None else _releases(left)),
+    _rule_said(change, f"rule for {label}: " + (
+        "removed" if left is None else _releases(left, change.rules.relations.get(label))),
                as_json)
 
 
@@ -154,7 +171,7 @@ def rule_list(vault: Vault, as_json: bool) -> None:
         emit_record(data.to_json(), as_json)
         return
     rows = [{"label": r.label,
-             "bodies": ", ".join(r.bodies) or "(none)" if r.rule
+             "bodies": _bodies(r.bodies, r.relations) or "(none)" if r.rule
              else f"(no rule: {r.note})"} for r in data.rules]
     click.echo(render_table(rows, ("label", "bodies")), nl=False)
     click.echo(f"default: {data.default} ({_DEFAULT_MEANS[data.default]})")

@@ -385,7 +385,7 @@ def request_approval(
     would take, release rules applied) for ``body``; write it and its signature."""
     from vault.service.custody import CustodyLog, origin
     from vault.service.identities import acting_identity
-    from vault.service.packaging.plan import check_release, select_items
+    from vault.service.packaging.plan import check_release, decide_release, select_items
     from vault.service.rules import checked_rules
 
     now = now or utcnow()
@@ -393,7 +393,8 @@ def request_approval(
     with vault.transaction() as session:
         get_body(session, body)
         items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
-        check_release(items, body, checked_rules(vault, session))
+        items = check_release(decide_release(session, items, body,
+                                             checked_rules(vault, session)))
         identity = acting_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
         document = ApprovalRequest(

@@ -48,7 +48,13 @@ from vault.service.packaging.build import (
     seal_package_file,
     write_package_files,
 )
-from vault.service.packaging.plan import PackageDraft, active_keys, plan_package, select_items
+from vault.service.packaging.plan import (
+    PackageDraft,
+    active_keys,
+    decide_release,
+    plan_package,
+    select_items,
+)
 from vault.service.packaging.send import (
     Delivery,
     deliver,
@@ -58,7 +64,7 @@ from vault.service.packaging.send import (
     send_package,
 )
 from vault.service.results import Result
-from vault.service.rules import checked_rules, release_verdict
+from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
 from vault.store.models import Body, Item, Package, PackageItem, PackageState
 
@@ -413,13 +419,9 @@ def _decide(
                                  tags=plan.tags)
         except NotFoundError:
             items = []
-        rules = checked_rules(vault, session)
-        allowed: list[Item] = []
-        withheld: list[Item] = []
-        for item in items:
-            blocked = release_verdict((lbl.label for lbl in item.labels), plan.body,
-                                      rules.rules, rules.default) is not None
-            (withheld if blocked else allowed).append(item)
+        release = decide_release(session, items, plan.body, checked_rules(vault, session))
+        allowed = release.items
+        withheld = [item for item, _reason in release.withheld]
         shared = set(session.scalars(
             select(PackageItem.item_id).join(Package).where(
                 Package.body_id == plan.body, Package.state.in_(SHARED))

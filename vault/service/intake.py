@@ -27,17 +27,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, OptionsError, UsageError, VaultError
 from vault.faults import crash_point
-from vault.names import CASE_ID, ITEM_ID, LABEL, TAG_KEY
+from vault.names import CASE_ID, ITEM_ID, LABEL, RELATIONS, TAG_KEY
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
@@ -69,8 +69,6 @@ MANIFEST_FIELDS = (
 )
 
 
-#: How a derived copy relates to the item it was made from (``ingest --relation``).
-RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
 MAX_TOOL = 128
 
 
@@ -738,25 +736,42 @@ def _ensure_cases(
         log.append(pair, "case.created", case, now=now)
 
 
-def _originals(session: Session, rows: Sequence[IntakeRow]) -> dict[str, str]:
-    """Original item id -> its SHA-256, for the derived copies among ``rows``; an original
-    that is not an item of this vault is refused."""
+class _Original(NamedTuple):
+    sha256: str
+    labels: tuple[str, ...]
+
+
+def _originals(session: Session, rows: Sequence[IntakeRow]) -> dict[str, _Original]:
+    """Original item id -> its SHA-256 and labels, for the derived copies among ``rows``; an
+    original that is not an item of this vault is refused."""
     wanted = {r.fields.derivation.original for r in rows if r.fields.derivation is not None}
-    found = {row.id: row.sha256 for row in session.execute(
-        select(Item.id, Item.sha256).where(Item.id.in_(wanted)))} if wanted else {}
+    found = {item.id: _Original(item.sha256, tuple(lbl.label for lbl in item.labels))
+             for item in session.scalars(select(Item).options(selectinload(Item.labels))
+                                         .where(Item.id.in_(wanted)))} if wanted else {}
     for original in sorted(wanted - set(found)):
         raise NotFoundError(f"--derived-from {original}: no such item in this vault; see "
                             "`evault items list`")
     return found
 
 
-def _derived_details(row: IntakeRow, originals: dict[str, str]) -> dict[str, Any]:
+def _labels(row: IntakeRow, originals: dict[str, _Original]) -> tuple[str, ...]:
+    """A file's labels: its own, then for a derived copy those of its original it has not
+    already (a redacted copy of a restricted statement is restricted too, until a release
+    rule names the copy a body may have: ``rule add ... --relation redacted``)."""
+    own = row.fields.labels
+    d = row.fields.derivation
+    if d is None:
+        return own
+    return own + tuple(lb for lb in originals[d.original].labels if lb not in own)
+
+
+def _derived_details(row: IntakeRow, originals: dict[str, _Original]) -> dict[str, Any]:
     """The ``derived_from`` part of a derived copy's signed ``item.ingested`` details: the
     original's id and SHA-256, the relation and the tool (never the note)."""
     d = row.fields.derivation
     if d is None:
         return {}
-    link = {"id": d.original, "sha256": originals[d.original], "relation": d.relation}
+    link = {"id": d.original, "sha256": originals[d.original].sha256, "relation": d.relation}
     return {"derived_from": {**link, **({"tool": d.tool} if d.tool else {})}}
 
 
@@ -782,14 +797,14 @@ def _record_batch(
                 original_name=stored.row.path.name,
                 action="item.ingested",
                 details={"case": stored.row.fields.case, "size": stored.size,
-                         "labels": list(stored.row.fields.labels),
+                         "labels": list(_labels(stored.row, originals)),
                          **_derived_details(stored.row, originals)},
                 title=stored.row.fields.title,
                 description=stored.row.fields.description,
                 source=stored.row.fields.source,
                 collected_at=stored.row.fields.collected_at,
                 location=stored.row.fields.location,
-                labels=stored.row.fields.labels,
+                labels=_labels(stored.row, originals),
                 tags=stored.row.fields.tags,
                 derivation=stored.row.fields.derivation,
             )

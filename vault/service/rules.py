@@ -15,7 +15,7 @@ newest such event, and package build and export refuse until the edit is signed
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -28,41 +28,73 @@ from vault.custody.events import Event
 from vault.errors import (
     ConflictError,
     NotFoundError,
+    PolicyError,
     UsageError,
     VaultError,
     VerificationError,
 )
-from vault.names import LABEL
+from vault.names import LABEL, RELATIONS
 from vault.service import keyhistory
 from vault.service.bodies import get_body
 from vault.service.custody import actor_pair, lock_head, origin, record
 from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import CustodyEvent, IdentityKey, ItemLabel
-from vault.store.vaultdir import RULES_DEFAULT_CHOICES, load_config, write_config
+from vault.store.vaultdir import ORIGINAL, RULES_DEFAULT_CHOICES, load_config, write_config
 
 ACTION = "rule.changed"
 #: The subject of every ``rule.changed`` event: ``evault custody show release-rules``.
 SUBJECT = "release-rules"
 
 Rules = dict[str, tuple[str, ...]]
+#: label -> body -> the derived copy (a relation, such as "redacted") that body gets instead of
+#: the original; a body of the rule not named here gets the original.
+Relations = dict[str, dict[str, str]]
 
 
 @dataclass(frozen=True)
 class RuleSet:
-    """The release rules and the default for a label without a rule."""
+    """The release rules, the default for a label without a rule, and the bodies that get
+    only a derived copy (``relations``)."""
 
     rules: Rules
     default: str = "deny"
+    relations: Relations = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Canonical form, as signed: bodies sorted, labels sorted by the canonical JSON."""
-        return {"default": self.default,
-                "rules": {label: sorted(bodies) for label, bodies in self.rules.items()}}
+        """Canonical form, as signed: bodies sorted, labels sorted by the canonical JSON.
+        ``relations`` appears only when a body gets a derived copy, so a rule set without one
+        is signed as it was before relations existed."""
+        out: dict[str, Any] = {
+            "default": self.default,
+            "rules": {label: sorted(bodies) for label, bodies in self.rules.items()}}
+        if self.relations:
+            out["relations"] = {label: dict(sorted(bodies.items()))
+                                for label, bodies in self.relations.items()}
+        return out
 
     def normal(self) -> RuleSet:
-        """The same rules with each body list sorted and without repeats."""
-        return RuleSet({k: tuple(sorted(set(v))) for k, v in self.rules.items()}, self.default)
+        """The same rules with each body list sorted and without repeats, and relations only
+        for bodies of a rule."""
+        rules = {k: tuple(sorted(set(v))) for k, v in self.rules.items()}
+        relations = {label: {b: r for b, r in sorted(bodies.items()) if b in rules[label]}
+                     for label, bodies in self.relations.items() if label in rules}
+        return RuleSet(rules, self.default, {k: v for k, v in relations.items() if v})
+
+    def copy_for(self, labels: Iterable[str], body_id: str) -> tuple[str, str] | None:
+        """The derived copy a body must get of an item with ``labels`` instead of the
+        original, as (label, relation), or None if the original may go. Two labels asking
+        for different copies are refused (a PolicyError naming both)."""
+        wanted: dict[str, str] = {}
+        for label in labels:
+            relation = self.relations.get(label, {}).get(body_id)
+            if relation is not None:
+                wanted.setdefault(relation, label)
+        if len(wanted) > 1:
+            (r1, l1), (r2, l2) = sorted(wanted.items())[:2]
+            raise PolicyError(f"labels {l1} and {l2} ask for different copies for {body_id} "
+                              f"({r1}, {r2}) (release rules); make one rule name one copy")
+        return next(((label, relation) for relation, label in wanted.items()), None)
 
 
 def release_verdict(
@@ -82,12 +114,30 @@ def release_verdict(
     return None
 
 
+def copy_verdict(labels: Iterable[str], derivation: str | None, body_id: str,
+                 rules: RuleSet) -> str | None:
+    """None if an item (a derived copy made by ``derivation``, or an original: None) with
+    ``labels`` may go to ``body_id`` as it is; else why not, in one phrase."""
+    labels = list(labels)
+    reason = release_verdict(labels, body_id, rules.rules, rules.default)
+    if reason is not None:
+        return reason
+    try:
+        wanted = rules.copy_for(labels, body_id)
+    except PolicyError as e:
+        return str(e).removesuffix("; make one rule name one copy")
+    if wanted is not None and wanted[1] != derivation:
+        return f"label {wanted[0]} may go to {body_id} only as a {wanted[1]} copy (release rule)"
+    return None
+
+
 # ----------------------------------------------------------------------------- signed history
 
 
 def configured(vault: Vault) -> RuleSet:
     """The rules ``config.toml`` holds now."""
-    return RuleSet(dict(vault.config.release_rules), vault.config.release_rules_default)
+    return RuleSet(dict(vault.config.release_rules), vault.config.release_rules_default,
+                   {k: dict(v) for k, v in vault.config.release_relations.items()})
 
 
 def signed(vault: Vault, session: Session) -> RuleSet | None:
@@ -102,8 +152,12 @@ def signed(vault: Vault, session: Session) -> RuleSet | None:
         return None
     try:
         details = checked_own_event(vault, session, row, ACTION, SUBJECT).details
+        relations = {str(k): {str(b): str(r) for b, r in v.items()}
+                     for k, v in details.get("relations", {}).items()}
+        if any(r not in RELATIONS for v in relations.values() for r in v.values()):
+            raise TypeError
         return RuleSet({str(k): tuple(str(b) for b in v) for k, v in details["rules"].items()},
-                       str(details["default"]))
+                       str(details["default"]), relations)
     except VaultError as e:
         why = str(e)
     except (KeyError, TypeError, AttributeError):
@@ -155,6 +209,12 @@ def difference(config: RuleSet, history: RuleSet | None) -> str | None:
             gone = sorted(set(b.rules[label]) - set(a.rules[label]))
             changes += [f"body {x} added to rule for {label} by hand" for x in added]
             changes += [f"body {x} removed from rule for {label} by hand" for x in gone]
+            was, now = b.relations.get(label, {}), a.relations.get(label, {})
+            changes += [
+                f"copy for {x} under rule for {label} changed from "
+                f"{was.get(x, ORIGINAL)} to {now.get(x, ORIGINAL)} by hand"
+                for x in sorted(set(a.rules[label]) & set(b.rules[label]))
+                if was.get(x) != now.get(x)]
     if a.default != b.default:
         changes.append(f"default changed from {b.default} to {a.default} by hand")
     return "; ".join(changes) or None
@@ -210,7 +270,8 @@ def _commit(
            now=now or utcnow())
     session.flush()
     config = replace(vault.config, release_rules=dict(new.rules),
-                     release_rules_default=new.default)
+                     release_rules_default=new.default,
+                     release_relations={k: dict(v) for k, v in new.relations.items()})
     write_config(vault.root, config)
     vault.config = config
     return Change(new, True)
@@ -223,12 +284,21 @@ def _check_bodies(session: Session, bodies: Iterable[str]) -> None:
 
 def add_rule(
     vault: Vault, label: str, bodies: Sequence[str], *, none: bool = False,
-    as_name: str | None = None, now: datetime | None = None,
+    relation: str | None = None, as_name: str | None = None, now: datetime | None = None,
 ) -> Change:
-    """Create the rule for ``label`` or add bodies to it; ``none``: a rule for no body."""
+    """Create the rule for ``label`` or add bodies to it; ``none``: a rule for no body.
+
+    ``relation`` (``redacted``, ``translation``, ...) names the derived copy these bodies get
+    instead of the original; ``original`` gives them the original again."""
     LABEL.check(label, "rule")  # as at intake
     if none == bool(bodies):
         raise UsageError(f"rule for {label}: give one or more BODY ids, or --none for no body")
+    if none and relation is not None:
+        raise UsageError(f"rule for {label}: --relation names the copy BODY ids get; a rule "
+                         "for no body has none")
+    if relation is not None and relation not in (ORIGINAL, *RELATIONS):
+        raise UsageError(f"rule for {label}: --relation {relation!r}: use {ORIGINAL} or one "
+                         f"of {', '.join(RELATIONS)}")
     with vault.transaction() as session:
         current = _current(vault, session)
         _check_bodies(session, bodies)
@@ -239,11 +309,21 @@ def add_rule(
                 f"`evault rule remove {label} {' '.join(old)}`"
             )
         merged = tuple(sorted(set(old or ()) | set(bodies)))
-        if old is not None and merged == tuple(sorted(old)):
+        copies = dict(current.relations.get(label, {}))
+        if relation is not None:
+            for body in bodies:
+                copies.pop(body, None)
+                if relation != ORIGINAL:
+                    copies[body] = relation
+        if (old is not None and merged == tuple(sorted(old))
+                and copies == current.relations.get(label, {})):
             return Change(current, False)
-        new = RuleSet({**current.rules, label: merged}, current.default)
-        return _commit(vault, session, new, {"change": "add", "label": label,
-                                             "bodies": sorted(bodies)}, as_name, now)
+        relations = {**current.relations, label: copies}
+        new = RuleSet({**current.rules, label: merged}, current.default, relations)
+        change: dict[str, Any] = {"change": "add", "label": label, "bodies": sorted(bodies)}
+        if relation is not None:
+            change["relation"] = relation
+        return _commit(vault, session, new, change, as_name, now)
 
 
 def remove_rule(
@@ -266,7 +346,7 @@ def remove_rule(
             rules[label] = tuple(b for b in old if b not in bodies)
         else:
             del rules[label]
-        return _commit(vault, session, RuleSet(rules, current.default),
+        return _commit(vault, session, RuleSet(rules, current.default, current.relations),
                        {"change": "remove", "label": label, "bodies": sorted(bodies)},
                        as_name, now)
 
@@ -281,7 +361,7 @@ def set_default(
         current = _current(vault, session)
         if current.default == default:
             return Change(current, False)
-        return _commit(vault, session, RuleSet(current.rules, default),
+        return _commit(vault, session, RuleSet(current.rules, default, current.relations),
                        {"change": "default"}, as_name, now)
 
 
@@ -313,12 +393,17 @@ class RuleRow(Result):
     rule: bool
     #: A label in use without a rule: where its items go; None (and no key) for a rule.
     note: str | None = None
+    #: The bodies that get only a derived copy, and which (no key if none).
+    relations: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        """The fields, without ``note`` for a label that has a rule."""
+        """The fields, without ``note`` for a label that has a rule, nor ``relations`` for a
+        rule whose bodies all get the original."""
         out = Result.to_json(self)
         if self.note is None:
             del out["note"]
+        if not self.relations:
+            del out["relations"]
         return out
 
 
@@ -342,7 +427,7 @@ def list_rules(vault: Vault) -> RuleList:
     unruled = sorted(used - set(config.rules))
     fate = ("withheld from every body" if config.default == "deny"
             else "goes to every body (default allow)")
-    rows = [RuleRow(label, tuple(bodies), True)
+    rows = [RuleRow(label, tuple(bodies), True, relations=config.relations.get(label, {}))
             for label, bodies in sorted(config.rules.items())]
     rows += [RuleRow(label, (), False, fate) for label in unruled]
     return RuleList(config.default, tuple(rows), what is None,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from vault.errors import ConfigError, NotFoundError, UsageError
+from vault.names import RELATIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -34,6 +35,8 @@ SQLITE_NAME = "vault.db"
 KEY_STORAGE_CHOICES = ("auto", "keyring", "file")
 #: What happens to a label that has no release rule: ``deny`` (fail closed) unless set.
 RULES_DEFAULT_CHOICES = ("deny", "allow")
+#: What a body of a release rule gets when the rule names no derived copy for it.
+ORIGINAL = "original"
 #: What a checkpoint-signing command does when TSAs are configured and none answers:
 #: ``required`` refuses (unless ``--no-timestamp``), ``when-available`` goes on, pending.
 TIMESTAMPS_CHOICES = ("required", "when-available")
@@ -130,6 +133,9 @@ class VaultConfig:
     organisation: str | None = None
     release_rules: dict[str, tuple[str, ...]] = field(default_factory=dict)
     release_rules_default: str = "deny"
+    #: label -> body -> the copy that body gets instead of the original (a relation such as
+    #: "redacted"); a body of a rule that is not named here gets the original.
+    release_relations: dict[str, dict[str, str]] = field(default_factory=dict)
     timestamps: str = "required"
     tsa: tuple[TsaConfig, ...] = ()
     #: Release approvals: body -> (how many approvals, of which approvers) ...
@@ -165,11 +171,12 @@ class VaultConfig:
             f"release_rules_default = {json.dumps(self.release_rules_default)}",
             "",
             "# Release rules: a label on an item may go only to the bodies listed for it.",
-            "# An empty list means the item may go to no body at all.",
+            "# An empty list means the item may go to no body at all. A table names the copy",
+            "# each body gets: \"original\", or a derived copy such as \"redacted\".",
             "[release_rules]",
         ]
         lines += [
-            f"{json.dumps(label)} = {json.dumps(list(bodies))}"
+            f"{json.dumps(label)} = {self._rule_toml(label, bodies)}"
             for label, bodies in sorted(self.release_rules.items())
         ]
         if self.approvals_bodies or self.approvals_labels:
@@ -185,6 +192,16 @@ class VaultConfig:
         for tsa in self.tsa:
             lines += ["", *tsa.to_toml()]
         return "\n".join(lines) + "\n"
+
+    def _rule_toml(self, label: str, bodies: tuple[str, ...]) -> str:
+        """A rule's value: the list of bodies, or, if a body gets only a derived copy, a
+        table of body to the copy it gets."""
+        relations = self.release_relations.get(label)
+        if not relations:
+            return json.dumps(list(bodies))
+        pairs = ", ".join(f"{json.dumps(b)} = {json.dumps(relations.get(b, ORIGINAL))}"
+                          for b in bodies)
+        return f"{{ {pairs} }}"
 
     @classmethod
     def from_toml(cls, text: str, source: Path) -> VaultConfig:
@@ -222,9 +239,21 @@ class VaultConfig:
                 "set it with `evault rule default deny|allow`"
             )
         rules: dict[str, tuple[str, ...]] = {}
+        relations: dict[str, dict[str, str]] = {}
         for label, bodies in rules_raw.items():
+            if isinstance(bodies, dict):
+                for body, copy in bodies.items():
+                    if copy not in (ORIGINAL, *RELATIONS):
+                        raise ConfigError(
+                            f"{source}: release rule {label!r}: body {body!r} gets {copy!r}; "
+                            f"use \"{ORIGINAL}\" or one of {', '.join(RELATIONS)}")
+                rules[label] = tuple(bodies)
+                if any(copy != ORIGINAL for copy in bodies.values()):
+                    relations[label] = {b: c for b, c in bodies.items() if c != ORIGINAL}
+                continue
             if not isinstance(bodies, list) or not all(isinstance(b, str) for b in bodies):
-                raise ConfigError(f"{source}: release rule {label!r} must be a list of body ids")
+                raise ConfigError(f"{source}: release rule {label!r} must be a list of body "
+                                  "ids, or a table of body id to the copy it gets")
             rules[label] = tuple(bodies)
         timestamps = data.get("timestamps", "required")
         if timestamps not in TIMESTAMPS_CHOICES:
@@ -247,6 +276,7 @@ class VaultConfig:
             organisation=organisation,
             release_rules=rules,
             release_rules_default=default,
+            release_relations=relations,
             timestamps=timestamps,
             tsa=tsas,
             approvals_bodies=bodies_policy,

@@ -48,7 +48,13 @@ from vault.formats.package import (
 )
 from vault.service.custody import CustodyLog
 from vault.service.packaging.digest import FileStamp, file_stamp, sync_and_digest
-from vault.service.packaging.plan import DraftItem, PackageDraft, check_release, select_items
+from vault.service.packaging.plan import (
+    DraftItem,
+    PackageDraft,
+    check_release,
+    decide_release,
+    select_items,
+)
 from vault.service.packaging.records import PackageInfo, package_info
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
@@ -317,8 +323,9 @@ def record_package(
                     f"body {draft.body_id}: key {key.fingerprint} was revoked while package "
                     f"{draft.package_id} was being built; nothing was kept, build it again"
                 )
-        check_release(select_items(session, item_ids=item_ids), draft.body_id,
-                      checked_rules(vault, session))
+        check_release(decide_release(session, select_items(session, item_ids=item_ids),
+                                     draft.body_id, checked_rules(vault, session),
+                                     substitute=False))
         everyone = [*draft.recipients, draft.escrow]
         row = Package(
             id=draft.package_id,

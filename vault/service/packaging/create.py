@@ -15,7 +15,7 @@ and the tag rule of intake; no module of this package imports it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vault.service.intake import parse_tags
@@ -41,13 +41,15 @@ def create_package(
     output: Path | None = None,
     force: bool = False,
     outbox: Path | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> PackageInfo:
     """``evault package create``: one package for one body planned (:func:`plan_package`),
     built (:func:`build_package`) and, given an ``outbox``, sent (:func:`send_package`).
 
     ``tags`` are ``KEY=VALUE`` filters, read as ``ingest --tag`` reads them. Returns the
     built package, or the sent one (a
-    :class:`~vault.service.packaging.records.SentPackage`, with its receipt).
+    :class:`~vault.service.packaging.records.SentPackage`, with its receipt). ``notice`` is
+    told, in one line each, of every original the release rules replaced by a derived copy.
     """
     draft = plan_package(
         vault,
@@ -63,6 +65,10 @@ def create_package(
         output=output,
         force=force,
     )
+    for original, copy, relation in draft.substituted:
+        if notice is not None:
+            notice(f"item {original}: its {relation} copy {copy} goes to {body_id} instead, "
+                   "as the release rules ask")
     built = build_package(vault, draft)
     if outbox is None:
         return built

@@ -40,7 +40,7 @@ from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
 from vault.service.items import get_case, item_info
-from vault.service.rules import RuleSet, checked_rules, release_verdict
+from vault.service.rules import RuleSet, checked_rules, copy_verdict, release_verdict
 from vault.service.vaults import Vault
 from vault.store.models import Body, CustodyEvent, Identity, IdentityKey, Item, ItemLabel, ItemTag
 
@@ -87,13 +87,71 @@ def select_items(
     return items
 
 
-def check_release(items: Sequence[Item], body_id: str, rules: RuleSet) -> None:
-    """Refuse if any item carries a label that may not go to ``body_id`` (see rules.py)."""
+@dataclass(frozen=True)
+class Release:
+    """What the release rules make of a selection for one body: the items that go (in
+    intake order), those withheld (with why, in one phrase), and the originals replaced by
+    the derived copy a rule names for that body, as (original, copy, relation)."""
+
+    items: list[Item]
+    withheld: list[tuple[Item, str]]
+    substituted: list[tuple[str, str, str]]
+
+
+def decide_release(session: Session, items: Sequence[Item], body_id: str, rules: RuleSet, *,
+                   substitute: bool = True) -> Release:
+    """Apply the release rules to ``items`` for ``body_id``.
+
+    An item whose label lets the body have only a derived copy (``rule add ... --relation
+    redacted``) is replaced by its newest such copy, made from it directly, when
+    ``substitute`` (choosing a package's items); without one, or without ``substitute``
+    (checking a package already built), it is withheld. The copy must itself be free to go.
+    """
+    chosen: dict[str, Item] = {}
+    withheld: list[tuple[Item, str]] = []
+    substituted: list[tuple[str, str, str]] = []
     for item in items:
-        reason = release_verdict((lbl.label for lbl in item.labels), body_id, rules.rules,
-                                 rules.default)
-        if reason is not None:
-            raise PolicyError(f"item {item.id}: {reason}; leave it out of this package")
+        labels = [lbl.label for lbl in item.labels]
+        reason = release_verdict(labels, body_id, rules.rules, rules.default)
+        wanted = rules.copy_for(labels, body_id) if reason is None else None
+        if reason is None and (wanted is None or wanted[1] == item.derivation):
+            chosen.setdefault(item.id, item)
+            continue
+        if reason is None and wanted is not None:
+            label, relation = wanted
+            reason = f"label {label} may go to {body_id} only as a {relation} copy (release rule)"
+            copy = _newest_copy(session, item, relation) if substitute else None
+            if substitute and copy is None:
+                reason += (f", and it has none; make one with `evault ingest FILE "
+                           f"--derived-from {item.id} --relation {relation}`")
+            if copy is not None:
+                why = copy_verdict((lbl.label for lbl in copy.labels), copy.derivation,
+                                   body_id, rules)
+                if why is None:
+                    chosen.setdefault(copy.id, copy)
+                    substituted.append((item.id, copy.id, relation))
+                    continue
+                reason += f"; its {relation} copy {copy.id} may not go either: {why}"
+        assert reason is not None
+        withheld.append((item, reason))
+    return Release(sorted(chosen.values(), key=lambda i: i.intake_seq), withheld, substituted)
+
+
+def _newest_copy(session: Session, item: Item, relation: str) -> Item | None:
+    """The newest derived copy made from ``item`` directly by ``relation``, if any."""
+    return session.scalars(
+        select(Item).options(selectinload(Item.labels), selectinload(Item.tags),
+                             selectinload(Item.digests))
+        .where(Item.derived_from == item.id, Item.received_from.is_(None),
+               Item.derivation == relation)
+        .order_by(Item.intake_seq.desc()).limit(1)).first()
+
+
+def check_release(release: Release) -> list[Item]:
+    """The items that go (see :func:`decide_release`); refuse if the rules withhold any."""
+    for item, reason in release.withheld:
+        raise PolicyError(f"item {item.id}: {reason}; leave it out of this package")
+    return release.items
 
 
 def active_keys(body: Body) -> list[RecipientKey]:
@@ -259,6 +317,8 @@ class PackageDraft:
     #: approvers counted (:func:`vault.service.approvals.check_quorum`); none if not needed.
     approval_files: tuple[tuple[str, bytes], ...] = ()
     approvers: tuple[str, ...] = ()
+    #: Originals the release rules replaced by a derived copy: (original, copy, relation).
+    substituted: tuple[tuple[str, str, str], ...] = ()
 
 
 
@@ -301,7 +361,8 @@ def plan_package(
         keyhistory.check_body(vault, session, body)
         recipients = active_keys(body)
         items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
-        check_release(items, body_id, checked_rules(vault, session))
+        release = decide_release(session, items, body_id, checked_rules(vault, session))
+        items = check_release(release)
         quorum = approvals.check_quorum(vault, session, body_id, items)
         identity = get_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)
@@ -345,5 +406,6 @@ def plan_package(
             now=now,
             approval_files=approvals.tag_files(quorum) if quorum else (),
             approvers=quorum.approvers if quorum else (),
+            substituted=tuple(release.substituted),
         )
 

@@ -41,10 +41,10 @@ from vault.service.packaging.digest import (
     file_stamp,
     sync_and_digest,
 )
-from vault.service.packaging.plan import select_items
+from vault.service.packaging.plan import decide_release, select_items
 from vault.service.packaging.receipts import make_receipt
 from vault.service.packaging.records import SentPackage, get_package, package_info
-from vault.service.rules import checked_rules, release_verdict
+from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
 from vault.store.models import Package, PackageState
 
@@ -126,15 +126,14 @@ def prepare_send(
 def _check_release_now(vault: Vault, session: Session, row: Package) -> None:
     """Refuse to send a package whose items the release rules no longer let go to its body
     (a rule changed after it was built)."""
-    rules = checked_rules(vault, session)
-    for item in select_items(session, item_ids=[pi.item_id for pi in row.items]):
-        reason = release_verdict((lbl.label for lbl in item.labels), row.body_id, rules.rules,
-                                 rules.default)
-        if reason is not None:
-            raise PolicyError(
-                f"package {row.id}: item {item.id}: {reason}, since it was built; build a "
-                "new package without it"
-            )
+    items = select_items(session, item_ids=[pi.item_id for pi in row.items])
+    release = decide_release(session, items, row.body_id, checked_rules(vault, session),
+                             substitute=False)
+    for item, reason in release.withheld:
+        raise PolicyError(
+            f"package {row.id}: item {item.id}: {reason}, since it was built; build a "
+            "new package without it"
+        )
 
 
 def remove_stale_copies(final: Path) -> None:
