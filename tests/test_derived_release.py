@@ -202,3 +202,12 @@ def test_export_sends_each_body_the_copy_its_rule_names(office: Office) -> None:
     packages = {p["body"]: p["item_ids"] for p in json.loads(
         cli.ok("package", "list", "--json").stdout)}
     assert packages == {"ICC-OTP": [office.original, redacted], "UN-HRMMU": [redacted]}
+
+
+def test_an_approval_request_names_the_copy_package_create_would_take(office: Office) -> None:
+    office.cli.ok("rule", "add", "witness-identity", "UN-HRMMU", "--relation", "redacted")
+    redacted = office.redact()
+    request = office.tmp / "req.json"
+    office.cli.ok("approval", "request", "--to", "UN-HRMMU", "--item", office.original,
+                  "--purpose", "Fictional request 19", "-o", str(request))
+    assert [i["id"] for i in json.loads(request.read_bytes())["items"]] == [redacted]
