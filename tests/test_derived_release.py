@@ -211,3 +211,28 @@ def test_an_approval_request_names_the_copy_package_create_would_take(office: Of
     office.cli.ok("approval", "request", "--to", "UN-HRMMU", "--item", office.original,
                   "--purpose", "Fictional request 19", "-o", str(request))
     assert [i["id"] for i in json.loads(request.read_bytes())["items"]] == [redacted]
+
+
+def test_the_reports_count_copies_and_show_the_chain(office: Office) -> None:
+    cli = office.cli
+    cli.ok("rule", "add", "witness-identity", "UN-HRMMU", "--relation", "redacted")
+    redacted = office.redact()
+    excerpt = office.ingest("excerpt.txt", b"fictional excerpt [REDACTED]\n", "--derived-from",
+                            redacted, "--relation", "excerpt", "--tool", "cutter 1.0")
+    office.packaged("ICC-OTP", "--case", CASE)
+    office.packaged("UN-HRMMU", "--item", office.original)
+    rows = {r["body"]: r for r in json.loads(
+        cli.ok("report", "sharing", "--format", "json").stdout)["rows"]}
+    assert [(rows[b]["items"], rows[b]["originals"], rows[b]["derivatives"])
+            for b in ("ICC-OTP", "UN-HRMMU")] == [(3, 1, 2), (1, 0, 1)]
+    sha = {i["id"]: i["sha256"] for i in json.loads(cli.ok("items", "list", "--json").stdout)}
+    form = cli.ok("report", "custody", excerpt, "--format", "md").stdout
+    assert (f"- **Derived from**: {redacted} (excerpt, cutter 1.0) SHA-256 {sha[redacted]} ← "
+            f"{office.original} (redacted) SHA-256 {sha[office.original]}\n") in form
+    form = cli.ok("report", "custody", office.original, "--format", "md").stdout
+    assert (f"- **Derived copies**: {redacted} (redacted) SHA-256 {sha[redacted]}, {excerpt} "
+            f"(excerpt, cutter 1.0, of {redacted}) SHA-256 {sha[excerpt]}\n") in form
+    html = cli.ok("report", "custody", office.original, "--format", "html").stdout
+    assert "<th scope=\"row\">Derived copies</th>" in html
+    plain = office.ingest("other.txt", b"fictional unrelated note\n")
+    assert "Derived" not in cli.ok("report", "custody", plain, "--format", "md").stdout

@@ -195,13 +195,16 @@ def test_sharing_report_matches_the_receipts(office: Cli, tmp_path: Path) -> Non
     assert report["totals"]["packages"] == len(receipts) == 3
     table = office.ok("report", "sharing", "--format", "table").stdout.splitlines()
     assert table[0].split() == ["body", "packages", "items", "bytes", "references", "sent",
-                                "acknowledged", "median_hours_to_ack", "approvals"]
+                                "acknowledged", "median_hours_to_ack", "approvals",
+                                "originals", "derivatives"]
     assert table[-1].startswith("TOTAL")
+    assert (report["totals"]["originals"], report["totals"]["derivatives"]) == (
+        report["totals"]["items"], 0)
     md = office.ok("report", "sharing", "--format", "md", "--body", "ICC-OTP").stdout
     assert "| ICC-OTP | 1 | 5 |" in md and "file-0.txt" not in md
     csv = office.ok("report", "sharing", "--format", "csv").stdout.splitlines()
     assert csv[0] == ("body,packages,items,bytes,references,sent,acknowledged,"
-                      "median_hours_to_ack,approvals")
+                      "median_hours_to_ack,approvals,originals,derivatives")
     future = office.ok("report", "sharing", "--since", "2100-01-01T00:00:00Z", "--format",
                        "json").stdout
     assert json.loads(future)["totals"]["packages"] == 0

@@ -23,10 +23,11 @@ from vault.render.forms import DEFAULT_PAPER, form_page, mono, signature_block, 
 from vault.render.text import markdown_safe, render_table, to_csv, to_json
 
 if TYPE_CHECKING:
+    from vault.service.items import Link
     from vault.service.reports import CustodyReport, EventLine, SharingReport
 
 SHARING_COLUMNS = ("body", "packages", "items", "bytes", "references", "sent", "acknowledged",
-                   "median_hours_to_ack", "approvals")
+                   "median_hours_to_ack", "approvals", "originals", "derivatives")
 
 
 def render_sharing(report: SharingReport, fmt: str) -> str:
@@ -73,7 +74,17 @@ def _custody_lines(report: CustodyReport) -> dict[str, Any]:
     sender = "-"
     if report.received_from:
         sender = f"{report.received_from_name or 'unknown'} {report.received_from}"
+    lineage = report.derivation
+    derivation = []
+    if lineage is not None:
+        if lineage.derived_from:
+            derivation.append(("Derived from", " ← ".join(
+                _link(link, report.item) for link in lineage.derived_from)))
+        if lineage.derivatives:
+            derivation.append(("Derived copies", ", ".join(
+                _link(link, report.item) for link in lineage.derivatives)))
     return {
+        "derivation": derivation,
         "item": [
             ("Case", report.case),
             ("Item", report.item),
@@ -91,6 +102,13 @@ def _custody_lines(report: CustodyReport) -> dict[str, Any]:
         "printed": (f"Printed at {report.printed_at} by {printer.name} "
                     f"{printer.fingerprint}, checkpoint {cp_short}."),
     }
+
+
+def _link(link: Link, item: str) -> str:
+    """``EV-A (redacted, redactor 2.1, of EV-B) SHA-256 <hex>``: one step of a derivation."""
+    how = ", ".join(x for x in (link.relation, link.tool,
+                                f"of {link.of}" if link.of and link.of != item else None) if x)
+    return f"{link.id} ({how}) SHA-256 {link.sha256}" if how else f"{link.id} SHA-256 {link.sha256}"
 
 
 _NOTE = ("Times are UTC (ISO 8601). Each event is signed by its actor (Ed25519) and hashed "
@@ -126,6 +144,7 @@ def _custody_markdown(report: CustodyReport, text: dict[str, Any]) -> str:
     lines = [f"# Chain of custody: {md(report.item)}", ""]
     lines += [f"- **{k}**: {md(v)}" for k, v in text["item"]]
     lines += [f"- **{k.upper()}**: {md(v)}" for k, v in report.digests.items()]
+    lines += [f"- **{k}**: {md(v)}" for k, v in text["derivation"]]
     lines += [f"- **Checkpoint**: {md(text['checkpoint'])}", "", "## Events in this vault", ""]
     lines += table(report.events, _EVENT_COLUMNS)
     chain = report.sender_chain
@@ -192,6 +211,8 @@ def _custody_html(report: CustodyReport, text: dict[str, Any], paper: str) -> st
     )
     fields += "".join(f"<tr><th scope=\"row\">{esc(k.upper())}</th><td>{mono(v)}</td></tr>"
                       for k, v in report.digests.items())
+    fields += "".join(f"<tr><th scope=\"row\">{esc(k)}</th><td>{words(v)}</td></tr>"
+                      for k, v in text["derivation"])
     cp = report.checkpoint
     checkpoint = (
         f"{mono(cp.origin)}, size {mono(cp.size)}, root {mono(cp.root)}, signed by "

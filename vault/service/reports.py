@@ -18,7 +18,7 @@ import hashlib
 import json
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,12 +31,13 @@ from vault.custody.note import open_checkpoint
 from vault.errors import NotFoundError, VaultError, VerificationError
 from vault.service.custody import identity_names, leaf_hashes, logged_event, vault_verifiers
 from vault.service.identities import acting_identity, current_key
-from vault.service.items import get_item
+from vault.service.items import Lineage, get_item, lineage
 from vault.service.results import Result
 from vault.service.vaults import Vault
-from vault.store.models import CustodyEvent, Package, SignedCheckpoint
+from vault.store.models import CustodyEvent, Item, Package, PackageItem, SignedCheckpoint
 
-_COUNTS = ("packages", "items", "bytes", "sent", "acknowledged", "approvals")
+_COUNTS = ("packages", "items", "bytes", "sent", "acknowledged", "approvals", "originals",
+           "derivatives")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +45,9 @@ class SharingRow(Result):
     """One body's line of the sharing report, or the ``TOTAL`` line: packages built in the
     window, the items in them, the bytes of their files, distinct references, how many were
     sent and acknowledged, the median hours from sending to acknowledgement (to one
-    decimal; None when none was acknowledged after being sent), and the signed release
-    approvals the packages carried (issue 18)."""
+    decimal; None when none was acknowledged after being sent), the signed release
+    approvals the packages carried (issue 18), and of the items, how many were originals and
+    how many derived copies (redacted, translated, ...; issue 19)."""
 
     body: str
     packages: int
@@ -56,6 +58,8 @@ class SharingRow(Result):
     acknowledged: int
     median_hours_to_ack: float | None
     approvals: int
+    originals: int
+    derivatives: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +136,9 @@ class CustodyReport(Result):
     UTC strings; ``digests`` maps an algorithm to its hex digest, SHA-256 first. For a
     received item, ``received_from`` is the sender's key fingerprint, ``received_from_name``
     the name this vault knows it by, and ``sender_chain`` the sender's events; ``checkpoint``
-    is None before the vault's first one."""
+    is None before the vault's first one. ``derivation`` is, for a derived copy or an item
+    copied, its chain both ways (ids, digests, relations and tools; never the note), else
+    None."""
 
     item: str
     case: str
@@ -151,6 +157,7 @@ class CustodyReport(Result):
     sender_chain: SenderChain | None
     printed_at: str
     printed_by: Printer
+    derivation: Lineage | None = None
 
 
 def _approvals_carried(session: Any, package_ids: Sequence[str]) -> dict[str, int]:
@@ -184,6 +191,10 @@ def sharing_report(
             and (until is None or as_utc(p.created_at) < until)
         ]
         approved = _approvals_carried(session, [p.id for p in packages])
+        derived = set(session.scalars(
+            select(PackageItem.item_id).join(Item, Item.id == PackageItem.item_id).where(
+                PackageItem.package_id.in_([p.id for p in packages]),
+                Item.derivation.is_not(None)))) if packages else set()
         counts: dict[str, dict[str, int]] = {}
         references: dict[str, set[str]] = {}
         waits: dict[str, list[float]] = {}
@@ -196,6 +207,9 @@ def sharing_report(
             if p.reference:
                 references[p.body_id].add(p.reference)
             count["approvals"] += approved.get(p.id, 0)
+            copies = sum(1 for pi in p.items if pi.item_id in derived)
+            count["derivatives"] += copies
+            count["originals"] += len(p.items) - copies
             if p.sent_at is not None:
                 count["sent"] += 1
             if p.acknowledged_at is not None:
@@ -225,7 +239,8 @@ def _sharing_row(body: str, count: dict[str, int], references: int,
         body=body, packages=count["packages"], items=count["items"], bytes=count["bytes"],
         references=references, sent=count["sent"], acknowledged=count["acknowledged"],
         median_hours_to_ack=round(statistics.median(waits), 1) if waits else None,
-        approvals=count["approvals"],
+        approvals=count["approvals"], originals=count["originals"],
+        derivatives=count["derivatives"],
     )
 
 
@@ -236,6 +251,7 @@ def custody_report(
     title, source, collection time and place, digests), every event with its actor and
     proof status, the sender's chain for a received item, the latest checkpoint, and who
     printed it when (``as_name`` or the default identity)."""
+    derivation = _derivation(vault, item_id)
     with vault.transaction() as session:
         item = get_item(session, item_id)
         names = identity_names(session)
@@ -295,7 +311,15 @@ def custody_report(
             sender_chain=received,
             printed_at=isoformat(now or utcnow()),
             printed_by=Printer(name=printer.name, fingerprint=current_key(printer).fingerprint),
+            derivation=derivation,
         )
+
+
+def _derivation(vault: Vault, item_id: str) -> Lineage | None:
+    """The item's derivation chain for the form: links only, the note left out (it stays
+    sealed, like the item's description)."""
+    found = lineage(vault, item_id)
+    return None if found.empty else replace(found, note=None)
 
 
 def _sender_chain(vault: Vault, session: Session, package_id: str,
