@@ -46,6 +46,11 @@ def make_samples(folder: Path) -> Path:
         "Statement of witness W-1 about events in a fictional town, 2026-03-14.\n",
         encoding="utf-8",
     )
+    (folder / "witness-statement-W1-Red.txt").write_text(
+        "FICTIONAL SAMPLE - NOT REAL EVIDENCE\n"
+        "Statement of witness [REDACTED] about events in a fictional town, 2026-03-14.\n",
+        encoding="utf-8",
+    )
     for i in range(1, 4):
         # Deterministic bytes standing in for photographs.
         data = bytes((i * 37 + n * 11) % 256 for n in range(4096 * i))
@@ -317,8 +322,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.run("items", "list", "--case", CASE, "--vault", office)
         # Labels fail closed: the restricted statement goes nowhere until a rule names a body.
         demo.run("rule", "add", "restricted-icc", "ICC-OTP", "--vault", office)
-        demo.run("rule", "list", "--vault", office)
         first = json.loads(demo.run("items", "list", "--json", "--vault", office))[0]
+        # A redacted copy, linked to the statement it was made from; the UN mission may have
+        # only that copy, sent in place of the original.
+        demo.run("ingest", str(samples / "witness-statement-W1-Red.txt"), "--case", CASE,
+                 "--derived-from", first["id"], "--relation", "redacted", "--tool",
+                 "fictional-redactor 1.0", "--vault", office)
+        demo.run("rule", "add", "restricted-icc", "UN-HRMMU", "--relation", "redacted",
+                 "--vault", office)
+        demo.run("rule", "list", "--vault", office)
 
         demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
         demo.run("custody", "show", first["id"], "--vault", office)
