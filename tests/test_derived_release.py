@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import Cli
+from test_key_history import sql
 from test_robustness import assert_refusal
 
 CASE = "UA-2026-0091"
@@ -236,3 +237,26 @@ def test_the_reports_count_copies_and_show_the_chain(office: Office) -> None:
     assert "<th scope=\"row\">Derived copies</th>" in html
     plain = office.ingest("other.txt", b"fictional unrelated note\n")
     assert "Derived" not in cli.ok("report", "custody", plain, "--format", "md").stdout
+
+
+def test_a_database_holder_cannot_make_an_item_the_copy_a_rule_asks_for(office: Office) -> None:
+    """Whether an item is the redacted copy of another is read from its signed intake event,
+    not from the columns: set with SQL, they stop the package (exit 3)."""
+    cli = office.cli
+    cli.ok("rule", "add", "witness-identity", "UN-HRMMU", "--relation", "redacted")
+    unrelated = office.ingest("unredacted.txt", b"fictional statement naming a witness again\n",
+                              "--label", "witness-identity")
+    # The original itself marked as its own redacted copy.
+    sql(cli, "UPDATE items SET derivation = 'redacted' WHERE id = :id", id=office.original)
+    assert_refusal(office.package("UN-HRMMU", "--item", office.original), 3,
+                   f"item {office.original}: the database says it is a redacted copy, its signed "
+                   "intake event does not; nothing was packaged; run `evault custody verify`")
+    # An unredacted item passed off as the original's redacted copy.
+    sql(cli, "UPDATE items SET derivation = NULL WHERE id = :id", id=office.original)
+    sql(cli, "UPDATE items SET derivation = 'redacted', derived_from = :o WHERE id = :id",
+        o=office.original, id=unrelated)
+    assert_refusal(office.package("UN-HRMMU", "--item", office.original), 3,
+                   f"item {unrelated}: the database says it is a redacted copy of "
+                   f"{office.original}, its signed intake event does not; nothing was packaged; "
+                   "run `evault custody verify`")
+    assert not (office.tmp / "UN-HRMMU.evpkg").exists()

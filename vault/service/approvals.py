@@ -393,7 +393,7 @@ def request_approval(
     with vault.transaction() as session:
         get_body(session, body)
         items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
-        items = check_release(decide_release(session, items, body,
+        items = check_release(decide_release(vault, session, items, body,
                                              checked_rules(vault, session)))
         identity = acting_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)

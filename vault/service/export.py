@@ -419,7 +419,7 @@ def _decide(
                                  tags=plan.tags)
         except NotFoundError:
             items = []
-        release = decide_release(session, items, plan.body, checked_rules(vault, session))
+        release = decide_release(vault, session, items, plan.body, checked_rules(vault, session))
         allowed = release.items
         withheld = [item for item, _reason in release.withheld]
         shared = set(session.scalars(

@@ -323,7 +323,7 @@ def record_package(
                     f"body {draft.body_id}: key {key.fingerprint} was revoked while package "
                     f"{draft.package_id} was being built; nothing was kept, build it again"
                 )
-        check_release(decide_release(session, select_items(session, item_ids=item_ids),
+        check_release(decide_release(vault, session, select_items(session, item_ids=item_ids),
                                      draft.body_id, checked_rules(vault, session),
                                      substitute=False))
         everyone = [*draft.recipients, draft.escrow]

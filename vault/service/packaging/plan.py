@@ -17,6 +17,7 @@ never the other modules of this package.
 from __future__ import annotations
 
 import base64
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,7 +32,14 @@ from vault.crypto.age import AgeIdentity
 from vault.custody.events import Event
 from vault.custody.merkle import node_hash
 from vault.durable import TEMP_PREFIX, require_folder
-from vault.errors import ConflictError, NotFoundError, PolicyError, UsageError, VerificationError
+from vault.errors import (
+    ConflictError,
+    NotFoundError,
+    PolicyError,
+    UsageError,
+    VaultError,
+    VerificationError,
+)
 from vault.formats.canonical import canonical_json
 from vault.formats.package import RecipientKey
 from vault.service import approvals, keyhistory, timestamping
@@ -40,7 +48,13 @@ from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
 from vault.service.items import get_case, item_info
-from vault.service.rules import RuleSet, checked_rules, copy_verdict, release_verdict
+from vault.service.rules import (
+    RuleSet,
+    checked_own_event,
+    checked_rules,
+    copy_verdict,
+    release_verdict,
+)
 from vault.service.vaults import Vault
 from vault.store.models import Body, CustodyEvent, Identity, IdentityKey, Item, ItemLabel, ItemTag
 
@@ -98,14 +112,16 @@ class Release:
     substituted: list[tuple[str, str, str]]
 
 
-def decide_release(session: Session, items: Sequence[Item], body_id: str, rules: RuleSet, *,
-                   substitute: bool = True) -> Release:
+def decide_release(vault: Vault, session: Session, items: Sequence[Item], body_id: str,
+                   rules: RuleSet, *, substitute: bool = True) -> Release:
     """Apply the release rules to ``items`` for ``body_id``.
 
     An item whose label lets the body have only a derived copy (``rule add ... --relation
     redacted``) is replaced by its newest such copy, made from it directly, when
     ``substitute`` (choosing a package's items); without one, or without ``substitute``
     (checking a package already built), it is withheld. The copy must itself be free to go.
+    Whether an item is such a copy, and of which item, is read from its signed intake event,
+    not from the columns a database holder could set (:func:`_signed_copy`).
     """
     chosen: dict[str, Item] = {}
     withheld: list[tuple[Item, str]] = []
@@ -114,13 +130,14 @@ def decide_release(session: Session, items: Sequence[Item], body_id: str, rules:
         labels = [lbl.label for lbl in item.labels]
         reason = release_verdict(labels, body_id, rules.rules, rules.default)
         wanted = rules.copy_for(labels, body_id) if reason is None else None
-        if reason is None and (wanted is None or wanted[1] == item.derivation):
+        if reason is None and (wanted is None or (
+                wanted[1] == item.derivation and _signed_copy(vault, session, item, wanted[1]))):
             chosen.setdefault(item.id, item)
             continue
         if reason is None and wanted is not None:
             label, relation = wanted
             reason = f"label {label} may go to {body_id} only as a {relation} copy (release rule)"
-            copy = _newest_copy(session, item, relation) if substitute else None
+            copy = _newest_copy(vault, session, item, relation) if substitute else None
             if substitute and copy is None:
                 reason += (f", and it has none; make one with `evault ingest FILE "
                            f"--derived-from {item.id} --relation {relation}`")
@@ -137,14 +154,41 @@ def decide_release(session: Session, items: Sequence[Item], body_id: str, rules:
     return Release(sorted(chosen.values(), key=lambda i: i.intake_seq), withheld, substituted)
 
 
-def _newest_copy(session: Session, item: Item, relation: str) -> Item | None:
+def _newest_copy(vault: Vault, session: Session, item: Item, relation: str) -> Item | None:
     """The newest derived copy made from ``item`` directly by ``relation``, if any."""
-    return session.scalars(
+    copy = session.scalars(
         select(Item).options(selectinload(Item.labels), selectinload(Item.tags),
                              selectinload(Item.digests))
         .where(Item.derived_from == item.id, Item.received_from.is_(None),
                Item.derivation == relation)
         .order_by(Item.intake_seq.desc()).limit(1)).first()
+    if copy is not None:
+        _signed_copy(vault, session, copy, relation, item)
+    return copy
+
+
+def _signed_copy(vault: Vault, session: Session, item: Item, relation: str,
+                 original: Item | None = None) -> bool:
+    """True if ``item``'s signed intake event says it is a ``relation`` copy (of
+    ``original``, by id and SHA-256, when given); else a VerificationError (exit 3): its
+    columns say so and its signed event does not, so the database was changed."""
+    row = session.get(CustodyEvent, item.intake_seq)
+    link: Any = None
+    if row is not None:
+        action = "item.received" if item.received_from is not None else "item.ingested"
+        with contextlib.suppress(VaultError):
+            event = checked_own_event(vault, session, row, action, item.id, "intake")
+            link = event.details.get("derived_from")
+    expected = {"relation": relation}
+    if original is not None:
+        expected |= {"id": original.id, "sha256": original.sha256}
+    if not isinstance(link, dict) or any(link.get(k) != v for k, v in expected.items()):
+        raise VerificationError(
+            f"item {item.id}: the database says it is a {relation} copy"
+            + (f" of {original.id}" if original is not None else "")
+            + ", its signed intake event does not; nothing was packaged; run `evault custody "
+            "verify`")
+    return True
 
 
 def check_release(release: Release) -> list[Item]:
@@ -361,7 +405,8 @@ def plan_package(
         keyhistory.check_body(vault, session, body)
         recipients = active_keys(body)
         items = select_items(session, item_ids=item_ids, case=case, label=label, tags=tags)
-        release = decide_release(session, items, body_id, checked_rules(vault, session))
+        release = decide_release(vault, session, items, body_id,
+                                 checked_rules(vault, session))
         items = check_release(release)
         quorum = approvals.check_quorum(vault, session, body_id, items)
         identity = get_identity(session, as_name)

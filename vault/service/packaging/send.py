@@ -127,7 +127,7 @@ def _check_release_now(vault: Vault, session: Session, row: Package) -> None:
     """Refuse to send a package whose items the release rules no longer let go to its body
     (a rule changed after it was built)."""
     items = select_items(session, item_ids=[pi.item_id for pi in row.items])
-    release = decide_release(session, items, row.body_id, checked_rules(vault, session),
+    release = decide_release(vault, session, items, row.body_id, checked_rules(vault, session),
                              substitute=False)
     for item, reason in release.withheld:
         raise PolicyError(
