@@ -1,8 +1,9 @@
 """``evault ingest``: evidence files into the vault.
 
 May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
-:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
-(it loads SQLAlchemy; a command's ``--help`` stays fast).
+:mod:`vault.names` (the relations ``--relation`` offers), :mod:`vault.progress`,
+:mod:`vault.render`; :mod:`vault.service` only inside the commands (it loads SQLAlchemy; a
+command's ``--help`` stays fast).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from vault.cli.common import (
     with_vault,
 )
 from vault.errors import OptionsError
+from vault.names import RELATIONS
 from vault.progress import progress_line
 
 if TYPE_CHECKING:
@@ -62,8 +64,7 @@ INGEST_COLUMNS = ("id", "case", "name", "size", "sha256")
 )
 @click.option("--derived-from", metavar="ITEM",
               help="The item these files were made from (with --relation).")
-@click.option("--relation", type=click.Choice(
-    ["redacted", "translation", "transcript", "excerpt", "transcode"]),
+@click.option("--relation", type=click.Choice(RELATIONS),
     help="How they were made from --derived-from.")
 @click.option("--tool", metavar='"NAME VERSION"', help="With --derived-from: the tool used.")
 @click.option("--note", metavar="TEXT",

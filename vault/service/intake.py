@@ -37,7 +37,7 @@ from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, OptionsError, UsageError, VaultError
 from vault.faults import crash_point
-from vault.names import CASE_ID, ITEM_ID, LABEL, TAG_KEY
+from vault.names import CASE_ID, DERIVATION_TOOL, ITEM_ID, LABEL, MAX_TOOL, RELATIONS, TAG_KEY
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
@@ -69,9 +69,6 @@ MANIFEST_FIELDS = (
 )
 
 
-#: How a derived copy relates to the item it was made from (``ingest --relation``).
-RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
-MAX_TOOL = 128
 
 
 @dataclass(frozen=True)
@@ -88,9 +85,7 @@ class Derivation:
         ITEM_ID.check(self.original, "--derived-from")
         if self.relation not in RELATIONS:
             raise UsageError(f"--relation {self.relation!r}: use one of {', '.join(RELATIONS)}")
-        if self.tool is not None and (
-                not self.tool.strip() or len(self.tool.encode()) > MAX_TOOL
-                or not self.tool.isprintable()):
+        if self.tool is not None and not DERIVATION_TOOL.matches(self.tool):
             raise UsageError(f"--tool: one line of at most {MAX_TOOL} bytes, such as "
                              "\"redactor 2.1\"")
 
