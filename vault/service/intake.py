@@ -37,6 +37,7 @@ from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, OptionsError, UsageError, VaultError
 from vault.faults import crash_point
+from vault.formats.package import ItemLink
 from vault.names import CASE_ID, DERIVATION_TOOL, ITEM_ID, LABEL, MAX_TOOL, RELATIONS, TAG_KEY
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
@@ -745,14 +746,14 @@ def _originals(session: Session, rows: Sequence[IntakeRow]) -> dict[str, str]:
     return found
 
 
-def _derived_details(row: IntakeRow, originals: dict[str, str]) -> dict[str, Any]:
-    """The ``derived_from`` part of a derived copy's signed ``item.ingested`` details: the
-    original's id and SHA-256, the relation and the tool (never the note)."""
+def _link(row: IntakeRow, originals: dict[str, str]) -> ItemLink | None:
+    """A derived copy's link: the original's id and SHA-256, the relation and the tool
+    (never the note). It goes into the signed ``item.ingested`` details as
+    ``derived_from``, and so into every package that carries the copy."""
     d = row.fields.derivation
     if d is None:
-        return {}
-    link = {"id": d.original, "sha256": originals[d.original], "relation": d.relation}
-    return {"derived_from": {**link, **({"tool": d.tool} if d.tool else {})}}
+        return None
+    return ItemLink(d.original, originals[d.original], d.relation, d.tool)
 
 
 def _record_batch(
@@ -769,6 +770,7 @@ def _record_batch(
         log = CustodyLog(vault, session)
         _ensure_cases(session, log, pair, {s.row.fields.case for s in batch}, create_case, now)
         originals = _originals(session, [s.row for s in batch])
+        links = [_link(stored.row, originals) for stored in batch]
         recorded = record_items(session, log, pair, [
             NewItem(
                 Stored(stored.blob_id, stored.size, stored.sha256, stored.stored_size,
@@ -778,7 +780,7 @@ def _record_batch(
                 action="item.ingested",
                 details={"case": stored.row.fields.case, "size": stored.size,
                          "labels": list(stored.row.fields.labels),
-                         **_derived_details(stored.row, originals)},
+                         **({"derived_from": link.to_json()} if link else {})},
                 title=stored.row.fields.title,
                 description=stored.row.fields.description,
                 source=stored.row.fields.source,
@@ -786,9 +788,11 @@ def _record_batch(
                 location=stored.row.fields.location,
                 labels=stored.row.fields.labels,
                 tags=stored.row.fields.tags,
-                derivation=stored.row.fields.derivation,
+                derived_from=link,
+                derivation_note=(stored.row.fields.derivation.note
+                                 if stored.row.fields.derivation else None),
             )
-            for stored in batch
+            for stored, link in zip(batch, links, strict=True)
         ], now=now)
         out = [
             IngestedItem(
