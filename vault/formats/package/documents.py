@@ -348,6 +348,9 @@ def _read_statement_item(value: object, what: str, where: str, version: int) -> 
         fields = (*_LINK_FIELDS, *(("tool",) if isinstance(raw, dict) and "tool" in raw else ()))
         found = read_object(raw, fields, what, f"{where}.derived_from")
         try:
+            # A tool is named or its key left out: null would be a second form of "none".
+            if "tool" in found and found["tool"] is None:
+                raise fail("derived_from.tool", DERIVATION_TOOL.text)
             link = ItemLink(id=found["id"], sha256=found["sha256"], relation=found["relation"],
                             tool=found.get("tool"))
         except UsageError as e:

@@ -33,13 +33,13 @@ from vault.custody.merkle import node_hash
 from vault.durable import TEMP_PREFIX, require_folder
 from vault.errors import ConflictError, NotFoundError, PolicyError, UsageError, VerificationError
 from vault.formats.canonical import canonical_json
-from vault.formats.package import RecipientKey
+from vault.formats.package import ItemLink, RecipientKey
 from vault.service import approvals, keyhistory, timestamping
 from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
-from vault.service.items import get_case, item_info
+from vault.service.items import get_case, item_info, original_of
 from vault.service.rules import RuleSet, checked_rules, release_verdict
 from vault.service.vaults import Vault
 from vault.store.models import Body, CustodyEvent, Identity, IdentityKey, Item, ItemLabel, ItemTag
@@ -107,9 +107,38 @@ def active_keys(body: Body) -> list[RecipientKey]:
 
 
 
-def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
-    """items.json's entry: the vault's full view of the item plus its path in the bag."""
-    return {**item_info(item).to_json(), "path": bag_path}
+def _item_metadata(item: Item, bag_path: str, link: ItemLink | None) -> dict[str, Any]:
+    """items.json's entry: the vault's full view of the item plus its path in the bag, and
+    for a derived copy the link its statement item signs (never more of the original)."""
+    return {**item_info(item).to_json(), "path": bag_path,
+            **({"derived_from": link.to_json()} if link is not None else {})}
+
+
+def item_link(session: Session, item: Item) -> ItemLink | None:
+    """The link a package carries for a derived copy: the original's id and SHA-256 as this
+    vault knows them, the relation and the tool.
+
+    A copy made here names its original by its id here. A copy received in a package keeps
+    the link its sender signed (the original's id in the sender's vault), except when this
+    vault holds that original and its SHA-256 is the one the link names: it is then named
+    by its id here, so that a body that received the original from this vault too finds it.
+    An original held here with another SHA-256 does not become the link's: what goes on is
+    the sender's claim, unchanged, for the body to check.
+    """
+    if item.derived_from is None or item.derivation is None:
+        return None
+    sha256 = item.derived_from_sha256
+    if item.received_from is None:
+        held = session.get(Item, item.derived_from)
+        original = item.derived_from
+        if sha256 is None and held is not None:
+            sha256 = held.sha256
+    else:
+        held = original_of(session, item)
+        original = held.id if held is not None and held.sha256 == sha256 else item.derived_from
+    if sha256 is None:
+        return None
+    return ItemLink(original, sha256, item.derivation, item.derivation_tool)
 
 
 #: The events of an item that its package's custody excerpt carries: how the sending office
@@ -221,6 +250,7 @@ class DraftItem(NamedTuple):
     sha256: str
     path: str  # in the bag, below data/
     seq: int  # intake order
+    link: ItemLink | None = None  # a derived copy's link to its original (item_link)
 
 
 @dataclass
@@ -318,6 +348,7 @@ def plan_package(
         checkpoint, checkpoint_size, timestamps = checkpoint_now(vault, session, pair, now)
         excerpt = _custody_excerpt(session, items, checkpoint_size)
         paths = [f"{item.id}/{item.original_name}" for item in items]
+        links = [item_link(session, item) for item in items]
         return PackageDraft(
             package_id=package_id,
             body_id=body_id,
@@ -335,10 +366,10 @@ def plan_package(
             timestamps=timestamping.encode(timestamps),
             excerpt=excerpt,
             items=tuple(DraftItem(item.id, item.blob_id, item.size, item.sha256, path,
-                                  item.intake_seq)
-                        for item, path in zip(items, paths, strict=True)),
-            metadata=[_item_metadata(item, f"data/{path}")
-                      for item, path in zip(items, paths, strict=True)],
+                                  item.intake_seq, link)
+                        for item, path, link in zip(items, paths, links, strict=True)),
+            metadata=[_item_metadata(item, f"data/{path}", link)
+                      for item, path, link in zip(items, paths, links, strict=True)],
             reference=reference,
             purpose=purpose,
             confidential_reference=confidential_reference,
