@@ -505,3 +505,15 @@ def test_migration_0011_backfills_the_originals_digest(cli: Cli, tmp_path: Path,
     assert cli.ok("items", "verify-link", c["id"]).stdout == (
         f"item {c['id']}: transcript copy of {o['id']}: the original's SHA-256 matches "
         f"({o['sha256']})\n")
+
+
+def test_verify_counts_the_linked_items(office: Office) -> None:
+    o = office
+    path, pid = o.send("O", "R", "E", name="all")
+    out = o.b.ok("verify", str(path), "--as", "icc-officer").stdout
+    assert (f"package {pid} from registry-office for ICC-OTP, envelope, payload, bag, "
+            "statement, 3 item(s) (2 derived, linked to the original by id and SHA-256) and 3 "
+            "custody event(s) verified") in out, out
+    plain, pid = o.send("O", name="plain")
+    out = o.b.ok("verify", str(plain), "--as", "icc-officer").stdout
+    assert "statement, 1 item(s) and 1 custody event(s) verified" in out, out
