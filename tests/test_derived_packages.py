@@ -260,6 +260,15 @@ def test_a_false_link_to_an_original_in_the_same_package_is_refused(office: Offi
         "sender's link is false; ask the sender for a corrected package\n"))
     assert json.loads(o.b.ok("items", "list", "--json").stdout) == []
     assert not (o.tmp / "received").exists() or list((o.tmp / "received").iterdir()) == []
+    # The sender's own check does not trust the altered row either: its signed event says
+    # otherwise.
+    seq = next(e["seq"] for e in json.loads(o.a.ok("custody", "show", o.ids["R"], "--json")
+                                            .stdout)["events"] if e["action"] == "item.ingested")
+    result = o.a("items", "verify-link", o.ids["R"])
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: item {o.ids['R']}: its link in this vault's database is not the one its "
+        f"signed intake event {seq} names; the database was altered: run `evault custody "
+        "verify` and restore the database from a backup\n"))
 
 
 def test_a_link_the_senders_own_signed_event_contradicts_is_refused(office: Office) -> None:

@@ -268,10 +268,8 @@ def verify_link(vault: Vault, item_id: str, original: str | None = None) -> Link
         item = get_item(session, item_id)
         if item.derived_from is None or item.derivation is None:
             raise NotFoundError(f"item {item_id}: not a derived copy; nothing to verify")
+        _check_signed_link(session, item)
         expected = item.derived_from_sha256
-        if expected is None:  # a copy made here before it was recorded (schema 0010)
-            parent = session.get(Item, item.derived_from)
-            expected = parent.sha256 if parent is not None else None
         if expected is None:
             raise NotFoundError(f"item {item_id}: its link names no SHA-256 of the original; "
                                 "nothing to verify")
@@ -309,6 +307,36 @@ def verify_link(vault: Vault, item_id: str, original: str | None = None) -> Link
             f"names SHA-256 {expected}, but {kind} {what} has {actual}; {advice}")
     return LinkChecked(item=item_id, relation=relation, tool=tool, link_id=link_id,
                        sender=sender, original=what, original_kind=kind, sha256=actual)
+
+
+def _check_signed_link(session: Session, item: Item) -> None:
+    """The link in the item's row must be the one its signed intake event names
+    (``item.ingested`` or ``item.received``, at its ``intake_seq``): the check must not
+    rest on a row anyone with the database can edit. The event's signature is checked
+    against the actor's key row; ``custody verify`` checks that key's history."""
+    from vault.crypto.keys import VerifyKey
+    from vault.custody.events import Event
+    from vault.store.models import CustodyEvent, IdentityKey
+
+    row = session.get(CustodyEvent, item.intake_seq)
+    event = Event.decode(row.body) if row is not None else None
+    key = (session.scalar(select(IdentityKey).where(IdentityKey.fingerprint == event.actor))
+           if event is not None else None)
+    signed = None
+    if row is not None and event is not None and key is not None and event.subject == item.id:
+        try:
+            VerifyKey(key.signing_key).verify(row.signature, row.body)
+            signed = event.details.get("derived_from")
+        except VerificationError:
+            signed = None
+    recorded = {"id": item.derived_from, "sha256": item.derived_from_sha256,
+                "relation": item.derivation,
+                **({"tool": item.derivation_tool} if item.derivation_tool else {})}
+    if signed != recorded:
+        raise VerificationError(
+            f"item {item.id}: its link in this vault's database is not the one its signed "
+            f"intake event {item.intake_seq} names; the database was altered: run `evault "
+            "custody verify` and restore the database from a backup")
 
 
 def _file_sha256(path: Path) -> str:
