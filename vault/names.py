@@ -111,3 +111,21 @@ RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
 
 TAG_KEY = Rule(re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"), "a simple key")
 """The key of a ``KEY=VALUE`` tag."""
+
+# -- derived copies --------------------------------------------------------------------------
+
+RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
+"""How a derived copy relates to the item it was made from (``ingest --relation``); a
+package's statement carries the same words (:class:`vault.formats.package.ItemLink`)."""
+
+MAX_TOOL = 128
+
+DERIVATION_TOOL = Rule(
+    re.compile(".+"),
+    f"one printable line of at most {MAX_TOOL} bytes, such as \"redactor 2.1\"",
+    # isprintable() first: a lone surrogate does not encode.
+    also=lambda text: (text.isprintable() and bool(text.strip())
+                       and len(text.encode("utf-8")) <= MAX_TOOL),
+)
+"""The tool that made a derived copy (``name version``), as typed and as a statement
+carries it."""

@@ -82,7 +82,8 @@ def custody_show(vault: Vault, subject: str, as_json: bool) -> None:
             if chain:
                 click.echo(f"{what}: " + ", ".join(
                     f"{link.id} ({link.relation}"
-                    + (f" of {link.of}" if link.of and link.of != subject else "") + ")"
+                    + (f" of {link.of}" if link.of and link.of != subject else "")
+                    + (", not held here" if link.sender else "") + ")"
                     for link in chain))
 
 

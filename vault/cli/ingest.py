@@ -1,8 +1,9 @@
 """``evault ingest``: evidence files into the vault.
 
 May import: click, :mod:`vault.cli` and :mod:`vault.cli.common`, :mod:`vault.errors`,
-:mod:`vault.progress`, :mod:`vault.render`; :mod:`vault.service` only inside the commands
-(it loads SQLAlchemy; a command's ``--help`` stays fast).
+:mod:`vault.names` (the relations ``--relation`` offers), :mod:`vault.progress`,
+:mod:`vault.render`; :mod:`vault.service` only inside the commands (it loads SQLAlchemy; a
+command's ``--help`` stays fast).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ def items() -> None:
     Examples:
       evault items list --case UA-2026-0042
       evault items show EV-0123456789AB
+      evault items verify-link EV-0123456789AB
       evault items export EV-0123456789AB -o copy.pdf --reason "expert review"
     """
 
@@ -78,7 +79,9 @@ def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
         shown = links.to_json()
         if not as_json:
             def said(link: dict[str, str | None]) -> str:
-                how = ", ".join(x for x in (link["relation"], link["tool"]) if x)
+                # An original not held here is named by its id in the sender's vault.
+                away = "not held here" if link.get("sender") else None
+                how = ", ".join(x for x in (link["relation"], link["tool"], away) if x)
                 of = f" of {link['of']}" if link["of"] and link["of"] != item_id else ""
                 return f"{link['id']} ({how}{of})" if how else str(link["id"])
 
@@ -87,6 +90,35 @@ def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
                      "note": links.note}
         record.update(shown)
     emit_record(record, as_json)
+
+
+@items.command("verify-link")
+@click.argument("item_id", metavar="ITEM")
+@click.option("--original", metavar="ITEM|FILE",
+              help="The original to check against: an item id of this vault or a file "
+              "(default: the original this vault holds).")
+@json_option
+@with_vault
+def items_verify_link(vault: Vault, item_id: str, original: str | None, as_json: bool) -> None:
+    """Check that a derived copy's original has the SHA-256 its link names.
+
+    The original is --original, else the item the link names: for a copy made here, its
+    original here; for a copy received in a package, the item received from the same
+    sender under the id the link names. Exit 3 if the SHA-256 differs, 1 if there is no
+    original to check against.
+
+    \b
+    Examples:
+      evault items verify-link EV-0123456789AB
+      evault items verify-link EV-0123456789AB --original statement.pdf --json
+    """
+    from vault.service.items import verify_link
+
+    checked = verify_link(vault, item_id, original)
+    if as_json:
+        emit_record(checked.to_json(), True)
+    else:
+        click.echo(checked.line())
 
 
 @items.command("export")

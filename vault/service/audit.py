@@ -56,6 +56,7 @@ from vault.formats.package import (
     ENVELOPE_NAMESPACE,
     STATEMENT_NAMESPACE,
     Envelope,
+    Statement,
     read_package,
     verify_statement,
 )
@@ -596,7 +597,7 @@ def _check_package(
             raise trust.untrusted(report.sender_key, STATEMENT_NAMESPACE,
                                   f"package {report.package_id}: statement")
         assert report.statement is not None
-        done = (f"envelope, payload, bag, statement, {len(report.statement.items)} item(s) and "
+        done = (f"envelope, payload, bag, statement, {_items_said(report.statement)} and "
                 f"{report.custody_events} custody event(s) verified")
         if report.approved_by:
             done += f", release approved by {', '.join(report.approved_by)}"
@@ -650,9 +651,16 @@ def _check_statement(path: Path, trust: Trust, identities: OwnKeys | None) -> _C
     note = trust.dated(signer, statement.created_at, label)
     return _Checked(
         f"statement of package {statement.package_id} from {statement.sender.name} for "
-        f"{statement.body}, {len(statement.items)} item(s), signature verified{note}",
+        f"{statement.body}, {_items_said(statement)}, signature verified{note}",
         statement.package_id, statement.sender.fingerprint,
     )
+
+
+def _items_said(statement: Statement) -> str:
+    """"N item(s)", and how many of them are derived copies with a signed link."""
+    linked = sum(i.derived_from is not None for i in statement.items)
+    return f"{len(statement.items)} item(s)" + (
+        f" ({linked} derived, linked to the original by id and SHA-256)" if linked else "")
 
 
 def _check_receipt(path: Path, trust: Trust, identities: OwnKeys | None) -> _Checked:

@@ -14,10 +14,12 @@ payload that decrypts nothing, so a payload that is not the one the sender signe
 before a byte of it is decrypted or parsed; then it decrypts the payload in a second streaming
 pass, hashing it again (the file may have been rewritten in place between the two), and checks
 the whole bag, the signed statement (that it names this package, this body and the key used),
-items.json against the statement, and every custody event of the excerpt: its signature, its
-actor, and its inclusion proof against the envelope's signed checkpoint. Nothing here touches
-a database; with ``extract_to`` the files land in that (staging) folder, made only after the
-digest pass, and removed again if anything fails.
+items.json against the statement, each derived copy's link against its original when both
+travel together, and every custody event of the excerpt: its signature, its actor, its
+inclusion proof against the envelope's signed checkpoint, and for a copy's ``item.ingested``
+event, that it names the link the statement signs. Nothing here touches a database; with
+``extract_to`` the files land in that (staging) folder, made only after the digest pass, and
+removed again if anything fails.
 
 The package must be a regular file (:func:`~vault.formats.package.read_package` refuses a
 pipe or a device, and no caller passes a stream): it is read twice, which a stream cannot be.
@@ -49,9 +51,11 @@ from vault.formats.bagit import BagContents, encode_manifest_path, read_bag
 from vault.formats.canonical import parse_json_object
 from vault.formats.package import (
     Envelope,
+    ItemLink,
     RecipientKey,
     ScannedPackage,
     Statement,
+    StatementItem,
     hold_package,
     read_package,
     verify_envelope,
@@ -413,9 +417,9 @@ def _check_items(report: PackageReport, bag: BagContents) -> None:
         raise _fail(pid, "evault/items.json lists other items than the statement")
     for item in items:
         signed = by_id[str(item["id"])]
-        if (item.get("sha256"), item.get("size"), item.get("path")) != (
-            signed.sha256, signed.size, signed.path
-        ):
+        link = signed.derived_from.to_json() if signed.derived_from is not None else None
+        if (item.get("sha256"), item.get("size"), item.get("path"), item.get("derived_from")
+                ) != (signed.sha256, signed.size, signed.path, link):
             raise _fail(pid, f"item {signed.id}: items.json differs from the signed statement")
         problem = _metadata_problem(item)
         if problem:
@@ -423,7 +427,43 @@ def _check_items(report: PackageReport, bag: BagContents) -> None:
         claimed = (item.get("digests") or {}).get("sha256")
         if claimed is not None:
             check_claimed_digest(pid, signed.id, "sha256", claimed, signed.sha256)
+    _check_links(pid, report.statement.items)
     report.items = items
+
+
+def _check_links(pid: str, items: Sequence[StatementItem]) -> None:
+    """A derived copy whose original travels in the same package: the original's SHA-256
+    must be the one the copy's signed link names (a sender cannot link a copy to an item it
+    does not hold, and a link in one package is checked at once)."""
+    by_id = {i.id: i for i in items}
+    for item in items:
+        link = item.derived_from
+        original = by_id.get(link.id) if link is not None else None
+        if link is not None and original is not None and original.sha256 != link.sha256:
+            raise _fail(pid, f"item {item.id}: its signed link names {link.id} with SHA-256 "
+                        f"{link.sha256}, but {link.id} in this package has SHA-256 "
+                        f"{original.sha256}; the sender's link is false; ask the sender for a "
+                        "corrected package")
+
+
+def _check_event_link(pid: str, where: str, event: Event, link: ItemLink | None) -> None:
+    """The sender's own signed ``item.ingested`` event of a derived copy names its original;
+    the statement's link must say the same (both are the sender's: they must agree)."""
+    said = event.details.get("derived_from") if event.action == "item.ingested" else None
+    if said is None:
+        return
+    signed = link.to_json() if link is not None else None
+    if said != signed:
+        raise _fail(pid, f"{where}: item {event.subject}: the signed statement's link "
+                    f"({_link_text(signed)}) is not the one the sender's item.ingested event "
+                    f"{event.seq} names ({_link_text(said)}); the sender's records disagree; "
+                    "ask the sender")
+
+
+def _link_text(link: object) -> str:
+    if not isinstance(link, dict):
+        return "none"
+    return printable(" ".join(str(link.get(k)) for k in ("id", "sha256", "relation")))[:160]
 
 
 CLAIMABLE_DIGESTS = ("sha256", "md5", "sha1")
@@ -478,6 +518,7 @@ def _check_custody(report: PackageReport, bag: BagContents) -> None:
     pid = report.envelope.package_id
     checkpoint = report.checkpoint
     item_ids = {i.id for i in report.statement.items} if report.statement else set()
+    links = {i.id: i.derived_from for i in report.statement.items} if report.statement else {}
     data = bag.tag_files["evault/custody.jsonl"]
     count = 0
     for number, line in enumerate(data.splitlines(), start=1):
@@ -513,6 +554,7 @@ def _check_custody(report: PackageReport, bag: BagContents) -> None:
         except VerificationError:
             raise _fail(pid, f"{where}: event {event.seq} is not in the sender's log at the "
                         "envelope's checkpoint") from None
+        _check_event_link(pid, where, event, links.get(event.subject))
         count += 1
     report.custody_excerpt = data
     report.custody_events = count

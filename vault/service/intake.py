@@ -37,7 +37,8 @@ from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.errors import ConflictError, NotFoundError, OptionsError, UsageError, VaultError
 from vault.faults import crash_point
-from vault.names import CASE_ID, ITEM_ID, LABEL, RELATIONS, TAG_KEY
+from vault.formats.package import ItemLink
+from vault.names import CASE_ID, DERIVATION_TOOL, ITEM_ID, LABEL, MAX_TOOL, RELATIONS, TAG_KEY
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
@@ -69,7 +70,6 @@ MANIFEST_FIELDS = (
 )
 
 
-MAX_TOOL = 128
 
 
 @dataclass(frozen=True)
@@ -86,9 +86,7 @@ class Derivation:
         ITEM_ID.check(self.original, "--derived-from")
         if self.relation not in RELATIONS:
             raise UsageError(f"--relation {self.relation!r}: use one of {', '.join(RELATIONS)}")
-        if self.tool is not None and (
-                not self.tool.strip() or len(self.tool.encode()) > MAX_TOOL
-                or not self.tool.isprintable()):
+        if self.tool is not None and not DERIVATION_TOOL.matches(self.tool):
             raise UsageError(f"--tool: one line of at most {MAX_TOOL} bytes, such as "
                              "\"redactor 2.1\"")
 
@@ -765,14 +763,14 @@ def _labels(row: IntakeRow, originals: dict[str, _Original]) -> tuple[str, ...]:
     return own + tuple(lb for lb in originals[d.original].labels if lb not in own)
 
 
-def _derived_details(row: IntakeRow, originals: dict[str, _Original]) -> dict[str, Any]:
-    """The ``derived_from`` part of a derived copy's signed ``item.ingested`` details: the
-    original's id and SHA-256, the relation and the tool (never the note)."""
+def _link(row: IntakeRow, originals: dict[str, _Original]) -> ItemLink | None:
+    """A derived copy's link: the original's id and SHA-256, the relation and the tool
+    (never the note). It goes into the signed ``item.ingested`` details as
+    ``derived_from``, and so into every package that carries the copy."""
     d = row.fields.derivation
     if d is None:
-        return {}
-    link = {"id": d.original, "sha256": originals[d.original].sha256, "relation": d.relation}
-    return {"derived_from": {**link, **({"tool": d.tool} if d.tool else {})}}
+        return None
+    return ItemLink(d.original, originals[d.original].sha256, d.relation, d.tool)
 
 
 def _record_batch(
@@ -789,6 +787,7 @@ def _record_batch(
         log = CustodyLog(vault, session)
         _ensure_cases(session, log, pair, {s.row.fields.case for s in batch}, create_case, now)
         originals = _originals(session, [s.row for s in batch])
+        links = [_link(stored.row, originals) for stored in batch]
         recorded = record_items(session, log, pair, [
             NewItem(
                 Stored(stored.blob_id, stored.size, stored.sha256, stored.stored_size,
@@ -798,7 +797,7 @@ def _record_batch(
                 action="item.ingested",
                 details={"case": stored.row.fields.case, "size": stored.size,
                          "labels": list(_labels(stored.row, originals)),
-                         **_derived_details(stored.row, originals)},
+                         **({"derived_from": link.to_json()} if link else {})},
                 title=stored.row.fields.title,
                 description=stored.row.fields.description,
                 source=stored.row.fields.source,
@@ -806,9 +805,11 @@ def _record_batch(
                 location=stored.row.fields.location,
                 labels=_labels(stored.row, originals),
                 tags=stored.row.fields.tags,
-                derivation=stored.row.fields.derivation,
+                derived_from=link,
+                derivation_note=(stored.row.fields.derivation.note
+                                 if stored.row.fields.derivation else None),
             )
-            for stored in batch
+            for stored, link in zip(batch, links, strict=True)
         ], now=now)
         out = [
             IngestedItem(

@@ -14,17 +14,20 @@ temporary file, for ``evault doctor`` (see :mod:`vault.service.pending`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, optional_isoformat, utcnow
-from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
+from vault.errors import ConflictError, NotFoundError, UsageError, VaultError, VerificationError
+from vault.names import ITEM_ID
 from vault.service.progress import Progress
-from vault.service.results import Result
+from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
 from vault.store.models import Case, Item, ItemLabel
 
@@ -129,15 +132,21 @@ def show_item(vault: Vault, item_id: str) -> ItemInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class Link(Result):
+class Link(Sparse):
     """One step of a derivation: the item, its SHA-256, how it relates (``relation``,
-    ``tool``) and, for a derivative, the item it was made from (``of``)."""
+    ``tool``) and, for a derivative, the item it was made from (``of``).
 
+    ``sender`` is set only for an original this vault does not hold: a received copy's link
+    names it by its id in the sender's vault (that sender's key fingerprint) and by the
+    SHA-256 the sender signed."""
+
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset({"sender"})
     id: str
     sha256: str
     relation: str | None
     tool: str | None
     of: str | None = None
+    sender: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +154,11 @@ class Lineage(Result):
     """Where an item stands among derived copies: ``derived_from`` the chain up to the
     first original (the nearest first), ``derivatives`` every copy made from it, directly
     or from one of its copies (each with the relation to the item it was made from, in
-    intake order), and the ``note`` of its own derivation (sealed at rest)."""
+    intake order), and the ``note`` of its own derivation (sealed at rest).
+
+    Items received in packages link as their senders signed it: a received copy's original
+    is the item received from the same sender whose id there (``source_item``) the link
+    names; until that arrives, the chain ends with the link itself (:attr:`Link.sender`)."""
 
     derived_from: tuple[Link, ...]
     derivatives: tuple[Link, ...]
@@ -157,40 +170,190 @@ class Lineage(Result):
         return not self.derived_from and not self.derivatives
 
 
-def _link(item: Item) -> Link:
-    return Link(item.id, item.sha256, item.derivation, item.derivation_tool, item.derived_from)
+def original_of(session: Session, item: Item) -> Item | None:
+    """The item of this vault a derived copy was made from, or None (not a copy, or its
+    original is not here). A copy made here names its original by id; a copy received in
+    a package names it by its id in the sender's vault, so its original is the item received
+    from the same sender with that ``source_item`` (the newest, if it came more than once)."""
+    if item.derived_from is None:
+        return None
+    if item.received_from is None:
+        return session.get(Item, item.derived_from)
+    return session.scalars(select(Item).where(
+        Item.received_from == item.received_from, Item.source_item == item.derived_from)
+        .order_by(Item.intake_seq.desc()).limit(1)).first()
+
+
+def _copies(session: Session, items: Sequence[Item]) -> list[tuple[Item, Item]]:
+    """The derived copies made from ``items`` (each with the one it was made from), in
+    intake order: copies made here name the item's id; copies received from the sender of
+    a received item name its id in that sender's vault."""
+    by_id = {i.id: i for i in items}
+    found = [(c, by_id[c.derived_from or ""]) for c in session.scalars(select(Item).where(
+        Item.received_from.is_(None), Item.derived_from.in_(list(by_id))))]
+    senders: dict[str, dict[str, Item]] = {}
+    for i in items:
+        if i.received_from is not None and i.source_item is not None:
+            senders.setdefault(i.received_from, {})[i.source_item] = i
+    for sender, sources in senders.items():
+        found += [(c, sources[c.derived_from or ""]) for c in session.scalars(select(Item).where(
+            Item.received_from == sender, Item.derived_from.in_(list(sources))))]
+    return sorted(found, key=lambda pair: pair[0].intake_seq)
 
 
 def lineage(vault: Vault, item_id: str) -> Lineage:
     """The derivation chain of an item, in both directions (see :class:`Lineage`)."""
     with vault.transaction() as session:
         item = get_item(session, item_id)
-        up: list[Link] = []
+        # Each link says how the item below it was made from it.
+        chain: list[Link] = []
         seen = {item.id}
-        parent_id = item.derived_from
-        while parent_id is not None and parent_id not in seen:
-            parent = session.get(Item, parent_id)
+        below = item
+        while below.derived_from is not None:
+            parent = original_of(session, below)
             if parent is None:
+                if below.received_from is not None and below.derived_from_sha256:
+                    chain.append(Link(below.derived_from, below.derived_from_sha256,
+                                      below.derivation, below.derivation_tool,
+                                      sender=below.received_from))
+                break
+            if parent.id in seen:
                 break
             seen.add(parent.id)
-            up.append(Link(parent.id, parent.sha256, None, None))
-            parent_id = parent.derived_from
-        # Each link says how the item before it was made from it: shift the relations up.
-        chain: list[Link] = []
-        below = item
-        for link in up:
-            chain.append(Link(link.id, link.sha256, below.derivation, below.derivation_tool))
-            below = session.get(Item, link.id) or below
+            chain.append(Link(parent.id, parent.sha256, below.derivation,
+                              below.derivation_tool))
+            below = parent
         down: list[Link] = []
-        frontier = [item.id]
+        frontier = [item]
         while frontier:
-            children = list(session.scalars(select(Item).where(
-                Item.derived_from.in_(frontier)).order_by(Item.intake_seq)))
-            children = [c for c in children if c.id not in seen]
-            seen.update(c.id for c in children)
-            down += [_link(c) for c in children]
-            frontier = [c.id for c in children]
+            copies = [(c, of) for c, of in _copies(session, frontier) if c.id not in seen]
+            seen.update(c.id for c, _ in copies)
+            down += [Link(c.id, c.sha256, c.derivation, c.derivation_tool, of.id)
+                     for c, of in copies]
+            frontier = [c for c, _ in copies]
         return Lineage(tuple(chain), tuple(down), item.derivation_note)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkChecked(Result):
+    """A derived copy whose original matched its link (``items verify-link``): the copy,
+    the relation and tool, the original as the link names it (``link_id``, for a received
+    copy its id in the sender's vault; ``sender`` that sender's key, else None), what was
+    checked (``original``: an item of this vault, or a file) and the SHA-256 both share."""
+
+    item: str
+    relation: str
+    tool: str | None
+    link_id: str
+    sender: str | None
+    original: str
+    original_kind: str
+    sha256: str
+
+    def line(self) -> str:
+        """The one line ``items verify-link`` prints."""
+        what = self.original if self.original_kind == "item" else (
+            f"{self.link_id} (file {self.original})")
+        return (f"item {self.item}: {self.relation} copy of {what}: the original's SHA-256 "
+                f"matches ({self.sha256})")
+
+
+def verify_link(vault: Vault, item_id: str, original: str | None = None) -> LinkChecked:
+    """Check a derived copy's link against its original: ``original`` (an item id of this
+    vault, or else a file path, hashed as it streams), else the original this vault holds
+    (:func:`original_of`). Raises :class:`NotFoundError` when there is nothing to check
+    against and :class:`VerificationError` when the original's SHA-256 is not the one the
+    link names."""
+    with vault.transaction() as session:
+        item = get_item(session, item_id)
+        if item.derived_from is None or item.derivation is None:
+            raise NotFoundError(f"item {item_id}: not a derived copy; nothing to verify")
+        _check_signed_link(session, item)
+        expected = item.derived_from_sha256
+        if expected is None:
+            raise NotFoundError(f"item {item_id}: its link names no SHA-256 of the original; "
+                                "nothing to verify")
+        relation, tool, sender = item.derivation, item.derivation_tool, item.received_from
+        link_id = item.derived_from
+        if original is not None and ITEM_ID.matches(original):
+            found: Item | None = get_item(session, original)
+            chosen = True
+        elif original is None:
+            found = original_of(session, item)
+            chosen = False
+            if found is None:
+                raise NotFoundError(
+                    f"item {item_id}: its original {link_id} (SHA-256 {expected}) is not in "
+                    "this vault; open the package that carries it, or give --original FILE")
+        else:
+            found = None
+            chosen = True
+        if found is not None:
+            what, kind, actual = found.id, "item", found.sha256
+        else:
+            assert original is not None
+            what, kind, actual = original, "file", _file_sha256(Path(original))
+    if actual != expected:
+        if chosen:
+            advice = (f"{'the file' if kind == 'file' else what} is not the original the "
+                      "link names")
+        elif sender is not None:
+            advice = "the sender's signed link is false; ask the sender"
+        else:
+            advice = ("this vault's record of the link is false; run `evault custody "
+                      "verify`")
+        raise VerificationError(
+            f"item {item_id}: {relation} copy of {link_id}: the link does not match: it "
+            f"names SHA-256 {expected}, but {kind} {what} has {actual}; {advice}")
+    return LinkChecked(item=item_id, relation=relation, tool=tool, link_id=link_id,
+                       sender=sender, original=what, original_kind=kind, sha256=actual)
+
+
+def _check_signed_link(session: Session, item: Item) -> None:
+    """The link in the item's row must be the one its signed intake event names
+    (``item.ingested`` or ``item.received``, at its ``intake_seq``): the check must not
+    rest on a row anyone with the database can edit. The event's signature is checked
+    against the actor's key row; ``custody verify`` checks that key's history."""
+    from vault.crypto.keys import VerifyKey
+    from vault.custody.events import Event
+    from vault.store.models import CustodyEvent, IdentityKey
+
+    row = session.get(CustodyEvent, item.intake_seq)
+    event = Event.decode(row.body) if row is not None else None
+    key = (session.scalar(select(IdentityKey).where(IdentityKey.fingerprint == event.actor))
+           if event is not None else None)
+    signed = None
+    if row is not None and event is not None and key is not None and event.subject == item.id:
+        try:
+            VerifyKey(key.signing_key).verify(row.signature, row.body)
+            signed = event.details.get("derived_from")
+        except VerificationError:
+            signed = None
+    recorded = {"id": item.derived_from, "sha256": item.derived_from_sha256,
+                "relation": item.derivation,
+                **({"tool": item.derivation_tool} if item.derivation_tool else {})}
+    if signed != recorded:
+        raise VerificationError(
+            f"item {item.id}: its link in this vault's database is not the one its signed "
+            f"intake event {item.intake_seq} names; the database was altered: run `evault "
+            "custody verify` and restore the database from a backup")
+
+
+def _file_sha256(path: Path) -> str:
+    """A file's SHA-256, read in 1 MiB chunks (never whole)."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise NotFoundError(f"--original {path}: no such file or item; give an item id "
+                            "(EV-...) of this vault or the path of a file") from None
+    except IsADirectoryError:
+        raise UsageError(f"--original {path}: is a directory; give a file") from None
+    except OSError as e:
+        raise VaultError(f"--original {path}: cannot be read ({e.strerror or e})") from None
+    return digest.hexdigest()
 
 
 def export_item(

@@ -6,8 +6,9 @@
 ``open`` verifies everything (:mod:`vault.service.inspection`) while extracting into a
 staging folder inside ``--out``, renamed only when every check passed; the items then enter
 this vault encrypted at rest, with an ``item.received`` event naming the sender, the
-original digests and the sender's custody excerpt kept: custody continues across
-organisations. They are recorded as intake records its items
+original digests and, for a derived copy, its signed link to the original (the original's
+id in the sender's vault and its SHA-256, the relation, the tool), and the sender's custody
+excerpt kept: custody continues across organisations. They are recorded as intake records its items
 (:func:`vault.service.recording.record_items`): bytes the vault holds already are not stored
 twice. The sender imports the acknowledgement with
 :func:`vault.service.packaging.receipts.import_ack`.
@@ -353,7 +354,9 @@ def _receive(
                         action="item.received",
                         details={"package": envelope.package_id,
                                  "sender": envelope.sender.fingerprint,
-                                 "source_item": item.id, "case": case, "size": item.size},
+                                 "source_item": item.id, "case": case, "size": item.size,
+                                 **({"derived_from": item.derived_from.to_json()}
+                                    if item.derived_from else {})},
                         title=_text(meta, "title"),
                         description=_text(meta, "description"),
                         source=_text(meta, "source"),
@@ -364,6 +367,9 @@ def _receive(
                         received_from=envelope.sender.fingerprint,
                         source_package=envelope.package_id,
                         source_item=item.id,
+                        # As signed in the statement: the original's id in the sender's
+                        # vault, like source_item (items.lineage finds it here by both).
+                        derived_from=item.derived_from,
                     )
                     for item, meta, case, result in stored
                 ], now=now)

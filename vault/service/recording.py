@@ -12,8 +12,9 @@ and size) the vault holds already, or that an earlier item of the same call hold
 recorded: the item points at the blob kept, and the new blob is listed in
 :attr:`Recorded.redundant` for the caller to remove once the transaction has committed.
 
-Imports ``vault.store`` and the custody log and ids of the service layer; nothing of intake
-or open, which call it.
+Imports ``vault.store``, a package's :class:`~vault.formats.package.ItemLink` (the one form
+of a derived copy's link) and the custody log and ids of the service layer; nothing of
+intake or open, which call it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from vault.formats.package import ItemLink
 from vault.service.custody import CustodyLog
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
@@ -55,8 +57,11 @@ class NewItem:
     received_from: str | None = None
     source_package: str | None = None
     source_item: str | None = None
-    #: For a derived copy: the original, relation, tool and note (intake.Derivation).
-    derivation: Any = None
+    #: For a derived copy: its link to the original (for an item received, the original's
+    #: id is the sender's, as ``source_item`` is) and the note on how it was made (intake
+    #: only; sealed at rest, never logged).
+    derived_from: ItemLink | None = None
+    derivation_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,7 @@ def record_items(
         else:
             redundant.append(stored.blob_id)
         item_id = new_id("EV")
+        link = new.derived_from
         item_rows.append({
             "id": item_id,
             "case_id": new.case,
@@ -123,10 +129,11 @@ def record_items(
             "received_from": new.received_from,
             "source_package": new.source_package,
             "source_item": new.source_item,
-            "derived_from": new.derivation.original if new.derivation else None,
-            "derivation": new.derivation.relation if new.derivation else None,
-            "derivation_tool": new.derivation.tool if new.derivation else None,
-            "derivation_note": new.derivation.note if new.derivation else None,
+            "derived_from": link.id if link else None,
+            "derived_from_sha256": link.sha256 if link else None,
+            "derivation": link.relation if link else None,
+            "derivation_tool": link.tool if link else None,
+            "derivation_note": new.derivation_note,
         })
         label_rows += [{"item_id": item_id, "label": label} for label in new.labels]
         tag_rows += [{"item_id": item_id, "key": k, "value": v} for k, v in new.tags]

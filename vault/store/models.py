@@ -209,8 +209,11 @@ class Item(Base):
     source_package: Mapped[str | None] = mapped_column(String(32))
     source_item: Mapped[str | None] = mapped_column(String(32))
     # For a derived copy (redacted, translated, transcribed, excerpted, transcoded): the item
-    # it was made from, how, with which tool, and a note (sealed at rest, like a title).
+    # it was made from, its SHA-256 as the link names it, how, with which tool, and a note
+    # (sealed at rest, like a title). For an item received in a package, ``derived_from`` is
+    # the original's id in the sender's vault, as ``source_item`` is the item's own.
     derived_from: Mapped[str | None] = mapped_column(String(32), index=True)
+    derived_from_sha256: Mapped[str | None] = mapped_column(String(64))
     derivation: Mapped[str | None] = mapped_column(String(16))
     derivation_tool: Mapped[str | None] = mapped_column(String(128))
     derivation_note: Mapped[str | None] = mapped_column(Text)

@@ -31,12 +31,14 @@ which body, encrypted to which keys, and the size and SHA-256 of the encrypted p
 travels in clear, so by construction it has no room for titles, descriptions or file names:
 every field is an id, a digest, a fingerprint, a time or a signed checkpoint. The
 **statement** travels inside the encrypted payload (a BagIt tag file) and lists each item's
-bag path, size and SHA-256. Both are canonical JSON (:func:`~vault.formats.canonical.
-canonical_json`); those exact bytes are signed (SSHSIG, namespaces :data:`ENVELOPE_NAMESPACE`
-and :data:`STATEMENT_NAMESPACE`) and written, so ``ssh-keygen -Y verify ... < envelope.json``
-checks the file as it lies on disk. Parsing is strict: exact ``type`` and ``version``, every
-field present with its JSON type, no unknown field, every value matching its rule, and the
-bytes in canonical form, so one document has exactly one byte representation.
+bag path, size and SHA-256, and for a derived copy its link to the original
+(:class:`ItemLink`: the original's id and SHA-256, the relation, the tool; version 2).
+Both are canonical JSON (:func:`~vault.formats.canonical.canonical_json`); those exact bytes
+are signed (SSHSIG, namespaces :data:`ENVELOPE_NAMESPACE` and :data:`STATEMENT_NAMESPACE`)
+and written, so ``ssh-keygen -Y verify ... < envelope.json`` checks the file as it lies on
+disk. Parsing is strict: exact ``type`` and ``version``, every field present with its JSON
+type, no unknown field, every value matching its rule, and the bytes in canonical form, so
+one document has exactly one byte representation.
 
 The **container** (``.evpkg``) is a POSIX pax tar holding exactly three regular files, in
 this order: ``envelope.json``, ``envelope.json.sig`` and ``payload.age``. Stock ``tar -xf``
@@ -88,6 +90,7 @@ from vault.formats.package.documents import (
     STATEMENT_NAMESPACE,
     STATEMENT_TYPE,
     Envelope,
+    ItemLink,
     Statement,
     StatementItem,
     sign_envelope,
@@ -110,6 +113,7 @@ __all__ = [
     "STATEMENT_NAMESPACE",
     "STATEMENT_TYPE",
     "Envelope",
+    "ItemLink",
     "PackageWriter",
     "Party",
     "RecipientKey",

@@ -4,7 +4,8 @@ One job: the two documents' fields, canonical bytes, strict parsing, signing and
 statement) verification. The **envelope** is the outside of a package: who sent it, to which
 body, encrypted to which keys, and the size and SHA-256 of the encrypted payload; it travels
 in clear. The **statement** travels inside the encrypted payload (a BagIt tag file) and lists
-each item's bag path, size and SHA-256. An envelope is verified with the package file it came
+each item's bag path, size and SHA-256, and for a derived copy its :class:`ItemLink` to the
+original (from version 2 on). An envelope is verified with the package file it came
 in (:func:`vault.formats.package.container.verify_envelope`).
 
 Imports: :mod:`.rules`, :mod:`.parties`, :mod:`.strict`, :mod:`vault.names`,
@@ -49,7 +50,7 @@ from vault.formats.package.strict import (
     require_canonical,
     verify_signed,
 )
-from vault.names import BODY_ID, ITEM_ID, PACKAGE_ID
+from vault.names import BODY_ID, DERIVATION_TOOL, ITEM_ID, PACKAGE_ID, RELATIONS
 
 ENVELOPE_NAMESPACE = "evault-envelope"
 STATEMENT_NAMESPACE = "evault-statement"
@@ -165,13 +166,41 @@ _ENVELOPE_FIELDS_BY_VERSION = {1: _ENVELOPE_FIELDS, 2: (*_ENVELOPE_FIELDS, "time
 
 
 @dataclass(frozen=True)
+class ItemLink:
+    """A derived copy's link to the item it was made from: the original's id (in the
+    sender's vault) and SHA-256, the relation (one of :data:`vault.names.RELATIONS`) and the
+    tool that made it (``name version``), if named. Never the original's content, title or
+    any note: a recipient can check an original it receives against ``sha256``."""
+
+    id: str
+    sha256: str
+    relation: str
+    tool: str | None = None
+
+    def __post_init__(self) -> None:
+        ITEM_ID.check(self.id, "derived_from.id")
+        check_sha256(self.sha256, "derived_from.sha256")
+        if self.relation not in RELATIONS:
+            raise fail("derived_from.relation", f"one of {', '.join(RELATIONS)}")
+        if self.tool is not None and not DERIVATION_TOOL.matches(self.tool):
+            raise fail("derived_from.tool", DERIVATION_TOOL.text)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form; ``tool`` only when there is one."""
+        return {"id": self.id, "sha256": self.sha256, "relation": self.relation,
+                **({"tool": self.tool} if self.tool is not None else {})}
+
+
+@dataclass(frozen=True)
 class StatementItem:
-    """One item in the bag: its id, bag path ``data/<id>/<original name>``, size and SHA-256."""
+    """One item in the bag: its id, bag path ``data/<id>/<original name>``, size and SHA-256,
+    and for a derived copy its link to the original (``derived_from``, version 2)."""
 
     id: str
     path: str
     size: int
     sha256: str
+    derived_from: ItemLink | None = None
 
     def __post_init__(self) -> None:
         ITEM_ID.check(self.id, "statement item: id")
@@ -187,10 +216,18 @@ class StatementItem:
             raise UsageError(f"statement item {self.id}: file name is longer than 255 bytes")
         check_size(self.size, f"statement item {self.id}: size")
         check_sha256(self.sha256, f"statement item {self.id}: sha256")
+        if self.derived_from is not None:
+            if not isinstance(self.derived_from, ItemLink):
+                raise fail(f"statement item {self.id}: derived_from", "an ItemLink")
+            if self.derived_from.id == self.id:
+                raise UsageError(f"statement item {self.id}: derived_from names the item "
+                                 "itself")
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON object form."""
-        return {"id": self.id, "path": self.path, "size": self.size, "sha256": self.sha256}
+        """The JSON object form (``derived_from`` only for a derived copy)."""
+        return {"id": self.id, "path": self.path, "size": self.size, "sha256": self.sha256,
+                **({"derived_from": self.derived_from.to_json()}
+                   if self.derived_from is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -198,7 +235,9 @@ class Statement:
     """The signed list of a package's items; it travels inside the encrypted payload.
 
     It repeats the envelope's ids and keys so that what was encrypted can be bound to what
-    the outside claims, and names the bag's tag manifest by its SHA-256.
+    the outside claims, and names the bag's tag manifest by its SHA-256. Version 2 adds
+    ``derived_from`` to the items that are derived copies (:class:`ItemLink`); a statement
+    with no link is still written as version 1, and version 1 is still read.
     """
 
     package_id: str
@@ -213,7 +252,7 @@ class Statement:
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        check_header(self, "statement", STATEMENT_TYPE)
+        check_header(self, "statement", STATEMENT_TYPE, tuple(_STATEMENT_FIELDS_BY_VERSION))
         PACKAGE_ID.check(self.package_id, "statement: package_id")
         BODY_ID.check(self.body, "statement: body")
         check_recipients(self.recipients, self.escrow, "statement")
@@ -222,6 +261,14 @@ class Statement:
         check_time(self.created_at, "statement: created_at")
         check_tuple(self.items, StatementItem, "statement: items")
         check_unique_ids(self.items, "statement")
+        linked = [i.id for i in self.items if i.derived_from is not None]
+        # One document, one byte string: a statement without links is version 1 only.
+        if self.version >= 2 and not linked:
+            raise UsageError("statement: version 2 carries at least one derived_from; write "
+                             "version 1")
+        if self.version < 2 and linked:
+            raise UsageError(f"statement item {linked[0]}: version 1 has no derived_from; "
+                             "write version 2")
         check_sha256(self.tagmanifest_sha256, "statement: tagmanifest_sha256")
 
     @property
@@ -251,13 +298,15 @@ class Statement:
     def from_bytes(cls, data: bytes) -> Statement:
         """Parse statement bytes strictly; raise VerificationError naming the broken rule."""
         what = "statement"
-        obj = load_document(data, what, STATEMENT_TYPE, _STATEMENT_FIELDS)
+        obj = load_document(data, what, STATEMENT_TYPE, _STATEMENT_FIELDS,
+                            _STATEMENT_FIELDS_BY_VERSION)
         with reading(what):
             items = tuple(
-                _read_statement_item(v, what, f"items[{i}]")
+                _read_statement_item(v, what, f"items[{i}]", obj["version"])
                 for i, v in enumerate(read_array(obj["items"], what, "items"))
             )
             statement = cls(
+                version=obj["version"],
                 package_id=obj["package_id"],
                 body=obj["body"],
                 recipients=read_keys(obj["recipients"], what, "recipients"),
@@ -281,11 +330,34 @@ _STATEMENT_FIELDS = (
     "items",
     "tagmanifest_sha256",
 )
+# The document's own fields are the same; version 2 lets an item carry ``derived_from``.
+_STATEMENT_FIELDS_BY_VERSION = {1: _STATEMENT_FIELDS, 2: _STATEMENT_FIELDS}
+_ITEM_FIELDS = ("id", "path", "size", "sha256")
+_LINK_FIELDS = ("id", "sha256", "relation")
 
 
-def _read_statement_item(value: object, what: str, where: str) -> StatementItem:
-    obj = read_object(value, ("id", "path", "size", "sha256"), what, where)
-    return StatementItem(id=obj["id"], path=obj["path"], size=obj["size"], sha256=obj["sha256"])
+def _read_statement_item(value: object, what: str, where: str, version: int) -> StatementItem:
+    linked = isinstance(value, dict) and "derived_from" in value
+    if linked and version < 2:
+        raise VerificationError(f"{what}: {where}.derived_from: version 1 has no derived_from")
+    obj = read_object(value, (*_ITEM_FIELDS, *(("derived_from",) if linked else ())), what,
+                      where)
+    link = None
+    if linked:
+        raw = obj["derived_from"]
+        fields = (*_LINK_FIELDS, *(("tool",) if isinstance(raw, dict) and "tool" in raw else ()))
+        found = read_object(raw, fields, what, f"{where}.derived_from")
+        try:
+            # A tool is named or its key left out: null would be a second form of "none".
+            if "tool" in found and found["tool"] is None:
+                raise fail("derived_from.tool", DERIVATION_TOOL.text)
+            link = ItemLink(id=found["id"], sha256=found["sha256"], relation=found["relation"],
+                            tool=found.get("tool"))
+        except UsageError as e:
+            named = obj["id"] if ITEM_ID.matches(obj["id"]) else where
+            raise UsageError(f"statement item {named}: {e}") from None
+    return StatementItem(id=obj["id"], path=obj["path"], size=obj["size"], sha256=obj["sha256"],
+                         derived_from=link)
 
 # -- signing -------------------------------------------------------------------------------
 

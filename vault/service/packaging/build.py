@@ -239,8 +239,11 @@ class _PackageOut:
                 sender=self._sender,
                 created_at=self._created_at,
                 items=tuple(StatementItem(item.id, f"data/{item.path}", item.size,
-                                              item.sha256) for item in draft.items),
+                                          item.sha256, item.link) for item in draft.items),
                 tagmanifest_sha256=summary.tagmanifest_sha256,
+                # Version 1 unless a derived copy's link needs version 2: a body whose
+                # evault predates links still opens every package without one.
+                version=2 if any(item.link for item in draft.items) else 1,
             )
             statement_bytes, statement_sig = sign_statement(statement, draft.pair.signing)
             bag.add_tag_file("evault/statement.json", statement_bytes, in_tagmanifest=False)

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import utcnow
@@ -41,13 +41,13 @@ from vault.errors import (
     VerificationError,
 )
 from vault.formats.canonical import canonical_json
-from vault.formats.package import RecipientKey
+from vault.formats.package import ItemLink, RecipientKey
 from vault.service import approvals, keyhistory, timestamping
 from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
-from vault.service.items import get_case, item_info
+from vault.service.items import get_case, item_info, original_of
 from vault.service.rules import (
     RuleSet,
     checked_own_event,
@@ -155,12 +155,18 @@ def decide_release(vault: Vault, session: Session, items: Sequence[Item], body_i
 
 
 def _newest_copy(vault: Vault, session: Session, item: Item, relation: str) -> Item | None:
-    """The newest derived copy made from ``item`` directly by ``relation``, if any."""
+    """The newest derived copy made from ``item`` directly by ``relation``, if any: made
+    here, or received from the sender ``item`` came from, whose signed link names it by its
+    id there and by its SHA-256."""
+    made_here = and_(Item.derived_from == item.id, Item.received_from.is_(None))
+    if item.received_from is not None and item.source_item is not None:
+        made_here = or_(made_here, and_(Item.received_from == item.received_from,
+                                        Item.derived_from == item.source_item,
+                                        Item.derived_from_sha256 == item.sha256))
     copy = session.scalars(
         select(Item).options(selectinload(Item.labels), selectinload(Item.tags),
                              selectinload(Item.digests))
-        .where(Item.derived_from == item.id, Item.received_from.is_(None),
-               Item.derivation == relation)
+        .where(made_here, Item.derivation == relation)
         .order_by(Item.intake_seq.desc()).limit(1)).first()
     if copy is not None:
         _signed_copy(vault, session, copy, relation, item)
@@ -179,9 +185,10 @@ def _signed_copy(vault: Vault, session: Session, item: Item, relation: str,
         with contextlib.suppress(VaultError):
             event = checked_own_event(vault, session, row, action, item.id, "intake")
             link = event.details.get("derived_from")
-    expected = {"relation": relation}
-    if original is not None:
-        expected |= {"id": original.id, "sha256": original.sha256}
+    expected: dict[str, str | None] = {"relation": relation}
+    if original is not None:  # a received copy names it as its sender does
+        named = original.id if item.received_from is None else original.source_item
+        expected |= {"id": named, "sha256": original.sha256}
     if not isinstance(link, dict) or any(link.get(k) != v for k, v in expected.items()):
         raise VerificationError(
             f"item {item.id}: the database says it is a {relation} copy"
@@ -209,9 +216,38 @@ def active_keys(body: Body) -> list[RecipientKey]:
 
 
 
-def _item_metadata(item: Item, bag_path: str) -> dict[str, Any]:
-    """items.json's entry: the vault's full view of the item plus its path in the bag."""
-    return {**item_info(item).to_json(), "path": bag_path}
+def _item_metadata(item: Item, bag_path: str, link: ItemLink | None) -> dict[str, Any]:
+    """items.json's entry: the vault's full view of the item plus its path in the bag, and
+    for a derived copy the link its statement item signs (never more of the original)."""
+    return {**item_info(item).to_json(), "path": bag_path,
+            **({"derived_from": link.to_json()} if link is not None else {})}
+
+
+def item_link(session: Session, item: Item) -> ItemLink | None:
+    """The link a package carries for a derived copy: the original's id and SHA-256 as this
+    vault knows them, the relation and the tool.
+
+    A copy made here names its original by its id here. A copy received in a package keeps
+    the link its sender signed (the original's id in the sender's vault), except when this
+    vault holds that original and its SHA-256 is the one the link names: it is then named
+    by its id here, so that a body that received the original from this vault too finds it.
+    An original held here with another SHA-256 does not become the link's: what goes on is
+    the sender's claim, unchanged, for the body to check.
+    """
+    if item.derived_from is None or item.derivation is None:
+        return None
+    sha256 = item.derived_from_sha256
+    if item.received_from is None:
+        held = session.get(Item, item.derived_from)
+        original = item.derived_from
+        if sha256 is None and held is not None:
+            sha256 = held.sha256
+    else:
+        held = original_of(session, item)
+        original = held.id if held is not None and held.sha256 == sha256 else item.derived_from
+    if sha256 is None:
+        return None
+    return ItemLink(original, sha256, item.derivation, item.derivation_tool)
 
 
 #: The events of an item that its package's custody excerpt carries: how the sending office
@@ -323,6 +359,7 @@ class DraftItem(NamedTuple):
     sha256: str
     path: str  # in the bag, below data/
     seq: int  # intake order
+    link: ItemLink | None = None  # a derived copy's link to its original (item_link)
 
 
 @dataclass
@@ -424,6 +461,7 @@ def plan_package(
         checkpoint, checkpoint_size, timestamps = checkpoint_now(vault, session, pair, now)
         excerpt = _custody_excerpt(session, items, checkpoint_size)
         paths = [f"{item.id}/{item.original_name}" for item in items]
+        links = [item_link(session, item) for item in items]
         return PackageDraft(
             package_id=package_id,
             body_id=body_id,
@@ -441,10 +479,10 @@ def plan_package(
             timestamps=timestamping.encode(timestamps),
             excerpt=excerpt,
             items=tuple(DraftItem(item.id, item.blob_id, item.size, item.sha256, path,
-                                  item.intake_seq)
-                        for item, path in zip(items, paths, strict=True)),
-            metadata=[_item_metadata(item, f"data/{path}")
-                      for item, path in zip(items, paths, strict=True)],
+                                  item.intake_seq, link)
+                        for item, path, link in zip(items, paths, links, strict=True)),
+            metadata=[_item_metadata(item, f"data/{path}", link)
+                      for item, path, link in zip(items, paths, links, strict=True)],
             reference=reference,
             purpose=purpose,
             confidential_reference=confidential_reference,
