@@ -210,8 +210,10 @@ def test_a_signed_link_that_the_original_received_later_contradicts(
     o = _office(tmp_path, None, derive=False)
     false = "ab" * 32
     with monkeypatch.context() as lying:
+        from vault.service.intake import _Original
+
         lying.setattr("vault.service.intake._originals",
-                      lambda session, rows: {o.ids["O"]: false})
+                      lambda session, rows: {o.ids["O"]: _Original(false, ())})
         o.ids["R"] = _ingest(o.a, o.files["R"], "--derived-from", o.ids["O"], "--relation",
                              "redacted", "--tool", TOOL)["id"]
     r_b = o.open(o.send("R", name="copy")[0])[o.ids["R"]]
