@@ -528,3 +528,31 @@ def test_verify_counts_the_linked_items(office: Office) -> None:
     plain, pid = o.send("O", name="plain")
     out = o.b.ok("verify", str(plain), "--as", "icc-officer").stdout
     assert "statement, 1 item(s) and 1 custody event(s) verified" in out, out
+
+
+def test_a_received_redacted_copy_stands_in_for_a_received_original(office: Office) -> None:
+    """B received an original and its redacted copy from A; B's rule lets UN-HRMMU have only
+    the redacted copy: B's package to UN-HRMMU takes the copy A's signed link names."""
+    o = office
+    o.a.ok("rule", "add", "witness-identity", "ICC-OTP")
+    secret, redacted = o.tmp / "w.txt", o.tmp / "w-Red.txt"
+    secret.write_bytes(b"fictional statement naming witness W-9\n")
+    redacted.write_bytes(b"fictional statement naming witness [REDACTED]\n")
+    o.ids["W"] = _ingest(o.a, secret, "--label", "witness-identity")["id"]
+    o.ids["WR"] = _ingest(o.a, redacted, "--derived-from", o.ids["W"], "--relation",
+                          "redacted")["id"]
+    received = o.open(o.send("W", "WR", name="both")[0])
+    w_b, wr_b = received[o.ids["W"]], received[o.ids["WR"]]
+    c = Cli(o.tmp / "c")
+    c.ok("init")
+    c.ok("identity", "create", "hrmmu-officer")
+    c.ok("identity", "export", "-o", str(o.tmp / "c.card.json"))
+    o.b.ok("body", "add", "UN-HRMMU", "--name", "Fictional UN-HRMMU")
+    o.b.ok("body", "key", "add", "UN-HRMMU", "--card", str(o.tmp / "c.card.json"))
+    o.b.ok("rule", "add", "witness-identity", "UN-HRMMU", "--relation", "redacted")
+    result = o.b("package", "create", "--to", "UN-HRMMU", "--item", w_b, "-o",
+                 str(o.tmp / "un.evpkg"), "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr == (f"evault: item {w_b}: its redacted copy {wr_b} goes to UN-HRMMU "
+                             "instead, as the release rules ask\n")
+    assert json.loads(result.stdout)["item_ids"] == [wr_b]
