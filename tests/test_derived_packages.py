@@ -250,11 +250,27 @@ def _set_link_digest(cli: Cli, item: str, sha256: str) -> None:
         v.close()
 
 
-def test_a_false_link_to_an_original_in_the_same_package_is_refused(office: Office) -> None:
+def _hostile_send(o: Office, monkeypatch: pytest.MonkeyPatch, *keys: str,
+                  name: str) -> tuple[Path, str]:
+    """A sender whose database was altered refuses to package (exit 3, its own check of the
+    rows against the signed intake events); a hostile sender runs an evault without that
+    check, and signs what its database says."""
+    args = [arg for key in keys for arg in ("--item", o.ids[key])]
+    refused = o.a("package", "create", "--to", "ICC-OTP", *args, "-o",
+                  str(o.tmp / "refused.evpkg"))
+    assert refused.exit_code == 3 and "its signed intake event does not" in refused.stderr
+    with monkeypatch.context() as hostile:
+        hostile.setattr("vault.service.packaging.plan._SignedIntake.check",
+                        lambda self, item: None)
+        return o.send(*keys, name=name)
+
+
+def test_a_false_link_to_an_original_in_the_same_package_is_refused(
+        office: Office, monkeypatch: pytest.MonkeyPatch) -> None:
     o = office
     false = "cd" * 32
     _set_link_digest(o.a, o.ids["R"], false)
-    path, pid = o.send("O", "R", name="both")
+    path, pid = _hostile_send(o, monkeypatch, "O", "R", name="both")
     result = o.b("open", str(path), "--out", str(o.tmp / "received"))
     assert (result.exit_code, result.stderr) == (3, (
         f"evault: package {pid}: item {o.ids['R']}: its signed link names {o.ids['O']} with "
@@ -273,11 +289,12 @@ def test_a_false_link_to_an_original_in_the_same_package_is_refused(office: Offi
         "verify` and restore the database from a backup\n"))
 
 
-def test_a_link_the_senders_own_signed_event_contradicts_is_refused(office: Office) -> None:
+def test_a_link_the_senders_own_signed_event_contradicts_is_refused(
+        office: Office, monkeypatch: pytest.MonkeyPatch) -> None:
     o = office
     false = "cd" * 32
     _set_link_digest(o.a, o.ids["R"], false)
-    path, pid = o.send("R", name="copy")
+    path, pid = _hostile_send(o, monkeypatch, "R", name="copy")
     [ingested] = [e for e in json.loads(o.a.ok("custody", "show", o.ids["R"], "--json").stdout)[
         "events"] if e["action"] == "item.ingested"]
     result = o.b("open", str(path), "--out", str(o.tmp / "received"))

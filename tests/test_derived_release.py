@@ -260,3 +260,42 @@ def test_a_database_holder_cannot_make_an_item_the_copy_a_rule_asks_for(office: 
                    f"{office.original}, its signed intake event does not; nothing was packaged; "
                    "run `evault custody verify`")
     assert not (office.tmp / "UN-HRMMU.evpkg").exists()
+
+
+def test_a_deleted_label_row_does_not_free_an_item(office: Office) -> None:
+    """Labels are read as the item's signed intake event has them: a label row deleted with
+    SQL stops the package (exit 3) instead of letting the item escape its rule."""
+    sql(office.cli, "DELETE FROM item_labels WHERE item_id = :id", id=office.original)
+    assert_refusal(office.package("UA-OPG", "--item", office.original), 3,
+                   f"item {office.original}: the label witness-identity its signed item.ingested "
+                   "event names is missing from the database; nothing was packaged; run `evault "
+                   "custody verify`")
+
+
+def test_a_newer_copy_cannot_be_hidden_by_marking_it_another_kind(office: Office) -> None:
+    office.cli.ok("rule", "add", "witness-identity", "UN-HRMMU", "--relation", "redacted")
+    office.redact()
+    newer = office.ingest("statement-Red2.txt", b"fictional statement, redacted better\n",
+                          "--derived-from", office.original, "--relation", "redacted")
+    sql(office.cli, "UPDATE items SET derivation = 'excerpt' WHERE id = :id", id=newer)
+    assert_refusal(office.package("UN-HRMMU", "--item", office.original), 3,
+                   f"item {newer}: the database says it is an excerpt copy of {office.original}, "
+                   "its signed intake event does not; nothing was packaged; run `evault custody "
+                   "verify`")
+
+
+def test_a_copy_made_before_copies_took_labels_is_bound_by_its_originals(
+        office: Office, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy ingested by the first release of derived copies carries no label of its own:
+    its original's labels still bind it."""
+    with monkeypatch.context() as earlier:
+        earlier.setattr("vault.service.intake._labels", lambda row, originals: row.fields.labels)
+        translation = office.ingest("statement-en.txt", b"fictional translated statement\n",
+                                    "--derived-from", office.original, "--relation",
+                                    "translation")
+    assert json.loads(office.cli.ok("items", "show", translation, "--json").stdout)[
+        "labels"] == []
+    assert_refusal(office.package("UA-OPG", "--item", translation), 1,
+                   f"item {translation}: label witness-identity may go only to ICC-OTP (release "
+                   "rule); leave it out of this package")
+    assert office.packaged("ICC-OTP", "--item", translation) == [translation]

@@ -355,6 +355,7 @@ def _receive(
                         details={"package": envelope.package_id,
                                  "sender": envelope.sender.fingerprint,
                                  "source_item": item.id, "case": case, "size": item.size,
+                                 "labels": [str(lb) for lb in meta.get("labels") or []],
                                  **({"derived_from": item.derived_from.to_json()}
                                     if item.derived_from else {})},
                         title=_text(meta, "title"),

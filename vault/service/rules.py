@@ -14,9 +14,10 @@ newest such event, and package build and export refuse until the edit is signed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select
@@ -97,6 +98,11 @@ class RuleSet:
         return next(((label, relation) for relation, label in wanted.items()), None)
 
 
+def a_copy(relation: str) -> str:
+    """``a redacted copy``, ``an excerpt copy``: a relation in a sentence."""
+    return f"{'an' if relation[0] in 'aeiou' else 'a'} {relation} copy"
+
+
 def release_verdict(
     labels: Iterable[str], body_id: str, rules: Rules, default: str
 ) -> str | None:
@@ -127,7 +133,8 @@ def copy_verdict(labels: Iterable[str], derivation: str | None, body_id: str,
     except PolicyError as e:
         return str(e).removesuffix("; make one rule name one copy")
     if wanted is not None and wanted[1] != derivation:
-        return f"label {wanted[0]} may go to {body_id} only as a {wanted[1]} copy (release rule)"
+        return (f"label {wanted[0]} may go to {body_id} only as {a_copy(wanted[1])} "
+                "(release rule)")
     return None
 
 
@@ -169,26 +176,48 @@ def signed(vault: Vault, session: Session) -> RuleSet | None:
 
 
 def checked_own_event(vault: Vault, session: Session, row: CustodyEvent, action: str = ACTION,
-                      subject: str = SUBJECT, what: str = "rule") -> Event:
+                      subject: str = SUBJECT, what: str = "rule",
+                      keys: Callable[[str], bytes | None] | None = None) -> Event:
     """The row's event, if its bytes are this vault's ``action`` event on ``subject`` (the
-    release rules, the approval policy) and its signature by an identity key verifies."""
-    event = Event.decode(row.body)
+    release rules, the approval policy) and its signature by an identity key verifies.
+    ``keys`` (:func:`own_keys`) saves looking the keys up again for many events."""
+    event = _decode(row.body)
     if (event.log, event.seq, event.action, event.subject) != (
             origin(vault), row.seq, action, subject):
         raise VerificationError(f"it is not a {what} event of this vault's log")
-    # The actor's key as the signed key history has it (the table is only its cache); a vault
-    # whose history is not anchored yet (made before it) has only the table.
-    history = keyhistory.load(vault, session)
-    if history.anchor is not None:
-        entry = history.identity_keys.get(event.actor)
-        raw = entry.signing_key if entry is not None else None
-    else:
-        raw = session.scalar(select(IdentityKey.signing_key).where(
-            IdentityKey.fingerprint == event.actor))
+    raw = (keys or own_keys(vault, session))(event.actor)
     if raw is None:
         raise VerificationError(f"its actor {event.actor} is not a key of this vault")
-    VerifyKey(raw).verify(row.signature, row.body)
+    _verify(raw, row.signature, row.body)
     return event
+
+
+def own_keys(vault: Vault, session: Session) -> Callable[[str], bytes | None]:
+    """Fingerprint -> the public signing key of one of this vault's identities, as the
+    signed key history has it (the table is only its cache); a vault whose history is not
+    anchored yet (made before it) has only the table."""
+    history = keyhistory.load(vault, session)
+    if history.anchor is not None:
+        def lookup(fingerprint: str) -> bytes | None:
+            entry = history.identity_keys.get(fingerprint)
+            return entry.signing_key if entry is not None else None
+        return lookup
+    table = dict(session.execute(select(IdentityKey.fingerprint, IdentityKey.signing_key))
+                 .tuples())
+    return table.get
+
+
+@lru_cache(maxsize=65536)
+def _decode(body: bytes) -> Event:
+    """An event's bytes decoded, remembered: read again for each body of one export."""
+    return Event.decode(body)
+
+
+@lru_cache(maxsize=65536)
+def _verify(key: bytes, signature: bytes, body: bytes) -> None:
+    """An Ed25519 check, remembered when it passed (a failure raises and is not cached): a
+    release decision reads each item's signed intake event, body by body of one export."""
+    VerifyKey(key).verify(signature, body)
 
 
 def difference(config: RuleSet, history: RuleSet | None) -> str | None:

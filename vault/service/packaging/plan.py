@@ -17,7 +17,6 @@ never the other modules of this package.
 from __future__ import annotations
 
 import base64
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,9 +49,11 @@ from vault.service.intake import storage_identity
 from vault.service.items import get_case, item_info, original_of
 from vault.service.rules import (
     RuleSet,
+    a_copy,
     checked_own_event,
     checked_rules,
     copy_verdict,
+    own_keys,
     release_verdict,
 )
 from vault.service.vaults import Vault
@@ -120,30 +121,31 @@ def decide_release(vault: Vault, session: Session, items: Sequence[Item], body_i
     redacted``) is replaced by its newest such copy, made from it directly, when
     ``substitute`` (choosing a package's items); without one, or without ``substitute``
     (checking a package already built), it is withheld. The copy must itself be free to go.
-    Whether an item is such a copy, and of which item, is read from its signed intake event,
-    not from the columns a database holder could set (:func:`_signed_copy`).
+    An item's labels, and whether it is a copy and of which item, are read as its signed
+    intake event has them, not only from rows a database holder could change
+    (:class:`_SignedIntake`); a copy is bound by the labels of the items it was made from.
     """
+    intake = _SignedIntake(vault, session, items)
     chosen: dict[str, Item] = {}
     withheld: list[tuple[Item, str]] = []
     substituted: list[tuple[str, str, str]] = []
     for item in items:
-        labels = [lbl.label for lbl in item.labels]
+        labels = intake.labels(item)
         reason = release_verdict(labels, body_id, rules.rules, rules.default)
         wanted = rules.copy_for(labels, body_id) if reason is None else None
-        if reason is None and (wanted is None or (
-                wanted[1] == item.derivation and _signed_copy(vault, session, item, wanted[1]))):
+        if reason is None and (wanted is None or wanted[1] == item.derivation):
             chosen.setdefault(item.id, item)
             continue
         if reason is None and wanted is not None:
             label, relation = wanted
-            reason = f"label {label} may go to {body_id} only as a {relation} copy (release rule)"
-            copy = _newest_copy(vault, session, item, relation) if substitute else None
+            reason = (f"label {label} may go to {body_id} only as {a_copy(relation)} "
+                      "(release rule)")
+            copy = intake.newest_copy(item, relation) if substitute else None
             if substitute and copy is None:
                 reason += (f", and it has none; make one with `evault ingest FILE "
                            f"--derived-from {item.id} --relation {relation}`")
             if copy is not None:
-                why = copy_verdict((lbl.label for lbl in copy.labels), copy.derivation,
-                                   body_id, rules)
+                why = copy_verdict(intake.labels(copy), copy.derivation, body_id, rules)
                 if why is None:
                     chosen.setdefault(copy.id, copy)
                     substituted.append((item.id, copy.id, relation))
@@ -154,48 +156,91 @@ def decide_release(vault: Vault, session: Session, items: Sequence[Item], body_i
     return Release(sorted(chosen.values(), key=lambda i: i.intake_seq), withheld, substituted)
 
 
-def _newest_copy(vault: Vault, session: Session, item: Item, relation: str) -> Item | None:
-    """The newest derived copy made from ``item`` directly by ``relation``, if any: made
-    here, or received from the sender ``item`` came from, whose signed link names it by its
-    id there and by its SHA-256."""
-    made_here = and_(Item.derived_from == item.id, Item.received_from.is_(None))
-    if item.received_from is not None and item.source_item is not None:
-        made_here = or_(made_here, and_(Item.received_from == item.received_from,
-                                        Item.derived_from == item.source_item,
-                                        Item.derived_from_sha256 == item.sha256))
-    copy = session.scalars(
-        select(Item).options(selectinload(Item.labels), selectinload(Item.tags),
-                             selectinload(Item.digests))
-        .where(made_here, Item.derivation == relation)
-        .order_by(Item.intake_seq.desc()).limit(1)).first()
-    if copy is not None:
-        _signed_copy(vault, session, copy, relation, item)
-    return copy
+class _SignedIntake:
+    """Items' signed intake events (``item.ingested``, or ``item.received``), read for one
+    release decision: its label rows and derivation columns must say what the signed event
+    says, so a database holder who deletes a label row, or marks an item as another's
+    redacted copy, stops the package (exit 3) instead of releasing it."""
 
+    def __init__(self, vault: Vault, session: Session, items: Sequence[Item]) -> None:
+        self.vault = vault
+        self.session = session
+        self.keys: Callable[[str], bytes | None] | None = None
+        self.checked: set[str] = set()
+        seqs = [i.intake_seq for i in items]
+        self.rows: dict[int, CustodyEvent] = {}
+        for start in range(0, len(seqs), 5000):  # one query per 5,000, not one per item
+            self.rows.update((row.seq, row) for row in session.scalars(select(CustodyEvent)
+                             .where(CustodyEvent.seq.in_(seqs[start:start + 5000]))))
 
-def _signed_copy(vault: Vault, session: Session, item: Item, relation: str,
-                 original: Item | None = None) -> bool:
-    """True if ``item``'s signed intake event says it is a ``relation`` copy (of
-    ``original``, by id and SHA-256, when given); else a VerificationError (exit 3): its
-    columns say so and its signed event does not, so the database was changed."""
-    row = session.get(CustodyEvent, item.intake_seq)
-    link: Any = None
-    if row is not None:
+    def check(self, item: Item) -> None:
+        """Refuse (exit 3) an item whose rows differ from its signed intake event."""
+        if item.id in self.checked:
+            return
+        self.keys = self.keys or own_keys(self.vault, self.session)
         action = "item.received" if item.received_from is not None else "item.ingested"
-        with contextlib.suppress(VaultError):
-            event = checked_own_event(vault, session, row, action, item.id, "intake")
-            link = event.details.get("derived_from")
-    expected: dict[str, str | None] = {"relation": relation}
-    if original is not None:  # a received copy names it as its sender does
-        named = original.id if item.received_from is None else original.source_item
-        expected |= {"id": named, "sha256": original.sha256}
-    if not isinstance(link, dict) or any(link.get(k) != v for k, v in expected.items()):
-        raise VerificationError(
-            f"item {item.id}: the database says it is a {relation} copy"
-            + (f" of {original.id}" if original is not None else "")
-            + ", its signed intake event does not; nothing was packaged; run `evault custody "
-            "verify`")
-    return True
+        row = self.rows.get(item.intake_seq) or self.session.get(CustodyEvent, item.intake_seq)
+        try:
+            if row is None:
+                raise VerificationError("it is missing")
+            event = checked_own_event(self.vault, self.session, row, action, item.id,
+                                      "intake", self.keys)
+        except VaultError as e:
+            raise VerificationError(
+                f"item {item.id}: its {action} event cannot be trusted ({e}); nothing was "
+                "packaged; run `evault custody verify`") from None
+        signed_labels = event.details.get("labels")
+        if signed_labels is not None:  # an item received before labels were signed: none
+            missing = sorted({str(lb) for lb in signed_labels}
+                             - {lbl.label for lbl in item.labels})
+            if missing:
+                raise VerificationError(
+                    f"item {item.id}: the label {missing[0]} its signed {action} event names "
+                    "is missing from the database; nothing was packaged; run `evault custody "
+                    "verify`")
+        link: Any = event.details.get("derived_from")
+        signed = ((link.get("id"), link.get("relation"), link.get("sha256"))
+                  if isinstance(link, dict) else (None, None, None))
+        if signed != (item.derived_from, item.derivation, item.derived_from_sha256):
+            said = (a_copy(item.derivation) + (f" of {item.derived_from}"
+                                                    if item.derived_from else "")
+                    if item.derivation else "not a derived copy")
+            raise VerificationError(
+                f"item {item.id}: the database says it is {said}, its signed intake event "
+                "does not; nothing was packaged; run `evault custody verify`")
+        self.checked.add(item.id)
+
+    def labels(self, item: Item) -> list[str]:
+        """The item's labels and those of the items it was made from, each checked: a copy
+        is restricted as its original is (one ingested before copies took their original's
+        labels included)."""
+        found: list[str] = []
+        seen: set[str] = set()
+        current: Item | None = item
+        while current is not None and current.id not in seen:
+            self.check(current)
+            seen.add(current.id)
+            found += [lbl.label for lbl in current.labels if lbl.label not in found]
+            current = original_of(self.session, current)
+        return found
+
+    def newest_copy(self, item: Item, relation: str) -> Item | None:
+        """The newest copy made from ``item`` directly by ``relation``, if any: made here,
+        or received from the sender ``item`` came from, whose signed link names it by its id
+        there and its SHA-256. Every copy of the item is checked, so that one marked in the
+        database as of another kind cannot hide the newest."""
+        made = and_(Item.derived_from == item.id, Item.received_from.is_(None))
+        if item.received_from is not None and item.source_item is not None:
+            made = or_(made, and_(Item.received_from == item.received_from,
+                                  Item.derived_from == item.source_item,
+                                  Item.derived_from_sha256 == item.sha256))
+        copies = list(self.session.scalars(
+            select(Item).options(selectinload(Item.labels), selectinload(Item.tags),
+                                 selectinload(Item.digests))
+            .where(made).order_by(Item.intake_seq.desc())))
+        for copy in copies:
+            self.check(copy)
+        return next((c for c in copies if c.derivation == relation), None)
 
 
 def check_release(release: Release) -> list[Item]:
