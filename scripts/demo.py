@@ -402,8 +402,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         package_file = outbox / f"{built['id']}.evpkg"
         # The TSA's CA certificate comes from the TSA's operator; the demo's is in the office's
         # vault folder.
-        demo.run("open", str(package_file), "--out", str(work / "icc-received"), "--tsa-ca",
-                 str(Path(office) / "tsa-ca.pem"), "--vault", icc)
+        opened = json.loads(demo.run(
+            "open", str(package_file), "--out", str(work / "icc-received"), "--tsa-ca",
+            str(Path(office) / "tsa-ca.pem"), "--json", "--vault", icc))
+        # The redacted copy came with its link: its original, in the same package, matches.
+        [copy] = [i["id"] for i in opened["items"] if i["name"].endswith("-Red.txt")]
+        demo.run("items", "verify-link", copy, "--vault", icc)
         ack = work / f"{built['id']}.ack.json"
         demo.run("ack", str(package_file), "-o", str(ack), "--vault", icc)
         demo.run("receipt", "import", str(ack), "--vault", office)

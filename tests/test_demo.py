@@ -121,7 +121,8 @@ def test_every_printed_command_passes_bash_syntax_check(demo: DemoRun) -> None:
 
 def test_json_steps_show_their_json(demo: DemoRun) -> None:
     json_steps = [c for c in demo.commands if "--json" in c.split()]
-    assert len(json_steps) == 10  # six identities, items, package, receipts, office identity
+    assert len(json_steps) == 11  # six identities, items, package, receipts, office identity,
+    # and the package ICC-OTP opens
     decoder = json.JSONDecoder()
     for command in json_steps:
         shown = "\n".join(demo.output_of(command))
