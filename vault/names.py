@@ -105,10 +105,6 @@ LABEL = Rule(
 )
 """A handling label, such as ``restricted-icc`` (release rules name them)."""
 
-#: How a derived copy relates to the item it was made from (``ingest --relation``), and what
-#: copy a release rule may require a body to get instead of the original.
-RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
-
 TAG_KEY = Rule(re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"), "a simple key")
 """The key of a ``KEY=VALUE`` tag."""
 
@@ -116,7 +112,8 @@ TAG_KEY = Rule(re.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,63}"), "a simple key")
 
 RELATIONS = ("redacted", "translation", "transcript", "excerpt", "transcode")
 """How a derived copy relates to the item it was made from (``ingest --relation``); a
-package's statement carries the same words (:class:`vault.formats.package.ItemLink`)."""
+package's statement carries the same words (:class:`vault.formats.package.ItemLink`), and a
+release rule may require a body to get such a copy instead of the original."""
 
 MAX_TOOL = 128
 

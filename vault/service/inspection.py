@@ -446,18 +446,27 @@ def _check_links(pid: str, items: Sequence[StatementItem]) -> None:
                         "corrected package")
 
 
-def _check_event_link(pid: str, where: str, event: Event, link: ItemLink | None) -> None:
-    """The sender's own signed ``item.ingested`` event of a derived copy names its original;
-    the statement's link must say the same (both are the sender's: they must agree)."""
-    said = event.details.get("derived_from") if event.action == "item.ingested" else None
-    if said is None:
-        return
+def _check_event_link(pid: str, where: str, event: Event, link: ItemLink | None) -> bool:
+    """The sender's own signed intake event of an item names its link, or none; the
+    statement's link must say the same (both are the sender's: they must agree). An
+    ``item.ingested`` event must name the very link; an ``item.received`` event (an item the
+    sender received and passes on) the same digest, relation and tool, as the sender may name
+    an original it also holds by its own id. True for an intake event, checked."""
+    if event.action not in ("item.ingested", "item.received"):
+        return False
+    said = event.details.get("derived_from")
     signed = link.to_json() if link is not None else None
-    if said != signed:
+    if event.action == "item.received" and isinstance(said, dict) and signed is not None:
+        keys = ("sha256", "relation", "tool")
+        agree = all(said.get(k) == signed.get(k) for k in keys)
+    else:
+        agree = said == signed
+    if not agree:
         raise _fail(pid, f"{where}: item {event.subject}: the signed statement's link "
-                    f"({_link_text(signed)}) is not the one the sender's item.ingested event "
+                    f"({_link_text(signed)}) is not the one the sender's {event.action} event "
                     f"{event.seq} names ({_link_text(said)}); the sender's records disagree; "
                     "ask the sender")
+    return True
 
 
 def _link_text(link: object) -> str:
@@ -521,6 +530,7 @@ def _check_custody(report: PackageReport, bag: BagContents) -> None:
     links = {i.id: i.derived_from for i in report.statement.items} if report.statement else {}
     data = bag.tag_files["evault/custody.jsonl"]
     count = 0
+    intake: set[str] = set()
     for number, line in enumerate(data.splitlines(), start=1):
         where = f"evault/custody.jsonl line {number}"
         try:
@@ -554,7 +564,11 @@ def _check_custody(report: PackageReport, bag: BagContents) -> None:
         except VerificationError:
             raise _fail(pid, f"{where}: event {event.seq} is not in the sender's log at the "
                         "envelope's checkpoint") from None
-        _check_event_link(pid, where, event, links.get(event.subject))
+        if _check_event_link(pid, where, event, links.get(event.subject)):
+            intake.add(event.subject)
         count += 1
+    for item_id in sorted({i for i, link in links.items() if link is not None} - intake):
+        raise _fail(pid, f"evault/custody.jsonl lacks item {item_id}'s intake event, which its "
+                    "link must agree with; ask the sender for a new package")
     report.custody_excerpt = data
     report.custody_events = count

@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, optional_isoformat, utcnow
+from vault.custody.events import Event
 from vault.errors import ConflictError, NotFoundError, UsageError, VaultError, VerificationError
 from vault.names import ITEM_ID
 from vault.service.progress import Progress
@@ -179,9 +180,12 @@ def original_of(session: Session, item: Item) -> Item | None:
         return None
     if item.received_from is None:
         return session.get(Item, item.derived_from)
-    return session.scalars(select(Item).where(
+    found = list(session.scalars(select(Item).where(
         Item.received_from == item.received_from, Item.source_item == item.derived_from)
-        .order_by(Item.intake_seq.desc()).limit(1)).first()
+        .order_by(Item.intake_seq.desc())))
+    # One whose SHA-256 is the link's first, if the sender sent that id more than once.
+    return next((i for i in found if i.sha256 == item.derived_from_sha256),
+                found[0] if found else None)
 
 
 def _copies(session: Session, items: Sequence[Item]) -> list[tuple[Item, Item]]:
@@ -211,6 +215,9 @@ def lineage(vault: Vault, item_id: str) -> Lineage:
         below = item
         while below.derived_from is not None:
             parent = original_of(session, below)
+            if parent is not None and below.received_from is not None and (
+                    parent.sha256 != below.derived_from_sha256):
+                parent = None  # not the original the link names: `items verify-link` says so
             if parent is None:
                 if below.received_from is not None and below.derived_from_sha256:
                     chain.append(Link(below.derived_from, below.derived_from_sha256,
@@ -269,6 +276,8 @@ def verify_link(vault: Vault, item_id: str, original: str | None = None) -> Link
         if item.derived_from is None or item.derivation is None:
             raise NotFoundError(f"item {item_id}: not a derived copy; nothing to verify")
         _check_signed_link(session, item)
+        if item.received_from is not None:
+            _check_signed_source(vault, session, item, item.received_from, None)
         expected = item.derived_from_sha256
         if expected is None:
             raise NotFoundError(f"item {item_id}: its link names no SHA-256 of the original; "
@@ -289,7 +298,9 @@ def verify_link(vault: Vault, item_id: str, original: str | None = None) -> Link
             found = None
             chosen = True
         if found is not None:
-            what, kind, actual = found.id, "item", found.sha256
+            what, kind, actual = found.id, "item", _signed_digest(vault, session, found)
+            if not chosen and sender is not None:
+                _check_signed_source(vault, session, found, sender, link_id)
         else:
             assert original is not None
             what, kind, actual = original, "file", _file_sha256(Path(original))
@@ -336,6 +347,49 @@ def _check_signed_link(session: Session, item: Item) -> None:
         raise VerificationError(
             f"item {item.id}: its link in this vault's database is not the one its signed "
             f"intake event {item.intake_seq} names; the database was altered: run `evault "
+            "custody verify` and restore the database from a backup")
+
+
+def _signed_intake(vault: Vault, session: Session, item: Item) -> Event:
+    """The item's intake event (``item.ingested``, or ``item.received``), its signature
+    checked with the vault's key history: what a comparison may rest on, as the item's
+    columns can be changed by anyone with the database."""
+    from vault.service.rules import checked_own_event
+    from vault.store.models import CustodyEvent
+
+    action = "item.received" if item.received_from is not None else "item.ingested"
+    row = session.get(CustodyEvent, item.intake_seq)
+    try:
+        if row is None:
+            raise VerificationError("it is missing")
+        return checked_own_event(vault, session, row, action, item.id, "intake")
+    except VaultError as e:
+        raise VerificationError(
+            f"item {item.id}: its {action} event cannot be trusted ({e}); run `evault custody "
+            "verify` and restore the database from a backup") from None
+
+
+def _signed_digest(vault: Vault, session: Session, item: Item) -> str:
+    """The item's SHA-256 as its signed intake event has it (and its row must agree)."""
+    signed = _signed_intake(vault, session, item).digests.get("sha256")
+    if signed != item.sha256:
+        raise VerificationError(
+            f"item {item.id}: its SHA-256 in this vault's database is not the one its signed "
+            "intake event names; the database was altered: run `evault custody verify` and "
+            "restore the database from a backup")
+    return signed
+
+
+def _check_signed_source(vault: Vault, session: Session, item: Item, sender: str,
+                         source_item: str | None) -> None:
+    """A received item came from ``sender`` (and is its ``source_item``, when given) as its
+    signed ``item.received`` event says, not only as its row says."""
+    details = _signed_intake(vault, session, item).details
+    if details.get("sender") != sender or (
+            source_item is not None and details.get("source_item") != source_item):
+        raise VerificationError(
+            f"item {item.id}: its sender or source item in this vault's database is not the "
+            "one its signed item.received event names; the database was altered: run `evault "
             "custody verify` and restore the database from a backup")
 
 
