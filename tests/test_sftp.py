@@ -97,7 +97,8 @@ def _wait_paused(proc: subprocess.Popen[str], step: str) -> None:
 
 
 def test_send_to_an_sftp_drop(server: SftpServer, tmp_path: Path) -> None:
-    cli = _office(tmp_path)
+    # 20 MiB: hundreds of pipelined 32 KiB writes, awaited every 8 MiB.
+    cli = _office(tmp_path, size=20 * MIB)
     drop = server.drop("icc-send")
     package_id, built = _build(cli, tmp_path)
     result = cli("send", package_id, *_sftp_args(server, drop))
@@ -366,11 +367,9 @@ def test_a_full_disk_on_the_server(server: SftpServer, tmp_path: Path) -> None:
     package_id, _ = _build(cli, tmp_path)
     result = cli("send", package_id, *_sftp_args(server, drop))
     url = server.url(drop)
-    assert result.exit_code == 1
-    assert result.stderr.startswith(
-        f"evault: {url}/{package_id}.evpkg: the server refused the upload (it holds ")
-    assert result.stderr.endswith(" bytes written); nothing was named there; the drop may be "
-                                  "full: ask the body, then send again\n")
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {url}/{package_id}.evpkg: the server refused the upload (Failure); nothing "
+        "was named there; the drop may be full: ask the body, then send again\n"))
     assert list(server.path(drop).iterdir()) == []
     assert _state(cli, package_id) == "built"
 
