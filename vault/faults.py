@@ -51,7 +51,6 @@ def crash_point(step: str) -> None:
     if os.environ.get("EVAULT_CRASH_AT") == step:
         os.kill(os.getpid(), signal.SIGKILL)
     if os.environ.get("EVAULT_PAUSE_AT") == step:
-        print(f"evault: paused at {step}", file=sys.stderr, flush=True)
         # In short naps, not one long sleep: Python acts on a signal between bytecodes, and
         # a Ctrl-C that lands after the last check and before the sleep starts (this thread
         # waiting for the GIL, or preempted) would be acted on only when the sleep ends.
@@ -60,6 +59,8 @@ def crash_point(step: str) -> None:
             previous = signal.signal(signal.SIGUSR1, lambda signum, _frame: released.append(signum))
         except ValueError:  # not the main thread: only the deadline ends the pause
             previous = None
+        # Said only once SIGUSR1 is caught: a test may send it as soon as it reads this.
+        print(f"evault: paused at {step}", file=sys.stderr, flush=True)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not released:
             time.sleep(0.05)
