@@ -1,4 +1,4 @@
-"""The eight benchmark cases: each times evault against the stock tools doing the same job.
+"""The nine benchmark cases: each times evault against the stock tools doing the same job.
 
     >>> ctx = Context(scale=SCALES["smoke"], rounds=1, work=Path(tmp))   # doctest: +SKIP
     >>> rows = CASES["ingest"](ctx)                                    # doctest: +SKIP
@@ -618,6 +618,70 @@ def case_items_list(ctx: Context) -> list[Row]:
                 "sealed metadata)", pairs, "report", None, notes)]
 
 
+def case_sftp(ctx: Context) -> list[Row]:
+    """9. Send a big package to an SFTP drop vs ``sftp -b`` put (and ``scp``) of the same file.
+
+    Against the tests' real OpenSSH server on 127.0.0.1 (tests/sftp_server.py: needs root for
+    its chroot). evault does more than the stock clients: it checks the host key against the
+    body's pin, uploads under a temporary name, then reads the whole file back over SFTP to
+    hash it (OpenSSH offers no check-file) before the rename, and records and receipts the
+    send; ``sftp -b`` and ``scp`` only write.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from sftp_server import SftpServer, sftp_unavailable
+
+    reason = sftp_unavailable()
+    if reason:
+        raise BenchError(f"sftp case: no SFTP server here: {reason}")
+    sender, item = ctx.sender_with_big_item
+    template = ctx.work / "template-sftp"
+    shutil.copytree(sender, template, symlinks=True)
+    package = ctx.work / "bench-sftp.evpkg"
+    built = json.loads(ctx.evault.setup(template, "package", "create", "--to", "BODY-R",
+                                        "--item", item, "-o", str(package), "--json"))
+    with SftpServer() as server:
+        drop = server.drop("bench")
+        ssh = ["-i", str(server.client_key), "-o", f"UserKnownHostsFile={server.known_hosts}",
+               "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
+        target = f"nobody@127.0.0.1:{drop}/stock.evpkg"
+        batch = ctx.work / "sftp-batch"
+        batch.write_text(f"put {package} {drop}/stock.evpkg\n")
+        vaults: dict[int, Path] = {}
+
+        def prepare(n: int) -> None:
+            vaults[n] = ctx.copy_vault(template, "sftp")  # the package built, not sent
+
+        def evault(n: int) -> Sample:
+            return ctx.evault.timed(vaults[n], "send", built["id"], "--outbox",
+                                    server.url(drop), "--host-key", server.fingerprint,
+                                    "--identity-file", str(server.client_key))
+
+        def stock(n: int) -> Sample:
+            return run_timed(["sftp", *ssh, "-P", str(server.port), "-b", str(batch),
+                              "nobody@127.0.0.1"], env=ctx.stock_env)
+
+        def cleanup(n: int) -> None:
+            for f in server.path(drop).iterdir():
+                f.unlink()
+            clear(vaults.pop(n))
+
+        pairs = alternate(ctx.rounds, evault, stock, prepare=prepare, cleanup=cleanup,
+                          log=ctx.log, label="sftp")
+        scp = []
+        for _ in range(ctx.rounds):
+            os.sync()
+            scp.append(run_timed(["scp", "-q", *ssh, "-P", str(server.port), str(package),
+                                  target], env=ctx.stock_env).seconds)
+            for f in server.path(drop).iterdir():
+                f.unlink()
+    clear(package)
+    shutil.rmtree(template)
+    label = _size_label(ctx.scale.big_file)
+    notes = [f"`scp` of the same file, same server: median {fmt_seconds(statistics.median(scp))}"
+             f" over {len(scp)} round(s)"]
+    return [Row(f"9. send a {label} package to an SFTP drop", pairs, "report", None, notes)]
+
+
 CASES: dict[str, Callable[[Context], list[Row]]] = {
     "ingest": case_ingest,
     "package": case_package,
@@ -627,6 +691,7 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "custody": case_custody,
     "startup": case_startup,
     "items-list": case_items_list,
+    "sftp": case_sftp,
 }
 
 STOCK = {
@@ -642,6 +707,8 @@ STOCK = {
     "startup": "`python -c pass` (and `age --version` in the notes)",
     "items-list": "the same `items list` by the evault before sealed metadata "
                   "(EVAULT_BENCH_BEFORE)",
+    "sftp": "`sftp -b` put of the same package file to the same OpenSSH server on 127.0.0.1 "
+            "(and `scp` in the notes)",
 }
 
 

@@ -28,7 +28,8 @@ from cases import CASES, SCALES, STOCK, Context, Row, fmt_seconds, selected
 from harness import TIME, BenchError
 
 HERE = Path(__file__).resolve().parent
-STOCK_TOOLS = ("age", "age-keygen", "openssl", "sha256sum", "tar", "find", "xargs", "sh")
+STOCK_TOOLS = ("age", "age-keygen", "openssl", "sha256sum", "tar", "find", "xargs", "sh", "sftp",
+               "scp")
 
 
 def machine() -> list[str]:

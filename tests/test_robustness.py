@@ -577,7 +577,8 @@ def test_every_crash_step_is_in_the_code_and_exercised() -> None:
     assert placed == set(STEPS)
     tests = "".join((root / "tests" / f).read_text()
                     for f in ("test_robustness.py", "test_export.py",
-                              "test_sealed_metadata.py", "test_robustness_leftovers.py"))
+                              "test_sealed_metadata.py", "test_robustness_leftovers.py",
+                              "test_sftp.py"))
     assert [s for s in STEPS if f'"{s}"' not in tests] == []
 
 

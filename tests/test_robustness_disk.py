@@ -174,10 +174,9 @@ def test_paths_that_cannot_be_written(world: Office) -> None:
     pid = _built(world)
     item = as_json(cli, "items", "list", "--json")[0]["id"]
     before = cli.ok("custody", "verify").stdout
-    # click itself refuses a file where a folder option wants a folder (its usage format).
-    usage = cli("send", pid, "--outbox", str(blocker))
-    assert usage.exit_code == 2 and usage.stderr.splitlines()[-1].startswith("Error: ")
-    assert "Traceback" not in usage.stderr
+    # An outbox that is a file (--outbox takes a folder or an sftp:// URL, so evault, not
+    # click, refuses it: one line).
+    assert_refusal(cli("send", pid, "--outbox", str(blocker)), 1)
     for args, code in [
         (("send", pid, "--outbox", str(below)), 1),
         (("items", "export", item, "-o", str(below), "--reason", "r"), 1),

@@ -37,6 +37,7 @@ def body() -> None:
     Examples:
       evault body add ICC-OTP --name "International Criminal Court, Office of the Prosecutor"
       evault body key add ICC-OTP --card icc-officer.card.json --fingerprint SHA256:...
+      evault body set ICC-OTP --outbox sftp://evidence@drop.icc-cpi.example/in --host-key SHA256:...
       evault body list
     """
 
@@ -89,6 +90,54 @@ def body_show(vault: Vault, body_id: str, as_json: bool) -> None:
     from vault.service.bodies import show_body
 
     emit_record(show_body(vault, body_id).to_json(), as_json)
+
+
+@body.command("set")
+@click.argument("body_id", metavar="ID")
+@click.option("--outbox", metavar="DIR|sftp://USER@HOST[:PORT]/PATH",
+              help="The body's own outbox, used by send, package create --send and export "
+                   "when they name none.")
+@click.option("--host-key", metavar="SHA256:...",
+              help="The SFTP server's host-key fingerprint, confirmed with the body by another "
+                   "channel (else ~/.ssh/known_hosts must know the host).")
+@click.option("--identity-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="SSH private key to log in to the drop with (else the keys of ssh-agent).")
+@click.option("--clear-outbox", is_flag=True, help="Remove the body's outbox.")
+@as_option
+@json_option
+@with_vault
+def body_set(
+    vault: Vault,
+    body_id: str,
+    outbox: str | None,
+    host_key: str | None,
+    identity_file: Path | None,
+    clear_outbox: bool,
+    as_name: str | None,
+    as_json: bool,
+) -> None:
+    """Set a body's own outbox: a folder, or its SFTP drop with the server's host key pinned.
+
+    Each change is a signed custody event `body.outbox_set`. Without --outbox, the body's
+    outbox is kept and only --host-key or --identity-file change (a new server key that the
+    body confirmed). No password is ever taken: log in with ssh-agent or a key file.
+
+    \b
+    Examples:
+      evault body set ICC-OTP --outbox sftp://evidence@drop.icc-cpi.example/incoming \\
+        --host-key SHA256:... --identity-file ~/.ssh/icc_drop
+      evault body set UA-OPG --outbox /mnt/transfer/opg
+      evault body set ICC-OTP --clear-outbox
+    """
+    from vault.service.bodies import set_body_outbox
+
+    done = set_body_outbox(vault, body_id, outbox=outbox, host_key=host_key,
+                           identity_file=identity_file, clear=clear_outbox, as_name=as_name)
+    emit_record(done.to_json(), as_json)
+    if not as_json:
+        where = done.outbox or "none"
+        pin = f", host key {done.host_key}" if done.host_key else ""
+        say(f"body {body_id}: outbox {where}{pin}" + ("" if done.changed else " (unchanged)"))
 
 
 @body.group("key")

@@ -118,6 +118,40 @@ def timestamp_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(wrapper)
 
 
+def outbox_options(*, required_help: str) -> Callable[[F], F]:
+    """``--outbox DIR|sftp://...`` with ``--host-key``, ``--known-hosts`` and
+    ``--identity-file``, handed to the command as one ``outbox``
+    (:class:`~vault.service.outbox.OutboxChoice`; its ``outbox`` None when not given: the
+    body's own). ``required_help`` is the ``--outbox`` help of the command."""
+
+    def decorate(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, outbox: str | None, host_key: str | None,
+                    known_hosts: Path | None, identity_file: Path | None, **kwargs: Any) -> Any:
+            from vault.service.outbox import OutboxChoice
+
+            choice = OutboxChoice(outbox, host_key, known_hosts, identity_file)
+            return f(*args, outbox=choice, **kwargs)
+
+        options = [
+            click.option("--outbox", metavar="DIR|sftp://USER@HOST[:PORT]/PATH",
+                         help=required_help),
+            click.option("--host-key", metavar="SHA256:...",
+                         help="The SFTP server's host-key fingerprint, confirmed with the body "
+                              "(else ~/.ssh/known_hosts must know the host)."),
+            click.option("--known-hosts", type=click.Path(dir_okay=False, path_type=Path),
+                         help="known_hosts file to trust instead of ~/.ssh/known_hosts."),
+            click.option("--identity-file", type=click.Path(dir_okay=False, path_type=Path),
+                         help="SSH private key to log in with (else the keys of ssh-agent)."),
+        ]
+        out: Any = wrapper
+        for option in reversed(options):
+            out = option(out)
+        return out  # type: ignore[no-any-return]
+
+    return decorate
+
+
 def read_card(path: Path) -> bytes:
     """A contact card's bytes; a fifo or device (which could block forever) is refused."""
     from vault.errors import VerificationError

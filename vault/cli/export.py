@@ -15,6 +15,7 @@ import click
 from vault.cli import top_command
 from vault.cli.common import (
     as_option,
+    outbox_options,
     say,
     timestamp_option,
     with_vault,
@@ -24,6 +25,7 @@ from vault.progress import ProgressLine, progress_line
 
 if TYPE_CHECKING:
     from vault.service.export import Progress as ExportProgress
+    from vault.service.outbox import OutboxChoice
     from vault.service.vaults import Vault
 
 
@@ -51,12 +53,8 @@ def _progress_printer(line: ProgressLine | None) -> ExportProgress | None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML plan selecting items, reference and purpose per body.",
 )
-@click.option(
-    "--outbox",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Drop folder for the packages.",
-)
+@outbox_options(required_help="Drop folder or SFTP drop for every body's package; default: "
+                "each body's own (`evault body set BODY --outbox ...`).")
 @click.option("--dry-run", is_flag=True, help="Print what would go to whom; change nothing.")
 @click.option("--reshare", is_flag=True, help="Make new packages even for items already sent.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON result per body.")
@@ -68,7 +66,7 @@ def export_cmd(
     bodies: str | None,
     case_id: str | None,
     plan: Path | None,
-    outbox: Path,
+    outbox: OutboxChoice,
     dry_run: bool,
     reshare: bool,
     as_jsonl: bool,
@@ -83,6 +81,7 @@ def export_cmd(
       evault export --to ICC-OTP,UA-OPG,EUROJUST-JIT --case UA-2026-0042 --outbox /mnt/out
       evault export --plan plan.toml --outbox /mnt/out --dry-run
       evault export --to UA-OPG --case UA-2026-0042 --outbox /mnt/out --jsonl
+      evault export --to ICC-OTP,UA-OPG --case UA-2026-0042   # each body's own outbox
     """
     from vault.render import to_jsonl
     from vault.service.export import export, load_plan, plans_for_case

@@ -20,6 +20,7 @@ from vault.cli.common import (
     emit_rows,
     json_option,
     list_output_options,
+    outbox_options,
     paper_for,
     paper_option,
     say,
@@ -30,6 +31,7 @@ from vault.cli.common import (
 from vault.errors import OptionsError
 
 if TYPE_CHECKING:
+    from vault.service.outbox import OutboxChoice
     from vault.service.vaults import Vault
 
 
@@ -69,10 +71,10 @@ def package() -> None:
     help="Package file (default: ./<package-id>.evpkg).",
 )
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
-@click.option("--send", "send_now", is_flag=True, help="Send it right away (needs --outbox).")
-@click.option(
-    "--outbox", type=click.Path(file_okay=False, path_type=Path), help="Drop folder for --send."
-)
+@click.option("--send", "send_now", is_flag=True,
+              help="Send it right away, to --outbox or the body's own outbox.")
+@outbox_options(required_help="With --send: drop folder or sftp:// drop (default: the body's "
+                "own, `evault body set --outbox`).")
 @as_option
 @json_option
 @with_vault
@@ -90,25 +92,27 @@ def package_create(
     output: Path | None,
     force: bool,
     send_now: bool,
-    outbox: Path | None,
+    outbox: OutboxChoice,
     as_name: str | None,
     as_json: bool,
 ) -> None:
-    """Build one package for one body, refusing anything the release rules forbid.
+    """Build one package for one body, refusing anything the release rules forbid. With
+    --send it is sent as `evault send` sends it.
 
     \b
     Examples:
       evault package create --to ICC-OTP --case UA-2026-0042 --label restricted-icc
       evault package create --to UA-OPG --item EV-0123456789AB -o opg.evpkg
       evault package create --to ICC-OTP --case UA-2026-0042 --send --outbox /mnt/transfer
+      evault package create --to ICC-OTP --case UA-2026-0042 --send   # the body's outbox
     """
+    from vault.service.outbox import OutboxChoice
     from vault.service.packaging.create import create_package
     from vault.service.packaging.records import SentPackage
 
-    if send_now and outbox is None:
-        raise OptionsError("--send needs --outbox DIR")
-    if outbox is not None and not send_now:
-        raise OptionsError("--outbox goes with --send")
+    if outbox != OutboxChoice() and not send_now:
+        raise OptionsError("--outbox, --host-key, --known-hosts and --identity-file go with "
+                           "--send")
     package = create_package(
         vault,
         body_id=body_id,
@@ -122,7 +126,7 @@ def package_create(
         as_name=as_name,
         output=output,
         force=force,
-        outbox=outbox,
+        outbox=outbox if send_now else None,
         notice=say,
     )
     emit_record(package.to_json(), as_json)
@@ -207,24 +211,27 @@ def package_sheet(
 
 @top_command("send")
 @click.argument("package_ref", metavar="PACKAGE")
-@click.option(
-    "--outbox",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Drop folder: a mounted transfer share or removable media.",
-)
+@outbox_options(required_help="Drop folder (a mounted transfer share, removable media) or the "
+                "body's SFTP drop; default: the body's own (`evault body set --outbox`).")
 @as_option
 @json_option
 @with_vault
 @timestamp_option
-def send(vault: Vault, package_ref: str, outbox: Path, as_name: str | None, as_json: bool) -> None:
+def send(vault: Vault, package_ref: str, outbox: OutboxChoice, as_name: str | None,
+         as_json: bool) -> None:
     """The copy's digest is checked again; a `package.sent` event is logged for the package and
-    each item.
+    each item. To an sftp:// drop: the server's host key must be pinned (--host-key, or the
+    body's) or in known_hosts, else nothing is sent (exit 3); the package is uploaded under a
+    temporary name, its SHA-256 read back, then named; an interrupted upload is resumed by
+    sending again. The receipt and the event name the URL and the host key.
 
     \b
     Examples:
       evault send PKG-0123456789AB.evpkg --outbox /mnt/transfer
       evault send PKG-0123456789AB --outbox /media/usb
+      evault send PKG-0123456789AB --outbox sftp://evidence@drop.icc-cpi.example/incoming \\
+        --host-key SHA256:... --identity-file ~/.ssh/icc_drop
+      evault send PKG-0123456789AB          # to the body's own outbox
     """
     from vault.service.packaging.send import send_package
 

@@ -44,6 +44,7 @@ ACTIONS = frozenset(
         "body.added",
         "body.key_added",
         "body.key_revoked",
+        "body.outbox_set",
         "contact.added",
         "contact.revoked",
         "rule.changed",

@@ -77,6 +77,7 @@ from vault.formats.package.strict import (
     require_canonical,
     verify_document,
 )
+from vault.formats.sftp_url import SftpUrl
 from vault.names import BODY_ID, ITEM_ID, PACKAGE_ID, RECEIPT_ID
 
 __all__ = [
@@ -86,6 +87,7 @@ __all__ = [
     "RECEIPT_NAMESPACE",
     "SHARING_RECEIPT_TYPE",
     "Acknowledgement",
+    "Destination",
     "Party",
     "ReceiptItem",
     "SharingReceipt",
@@ -106,6 +108,11 @@ tokens over the recipient's checkpoint in version 3 (written only when there are
 RECEIPT_VERSION_TIMESTAMPED = 2
 """Sharing receipts carry RFC 3161 tokens over their checkpoint in version 2 (written only
 when there are tokens); version 1 is still written without and read."""
+RECEIPT_VERSION_DESTINATION = 3
+"""Sharing receipts name the SFTP drop a package was uploaded to, and the server's host key,
+in version 3 (``destination``; written only for an SFTP delivery, with or without tokens:
+``timestamps`` may be empty from this version on); versions 1 and 2 are still written for
+folder deliveries and read."""
 
 
 @dataclass(frozen=True)
@@ -133,13 +140,33 @@ def reference_digest(reference: str) -> str:
 
 
 @dataclass(frozen=True)
+class Destination:
+    """Where a package was delivered over SFTP: the drop's URL (no secret: it cannot carry
+    a password) and the SHA-256 fingerprint of the host key the server proved it holds."""
+
+    url: str
+    host_key: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.url, str) or str(SftpUrl.parse(self.url)) != self.url:
+            raise fail("destination: url", "an sftp://user@host[:port]/path URL as written")
+        check_fingerprint(self.host_key, "destination: host_key")
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object form."""
+        return {"url": self.url, "host_key": self.host_key}
+
+
+@dataclass(frozen=True)
 class SharingReceipt:
     """The sender's signed record that a package was shared with a body.
 
     ``recipients`` are the fingerprints of the body keys the payload was encrypted to (the
     escrow key is the sender's own and is not listed). At most one of ``reference`` and
     ``reference_sha256`` is set. From version 2 on, ``timestamps`` are RFC 3161 tokens over
-    ``checkpoint`` (base64 DER ``TimeStampResp``, one per TSA).
+    ``checkpoint`` (base64 DER ``TimeStampResp``, one per TSA). From version 3 on,
+    ``destination`` names the SFTP drop and the server's host key (folder deliveries write
+    version 1 or 2, which have none), and ``timestamps`` may be empty.
     """
 
     receipt_id: str
@@ -155,13 +182,23 @@ class SharingReceipt:
     sent_at: str
     checkpoint: str
     timestamps: tuple[str, ...] = ()
+    destination: Destination | None = None
     format: str = SHARING_RECEIPT_TYPE
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         what = "sharing receipt"
         check_header(self, what, SHARING_RECEIPT_TYPE, tuple(_RECEIPT_FIELDS_BY_VERSION))
-        _check_timestamps(self.version, RECEIPT_VERSION_TIMESTAMPED, self.timestamps, what)
+        if self.version >= RECEIPT_VERSION_DESTINATION:
+            if not isinstance(self.destination, Destination):
+                raise fail(f"{what}: destination", "an SFTP destination (url, host_key)")
+            if self.timestamps != ():
+                check_timestamps(self.timestamps, f"{what}: timestamps")
+        else:
+            if self.destination is not None:
+                raise UsageError(f"{what}: version {self.version} has no destination; write "
+                                 f"version {RECEIPT_VERSION_DESTINATION}")
+            _check_timestamps(self.version, RECEIPT_VERSION_TIMESTAMPED, self.timestamps, what)
         RECEIPT_ID.check(self.receipt_id, f"{what}: receipt_id")
         PACKAGE_ID.check(self.package_id, f"{what}: package_id")
         BODY_ID.check(self.body, f"{what}: body")
@@ -214,6 +251,8 @@ class SharingReceipt:
                 "checkpoint": self.checkpoint,
                 **({"timestamps": list(self.timestamps)}
                    if self.version >= RECEIPT_VERSION_TIMESTAMPED else {}),
+                **({"destination": self.destination.to_json()}
+                   if self.destination is not None else {}),
             },
             "sharing receipt",
         )
@@ -240,6 +279,7 @@ class SharingReceipt:
                 reference_sha256=obj["reference_sha256"],
                 sent_at=obj["sent_at"],
                 checkpoint=obj["checkpoint"],
+                destination=_read_destination(obj.get("destination"), what),
             )
         require_canonical(receipt.to_bytes(), data, what)
         return receipt
@@ -259,8 +299,19 @@ _RECEIPT_FIELDS = (
     "sent_at",
     "checkpoint",
 )
-_RECEIPT_FIELDS_BY_VERSION = {1: _RECEIPT_FIELDS,
-                              RECEIPT_VERSION_TIMESTAMPED: (*_RECEIPT_FIELDS, "timestamps")}
+_RECEIPT_FIELDS_BY_VERSION = {
+    1: _RECEIPT_FIELDS,
+    RECEIPT_VERSION_TIMESTAMPED: (*_RECEIPT_FIELDS, "timestamps"),
+    RECEIPT_VERSION_DESTINATION: (*_RECEIPT_FIELDS, "timestamps", "destination"),
+}
+
+
+def _read_destination(value: object, what: str) -> Destination | None:
+    """A receipt's ``destination`` object (exactly url and host_key), if it has one."""
+    if value is None:
+        return None
+    obj = read_object(value, ("url", "host_key"), what, "destination")
+    return Destination(url=obj["url"], host_key=obj["host_key"])
 
 
 @dataclass(frozen=True)

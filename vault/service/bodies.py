@@ -2,6 +2,8 @@
 
     >>> add_body(vault, "ICC-OTP", name="International Criminal Court")     # doctest: +SKIP
     >>> add_body_key(vault, "ICC-OTP", card=Path("card.json").read_bytes())  # doctest: +SKIP
+    >>> set_body_outbox(vault, "ICC-OTP", outbox="sftp://evidence@drop.example/in",
+    ...                 host_key="SHA256:...")                                # doctest: +SKIP
 
 A body has one or more keys, each an Ed25519 signing key (pinned by its ``SHA256:``
 fingerprint) and an age recipient. Packages go to every active key of a body; a revoked key
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -22,6 +25,7 @@ from vault.crypto.age import AgeRecipient
 from vault.crypto.keys import VerifyKey
 from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
 from vault.formats.card import load_card
+from vault.formats.package.rules import check_fingerprint
 from vault.names import NEW_BODY_ID
 from vault.service.keyhistory import key_details
 from vault.service.results import Result
@@ -51,6 +55,11 @@ class BodyInfo(Result):
     created_at: str
     active_keys: int
     keys: tuple[BodyKeyInfo, ...]
+    #: The body's own outbox (a folder or an sftp:// drop), its SFTP server's pinned host
+    #: key and the client key file for it (``evault body set``), if set.
+    outbox: str | None = None
+    host_key: str | None = None
+    identity_file: str | None = None
 
 
 def body_key_info(key: BodyKey) -> BodyKeyInfo:
@@ -74,6 +83,9 @@ def body_info(body: Body) -> BodyInfo:
         created_at=isoformat(body.created_at),
         active_keys=sum(1 for k in body.keys if k.revoked_at is None),
         keys=tuple(body_key_info(k) for k in body.keys),
+        outbox=body.outbox,
+        host_key=body.outbox_host_key,
+        identity_file=body.outbox_identity_file,
     )
 
 
@@ -133,6 +145,74 @@ def show_body(vault: Vault, body_id: str) -> BodyInfo:
     """One body with its keys."""
     with vault.transaction() as session:
         return body_info(get_body(session, body_id))
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSet(Result):
+    """A body's outbox after ``body set``; ``changed`` is False when it was so already
+    (nothing was logged)."""
+
+    body: str
+    outbox: str | None
+    host_key: str | None
+    identity_file: str | None
+    changed: bool
+
+
+def set_body_outbox(
+    vault: Vault,
+    body_id: str,
+    *,
+    outbox: str | None = None,
+    host_key: str | None = None,
+    identity_file: Path | None = None,
+    clear: bool = False,
+    as_name: str | None = None,
+    now: datetime | None = None,
+) -> OutboxSet:
+    """Set (or with ``clear``, remove) a body's own outbox: a folder, or an ``sftp://`` drop
+    with its server's pinned host-key fingerprint and the client key file to log in with.
+
+    Without ``outbox``, or with the body's current one, its pin and key file are kept
+    unless given (to pin a new host key, say). Each
+    change is a signed custody event ``body.outbox_set`` carrying the whole new setting.
+    """
+    from vault.service.outbox import parse_outbox
+
+    if clear and (outbox or host_key or identity_file):
+        raise UsageError("body set: --clear-outbox goes alone")
+    if host_key is not None:
+        check_fingerprint(host_key, "--host-key")
+    with vault.transaction() as session:
+        body = get_body(session, body_id)
+        if clear:
+            new: tuple[str | None, str | None, str | None] = (None, None, None)
+        else:
+            text = outbox if outbox is not None else body.outbox
+            if text is None:
+                raise UsageError(f"body {body_id}: has no outbox yet; give --outbox DIR or "
+                                 "sftp://user@host/path")
+            target = parse_outbox(text)
+            # The same outbox again (or none given): only what is given changes; another
+            # outbox starts without the old one's pin and key file.
+            keep = outbox is None or (body.outbox is not None
+                                      and str(parse_outbox(body.outbox)) == str(target))
+            pin = host_key or (body.outbox_host_key if keep else None)
+            key_file = (str(identity_file.absolute()) if identity_file is not None
+                        else body.outbox_identity_file if keep else None)
+            if isinstance(target, Path):
+                if host_key is not None or identity_file is not None:
+                    raise UsageError("body set: --host-key and --identity-file go with an "
+                                     "sftp:// outbox, not a folder")
+                new = (str(target.absolute()), None, None)
+            else:
+                new = (str(target), pin, key_file)
+        old = (body.outbox, body.outbox_host_key, body.outbox_identity_file)
+        if new != old:
+            body.outbox, body.outbox_host_key, body.outbox_identity_file = new
+            details = {"outbox": new[0], "host_key": new[1], "identity_file": new[2]}
+            _log(vault, session, as_name, "body.outbox_set", body_id, details, now or utcnow())
+        return OutboxSet(body_id, *new, changed=new != old)
 
 
 def add_body_key(

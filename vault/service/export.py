@@ -40,6 +40,7 @@ from vault.errors import NotFoundError, UsageError, VaultError
 from vault.faults import crash_point
 from vault.service.identities import KeyPair
 from vault.service.items import get_case
+from vault.service.outbox import Outbox, OutboxChoice, check_folder, outbox_for, parse_outbox
 from vault.service.packaging.build import (
     Sealed,
     WrittenPackage,
@@ -225,28 +226,52 @@ def export(
     vault: Vault,
     plans: Sequence[BodyPlan],
     *,
-    outbox: Path,
+    outbox: Path | OutboxChoice,
     dry_run: bool = False,
     reshare: bool = False,
     as_name: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
 ) -> list[BodyResult]:
-    """Export to every planned body; each body's failure is kept in its result."""
-    if not outbox.is_dir():
-        raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
+    """Export to every planned body; each body's failure is kept in its result.
+
+    ``outbox`` is one folder for every body, or what the command line said
+    (:class:`~vault.service.outbox.OutboxChoice`): one folder or SFTP drop for every body,
+    or, when it named none, each body's own outbox (a body without one is refused before
+    anything is written)."""
     validate(vault, plans, bodies=not dry_run)
+    outboxes = _outboxes(vault, plans, outbox)
     exports = vault.root / EXPORTS
     exports.mkdir(mode=0o700, exist_ok=True)
     lock = contextlib.nullcontext() if dry_run else _one_export_at_a_time(vault.root)
     with lock:
         run = _reshare_run(vault.root) if reshare else None
-        results = _export(vault, plans, outbox=outbox, exports=exports, dry_run=dry_run,
+        results = _export(vault, plans, outboxes=outboxes, exports=exports, dry_run=dry_run,
                           reshare=reshare, run=run, as_name=as_name, progress=progress,
                           now=now)
         if reshare and not dry_run:
             (vault.root / RESHARE_RUN).unlink(missing_ok=True)
         return results
+
+
+def _outboxes(
+    vault: Vault, plans: Sequence[BodyPlan], given: Path | OutboxChoice
+) -> dict[str, Outbox]:
+    """Each planned body's outbox (folders checked to exist); a body unknown here is left
+    out, for the run to report."""
+    choice = OutboxChoice(str(given)) if isinstance(given, Path) else given
+    out: dict[str, Outbox] = {}
+    with vault.transaction() as session:
+        for plan in plans:
+            if session.get(Body, plan.body) is not None:
+                out[plan.body] = outbox_for(session, plan.body, choice)
+    for target in set(out.values()):
+        check_folder(target)
+    if not out and choice.outbox is not None:  # no known body: still check the folder
+        folder = parse_outbox(choice.outbox)
+        if isinstance(folder, Path):
+            check_folder(folder)
+    return out
 
 
 def _reshare_run(root: Path) -> set[str]:
@@ -310,7 +335,7 @@ def _export(
     vault: Vault,
     plans: Sequence[BodyPlan],
     *,
-    outbox: Path,
+    outboxes: dict[str, Outbox],
     exports: Path,
     dry_run: bool,
     reshare: bool,
@@ -328,7 +353,8 @@ def _export(
     for plan in plans:
         item_ids, withheld, size, pending = _decide(vault, plan, reshare, run)
         failure = None
-        if not dry_run:
+        outbox = outboxes.get(plan.body)
+        if not dry_run and outbox is not None:
             try:
                 if _record_delivered(vault, plan.body, pending, outbox=outbox, as_name=as_name,
                                      now=now):
@@ -348,8 +374,8 @@ def _export(
             if body.result.failed:
                 continue
             try:
-                _start(vault, body, outbox=outbox, exports=exports, dry_run=dry_run,
-                       as_name=as_name, now=now)
+                _start(vault, body, outbox=outboxes.get(body.plan.body), exports=exports,
+                       dry_run=dry_run, as_name=as_name, now=now)
             except VaultError as e:
                 body.result = _failed(body.result, e)
         building = [b for b in group if b.draft is not None]
@@ -360,7 +386,7 @@ def _export(
                                       progress=functools.partial(shown.wrote, label))
         for body, outcome in zip(building, written, strict=True):
             body.written = outcome
-        _finish_group(vault, group, shown, outbox=outbox, now=now)
+        _finish_group(vault, group, shown, outboxes=outboxes, now=now)
         shown.next_group()
     return [b.result for b in bodies]
 
@@ -450,7 +476,7 @@ def _record_delivered(
     body_id: str,
     resuming: str | None,
     *,
-    outbox: Path,
+    outbox: Outbox,
     as_name: str | None,
     now: datetime | None,
 ) -> list[str]:
@@ -461,8 +487,12 @@ def _record_delivered(
     must say they were sent, and the items they carried are not sent again. The package
     being resumed (built for exactly the items of this run) is left to the run itself.
     Each is checked as :func:`send_package` checks a package sent twice into one folder:
-    the file there must have the digest recorded at build.
+    the file there must have the digest recorded at build. For an SFTP drop this is not
+    looked for (it would cost a connection per body on every run): such a package stays
+    built and unsent, and `evault doctor` lists it.
     """
+    if not isinstance(outbox, Path):
+        return []
     with vault.transaction() as session:
         built = [pkg.id for pkg in session.scalars(
             select(Package).where(Package.body_id == body_id, Package.state == PackageState.BUILT)
@@ -486,7 +516,7 @@ def _start(
     vault: Vault,
     body: _Body,
     *,
-    outbox: Path,
+    outbox: Outbox | None,
     exports: Path,
     dry_run: bool,
     as_name: str | None,
@@ -508,6 +538,8 @@ def _start(
         if error is None:
             status = "would resume" if body.pending else "would share"
         body.result = replace(body.result, status=status, error=error, package=body.pending)
+    elif outbox is None:
+        raise NotFoundError(f"body {plan.body}: not found; see `evault body list`")
     elif body.pending is not None:
         body.delivery, body.pair = prepare_send(vault, body.pending, outbox=outbox,
                                                 as_name=as_name)
@@ -537,7 +569,8 @@ def _would(vault: Vault, body_id: str) -> tuple[str, str | None]:
 
 
 def _finish_group(
-    vault: Vault, group: Sequence[_Body], shown: _Shown, *, outbox: Path, now: datetime | None
+    vault: Vault, group: Sequence[_Body], shown: _Shown, *, outboxes: dict[str, Outbox],
+    now: datetime | None,
 ) -> None:
     """Seal, record, deliver and receipt the group's packages, body by body."""
     handed = 0  # bodies given to _finish, which removes a body's file if it fails
@@ -548,7 +581,7 @@ def _finish_group(
                     body.sealed = pool.submit(seal_package_file, body.written).result
             for body in group:
                 handed += 1
-                _finish(vault, body, outbox=outbox, now=now)
+                _finish(vault, body, outbox=outboxes.get(body.plan.body), now=now)
                 shown.finished(body)
     except BaseException:
         for body in group[handed:]:
@@ -557,7 +590,9 @@ def _finish_group(
         raise
 
 
-def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) -> None:
+def _finish(
+    vault: Vault, body: _Body, *, outbox: Outbox | None, now: datetime | None
+) -> None:
     """Record this body's new package (if any), deliver and receipt it; a refusal is kept
     in the body's result."""
     try:
@@ -565,12 +600,13 @@ def _finish(vault: Vault, body: _Body, *, outbox: Path, now: datetime | None) ->
             raise body.written
         if isinstance(body.written, WrittenPackage):
             built, stamp = finish_package(vault, body.written, body.sealed)
+            assert outbox is not None  # a body without one was refused before building
             body.delivery = Delivery(built.id, Path(built.path), built.file_sha256, outbox,
                                      read_at=stamp)
         if body.delivery is None or body.pair is None:
             return
-        deliver(body.delivery)
-        sent = record_sent(vault, body.delivery, body.pair, now or utcnow())
+        uploaded = deliver(body.delivery)
+        sent = record_sent(vault, body.delivery, body.pair, now or utcnow(), uploaded)
     except VaultError as e:
         body.result = _failed(body.result, e)
         return

@@ -127,6 +127,11 @@ class Body(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    #: The body's own outbox (``evault body set --outbox``): a folder or an sftp:// URL,
+    #: the server's pinned host-key fingerprint and the client key file for it.
+    outbox: Mapped[str | None] = mapped_column(Text)
+    outbox_host_key: Mapped[str | None] = mapped_column(String(100))
+    outbox_identity_file: Mapped[str | None] = mapped_column(Text)
 
     keys: Mapped[list[BodyKey]] = relationship(back_populates="body", order_by="BodyKey.id")
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vault.service.intake import parse_tags
+from vault.service.outbox import OutboxChoice, check_folder, outbox_for
 from vault.service.packaging.build import build_package
 from vault.service.packaging.plan import plan_package
 from vault.service.packaging.records import PackageInfo
@@ -40,17 +41,23 @@ def create_package(
     as_name: str | None = None,
     output: Path | None = None,
     force: bool = False,
-    outbox: Path | None = None,
+    outbox: OutboxChoice | None = None,
     notice: Callable[[str], None] | None = None,
 ) -> PackageInfo:
     """``evault package create``: one package for one body planned (:func:`plan_package`),
-    built (:func:`build_package`) and, given an ``outbox``, sent (:func:`send_package`).
+    built (:func:`build_package`) and, given an ``outbox`` (what the command line said: its
+    folder or SFTP drop, else the body's own), sent (:func:`send_package`).
 
     ``tags`` are ``KEY=VALUE`` filters, read as ``ingest --tag`` reads them. Returns the
     built package, or the sent one (a
     :class:`~vault.service.packaging.records.SentPackage`, with its receipt). ``notice`` is
     told, in one line each, of every original the release rules replaced by a derived copy.
     """
+    target = None
+    if outbox is not None:  # an outbox that cannot be used is refused before building
+        with vault.transaction() as session:
+            target = outbox_for(session, body_id, outbox)
+        check_folder(target)
     draft = plan_package(
         vault,
         body_id=body_id,
@@ -70,6 +77,6 @@ def create_package(
             notice(f"item {original}: its {relation} copy {copy} goes to {body_id} instead, "
                    "as the release rules ask")
     built = build_package(vault, draft)
-    if outbox is None:
+    if target is None:
         return built
-    return send_package(vault, built.id, outbox=outbox, as_name=as_name)
+    return send_package(vault, built.id, outbox=target, as_name=as_name)

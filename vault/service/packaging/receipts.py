@@ -35,8 +35,10 @@ from vault.faults import crash_point
 from vault.formats.package import Party
 from vault.formats.receipt import (
     RECEIPT_NAMESPACE,
+    RECEIPT_VERSION_DESTINATION,
     RECEIPT_VERSION_TIMESTAMPED,
     Acknowledgement,
+    Destination,
     ReceiptItem,
     SharingReceipt,
     sign_document,
@@ -61,9 +63,11 @@ from vault.store.models import (
 
 
 def make_receipt(
-    vault: Vault, session: Session, row: Package, pair: KeyPair, now: datetime
+    vault: Vault, session: Session, row: Package, pair: KeyPair, now: datetime,
+    *, destination: Destination | None = None,
 ) -> Receipt:
-    """Sign the sharing receipt of a package being sent, in the sending transaction."""
+    """Sign the sharing receipt of a package being sent, in the sending transaction; one
+    uploaded to an SFTP drop names it (``destination``, receipt version 3)."""
     identity = session.scalars(
         select(Identity).join(IdentityKey).where(IdentityKey.fingerprint == pair.fingerprint)
     ).one()
@@ -89,7 +93,9 @@ def make_receipt(
         sent_at=isoformat(now),
         checkpoint=checkpoint,
         timestamps=timestamping.encode(tokens),
-        version=RECEIPT_VERSION_TIMESTAMPED if tokens else 1,
+        destination=destination,
+        version=(RECEIPT_VERSION_DESTINATION if destination is not None
+                 else RECEIPT_VERSION_TIMESTAMPED if tokens else 1),
     )
     data = document.to_bytes()
     receipt = Receipt(

@@ -1,10 +1,13 @@
 """Sending a built package: into a drop folder (the outbox), checked, logged as sent.
 
     >>> send_package(vault, "PKG-0123456789AB", outbox=Path("/mnt/transfer"))  # doctest: +SKIP
+    >>> send_package(vault, "PKG-0123456789AB",                                # doctest: +SKIP
+    ...              outbox=OutboxChoice("sftp://evidence@drop.example/incoming"))
 
 Sending is :func:`prepare_send` (the package was built and not sent, the release rules still
 allow it), :func:`deliver` (no database: the file gets its name in the outbox only once the
-copy there reads back with the digest recorded at build) and :func:`record_sent`, which logs
+copy there reads back with the digest recorded at build; an ``sftp://`` outbox is uploaded to
+by :mod:`vault.service.sftp`, imported only then) and :func:`record_sent`, which logs
 the package and its items as sent and signs the sharing receipt
 (:func:`~vault.service.packaging.receipts.make_receipt`).
 
@@ -33,8 +36,17 @@ from vault.durable import TEMP_PREFIX, copy_file, fsync_dir
 from vault.errors import ConflictError, NotFoundError, PolicyError, VaultError, VerificationError
 from vault.faults import crash_point
 from vault.formats.package import Envelope, read_package
+from vault.formats.receipt import Destination
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
+from vault.service.outbox import (
+    Outbox,
+    OutboxChoice,
+    SftpOutbox,
+    Uploaded,
+    check_folder,
+    outbox_for,
+)
 from vault.service.packaging.digest import (
     FileStamp,
     file_digest,
@@ -73,44 +85,56 @@ class Delivery:
     package_id: str
     source: Path
     expected: str
-    outbox: Path
+    outbox: Outbox
     #: The source's stamp when this process read ``expected`` from it, if it just did: a
     #: hard link to that same, unchanged file is then not read a second time.
     read_at: FileStamp | None = None
 
     @property
+    def name(self) -> str:
+        """The package's file name in the outbox."""
+        return f"{self.package_id}.evpkg"
+
+    @property
     def final(self) -> Path:
-        """The package's name in the outbox."""
-        return self.outbox / f"{self.package_id}.evpkg"
+        """The package's path in a folder outbox."""
+        assert isinstance(self.outbox, Path), "an SFTP outbox has no local path"
+        return self.outbox / self.name
 
 
 def send_package(
     vault: Vault,
     package: str,
     *,
-    outbox: Path,
+    outbox: Outbox | OutboxChoice,
     as_name: str | None = None,
     now: datetime | None = None,
 ) -> SentPackage:
-    """Deliver a package into a drop folder atomically, re-check the copy, log and sign a receipt.
+    """Deliver a package into a drop folder atomically, or upload it to an SFTP drop, re-check
+    the copy, log and sign a receipt.
 
+    ``outbox`` is a folder or an SFTP drop, or what the command line said
+    (:class:`~vault.service.outbox.OutboxChoice`: the body's own outbox if it named none).
     Sending a package again into a folder that already holds the identical file changes
     nothing and says so; another file of the same name is refused.
     """
     now = now or utcnow()
     delivery, pair = prepare_send(vault, package, outbox=outbox, as_name=as_name)
-    deliver(delivery)
-    return record_sent(vault, delivery, pair, now)
+    uploaded = deliver(delivery)
+    return record_sent(vault, delivery, pair, now, uploaded)
 
 
 def prepare_send(
-    vault: Vault, package: str, *, outbox: Path, as_name: str | None = None
+    vault: Vault, package: str, *, outbox: Outbox | OutboxChoice, as_name: str | None = None
 ) -> tuple[Delivery, KeyPair]:
     """Check that a package (id or file) was built and not sent; the sender's keys."""
-    if not outbox.is_dir():
-        raise NotFoundError(f"outbox {outbox}: no such folder; mount or create it first")
+    if not isinstance(outbox, OutboxChoice):
+        check_folder(outbox)
     with vault.transaction() as session:
         row, source = _resolve_package(session, package)
+        if isinstance(outbox, OutboxChoice):
+            outbox = outbox_for(session, row.body_id, outbox)
+            check_folder(outbox)
         if row.state is not PackageState.BUILT:
             raise ConflictError(
                 f"package {row.id}: sent already at {isoformat(row.sent_at or utcnow())} to "
@@ -143,11 +167,18 @@ def remove_stale_copies(final: Path) -> None:
             stale.unlink()
 
 
-def deliver(delivery: Delivery) -> None:
-    """Give the package its name in the outbox, checked against its digest as built.
+def deliver(delivery: Delivery) -> Uploaded | None:
+    """Give the package its name in the outbox, checked against its digest as built; for an
+    SFTP drop, what the upload was (None for a folder).
 
     No database: this is the part of sending that may run beside other work.
     """
+    if isinstance(delivery.outbox, SftpOutbox):
+        from vault.service.sftp import upload  # the SFTP library, only when it is used
+
+        uploaded = upload(delivery.outbox, delivery.source, delivery.name, delivery.expected)
+        crash_point("send.delivered")
+        return uploaded
     final = delivery.final
     # Leftovers of an interrupted delivery of this package go first, whichever way this
     # send goes on: one killed between naming the copy and removing its temporary name
@@ -161,30 +192,40 @@ def deliver(delivery: Delivery) -> None:
     else:
         _deliver(delivery, final)
     crash_point("send.delivered")
+    return None
 
 
 def record_sent(
-    vault: Vault, delivery: Delivery, pair: KeyPair, now: datetime
+    vault: Vault, delivery: Delivery, pair: KeyPair, now: datetime,
+    uploaded: Uploaded | None = None,
 ) -> SentPackage:
-    """Log a delivered package as sent (the package and each item) and sign its receipt."""
+    """Log a delivered package as sent (the package and each item) and sign its receipt; an
+    SFTP delivery (``uploaded``) is recorded with the drop's URL and the server's host key,
+    in the ``package.sent`` event and in the receipt."""
     with vault.transaction() as session:
         row = get_package(session, delivery.package_id)
         if row.state is not PackageState.BUILT:
             raise ConflictError(f"package {row.id}: sent by another command meanwhile")
         row.state = PackageState.SENT
         row.sent_at = now
-        row.outbox = str(delivery.outbox.absolute())
+        outbox = delivery.outbox
+        row.outbox = str(outbox) if isinstance(outbox, SftpOutbox) else str(outbox.absolute())
         log = CustodyLog(vault, session)
-        details = {"body": row.body_id, "outbox_file": delivery.final.name}
+        details = {"body": row.body_id, "outbox_file": delivery.name}
+        destination = None
+        if uploaded is not None:
+            details |= {"outbox_url": uploaded.url, "host_key": uploaded.host_key}
+            destination = Destination(url=uploaded.url, host_key=uploaded.host_key)
         log.append(pair, "package.sent", row.id, details=details,
                    digests={"file": delivery.expected, "envelope": row.envelope_sha256},
                    now=now)
         for pi in row.items:
             log.append(pair, "package.sent", pi.item_id,
                        details={"package": row.id, "body": row.body_id}, now=now)
-        receipt = make_receipt(vault, session, row, pair, now)
-        result = SentPackage.of(package_info(row), receipt=receipt.id,
-                                delivered=str(delivery.final))
+        receipt = make_receipt(vault, session, row, pair, now, destination=destination)
+        where = (f"{uploaded.url}/{delivery.name}" if uploaded is not None
+                 else str(delivery.final))
+        result = SentPackage.of(package_info(row), receipt=receipt.id, delivered=where)
     crash_point("send.after_commit")
     return result
 

@@ -1,0 +1,379 @@
+"""Uploading a package to a body's SFTP drop: host key checked first, verified, resumable.
+
+    >>> upload(SftpOutbox(SftpUrl.parse("sftp://evidence@drop.example/in")),
+    ...        Path("PKG-0123456789AB.evpkg"), "PKG-0123456789AB.evpkg", "ab" * 32)
+    ... # doctest: +SKIP
+
+The one module that imports the SFTP library (paramiko, chosen and measured in README's
+Dependencies); only a delivery to an ``sftp://`` outbox imports this module.
+
+The steps, each refusing with one line: connect and take the server's host key before
+logging in, then check it against the fingerprint pinned for the body or the user's
+``known_hosts`` (unknown or changed: :class:`~vault.errors.VerificationError`, never added);
+log in with the key file given or the keys of the user's ssh-agent (no passwords); upload
+the package in 1 MiB writes under a temporary name, ``.evault-partial-<name>``, appending to
+what an interrupted upload left there when its bytes are the package's own first bytes;
+``fsync@openssh.com`` where the server offers it; the remote size; the remote file's SHA-256
+(the ``check-file`` extension where offered, else read back and hashed here) against the
+digest recorded at build; only then the final name (``posix-rename@openssh.com``, else a
+plain rename, which refuses to replace a file). A file with the final name and the
+package's digest is an earlier delivery of this very package (killed before it was
+recorded): nothing is uploaded again.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+
+from vault.errors import ConfigError, ConflictError, NotFoundError, VaultError, VerificationError
+from vault.faults import crash_point
+from vault.service.outbox import SftpOutbox, Uploaded
+
+log = logging.getLogger("evault")
+
+CHUNK = 1 << 20
+"""Bytes read from the package and written per call (paramiko pipelines them as 32 KiB
+requests)."""
+PARTIAL_PREFIX = ".evault-partial-"
+TIMEOUT = 60.0
+"""Seconds to wait for the server at any one step before giving up."""
+CHECK_EVERY = 8
+"""Every this many writes, the answers to them are awaited (a refusal stops the upload)."""
+READ_REQUEST = 255 * 1024
+"""Bytes asked for per read request when a remote file is hashed (OpenSSH's largest)."""
+WINDOW = 64 << 20
+MAX_PACKET = 256 << 10
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """The key's fingerprint as ``ssh-keygen -l`` prints it: ``SHA256:`` and unpadded base64."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+
+
+def upload(target: SftpOutbox, source: Path, name: str, expected: str) -> Uploaded:
+    """Deliver ``source`` (whose SHA-256 as built is ``expected``) as ``name`` in the drop."""
+    url = str(target.url)
+    with _session(target) as (sftp, host_key):
+        final = target.url.remote(name)
+        partial = target.url.remote(PARTIAL_PREFIX + name)
+        try:
+            folder = sftp.stat(target.url.path)
+        except OSError:
+            raise NotFoundError(f"outbox {url}: no such folder on the server; ask the body "
+                                "for the right path") from None
+        if not stat.S_ISDIR(folder.st_mode or 0):
+            raise NotFoundError(f"outbox {url}: is not a folder on the server")
+        existing = _stat(sftp, final)
+        if existing is not None:
+            if _remote_digest(sftp, final) != expected:
+                raise ConflictError(f"{url}/{name}: exists on the server with other content; "
+                                    "ask the body to remove it, or use another outbox")
+            return Uploaded(url, final, host_key, 0, already=True)
+        size = source.stat().st_size
+        offset = _resumable(sftp, partial, source, size)
+        try:
+            _write(sftp, partial, source, offset, size)
+            crash_point("send.sftp_uploaded")
+            got = sftp.stat(partial).st_size
+            if got != size:
+                raise VaultError(f"{url}/{name}: the server holds {got} of {size} bytes after "
+                                 "the upload; nothing was named there; try again")
+            if _remote_digest(sftp, partial) != expected:
+                raise VerificationError(
+                    f"{url}/{name}: the uploaded file does not match the package as built "
+                    "(changed on the server, or the package file changed here); nothing was "
+                    "named there; check the package with `evault verify` and send it again")
+            _rename(sftp, partial, final)
+        except VerificationError:
+            _remove(sftp, partial)
+            raise
+        except (OSError, EOFError, paramiko.SSHException) as e:
+            if not _alive(sftp) or isinstance(e, TimeoutError):
+                raise VaultError(
+                    f"{url}/{name}: the connection was lost during the upload ({_reason(e)}); "
+                    "nothing was named there; run the same command again: it resumes the "
+                    "upload") from None
+            _remove(sftp, partial)  # the server refused a write: its disk may be full
+            raise VaultError(f"{url}/{name}: the server refused the upload ({_reason(e)}); "
+                             "nothing was named there; the drop may be full: ask the body, "
+                             "then send again") from None
+        crash_point("send.sftp_renamed")
+        if offset:
+            log.warning(f"{url}/{name}: resumed an interrupted upload at byte {offset} of "
+                        f"{size}")
+        return Uploaded(url, final, host_key, offset, already=False)
+
+
+# ----------------------------------------------------------------------------- connecting
+
+
+@contextlib.contextmanager
+def _session(target: SftpOutbox) -> Iterator[tuple[paramiko.SFTPClient, str]]:
+    """An SFTP session with the server, its host key checked before logging in; the
+    connection dropping at any point is one line naming the URL (exit 1)."""
+    url = target.url
+    try:
+        sock = socket.create_connection((url.host, url.port), timeout=TIMEOUT)
+    except OSError as e:
+        raise VaultError(f"outbox {url}: cannot connect to {url.known_hosts_name} "
+                         f"({_reason(e)}); check the address and the network") from None
+    # A large receive window and packets: reading the upload back (to hash it) is paramiko's
+    # slow direction, about 4x faster so than with its 2 MiB / 32 KiB defaults.
+    transport = paramiko.Transport(sock, default_window_size=WINDOW,
+                                   default_max_packet_size=MAX_PACKET)
+    try:
+        transport.banner_timeout = transport.auth_timeout = TIMEOUT
+        known = _known_keys(target)
+        if known:
+            # Offer only the key types known for this host, as OpenSSH does: a server that
+            # also has a key of another type must not get to use that one instead.
+            options = transport.get_security_options()
+            options.key_types = [t for t in options.key_types if t in known] or list(known)
+        try:
+            transport.start_client(timeout=TIMEOUT)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise VaultError(f"outbox {url}: no SSH session with {url.known_hosts_name} "
+                             f"({_reason(e)})") from None
+        key = transport.get_remote_server_key()
+        host_key = fingerprint(key)
+        _check_host_key(target, key, host_key, known)
+        _log_in(transport, target)
+        sftp = paramiko.SFTPClient.from_transport(transport)
+        if sftp is None:
+            raise VaultError(f"outbox {url}: the server offers no SFTP")
+        channel = sftp.get_channel()
+        if channel is not None:
+            channel.settimeout(TIMEOUT)
+        yield sftp, host_key
+    except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError) as e:
+        raise VaultError(f"outbox {url}: the connection was lost ({_reason(e)}); run the "
+                         "same command again: it resumes the upload") from None
+    finally:
+        transport.close()
+
+
+def _known_keys(target: SftpOutbox) -> dict[str, paramiko.PKey]:
+    """The keys ``known_hosts`` holds for the target's host, by type (none with a pin)."""
+    if target.host_key is not None:
+        return {}
+    path = target.known_hosts or Path.home() / ".ssh" / "known_hosts"
+    keys = paramiko.HostKeys()
+    try:
+        keys.load(str(path))
+    except FileNotFoundError:
+        if target.known_hosts is not None:
+            raise NotFoundError(f"--known-hosts {path}: no such file") from None
+        return {}
+    except (OSError, paramiko.SSHException, ValueError) as e:
+        raise ConfigError(f"{path}: cannot be read as known_hosts ({_reason(e)})") from None
+    entry = keys.lookup(target.url.known_hosts_name)
+    return dict(entry.items()) if entry else {}
+
+
+def _check_host_key(
+    target: SftpOutbox, key: paramiko.PKey, seen: str, known: dict[str, paramiko.PKey]
+) -> None:
+    """Refuse a server whose host key is not the one pinned or known (never add it)."""
+    url, name = target.url, target.url.known_hosts_name
+    if target.host_key is not None:
+        if seen != target.host_key:
+            raise VerificationError(
+                f"outbox {url}: host key of {name} is {seen}, not the pinned {target.host_key}; "
+                "refused (a changed key may be an attack): confirm the new key with the body "
+                "by another channel, then pin it with --host-key")
+        return
+    where = target.known_hosts or "~/.ssh/known_hosts"
+    if not known:
+        raise VerificationError(
+            f"outbox {url}: host {name} is unknown (not in {where}); its key is {seen}: "
+            f"confirm it with the body by another channel, then pin it with --host-key {seen} "
+            "or add it to known_hosts")
+    if key.get_name() not in known or known[key.get_name()] != key:
+        listed = ", ".join(fingerprint(k) for k in known.values())
+        raise VerificationError(
+            f"outbox {url}: host key of {name} changed: it is {seen}, {where} has {listed}; "
+            "refused (a changed key may be an attack): confirm the new key with the body by "
+            "another channel before you change known_hosts")
+
+
+def _log_in(transport: paramiko.Transport, target: SftpOutbox) -> None:
+    """Log in with the key file given, else with each key of the user's ssh-agent."""
+    url = target.url
+    if target.identity_file is not None:
+        try:
+            keys: list[paramiko.PKey] = [paramiko.PKey.from_path(target.identity_file)]
+        except FileNotFoundError:
+            raise NotFoundError(f"--identity-file {target.identity_file}: no such file") from None
+        except paramiko.PasswordRequiredException:
+            raise ConfigError(f"{target.identity_file}: the key has a passphrase; load it "
+                              "into ssh-agent (ssh-add) and leave out --identity-file") from None
+        except (paramiko.SSHException, OSError, ValueError) as e:
+            raise ConfigError(f"{target.identity_file}: not an SSH private key "
+                              f"({_reason(e)})") from None
+        where = str(target.identity_file)
+    else:
+        if not os.environ.get("SSH_AUTH_SOCK"):
+            raise ConfigError(f"outbox {url}: no client key: start ssh-agent and add the key "
+                              "(ssh-add), or give --identity-file")
+        keys = list(paramiko.Agent().get_keys())
+        where = "ssh-agent"
+        if not keys:
+            raise ConfigError(f"outbox {url}: ssh-agent holds no key; add one with ssh-add, "
+                              "or give --identity-file")
+    for key in keys:
+        try:
+            transport.auth_publickey(url.user, key)
+        except paramiko.AuthenticationException:
+            continue
+        if transport.is_authenticated():
+            return
+    raise ConfigError(f"outbox {url}: the server refused the key(s) of {where} for user "
+                      f"{url.user}; ask the body to authorise your public key")
+
+
+# ----------------------------------------------------------------------------- transferring
+
+
+def _stat(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+    try:
+        return sftp.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _resumable(sftp: paramiko.SFTPClient, partial: str, source: Path, size: int) -> int:
+    """Bytes of an interrupted upload to keep: all of the temporary file if they are the
+    package's first bytes (hashed on both sides), else none (it is removed)."""
+    found = _stat(sftp, partial)
+    if found is None:
+        return 0
+    have = found.st_size or 0
+    if 0 < have <= size and stat.S_ISREG(found.st_mode or 0):
+        local = hashlib.sha256()
+        with open(source, "rb") as f:
+            left = have
+            while left:
+                chunk = f.read(min(CHUNK, left))
+                if not chunk:
+                    break
+                local.update(chunk)
+                left -= len(chunk)
+        if _remote_digest(sftp, partial, length=have) == local.hexdigest():
+            return have
+    _remove(sftp, partial)
+    return 0
+
+
+def _write(
+    sftp: paramiko.SFTPClient, partial: str, source: Path, offset: int, size: int
+) -> None:
+    """Write ``source`` from ``offset`` on into ``partial`` (created if ``offset`` is 0)."""
+    with open(source, "rb") as src, sftp.open(partial, "r+" if offset else "w") as dst:
+        dst.set_pipelined(True)
+        src.seek(offset)
+        dst.seek(offset)
+        first = True
+        written, count = offset, 0
+        while chunk := src.read(CHUNK):
+            dst.write(chunk)
+            written += len(chunk)
+            count += 1
+            if count % CHECK_EVERY == 0 or first:
+                _drain(sftp, dst)
+            if first and written < size:
+                first = False
+                crash_point("send.sftp_partial")
+        dst.flush()
+        _drain(sftp, dst)
+        _fsync(sftp, dst)
+
+
+def _drain(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
+    """Wait for the server's answers to the pipelined writes sent so far; a refused one (a
+    full disk: ``Failure``) raises OSError here.
+
+    paramiko waits for them only now and then and, answered meanwhile by another request's
+    wait, drops them, a refusal among them; its own record of the writes in flight
+    (``_reqs``) is the one to wait on, or a later wait of its own hangs for an answer
+    already taken. Pinned to paramiko's 3.4-5.x internals (setup.cfg), which tests/
+    test_sftp.py exercises (a full disk, 16 MiB uploads).
+    """
+    requests = handle._reqs  # type: ignore[attr-defined]
+    read_response = sftp._read_response  # type: ignore[attr-defined]
+    while requests:
+        read_response(requests.popleft())
+
+
+def _fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
+    """``fsync@openssh.com`` on the open file, where the server offers it."""
+    # paramiko has no call for it: the extended request is sent as its own calls send theirs.
+    # Not offered (an OSError): the server's own durability is all there is.
+    request = sftp._request  # type: ignore[attr-defined]
+    with contextlib.suppress(OSError):
+        request(paramiko.sftp.CMD_EXTENDED, "fsync@openssh.com", handle.handle)
+
+
+def _remote_digest(sftp: paramiko.SFTPClient, path: str, *, length: int = 0) -> str:
+    """The SHA-256 (hex) of the remote file (its first ``length`` bytes if given): by the
+    server with ``check-file`` where offered, else read back and hashed here."""
+    with sftp.open(path, "r") as f:
+        try:
+            return bytes(f.check("sha256", 0, length, 0)).hex()
+        except OSError:
+            pass  # the server does not offer check-file (OpenSSH does not): read it back
+        size = length or (f.stat().st_size or 0)
+        # One read request at a time, each as large as OpenSSH serves (a server that serves
+        # less answers short, and paramiko asks again): memory stays flat, where paramiko's
+        # prefetch keeps what it fetched ahead and grew with the file.
+        f.MAX_REQUEST_SIZE = READ_REQUEST
+        digest = hashlib.sha256()
+        left = size
+        while left:
+            chunk = f.read(min(CHUNK, left))
+            if not chunk:
+                break
+            digest.update(chunk)
+            left -= len(chunk)
+        return digest.hexdigest()
+
+
+def _rename(sftp: paramiko.SFTPClient, partial: str, final: str) -> None:
+    """Give the checked file its final name; a file there already is never replaced."""
+    if _stat(sftp, final) is not None:
+        raise ConflictError(f"{final}: appeared on the server during the upload; nothing "
+                            "was replaced; ask the body what it is")
+    try:
+        sftp.posix_rename(partial, final)
+    except OSError:
+        sftp.rename(partial, final)  # a plain SFTP rename never replaces an existing file
+
+
+def _alive(sftp: paramiko.SFTPClient) -> bool:
+    """Whether the SSH connection under ``sftp`` still stands."""
+    channel = sftp.get_channel()
+    transport = channel.get_transport() if channel is not None else None
+    return bool(channel is not None and not channel.closed and transport is not None
+                and transport.is_active())
+
+
+def _remove(sftp: paramiko.SFTPClient, path: str) -> None:
+    with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+        sftp.remove(path)
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's own words, for the end of a one-line message."""
+    text: Any = getattr(e, "strerror", None) or str(e) or type(e).__name__
+    return str(text).strip().rstrip(".")
