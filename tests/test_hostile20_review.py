@@ -305,9 +305,19 @@ def test_rename_never_replaces_a_file_that_appears_after_the_check(
 # ----------------------------------------------------------------------------- the database
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: bodies.outbox / outbox_host_key are not "
-                   "checked against the signed body.outbox_set events: a database holder "
-                   "redirects deliveries to a server of their choice, silently")
+def _redirect(cli: Cli, url: str) -> None:
+    con = sqlite3.connect(_db(cli.vault))
+    with con:
+        con.execute("UPDATE bodies SET outbox = ? WHERE id = 'ICC-OTP'", (url,))
+    con.close()
+
+
+REDIRECTED = ("evault: body ICC-OTP: its outbox in the database is not the one its newest "
+              "signed body.outbox_set event names; the database was altered: nothing was sent; "
+              "run `evault custody verify`, then set it again with `evault body set ICC-OTP "
+              "--outbox ...`\n")
+
+
 def test_database_holder_cannot_redirect_the_bodys_outbox(
         server: SftpServer, tmp_path: Path) -> None:
     cli = _office(tmp_path, size=1000)
@@ -316,33 +326,38 @@ def test_database_holder_cannot_redirect_the_bodys_outbox(
     cli.ok("body", "set", "ICC-OTP", "--outbox", server.url(real), "--host-key",
            server.fingerprint, "--identity-file", str(server.client_key))
     package_id, _ = _build(cli, tmp_path)
+    _redirect(cli, server.url(attacker))
+    result = cli("send", package_id)
+    assert (result.exit_code, result.stderr) == (3, REDIRECTED)
+    assert list(server.path(attacker).iterdir()) == []
+    # The pin or the key file changed alone: the same.
+    _redirect(cli, server.url(real))
     con = sqlite3.connect(_db(cli.vault))
     with con:
-        con.execute("UPDATE bodies SET outbox = ? WHERE id = 'ICC-OTP'", (server.url(attacker),))
+        con.execute("UPDATE bodies SET outbox_identity_file = NULL WHERE id = 'ICC-OTP'")
     con.close()
-    result = cli("send", package_id)
-    assert list(server.path(attacker).iterdir()) == [], result.stderr
-    assert result.exit_code != 0
+    assert (cli("send", package_id).exit_code, list(server.path(real).iterdir())) == (3, [])
 
 
-def test_database_tamper_is_not_seen_by_custody_verify(server: SftpServer, tmp_path: Path) -> None:
-    """Shows the extent: after the redirect, custody verify still passes, and the signed
-    receipt and package.sent event name the attacker's drop as the delivery."""
+def test_a_redirected_outbox_is_a_custody_defect_and_body_set_puts_it_right(
+        server: SftpServer, tmp_path: Path) -> None:
     cli = _office(tmp_path, size=1000)
     real = server.drop("db2-real")
     attacker = server.drop("db2-attacker")
     cli.ok("body", "set", "ICC-OTP", "--outbox", server.url(real), "--host-key",
            server.fingerprint, "--identity-file", str(server.client_key))
     package_id, _ = _build(cli, tmp_path)
-    con = sqlite3.connect(_db(cli.vault))
-    with con:
-        con.execute("UPDATE bodies SET outbox = ? WHERE id = 'ICC-OTP'", (server.url(attacker),))
-    con.close()
+    _redirect(cli, server.url(attacker))
+    verify = cli("custody", "verify")
+    assert verify.exit_code == 3
+    assert REDIRECTED.removeprefix("evault: ").rstrip("\n") in verify.stdout + verify.stderr
+    # body set keeps what the signed setting says, not the altered columns.
+    cli.ok("body", "set", "ICC-OTP", "--outbox", server.url(real))
     cli.ok("send", package_id)
-    assert [p.name for p in server.path(attacker).iterdir()] == [f"{package_id}.evpkg"]
+    assert [p.name for p in server.path(real).iterdir()] == [f"{package_id}.evpkg"]
+    assert list(server.path(attacker).iterdir()) == []
     [sent] = _events(cli, package_id, "package.sent")
-    assert sent["details"]["outbox_url"] == server.url(attacker)  # type: ignore[index]
-    cli.ok("custody", "verify")  # nothing noticed
+    assert sent["details"]["outbox_url"] == server.url(real)  # type: ignore[index]
 
 
 # ----------------------------------------------------------------------------- local user

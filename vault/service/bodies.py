@@ -177,7 +177,7 @@ def set_body_outbox(
     unless given (to pin a new host key, say). Each
     change is a signed custody event ``body.outbox_set`` carrying the whole new setting.
     """
-    from vault.service.outbox import parse_outbox
+    from vault.service.outbox import parse_outbox, signed_outbox
 
     if clear and (outbox or host_key or identity_file):
         raise UsageError("body set: --clear-outbox goes alone")
@@ -185,21 +185,24 @@ def set_body_outbox(
         check_fingerprint(host_key, "--host-key")
     with vault.transaction() as session:
         body = get_body(session, body_id)
+        # What is kept comes from the newest signed setting, not from columns a database
+        # holder could have changed (a change here also puts right such columns).
+        own, own_pin, own_key_file = signed_outbox(vault, session, body_id)
         if clear:
             new: tuple[str | None, str | None, str | None] = (None, None, None)
         else:
-            text = outbox if outbox is not None else body.outbox
+            text = outbox if outbox is not None else own
             if text is None:
                 raise UsageError(f"body {body_id}: has no outbox yet; give --outbox DIR or "
                                  "sftp://user@host/path")
             target = parse_outbox(text)
             # The same outbox again (or none given): only what is given changes; another
             # outbox starts without the old one's pin and key file.
-            keep = outbox is None or (body.outbox is not None
-                                      and str(parse_outbox(body.outbox)) == str(target))
-            pin = host_key or (body.outbox_host_key if keep else None)
+            keep = outbox is None or (own is not None
+                                      and str(parse_outbox(own)) == str(target))
+            pin = host_key or (own_pin if keep else None)
             key_file = (str(identity_file.absolute()) if identity_file is not None
-                        else body.outbox_identity_file if keep else None)
+                        else own_key_file if keep else None)
             if isinstance(target, Path):
                 if host_key is not None or identity_file is not None:
                     raise UsageError("body set: --host-key and --identity-file go with an "
@@ -207,9 +210,9 @@ def set_body_outbox(
                 new = (str(target.absolute()), None, None)
             else:
                 new = (str(target), pin, key_file)
-        old = (body.outbox, body.outbox_host_key, body.outbox_identity_file)
+        old = (own, own_pin, own_key_file)
+        body.outbox, body.outbox_host_key, body.outbox_identity_file = new
         if new != old:
-            body.outbox, body.outbox_host_key, body.outbox_identity_file = new
             details = {"outbox": new[0], "host_key": new[1], "identity_file": new[2]}
             _log(vault, session, as_name, "body.outbox_set", body_id, details, now or utcnow())
         return OutboxSet(body_id, *new, changed=new != old)

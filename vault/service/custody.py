@@ -596,6 +596,9 @@ def verify_log(
         verifiers = [NoteVerifier.for_key(_signer_name(vault), VerifyKey(k.raw))
                      for k in keys.values()]
         report.defects += _rules_defects(vault, session)
+        from vault.service.outbox import outbox_defects
+
+        report.defects += [Defect(None, line) for line in outbox_defects(vault, session)]
         witnessed = witnessed_checkpoints(session, verifiers, log_origin)
         # The tree's roots are wanted at the witnessed sizes too (witness_defects below).
         sizes = (*extra, *(w.size for w in witnessed))

@@ -264,7 +264,7 @@ def _outboxes(
     with vault.transaction() as session:
         for plan in plans:
             if session.get(Body, plan.body) is not None:
-                out[plan.body] = outbox_for(session, plan.body, choice)
+                out[plan.body] = outbox_for(vault, session, plan.body, choice)
     for target in set(out.values()):
         check_folder(target)
     if not out and choice.outbox is not None:  # no known body: still check the folder

@@ -56,7 +56,7 @@ def create_package(
     target = None
     if outbox is not None:  # an outbox that cannot be used is refused before building
         with vault.transaction() as session:
-            target = outbox_for(session, body_id, outbox)
+            target = outbox_for(vault, session, body_id, outbox)
         check_folder(target)
     draft = plan_package(
         vault,

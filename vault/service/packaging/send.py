@@ -133,7 +133,7 @@ def prepare_send(
     with vault.transaction() as session:
         row, source = _resolve_package(session, package)
         if isinstance(outbox, OutboxChoice):
-            outbox = outbox_for(session, row.body_id, outbox)
+            outbox = outbox_for(vault, session, row.body_id, outbox)
             check_folder(outbox)
         if row.state is not PackageState.BUILT:
             raise ConflictError(
