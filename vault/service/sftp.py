@@ -26,11 +26,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import socket
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +56,19 @@ READ_REQUEST = 255 * 1024
 """Bytes asked for per read request when a remote file is hashed (OpenSSH's largest)."""
 WINDOW = 64 << 20
 MAX_PACKET = 256 << 10
+SIGNATURES = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
+"""The host-key algorithms that prove a key of a ``known_hosts`` type other than by the
+type's own name: an RSA key (``ssh-rsa``) signs with SHA-2 (paramiko 5 offers no SHA-1)."""
+
+
+@dataclass
+class KnownHosts:
+    """What ``known_hosts`` says of one host: its keys by type, and every key marked
+    ``@revoked`` (for any host: a revoked key is never accepted) with its line."""
+
+    where: str
+    keys: dict[str, list[paramiko.PKey]] = field(default_factory=dict)
+    revoked: list[tuple[paramiko.PKey, int]] = field(default_factory=list)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -136,11 +151,8 @@ def _session(target: SftpOutbox) -> Iterator[tuple[paramiko.SFTPClient, str]]:
     try:
         transport.banner_timeout = transport.auth_timeout = TIMEOUT
         known = _known_keys(target)
-        if known:
-            # Offer only the key types known for this host, as OpenSSH does: a server that
-            # also has a key of another type must not get to use that one instead.
-            options = transport.get_security_options()
-            options.key_types = [t for t in options.key_types if t in known] or list(known)
+        if known.keys:
+            _offer_known_types(transport, target, known)
         try:
             transport.start_client(timeout=TIMEOUT)
         except (paramiko.SSHException, OSError, EOFError) as e:
@@ -164,26 +176,81 @@ def _session(target: SftpOutbox) -> Iterator[tuple[paramiko.SFTPClient, str]]:
         transport.close()
 
 
-def _known_keys(target: SftpOutbox) -> dict[str, paramiko.PKey]:
-    """The keys ``known_hosts`` holds for the target's host, by type (none with a pin)."""
-    if target.host_key is not None:
-        return {}
-    path = target.known_hosts or Path.home() / ".ssh" / "known_hosts"
-    keys = paramiko.HostKeys()
+def _offer_known_types(
+    transport: paramiko.Transport, target: SftpOutbox, known: KnownHosts
+) -> None:
+    """Offer only the host-key algorithms of the key types known for this host, as OpenSSH
+    does: a server that also has a key of another type must not get to use that one."""
+    options = transport.get_security_options()
+    wanted = {a for t in known.keys for a in SIGNATURES.get(t, (t,))}
+    offered = [a for a in options.key_types if a in wanted]
+    if not offered:
+        raise ConfigError(
+            f"outbox {target.url}: {known.where} holds for {target.url.known_hosts_name} only "
+            f"keys of type {', '.join(sorted(known.keys))}, which evault cannot check; ask the "
+            "body for the fingerprint of its ed25519 or ECDSA key and pin it with --host-key")
     try:
-        keys.load(str(path))
+        options.key_types = offered
+    except ValueError as e:
+        raise ConfigError(f"outbox {target.url}: the host-key types of {known.where} for "
+                          f"{target.url.known_hosts_name} cannot be offered ({_reason(e)}); "
+                          "pin the host's key with --host-key instead") from None
+
+
+def _known_keys(target: SftpOutbox) -> KnownHosts:
+    """What ``known_hosts`` holds for the target's host (nothing with a pin).
+
+    Read line by line here: ``@cert-authority`` lines are skipped (evault does not check
+    host certificates), ``@revoked`` keys are kept to refuse; a line paramiko cannot parse
+    at all is one error naming the file and the line; a key of a type paramiko does not
+    know is skipped (as paramiko's own reading does)."""
+    path = target.known_hosts or Path.home() / ".ssh" / "known_hosts"
+    known = KnownHosts(str(target.known_hosts or "~/.ssh/known_hosts"))
+    if target.host_key is not None:
+        return known
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         if target.known_hosts is not None:
             raise NotFoundError(f"--known-hosts {path}: no such file") from None
-        return {}
-    except (OSError, paramiko.SSHException, ValueError) as e:
+        return known
+    except OSError as e:
         raise ConfigError(f"{path}: cannot be read as known_hosts ({_reason(e)})") from None
-    entry = keys.lookup(target.url.known_hosts_name)
-    return dict(entry.items()) if entry else {}
+    name = target.url.known_hosts_name
+    for number, raw in enumerate(text.splitlines(), 1):
+        fields = raw.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = fields.pop(0) if fields[0].startswith("@") else None
+        if marker == "@cert-authority":
+            continue
+        if marker not in (None, "@revoked"):
+            raise ConfigError(f"{path}: line {number} has a marker evault does not know "
+                              "(only @revoked and @cert-authority); fix or remove the line")
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(" ".join(fields), number)
+        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError) as e:
+            cause = getattr(e, "exc", None) or e
+            raise ConfigError(f"{path}: line {number} is not a known_hosts entry "
+                              f"({_reason(cause)}); fix or remove the line") from None
+        if entry is None or entry.key is None:
+            continue
+        if marker == "@revoked":
+            known.revoked.append((entry.key, number))
+        elif any(_host_matches(pattern, name) for pattern in entry.hostnames):
+            known.keys.setdefault(entry.key.get_name(), []).append(entry.key)
+    return known
+
+
+def _host_matches(pattern: str, name: str) -> bool:
+    """Whether a ``known_hosts`` host field names ``name`` (as is, or hashed ``|1|``)."""
+    if pattern.startswith("|1|"):
+        return hmac.compare_digest(paramiko.HostKeys.hash_host(name, pattern), pattern)
+    return pattern == name
 
 
 def _check_host_key(
-    target: SftpOutbox, key: paramiko.PKey, seen: str, known: dict[str, paramiko.PKey]
+    target: SftpOutbox, key: paramiko.PKey, seen: str, known: KnownHosts
 ) -> None:
     """Refuse a server whose host key is not the one pinned or known (never add it)."""
     url, name = target.url, target.url.known_hosts_name
@@ -194,14 +261,20 @@ def _check_host_key(
                 "refused (a changed key may be an attack): confirm the new key with the body "
                 "by another channel, then pin it with --host-key")
         return
-    where = target.known_hosts or "~/.ssh/known_hosts"
-    if not known:
+    where = known.where
+    for revoked, number in known.revoked:
+        if revoked == key:
+            raise VerificationError(
+                f"outbox {url}: host key of {name} is {seen}, marked @revoked in {where} "
+                f"(line {number}); refused (a revoked key is never accepted): ask the body for "
+                "its new key by another channel")
+    if not known.keys:
         raise VerificationError(
             f"outbox {url}: host {name} is unknown (not in {where}); its key is {seen}: "
             f"confirm it with the body by another channel, then pin it with --host-key {seen} "
             "or add it to known_hosts")
-    if key.get_name() not in known or known[key.get_name()] != key:
-        listed = ", ".join(fingerprint(k) for k in known.values())
+    if key not in known.keys.get(key.get_name(), []):
+        listed = ", ".join(fingerprint(k) for keys in known.keys.values() for k in keys)
         raise VerificationError(
             f"outbox {url}: host key of {name} changed: it is {seen}, {where} has {listed}; "
             "refused (a changed key may be an attack): confirm the new key with the body by "
@@ -212,6 +285,7 @@ def _log_in(transport: paramiko.Transport, target: SftpOutbox) -> None:
     """Log in with the key file given, else with each key of the user's ssh-agent."""
     url = target.url
     if target.identity_file is not None:
+        _check_private(target.identity_file)
         try:
             keys: list[paramiko.PKey] = [paramiko.PKey.from_path(target.identity_file)]
         except FileNotFoundError:
@@ -241,6 +315,20 @@ def _log_in(transport: paramiko.Transport, target: SftpOutbox) -> None:
             return
     raise ConfigError(f"outbox {url}: the server refused the key(s) of {where} for user "
                       f"{url.user}; ask the body to authorise your public key")
+
+
+def _check_private(path: Path) -> None:
+    """Refuse a key file that other users may read or write, as ssh does."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise NotFoundError(f"--identity-file {path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"--identity-file {path}: cannot be read ({_reason(e)})") from None
+    if mode & 0o077:
+        raise ConfigError(f"--identity-file {path}: mode {stat.S_IMODE(mode):04o} lets other "
+                          "users at the private key; refused, as ssh refuses it: run chmod 600 "
+                          f"{path}")
 
 
 # ----------------------------------------------------------------------------- transferring
