@@ -279,9 +279,6 @@ def test_planted_partial_with_matching_prefix_then_garbage_is_started_over(
     assert (server.path(drop) / f"{package_id}.evpkg").read_bytes() == data
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: a planted .evault-partial-* symlink is "
-                   "followed: the package is written through it to another place on the "
-                   "server, and the final name becomes that symlink")
 def test_planted_partial_symlink_is_not_followed(server: SftpServer, tmp_path: Path) -> None:
     cli = _office(tmp_path, size=1000)
     drop = server.drop("d-link")
@@ -295,10 +292,28 @@ def test_planted_partial_symlink_is_not_followed(server: SftpServer, tmp_path: P
     leaked = server.path(elsewhere) / "planted"
     assert not leaked.exists(), (result.exit_code, result.stderr, final.is_symlink())
     assert not final.is_symlink()
+    assert result.exit_code == 3
+    assert result.stderr == (
+        f"evault: {server.url(drop)}/.evault-partial-{package_id}.evpkg: is a symbolic link on "
+        "the server, not an upload evault left; refused (it would carry the package "
+        "elsewhere); ask the body to remove it, then send again\n")
+    assert partial.is_symlink() and not final.exists()  # left alone for the body to look at
+    assert _state(cli, package_id) == "built"
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING: _rename checks the final name, then uses "
-                   "posix-rename@openssh.com, which replaces a file that appears in between")
+def test_planted_partial_folder_is_refused_not_blamed_on_a_full_disk(
+        server: SftpServer, tmp_path: Path) -> None:
+    cli = _office(tmp_path, size=1000)
+    drop = server.drop("d-pdir")
+    package_id, _ = _build(cli, tmp_path)
+    (server.path(drop) / f".evault-partial-{package_id}.evpkg").mkdir()
+    result = cli("send", package_id, *_sftp_args(server, drop))
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"evault: {server.url(drop)}/.evault-partial-{package_id}.evpkg: is a folder on the "
+        "server, not an upload evault left; ask the body to remove it, then send again\n")
+
+
 def test_rename_never_replaces_a_file_that_appears_after_the_check(
         server: SftpServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import vault.service.sftp as sftp_mod
@@ -321,8 +336,13 @@ def test_rename_never_replaces_a_file_that_appears_after_the_check(
 
     racing_stat.armed = True  # the first stat is upload()'s, before anything is written
     monkeypatch.setattr(sftp_mod, "_stat", racing_stat)
-    cli("send", package_id, *_sftp_args(server, drop))
+    result = cli("send", package_id, *_sftp_args(server, drop))
     assert final.read_bytes() == b"the body's own file, written just now"
+    assert result.exit_code == 1
+    assert result.stderr == (f"evault: {server.url(drop)}/{package_id}.evpkg: appeared on the "
+                             "server during the upload; nothing was replaced; ask the body what "
+                             "it is\n")
+    assert _state(cli, package_id) == "built"
 
 
 # ----------------------------------------------------------------------------- the database

@@ -92,12 +92,16 @@ def upload(target: SftpOutbox, source: Path, name: str, expected: str) -> Upload
             raise NotFoundError(f"outbox {url}: is not a folder on the server")
         existing = _stat(sftp, final)
         if existing is not None:
+            if not stat.S_ISREG(existing.st_mode or 0):
+                raise ConflictError(f"{url}/{name}: exists on the server as {_kind(existing)}, "
+                                    "not a file; ask the body to remove it, or use another "
+                                    "outbox")
             if _remote_digest(sftp, final) != expected:
                 raise ConflictError(f"{url}/{name}: exists on the server with other content; "
                                     "ask the body to remove it, or use another outbox")
             return Uploaded(url, final, host_key, 0, already=True)
         size = source.stat().st_size
-        offset = _resumable(sftp, partial, source, size)
+        offset = _resumable(sftp, f"{url}/{PARTIAL_PREFIX}{name}", partial, source, size)
         try:
             _write(sftp, partial, source, offset, size)
             crash_point("send.sftp_uploaded")
@@ -110,7 +114,7 @@ def upload(target: SftpOutbox, source: Path, name: str, expected: str) -> Upload
                     f"{url}/{name}: the uploaded file does not match the package as built "
                     "(changed on the server, or the package file changed here); nothing was "
                     "named there; check the package with `evault verify` and send it again")
-            _rename(sftp, partial, final)
+            _rename(sftp, f"{url}/{name}", partial, final, size)
         except VerificationError:
             _remove(sftp, partial)
             raise
@@ -335,20 +339,39 @@ def _check_private(path: Path) -> None:
 
 
 def _stat(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+    """The remote file's own attributes (a symbolic link is not followed), None if absent."""
     try:
-        return sftp.stat(path)
+        return sftp.lstat(path)
     except FileNotFoundError:
         return None
 
 
-def _resumable(sftp: paramiko.SFTPClient, partial: str, source: Path, size: int) -> int:
+def _kind(found: paramiko.SFTPAttributes) -> str:
+    mode = found.st_mode or 0
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a folder" if stat.S_ISDIR(mode) else "something other than a file"
+
+
+def _resumable(
+    sftp: paramiko.SFTPClient, shown: str, partial: str, source: Path, size: int
+) -> int:
     """Bytes of an interrupted upload to keep: all of the temporary file if they are the
-    package's first bytes (hashed on both sides), else none (it is removed)."""
+    package's first bytes (hashed on both sides), else none (it is removed). Anything there
+    but a regular file was not left by evault, and is refused and left alone: a symbolic
+    link would carry the upload elsewhere on the server, or the final name would become it."""
     found = _stat(sftp, partial)
     if found is None:
         return 0
+    if stat.S_ISLNK(found.st_mode or 0):
+        raise VerificationError(
+            f"{shown}: is a symbolic link on the server, not an upload evault left; refused (it "
+            "would carry the package elsewhere); ask the body to remove it, then send again")
+    if not stat.S_ISREG(found.st_mode or 0):
+        raise ConflictError(f"{shown}: is {_kind(found)} on the server, not an upload evault "
+                            "left; ask the body to remove it, then send again")
     have = found.st_size or 0
-    if 0 < have <= size and stat.S_ISREG(found.st_mode or 0):
+    if 0 < have <= size:
         local = hashlib.sha256()
         with open(source, "rb") as f:
             left = have
@@ -367,8 +390,10 @@ def _resumable(sftp: paramiko.SFTPClient, partial: str, source: Path, size: int)
 def _write(
     sftp: paramiko.SFTPClient, partial: str, source: Path, offset: int, size: int
 ) -> None:
-    """Write ``source`` from ``offset`` on into ``partial`` (created if ``offset`` is 0)."""
-    with open(source, "rb") as src, sftp.open(partial, "r+" if offset else "w") as dst:
+    """Write ``source`` from ``offset`` on into ``partial`` (created if ``offset`` is 0, and
+    only if nothing has that name: ``SSH_FXF_EXCL``, so a link planted since the check is not
+    followed)."""
+    with open(source, "rb") as src, sftp.open(partial, "r+" if offset else "wx") as dst:
         dst.set_pipelined(True)
         src.seek(offset)
         dst.seek(offset)
@@ -414,13 +439,11 @@ def _fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
 
 
 def _remote_digest(sftp: paramiko.SFTPClient, path: str, *, length: int = 0) -> str:
-    """The SHA-256 (hex) of the remote file (its first ``length`` bytes if given): by the
-    server with ``check-file`` where offered, else read back and hashed here."""
+    """The SHA-256 (hex) of the remote file (its first ``length`` bytes if given), read back
+    and hashed here. Never the ``check-file`` extension: that is the server's word for the
+    hash, where reading back at least makes the server serve the bytes (OpenSSH does not
+    offer it anyway)."""
     with sftp.open(path, "r") as f:
-        try:
-            return bytes(f.check("sha256", 0, length, 0)).hex()
-        except OSError:
-            pass  # the server does not offer check-file (OpenSSH does not): read it back
         size = length or (f.stat().st_size or 0)
         # One read request at a time, each as large as OpenSSH serves (a server that serves
         # less answers short, and paramiko asks again): memory stays flat, where paramiko's
@@ -437,15 +460,33 @@ def _remote_digest(sftp: paramiko.SFTPClient, path: str, *, length: int = 0) -> 
         return digest.hexdigest()
 
 
-def _rename(sftp: paramiko.SFTPClient, partial: str, final: str) -> None:
-    """Give the checked file its final name; a file there already is never replaced."""
+def _rename(sftp: paramiko.SFTPClient, shown: str, partial: str, final: str, size: int) -> None:
+    """Give the checked file its final name; a file there already is never replaced.
+
+    A plain SFTP rename (``SSH_FXP_RENAME``), never ``posix-rename@openssh.com`` (rename(2),
+    which replaces a file that appeared since the check): the SFTP protocol makes a rename
+    onto an existing name an error, and OpenSSH's server does it as link(2) then unlink(2),
+    so a file that appears after the check below makes it fail. Then the final name is
+    looked at (not followed): it must be a regular file of the package's size."""
+    appeared = ConflictError(f"{shown}: appeared on the server during the upload; nothing was "
+                             "replaced; ask the body what it is")
     if _stat(sftp, final) is not None:
-        raise ConflictError(f"{final}: appeared on the server during the upload; nothing "
-                            "was replaced; ask the body what it is")
+        raise appeared
     try:
-        sftp.posix_rename(partial, final)
-    except OSError:
-        sftp.rename(partial, final)  # a plain SFTP rename never replaces an existing file
+        sftp.rename(partial, final)
+    except OSError as e:
+        if _stat(sftp, final) is not None:
+            raise appeared from None
+        raise VaultError(f"{shown}: the server refused to give the upload its final name "
+                         f"({_reason(e)}); nothing was named there; ask the body, then send "
+                         "again") from None
+    named = _stat(sftp, final)
+    if named is None or not stat.S_ISREG(named.st_mode or 0) or named.st_size != size:
+        found = "nothing" if named is None else (
+            f"{named.st_size} bytes" if stat.S_ISREG(named.st_mode or 0) else _kind(named))
+        raise VerificationError(f"{shown}: after the rename the server shows {found} under the "
+                                f"final name, not the {size} bytes uploaded; ask the body what "
+                                "it is, then send again")
 
 
 def _alive(sftp: paramiko.SFTPClient) -> bool:
