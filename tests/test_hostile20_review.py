@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from sftp_server import SftpServer, sftp_unavailable
-from test_sftp import _build, _evault, _events, _office, _sftp_args, _state
+from test_sftp import CASE, _build, _evault, _events, _office, _sftp_args, _state
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +172,6 @@ def test_pin_of_ed25519_against_a_server_offering_only_rsa_and_ecdsa(
     assert list(server.path(drop).iterdir()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="FINDING (usability): a pin of the server's RSA (or "
-                   "ECDSA) key is refused as 'changed' when the server also has ed25519: the "
-                   "pin does not restrict the negotiated host-key type")
 def test_pin_of_a_non_preferred_key_type_of_a_multikey_server(
         multikey_server: SftpServer, tmp_path: Path) -> None:
     server = multikey_server
@@ -185,6 +182,8 @@ def test_pin_of_a_non_preferred_key_type_of_a_multikey_server(
     result = cli("send", package_id, "--outbox", server.url(drop), "--host-key", fps["ecdsa"],
                  "--identity-file", str(server.client_key))
     assert result.exit_code == 0, result.stderr
+    [sent] = _events(cli, package_id, "package.sent")
+    assert sent["details"]["host_key"] == fps["ecdsa"]  # type: ignore[index]
 
 
 def test_known_hosts_with_only_the_rsa_key(multikey_server: SftpServer, tmp_path: Path) -> None:
@@ -198,8 +197,14 @@ def test_known_hosts_with_only_the_rsa_key(multikey_server: SftpServer, tmp_path
     result = cli("send", package_id, "--outbox", server.url(drop), "--known-hosts", str(known),
                  "--identity-file", str(server.client_key))
     assert result.exit_code == 0, result.stderr
+    rsa = _fp(server.etc / "ssh_host_rsa_key.pub")
     [sent] = _events(cli, package_id, "package.sent")
-    assert sent["details"]["host_key"] == _fp(server.etc / "ssh_host_rsa_key.pub")  # type: ignore[index]
+    assert sent["details"]["host_key"] == rsa  # type: ignore[index]
+    # A pin of the RSA key (not the server's first choice) is found and accepted too.
+    again = json.loads(cli.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o",
+                              str(tmp_path / "again.evpkg"), "--json").stdout)["id"]
+    cli.ok("send", again, "--outbox", server.url(server.drop("h-rsa-pin")), "--host-key", rsa,
+           "--identity-file", str(server.client_key))
 
 
 # ----------------------------------------------------------------------------- URLs

@@ -59,6 +59,9 @@ MAX_PACKET = 256 << 10
 SIGNATURES = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
 """The host-key algorithms that prove a key of a ``known_hosts`` type other than by the
 type's own name: an RSA key (``ssh-rsa``) signs with SHA-2 (paramiko 5 offers no SHA-1)."""
+HOST_KEY_FAMILIES = (("ssh-ed25519",), ("ecdsa-sha2-nistp256",), ("ecdsa-sha2-nistp384",),
+                     ("ecdsa-sha2-nistp521",), ("rsa-sha2-512", "rsa-sha2-256"))
+"""The host-key algorithms by the key they prove: a server holds at most one key of each."""
 
 
 @dataclass
@@ -143,6 +146,37 @@ def _session(target: SftpOutbox) -> Iterator[tuple[paramiko.SFTPClient, str]]:
     """An SFTP session with the server, its host key checked before logging in; the
     connection dropping at any point is one line naming the URL (exit 1)."""
     url = target.url
+    known = _known_keys(target)
+    with contextlib.ExitStack() as stack:
+        try:
+            transport = stack.enter_context(_handshake(target, known, None))
+            key = transport.get_remote_server_key()
+            if target.host_key is not None and fingerprint(key) != target.host_key:
+                pinned = _pinned_of_another_type(target, transport, stack)
+                if pinned is not None:
+                    transport, key = pinned, pinned.get_remote_server_key()
+            host_key = fingerprint(key)
+            _check_host_key(target, key, host_key, known)
+            _log_in(transport, target)
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            if sftp is None:
+                raise VaultError(f"outbox {url}: the server offers no SFTP")
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(TIMEOUT)
+            yield sftp, host_key
+        except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError) as e:
+            raise VaultError(f"outbox {url}: the connection was lost ({_reason(e)}); run the "
+                             "same command again: it resumes the upload") from None
+
+
+@contextlib.contextmanager
+def _handshake(
+    target: SftpOutbox, known: KnownHosts, key_types: tuple[str, ...] | None
+) -> Iterator[paramiko.Transport]:
+    """A transport with the key exchange done (nobody logged in), offering the host-key
+    algorithms ``key_types`` (else those known for the host, else paramiko's)."""
+    url = target.url
     try:
         sock = socket.create_connection((url.host, url.port), timeout=TIMEOUT)
     except OSError as e:
@@ -154,30 +188,44 @@ def _session(target: SftpOutbox) -> Iterator[tuple[paramiko.SFTPClient, str]]:
                                    default_max_packet_size=MAX_PACKET)
     try:
         transport.banner_timeout = transport.auth_timeout = TIMEOUT
-        known = _known_keys(target)
-        if known.keys:
+        if key_types is not None:
+            transport.get_security_options().key_types = key_types
+        elif known.keys:
             _offer_known_types(transport, target, known)
         try:
             transport.start_client(timeout=TIMEOUT)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise VaultError(f"outbox {url}: no SSH session with {url.known_hosts_name} "
                              f"({_reason(e)})") from None
-        key = transport.get_remote_server_key()
-        host_key = fingerprint(key)
-        _check_host_key(target, key, host_key, known)
-        _log_in(transport, target)
-        sftp = paramiko.SFTPClient.from_transport(transport)
-        if sftp is None:
-            raise VaultError(f"outbox {url}: the server offers no SFTP")
-        channel = sftp.get_channel()
-        if channel is not None:
-            channel.settimeout(TIMEOUT)
-        yield sftp, host_key
-    except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError) as e:
-        raise VaultError(f"outbox {url}: the connection was lost ({_reason(e)}); run the "
-                         "same command again: it resumes the upload") from None
+        yield transport
     finally:
         transport.close()
+
+
+def _pinned_of_another_type(
+    target: SftpOutbox, first: paramiko.Transport, stack: contextlib.ExitStack
+) -> paramiko.Transport | None:
+    """A transport whose host key is the pinned one, negotiated anew with each other
+    host-key type the server may have; None if no key of the server is the pinned one.
+
+    A fingerprint does not say its key's type, and a server with an ed25519 and an ECDSA
+    key shows the ed25519 one first: a pin of the ECDSA key would be refused as changed.
+    Accepting the key whose fingerprint is the pin, of whatever type, accepts nothing but
+    the pinned key (the server proves it holds it in each key exchange); a server that
+    has no such key costs a refused handshake per type, on the way to the refusal."""
+    supported = first.get_security_options().key_types
+    used = first.host_key_type
+    for family in HOST_KEY_FAMILIES:
+        offer = tuple(a for a in family if a in supported)
+        if not offer or used in family:
+            continue
+        try:
+            transport = stack.enter_context(_handshake(target, KnownHosts(""), offer))
+        except VaultError:
+            continue  # the server has no key of this type (or refused): try the next
+        if fingerprint(transport.get_remote_server_key()) == target.host_key:
+            return transport
+    return None
 
 
 def _offer_known_types(
