@@ -8,17 +8,20 @@ The one module that imports the SFTP library (paramiko, chosen and measured in R
 Dependencies); only a delivery to an ``sftp://`` outbox imports this module.
 
 The steps, each refusing with one line: connect and take the server's host key before
-logging in, then check it against the fingerprint pinned for the body or the user's
-``known_hosts`` (unknown or changed: :class:`~vault.errors.VerificationError`, never added);
-log in with the key file given or the keys of the user's ssh-agent (no passwords); upload
-the package in 1 MiB writes under a temporary name, ``.evault-partial-<name>``, appending to
-what an interrupted upload left there when its bytes are the package's own first bytes;
-``fsync@openssh.com`` where the server offers it; the remote size; the remote file's SHA-256
-(the ``check-file`` extension where offered, else read back and hashed here) against the
-digest recorded at build; only then the final name (``posix-rename@openssh.com``, else a
-plain rename, which refuses to replace a file). A file with the final name and the
-package's digest is an earlier delivery of this very package (killed before it was
-recorded): nothing is uploaded again.
+logging in, then check it against the fingerprint pinned for the body (found among the
+server's keys of every type) or the user's ``known_hosts`` (read here line by line:
+``@revoked`` keys refused, ``@cert-authority`` lines skipped; unknown, changed or revoked:
+:class:`~vault.errors.VerificationError`, never added); log in with the key file given
+(not readable by others) or the keys of the user's ssh-agent (no passwords); upload the
+package in 1 MiB writes under a temporary name, ``.evault-partial-<name>`` (created
+exclusively; anything there but a regular file, a symbolic link above all, is refused and
+left alone), appending to what an interrupted upload left there when its bytes are the
+package's own first bytes; ``fsync@openssh.com`` where the server offers it; the remote
+size; the remote file's SHA-256, read back and hashed here, against the digest recorded at
+build; only then the final name, by a plain SFTP rename (which refuses to replace a file;
+never ``posix-rename@openssh.com``), and the final name looked at again (a regular file of
+the package's size). A file with the final name and the package's digest is an earlier
+delivery of this very package (killed before it was recorded): nothing is uploaded again.
 """
 
 from __future__ import annotations
