@@ -143,6 +143,25 @@ def test_a_revoked_host_key_is_never_accepted(server: SftpServer, tmp_path: Path
     assert _state(cli, package_id) == "built"
 
 
+def test_a_wrong_pin_is_one_line_after_trying_the_other_key_types(
+        server: SftpServer, tmp_path: Path) -> None:
+    # The other types are asked for (and refused by this ed25519-only server) without a
+    # library log line or a traceback reaching stderr.
+    cli = _office(tmp_path, size=1000)
+    drop = server.drop("h-wrongpin")
+    package_id, _ = _build(cli, tmp_path)
+    wrong = "SHA256:" + "A" * 43
+    proc = _evault(cli, "send", package_id, "--outbox", server.url(drop), "--host-key", wrong,
+                   "--identity-file", str(server.client_key), env={})
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3
+    assert err == (f"evault: outbox {server.url(drop)}: host key of [127.0.0.1]:{server.port} "
+                   f"is {server.fingerprint}, not the pinned {wrong}; refused (a changed key may "
+                   "be an attack): confirm the new key with the body by another channel, then "
+                   "pin it with --host-key\n")
+    assert list(server.path(drop).iterdir()) == []
+
+
 @pytest.fixture
 def multikey_server() -> Iterator[SftpServer]:
     reason = sftp_unavailable()
@@ -426,8 +445,9 @@ def test_world_readable_identity_file_is_refused(server: SftpServer, tmp_path: P
     result = cli("send", package_id, "--outbox", server.url(drop), "--host-key",
                  server.fingerprint, "--identity-file", str(key))
     assert result.exit_code == 1
-    assert result.stderr == (f"evault: --identity-file {key}: mode 0644 lets other users at the "
-                             f"private key; refused, as ssh refuses it: run chmod 600 {key}\n")
+    assert result.stderr == (
+        f"evault: --identity-file {key}: mode 0644 gives other users access to the private key; "
+        f"refused, as ssh refuses it: run chmod 600 {key}\n")
     assert list(server.path(drop).iterdir()) == []
     key.chmod(0o600)
     cli.ok("send", package_id, "--outbox", server.url(drop), "--host-key", server.fingerprint,

@@ -46,6 +46,10 @@ from vault.faults import crash_point
 from vault.service.outbox import SftpOutbox, Uploaded
 
 log = logging.getLogger("evault")
+# paramiko's transport thread logs a failed key exchange (and other refusals) with its
+# traceback; with no handler anywhere, Python's last resort would print it on stderr. Every
+# failure reaches the user as one line of evault's instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 1 << 20
 """Bytes read from the package and written per call (paramiko pipelines them as 32 KiB
@@ -381,8 +385,9 @@ def _check_private(path: Path) -> None:
     except OSError as e:
         raise ConfigError(f"--identity-file {path}: cannot be read ({_reason(e)})") from None
     if mode & 0o077:
-        raise ConfigError(f"--identity-file {path}: mode {stat.S_IMODE(mode):04o} lets other "
-                          "users at the private key; refused, as ssh refuses it: run chmod 600 "
+        raise ConfigError(f"--identity-file {path}: mode {stat.S_IMODE(mode):04o} gives "
+                          "other users access to the private key; refused, as ssh refuses it: "
+                          "run chmod 600 "
                           f"{path}")
 
 
