@@ -30,6 +30,10 @@ _USER = re.compile(r"[A-Za-z0-9._][A-Za-z0-9._-]{0,63}")
 _HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)"
                        r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _SEGMENT = re.compile(r"[A-Za-z0-9._~+=,@-]+")
+_PLAIN_TAIL = re.compile(r"([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(:[0-9]{1,5})?"
+                         r"(/[A-Za-z0-9._~+=,-]*)*")
+"""What may follow the ``@`` of a URL refused for its password and be repeated: a host, a
+port and a path without ``@``."""
 
 
 def is_sftp_url(text: str) -> bool:
@@ -77,13 +81,9 @@ class SftpUrl:
         if not is_sftp_url(text):
             raise UsageError(f"outbox {text}: not an sftp://user@host[:port]/path URL")
         rest = text[len(SCHEME):]
+        _refuse_password(rest)
         authority, slash, path = rest.partition("/")
         userinfo, at, hostport = authority.rpartition("@")
-        if ":" in userinfo:
-            user = userinfo.split(":", 1)[0]
-            masked = f"{SCHEME}{user}:***@{hostport}/{path}"
-            raise UsageError(f"outbox {masked}: a password in the URL is refused; load the key "
-                             "into ssh-agent or give --identity-file")
         if not at or not userinfo:
             raise UsageError(f"outbox {text}: name the user, as in sftp://user@host/path")
         if not slash:
@@ -94,6 +94,25 @@ class SftpUrl:
                              "backslash in an sftp:// URL")
         host, port = _split_port(hostport, text)
         return cls(user=userinfo, host=host, port=port, path="/" + path.rstrip("/"))
+
+
+def _refuse_password(rest: str) -> None:
+    """Refuse ``user:password@`` before the URL is split on ``/``: a password may hold ``/``,
+    ``@``, ``?`` or ``#``, so the authority cannot be told apart from the path, and only the
+    user and what follows the last ``@`` are repeated, each only when plain. A user name holds
+    no ``:``, so a ``:`` before the first ``@`` is a password (or, in a URL without a user,
+    which is refused anyway, a port: refused as a password without harm)."""
+    first = rest.find("@")
+    if first < 0 or ":" not in rest[:first]:
+        return
+    user = rest.partition(":")[0]
+    if not _USER.fullmatch(user):
+        user = "..."
+    tail = rest.rpartition("@")[2]
+    if not _PLAIN_TAIL.fullmatch(tail):
+        tail = "..."
+    raise UsageError(f"outbox {SCHEME}{user}:***@{tail}: a password in the URL is refused; "
+                     "load the key into ssh-agent or give --identity-file")
 
 
 def _split_port(hostport: str, text: str) -> tuple[str, int]:

@@ -8,17 +8,20 @@ The one module that imports the SFTP library (paramiko, chosen and measured in R
 Dependencies); only a delivery to an ``sftp://`` outbox imports this module.
 
 The steps, each refusing with one line: connect and take the server's host key before
-logging in, then check it against the fingerprint pinned for the body or the user's
-``known_hosts`` (unknown or changed: :class:`~vault.errors.VerificationError`, never added);
-log in with the key file given or the keys of the user's ssh-agent (no passwords); upload
-the package in 1 MiB writes under a temporary name, ``.evault-partial-<name>``, appending to
-what an interrupted upload left there when its bytes are the package's own first bytes;
-``fsync@openssh.com`` where the server offers it; the remote size; the remote file's SHA-256
-(the ``check-file`` extension where offered, else read back and hashed here) against the
-digest recorded at build; only then the final name (``posix-rename@openssh.com``, else a
-plain rename, which refuses to replace a file). A file with the final name and the
-package's digest is an earlier delivery of this very package (killed before it was
-recorded): nothing is uploaded again.
+logging in, then check it against the fingerprint pinned for the body (found among the
+server's keys of every type) or the user's ``known_hosts`` (read here line by line:
+``@revoked`` keys refused, ``@cert-authority`` lines skipped; unknown, changed or revoked:
+:class:`~vault.errors.VerificationError`, never added); log in with the key file given
+(not readable by others) or the keys of the user's ssh-agent (no passwords); upload the
+package in 1 MiB writes under a temporary name, ``.evault-partial-<name>`` (created
+exclusively; anything there but a regular file, a symbolic link above all, is refused and
+left alone), appending to what an interrupted upload left there when its bytes are the
+package's own first bytes; ``fsync@openssh.com`` where the server offers it; the remote
+size; the remote file's SHA-256, read back and hashed here, against the digest recorded at
+build; only then the final name, by a plain SFTP rename (which refuses to replace a file;
+never ``posix-rename@openssh.com``), and the final name looked at again (a regular file of
+the package's size). A file with the final name and the package's digest is an earlier
+delivery of this very package (killed before it was recorded): nothing is uploaded again.
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import socket
 import stat
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +46,10 @@ from vault.faults import crash_point
 from vault.service.outbox import SftpOutbox, Uploaded
 
 log = logging.getLogger("evault")
+# paramiko's transport thread logs a failed key exchange (and other refusals) with its
+# traceback; with no handler anywhere, Python's last resort would print it on stderr. Every
+# failure reaches the user as one line of evault's instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 1 << 20
 """Bytes read from the package and written per call (paramiko pipelines them as 32 KiB
@@ -54,6 +63,22 @@ READ_REQUEST = 255 * 1024
 """Bytes asked for per read request when a remote file is hashed (OpenSSH's largest)."""
 WINDOW = 64 << 20
 MAX_PACKET = 256 << 10
+SIGNATURES = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256")}
+"""The host-key algorithms that prove a key of a ``known_hosts`` type other than by the
+type's own name: an RSA key (``ssh-rsa``) signs with SHA-2 (paramiko 5 offers no SHA-1)."""
+HOST_KEY_FAMILIES = (("ssh-ed25519",), ("ecdsa-sha2-nistp256",), ("ecdsa-sha2-nistp384",),
+                     ("ecdsa-sha2-nistp521",), ("rsa-sha2-512", "rsa-sha2-256"))
+"""The host-key algorithms by the key they prove: a server holds at most one key of each."""
+
+
+@dataclass
+class KnownHosts:
+    """What ``known_hosts`` says of one host: its keys by type, and every key marked
+    ``@revoked`` (for any host: a revoked key is never accepted) with its line."""
+
+    where: str
+    keys: dict[str, list[paramiko.PKey]] = field(default_factory=dict)
+    revoked: list[tuple[paramiko.PKey, int]] = field(default_factory=list)
 
 
 def fingerprint(key: paramiko.PKey) -> str:
@@ -77,12 +102,16 @@ def upload(target: SftpOutbox, source: Path, name: str, expected: str) -> Upload
             raise NotFoundError(f"outbox {url}: is not a folder on the server")
         existing = _stat(sftp, final)
         if existing is not None:
+            if not stat.S_ISREG(existing.st_mode or 0):
+                raise ConflictError(f"{url}/{name}: exists on the server as {_kind(existing)}, "
+                                    "not a file; ask the body to remove it, or use another "
+                                    "outbox")
             if _remote_digest(sftp, final) != expected:
                 raise ConflictError(f"{url}/{name}: exists on the server with other content; "
                                     "ask the body to remove it, or use another outbox")
             return Uploaded(url, final, host_key, 0, already=True)
         size = source.stat().st_size
-        offset = _resumable(sftp, partial, source, size)
+        offset = _resumable(sftp, f"{url}/{PARTIAL_PREFIX}{name}", partial, source, size)
         try:
             _write(sftp, partial, source, offset, size)
             crash_point("send.sftp_uploaded")
@@ -95,7 +124,7 @@ def upload(target: SftpOutbox, source: Path, name: str, expected: str) -> Upload
                     f"{url}/{name}: the uploaded file does not match the package as built "
                     "(changed on the server, or the package file changed here); nothing was "
                     "named there; check the package with `evault verify` and send it again")
-            _rename(sftp, partial, final)
+            _rename(sftp, f"{url}/{name}", partial, final, size)
         except VerificationError:
             _remove(sftp, partial)
             raise
@@ -124,6 +153,37 @@ def _session(target: SftpOutbox) -> Iterator[tuple[paramiko.SFTPClient, str]]:
     """An SFTP session with the server, its host key checked before logging in; the
     connection dropping at any point is one line naming the URL (exit 1)."""
     url = target.url
+    known = _known_keys(target)
+    with contextlib.ExitStack() as stack:
+        try:
+            transport = stack.enter_context(_handshake(target, known, None))
+            key = transport.get_remote_server_key()
+            if target.host_key is not None and fingerprint(key) != target.host_key:
+                pinned = _pinned_of_another_type(target, transport, stack)
+                if pinned is not None:
+                    transport, key = pinned, pinned.get_remote_server_key()
+            host_key = fingerprint(key)
+            _check_host_key(target, key, host_key, known)
+            _log_in(transport, target)
+            sftp = paramiko.SFTPClient.from_transport(transport)
+            if sftp is None:
+                raise VaultError(f"outbox {url}: the server offers no SFTP")
+            channel = sftp.get_channel()
+            if channel is not None:
+                channel.settimeout(TIMEOUT)
+            yield sftp, host_key
+        except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError) as e:
+            raise VaultError(f"outbox {url}: the connection was lost ({_reason(e)}); run the "
+                             "same command again: it resumes the upload") from None
+
+
+@contextlib.contextmanager
+def _handshake(
+    target: SftpOutbox, known: KnownHosts, key_types: tuple[str, ...] | None
+) -> Iterator[paramiko.Transport]:
+    """A transport with the key exchange done (nobody logged in), offering the host-key
+    algorithms ``key_types`` (else those known for the host, else paramiko's)."""
+    url = target.url
     try:
         sock = socket.create_connection((url.host, url.port), timeout=TIMEOUT)
     except OSError as e:
@@ -135,55 +195,121 @@ def _session(target: SftpOutbox) -> Iterator[tuple[paramiko.SFTPClient, str]]:
                                    default_max_packet_size=MAX_PACKET)
     try:
         transport.banner_timeout = transport.auth_timeout = TIMEOUT
-        known = _known_keys(target)
-        if known:
-            # Offer only the key types known for this host, as OpenSSH does: a server that
-            # also has a key of another type must not get to use that one instead.
-            options = transport.get_security_options()
-            options.key_types = [t for t in options.key_types if t in known] or list(known)
+        if key_types is not None:
+            transport.get_security_options().key_types = key_types
+        elif known.keys:
+            _offer_known_types(transport, target, known)
         try:
             transport.start_client(timeout=TIMEOUT)
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise VaultError(f"outbox {url}: no SSH session with {url.known_hosts_name} "
                              f"({_reason(e)})") from None
-        key = transport.get_remote_server_key()
-        host_key = fingerprint(key)
-        _check_host_key(target, key, host_key, known)
-        _log_in(transport, target)
-        sftp = paramiko.SFTPClient.from_transport(transport)
-        if sftp is None:
-            raise VaultError(f"outbox {url}: the server offers no SFTP")
-        channel = sftp.get_channel()
-        if channel is not None:
-            channel.settimeout(TIMEOUT)
-        yield sftp, host_key
-    except (TimeoutError, EOFError, paramiko.SSHException, ConnectionError) as e:
-        raise VaultError(f"outbox {url}: the connection was lost ({_reason(e)}); run the "
-                         "same command again: it resumes the upload") from None
+        yield transport
     finally:
         transport.close()
 
 
-def _known_keys(target: SftpOutbox) -> dict[str, paramiko.PKey]:
-    """The keys ``known_hosts`` holds for the target's host, by type (none with a pin)."""
-    if target.host_key is not None:
-        return {}
-    path = target.known_hosts or Path.home() / ".ssh" / "known_hosts"
-    keys = paramiko.HostKeys()
+def _pinned_of_another_type(
+    target: SftpOutbox, first: paramiko.Transport, stack: contextlib.ExitStack
+) -> paramiko.Transport | None:
+    """A transport whose host key is the pinned one, negotiated anew with each other
+    host-key type the server may have; None if no key of the server is the pinned one.
+
+    A fingerprint does not say its key's type, and a server with an ed25519 and an ECDSA
+    key shows the ed25519 one first: a pin of the ECDSA key would be refused as changed.
+    Accepting the key whose fingerprint is the pin, of whatever type, accepts nothing but
+    the pinned key (the server proves it holds it in each key exchange); a server that
+    has no such key costs a refused handshake per type, on the way to the refusal."""
+    supported = first.get_security_options().key_types
+    used = first.host_key_type
+    for family in HOST_KEY_FAMILIES:
+        offer = tuple(a for a in family if a in supported)
+        if not offer or used in family:
+            continue
+        try:
+            transport = stack.enter_context(_handshake(target, KnownHosts(""), offer))
+        except VaultError:
+            continue  # the server has no key of this type (or refused): try the next
+        if fingerprint(transport.get_remote_server_key()) == target.host_key:
+            return transport
+    return None
+
+
+def _offer_known_types(
+    transport: paramiko.Transport, target: SftpOutbox, known: KnownHosts
+) -> None:
+    """Offer only the host-key algorithms of the key types known for this host, as OpenSSH
+    does: a server that also has a key of another type must not get to use that one."""
+    options = transport.get_security_options()
+    wanted = {a for t in known.keys for a in SIGNATURES.get(t, (t,))}
+    offered = [a for a in options.key_types if a in wanted]
+    if not offered:
+        raise ConfigError(
+            f"outbox {target.url}: {known.where} holds for {target.url.known_hosts_name} only "
+            f"keys of type {', '.join(sorted(known.keys))}, which evault cannot check; ask the "
+            "body for the fingerprint of its ed25519 or ECDSA key and pin it with --host-key")
     try:
-        keys.load(str(path))
+        options.key_types = offered
+    except ValueError as e:
+        raise ConfigError(f"outbox {target.url}: the host-key types of {known.where} for "
+                          f"{target.url.known_hosts_name} cannot be offered ({_reason(e)}); "
+                          "pin the host's key with --host-key instead") from None
+
+
+def _known_keys(target: SftpOutbox) -> KnownHosts:
+    """What ``known_hosts`` holds for the target's host (nothing with a pin).
+
+    Read line by line here: ``@cert-authority`` lines are skipped (evault does not check
+    host certificates), ``@revoked`` keys are kept to refuse; a line paramiko cannot parse
+    at all is one error naming the file and the line; a key of a type paramiko does not
+    know is skipped (as paramiko's own reading does)."""
+    path = target.known_hosts or Path.home() / ".ssh" / "known_hosts"
+    known = KnownHosts(str(target.known_hosts or "~/.ssh/known_hosts"))
+    if target.host_key is not None:
+        return known
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
         if target.known_hosts is not None:
             raise NotFoundError(f"--known-hosts {path}: no such file") from None
-        return {}
-    except (OSError, paramiko.SSHException, ValueError) as e:
+        return known
+    except OSError as e:
         raise ConfigError(f"{path}: cannot be read as known_hosts ({_reason(e)})") from None
-    entry = keys.lookup(target.url.known_hosts_name)
-    return dict(entry.items()) if entry else {}
+    name = target.url.known_hosts_name
+    for number, raw in enumerate(text.splitlines(), 1):
+        fields = raw.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        marker = fields.pop(0) if fields[0].startswith("@") else None
+        if marker == "@cert-authority":
+            continue
+        if marker not in (None, "@revoked"):
+            raise ConfigError(f"{path}: line {number} has a marker evault does not know "
+                              "(only @revoked and @cert-authority); fix or remove the line")
+        try:
+            entry = paramiko.hostkeys.HostKeyEntry.from_line(" ".join(fields), number)
+        except (paramiko.hostkeys.InvalidHostKey, paramiko.SSHException, ValueError) as e:
+            cause = getattr(e, "exc", None) or e
+            raise ConfigError(f"{path}: line {number} is not a known_hosts entry "
+                              f"({_reason(cause)}); fix or remove the line") from None
+        if entry is None or entry.key is None:
+            continue
+        if marker == "@revoked":
+            known.revoked.append((entry.key, number))
+        elif any(_host_matches(pattern, name) for pattern in entry.hostnames):
+            known.keys.setdefault(entry.key.get_name(), []).append(entry.key)
+    return known
+
+
+def _host_matches(pattern: str, name: str) -> bool:
+    """Whether a ``known_hosts`` host field names ``name`` (as is, or hashed ``|1|``)."""
+    if pattern.startswith("|1|"):
+        return hmac.compare_digest(paramiko.HostKeys.hash_host(name, pattern), pattern)
+    return pattern == name
 
 
 def _check_host_key(
-    target: SftpOutbox, key: paramiko.PKey, seen: str, known: dict[str, paramiko.PKey]
+    target: SftpOutbox, key: paramiko.PKey, seen: str, known: KnownHosts
 ) -> None:
     """Refuse a server whose host key is not the one pinned or known (never add it)."""
     url, name = target.url, target.url.known_hosts_name
@@ -194,14 +320,20 @@ def _check_host_key(
                 "refused (a changed key may be an attack): confirm the new key with the body "
                 "by another channel, then pin it with --host-key")
         return
-    where = target.known_hosts or "~/.ssh/known_hosts"
-    if not known:
+    where = known.where
+    for revoked, number in known.revoked:
+        if revoked == key:
+            raise VerificationError(
+                f"outbox {url}: host key of {name} is {seen}, marked @revoked in {where} "
+                f"(line {number}); refused (a revoked key is never accepted): ask the body for "
+                "its new key by another channel")
+    if not known.keys:
         raise VerificationError(
             f"outbox {url}: host {name} is unknown (not in {where}); its key is {seen}: "
             f"confirm it with the body by another channel, then pin it with --host-key {seen} "
             "or add it to known_hosts")
-    if key.get_name() not in known or known[key.get_name()] != key:
-        listed = ", ".join(fingerprint(k) for k in known.values())
+    if key not in known.keys.get(key.get_name(), []):
+        listed = ", ".join(fingerprint(k) for keys in known.keys.values() for k in keys)
         raise VerificationError(
             f"outbox {url}: host key of {name} changed: it is {seen}, {where} has {listed}; "
             "refused (a changed key may be an attack): confirm the new key with the body by "
@@ -212,6 +344,7 @@ def _log_in(transport: paramiko.Transport, target: SftpOutbox) -> None:
     """Log in with the key file given, else with each key of the user's ssh-agent."""
     url = target.url
     if target.identity_file is not None:
+        _check_private(target.identity_file)
         try:
             keys: list[paramiko.PKey] = [paramiko.PKey.from_path(target.identity_file)]
         except FileNotFoundError:
@@ -243,24 +376,58 @@ def _log_in(transport: paramiko.Transport, target: SftpOutbox) -> None:
                       f"{url.user}; ask the body to authorise your public key")
 
 
+def _check_private(path: Path) -> None:
+    """Refuse a key file that other users may read or write, as ssh does."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise NotFoundError(f"--identity-file {path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"--identity-file {path}: cannot be read ({_reason(e)})") from None
+    if mode & 0o077:
+        raise ConfigError(f"--identity-file {path}: mode {stat.S_IMODE(mode):04o} gives "
+                          "other users access to the private key; refused, as ssh refuses it: "
+                          "run chmod 600 "
+                          f"{path}")
+
+
 # ----------------------------------------------------------------------------- transferring
 
 
 def _stat(sftp: paramiko.SFTPClient, path: str) -> paramiko.SFTPAttributes | None:
+    """The remote file's own attributes (a symbolic link is not followed), None if absent."""
     try:
-        return sftp.stat(path)
+        return sftp.lstat(path)
     except FileNotFoundError:
         return None
 
 
-def _resumable(sftp: paramiko.SFTPClient, partial: str, source: Path, size: int) -> int:
+def _kind(found: paramiko.SFTPAttributes) -> str:
+    mode = found.st_mode or 0
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    return "a folder" if stat.S_ISDIR(mode) else "something other than a file"
+
+
+def _resumable(
+    sftp: paramiko.SFTPClient, shown: str, partial: str, source: Path, size: int
+) -> int:
     """Bytes of an interrupted upload to keep: all of the temporary file if they are the
-    package's first bytes (hashed on both sides), else none (it is removed)."""
+    package's first bytes (hashed on both sides), else none (it is removed). Anything there
+    but a regular file was not left by evault, and is refused and left alone: a symbolic
+    link would carry the upload elsewhere on the server, or the final name would become it."""
     found = _stat(sftp, partial)
     if found is None:
         return 0
+    if stat.S_ISLNK(found.st_mode or 0):
+        raise VerificationError(
+            f"{shown}: is a symbolic link on the server, not an upload evault left; refused (it "
+            "would carry the package elsewhere); ask the body to remove it, then send again")
+    if not stat.S_ISREG(found.st_mode or 0):
+        raise ConflictError(f"{shown}: is {_kind(found)} on the server, not an upload evault "
+                            "left; ask the body to remove it, then send again")
     have = found.st_size or 0
-    if 0 < have <= size and stat.S_ISREG(found.st_mode or 0):
+    if 0 < have <= size:
         local = hashlib.sha256()
         with open(source, "rb") as f:
             left = have
@@ -279,8 +446,10 @@ def _resumable(sftp: paramiko.SFTPClient, partial: str, source: Path, size: int)
 def _write(
     sftp: paramiko.SFTPClient, partial: str, source: Path, offset: int, size: int
 ) -> None:
-    """Write ``source`` from ``offset`` on into ``partial`` (created if ``offset`` is 0)."""
-    with open(source, "rb") as src, sftp.open(partial, "r+" if offset else "w") as dst:
+    """Write ``source`` from ``offset`` on into ``partial`` (created if ``offset`` is 0, and
+    only if nothing has that name: ``SSH_FXF_EXCL``, so a link planted since the check is not
+    followed)."""
+    with open(source, "rb") as src, sftp.open(partial, "r+" if offset else "wx") as dst:
         dst.set_pipelined(True)
         src.seek(offset)
         dst.seek(offset)
@@ -326,13 +495,11 @@ def _fsync(sftp: paramiko.SFTPClient, handle: paramiko.SFTPFile) -> None:
 
 
 def _remote_digest(sftp: paramiko.SFTPClient, path: str, *, length: int = 0) -> str:
-    """The SHA-256 (hex) of the remote file (its first ``length`` bytes if given): by the
-    server with ``check-file`` where offered, else read back and hashed here."""
+    """The SHA-256 (hex) of the remote file (its first ``length`` bytes if given), read back
+    and hashed here. Never the ``check-file`` extension: that is the server's word for the
+    hash, where reading back at least makes the server serve the bytes (OpenSSH does not
+    offer it anyway)."""
     with sftp.open(path, "r") as f:
-        try:
-            return bytes(f.check("sha256", 0, length, 0)).hex()
-        except OSError:
-            pass  # the server does not offer check-file (OpenSSH does not): read it back
         size = length or (f.stat().st_size or 0)
         # One read request at a time, each as large as OpenSSH serves (a server that serves
         # less answers short, and paramiko asks again): memory stays flat, where paramiko's
@@ -349,15 +516,33 @@ def _remote_digest(sftp: paramiko.SFTPClient, path: str, *, length: int = 0) -> 
         return digest.hexdigest()
 
 
-def _rename(sftp: paramiko.SFTPClient, partial: str, final: str) -> None:
-    """Give the checked file its final name; a file there already is never replaced."""
+def _rename(sftp: paramiko.SFTPClient, shown: str, partial: str, final: str, size: int) -> None:
+    """Give the checked file its final name; a file there already is never replaced.
+
+    A plain SFTP rename (``SSH_FXP_RENAME``), never ``posix-rename@openssh.com`` (rename(2),
+    which replaces a file that appeared since the check): the SFTP protocol makes a rename
+    onto an existing name an error, and OpenSSH's server does it as link(2) then unlink(2),
+    so a file that appears after the check below makes it fail. Then the final name is
+    looked at (not followed): it must be a regular file of the package's size."""
+    appeared = ConflictError(f"{shown}: appeared on the server during the upload; nothing was "
+                             "replaced; ask the body what it is")
     if _stat(sftp, final) is not None:
-        raise ConflictError(f"{final}: appeared on the server during the upload; nothing "
-                            "was replaced; ask the body what it is")
+        raise appeared
     try:
-        sftp.posix_rename(partial, final)
-    except OSError:
-        sftp.rename(partial, final)  # a plain SFTP rename never replaces an existing file
+        sftp.rename(partial, final)
+    except OSError as e:
+        if _stat(sftp, final) is not None:
+            raise appeared from None
+        raise VaultError(f"{shown}: the server refused to give the upload its final name "
+                         f"({_reason(e)}); nothing was named there; ask the body, then send "
+                         "again") from None
+    named = _stat(sftp, final)
+    if named is None or not stat.S_ISREG(named.st_mode or 0) or named.st_size != size:
+        found = "nothing" if named is None else (
+            f"{named.st_size} bytes" if stat.S_ISREG(named.st_mode or 0) else _kind(named))
+        raise VerificationError(f"{shown}: after the rename the server shows {found} under the "
+                                f"final name, not the {size} bytes uploaded; ask the body what "
+                                "it is, then send again")
 
 
 def _alive(sftp: paramiko.SFTPClient) -> bool:
