@@ -506,3 +506,38 @@ def test_receipt_destinations_are_read_strictly(change: dict[str, object], reaso
     with pytest.raises(VaultError, match=reason.replace("(", r"\(")):
         SharingReceipt.from_bytes(canonical_json(doc))
 
+
+
+def test_the_client_key_from_ssh_agent(server: SftpServer, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --identity-file: the keys of the user's running ssh-agent (SSH_AUTH_SOCK), a real
+    OpenSSH ssh-agent holding the test client key."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock)], capture_output=True, text=True,
+                           check=True)
+    pid = int(agent.stdout.split("SSH_AGENT_PID=")[1].split(";")[0])
+    try:
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(["ssh-add", str(server.client_key)], env=env, capture_output=True,
+                       check=True)
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        cli = _office(tmp_path, size=1000)
+        drop = server.drop("icc-agent")
+        package_id, built = _build(cli, tmp_path)
+        result = cli("send", package_id, "--outbox", server.url(drop), "--host-key",
+                     server.fingerprint)
+        assert result.exit_code == 0, result.stderr
+        remote = server.path(drop) / f"{package_id}.evpkg"
+        assert remote.read_bytes() == built.read_bytes()
+        # Without the agent and without a key file, nothing to log in with: one line.
+        monkeypatch.delenv("SSH_AUTH_SOCK")
+        (tmp_path / "second").mkdir()
+        package_id, _ = _build(cli, tmp_path / "second")
+        result = cli("send", package_id, "--outbox", server.url(drop), "--host-key",
+                     server.fingerprint)
+        assert (result.exit_code, result.stderr) == (1, (
+            f"evault: outbox {server.url(drop)}: no client key: start ssh-agent and add the "
+            "key (ssh-add), or give --identity-file\n"))
+        assert not (server.path(drop) / f"{package_id}.evpkg").exists()
+    finally:
+        os.kill(pid, signal.SIGTERM)
