@@ -386,8 +386,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             str(work / "icc-package.evpkg"), "--json", "--vault", office))
         print(f"   package {built['id']}: {built['items']} items, {built['bytes']} bytes, "
               f"encrypted to {len(built['recipients'])} ICC-OTP key(s) and the escrow key")
-        demo.run("send", str(work / "icc-package.evpkg"), "--outbox", str(outbox),
-                 "--vault", office)
+        # ICC-OTP's own outbox, set once (a signed body.outbox_set event): a folder here; a
+        # body's SFTP drop takes sftp://user@host/path with its server's pinned host key.
+        demo.run("body", "set", "ICC-OTP", "--outbox", str(outbox), "--vault", office)
+        demo.run("send", str(work / "icc-package.evpkg"), "--vault", office)
         demo.run("package", "list", "--vault", office)
         receipts = json.loads(demo.run("receipt", "list", "--json", "--vault", office))
         demo.run("receipt", "show", receipts[0]["id"], "--vault", office)
