@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import Cli
 from sftp_server import SftpServer, sftp_unavailable
 from test_sftp import CASE, _build, _evault, _events, _office, _sftp_args, _state
 
