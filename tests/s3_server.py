@@ -111,9 +111,11 @@ class S3Server:
         self.s3_port = s3
         # weed puts its gRPC sockets in /tmp whatever TMPDIR says, and leaves them: close()
         # removes these (named by this server's own ports).
-        self.sockets = [Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock") for name, port in
-                        (("master", master_grpc), ("volume", volume_grpc), ("s3", s3_grpc),
-                         ("filer", filer_grpc))]
+        grpc = {"master": master_grpc, "volume": volume_grpc, "s3": s3_grpc,
+                "filer": filer_grpc}
+        self.sockets = [*getattr(self, "sockets", []),
+                        *(Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock")
+                          for name, port in grpc.items())]
         argv = [
             self.weed, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={self.data}",
             f"-master.port={master}", f"-master.port.grpc={master_grpc}",
@@ -128,10 +130,12 @@ class S3Server:
         ]
         log = open(self.log, "ab")  # noqa: SIM115 (weed writes to it while it runs)
         # A session of its own: stop() signals the server alone, never the test run.
-        # TMPDIR: the master puts a gRPC socket there (no flag names it); in the data folder
-        # it goes when the server does.
+        # No AWS_* variables: weed makes an admin identity of AWS_ACCESS_KEY_ID and
+        # AWS_SECRET_ACCESS_KEY if it finds them, in place of the config's. TMPDIR: where
+        # its logs go (in the data folder, removed with it).
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                     env={**os.environ, "TMPDIR": str(self.root)},
+                                     env={**env, "TMPDIR": str(self.root)},
                                      start_new_session=True)
         log.close()
         deadline = time.monotonic() + 60
