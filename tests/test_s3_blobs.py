@@ -22,7 +22,7 @@ import pytest
 from conftest import Cli
 from s3_server import S3Server, s3_unavailable
 
-from vault.errors import ConfigError, NotFoundError, UsageError, VerificationError
+from vault.errors import ConfigError, NotFoundError, UsageError, VaultError, VerificationError
 from vault.store.blobs import new_blob_id
 from vault.store.s3blobs import MIN_PART_SIZE, S3BlobStore, S3Location
 
@@ -356,3 +356,46 @@ def test_boto3_is_not_loaded_by_commands_that_meet_no_s3_store(sqlite_cli: Cli) 
 
     assert not loaded("--help")
     assert not loaded("items", "list", "--vault", str(sqlite_cli.vault))
+
+
+# ------------------------------------------------------------------- the server killed
+
+
+def test_server_killed_mid_upload(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server of its own, killed (SIGKILL) after the first part: the writer gets one line
+    naming the object and what to do, and keeps no object; the upload the dead server
+    could not be told to abort is what scan() finds once the server is back (doctor)."""
+    with S3Server() as own:
+        for name, value in own.env().items():
+            monkeypatch.setenv(name, value)
+        bucket = own.bucket()
+        store = S3BlobStore(S3Location(bucket, PREFIX), part_size=MIN_PART_SIZE,
+                            client=_quick_client())
+        with pytest.raises(VaultError) as e, store.create() as (blob_id, f):
+            f.write(_data(MIN_PART_SIZE))
+            assert own.proc is not None
+            own.proc.kill()
+            own.proc.wait()
+            f.write(_data(MIN_PART_SIZE))
+        assert f.stored is None
+        assert str(e.value) == (
+            f"s3://{bucket}/{PREFIX}/{blob_id}: cannot reach the S3 store "
+            "(EndpointConnectionError): check AWS_ENDPOINT_URL_S3 and the network, then try "
+            "again")
+        # Back on new ports with the same data: the upload is pending, the object absent.
+        own.start()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", own.endpoint)
+        store = S3BlobStore(S3Location(bucket, PREFIX))
+        pending, found = store.scan()
+        assert ([p.key for p in pending], found) == ([f"{PREFIX}/{blob_id}"], [])
+        store.abort_pending(pending[0])
+        assert store.scan() == ([], [])
+
+
+def _quick_client() -> Any:
+    """The store's own client, with short timeouts and no retries (a dead server)."""
+    from vault.store.s3blobs import s3_client
+
+    client = s3_client(connect_timeout=2, read_timeout=5)
+    client.meta.config.retries = {"max_attempts": 1}
+    return client
