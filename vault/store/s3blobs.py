@@ -1,0 +1,559 @@
+"""The S3 blob store: age-encrypted blobs as objects under random names in a bucket.
+
+    >>> store = S3BlobStore(S3Location.parse("s3://evidence/office-a"))  # doctest: +SKIP
+    >>> with store.create() as (blob_id, f):                           # doctest: +SKIP
+    ...     _ = f.write(b"age-encrypted bytes")
+    >>> f.stored.checksum                     # the store's SHA-256, matched  # doctest: +SKIP
+    'Lm1k...=-1'
+    >>> with store.open(blob_id) as f:                                 # doctest: +SKIP
+    ...     f.read()
+    b'age-encrypted bytes'
+
+One job: where blobs live when they live on S3-compatible object storage (AWS S3, MinIO,
+Ceph, SeaweedFS): ``<prefix>/<32 hex>`` in one bucket, the name random (as in
+:mod:`vault.store.blobs`: it says nothing of the content). Writing streams a multipart
+upload, one part in memory at a time, each part sent with its SHA-256 checksum header
+(``x-amz-checksum-sha256``, which the server checks and refuses with ``BadDigest``); the
+upload is completed only when the body ran to its end, and the object counts as stored
+(:attr:`S3Upload.stored`) only after the server's checksum of the whole object equals the
+one computed here. Any failure aborts the upload, so nothing is left behind; what a dead
+connection leaves is listed by :meth:`S3BlobStore.scan` for ``doctor``. Reading is ranged
+GETs, never the whole object in memory.
+
+The endpoint, region and credentials come from the usual AWS environment and files
+(``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL_S3`` or
+``AWS_ENDPOINT_URL``, ``AWS_REGION`` or ``AWS_DEFAULT_REGION``, ``AWS_PROFILE`` and
+``~/.aws/config``), never from the vault's ``config.toml``: nothing secret in the vault.
+
+Imports: :mod:`vault.store.blobs` (the blob ids) and :mod:`vault.errors`; ``boto3`` (the
+extra ``s3``) only when a store first talks to its server, so a command that never meets an
+S3 store does not load it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import io
+import os
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any, BinaryIO, cast
+
+from vault.errors import ConfigError, NotFoundError, UsageError, VaultError, VerificationError
+from vault.store.blobs import _BLOB_ID, new_blob_id
+
+#: Part size of a multipart upload: S3 wants 5 MiB at least (but for the last part) and
+#: 10,000 parts at most, so 16 MiB parts reach 156 GiB; one part is held in memory.
+PART_SIZE = 16 << 20
+MIN_PART_SIZE = 5 << 20
+#: Bytes asked for by one ranged GET when reading.
+RANGE_SIZE = 16 << 20
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_SEGMENT = re.compile(r"[A-Za-z0-9._-]+")
+_IPV4 = re.compile(r"\d+\.\d+\.\d+\.\d+")
+_URL_HINT = "write s3://BUCKET or s3://BUCKET/PREFIX"
+
+
+# ------------------------------------------------------------------------------ locations
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Location:
+    """A bucket and a key prefix (``s3://bucket/prefix``); valid once constructed."""
+
+    bucket: str
+    prefix: str = ""
+
+    def __post_init__(self) -> None:
+        rule = _bucket_rule(self.bucket) or _prefix_rule(self.prefix)
+        if rule:
+            raise UsageError(f"not an S3 location: {self.url!r}: {rule} ({_URL_HINT})")
+
+    @classmethod
+    def parse(cls, url: str) -> S3Location:
+        """Parse ``s3://bucket`` or ``s3://bucket/prefix/more``, strictly: no user, port,
+        query, fragment, empty or dot segment, or character outside ``A-Za-z0-9._-``."""
+        rule: str | None
+        if not url.startswith("s3://"):
+            rule = "the scheme must be s3://"
+        elif any(c in url[len("s3://"):] for c in "?#@:"):
+            rule = "no user, port, query or fragment"
+        else:
+            bucket, _, prefix = url[len("s3://"):].partition("/")
+            if "/" in url[len("s3://"):] and not prefix:
+                rule = "no empty prefix after the bucket"
+            else:
+                rule = _bucket_rule(bucket) or _prefix_rule(prefix)
+                if not rule:
+                    return cls(bucket, prefix)
+        raise UsageError(f"not an S3 location: {url!r}: {rule} ({_URL_HINT})")
+
+    @property
+    def url(self) -> str:
+        """The ``s3://`` URL."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def key(self, blob_id: str) -> str:
+        """The object key of a blob."""
+        if not _BLOB_ID.fullmatch(blob_id):
+            raise ValueError(f"not a blob id: {blob_id!r}")
+        return f"{self.prefix}/{blob_id}" if self.prefix else blob_id
+
+    def object_url(self, key: str) -> str:
+        """``s3://bucket/key``, to name an object in a message."""
+        return f"s3://{self.bucket}/{key}"
+
+
+def _bucket_rule(bucket: str) -> str | None:
+    """The S3 bucket naming rule ``bucket`` breaks (None if none)."""
+    if not _BUCKET.fullmatch(bucket):
+        return ("the bucket name must be 3-63 lowercase letters, digits, '.' or '-', "
+                "starting and ending with a letter or digit")
+    if ".." in bucket or _IPV4.fullmatch(bucket):
+        return "the bucket name may not hold '..' or be an IP address"
+    return None
+
+
+def _prefix_rule(prefix: str) -> str | None:
+    """The rule a key prefix breaks (None if none)."""
+    if not prefix:
+        return None
+    for segment in prefix.split("/"):
+        if not segment:
+            return "no empty segment in the prefix (no '//' and no final '/')"
+        if segment in (".", ".."):
+            return "no '.' or '..' segment in the prefix"
+        if not _SEGMENT.fullmatch(segment):
+            return "the prefix may hold only letters, digits, '.', '_', '-' and '/'"
+    if len(prefix) > 512:
+        return "the prefix is longer than 512 characters"
+    return None
+
+
+# ---------------------------------------------------------------------------------- client
+
+
+def s3_client(*, connect_timeout: float = 10, read_timeout: float = 60) -> Any:
+    """A boto3 S3 client configured from the AWS environment and files (not the vault).
+
+    ``AWS_REGION`` is honoured as the AWS CLI v2 and the other SDKs honour it (botocore
+    itself reads only ``AWS_DEFAULT_REGION`` and the profile).
+    """
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as e:
+        raise ConfigError(
+            "S3 blob store: boto3 is not installed: install evault with the extra s3 "
+            "(pip install 'evault[s3]')") from e
+    session = boto3.session.Session()
+    region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+    config = Config(
+        connect_timeout=connect_timeout, read_timeout=read_timeout,
+        retries={"mode": "standard", "max_attempts": 4},
+        # The store sends its own SHA-256 per part; no second checksum (CRC32) on top.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
+    return session.client("s3", region_name=region, config=config)
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredObject:
+    """What the server holds once an upload completed and its checksum matched."""
+
+    blob_id: str
+    key: str
+    size: int
+    parts: int
+    #: SHA-256 of the whole object, hex, computed here while writing.
+    sha256: str
+    #: The server's checksum of the object, as S3 gives it: for a multipart upload the
+    #: SHA-256 of the parts' SHA-256s, base64, with ``-<parts>``; ``None`` where the server
+    #: keeps no SHA-256 (then the ETag, the MD5s' MD5, was matched instead).
+    checksum: str | None
+    etag: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingUpload:
+    """A multipart upload begun and never completed nor aborted (a dead writer's)."""
+
+    key: str
+    upload_id: str
+    initiated: datetime | None
+
+
+class S3BlobStore:
+    """Blobs as objects ``<prefix>/<blob id>`` in one bucket (module docstring)."""
+
+    def __init__(
+        self, location: S3Location, *, client: Any = None, part_size: int = PART_SIZE,
+        range_size: int = RANGE_SIZE,
+    ) -> None:
+        if part_size < MIN_PART_SIZE:
+            raise ValueError(f"part size {part_size} is under S3's minimum of {MIN_PART_SIZE}")
+        self.location = location
+        self.part_size = part_size
+        self.range_size = range_size
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        """The S3 client, made (and boto3 imported) at first use."""
+        if self._client is None:
+            self._client = s3_client()
+        return self._client
+
+    def key(self, blob_id: str) -> str:
+        """The object key of a blob."""
+        return self.location.key(blob_id)
+
+    def call(self, operation: str, key: str | None, **kwargs: Any) -> Any:
+        """One S3 call; a failure becomes a :mod:`vault.errors` class with one line."""
+        try:
+            return getattr(self.client, operation)(Bucket=self.location.bucket, **kwargs)
+        except Exception as e:
+            raise self._error(e, operation, key) from e
+
+    def _error(self, e: Exception, operation: str, key: str | None) -> VaultError:
+        """One line naming the object, the rule and the next step."""
+        where = self.location.object_url(key) if key else self.location.url
+        code, status, message = _error_fields(e)
+        if code in ("NoSuchKey", "NotFound") or (status == 404 and code != "NoSuchBucket"):
+            return NotFoundError(
+                f"{where}: no such object in the S3 store: the blob is missing; "
+                "run evault doctor")
+        if code == "NoSuchBucket":
+            return ConfigError(f"{self.location.url}: no such bucket: create it or fix the URL")
+        if code == "BadDigest":
+            return VerificationError(
+                f"{where}: the S3 store refused a part whose SHA-256 checksum does not match "
+                "the bytes it received (BadDigest); nothing was stored: try again")
+        if status == 403 or code in ("AccessDenied", "InvalidAccessKeyId",
+                                     "SignatureDoesNotMatch", "NoCredentialsError",
+                                     "PartialCredentialsError"):
+            # A HEAD's 403 has no body, so no code: the status alone says it.
+            code = code if code and code != "403" else "403 Forbidden"
+            return ConfigError(
+                f"{where}: the S3 store refused the credentials ({code}): set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or a profile in ~/.aws/config")
+        if code in ("EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError",
+                    "ConnectionClosedError"):
+            return VaultError(
+                f"{where}: cannot reach the S3 store ({code}): check AWS_ENDPOINT_URL_S3 "
+                "and the network, then try again")
+        detail = f"{code}: {message}" if message else code
+        return VaultError(f"{where}: S3 {operation} failed ({detail}); try again")
+
+    # -- writing ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def create(self) -> Iterator[tuple[str, S3Upload]]:
+        """Yield (blob id, writable file) streaming a multipart upload.
+
+        On a normal exit the last part is sent, the upload completed and the server's
+        checksum matched against the one computed here; only then is
+        :attr:`S3Upload.stored` set. On any error the upload is aborted (or the completed
+        object deleted, if its checksum did not match) and the error raised again.
+        """
+        blob_id = new_blob_id()
+        key = self.key(blob_id)
+        started = self.call("create_multipart_upload", key, Key=key, ChecksumAlgorithm="SHA256")
+        upload = S3Upload(self, blob_id, key, started["UploadId"])
+        try:
+            yield blob_id, upload
+            upload.finish()
+        except BaseException:
+            upload.abort()
+            raise
+
+    def part_checksum(self, data: bytes) -> bytes:
+        """SHA-256 of one part, as sent in its checksum header (a method, so a test can
+        send a wrong one to a real server)."""
+        return hashlib.sha256(data).digest()
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def open(self, blob_id: str) -> BinaryIO:
+        """A readable, seekable stream of a blob, fetched by ranged GETs of
+        :attr:`range_size` bytes; :class:`NotFoundError` if the object is missing."""
+        key = self.key(blob_id)
+        head = self.call("head_object", key, Key=key)
+        raw = _RangedReader(self, key, int(head["ContentLength"]), head["ETag"])
+        return cast(BinaryIO, io.BufferedReader(raw, buffer_size=1 << 20))
+
+    def exists(self, blob_id: str) -> bool:
+        """Whether the blob's object exists."""
+        key = self.key(blob_id)
+        try:
+            self.call("head_object", key, Key=key)
+        except NotFoundError:
+            return False
+        return True
+
+    def size(self, blob_id: str) -> int:
+        """The blob's size in bytes."""
+        key = self.key(blob_id)
+        return int(self.call("head_object", key, Key=key)["ContentLength"])
+
+    # -- removing and scanning -------------------------------------------------------------
+
+    def remove(self, blob_id: str) -> None:
+        """Delete a blob (one no row refers to); a missing one is fine."""
+        key = self.key(blob_id)
+        self.call("delete_object", key, Key=key)
+
+    def scan(self) -> tuple[list[PendingUpload], list[str]]:
+        """(multipart uploads left pending, ids of complete blob objects) under the prefix,
+        for ``doctor``: ids no row refers to are orphans, rows with no id here are missing
+        blobs. Keys under the prefix that are not blob ids are not listed."""
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        ids: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = self.call("list_objects_v2", None, Prefix=prefix, **token)
+            for entry in page.get("Contents", []):
+                name = entry["Key"][len(prefix):]
+                if _BLOB_ID.fullmatch(name):
+                    ids.append(name)
+            if not page.get("IsTruncated"):
+                break
+            token = {"ContinuationToken": page["NextContinuationToken"]}
+        pending: list[PendingUpload] = []
+        marker: dict[str, str] = {}
+        while True:
+            page = self.call("list_multipart_uploads", None, Prefix=prefix, **marker)
+            for entry in page.get("Uploads", []):
+                if _BLOB_ID.fullmatch(entry["Key"][len(prefix):]):
+                    pending.append(PendingUpload(entry["Key"], entry["UploadId"],
+                                                 entry.get("Initiated")))
+            if not page.get("IsTruncated"):
+                break
+            marker = {"KeyMarker": page["NextKeyMarker"],
+                      "UploadIdMarker": page["NextUploadIdMarker"]}
+        return pending, sorted(ids)
+
+    def abort_pending(self, upload: PendingUpload) -> None:
+        """Abort an upload :meth:`scan` found pending (``doctor --repair``)."""
+        self.call("abort_multipart_upload", upload.key, Key=upload.key,
+                  UploadId=upload.upload_id)
+
+
+class S3Upload(io.RawIOBase):
+    """The writable side of :meth:`S3BlobStore.create`: buffers one part, sends it when
+    full. Not for use outside that context manager (it completes or aborts the upload)."""
+
+    def __init__(self, store: S3BlobStore, blob_id: str, key: str, upload_id: str) -> None:
+        super().__init__()
+        self.store = store
+        self.blob_id = blob_id
+        self.key = key
+        self.upload_id = upload_id
+        self.size = 0
+        #: Set once the upload completed and its checksum matched; None before.
+        self.stored: StoredObject | None = None
+        self._buffer = bytearray()
+        self._parts: list[dict[str, Any]] = []
+        self._digests: list[bytes] = []
+        self._md5s: list[bytes] = []
+        self._whole = hashlib.sha256()
+        self._done = False
+
+    def writable(self) -> bool:
+        """Yes."""
+        return True
+
+    def write(self, data: Any) -> int:
+        """Buffer ``data``; send a part each time the buffer holds one."""
+        if self._done:
+            raise ValueError("write to a finished S3 upload")
+        view = memoryview(data).cast("B")
+        self._whole.update(view)
+        self.size += len(view)
+        written = len(view)
+        # The buffer never holds more than one part: one part and its copy in flight.
+        while view:
+            room = self.store.part_size - len(self._buffer)
+            self._buffer += view[:room]
+            view = view[room:]
+            if len(self._buffer) == self.store.part_size:
+                part = bytes(self._buffer)
+                self._buffer.clear()
+                self._send(part)
+        return written
+
+    def _send(self, part: bytes) -> None:
+        """Upload one part with its SHA-256 header and check what the server says."""
+        number = len(self._parts) + 1
+        digest = self.store.part_checksum(part)
+        sent = base64.b64encode(digest).decode()
+        answer = self.store.call("upload_part", self.key, Key=self.key, UploadId=self.upload_id,
+                                 PartNumber=number, Body=part, ChecksumSHA256=sent)
+        etag = answer["ETag"]
+        got = answer.get("ChecksumSHA256")
+        if got is None:
+            # A server that keeps no SHA-256 checksum: its ETag of a part is the part's MD5.
+            md5 = hashlib.md5(part, usedforsecurity=False).digest()
+            if etag.strip('"') != md5.hex():
+                raise VerificationError(
+                    f"{self.store.location.object_url(self.key)}: part {number}: the S3 "
+                    "store's ETag is not the MD5 of the bytes sent; nothing was stored: "
+                    "try again")
+            self._md5s.append(md5)
+        elif got != sent:
+            raise VerificationError(
+                f"{self.store.location.object_url(self.key)}: part {number}: the S3 store's "
+                "SHA-256 checksum is not the one sent; nothing was stored: try again")
+        self._digests.append(digest)
+        entry: dict[str, Any] = {"PartNumber": number, "ETag": etag}
+        if got is not None:
+            entry["ChecksumSHA256"] = got
+        self._parts.append(entry)
+
+    def finish(self) -> StoredObject:
+        """Send the last part, complete the upload and match its checksum."""
+        if self._buffer or not self._parts:
+            # The last part may be short; an empty blob is one empty part.
+            self._send(bytes(self._buffer))
+            self._buffer.clear()
+        where = self.store.location.object_url(self.key)
+        answer = self.store.call("complete_multipart_upload", self.key, Key=self.key,
+                                 UploadId=self.upload_id,
+                                 MultipartUpload={"Parts": self._parts})
+        self._done = True
+        n = len(self._parts)
+        expected: str | None
+        if len(self._md5s) == n:
+            expected = None
+            want = f"{hashlib.md5(b''.join(self._md5s), usedforsecurity=False).hexdigest()}-{n}"
+            matched = answer["ETag"].strip('"') == want
+        else:
+            composite = hashlib.sha256(b"".join(self._digests)).digest()
+            expected = f"{base64.b64encode(composite).decode()}-{n}"
+            matched = answer.get("ChecksumSHA256") == expected
+        if matched:
+            head = self.store.call("head_object", self.key, Key=self.key)
+            matched = int(head["ContentLength"]) == self.size
+        if not matched:
+            with contextlib.suppress(VaultError):
+                self.store.call("delete_object", self.key, Key=self.key)
+            raise VerificationError(
+                f"{where}: the completed object's checksum or size is not the one of the "
+                f"{n} parts sent; the object was deleted: try again")
+        self.stored = StoredObject(self.blob_id, self.key, self.size, n,
+                                   self._whole.hexdigest(), expected, answer["ETag"])
+        return self.stored
+
+    def abort(self) -> None:
+        """Abort the upload (or delete the object if it completed); errors are swallowed:
+        what cannot be aborted now stays pending, for ``doctor`` to find."""
+        self._buffer = bytearray()
+        with contextlib.suppress(VaultError):
+            if self._done:
+                if self.stored is None:
+                    self.store.call("delete_object", self.key, Key=self.key)
+            else:
+                self._done = True
+                self.store.call("abort_multipart_upload", self.key, Key=self.key,
+                                UploadId=self.upload_id)
+
+
+class _RangedReader(io.RawIOBase):
+    """Reads one object by ranged GETs (``If-Match`` its ETag: a replaced object fails)."""
+
+    def __init__(self, store: S3BlobStore, key: str, size: int, etag: str) -> None:
+        super().__init__()
+        self.store = store
+        self.key = key
+        self.length = size
+        self.etag = etag
+        self._pos = 0
+        self._body: Any = None
+        self._body_end = 0  # the offset where the current GET's body ends
+
+    def readable(self) -> bool:
+        """Yes."""
+        return True
+
+    def seekable(self) -> bool:
+        """Yes: a seek only moves where the next GET starts."""
+        return True
+
+    def tell(self) -> int:
+        """The position."""
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Move to ``offset`` (as :meth:`io.IOBase.seek`)."""
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.length}[whence]
+        target = base + offset
+        if target < 0:
+            raise ValueError("negative seek position")
+        if target != self._pos:
+            self._drop()
+            self._pos = target
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` from the current GET, starting the next range when it ends."""
+        view = memoryview(buffer).cast("B")
+        if self._pos >= self.length or not len(view):
+            return 0
+        if self._body is None:
+            end = min(self._pos + self.store.range_size, self.length)
+            answer = self.store.call("get_object", self.key, Key=self.key, IfMatch=self.etag,
+                                     Range=f"bytes={self._pos}-{end - 1}")
+            self._body = answer["Body"]
+            self._body_end = end
+        want = min(len(view), self._body_end - self._pos)
+        try:
+            chunk = self._body.read(want)
+        except Exception as e:
+            self._drop()
+            raise self.store._error(e, "get_object", self.key) from e
+        if not chunk:
+            self._drop()
+            raise VaultError(
+                f"{self.store.location.object_url(self.key)}: the S3 store ended a ranged "
+                f"read at byte {self._pos} of {self.length}; try again")
+        view[: len(chunk)] = chunk
+        self._pos += len(chunk)
+        if self._pos >= self._body_end:
+            self._drop()
+        return len(chunk)
+
+    def _drop(self) -> None:
+        if self._body is not None:
+            with contextlib.suppress(Exception):
+                self._body.close()
+            self._body = None
+
+    def close(self) -> None:
+        """Close the current GET's connection."""
+        self._drop()
+        super().close()
+
+
+def _error_fields(e: Exception) -> tuple[str, int | None, str]:
+    """(code, HTTP status, message) of a botocore error, without importing botocore."""
+    response: Any = getattr(e, "response", None)
+    if isinstance(response, dict):
+        error = response.get("Error", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return str(error.get("Code", "")), status, str(error.get("Message", ""))
+    return type(e).__name__, None, ""
+
+
+__all__ = [
+    "MIN_PART_SIZE", "PART_SIZE", "RANGE_SIZE", "PendingUpload", "S3BlobStore", "S3Location",
+    "S3Upload", "StoredObject", "s3_client",
+]
