@@ -14,7 +14,7 @@ temporary file, for ``evault doctor`` (see :mod:`vault.service.pending`).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -30,7 +30,7 @@ from vault.names import ITEM_ID
 from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
-from vault.store.models import Case, Item, ItemLabel
+from vault.store.models import Case, CustodyEvent, Item, ItemLabel
 
 ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
 
@@ -275,9 +275,14 @@ def verify_link(vault: Vault, item_id: str, original: str | None = None) -> Link
         item = get_item(session, item_id)
         if item.derived_from is None or item.derivation is None:
             raise NotFoundError(f"item {item_id}: not a derived copy; nothing to verify")
-        _check_signed_link(session, item)
+        from vault.service.rules import own_keys
+
+        # Each intake event checked once, with the key history read once.
+        keys = own_keys(vault, session)
+        copy_event = signed_intake(vault, session, item, keys=keys)
+        _check_signed_link(item, copy_event)
         if item.received_from is not None:
-            _check_signed_source(vault, session, item, item.received_from, None)
+            _check_signed_source(item, copy_event, item.received_from, None)
         expected = item.derived_from_sha256
         if expected is None:
             raise NotFoundError(f"item {item_id}: its link names no SHA-256 of the original; "
@@ -298,9 +303,10 @@ def verify_link(vault: Vault, item_id: str, original: str | None = None) -> Link
             found = None
             chosen = True
         if found is not None:
-            what, kind, actual = found.id, "item", _signed_digest(vault, session, found)
+            found_event = signed_intake(vault, session, found, keys=keys)
+            what, kind, actual = found.id, "item", _signed_digest(found, found_event)
             if not chosen and sender is not None:
-                _check_signed_source(vault, session, found, sender, link_id)
+                _check_signed_source(found, found_event, sender, link_id)
         else:
             assert original is not None
             what, kind, actual = original, "file", _file_sha256(Path(original))
@@ -320,26 +326,11 @@ def verify_link(vault: Vault, item_id: str, original: str | None = None) -> Link
                        sender=sender, original=what, original_kind=kind, sha256=actual)
 
 
-def _check_signed_link(session: Session, item: Item) -> None:
-    """The link in the item's row must be the one its signed intake event names
-    (``item.ingested`` or ``item.received``, at its ``intake_seq``): the check must not
-    rest on a row anyone with the database can edit. The event's signature is checked
-    against the actor's key row; ``custody verify`` checks that key's history."""
-    from vault.crypto.keys import VerifyKey
-    from vault.custody.events import Event
-    from vault.store.models import CustodyEvent, IdentityKey
-
-    row = session.get(CustodyEvent, item.intake_seq)
-    event = Event.decode(row.body) if row is not None else None
-    key = (session.scalar(select(IdentityKey).where(IdentityKey.fingerprint == event.actor))
-           if event is not None else None)
-    signed = None
-    if row is not None and event is not None and key is not None and event.subject == item.id:
-        try:
-            VerifyKey(key.signing_key).verify(row.signature, row.body)
-            signed = event.details.get("derived_from")
-        except VerificationError:
-            signed = None
+def _check_signed_link(item: Item, event: Event) -> None:
+    """The link in the item's row must be the one its signed intake ``event`` names
+    (:func:`signed_intake`): the check must not rest on a row anyone with the database can
+    edit."""
+    signed = event.details.get("derived_from")
     recorded = {"id": item.derived_from, "sha256": item.derived_from_sha256,
                 "relation": item.derivation,
                 **({"tool": item.derivation_tool} if item.derivation_tool else {})}
@@ -350,28 +341,32 @@ def _check_signed_link(session: Session, item: Item) -> None:
             "custody verify` and restore the database from a backup")
 
 
-def _signed_intake(vault: Vault, session: Session, item: Item) -> Event:
+def signed_intake(vault: Vault, session: Session, item: Item, *,
+                  row: CustodyEvent | None = None,
+                  keys: Callable[[str], bytes | None] | None = None,
+                  after: str = "run `evault custody verify` and restore the database from a "
+                               "backup") -> Event:
     """The item's intake event (``item.ingested``, or ``item.received``), its signature
     checked with the vault's key history: what a comparison may rest on, as the item's
-    columns can be changed by anyone with the database."""
+    columns can be changed by anyone with the database. ``row`` and ``keys``
+    (:func:`vault.service.rules.own_keys`) save looking them up again for many items;
+    ``after`` is the next step a refusal names."""
     from vault.service.rules import checked_own_event
-    from vault.store.models import CustodyEvent
 
     action = "item.received" if item.received_from is not None else "item.ingested"
-    row = session.get(CustodyEvent, item.intake_seq)
+    row = row or session.get(CustodyEvent, item.intake_seq)
     try:
         if row is None:
             raise VerificationError("it is missing")
-        return checked_own_event(vault, session, row, action, item.id, "intake")
+        return checked_own_event(vault, session, row, action, item.id, "intake", keys)
     except VaultError as e:
         raise VerificationError(
-            f"item {item.id}: its {action} event cannot be trusted ({e}); run `evault custody "
-            "verify` and restore the database from a backup") from None
+            f"item {item.id}: its {action} event cannot be trusted ({e}); {after}") from None
 
 
-def _signed_digest(vault: Vault, session: Session, item: Item) -> str:
-    """The item's SHA-256 as its signed intake event has it (and its row must agree)."""
-    signed = _signed_intake(vault, session, item).digests.get("sha256")
+def _signed_digest(item: Item, event: Event) -> str:
+    """The item's SHA-256 as its signed intake ``event`` has it (and its row must agree)."""
+    signed = event.digests.get("sha256")
     if signed != item.sha256:
         raise VerificationError(
             f"item {item.id}: its SHA-256 in this vault's database is not the one its signed "
@@ -380,11 +375,11 @@ def _signed_digest(vault: Vault, session: Session, item: Item) -> str:
     return signed
 
 
-def _check_signed_source(vault: Vault, session: Session, item: Item, sender: str,
+def _check_signed_source(item: Item, event: Event, sender: str,
                          source_item: str | None) -> None:
     """A received item came from ``sender`` (and is its ``source_item``, when given) as its
-    signed ``item.received`` event says, not only as its row says."""
-    details = _signed_intake(vault, session, item).details
+    signed ``item.received`` ``event`` says, not only as its row says."""
+    details = event.details
     if details.get("sender") != sender or (
             source_item is not None and details.get("source_item") != source_item):
         raise VerificationError(

@@ -36,7 +36,6 @@ from vault.errors import (
     NotFoundError,
     PolicyError,
     UsageError,
-    VaultError,
     VerificationError,
 )
 from vault.formats.canonical import canonical_json
@@ -46,11 +45,10 @@ from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
-from vault.service.items import get_case, item_info, original_of
+from vault.service.items import get_case, item_info, original_of, signed_intake
 from vault.service.rules import (
     RuleSet,
     a_copy,
-    checked_own_event,
     checked_rules,
     copy_verdict,
     own_keys,
@@ -179,16 +177,9 @@ class _SignedIntake:
             return
         self.keys = self.keys or own_keys(self.vault, self.session)
         action = "item.received" if item.received_from is not None else "item.ingested"
-        row = self.rows.get(item.intake_seq) or self.session.get(CustodyEvent, item.intake_seq)
-        try:
-            if row is None:
-                raise VerificationError("it is missing")
-            event = checked_own_event(self.vault, self.session, row, action, item.id,
-                                      "intake", self.keys)
-        except VaultError as e:
-            raise VerificationError(
-                f"item {item.id}: its {action} event cannot be trusted ({e}); nothing was "
-                "packaged; run `evault custody verify`") from None
+        event = signed_intake(self.vault, self.session, item,
+                              row=self.rows.get(item.intake_seq), keys=self.keys,
+                              after="nothing was packaged; run `evault custody verify`")
         signed_labels = event.details.get("labels")
         if signed_labels is not None:  # an item received before labels were signed: none
             missing = sorted({str(lb) for lb in signed_labels}
