@@ -30,12 +30,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+
+from local_tsa import free_port
 
 SSHD = "/usr/sbin/sshd"
 USER = "nobody"
@@ -80,12 +81,6 @@ def sftp_unavailable() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _keygen(path: Path, comment: str) -> None:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f",
                     str(path)], check=True, stdin=subprocess.DEVNULL)
@@ -116,7 +111,7 @@ class SftpServer:
         authorized = self.auth / USER
         shutil.copyfile(self.client / "id_ed25519.pub", authorized)
         os.chmod(authorized, 0o644)
-        self.port = _free_port()
+        self.port = free_port()
         self.config = self.etc / "sshd_config"
         self.config.write_text(_CONFIG.format(port=self.port, etc=self.etc, auth=self.auth,
                                               chroot=self.chroot, user=USER))
