@@ -627,7 +627,10 @@ def case_sftp(ctx: Context) -> list[Row]:
     hash it (OpenSSH offers no check-file) before the rename, and records and receipts the
     send; ``sftp -b`` and ``scp`` only write.
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    # As tests/conftest.py does: tests/ and scripts/ (local_tsa, whose free_port the server
+    # takes) on the path.
+    root = Path(__file__).resolve().parent.parent
+    sys.path[:0] = [str(root / "tests"), str(root / "scripts")]
     from sftp_server import SftpServer, sftp_unavailable
 
     reason = sftp_unavailable()
