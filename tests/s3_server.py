@@ -213,8 +213,10 @@ class S3Server:
         return boto3.client("s3", endpoint_url=self.endpoint, region_name=REGION,
                             aws_access_key_id=ACCESS_KEY, aws_secret_access_key=self.secret_key)
 
-    def bucket(self) -> str:
-        """A new empty bucket with a random name."""
+    def bucket(self, *, object_lock: bool = False) -> str:
+        """A new empty bucket with a random name (with Object Lock enabled, and so
+        versioning, if asked)."""
         name = f"evault-test-{secrets.token_hex(6)}"
-        self.client().create_bucket(Bucket=name)
+        self.client().create_bucket(Bucket=name, **(
+            {"ObjectLockEnabledForBucket": True} if object_lock else {}))
         return name

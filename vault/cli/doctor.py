@@ -56,6 +56,9 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
                 f"send it with `evault send {pid} --outbox DIR`")
         for row in leftovers:
             say(_leftover_line(row))
+        for blob in report.missing or ():
+            say(f"blob {blob}: missing from {report.blob_store}; restore it from a backup, "
+                "then run `evault custody verify`")
     if report.key_history_differences:
         # The key tables disagree with the signed history: a failed verification.
         raise Reported(verification=True)

@@ -29,21 +29,47 @@ from vault.cli.common import (
     help="Database URL (default: SQLite vault.db "
     "inside the vault), e.g. postgresql+psycopg://user@host/dbname",
 )
+@click.option(
+    "--blobs", "blobs", metavar="s3://BUCKET/PREFIX",
+    help="Keep blobs in this S3 bucket (AWS S3, MinIO, Ceph, SeaweedFS) instead of the "
+    "vault's blobs/ folder; endpoint, region and credentials come from the AWS environment "
+    "(AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, ...), never from config.toml.",
+)
+@click.option(
+    "--object-lock", "lock_mode", type=click.Choice(["governance", "compliance"]),
+    help="Give every new blob S3 Object Lock retention in this mode (the bucket must have "
+    "Object Lock enabled); needs --retain-days.",
+)
+@click.option(
+    "--retain-days", type=click.IntRange(1, 36_500), metavar="DAYS",
+    help="How long each blob's Object Lock retention lasts after it is written.",
+)
 @json_option
-def init(vault_dir: Path | None, database: str | None, as_json: bool) -> None:
+def init(vault_dir: Path | None, database: str | None, blobs: str | None,
+         lock_mode: str | None, retain_days: int | None, as_json: bool) -> None:
     """\b
     Examples:
       evault init --vault ./office-vault
       evault init --vault ./team-vault --db postgresql+psycopg://evault@db.example/evault
+      evault init --vault ./team-vault --db postgresql+psycopg://evault@db.example/evault \\
+          --blobs s3://evidence/office-a --object-lock compliance --retain-days 3650
     """
+    from vault.errors import UsageError
     from vault.service.vaults import init_vault
+    from vault.store.vaultdir import ObjectLock
 
-    result = init_vault(vault_dir, database=database)
+    if (lock_mode is None) != (retain_days is None):
+        raise UsageError("init: --object-lock and --retain-days go together; give both, or "
+                         "neither for no retention")
+    lock = ObjectLock(lock_mode, retain_days) if lock_mode and retain_days else None
+    result = init_vault(vault_dir, database=database, blobs=blobs, object_lock=lock)
     data = {
         "vault": str(result.root),
         "created": result.created,
         "database": result.database,
         "revision": result.revision,
+        "blobs": result.blobs or "blobs/",
+        **({"object_lock": result.object_lock.text} if result.object_lock else {}),
     }
     emit_record(data, as_json)
     if not as_json:

@@ -13,7 +13,12 @@ does not; with ``repair`` the rows are rewritten from the verified history.
 
 With ``repair``, leftovers of interrupted commands are removed: temporary blob files and
 blobs that no committed row refers to. It waits for running intakes first (they hold the
-intake lock), so it never removes a blob that is about to be committed.
+intake lock), so it never removes a blob that is about to be committed. Blobs on S3 are
+checked the same way (``blob_store`` names the bucket): objects no row refers to are
+orphans, rows whose object (of the version recorded) is gone are missing, and multipart
+uploads a killed writer left pending are ``temporary_files``, which repair aborts. On a
+team vault the intake lock is a PostgreSQL advisory lock, so repair waits for every
+machine's intakes.
 
 ``leftovers`` lists the plaintext an ``items export`` or ``open`` killed midway left outside
 the vault, as recorded in ``<vault>/pending/`` (:mod:`vault.service.pending`): only what a
@@ -30,13 +35,13 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, utcnow
-from vault.errors import VaultError
+from vault.errors import ConfigError, VaultError
 from vault.keystore import choose
 from vault.service import keyhistory, pending
 from vault.service.results import Sparse
@@ -44,6 +49,9 @@ from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
 from vault.store.models import Blob, Body, Identity, Item, Package, PackageState
+
+if TYPE_CHECKING:
+    from vault.store.s3blobs import S3BlobStore
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,8 +89,9 @@ class DoctorReport(Sparse):
     up to ``key_store_reason``; ``blobs_removed`` and ``keys_repaired`` come with repair."""
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
-        "identities", "bodies", "items", "release_rules", "unsent_packages", "blobs",
-        "blobs_missing", "temporary_files", "orphaned_blobs", "blobs_removed",
+        "identities", "bodies", "items", "release_rules", "unsent_packages", "blob_store",
+        "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
+        "orphaned_blobs", "blobs_removed",
         "keys_repaired", "key_history", "key_history_differences", "leftovers"})
     vault: str
     vault_id: str
@@ -96,8 +105,12 @@ class DoctorReport(Sparse):
     items: int | None = None
     release_rules: str | None = None
     unsent_packages: tuple[str, ...] | None = None
+    blob_store: str | None = None
+    object_lock: str | None = None
     blobs: int | None = None
     blobs_missing: int | None = None
+    #: Each missing blob, as ``BLOB (items EV-..., ...)``.
+    missing: tuple[str, ...] | None = None
     temporary_files: int | None = None
     orphaned_blobs: int | None = None
     blobs_removed: int | None = None
@@ -138,36 +151,32 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         if revision != head:
             return report
         found: dict[str, Any] = {}
-        blobs = BlobStore(v.blobs)
+        try:
+            blobs = v.blob_store()
+        except ConfigError as e:  # config.toml and the database disagree: say so, go on
+            return dataclasses.replace(report, blob_store=f"not checked: {e}")
+        found["blob_store"] = blobs.where
+        if v.config.object_lock:
+            found["object_lock"] = v.config.object_lock.text
         lock = blobs.intake_lock(exclusive=True) if repair else contextlib.nullcontext()
-        with lock, v.transaction() as session:
-            found["identities"] = session.scalar(select(func.count()).select_from(Identity))
-            found["bodies"] = session.scalar(select(func.count()).select_from(Body))
-            found["items"] = session.scalar(select(func.count()).select_from(Item))
-            found["release_rules"] = _rules_state(v, session)
-            # Built and never sent: an interrupted export's, or `package create` without `send`.
-            found["unsent_packages"] = tuple(session.scalars(
-                select(Package.id).where(Package.state == PackageState.BUILT)
-                .order_by(Package.created_at)))
-            known = set(session.scalars(select(Blob.id)))
-            temps, on_disk = blobs.scan()
-            # Interrupted package builds leave temporary ciphertext in exports/.
-            exports = v.root / "exports"
-            if exports.is_dir():
-                temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-"))
-            orphans = sorted(set(on_disk) - known)
-            missing = sorted(known - set(on_disk))
-            found["blobs"] = len(known)
-            found["blobs_missing"] = len(missing)
-            found["temporary_files"] = len(temps)
-            found["orphaned_blobs"] = len(orphans)
-            if repair:
-                for temp in temps:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(temp)
-                for blob_id in orphans:
-                    blobs.remove(blob_id)
-                found["blobs_removed"] = len(temps) + len(orphans)
+        with lock:
+            with v.transaction() as session:
+                found["identities"] = session.scalar(select(func.count()).select_from(Identity))
+                found["bodies"] = session.scalar(select(func.count()).select_from(Body))
+                found["items"] = session.scalar(select(func.count()).select_from(Item))
+                found["release_rules"] = _rules_state(v, session)
+                # Built and never sent: an interrupted export's, or `package create` without
+                # `send`.
+                found["unsent_packages"] = tuple(session.scalars(
+                    select(Package.id).where(Package.state == PackageState.BUILT)
+                    .order_by(Package.created_at)))
+                known = {blob_id: version for blob_id, version in session.execute(
+                    select(Blob.id, Blob.version_id))}
+            if isinstance(blobs, BlobStore):
+                found.update(_check_folder(v, blobs, known, repair=repair))
+            else:
+                found.update(_check_bucket(v, cast("S3BlobStore", blobs), known,
+                                           repair=repair))
         keys = check_key_history(v, repair=repair)
         return dataclasses.replace(
             report, **found, keys_repaired=keys.keys_repaired, key_history=keys.key_history,
@@ -175,6 +184,63 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
             leftovers=tuple(check_leftovers(v, repair=repair)))
     finally:
         v.close()
+
+
+def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None], *,
+                  repair: bool) -> dict[str, Any]:
+    """The blob folder against the rows: missing and orphaned blobs, temporary files."""
+    temps, on_disk = blobs.scan()
+    # Interrupted package builds leave temporary ciphertext in exports/.
+    exports = v.root / "exports"
+    if exports.is_dir():
+        temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-"))
+    orphans = sorted(set(on_disk) - set(known))
+    missing = sorted(set(known) - set(on_disk))
+    found = _blob_counts(v, known, missing, len(temps), len(orphans))
+    if repair:
+        for temp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+        for blob_id in orphans:
+            blobs.remove(blob_id)
+        found["blobs_removed"] = len(temps) + len(orphans)
+    return found
+
+
+def _check_bucket(v: Vault, blobs: S3BlobStore, known: dict[str, str | None], *,
+                  repair: bool) -> dict[str, Any]:
+    """The bucket against the rows: missing and orphaned objects, pending uploads."""
+    pending_uploads, listed = blobs.scan()
+    orphans = sorted(set(listed) - set(known))
+    # Not listed: gone, or (a versioned bucket) hidden by a delete marker while the version
+    # the vault reads is still there.
+    missing = sorted(b for b in set(known) - set(listed)
+                     if known[b] is None or not blobs.exists(b, known[b]))
+    found = _blob_counts(v, known, missing, len(pending_uploads), len(orphans))
+    if repair:
+        for upload in pending_uploads:
+            blobs.abort_pending(upload)
+        for blob_id in orphans:
+            blobs.remove(blob_id)
+        found["blobs_removed"] = len(pending_uploads) + len(orphans)
+    return found
+
+
+def _blob_counts(v: Vault, known: dict[str, str | None], missing: list[str], temps: int,
+                 orphans: int) -> dict[str, Any]:
+    found: dict[str, Any] = {"blobs": len(known), "blobs_missing": len(missing),
+                             "temporary_files": temps, "orphaned_blobs": orphans}
+    if missing:
+        with v.transaction() as session:
+            items: dict[str, list[str]] = {}
+            for blob_id, item_id in session.execute(
+                    select(Item.blob_id, Item.id).where(Item.blob_id.in_(missing[:1000]))
+                    .order_by(Item.id)):
+                items.setdefault(blob_id, []).append(item_id)
+        found["missing"] = tuple(
+            f"{b} (items {', '.join(items[b])})" if b in items else f"{b} (no item)"
+            for b in missing[:1000])
+    return found
 
 
 def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:

@@ -243,7 +243,7 @@ def export(
     outboxes = _outboxes(vault, plans, outbox)
     exports = vault.root / EXPORTS
     exports.mkdir(mode=0o700, exist_ok=True)
-    lock = contextlib.nullcontext() if dry_run else _one_export_at_a_time(vault.root)
+    lock = contextlib.nullcontext() if dry_run else _one_export_at_a_time(vault)
     with lock:
         run = _reshare_run(vault.root) if reshare else None
         results = _export(vault, plans, outboxes=outboxes, exports=exports, dry_run=dry_run,
@@ -298,15 +298,21 @@ def _note_reshare_run(root: Path, package_ids: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def _one_export_at_a_time(root: Path) -> Iterator[None]:
+def _one_export_at_a_time(vault: Vault) -> Iterator[None]:
     """Exports of one vault run one after the other: a second one waits, then decides with
-    what the first one shared (two at once would each send the same items to a body)."""
+    what the first one shared (two at once would each send the same items to a body). On a
+    team vault (PostgreSQL) the lock is an advisory lock every machine sees; the file lock
+    keeps one machine's exports apart on SQLite and PostgreSQL alike (its reshare run
+    record is a file of this vault folder)."""
     import fcntl
 
-    fd = os.open(root / EXPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    from vault.store.db import advisory_lock
+
+    fd = os.open(vault.root / EXPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
+        with advisory_lock(vault.engine, f"evault:{vault.config.vault_id}:export"):
+            yield
     finally:
         os.close(fd)
 

@@ -48,7 +48,7 @@ from vault.service.recording import NewItem, record_items
 from vault.service.results import Result
 from vault.service.storing import Stored, store_path, store_paths
 from vault.service.vaults import Vault
-from vault.store.blobs import BlobStore
+from vault.store.blobs import Blobs
 from vault.store.models import Case, Item, VaultKey
 
 if TYPE_CHECKING:
@@ -476,15 +476,17 @@ class StoredFile:
     sha256: str
     stored_size: int
     extra: dict[str, str] = field(default_factory=dict)
+    version: str | None = None
+    retain_until: datetime | None = None
 
     @classmethod
     def of(cls, row: IntakeRow, stored: Stored) -> StoredFile:
         return cls(row, stored.blob_id, stored.size, stored.sha256, stored.stored_size,
-                   stored.extra)
+                   stored.extra, stored.version, stored.retain_until)
 
 
 def store_file(
-    blobs: BlobStore,
+    blobs: Blobs,
     row: IntakeRow,
     recipient: AgeRecipient,
     algorithms: Sequence[str],
@@ -536,7 +538,7 @@ def _chunks(rows: Sequence[IntakeRow]) -> Iterator[tuple[list[IntakeRow], bool]]
 
 
 def _stored_in_order(
-    blobs: BlobStore,
+    blobs: Blobs,
     rows: Sequence[IntakeRow],
     recipient: AgeRecipient,
     algorithms: Sequence[str],
@@ -563,7 +565,7 @@ def _stored_in_order(
         return
     from concurrent.futures.process import BrokenProcessPool
 
-    task = (str(blobs.root), str(recipient), tuple(algorithms), follow_symlinks)
+    task = (blobs.spec, str(recipient), tuple(algorithms), follow_symlinks)
     ahead: deque[_Ahead] = deque()
     try:
         for run, small in _chunks(rows):
@@ -601,7 +603,7 @@ class _Ahead:
 
 
 def _collect(
-    blobs: BlobStore,
+    blobs: Blobs,
     entry: _Ahead,
     recipient: AgeRecipient,
     algorithms: Sequence[str],
@@ -624,7 +626,7 @@ def _collect(
         yield StoredFile.of(row, stored)
 
 
-def _discard(blobs: BlobStore, ahead: deque[_Ahead]) -> None:
+def _discard(blobs: Blobs, ahead: deque[_Ahead]) -> None:
     """Cancel the runs not started; remove the blobs that finished runs stored and that were
     not handed to the caller (waiting for runs still going)."""
     for entry in ahead:
@@ -791,7 +793,7 @@ def _record_batch(
         recorded = record_items(session, log, pair, [
             NewItem(
                 Stored(stored.blob_id, stored.size, stored.sha256, stored.stored_size,
-                       stored.extra),
+                       stored.extra, stored.version, stored.retain_until),
                 case=stored.row.fields.case,
                 original_name=stored.row.path.name,
                 action="item.ingested",
@@ -854,7 +856,7 @@ def ingest(
         _missing_cases(session, {r.fields.case for r in rows}, create_case)
         _originals(session, rows)
     recipient = storage_recipient(vault, as_name)
-    blobs = BlobStore(vault.blobs)
+    blobs = vault.blob_store()
     results: list[IngestedItem] = []
     done = 0
     total_bytes = sum(r.size or 0 for r in rows)
@@ -906,7 +908,7 @@ def ingest(
 
 def _commit(
     vault: Vault,
-    blobs: BlobStore,
+    blobs: Blobs,
     batch: list[StoredFile],
     as_name: str | None,
     create_case: bool,

@@ -30,7 +30,7 @@ from vault.names import ITEM_ID
 from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
-from vault.store.models import Case, CustodyEvent, Item, ItemLabel
+from vault.store.models import Blob, Case, CustodyEvent, Item, ItemLabel
 
 ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
 
@@ -426,7 +426,6 @@ def export_item(
     from vault.service import pending
     from vault.service.custody import CustodyLog, actor_pair
     from vault.service.intake import storage_identity
-    from vault.store.blobs import BlobStore
 
     if not reason.strip():
         raise UsageError("items export: --reason must say why the content is needed")
@@ -438,7 +437,9 @@ def export_item(
         pair = actor_pair(vault, session, as_name)
         identity = storage_identity(vault, session)
         blob_id, expected, size = item.blob_id, item.sha256, item.size
-    blobs = BlobStore(vault.blobs)
+        version = (session.scalar(select(Blob.version_id).where(Blob.id == blob_id))
+                   if vault.config.blobs else None)
+    blobs = vault.blob_store()
     digest = hashlib.sha256()
     written = 0
     logged = False
@@ -452,7 +453,7 @@ def export_item(
     started: int | None = None
     with pending.recorded(vault.root, "export", token, folder, item=item_id) as entry:
         try:
-            with blobs.open(blob_id) as src, atomic_writer(
+            with blobs.open(blob_id, version) as src, atomic_writer(
                     output, mode=0o600, temp_name=pending.export_temp_name(token)) as out:
                 # Held while it runs: doctor leaves a locked temporary alone, whatever its
                 # record in pending/ has become (a copy renamed over it is not locked).

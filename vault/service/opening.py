@@ -75,7 +75,6 @@ from vault.service.recording import NewItem, record_items
 from vault.service.results import Result, Sparse
 from vault.service.storing import store_path
 from vault.service.vaults import Vault
-from vault.store.blobs import BlobStore
 from vault.store.models import (
     BodyKey,
     Case,
@@ -312,7 +311,7 @@ def _receive(
     envelope = report.envelope
     metadata = {str(i["id"]): i for i in report.items}
     recipient = storage_recipient(vault)
-    blobs = BlobStore(vault.blobs)
+    blobs = vault.blob_store()
     stored = []
     total = sum(item.size for item in statement.items)
     done = 0

@@ -106,7 +106,8 @@ def record_items(
         if blob_id is None:
             blob_rows.append({"id": stored.blob_id, "size": stored.size,
                               "sha256": stored.sha256, "stored_size": stored.stored_size,
-                              "created_at": now})
+                              "created_at": now, "version_id": stored.version,
+                              "retain_until": stored.retain_until})
             known[key] = blob_id = stored.blob_id
         else:
             redundant.append(stored.blob_id)

@@ -18,12 +18,13 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from vault.crypto.age import AgeRecipient, AgeWriter
 from vault.errors import VaultError
-from vault.store.blobs import BlobStore
+from vault.store.blobs import Blobs, BlobStore
 
 READ_SIZE = 1 << 20
 ASYNC_HASH_MIN = 256 * 1024  # smaller chunks are hashed inline: a thread hop costs more
@@ -38,6 +39,9 @@ class Stored:
     sha256: str
     stored_size: int
     extra: dict[str, str] = field(default_factory=dict)
+    #: On S3: the object version written and when its retention ends (else None).
+    version: str | None = None
+    retain_until: datetime | None = None
 
 
 class _Counter:
@@ -62,7 +66,7 @@ def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
 
 
 def store_path(
-    blobs: BlobStore,
+    blobs: Blobs,
     path: str | os.PathLike[str],
     recipient: AgeRecipient,
     algorithms: Sequence[str],
@@ -97,12 +101,15 @@ def store_path(
                     f"{path}: changed while being read; nothing of it was stored, "
                     "ingest it again when it is stable"
                 )
+    placed = blobs.placement(blob_id)
     return Stored(
         blob_id=blob_id,
         size=total,
         sha256=hashers[0].hexdigest(),
         stored_size=counter.count,
         extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
+        version=placed.version if placed else None,
+        retain_until=placed.retain_until if placed else None,
     )
 
 
@@ -122,7 +129,7 @@ class _Reading:
 
 
 def store_paths(
-    root: str,
+    store: str,
     recipient: str,
     algorithms: tuple[str, ...],
     follow_symlinks: bool,
@@ -133,7 +140,7 @@ def store_paths(
     All or nothing: if one file fails, the blobs this call wrote are removed before the
     error is raised, so the caller has only the blobs of results it received to account for.
     """
-    blobs = _blob_store(root)
+    blobs = _blob_store(store)
     key = AgeRecipient.parse(recipient)
     done: list[Stored] = []
     try:
@@ -148,10 +155,15 @@ def store_paths(
 
 
 @functools.lru_cache(maxsize=4)
-def _blob_store(root: str) -> BlobStore:
-    """One store per blob folder and process: it remembers the shard folders it made, so a
-    worker does not try to make them again for every run of files."""
-    return BlobStore(Path(root))
+def _blob_store(spec: str) -> Blobs:
+    """One store per blob store and process (``spec``: a folder, or an ``s3://`` URL): a
+    folder store remembers the shard folders it made, so a worker does not try to make them
+    again for every run of files; an S3 store keeps its client and connections."""
+    if spec.startswith("s3://"):
+        from vault.store.s3blobs import S3BlobStore
+
+        return S3BlobStore.from_spec(spec)
+    return BlobStore(Path(spec))
 
 
 def _pump(

@@ -17,22 +17,29 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import ConfigError, UsageError, VaultError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
 from vault.store import db, sealed
+from vault.store.blobs import INTAKE_LOCK, Blobs, BlobStore
+from vault.store.models import VaultSetting
 from vault.store.vaultdir import (
     BLOBS_NAME,
     SQLITE_NAME,
+    ObjectLock,
     VaultConfig,
     check_new_vault_dir,
     load_config,
     resolve,
     write_config,
 )
+
+#: The ``vault_settings`` rows every machine's ``config.toml`` must agree with.
+BLOBS_SETTING = "blobs"
+OBJECT_LOCK_SETTING = "object_lock"
 
 
 @dataclass
@@ -48,11 +55,46 @@ class Vault:
     skip_timestamps: bool = False
     _sessions: sessionmaker[Session] | None = None
     _keystore: KeyStore | None = field(default=None, repr=False)
+    _blob_store: Blobs | None = field(default=None, repr=False)
 
     @property
     def blobs(self) -> Path:
-        """The folder of encrypted blobs."""
+        """The folder of encrypted blobs (of a vault whose blobs are not on S3)."""
         return self.root / BLOBS_NAME
+
+    def blob_store(self) -> Blobs:
+        """The vault's blob store, made at first use: the ``blobs/`` folder, or the S3
+        bucket ``config.toml`` names, once the database agrees (see :func:`check_blob_settings`)."""
+        if self._blob_store is None:
+            check_blob_settings(self.root, self.config, read_blob_settings(self.engine))
+            if self.config.blobs is None:
+                self._blob_store = BlobStore(self.blobs)
+            else:
+                from vault.clock import utcnow
+                from vault.store.s3blobs import S3BlobStore, S3Location
+
+                self._blob_store = S3BlobStore(
+                    S3Location.parse(self.config.blobs), object_lock=self.config.object_lock,
+                    intake_lock=self._shared_intake_lock, clock=utcnow)
+        return self._blob_store
+
+    @contextlib.contextmanager
+    def _shared_intake_lock(self, exclusive: bool) -> Iterator[None]:
+        """The intake lock of blobs on S3: a PostgreSQL advisory lock, which every machine
+        of a team vault sees, or (SQLite: one machine) a file lock in the vault folder."""
+        name = f"evault:{self.config.vault_id}:intake"
+        with db.advisory_lock(self.engine, name, shared=not exclusive) as taken:
+            if taken:
+                yield
+                return
+            import fcntl
+
+            fd = os.open(self.root / INTAKE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                yield
+            finally:
+                os.close(fd)
 
     @property
     def keystore(self) -> KeyStore:
@@ -122,6 +164,44 @@ def open_vault(
     return Vault(root=root, config=config, engine=engine, prompt=prompt)
 
 
+def read_blob_settings(engine: Engine) -> tuple[str | None, ObjectLock | None]:
+    """Where the database says blobs live (None: each machine's ``blobs/`` folder) and the
+    Object Lock it says they get.
+
+    Read outside any transaction (no ``BEGIN IMMEDIATE`` on SQLite), so a command may ask
+    for its blob store while it holds a write transaction of its own."""
+    table = VaultSetting.__table__
+    stmt = select(table.c.name, table.c.value)
+    with engine.connect() as conn:
+        rows = {str(name): str(value) for name, value in db.raw_rows(conn, stmt)}
+    lock = rows.get(OBJECT_LOCK_SETTING)
+    try:
+        return rows.get(BLOBS_SETTING), ObjectLock.parse(lock) if lock else None
+    except UsageError as e:
+        raise ConfigError(f"vault database: setting object_lock: {e}; restore it from a "
+                          "backup") from None
+
+
+def check_blob_settings(root: Path, config: VaultConfig,
+                        recorded: tuple[str | None, ObjectLock | None]) -> None:
+    """Refuse a machine whose ``config.toml`` names another blob store or Object Lock than
+    the vault's database: its blobs would go where the other machines do not look."""
+    blobs, lock = recorded
+    source = root / "config.toml"
+    if blobs != config.blobs:
+        said = f"blobs on {config.blobs}" if config.blobs else "blobs in its blobs/ folder"
+        records = f"blobs on {blobs}" if blobs else "blobs in each vault folder's blobs/"
+        raise ConfigError(
+            f"{source}: says {said}, but the vault's database records {records}; make "
+            "config.toml say what the database does (copy it from a machine of the vault)")
+    if lock != config.object_lock:
+        said = f"object lock {config.object_lock.text}" if config.object_lock else "no object lock"
+        records = f"object lock {lock.text}" if lock else "none"
+        raise ConfigError(
+            f"{source}: says {said}, but the vault's database records {records}; make "
+            "config.toml say what the database does (copy it from a machine of the vault)")
+
+
 @dataclass(frozen=True)
 class InitResult:
     """What ``init`` did."""
@@ -130,16 +210,26 @@ class InitResult:
     created: bool
     database: str
     revision: str
+    blobs: str | None = None
+    object_lock: ObjectLock | None = None
 
 
-def init_vault(vault: Path | str | None = None, *, database: str | None = None) -> InitResult:
+def init_vault(
+    vault: Path | str | None = None, *, database: str | None = None, blobs: str | None = None,
+    object_lock: ObjectLock | None = None,
+) -> InitResult:
     """Create a vault, or bring an existing one to the current schema (idempotent).
 
     A new vault is built whole in a staging folder beside ``vault`` and renamed into place
     only when its database is migrated, so a failed or killed ``init`` leaves no half-made
     vault: the next ``init`` starts afresh (and removes a killed one's staging folder).
+    ``blobs`` (an ``s3://`` URL) puts its blobs in a bucket, checked to answer first, and
+    records that in the database, which every machine of the vault must then agree with.
     """
     root = resolve(vault)
+    if object_lock is not None and blobs is None:
+        raise UsageError("init: --object-lock needs --blobs s3://BUCKET/PREFIX (a folder "
+                         "has no Object Lock)")
     exists = check_new_vault_dir(root)
     if exists:
         config = load_config(root)
@@ -147,17 +237,68 @@ def init_vault(vault: Path | str | None = None, *, database: str | None = None) 
             raise ConfigError(
                 f"{root}: already a vault with another database; init does not move vaults"
             )
+        if (blobs and blobs != config.blobs) or (object_lock and object_lock != config.object_lock):
+            raise ConfigError(
+                f"{root}: already a vault with its blobs {_blobs_text(config)}; init does not "
+                "move blobs")
         url = config.database_url(root)
         revision = _migrate(url)
         if config.database is None:
             os.chmod(root / SQLITE_NAME, 0o600)
     else:
-        config = VaultConfig.new(database=database)
+        if blobs is not None:
+            from vault.store.s3blobs import S3Location
+
+            blobs = S3Location.parse(blobs).url
+        config = VaultConfig.new(database=database, blobs=blobs, object_lock=object_lock)
         if database:
             _check_reachable(database)
+        if blobs is not None:
+            _check_bucket(config)
         url = config.database_url(root)
         revision = _create(root, config)
-    return InitResult(root=root, created=not exists, database=_redact(url), revision=revision)
+    return InitResult(root=root, created=not exists, database=_redact(url), revision=revision,
+                      blobs=config.blobs, object_lock=config.object_lock)
+
+
+def _blobs_text(config: VaultConfig) -> str:
+    if config.blobs is None:
+        return "in its blobs/ folder"
+    lock = f" under object lock {config.object_lock.text}" if config.object_lock else ""
+    return f"on {config.blobs}{lock}"
+
+
+def _check_bucket(config: VaultConfig) -> None:
+    """Fail before creating anything if the bucket does not answer (or lacks Object Lock)."""
+    from vault.store.s3blobs import S3BlobStore, S3Location
+
+    assert config.blobs is not None
+    S3BlobStore(S3Location.parse(config.blobs), object_lock=config.object_lock).check()
+
+
+def _record_blob_settings(url: str, config: VaultConfig, root: Path) -> None:
+    """Write where blobs live into a new vault's database, or check that the database (a
+    team's, which other vaults' machines use already) says the same."""
+    from sqlalchemy import func
+
+    from vault.store.models import Blob
+
+    engine = db.make_engine(url)
+    try:
+        with db.session_factory(engine).begin() as session:
+            recorded = {name: value for name, value in session.execute(
+                select(VaultSetting.name, VaultSetting.value))}
+            wanted = {BLOBS_SETTING: config.blobs,
+                      OBJECT_LOCK_SETTING: config.object_lock.text if config.object_lock
+                      else None}
+            if not recorded and not any(wanted.values()):
+                return
+            if not recorded and not session.scalar(select(func.count()).select_from(Blob)):
+                session.add_all(VaultSetting(name=k, value=v) for k, v in wanted.items() if v)
+                return
+            check_blob_settings(root, config, read_blob_settings(engine))
+    finally:
+        engine.dispose()
 
 
 def _check_reachable(url: str) -> None:
@@ -198,10 +339,12 @@ def _create(root: Path, config: VaultConfig) -> str:
     stage = root.parent / f".{root.name}.init-{os.getpid()}-{secrets.token_hex(4)}"
     try:
         stage.mkdir(mode=0o700)
-        (stage / BLOBS_NAME).mkdir(mode=0o700)
+        if config.blobs is None:
+            (stage / BLOBS_NAME).mkdir(mode=0o700)
         write_config(stage, config)
         crash_point("init.config_written")
         revision = _migrate(config.database_url(stage))
+        _record_blob_settings(config.database_url(stage), config, root)
         if config.database is None:
             os.chmod(stage / SQLITE_NAME, 0o600)
         crash_point("init.migrated")

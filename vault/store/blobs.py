@@ -12,6 +12,8 @@
 One job: where blobs live, writing one under a temporary name, making a batch durable,
 reading, removing and scanning them, and the lock that keeps ``doctor --repair`` away from
 blobs not yet committed. How a file is made durable is :mod:`vault.durable`'s.
+:class:`Blobs` is what the services use, whichever store a vault has: this folder, or an
+S3 bucket (:mod:`vault.store.s3blobs`).
 
 Imports: :mod:`vault.durable` only.
 """
@@ -23,8 +25,11 @@ import os
 import re
 import secrets
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Protocol, cast
 
 from vault.durable import TEMP_PREFIX, WritebackFile, fsync_dir, syncfs
 
@@ -38,6 +43,46 @@ def new_blob_id() -> str:
     return secrets.token_hex(BLOB_ID_BYTES)
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where a new blob was put, beyond its id, for its row: the S3 object version and the
+    date its Object Lock retention ends (both None in a folder)."""
+
+    version: str | None
+    retain_until: datetime | None
+
+
+class Blobs(Protocol):
+    """A blob store: :class:`BlobStore` (a folder) or
+    :class:`~vault.store.s3blobs.S3BlobStore` (a bucket)."""
+
+    @property
+    def spec(self) -> str:
+        """What a worker process opens the same store by (a path or an ``s3://`` URL)."""
+
+    @property
+    def where(self) -> str:
+        """The store's name in messages."""
+
+    def intake_lock(self, *, exclusive: bool = False) -> AbstractContextManager[None]:
+        """Shared while blobs are written and not yet committed; exclusive for repair."""
+
+    def create(self) -> AbstractContextManager[tuple[str, BinaryIO]]:
+        """Yield (blob id, writable file); the blob exists once the block ends."""
+
+    def placement(self, blob_id: str) -> Placement | None:
+        """The version and retention of a blob this object just wrote, if the store has any."""
+
+    def sync(self, blob_ids: list[str]) -> None:
+        """Make new blobs durable before the rows that name them are committed."""
+
+    def open(self, blob_id: str, version: str | None = None) -> BinaryIO:
+        """Read a blob (that version of it, where the store keeps versions)."""
+
+    def remove(self, blob_id: str) -> None:
+        """Delete a blob no row refers to."""
+
+
 class BlobStore:
     """The ``blobs/`` folder: ``blobs/<2 hex>/<32 hex>``, each an age-encrypted file.
 
@@ -49,6 +94,20 @@ class BlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         self._shards: set[str] = set()  # shard folders known to exist (one mkdir each)
+
+    @property
+    def spec(self) -> str:
+        """The folder's path."""
+        return str(self.root)
+
+    @property
+    def where(self) -> str:
+        """The folder's path."""
+        return str(self.root)
+
+    def placement(self, blob_id: str) -> Placement | None:
+        """None: a file has no version or retention."""
+        return None
 
     def path(self, blob_id: str) -> Path:
         """Where a blob lives."""
@@ -113,8 +172,8 @@ class BlobStore:
         for parent in {self.path(b).parent for b in blob_ids}:  # pragma: no cover
             fsync_dir(parent)
 
-    def open(self, blob_id: str) -> BinaryIO:
-        """Open a blob for reading."""
+    def open(self, blob_id: str, version: str | None = None) -> BinaryIO:
+        """Open a blob for reading (a folder keeps no versions: ``version`` is None)."""
         return open(self.path(blob_id), "rb")
 
     def remove(self, blob_id: str) -> None:

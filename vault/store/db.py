@@ -13,6 +13,8 @@ serialised across processes. The schema is created only by the Alembic migration
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ BUSY_TIMEOUT_MS = 60_000
 #: The newest migration in ``vault/migrations/versions``. Every command checks the database against
 #: it, so it is a constant rather than read from the scripts: importing Alembic and scanning the
 #: migrations cost ~120 ms and ~14 MiB per command. A test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0012"
+SCHEMA_HEAD = "0013"
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -122,6 +124,35 @@ def _result_processor(column: ColumnElement[Any], dialect: Dialect) -> Callable[
         dialect, None
     )
     return processor
+
+
+@contextlib.contextmanager
+def advisory_lock(engine: Engine, name: str, *, shared: bool = False) -> Iterator[bool]:
+    """A lock across machines: on PostgreSQL a session-level advisory lock named ``name``,
+    taken (waiting for it) on a connection of its own and held until the block ends; yields
+    True. On SQLite it takes nothing and yields False: the caller locks a file instead (a
+    SQLite vault lives on one machine).
+
+    Advisory locks are per database, not per schema, so ``name`` should say which vault.
+    """
+    if engine.dialect.name != "postgresql":
+        yield False
+        return
+    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+    kind = "pg_advisory_lock_shared" if shared else "pg_advisory_lock"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"SELECT {kind}({key})")
+        conn.commit()  # end the implicit transaction; the lock belongs to the session
+        try:
+            yield True
+        finally:
+            # Closing returns the connection to the pool, which does not end the session:
+            # unlock explicitly (a dead process's session ends, and its locks with it).
+            try:
+                conn.exec_driver_sql(f"SELECT {kind.replace('lock', 'unlock')}({key})")
+                conn.commit()
+            except Exception:
+                conn.invalidate()  # closed for good: its session, and the lock, end
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

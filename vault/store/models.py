@@ -178,7 +178,8 @@ class Case(Base):
 
 
 class Blob(Base):
-    """One encrypted file in ``blobs/``; its random name says nothing about its content."""
+    """One encrypted file in the blob store (the ``blobs/`` folder or an S3 bucket); its
+    random name says nothing about its content."""
 
     __tablename__ = "blobs"
 
@@ -187,6 +188,21 @@ class Blob(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     stored_size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # On S3: the object version written (a versioned bucket), read back by that version so
+    # that a newer version put over it is never read; and when its Object Lock retention
+    # ends, as the store reported it after the upload. Both None in a folder store.
+    version_id: Mapped[str | None] = mapped_column(String(1024))
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class VaultSetting(Base):
+    """A setting every machine of the vault must agree on (``blobs``: where blobs live;
+    ``object_lock``: the retention asked for them), kept in ``config.toml`` too."""
+
+    __tablename__ = "vault_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Item(Base):

@@ -39,12 +39,14 @@ import hashlib
 import io
 import os
 import re
-from collections.abc import Iterator
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta, timezone
 from typing import Any, BinaryIO, cast
 
 from vault.errors import ConfigError, NotFoundError, UsageError, VaultError, VerificationError
-from vault.store.blobs import _BLOB_ID, new_blob_id
+from vault.store.blobs import _BLOB_ID, Placement, new_blob_id
+from vault.store.vaultdir import ObjectLock
 
 #: Part size of a multipart upload: S3 wants 5 MiB at least (but for the last part) and
 #: 10,000 parts at most, so 16 MiB parts reach 156 GiB; one part is held in memory.
@@ -181,6 +183,10 @@ class StoredObject:
     #: keeps no SHA-256 (then the ETag, the MD5s' MD5, was matched instead).
     checksum: str | None
     etag: str
+    #: The object's version (a versioned bucket, as Object Lock needs), else None.
+    version: str | None = None
+    #: When its retention ends, as the server reports it (None: no retention).
+    retain_until: datetime | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,14 +203,79 @@ class S3BlobStore:
 
     def __init__(
         self, location: S3Location, *, client: Any = None, part_size: int = PART_SIZE,
-        range_size: int = RANGE_SIZE,
+        range_size: int = RANGE_SIZE, object_lock: ObjectLock | None = None,
+        intake_lock: Callable[[bool], AbstractContextManager[None]] | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
             raise ValueError(f"part size {part_size} is under S3's minimum of {MIN_PART_SIZE}")
         self.location = location
         self.part_size = part_size
         self.range_size = range_size
+        self.object_lock = object_lock
         self._client = client
+        self._intake_lock = intake_lock
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._placed: dict[str, StoredObject] = {}
+
+    @property
+    def spec(self) -> str:
+        """What a worker process needs to open this store again: the URL and, with Object
+        Lock, ``#mode:days`` (credentials come from the environment it inherits)."""
+        lock = f"#{self.object_lock.text}" if self.object_lock else ""
+        return self.location.url + lock
+
+    @classmethod
+    def from_spec(cls, spec: str) -> S3BlobStore:
+        """The store :attr:`spec` names (in a worker process: no intake lock here, the
+        process that started the workers holds it)."""
+        url, _, lock = spec.partition("#")
+        return cls(S3Location.parse(url), object_lock=ObjectLock.parse(lock) if lock else None)
+
+    @property
+    def where(self) -> str:
+        """The store's name in messages and in ``doctor``."""
+        return self.location.url
+
+    @contextlib.contextmanager
+    def intake_lock(self, *, exclusive: bool = False) -> Iterator[None]:
+        """Shared while blobs are written and not yet committed, exclusive for ``doctor
+        --repair``: the lock the vault provides across its machines (a PostgreSQL advisory
+        lock for a team vault), or none."""
+        if self._intake_lock is None:
+            yield
+            return
+        with self._intake_lock(exclusive):
+            yield
+
+    def sync(self, blob_ids: list[str]) -> None:
+        """Nothing to do: an object is durable once its upload completed."""
+
+    def placement(self, blob_id: str) -> Placement | None:
+        """The version and retention of a blob this store object wrote (once)."""
+        stored = self._placed.pop(blob_id, None)
+        if stored is None:
+            return None
+        return Placement(stored.version, stored.retain_until)
+
+    def check(self) -> None:
+        """Fail with one line unless the bucket answers to these credentials and, with
+        Object Lock asked for, has Object Lock enabled (``init`` calls this first)."""
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        self.call("list_objects_v2", None, Prefix=prefix, MaxKeys=1)
+        if self.object_lock is None:
+            return
+        try:
+            answer = self.call("get_object_lock_configuration", None)
+        except VaultError as e:
+            raise ConfigError(
+                f"{self.location.url}: the bucket has no Object Lock ({e}); create it with "
+                "Object Lock enabled, or leave out --object-lock") from None
+        enabled = answer.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled")
+        if enabled != "Enabled":
+            raise ConfigError(
+                f"{self.location.url}: Object Lock is not enabled on the bucket; create it "
+                "with Object Lock enabled, or leave out --object-lock")
 
     @property
     def client(self) -> Any:
@@ -257,7 +328,7 @@ class S3BlobStore:
     # -- writing ---------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def create(self) -> Iterator[tuple[str, S3Upload]]:
+    def create(self) -> Iterator[tuple[str, BinaryIO]]:
         """Yield (blob id, writable file) streaming a multipart upload.
 
         On a normal exit the last part is sent, the upload completed and the server's
@@ -267,14 +338,24 @@ class S3BlobStore:
         """
         blob_id = new_blob_id()
         key = self.key(blob_id)
-        started = self.call("create_multipart_upload", key, Key=key, ChecksumAlgorithm="SHA256")
-        upload = S3Upload(self, blob_id, key, started["UploadId"])
+        retain: dict[str, Any] = {}
+        until: datetime | None = None
+        if self.object_lock is not None:
+            # Whole seconds: S3 keeps the date to the second, and the check below compares.
+            until = (self._clock() + timedelta(days=self.object_lock.days)).replace(
+                microsecond=0)
+            retain = {"ObjectLockMode": self.object_lock.mode.upper(),
+                      "ObjectLockRetainUntilDate": until}
+        started = self.call("create_multipart_upload", key, Key=key, ChecksumAlgorithm="SHA256",
+                            **retain)
+        upload = S3Upload(self, blob_id, key, started["UploadId"], until)
         try:
-            yield blob_id, upload
-            upload.finish()
+            yield blob_id, cast(BinaryIO, upload)
+            stored = upload.finish()
         except BaseException:
             upload.abort()
             raise
+        self._placed[blob_id] = stored
 
     def part_checksum(self, data: bytes) -> bytes:
         """SHA-256 of one part, as sent in its checksum header (a method, so a test can
@@ -283,19 +364,22 @@ class S3BlobStore:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def open(self, blob_id: str) -> BinaryIO:
-        """A readable, seekable stream of a blob, fetched by ranged GETs of
-        :attr:`range_size` bytes; :class:`NotFoundError` if the object is missing."""
+    def open(self, blob_id: str, version: str | None = None) -> BinaryIO:
+        """A readable, seekable stream of a blob (of that ``version``, if the vault recorded
+        one), fetched by ranged GETs of :attr:`range_size` bytes; :class:`NotFoundError` if
+        the object is missing."""
         key = self.key(blob_id)
-        head = self.call("head_object", key, Key=key)
-        raw = _RangedReader(self, key, int(head["ContentLength"]), head["ETag"])
+        pinned = {"VersionId": version} if version else {}
+        head = self.call("head_object", key, Key=key, **pinned)
+        raw = _RangedReader(self, key, int(head["ContentLength"]), head["ETag"], pinned)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=1 << 20))
 
-    def exists(self, blob_id: str) -> bool:
-        """Whether the blob's object exists."""
+    def exists(self, blob_id: str, version: str | None = None) -> bool:
+        """Whether the blob's object (that version of it, if given) exists."""
         key = self.key(blob_id)
+        pinned = {"VersionId": version} if version else {}
         try:
-            self.call("head_object", key, Key=key)
+            self.call("head_object", key, Key=key, **pinned)
         except NotFoundError:
             return False
         return True
@@ -352,12 +436,14 @@ class S3Upload(io.RawIOBase):
     """The writable side of :meth:`S3BlobStore.create`: buffers one part, sends it when
     full. Not for use outside that context manager (it completes or aborts the upload)."""
 
-    def __init__(self, store: S3BlobStore, blob_id: str, key: str, upload_id: str) -> None:
+    def __init__(self, store: S3BlobStore, blob_id: str, key: str, upload_id: str,
+                 retain_until: datetime | None = None) -> None:
         super().__init__()
         self.store = store
         self.blob_id = blob_id
         self.key = key
         self.upload_id = upload_id
+        self.retain_until = retain_until
         self.size = 0
         #: Set once the upload completed and its checksum matched; None before.
         self.stored: StoredObject | None = None
@@ -440,8 +526,11 @@ class S3Upload(io.RawIOBase):
             composite = hashlib.sha256(b"".join(self._digests)).digest()
             expected = f"{base64.b64encode(composite).decode()}-{n}"
             matched = answer.get("ChecksumSHA256") == expected
+        version = answer.get("VersionId")
+        pinned = {"VersionId": version} if version else {}
+        head: dict[str, Any] = {}
         if matched:
-            head = self.store.call("head_object", self.key, Key=self.key)
+            head = self.store.call("head_object", self.key, Key=self.key, **pinned)
             matched = int(head["ContentLength"]) == self.size
         if not matched:
             with contextlib.suppress(VaultError):
@@ -449,8 +538,22 @@ class S3Upload(io.RawIOBase):
             raise VerificationError(
                 f"{where}: the completed object's checksum or size is not the one of the "
                 f"{n} parts sent; the object was deleted: try again")
+        kept = head.get("ObjectLockRetainUntilDate")
+        lock = self.store.object_lock
+        if lock is not None and (head.get("ObjectLockMode", "").lower() != lock.mode
+                                 or kept is None or self.retain_until is None
+                                 or kept < self.retain_until):
+            # The store took the upload but not the retention (a server that ignores the
+            # headers): the blob would not be protected as the vault says.
+            with contextlib.suppress(VaultError):
+                self.store.call("delete_object", self.key, Key=self.key, **pinned)
+            raise ConfigError(
+                f"{where}: the S3 store did not keep the Object Lock retention asked for "
+                f"({lock.text}); check that the bucket has Object Lock enabled and the "
+                "credentials may set retention")
         self.stored = StoredObject(self.blob_id, self.key, self.size, n,
-                                   self._whole.hexdigest(), expected, answer["ETag"])
+                                   self._whole.hexdigest(), expected, answer["ETag"],
+                                   version, kept)
         return self.stored
 
     def abort(self) -> None:
@@ -470,12 +573,14 @@ class S3Upload(io.RawIOBase):
 class _RangedReader(io.RawIOBase):
     """Reads one object by ranged GETs (``If-Match`` its ETag: a replaced object fails)."""
 
-    def __init__(self, store: S3BlobStore, key: str, size: int, etag: str) -> None:
+    def __init__(self, store: S3BlobStore, key: str, size: int, etag: str,
+                 pinned: dict[str, str]) -> None:
         super().__init__()
         self.store = store
         self.key = key
         self.length = size
         self.etag = etag
+        self.pinned = pinned
         self._pos = 0
         self._body: Any = None
         self._body_end = 0  # the offset where the current GET's body ends
@@ -511,7 +616,7 @@ class _RangedReader(io.RawIOBase):
         if self._body is None:
             end = min(self._pos + self.store.range_size, self.length)
             answer = self.store.call("get_object", self.key, Key=self.key, IfMatch=self.etag,
-                                     Range=f"bytes={self._pos}-{end - 1}")
+                                     Range=f"bytes={self._pos}-{end - 1}", **self.pinned)
             self._body = answer["Body"]
             self._body_end = end
         want = min(len(view), self._body_end - self._pos)

@@ -5,7 +5,8 @@
     >>> VaultConfig(vault_id="0f1e2d3c").database_url(Path("/srv/vault"))
     'sqlite:////srv/vault/vault.db'
 
-A vault is a directory with ``config.toml``, a ``blobs/`` folder and, by default, the SQLite
+A vault is a directory with ``config.toml``, a ``blobs/`` folder (or, with ``blobs =
+"s3://bucket/prefix"``, a bucket on S3-compatible storage) and, by default, the SQLite
 database ``vault.db``. ``EVAULT_HOME`` or ``--vault`` choose the directory; otherwise the
 platform's user data directory.
 """
@@ -43,6 +44,10 @@ TIMESTAMPS_CHOICES = ("required", "when-available")
 _TSA_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # Under the arcs 0 and 1 the second arc is below 40 (X.660), as `cryptography` insists.
 _APPROVER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: Object Lock modes (S3): governance (users with a special permission may shorten it) or
+#: compliance (no one may, not even the account's root, until it ends).
+OBJECT_LOCK_MODES = ("governance", "compliance")
+MAX_RETAIN_DAYS = 36_500
 _OID = re.compile(r"([01]\.([0-9]|[1-3][0-9])|2\.(0|[1-9][0-9]*))(\.(0|[1-9][0-9]*))*")
 
 
@@ -108,6 +113,34 @@ class TsaConfig:
         return cls(name=name, url=url, ca=tuple(ca), policy=policy, timeout=float(timeout))
 
 
+@dataclass(frozen=True)
+class ObjectLock:
+    """The retention each new blob on S3 gets: ``mode`` for ``days`` after it is written."""
+
+    mode: str
+    days: int
+
+    def __post_init__(self) -> None:
+        if self.mode not in OBJECT_LOCK_MODES:
+            raise UsageError(f"object lock: mode {self.mode!r}: use governance or compliance")
+        if isinstance(self.days, bool) or not 1 <= self.days <= MAX_RETAIN_DAYS:
+            raise UsageError(f"object lock: retention of {self.days} days: give 1 to "
+                             f"{MAX_RETAIN_DAYS} days")
+
+    @property
+    def text(self) -> str:
+        """``mode:days``, as the vault's database records it."""
+        return f"{self.mode}:{self.days}"
+
+    @classmethod
+    def parse(cls, text: str) -> ObjectLock:
+        """The inverse of :attr:`text`."""
+        mode, _, days = text.partition(":")
+        if not days.isdigit():
+            raise UsageError(f"object lock: {text!r} is not MODE:DAYS")
+        return cls(mode, int(days))
+
+
 def default_home() -> Path:
     """``EVAULT_HOME`` if set, else the platform's user data directory for evault."""
     env = os.environ.get("EVAULT_HOME")
@@ -142,11 +175,18 @@ class VaultConfig:
     approvals_bodies: dict[str, tuple[int, tuple[str, ...]]] = field(default_factory=dict)
     #: ... and label -> approvers each required in addition (``[approvals.labels]``).
     approvals_labels: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Where blobs live: None for the ``blobs/`` folder, or an ``s3://bucket/prefix`` URL
+    #: (endpoint and credentials come from the AWS environment, never from here).
+    blobs: str | None = None
+    #: The retention new blobs on S3 get (None: none asked for).
+    object_lock: ObjectLock | None = None
 
     @classmethod
-    def new(cls, database: str | None = None) -> VaultConfig:
+    def new(cls, database: str | None = None, *, blobs: str | None = None,
+            object_lock: ObjectLock | None = None) -> VaultConfig:
         """A configuration for a new vault with a fresh random id."""
-        return cls(vault_id=uuid.uuid4().hex, database=database)
+        return cls(vault_id=uuid.uuid4().hex, database=database, blobs=blobs,
+                   object_lock=object_lock)
 
     def database_url(self, root: Path) -> str:
         """The SQLAlchemy URL: the configured one, or ``vault.db`` inside ``root``."""
@@ -163,6 +203,12 @@ class VaultConfig:
             lines.append(f"database = {json.dumps(self.database)}")
         if self.organisation:
             lines.append(f"organisation = {json.dumps(self.organisation)}")
+        if self.blobs:
+            lines += ["# Blobs on S3: endpoint, region and credentials come from the AWS "
+                      "environment.", f"blobs = {json.dumps(self.blobs)}"]
+        if self.object_lock:
+            lines.append(f"object_lock = {{ mode = {json.dumps(self.object_lock.mode)}, "
+                         f"days = {self.object_lock.days} }}")
         lines += [
             "",
             "# Change release rules with `evault rule add|remove|default`: each change is a signed",
@@ -229,6 +275,7 @@ class VaultConfig:
                                          or not organisation.strip()):
             raise ConfigError(f"{source}: organisation must be a name; remove the line if "
                               "there is none")
+        blobs, object_lock = _blob_settings(data, source)
         rules_raw = data.get("release_rules", {})
         if not isinstance(rules_raw, dict):
             raise ConfigError(f"{source}: [release_rules] must be a table")
@@ -281,7 +328,36 @@ class VaultConfig:
             tsa=tsas,
             approvals_bodies=bodies_policy,
             approvals_labels=labels_policy,
+            blobs=blobs,
+            object_lock=object_lock,
         )
+
+
+def _blob_settings(data: dict[str, Any], source: Path) -> tuple[str | None, ObjectLock | None]:
+    """``blobs`` and ``object_lock``, checked."""
+    blobs = data.get("blobs")
+    if blobs is not None:
+        if not isinstance(blobs, str) or not blobs.startswith("s3://"):
+            raise ConfigError(f"{source}: blobs must be an s3://BUCKET/PREFIX URL; remove the "
+                              "line for the vault's own blobs/ folder")
+        from vault.store.s3blobs import S3Location
+
+        try:
+            S3Location.parse(blobs)
+        except UsageError as e:
+            raise ConfigError(f"{source}: blobs: {e}") from None
+    raw = data.get("object_lock")
+    if raw is None:
+        return blobs, None
+    if blobs is None:
+        raise ConfigError(f"{source}: object_lock needs blobs on S3 (blobs = \"s3://...\")")
+    if not isinstance(raw, dict) or set(raw) != {"mode", "days"}:
+        raise ConfigError(f"{source}: object_lock must be {{ mode = \"compliance\", "
+                          "days = N }")
+    try:
+        return blobs, ObjectLock(raw["mode"], raw["days"])
+    except (UsageError, TypeError) as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def _names(value: object, where: str) -> tuple[str, ...]:

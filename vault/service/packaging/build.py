@@ -58,7 +58,7 @@ from vault.service.packaging.plan import (
 from vault.service.packaging.records import PackageInfo, package_info
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
-from vault.store.blobs import BlobStore
+from vault.store.blobs import Blobs
 from vault.store.models import Body, Package, PackageItem, PackageRecipient, PackageState
 
 
@@ -113,13 +113,13 @@ def write_package_files(
     try:
         for draft in drafts:
             outs.append(_PackageOut(draft))
-        store = BlobStore(vault.blobs)
+        store = vault.blob_store()
         for item, holders in _items_of(outs):
             live = [(out, path) for out, path in holders if out.error is None]
             if not live:
                 continue
             try:
-                with store.open(item.blob_id) as src:
+                with _open_blob(store, item) as src:
                     plain = cast(BinaryIO, AgeReader(src, [live[0][0].draft.storage]))
                     digest = add_payload_to_each([(out.bag, path) for out, path in live],
                                                  plain, item.size)
@@ -141,6 +141,18 @@ def write_package_files(
         raise
     crash_point("package.payload_written")
     return [out.written or cast(VaultError, out.error) for out in outs]
+
+
+def _open_blob(store: Blobs, item: DraftItem) -> BinaryIO:
+    """The item's blob; a missing one is named by its item (it fails only its packages)."""
+    try:
+        return store.open(item.blob_id, item.blob_version)
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"item {item.id}: its blob {item.blob_id} is missing from {store.where}; run "
+            "`evault doctor`, and restore the blob from a backup") from None
+    except NotFoundError as e:
+        raise NotFoundError(f"item {item.id}: {e}") from None
 
 
 def _items_of(

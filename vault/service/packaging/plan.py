@@ -55,7 +55,16 @@ from vault.service.rules import (
     release_verdict,
 )
 from vault.service.vaults import Vault
-from vault.store.models import Body, CustodyEvent, Identity, IdentityKey, Item, ItemLabel, ItemTag
+from vault.store.models import (
+    Blob,
+    Body,
+    CustodyEvent,
+    Identity,
+    IdentityKey,
+    Item,
+    ItemLabel,
+    ItemTag,
+)
 
 
 def select_items(
@@ -386,6 +395,21 @@ def _sender_org(vault: Vault, identity: Identity) -> str:
     return identity.org or vault.config.organisation or identity.name
 
 
+def blob_versions(vault: Vault, session: Session, blob_ids: Sequence[str]) -> dict[str, str]:
+    """The S3 object version each blob was written as (blobs on S3 in a versioned bucket
+    only; a folder keeps none, and nothing is asked of its database)."""
+    if vault.config.blobs is None:
+        return {}
+    out: dict[str, str] = {}
+    unique = sorted(set(blob_ids))
+    for start in range(0, len(unique), 5000):
+        out.update((blob_id, version) for blob_id, version in session.execute(
+            select(Blob.id, Blob.version_id).where(Blob.id.in_(unique[start:start + 5000]),
+                                                  Blob.version_id.is_not(None)))
+            if version is not None)
+    return out
+
+
 class DraftItem(NamedTuple):
     """An item as a package draft holds it."""
 
@@ -396,6 +420,7 @@ class DraftItem(NamedTuple):
     path: str  # in the bag, below data/
     seq: int  # intake order
     link: ItemLink | None = None  # a derived copy's link to its original (item_link)
+    blob_version: str | None = None  # the S3 object version its blob was written as
 
 
 @dataclass
@@ -498,6 +523,7 @@ def plan_package(
         excerpt = _custody_excerpt(session, items, checkpoint_size)
         paths = [f"{item.id}/{item.original_name}" for item in items]
         links = [item_link(session, item) for item in items]
+        versions = blob_versions(vault, session, [item.blob_id for item in items])
         return PackageDraft(
             package_id=package_id,
             body_id=body_id,
@@ -515,7 +541,7 @@ def plan_package(
             timestamps=timestamping.encode(timestamps),
             excerpt=excerpt,
             items=tuple(DraftItem(item.id, item.blob_id, item.size, item.sha256, path,
-                                  item.intake_seq, link)
+                                  item.intake_seq, link, versions.get(item.blob_id))
                         for item, path, link in zip(items, paths, links, strict=True)),
             metadata=[_item_metadata(item, f"data/{path}", link)
                       for item, path, link in zip(items, paths, links, strict=True)],
