@@ -144,7 +144,8 @@ def s3_client(*, connect_timeout: float = 10, read_timeout: float = 60) -> Any:
     """A boto3 S3 client configured from the AWS environment and files (not the vault).
 
     ``AWS_REGION`` is honoured as the AWS CLI v2 and the other SDKs honour it (botocore
-    itself reads only ``AWS_DEFAULT_REGION`` and the profile).
+    itself reads only ``AWS_DEFAULT_REGION`` and the profile), and ``AWS_MAX_ATTEMPTS``
+    (default 4 attempts, the standard retry mode).
     """
     try:
         import boto3
@@ -155,9 +156,13 @@ def s3_client(*, connect_timeout: float = 10, read_timeout: float = 60) -> Any:
             "(pip install 'evault[s3]')") from e
     session = boto3.session.Session()
     region = os.environ.get("AWS_REGION") or session.region_name or "us-east-1"
+    attempts = os.environ.get("AWS_MAX_ATTEMPTS", "4")
     config = Config(
         connect_timeout=connect_timeout, read_timeout=read_timeout,
-        retries={"mode": "standard", "max_attempts": 4},
+        # The AWS variable, as the SDKs read it; an explicit Config would otherwise win.
+        retries={"mode": "standard",
+                 "max_attempts": int(attempts) if attempts.isdigit() and attempts != "0"
+                 else 4},
         # The store sends its own SHA-256 per part; no second checksum (CRC32) on top.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
