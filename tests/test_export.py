@@ -284,9 +284,9 @@ def test_each_blob_is_read_once_for_all_bodies(office: Cli, tmp_path: Path,
     opened: list[str] = []
     real_open = BlobStore.open
 
-    def counting_open(self: BlobStore, blob_id: str) -> Any:
+    def counting_open(self: BlobStore, blob_id: str, version: str | None = None) -> Any:
         opened.append(blob_id)
-        return real_open(self, blob_id)
+        return real_open(self, blob_id, version)
 
     monkeypatch.setattr(BlobStore, "open", counting_open)
     rows = _jsonl(office.ok("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox",
