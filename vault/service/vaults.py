@@ -82,8 +82,7 @@ class Vault:
     def _shared_intake_lock(self, exclusive: bool) -> Iterator[None]:
         """The intake lock of blobs on S3: a PostgreSQL advisory lock, which every machine
         of a team vault sees, or (SQLite: one machine) a file lock in the vault folder."""
-        name = f"evault:{self.config.vault_id}:intake"
-        with db.advisory_lock(self.engine, name, shared=not exclusive) as taken:
+        with db.advisory_lock(self.engine, "evault:intake", shared=not exclusive) as taken:
             if taken:
                 yield
                 return

@@ -1,0 +1,68 @@
+"""Hostile review of issue 21 (blobs on S3 for a team vault): attacks that worked, each
+fixed, against the real SeaweedFS of tests/s3_server.py and the real PostgreSQL of the
+other tests. Nothing is mocked; where a test needs the server to tell a lie (or to be one
+that ignores a parameter) it wraps one method of the store and lets the real server answer
+what it is sent.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+from s3_server import S3Server, s3_unavailable
+from test_s3_vault import PREFIX, _keys, _office, _point_at
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[S3Server]:
+    reason = s3_unavailable()
+    if reason:
+        pytest.skip(f"no S3 test server: {reason}")
+    with S3Server() as s:
+        yield s
+
+
+@pytest.fixture
+def aws_env(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _point_at(server, monkeypatch, tmp_path)
+
+
+# ------------------------------------------------------------------------- locks
+
+
+def test_doctor_repair_waits_for_a_machine_that_joined_with_init(
+        aws_env: None, server: S3Server, tmp_path: Path, pg_url: str) -> None:
+    """A second machine joins the team vault with `init --db URL --blobs URL` (accepted:
+    the database agrees), which gives its config.toml a vault_id of its own. Its intake
+    lock was named by that id, so machine A's `doctor --repair` did not wait for it and
+    deleted B's uploaded, not yet committed blob as an orphan: the item B then recorded
+    had no object. The lock must be the one every machine of the database takes."""
+    from vault.service.doctor import diagnose
+    from vault.service.vaults import open_vault
+
+    bucket = server.bucket()
+    _office(tmp_path, bucket, pg_url)
+    Cli(tmp_path / "b").ok("init", "--db", pg_url, "--blobs", f"s3://{bucket}/{PREFIX}")
+    b = open_vault(tmp_path / "b")
+    try:
+        store = b.blob_store()
+        done = threading.Event()
+        with store.intake_lock():
+            with store.create() as (blob_id, f):
+                f.write(b"age ciphertext of an intake in flight")
+            thread = threading.Thread(
+                target=lambda: (diagnose(tmp_path / "a", repair=True), done.set()),
+                daemon=True)
+            thread.start()
+            waited = not done.wait(3)
+            still_there = f"{PREFIX}/{blob_id}" in _keys(server, bucket)
+        thread.join(60)
+        assert done.is_set()
+    finally:
+        b.close()
+    assert waited, "doctor --repair did not wait for the other machine's intake"
+    assert still_there
