@@ -10,11 +10,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import Cli
 from s3_server import S3Server, s3_unavailable
-from test_s3_vault import PREFIX, _keys, _office, _point_at
+from test_s3_vault import PREFIX, _ingest, _keys, _office, _point_at
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +67,47 @@ def test_doctor_repair_waits_for_a_machine_that_joined_with_init(
         b.close()
     assert waited, "doctor --repair did not wait for the other machine's intake"
     assert still_there
+
+
+# --------------------------------------------------------------------------- init
+
+
+def test_a_new_vault_may_not_take_a_prefix_another_vault_uses(
+        aws_env: None, server: S3Server, tmp_path: Path) -> None:
+    """Two vaults made on one s3://BUCKET/PREFIX (a copy-pasted URL, or on purpose by
+    someone who may run `init` but not touch the other vault): each takes the other's
+    objects for orphans, and the new vault's `doctor --repair` deleted every blob of the
+    first one. `init` of a new vault now refuses a prefix that holds anything."""
+    bucket = server.bucket()
+    a = _office(tmp_path, bucket)
+    evidence = tmp_path / "statement.txt"
+    evidence.write_bytes(b"fictional statement\n")
+    _ingest(a, evidence)
+    [key] = _keys(server, bucket)
+    url = f"s3://{bucket}/{PREFIX}"
+    other = Cli(tmp_path / "other")
+    result = other("init", "--blobs", url)
+    if result.exit_code == 0:  # what it did: the first vault's evidence is gone
+        other("doctor", "--repair")
+        assert key in _keys(server, bucket), "the other vault's repair deleted the blob"
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {url}: the prefix holds objects already ({key}): another vault's? Give "
+        "each vault a prefix of its own (or, for a machine joining a team vault, the "
+        "team's --db)\n"))
+    assert not (tmp_path / "other").exists()
+    # A pending upload counts too; another vault's office-a2 does not (it is not office-a).
+    client = server.client()
+    fresh = server.bucket()
+    client.create_multipart_upload(Bucket=fresh, Key=f"{PREFIX}/{'cd' * 16}")
+    client.put_object(Bucket=fresh, Key=f"{PREFIX}2/{'ef' * 16}", Body=b"x")
+    result = other("init", "--blobs", f"s3://{fresh}/{PREFIX}")
+    assert result.exit_code == 1
+    assert "the prefix holds objects already" in result.stderr
+    client.abort_multipart_upload(Bucket=fresh, Key=f"{PREFIX}/{'cd' * 16}",
+                                  UploadId=_upload_id(client, fresh))
+    other.ok("init", "--blobs", f"s3://{fresh}/{PREFIX}")
+
+
+def _upload_id(client: Any, bucket: str) -> str:
+    [upload] = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
+    return str(upload["UploadId"])

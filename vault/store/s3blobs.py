@@ -282,6 +282,18 @@ class S3BlobStore:
                 f"{self.location.url}: Object Lock is not enabled on the bucket; create it "
                 "with Object Lock enabled, or leave out --object-lock")
 
+    def first_key(self) -> str | None:
+        """The key of an object, or of a pending upload, under the prefix (None: the
+        prefix is unused, as a new vault's must be)."""
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        listed = self.call("list_objects_v2", None, Prefix=prefix, MaxKeys=1)
+        for entry in listed.get("Contents", []):
+            return str(entry["Key"])
+        pending = self.call("list_multipart_uploads", None, Prefix=prefix, MaxUploads=1)
+        for entry in pending.get("Uploads", []):
+            return str(entry["Key"])
+        return None
+
     @property
     def client(self) -> Any:
         """The S3 client, made (and boto3 imported) at first use."""
