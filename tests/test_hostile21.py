@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from conftest import Cli
 from s3_server import S3Server, s3_unavailable
-from test_s3_vault import PREFIX, _ingest, _keys, _office, _point_at
+from test_s3_vault import PREFIX, _doctor, _ingest, _keys, _office, _pending, _point_at
+
+from vault.store.s3blobs import S3BlobStore
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +113,33 @@ def test_a_new_vault_may_not_take_a_prefix_another_vault_uses(
 def _upload_id(client: Any, bucket: str) -> str:
     [upload] = client.list_multipart_uploads(Bucket=bucket)["Uploads"]
     return str(upload["UploadId"])
+
+
+# ------------------------------------------------------------------------- doctor
+
+
+def test_repair_touches_nothing_outside_the_prefix_whatever_the_listing_says(
+        aws_env: None, server: S3Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server (or a proxy in front of it) that ignores the Prefix of a listing: doctor
+    took another vault's pending upload `office-b/<id>` (a prefix as long as office-a) for
+    its own, as it cut the prefix's length off the key unchecked, and --repair aborted it.
+    Keys not under the prefix are now skipped."""
+    bucket = server.bucket()
+    a = _office(tmp_path, bucket)
+    client = server.client()
+    theirs = f"office-b/{'cd' * 16}"
+    client.create_multipart_upload(Bucket=bucket, Key=theirs)
+    client.put_object(Bucket=bucket, Key=f"office-b/{'ef' * 16}", Body=b"their blob")
+    call = S3BlobStore.call
+
+    def no_prefix(self: S3BlobStore, operation: str, key: str | None, **kwargs: Any) -> Any:
+        if operation in ("list_objects_v2", "list_multipart_uploads"):
+            kwargs.pop("Prefix", None)
+        return call(self, operation, key, **kwargs)
+
+    monkeypatch.setattr(S3BlobStore, "call", no_prefix)
+    report = _doctor(a, "--repair")
+    assert (report["temporary_files"], report["orphaned_blobs"]) == (0, 0)
+    assert _pending(server, bucket) == [theirs]
+

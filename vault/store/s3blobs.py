@@ -423,8 +423,8 @@ class S3BlobStore:
         while True:
             page = self.call("list_objects_v2", None, Prefix=prefix, **token)
             for entry in page.get("Contents", []):
-                name = entry["Key"][len(prefix):]
-                if _BLOB_ID.fullmatch(name):
+                name = _blob_name(entry["Key"], prefix)
+                if name is not None:
                     ids.append(name)
             if not page.get("IsTruncated"):
                 break
@@ -434,8 +434,9 @@ class S3BlobStore:
         while True:
             page = self.call("list_multipart_uploads", None, Prefix=prefix, **marker)
             for entry in page.get("Uploads", []):
-                if _BLOB_ID.fullmatch(entry["Key"][len(prefix):]):
-                    pending.append(PendingUpload(entry["Key"], entry["UploadId"],
+                name = _blob_name(entry["Key"], prefix)
+                if name is not None:
+                    pending.append(PendingUpload(self.key(name), entry["UploadId"],
                                                  entry.get("Initiated")))
             if not page.get("IsTruncated"):
                 break
@@ -663,6 +664,15 @@ class _RangedReader(io.RawIOBase):
         """Close the current GET's connection."""
         self._drop()
         super().close()
+
+
+def _blob_name(key: Any, prefix: str) -> str | None:
+    """The blob id of a listed key under ``prefix`` (None for any other key: the server's
+    listing is not trusted to have kept to the prefix asked for)."""
+    if not isinstance(key, str) or not key.startswith(prefix):
+        return None
+    name = key[len(prefix):]
+    return name if _BLOB_ID.fullmatch(name) else None
 
 
 def _error_fields(e: Exception) -> tuple[str, int | None, str]:
