@@ -143,3 +143,23 @@ def test_repair_touches_nothing_outside_the_prefix_whatever_the_listing_says(
     assert (report["temporary_files"], report["orphaned_blobs"]) == (0, 0)
     assert _pending(server, bucket) == [theirs]
 
+
+def test_doctor_sees_the_recorded_version_gone_under_a_newer_one(
+        aws_env: None, server: S3Server, tmp_path: Path) -> None:
+    """A versioned bucket without retention: someone with the bucket's credentials puts a
+    new version over a blob and deletes the version the vault recorded. The key is still
+    listed, so doctor said `blobs_missing: 0` while every read of the item fails. It now
+    checks the recorded version of every blob."""
+    bucket = server.bucket(object_lock=True)  # versioning on; the vault asks no retention
+    a = _office(tmp_path, bucket)
+    evidence = tmp_path / "statement.txt"
+    evidence.write_bytes(b"fictional statement\n")
+    row = _ingest(a, evidence)
+    [key] = _keys(server, bucket)
+    client = server.client()
+    [recorded] = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
+    client.put_object(Bucket=bucket, Key=key, Body=b"not the evidence")
+    client.delete_object(Bucket=bucket, Key=key, VersionId=recorded["VersionId"])
+    report = _doctor(a)
+    blob = key.rsplit("/", 1)[1]
+    assert (report["blobs_missing"], report["missing"]) == (1, [f"{blob} (items {row['id']})"])

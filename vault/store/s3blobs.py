@@ -444,6 +444,25 @@ class S3BlobStore:
                       "UploadIdMarker": page["NextUploadIdMarker"]}
         return pending, sorted(ids)
 
+    def versions(self) -> set[tuple[str, str]]:
+        """(blob id, version id) of every version kept under the prefix (a versioned
+        bucket), for ``doctor``: a blob whose recorded version is not among them is missing,
+        whatever newer version of its key is listed."""
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        found: set[tuple[str, str]] = set()
+        marker: dict[str, str] = {}
+        while True:
+            page = self.call("list_object_versions", None, Prefix=prefix, **marker)
+            for entry in page.get("Versions", []):
+                name = _blob_name(entry.get("Key"), prefix)
+                if name is not None and entry.get("VersionId"):
+                    found.add((name, str(entry["VersionId"])))
+            if not page.get("IsTruncated"):
+                break
+            marker = {"KeyMarker": page["NextKeyMarker"],
+                      "VersionIdMarker": page["NextVersionIdMarker"]}
+        return found
+
     def abort_pending(self, upload: PendingUpload) -> None:
         """Abort an upload :meth:`scan` found pending (``doctor --repair``)."""
         self.call("abort_multipart_upload", upload.key, Key=upload.key,
