@@ -163,3 +163,37 @@ def test_doctor_sees_the_recorded_version_gone_under_a_newer_one(
     report = _doctor(a)
     blob = key.rsplit("/", 1)[1]
     assert (report["blobs_missing"], report["missing"]) == (1, [f"{blob} (items {row['id']})"])
+
+
+def test_a_listing_that_never_ends_is_one_line_not_a_hang(
+        aws_env: None, server: S3Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that ignores the continuation token and calls every ListObjectsV2 page
+    truncated, with the same next token: doctor looped forever. One that calls a page
+    truncated and gives no token: a KeyError traceback. A page that does not move the
+    listing on is now an error of one line."""
+    bucket = server.bucket()
+    a = _office(tmp_path, bucket)
+    call = S3BlobStore.call
+    token: dict[str, str] = {"NextContinuationToken": "same"}
+
+    def stuck(self: S3BlobStore, operation: str, key: str | None, **kwargs: Any) -> Any:
+        if operation != "list_objects_v2" or kwargs.get("MaxKeys") is not None:
+            return call(self, operation, key, **kwargs)
+        kwargs.pop("ContinuationToken", None)
+        return {**call(self, operation, key, **kwargs), "IsTruncated": True, **token}
+
+    monkeypatch.setattr(S3BlobStore, "call", stuck)
+    expected = (1, (
+        f"evault: s3://{bucket}/{PREFIX}: the S3 store's list_objects_v2 said there was "
+        "more but gave no new place to go on from; check the S3 endpoint, then try again\n"))
+    for lie in ({"NextContinuationToken": "same"}, {}):
+        token.clear()
+        token.update(lie)
+        done: list[Any] = []
+        thread = threading.Thread(target=lambda out=done: out.append(a("doctor")),
+                                  daemon=True)
+        thread.start()
+        thread.join(20)
+        assert done, f"doctor hung (or raised) on a listing that never ends: {lie}"
+        assert (done[0].exit_code, done[0].stderr) == expected

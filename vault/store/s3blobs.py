@@ -428,7 +428,8 @@ class S3BlobStore:
                     ids.append(name)
             if not page.get("IsTruncated"):
                 break
-            token = {"ContinuationToken": page["NextContinuationToken"]}
+            token = self._next_page(page, token, "list_objects_v2",
+                                    ContinuationToken="NextContinuationToken")
         pending: list[PendingUpload] = []
         marker: dict[str, str] = {}
         while True:
@@ -440,8 +441,9 @@ class S3BlobStore:
                                                  entry.get("Initiated")))
             if not page.get("IsTruncated"):
                 break
-            marker = {"KeyMarker": page["NextKeyMarker"],
-                      "UploadIdMarker": page["NextUploadIdMarker"]}
+            marker = self._next_page(page, marker, "list_multipart_uploads",
+                                     KeyMarker="NextKeyMarker",
+                                     UploadIdMarker="NextUploadIdMarker")
         return pending, sorted(ids)
 
     def versions(self) -> set[tuple[str, str]]:
@@ -459,9 +461,22 @@ class S3BlobStore:
                     found.add((name, str(entry["VersionId"])))
             if not page.get("IsTruncated"):
                 break
-            marker = {"KeyMarker": page["NextKeyMarker"],
-                      "VersionIdMarker": page["NextVersionIdMarker"]}
+            marker = self._next_page(page, marker, "list_object_versions",
+                                     KeyMarker="NextKeyMarker",
+                                     VersionIdMarker="NextVersionIdMarker")
         return found
+
+    def _next_page(self, page: dict[str, Any], current: dict[str, str], operation: str,
+                   **fields: str) -> dict[str, str]:
+        """The markers of the page after a truncated ``page`` (``fields``: request parameter
+        -> answer field); an error if the answer gives none, or the ones just sent (a server
+        that would have the listing go round forever)."""
+        marker = {param: page.get(answer) for param, answer in fields.items()}
+        if not marker.get(next(iter(fields))) or marker == current:
+            raise VaultError(
+                f"{self.location.url}: the S3 store's {operation} said there was more but "
+                "gave no new place to go on from; check the S3 endpoint, then try again")
+        return {param: str(value) for param, value in marker.items() if value is not None}
 
     def abort_pending(self, upload: PendingUpload) -> None:
         """Abort an upload :meth:`scan` found pending (``doctor --repair``)."""
