@@ -197,3 +197,29 @@ def test_a_listing_that_never_ends_is_one_line_not_a_hang(
         thread.join(20)
         assert done, f"doctor hung (or raised) on a listing that never ends: {lie}"
         assert (done[0].exit_code, done[0].stderr) == expected
+
+
+# ----------------------------------------------------------------------- config.toml
+
+
+def test_object_lock_days_must_be_a_whole_number_in_config_toml(
+        aws_env: None, server: S3Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`days = 2.0` passed the range check and equalled the database's `compliance:2`, so
+    the vault took it; the spec handed to bulk-intake workers then said `compliance:2.0`,
+    which they refused to parse (a traceback-less but baffling failure of every worker).
+    A float is now refused when config.toml is read, with one line."""
+    monkeypatch.setattr("vault.service.intake.PARALLEL_MIN_FILES", 2)
+    monkeypatch.setattr("vault.service.intake.WORKER_CHUNK", 1)
+    bucket = server.bucket(object_lock=True)
+    a = _office(tmp_path, bucket, None, "--object-lock", "compliance", "--retain-days", "2")
+    config = tmp_path / "a" / "config.toml"
+    config.write_text(config.read_text().replace("days = 2 }", "days = 2.0 }"))
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"s{i}.txt").write_bytes(f"fictional statement {i}\n".encode())
+    result = a("ingest", str(folder), "--recursive", "--case", "UA-2026-0042",
+               "--create-case")
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {config}: object lock: retention of 2.0 days: give 1 to 36500 days\n"))
