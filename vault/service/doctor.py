@@ -212,10 +212,13 @@ def _check_bucket(v: Vault, blobs: S3BlobStore, known: dict[str, str | None], *,
     """The bucket against the rows: missing and orphaned objects, pending uploads."""
     pending_uploads, listed = blobs.scan()
     orphans = sorted(set(listed) - set(known))
-    # Not listed: gone, or (a versioned bucket) hidden by a delete marker while the version
-    # the vault reads is still there.
-    missing = sorted(b for b in set(known) - set(listed)
-                     if known[b] is None or not blobs.exists(b, known[b]))
+    # A blob recorded with a version (a versioned bucket) is there only if that version is,
+    # listed or hidden by a delete marker, whatever newer version its key now lists; one
+    # without, if its key is listed.
+    kept = blobs.versions() if any(known.values()) else set()
+    listed_ids = set(listed)
+    missing = sorted(b for b, version in known.items()
+                     if (b not in listed_ids if version is None else (b, version) not in kept))
     found = _blob_counts(v, known, missing, len(pending_uploads), len(orphans))
     if repair:
         for upload in pending_uploads:

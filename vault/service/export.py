@@ -311,7 +311,7 @@ def _one_export_at_a_time(vault: Vault) -> Iterator[None]:
     fd = os.open(vault.root / EXPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        with advisory_lock(vault.engine, f"evault:{vault.config.vault_id}:export"):
+        with advisory_lock(vault.engine, "evault:export"):
             yield
     finally:
         os.close(fd)

@@ -82,8 +82,7 @@ class Vault:
     def _shared_intake_lock(self, exclusive: bool) -> Iterator[None]:
         """The intake lock of blobs on S3: a PostgreSQL advisory lock, which every machine
         of a team vault sees, or (SQLite: one machine) a file lock in the vault folder."""
-        name = f"evault:{self.config.vault_id}:intake"
-        with db.advisory_lock(self.engine, name, shared=not exclusive) as taken:
+        with db.advisory_lock(self.engine, "evault:intake", shared=not exclusive) as taken:
             if taken:
                 yield
                 return
@@ -276,6 +275,20 @@ def _check_bucket(config: VaultConfig) -> None:
     S3BlobStore(S3Location.parse(config.blobs), object_lock=config.object_lock).check()
 
 
+def _check_prefix_unused(url: str) -> None:
+    """Refuse a new vault's prefix that holds an object or a pending upload already: two
+    vaults on one prefix take each other's blobs for orphans, and either one's ``doctor
+    --repair`` would delete the other's evidence."""
+    from vault.store.s3blobs import S3BlobStore, S3Location
+
+    found = S3BlobStore(S3Location.parse(url)).first_key()
+    if found is not None:
+        raise ConfigError(
+            f"{url}: the prefix holds objects already ({found}): another vault's? Give each "
+            "vault a prefix of its own (or, for a machine joining a team vault, the team's "
+            "--db)")
+
+
 def _record_blob_settings(url: str, config: VaultConfig, root: Path) -> None:
     """Write where blobs live into a new vault's database, or check that the database (a
     team's, which other vaults' machines use already) says the same."""
@@ -294,6 +307,8 @@ def _record_blob_settings(url: str, config: VaultConfig, root: Path) -> None:
             if not recorded and not any(wanted.values()):
                 return
             if not recorded and not session.scalar(select(func.count()).select_from(Blob)):
+                if config.blobs is not None:
+                    _check_prefix_unused(config.blobs)
                 session.add_all(VaultSetting(name=k, value=v) for k, v in wanted.items() if v)
                 return
             check_blob_settings(root, config, read_blob_settings(engine))

@@ -133,14 +133,20 @@ def advisory_lock(engine: Engine, name: str, *, shared: bool = False) -> Iterato
     True. On SQLite it takes nothing and yields False: the caller locks a file instead (a
     SQLite vault lives on one machine).
 
-    Advisory locks are per database, not per schema, so ``name`` should say which vault.
+    Advisory locks are per database, not per schema: the key is made of ``name`` and the
+    schema the vault's tables are in (``current_schema()``), which every machine of the
+    vault shares, so ``name`` says only what is locked. (Not a per-machine setting such as
+    config.toml's ``vault_id``: a machine that joined with ``init --db`` has an id of its
+    own, and a lock by it would not keep that machine's intakes from another's repair.)
     """
     if engine.dialect.name != "postgresql":
         yield False
         return
-    key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
     kind = "pg_advisory_lock_shared" if shared else "pg_advisory_lock"
     with engine.connect() as conn:
+        schema = conn.exec_driver_sql("SELECT current_schema()").scalar()
+        scoped = f"{schema}\0{name}".encode()
+        key = int.from_bytes(hashlib.sha256(scoped).digest()[:8], "big", signed=True)
         conn.exec_driver_sql(f"SELECT {kind}({key})")
         conn.commit()  # end the implicit transaction; the lock belongs to the session
         try:

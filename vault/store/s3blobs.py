@@ -282,6 +282,18 @@ class S3BlobStore:
                 f"{self.location.url}: Object Lock is not enabled on the bucket; create it "
                 "with Object Lock enabled, or leave out --object-lock")
 
+    def first_key(self) -> str | None:
+        """The key of an object, or of a pending upload, under the prefix (None: the
+        prefix is unused, as a new vault's must be)."""
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        listed = self.call("list_objects_v2", None, Prefix=prefix, MaxKeys=1)
+        for entry in listed.get("Contents", []):
+            return str(entry["Key"])
+        pending = self.call("list_multipart_uploads", None, Prefix=prefix, MaxUploads=1)
+        for entry in pending.get("Uploads", []):
+            return str(entry["Key"])
+        return None
+
     @property
     def client(self) -> Any:
         """The S3 client, made (and boto3 imported) at first use."""
@@ -411,25 +423,60 @@ class S3BlobStore:
         while True:
             page = self.call("list_objects_v2", None, Prefix=prefix, **token)
             for entry in page.get("Contents", []):
-                name = entry["Key"][len(prefix):]
-                if _BLOB_ID.fullmatch(name):
+                name = _blob_name(entry["Key"], prefix)
+                if name is not None:
                     ids.append(name)
             if not page.get("IsTruncated"):
                 break
-            token = {"ContinuationToken": page["NextContinuationToken"]}
+            token = self._next_page(page, token, "list_objects_v2",
+                                    ContinuationToken="NextContinuationToken")
         pending: list[PendingUpload] = []
         marker: dict[str, str] = {}
         while True:
             page = self.call("list_multipart_uploads", None, Prefix=prefix, **marker)
             for entry in page.get("Uploads", []):
-                if _BLOB_ID.fullmatch(entry["Key"][len(prefix):]):
-                    pending.append(PendingUpload(entry["Key"], entry["UploadId"],
+                name = _blob_name(entry["Key"], prefix)
+                if name is not None:
+                    pending.append(PendingUpload(self.key(name), entry["UploadId"],
                                                  entry.get("Initiated")))
             if not page.get("IsTruncated"):
                 break
-            marker = {"KeyMarker": page["NextKeyMarker"],
-                      "UploadIdMarker": page["NextUploadIdMarker"]}
+            marker = self._next_page(page, marker, "list_multipart_uploads",
+                                     KeyMarker="NextKeyMarker",
+                                     UploadIdMarker="NextUploadIdMarker")
         return pending, sorted(ids)
+
+    def versions(self) -> set[tuple[str, str]]:
+        """(blob id, version id) of every version kept under the prefix (a versioned
+        bucket), for ``doctor``: a blob whose recorded version is not among them is missing,
+        whatever newer version of its key is listed."""
+        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        found: set[tuple[str, str]] = set()
+        marker: dict[str, str] = {}
+        while True:
+            page = self.call("list_object_versions", None, Prefix=prefix, **marker)
+            for entry in page.get("Versions", []):
+                name = _blob_name(entry.get("Key"), prefix)
+                if name is not None and entry.get("VersionId"):
+                    found.add((name, str(entry["VersionId"])))
+            if not page.get("IsTruncated"):
+                break
+            marker = self._next_page(page, marker, "list_object_versions",
+                                     KeyMarker="NextKeyMarker",
+                                     VersionIdMarker="NextVersionIdMarker")
+        return found
+
+    def _next_page(self, page: dict[str, Any], current: dict[str, str], operation: str,
+                   **fields: str) -> dict[str, str]:
+        """The markers of the page after a truncated ``page`` (``fields``: request parameter
+        -> answer field); an error if the answer gives none, or the ones just sent (a server
+        that would have the listing go round forever)."""
+        marker = {param: page.get(answer) for param, answer in fields.items()}
+        if not marker.get(next(iter(fields))) or marker == current:
+            raise VaultError(
+                f"{self.location.url}: the S3 store's {operation} said there was more but "
+                "gave no new place to go on from; check the S3 endpoint, then try again")
+        return {param: str(value) for param, value in marker.items() if value is not None}
 
     def abort_pending(self, upload: PendingUpload) -> None:
         """Abort an upload :meth:`scan` found pending (``doctor --repair``)."""
@@ -651,6 +698,15 @@ class _RangedReader(io.RawIOBase):
         """Close the current GET's connection."""
         self._drop()
         super().close()
+
+
+def _blob_name(key: Any, prefix: str) -> str | None:
+    """The blob id of a listed key under ``prefix`` (None for any other key: the server's
+    listing is not trusted to have kept to the prefix asked for)."""
+    if not isinstance(key, str) or not key.startswith(prefix):
+        return None
+    name = key[len(prefix):]
+    return name if _BLOB_ID.fullmatch(name) else None
 
 
 def _error_fields(e: Exception) -> tuple[str, int | None, str]:

@@ -123,7 +123,10 @@ class ObjectLock:
     def __post_init__(self) -> None:
         if self.mode not in OBJECT_LOCK_MODES:
             raise UsageError(f"object lock: mode {self.mode!r}: use governance or compliance")
-        if isinstance(self.days, bool) or not 1 <= self.days <= MAX_RETAIN_DAYS:
+        # A whole number: 2.0 would equal the database's 2 yet be written `2.0` in the spec
+        # bulk-intake workers parse.
+        if (isinstance(self.days, bool) or not isinstance(self.days, int)
+                or not 1 <= self.days <= MAX_RETAIN_DAYS):
             raise UsageError(f"object lock: retention of {self.days} days: give 1 to "
                              f"{MAX_RETAIN_DAYS} days")
 
