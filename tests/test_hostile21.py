@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import Cli
 from s3_server import S3Server, s3_unavailable
-from test_s3_vault import PREFIX, _doctor, _ingest, _keys, _office, _pending, _point_at
+from test_s3_vault import CASE, PREFIX, _doctor, _ingest, _keys, _office, _pending, _point_at
 
 from vault.store.s3blobs import S3BlobStore
 
@@ -223,3 +223,81 @@ def test_object_lock_days_must_be_a_whole_number_in_config_toml(
                "--create-case")
     assert (result.exit_code, result.stderr) == (1, (
         f"evault: {config}: object lock: retention of 2.0 days: give 1 to 36500 days\n"))
+
+
+# ------------------------------------------------------- found in review, fixed afterwards
+
+
+def test_an_intake_whose_lock_went_with_its_connection_records_nothing(
+        aws_env: None, server: S3Server, tmp_path: Path, pg_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The session holding a machine's shared intake lock ends mid-upload (a network cut,
+    idle_session_timeout): the lock is gone, so another machine's `doctor --repair` may
+    already have removed the blob as an orphan. The intake must not record it: it checks
+    the lock just before its commit, exit 1, one line."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    from vault.store.s3blobs import S3Upload
+
+    bucket = server.bucket()
+    a = _office(tmp_path, bucket, pg_url)
+    evidence = tmp_path / "statement.txt"
+    evidence.write_bytes(b"fictional statement\n")
+    schema = pg_url.rsplit("%3D", 1)[1]
+    key = int.from_bytes(hashlib.sha256(f"{schema}\0evault:intake".encode()).digest()[:8],
+                         "big", signed=True)
+    engine = sa.create_engine(pg_url)
+    send = S3Upload._send
+
+    def cut(self: S3Upload, part: bytes) -> None:
+        send(self, part)
+        with engine.begin() as conn:  # end the session that holds this schema's lock
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                f"'advisory' AND classid = {(key >> 32) & 0xFFFFFFFF} AND objid = "
+                f"{key & 0xFFFFFFFF} AND objsubid = 1")
+
+    monkeypatch.setattr(S3Upload, "_send", cut)
+    try:
+        refused = a("ingest", str(evidence), "--case", CASE, "--create-case")
+    finally:
+        engine.dispose()
+    monkeypatch.setattr(S3Upload, "_send", send)
+    assert (refused.exit_code, refused.stderr) == (1, (
+        "evault: vault database: the lock 'evault:intake' was lost (the connection that held "
+        "it dropped); nothing of this step was recorded: run it again\n"))
+    report = _doctor(a)
+    # The refused batch removed its own blob, as any failed intake does.
+    assert (report["items"], report["orphaned_blobs"], _keys(server, bucket)) == (0, 0, [])
+
+
+def test_an_answer_without_the_fields_s3_always_gives_is_one_line(
+        aws_env: None, server: S3Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint (or a proxy) whose answers lack UploadId, ETag or ContentLength: one
+    line naming the object and the field, exit 1, never a KeyError traceback."""
+    bucket = server.bucket()
+    a = _office(tmp_path, bucket)
+    evidence = tmp_path / "statement.txt"
+    evidence.write_bytes(b"fictional statement\n")
+    call = S3BlobStore.call
+    for operation, field in (("create_multipart_upload", "UploadId"),
+                             ("upload_part", "ETag"), ("head_object", "ContentLength")):
+
+        def lying(self: S3BlobStore, op: str, key: str | None, **kwargs: Any) -> Any:
+            answer = call(self, op, key, **kwargs)
+            if op == operation:  # noqa: B023 (used within this iteration only)
+                answer = {k: v for k, v in answer.items() if k != field}  # noqa: B023
+            return answer
+
+        monkeypatch.setattr(S3BlobStore, "call", lying)
+        refused = a("ingest", str(evidence), "--case", CASE, "--create-case")
+        monkeypatch.setattr(S3BlobStore, "call", call)
+        assert refused.exit_code == 1, refused.stderr
+        assert refused.stderr.startswith(f"evault: s3://{bucket}/{PREFIX}/"), refused.stderr
+        assert refused.stderr.endswith(
+            f": the S3 store's answer lacks {field}; check the S3 endpoint, then try "
+            "again\n"), refused.stderr
+    assert _doctor(a)["items"] == 0

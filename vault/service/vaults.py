@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,19 +79,20 @@ class Vault:
         return self._blob_store
 
     @contextlib.contextmanager
-    def _shared_intake_lock(self, exclusive: bool) -> Iterator[None]:
+    def _shared_intake_lock(self, exclusive: bool) -> Iterator[Callable[[], None] | None]:
         """The intake lock of blobs on S3: a PostgreSQL advisory lock, which every machine
-        of a team vault sees, or (SQLite: one machine) a file lock in the vault folder."""
-        with db.advisory_lock(self.engine, "evault:intake", shared=not exclusive) as taken:
-            if taken:
-                yield
+        of a team vault sees (yields the check that it is still held), or (SQLite: one
+        machine) a file lock in the vault folder."""
+        with db.advisory_lock(self.engine, "evault:intake", shared=not exclusive) as check:
+            if check is not None:
+                yield check
                 return
             import fcntl
 
             fd = os.open(self.root / INTAKE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-                yield
+                yield None
             finally:
                 os.close(fd)
 

@@ -127,11 +127,14 @@ def _result_processor(column: ColumnElement[Any], dialect: Dialect) -> Callable[
 
 
 @contextlib.contextmanager
-def advisory_lock(engine: Engine, name: str, *, shared: bool = False) -> Iterator[bool]:
+def advisory_lock(engine: Engine, name: str, *,
+                  shared: bool = False) -> Iterator[Callable[[], None] | None]:
     """A lock across machines: on PostgreSQL a session-level advisory lock named ``name``,
     taken (waiting for it) on a connection of its own and held until the block ends; yields
-    True. On SQLite it takes nothing and yields False: the caller locks a file instead (a
-    SQLite vault lives on one machine).
+    a check that raises :class:`ConfigError` if the lock has been lost meanwhile (its
+    connection dropped, the server ended its session: the lock went with it). On SQLite it
+    takes nothing and yields None: the caller locks a file instead (a SQLite vault lives on
+    one machine).
 
     Advisory locks are per database, not per schema: the key is made of ``name`` and the
     schema the vault's tables are in (``current_schema()``), which every machine of the
@@ -140,7 +143,7 @@ def advisory_lock(engine: Engine, name: str, *, shared: bool = False) -> Iterato
     own, and a lock by it would not keep that machine's intakes from another's repair.)
     """
     if engine.dialect.name != "postgresql":
-        yield False
+        yield None
         return
     kind = "pg_advisory_lock_shared" if shared else "pg_advisory_lock"
     with engine.connect() as conn:
@@ -149,8 +152,25 @@ def advisory_lock(engine: Engine, name: str, *, shared: bool = False) -> Iterato
         key = int.from_bytes(hashlib.sha256(scoped).digest()[:8], "big", signed=True)
         conn.exec_driver_sql(f"SELECT {kind}({key})")
         conn.commit()  # end the implicit transaction; the lock belongs to the session
+
+        def check() -> None:
+            # The key's two halves, as pg_locks shows an advisory lock of one bigint.
+            high, low = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+            try:
+                held = conn.exec_driver_sql(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                    f"pid = pg_backend_pid() AND classid = {high} AND objid = {low} "
+                    "AND objsubid = 1 AND granted").scalar()
+                conn.commit()
+            except Exception:
+                held = 0
+            if not held:
+                raise ConfigError(
+                    f"vault database: the lock {name!r} was lost (the connection that held "
+                    "it dropped); nothing of this step was recorded: run it again")
+
         try:
-            yield True
+            yield check
         finally:
             # Closing returns the connection to the pool, which does not end the session:
             # unlock explicitly (a dead process's session ends, and its locks with it).

@@ -209,7 +209,8 @@ class S3BlobStore:
     def __init__(
         self, location: S3Location, *, client: Any = None, part_size: int = PART_SIZE,
         range_size: int = RANGE_SIZE, object_lock: ObjectLock | None = None,
-        intake_lock: Callable[[bool], AbstractContextManager[None]] | None = None,
+        intake_lock: Callable[[bool], AbstractContextManager[Callable[[], None] | None]]
+        | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         if part_size < MIN_PART_SIZE:
@@ -220,6 +221,7 @@ class S3BlobStore:
         self.object_lock = object_lock
         self._client = client
         self._intake_lock = intake_lock
+        self._held: Callable[[], None] | None = None  # checks the intake lock is still held
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._placed: dict[str, StoredObject] = {}
 
@@ -250,11 +252,20 @@ class S3BlobStore:
         if self._intake_lock is None:
             yield
             return
-        with self._intake_lock(exclusive):
-            yield
+        with self._intake_lock(exclusive) as check:
+            self._held = check
+            try:
+                yield
+            finally:
+                self._held = None
 
     def sync(self, blob_ids: list[str]) -> None:
-        """Nothing to do: an object is durable once its upload completed."""
+        """An object is durable once its upload completed; what is checked here, just before
+        the rows that name new blobs are committed, is that the intake lock is still held:
+        a writer whose lock went with its database connection may have had its blobs removed
+        by another machine's ``doctor --repair``, and must not record them."""
+        if blob_ids and self._held is not None:
+            self._held()
 
     def placement(self, blob_id: str) -> Placement | None:
         """The version and retention of a blob this store object wrote (once)."""
@@ -288,10 +299,10 @@ class S3BlobStore:
         prefix = f"{self.location.prefix}/" if self.location.prefix else ""
         listed = self.call("list_objects_v2", None, Prefix=prefix, MaxKeys=1)
         for entry in listed.get("Contents", []):
-            return str(entry["Key"])
+            return str(entry.get("Key"))
         pending = self.call("list_multipart_uploads", None, Prefix=prefix, MaxUploads=1)
         for entry in pending.get("Uploads", []):
-            return str(entry["Key"])
+            return str(entry.get("Key"))
         return None
 
     @property
@@ -311,6 +322,24 @@ class S3BlobStore:
             return getattr(self.client, operation)(Bucket=self.location.bucket, **kwargs)
         except Exception as e:
             raise self._error(e, operation, key) from e
+
+    def field(self, answer: Any, name: str, key: str | None) -> Any:
+        """A field the S3 API always gives, from an answer of this store's server; one line,
+        not a traceback, when a server (or what stands in for one) leaves it out."""
+        value = answer.get(name) if isinstance(answer, dict) else None
+        if value is None or (isinstance(value, str) and not value):
+            where = self.location.object_url(key) if key else self.location.url
+            raise VaultError(f"{where}: the S3 store's answer lacks {name}; check the S3 "
+                             "endpoint, then try again")
+        return value
+
+    def length(self, head: Any, key: str) -> int:
+        """``ContentLength`` of a HEAD answer, a whole number of bytes (else one line)."""
+        value = self.field(head, "ContentLength", key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise VaultError(f"{self.location.object_url(key)}: the S3 store's answer gives "
+                             "no valid ContentLength; check the S3 endpoint, then try again")
+        return value
 
     def _error(self, e: Exception, operation: str, key: str | None) -> VaultError:
         """One line naming the object, the rule and the next step."""
@@ -365,7 +394,7 @@ class S3BlobStore:
                       "ObjectLockRetainUntilDate": until}
         started = self.call("create_multipart_upload", key, Key=key, ChecksumAlgorithm="SHA256",
                             **retain)
-        upload = S3Upload(self, blob_id, key, started["UploadId"], until)
+        upload = S3Upload(self, blob_id, key, self.field(started, "UploadId", key), until)
         try:
             yield blob_id, cast(BinaryIO, upload)
             stored = upload.finish()
@@ -388,7 +417,8 @@ class S3BlobStore:
         key = self.key(blob_id)
         pinned = {"VersionId": version} if version else {}
         head = self.call("head_object", key, Key=key, **pinned)
-        raw = _RangedReader(self, key, int(head["ContentLength"]), head["ETag"], pinned)
+        raw = _RangedReader(self, key, self.length(head, key), self.field(head, "ETag", key),
+                           pinned)
         return cast(BinaryIO, io.BufferedReader(raw, buffer_size=1 << 20))
 
     def exists(self, blob_id: str, version: str | None = None) -> bool:
@@ -404,7 +434,7 @@ class S3BlobStore:
     def size(self, blob_id: str) -> int:
         """The blob's size in bytes."""
         key = self.key(blob_id)
-        return int(self.call("head_object", key, Key=key)["ContentLength"])
+        return self.length(self.call("head_object", key, Key=key), key)
 
     # -- removing and scanning -------------------------------------------------------------
 
@@ -423,7 +453,7 @@ class S3BlobStore:
         while True:
             page = self.call("list_objects_v2", None, Prefix=prefix, **token)
             for entry in page.get("Contents", []):
-                name = _blob_name(entry["Key"], prefix)
+                name = _blob_name(entry.get("Key"), prefix)
                 if name is not None:
                     ids.append(name)
             if not page.get("IsTruncated"):
@@ -435,9 +465,10 @@ class S3BlobStore:
         while True:
             page = self.call("list_multipart_uploads", None, Prefix=prefix, **marker)
             for entry in page.get("Uploads", []):
-                name = _blob_name(entry["Key"], prefix)
+                name = _blob_name(entry.get("Key"), prefix)
                 if name is not None:
-                    pending.append(PendingUpload(self.key(name), entry["UploadId"],
+                    upload_id = self.field(entry, "UploadId", None)
+                    pending.append(PendingUpload(self.key(name), upload_id,
                                                  entry.get("Initiated")))
             if not page.get("IsTruncated"):
                 break
@@ -536,7 +567,7 @@ class S3Upload(io.RawIOBase):
         sent = base64.b64encode(digest).decode()
         answer = self.store.call("upload_part", self.key, Key=self.key, UploadId=self.upload_id,
                                  PartNumber=number, Body=part, ChecksumSHA256=sent)
-        etag = answer["ETag"]
+        etag = self.store.field(answer, "ETag", self.key)
         got = answer.get("ChecksumSHA256")
         if got is None:
             # A server that keeps no SHA-256 checksum: its ETag of a part is the part's MD5.
@@ -573,7 +604,7 @@ class S3Upload(io.RawIOBase):
         if len(self._md5s) == n:
             expected = None
             want = f"{hashlib.md5(b''.join(self._md5s), usedforsecurity=False).hexdigest()}-{n}"
-            matched = answer["ETag"].strip('"') == want
+            matched = self.store.field(answer, "ETag", self.key).strip('"') == want
         else:
             composite = hashlib.sha256(b"".join(self._digests)).digest()
             expected = f"{base64.b64encode(composite).decode()}-{n}"
@@ -583,7 +614,7 @@ class S3Upload(io.RawIOBase):
         head: dict[str, Any] = {}
         if matched:
             head = self.store.call("head_object", self.key, Key=self.key, **pinned)
-            matched = int(head["ContentLength"]) == self.size
+            matched = self.store.length(head, self.key) == self.size
         if not matched:
             with contextlib.suppress(VaultError):
                 self.store.call("delete_object", self.key, Key=self.key)
@@ -604,7 +635,8 @@ class S3Upload(io.RawIOBase):
                 f"({lock.text}); check that the bucket has Object Lock enabled and the "
                 "credentials may set retention")
         self.stored = StoredObject(self.blob_id, self.key, self.size, n,
-                                   self._whole.hexdigest(), expected, answer["ETag"],
+                                   self._whole.hexdigest(), expected,
+                                   self.store.field(answer, "ETag", self.key),
                                    version, kept)
         return self.stored
 
@@ -669,7 +701,7 @@ class _RangedReader(io.RawIOBase):
             end = min(self._pos + self.store.range_size, self.length)
             answer = self.store.call("get_object", self.key, Key=self.key, IfMatch=self.etag,
                                      Range=f"bytes={self._pos}-{end - 1}", **self.pinned)
-            self._body = answer["Body"]
+            self._body = self.store.field(answer, "Body", self.key)
             self._body_end = end
         want = min(len(view), self._body_end - self._pos)
         try:
