@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/s3_libs.py --size-mib 1024 --rounds 3 --imports 15
 
-Against the tests' SeaweedFS (tests/s3_server.py) on 127.0.0.1: each round uploads one
+Against the tests' SeaweedFS (scripts/s3_server.py) on 127.0.0.1: each round uploads one
 file of random bytes as a multipart upload in 16 MiB parts, streamed from the file, then
 downloads it by 16 MiB ranged GETs, each library in a child process of its own under
 ``/usr/bin/time -f %M`` (peak RSS); the rounds alternate the libraries. boto3 runs the
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 PART = 16 << 20
 BASE = "import sqlalchemy.orm, cryptography.hazmat.primitives.asymmetric.ed25519"

@@ -20,7 +20,7 @@ import pytest
 
 DEMO = Path(__file__).resolve().parent.parent / "scripts" / "demo.py"
 VAULTS = ["defense-ministry-vault", "eurojust-jit-vault", "icc-otp-vault", "office-vault",
-          "osce-mm-vault", "ua-opg-vault", "un-hrmmu-vault"]
+          "osce-mm-vault", "team-vault", "ua-opg-vault", "un-hrmmu-vault"]
 
 
 @dataclass
@@ -157,6 +157,20 @@ def test_printed_commands_pasted_into_bash_give_the_same_result(demo: DemoRun) -
         got = proc.stdout.replace(str(copy), "$DEMO").splitlines()
         shown = demo.output_of(command, last=True)
         assert got and got == shown[: len(got)], command
+
+
+def test_the_team_vault_keeps_its_blobs_in_a_bucket(demo: DemoRun) -> None:
+    """Step 10 ran (the test extras install boto3 and SeaweedFS's weed): the team vault's
+    three files went to the bucket under Object Lock, and doctor finds every blob there."""
+    assert "   (not run here" not in demo.stdout
+    [init] = [c for c in demo.commands if c.startswith('evault init --vault "$DEMO"/team-vault')]
+    bucket = init.split("--blobs ", 1)[1].split()[0]
+    assert init.endswith("--object-lock compliance --retain-days 1")
+    shown = demo.output_of('evault doctor --vault "$DEMO"/team-vault')
+    for line in (f"blob_store:       {bucket}", "object_lock:      compliance:1",
+                 "blobs:            3", "blobs_missing:    0", "orphaned_blobs:   0"):
+        assert line in shown
+    assert not (demo.work / "team-vault" / "blobs").exists()
 
 
 # What the demo types as titles, sources, places, references and purposes (scripts/demo.py).

@@ -1,5 +1,5 @@
 """Hostile review of issue 21 (blobs on S3 for a team vault): attacks that worked, each
-fixed, against the real SeaweedFS of tests/s3_server.py and the real PostgreSQL of the
+fixed, against the real SeaweedFS of scripts/s3_server.py and the real PostgreSQL of the
 other tests. Nothing is mocked; where a test needs the server to tell a lie (or to be one
 that ignores a parameter) it wraps one method of the store and lets the real server answer
 what it is sent.

