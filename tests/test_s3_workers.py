@@ -213,6 +213,7 @@ def test_machines_ingest_and_export_at_once_into_one_postgresql_and_bucket(
     sent = _rows(pg_url, "SELECT id, outbox FROM packages")
     delivered = sorted(f.name for v in vaults for f in (v.parent / "outbox").iterdir())
     assert delivered == sorted(f"{pid}.evpkg" for pid, _ in sent)
+    assert all((Path(outbox) / f"{pid}.evpkg").is_file() for pid, outbox in sent), sent
 
     # The bucket holds exactly the blobs the rows name, and no pending upload.
     blob_ids = {blob_id for (blob_id,) in _rows(pg_url, "SELECT id FROM blobs")}
