@@ -46,7 +46,8 @@ fuzz: $(STAMP)
 	EVAULT_FUZZ_EXAMPLES=$${EVAULT_FUZZ_EXAMPLES:-2000} $(BIN)/pytest -q -n 2 tests/test_fuzz.py
 
 # Benchmarks against the stock tools (benchmarks/README.md). bench: full scale, 1 GiB files
-# and a million custody events, about a quarter of an hour on two cores; bench-smoke: every
+# and a million custody events, 20-25 minutes on two cores (case 10 needs PostgreSQL:
+# EVAULT_BENCH_PG_URL or EVAULT_TEST_PG_URL); bench-smoke: every
 # case scaled down to seconds, to check that the harness works (not the goals).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py --scale full

@@ -1,4 +1,4 @@
-"""The nine benchmark cases: each times evault against the stock tools doing the same job.
+"""The ten benchmark cases: each times evault against the stock tools doing the same job.
 
     >>> ctx = Context(scale=SCALES["smoke"], rounds=1, work=Path(tmp))   # doctest: +SKIP
     >>> rows = CASES["ingest"](ctx)                                    # doctest: +SKIP
@@ -20,7 +20,7 @@ import os
 import shutil
 import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -55,11 +55,17 @@ class Scale:
     custody_events: tuple[int, ...]
     startup_rounds: int
     list_items: int
+    team_small: int  # case 10: small files, split between the workers
+    team_small_size: int
+    team_big: int  # and big files
+    team_big_size: int
 
 
 SCALES = {
-    "full": Scale("full", GIB, 10_000, 4096, 1000, MIB, (100_000, 1_000_000), 15, 100_000),
-    "smoke": Scale("smoke", 16 * MIB, 200, 4096, 50, 64 * 1024, (2_000,), 3, 200),
+    "full": Scale("full", GIB, 10_000, 4096, 1000, MIB, (100_000, 1_000_000), 15, 100_000,
+                  2000, 32 * 1024, 8, 32 * MIB),
+    "smoke": Scale("smoke", 16 * MIB, 200, 4096, 50, 64 * 1024, (2_000,), 3, 200,
+                   40, 16 * 1024, 4, MIB),
 }
 
 BODIES = ("BODY-A", "BODY-B", "BODY-C", "BODY-D", "BODY-E")
@@ -107,14 +113,16 @@ class Evault:
         """One measured run of ``evault ARGS`` against ``vault``."""
         return run_timed([self.exe, *args], env=self.env(vault), cwd=cwd)
 
-    def setup(self, vault: Path, *args: str) -> str:
-        """An unmeasured ``evault ARGS --vault VAULT`` run in this process; returns stdout."""
+    def setup(self, vault: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
+        """An unmeasured ``evault ARGS --vault VAULT`` run in this process (with ``env`` over
+        the usual environment, if given); returns stdout."""
         from click.testing import CliRunner
 
         from vault.cli import cli
 
         result = CliRunner().invoke(cli, [*args, "--vault", str(vault)],
-                                    env=self.env(vault), catch_exceptions=False)
+                                    env={**self.env(vault), **(env or {})},
+                                    catch_exceptions=False)
         if result.exit_code != 0:
             raise BenchError(f"evault {' '.join(args)}: exit {result.exit_code}: "
                              f"{result.stderr.strip()}")
@@ -685,6 +693,14 @@ def case_sftp(ctx: Context) -> list[Row]:
     return [Row(f"9. send a {label} package to an SFTP drop", pairs, "report", None, notes)]
 
 
+def case_ingest_workers(ctx: Context) -> list[Row]:
+    """10. Ingest by 1, 2 and 4 machines at once into one PostgreSQL and one S3 bucket
+    (benchmarks/s3_workers.py)."""
+    from s3_workers import case_ingest_workers as case
+
+    return case(ctx)
+
+
 CASES: dict[str, Callable[[Context], list[Row]]] = {
     "ingest": case_ingest,
     "package": case_package,
@@ -695,6 +711,7 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "startup": case_startup,
     "items-list": case_items_list,
     "sftp": case_sftp,
+    "ingest-workers": case_ingest_workers,
 }
 
 STOCK = {
@@ -712,6 +729,9 @@ STOCK = {
                   "(EVAULT_BENCH_BEFORE)",
     "sftp": "`sftp -b` put of the same package file to the same OpenSSH server on 127.0.0.1 "
             "(and `scp` in the notes)",
+    "ingest-workers": "W processes at once, each uploading its share of the same files as they "
+                      "are with boto3's `upload_file` (no encryption, no database) to the same "
+                      "SeaweedFS",
 }
 
 
