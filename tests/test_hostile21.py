@@ -7,6 +7,7 @@ what it is sent.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,22 +250,23 @@ def test_an_intake_whose_lock_went_with_its_connection_records_nothing(
     key = int.from_bytes(hashlib.sha256(f"{schema}\0evault:intake".encode()).digest()[:8],
                          "big", signed=True)
     engine = sa.create_engine(pg_url)
-    send = S3Upload._send
+    finish = S3Upload.finish
 
-    def cut(self: S3Upload, part: bytes) -> None:
-        send(self, part)
+    def cut(self: S3Upload) -> Any:
+        stored = finish(self)
         with engine.begin() as conn:  # end the session that holds this schema's lock
             conn.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
                 f"'advisory' AND classid = {(key >> 32) & 0xFFFFFFFF} AND objid = "
                 f"{key & 0xFFFFFFFF} AND objsubid = 1")
+        return stored
 
-    monkeypatch.setattr(S3Upload, "_send", cut)
+    monkeypatch.setattr(S3Upload, "finish", cut)
     try:
         refused = a("ingest", str(evidence), "--case", CASE, "--create-case")
     finally:
         engine.dispose()
-    monkeypatch.setattr(S3Upload, "_send", send)
+    monkeypatch.setattr(S3Upload, "finish", finish)
     assert (refused.exit_code, refused.stderr) == (1, (
         "evault: vault database: the lock 'evault:intake' was lost (the connection that held "
         "it dropped); nothing of this step was recorded: run it again\n"))
@@ -280,11 +282,15 @@ def test_an_answer_without_the_fields_s3_always_gives_is_one_line(
     line naming the object and the field, exit 1, never a KeyError traceback."""
     bucket = server.bucket()
     a = _office(tmp_path, bucket)
-    evidence = tmp_path / "statement.txt"
-    evidence.write_bytes(b"fictional statement\n")
+    small = tmp_path / "statement.txt"
+    small.write_bytes(b"fictional statement\n")
+    large = tmp_path / "intercept.bin"  # over one 16 MiB part: a multipart upload
+    large.write_bytes(os.urandom(17 << 20))
     call = S3BlobStore.call
-    for operation, field in (("create_multipart_upload", "UploadId"),
-                             ("upload_part", "ETag"), ("head_object", "ContentLength")):
+    for operation, field, evidence in (("put_object", "ETag", small),
+                                       ("create_multipart_upload", "UploadId", large),
+                                       ("upload_part", "ETag", large),
+                                       ("head_object", "ContentLength", large)):
 
         def lying(self: S3BlobStore, op: str, key: str | None, **kwargs: Any) -> Any:
             answer = call(self, op, key, **kwargs)

@@ -399,3 +399,26 @@ def _quick_client() -> Any:
     client = s3_client(connect_timeout=2, read_timeout=5)
     client.meta.config.retries = {"max_attempts": 1}
     return client
+
+
+def test_a_blob_smaller_than_a_part_is_one_put_with_its_sha256(store: S3BlobStore) -> None:
+    """Bulk intake of small files waits on requests: a blob under one part is a single PUT
+    (not create, part, complete and HEAD), sent with its SHA-256 header, and the server's
+    checksum of it is the one sent."""
+    calls: list[str] = []
+    headers: list[str] = []
+
+    def seen(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append(model.name)
+        headers.append(params["headers"].get("x-amz-checksum-sha256", ""))
+
+    store.client.meta.events.register("before-call.s3", seen)
+    data = _data(MIB)
+    with store.create() as (blob_id, f):
+        f.write(data)
+    assert calls == ["PutObject"]
+    assert headers == [base64.b64encode(hashlib.sha256(data).digest()).decode()]
+    assert f.stored is not None and f.stored.parts == 1
+    assert f.stored.checksum == headers[0]
+    with store.open(blob_id) as r:
+        assert r.read() == data

@@ -13,7 +13,9 @@ One job: where blobs live when they live on S3-compatible object storage (AWS S3
 Ceph, SeaweedFS): ``<prefix>/<32 hex>`` in one bucket, the name random (as in
 :mod:`vault.store.blobs`: it says nothing of the content). Writing streams a multipart
 upload, one part in memory at a time, each part sent with its SHA-256 checksum header
-(``x-amz-checksum-sha256``, which the server checks and refuses with ``BadDigest``); the
+(``x-amz-checksum-sha256``, which the server checks and refuses with ``BadDigest``); a blob
+smaller than one part goes in a single PUT with that header instead (one request, not the
+four of a multipart upload: what bulk intake of small files waits on). The
 upload is completed only when the body ran to its end, and the object counts as stored
 (:attr:`S3Upload.stored`) only after the server's checksum of the whole object equals the
 one computed here. Any failure aborts the upload, so nothing is left behind; what a dead
@@ -184,8 +186,9 @@ class StoredObject:
     #: SHA-256 of the whole object, hex, computed here while writing.
     sha256: str
     #: The server's checksum of the object, as S3 gives it: for a multipart upload the
-    #: SHA-256 of the parts' SHA-256s, base64, with ``-<parts>``; ``None`` where the server
-    #: keeps no SHA-256 (then the ETag, the MD5s' MD5, was matched instead).
+    #: SHA-256 of the parts' SHA-256s, base64, with ``-<parts>``; for a blob smaller than
+    #: a part (one PUT) its SHA-256, base64; ``None`` where the server keeps no SHA-256 (then
+    #: the ETag, the MD5s' MD5, was matched instead).
     checksum: str | None
     etag: str
     #: The object's version (a versioned bucket, as Object Lock needs), else None.
@@ -392,9 +395,7 @@ class S3BlobStore:
                 microsecond=0)
             retain = {"ObjectLockMode": self.object_lock.mode.upper(),
                       "ObjectLockRetainUntilDate": until}
-        started = self.call("create_multipart_upload", key, Key=key, ChecksumAlgorithm="SHA256",
-                            **retain)
-        upload = S3Upload(self, blob_id, key, self.field(started, "UploadId", key), until)
+        upload = S3Upload(self, blob_id, key, retain, until)
         try:
             yield blob_id, cast(BinaryIO, upload)
             stored = upload.finish()
@@ -519,13 +520,17 @@ class S3Upload(io.RawIOBase):
     """The writable side of :meth:`S3BlobStore.create`: buffers one part, sends it when
     full. Not for use outside that context manager (it completes or aborts the upload)."""
 
-    def __init__(self, store: S3BlobStore, blob_id: str, key: str, upload_id: str,
+    def __init__(self, store: S3BlobStore, blob_id: str, key: str,
+                 retain: dict[str, Any] | None = None,
                  retain_until: datetime | None = None) -> None:
         super().__init__()
         self.store = store
         self.blob_id = blob_id
         self.key = key
-        self.upload_id = upload_id
+        #: The multipart upload's id, once a first whole part made one necessary: a blob
+        #: smaller than a part goes in one PUT (one request, not four).
+        self.upload_id: str | None = None
+        self.retain = retain or {}
         self.retain_until = retain_until
         self.size = 0
         #: Set once the upload completed and its checksum matched; None before.
@@ -557,6 +562,10 @@ class S3Upload(io.RawIOBase):
             if len(self._buffer) == self.store.part_size:
                 part = bytes(self._buffer)
                 self._buffer.clear()
+                if self.upload_id is None:
+                    started = self.store.call("create_multipart_upload", self.key, Key=self.key,
+                                              ChecksumAlgorithm="SHA256", **self.retain)
+                    self.upload_id = self.store.field(started, "UploadId", self.key)
                 self._send(part)
         return written
 
@@ -589,7 +598,10 @@ class S3Upload(io.RawIOBase):
         self._parts.append(entry)
 
     def finish(self) -> StoredObject:
-        """Send the last part, complete the upload and match its checksum."""
+        """Send the last part, complete the upload and match its checksum (or, for a blob
+        smaller than a part, PUT it whole with its SHA-256 header)."""
+        if self.upload_id is None:
+            return self._put_whole()
         if self._buffer or not self._parts:
             # The last part may be short; an empty blob is one empty part.
             self._send(bytes(self._buffer))
@@ -621,6 +633,42 @@ class S3Upload(io.RawIOBase):
             raise VerificationError(
                 f"{where}: the completed object's checksum or size is not the one of the "
                 f"{n} parts sent; the object was deleted: try again")
+        return self._kept(version, head, n, expected, self.store.field(answer, "ETag", self.key))
+
+    def _put_whole(self) -> StoredObject:
+        """One PUT of the whole (small) blob with its SHA-256 header, which the server checks
+        (``BadDigest``) and answers with its own, matched here; a HEAD only where the
+        retention it kept must be read."""
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        sent = base64.b64encode(self.store.part_checksum(data)).decode()
+        self._done = True
+        answer = self.store.call("put_object", self.key, Key=self.key, Body=data,
+                                 ChecksumSHA256=sent, **self.retain)
+        etag = self.store.field(answer, "ETag", self.key)
+        got = answer.get("ChecksumSHA256")
+        if got is None:  # a server that keeps no SHA-256: its ETag is the MD5
+            matched = etag.strip('"') == hashlib.md5(data, usedforsecurity=False).hexdigest()
+        else:
+            matched = got == sent
+        if not matched:
+            with contextlib.suppress(VaultError):
+                self.store.call("delete_object", self.key, Key=self.key)
+            raise VerificationError(
+                f"{self.store.location.object_url(self.key)}: the stored object's checksum is "
+                "not the one of the bytes sent; the object was deleted: try again")
+        version = answer.get("VersionId")
+        head: dict[str, Any] = {}
+        if self.store.object_lock is not None:
+            head = self.store.call("head_object", self.key, Key=self.key,
+                                   **({"VersionId": version} if version else {}))
+        return self._kept(version, head, 1, got, etag)
+
+    def _kept(self, version: str | None, head: dict[str, Any], parts: int,
+              checksum: str | None, etag: str) -> StoredObject:
+        """Check that the retention asked for was kept; then the object counts as stored."""
+        where = self.store.location.object_url(self.key)
+        pinned = {"VersionId": version} if version else {}
         kept = head.get("ObjectLockRetainUntilDate")
         lock = self.store.object_lock
         if lock is not None and (head.get("ObjectLockMode", "").lower() != lock.mode
@@ -634,10 +682,8 @@ class S3Upload(io.RawIOBase):
                 f"{where}: the S3 store did not keep the Object Lock retention asked for "
                 f"({lock.text}); check that the bucket has Object Lock enabled and the "
                 "credentials may set retention")
-        self.stored = StoredObject(self.blob_id, self.key, self.size, n,
-                                   self._whole.hexdigest(), expected,
-                                   self.store.field(answer, "ETag", self.key),
-                                   version, kept)
+        self.stored = StoredObject(self.blob_id, self.key, self.size, parts,
+                                   self._whole.hexdigest(), checksum, etag, version, kept)
         return self.stored
 
     def abort(self) -> None:
@@ -648,7 +694,7 @@ class S3Upload(io.RawIOBase):
             if self._done:
                 if self.stored is None:
                     self.store.call("delete_object", self.key, Key=self.key)
-            else:
+            elif self.upload_id is not None:  # else nothing was sent
                 self._done = True
                 self.store.call("abort_multipart_upload", self.key, Key=self.key,
                                 UploadId=self.upload_id)
