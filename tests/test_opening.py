@@ -28,7 +28,7 @@ class World:
 
 def _vault(tmp: Path, name: str, identity: str) -> tuple[Cli, str, Path]:
     cli = Cli(tmp / name)
-    cli.ok("init")
+    cli.init()
     fp = json.loads(cli.ok("identity", "create", identity, "--json").stdout)["fingerprint"]
     card = tmp / f"{identity}.card.json"
     cli.ok("identity", "export", identity, "-o", str(card))
@@ -49,7 +49,7 @@ def world_any(tmp_path: Path, database: str | None) -> World:
 
 def _make_world(tmp_path: Path, database: str | None) -> World:
     office = Cli(tmp_path / "office")
-    office.ok("init", *(["--db", database] if database else []))
+    office.init(database)
     office_fp = json.loads(office.ok("identity", "create", "registry-office",
                                      "--json").stdout)["fingerprint"]
     office_card = tmp_path / "office.card.json"
@@ -108,7 +108,7 @@ def test_open_verifies_extracts_and_receives(world_any: World) -> None:
 
 def test_unknown_sender_is_refused_unless_trusted_by_fingerprint(world: World) -> None:
     stranger = Cli(world.tmp / "stranger")
-    stranger.ok("init")
+    stranger.init()
     stranger.ok("identity", "create", "someone")
     out = world.tmp / "out"
     # A vault that knows no sender at all.
