@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -42,7 +44,7 @@ def json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]
 # ----------------------------------------------------------------------------- vaults and CLI
 
 import secrets  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from click.testing import CliRunner, Result  # noqa: E402
@@ -134,19 +136,131 @@ class Cli:
         assert result.exit_code == 0, f"exit {result.exit_code}: {result.stderr}"
         return result
 
+    def init(self, database: str | None = None) -> Cli:
+        """A new vault here, as ``evault init [--db DATABASE]`` makes it, for tests whose
+        subject is something else. It copies a vault that ``init`` made once per test
+        process and gives the copy a vault id of its own: ``init`` writes nothing else that
+        differs between two new vaults (config.toml with a random ``vault_id`` and the
+        database URL, an empty ``blobs``, and the database migrated to head with the same
+        fixed rows), and running the migrations was the largest part of most tests' set-up.
+        On PostgreSQL (a ``pg_url`` schema) the copy of the database is the template
+        schema's ``pg_dump``, run in the test's schema; without pg_dump, or for another URL,
+        it runs ``init``. tests/test_vault_init.py and the crash tests run ``init`` itself."""
+        schema = re.search(r"search_path%3D(evt_[0-9a-f]{12})$", database or "")
+        if database is None:
+            _copy_new_vault(self.vault, None)
+        elif schema is None or shutil.which("pg_dump") is None:
+            self.ok("init", "--db", database)
+        else:
+            _copy_new_vault(self.vault, (database, schema[1]))
+        return self
+
+
+#: The test process's new vaults as `evault init` made them, by backend, once made: the
+#: folder, and on PostgreSQL its schema's name and pg_dump (SQL that recreates it).
+_NEW_VAULTS: dict[str, tuple[Path, str, str]] = {}
+
+
+def _new_vault(backend: str) -> tuple[Path, str, str]:
+    import atexit
+    import subprocess
+    import tempfile
+
+    if backend in _NEW_VAULTS:
+        return _NEW_VAULTS[backend]
+    folder = tempfile.mkdtemp(prefix="evault-new-vault-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    made = Path(folder) / "vault"
+    schema = dump = ""
+    with pytest.MonkeyPatch.context() as env:
+        isolate(env, made.parent / "no-default-vault")
+        if backend == "sqlite":
+            Cli(made).ok("init")
+        else:
+            import sqlalchemy as sa
+
+            base = pg_base_url()
+            schema = "evt_" + secrets.token_hex(6)
+            engine = sa.create_engine(base)
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            sep = "&" if "?" in base else "?"
+            try:
+                Cli(made).ok("init", "--db", f"{base}{sep}options=-csearch_path%3D{schema}")
+                dsn = sa.engine.make_url(base).set(drivername="postgresql")
+                dump = subprocess.run(
+                    ["pg_dump", "--schema", schema, "--inserts", "--no-owner",
+                     "--no-privileges", "--dbname", dsn.render_as_string(hide_password=False)],
+                    check=True, capture_output=True, text=True).stdout
+            finally:
+                with engine.begin() as conn:
+                    conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+                engine.dispose()
+            # Without psql's own commands (\restrict), nor the CREATE SCHEMA pg_url did.
+            dump = "\n".join(line for line in dump.splitlines()
+                             if not line.startswith("\\") and line != f"CREATE SCHEMA {schema};")
+    _NEW_VAULTS[backend] = (made, schema, dump)
+    return _NEW_VAULTS[backend]
+
+
+def _copy_new_vault(target: Path, postgres: tuple[str, str] | None) -> None:
+    """``init`` at ``target``: on SQLite, or on PostgreSQL as (URL, its empty schema)."""
+    import uuid
+
+    made, schema, dump = _new_vault("sqlite" if postgres is None else "postgres")
+    if target.exists() and not any(target.iterdir()):
+        target.rmdir()  # as init, which may be given an empty folder made beforehand
+    shutil.copytree(made, target, symlinks=True)
+    config = target / "config.toml"
+    text, count = re.subn(r'(?m)^vault_id = "[0-9a-f]{32}"$',
+                          f'vault_id = "{uuid.uuid4().hex}"', config.read_text())
+    assert count == 1, text
+    if postgres is not None:
+        url, into = postgres
+        assert schema in text and schema in dump, (text, dump)
+        text = text.replace(schema, into)
+        assert f"database = {json.dumps(url)}" in text.splitlines(), text
+        import psycopg
+        import sqlalchemy as sa
+
+        dsn = sa.engine.make_url(pg_base_url()).set(drivername="postgresql")
+        with psycopg.connect(dsn.render_as_string(hide_password=False)) as conn:
+            # No parameters: many statements in one, committed at once on leaving.
+            conn.execute(dump.replace(schema, into).encode())
+    config.write_text(text)
+
+
+def build_template(tmp_path_factory: pytest.TempPathFactory, name: str,
+                   build: Callable[[Path], object]) -> Path:
+    """A folder made once by ``build(folder)`` (vaults, cards, files), for a module-scoped
+    fixture whose tests each get a copy of it (:func:`copy_template`): the set-up runs once
+    per module and test process instead of once per test. ``build`` runs isolated as a test
+    does, with no default vault."""
+    folder = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as env:
+        isolate(env, folder.parent / f"{folder.name}-no-default-vault")
+        build(folder)
+    return folder
+
+
+def copy_template(template: Path, target: Path) -> None:
+    """Copy every entry of ``template`` into ``target`` (a test's own ``tmp_path``), so that
+    the test changes its copy as it likes. Only for SQLite vaults: a PostgreSQL vault's
+    database is not in its folder."""
+    for entry in template.iterdir():
+        if entry.is_dir():
+            shutil.copytree(entry, target / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, target / entry.name)
+
 
 @pytest.fixture
 def cli(tmp_path: Path, database: str | None) -> Cli:
     """A new, initialised vault on each database backend."""
-    runner = Cli(tmp_path / "vault")
-    args = ["init"] + (["--db", database] if database else [])
-    runner.ok(*args)
-    return runner
+    return Cli(tmp_path / "vault").init(database)
 
 
 @pytest.fixture
 def sqlite_cli(tmp_path: Path) -> Cli:
     """A new, initialised SQLite vault, for tests that are about something else."""
-    runner = Cli(tmp_path / "vault")
-    runner.ok("init")
-    return runner
+    return Cli(tmp_path / "vault").init()

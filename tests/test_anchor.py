@@ -306,7 +306,7 @@ def test_normal_use_never_trips_the_anchor(cli: Cli, tmp_path: Path) -> None:
     rotation: every one succeeds and the anchor follows the head on both sides."""
     office = cli
     icc = Cli(tmp_path / "icc")
-    icc.ok("init")
+    icc.init()
     office_fp = json.loads(office.ok("identity", "create", IDENTITY, "--json").stdout)[
         "fingerprint"
     ]

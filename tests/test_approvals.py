@@ -54,7 +54,7 @@ class World:
 def world(tmp_path: Path) -> World:
     office, defense, nsc, icc = (Cli(tmp_path / n) for n in ("office", "defense", "nsc", "icc"))
     for cli in (office, defense, nsc, icc):
-        cli.ok("init")
+        cli.init()
     office.ok("identity", "create", "registry-office")
     office.ok("identity", "create", "state-legal")
     defense.ok("identity", "create", "defense-legal")

@@ -61,8 +61,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         mp.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
         mp.delenv("EVAULT_PASSPHRASE_FILE", raising=False)
         office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
-        office.ok("init")
-        icc.ok("init")
+        office.init()
+        icc.init()
         office_fp = json.loads(office.ok("identity", "create", "registry-office", "--json")
                                .stdout)["fingerprint"]
         icc_fp = json.loads(icc.ok("identity", "create", "icc-officer", "--json")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TESTS, Cli
+from conftest import TESTS, Cli, build_template, copy_template
 from test_package_format import EV1, EV2, SENDER, make_statement
 
 from vault.errors import VerificationError
@@ -61,13 +61,13 @@ def _ingest(cli: Cli, path: Path, *args: str) -> dict[str, str]:
 
 def _office(tmp: Path, database: str | None, derive: bool = True) -> Office:
     a = Cli(tmp / "a")
-    a.ok("init", *(["--db", database] if database else []))
+    a.init(database)
     a_fp = json.loads(a.ok("identity", "create", "registry-office", "--json").stdout)[
         "fingerprint"]
     a_card = tmp / "a.card.json"
     a.ok("identity", "export", "-o", str(a_card))
     b = Cli(tmp / "b")
-    b.ok("init")
+    b.init()
     b.ok("identity", "create", "icc-officer")
     b_card = tmp / "b.card.json"
     b.ok("identity", "export", "-o", str(b_card))
@@ -90,9 +90,25 @@ def _office(tmp: Path, database: str | None, derive: bool = True) -> Office:
                   {k: r["sha256"] for k, r in rows.items()})
 
 
+@pytest.fixture(scope="module")
+def office_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``_office`` on SQLite, built once for the module; its ids and digests in office.json."""
+    def build(tmp: Path) -> None:
+        o = _office(tmp, None)
+        (tmp / "office.json").write_text(json.dumps({"a_fp": o.a_fp, "ids": o.ids,
+                                                     "sha": o.sha}))
+    return build_template(tmp_path_factory, "derived-packages", build)
+
+
 @pytest.fixture
-def office(tmp_path: Path) -> Office:
-    return _office(tmp_path, None)
+def office(office_template: Path, tmp_path: Path) -> Office:
+    """``_office(tmp_path, None)``: each test's own copy of the module's template."""
+    copy_template(office_template, tmp_path)
+    made = json.loads((tmp_path / "office.json").read_text())
+    files = {key: tmp_path / name for key, name in (
+        ("O", "statement.txt"), ("R", "statement-Red.txt"), ("E", "excerpt.txt"))}
+    return Office(Cli(tmp_path / "a"), Cli(tmp_path / "b"), tmp_path, made["a_fp"], files,
+                  made["ids"], made["sha"])
 
 
 def _shown(cli: Cli, item: str) -> dict[str, Any]:
@@ -561,7 +577,7 @@ def test_a_received_redacted_copy_stands_in_for_a_received_original(office: Offi
     received = o.open(o.send("W", "WR", name="both")[0])
     w_b, wr_b = received[o.ids["W"]], received[o.ids["WR"]]
     c = Cli(o.tmp / "c")
-    c.ok("init")
+    c.init()
     c.ok("identity", "create", "hrmmu-officer")
     c.ok("identity", "export", "-o", str(o.tmp / "c.card.json"))
     o.b.ok("body", "add", "UN-HRMMU", "--name", "Fictional UN-HRMMU")

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli
+from conftest import Cli, build_template, copy_template
 from test_key_history import sql
 from test_robustness import assert_refusal
 
@@ -50,12 +50,29 @@ class Office:
         return [e["details"] for e in events if e["action"] == "rule.changed"]
 
 
+@pytest.fixture(scope="module")
+def sqlite_office(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SQLite office and its bodies' vaults, built once for the module (see ``office``)."""
+    return build_template(tmp_path_factory, "derived-release",
+                          lambda tmp: _build(Cli(tmp / "vault").init(), tmp))
+
+
 @pytest.fixture
-def office(cli: Cli, tmp_path: Path) -> Office:
+def office(database: str | None, tmp_path: Path, request: pytest.FixtureRequest) -> Office:
+    """The office (three bodies, a rule releasing witness-identity to ICC-OTP, the original
+    labelled witness-identity): on SQLite each test's own copy of the module's template, on
+    PostgreSQL built for the test (its database is not in the vault's folder)."""
+    if database is not None:
+        return _build(Cli(tmp_path / "vault").init(database), tmp_path)
+    copy_template(request.getfixturevalue("sqlite_office"), tmp_path)
+    return Office(Cli(tmp_path / "vault"), (tmp_path / "original-id").read_text(), tmp_path)
+
+
+def _build(cli: Cli, tmp_path: Path) -> Office:
     cli.ok("identity", "create", "registry-office")
     for body in BODIES:
         other = Cli(tmp_path / f"vault-{body}")
-        other.ok("init")
+        other.init()
         other.ok("identity", "create", f"officer-{body.lower()}")
         card = tmp_path / f"{body}.card.json"
         other.ok("identity", "export", "-o", str(card))
@@ -64,6 +81,7 @@ def office(cli: Cli, tmp_path: Path) -> Office:
     office = Office(cli, "", tmp_path)
     office.original = office.ingest("statement.txt", b"fictional statement naming a witness\n",
                                     "--create-case", "--label", "witness-identity")
+    (tmp_path / "original-id").write_text(office.original)
     cli.ok("rule", "add", "witness-identity", "ICC-OTP")
     return office
 

@@ -12,20 +12,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_PASSPHRASE, Cli
+from conftest import TEST_PASSPHRASE, Cli, build_template, copy_template
 
 CASE = "UA-2026-0042"
 BODIES = ("ICC-OTP", "UA-OPG", "EUROJUST-JIT")
 
 
+@pytest.fixture(scope="module")
+def office_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The office and its bodies' vaults, built once for the module (see ``office``)."""
+    return build_template(tmp_path_factory, "export-office", _build_office)
+
+
 @pytest.fixture
-def office(tmp_path: Path) -> Cli:
+def office(office_template: Path, tmp_path: Path) -> Cli:
+    """The office vault (three bodies, a rule for restricted-icc, five items in CASE, one of
+    them labelled restricted-icc): each test's own copy of the module's template."""
+    copy_template(office_template, tmp_path)
+    return Cli(tmp_path / "office")
+
+
+def _build_office(tmp_path: Path) -> Cli:
     cli = Cli(tmp_path / "office")
-    cli.ok("init")
+    cli.init()
     cli.ok("identity", "create", "registry-office")
     for body in BODIES:
         other = Cli(tmp_path / f"vault-{body}")
-        other.ok("init")
+        other.init()
         other.ok("identity", "create", f"officer-{body.lower()}")
         card = tmp_path / f"{body}.card.json"
         other.ok("identity", "export", "-o", str(card))

@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from test_opening import CASE, World
+from test_opening import sqlite_vaults as sqlite_vaults  # the fixture world uses
 from test_opening import world as world  # the fixture
 from test_robustness_corpus import Recipient, mc, one_line
 from test_robustness_corpus import recipient as recipient  # the fixture

@@ -72,7 +72,7 @@ def world(template: Path, tmp_path: Path) -> World:
 def _build(tmp_path: Path) -> World:
     office, defense, icc = (Cli(tmp_path / n) for n in ("office", "defense", "icc"))
     for c in (office, defense, icc):
-        c.ok("init")
+        c.init()
     office.ok("identity", "create", "registry-office")
     office.ok("identity", "create", "state-legal")
     defense.ok("identity", "create", "defense-legal")
@@ -394,7 +394,7 @@ def test_sign_garbage_is_one_line(world: World, garbage: bytes) -> None:
 def test_sign_request_of_unknown_sender_is_refused(world: World) -> None:
     req, _ = world.request()
     stranger = Cli(world.tmp / "stranger")
-    stranger.ok("init")
+    stranger.init()
     stranger.ok("identity", "create", "someone")
     r = stranger("approval", "sign", str(req), "-o", str(world.tmp / "x.json"))
     assert r.exit_code == 3
@@ -405,7 +405,7 @@ def test_contact_named_like_an_identity(world: World) -> None:
     """A contact card named state-legal (another office's key) cannot stand in for the
     identity state-legal, nor make package create crash."""
     rogue = Cli(world.tmp / "rogue")
-    rogue.ok("init")
+    rogue.init()
     rogue.ok("identity", "create", "state-legal")
     card = world.tmp / "rogue.card.json"
     rogue.ok("identity", "export", "state-legal", "-o", str(card))

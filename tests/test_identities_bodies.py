@@ -14,7 +14,7 @@ from vault.crypto.keys import SigningKey
 def _card(cli: Cli, name: str, tmp_path: Path) -> tuple[Path, str]:
     """Create an identity in a throwaway vault of the body and export its card."""
     other = Cli(tmp_path / f"vault-{name}")
-    other.ok("init")
+    other.init()
     fingerprint = json.loads(other.ok("identity", "create", name, "--json").stdout)["fingerprint"]
     path = tmp_path / f"{name}.card.json"
     other.ok("identity", "export", name, "-o", str(path))
@@ -111,7 +111,7 @@ def test_private_keys_never_reach_the_database(tmp_path: Path) -> None:
     from vault.store.models import IdentityKey
 
     cli = Cli(tmp_path / "v")
-    cli.ok("init")
+    cli.init()
     cli.ok("identity", "create", "registry-office")
     v = open_vault(cli.vault)
     with v.transaction() as session:
@@ -132,7 +132,7 @@ def test_private_keys_never_reach_the_database(tmp_path: Path) -> None:
 
 def test_key_file_needs_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cli = Cli(tmp_path / "v")
-    cli.ok("init")
+    cli.init()
     monkeypatch.delenv("EVAULT_PASSPHRASE")
     result = cli("identity", "create", "registry-office")
     assert result.exit_code == 1

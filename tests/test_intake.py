@@ -335,7 +335,7 @@ def test_doctor_repair_removes_leftovers_only(office: Cli, tmp_path: Path) -> No
 
 def test_kill_during_ingest_leaves_complete_items_or_none(tmp_path: Path) -> None:
     cli = Cli(tmp_path / "vault")
-    cli.ok("init")
+    cli.init()
     cli.ok("identity", "create", "registry-office")
     big = tmp_path / "big.bin"
     with open(big, "wb") as f:

@@ -78,7 +78,7 @@ def test_an_unknown_case_is_named_by_every_command_that_takes_one(
     sqlite_cli.ok("case", "create", "UA-2026-0042")
     sqlite_cli.ok("body", "add", "ICC-OTP", "--name", "Fictional court")
     icc = Cli(tmp_path / "icc")
-    icc.ok("init")
+    icc.init()
     icc.ok("identity", "create", "icc-officer")
     card = tmp_path / "icc.card.json"
     icc.ok("identity", "export", "-o", str(card))
@@ -158,7 +158,7 @@ def test_trusted_keys_that_never_end_are_refused(world: World) -> None:  # noqa:
 def _second_vault(tmp: Path, sender: World, *identities: str) -> Cli:
     """A vault that trusts the office but holds none of ICC-OTP's keys."""
     other = Cli(tmp / "other")
-    other.ok("init")
+    other.init()
     for name in identities:
         other.ok("identity", "create", name)
     other.ok("contact", "add", str(sender.office_card), "--fingerprint", sender.office_fp)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from conftest import Cli, build_template, copy_template
 
 CASE = "UA-2026-0042"
 
@@ -28,17 +28,30 @@ class World:
 
 def _vault(tmp: Path, name: str, identity: str) -> tuple[Cli, str, Path]:
     cli = Cli(tmp / name)
-    cli.ok("init")
+    cli.init()
     fp = json.loads(cli.ok("identity", "create", identity, "--json").stdout)["fingerprint"]
     card = tmp / f"{identity}.card.json"
     cli.ok("identity", "export", identity, "-o", str(card))
     return cli, fp, card
 
 
+@pytest.fixture(scope="module")
+def sqlite_vaults(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The vaults of ``world`` before its package, built once for the module."""
+    def build(tmp: Path) -> None:
+        office_fp, icc_fp = _make_vaults(tmp, None)
+        (tmp / "fingerprints.json").write_text(json.dumps([office_fp, icc_fp]))
+    return build_template(tmp_path_factory, "opening", build)
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> World:
-    """Office, ICC-OTP and UA-OPG vaults on SQLite, and one package for ICC-OTP."""
-    return _make_world(tmp_path, None)
+def world(sqlite_vaults: Path, tmp_path: Path) -> World:
+    """Office, ICC-OTP and UA-OPG vaults on SQLite, and one package for ICC-OTP: the vaults
+    are each test's own copy of the module's, the package is built for the test (the office
+    records where its file is)."""
+    copy_template(sqlite_vaults, tmp_path)
+    office_fp, icc_fp = json.loads((tmp_path / "fingerprints.json").read_text())
+    return _package_world(tmp_path, office_fp, icc_fp)
 
 
 @pytest.fixture
@@ -48,8 +61,14 @@ def world_any(tmp_path: Path, database: str | None) -> World:
 
 
 def _make_world(tmp_path: Path, database: str | None) -> World:
+    return _package_world(tmp_path, *_make_vaults(tmp_path, database))
+
+
+def _make_vaults(tmp_path: Path, database: str | None) -> tuple[str, str]:
+    """The office, ICC-OTP and UA-OPG vaults with the evidence ingested: (the office's
+    fingerprint, ICC-OTP's)."""
     office = Cli(tmp_path / "office")
-    office.ok("init", *(["--db", database] if database else []))
+    office.init(database)
     office_fp = json.loads(office.ok("identity", "create", "registry-office",
                                      "--json").stdout)["fingerprint"]
     office_card = tmp_path / "office.card.json"
@@ -67,6 +86,12 @@ def _make_world(tmp_path: Path, database: str | None) -> World:
     (evidence / "photo.jpg").write_bytes(bytes(range(256)) * 300)
     office.ok("ingest", str(evidence), "-r", "--case", CASE, "--create-case", "--title", "T",
               "--also-digest", "md5")
+    return office_fp, icc_fp
+
+
+def _package_world(tmp_path: Path, office_fp: str, icc_fp: str) -> World:
+    """The vaults at ``tmp_path`` and a package of CASE for ICC-OTP."""
+    office, icc, opg = (Cli(tmp_path / name) for name in ("office", "icc", "opg"))
     package = tmp_path / "icc.evpkg"
     pid = json.loads(office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o",
                                str(package), "--json").stdout)["id"]
@@ -108,7 +133,7 @@ def test_open_verifies_extracts_and_receives(world_any: World) -> None:
 
 def test_unknown_sender_is_refused_unless_trusted_by_fingerprint(world: World) -> None:
     stranger = Cli(world.tmp / "stranger")
-    stranger.ok("init")
+    stranger.init()
     stranger.ok("identity", "create", "someone")
     out = world.tmp / "out"
     # A vault that knows no sender at all.

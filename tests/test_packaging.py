@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, require_tool
+from conftest import Cli, build_template, copy_template, require_tool
 
 CASE = "UA-2026-0042"
 NAMES = {
@@ -53,7 +53,7 @@ class Body:
 
 def _body(tmp_path: Path, body_id: str, officer: str) -> Body:
     cli = Cli(tmp_path / f"vault-{body_id}")
-    cli.ok("init")
+    cli.init()
     fp = json.loads(cli.ok("identity", "create", officer, "--json").stdout)["fingerprint"]
     card = tmp_path / f"{officer}.card.json"
     cli.ok("identity", "export", officer, "-o", str(card))
@@ -69,8 +69,28 @@ class World:
     tmp: Path
 
 
+@pytest.fixture(scope="module")
+def sqlite_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The SQLite office and its bodies' vaults, built once for the module (see ``world``)."""
+    return build_template(tmp_path_factory, "packaging",
+                          lambda tmp: _build(Cli(tmp / "vault").init(), tmp))
+
+
 @pytest.fixture
-def world(cli: Cli, tmp_path: Path) -> World:
+def world(database: str | None, tmp_path: Path, request: pytest.FixtureRequest) -> World:
+    """The office (ICC-OTP and UA-OPG with their keys, the NAMES items in CASE): on SQLite
+    each test's own copy of the module's template, on PostgreSQL built for the test (its
+    database is not in the vault's folder)."""
+    if database is not None:
+        return _build(Cli(tmp_path / "vault").init(database), tmp_path)
+    copy_template(request.getfixturevalue("sqlite_world"), tmp_path)
+    made = json.loads((tmp_path / "world.json").read_text())
+    bodies = [Body(b["id"], Cli(tmp_path / f"vault-{b['id']}"), b["officer"], b["fingerprint"],
+                   tmp_path / f"{b['officer']}.card.json") for b in made["bodies"]]
+    return World(Cli(tmp_path / "vault"), *bodies, made["items"], tmp_path)
+
+
+def _build(cli: Cli, tmp_path: Path) -> World:
     cli.ok("identity", "create", "registry-office", "--org", "Fictional Ministry of Justice")
     icc = _body(tmp_path, "ICC-OTP", "icc-officer")
     opg = _body(tmp_path, "UA-OPG", "opg-officer")
@@ -84,6 +104,8 @@ def world(cli: Cli, tmp_path: Path) -> World:
         (folder / name).write_bytes(data)
     cli.ok("ingest", str(folder), "--recursive", "--case", CASE, "--create-case")
     items = {i["name"]: i["id"] for i in json.loads(cli.ok("items", "list", "--json").stdout)}
+    (tmp_path / "world.json").write_text(json.dumps({"items": items, "bodies": [
+        {"id": b.id, "officer": b.officer, "fingerprint": b.fingerprint} for b in (icc, opg)]}))
     return World(cli, icc, opg, items, tmp_path)
 
 

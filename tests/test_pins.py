@@ -19,7 +19,7 @@ BODY = "UA-OPG"
 def _officer(tmp_path: Path) -> dict[str, str]:
     """The officer's `identity show --json`, in the officer's own (fictional) vault."""
     other = Cli(tmp_path / "officer-vault")
-    other.ok("init")
+    other.init()
     other.ok("identity", "create", "opg-officer")
     return dict(json.loads(other.ok("identity", "show", "--json").stdout))
 
@@ -86,7 +86,7 @@ def test_unpinned_body_key_warns_and_is_logged_unpinned(cli: Cli, tmp_path: Path
 
 def _card(tmp_path: Path, vault: str, name: str) -> tuple[Path, str]:
     sender = Cli(tmp_path / vault)
-    sender.ok("init")
+    sender.init()
     fp = json.loads(sender.ok("identity", "create", name, "--json").stdout)["fingerprint"]
     card = tmp_path / f"{vault}.card.json"
     sender.ok("identity", "export", name, "-o", str(card))

@@ -105,8 +105,8 @@ def _print(page: Path, paper: str) -> Printed:
 
 def _build(tmp: Path) -> World:
     office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
-    office.ok("init")
-    icc.ok("init")
+    office.init()
+    icc.init()
     office.ok("identity", "create", "registry-office", "--org", "Fictional Ministry")
     officers = {}
     for name in ("icc-officer", "icc-deputy"):

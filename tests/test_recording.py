@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import Cli
 from test_opening import World
+from test_opening import sqlite_vaults as sqlite_vaults  # the fixture world uses
 from test_opening import world as world  # the fixture
 
 

@@ -174,13 +174,13 @@ def evidence_files(folder: Path, sizes: tuple[int, ...] = (20, 70_000, 300_000))
 def make_office(tmp: Path, database: str | None = None, recipient_db: str | None = None,
                 second_body: bool = False) -> Office:
     office = Cli(tmp / "office")
-    office.ok("init", *(["--db", database] if database else []))
+    office.init(database)
     office_fp = as_json(office, "identity", "create", "registry-office", "--org",
                         "Fictional Ministry of Justice", "--json")["fingerprint"]
     office_card = tmp / "office.card.json"
     office.ok("identity", "export", "-o", str(office_card))
     icc = Cli(tmp / "icc")
-    icc.ok("init", *(["--db", recipient_db] if recipient_db else []))
+    icc.init(recipient_db)
     icc_fp = as_json(icc, "identity", "create", "icc-officer", "--json")["fingerprint"]
     icc_card = tmp / "icc.card.json"
     icc.ok("identity", "export", "-o", str(icc_card))
@@ -188,7 +188,7 @@ def make_office(tmp: Path, database: str | None = None, recipient_db: str | None
     office.ok("body", "key", "add", "ICC-OTP", "--card", str(icc_card), "--fingerprint", icc_fp)
     if second_body:
         opg = Cli(tmp / "opg")
-        opg.ok("init")
+        opg.init()
         opg.ok("identity", "create", "opg-officer")
         opg_card = tmp / "opg.card.json"
         opg.ok("identity", "export", "-o", str(opg_card))

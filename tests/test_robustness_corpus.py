@@ -127,7 +127,7 @@ def recipient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recipient]:
         env.setenv("EVAULT_HOME", str(root / "no-default-vault"))
         env.setattr("vault.crypto.secretbox.DEFAULT_WORK_FACTOR", 10)
         cli = Cli(root / "vault")
-        cli.ok("init")
+        cli.init()
         with pytest.MonkeyPatch.context() as keys:
             keys.setattr(SigningKey, "generate", staticmethod(lambda: mc.OFFICER))
             keys.setattr(AgeIdentity, "generate", staticmethod(lambda **_: mc.OFFICER_AGE))
@@ -329,7 +329,7 @@ def test_age_vectors_through_verify(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert len(vectors) > 80
     identity = AgeIdentity.parse(main_identity)
     cli = Cli(tmp_path / "vault")
-    cli.ok("init")
+    cli.init()
     with monkeypatch.context() as keys:
         keys.setattr(AgeIdentity, "generate", staticmethod(lambda **_: identity))
         fp = json.loads(cli.ok("identity", "create", "vector-holder", "--json").stdout)[

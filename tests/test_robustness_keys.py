@@ -28,7 +28,7 @@ from vault.formats import receipt as rfmt
 
 def _recipient(tmp: Path, name: str) -> tuple[Cli, str, Path]:
     cli = Cli(tmp / name)
-    cli.ok("init")
+    cli.init()
     fp = as_json(cli, "identity", "create", name, "--json")["fingerprint"]
     card = tmp / f"{name}.card.json"
     cli.ok("identity", "export", "-o", str(card))
@@ -53,7 +53,7 @@ class TwoKeys:
     def __init__(self, tmp: Path, database: str | None) -> None:
         self.tmp = tmp
         self.office = Cli(tmp / "office")
-        self.office.ok("init", *(["--db", database] if database else []))
+        self.office.init(database)
         self.office.ok("identity", "create", "registry-office")
         self.office.ok("identity", "create", "evidence-unit")
         self.office_fp = as_json(self.office, "identity", "show", "--json")["fingerprint"]

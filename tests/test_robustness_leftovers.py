@@ -40,7 +40,7 @@ def _actions(cli: Cli, item: str) -> list[dict[str, object]]:
 
 def _office_with_item(tmp_path: Path) -> tuple[Cli, str, bytes]:
     office = Cli(tmp_path / "office")
-    office.ok("init")
+    office.init()
     office.ok("identity", "create", "registry-office")
     content = os.urandom(300_000)
     (tmp_path / "statement.pdf").write_bytes(content)

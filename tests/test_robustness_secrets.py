@@ -135,7 +135,7 @@ def full_run(tmp: Path, database: str | None) -> Run:
              "location": f"Location-{token}", "purpose": f"Purpose-{token}",
              "reference": f"REF-{token}", "case title": f"CaseTitle-{token}"}
     office = rec.vault(tmp / "office")
-    office.ok("init", *(["--db", database] if database else []))
+    office.init(database)
     office.ok("identity", "create", "registry-office", "--org", "Fictional Ministry")
     office.ok("identity", "create", "evidence-unit", "--org", "Fictional Ministry")
     office_card = tmp / "registry-office.card.json"
@@ -144,7 +144,7 @@ def full_run(tmp: Path, database: str | None) -> Run:
     recipients = {}
     for body, officer in (("ICC-OTP", "icc-officer"), ("UA-OPG", "opg-officer")):
         other = rec.vault(tmp / body.lower())
-        other.ok("init")
+        other.init()
         fp = json.loads(other.ok("identity", "create", officer, "--json").stdout)["fingerprint"]
         card = tmp / f"{officer}.card.json"
         other.ok("identity", "export", "-o", str(card))

@@ -51,7 +51,7 @@ def office(sqlite_cli: Cli, tmp_path: Path) -> Office:
     sqlite_cli.ok("identity", "create", "registry-office")
     for body in ("ICC-OTP", "UA-OPG"):
         other = Cli(tmp_path / f"vault-{body}")
-        other.ok("init")
+        other.init()
         other.ok("identity", "create", f"officer-{body.lower()}")
         card = tmp_path / f"{body}.card.json"
         other.ok("identity", "export", "-o", str(card))

@@ -53,9 +53,9 @@ def _found(data: bytes, secrets: dict[str, str] | list[str]) -> list[str]:
 
 def _sender_and_recipient(tmp: Path, database: str | None) -> tuple[Cli, Cli, str]:
     office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
-    office.ok("init", *(["--db", database] if database else []))
+    office.init(database)
     fp = json.loads(office.ok("identity", "create", "registry-office", "--json").stdout)
-    icc.ok("init")
+    icc.init()
     icc.ok("identity", "create", "icc-officer")
     icc.ok("identity", "export", "icc-officer", "-o", str(tmp / "icc.card.json"))
     office.ok("identity", "export", "registry-office", "-o", str(tmp / "office.card.json"))
@@ -103,7 +103,7 @@ def test_a_thief_of_either_database_reads_no_metadata(tmp_path: Path,
 
 def _two_items(tmp: Path, database: str | None) -> tuple[Cli, list[str]]:
     cli = Cli(tmp / "v")
-    cli.ok("init", *(["--db", database] if database else []))
+    cli.init(database)
     cli.ok("identity", "create", "registry-office")
     for n in (1, 2):
         (tmp / f"f{n}.txt").write_text(f"fictional file {n}\n")
@@ -166,7 +166,7 @@ def test_listing_an_empty_vault_does_not_open_the_key_store(tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
     cli = Cli(tmp_path / "v")
-    cli.ok("init")
+    cli.init()
     monkeypatch.delenv("EVAULT_PASSPHRASE")
     assert cli.ok("items", "list").stdout == "id  case  name  size  sha256  labels  ingested_at\n"
     assert cli.ok("case", "list").exit_code == 0
@@ -296,7 +296,7 @@ def test_the_old_vault_fixture_still_holds_plaintext() -> None:
 def test_case_titles_over_500_characters_are_refused(tmp_path: Path) -> None:
     """PostgreSQL's column enforced 500 before it was sealed; now both databases do."""
     cli = Cli(tmp_path / "v")
-    cli.ok("init")
+    cli.init()
     cli.ok("identity", "create", "registry-office")
     result = cli("case", "create", CASE, "--title", "t" * 501)
     assert (result.exit_code, result.stderr) == (2, (

@@ -38,11 +38,11 @@ def server() -> Iterator[SftpServer]:
 
 def _office(tmp_path: Path, bodies: tuple[str, ...] = ("ICC-OTP",), size: int = 3 * MIB) -> Cli:
     cli = Cli(tmp_path / "office")
-    cli.ok("init")
+    cli.init()
     cli.ok("identity", "create", "registry-office")
     for body in bodies:
         other = Cli(tmp_path / f"vault-{body}")
-        other.ok("init")
+        other.init()
         other.ok("identity", "create", f"officer-{body.lower()}")
         card = tmp_path / f"{body}.card.json"
         other.ok("identity", "export", "-o", str(card))

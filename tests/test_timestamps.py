@@ -82,7 +82,7 @@ def rows(cli: Cli, sql: str) -> list[tuple[object, ...]]:
 @pytest.fixture
 def office(tmp_path: Path) -> Cli:
     cli = Cli(tmp_path / "office")
-    cli.ok("init")
+    cli.init()
     cli.ok("identity", "create", "registry-office")
     return cli
 
@@ -237,8 +237,8 @@ class Sharing:
 def _sharing(tmp: Path, office_tsas: tuple[LocalTsa, ...],
              icc_tsas: tuple[LocalTsa, ...] = ()) -> Sharing:
     office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
-    office.ok("init")
-    icc.ok("init")
+    office.init()
+    icc.init()
     fp = json.loads(office.ok("identity", "create", "registry-office", "--json").stdout)[
         "fingerprint"]
     icc.ok("identity", "create", "icc-officer")

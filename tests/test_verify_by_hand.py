@@ -56,10 +56,10 @@ def _world(tmp: Path) -> World:
     for tool in ("age", "ssh-keygen", "tar", "sha256sum", "bash"):
         require_tool(tool)
     office = Cli(tmp / "office")
-    office.ok("init")
+    office.init()
     office.ok("identity", "create", "registry-office")
     icc = Cli(tmp / "icc")
-    icc.ok("init")
+    icc.init()
     icc.ok("identity", "create", "icc-officer")
     icc.ok("identity", "create", "jit-officer")
     work = tmp / "auditor"
@@ -561,7 +561,7 @@ def test_checkpoint_script_on_evault_checkpoints_and_proofs(
     )
 
     other = Cli(tmp_path / "other")
-    other.ok("init")
+    other.init()
     other.ok("identity", "create", "someone-else")
     other_key = json.loads(other.ok("identity", "show", "--json").stdout)["checkpoint_key"]
     other_name, other_id, _ = other_key.split("+", 2)

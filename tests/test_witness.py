@@ -41,8 +41,8 @@ class World:
 def _make_world(tmp: Path, database: str | None) -> World:
     """An office vault that sent a package to ICC-OTP, opened and acknowledged there."""
     office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
-    office.ok("init", *(["--db", database] if database else []))
-    icc.ok("init")
+    office.init(database)
+    icc.init()
     office_fp = json.loads(office.ok("identity", "create", "registry-office", "--json")
                            .stdout)["fingerprint"]
     icc.ok("identity", "create", "icc-officer")
