@@ -59,6 +59,8 @@ COMMANDS = {
     "db": Entry("vault.cli.init:db", "Database schema of an existing vault."),
     "doctor": Entry("vault.cli.doctor:doctor", "Check the vault: configuration, database, "
                     "key store, blobs, key history."),
+    "export-case-uco": Entry("vault.cli.case_uco:export_case_uco", "Write an item or a "
+                             "case and its custody events as CASE/UCO JSON-LD."),
     "export": Entry("vault.cli.export:export_cmd", "Export to several bodies: one package "
                     "each, only what each may receive. Idempotent."),
     "identity": Entry("vault.cli.identity:identity", "Identities of this vault: signing and "
