@@ -34,7 +34,8 @@ def _build(tmp: Path) -> None:
     office = Cli(tmp / "office")
     office.init()
     office.ok("identity", "create", "registry-office")
-    office.ok("identity", "export", "-o", str(tmp / "office.card.json"))
+    office.ok("identity", "create", "fictional-clerk-alice")
+    office.ok("identity", "export", "registry-office", "-o", str(tmp / "office.card.json"))
     icc = Cli(tmp / "icc")
     icc.init()
     icc.ok("identity", "create", "icc-officer")
@@ -46,7 +47,8 @@ def _build(tmp: Path) -> None:
     for name, content, case, args in (
         ("statement W-1.txt", b"fictional witness statement\n", CASE, ["--create-case"]),
         ("photo 1.jpg", b"\xff\xd8fictional photo", CASE, ["--also-digest", "md5,sha1"]),
-        ("other.txt", b"fictional other case\n", OTHER, ["--create-case"]),
+        ("other.txt", b"fictional other case\n", OTHER,
+         ["--create-case", "--as", "fictional-clerk-alice"]),
     ):
         path = tmp / name
         path.write_bytes(content)
@@ -185,6 +187,13 @@ def test_items_of_two_cases_are_named_without_an_investigation(world: World) -> 
     assert sorted(f["uco-core:name"] for f in _nodes(doc, "uco-observable:File")) == sorted(
         [world.ids["photo 1.jpg"], world.ids["other.txt"]])
     assert _nodes(doc, "case-investigation:Investigation") == []
+    # Only the sender is named; the clerk who ingested other.txt is a key, as in the excerpt.
+    identities = _nodes(doc, "uco-identity:Identity")
+    assert sorted(i.get("uco-core:name", "") for i in identities) == ["", "registry-office"]
+    assert b"alice" not in world.bag(path)[CASE_UCO]
+    out = world.tmp / "two.jsonld"
+    out.write_bytes(world.bag(path)[CASE_UCO])
+    assert_conforms(out)
 
 
 def _tampering(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:

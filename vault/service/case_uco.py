@@ -67,12 +67,15 @@ def export_of(
     events: Iterable[CustodyEvent],
     *,
     case: str | None,
+    names: dict[str, str] | None = None,
 ) -> CaseUcoExport:
     """The export of ``items`` (in the order given) and of ``events`` (put in log order):
     what ``export-case-uco`` writes, and what a package made with ``--with-case-uco``
     carries as ``evault/case-uco.jsonld`` (its items and the events of its custody
-    excerpt). Each event is read from its signed bytes."""
-    names = identity_names(session)
+    excerpt). Each event is read from its signed bytes. ``names`` are the identity names
+    to give, by key fingerprint (default: every identity of this vault's)."""
+    if names is None:
+        names = identity_names(session)
     exported: list[ExportEvent] = []
     for row in events:
         # The signed bytes, not the columns that repeat them (custody verify checks

@@ -567,7 +567,8 @@ def plan_package(
             approval_files=approvals.tag_files(quorum) if quorum else (),
             approvers=quorum.approvers if quorum else (),
             substituted=tuple(release.substituted),
-            case_uco=(_case_uco(vault, session, items, checkpoint_size)
+            case_uco=(_case_uco(vault, session, items, checkpoint_size,
+                                {pair.fingerprint: identity.name})
                       if with_case_uco else None),
         )
 
@@ -578,14 +579,17 @@ CASE_UCO = "evault/case-uco.jsonld"
 
 
 def _case_uco(
-    vault: Vault, session: Session, items: Sequence[Item], checkpoint_size: int
+    vault: Vault, session: Session, items: Sequence[Item], checkpoint_size: int,
+    sender: dict[str, str],
 ) -> bytes:
     """The package's items, and the events its custody excerpt carries (the same ones: no
     event a body may not see), as the CASE/UCO JSON-LD ``export-case-uco`` writes; the case
-    is named when every item is of one case."""
+    is named when every item is of one case. Of the identities that signed them only the
+    sender (``sender``: its key's fingerprint and name, which the envelope names anyway) is
+    named: the excerpt gives the body the others' keys, not their names."""
     cases = {item.case_id for item in items}
     export = export_of(session, vault.config.vault_id, items,
                        _excerpt_events(session, items, checkpoint_size),
-                       case=cases.pop() if len(cases) == 1 else None)
+                       case=cases.pop() if len(cases) == 1 else None, names=sender)
     return render_case_uco(export).encode("utf-8")
 
