@@ -58,6 +58,8 @@ def _progress_printer(line: ProgressLine | None) -> ExportProgress | None:
 @click.option("--dry-run", is_flag=True, help="Print what would go to whom; change nothing.")
 @click.option("--reshare", is_flag=True, help="Make new packages even for items already sent.")
 @click.option("--jsonl", "as_jsonl", is_flag=True, help="One JSON result per body.")
+@click.option("--with-case-uco", is_flag=True,
+              help="Add evault/case-uco.jsonld to each new package (CASE/UCO, signed).")
 @as_option
 @with_vault
 @timestamp_option
@@ -70,6 +72,7 @@ def export_cmd(
     dry_run: bool,
     reshare: bool,
     as_jsonl: bool,
+    with_case_uco: bool,
     as_name: str | None,
 ) -> None:
     """A re-run after success makes nothing new ("already shared"); a re-run after an
@@ -105,6 +108,7 @@ def export_cmd(
             reshare=reshare,
             as_name=as_name,
             progress=_progress_printer(line),
+            with_case_uco=with_case_uco,
         )
     rows = [r.to_json() for r in results]
     if as_jsonl:

@@ -71,6 +71,9 @@ def package() -> None:
     help="Package file (default: ./<package-id>.evpkg).",
 )
 @click.option("--force", is_flag=True, help="Replace the output file if it exists.")
+@click.option("--with-case-uco", is_flag=True,
+              help="Add evault/case-uco.jsonld: the items and their custody excerpt as "
+              "CASE/UCO (signed with the rest).")
 @click.option("--send", "send_now", is_flag=True,
               help="Send it right away, to --outbox or the body's own outbox.")
 @outbox_options(required_help="With --send: drop folder or sftp:// drop (default: the body's "
@@ -91,6 +94,7 @@ def package_create(
     confidential_reference: bool,
     output: Path | None,
     force: bool,
+    with_case_uco: bool,
     send_now: bool,
     outbox: OutboxChoice,
     as_name: str | None,
@@ -128,6 +132,7 @@ def package_create(
         force=force,
         outbox=outbox if send_now else None,
         notice=say,
+        with_case_uco=with_case_uco,
     )
     emit_record(package.to_json(), as_json)
     if not as_json:

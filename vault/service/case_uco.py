@@ -15,8 +15,10 @@ May import: the layers below the service layer, as every service does.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import Session, selectinload
 
 from vault import __version__
 from vault.clock import isoformat
@@ -49,31 +51,51 @@ def case_uco_export(
             rows = list(session.scalars(
                 select(Item).where(Item.case_id == case_id)
                 .options(selectinload(Item.digests)).order_by(Item.intake_seq)))
-        items = tuple(
+        ids = [row.id for row in rows]
+        events: list[CustodyEvent] = []
+        for start in range(0, len(ids), _BATCH):
+            events.extend(session.scalars(
+                select(CustodyEvent).where(CustodyEvent.subject.in_(ids[start:start + _BATCH]))
+            ))
+        return export_of(session, vault.config.vault_id, rows, events, case=case_id)
+
+
+def export_of(
+    session: Session,
+    vault_id: str,
+    items: Sequence[Item],
+    events: Iterable[CustodyEvent],
+    *,
+    case: str | None,
+    names: dict[str, str] | None = None,
+) -> CaseUcoExport:
+    """The export of ``items`` (in the order given) and of ``events`` (put in log order):
+    what ``export-case-uco`` writes, and what a package made with ``--with-case-uco``
+    carries as ``evault/case-uco.jsonld`` (its items and the events of its custody
+    excerpt). Each event is read from its signed bytes. ``names`` are the identity names
+    to give, by key fingerprint (default: every identity of this vault's)."""
+    if names is None:
+        names = identity_names(session)
+    exported: list[ExportEvent] = []
+    for row in events:
+        # The signed bytes, not the columns that repeat them (custody verify checks
+        # that both agree).
+        event = Event.decode(row.body)
+        exported.append(ExportEvent(
+            seq=event.seq, time=isoformat(event.time), action=event.action,
+            item=event.subject, actor=event.actor,
+            actor_name=names.get(event.actor), leaf_hash=row.leaf_hash.hex(),
+        ))
+    exported.sort(key=lambda e: e.seq)
+    return CaseUcoExport(
+        vault_id=vault_id, tool_version=__version__, case=case,
+        items=tuple(
             ExportItem(
                 id=row.id, file_name=row.original_name, size=row.size,
                 digests=digests_of(row.sha256, [(d.algorithm, d.hexdigest) for d in row.digests]),
             )
-            for row in rows
-        )
-        names = identity_names(session)
-        events: list[ExportEvent] = []
-        ids = [i.id for i in items]
-        for start in range(0, len(ids), _BATCH):
-            for row in session.scalars(
-                select(CustodyEvent).where(CustodyEvent.subject.in_(ids[start:start + _BATCH]))
-            ):
-                # The signed bytes, not the columns that repeat them (custody verify checks
-                # that both agree).
-                event = Event.decode(row.body)
-                events.append(ExportEvent(
-                    seq=event.seq, time=isoformat(event.time), action=event.action,
-                    item=event.subject, actor=event.actor,
-                    actor_name=names.get(event.actor), leaf_hash=row.leaf_hash.hex(),
-                ))
-        events.sort(key=lambda e: e.seq)
-        return CaseUcoExport(
-            vault_id=vault.config.vault_id, tool_version=__version__, case=case_id,
-            items=items, events=tuple(events),
-        )
+            for row in items
+        ),
+        events=tuple(exported),
+    )
 

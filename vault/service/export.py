@@ -232,13 +232,15 @@ def export(
     as_name: str | None = None,
     progress: Progress | None = None,
     now: datetime | None = None,
+    with_case_uco: bool = False,
 ) -> list[BodyResult]:
     """Export to every planned body; each body's failure is kept in its result.
 
     ``outbox`` is one folder for every body, or what the command line said
     (:class:`~vault.service.outbox.OutboxChoice`): one folder or SFTP drop for every body,
     or, when it named none, each body's own outbox (a body without one is refused before
-    anything is written)."""
+    anything is written). ``with_case_uco`` puts each new package's items and custody
+    excerpt in its bag as CASE/UCO (``evault/case-uco.jsonld``)."""
     validate(vault, plans, bodies=not dry_run)
     outboxes = _outboxes(vault, plans, outbox)
     exports = vault.root / EXPORTS
@@ -248,7 +250,7 @@ def export(
         run = _reshare_run(vault.root) if reshare else None
         results = _export(vault, plans, outboxes=outboxes, exports=exports, dry_run=dry_run,
                           reshare=reshare, run=run, as_name=as_name, progress=progress,
-                          now=now)
+                          now=now, with_case_uco=with_case_uco)
         if reshare and not dry_run:
             (vault.root / RESHARE_RUN).unlink(missing_ok=True)
         return results
@@ -349,6 +351,7 @@ def _export(
     as_name: str | None,
     progress: Progress | None,
     now: datetime | None,
+    with_case_uco: bool = False,
 ) -> list[BodyResult]:
     """Bodies in groups of up to :data:`FAN_OUT`. A group's new packages are written
     together, in one pass over their items (:func:`write_package_files`: an item shared
@@ -381,7 +384,8 @@ def _export(
                 continue
             try:
                 _start(vault, body, outbox=outboxes.get(body.plan.body), exports=exports,
-                       dry_run=dry_run, as_name=as_name, now=now)
+                       dry_run=dry_run, as_name=as_name, now=now,
+                       with_case_uco=with_case_uco)
             except VaultError as e:
                 body.result = _failed(body.result, e)
         building = [b for b in group if b.draft is not None]
@@ -527,6 +531,7 @@ def _start(
     dry_run: bool,
     as_name: str | None,
     now: datetime | None,
+    with_case_uco: bool = False,
 ) -> None:
     """Decide what this body gets now: nothing, a package built earlier (checked for
     sending), or a new package (planned, to be written with the group)."""
@@ -554,6 +559,7 @@ def _start(
         body.draft = plan_package(
             vault, body_id=plan.body, item_ids=body.item_ids, reference=plan.reference,
             purpose=plan.purpose, as_name=as_name, directory=exports, now=now,
+            with_case_uco=with_case_uco,
         )
         body.pair = body.draft.pair
         body.result = replace(body.result, status="shared")

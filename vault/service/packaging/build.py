@@ -49,6 +49,7 @@ from vault.formats.package import (
 from vault.service.custody import CustodyLog
 from vault.service.packaging.digest import FileStamp, file_stamp, sync_and_digest
 from vault.service.packaging.plan import (
+    CASE_UCO,
     DraftItem,
     PackageDraft,
     check_release,
@@ -232,6 +233,8 @@ class _PackageOut:
             bag.add_tag_file("evault/custody.jsonl", draft.excerpt)
             for path, data in draft.approval_files:  # listed in the tag manifest: signed
                 bag.add_tag_file(path, data)
+            if draft.case_uco is not None:  # listed in the tag manifest: signed
+                bag.add_tag_file(CASE_UCO, draft.case_uco)
             info = [
                 ("Source-Organization", draft.org),
                 ("External-Identifier", draft.package_id),

@@ -43,6 +43,7 @@ def create_package(
     force: bool = False,
     outbox: OutboxChoice | None = None,
     notice: Callable[[str], None] | None = None,
+    with_case_uco: bool = False,
 ) -> PackageInfo:
     """``evault package create``: one package for one body planned (:func:`plan_package`),
     built (:func:`build_package`) and, given an ``outbox`` (what the command line said: its
@@ -52,6 +53,7 @@ def create_package(
     built package, or the sent one (a
     :class:`~vault.service.packaging.records.SentPackage`, with its receipt). ``notice`` is
     told, in one line each, of every original the release rules replaced by a derived copy.
+    ``with_case_uco`` puts the CASE/UCO document in the bag (``evault/case-uco.jsonld``).
     """
     target = None
     if outbox is not None:  # an outbox that cannot be used is refused before building
@@ -71,6 +73,7 @@ def create_package(
         as_name=as_name,
         output=output,
         force=force,
+        with_case_uco=with_case_uco,
     )
     for original, copy, relation in draft.substituted:
         if notice is not None:

@@ -10,8 +10,8 @@ package will carry (:data:`EXCERPT_ACTIONS`). Its result, a :class:`PackageDraft
 :mod:`vault.service.packaging.build` writes. Nothing is written here but the checkpoint.
 
 Imports the service modules it plans with (custody, identities, items, rules, keyhistory,
-intake's storage key), ``vault.formats.package``, ``vault.custody`` and ``vault.store``;
-never the other modules of this package.
+intake's storage key, the CASE/UCO export), ``vault.formats.package``, ``vault.custody``
+and ``vault.store``; never the other modules of this package.
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ from vault.errors import (
     VerificationError,
 )
 from vault.formats.canonical import canonical_json
+from vault.formats.case_uco import render_case_uco
 from vault.formats.package import ItemLink, RecipientKey
 from vault.service import approvals, keyhistory, timestamping
+from vault.service.case_uco import export_of
 from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
@@ -307,11 +309,12 @@ def item_link(session: Session, item: Item) -> ItemLink | None:
 EXCERPT_ACTIONS = frozenset({"item.ingested", "item.received", "item.exported"})
 
 
-def _custody_excerpt(
+def _excerpt_events(
     session: Session, items: Sequence[Item], checkpoint_size: int
-) -> bytes:
-    """custody.jsonl: each event of the items a body may see (:data:`EXCERPT_ACTIONS`), its
-    actor's key and its inclusion proof."""
+) -> list[CustodyEvent]:
+    """The events of the items a body may see (:data:`EXCERPT_ACTIONS`) before the
+    checkpoint, in log order: those the custody excerpt carries, and with
+    ``--with-case-uco`` the CASE/UCO document too."""
     ids = [i.id for i in items]
     rows = session.scalars(
         select(CustodyEvent)
@@ -322,8 +325,16 @@ def _custody_excerpt(
     # The signed bytes decide, not the action and subject columns a database holder can
     # relabel (another item's event relabelled as one of these would travel to the body).
     wanted = set(ids)
-    events = [e for e in rows
-              if (signed := _signed_fields(e))[0] in EXCERPT_ACTIONS and signed[1] in wanted]
+    return [e for e in rows
+            if (signed := _signed_fields(e))[0] in EXCERPT_ACTIONS and signed[1] in wanted]
+
+
+def _custody_excerpt(
+    session: Session, items: Sequence[Item], checkpoint_size: int
+) -> bytes:
+    """custody.jsonl: each event of the items a body may see (:func:`_excerpt_events`), its
+    actor's key and its inclusion proof."""
+    events = _excerpt_events(session, items, checkpoint_size)
     keys = {k.fingerprint: k for k in session.scalars(select(IdentityKey))}
     leaves = leaf_hashes(session, checkpoint_size) if events else []
     path = _inclusion_paths(leaves)
@@ -461,6 +472,9 @@ class PackageDraft:
     approvers: tuple[str, ...] = ()
     #: Originals the release rules replaced by a derived copy: (original, copy, relation).
     substituted: tuple[tuple[str, str, str], ...] = ()
+    #: With ``--with-case-uco``: the tag file ``evault/case-uco.jsonld`` (:data:`CASE_UCO`),
+    #: the package's items and the events of its custody excerpt as CASE/UCO JSON-LD.
+    case_uco: bytes | None = None
 
 
 
@@ -480,6 +494,7 @@ def plan_package(
     directory: Path | None = None,
     force: bool = False,
     now: datetime | None = None,
+    with_case_uco: bool = False,
 ) -> PackageDraft:
     """Check everything and sign the custody checkpoint one package for one body will carry.
 
@@ -487,7 +502,7 @@ def plan_package(
     here). Refusals come before anything is written. The checkpoint is kept even if the
     build then fails: it is a true signed statement of the log, and keeping it here keeps
     checkpoints in the order of the log (one signed now and stored later could follow a
-    bigger one).
+    bigger one). ``with_case_uco`` adds the CASE/UCO document (:func:`_case_uco`).
     """
     now = now or utcnow()
     package_id = new_id("PKG")
@@ -552,5 +567,29 @@ def plan_package(
             approval_files=approvals.tag_files(quorum) if quorum else (),
             approvers=quorum.approvers if quorum else (),
             substituted=tuple(release.substituted),
+            case_uco=(_case_uco(vault, session, items, checkpoint_size,
+                                {pair.fingerprint: identity.name})
+                      if with_case_uco else None),
         )
+
+
+#: The tag file of a package made with ``--with-case-uco``: listed in the tag manifest like
+#: every other ``evault/`` file, so the sender's signed statement covers it.
+CASE_UCO = "evault/case-uco.jsonld"
+
+
+def _case_uco(
+    vault: Vault, session: Session, items: Sequence[Item], checkpoint_size: int,
+    sender: dict[str, str],
+) -> bytes:
+    """The package's items, and the events its custody excerpt carries (the same ones: no
+    event a body may not see), as the CASE/UCO JSON-LD ``export-case-uco`` writes; the case
+    is named when every item is of one case. Of the identities that signed them only the
+    sender (``sender``: its key's fingerprint and name, which the envelope names anyway) is
+    named: the excerpt gives the body the others' keys, not their names."""
+    cases = {item.case_id for item in items}
+    export = export_of(session, vault.config.vault_id, items,
+                       _excerpt_events(session, items, checkpoint_size),
+                       case=cases.pop() if len(cases) == 1 else None, names=sender)
+    return render_case_uco(export).encode("utf-8")
 
