@@ -40,6 +40,20 @@ if TYPE_CHECKING:
 TEMP_PREFIX = ".tmp-"
 
 
+@contextlib.contextmanager
+def file_lock(path: Path, *, exclusive: bool = True) -> Iterator[None]:
+    """Hold ``flock`` on ``path`` (made 0600 if missing), shared or exclusive, waiting for
+    it, until the block ends: the lock of one machine's evault commands."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry (a rename) to disk."""
     fd = os.open(path, os.O_RDONLY)

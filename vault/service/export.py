@@ -306,17 +306,11 @@ def _one_export_at_a_time(vault: Vault) -> Iterator[None]:
     team vault (PostgreSQL) the lock is an advisory lock every machine sees; the file lock
     keeps one machine's exports apart on SQLite and PostgreSQL alike (its reshare run
     record is a file of this vault folder)."""
-    import fcntl
-
+    from vault.durable import file_lock
     from vault.store.db import advisory_lock
 
-    fd = os.open(vault.root / EXPORT_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with advisory_lock(vault.engine, "evault:export"):
-            yield
-    finally:
-        os.close(fd)
+    with file_lock(vault.root / EXPORT_LOCK), advisory_lock(vault.engine, "evault:export"):
+        yield
 
 
 FAN_OUT = 8

@@ -21,6 +21,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from vault.durable import file_lock
 from vault.errors import ConfigError, UsageError, VaultError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
 from vault.store import db, sealed
@@ -87,14 +88,8 @@ class Vault:
             if check is not None:
                 yield check
                 return
-            import fcntl
-
-            fd = os.open(self.root / INTAKE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            with file_lock(self.root / INTAKE_LOCK, exclusive=exclusive):
                 yield None
-            finally:
-                os.close(fd)
 
     @property
     def keystore(self) -> KeyStore:
@@ -162,6 +157,16 @@ def open_vault(
         engine.dispose()
         raise
     return Vault(root=root, config=config, engine=engine, prompt=prompt)
+
+
+def object_lock(mode: str | None, days: int | None) -> ObjectLock | None:
+    """``init``'s ``--object-lock MODE --retain-days N``: both or neither."""
+    if mode is None and days is None:
+        return None
+    if mode is None or days is None:
+        raise UsageError("init: --object-lock and --retain-days go together; give both, or "
+                         "neither for no retention")
+    return ObjectLock(mode, days)
 
 
 def read_blob_settings(engine: Engine) -> tuple[str | None, ObjectLock | None]:

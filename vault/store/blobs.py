@@ -31,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-from vault.durable import TEMP_PREFIX, WritebackFile, fsync_dir, syncfs
+from vault.durable import TEMP_PREFIX, WritebackFile, file_lock, fsync_dir, syncfs
 
 BLOB_ID_BYTES = 16
 _BLOB_ID = re.compile(f"[0-9a-f]{{{2 * BLOB_ID_BYTES}}}")
@@ -115,17 +115,9 @@ class BlobStore:
             raise ValueError(f"not a blob id: {blob_id!r}")
         return self.root / blob_id[:2] / blob_id
 
-    @contextlib.contextmanager
-    def intake_lock(self, *, exclusive: bool = False) -> Iterator[None]:
+    def intake_lock(self, *, exclusive: bool = False) -> AbstractContextManager[None]:
         """Shared for writers, exclusive for repair."""
-        import fcntl
-
-        fd = os.open(self.root / INTAKE_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
+        return file_lock(self.root / INTAKE_LOCK, exclusive=exclusive)
 
     @contextlib.contextmanager
     def create(self) -> Iterator[tuple[str, BinaryIO]]:
