@@ -102,11 +102,16 @@ class S3Location:
         """The ``s3://`` URL."""
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
+    @property
+    def listing(self) -> str:
+        """The prefix to list the blobs by: ``prefix/``, or nothing at the bucket's root."""
+        return f"{self.prefix}/" if self.prefix else ""
+
     def key(self, blob_id: str) -> str:
         """The object key of a blob."""
         if not _BLOB_ID.fullmatch(blob_id):
             raise ValueError(f"not a blob id: {blob_id!r}")
-        return f"{self.prefix}/{blob_id}" if self.prefix else blob_id
+        return self.listing + blob_id
 
     def object_url(self, key: str) -> str:
         """``s3://bucket/key``, to name an object in a message."""
@@ -280,7 +285,7 @@ class S3BlobStore:
     def check(self) -> None:
         """Fail with one line unless the bucket answers to these credentials and, with
         Object Lock asked for, has Object Lock enabled (``init`` calls this first)."""
-        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        prefix = self.location.listing
         self.call("list_objects_v2", None, Prefix=prefix, MaxKeys=1)
         if self.object_lock is None:
             return
@@ -299,7 +304,7 @@ class S3BlobStore:
     def first_key(self) -> str | None:
         """The key of an object, or of a pending upload, under the prefix (None: the
         prefix is unused, as a new vault's must be)."""
-        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        prefix = self.location.listing
         listed = self.call("list_objects_v2", None, Prefix=prefix, MaxKeys=1)
         for entry in listed.get("Contents", []):
             return str(entry.get("Key"))
@@ -416,7 +421,7 @@ class S3BlobStore:
         one), fetched by ranged GETs of :attr:`range_size` bytes; :class:`NotFoundError` if
         the object is missing."""
         key = self.key(blob_id)
-        pinned = {"VersionId": version} if version else {}
+        pinned = _pinned(version)
         head = self.call("head_object", key, Key=key, **pinned)
         raw = _RangedReader(self, key, self.length(head, key), self.field(head, "ETag", key),
                            pinned)
@@ -425,7 +430,7 @@ class S3BlobStore:
     def exists(self, blob_id: str, version: str | None = None) -> bool:
         """Whether the blob's object (that version of it, if given) exists."""
         key = self.key(blob_id)
-        pinned = {"VersionId": version} if version else {}
+        pinned = _pinned(version)
         try:
             self.call("head_object", key, Key=key, **pinned)
         except NotFoundError:
@@ -448,7 +453,7 @@ class S3BlobStore:
         """(multipart uploads left pending, ids of complete blob objects) under the prefix,
         for ``doctor``: ids no row refers to are orphans, rows with no id here are missing
         blobs. Keys under the prefix that are not blob ids are not listed."""
-        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        prefix = self.location.listing
         ids: list[str] = []
         token: dict[str, str] = {}
         while True:
@@ -482,7 +487,7 @@ class S3BlobStore:
         """(blob id, version id) of every version kept under the prefix (a versioned
         bucket), for ``doctor``: a blob whose recorded version is not among them is missing,
         whatever newer version of its key is listed."""
-        prefix = f"{self.location.prefix}/" if self.location.prefix else ""
+        prefix = self.location.listing
         found: set[tuple[str, str]] = set()
         marker: dict[str, str] = {}
         while True:
@@ -622,7 +627,7 @@ class S3Upload(io.RawIOBase):
             expected = f"{base64.b64encode(composite).decode()}-{n}"
             matched = answer.get("ChecksumSHA256") == expected
         version = answer.get("VersionId")
-        pinned = {"VersionId": version} if version else {}
+        pinned = _pinned(version)
         head: dict[str, Any] = {}
         if matched:
             head = self.store.call("head_object", self.key, Key=self.key, **pinned)
@@ -661,14 +666,14 @@ class S3Upload(io.RawIOBase):
         head: dict[str, Any] = {}
         if self.store.object_lock is not None:
             head = self.store.call("head_object", self.key, Key=self.key,
-                                   **({"VersionId": version} if version else {}))
+                                   **_pinned(version))
         return self._kept(version, head, 1, got, etag)
 
     def _kept(self, version: str | None, head: dict[str, Any], parts: int,
               checksum: str | None, etag: str) -> StoredObject:
         """Check that the retention asked for was kept; then the object counts as stored."""
         where = self.store.location.object_url(self.key)
-        pinned = {"VersionId": version} if version else {}
+        pinned = _pinned(version)
         kept = head.get("ObjectLockRetainUntilDate")
         lock = self.store.object_lock
         if lock is not None and (head.get("ObjectLockMode", "").lower() != lock.mode
@@ -776,6 +781,11 @@ class _RangedReader(io.RawIOBase):
         """Close the current GET's connection."""
         self._drop()
         super().close()
+
+
+def _pinned(version: str | None) -> dict[str, str]:
+    """The ``VersionId`` parameter of a request for that version (none for the newest)."""
+    return {"VersionId": version} if version else {}
 
 
 def _blob_name(key: Any, prefix: str) -> str | None:
