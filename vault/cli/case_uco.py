@@ -53,9 +53,8 @@ def export_case_uco(
     if not folder.is_dir():
         raise NotFoundError(f"export-case-uco: folder {folder} does not exist; create it or "
                             "choose another -o")
-    from vault.formats.case_uco import render_case_uco
     from vault.service.case_uco import case_uco_export
 
     export = case_uco_export(vault, item=item_id, case=case_id)
     what = f"{len(export.items)} item(s) and {len(export.events)} custody event(s)"
-    write_or_print(render_case_uco(export), output, what=what)
+    write_or_print(export.render(), output, what=what)

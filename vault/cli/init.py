@@ -54,14 +54,9 @@ def init(vault_dir: Path | None, database: str | None, blobs: str | None,
       evault init --vault ./team-vault --db postgresql+psycopg://evault@db.example/evault \\
           --blobs s3://evidence/office-a --object-lock compliance --retain-days 3650
     """
-    from vault.errors import UsageError
-    from vault.service.vaults import init_vault
-    from vault.store.vaultdir import ObjectLock
+    from vault.service.vaults import init_vault, object_lock
 
-    if (lock_mode is None) != (retain_days is None):
-        raise UsageError("init: --object-lock and --retain-days go together; give both, or "
-                         "neither for no retention")
-    lock = ObjectLock(lock_mode, retain_days) if lock_mode and retain_days else None
+    lock = object_lock(lock_mode, retain_days)
     result = init_vault(vault_dir, database=database, blobs=blobs, object_lock=lock)
     data = {
         "vault": str(result.root),

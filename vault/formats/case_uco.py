@@ -106,6 +106,10 @@ class CaseUcoExport:
     items: tuple[ExportItem, ...]
     events: tuple[ExportEvent, ...]
 
+    def render(self) -> str:
+        """The document as JSON-LD text (:func:`render_case_uco`)."""
+        return render_case_uco(self)
+
 
 class _Ids:
     """Node identifiers: ``kb:evault-<kind>-<name>-<UUIDv5 of the full name>``."""
