@@ -13,6 +13,10 @@ from typing import Any
 import pytest
 from ci_gate import pytest_runtest_makereport  # noqa: F401  (the CI gate: EVAULT_CI=1)
 
+# The S3 modules' `server` (a SeaweedFS per module) and `aws_env` fixtures; a module with a
+# `server` of its own (the SFTP tests') keeps its own.
+pytest_plugins = ["s3_fixtures"]
+
 TESTS = Path(__file__).resolve().parent
 VECTORS = TESTS / "vectors"
 # scripts/local_tsa.py, the real RFC 3161 TSA the tests and the demo run, imports as local_tsa.

@@ -9,31 +9,15 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Cli
-from s3_server import S3Server, s3_unavailable
-from test_s3_vault import CASE, PREFIX, _doctor, _ingest, _keys, _office, _pending, _point_at
+from s3_server import S3Server
+from test_s3_vault import CASE, PREFIX, _doctor, _ingest, _keys, _office, _pending
 
 from vault.store.s3blobs import S3BlobStore
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[S3Server]:
-    reason = s3_unavailable()
-    if reason:
-        pytest.skip(f"no S3 test server: {reason}")
-    with S3Server() as s:
-        yield s
-
-
-@pytest.fixture
-def aws_env(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _point_at(server, monkeypatch, tmp_path)
-
 
 # ------------------------------------------------------------------------- locks
 

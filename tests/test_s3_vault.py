@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Cli
-from s3_server import S3Server, s3_unavailable
+from s3_server import S3Server
 
 from vault.store.s3blobs import S3Upload
 
@@ -31,28 +30,6 @@ PREFIX = "office-a"
 _BLOB_KEY = re.compile(rf"{PREFIX}/[0-9a-f]{{32}}")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[S3Server]:
-    reason = s3_unavailable()
-    if reason:
-        pytest.skip(f"no S3 test server: {reason}")
-    with S3Server() as s:
-        yield s
-
-
-@pytest.fixture
-def aws_env(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The usual AWS variables pointing at the test server; no ~/.aws of the machine's."""
-    _point_at(server, monkeypatch, tmp_path)
-
-
-def _point_at(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
 
 
 def _office(tmp: Path, bucket: str, database: str | None = None, *args: str) -> Cli:

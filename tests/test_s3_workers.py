@@ -30,13 +30,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TEST_PASSPHRASE, Cli
-from s3_server import S3Server, s3_unavailable
+from s3_server import S3Server
 
 pytestmark = pytest.mark.postgres
 
@@ -49,24 +48,6 @@ BODIES = ("BODY-NORTH", "BODY-SOUTH")
 PREFIX = "team-a/blobs"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[S3Server]:
-    reason = s3_unavailable()
-    if reason:
-        pytest.skip(f"no S3 test server: {reason}")
-    with S3Server() as s:
-        yield s
-
-
-@pytest.fixture
-def aws_env(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The usual AWS variables pointing at the test server; no ~/.aws of the machine's."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
-    for name, value in server.env().items():
-        monkeypatch.setenv(name, value)
 
 
 def _env() -> dict[str, str]:
