@@ -67,13 +67,25 @@ def items_show(vault: Vault, item_id: str, as_json: bool) -> None:
     """Show an item's metadata and digests, and for a derived copy (or an item copied) the
     derivation chain both ways.
 
+    For an image, video, audio file or PDF, what its C2PA manifest was found to be worth at
+    intake (trusted, valid, invalid, or none: unknown provenance), and for a ProofMode
+    bundle whether its proof matched its media: as the signed intake event records them.
+
     \b
     Example:
       evault items show EV-0123456789AB --json
     """
-    from vault.service.items import lineage, show_item
+    from vault.service.items import lineage, provenance, show_item
 
     record = show_item(vault, item_id).to_json()
+    found = provenance(vault, item_id)
+    if found and not as_json:
+        from vault.render.provenance import describe_c2pa, describe_proofmode
+
+        describe = {"c2pa": describe_c2pa, "proofmode": describe_proofmode}
+        record.update({k: describe[k](v) for k, v in found.items()})
+    else:
+        record.update(found)
     links = lineage(vault, item_id)
     if not links.empty:
         shown = links.to_json()

@@ -35,9 +35,18 @@ from sqlalchemy.orm import Session, selectinload
 
 from vault.clock import isoformat, parse_iso, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
-from vault.errors import ConflictError, NotFoundError, OptionsError, UsageError, VaultError
+from vault.crypto.certs import count_certificates
+from vault.errors import (
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    OptionsError,
+    UsageError,
+    VaultError,
+)
 from vault.faults import crash_point
 from vault.formats.package import ItemLink
+from vault.formats.provenance import Checks
 from vault.names import CASE_ID, DERIVATION_TOOL, ITEM_ID, LABEL, MAX_TOOL, RELATIONS, TAG_KEY
 from vault.service import keyhistory
 from vault.service.custody import CustodyLog, actor_pair
@@ -478,11 +487,12 @@ class StoredFile:
     extra: dict[str, str] = field(default_factory=dict)
     version: str | None = None
     retain_until: datetime | None = None
+    provenance: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, row: IntakeRow, stored: Stored) -> StoredFile:
         return cls(row, stored.blob_id, stored.size, stored.sha256, stored.stored_size,
-                   stored.extra, stored.version, stored.retain_until)
+                   stored.extra, stored.version, stored.retain_until, stored.provenance)
 
 
 def store_file(
@@ -494,12 +504,38 @@ def store_file(
     follow_symlinks: bool,
     hasher_pool: ThreadPoolExecutor | None,
     reading: Callable[[int], None] | None = None,
+    checks: Checks | None = None,
 ) -> StoredFile:
-    """Read ``row.path`` once into a new blob, computing its digests on the way."""
+    """Read ``row.path`` once into a new blob, computing its digests on the way (and, with
+    ``checks``, what it says of its own provenance)."""
     stored = store_path(blobs, row.path, recipient, algorithms,
                         follow_symlinks=follow_symlinks, hasher_pool=hasher_pool,
-                        reading=reading)
+                        reading=reading, checks=checks)
     return StoredFile.of(row, stored)
+
+
+def provenance_checks(vault: Vault) -> Checks:
+    """What intake checks files' provenance against: the C2PA trust anchors named by
+    ``c2pa_trust_anchors`` in ``config.toml`` (relative to the vault folder), each file
+    read and checked to hold PEM certificates before any evidence file is read."""
+    texts: list[str] = []
+    for name in vault.config.c2pa_trust_anchors:
+        path = vault.root / Path(name).expanduser()
+        where = f"{vault.root / 'config.toml'}: c2pa_trust_anchors: {path}"
+        try:
+            pem = path.read_bytes()
+        except FileNotFoundError:
+            raise ConfigError(f"{where}: no such file; put the trust anchors' PEM file there "
+                              "or remove it from the list") from None
+        except OSError as e:
+            raise ConfigError(f"{where}: cannot be read ({e.strerror or e})") from None
+        try:
+            count_certificates(pem)
+            texts.append(pem.decode("ascii"))
+        except (ValueError, UnicodeDecodeError):
+            raise ConfigError(f"{where}: not a PEM certificate file; give the C2PA trust "
+                              "anchors' certificates in PEM form") from None
+    return Checks("".join(texts) if texts else None)
 
 
 def _worker_count(rows: Sequence[IntakeRow]) -> int:
@@ -548,6 +584,7 @@ def _stored_in_order(
     workers: ProcessPoolExecutor | None,
     window: int = 8,
     reading: Callable[[int], None] | None = None,
+    checks: Checks | None = None,
 ) -> Generator[StoredFile, None, None]:
     """Store every row, yielding results in the rows' order.
 
@@ -561,7 +598,7 @@ def _stored_in_order(
         for row in rows:
             yield store_file(blobs, row, recipient, algorithms,
                              follow_symlinks=follow_symlinks, hasher_pool=hasher,
-                             reading=reading)
+                             reading=reading, checks=checks)
         return
     from concurrent.futures.process import BrokenProcessPool
 
@@ -575,14 +612,14 @@ def _stored_in_order(
                 # (seen: an interrupt inside submit() left a whole run's blobs behind).
                 with _interrupts_deferred():
                     ahead[-1].future = workers.submit(store_paths, *task,
-                                                      [str(r.path) for r in run])
+                                                      [str(r.path) for r in run], checks)
             while len(ahead) > window:
                 yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks,
-                                    hasher, reading)
+                                    hasher, reading, checks)
                 ahead.popleft()
         while ahead:
             yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks, hasher,
-                                reading)
+                                reading, checks)
             ahead.popleft()
     except BrokenProcessPool:  # from a result, or from the next submit after a worker died
         raise VaultError(
@@ -610,11 +647,12 @@ def _collect(
     follow_symlinks: bool,
     hasher: ThreadPoolExecutor,
     reading: Callable[[int], None] | None = None,
+    checks: Checks | None = None,
 ) -> Iterator[StoredFile]:
     if entry.future is None:
         here = store_file(blobs, entry.rows[0], recipient, algorithms,
                           follow_symlinks=follow_symlinks, hasher_pool=hasher,
-                          reading=reading)
+                          reading=reading, checks=checks)
         entry.handed = 1
         yield here
         return
@@ -799,7 +837,8 @@ def _record_batch(
                 action="item.ingested",
                 details={"case": stored.row.fields.case, "size": stored.size,
                          "labels": list(_labels(stored.row, originals)),
-                         **({"derived_from": link.to_json()} if link else {})},
+                         **({"derived_from": link.to_json()} if link else {}),
+                         **(stored.provenance or {})},
                 title=stored.row.fields.title,
                 description=stored.row.fields.description,
                 source=stored.row.fields.source,
@@ -855,6 +894,7 @@ def ingest(
         actor_pair(vault, session, as_name)
         _missing_cases(session, {r.fields.case for r in rows}, create_case)
         _originals(session, rows)
+    checks = provenance_checks(vault)
     recipient = storage_recipient(vault, as_name)
     blobs = vault.blob_store()
     results: list[IngestedItem] = []
@@ -874,7 +914,8 @@ def ingest(
                                       follow_symlinks=follow_symlinks, hasher=pool,
                                       workers=workers,
                                       window=max(8, BATCH_FILES // WORKER_CHUNK),
-                                      reading=reading if bytes_progress else None)
+                                      reading=reading if bytes_progress else None,
+                                      checks=checks)
             batch: list[StoredFile] = []
             batch_bytes = 0
             try:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
@@ -130,6 +130,22 @@ def show_item(vault: Vault, item_id: str) -> ItemInfo:
     """One item with all its metadata and digests."""
     with vault.transaction() as session:
         return item_info(get_item(session, item_id))
+
+
+#: The keys of an ``item.ingested`` event's details that say what the file said of its own
+#: provenance (:mod:`vault.formats.provenance`).
+PROVENANCE_KEYS = ("c2pa", "proofmode")
+
+
+def provenance(vault: Vault, item_id: str) -> dict[str, Any]:
+    """What the file of an item said of its own provenance when it was ingested (its C2PA
+    manifest, its ProofMode proof), as its signed intake event records it, the signature
+    checked: a row anyone with the database could edit is never the source. Empty for an
+    item received in a package, or ingested before intake checked provenance."""
+    with vault.transaction() as session:
+        event = signed_intake(vault, session, get_item(session, item_id))
+        return {k: event.details[k] for k in PROVENANCE_KEYS
+                if isinstance(event.details.get(k), dict)}
 
 
 @dataclass(frozen=True, slots=True)

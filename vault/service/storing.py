@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,6 +25,7 @@ from typing import Any, BinaryIO, cast
 
 from vault.crypto.age import AgeRecipient, AgeWriter
 from vault.errors import VaultError
+from vault.formats.provenance import HEAD_SIZE, Checks, examine, sniff
 from vault.store.blobs import Blobs, BlobStore
 
 READ_SIZE = 1 << 20
@@ -42,6 +44,9 @@ class Stored:
     #: On S3: the object version written and when its retention ends (else None).
     version: str | None = None
     retain_until: datetime | None = None
+    #: What the file says of its own origin (:func:`vault.formats.provenance.examine`),
+    #: when provenance was checked and the file is of a kind that has it.
+    provenance: dict[str, Any] | None = None
 
 
 class _Counter:
@@ -74,9 +79,14 @@ def store_path(
     follow_symlinks: bool,
     hasher_pool: ThreadPoolExecutor | None,
     reading: Callable[[int], None] | None = None,
+    checks: Checks | None = None,
 ) -> Stored:
     """Read ``path`` once into a new blob, computing its digests on the way; ``reading``
     gets the bytes read so far after each chunk.
+
+    With ``checks``, a file that is an image, a video, audio, a PDF or a zip is then read a
+    second time, from the same open file, for what it says of its own provenance
+    (:func:`vault.formats.provenance.examine`): a C2PA manifest or a ProofMode bundle.
 
     A file that cannot be opened, or that changes while it is read, is a
     :class:`~vault.errors.VaultError` and leaves no blob.
@@ -95,6 +105,7 @@ def store_path(
             writer = AgeWriter(counter, [recipient])  # type: ignore[arg-type]
             total = _pump(src, writer, hashers, hasher_pool, before.st_size)
             writer.close()
+            provenance = _provenance(raw, checks) if checks is not None else None
             after = os.fstat(raw.fileno())
             if total != before.st_size or not _same_file(before, after):
                 raise VaultError(
@@ -110,7 +121,22 @@ def store_path(
         extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
         version=placed.version if placed else None,
         retain_until=placed.retain_until if placed else None,
+        provenance=provenance,
     )
+
+
+def _provenance(raw: io.FileIO, checks: Checks) -> dict[str, Any] | None:
+    """The provenance finding for the open file ``raw``, or None for a file of a kind that
+    has none. The file's first bytes say its kind; only then is it read again (buffered,
+    from its start), so that the many small files of a bulk intake cost one short read."""
+    kind = sniff(os.pread(raw.fileno(), HEAD_SIZE, 0))
+    if kind is None:
+        return None
+    buffered = io.BufferedReader(raw, 1 << 16)
+    try:
+        return examine(buffered, kind, checks)
+    finally:
+        buffered.detach()  # the file stays open: store_path closes it
 
 
 class _Reading:
@@ -134,8 +160,10 @@ def store_paths(
     algorithms: tuple[str, ...],
     follow_symlinks: bool,
     paths: Sequence[str],
+    checks: Checks | None = None,
 ) -> list[Stored]:
-    """Store each of ``paths`` in order (a worker process's task: plain arguments only).
+    """Store each of ``paths`` in order (a worker process's task: plain arguments only, and
+    ``checks``, as :func:`store_path` takes them).
 
     All or nothing: if one file fails, the blobs this call wrote are removed before the
     error is raised, so the caller has only the blobs of results it received to account for.
@@ -146,7 +174,8 @@ def store_paths(
     try:
         for path in paths:
             done.append(store_path(blobs, path, key, algorithms,
-                                   follow_symlinks=follow_symlinks, hasher_pool=None))
+                                   follow_symlinks=follow_symlinks, hasher_pool=None,
+                                   checks=checks))
     except BaseException:
         for stored in done:
             blobs.remove(stored.blob_id)

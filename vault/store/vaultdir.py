@@ -183,6 +183,9 @@ class VaultConfig:
     blobs: str | None = None
     #: The retention new blobs on S3 get (None: none asked for).
     object_lock: ObjectLock | None = None
+    #: PEM files of the certificates a C2PA manifest's signer must chain to, to be
+    #: ``trusted`` at intake (relative to the vault folder); none: no signer is trusted.
+    c2pa_trust_anchors: tuple[str, ...] = ()
 
     @classmethod
     def new(cls, database: str | None = None, *, blobs: str | None = None,
@@ -212,6 +215,9 @@ class VaultConfig:
         if self.object_lock:
             lines.append(f"object_lock = {{ mode = {json.dumps(self.object_lock.mode)}, "
                          f"days = {self.object_lock.days} }}")
+        if self.c2pa_trust_anchors:
+            lines += ["# The trust anchors (PEM files) C2PA manifests are checked against.",
+                      f"c2pa_trust_anchors = {json.dumps(list(self.c2pa_trust_anchors))}"]
         lines += [
             "",
             "# Change release rules with `evault rule add|remove|default`: each change is a signed",
@@ -314,6 +320,12 @@ class VaultConfig:
             raise ConfigError(f"{source}: tsa must be an array of tables ([[tsa]])")
         tsas = tuple(TsaConfig.from_toml(t, source, i) for i, t in enumerate(tsa_raw))
         bodies_policy, labels_policy = _approvals(data.get("approvals", {}), source)
+        anchors = data.get("c2pa_trust_anchors", [])
+        if isinstance(anchors, str):
+            anchors = [anchors]
+        if not isinstance(anchors, list) or not all(isinstance(a, str) and a for a in anchors):
+            raise ConfigError(f"{source}: c2pa_trust_anchors must name the PEM file(s) of the "
+                              "certificates a C2PA signer must chain to")
         names = [t.name for t in tsas]
         for name in names:
             if names.count(name) > 1:
@@ -333,6 +345,7 @@ class VaultConfig:
             approvals_labels=labels_policy,
             blobs=blobs,
             object_lock=object_lock,
+            c2pa_trust_anchors=tuple(anchors),
         )
 
 

@@ -1,0 +1,444 @@
+"""Provenance at intake (issue 22, second part): a C2PA manifest is checked offline against
+the vault's configured trust anchors and a ProofMode bundle's proof against its media; the
+finding goes into the signed item.ingested event and `items show`, the file is never
+altered, and the C2PA library is loaded only by an intake that meets a media file.
+
+The signed samples are made here with the C2PA library's own signing API and a test CA
+(tests/provenance_samples.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import Cli
+from provenance_samples import (
+    c2pa_signer,
+    png,
+    proofmode_bundle,
+    serial_of,
+    signed_png,
+    tampered,
+)
+
+from vault.custody.merkle import leaf_hash
+from vault.formats.provenance import Checks, sniff
+from vault.formats.provenance.proofmode import examine_bundle
+from vault.service.vaults import open_vault
+
+CASE = "UA-2026-0042"
+SIGNER = c2pa_signer()
+SIGNED = signed_png(SIGNER)
+
+
+def _checker() -> str:
+    import c2pa
+
+    return f"c2pa-rs {c2pa.sdk_version()}"
+
+
+def _anchors(cli: Cli, pem: bytes = SIGNER.ca_pem, name: str = "c2pa-anchors.pem") -> str:
+    """Configure ``pem`` as the vault's C2PA trust anchors; its SHA-256 as recorded."""
+    (cli.vault / name).write_bytes(pem)
+    config = cli.vault / "config.toml"
+    text = config.read_text()
+    config.write_text(text.replace("key_storage =", f'c2pa_trust_anchors = ["{name}"]\n'
+                                                   "key_storage =", 1))
+    return hashlib.sha256(pem).hexdigest()
+
+
+def _ingest(cli: Cli, tmp_path: Path, files: dict[str, bytes]) -> list[str]:
+    paths = []
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        paths.append(str(tmp_path / name))
+    rows = json.loads(cli.ok("ingest", *paths, "--case", CASE, "--create-case",
+                             "--json").stdout)
+    return [row["id"] for row in rows]
+
+
+def _details(cli: Cli, item: str) -> dict[str, Any]:
+    [event] = [e for e in json.loads(cli.ok("custody", "show", item, "--json").stdout)["events"]
+               if e["action"] == "item.ingested"]
+    return dict(event["details"])
+
+
+def _shown(cli: Cli, item: str, key: str) -> str:
+    lines = [ln for ln in cli.ok("items", "show", item).stdout.splitlines()
+             if ln.startswith(f"{key}:")]
+    assert len(lines) == 1, lines
+    return lines[0].split(":", 1)[1].strip()
+
+
+@pytest.fixture
+def office(cli: Cli) -> Cli:
+    cli.ok("identity", "create", "registry-office")
+    return cli
+
+
+def test_a_trusted_manifest_is_recorded_signed_and_shown(office: Cli, tmp_path: Path) -> None:
+    anchors = _anchors(office)
+    [item] = _ingest(office, tmp_path, {"capture.png": SIGNED})
+
+    found = _details(office, item)["c2pa"]
+    manifest = found.pop("manifest")
+    assert manifest.startswith("urn:c2pa:")
+    assert found == {"state": "trusted", "alg": "Es256", "anchors": anchors,
+                     "checker": _checker(), "generator": "evault-test-camera 1.0",
+                     "issuer": "Fictional Test Camera Authority", "serial": serial_of(SIGNER)}
+    assert _shown(office, item, "c2pa") == (
+        "trusted: manifest intact, its signer chains to a configured trust anchor (issuer "
+        f"Fictional Test Camera Authority; serial {serial_of(SIGNER)}; made with "
+        f"evault-test-camera 1.0; checked by {_checker()})")
+    shown = json.loads(office.ok("items", "show", item, "--json").stdout)
+    assert shown["c2pa"]["state"] == "trusted"
+    # The signer's own name (which may be a person's) stays out of the log.
+    assert "Fictional Camera 7" not in json.dumps(_details(office, item))
+
+
+def test_the_file_is_kept_exactly_as_it_came(office: Cli, tmp_path: Path) -> None:
+    _anchors(office)
+    [item] = _ingest(office, tmp_path, {"capture.png": SIGNED})
+    office.ok("items", "export", item, "-o", str(tmp_path / "copy.png"), "--reason", "check")
+    assert (tmp_path / "copy.png").read_bytes() == SIGNED
+
+
+def test_a_tampered_copy_is_invalid_with_the_failing_check(sqlite_cli: Cli,
+                                                           tmp_path: Path) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    _anchors(sqlite_cli)
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": tampered(SIGNED)})
+    found = _details(sqlite_cli, item)["c2pa"]
+    assert (found["state"], found["codes"]) == ("invalid", ["assertion.dataHash.mismatch"])
+    assert _shown(sqlite_cli, item, "c2pa").startswith(
+        "invalid: manifest fails its checks (assertion.dataHash.mismatch) (issuer ")
+
+
+def test_a_file_without_a_manifest_has_unknown_provenance(sqlite_cli: Cli,
+                                                          tmp_path: Path) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    anchors = _anchors(sqlite_cli)
+    pdf = b"%PDF-1.4\n% fictional\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n"
+    image, document = _ingest(sqlite_cli, tmp_path, {"plain.png": png(), "note.pdf": pdf})
+    for item in (image, document):
+        assert _details(sqlite_cli, item)["c2pa"] == {"state": "none", "anchors": anchors,
+                                                      "checker": _checker()}
+    assert _shown(sqlite_cli, image, "c2pa") == (
+        f"none: no C2PA manifest, unknown provenance (checked by {_checker()})")
+
+
+def test_without_anchors_a_sound_manifest_is_valid_but_not_trusted(sqlite_cli: Cli,
+                                                                   tmp_path: Path) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": SIGNED})
+    found = _details(sqlite_cli, item)["c2pa"]
+    assert (found["state"], found["codes"], "anchors" in found) == (
+        "valid", ["signingCredential.untrusted"], False)
+    assert _shown(sqlite_cli, item, "c2pa").startswith(
+        "valid: manifest intact, but its signer is not among the trust anchors (none "
+        "configured) (issuer Fictional Test Camera Authority; ")
+
+
+def test_a_signer_under_another_ca_is_not_trusted(sqlite_cli: Cli, tmp_path: Path) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    anchors = _anchors(sqlite_cli, c2pa_signer().ca_pem)
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": SIGNED})
+    found = _details(sqlite_cli, item)["c2pa"]
+    assert (found["state"], found["codes"], found["anchors"]) == (
+        "valid", ["signingCredential.untrusted"], anchors)
+
+
+def test_files_of_other_kinds_get_no_finding(sqlite_cli: Cli, tmp_path: Path) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    _anchors(sqlite_cli)
+    plain_zip = io.BytesIO()
+    with zipfile.ZipFile(plain_zip, "w") as z:
+        z.writestr("notes.txt", "fictional")
+    text, archive = _ingest(sqlite_cli, tmp_path, {"statement.txt": b"fictional statement\n",
+                                                   "notes.zip": plain_zip.getvalue()})
+    for item in (text, archive):
+        details = _details(sqlite_cli, item)
+        assert "c2pa" not in details and "proofmode" not in details
+        assert "c2pa" not in json.loads(sqlite_cli.ok("items", "show", item, "--json").stdout)
+
+
+@pytest.mark.parametrize("content, rule", [
+    (None, "no such file; put the trust anchors' PEM file there or remove it from the list"),
+    (b"fictional, not a certificate\n",
+     "not a PEM certificate file; give the C2PA trust anchors' certificates in PEM form"),
+])
+def test_unusable_anchors_stop_intake_before_any_file_is_read(
+        sqlite_cli: Cli, tmp_path: Path, content: bytes | None, rule: str) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    _anchors(sqlite_cli, content or b"")
+    if content is None:
+        (sqlite_cli.vault / "c2pa-anchors.pem").unlink()
+    (tmp_path / "capture.png").write_bytes(SIGNED)
+
+    result = sqlite_cli("ingest", str(tmp_path / "capture.png"), "--case", CASE,
+                        "--create-case")
+
+    where = f"{sqlite_cli.vault / 'config.toml'}: c2pa_trust_anchors: "
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        1, "", f"evault: {where}{sqlite_cli.vault / 'c2pa-anchors.pem'}: {rule}\n")
+    assert json.loads(sqlite_cli.ok("items", "list", "--json").stdout) == []
+    assert [p for p in (sqlite_cli.vault / "blobs").rglob("*") if p.is_file()] == []
+
+
+def test_the_anchors_survive_a_rewrite_of_config_toml(sqlite_cli: Cli) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    _anchors(sqlite_cli)
+    sqlite_cli.ok("body", "add", "ICC-OTP", "--name", "Fictional ICC-OTP")
+    sqlite_cli.ok("rule", "add", "restricted", "ICC-OTP")  # rewrites config.toml
+    from vault.store.vaultdir import load_config
+
+    assert load_config(sqlite_cli.vault).c2pa_trust_anchors == ("c2pa-anchors.pem",)
+
+
+def test_a_finding_changed_in_the_database_is_refused(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """The holder of the database turns an invalid finding into a trusted one: `items show`
+    reads the signed event and refuses, exit 3, rather than print the forgery."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    _anchors(sqlite_cli)
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": tampered(SIGNED)})
+    vault = open_vault(sqlite_cli.vault)
+    with vault.engine.begin() as conn:
+        seq, body = conn.execute(sa.text("SELECT seq, body FROM custody_events WHERE subject = "
+                                         ":item"), {"item": item}).one()
+        forged = bytes(body).replace(b'"codes":["assertion.dataHash.mismatch"],', b"").replace(
+            b'"state":"invalid"', b'"state":"trusted"')
+        assert forged != bytes(body)
+        conn.execute(sa.text("UPDATE custody_events SET body = :b, leaf_hash = :h "
+                             "WHERE seq = :s"), {"b": forged, "h": leaf_hash(forged), "s": seq})
+    vault.close()
+
+    result = sqlite_cli("items", "show", item)
+
+    assert result.exit_code == 3, result.stderr
+    assert result.stderr.startswith(f"evault: item {item}: its item.ingested event cannot be "
+                                    "trusted (")
+    assert "trusted:" not in result.stdout
+
+
+def test_a_hostile_manifest_cannot_reach_the_terminal(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """A generator name with an escape sequence and a bidi override (a hostile sender's
+    manifest) is recorded escaped: one printable line."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    hostile = signed_png(SIGNER, generator="cam\x1b[2J\u202egpj.exe")
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": hostile})
+    assert _details(sqlite_cli, item)["c2pa"]["generator"] == "cam\\u001b[2J\\u202egpj.exe 1.0"
+    assert "\x1b" not in sqlite_cli.ok("items", "show", item).stdout
+
+
+# ----------------------------------------------------------------------------- ProofMode
+
+
+def test_a_proofmode_bundle_is_one_item_with_its_parts(office: Cli, tmp_path: Path) -> None:
+    media = png(shade=7)
+    bundle = proofmode_bundle(media)
+    [item] = _ingest(office, tmp_path, {"proofmode-share.zip": bundle})
+
+    found = _details(office, item)["proofmode"]
+    digest = hashlib.sha256
+    with zipfile.ZipFile(io.BytesIO(bundle)) as z:
+        expected = [{"role": role, "size": z.getinfo(name).file_size,
+                     "sha256": digest(z.read(name)).hexdigest()}
+                    for name, role in zip(z.namelist(), ["media", "signature", "proof",
+                                                         "signature", "proof", "signature",
+                                                         "public-key"], strict=True)]
+    assert found == {"state": "consistent", "proofs": 1, "parts": expected,
+                     "signatures": "not verified"}
+    assert expected[0]["sha256"] == digest(media).hexdigest()
+    assert _shown(office, item, "proofmode") == (
+        "consistent: each of the bundle's 1 proof(s) names the SHA-256 of a media file in it "
+        "(7 parts; OpenPGP signatures not verified)")
+    # The bundle is the item, byte for byte; its media's name stays out of the log.
+    office.ok("items", "export", item, "-o", str(tmp_path / "copy.zip"), "--reason", "check")
+    assert (tmp_path / "copy.zip").read_bytes() == bundle
+    assert "IMG_20260301" not in json.dumps(_details(office, item))
+
+
+@pytest.mark.parametrize("bundle_args, reason", [
+    ({"named_hash": "ab" * 32},
+     "proof 1: no file in the bundle has the SHA-256 it names"),
+    ({"csv_hash": "cd" * 32},
+     "proof 1: its JSON and CSV name different media hashes"),
+])
+def test_a_proof_that_does_not_match_its_media_is_a_mismatch(
+        sqlite_cli: Cli, tmp_path: Path, bundle_args: dict[str, str], reason: str) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    [item] = _ingest(sqlite_cli, tmp_path,
+                     {"share.zip": proofmode_bundle(png(), **bundle_args)})  # type: ignore[arg-type]
+    found = _details(sqlite_cli, item)["proofmode"]
+    assert (found["state"], found["reason"]) == ("mismatch", reason)
+    assert _shown(sqlite_cli, item, "proofmode") == (
+        f"mismatch: {reason} (7 parts; OpenPGP signatures not verified)")
+
+
+def test_a_damaged_bundle_is_unreadable_not_an_error() -> None:
+    bundle = bytearray(proofmode_bundle(png()))
+    # The first member is the media: its data starts after the 30-byte local header and name.
+    data_at = 30 + len(b"IMG_20260301_101010.png")
+    bundle[data_at + 5] ^= 0xFF  # the media member's bytes no longer match its CRC
+    found = examine_bundle(io.BytesIO(bytes(bundle)))
+    assert found is not None and found["state"] == "unreadable", found
+
+
+def test_a_zip_bomb_is_not_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("vault.formats.provenance.proofmode.MARGIN", 0)
+    bundle = proofmode_bundle(png(), extra={"filler.bin": bytes(4 << 20)})  # 4 MiB of zeros
+    assert examine_bundle(io.BytesIO(bundle)) == {
+        "state": "unreadable", "proofs": 1, "signatures": "not verified",
+        "reason": "its members' declared sizes are out of proportion to the zip's (a zip "
+                  "bomb?)"}
+
+
+def test_a_zip_holding_two_members_of_one_name_is_judged_by_position() -> None:
+    """A hostile bundle names two members alike, one of them the real media: the proof must
+    match a media member's own bytes, not a name."""
+    with pytest.warns(UserWarning, match="Duplicate name"):
+        bundle = proofmode_bundle(png(), extra={"IMG_20260301_101010.png": b"decoy"})
+    found = examine_bundle(io.BytesIO(bundle))
+    assert found is not None and found["state"] == "consistent"
+    roles = [p["role"] for p in found["parts"]]
+    assert roles.count("media") == 1 and roles[-1] == "other"
+
+
+# ----------------------------------------------------------------------------- kinds, cost
+
+
+@pytest.mark.parametrize("head, kind", [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00", "image/png"),
+    (b"GIF89a", "image/gif"),
+    (b"II*\x00\x08\x00", "image/tiff"),
+    (b"MM\x00*\x00\x00", "image/tiff"),
+    (b"%PDF-2.0", "application/pdf"),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp"),
+    (b"RIFF\x00\x00\x00\x00WAVEfmt ", "audio/wav"),
+    (b"RIFF\x00\x00\x00\x00AVI LIST", "video/avi"),
+    (b"\x00\x00\x00\x18ftypisom\x00\x00", "video/mp4"),
+    (b"\x00\x00\x00\x18ftypqt  \x00\x00", "video/quicktime"),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00", "image/heic"),
+    (b"\x00\x00\x00\x18ftypavif\x00\x00", "image/avif"),
+    (b"fLaC\x00\x00", "audio/flac"),
+    (b"ID3\x04\x00", "audio/mpeg"),
+    (b"PK\x03\x04\x14\x00", "application/zip"),
+    (b"\xff\xd8fictional", None),
+    (b"fictional statement", None),
+    (b"", None),
+])
+def test_the_kind_comes_from_the_first_bytes(head: bytes, kind: str | None) -> None:
+    assert sniff(head) == kind
+
+
+def test_checks_name_their_anchors_by_digest() -> None:
+    assert Checks(None).anchors_sha256 is None
+    assert Checks("pem").anchors_sha256 == hashlib.sha256(b"pem").hexdigest()
+
+
+def _loaded(tmp_path: Path, vault: Path, *argvs: list[str]) -> list[str]:
+    code = ("import json, sys\n"
+            "from vault.cli import cli\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    try:\n"
+            "        cli.main(argv, prog_name='evault')\n"
+            "    except SystemExit as e:\n"
+            "        assert not e.code, (argv, e.code)\n"
+            "print('LOADED', json.dumps(sorted(m for m in ('c2pa', "
+            "'vault.formats.provenance.c2pa_check', 'vault.formats.provenance.proofmode') "
+            "if m in sys.modules)))\n")
+    out = subprocess.run([sys.executable, "-c", code, json.dumps([[*a, "--vault", str(vault)]
+                                                                  for a in argvs])],
+                         capture_output=True, text=True, env={**os.environ}, check=False)
+    assert out.returncode == 0, out.stderr
+    return list(json.loads(out.stdout.splitlines()[-1].removeprefix("LOADED ")))
+
+
+def test_the_c2pa_library_is_loaded_only_by_an_intake_of_media(sqlite_cli: Cli,
+                                                               tmp_path: Path) -> None:
+    sqlite_cli.ok("identity", "create", "registry-office")
+    (tmp_path / "statement.txt").write_text("fictional statement\n")
+    (tmp_path / "capture.png").write_bytes(SIGNED)
+    text_only = ["ingest", str(tmp_path / "statement.txt"), "--case", CASE, "--create-case"]
+    assert _loaded(tmp_path, sqlite_cli.vault, text_only, ["items", "list"],
+                   ["custody", "verify"]) == []
+    media = ["ingest", str(tmp_path / "capture.png"), "--case", CASE]
+    assert _loaded(tmp_path, sqlite_cli.vault, media) == [
+        "c2pa", "vault.formats.provenance.c2pa_check"]
+
+
+def test_bulk_intake_workers_check_provenance_too(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """Enough small files for worker processes (PARALLEL_MIN_FILES): the media among them
+    is checked in a worker as it is in the main process."""
+    from vault.service.intake import PARALLEL_MIN_FILES
+
+    sqlite_cli.ok("identity", "create", "registry-office")
+    anchors = _anchors(sqlite_cli)
+    folder = tmp_path / "bulk"
+    folder.mkdir()
+    for n in range(PARALLEL_MIN_FILES + 8):
+        (folder / f"note-{n:04d}.txt").write_text(f"fictional note {n}\n")
+    (folder / "zz-capture.png").write_bytes(SIGNED)
+    (folder / "zz-share.zip").write_bytes(proofmode_bundle(png()))
+    rows = json.loads(sqlite_cli.ok("ingest", str(folder), "--recursive", "--case", CASE,
+                                    "--create-case", "--json").stdout)
+    by_name = {row["name"]: row["id"] for row in rows}
+    found = _details(sqlite_cli, by_name["zz-capture.png"])["c2pa"]
+    assert (found["state"], found["anchors"]) == ("trusted", anchors), found
+    assert _details(sqlite_cli, by_name["zz-share.zip"])["proofmode"]["state"] == "consistent"
+    assert "c2pa" not in _details(sqlite_cli, by_name["note-0000.txt"])
+
+
+def test_the_finding_travels_in_a_package_and_verifies(tmp_path: Path) -> None:
+    """The signed intake event, finding and all, is in the package's custody excerpt: the
+    body reads what the office found, and its evault (which knows no such key) verifies it."""
+    office, icc = Cli(tmp_path / "office").init(), Cli(tmp_path / "icc").init()
+    office.ok("identity", "create", "registry-office")
+    office.ok("identity", "export", "registry-office", "-o", str(tmp_path / "office.card"))
+    icc.ok("identity", "create", "icc-officer")
+    icc.ok("identity", "export", "icc-officer", "-o", str(tmp_path / "icc.card"))
+    office.ok("body", "add", "ICC-OTP", "--name", "Fictional ICC-OTP")
+    office.ok("body", "key", "add", "ICC-OTP", "--card", str(tmp_path / "icc.card"))
+    icc.ok("contact", "add", str(tmp_path / "office.card"))
+    _anchors(office)
+    [item] = _ingest(office, tmp_path, {"capture.png": SIGNED})
+    package = tmp_path / "p.evpkg"
+    pid = json.loads(office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o",
+                               str(package), "--json").stdout)["id"]
+
+    assert icc.ok("verify", str(package), "--as", "icc-officer").stdout.startswith(
+        f"OK: {package}")
+    icc.ok("open", str(package), "--out", str(tmp_path / "in"))
+    excerpt = [json.loads(json.loads(line)["event"]) for line in
+               (tmp_path / "in" / pid / "evault" / "custody.jsonl").read_text().splitlines()]
+    [ingested] = [e for e in excerpt if e["action"] == "item.ingested"]
+    assert (ingested["subject"], ingested["details"]["c2pa"]["state"]) == (item, "trusted")
+
+
+def test_a_library_failure_is_unchecked_not_a_finding_and_the_file_comes_in(
+        sqlite_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The library fails for a reason of its own (here a context it has voided, as it does
+    in a forked child): the item is ingested, and its event says the check was not made,
+    never that the manifest is invalid."""
+    import c2pa
+
+    sqlite_cli.ok("identity", "create", "registry-office")
+    voided = c2pa.Context()
+    voided.close()
+    monkeypatch.setattr("vault.formats.provenance.c2pa_check._context", lambda *a: voided)
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": SIGNED})
+    found = _details(sqlite_cli, item)["c2pa"]
+    assert (found["state"], found["reason"]) == ("unchecked", "Error: Context is not valid")
+    assert _shown(sqlite_cli, item, "c2pa") == (
+        "unchecked: the check could not be completed (Error: Context is not valid) (checked "
+        f"by {_checker()})")
