@@ -4,7 +4,7 @@ finding goes into the signed item.ingested event and `items show`, the file is n
 altered, and the C2PA library is loaded only by an intake that meets a media file.
 
 The signed samples are made here with the C2PA library's own signing API and a test CA
-(tests/provenance_samples.py)."""
+(scripts/provenance_samples.py)."""
 
 from __future__ import annotations
 
@@ -49,10 +49,8 @@ def _checker() -> str:
 def _anchors(cli: Cli, pem: bytes = SIGNER.ca_pem, name: str = "c2pa-anchors.pem") -> str:
     """Configure ``pem`` as the vault's C2PA trust anchors; its SHA-256 as recorded."""
     (cli.vault / name).write_bytes(pem)
-    config = cli.vault / "config.toml"
-    text = config.read_text()
-    config.write_text(text.replace("key_storage =", f'c2pa_trust_anchors = ["{name}"]\n'
-                                                   "key_storage =", 1))
+    with (cli.vault / "config.toml").open("a") as config:  # a table: added at the end
+        config.write(f'\n[c2pa]\ntrust_anchors = ["{name}"]\n')
     return hashlib.sha256(pem).hexdigest()
 
 
@@ -187,7 +185,7 @@ def test_unusable_anchors_stop_intake_before_any_file_is_read(
     result = sqlite_cli("ingest", str(tmp_path / "capture.png"), "--case", CASE,
                         "--create-case")
 
-    where = f"{sqlite_cli.vault / 'config.toml'}: c2pa_trust_anchors: "
+    where = f"{sqlite_cli.vault / 'config.toml'}: [c2pa] trust_anchors: "
     assert (result.exit_code, result.stdout, result.stderr) == (
         1, "", f"evault: {where}{sqlite_cli.vault / 'c2pa-anchors.pem'}: {rule}\n")
     assert json.loads(sqlite_cli.ok("items", "list", "--json").stdout) == []
@@ -442,3 +440,12 @@ def test_a_library_failure_is_unchecked_not_a_finding_and_the_file_comes_in(
     assert _shown(sqlite_cli, item, "c2pa") == (
         "unchecked: the check could not be completed (Error: Context is not valid) (checked "
         f"by {_checker()})")
+
+
+def test_a_mistake_in_the_c2pa_table_names_the_file_and_the_key(sqlite_cli: Cli) -> None:
+    with (sqlite_cli.vault / "config.toml").open("a") as config:
+        config.write('\n[c2pa]\ntrust_anchor = "c2pa-anchors.pem"\n')
+    result = sqlite_cli("items", "list")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: {sqlite_cli.vault / 'config.toml'}: [c2pa]: unknown key 'trust_anchor'; "
+           "the key is trust_anchors\n")

@@ -516,12 +516,12 @@ def store_file(
 
 def provenance_checks(vault: Vault) -> Checks:
     """What intake checks files' provenance against: the C2PA trust anchors named by
-    ``c2pa_trust_anchors`` in ``config.toml`` (relative to the vault folder), each file
+    ``[c2pa] trust_anchors`` in ``config.toml`` (relative to the vault folder), each file
     read and checked to hold PEM certificates before any evidence file is read."""
     texts: list[str] = []
     for name in vault.config.c2pa_trust_anchors:
         path = vault.root / Path(name).expanduser()
-        where = f"{vault.root / 'config.toml'}: c2pa_trust_anchors: {path}"
+        where = f"{vault.root / 'config.toml'}: [c2pa] trust_anchors: {path}"
         try:
             pem = path.read_bytes()
         except FileNotFoundError:

@@ -184,7 +184,8 @@ class VaultConfig:
     #: The retention new blobs on S3 get (None: none asked for).
     object_lock: ObjectLock | None = None
     #: PEM files of the certificates a C2PA manifest's signer must chain to, to be
-    #: ``trusted`` at intake (relative to the vault folder); none: no signer is trusted.
+    #: ``trusted`` at intake (``[c2pa] trust_anchors``, relative to the vault folder);
+    #: none: no signer is trusted.
     c2pa_trust_anchors: tuple[str, ...] = ()
 
     @classmethod
@@ -215,9 +216,6 @@ class VaultConfig:
         if self.object_lock:
             lines.append(f"object_lock = {{ mode = {json.dumps(self.object_lock.mode)}, "
                          f"days = {self.object_lock.days} }}")
-        if self.c2pa_trust_anchors:
-            lines += ["# The trust anchors (PEM files) C2PA manifests are checked against.",
-                      f"c2pa_trust_anchors = {json.dumps(list(self.c2pa_trust_anchors))}"]
         lines += [
             "",
             "# Change release rules with `evault rule add|remove|default`: each change is a signed",
@@ -246,6 +244,10 @@ class VaultConfig:
             lines[3:3] = [f"timestamps = {json.dumps(self.timestamps)}"]
         for tsa in self.tsa:
             lines += ["", *tsa.to_toml()]
+        if self.c2pa_trust_anchors:
+            lines += ["", "# The trust anchors (PEM files) C2PA manifests are checked against "
+                      "at intake.", "[c2pa]",
+                      f"trust_anchors = {json.dumps(list(self.c2pa_trust_anchors))}"]
         return "\n".join(lines) + "\n"
 
     def _rule_toml(self, label: str, bodies: tuple[str, ...]) -> str:
@@ -320,12 +322,7 @@ class VaultConfig:
             raise ConfigError(f"{source}: tsa must be an array of tables ([[tsa]])")
         tsas = tuple(TsaConfig.from_toml(t, source, i) for i, t in enumerate(tsa_raw))
         bodies_policy, labels_policy = _approvals(data.get("approvals", {}), source)
-        anchors = data.get("c2pa_trust_anchors", [])
-        if isinstance(anchors, str):
-            anchors = [anchors]
-        if not isinstance(anchors, list) or not all(isinstance(a, str) and a for a in anchors):
-            raise ConfigError(f"{source}: c2pa_trust_anchors must name the PEM file(s) of the "
-                              "certificates a C2PA signer must chain to")
+        anchors = _c2pa_anchors(data.get("c2pa", {}), source)
         names = [t.name for t in tsas]
         for name in names:
             if names.count(name) > 1:
@@ -347,6 +344,23 @@ class VaultConfig:
             object_lock=object_lock,
             c2pa_trust_anchors=tuple(anchors),
         )
+
+
+def _c2pa_anchors(raw: object, source: Path) -> list[str]:
+    """The ``[c2pa]`` table's ``trust_anchors``, checked."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: c2pa must be a table ([c2pa])")
+    unknown = sorted(set(raw) - {"trust_anchors"})
+    if unknown:
+        raise ConfigError(f"{source}: [c2pa]: unknown key {unknown[0]!r}; the key is "
+                          "trust_anchors")
+    anchors = raw.get("trust_anchors", [])
+    if isinstance(anchors, str):
+        anchors = [anchors]
+    if not isinstance(anchors, list) or not all(isinstance(a, str) and a for a in anchors):
+        raise ConfigError(f"{source}: [c2pa]: trust_anchors must name the PEM file(s) of the "
+                          "certificates a C2PA signer must chain to")
+    return anchors
 
 
 def _blob_settings(data: dict[str, Any], source: Path) -> tuple[str | None, ObjectLock | None]:

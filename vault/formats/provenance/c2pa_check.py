@@ -89,8 +89,8 @@ def examine_c2pa(src: BinaryIO, kind: str, checks: Checks) -> dict[str, Any]:
     try:
         context = _context(checks.anchors_pem, os.getpid())
     except c2pa.C2paError as e:
-        raise VaultError(f"C2PA check: the library could not be set up ({text(e)}); "
-                         "nothing was recorded: check c2pa_trust_anchors in config.toml") from None
+        raise VaultError(f"C2PA check: the library could not be set up ({text(e)}); nothing "
+                         "was recorded: check [c2pa] trust_anchors in config.toml") from None
     try:
         src.seek(0)
         with c2pa.Reader(kind, src, context=context) as reader:

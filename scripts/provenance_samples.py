@@ -1,4 +1,4 @@
-"""Sample files that carry their own provenance, made here, for the intake tests (issue 22).
+"""Sample files that carry their own provenance, for the intake tests and `make demo` (issue 22).
 
 - :func:`c2pa_signer` makes a fictional test CA and a signing certificate under it (ES256,
   P-256), as a C2PA claim signer needs: not a CA, digitalSignature, emailProtection.
