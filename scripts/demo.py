@@ -331,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         demo.run("rule", "add", "restricted-icc", "UN-HRMMU", "--relation", "redacted",
                  "--vault", office)
         demo.run("rule", "list", "--vault", office)
+        provenance_at_intake(demo, work, Path(office))
 
         demo.step("5. Custody: the item's events, a signed checkpoint, a proof, a full check")
         demo.run("custody", "show", first["id"], "--vault", office)
@@ -447,6 +448,39 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         team_vault_on_s3(demo, work, samples)
         print("\nDemo finished: every step above succeeded.")
+
+
+def provenance_at_intake(demo: Demo, work: Path, office: Path) -> None:
+    """Step 4b: a photograph signed with a C2PA manifest, a copy changed after signing, and
+    a ProofMode bundle, each checked at intake against the office's trust anchors."""
+    demo.step("4b. Intake checks what files say of their own origin: C2PA and ProofMode")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance_samples import c2pa_signer, png, proofmode_bundle, signed_png, tampered
+
+    folder = work / "samples" / "provenance"
+    folder.mkdir()
+    signer = c2pa_signer()
+    photo = signed_png(signer)
+    (folder / "camera-authority-ca.pem").write_bytes(signer.ca_pem)
+    (folder / "signed-photo.png").write_bytes(photo)
+    (folder / "changed-after-signing.png").write_bytes(tampered(photo))
+    (folder / "proofmode-share.zip").write_bytes(proofmode_bundle(png(shade=7)))
+    print("   (the demo made a fictional camera authority, a photograph its camera signed "
+          "with a C2PA manifest, a copy changed after signing, and a ProofMode bundle, in "
+          "$DEMO/samples/provenance)")
+    demo.command(["cp", str(folder / "camera-authority-ca.pem"),
+                  str(office / "c2pa-anchors.pem")])
+    shutil.copy(folder / "camera-authority-ca.pem", office / "c2pa-anchors.pem")
+    table = ["", "[c2pa]", 'trust_anchors = ["c2pa-anchors.pem"]']
+    demo.command(["printf", "%s\\n", *table], append=office / "config.toml")
+    with (office / "config.toml").open("a", encoding="utf-8") as config:
+        config.write("".join(f"{line}\n" for line in table))
+    rows = json.loads(demo.run("ingest", str(folder / "signed-photo.png"),
+                               str(folder / "changed-after-signing.png"),
+                               str(folder / "proofmode-share.zip"), "--case", CASE, "--json",
+                               "--vault", str(office)))
+    for row in rows:
+        demo.run("items", "show", row["id"], "--vault", str(office))
 
 
 def team_vault_on_s3(demo: Demo, work: Path, samples: Path) -> None:

@@ -121,8 +121,8 @@ def test_every_printed_command_passes_bash_syntax_check(demo: DemoRun) -> None:
 
 def test_json_steps_show_their_json(demo: DemoRun) -> None:
     json_steps = [c for c in demo.commands if "--json" in c.split()]
-    assert len(json_steps) == 11  # six identities, items, package, receipts, office identity,
-    # and the package ICC-OTP opens
+    assert len(json_steps) == 12  # six identities, items, the signed samples' intake, package,
+    # receipts, office identity, and the package ICC-OTP opens
     decoder = json.JSONDecoder()
     for command in json_steps:
         shown = "\n".join(demo.output_of(command))
@@ -132,6 +132,14 @@ def test_json_steps_show_their_json(demo: DemoRun) -> None:
     value, end = decoder.raw_decode("\n".join(items))
     assert [item["name"] for item in value] == ["witness-statement-W1.txt"]
     assert "\n".join(items)[end:].splitlines()[:2] == ["", "   ... and 3 more, not shown"]
+
+
+def test_intake_checks_what_the_samples_say_of_their_origin(demo: DemoRun) -> None:
+    """Step 4b: the signed photograph's manifest is trusted under the anchors the demo
+    configured, the copy changed after signing is invalid, the ProofMode bundle consistent."""
+    found = [line.split(":", 1)[1].split(":", 1)[0].strip() for line in demo.lines
+             if line.startswith(("c2pa:", "proofmode:"))]
+    assert found == ["trusted", "invalid", "consistent"]
 
 
 def test_printed_commands_pasted_into_bash_give_the_same_result(demo: DemoRun) -> None:
