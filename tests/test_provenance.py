@@ -313,6 +313,37 @@ def test_a_zip_holding_two_members_of_one_name_is_judged_by_position() -> None:
     assert roles.count("media") == 1 and roles[-1] == "other"
 
 
+
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def _needing_version(bundle: bytes, version: int) -> bytes:
+    """``bundle`` with its first central directory entry asking for zip ``version`` to be
+    extracted (one byte: a sender's tool, or a hostile one)."""
+    at = bundle.index(b"PK\x01\x02")
+    return bundle[: at + 6] + bytes([version]) + bundle[at + 7:]
+
+
+def test_a_hostile_zip_never_stops_intake(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """A proof whose hash is a list, a zip that asks for a newer zip version than Python's:
+    each raised out of intake (a traceback, nothing ingested); now each file comes in."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    media = png()
+    listed = _zip({"capture.png": media, "p.proof.json": json.dumps(
+        {"File Hash SHA256": [hashlib.sha256(media).hexdigest()]}).encode()})
+    newer = _needing_version(proofmode_bundle(media), 64)
+    items = _ingest(sqlite_cli, tmp_path, {"listed.zip": listed, "newer.zip": newer})
+    assert _details(sqlite_cli, items[0])["proofmode"] == {
+        "state": "unreadable", "reason": "'File Hash SHA256' is not a hex SHA-256",
+        "proofs": 1, "signatures": "not verified"}
+    assert "proofmode" not in _details(sqlite_cli, items[1])  # not a zip Python can read
+
+
 # ----------------------------------------------------------------------------- kinds, cost
 
 

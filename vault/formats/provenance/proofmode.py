@@ -85,7 +85,10 @@ def _proof_hash(raw: bytes, is_json: bool) -> str:
         record = json.loads(content)
         if not isinstance(record, dict):
             raise ValueError("the JSON proof is not an object")
-        values = {record.get(HASH_FIELD)}
+        value = record.get(HASH_FIELD)
+        if not isinstance(value, (str, type(None))):  # a list or an object is no hash
+            raise ValueError(f"{HASH_FIELD!r} is not a hex SHA-256")
+        values = {value}
     else:
         values = {row.get(HASH_FIELD) for row in csv.DictReader(io.StringIO(content))}
     values.discard(None)
@@ -104,8 +107,8 @@ def examine_bundle(src: BinaryIO) -> dict[str, Any] | None:
     src.seek(0)
     try:
         bundle = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        return None  # not a zip after all; an ordinary file
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
+        return None  # not a zip after all (or of a zip version Python cannot read)
     with bundle:
         members = [i for i in bundle.infolist() if not i.is_dir()]
         proofs = [i for i in members if i.filename.lower().endswith(PROOF_JSON)]
