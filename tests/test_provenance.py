@@ -344,6 +344,34 @@ def test_a_hostile_zip_never_stops_intake(sqlite_cli: Cli, tmp_path: Path) -> No
     assert "proofmode" not in _details(sqlite_cli, items[1])  # not a zip Python can read
 
 
+
+WITNESS = "statement-of-fictional-witness-anna-k.png"
+
+
+def _encrypted(bundle: bytes) -> bytes:
+    """``bundle`` with its first member marked encrypted in the central directory."""
+    at = bundle.index(b"PK\x01\x02") + 8
+    return bundle[:at] + bytes([bundle[at] | 1]) + bundle[at + 1:]
+
+
+@pytest.mark.parametrize("spoil", ["encrypted", "bad CRC", "local name differs"])
+def test_an_unreadable_member_is_not_named_in_the_finding(spoil: str) -> None:
+    """zipfile's errors name the member (`Bad CRC-32 for file '...'`); the reason goes into
+    the signed event and every package's custody excerpt, where no file name may go."""
+    bundle = proofmode_bundle(png(), media_name=WITNESS)
+    if spoil == "encrypted":
+        bundle = _encrypted(bundle)
+    elif spoil == "bad CRC":
+        stored = _zip({WITNESS: png(), "p.proof.json": b"{}"}, zipfile.ZIP_STORED)
+        at = 30 + len(WITNESS) + 20
+        bundle = stored[:at] + bytes([stored[at] ^ 0xFF]) + stored[at + 1:]
+    else:
+        bundle = bundle.replace(WITNESS.encode(), WITNESS.upper().encode(), 1)
+    found = examine_bundle(io.BytesIO(bundle))
+    assert found is not None and found["state"] == "unreadable", found
+    assert "anna" not in json.dumps(found).lower(), found
+
+
 # ----------------------------------------------------------------------------- kinds, cost
 
 

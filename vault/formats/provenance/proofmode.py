@@ -18,7 +18,8 @@ the zip whole as one item (its signatures cover its parts' exact bytes) and reco
   its name (file names never go into a custody event);
 - ``proofs``: how many proofs the bundle holds; ``state``: ``consistent`` when each proof's
   ``File Hash SHA256`` (the JSON's, and the CSV's where there is one) is the SHA-256 of a
-  media file in the bundle, else ``mismatch`` or ``unreadable`` with a ``reason``;
+  media file in the bundle, else ``mismatch`` or ``unreadable`` with a ``reason`` (which
+  never names a member);
 - ``signatures``: ``not verified``: the device key travels in the bundle itself, so a check
   against it would prove only that the bundle is self-consistent; which device keys to
   trust is a decision this vault does not yet take (the parts' digests let anyone check
@@ -122,8 +123,12 @@ def examine_bundle(src: BinaryIO) -> dict[str, Any] | None:
         try:
             return _examine(bundle, members, proofs)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-                EOFError, OSError, ValueError, zlib.error) as e:
-            # A damaged member, an encrypted one, an unknown compression: named, not raised.
+                EOFError, OSError, zlib.error) as e:
+            # A damaged member, an encrypted one, an unknown compression: said, not raised,
+            # by the kind of fault only, as zipfile's messages name the member.
+            return _unreadable(len(proofs), "a member is damaged, encrypted or compressed "
+                               f"by a method not supported ({type(e).__name__})")
+        except ValueError as e:  # this module's own, about a proof (no name in them)
             return _unreadable(len(proofs), text(e))
 
 
