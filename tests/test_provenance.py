@@ -372,6 +372,44 @@ def test_an_unreadable_member_is_not_named_in_the_finding(spoil: str) -> None:
     assert "anna" not in json.dumps(found).lower(), found
 
 
+
+def _declaring(bundle: bytes, name: str, size: int) -> bytes:
+    """``bundle`` with member ``name`` declaring ``size`` bytes, in its local header and in
+    the central directory, whatever it holds."""
+    data = bytearray(bundle)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as z:
+        local = z.getinfo(name).header_offset
+    data[local + 22: local + 26] = size.to_bytes(4, "little")
+    central = data.index(b"PK\x01\x02", local + 30)
+    while data[central + 46: central + 46 + len(name)] != name.encode():
+        central = data.index(b"PK\x01\x02", central + 4)
+    data[central + 24: central + 28] = size.to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_member_that_inflates_past_its_declared_size_is_not_read(method: int) -> None:
+    """zipfile inflates a bzip2 or LZMA member a whole read's worth at once, whatever size
+    it declares: a few hundred bytes that declare 1 KiB and hold 48 MiB of zeros (gigabytes,
+    from a hostile sender) were all in memory at once."""
+    import tracemalloc
+
+    out = io.BytesIO(proofmode_bundle(png()))
+    with zipfile.ZipFile(out, "a") as z:
+        z.writestr("filler.bin", bytes(48 << 20), compress_type=method)
+        assert z.getinfo("filler.bin").compress_size < 64 << 10
+    hostile = _declaring(out.getvalue(), "filler.bin", 1024)
+
+    tracemalloc.start()
+    try:
+        found = examine_bundle(io.BytesIO(hostile))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert found is not None and found["state"] == "unreadable", found
+
+
 # ----------------------------------------------------------------------------- kinds, cost
 
 

@@ -26,7 +26,8 @@ the zip whole as one item (its signatures cover its parts' exact bytes) and reco
   the signatures later, offline, with ``gpg --verify``).
 
 Each member is read once, streamed, never whole (a proof is at most 1 MiB); a zip whose
-declared sizes are out of proportion to its own (a zip bomb) is not read at all.
+declared sizes are out of proportion to its own (a zip bomb), or with a member compressed by
+another method than deflate (ProofMode's), is not read at all.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ MAX_PROOF = 1 << 20
 # multiple of the zip's own size (plus a margin for small bundles) are a bomb, not a capture.
 MAX_RATIO = 100
 MARGIN = 64 << 20
+#: The compression methods read: zipfile inflates a bzip2 or LZMA member a whole read's worth
+#: at once, whatever size it declares (a bomb in memory), a deflated one in bounded chunks.
+READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -117,6 +121,9 @@ def examine_bundle(src: BinaryIO) -> dict[str, Any] | None:
             return None
         if len(members) > MAX_MEMBERS:
             return _unreadable(len(proofs), f"more than {MAX_MEMBERS} members")
+        if any(i.compress_type not in READABLE for i in members):
+            return _unreadable(len(proofs), "a member is compressed by a method other than "
+                               "deflate (which alone is inflated a bounded chunk at a time)")
         if sum(i.file_size for i in members) > MAX_RATIO * size + MARGIN:
             return _unreadable(len(proofs), "its members' declared sizes are out of "
                                "proportion to the zip's (a zip bomb?)")
