@@ -50,6 +50,9 @@ PROOF_CSV = ".proof.csv"
 HASH_FIELD = "File Hash SHA256"
 MAX_MEMBERS = 1000
 MAX_PROOF = 1 << 20
+#: The largest central directory read: ample for MAX_MEMBERS entries (and more than a
+#: member's chunk), never millions of them.
+MAX_DIRECTORY = 2 << 20
 # A bundle's members are mostly media, which barely compress: declared sizes above this
 # multiple of the zip's own size (plus a margin for small bundles) are a bomb, not a capture.
 MAX_RATIO = 100
@@ -58,6 +61,30 @@ MARGIN = 64 << 20
 #: at once, whatever size it declares (a bomb in memory), a deflated one in bounded chunks.
 READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class _Bounded:
+    """``src`` as zipfile reads it, refusing one read of more than :data:`MAX_DIRECTORY`
+    bytes. zipfile reads a zip's central directory whole, in one read, and makes an object
+    of each entry (hundreds of bytes each: millions of them, gigabytes, before the members
+    could be counted); it reads a member a chunk at a time, here at most ``MAX_PROOF + 1``."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n > MAX_DIRECTORY:
+            raise zipfile.BadZipFile(f"a central directory of more than {MAX_DIRECTORY} bytes")
+        return self._src.read(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        return self._src.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._src.tell()
+
+    def seekable(self) -> bool:
+        return True
 
 
 def _role(name: str) -> str:
@@ -111,7 +138,7 @@ def examine_bundle(src: BinaryIO) -> dict[str, Any] | None:
     size = src.tell()
     src.seek(0)
     try:
-        bundle = zipfile.ZipFile(src)
+        bundle = zipfile.ZipFile(_Bounded(src))
     except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
         return None  # not a zip after all (or of a zip version Python cannot read)
     with bundle:
