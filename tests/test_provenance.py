@@ -441,6 +441,27 @@ def test_a_zip_of_absurdly_many_members_is_not_listed() -> None:
     assert (found, peak < 16 << 20) == (None, True), (found, peak)
 
 
+
+@pytest.mark.parametrize("proof", ["json", "csv"])
+def test_a_proof_naming_its_hash_twice_is_not_consistent(proof: str) -> None:
+    """A proof whose JSON has the hash key twice, or whose CSV has the hash column twice,
+    first a decoy, then the media's: parsers differ on which counts (Python's the last), so
+    the bundle was `consistent` for the vault and names another file for the next reader."""
+    media = png()
+    real, decoy = hashlib.sha256(media).hexdigest(), "ab" * 32
+    if proof == "json":
+        text = f'{{"File Hash SHA256": "{decoy}", "File Hash SHA256": "{real}"}}'
+        members = {"capture.png": media, f"{real}.proof.json": text.encode()}
+    else:
+        text = f"File Hash SHA256,File Hash SHA256\n{decoy},{real}\n"
+        members = {"capture.png": media,
+                   f"{real}.proof.json": json.dumps({"File Hash SHA256": real}).encode(),
+                   f"{real}.proof.csv": text.encode()}
+    found = examine_bundle(io.BytesIO(_zip(members)))
+    assert found is not None and (found["state"], found["reason"]) == (
+        "unreadable", "names 'File Hash SHA256' more than once"), found
+
+
 # ----------------------------------------------------------------------------- kinds, cost
 
 

@@ -110,11 +110,19 @@ def _digest(bundle: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
     return h.hexdigest()
 
 
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's (or a CSV header's) names and values; ValueError if it names the hash
+    more than once: readers differ on which one counts (Python's, the last)."""
+    if [name for name, _ in pairs].count(HASH_FIELD) > 1:
+        raise ValueError(f"names {HASH_FIELD!r} more than once")
+    return dict(pairs)
+
+
 def _proof_hash(raw: bytes, is_json: bool) -> str:
     """The ``File Hash SHA256`` a proof names; ValueError if it names none or several."""
     content = raw.decode("utf-8-sig")
     if is_json:
-        record = json.loads(content)
+        record = json.loads(content, object_pairs_hook=_once)
         if not isinstance(record, dict):
             raise ValueError("the JSON proof is not an object")
         value = record.get(HASH_FIELD)
@@ -122,7 +130,9 @@ def _proof_hash(raw: bytes, is_json: bool) -> str:
             raise ValueError(f"{HASH_FIELD!r} is not a hex SHA-256")
         values = {value}
     else:
-        values = {row.get(HASH_FIELD) for row in csv.DictReader(io.StringIO(content))}
+        rows = csv.DictReader(io.StringIO(content))
+        _once([(name, None) for name in rows.fieldnames or []])
+        values = {row.get(HASH_FIELD) for row in rows}
     values.discard(None)
     if len(values) != 1:
         raise ValueError(f"names {len(values)} values of {HASH_FIELD!r}, not one")
