@@ -239,6 +239,23 @@ def test_a_hostile_manifest_cannot_reach_the_terminal(sqlite_cli: Cli, tmp_path:
     assert "\x1b" not in sqlite_cli.ok("items", "show", item).stdout
 
 
+
+def test_a_file_that_only_starts_like_a_media_file_is_unchecked_not_invalid(
+        sqlite_cli: Cli, tmp_path: Path) -> None:
+    """A note that begins "%PDF-", a JPEG cut short: no manifest in either, and none could
+    be looked for, as the library cannot parse them; they were recorded `invalid: manifest
+    fails its checks (manifest.unreadable)`, a finding against evidence that has no manifest."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    note = b"%PDF- is where this fictional note on the format begins\n"
+    cut = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(24)
+    for item in _ingest(sqlite_cli, tmp_path, {"note.txt": note, "cut.jpg": cut}):
+        found = _details(sqlite_cli, item)["c2pa"]
+        assert (found["state"], "codes" in found) == ("unchecked", False), found
+        assert "asset could not be parsed" in found["reason"]
+        assert _shown(sqlite_cli, item, "c2pa").startswith(
+            "unchecked: the check could not be completed (")
+
+
 # ----------------------------------------------------------------------------- ProofMode
 
 

@@ -14,8 +14,9 @@ records:
 - ``state``: ``trusted`` (intact, signature valid, signer chains to a trust anchor),
   ``valid`` (intact and signature valid, but the signer is not among the anchors), ``invalid``
   (a hash, signature or structure check failed), ``none`` (no manifest: unknown provenance),
-  or ``unchecked`` with a ``reason`` (the library failed, not the file: the evidence is
-  ingested all the same, and the finding says that nothing was found either way);
+  or ``unchecked`` with a ``reason`` (the library failed, or could not parse the file as
+  the kind its first bytes say, so no manifest was looked for: the evidence is ingested all
+  the same, and the finding says that nothing was found either way);
 - ``codes``: the C2PA status codes of the failures (``assertion.dataHash.mismatch``,
   ``signingCredential.untrusted``...), sorted;
 - ``manifest``: the active manifest's label; ``issuer`` and ``serial``: the signing
@@ -49,6 +50,9 @@ MAX_CODES = 16
 #: library's own state (a plain C2paError, "Context is not valid"); never a finding.
 _NOT_THE_FILE = frozenset({"Error", "Io", "UntrackedPointer", "WrongPointerType",
                            "FileNotFound"})
+#: What the library says (an ``Other`` error) of a file it cannot parse as its kind at all: a
+#: note that begins ``%PDF-``, a JPEG cut short; not a manifest that fails its checks.
+_UNPARSED = "asset could not be parsed"
 
 
 def text(value: object, limit: int = MAX_TEXT) -> str:
@@ -99,9 +103,10 @@ def examine_c2pa(src: BinaryIO, kind: str, checks: Checks) -> dict[str, Any]:
         name = type(e).__name__.lstrip("_").removeprefix("C2pa")
         if name == "ManifestNotFound":
             finding = {"state": "none"}
-        elif name in _NOT_THE_FILE:
-            # The reading or the library failed, not the file: said so, never taken for a
-            # finding about the file, and never a reason to refuse the evidence.
+        elif name in _NOT_THE_FILE or _UNPARSED in str(e):
+            # The reading or the library failed, or the file is not of the kind its first
+            # bytes say, so no manifest was looked for: said so, never taken for a finding
+            # about a manifest, and never a reason to refuse the evidence.
             finding = {"state": "unchecked", "reason": text(f"{name}: {e}")}
         else:
             finding = {"state": "invalid", "codes": ["manifest.unreadable"],
