@@ -256,6 +256,36 @@ def test_a_file_that_only_starts_like_a_media_file_is_unchecked_not_invalid(
             "unchecked: the check could not be completed (")
 
 
+
+def test_a_file_changed_between_the_two_reads_is_refused(
+        sqlite_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tampered capture is stored; before the second read the file is put back as signed,
+    same size, its modification time restored: the blob was the tampered bytes and the
+    finding `trusted`, about bytes the vault does not hold. The change time gives it away."""
+    from vault.service import storing
+
+    sqlite_cli.ok("identity", "create", "registry-office")
+    _anchors(sqlite_cli)
+    path = tmp_path / "capture.png"
+    path.write_bytes(tampered(SIGNED))
+    original = storing._pump
+
+    def pump_then_swap(src, writer, hashers, pool, size_hint):  # type: ignore[no-untyped-def]
+        total = original(src, writer, hashers, pool, size_hint)
+        before = path.stat()
+        with open(path, "r+b") as f:
+            f.write(SIGNED)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return total
+
+    monkeypatch.setattr(storing, "_pump", pump_then_swap)
+    result = sqlite_cli("ingest", str(path), "--case", CASE, "--create-case")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: {path}: changed while being read; nothing of it was stored, "
+        "ingest it again when it is stable\n")
+    assert json.loads(sqlite_cli.ok("items", "list", "--json").stdout) == []
+
+
 # ----------------------------------------------------------------------------- ProofMode
 
 
