@@ -157,6 +157,24 @@ def test_a_signer_under_another_ca_is_not_trusted(sqlite_cli: Cli, tmp_path: Pat
         "valid", ["signingCredential.untrusted"], anchors)
 
 
+
+def test_each_anchors_file_counts_even_without_a_final_newline(sqlite_cli: Cli,
+                                                               tmp_path: Path) -> None:
+    """Two anchors files, the first not ending in a newline (as an editor may save it): the
+    two were joined as they were, "-----END CERTIFICATE----------BEGIN...", and the second
+    file's anchor was silently lost (the signer under it only `valid`)."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    other = c2pa_signer().ca_pem.rstrip(b"\n")
+    (sqlite_cli.vault / "other.pem").write_bytes(other)
+    (sqlite_cli.vault / "ours.pem").write_bytes(SIGNER.ca_pem)
+    config = sqlite_cli.vault / "config.toml"
+    config.write_text(config.read_text().replace(
+        "key_storage =", 'c2pa_trust_anchors = ["other.pem", "ours.pem"]\nkey_storage =', 1))
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": SIGNED})
+    found = _details(sqlite_cli, item)["c2pa"]
+    assert (found["state"], found["anchors"]) == (
+        "trusted", hashlib.sha256(other + b"\n" + SIGNER.ca_pem).hexdigest())
+
 def test_files_of_other_kinds_get_no_finding(sqlite_cli: Cli, tmp_path: Path) -> None:
     sqlite_cli.ok("identity", "create", "registry-office")
     _anchors(sqlite_cli)
