@@ -105,6 +105,18 @@ def test_a_trusted_manifest_is_recorded_signed_and_shown(office: Cli, tmp_path: 
     assert "Fictional Camera 7" not in json.dumps(_details(office, item))
 
 
+
+def test_the_issuer_recorded_is_the_signers_organisation_not_its_ca() -> None:
+    """C2PA's "issuer" is the organisation the signing certificate names as its own (its
+    subject's O), not its CA's: what the finding, the README and `items show` say it is."""
+    from vault.formats.provenance import examine
+
+    signer = c2pa_signer("Fictional Reporter Anna K.", org="Fictional Freelance Desk")
+    found = examine(io.BytesIO(signed_png(signer)), "image/png",
+                    Checks(signer.ca_pem.decode()))
+    assert found is not None and found["c2pa"]["issuer"] == "Fictional Freelance Desk"
+    assert "Anna" not in json.dumps(found)
+
 def test_the_file_is_kept_exactly_as_it_came(office: Cli, tmp_path: Path) -> None:
     _anchors(office)
     [item] = _ingest(office, tmp_path, {"capture.png": SIGNED})

@@ -19,9 +19,11 @@ records:
   the same, and the finding says that nothing was found either way);
 - ``codes``: the C2PA status codes of the failures (``assertion.dataHash.mismatch``,
   ``signingCredential.untrusted``...), sorted;
-- ``manifest``: the active manifest's label; ``issuer`` and ``serial``: the signing
-  certificate's issuer organisation and serial number, which identify it without naming
-  the person it may belong to; ``alg``; ``signed_at`` if a time-stamp says when;
+- ``manifest``: the active manifest's label; ``issuer``: what C2PA calls the claim's
+  issuer, the organisation the signing certificate names as its own (its subject's O, not
+  its CA's: a camera maker, a newsroom; in a certificate made out to a person, it may be a
+  name); ``serial``: the certificate's serial number (its common name, most often a
+  person's or a device's, is never recorded); ``alg``; ``signed_at`` if a time-stamp says when;
   ``generator``: the software or device that made the claim;
 - ``anchors``: the SHA-256 of the trust anchors' PEM text (absent when none is configured);
   ``checker``: the library's version.
