@@ -316,6 +316,26 @@ def test_a_file_changed_between_the_two_reads_is_refused(
     assert json.loads(sqlite_cli.ok("items", "list", "--json").stdout) == []
 
 
+
+def test_a_video_the_library_would_take_hours_over_is_stopped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An "MP4" of nothing but empty boxes: the C2PA library's time grows faster than the
+    square of their count (256 KiB took 25 s, 512 KiB 135 s; a few MiB, days), and intake
+    waited. The check now has a time limit (here one second), past which it is unchecked."""
+    import time
+
+    from vault.formats.provenance import c2pa_check, examine
+
+    monkeypatch.setattr(c2pa_check, "TIME_LIMIT", 1.0)
+    boxes = (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+             + b"\x00\x00\x00\x08free" * (256 << 7))
+    began = time.monotonic()
+    found = examine(io.BytesIO(boxes), "video/mp4", Checks(None))
+    assert time.monotonic() - began < 8
+    assert found == {"c2pa": {"state": "unchecked", "checker": _checker(), "reason":
+                              "the check took longer than its time limit and was stopped"}}
+
+
 # ----------------------------------------------------------------------------- ProofMode
 
 

@@ -15,8 +15,9 @@ records:
   ``valid`` (intact and signature valid, but the signer is not among the anchors), ``invalid``
   (a hash, signature or structure check failed), ``none`` (no manifest: unknown provenance),
   or ``unchecked`` with a ``reason`` (the library failed, or could not parse the file as
-  the kind its first bytes say, so no manifest was looked for: the evidence is ingested all
-  the same, and the finding says that nothing was found either way);
+  the kind its first bytes say, so no manifest was looked for, or it took longer than its
+  time limit: the evidence is ingested all the same, and the finding says that nothing was
+  found either way);
 - ``codes``: the C2PA status codes of the failures (``assertion.dataHash.mismatch``,
   ``signingCredential.untrusted``...), sorted;
 - ``manifest``: the active manifest's label; ``issuer``: what C2PA calls the claim's
@@ -34,8 +35,10 @@ Every string comes from the file and is made printable and short before it is re
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
+import time
 from typing import Any, BinaryIO
 
 from vault.errors import VaultError
@@ -47,6 +50,9 @@ __all__ = ["STATES", "examine_c2pa"]
 STATES = ("trusted", "valid", "invalid", "none", "unchecked")
 
 MAX_TEXT = 200
+#: How long a check may take, in seconds, plus one for each MIN_RATE bytes of the file.
+TIME_LIMIT = 60.0
+MIN_RATE = 10 << 20
 MAX_CODES = 16
 #: The library's errors that say something failed other than the file: reading it, or the
 #: library's own state (a plain C2paError, "Context is not valid"); never a finding.
@@ -79,6 +85,43 @@ def _context(anchors_pem: str | None, pid: int) -> Any:
     return c2pa.Context.from_dict(settings)
 
 
+class _Timed:
+    """``src`` (from its start) as the C2PA library reads it, each read and seek failing
+    once the check has taken more than :data:`TIME_LIMIT` seconds and a second for each
+    :data:`MIN_RATE` bytes of the file: the library's time is its own, and some files take
+    it far longer than their size (a video of nothing but empty boxes: hours for a few
+    MiB); it reads as it goes, so a failed read stops it."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        size = src.seek(0, io.SEEK_END)
+        src.seek(0)
+        self._end = time.monotonic() + TIME_LIMIT + size / MIN_RATE
+        self.stopped = False
+
+    def _in_time(self) -> None:
+        if time.monotonic() > self._end:
+            self.stopped = True
+            raise OSError("the C2PA check's time limit passed")
+
+    def read(self, n: int = -1) -> bytes:
+        self._in_time()
+        return self._src.read(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._in_time()
+        return self._src.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._src.tell()
+
+    def write(self, data: bytes) -> int:
+        raise OSError("the file is never written")
+
+    def flush(self) -> None:
+        pass
+
+
 def checker_version() -> str:
     """``c2pa-rs <version>``: the implementation that checked."""
     import c2pa
@@ -97,9 +140,9 @@ def examine_c2pa(src: BinaryIO, kind: str, checks: Checks) -> dict[str, Any]:
     except c2pa.C2paError as e:
         raise VaultError(f"C2PA check: the library could not be set up ({text(e)}); "
                          "nothing was recorded: check c2pa_trust_anchors in config.toml") from None
+    timed = _Timed(src)
     try:
-        src.seek(0)
-        with c2pa.Reader(kind, src, context=context) as reader:
+        with c2pa.Reader(kind, timed, context=context) as reader:
             store = json.loads(reader.json())
     except c2pa.C2paError as e:
         name = type(e).__name__.lstrip("_").removeprefix("C2pa")
@@ -115,6 +158,9 @@ def examine_c2pa(src: BinaryIO, kind: str, checks: Checks) -> dict[str, Any]:
                        "reason": text(f"{name}: {e}")}
     else:
         finding = _finding(store)
+    if timed.stopped:  # whatever the library made of reads that failed, it is no finding
+        finding = {"state": "unchecked",
+                   "reason": "the check took longer than its time limit and was stopped"}
     if anchors is not None:
         finding["anchors"] = anchors
     finding["checker"] = checker_version()
