@@ -54,13 +54,14 @@ class Signer:
     key_pem: bytes
 
 
-def _name(common: str) -> x509.Name:
+def _name(common: str, org: str = ORG) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, ORG)])
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
 
 
-def c2pa_signer(common_name: str = "Fictional Camera 7") -> Signer:
-    """A fresh CA and claim signer (P-256, SHA-256), valid from yesterday for a year."""
+def c2pa_signer(common_name: str = "Fictional Camera 7", org: str = ORG) -> Signer:
+    """A fresh CA (of :data:`ORG`) and claim signer (of ``org``; P-256, SHA-256), valid from
+    yesterday for a year."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("Fictional Test Root CA")
@@ -77,7 +78,7 @@ def c2pa_signer(common_name: str = "Fictional Camera 7") -> Signer:
                          critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name(common_name)).issuer_name(ca_name)
+    cert = (x509.CertificateBuilder().subject_name(_name(common_name, org)).issuer_name(ca_name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=365))

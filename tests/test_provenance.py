@@ -103,6 +103,18 @@ def test_a_trusted_manifest_is_recorded_signed_and_shown(office: Cli, tmp_path: 
     assert "Fictional Camera 7" not in json.dumps(_details(office, item))
 
 
+
+def test_the_issuer_recorded_is_the_signers_organisation_not_its_ca() -> None:
+    """C2PA's "issuer" is the organisation the signing certificate names as its own (its
+    subject's O), not its CA's: what the finding, the README and `items show` say it is."""
+    from vault.formats.provenance import examine
+
+    signer = c2pa_signer("Fictional Reporter Anna K.", org="Fictional Freelance Desk")
+    found = examine(io.BytesIO(signed_png(signer)), "image/png",
+                    Checks(signer.ca_pem.decode()))
+    assert found is not None and found["c2pa"]["issuer"] == "Fictional Freelance Desk"
+    assert "Anna" not in json.dumps(found)
+
 def test_the_file_is_kept_exactly_as_it_came(office: Cli, tmp_path: Path) -> None:
     _anchors(office)
     [item] = _ingest(office, tmp_path, {"capture.png": SIGNED})
@@ -153,6 +165,24 @@ def test_a_signer_under_another_ca_is_not_trusted(sqlite_cli: Cli, tmp_path: Pat
     found = _details(sqlite_cli, item)["c2pa"]
     assert (found["state"], found["codes"], found["anchors"]) == (
         "valid", ["signingCredential.untrusted"], anchors)
+
+
+
+def test_each_anchors_file_counts_even_without_a_final_newline(sqlite_cli: Cli,
+                                                               tmp_path: Path) -> None:
+    """Two anchors files, the first not ending in a newline (as an editor may save it): the
+    two were joined as they were, "-----END CERTIFICATE----------BEGIN...", and the second
+    file's anchor was silently lost (the signer under it only `valid`)."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    other = c2pa_signer().ca_pem.rstrip(b"\n")
+    (sqlite_cli.vault / "other.pem").write_bytes(other)
+    (sqlite_cli.vault / "ours.pem").write_bytes(SIGNER.ca_pem)
+    with (sqlite_cli.vault / "config.toml").open("a") as config:
+        config.write('\n[c2pa]\ntrust_anchors = ["other.pem", "ours.pem"]\n')
+    [item] = _ingest(sqlite_cli, tmp_path, {"capture.png": SIGNED})
+    found = _details(sqlite_cli, item)["c2pa"]
+    assert (found["state"], found["anchors"]) == (
+        "trusted", hashlib.sha256(other + b"\n" + SIGNER.ca_pem).hexdigest())
 
 
 def test_files_of_other_kinds_get_no_finding(sqlite_cli: Cli, tmp_path: Path) -> None:
@@ -237,6 +267,73 @@ def test_a_hostile_manifest_cannot_reach_the_terminal(sqlite_cli: Cli, tmp_path:
     assert "\x1b" not in sqlite_cli.ok("items", "show", item).stdout
 
 
+
+def test_a_file_that_only_starts_like_a_media_file_is_unchecked_not_invalid(
+        sqlite_cli: Cli, tmp_path: Path) -> None:
+    """A note that begins "%PDF-", a JPEG cut short: no manifest in either, and none could
+    be looked for, as the library cannot parse them; they were recorded `invalid: manifest
+    fails its checks (manifest.unreadable)`, a finding against evidence that has no manifest."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    note = b"%PDF- is where this fictional note on the format begins\n"
+    cut = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(24)
+    for item in _ingest(sqlite_cli, tmp_path, {"note.txt": note, "cut.jpg": cut}):
+        found = _details(sqlite_cli, item)["c2pa"]
+        assert (found["state"], "codes" in found) == ("unchecked", False), found
+        assert "asset could not be parsed" in found["reason"]
+        assert _shown(sqlite_cli, item, "c2pa").startswith(
+            "unchecked: the check could not be completed (")
+
+
+
+def test_a_file_changed_between_the_two_reads_is_refused(
+        sqlite_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tampered capture is stored; before the second read the file is put back as signed,
+    same size, its modification time restored: the blob was the tampered bytes and the
+    finding `trusted`, about bytes the vault does not hold. The change time gives it away."""
+    from vault.service import storing
+
+    sqlite_cli.ok("identity", "create", "registry-office")
+    _anchors(sqlite_cli)
+    path = tmp_path / "capture.png"
+    path.write_bytes(tampered(SIGNED))
+    original = storing._pump
+
+    def pump_then_swap(src, writer, hashers, pool, size_hint):  # type: ignore[no-untyped-def]
+        total = original(src, writer, hashers, pool, size_hint)
+        before = path.stat()
+        with open(path, "r+b") as f:
+            f.write(SIGNED)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        return total
+
+    monkeypatch.setattr(storing, "_pump", pump_then_swap)
+    result = sqlite_cli("ingest", str(path), "--case", CASE, "--create-case")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: {path}: changed while being read; nothing of it was stored, "
+        "ingest it again when it is stable\n")
+    assert json.loads(sqlite_cli.ok("items", "list", "--json").stdout) == []
+
+
+
+def test_a_video_the_library_would_take_hours_over_is_stopped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An "MP4" of nothing but empty boxes: the C2PA library's time grows faster than the
+    square of their count (256 KiB took 25 s, 512 KiB 135 s; a few MiB, days), and intake
+    waited. The check now has a time limit (here one second), past which it is unchecked."""
+    import time
+
+    from vault.formats.provenance import c2pa_check, examine
+
+    monkeypatch.setattr(c2pa_check, "TIME_LIMIT", 1.0)
+    boxes = (b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2"
+             + b"\x00\x00\x00\x08free" * (256 << 7))
+    began = time.monotonic()
+    found = examine(io.BytesIO(boxes), "video/mp4", Checks(None))
+    assert time.monotonic() - began < 8
+    assert found == {"c2pa": {"state": "unchecked", "checker": _checker(), "reason":
+                              "the check took longer than its time limit and was stopped"}}
+
+
 # ----------------------------------------------------------------------------- ProofMode
 
 
@@ -309,6 +406,155 @@ def test_a_zip_holding_two_members_of_one_name_is_judged_by_position() -> None:
     assert found is not None and found["state"] == "consistent"
     roles = [p["role"] for p in found["parts"]]
     assert roles.count("media") == 1 and roles[-1] == "other"
+
+
+
+def _zip(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def _needing_version(bundle: bytes, version: int) -> bytes:
+    """``bundle`` with its first central directory entry asking for zip ``version`` to be
+    extracted (one byte: a sender's tool, or a hostile one)."""
+    at = bundle.index(b"PK\x01\x02")
+    return bundle[: at + 6] + bytes([version]) + bundle[at + 7:]
+
+
+def test_a_hostile_zip_never_stops_intake(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """A proof whose hash is a list, a zip that asks for a newer zip version than Python's:
+    each raised out of intake (a traceback, nothing ingested); now each file comes in."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    media = png()
+    listed = _zip({"capture.png": media, "p.proof.json": json.dumps(
+        {"File Hash SHA256": [hashlib.sha256(media).hexdigest()]}).encode()})
+    newer = _needing_version(proofmode_bundle(media), 64)
+    items = _ingest(sqlite_cli, tmp_path, {"listed.zip": listed, "newer.zip": newer})
+    assert _details(sqlite_cli, items[0])["proofmode"] == {
+        "state": "unreadable", "reason": "'File Hash SHA256' is not a hex SHA-256",
+        "proofs": 1, "signatures": "not verified"}
+    assert "proofmode" not in _details(sqlite_cli, items[1])  # not a zip Python can read
+
+
+
+WITNESS = "statement-of-fictional-witness-anna-k.png"
+
+
+def _encrypted(bundle: bytes) -> bytes:
+    """``bundle`` with its first member marked encrypted in the central directory."""
+    at = bundle.index(b"PK\x01\x02") + 8
+    return bundle[:at] + bytes([bundle[at] | 1]) + bundle[at + 1:]
+
+
+@pytest.mark.parametrize("spoil", ["encrypted", "bad CRC", "local name differs"])
+def test_an_unreadable_member_is_not_named_in_the_finding(spoil: str) -> None:
+    """zipfile's errors name the member (`Bad CRC-32 for file '...'`); the reason goes into
+    the signed event and every package's custody excerpt, where no file name may go."""
+    bundle = proofmode_bundle(png(), media_name=WITNESS)
+    if spoil == "encrypted":
+        bundle = _encrypted(bundle)
+    elif spoil == "bad CRC":
+        stored = _zip({WITNESS: png(), "p.proof.json": b"{}"}, zipfile.ZIP_STORED)
+        at = 30 + len(WITNESS) + 20
+        bundle = stored[:at] + bytes([stored[at] ^ 0xFF]) + stored[at + 1:]
+    else:
+        bundle = bundle.replace(WITNESS.encode(), WITNESS.upper().encode(), 1)
+    found = examine_bundle(io.BytesIO(bundle))
+    assert found is not None and found["state"] == "unreadable", found
+    assert "anna" not in json.dumps(found).lower(), found
+
+
+
+def _declaring(bundle: bytes, name: str, size: int) -> bytes:
+    """``bundle`` with member ``name`` declaring ``size`` bytes, in its local header and in
+    the central directory, whatever it holds."""
+    data = bytearray(bundle)
+    with zipfile.ZipFile(io.BytesIO(bundle)) as z:
+        local = z.getinfo(name).header_offset
+    data[local + 22: local + 26] = size.to_bytes(4, "little")
+    central = data.index(b"PK\x01\x02", local + 30)
+    while data[central + 46: central + 46 + len(name)] != name.encode():
+        central = data.index(b"PK\x01\x02", central + 4)
+    data[central + 24: central + 28] = size.to_bytes(4, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_a_member_that_inflates_past_its_declared_size_is_not_read(method: int) -> None:
+    """zipfile inflates a bzip2 or LZMA member a whole read's worth at once, whatever size
+    it declares: a few hundred bytes that declare 1 KiB and hold 48 MiB of zeros (gigabytes,
+    from a hostile sender) were all in memory at once."""
+    import tracemalloc
+
+    out = io.BytesIO(proofmode_bundle(png()))
+    with zipfile.ZipFile(out, "a") as z:
+        z.writestr("filler.bin", bytes(48 << 20), compress_type=method)
+        assert z.getinfo("filler.bin").compress_size < 64 << 10
+    hostile = _declaring(out.getvalue(), "filler.bin", 1024)
+
+    tracemalloc.start()
+    try:
+        found = examine_bundle(io.BytesIO(hostile))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, peak
+    assert found is not None and found["state"] == "unreadable", found
+
+
+
+def _many_members(count: int, name: bytes = b"p.proof.json") -> bytes:
+    """A zip of one empty local file and ``count`` central directory entries naming it:
+    47 bytes an entry, and an object of hundreds of bytes each in zipfile's memory."""
+    import struct
+
+    local = struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, 0, 0, 0, 0, 0, 0, len(name), 0)
+    entry = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 0, 0, 0, 0, 0, 0,
+                        len(name), 0, 0, 0, 0, 0, 0) + name
+    directory = entry * count
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, len(directory),
+                      len(local) + len(name), 0)
+    return local + name + directory + end
+
+
+def test_a_zip_of_absurdly_many_members_is_not_listed() -> None:
+    """The member count was checked after zipfile had listed them all: 100,000 entries in a
+    5 MB zip took 50 MB and seconds (millions, gigabytes); a central directory too large
+    for a bundle is no longer listed at all, and the zip is an ordinary file."""
+    import tracemalloc
+
+    hostile = io.BytesIO(_many_members(100_000))
+    tracemalloc.start()
+    try:
+        found = examine_bundle(hostile)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (found, peak < 16 << 20) == (None, True), (found, peak)
+
+
+
+@pytest.mark.parametrize("proof", ["json", "csv"])
+def test_a_proof_naming_its_hash_twice_is_not_consistent(proof: str) -> None:
+    """A proof whose JSON has the hash key twice, or whose CSV has the hash column twice,
+    first a decoy, then the media's: parsers differ on which counts (Python's the last), so
+    the bundle was `consistent` for the vault and names another file for the next reader."""
+    media = png()
+    real, decoy = hashlib.sha256(media).hexdigest(), "ab" * 32
+    if proof == "json":
+        text = f'{{"File Hash SHA256": "{decoy}", "File Hash SHA256": "{real}"}}'
+        members = {"capture.png": media, f"{real}.proof.json": text.encode()}
+    else:
+        text = f"File Hash SHA256,File Hash SHA256\n{decoy},{real}\n"
+        members = {"capture.png": media,
+                   f"{real}.proof.json": json.dumps({"File Hash SHA256": real}).encode(),
+                   f"{real}.proof.csv": text.encode()}
+    found = examine_bundle(io.BytesIO(_zip(members)))
+    assert found is not None and (found["state"], found["reason"]) == (
+        "unreadable", "names 'File Hash SHA256' more than once"), found
 
 
 # ----------------------------------------------------------------------------- kinds, cost

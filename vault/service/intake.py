@@ -517,7 +517,8 @@ def store_file(
 def provenance_checks(vault: Vault) -> Checks:
     """What intake checks files' provenance against: the C2PA trust anchors named by
     ``[c2pa] trust_anchors`` in ``config.toml`` (relative to the vault folder), each file
-    read and checked to hold PEM certificates before any evidence file is read."""
+    read and checked to hold PEM certificates before any evidence file is read; their text
+    is the files' one after another, each ending in a newline (what ``cat`` gives)."""
     texts: list[str] = []
     for name in vault.config.c2pa_trust_anchors:
         path = vault.root / Path(name).expanduser()
@@ -531,7 +532,10 @@ def provenance_checks(vault: Vault) -> Checks:
             raise ConfigError(f"{where}: cannot be read ({e.strerror or e})") from None
         try:
             count_certificates(pem)
-            texts.append(pem.decode("ascii"))
+            text = pem.decode("ascii")
+            # A file not ending in a newline would run into the next one's BEGIN line, and
+            # the C2PA library would drop that one's certificate without a word.
+            texts.append(text if text.endswith("\n") else text + "\n")
         except (ValueError, UnicodeDecodeError):
             raise ConfigError(f"{where}: not a PEM certificate file; give the C2PA trust "
                               "anchors' certificates in PEM form") from None

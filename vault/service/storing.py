@@ -66,8 +66,10 @@ class _Counter:
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
-    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns) == (b.st_dev, b.st_ino, b.st_size,
-                                                              b.st_mtime_ns)
+    """The change time too: a writer can put the modification time back (``os.utime``), and
+    then the provenance finding, from the second read, was of bytes the blob does not hold."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_dev, b.st_ino, b.st_size, b.st_mtime_ns, b.st_ctime_ns)
 
 
 def store_path(

@@ -14,13 +14,17 @@ records:
 - ``state``: ``trusted`` (intact, signature valid, signer chains to a trust anchor),
   ``valid`` (intact and signature valid, but the signer is not among the anchors), ``invalid``
   (a hash, signature or structure check failed), ``none`` (no manifest: unknown provenance),
-  or ``unchecked`` with a ``reason`` (the library failed, not the file: the evidence is
-  ingested all the same, and the finding says that nothing was found either way);
+  or ``unchecked`` with a ``reason`` (the library failed, or could not parse the file as
+  the kind its first bytes say, so no manifest was looked for, or it took longer than its
+  time limit: the evidence is ingested all the same, and the finding says that nothing was
+  found either way);
 - ``codes``: the C2PA status codes of the failures (``assertion.dataHash.mismatch``,
   ``signingCredential.untrusted``...), sorted;
-- ``manifest``: the active manifest's label; ``issuer`` and ``serial``: the signing
-  certificate's issuer organisation and serial number, which identify it without naming
-  the person it may belong to; ``alg``; ``signed_at`` if a time-stamp says when;
+- ``manifest``: the active manifest's label; ``issuer``: what C2PA calls the claim's
+  issuer, the organisation the signing certificate names as its own (its subject's O, not
+  its CA's: a camera maker, a newsroom; in a certificate made out to a person, it may be a
+  name); ``serial``: the certificate's serial number (its common name, most often a
+  person's or a device's, is never recorded); ``alg``; ``signed_at`` if a time-stamp says when;
   ``generator``: the software or device that made the claim;
 - ``anchors``: the SHA-256 of the trust anchors' PEM text (absent when none is configured);
   ``checker``: the library's version.
@@ -31,8 +35,10 @@ Every string comes from the file and is made printable and short before it is re
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
+import time
 from typing import Any, BinaryIO
 
 from vault.errors import VaultError
@@ -44,11 +50,17 @@ __all__ = ["STATES", "examine_c2pa"]
 STATES = ("trusted", "valid", "invalid", "none", "unchecked")
 
 MAX_TEXT = 200
+#: How long a check may take, in seconds, plus one for each MIN_RATE bytes of the file.
+TIME_LIMIT = 60.0
+MIN_RATE = 10 << 20
 MAX_CODES = 16
 #: The library's errors that say something failed other than the file: reading it, or the
 #: library's own state (a plain C2paError, "Context is not valid"); never a finding.
 _NOT_THE_FILE = frozenset({"Error", "Io", "UntrackedPointer", "WrongPointerType",
                            "FileNotFound"})
+#: What the library says (an ``Other`` error) of a file it cannot parse as its kind at all: a
+#: note that begins ``%PDF-``, a JPEG cut short; not a manifest that fails its checks.
+_UNPARSED = "asset could not be parsed"
 
 
 def text(value: object, limit: int = MAX_TEXT) -> str:
@@ -73,6 +85,43 @@ def _context(anchors_pem: str | None, pid: int) -> Any:
     return c2pa.Context.from_dict(settings)
 
 
+class _Timed:
+    """``src`` (from its start) as the C2PA library reads it, each read and seek failing
+    once the check has taken more than :data:`TIME_LIMIT` seconds and a second for each
+    :data:`MIN_RATE` bytes of the file: the library's time is its own, and some files take
+    it far longer than their size (a video of nothing but empty boxes: hours for a few
+    MiB); it reads as it goes, so a failed read stops it."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+        size = src.seek(0, io.SEEK_END)
+        src.seek(0)
+        self._end = time.monotonic() + TIME_LIMIT + size / MIN_RATE
+        self.stopped = False
+
+    def _in_time(self) -> None:
+        if time.monotonic() > self._end:
+            self.stopped = True
+            raise OSError("the C2PA check's time limit passed")
+
+    def read(self, n: int = -1) -> bytes:
+        self._in_time()
+        return self._src.read(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._in_time()
+        return self._src.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._src.tell()
+
+    def write(self, data: bytes) -> int:
+        raise OSError("the file is never written")
+
+    def flush(self) -> None:
+        pass
+
+
 def checker_version() -> str:
     """``c2pa-rs <version>``: the implementation that checked."""
     import c2pa
@@ -91,23 +140,27 @@ def examine_c2pa(src: BinaryIO, kind: str, checks: Checks) -> dict[str, Any]:
     except c2pa.C2paError as e:
         raise VaultError(f"C2PA check: the library could not be set up ({text(e)}); nothing "
                          "was recorded: check [c2pa] trust_anchors in config.toml") from None
+    timed = _Timed(src)
     try:
-        src.seek(0)
-        with c2pa.Reader(kind, src, context=context) as reader:
+        with c2pa.Reader(kind, timed, context=context) as reader:
             store = json.loads(reader.json())
     except c2pa.C2paError as e:
         name = type(e).__name__.lstrip("_").removeprefix("C2pa")
         if name == "ManifestNotFound":
             finding = {"state": "none"}
-        elif name in _NOT_THE_FILE:
-            # The reading or the library failed, not the file: said so, never taken for a
-            # finding about the file, and never a reason to refuse the evidence.
+        elif name in _NOT_THE_FILE or _UNPARSED in str(e):
+            # The reading or the library failed, or the file is not of the kind its first
+            # bytes say, so no manifest was looked for: said so, never taken for a finding
+            # about a manifest, and never a reason to refuse the evidence.
             finding = {"state": "unchecked", "reason": text(f"{name}: {e}")}
         else:
             finding = {"state": "invalid", "codes": ["manifest.unreadable"],
                        "reason": text(f"{name}: {e}")}
     else:
         finding = _finding(store)
+    if timed.stopped:  # whatever the library made of reads that failed, it is no finding
+        finding = {"state": "unchecked",
+                   "reason": "the check took longer than its time limit and was stopped"}
     if anchors is not None:
         finding["anchors"] = anchors
     finding["checker"] = checker_version()

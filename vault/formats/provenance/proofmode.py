@@ -18,14 +18,16 @@ the zip whole as one item (its signatures cover its parts' exact bytes) and reco
   its name (file names never go into a custody event);
 - ``proofs``: how many proofs the bundle holds; ``state``: ``consistent`` when each proof's
   ``File Hash SHA256`` (the JSON's, and the CSV's where there is one) is the SHA-256 of a
-  media file in the bundle, else ``mismatch`` or ``unreadable`` with a ``reason``;
+  media file in the bundle, else ``mismatch`` or ``unreadable`` with a ``reason`` (which
+  never names a member);
 - ``signatures``: ``not verified``: the device key travels in the bundle itself, so a check
   against it would prove only that the bundle is self-consistent; which device keys to
   trust is a decision this vault does not yet take (the parts' digests let anyone check
   the signatures later, offline, with ``gpg --verify``).
 
 Each member is read once, streamed, never whole (a proof is at most 1 MiB); a zip whose
-declared sizes are out of proportion to its own (a zip bomb) is not read at all.
+declared sizes are out of proportion to its own (a zip bomb), or with a member compressed by
+another method than deflate (ProofMode's), is not read at all.
 """
 
 from __future__ import annotations
@@ -48,11 +50,41 @@ PROOF_CSV = ".proof.csv"
 HASH_FIELD = "File Hash SHA256"
 MAX_MEMBERS = 1000
 MAX_PROOF = 1 << 20
+#: The largest central directory read: ample for MAX_MEMBERS entries (and more than a
+#: member's chunk), never millions of them.
+MAX_DIRECTORY = 2 << 20
 # A bundle's members are mostly media, which barely compress: declared sizes above this
 # multiple of the zip's own size (plus a margin for small bundles) are a bomb, not a capture.
 MAX_RATIO = 100
 MARGIN = 64 << 20
+#: The compression methods read: zipfile inflates a bzip2 or LZMA member a whole read's worth
+#: at once, whatever size it declares (a bomb in memory), a deflated one in bounded chunks.
+READABLE = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class _Bounded:
+    """``src`` as zipfile reads it, refusing one read of more than :data:`MAX_DIRECTORY`
+    bytes. zipfile reads a zip's central directory whole, in one read, and makes an object
+    of each entry (hundreds of bytes each: millions of them, gigabytes, before the members
+    could be counted); it reads a member a chunk at a time, here at most ``MAX_PROOF + 1``."""
+
+    def __init__(self, src: BinaryIO) -> None:
+        self._src = src
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n > MAX_DIRECTORY:
+            raise zipfile.BadZipFile(f"a central directory of more than {MAX_DIRECTORY} bytes")
+        return self._src.read(n)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        return self._src.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._src.tell()
+
+    def seekable(self) -> bool:
+        return True
 
 
 def _role(name: str) -> str:
@@ -78,16 +110,29 @@ def _digest(bundle: zipfile.ZipFile, info: zipfile.ZipInfo) -> str:
     return h.hexdigest()
 
 
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's (or a CSV header's) names and values; ValueError if it names the hash
+    more than once: readers differ on which one counts (Python's, the last)."""
+    if [name for name, _ in pairs].count(HASH_FIELD) > 1:
+        raise ValueError(f"names {HASH_FIELD!r} more than once")
+    return dict(pairs)
+
+
 def _proof_hash(raw: bytes, is_json: bool) -> str:
     """The ``File Hash SHA256`` a proof names; ValueError if it names none or several."""
     content = raw.decode("utf-8-sig")
     if is_json:
-        record = json.loads(content)
+        record = json.loads(content, object_pairs_hook=_once)
         if not isinstance(record, dict):
             raise ValueError("the JSON proof is not an object")
-        values = {record.get(HASH_FIELD)}
+        value = record.get(HASH_FIELD)
+        if not isinstance(value, (str, type(None))):  # a list or an object is no hash
+            raise ValueError(f"{HASH_FIELD!r} is not a hex SHA-256")
+        values = {value}
     else:
-        values = {row.get(HASH_FIELD) for row in csv.DictReader(io.StringIO(content))}
+        rows = csv.DictReader(io.StringIO(content))
+        _once([(name, None) for name in rows.fieldnames or []])
+        values = {row.get(HASH_FIELD) for row in rows}
     values.discard(None)
     if len(values) != 1:
         raise ValueError(f"names {len(values)} values of {HASH_FIELD!r}, not one")
@@ -103,9 +148,9 @@ def examine_bundle(src: BinaryIO) -> dict[str, Any] | None:
     size = src.tell()
     src.seek(0)
     try:
-        bundle = zipfile.ZipFile(src)
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        return None  # not a zip after all; an ordinary file
+        bundle = zipfile.ZipFile(_Bounded(src))
+    except (zipfile.BadZipFile, NotImplementedError, ValueError, OSError, EOFError):
+        return None  # not a zip after all (or of a zip version Python cannot read)
     with bundle:
         members = [i for i in bundle.infolist() if not i.is_dir()]
         proofs = [i for i in members if i.filename.lower().endswith(PROOF_JSON)]
@@ -113,14 +158,21 @@ def examine_bundle(src: BinaryIO) -> dict[str, Any] | None:
             return None
         if len(members) > MAX_MEMBERS:
             return _unreadable(len(proofs), f"more than {MAX_MEMBERS} members")
+        if any(i.compress_type not in READABLE for i in members):
+            return _unreadable(len(proofs), "a member is compressed by a method other than "
+                               "deflate (which alone is inflated a bounded chunk at a time)")
         if sum(i.file_size for i in members) > MAX_RATIO * size + MARGIN:
             return _unreadable(len(proofs), "its members' declared sizes are out of "
                                "proportion to the zip's (a zip bomb?)")
         try:
             return _examine(bundle, members, proofs)
         except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-                EOFError, OSError, ValueError, zlib.error) as e:
-            # A damaged member, an encrypted one, an unknown compression: named, not raised.
+                EOFError, OSError, zlib.error) as e:
+            # A damaged member, an encrypted one, an unknown compression: said, not raised,
+            # by the kind of fault only, as zipfile's messages name the member.
+            return _unreadable(len(proofs), "a member is damaged, encrypted or compressed "
+                               f"by a method not supported ({type(e).__name__})")
+        except ValueError as e:  # this module's own, about a proof (no name in them)
             return _unreadable(len(proofs), text(e))
 
 
