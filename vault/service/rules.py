@@ -202,8 +202,9 @@ def own_keys(vault: Vault, session: Session) -> Callable[[str], bytes | None]:
             entry = history.identity_keys.get(fingerprint)
             return entry.signing_key if entry is not None else None
         return lookup
-    table = dict(session.execute(select(IdentityKey.fingerprint, IdentityKey.signing_key))
-                 .tuples())
+    # Pairs by hand: SQLAlchemy 2.1's Result.tuples() is no longer a mapping's input.
+    table = {fingerprint: key for fingerprint, key in session.execute(
+        select(IdentityKey.fingerprint, IdentityKey.signing_key))}
     return table.get
 
 
