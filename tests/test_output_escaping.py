@@ -142,3 +142,13 @@ def test_package_sheet_markdown_cells_escape_controls() -> None:
     from vault.render.sheet import _md_cell
 
     assert _md_cell("a\x1b[2J\nb|c`d") == "`a\\x1b[2J\\x0ab\\|c'd`"
+
+
+def test_the_printable_fast_path_lets_through_nothing_the_escaping_would_change() -> None:
+    """terminal_safe returns a printable text as it is, without its pattern: sound only if no
+    character the pattern matches is printable. Checked over every code point."""
+    from vault.render.text import _UNSAFE
+
+    matched = [chr(c) for c in range(0x110000) if _UNSAFE.match(chr(c))]
+    assert len(matched) > 2000  # the surrogates alone are 2048: the pattern is the real one
+    assert [ch for ch in matched if ch.isprintable()] == []

@@ -137,8 +137,14 @@ def test_values_swapped_between_rows_are_detected(tmp_path: Path,
     _sql(cli, database,
          f"UPDATE items SET title = (SELECT title FROM items WHERE id = '{b}') "
          f"WHERE id = '{a}'")
-    _refused(cli, f"items {a}", "title", "items", "list")
+    _refused(cli, f"items {a}", "title", "items", "list", "--json")
     _refused(cli, f"items {a}", "title", "items", "show", a)
+    # The table shows only the name of each item's sealed values, and opens only the name.
+    _sql(cli, database,
+         f"UPDATE items SET original_name = (SELECT original_name FROM items WHERE id = '{a}') "
+         f"WHERE id = '{b}'")
+    _refused(cli, f"items {b}", "original_name", "items", "list")
+    _refused(cli, f"items {b}", "original_name", "items", "list", "--csv")
 
 
 def test_values_swapped_between_columns_and_tags_are_detected(tmp_path: Path,
@@ -158,8 +164,10 @@ def test_plaintext_written_by_the_attacker_is_refused(tmp_path: Path,
     # Even with the marker row gone, as if the vault had never been converted.
     _sql(cli, database, f"UPDATE items SET location = 'Fictional planted place' "
                         f"WHERE id = '{a}'", "DELETE FROM sealed_metadata")
-    _refused(cli, f"items {a}", "location", "items", "list")
-    _refused(cli, f"items {a}", "location", "items", "list")
+    _refused(cli, f"items {a}", "location", "items", "list", "--json")
+    _refused(cli, f"items {a}", "location", "items", "list", "--jsonl")
+    _sql(cli, database, f"UPDATE items SET original_name = 'planted.jpg' WHERE id = '{a}'")
+    _refused(cli, f"items {a}", "original_name", "items", "list")
 
 
 def test_listing_an_empty_vault_does_not_open_the_key_store(tmp_path: Path,

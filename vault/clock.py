@@ -19,8 +19,11 @@ def utcnow() -> datetime:
 
 
 def isoformat(when: datetime) -> str:
-    """``2026-11-28T09:30:00Z``: ISO 8601 in UTC with a ``Z``."""
-    return as_utc(when).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """``2026-11-28T09:30:00Z``: ISO 8601 in UTC with a ``Z``; the year has four digits
+    (which ``strftime("%Y")`` does not give a year before 1000)."""
+    w = as_utc(when)
+    return (f"{w.year:04d}-{w.month:02d}-{w.day:02d}"
+            f"T{w.hour:02d}:{w.minute:02d}:{w.second:02d}Z")
 
 
 def as_utc(when: datetime) -> datetime:

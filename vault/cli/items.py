@@ -53,10 +53,13 @@ def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | 
       evault items list --case UA-2026-0042
       evault items list --label restricted-icc --csv
     """
-    from vault.service.items import ITEM_COLUMNS, list_items
+    from vault.service.items import ITEM_COLUMNS, list_item_rows, list_items
 
-    emit_rows([i.to_json() for i in list_items(vault, case=case_id, label=label)], fmt,
-              ITEM_COLUMNS)
+    if fmt in ("json", "jsonl"):
+        rows = [i.to_json() for i in list_items(vault, case=case_id, label=label)]
+    else:  # the table and CSV show ITEM_COLUMNS only
+        rows = list_item_rows(vault, case=case_id, label=label)
+    emit_rows(rows, fmt, ITEM_COLUMNS)
 
 
 @items.command("show")

@@ -50,6 +50,8 @@ def terminal_safe(text: str) -> str:
     >>> print(terminal_safe("a\x1b[2Jb\rc\u202ed"))
     a\x1b[2Jb\x0dc[U+202E]d
     """
+    if text.isprintable():  # nothing _UNSAFE matches is printable: the common case, in C
+        return text
     return _UNSAFE.sub(_visible, text)
 
 
@@ -81,6 +83,10 @@ def to_jsonl(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def _cell(value: Any) -> str:
+    if type(value) is str:  # the common case first: a listing has hundreds of thousands
+        return terminal_safe(value)
+    if type(value) is int:
+        return str(value)
     if value is None:
         return "-"
     if isinstance(value, bool):

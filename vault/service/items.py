@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, optional_isoformat, utcnow
 from vault.custody.events import Event
@@ -30,7 +30,7 @@ from vault.names import ITEM_ID
 from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
-from vault.store.models import Blob, Case, CustodyEvent, Item, ItemLabel
+from vault.store.models import Blob, Case, CustodyEvent, Item, ItemDigest, ItemLabel, ItemTag
 
 ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
 
@@ -108,22 +108,100 @@ def get_case(session: Session, case_id: str) -> Case:
     return case
 
 
+def _chosen(session: Session, case: str | None, label: str | None) -> list[Any]:
+    """The WHERE clauses of a listing: one case (which must exist) and/or one label."""
+    where: list[Any] = []
+    if case is not None:
+        get_case(session, case)
+        where.append(Item.case_id == case)
+    if label:
+        where.append(Item.id.in_(select(ItemLabel.item_id).where(ItemLabel.label == label)))
+    return where
+
+
+def _labels_of(session: Session, chosen: Any) -> dict[str, list[str]]:
+    labels: dict[str, list[str]] = {}
+    for item_id, name in session.execute(
+            select(ItemLabel.item_id, ItemLabel.label).where(ItemLabel.item_id.in_(chosen))
+            .order_by(ItemLabel.item_id, ItemLabel.label)):
+        labels.setdefault(item_id, []).append(name)
+    return labels
+
+
 def list_items(
     vault: Vault, *, case: str | None = None, label: str | None = None
 ) -> list[ItemInfo]:
-    """Items, optionally of one case and/or with one label, in ingest order."""
+    """Items, optionally of one case and/or with one label, in ingest order.
+
+    Read as columns, not ORM objects (four queries, whatever the count): at 100,000 items
+    building objects and their three collections cost most of the time and memory."""
+    from vault.store.sealed import column_opener
+
     with vault.transaction() as session:
-        stmt = select(Item).options(
-            selectinload(Item.labels), selectinload(Item.tags), selectinload(Item.digests)
-        )
-        if case is not None:
-            get_case(session, case)
-            stmt = stmt.where(Item.case_id == case)
-        if label:
-            labelled = select(ItemLabel.item_id).where(ItemLabel.label == label)
-            stmt = stmt.where(Item.id.in_(labelled))
-        stmt = stmt.order_by(Item.intake_seq)
-        return [item_info(i) for i in session.scalars(stmt)]
+        where = _chosen(session, case, label)
+        chosen = select(Item.id).where(*where).scalar_subquery()
+        labels = _labels_of(session, chosen)
+        tags: dict[str, dict[str, str]] = {}
+        tag_value = column_opener(session, ItemTag, "value")
+        for item_id, key, value in session.execute(
+                select(ItemTag.item_id, ItemTag.key, ItemTag.value)
+                .where(ItemTag.item_id.in_(chosen)).order_by(ItemTag.item_id, ItemTag.key)):
+            tags.setdefault(item_id, {})[key] = tag_value((item_id, key), value)
+        digests: dict[str, dict[str, str]] = {}
+        for item_id, algorithm, hexdigest in session.execute(
+                select(ItemDigest.item_id, ItemDigest.algorithm, ItemDigest.hexdigest)
+                .where(ItemDigest.item_id.in_(chosen))
+                .order_by(ItemDigest.item_id, ItemDigest.algorithm)):
+            digests.setdefault(item_id, {})[algorithm] = hexdigest
+        name, title, description, source, location = (
+            column_opener(session, Item, c)
+            for c in ("original_name", "title", "description", "source", "location"))
+        rows = session.execute(
+            select(Item.id, Item.case_id, Item.original_name, Item.title, Item.description,
+                   Item.source, Item.collected_at, Item.location, Item.size, Item.sha256,
+                   Item.ingested_at, Item.ingested_by)
+            .where(*where).order_by(Item.intake_seq))
+        return [
+            ItemInfo(
+                id=r.id,
+                case=r.case_id,
+                name=name((r.id,), r.original_name),
+                title=title((r.id,), r.title),
+                description=description((r.id,), r.description),
+                source=source((r.id,), r.source),
+                collected_at=optional_isoformat(r.collected_at),
+                location=location((r.id,), r.location),
+                size=r.size,
+                sha256=r.sha256,
+                digests=digests.get(r.id, {}),
+                labels=tuple(labels.get(r.id, ())),
+                tags=tags.get(r.id, {}),
+                ingested_at=isoformat(r.ingested_at),
+                ingested_by=r.ingested_by,
+            )
+            for r in rows
+        ]
+
+
+def list_item_rows(
+    vault: Vault, *, case: str | None = None, label: str | None = None
+) -> list[dict[str, Any]]:
+    """The table and CSV form of :func:`list_items`: only :data:`ITEM_COLUMNS`, as rows, so
+    that of the sealed metadata only the file name is opened (one cell an item, not six)."""
+    from vault.store.sealed import column_opener
+
+    with vault.transaction() as session:
+        where = _chosen(session, case, label)
+        labels = _labels_of(session, select(Item.id).where(*where).scalar_subquery())
+        name = column_opener(session, Item, "original_name")
+        return [
+            {"id": item_id, "case": case_id, "name": name((item_id,), stored_name),
+             "size": size, "sha256": sha256, "labels": labels.get(item_id, ()),
+             "ingested_at": isoformat(ingested_at)}
+            for item_id, case_id, stored_name, size, sha256, ingested_at in session.execute(
+                select(Item.id, Item.case_id, Item.original_name, Item.size, Item.sha256,
+                       Item.ingested_at).where(*where).order_by(Item.intake_seq))
+        ]
 
 
 def show_item(vault: Vault, item_id: str) -> ItemInfo:

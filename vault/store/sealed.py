@@ -284,13 +284,51 @@ def open_object(obj: Base, key: bytes, names: Iterable[str] | None = None) -> No
             continue
         value = spec.open(key, name, row, state[name])
         if value is None:
-            raise VerificationError(
-                f"{spec.where(row)}: {name} does not decrypt under this vault's metadata key "
-                "(altered, or moved from another row or column); restore the database from a "
-                "backup"
-            )
+            raise _undecryptable(spec, row, name)
         # As the loader itself populates a fresh object: no history, nothing to flush.
         state[name] = value
+
+
+def _undecryptable(spec: Spec, row: Sequence[Any], name: str) -> VerificationError:
+    return VerificationError(
+        f"{spec.where(row)}: {name} does not decrypt under this vault's metadata key "
+        "(altered, or moved from another row or column); restore the database from a backup"
+    )
+
+
+def column_opener(
+    session: Session, model: type[Base], column: str
+) -> Callable[[Sequence[Any], Any], Any]:
+    """For rows read as columns rather than objects (which the load hook opens): a function
+    ``(row ids, stored) -> value`` that opens the cells of one sealed column, refusing one
+    that does not open as :func:`open_object` does. The key is fetched at the first cell
+    that holds a value, so reading an empty table asks for no passphrase; a session without
+    a metadata key gets the values as stored."""
+    holder = _key_of(session)
+    if holder is None:
+        return lambda row, stored: stored
+    spec = SPECS[model]
+    binary = column in spec.binary
+    opener: list[Callable[[str, bytes], bytes | None]] = []
+
+    def open_cell(row: Sequence[Any], stored: Any) -> Any:
+        if stored is None:
+            return None
+        if not opener:
+            opener.append(metabox.column_opener(holder.for_session(session), spec.table, column))
+        value: Any = None
+        try:
+            box = bytes(stored) if binary else base64.b64decode(stored, validate=True)
+            value = opener[0](spec.row(row), box)
+            if value is not None and not binary:
+                value = value.decode("utf-8")
+        except (binascii.Error, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
+            value = None
+        if value is None:
+            raise _undecryptable(spec, row, column)
+        return value
+
+    return open_cell
 
 
 # ----------------------------------------------------------------------------- ORM hooks
