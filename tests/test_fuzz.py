@@ -786,3 +786,30 @@ def test_manifest_edge_cases_are_refused_cleanly(tmp_path: Path, name: str, text
 def test_canonical_json_helper_is_what_events_use() -> None:
     # The event base above must itself be canonical, or every mutation fails trivially.
     assert canonical_json(json.loads(EVENT)) == EVENT
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ({"a": [1, {"b": 1.5}]}, "$.a[1].b: float has no canonical JSON form"),
+    ({"a": [2**53 + 1]}, "$.a[0]: integer beyond 2**53 has no canonical JSON form"),
+    ({"a": {1: "x"}}, "$.a: keys must be strings"),
+    ([b"bytes"], "$[0]: bytes has no canonical JSON form"),
+])
+def test_canonical_json_names_where_a_value_has_no_canonical_form(value: object,
+                                                                  error: str) -> None:
+    """The fast walk finds the fault, the slow one names it: the same message as before."""
+    with pytest.raises(ValueError) as raised:
+        canonical_json(value)
+    assert str(raised.value) == error
+
+
+def test_canonical_json_takes_subclasses_of_the_json_types_as_before() -> None:
+    import enum
+
+    class Kind(enum.IntEnum):
+        ONE = 1
+
+    class Text(str):
+        pass
+
+    assert canonical_json({Text("k"): [Kind.ONE, -(2**53), True, None]}) == \
+        b'{"k":[1,-9007199254740992,true,null]}'
