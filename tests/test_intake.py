@@ -188,6 +188,39 @@ def test_symlink_is_followed_when_asked(office: Cli, tmp_path: Path) -> None:
     assert [i["size"] for i in _items(office)] == [16]
 
 
+@pytest.mark.parametrize("how", ["dotted", "folder-and-file", "link-to-file",
+                                 "link-to-folder"])
+def test_a_file_named_twice_is_refused_however_it_is_named(office: Cli, tmp_path: Path,
+                                                           how: str) -> None:
+    """One file, one item: named twice on one command line, by another spelling of its path,
+    through its folder with --recursive, or through a link to it or to a folder above it
+    (followed), the command is refused before anything is stored."""
+    folder = tmp_path / "evidence" / "photos"
+    folder.mkdir(parents=True)
+    photo = folder / "photo.jpg"
+    photo.write_bytes(b"fictional photo")
+    other = {
+        "dotted": tmp_path / "evidence" / "." / "photos" / ".." / "photos" / "photo.jpg",
+        "folder-and-file": folder,
+        "link-to-file": tmp_path / "alias.jpg",
+        "link-to-folder": tmp_path / "alias",
+    }[how]
+    if how == "link-to-file":
+        other.symlink_to(photo)
+    elif how == "link-to-folder":
+        other.symlink_to(tmp_path / "evidence")
+    given = str(other) if how != "dotted" else os.path.join(
+        tmp_path, "evidence", ".", "photos", "..", "photos", "photo.jpg")
+    result = office("ingest", str(photo), given, "--recursive", "--follow-symlinks",
+                    "--case", CASE, "--create-case")
+    named = {"folder-and-file": photo, "link-to-folder": other / "photos" / "photo.jpg"}
+    second = named.get(how, Path(given))
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        2, "", f"evault: {second}: given twice; each file is ingested once per command\n")
+    assert _items(office) == []
+    assert _blob_files(office) == []
+
+
 def test_a_file_that_changes_while_read_is_refused(
     office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -173,8 +173,9 @@ def check_fields(fields: IntakeFields, where: str) -> IntakeFields:
 # ----------------------------------------------------------------------------- selecting files
 
 
-def _check_file(path: Path, follow_symlinks: bool, where: str) -> int:
-    """Refuse anything but a readable regular file (a link only if followed); its size."""
+def _check_file(path: Path, follow_symlinks: bool, where: str) -> tuple[int, bool]:
+    """Refuse anything but a readable regular file (a link only if followed); its size, and
+    whether ``path`` is a link."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -183,7 +184,8 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> int:
         raise VaultError(f"{where}: permission denied; check the file's permissions") from None
     except OSError as e:  # e.g. a name too long, a loop of links
         raise VaultError(f"{where}: cannot be read ({e.strerror or e})") from None
-    if stat.S_ISLNK(st.st_mode):
+    linked = stat.S_ISLNK(st.st_mode)
+    if linked:
         if not follow_symlinks:
             raise UsageError(
                 f"{where}: is a symbolic link; pass --follow-symlinks to ingest its target"
@@ -198,7 +200,7 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> int:
         raise UsageError(f"{where}: is not a regular file (device, socket or pipe)")
     if not os.access(path, os.R_OK):
         raise VaultError(f"{where}: permission denied; check the file's permissions")
-    return st.st_size
+    return st.st_size, linked
 
 
 def _walk(root: Path, follow_symlinks: bool) -> Iterator[Path]:
@@ -227,14 +229,23 @@ def rows_from_paths(
     check_fields(fields, "ingest")
     rows: list[IntakeRow] = []
     seen: set[Path] = set()
+    folders: dict[Path, Path] = {}
     for path in paths:
         if recursive and path.is_dir() and (follow_symlinks or not path.is_symlink()):
             files = list(_walk(path, follow_symlinks))
         else:
             files = [path]
         for file in files:
-            size = _check_file(file, follow_symlinks, str(file))
-            key = file.resolve()
+            size, linked = _check_file(file, follow_symlinks, str(file))
+            # What resolve() gives, with each folder resolved once rather than once a file
+            # (a link is resolved whole: it may point anywhere).
+            if linked:
+                key = file.resolve()
+            else:
+                folder = folders.get(file.parent)
+                if folder is None:
+                    folder = folders[file.parent] = file.parent.resolve()
+                key = folder / file.name
             if key in seen:
                 raise UsageError(f"{file}: given twice; each file is ingested once per command")
             seen.add(key)
@@ -273,7 +284,7 @@ def rows_from_manifest(
             first = seen[key]
             raise UsageError(f"{where}: path {row.path} is listed twice (first at line {first})")
         seen[key] = line
-        size = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
+        size, _ = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
         rows.append(replace(row, size=size))
     if not rows:
         raise UsageError(f"{manifest}: the manifest lists no files")
