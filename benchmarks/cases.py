@@ -429,11 +429,10 @@ def case_ingest_many(ctx: Context) -> list[Row]:
     )]
 
 
-def case_export(ctx: Context) -> list[Row]:
-    """5. Export many items to five bodies vs five ``tar -c DIR | age -r R -o O``."""
-    scale = ctx.scale
-    folder = _many_files(ctx, "export", scale.export_items, scale.export_item_size, 1000)
-    template = ctx.work / "template-export"
+def export_template(ctx: Context, name: str) -> tuple[Path, list[str]]:
+    """A copy of the office vault with the five bodies, each keyed to an officer of its own;
+    the vault and the bodies' age recipients (in the order of ``BODIES``)."""
+    template = ctx.work / name
     shutil.copytree(ctx.office_vault, template, symlinks=True)
     recipients = []
     from vault.crypto.age import AgeIdentity
@@ -447,6 +446,14 @@ def case_export(ctx: Context) -> list[Row]:
         ctx.evault.setup(template, "body", "key", "add", body, "--age", age_recipient, "--ssh",
                          ssh_key)
         recipients.append(age_recipient)
+    return template, recipients
+
+
+def case_export(ctx: Context) -> list[Row]:
+    """5. Export many items to five bodies vs five ``tar -c DIR | age -r R -o O``."""
+    scale = ctx.scale
+    folder = _many_files(ctx, "export", scale.export_items, scale.export_item_size, 1000)
+    template, recipients = export_template(ctx, "template-export")
     ctx.log(f"  ingesting {scale.export_items} items into the exporting vault (setup)")
     ctx.evault.setup(template, "ingest", str(folder), "--recursive", "--case", "BENCH-5",
                      "--create-case")
@@ -496,22 +503,29 @@ def case_export(ctx: Context) -> list[Row]:
     )]
 
 
-def case_custody(ctx: Context) -> list[Row]:
-    """6. ``custody verify`` (``--quick`` and full) on logs of many events."""
+def grow_custody_log(ctx: Context, vault: Path, events: int) -> int:
+    """Append ``events`` signed events to ``vault``'s log and take a checkpoint
+    (benchmarks/custody_gen.py, in this process, with the vault's environment); returns the
+    log's new size."""
     from custody_gen import generate
 
+    env_before = dict(os.environ)
+    os.environ.update(ctx.evault.env(vault))
+    try:
+        return generate(vault, events)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+
+
+def case_custody(ctx: Context) -> list[Row]:
+    """6. ``custody verify`` (``--quick`` and full) on logs of many events."""
     rows = []
     for events in ctx.scale.custody_events:
         vault = ctx.work / f"custody-{events}"
         shutil.copytree(ctx.office_vault, vault, symlinks=True)
         ctx.log(f"  generating a custody log of {events:,} signed events (setup)")
-        env_before = dict(os.environ)
-        os.environ.update(ctx.evault.env(vault))
-        try:
-            size = generate(vault, events)
-        finally:
-            os.environ.clear()
-            os.environ.update(env_before)
+        size = grow_custody_log(ctx, vault, events)
         for quick in (True, False):
             args = ["custody", "verify", *(["--quick"] if quick else [])]
 
