@@ -1,4 +1,5 @@
-"""The ten benchmark cases: each times evault against the stock tools doing the same job.
+"""The benchmark cases: each times evault against the stock tools doing the same job (case 11,
+the scale table, times evault alone at growing sizes: benchmarks/scale.py).
 
     >>> ctx = Context(scale=SCALES["smoke"], rounds=1, work=Path(tmp))   # doctest: +SKIP
     >>> rows = CASES["ingest"](ctx)                                    # doctest: +SKIP
@@ -59,13 +60,25 @@ class Scale:
     team_small_size: int
     team_big: int  # and big files
     team_big_size: int
+    # Case 11, the scale table: the sizes each kind runs at, the first being its base
+    # (benchmarks/scale.py); the largest is where the case's time goes.
+    scale_files: tuple[int, ...]  # ingest of files of scale_file_size
+    scale_file_size: int
+    scale_items: tuple[int, ...]  # export of items of scale_item_size to the five bodies
+    scale_item_size: int
+    scale_events: tuple[int, ...]  # custody verify, --quick and full, on logs of this many
 
 
 SCALES = {
     "full": Scale("full", GIB, 10_000, 4096, 1000, MIB, (100_000, 1_000_000), 15, 100_000,
-                  2000, 32 * 1024, 8, 32 * MIB),
+                  2000, 32 * 1024, 8, 32 * MIB,
+                  (100, 1_000, 10_000, 100_000), 4096, (10, 100, 1_000), 64 * 1024,
+                  (1_000, 10_000, 100_000)),
+    # Case 11 at smoke scale: two sizes of each kind (each size costs two commands a round),
+    # the larger ingest above the 256 files from which intake runs on worker processes.
     "smoke": Scale("smoke", 16 * MIB, 200, 4096, 50, 64 * 1024, (2_000,), 3, 200,
-                   40, 16 * 1024, 4, MIB),
+                   40, 16 * 1024, 4, MIB,
+                   (30, 300), 4096, (2, 20), 4096, (100, 1_000)),
 }
 
 BODIES = ("BODY-A", "BODY-B", "BODY-C", "BODY-D", "BODY-E")
@@ -80,6 +93,8 @@ class Row:
     goal: str
     met: bool | None
     notes: list[str] = field(default_factory=list)
+    #: A table of the case's own (Markdown lines), printed after the main one (case 11).
+    table: list[str] = field(default_factory=list)
 
 
 def fmt_seconds(s: float | None) -> str:
@@ -429,11 +444,10 @@ def case_ingest_many(ctx: Context) -> list[Row]:
     )]
 
 
-def case_export(ctx: Context) -> list[Row]:
-    """5. Export many items to five bodies vs five ``tar -c DIR | age -r R -o O``."""
-    scale = ctx.scale
-    folder = _many_files(ctx, "export", scale.export_items, scale.export_item_size, 1000)
-    template = ctx.work / "template-export"
+def export_template(ctx: Context, name: str) -> tuple[Path, list[str]]:
+    """A copy of the office vault with the five bodies, each keyed to an officer of its own;
+    the vault and the bodies' age recipients (in the order of ``BODIES``)."""
+    template = ctx.work / name
     shutil.copytree(ctx.office_vault, template, symlinks=True)
     recipients = []
     from vault.crypto.age import AgeIdentity
@@ -447,6 +461,14 @@ def case_export(ctx: Context) -> list[Row]:
         ctx.evault.setup(template, "body", "key", "add", body, "--age", age_recipient, "--ssh",
                          ssh_key)
         recipients.append(age_recipient)
+    return template, recipients
+
+
+def case_export(ctx: Context) -> list[Row]:
+    """5. Export many items to five bodies vs five ``tar -c DIR | age -r R -o O``."""
+    scale = ctx.scale
+    folder = _many_files(ctx, "export", scale.export_items, scale.export_item_size, 1000)
+    template, recipients = export_template(ctx, "template-export")
     ctx.log(f"  ingesting {scale.export_items} items into the exporting vault (setup)")
     ctx.evault.setup(template, "ingest", str(folder), "--recursive", "--case", "BENCH-5",
                      "--create-case")
@@ -496,22 +518,29 @@ def case_export(ctx: Context) -> list[Row]:
     )]
 
 
-def case_custody(ctx: Context) -> list[Row]:
-    """6. ``custody verify`` (``--quick`` and full) on logs of many events."""
+def grow_custody_log(ctx: Context, vault: Path, events: int) -> int:
+    """Append ``events`` signed events to ``vault``'s log and take a checkpoint
+    (benchmarks/custody_gen.py, in this process, with the vault's environment); returns the
+    log's new size."""
     from custody_gen import generate
 
+    env_before = dict(os.environ)
+    os.environ.update(ctx.evault.env(vault))
+    try:
+        return generate(vault, events)
+    finally:
+        os.environ.clear()
+        os.environ.update(env_before)
+
+
+def case_custody(ctx: Context) -> list[Row]:
+    """6. ``custody verify`` (``--quick`` and full) on logs of many events."""
     rows = []
     for events in ctx.scale.custody_events:
         vault = ctx.work / f"custody-{events}"
         shutil.copytree(ctx.office_vault, vault, symlinks=True)
         ctx.log(f"  generating a custody log of {events:,} signed events (setup)")
-        env_before = dict(os.environ)
-        os.environ.update(ctx.evault.env(vault))
-        try:
-            size = generate(vault, events)
-        finally:
-            os.environ.clear()
-            os.environ.update(env_before)
+        size = grow_custody_log(ctx, vault, events)
         for quick in (True, False):
             args = ["custody", "verify", *(["--quick"] if quick else [])]
 
@@ -701,6 +730,14 @@ def case_ingest_workers(ctx: Context) -> list[Row]:
     return case(ctx)
 
 
+def case_scale(ctx: Context) -> list[Row]:
+    """11. Ingest, export and custody verify at 1x, 10x, 100x (1000x) a base size: how the
+    cost of one unit grows (benchmarks/scale.py)."""
+    from scale import case_scale as case
+
+    return case(ctx)
+
+
 CASES: dict[str, Callable[[Context], list[Row]]] = {
     "ingest": case_ingest,
     "package": case_package,
@@ -712,6 +749,7 @@ CASES: dict[str, Callable[[Context], list[Row]]] = {
     "items-list": case_items_list,
     "sftp": case_sftp,
     "ingest-workers": case_ingest_workers,
+    "scale": case_scale,
 }
 
 STOCK = {
@@ -732,6 +770,8 @@ STOCK = {
     "ingest-workers": "W processes at once, each uploading its share of the same files as they "
                       "are with boto3's `upload_file` (no encryption, no database) to the same "
                       "SeaweedFS",
+    "scale": "none (evault alone at growing sizes; the start-up, the same command on one unit, "
+             "is subtracted before the per-unit cost)",
 }
 
 

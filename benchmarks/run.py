@@ -3,6 +3,7 @@
     $ .venv/bin/python benchmarks/run.py                      # full scale, 3 rounds
     $ .venv/bin/python benchmarks/run.py --scale smoke        # seconds: checks the harness
     $ .venv/bin/python benchmarks/run.py --only ingest,open --rounds 5
+    $ .venv/bin/python benchmarks/run.py --only scale         # case 11: the scale table
 
 Prints a Markdown table (case, evault median, stock median, median of the per-round ratios
 evault/stock, evault's peak RSS, the goal and whether it is met) and writes it, with the
@@ -83,6 +84,9 @@ def report(rows: list[Row], names: list[str], scale: str, rounds: int, started: 
         *table(rows),
         "",
     ]
+    for r in rows:
+        if r.table:
+            lines += [*r.table, ""]
     notes = [n for r in rows for n in r.notes]
     if notes:
         lines += ["Notes:", "", *[f"- {n}" for n in notes], ""]
