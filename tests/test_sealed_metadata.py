@@ -158,6 +158,33 @@ def test_values_swapped_between_columns_and_tags_are_detected(tmp_path: Path,
     _refused(cli, f"item_tags {a}/k", "value", "items", "show", a)
 
 
+def test_doctor_opens_every_sealed_value_which_no_listing_does(tmp_path: Path,
+                                                               database: str | None) -> None:
+    """The table opens only the file names: a title and a tag value swapped between rows
+    pass it unseen, and doctor names both cells and exits 3; an intact vault says ok."""
+    cli, (a, b) = _two_items(tmp_path, database)
+    report = json.loads(cli.ok("doctor", "--json").stdout)
+    assert (report["sealed_values"], "undecryptable" in report) == ("ok", False)
+    _sql(cli, database,
+         f"UPDATE items SET title = (SELECT title FROM items WHERE id = '{b}') "
+         f"WHERE id = '{a}'",
+         f"UPDATE item_tags SET value = (SELECT value FROM item_tags WHERE item_id = '{a}') "
+         f"WHERE item_id = '{b}'")
+    assert cli.ok("items", "list").stdout.count("f1.txt") == 1
+    result = cli("doctor")
+    assert result.exit_code == 3
+    shown = dict(line.split(":", 1) for line in result.stdout.splitlines())
+    assert shown["sealed_values"].strip() == (
+        "2 value(s) do not decrypt under this vault's metadata key; restore the database "
+        "from a backup")
+    assert result.stderr == "".join(
+        f"evault: {cell}: does not decrypt under this vault's metadata key (altered, or "
+        "moved from another row or column); restore the database from a backup\n"
+        for cell in (f"items {a}: title", f"item_tags {b}/k: value"))
+    report = json.loads(cli("doctor", "--json").stdout)
+    assert report["undecryptable"] == [f"items {a}: title", f"item_tags {b}/k: value"]
+
+
 def test_plaintext_written_by_the_attacker_is_refused(tmp_path: Path,
                                                       database: str | None) -> None:
     cli, (a, _b) = _two_items(tmp_path, database)

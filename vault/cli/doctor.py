@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 @json_option
 def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     """The key tables are compared with the signed key history: exit 3 if they differ, and
-    --repair rewrites them from it.
+    --repair rewrites them from it. Every sealed metadata value is opened: exit 3 if one
+    does not decrypt (changed or moved with SQL; restore the database).
 
     \b
     Examples:
@@ -59,8 +60,12 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         for blob in report.missing or ():
             say(f"blob {blob}: missing from {report.blob_store}; restore it from a backup, "
                 "then run `evault custody verify`")
-    if report.key_history_differences:
-        # The key tables disagree with the signed history: a failed verification.
+        for cell in report.undecryptable or ():
+            say(f"{cell}: does not decrypt under this vault's metadata key (altered, or moved "
+                "from another row or column); restore the database from a backup")
+    if report.key_history_differences or report.undecryptable:
+        # The key tables disagree with the signed history, or sealed values were changed:
+        # a failed verification.
         raise Reported(verification=True)
 
 

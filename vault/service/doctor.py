@@ -92,7 +92,8 @@ class DoctorReport(Sparse):
         "identities", "bodies", "items", "release_rules", "unsent_packages", "blob_store",
         "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
         "orphaned_blobs", "blobs_removed",
-        "keys_repaired", "key_history", "key_history_differences", "leftovers"})
+        "keys_repaired", "key_history", "key_history_differences", "sealed_values",
+        "undecryptable", "leftovers"})
     vault: str
     vault_id: str
     database: str
@@ -117,6 +118,10 @@ class DoctorReport(Sparse):
     keys_repaired: int | None = None
     key_history: str | None = None
     key_history_differences: tuple[str, ...] | None = None
+    #: ``ok`` when every sealed metadata value opens under the metadata key, else how many
+    #: do not (each in ``undecryptable``), or why they were not checked.
+    sealed_values: str | None = None
+    undecryptable: tuple[str, ...] | None = None
     leftovers: tuple[Leftover, ...] | None = None
 
 
@@ -178,6 +183,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                 found.update(_check_bucket(v, cast("S3BlobStore", blobs), known,
                                            repair=repair))
         keys = check_key_history(v, repair=repair)
+        found.update(check_sealed_values(v))
         return dataclasses.replace(
             report, **found, keys_repaired=keys.keys_repaired, key_history=keys.key_history,
             key_history_differences=keys.key_history_differences,
@@ -244,6 +250,24 @@ def _blob_counts(v: Vault, known: dict[str, str | None], missing: list[str], tem
             f"{b} (items {', '.join(items[b])})" if b in items else f"{b} (no item)"
             for b in missing[:1000])
     return found
+
+
+def check_sealed_values(vault: Vault) -> dict[str, Any]:
+    """``sealed_values`` and ``undecryptable``: every sealed metadata value opened, which no
+    listing does (each opens only what it shows). A value changed or moved with SQL does not
+    open; nothing is repaired (the plaintext is not known): restore the database."""
+    from vault.store.sealed import undecryptable
+
+    try:
+        with vault.transaction() as session:
+            bad = undecryptable(session)
+    except VaultError as e:  # the key store cannot be opened here: say so, go on
+        return {"sealed_values": f"not checked: {e}"}
+    if not bad:
+        return {"sealed_values": "ok"}
+    return {"sealed_values": f"{len(bad)} value(s) do not decrypt under this vault's metadata "
+                             "key; restore the database from a backup",
+            "undecryptable": tuple(bad)}
 
 
 def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:

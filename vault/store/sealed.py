@@ -274,6 +274,33 @@ def convert(conn: Connection, key: bytes) -> int:
     return count
 
 
+def undecryptable(session: Session) -> list[str]:
+    """Every sealed cell that does not open under this vault's metadata key, as
+    ``table row-id: column`` (``evault doctor``): a listing reads only what it shows, this
+    reads them all. The key is fetched at the first cell that holds a value; a vault not
+    sealed yet (see :class:`MetadataKey`) is converted first, as by any command."""
+    holder = _key_of(session)
+    if holder is None:
+        return []
+    holder.check(session)
+    conn = session.connection()
+    key: bytes | None = None
+    bad: list[str] = []
+    for spec in SPECS.values():
+        table = spec.model.__table__
+        assert isinstance(table, Table)
+        ids = [table.c[n] for n in spec.ids]
+        for row in conn.execute(select(*ids, *[table.c[n] for n in spec.columns])):
+            row_id = tuple(row[: len(ids)])
+            for name, stored in zip(spec.columns, row[len(ids):], strict=True):
+                if stored is None:
+                    continue
+                key = key or holder.for_session(session)
+                if spec.open(key, name, row_id, stored) is None:
+                    bad.append(f"{spec.where(row_id)}: {name}")
+    return bad
+
+
 def open_object(obj: Base, key: bytes, names: Iterable[str] | None = None) -> None:
     """Replace the stored (sealed) values of a loaded object by their plaintext."""
     spec = SPECS[type(obj)]
