@@ -185,6 +185,34 @@ def test_doctor_opens_every_sealed_value_which_no_listing_does(tmp_path: Path,
     assert report["undecryptable"] == [f"items {a}: title", f"item_tags {b}/k: value"]
 
 
+def _doctor_names(cli: Cli, *cells: str) -> None:
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, "".join(
+        f"evault: {cell}: does not decrypt under this vault's metadata key (altered, or "
+        "moved from another row or column); restore the database from a backup\n"
+        for cell in cells))
+
+
+@pytest.mark.parametrize("stored", ["'text, not bytes'", "-1", "1.5", "100000000000000"])
+def test_a_binary_value_of_another_type_is_named_not_a_traceback(tmp_path: Path,
+                                                                 stored: str) -> None:
+    """A text, a negative, a real or a huge integer where a sealed document (bytes) is kept:
+    doctor named no cell but raised (TypeError, ValueError, MemoryError: ``bytes(10**14)``
+    asks for 100 TB)."""
+    office, _icc, _package = _sender_and_recipient(tmp_path, None)
+    engine = sa.create_engine(f"sqlite:///{office.vault / 'vault.db'}")
+    with engine.connect() as conn:
+        (receipt,) = conn.exec_driver_sql("SELECT id FROM receipts").scalars().all()
+    engine.dispose()
+    _sql(office, None, f"UPDATE receipts SET document = {stored}")
+    _doctor_names(office, f"receipts {receipt}: document")
+    result = office("receipt", "list")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: receipts {receipt}: document does not decrypt under this vault's metadata "
+        "key (altered, or moved from another row or column); restore the database from a "
+        "backup\n"))
+
+
 def test_plaintext_written_by_the_attacker_is_refused(tmp_path: Path,
                                                       database: str | None) -> None:
     cli, (a, _b) = _two_items(tmp_path, database)

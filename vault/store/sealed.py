@@ -101,6 +101,10 @@ class Spec:
         """The value of a stored cell, or None if it was not sealed for this cell and key."""
         binary = column in self.binary
         if binary:
+            # SQLite keeps any type in any column: bytes() of a text would raise, of a
+            # negative integer too, and of a large one would allocate that many bytes.
+            if not isinstance(stored, bytes | bytearray | memoryview):
+                return None
             box = bytes(stored)
         else:
             try:
@@ -345,6 +349,8 @@ def column_opener(
             opener.append(metabox.column_opener(holder.for_session(session), spec.table, column))
         value: Any = None
         try:
+            if binary and not isinstance(stored, bytes | bytearray | memoryview):
+                raise TypeError("not bytes")  # as in Spec.open: bytes(10**14) allocates
             box = bytes(stored) if binary else base64.b64decode(stored, validate=True)
             value = opener[0](spec.row(row), box)
             if value is not None and not binary:
