@@ -193,6 +193,24 @@ def _doctor_names(cli: Cli, *cells: str) -> None:
         for cell in cells))
 
 
+def test_a_stored_value_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """SQLite keeps any bytes in a TEXT column, and its Python driver fails the whole query
+    on one that is not UTF-8: each listing and doctor name the cell instead (exit 3)."""
+    cli, (a, b) = _two_items(tmp_path, None)
+    _sql(cli, None, f"UPDATE items SET original_name = CAST(X'ff41' AS TEXT) WHERE id = '{a}'")
+    for command in (("items", "list"), ("items", "list", "--csv"), ("items", "list", "--json")):
+        _refused(cli, f"items {a}", "original_name", *command)
+    _doctor_names(cli, f"items {a}: original_name")
+    _sql(cli, None,
+         f"UPDATE items SET original_name = (SELECT original_name FROM items WHERE id = '{b}'), "
+         f"title = CAST(X'c3' AS TEXT) WHERE id = '{a}'",
+         f"UPDATE items SET original_name = CAST(X'e2' AS TEXT) WHERE id = '{b}'",
+         f"UPDATE item_tags SET value = CAST(X'80' AS TEXT) WHERE item_id = '{b}'")
+    _doctor_names(cli, f"items {a}: original_name", f"items {a}: title",
+                  f"items {b}: original_name", f"item_tags {b}/k: value")
+    _refused(cli, f"item_tags {b}/k", "value", "items", "list", "--jsonl")
+
+
 @pytest.mark.parametrize("stored", ["'text, not bytes'", "-1", "1.5", "100000000000000"])
 def test_a_binary_value_of_another_type_is_named_not_a_traceback(tmp_path: Path,
                                                                  stored: str) -> None:

@@ -36,7 +36,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, event, insert, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    Table,
+    cast,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -278,6 +289,14 @@ def convert(conn: Connection, key: bytes) -> int:
     return count
 
 
+def stored_form(bind: Session | Connection, column: Any) -> Any:
+    """A sealed text column as a reader of columns selects it: on SQLite as its bytes, as
+    SQLite keeps any bytes in a TEXT column and its driver fails the whole query on a value
+    that is not UTF-8 (the openers take bytes as well as text, and name such a cell)."""
+    dialect = (bind.get_bind() if isinstance(bind, Session) else bind).dialect
+    return cast(column, LargeBinary) if dialect.name == "sqlite" else column
+
+
 def undecryptable(session: Session) -> list[str]:
     """Every sealed cell that does not open under this vault's metadata key, as
     ``table row-id: column`` (``evault doctor``): a listing reads only what it shows, this
@@ -294,7 +313,9 @@ def undecryptable(session: Session) -> list[str]:
         table = spec.model.__table__
         assert isinstance(table, Table)
         ids = [table.c[n] for n in spec.ids]
-        for row in conn.execute(select(*ids, *[table.c[n] for n in spec.columns])):
+        columns = [table.c[n] if n in spec.binary else stored_form(conn, table.c[n])
+                   for n in spec.columns]
+        for row in conn.execute(select(*ids, *columns)):
             row_id = tuple(row[: len(ids)])
             for name, stored in zip(spec.columns, row[len(ids):], strict=True):
                 if stored is None:
