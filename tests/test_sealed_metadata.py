@@ -231,6 +231,31 @@ def test_a_binary_value_of_another_type_is_named_not_a_traceback(tmp_path: Path,
         "backup\n"))
 
 
+def test_text_that_does_not_encode_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    """A file name in another encoding than UTF-8 (``os.fsdecode`` gives it lone
+    surrogates), or such an argument, cannot be sealed: a usage error, not the
+    UnicodeEncodeError of the sealing, and nothing written."""
+    import os
+
+    cli = Cli(tmp_path / "v")
+    cli.init()
+    cli.ok("identity", "create", "registry-office")
+    cli.ok("case", "create", CASE)
+    odd = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"\xff\x1b[2J.txt"))
+    Path(odd).write_text("fictional\n")
+    (tmp_path / "ok.txt").write_text("fictional\n")
+    for command in (("ingest", odd, "--case", CASE),
+                    ("ingest", str(tmp_path / "ok.txt"), "--case", CASE, "--title", "t\udcff"),
+                    ("ingest", str(tmp_path / "ok.txt"), "--case", CASE, "--tag", "k=\udcff"),
+                    ("case", "create", "UA-2026-0043", "--title", "\udcff")):
+        result = cli(*command)
+        assert (result.exit_code, result.stdout) == (2, ""), command
+        assert result.stderr.count("\n") == 1 and "is not UTF-8 text" in result.stderr
+        assert "\x1b" not in result.stderr and "\udcff" not in result.stderr
+    assert cli.ok("items", "list", "--json").stdout == "[]\n"
+    assert [c["id"] for c in json.loads(cli.ok("case", "list", "--json").stdout)] == [CASE]
+
+
 def test_plaintext_written_by_the_attacker_is_refused(tmp_path: Path,
                                                       database: str | None) -> None:
     cli, (a, _b) = _two_items(tmp_path, database)

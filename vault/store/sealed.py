@@ -52,7 +52,7 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmake
 from sqlalchemy.orm.attributes import set_committed_value
 
 from vault.crypto import metabox
-from vault.errors import KeyMissingError, KeyStoreError, VerificationError
+from vault.errors import KeyMissingError, KeyStoreError, UsageError, VerificationError
 from vault.faults import crash_point
 from vault.keystore import KeyStore
 from vault.store.models import (
@@ -104,7 +104,14 @@ class Spec:
 
     def seal(self, key: bytes, column: str, row: Sequence[Any], value: Any) -> Any:
         """The stored form of ``value`` for this cell."""
-        plain = value if column in self.binary else str(value).encode("utf-8")
+        try:
+            plain = value if column in self.binary else str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates: a file name or argument in another encoding (os.fsdecode).
+            raise UsageError(
+                f"{self.where(row)}: {column} {value!r} is not UTF-8 text; rename the file, "
+                "or give the text in UTF-8"
+            ) from None
         box = metabox.seal(key, bytes(plain), self.table, column, self.row(row))
         return box if column in self.binary else base64.b64encode(box).decode("ascii")
 
