@@ -185,6 +185,77 @@ def test_doctor_opens_every_sealed_value_which_no_listing_does(tmp_path: Path,
     assert report["undecryptable"] == [f"items {a}: title", f"item_tags {b}/k: value"]
 
 
+def _doctor_names(cli: Cli, *cells: str) -> None:
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, "".join(
+        f"evault: {cell}: does not decrypt under this vault's metadata key (altered, or "
+        "moved from another row or column); restore the database from a backup\n"
+        for cell in cells))
+
+
+def test_a_stored_value_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """SQLite keeps any bytes in a TEXT column, and its Python driver fails the whole query
+    on one that is not UTF-8: each listing and doctor name the cell instead (exit 3)."""
+    cli, (a, b) = _two_items(tmp_path, None)
+    _sql(cli, None, f"UPDATE items SET original_name = CAST(X'ff41' AS TEXT) WHERE id = '{a}'")
+    for command in (("items", "list"), ("items", "list", "--csv"), ("items", "list", "--json")):
+        _refused(cli, f"items {a}", "original_name", *command)
+    _doctor_names(cli, f"items {a}: original_name")
+    _sql(cli, None,
+         f"UPDATE items SET original_name = (SELECT original_name FROM items WHERE id = '{b}'), "
+         f"title = CAST(X'c3' AS TEXT) WHERE id = '{a}'",
+         f"UPDATE items SET original_name = CAST(X'e2' AS TEXT) WHERE id = '{b}'",
+         f"UPDATE item_tags SET value = CAST(X'80' AS TEXT) WHERE item_id = '{b}'")
+    _doctor_names(cli, f"items {a}: original_name", f"items {a}: title",
+                  f"items {b}: original_name", f"item_tags {b}/k: value")
+    _refused(cli, f"item_tags {b}/k", "value", "items", "list", "--jsonl")
+
+
+@pytest.mark.parametrize("stored", ["'text, not bytes'", "-1", "1.5", "100000000000000"])
+def test_a_binary_value_of_another_type_is_named_not_a_traceback(tmp_path: Path,
+                                                                 stored: str) -> None:
+    """A text, a negative, a real or a huge integer where a sealed document (bytes) is kept:
+    doctor named no cell but raised (TypeError, ValueError, MemoryError: ``bytes(10**14)``
+    asks for 100 TB)."""
+    office, _icc, _package = _sender_and_recipient(tmp_path, None)
+    engine = sa.create_engine(f"sqlite:///{office.vault / 'vault.db'}")
+    with engine.connect() as conn:
+        (receipt,) = conn.exec_driver_sql("SELECT id FROM receipts").scalars().all()
+    engine.dispose()
+    _sql(office, None, f"UPDATE receipts SET document = {stored}")
+    _doctor_names(office, f"receipts {receipt}: document")
+    result = office("receipt", "list")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: receipts {receipt}: document does not decrypt under this vault's metadata "
+        "key (altered, or moved from another row or column); restore the database from a "
+        "backup\n"))
+
+
+def test_text_that_does_not_encode_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    """A file name in another encoding than UTF-8 (``os.fsdecode`` gives it lone
+    surrogates), or such an argument, cannot be sealed: a usage error, not the
+    UnicodeEncodeError of the sealing, and nothing written."""
+    import os
+
+    cli = Cli(tmp_path / "v")
+    cli.init()
+    cli.ok("identity", "create", "registry-office")
+    cli.ok("case", "create", CASE)
+    odd = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"\xff\x1b[2J.txt"))
+    Path(odd).write_text("fictional\n")
+    (tmp_path / "ok.txt").write_text("fictional\n")
+    for command in (("ingest", odd, "--case", CASE),
+                    ("ingest", str(tmp_path / "ok.txt"), "--case", CASE, "--title", "t\udcff"),
+                    ("ingest", str(tmp_path / "ok.txt"), "--case", CASE, "--tag", "k=\udcff"),
+                    ("case", "create", "UA-2026-0043", "--title", "\udcff")):
+        result = cli(*command)
+        assert (result.exit_code, result.stdout) == (2, ""), command
+        assert result.stderr.count("\n") == 1 and "is not UTF-8 text" in result.stderr
+        assert "\x1b" not in result.stderr and "\udcff" not in result.stderr
+    assert cli.ok("items", "list", "--json").stdout == "[]\n"
+    assert [c["id"] for c in json.loads(cli.ok("case", "list", "--json").stdout)] == [CASE]
+
+
 def test_plaintext_written_by_the_attacker_is_refused(tmp_path: Path,
                                                       database: str | None) -> None:
     cli, (a, _b) = _two_items(tmp_path, database)

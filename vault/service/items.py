@@ -135,7 +135,7 @@ def list_items(
 
     Read as columns, not ORM objects (four queries, whatever the count): at 100,000 items
     building objects and their three collections cost most of the time and memory."""
-    from vault.store.sealed import column_opener
+    from vault.store.sealed import column_opener, stored_form
 
     with vault.transaction() as session:
         where = _chosen(session, case, label)
@@ -144,7 +144,7 @@ def list_items(
         tags: dict[str, dict[str, str]] = {}
         tag_value = column_opener(session, ItemTag, "value")
         for item_id, key, value in session.execute(
-                select(ItemTag.item_id, ItemTag.key, ItemTag.value)
+                select(ItemTag.item_id, ItemTag.key, stored_form(session, ItemTag.value))
                 .where(ItemTag.item_id.in_(chosen)).order_by(ItemTag.item_id, ItemTag.key)):
             tags.setdefault(item_id, {})[key] = tag_value((item_id, key), value)
         digests: dict[str, dict[str, str]] = {}
@@ -157,9 +157,11 @@ def list_items(
             column_opener(session, Item, c)
             for c in ("original_name", "title", "description", "source", "location"))
         rows = session.execute(
-            select(Item.id, Item.case_id, Item.original_name, Item.title, Item.description,
-                   Item.source, Item.collected_at, Item.location, Item.size, Item.sha256,
-                   Item.ingested_at, Item.ingested_by)
+            select(Item.id, Item.case_id,
+                   *(stored_form(session, c).label(c.key) for c in (
+                       Item.original_name, Item.title, Item.description, Item.source)),
+                   Item.collected_at, stored_form(session, Item.location).label("location"),
+                   Item.size, Item.sha256, Item.ingested_at, Item.ingested_by)
             .where(*where).order_by(Item.intake_seq))
         return [
             ItemInfo(
@@ -188,7 +190,7 @@ def list_item_rows(
 ) -> list[dict[str, Any]]:
     """The table and CSV form of :func:`list_items`: only :data:`ITEM_COLUMNS`, as rows, so
     that of the sealed metadata only the file name is opened (one cell an item, not six)."""
-    from vault.store.sealed import column_opener
+    from vault.store.sealed import column_opener, stored_form
 
     with vault.transaction() as session:
         where = _chosen(session, case, label)
@@ -199,7 +201,8 @@ def list_item_rows(
              "size": size, "sha256": sha256, "labels": labels.get(item_id, ()),
              "ingested_at": isoformat(ingested_at)}
             for item_id, case_id, stored_name, size, sha256, ingested_at in session.execute(
-                select(Item.id, Item.case_id, Item.original_name, Item.size, Item.sha256,
+                select(Item.id, Item.case_id, stored_form(session, Item.original_name),
+                       Item.size, Item.sha256,
                        Item.ingested_at).where(*where).order_by(Item.intake_seq))
         ]
 

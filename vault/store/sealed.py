@@ -36,12 +36,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, event, insert, inspect, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    LargeBinary,
+    Table,
+    cast,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
 from vault.crypto import metabox
-from vault.errors import KeyMissingError, KeyStoreError, VerificationError
+from vault.errors import KeyMissingError, KeyStoreError, UsageError, VerificationError
 from vault.faults import crash_point
 from vault.keystore import KeyStore
 from vault.store.models import (
@@ -93,7 +104,14 @@ class Spec:
 
     def seal(self, key: bytes, column: str, row: Sequence[Any], value: Any) -> Any:
         """The stored form of ``value`` for this cell."""
-        plain = value if column in self.binary else str(value).encode("utf-8")
+        try:
+            plain = value if column in self.binary else str(value).encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates: a file name or argument in another encoding (os.fsdecode).
+            raise UsageError(
+                f"{self.where(row)}: {column} {value!r} is not UTF-8 text; rename the file, "
+                "or give the text in UTF-8"
+            ) from None
         box = metabox.seal(key, bytes(plain), self.table, column, self.row(row))
         return box if column in self.binary else base64.b64encode(box).decode("ascii")
 
@@ -101,6 +119,10 @@ class Spec:
         """The value of a stored cell, or None if it was not sealed for this cell and key."""
         binary = column in self.binary
         if binary:
+            # SQLite keeps any type in any column: bytes() of a text would raise, of a
+            # negative integer too, and of a large one would allocate that many bytes.
+            if not isinstance(stored, bytes | bytearray | memoryview):
+                return None
             box = bytes(stored)
         else:
             try:
@@ -274,6 +296,14 @@ def convert(conn: Connection, key: bytes) -> int:
     return count
 
 
+def stored_form(bind: Session | Connection, column: Any) -> Any:
+    """A sealed text column as a reader of columns selects it: on SQLite as its bytes, as
+    SQLite keeps any bytes in a TEXT column and its driver fails the whole query on a value
+    that is not UTF-8 (the openers take bytes as well as text, and name such a cell)."""
+    dialect = (bind.get_bind() if isinstance(bind, Session) else bind).dialect
+    return cast(column, LargeBinary) if dialect.name == "sqlite" else column
+
+
 def undecryptable(session: Session) -> list[str]:
     """Every sealed cell that does not open under this vault's metadata key, as
     ``table row-id: column`` (``evault doctor``): a listing reads only what it shows, this
@@ -290,7 +320,9 @@ def undecryptable(session: Session) -> list[str]:
         table = spec.model.__table__
         assert isinstance(table, Table)
         ids = [table.c[n] for n in spec.ids]
-        for row in conn.execute(select(*ids, *[table.c[n] for n in spec.columns])):
+        columns = [table.c[n] if n in spec.binary else stored_form(conn, table.c[n])
+                   for n in spec.columns]
+        for row in conn.execute(select(*ids, *columns)):
             row_id = tuple(row[: len(ids)])
             for name, stored in zip(spec.columns, row[len(ids):], strict=True):
                 if stored is None:
@@ -345,6 +377,8 @@ def column_opener(
             opener.append(metabox.column_opener(holder.for_session(session), spec.table, column))
         value: Any = None
         try:
+            if binary and not isinstance(stored, bytes | bytearray | memoryview):
+                raise TypeError("not bytes")  # as in Spec.open: bytes(10**14) allocates
             box = bytes(stored) if binary else base64.b64decode(stored, validate=True)
             value = opener[0](spec.row(row), box)
             if value is not None and not binary:
