@@ -189,12 +189,13 @@ def test_symlink_is_followed_when_asked(office: Cli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("how", ["dotted", "folder-and-file", "link-to-file",
-                                 "link-to-folder"])
+                                 "link-to-folder", "hard-link"])
 def test_a_file_named_twice_is_refused_however_it_is_named(office: Cli, tmp_path: Path,
                                                            how: str) -> None:
     """One file, one item: named twice on one command line, by another spelling of its path,
-    through its folder with --recursive, or through a link to it or to a folder above it
-    (followed), the command is refused before anything is stored."""
+    through its folder with --recursive, through a link to it or to a folder above it
+    (followed), or by a second name of its inode (a hard link), the command is refused
+    before anything is stored."""
     folder = tmp_path / "evidence" / "photos"
     folder.mkdir(parents=True)
     photo = folder / "photo.jpg"
@@ -204,7 +205,10 @@ def test_a_file_named_twice_is_refused_however_it_is_named(office: Cli, tmp_path
         "folder-and-file": folder,
         "link-to-file": tmp_path / "alias.jpg",
         "link-to-folder": tmp_path / "alias",
+        "hard-link": tmp_path / "second-name.jpg",
     }[how]
+    if how == "hard-link":
+        os.link(photo, other)
     if how == "link-to-file":
         other.symlink_to(photo)
     elif how == "link-to-folder":
@@ -299,6 +303,21 @@ def test_manifest_is_validated_whole_before_anything_is_written(
     result = office("ingest", "--manifest", str(manifest), "--create-case")
     assert result.exit_code in (1, 2)
     assert result.stderr == "evault: " + message.format(m=manifest, t=tmp_path) + "\n"
+    assert _items(office) == [] and _blob_files(office) == []
+
+
+def test_a_manifest_naming_one_file_by_two_names_is_refused(office: Cli,
+                                                             tmp_path: Path) -> None:
+    """A hard link (or a followed link) is the file itself under another name: listed beside
+    the file, it would be ingested twice."""
+    _files(tmp_path, a_txt=b"alpha")
+    os.link(tmp_path / "evidence" / "a.txt", tmp_path / "evidence" / "again.txt")
+    manifest = _write_manifest(tmp_path, "links.csv",
+                               "path,case\nevidence/a.txt,X-1\nevidence/again.txt,X-1\n")
+    result = office("ingest", "--manifest", str(manifest), "--create-case")
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", (
+        f"evault: {manifest}:3: path {tmp_path}/evidence/again.txt is the file listed at "
+        "line 2\n"))
     assert _items(office) == [] and _blob_files(office) == []
 
 

@@ -173,9 +173,9 @@ def check_fields(fields: IntakeFields, where: str) -> IntakeFields:
 # ----------------------------------------------------------------------------- selecting files
 
 
-def _check_file(path: Path, follow_symlinks: bool, where: str) -> tuple[int, bool]:
-    """Refuse anything but a readable regular file (a link only if followed); its size, and
-    whether ``path`` is a link."""
+def _check_file(path: Path, follow_symlinks: bool, where: str) -> os.stat_result:
+    """Refuse anything but a readable regular file (a link only if followed); its status
+    (of the link's target, for a link)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -184,8 +184,7 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> tuple[int, boo
         raise VaultError(f"{where}: permission denied; check the file's permissions") from None
     except OSError as e:  # e.g. a name too long, a loop of links
         raise VaultError(f"{where}: cannot be read ({e.strerror or e})") from None
-    linked = stat.S_ISLNK(st.st_mode)
-    if linked:
+    if stat.S_ISLNK(st.st_mode):
         if not follow_symlinks:
             raise UsageError(
                 f"{where}: is a symbolic link; pass --follow-symlinks to ingest its target"
@@ -200,7 +199,7 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> tuple[int, boo
         raise UsageError(f"{where}: is not a regular file (device, socket or pipe)")
     if not os.access(path, os.R_OK):
         raise VaultError(f"{where}: permission denied; check the file's permissions")
-    return st.st_size, linked
+    return st
 
 
 def _walk(root: Path, follow_symlinks: bool) -> Iterator[Path]:
@@ -228,28 +227,21 @@ def rows_from_paths(
     """Expand and validate the command-line paths; nothing is read or written yet."""
     check_fields(fields, "ingest")
     rows: list[IntakeRow] = []
-    seen: set[Path] = set()
-    folders: dict[Path, Path] = {}
+    seen: set[tuple[int, int]] = set()
     for path in paths:
         if recursive and path.is_dir() and (follow_symlinks or not path.is_symlink()):
             files = list(_walk(path, follow_symlinks))
         else:
             files = [path]
         for file in files:
-            size, linked = _check_file(file, follow_symlinks, str(file))
-            # What resolve() gives, with each folder resolved once rather than once a file
-            # (a link is resolved whole: it may point anywhere).
-            if linked:
-                key = file.resolve()
-            else:
-                folder = folders.get(file.parent)
-                if folder is None:
-                    folder = folders[file.parent] = file.parent.resolve()
-                key = folder / file.name
+            st = _check_file(file, follow_symlinks, str(file))
+            # The file itself, however it is named: another spelling of its path, a link to
+            # it or to a folder above it, or a hard link (another name of the same inode).
+            key = (st.st_dev, st.st_ino)
             if key in seen:
                 raise UsageError(f"{file}: given twice; each file is ingested once per command")
             seen.add(key)
-            rows.append(IntakeRow(file, fields, size))
+            rows.append(IntakeRow(file, fields, st.st_size))
     if not rows:
         raise UsageError("ingest: no files to ingest")
     return rows
@@ -276,6 +268,7 @@ def rows_from_manifest(
         raise UsageError(f"{manifest}: manifest must be .csv or .jsonl")
     rows: list[IntakeRow] = []
     seen: dict[Path, int] = {}
+    inodes: dict[tuple[int, int], int] = {}
     for line, record in records:
         where = f"{manifest}:{line}"
         row = _manifest_row(record, where, manifest.parent, defaults)
@@ -284,8 +277,11 @@ def rows_from_manifest(
             first = seen[key]
             raise UsageError(f"{where}: path {row.path} is listed twice (first at line {first})")
         seen[key] = line
-        size, _ = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
-        rows.append(replace(row, size=size))
+        st = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
+        first = inodes.setdefault((st.st_dev, st.st_ino), line)
+        if first != line:  # another name of the same file: a link, a hard link
+            raise UsageError(f"{where}: path {row.path} is the file listed at line {first}")
+        rows.append(replace(row, size=st.st_size))
     if not rows:
         raise UsageError(f"{manifest}: the manifest lists no files")
     return rows
