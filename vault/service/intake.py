@@ -177,6 +177,14 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> os.stat_result
     """Refuse anything but a readable regular file (a link only if followed); its status
     (of the link's target, for a link)."""
     try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode gave the bytes of another encoding as surrogates
+        shown = str(os.fsencode(path))[2:-1]
+        raise UsageError(
+            f"{shown}: the file name is not UTF-8, and evault keeps names as UTF-8 text; "
+            "ingest a copy under a UTF-8 name (the original can go in --description)"
+        ) from None
+    try:
         st = os.lstat(path)
     except FileNotFoundError:
         raise NotFoundError(f"{where}: no such file; check the path") from None

@@ -109,8 +109,7 @@ class Spec:
         except UnicodeEncodeError:
             # Lone surrogates: a file name or argument in another encoding (os.fsdecode).
             raise UsageError(
-                f"{self.where(row)}: {column} {value!r} is not UTF-8 text; rename the file, "
-                "or give the text in UTF-8"
+                f"{self.table}.{column}: {value!r} is not UTF-8 text; give it in UTF-8"
             ) from None
         box = metabox.seal(key, bytes(plain), self.table, column, self.row(row))
         return box if column in self.binary else base64.b64encode(box).decode("ascii")
