@@ -59,17 +59,7 @@ def seal(key: bytes, plaintext: bytes, table: str, column: str, row: str) -> byt
 
 def open_value(key: bytes, box: bytes, table: str, column: str, row: str) -> bytes | None:
     """The plaintext of a sealed cell, or None if it is not one sealed for this cell and key."""
-    return open_bound(key, box, associated_data(VERSION, table, column, row))
-
-
-def open_bound(key: bytes, box: bytes, aad: bytes) -> bytes | None:
-    """:func:`open_value` with the associated data made by the caller (for scans)."""
-    if len(box) < OVERHEAD or box[0] != VERSION:
-        return None
-    try:
-        return _cipher(key).decrypt(box[1 : 1 + NONCE_SIZE], box[1 + NONCE_SIZE :], aad)
-    except InvalidTag:
-        return None
+    return column_opener(key, table, column)(row, box)
 
 
 def column_opener(key: bytes, table: str, column: str) -> Callable[[str, bytes], bytes | None]:

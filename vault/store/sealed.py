@@ -1,7 +1,7 @@
 """Metadata sealed at rest: which columns, the key in the key store, and the ORM hooks.
 
     >>> sorted(SEALED_COLUMNS)[:2]
-    ['cases.title', 'item_tags.value']
+    ['approval_requests.document', 'approvals.document']
 
 The free text a thief of ``vault.db`` (or of a backup, or a ``pg_dump``) would read -- titles,
 descriptions, original file names, sources, places, tag values, case titles, package
@@ -116,26 +116,31 @@ class Spec:
 
     def open(self, key: bytes, column: str, row: Sequence[Any], stored: Any) -> Any | None:
         """The value of a stored cell, or None if it was not sealed for this cell and key."""
-        binary = column in self.binary
-        if binary:
-            # SQLite keeps any type in any column: bytes() of a text would raise, of a
-            # negative integer too, and of a large one would allocate that many bytes.
-            if not isinstance(stored, bytes | bytearray | memoryview):
-                return None
-            box = bytes(stored)
-        else:
+        return self.opener(key, column)(row, stored)
+
+    def opener(self, key: bytes, column: str) -> Callable[[Sequence[Any], Any], Any | None]:
+        """:meth:`open` for many cells of one column: ``(row ids, stored) -> value or
+        None``, the cipher and the associated data's fixed part made once."""
+        open_box = metabox.column_opener(key, self.table, column)
+        if column in self.binary:
+            def open_binary(row: Sequence[Any], stored: Any) -> Any | None:
+                # SQLite keeps any type in any column: bytes() of a text would raise, of a
+                # negative integer too, and of a large one would allocate that many bytes.
+                if not isinstance(stored, bytes | bytearray | memoryview):
+                    return None
+                return open_box(self.row(row), bytes(stored))
+
+            return open_binary
+
+        def open_text(row: Sequence[Any], stored: Any) -> Any | None:
+            # Text as stored, or its bytes (stored_form): base64 of the box either way.
             try:
-                box = base64.b64decode(stored, validate=True)
-            except (binascii.Error, ValueError, TypeError):
+                plain = open_box(self.row(row), base64.b64decode(stored, validate=True))
+                return None if plain is None else plain.decode("utf-8")
+            except (binascii.Error, ValueError, TypeError):  # UnicodeDecodeError too
                 return None
-        aad = metabox.associated_data(metabox.VERSION, self.table, column, self.row(row))
-        plain = metabox.open_bound(key, box, aad)
-        if plain is None or binary:
-            return plain
-        try:
-            return plain.decode("utf-8")
-        except UnicodeDecodeError:
-            return None
+
+        return open_text
 
 
 SPECS: dict[type[Base], Spec] = {
@@ -281,11 +286,12 @@ def convert(conn: Connection, key: bytes) -> int:
         assert isinstance(table, Table)
         ids = [table.c[n] for n in spec.ids]
         columns = [table.c[n] for n in spec.columns]
+        openers = {name: spec.opener(key, name) for name in spec.columns}
         for row in conn.execute(select(*ids, *columns)).all():
             row_id = tuple(row[: len(ids)])
             changes: dict[str, Any] = {}
             for name, stored in zip(spec.columns, row[len(ids):], strict=True):
-                if stored is None or spec.open(key, name, row_id, stored) is not None:
+                if stored is None or openers[name](row_id, stored) is not None:
                     continue
                 changes[name] = spec.seal(key, name, row_id, stored)
             if changes:
@@ -313,7 +319,7 @@ def undecryptable(session: Session) -> list[str]:
         return []
     holder.check(session)
     conn = session.connection()
-    key: bytes | None = None
+    openers: dict[tuple[Spec, str], Callable[[Sequence[Any], Any], Any | None]] = {}
     bad: list[str] = []
     for spec in SPECS.values():
         table = spec.model.__table__
@@ -326,8 +332,10 @@ def undecryptable(session: Session) -> list[str]:
             for name, stored in zip(spec.columns, row[len(ids):], strict=True):
                 if stored is None:
                     continue
-                key = key or holder.for_session(session)
-                if spec.open(key, name, row_id, stored) is None:
+                opener = openers.get((spec, name))
+                if opener is None:
+                    opener = openers[spec, name] = spec.opener(holder.for_session(session), name)
+                if opener(row_id, stored) is None:
                     bad.append(f"{spec.where(row_id)}: {name}")
     return bad
 
@@ -366,24 +374,14 @@ def column_opener(
     if holder is None:
         return lambda row, stored: stored
     spec = SPECS[model]
-    binary = column in spec.binary
-    opener: list[Callable[[str, bytes], bytes | None]] = []
+    opener: list[Callable[[Sequence[Any], Any], Any | None]] = []
 
     def open_cell(row: Sequence[Any], stored: Any) -> Any:
         if stored is None:
             return None
         if not opener:
-            opener.append(metabox.column_opener(holder.for_session(session), spec.table, column))
-        value: Any = None
-        try:
-            if binary and not isinstance(stored, bytes | bytearray | memoryview):
-                raise TypeError("not bytes")  # as in Spec.open: bytes(10**14) allocates
-            box = bytes(stored) if binary else base64.b64decode(stored, validate=True)
-            value = opener[0](spec.row(row), box)
-            if value is not None and not binary:
-                value = value.decode("utf-8")
-        except (binascii.Error, ValueError, TypeError):  # UnicodeDecodeError is a ValueError
-            value = None
+            opener.append(spec.opener(holder.for_session(session), column))
+        value = opener[0](row, stored)
         if value is None:
             raise _undecryptable(spec, row, column)
         return value
