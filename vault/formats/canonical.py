@@ -32,10 +32,13 @@ def _plain(value: Any) -> bool:
 
 def _check(value: Any, where: str) -> None:
     """Refuse a value without a canonical form, naming where in it the fault is. Most values
-    pass the fast walk (:func:`_plain`); this slower one, which builds each element's path,
-    runs for those that do not, and for subclasses of the JSON types."""
-    if _plain(value):
-        return
+    pass the fast walk (:func:`_plain`); the slower one, which builds each element's path,
+    runs only for those that do not, and for subclasses of the JSON types."""
+    if not _plain(value):
+        _explain(value, where)
+
+
+def _explain(value: Any, where: str) -> None:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
@@ -44,13 +47,13 @@ def _check(value: Any, where: str) -> None:
         return
     if isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            _check(v, f"{where}[{i}]")
+            _explain(v, f"{where}[{i}]")
         return
     if isinstance(value, dict):
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ValueError(f"{where}: keys must be strings")
-            _check(v, f"{where}.{k}")
+            _explain(v, f"{where}.{k}")
         return
     raise ValueError(f"{where}: {type(value).__name__} has no canonical JSON form")
 
