@@ -275,19 +275,19 @@ def rows_from_manifest(
     else:
         raise UsageError(f"{manifest}: manifest must be .csv or .jsonl")
     rows: list[IntakeRow] = []
-    seen: dict[Path, int] = {}
-    inodes: dict[tuple[int, int], int] = {}
+    # Each file by its device and inode, as rows_from_paths knows them: the line and path
+    # that named it first.
+    seen: dict[tuple[int, int], tuple[int, Path]] = {}
     for line, record in records:
         where = f"{manifest}:{line}"
         row = _manifest_row(record, where, manifest.parent, defaults)
-        key = row.path.resolve()
-        if key in seen:
-            first = seen[key]
-            raise UsageError(f"{where}: path {row.path} is listed twice (first at line {first})")
-        seen[key] = line
         st = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
-        first = inodes.setdefault((st.st_dev, st.st_ino), line)
-        if first != line:  # another name of the same file: a link, a hard link
+        first, named = seen.setdefault((st.st_dev, st.st_ino), (line, row.path))
+        if first != line:
+            if named.resolve() == row.path.resolve():
+                raise UsageError(
+                    f"{where}: path {row.path} is listed twice (first at line {first})")
+            # Another name of the same file: a link, a hard link.
             raise UsageError(f"{where}: path {row.path} is the file listed at line {first}")
         rows.append(replace(row, size=st.st_size))
     if not rows:
