@@ -49,6 +49,7 @@ from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
 from vault.store.models import Blob, Body, Identity, Item, Package, PackageState
+from vault.store.sealed import undecryptable
 
 if TYPE_CHECKING:
     from vault.store.s3blobs import S3BlobStore
@@ -256,8 +257,6 @@ def check_sealed_values(vault: Vault) -> dict[str, Any]:
     """``sealed_values`` and ``undecryptable``: every sealed metadata value opened, which no
     listing does (each opens only what it shows). A value changed or moved with SQL does not
     open; nothing is repaired (the plaintext is not known): restore the database."""
-    from vault.store.sealed import undecryptable
-
     try:
         with vault.transaction() as session:
             bad = undecryptable(session)

@@ -31,6 +31,7 @@ from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
 from vault.store.models import Blob, Case, CustodyEvent, Item, ItemDigest, ItemLabel, ItemTag
+from vault.store.sealed import column_opener, stored_form
 
 ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
 
@@ -135,8 +136,6 @@ def list_items(
 
     Read as columns, not ORM objects (four queries, whatever the count): at 100,000 items
     building objects and their three collections cost most of the time and memory."""
-    from vault.store.sealed import column_opener, stored_form
-
     with vault.transaction() as session:
         where = _chosen(session, case, label)
         chosen = select(Item.id).where(*where).scalar_subquery()
@@ -190,8 +189,6 @@ def list_item_rows(
 ) -> list[dict[str, Any]]:
     """The table and CSV form of :func:`list_items`: only :data:`ITEM_COLUMNS`, as rows, so
     that of the sealed metadata only the file name is opened (one cell an item, not six)."""
-    from vault.store.sealed import column_opener, stored_form
-
     with vault.transaction() as session:
         where = _chosen(session, case, label)
         labels = _labels_of(session, select(Item.id).where(*where).scalar_subquery())
