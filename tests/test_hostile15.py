@@ -244,15 +244,21 @@ def test_doctor_repair_leaves_a_running_export_whose_record_was_replaced(tmp_pat
 
 def test_doctor_repair_leaves_a_running_opens_staging_folder_whose_record_was_replaced(
         tmp_path: Path) -> None:
-    """The same for `open`: its staging folder is locked while it runs."""
+    """The same for `open`: its staging folder is locked while it runs. `open` also holds
+    the blob store's intake lock from its first stored file to its commit (it stores each
+    file in the pass that extracts it), so `doctor --repair` waits for it, touching
+    neither the staging folder nor the blobs, and removes both once the run is killed."""
     import os
     import shutil
     import signal
     import subprocess
+    import threading
 
     from test_robustness import CASE as ROBUST_CASE
     from test_robustness import as_json, make_office
     from test_robustness_leftovers import OPEN_TEMP, evault_argv, evault_env, limit_resources
+
+    from vault.service.doctor import diagnose
 
     world = make_office(tmp_path)
     world.office.ok("ingest", str(world.evidence), "-r", "--case", ROBUST_CASE, "--create-case")
@@ -261,10 +267,18 @@ def test_doctor_repair_leaves_a_running_opens_staging_folder_whose_record_was_re
                     "--json")
     package = world.outbox / f"{built['id']}.evpkg"
     received = tmp_path / "received"
+
+    def blobs() -> list[Path]:
+        return sorted(p for p in (world.icc.vault / "blobs").rglob("*")
+                      if p.is_file() and p.name != ".intake.lock")
+
     proc = subprocess.Popen(
         evault_argv("open", str(package), "--out", str(received), vault=world.icc.vault),
         env=evault_env(EVAULT_PAUSE_AT="open.staged"), stderr=subprocess.PIPE, text=True,
         preexec_fn=limit_resources)
+    done = threading.Event()
+    repair = threading.Thread(
+        target=lambda: (diagnose(world.icc.vault, repair=True), done.set()), daemon=True)
     try:
         assert proc.stderr is not None
         assert proc.stderr.readline() == "evault: paused at open.staged\n"
@@ -272,15 +286,23 @@ def test_doctor_repair_leaves_a_running_opens_staging_folder_whose_record_was_re
         [record] = list((world.icc.vault / "pending").glob("open-*.json"))
         shutil.copy(record, record.with_name("copy.tmp"))
         os.rename(record.with_name("copy.tmp"), record)
-        [row] = as_json(world.icc, "doctor", "--repair", "--json")["leftovers"]
+        stored = blobs()
+        assert stored  # the files are in blobs already, not yet recorded
+        [row] = as_json(world.icc, "doctor", "--json")["leftovers"]
         assert row["state"] == "refused: in use by a running command"
+        repair.start()
+        assert not done.wait(3), "doctor --repair did not wait for the running open"
         assert staging.is_dir() and any(p.is_file() for p in staging.rglob("*"))
+        assert blobs() == stored
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
-    # Killed now: the lock is gone with the process, and repair removes the leftover.
-    [row] = as_json(world.icc, "doctor", "--repair", "--json")["leftovers"]
-    assert row["state"] == "removed" and not staging.exists()
+    # Killed now: the locks are gone with the process, and the waiting repair removes the
+    # leftover folder and the blobs no row names.
+    repair.join(60)
+    assert done.is_set()
+    assert not staging.exists() and blobs() == []
+    assert as_json(world.icc, "doctor", "--json")["leftovers"] == []
 
 
 def test_the_court_form_names_a_known_sender_as_this_vault_knows_it(world: World) -> None:

@@ -264,6 +264,57 @@ class WritebackFile(io.FileIO):
         return super().seek(offset, whence)
 
 
+class BackgroundWriter:
+    """Writes to ``out`` on a helper thread while the caller prepares what comes next.
+
+    ``write(data)`` waits for the previous write, hands ``data`` over and returns at once:
+    leave ``data`` unchanged until the next ``write``, ``flush`` or ``close`` returns (as
+    :class:`~vault.crypto.age.AgeWriter` does with its two batches). An error of a write is
+    raised by the call that waits for it. Use it as a context manager: leaving the block,
+    even by an error, waits for the last write, so ``out`` can be closed after it.
+    """
+
+    def __init__(self, out: BinaryIO) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._out = out
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: Any = None
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        self._wait()
+        self._pending = self._pool.submit(self._out.write, data)
+        return len(memoryview(data))
+
+    def flush(self) -> None:
+        self._wait()
+        self._out.flush()
+
+    def _wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for the last write and stop the thread; an error of that write is raised."""
+        try:
+            self._wait()
+        finally:
+            self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.exception()  # wait; the error in flight is the one to report
+        self._pool.shutdown(wait=True)
+
+
 _SYNC_FILE_RANGE_WRITE = 2
 _sync_file_range: Any = None
 

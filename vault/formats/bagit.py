@@ -43,11 +43,13 @@ it reports a payload file whose name contains ``%`` as missing; this module foll
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import tarfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -72,6 +74,7 @@ __all__ = [
     "BagError",
     "BagSummary",
     "BagWriter",
+    "PayloadCopy",
     "add_payload_to_each",
     "decode_manifest_path",
     "encode_manifest_path",
@@ -87,6 +90,11 @@ MAX_TAG_FILE_SIZE = 16 << 20
 MAX_TAG_FILES_TOTAL = 64 << 20
 """All the tag files of one bag together (they are held at once): a bag whose tag files come
 to more is refused at the header of the one that crosses the line, before its data is read."""
+
+PayloadCopy = Callable[[str, int], AbstractContextManager[Callable[[bytes], object]]]
+"""Where :func:`read_bag` sends a second copy of each payload file as it streams:
+``copy(path in bag, declared size)`` gives a context whose value takes the file's chunks in
+order; it ends normally once the file has streamed whole, and with the error otherwise."""
 
 _T = TypeVar("_T")
 _DEFAULT_LIMITS = Limits()
@@ -623,12 +631,22 @@ def _parse_manifest(
     return entries
 
 
+def _both(first: Callable[[bytes], object], second: Callable[[bytes], object]
+          ) -> Callable[[bytes], None]:
+    def both(chunk: bytes) -> None:
+        first(chunk)
+        second(chunk)
+    return both
+
+
 class _BagReader:
     """State of one pass over a bag's tar: digests, tag files, early Payload-Oxum bound."""
 
-    def __init__(self, root: str | None, extraction: Extraction | None) -> None:
+    def __init__(self, root: str | None, extraction: Extraction | None,
+                 copy: PayloadCopy | None = None) -> None:
         self.root = root
         self.extraction = extraction
+        self.copy = copy
         self.payload: dict[str, str] = {}
         self.payload_bytes = 0
         self.tag_files: dict[str, bytes] = {}
@@ -682,30 +700,37 @@ class _BagReader:
         self, tf: tarfile.TarFile, member: tarfile.TarInfo, rel: str, *, keep: list[bytes] | None
     ) -> str:
         digest = hashlib.sha256()
-        out = self.extraction.create(rel) if self.extraction is not None else None
         # A large payload file is hashed on a helper thread while the next chunk is read
         # (decrypted) and this one written out; each chunk is a new bytes object.
         pool = self._hash_pool() if keep is None and member.size >= _THREADED_HASH_MIN else None
         pending: Future[None] | None = None
-        try:
-            for chunk in member_chunks(tf, member, chunk_size=_READ_CHUNK):
-                if pool is not None:
-                    if pending is not None:
-                        pending.result()
-                    pending = pool.submit(digest.update, chunk)
-                else:
-                    digest.update(chunk)
-                if out is not None:
-                    out.write(chunk)
-                if keep is not None:
-                    keep.append(chunk)
-            if pending is not None:
-                pending.result()
-        finally:
-            if pending is not None:
-                pending.exception()  # an error left a hash running: let it finish first
-            if out is not None:
-                out.close()
+        with contextlib.ExitStack() as files:
+            out = None
+            if self.extraction is not None:
+                out = files.enter_context(self.extraction.create(rel))
+            copy = None
+            if keep is None and self.copy is not None:
+                copy = files.enter_context(self.copy(rel, member.size))
+            # On the helper thread, the extracted copy is written too (writes release the
+            # GIL): the decryption and the caller's copy go on here meanwhile.
+            consume = digest.update if out is None else _both(digest.update, out.write)
+            try:
+                for chunk in member_chunks(tf, member, chunk_size=_READ_CHUNK):
+                    if pool is not None:
+                        if pending is not None:
+                            pending.result()
+                        pending = pool.submit(consume, chunk)
+                    else:
+                        consume(chunk)
+                    if copy is not None:
+                        copy(chunk)
+                    if keep is not None:
+                        keep.append(chunk)
+                if pending is not None:
+                    pending.result()
+            finally:
+                if pending is not None:
+                    pending.exception()  # an error left a hash running: let it finish first
         return digest.hexdigest()
 
     def _hash_pool(self) -> ThreadPoolExecutor:
@@ -869,6 +894,7 @@ def read_bag(
     root: str | None = None,
     extract_to: Path | None = None,
     limits: Limits = _DEFAULT_LIMITS,
+    copy_payload: PayloadCopy | None = None,
 ) -> BagContents:
     """Read a bag's tar stream once, verify it whole, and return what it holds.
 
@@ -877,9 +903,11 @@ def read_bag(
     ``extract_to/<path in bag>`` as it streams, so ``extract_to`` becomes the bag folder;
     if anything fails, the files written are removed again. Extract into a fresh staging
     folder and move it into place only once this returns. Without it, payload is hashed
-    and dropped. Memory holds one chunk of payload, the tag files (each at most
-    :data:`MAX_TAG_FILE_SIZE`, together at most :data:`MAX_TAG_FILES_TOTAL`) and one digest
-    per file.
+    and dropped. With ``copy_payload`` (see :data:`PayloadCopy`) each payload file also
+    streams into a copy of the caller's, whatever the bag turns out to be: the caller
+    discards its copies if this raises. Memory holds one chunk of payload, the tag files
+    (each at most :data:`MAX_TAG_FILE_SIZE`, together at most :data:`MAX_TAG_FILES_TOTAL`)
+    and one digest per file.
 
     Raises :class:`~vault.formats.safetar.UnsafeArchiveError` for an unsafe or corrupt tar,
     :class:`BagError` (``problems`` lists every finding) for a bag that does not verify.
@@ -889,7 +917,7 @@ def read_bag(
         if "/" in root:
             raise UsageError(f"bag folder {printable(root)}: must be a single name")
     extraction = Extraction(extract_to) if extract_to is not None else None
-    reader = _BagReader(root, extraction)
+    reader = _BagReader(root, extraction, copy_payload)
     try:
         tf = open_tar_stream(src, limits=limits)
         with tf:

@@ -34,8 +34,9 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, ClassVar, TypeVar
+from typing import BinaryIO, ClassVar, TypeVar, cast
 
+from vault.durable import WritebackFile
 from vault.errors import VaultError, VerificationError
 
 __all__ = [
@@ -440,7 +441,10 @@ class Extraction:
                 if not folder.exists():
                     folder.mkdir(mode=0o700)
                     self._folders.append(folder)
-            handle = open(target, "xb", opener=_private_file)  # noqa: SIM115 - caller closes
+            fd = _private_file(str(target), os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                               | getattr(os, "O_CLOEXEC", 0))
+            # Unbuffered (tar members stream in large chunks), handed to the disk as written.
+            handle = cast(BinaryIO, WritebackFile(fd, "wb"))
         except FileExistsError:
             raise UnsafeArchiveError(
                 f"path {printable(rel)}: already exists in the extraction folder"

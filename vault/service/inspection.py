@@ -47,7 +47,7 @@ from vault.custody.events import Event
 from vault.custody.merkle import leaf_hash, verify_inclusion
 from vault.custody.note import Checkpoint, NoteVerifier, open_checkpoint
 from vault.errors import DecryptionError, VaultError, VerificationError
-from vault.formats.bagit import BagContents, encode_manifest_path, read_bag
+from vault.formats.bagit import BagContents, PayloadCopy, encode_manifest_path, read_bag
 from vault.formats.canonical import parse_json_object
 from vault.formats.package import (
     Envelope,
@@ -262,6 +262,7 @@ def inspect_package(
     identities: OwnKeys | None = None,
     extract_to: Path | None = None,
     progress: Progress | None = None,
+    copy_payload: PayloadCopy | None = None,
 ) -> PackageReport:
     """Verify a package as far as the keys at hand allow (see the module docstring).
 
@@ -269,6 +270,9 @@ def inspect_package(
     in both passes, twice the payload size): the digest pass, then the decrypting one.
     ``extract_to`` is a folder that does not exist yet: it is made (mode 0700) only once the
     payload is known to be the one the sender signed, and removed again if anything fails.
+    ``copy_payload`` gets a second copy of each payload file as it is decrypted (``open``
+    stores them at rest in the same pass); its copies are the caller's to discard if this
+    raises.
     """
     with hold_package(path) as pkg:
         report = _verify_outside(pkg, trusted)
@@ -288,7 +292,8 @@ def inspect_package(
             report.staging_lock = os.open(extract_to, os.O_RDONLY | os.O_DIRECTORY)
             fcntl.flock(report.staging_lock, fcntl.LOCK_EX)
         try:
-            bag = _decrypt(pkg, report, ours[matched[0].age_recipient], extract_to, progress)
+            bag = _decrypt(pkg, report, ours[matched[0].age_recipient], extract_to, progress,
+                           copy_payload)
             if pkg.file_state() != before:
                 raise _changed(envelope.package_id)
             report.bag = bag
@@ -311,7 +316,8 @@ def inspect_package(
 
 
 def _decrypt(pkg: ScannedPackage, report: PackageReport, identity: AgeIdentity,
-             extract_to: Path | None, progress: Progress | None) -> BagContents:
+             extract_to: Path | None, progress: Progress | None,
+             copy_payload: PayloadCopy | None) -> BagContents:
     """The second pass: decrypt and read the bag (into ``extract_to``), hashing the
     ciphertext again, so that what was decrypted is what the first pass found signed."""
     envelope = report.envelope
@@ -326,7 +332,7 @@ def _decrypt(pkg: ScannedPackage, report: PackageReport, identity: AgeIdentity,
                 # decryptor turns that into 1 MiB reads.
                 plain = io.BufferedReader(cast(io.RawIOBase, reader), buffer_size=READ_CHUNK)
                 bag = read_bag(cast(BinaryIO, plain), root=envelope.package_id,
-                               extract_to=extract_to)
+                               extract_to=extract_to, copy_payload=copy_payload)
                 # The tar may end before the age stream does; the final chunk must still
                 # authenticate, and nothing may follow it.
                 if plain.read(1):

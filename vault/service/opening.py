@@ -20,7 +20,6 @@ import hashlib
 import os
 import shutil
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -73,7 +72,7 @@ from vault.service.intake import storage_recipient
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
 from vault.service.results import Result, Sparse
-from vault.service.storing import store_path
+from vault.service.storing import BlobCopies, file_digests
 from vault.service.vaults import Vault
 from vault.store.models import (
     BodyKey,
@@ -249,12 +248,18 @@ def open_package(
     # sender's plaintext is checked leaves a record `evault doctor` finds the folder by. Not a
     # custody event: nothing here is custody yet (the package may be hostile and is not
     # verified), and the path of --out is office-internal.
-    with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry:
+    blobs = vault.blob_store()
+    # Each payload file goes into its blob as it is decrypted and checked, in the same pass
+    # that extracts it; the blobs are removed again unless everything passes and is recorded.
+    copies = BlobCopies(blobs, storage_recipient(vault))
+    with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry, \
+            blobs.intake_lock():
         # Made by inspect_package once the payload is the one signed; removed on any failure.
         try:
             report = None
             report = inspect_package(path, trusted=trusted, identities=identities,
-                                     extract_to=staging, progress=verifying)
+                                     extract_to=staging, progress=verifying,
+                                     copy_payload=copies)
             crash_point("open.staged")
             signer = report.sender_key.fingerprint
             if trust_sender and signer != trust_sender:
@@ -275,13 +280,14 @@ def open_package(
             attested = (timestamping.check_tokens(
                 envelope.timestamps, envelope.checkpoint, tsa_roots,
                 f"package {report.package_id}") if envelope.timestamps and tsa_roots else [])
-            result = _receive(vault, report, staging, final, as_name, now, storing,
+            result = _receive(vault, report, copies, staging, final, as_name, now, storing,
                               revoked_at, attested)
             if envelope.timestamps and not tsa_roots:
                 result = replace(result, timestamps_unchecked=len(envelope.timestamps))
             os.rename(staging, final)
             fsync_dir(out_dir)
         except BaseException:
+            copies.discard()  # none once recorded: _receive keeps them then
             shutil.rmtree(staging, ignore_errors=True)
             entry.keep = staging.exists()
             raise
@@ -295,6 +301,7 @@ def open_package(
 def _receive(
     vault: Vault,
     report: PackageReport,
+    copies: BlobCopies,
     staging: Path,
     final: Path,
     as_name: str | None,
@@ -303,114 +310,122 @@ def _receive(
     revoked_at: str | None = None,
     attested: Sequence[timestamping.Attested] = (),
 ) -> OpenedPackage:
-    """Encrypt the verified files into this vault and record their custody; ``revoked_at``
-    (the sender's key was revoked then, and opened with --allow-revoked) goes into the
-    ``package.opened`` event. ``final`` is where ``staging`` is renamed to once received."""
+    """Record the verified files, stored at rest by ``copies`` as they were decrypted, and
+    their custody; ``revoked_at`` (the sender's key was revoked then, and opened with
+    --allow-revoked) goes into the ``package.opened`` event. ``final`` is where ``staging``
+    is renamed to once received. ``progress`` gets (bytes, bytes in all) once the blobs are
+    durable. The blobs are discarded on any failure here, and kept once recorded."""
     assert report.statement is not None and report.matched_key is not None
+    assert report.bag is not None
     statement = report.statement
     envelope = report.envelope
     metadata = {str(i["id"]): i for i in report.items}
-    recipient = storage_recipient(vault)
-    blobs = vault.blob_store()
+    blobs = copies.blobs
     stored = []
     total = sum(item.size for item in statement.items)
-    done = 0
-    with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as hasher:
-        try:
-            for item in statement.items:
-                meta = metadata[item.id]
-                case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
-                claimed = {str(k): str(v) for k, v in (meta.get("digests") or {}).items()}
-                result = store_path(blobs, staging / item.path, recipient,
-                                    sorted(set(claimed) - {"sha256"}),
-                                    follow_symlinks=False, hasher_pool=hasher)
-                stored.append((item, meta, case, result))
-                if (result.sha256, result.size) != (item.sha256, item.size):
+    try:
+        for item in statement.items:
+            meta = metadata[item.id]
+            case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
+            claimed = {str(k): str(v) for k, v in (meta.get("digests") or {}).items()}
+            # The digest read_bag computed of the very chunks the blob was made of.
+            result = copies.stored(item.path, report.bag.manifest.get(item.path, ""))
+            if (result.sha256, result.size) != (item.sha256, item.size):
+                raise VerificationError(
+                    f"package {envelope.package_id}: item {item.id} was stored as "
+                    f"{result.size} bytes with SHA-256 {result.sha256}, not as signed; "
+                    "nothing was received")
+            legacy = sorted(set(claimed) - {"sha256"})
+            if legacy:
+                # MD5 or SHA-1 the sender lists: computed from the extracted file, which the
+                # SHA-256 ties to the bytes stored (a second read, for these items only).
+                digests = file_digests(staging / item.path, ["sha256", *legacy])
+                if digests.pop("sha256") != result.sha256:
                     raise VerificationError(
                         f"package {envelope.package_id}: item {item.id} changed on disk while "
-                        "being received"
-                    )
-                for algorithm, value in sorted(result.extra.items()):
-                    check_claimed_digest(envelope.package_id, item.id, algorithm,
-                                         claimed[algorithm], value)
-                done += item.size
-                if progress is not None:
-                    progress(done, total)
-            blobs.sync([s[3].blob_id for s in stored])
-            with vault.transaction() as session:
-                pair = actor_pair(vault, session, as_name)
-                log = CustodyLog(vault, session)
-                for case in sorted({s[2] for s in stored}):
-                    if session.get(Case, case) is None:
-                        session.add(Case(id=case, title=None, created_at=now))
-                        log.append(pair, "case.created", case, now=now,
-                                   details={"received_in": envelope.package_id})
-                recorded = record_items(session, log, pair, [
-                    NewItem(
-                        result,
-                        case=case,
-                        original_name=Path(item.path).name,
-                        action="item.received",
-                        details={"package": envelope.package_id,
-                                 "sender": envelope.sender.fingerprint,
-                                 "source_item": item.id, "case": case, "size": item.size,
-                                 "labels": [str(lb) for lb in meta.get("labels") or []],
-                                 **({"derived_from": item.derived_from.to_json()}
-                                    if item.derived_from else {})},
-                        title=_text(meta, "title"),
-                        description=_text(meta, "description"),
-                        source=_text(meta, "source"),
-                        collected_at=_time(meta.get("collected_at")),
-                        location=_text(meta, "location"),
-                        labels=[str(lb) for lb in meta.get("labels") or []],
-                        tags=[(str(k), str(v)) for k, v in (meta.get("tags") or {}).items()],
-                        received_from=envelope.sender.fingerprint,
-                        source_package=envelope.package_id,
-                        source_item=item.id,
-                        # As signed in the statement: the original's id in the sender's
-                        # vault, like source_item (items.lineage finds it here by both).
-                        derived_from=item.derived_from,
-                    )
-                    for item, meta, case, result in stored
-                ], now=now)
-                received = tuple(
-                    OpenedItem(id=local_id, source_item=item.id, name=Path(item.path).name,
-                               size=item.size, sha256=item.sha256)
-                    for local_id, (item, _meta, _case, _result)
-                    in zip(recorded.item_ids, stored, strict=True))
-                assert report.statement_bytes is not None
-                assert report.statement_signature is not None
-                assert report.statement_sha256 is not None
-                session.add(ReceivedPackage(
-                    package_id=envelope.package_id, sender=envelope.sender.fingerprint,
-                    body_id=envelope.body, envelope=report.envelope_bytes,
-                    envelope_sha256=report.envelope_sha256, statement=report.statement_bytes,
-                    statement_signature=report.statement_signature,
-                    statement_sha256=report.statement_sha256,
-                    custody_excerpt=report.custody_excerpt, opened_at=now,
-                    opened_by=pair.fingerprint, recipient_key=report.matched_key.fingerprint,
-                    out_dir=str(final),
-                ))
-                known = session.scalar(select(Contact.name).where(
-                    Contact.fingerprint == envelope.sender.fingerprint))
-                log.append(pair, "package.opened", envelope.package_id,
-                           details={"sender": envelope.sender.fingerprint, "body": envelope.body,
-                                    "items": [r.id for r in received],
-                                    "sender_events": report.custody_events,
-                                    **({"sender_revoked_at": revoked_at} if revoked_at else {}),
-                                    **({"timestamps": [a.to_json() for a in attested]}
-                                       if attested else {}),
-                                    **({"approved_by": list(report.approved_by)}
-                                       if report.approved_by else {})},
-                           digests={"envelope": report.envelope_sha256,
-                                    "statement": report.statement_sha256}, now=now)
-        except BaseException:
-            for s in stored:
-                blobs.remove(s[3].blob_id)
-            raise
-        # Committed: the bytes of these were in the vault already, under another blob.
-        for blob_id in recorded.redundant:
-            blobs.remove(blob_id)
+                        "being received")
+                result = replace(result, extra=digests)
+            stored.append((item, meta, case, result))
+            for algorithm, value in sorted(result.extra.items()):
+                check_claimed_digest(envelope.package_id, item.id, algorithm,
+                                     claimed[algorithm], value)
+        blobs.sync([s[3].blob_id for s in stored])
+        if progress is not None:
+            progress(total, total)
+        with vault.transaction() as session:
+            pair = actor_pair(vault, session, as_name)
+            log = CustodyLog(vault, session)
+            for case in sorted({s[2] for s in stored}):
+                if session.get(Case, case) is None:
+                    session.add(Case(id=case, title=None, created_at=now))
+                    log.append(pair, "case.created", case, now=now,
+                               details={"received_in": envelope.package_id})
+            recorded = record_items(session, log, pair, [
+                NewItem(
+                    result,
+                    case=case,
+                    original_name=Path(item.path).name,
+                    action="item.received",
+                    details={"package": envelope.package_id,
+                             "sender": envelope.sender.fingerprint,
+                             "source_item": item.id, "case": case, "size": item.size,
+                             "labels": [str(lb) for lb in meta.get("labels") or []],
+                             **({"derived_from": item.derived_from.to_json()}
+                                if item.derived_from else {})},
+                    title=_text(meta, "title"),
+                    description=_text(meta, "description"),
+                    source=_text(meta, "source"),
+                    collected_at=_time(meta.get("collected_at")),
+                    location=_text(meta, "location"),
+                    labels=[str(lb) for lb in meta.get("labels") or []],
+                    tags=[(str(k), str(v)) for k, v in (meta.get("tags") or {}).items()],
+                    received_from=envelope.sender.fingerprint,
+                    source_package=envelope.package_id,
+                    source_item=item.id,
+                    # As signed in the statement: the original's id in the sender's
+                    # vault, like source_item (items.lineage finds it here by both).
+                    derived_from=item.derived_from,
+                )
+                for item, meta, case, result in stored
+            ], now=now)
+            received = tuple(
+                OpenedItem(id=local_id, source_item=item.id, name=Path(item.path).name,
+                           size=item.size, sha256=item.sha256)
+                for local_id, (item, _meta, _case, _result)
+                in zip(recorded.item_ids, stored, strict=True))
+            assert report.statement_bytes is not None
+            assert report.statement_signature is not None
+            assert report.statement_sha256 is not None
+            session.add(ReceivedPackage(
+                package_id=envelope.package_id, sender=envelope.sender.fingerprint,
+                body_id=envelope.body, envelope=report.envelope_bytes,
+                envelope_sha256=report.envelope_sha256, statement=report.statement_bytes,
+                statement_signature=report.statement_signature,
+                statement_sha256=report.statement_sha256,
+                custody_excerpt=report.custody_excerpt, opened_at=now,
+                opened_by=pair.fingerprint, recipient_key=report.matched_key.fingerprint,
+                out_dir=str(final),
+            ))
+            known = session.scalar(select(Contact.name).where(
+                Contact.fingerprint == envelope.sender.fingerprint))
+            log.append(pair, "package.opened", envelope.package_id,
+                       details={"sender": envelope.sender.fingerprint, "body": envelope.body,
+                                "items": [r.id for r in received],
+                                "sender_events": report.custody_events,
+                                **({"sender_revoked_at": revoked_at} if revoked_at else {}),
+                                **({"timestamps": [a.to_json() for a in attested]}
+                                   if attested else {}),
+                                **({"approved_by": list(report.approved_by)}
+                                   if report.approved_by else {})},
+                       digests={"envelope": report.envelope_sha256,
+                                "statement": report.statement_sha256}, now=now)
+    except BaseException:
+        copies.discard()
+        raise
+    copies.made.clear()  # recorded: the blobs are the vault's now, whatever fails next
+    # Committed: the bytes of these were in the vault already, under another blob.
+    for blob_id in recorded.redundant:
+        blobs.remove(blob_id)
     return OpenedPackage(
         package=envelope.package_id,
         # The name this vault knows the key by, not the one the envelope gives itself.

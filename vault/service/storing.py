@@ -12,11 +12,12 @@ worker process imports only the cryptography it needs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,12 +25,14 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 from vault.crypto.age import AgeRecipient, AgeWriter
-from vault.errors import VaultError
+from vault.durable import BackgroundWriter
+from vault.errors import VaultError, VerificationError
 from vault.formats.provenance import HEAD_SIZE, Checks, examine, sniff
 from vault.store.blobs import Blobs, BlobStore
 
 READ_SIZE = 1 << 20
 ASYNC_HASH_MIN = 256 * 1024  # smaller chunks are hashed inline: a thread hop costs more
+BACKGROUND_WRITE_MIN = 1 << 20  # a smaller blob is written inline: a thread costs more
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,69 @@ def store_path(
         retain_until=placed.retain_until if placed else None,
         provenance=provenance,
     )
+
+
+class BlobCopies:
+    """Files stored as another reader streams them: each into a new blob, encrypted at rest
+    on the way (:data:`vault.formats.bagit.PayloadCopy`, for ``open``'s bag reader, which
+    hashes them). ``made`` maps each file's path to (blob id, bytes, encrypted bytes).
+
+    The blobs are the caller's to account for: :meth:`discard` removes every one made,
+    for when what they came from is refused; hold the store's intake lock meanwhile.
+    """
+
+    def __init__(self, blobs: Blobs, recipient: AgeRecipient) -> None:
+        self.blobs = blobs
+        self.recipient = recipient
+        self.made: dict[str, tuple[str, int, int]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, path: str, size: int) -> Iterator[Callable[[bytes], object]]:
+        """A new blob for the file ``path`` of ``size`` bytes; the value takes its chunks."""
+        if path in self.made:
+            raise VerificationError(f"{path}: streamed twice; nothing was stored")
+        with self.blobs.create() as (blob_id, out), contextlib.ExitStack() as stack:
+            if size >= BACKGROUND_WRITE_MIN:
+                # The blob is written on a helper thread while the next chunk is encrypted.
+                out = cast(BinaryIO, stack.enter_context(BackgroundWriter(out)))
+            counter = _Counter(out)
+            with AgeWriter(counter, [self.recipient]) as writer:  # type: ignore[arg-type]
+                yield writer.write
+                written = writer.tell()
+        self.made[path] = (blob_id, written, counter.count)
+
+    def stored(self, path: str, sha256: str) -> Stored:
+        """The blob made for ``path``, as :func:`store_path` would describe it; ``sha256``
+        is the digest the reader computed of the same chunks."""
+        if path not in self.made:
+            raise VerificationError(f"{path}: no blob was made of it; nothing was stored")
+        blob_id, size, stored_size = self.made[path]
+        placed = self.blobs.placement(blob_id)
+        return Stored(blob_id=blob_id, size=size, sha256=sha256, stored_size=stored_size,
+                      version=placed.version if placed else None,
+                      retain_until=placed.retain_until if placed else None)
+
+    def discard(self) -> None:
+        """Remove every blob made so far."""
+        for blob_id, _, _ in self.made.values():
+            self.blobs.remove(blob_id)
+        self.made.clear()
+
+
+def file_digests(path: str | os.PathLike[str], algorithms: Sequence[str]) -> dict[str, str]:
+    """The hex digests of the file at ``path`` (no symlink followed), one read."""
+    hashers = {a: hashlib.new(a) for a in algorithms}
+    buffer = bytearray(READ_SIZE)
+    view = memoryview(buffer)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        raise VaultError(f"{path}: cannot open ({e.strerror})") from None
+    with os.fdopen(fd, "rb", buffering=0) as src:
+        while n := src.readinto(view):
+            for h in hashers.values():
+                h.update(view[:n])
+    return {a: h.hexdigest() for a, h in hashers.items()}
 
 
 def _provenance(raw: io.FileIO, checks: Checks) -> dict[str, Any] | None:

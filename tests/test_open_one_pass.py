@@ -1,0 +1,169 @@
+"""``open`` in one pass: each payload file goes into its blob as it is decrypted and checked.
+
+The package's payload is still read twice (its SHA-256 first, decrypting nothing, then the
+decrypting pass, hashing it again); the extracted files are no longer read back to be
+encrypted at rest. These tests hold the pass to its promises: the blob is made of the very
+chunks whose digest was checked, and a package refused at any later step, or a failure
+while recording, leaves no blob behind (and a `kill -9` leaves one that `doctor --repair`
+removes).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import copy_template
+from test_opening import World, _out_is_empty, _package_world
+from test_opening import sqlite_vaults as sqlite_vaults  # the module's template vaults
+from test_robustness import as_json, crash
+
+from vault.errors import VerificationError
+
+
+@pytest.fixture
+def world(sqlite_vaults: Path, tmp_path: Path) -> World:
+    """test_opening's world: its three vaults (a copy) and a package for ICC-OTP."""
+    copy_template(sqlite_vaults, tmp_path)
+    office_fp, icc_fp = json.loads((tmp_path / "fingerprints.json").read_text())
+    return _package_world(tmp_path, office_fp, icc_fp)
+
+
+def _blob_files(cli_vault: Path) -> list[Path]:
+    return sorted(p for p in (cli_vault / "blobs").rglob("*")
+                  if p.is_file() and p.name != ".intake.lock")
+
+
+def test_open_stores_from_the_stream_and_never_rereads_the_extracted_files(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No file of the staging folder is opened to be stored: store_path is never called and
+    the legacy-digest reread runs only for the item whose MD5 the sender lists. What each
+    blob holds is exactly the file received."""
+    from vault.service import opening, storing
+
+    def no_store_path(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("open read an extracted file back to store it")
+
+    reread: list[str] = []
+    real_digests = storing.file_digests
+
+    def spy_digests(path: Any, algorithms: Any) -> dict[str, str]:
+        reread.append(Path(path).name)
+        return real_digests(path, algorithms)
+
+    monkeypatch.setattr(storing, "store_path", no_store_path)
+    monkeypatch.setattr(opening, "file_digests", spy_digests)
+    out = world.tmp / "received"
+    opened = json.loads(world.icc.ok("open", str(world.package), "--out", str(out),
+                                     "--json").stdout)
+    # Both items were ingested with --also-digest md5: each has a claim, each is reread.
+    assert sorted(reread) == ["photo.jpg", "statement W-1.txt"]
+    assert len(_blob_files(world.icc.vault)) == 2
+    for item in opened["items"]:
+        copy = world.tmp / f"copy-{item['id']}"
+        world.icc.ok("items", "export", item["id"], "-o", str(copy), "--reason", "check")
+        assert copy.read_bytes() == (world.tmp / "evidence" / item["name"]).read_bytes()
+        files = list((out / opened["package"]).rglob(item["name"]))
+        assert [f.read_bytes() for f in files] == [copy.read_bytes()]
+
+
+def test_without_legacy_claims_nothing_is_read_back(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A package whose items.json lists SHA-256 alone: the open touches no extracted file."""
+    from vault.service import opening
+
+    package = world.tmp / "plain.evpkg"
+    (world.tmp / "map.png").write_bytes(b"a fictional map\n" * 5000)
+    world.office.ok("ingest", str(world.tmp / "map.png"), "--case", "PLAIN-1",
+                    "--create-case")
+    world.office.ok("package", "create", "--to", "ICC-OTP", "--case", "PLAIN-1", "-o",
+                    str(package))
+
+    def no_reread(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("open read an extracted file back")
+
+    monkeypatch.setattr(opening, "file_digests", no_reread)
+    opened = json.loads(world.icc.ok("open", str(package), "--out",
+                                     str(world.tmp / "plain-out"), "--json").stdout)
+    assert [i["name"] for i in opened["items"]] == ["map.png"]
+    assert len(_blob_files(world.icc.vault)) == 1
+
+
+@pytest.mark.parametrize("where", ["custody", "statement", "record"])
+def test_a_package_refused_after_its_files_streamed_leaves_no_blob(
+        world: World, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The blobs exist once the payload has streamed; a refusal at a later check (the
+    sender's custody excerpt, the signed statement) or a failure while recording removes
+    them all, with the staging folder."""
+    from vault.service import inspection, opening
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise VerificationError(f"package {world.package_id}: refused at {where} (test)")
+
+    seen: list[int] = []
+
+    def refuse_after_blobs(*args: Any, **kwargs: Any) -> None:
+        seen.append(len(_blob_files(world.icc.vault)))
+        refuse()
+
+    target = {"custody": (inspection, "_check_custody"),
+              "statement": (inspection, "_check_statement"),
+              "record": (opening, "record_items")}[where]
+    original = getattr(*target)
+    monkeypatch.setattr(*target, refuse_after_blobs)
+    out = world.tmp / "out"
+    result = world.icc("open", str(world.package), "--out", str(out))
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: package {world.package_id}: refused at {where} (test)\n")
+    assert seen == [2]  # both files were in blobs when the refusal came
+    assert _blob_files(world.icc.vault) == []
+    _out_is_empty(out)
+    assert json.loads(world.icc.ok("items", "list", "--json").stdout) == []
+    monkeypatch.setattr(*target, original)
+    world.icc.ok("open", str(world.package), "--out", str(out))
+    assert len(_blob_files(world.icc.vault)) == 2
+
+
+def test_a_payload_cut_mid_file_leaves_no_blob_and_no_temporary(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The decrypting pass fails inside a payload file (here: its blob's writer fails on the
+    second chunk): the half-written blob's temporary and the finished ones are removed."""
+    from vault.service import storing
+
+    calls: list[int] = []
+    real = storing.AgeWriter.write
+
+    def failing_write(self: Any, data: Any) -> int:
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(storing.AgeWriter, "write", failing_write)
+    out = world.tmp / "out"
+    result = world.icc("open", str(world.package), "--out", str(out))
+    assert result.exit_code == 1
+    assert re.fullmatch(r"evault: .*no space left on device.*\n", result.stderr.lower())
+    assert list((world.icc.vault / "blobs").rglob(".tmp*")) == []
+    assert _blob_files(world.icc.vault) == []
+    _out_is_empty(out)
+
+
+def test_kill_during_open_leaves_blobs_doctor_repair_removes(world: World) -> None:
+    """`kill -9` once the files are staged and stored, before anything is recorded: the
+    blobs are orphans doctor counts, and --repair removes them with the staging folder."""
+    out = world.tmp / "received"
+    crash("open", str(world.package), "--out", str(out), vault=world.icc.vault,
+          step="open.staged")
+    assert len(_blob_files(world.icc.vault)) == 2
+    report = as_json(world.icc, "doctor", "--json")
+    assert report["orphaned_blobs"] == 2
+    world.icc.ok("doctor", "--repair")
+    assert _blob_files(world.icc.vault) == []
+    _out_is_empty(out)
+    world.icc.ok("open", str(world.package), "--out", str(out))
+    assert len(_blob_files(world.icc.vault)) == 2
+    assert as_json(world.icc, "doctor", "--json")["orphaned_blobs"] == 0
