@@ -334,8 +334,10 @@ def case_package(ctx: Context) -> list[Row]:
     pairs = alternate(ctx.rounds, evault, stock, cleanup=cleanup, log=ctx.log, label="package")
     clear(blob)
     label = _size_label(ctx.scale.big_file)
-    return [Row(f"2. package one {label} item", pairs, "ratio <= 1.0, RSS < 100 MiB (flat)",
-                _ratio_ok(pairs, 1.0) and _rss_ok(pairs, 100))]
+    # Issue 23's goal, a ratio of 1.2: the package file is hashed after it is written
+    # (its envelope goes in front of the payload), which the stock pipeline does not do.
+    return [Row(f"2. package one {label} item", pairs, "ratio <= 1.2, RSS < 100 MiB (flat)",
+                _ratio_ok(pairs, 1.2) and _rss_ok(pairs, 100))]
 
 
 def case_open(ctx: Context) -> list[Row]:
@@ -382,8 +384,8 @@ def case_open(ctx: Context) -> list[Row]:
     for path in (package, payload, bag.parent):
         clear(path)
     label = _size_label(ctx.scale.big_file)
-    return [Row(f"3. open and verify a {label} package", pairs, "ratio <= 1.0",
-                _ratio_ok(pairs, 1.0))]
+    return [Row(f"3. open and verify a {label} package", pairs, "ratio <= 0.9",
+                _ratio_ok(pairs, 0.9))]
 
 
 def _many_files(ctx: Context, name: str, count: int, size: int, per_folder: int) -> Path:
@@ -590,7 +592,7 @@ def case_startup(ctx: Context) -> list[Row]:
     for key, label, limit in (
         ("version", "`evault --version`", 0.060),
         ("help", "`evault --help`", 0.060),
-        ("items", "`evault items list` (empty vault)", 0.250),
+        ("items", "`evault items list` (empty vault)", 0.150),
     ):
         pairs = Pairs(evault=samples[key], stock=python)
         rows.append(Row(f"7. start-up: {label} (stock: `python -c pass`)", pairs,
@@ -651,8 +653,10 @@ def case_items_list(ctx: Context) -> list[Row]:
     notes = [f"items list of {count:,} items with sealed metadata: {rate:,.0f} items/s"]
     if before is None:
         notes.append("no EVAULT_BENCH_BEFORE: the evault before sealed metadata was not run")
+    full = ctx.scale.name == "full"
     return [Row(f"8. `items list` over {count:,} items with metadata (stock: the same before "
-                "sealed metadata)", pairs, "report", None, notes)]
+                "sealed metadata)", pairs, "evault < 1 s" if full else "(evault < 1 s at full "
+                "scale)", pairs.evault_median < 1.0 if full else None, notes)]
 
 
 def case_sftp(ctx: Context) -> list[Row]:
