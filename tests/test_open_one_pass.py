@@ -10,7 +10,9 @@ removes).
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -167,3 +169,56 @@ def test_kill_during_open_leaves_blobs_doctor_repair_removes(world: World) -> No
     world.icc.ok("open", str(world.package), "--out", str(out))
     assert len(_blob_files(world.icc.vault)) == 2
     assert as_json(world.icc, "doctor", "--json")["orphaned_blobs"] == 0
+
+
+# ----------------------------------------------------------------------- short writes
+
+
+class _ShortFile(io.FileIO):
+    """A raw file whose write takes at most 7 bytes at a time, as a raw write may."""
+
+    def write(self, data: Any, /) -> int:
+        return super().write(memoryview(data)[:7])
+
+
+def test_a_writeback_file_writes_all_it_is_given_even_when_the_raw_write_is_short(
+        tmp_path: Path) -> None:
+    """open's extracted files and every blob go through WritebackFile unbuffered: a raw
+    write that takes part of a chunk must not lose the rest."""
+    from vault.durable import WritebackFile
+
+    class Short(WritebackFile, _ShortFile):
+        pass
+
+    data = bytes(range(256)) * 100
+    with Short(str(tmp_path / "f"), "wb") as out:
+        assert out.write(data) == len(data)
+        assert out.write(memoryview(data)[5:40]) == 35
+    assert (tmp_path / "f").read_bytes() == data + data[5:40]
+
+
+def test_a_background_writer_hands_on_everything_and_raises_the_writes_error(
+        tmp_path: Path) -> None:
+    """BackgroundWriter tells its caller all was written: it must then write all, however
+    little each write of the file takes, and a failed write is raised, not lost."""
+    from vault.durable import BackgroundWriter
+
+    data = os.urandom(100_000)
+    with _ShortFile(str(tmp_path / "f"), "wb") as raw, BackgroundWriter(raw) as out:
+        for start in range(0, len(data), 30_000):
+            assert out.write(data[start:start + 30_000]) == len(data[start:start + 30_000])
+        out.flush()
+    assert (tmp_path / "f").read_bytes() == data
+
+    class Full:
+        def write(self, data: Any) -> int:
+            raise OSError(28, "No space left on device")
+
+        def flush(self) -> None:
+            pass
+
+    writer = BackgroundWriter(Full())  # type: ignore[arg-type]
+    writer.write(b"first")  # handed over; its error comes with the next call that waits
+    with pytest.raises(OSError, match="No space left"):
+        writer.write(b"second")
+    writer.close()

@@ -240,24 +240,32 @@ WRITEBACK_STEP = 8 << 20
 
 
 class WritebackFile(io.FileIO):
-    """A file being written that every WRITEBACK_STEP bytes asks the kernel to start
-    writing them to disk, so that the final fsync or syncfs finds little left to do.
-    Durability still comes from that sync alone; this only moves the disk's work earlier,
-    to overlap the encryption of what follows. Used for new blobs and package files."""
+    """A file being written, whose ``write`` always writes all it is given, that every
+    WRITEBACK_STEP bytes asks the kernel to start writing them to disk, so that the final
+    fsync or syncfs finds little left to do. Durability still comes from that sync alone;
+    this only moves the disk's work earlier, to overlap the encryption of what follows. Used
+    for new blobs, package files and the files `open` extracts."""
 
     _start: int | None = None  # where the range not yet handed to the kernel begins
     _end = 0
 
     def write(self, data: ReadableBuffer, /) -> int:
+        """Write all of ``data`` (a raw write may take only part of it: this goes on until
+        it is all written, so callers that hand the file a buffer once never lose a tail)."""
         if self._start is None:
             self._start = self._end = self.tell()
-        n = super().write(data)
-        if n:
-            self._end += n
-            if self._end - self._start >= WRITEBACK_STEP:
-                start_writeback(self.fileno(), self._start, self._end - self._start)
-                self._start = self._end
-        return n or 0
+        with memoryview(data) as whole, whole.cast("B") as view:
+            done = 0
+            while done < len(view):
+                n = super().write(view[done:])
+                if not n:
+                    raise OSError(errno.EIO, "write: the file took none of the data")
+                done += n
+        self._end += done
+        if self._end - self._start >= WRITEBACK_STEP:
+            start_writeback(self.fileno(), self._start, self._end - self._start)
+            self._start = self._end
+        return done
 
     def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
         self._start = None
@@ -283,8 +291,19 @@ class BackgroundWriter:
 
     def write(self, data: ReadableBuffer, /) -> int:
         self._wait()
-        self._pending = self._pool.submit(self._out.write, data)
-        return len(memoryview(data))
+        self._pending = self._pool.submit(self._write_all, data)
+        with memoryview(data) as view:
+            return view.nbytes
+
+    def _write_all(self, data: ReadableBuffer) -> None:
+        """``out.write`` until it has taken all of ``data``: this caller was told it did."""
+        with memoryview(data) as whole, whole.cast("B") as view:
+            done = 0
+            while done < len(view):
+                n = self._out.write(view[done:])
+                if not n:
+                    raise OSError(errno.EIO, "write: the file took none of the data")
+                done += n
 
     def flush(self) -> None:
         self._wait()
