@@ -14,14 +14,16 @@ import io
 import json
 import os
 import re
+import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import copy_template
+from conftest import Cli, copy_template
 from test_opening import World, _out_is_empty, _package_world
 from test_opening import sqlite_vaults as sqlite_vaults  # the module's template vaults
-from test_robustness import as_json, crash
+from test_robustness import as_json, crash, evault_argv, evault_env, limit_resources
 
 from vault.errors import VerificationError
 
@@ -222,3 +224,138 @@ def test_a_background_writer_hands_on_everything_and_raises_the_writes_error(
     with pytest.raises(OSError, match="No space left"):
         writer.write(b"second")
     writer.close()
+
+
+# ------------------------------------------------------------------ hostile review findings
+
+
+def _paused_open(world: World, out: Path) -> subprocess.Popen[str]:
+    """`evault open` of the world's package in a real process, paused at open.staged (its
+    files decrypted, checked, extracted and in blobs; nothing recorded); SIGUSR1 goes on."""
+    proc = subprocess.Popen(
+        evault_argv("open", str(world.package), "--out", str(out), vault=world.icc.vault),
+        env=evault_env(EVAULT_PAUSE_AT="open.staged"), stderr=subprocess.PIPE, text=True,
+        preexec_fn=limit_resources)
+    assert proc.stderr is not None
+    assert proc.stderr.readline() == "evault: paused at open.staged\n"
+    return proc
+
+
+def _finish(proc: subprocess.Popen[str]) -> str:
+    try:
+        proc.send_signal(signal.SIGUSR1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return err
+
+
+def test_two_opens_of_one_package_at_once_one_wins_the_other_is_a_conflict(
+        world: World) -> None:
+    """Two runs into two --out folders: the second to commit was a traceback (a unique
+    constraint of the database); it is now the one line of a conflict, exit 1, and its
+    blobs and staging folder are gone."""
+    proc = _paused_open(world, world.tmp / "a")
+    try:
+        world.icc.ok("open", str(world.package), "--out", str(world.tmp / "b"))
+    finally:
+        err = _finish(proc)
+    assert (proc.returncode, err) == (1, f"evault: package {world.package_id}: opened already "
+                                         "in this vault (by another open that finished first)\n")
+    assert len(_blob_files(world.icc.vault)) == 2  # the winner's
+    assert as_json(world.icc, "doctor", "--json")["orphaned_blobs"] == 0
+    _out_is_empty(world.tmp / "a")
+
+
+@pytest.mark.parametrize("swap", ["fifo", "other bytes"])
+def test_an_extracted_file_swapped_before_its_md5_is_read_refuses_without_hanging(
+        world: World, swap: str) -> None:
+    """Someone who can write --out replaces an extracted file before the MD5 the sender
+    lists is computed from it: other bytes are refused (its SHA-256 differs), and a fifo,
+    which blocked the read (with the intake lock held) until someone wrote to it, is refused
+    at once."""
+    out = world.tmp / "out"
+    proc = _paused_open(world, out)
+    try:
+        [photo] = list(out.rglob("photo.jpg"))
+        photo.unlink()
+        if swap == "fifo":
+            os.mkfifo(photo)
+        else:
+            photo.write_bytes(b"other bytes")
+    finally:
+        err = _finish(proc)
+    expected = (r"evault: .*photo\.jpg: is no longer a regular file; nothing was stored\n"
+                if swap == "fifo" else
+                rf"evault: package {world.package_id}: item \S+ changed on disk while being "
+                r"received\n")
+    assert re.fullmatch(expected, err), err
+    assert proc.returncode == (1 if swap == "fifo" else 3)
+    assert _blob_files(world.icc.vault) == []
+    _out_is_empty(out)
+
+
+def test_a_symlink_planted_as_the_intake_lock_is_refused_not_followed(world: World) -> None:
+    """Whoever can write the blob folder puts a symbolic link where the intake lock is:
+    evault would have created (and locked) the file it points at."""
+    lock = world.icc.vault / "blobs" / ".intake.lock"
+    lock.unlink(missing_ok=True)
+    target = world.tmp / "created-by-evault"
+    lock.symlink_to(target)
+    result = world.icc("open", str(world.package), "--out", str(world.tmp / "out"))
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: lock file {lock}: is a symbolic link, which evault never makes; remove it "
+        "and run the command again\n"))
+    assert not target.exists()
+    lock.unlink()
+    world.icc.ok("open", str(world.package), "--out", str(world.tmp / "out"))
+
+
+def test_under_object_lock_files_are_stored_only_once_the_package_passed(
+        aws_env: None, server: Any, tmp_path: Path) -> None:
+    """A blob under S3 Object Lock cannot be taken back (a delete leaves the locked
+    version): a refused open must not have made one, so on such a store `open` stores the
+    extracted files after every check, as before the one-pass open."""
+    bucket = server.bucket(object_lock=True)
+    office, icc = Cli(tmp_path / "office"), Cli(tmp_path / "icc")
+    office.ok("init")
+    office.ok("identity", "create", "registry-office")
+    icc.ok("init", "--blobs", f"s3://{bucket}/icc", "--object-lock", "compliance",
+           "--retain-days", "1")
+    icc.ok("identity", "create", "icc-officer")
+    icc.ok("identity", "export", "-o", str(tmp_path / "icc.card.json"))
+    office.ok("identity", "export", "-o", str(tmp_path / "office.card.json"))
+    fingerprint = as_json(office, "identity", "show", "registry-office", "--json")["fingerprint"]
+    office.ok("body", "add", "ICC-OTP", "--name", "Fictional ICC-OTP")
+    office.ok("body", "key", "add", "ICC-OTP", "--card", str(tmp_path / "icc.card.json"))
+    icc.ok("contact", "add", str(tmp_path / "office.card.json"), "--fingerprint", fingerprint)
+    evidence = tmp_path / "statement.txt"
+    evidence.write_bytes(b"a fictional witness statement\n" * 40_000)  # over 1 MiB
+    office.ok("ingest", str(evidence), "--case", "C-1", "--create-case", "--also-digest", "md5")
+    package = tmp_path / "p.evpkg"
+    office.ok("package", "create", "--to", "ICC-OTP", "--case", "C-1", "-o", str(package))
+    client = server.client()
+
+    def versions() -> int:
+        listed = client.list_object_versions(Bucket=bucket, Prefix="icc/")
+        return len(listed.get("Versions", [])) + len(listed.get("DeleteMarkers", []))
+
+    before = versions()
+    from vault.service import inspection
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise VerificationError("package refused at its custody check (test)")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(inspection, "_check_custody", refuse)
+        result = icc("open", str(package), "--out", str(tmp_path / "out"))
+    assert (result.exit_code, result.stderr) == (
+        3, "evault: package refused at its custody check (test)\n")
+    assert versions() == before  # nothing written, so nothing locked
+    opened = as_json(icc, "open", str(package), "--out", str(tmp_path / "out"), "--json")
+    assert versions() == before + 1
+    [item] = opened["items"]
+    icc.ok("items", "export", item["id"], "-o", str(tmp_path / "copy.txt"), "--reason", "check")
+    assert (tmp_path / "copy.txt").read_bytes() == evidence.read_bytes()

@@ -27,12 +27,13 @@ import errno
 import io
 import os
 import secrets
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from vault.errors import ConflictError, NotFoundError
+from vault.errors import ConflictError, NotFoundError, VerificationError
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -46,8 +47,19 @@ def file_lock(path: Path, *, exclusive: bool = True) -> Iterator[None]:
     it, until the block ends: the lock of one machine's evault commands."""
     import fcntl
 
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        # Never through a symbolic link: whoever can write the folder could otherwise make
+        # evault create or lock a file of their choosing.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise VerificationError(f"lock file {path}: is a symbolic link, which evault never "
+                                "makes; remove it and run the command again") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VerificationError(f"lock file {path}: is not a regular file, which evault "
+                                    "always makes; remove it and run the command again")
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:

@@ -20,6 +20,7 @@ import hashlib
 import os
 import shutil
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
@@ -241,6 +243,10 @@ def open_package(
     with vault.transaction() as session:
         if peek is not None and session.get(ReceivedPackage, peek.package_id) is not None:
             raise ConflictError(f"package {peek.package_id}: opened already in this vault")
+    if peek is not None and (out_dir / peek.package_id).exists():
+        # Checked again once verified (the file may change meanwhile); refused here before
+        # any work, and before a blob is made.
+        raise ConflictError(f"{out_dir / peek.package_id}: exists already; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     token = pending.new_token()
     staging = out_dir / pending.open_temp_name(token)
@@ -251,7 +257,11 @@ def open_package(
     blobs = vault.blob_store()
     # Each payload file goes into its blob as it is decrypted and checked, in the same pass
     # that extracts it; the blobs are removed again unless everything passes and is recorded.
+    # Not under Object Lock: a blob there cannot be taken back (a delete leaves the locked
+    # version), so a refused package would leave its ciphertext for the retention period;
+    # the files are stored from the extracted copies once everything passed.
     copies = BlobCopies(blobs, storage_recipient(vault))
+    streamed = vault.config.object_lock is None
     with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry, \
             blobs.intake_lock():
         # Made by inspect_package once the payload is the one signed; removed on any failure.
@@ -259,7 +269,7 @@ def open_package(
             report = None
             report = inspect_package(path, trusted=trusted, identities=identities,
                                      extract_to=staging, progress=verifying,
-                                     copy_payload=copies)
+                                     copy_payload=copies if streamed else None)
             crash_point("open.staged")
             signer = report.sender_key.fingerprint
             if trust_sender and signer != trust_sender:
@@ -280,8 +290,8 @@ def open_package(
             attested = (timestamping.check_tokens(
                 envelope.timestamps, envelope.checkpoint, tsa_roots,
                 f"package {report.package_id}") if envelope.timestamps and tsa_roots else [])
-            result = _receive(vault, report, copies, staging, final, as_name, now, storing,
-                              revoked_at, attested)
+            result = _receive(vault, report, copies, streamed, staging, final, as_name, now,
+                              storing, revoked_at, attested)
             if envelope.timestamps and not tsa_roots:
                 result = replace(result, timestamps_unchecked=len(envelope.timestamps))
             os.rename(staging, final)
@@ -302,6 +312,7 @@ def _receive(
     vault: Vault,
     report: PackageReport,
     copies: BlobCopies,
+    streamed: bool,
     staging: Path,
     final: Path,
     as_name: str | None,
@@ -310,10 +321,11 @@ def _receive(
     revoked_at: str | None = None,
     attested: Sequence[timestamping.Attested] = (),
 ) -> OpenedPackage:
-    """Record the verified files, stored at rest by ``copies`` as they were decrypted, and
-    their custody; ``revoked_at`` (the sender's key was revoked then, and opened with
-    --allow-revoked) goes into the ``package.opened`` event. ``final`` is where ``staging``
-    is renamed to once received. ``progress`` gets (bytes, bytes in all) once the blobs are
+    """Record the verified files, stored at rest by ``copies`` as they were decrypted
+    (``streamed`` False: stored now, from the extracted files), and their custody;
+    ``revoked_at`` (the sender's key was revoked then, and opened with --allow-revoked)
+    goes into the ``package.opened`` event. ``final`` is where ``staging`` is renamed to
+    once received. ``progress`` gets (bytes, bytes in all) once the blobs are
     durable. The blobs are discarded on any failure here, and kept once recorded."""
     assert report.statement is not None and report.matched_key is not None
     assert report.bag is not None
@@ -323,20 +335,24 @@ def _receive(
     blobs = copies.blobs
     stored = []
     total = sum(item.size for item in statement.items)
+    hasher = ThreadPoolExecutor(max_workers=1) if not streamed else None
     try:
         for item in statement.items:
             meta = metadata[item.id]
             case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
             claimed = {str(k): str(v) for k, v in (meta.get("digests") or {}).items()}
-            # The digest read_bag computed of the very chunks the blob was made of.
-            result = copies.stored(item.path, report.bag.manifest.get(item.path, ""))
+            legacy = sorted(set(claimed) - {"sha256"})
+            if streamed:
+                # The digest read_bag computed of the very chunks the blob was made of.
+                result = copies.stored(item.path, report.bag.manifest.get(item.path, ""))
+            else:
+                result = copies.store_file(item.path, staging / item.path, legacy, hasher)
             if (result.sha256, result.size) != (item.sha256, item.size):
                 raise VerificationError(
                     f"package {envelope.package_id}: item {item.id} was stored as "
-                    f"{result.size} bytes with SHA-256 {result.sha256}, not as signed; "
-                    "nothing was received")
-            legacy = sorted(set(claimed) - {"sha256"})
-            if legacy:
+                    f"{result.size} bytes with SHA-256 {result.sha256}, not as signed (it "
+                    "changed on disk while being received?); nothing was received")
+            if legacy and streamed:
                 # MD5 or SHA-1 the sender lists: computed from the extracted file, which the
                 # SHA-256 ties to the bytes stored (a second read, for these items only).
                 digests = file_digests(staging / item.path, ["sha256", *legacy])
@@ -419,9 +435,20 @@ def _receive(
                                    if report.approved_by else {})},
                        digests={"envelope": report.envelope_sha256,
                                 "statement": report.statement_sha256}, now=now)
+    except IntegrityError:
+        copies.discard()
+        with vault.transaction() as session:
+            if session.get(ReceivedPackage, envelope.package_id) is None:
+                raise
+        # Another `open` of the same package committed first.
+        raise ConflictError(f"package {envelope.package_id}: opened already in this vault "
+                            "(by another open that finished first)") from None
     except BaseException:
         copies.discard()
         raise
+    finally:
+        if hasher is not None:
+            hasher.shutdown(wait=True)
     copies.made.clear()  # recorded: the blobs are the vault's now, whatever fails next
     # Committed: the bytes of these were in the vault already, under another blob.
     for blob_id in recorded.redundant:

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import io
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -159,6 +160,17 @@ class BlobCopies:
                 written = writer.tell()
         self.made[path] = (blob_id, written, counter.count)
 
+    def store_file(self, path: str, file: Path, algorithms: Sequence[str],
+                   hasher_pool: ThreadPoolExecutor | None) -> Stored:
+        """Store the extracted ``file`` of ``path`` by reading it (:func:`store_path`), for
+        a store where a blob cannot be taken back: made only once the package passed."""
+        if path in self.made:
+            raise VerificationError(f"{path}: stored twice; nothing was stored")
+        result = store_path(self.blobs, file, self.recipient, algorithms,
+                            follow_symlinks=False, hasher_pool=hasher_pool)
+        self.made[path] = (result.blob_id, result.size, result.stored_size)
+        return result
+
     def stored(self, path: str, sha256: str) -> Stored:
         """The blob made for ``path``, as :func:`store_path` would describe it; ``sha256``
         is the digest the reader computed of the same chunks."""
@@ -183,10 +195,14 @@ def file_digests(path: str | os.PathLike[str], algorithms: Sequence[str]) -> dic
     buffer = bytearray(READ_SIZE)
     view = memoryview(buffer)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        # Never blocks: a fifo put in the file's place would hold this read (and the
+        # intake lock of its caller) for as long as nobody writes to it.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as e:
         raise VaultError(f"{path}: cannot open ({e.strerror})") from None
     with os.fdopen(fd, "rb", buffering=0) as src:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VaultError(f"{path}: is no longer a regular file; nothing was stored")
         while n := src.readinto(view):
             for h in hashers.values():
                 h.update(view[:n])
