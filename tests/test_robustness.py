@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_PASSPHRASE, Cli, pg_base_url
+from conftest import TEST_PASSPHRASE, Cli, pg_base_url, reuse_world
 
 CASE = "UA-2026-0042"
 BODIES = ("ICC-OTP", "UA-OPG")
@@ -173,6 +173,18 @@ def evidence_files(folder: Path, sizes: tuple[int, ...] = (20, 70_000, 300_000))
 
 def make_office(tmp: Path, database: str | None = None, recipient_db: str | None = None,
                 second_body: bool = False) -> Office:
+    """The office, ICC-OTP's vault (and UA-OPG's with ``second_body``) at ``tmp``: each
+    test's own copy of a world the test process builds once per backend (conftest's
+    ``reuse_world``)."""
+    office_fp, icc_fp = reuse_world(
+        ("robustness-office", second_body), tmp, [database, recipient_db],
+        lambda folder, dbs: _build_office(folder, dbs[0], dbs[1], second_body))
+    return Office(Cli(tmp / "office"), Cli(tmp / "icc"), tmp, tmp / "evidence", tmp / "outbox",
+                  tmp / "office.card.json", office_fp, icc_fp)
+
+
+def _build_office(tmp: Path, database: str | None, recipient_db: str | None,
+                  second_body: bool) -> tuple[str, str]:
     office = Cli(tmp / "office")
     office.init(database)
     office_fp = as_json(office, "identity", "create", "registry-office", "--org",
@@ -195,10 +207,9 @@ def make_office(tmp: Path, database: str | None = None, recipient_db: str | None
         office.ok("body", "add", "UA-OPG", "--name", "Fictional UA-OPG")
         office.ok("body", "key", "add", "UA-OPG", "--card", str(opg_card))
     icc.ok("contact", "add", str(office_card), "--fingerprint", office_fp)
-    outbox = tmp / "outbox"
-    outbox.mkdir()
-    return Office(office, icc, tmp, evidence_files(tmp / "evidence"), outbox, office_card,
-                  office_fp, icc_fp)
+    (tmp / "outbox").mkdir()
+    evidence_files(tmp / "evidence")
+    return office_fp, icc_fp
 
 
 def check_healthy(cli: Cli) -> dict[str, Any]:
