@@ -604,13 +604,14 @@ def test_init_killed_midway_leaves_no_vault_and_the_next_init_completes(
     assert not vault.exists()
     (staged,) = tmp_path.iterdir()
     assert staged.name.startswith(".office.init-")
-    done = run_evault("init", vault=vault)
-    assert done.returncode == 0, done.stderr
+    # The next commands in-process: only the killed init needs a process of its own.
+    done = Cli(vault)("init")
+    assert done.exit_code == 0, done.stderr
     assert "created:  yes\n" in done.stdout
     # The dead init's staging folder is gone too.
     assert [p.name for p in tmp_path.iterdir()] == ["office"]
-    assert run_evault("doctor", vault=vault).returncode == 0
-    assert run_evault("identity", "create", "registry-office", vault=vault).returncode == 0
+    assert Cli(vault)("doctor").exit_code == 0
+    assert Cli(vault)("identity", "create", "registry-office").exit_code == 0
 
 
 def test_init_into_an_empty_directory_killed_midway_leaves_it_empty(tmp_path: Path) -> None:
@@ -618,7 +619,7 @@ def test_init_into_an_empty_directory_killed_midway_leaves_it_empty(tmp_path: Pa
     vault.mkdir()
     crash("init", vault=vault, step="init.config_written")
     assert list(vault.iterdir()) == []
-    assert run_evault("init", vault=vault).returncode == 0
+    assert Cli(vault)("init").exit_code == 0  # in-process: only the killed init needs one
     assert (vault / "config.toml").is_file()
 
 
