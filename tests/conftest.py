@@ -48,7 +48,7 @@ def json_paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]
 # ----------------------------------------------------------------------------- vaults and CLI
 
 import secrets  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
+from collections.abc import Callable, Hashable, Iterator, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from click.testing import CliRunner, Result  # noqa: E402
@@ -167,7 +167,6 @@ _NEW_VAULTS: dict[str, tuple[Path, str, str]] = {}
 
 def _new_vault(backend: str) -> tuple[Path, str, str]:
     import atexit
-    import subprocess
     import tempfile
 
     if backend in _NEW_VAULTS:
@@ -181,30 +180,69 @@ def _new_vault(backend: str) -> tuple[Path, str, str]:
         if backend == "sqlite":
             Cli(made).ok("init")
         else:
-            import sqlalchemy as sa
-
-            base = pg_base_url()
-            schema = "evt_" + secrets.token_hex(6)
-            engine = sa.create_engine(base)
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-            sep = "&" if "?" in base else "?"
+            schema = _pg_create_schema()
             try:
-                Cli(made).ok("init", "--db", f"{base}{sep}options=-csearch_path%3D{schema}")
-                dsn = sa.engine.make_url(base).set(drivername="postgresql")
-                dump = subprocess.run(
-                    ["pg_dump", "--schema", schema, "--inserts", "--no-owner",
-                     "--no-privileges", "--dbname", dsn.render_as_string(hide_password=False)],
-                    check=True, capture_output=True, text=True).stdout
+                Cli(made).ok("init", "--db", _pg_url_of(schema))
+                dump = _pg_dump(schema)
             finally:
-                with engine.begin() as conn:
-                    conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-                engine.dispose()
-            # Without psql's own commands (\restrict), nor the CREATE SCHEMA pg_url did.
-            dump = "\n".join(line for line in dump.splitlines()
-                             if not line.startswith("\\") and line != f"CREATE SCHEMA {schema};")
+                _pg_drop_schema(schema)
     _NEW_VAULTS[backend] = (made, schema, dump)
     return _NEW_VAULTS[backend]
+
+
+def _pg_url_of(schema: str) -> str:
+    """The URL of ``schema`` in the test database, as :func:`pg_url` gives it."""
+    base = pg_base_url()
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+def _pg_dsn() -> str:
+    """The test database's URL for psycopg and pg_dump (no SQLAlchemy driver name)."""
+    import sqlalchemy as sa
+
+    dsn = sa.engine.make_url(pg_base_url()).set(drivername="postgresql")
+    return str(dsn.render_as_string(hide_password=False))
+
+
+def _pg_create_schema() -> str:
+    """A new schema named as :func:`pg_url` names one (so :meth:`Cli.init` copies into it)."""
+    import psycopg
+
+    schema = "evt_" + secrets.token_hex(6)
+    with psycopg.connect(_pg_dsn()) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}".encode())
+    return schema
+
+
+def _pg_drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(_pg_dsn()) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE".encode())
+
+
+def _pg_dump(schema: str) -> str:
+    """SQL that recreates ``schema``'s tables and rows in an existing empty schema."""
+    import subprocess
+
+    dump = subprocess.run(
+        ["pg_dump", "--schema", schema, "--inserts", "--no-owner", "--no-privileges",
+         "--dbname", _pg_dsn()],
+        check=True, capture_output=True, text=True).stdout
+    # Without psql's own commands (\restrict), nor the CREATE SCHEMA pg_url did.
+    return "\n".join(line for line in dump.splitlines()
+                     if not line.startswith("\\") and line != f"CREATE SCHEMA {schema};")
+
+
+def _pg_load(dump: str, schema: str, into: str) -> None:
+    """Run ``dump`` (of ``schema``) in the empty schema ``into``."""
+    import psycopg
+
+    assert schema in dump, dump
+    with psycopg.connect(_pg_dsn()) as conn:
+        # No parameters: many statements in one, committed at once on leaving.
+        conn.execute(dump.replace(schema, into).encode())
 
 
 def _copy_new_vault(target: Path, postgres: tuple[str, str] | None) -> None:
@@ -224,14 +262,72 @@ def _copy_new_vault(target: Path, postgres: tuple[str, str] | None) -> None:
         assert schema in text and schema in dump, (text, dump)
         text = text.replace(schema, into)
         assert f"database = {json.dumps(url)}" in text.splitlines(), text
-        import psycopg
-        import sqlalchemy as sa
-
-        dsn = sa.engine.make_url(pg_base_url()).set(drivername="postgresql")
-        with psycopg.connect(dsn.render_as_string(hide_password=False)) as conn:
-            # No parameters: many statements in one, committed at once on leaving.
-            conn.execute(dump.replace(schema, into).encode())
+        _pg_load(dump, schema, into)
     config.write_text(text)
+
+
+@dataclass
+class _World:
+    folder: Path
+    schemas: list[str | None]  # the template's PostgreSQL schema in each slot, or None
+    dumps: list[str]
+    value: Any
+
+
+#: The worlds :func:`reuse_world` built in this test process, by key and backends.
+_WORLDS: dict[tuple[Hashable, tuple[bool, ...]], _World] = {}
+
+
+def reuse_world(key: Hashable, target: Path, databases: Sequence[str | None],
+                build: Callable[[Path, list[str | None]], Any]) -> Any:
+    """A world of vaults at ``target`` as ``build(target, databases)`` would make it, for a
+    helper that tests call with their own ``tmp_path`` and databases (None: SQLite; a
+    ``pg_url``: a fresh PostgreSQL schema, one per slot). The test process runs ``build``
+    once for each ``key`` and pattern of backends, in a folder and schemas of its own, then
+    copies the result into each test's ``target``: the folder's entries, and each schema as
+    its ``pg_dump`` loaded into the test's schema, whose URL the copied ``config.toml``
+    files then name. The vaults keep the template's ``vault_id`` (as :func:`copy_template`
+    does). Returns what ``build`` returned, which must name no path (the template's are
+    not the test's). ``build`` runs isolated as a test does, with no default vault."""
+    import atexit
+    import tempfile
+
+    kinds = tuple(db is not None for db in databases)
+    world = _WORLDS.get((key, kinds))
+    if world is None:
+        folder = Path(tempfile.mkdtemp(prefix="evault-world-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        made = folder / "world"
+        made.mkdir()
+        schemas: list[str | None] = [_pg_create_schema() if pg else None for pg in kinds]
+        try:
+            with pytest.MonkeyPatch.context() as env:
+                isolate(env, folder / "no-default-vault")
+                value = build(made, [None if s is None else _pg_url_of(s) for s in schemas])
+            dumps = [_pg_dump(s) if s else "" for s in schemas]
+        finally:
+            for s in schemas:
+                if s is not None:
+                    _pg_drop_schema(s)
+        world = _WORLDS[(key, kinds)] = _World(made, schemas, dumps, value)
+    targets: list[tuple[str, str, str]] = []  # (template schema, test schema, test URL)
+    for schema, dump, url in zip(world.schemas, world.dumps, databases, strict=True):
+        if schema is not None:
+            assert url is not None
+            into = re.search(r"search_path%3D(\w+)$", url)
+            assert into is not None, url
+            _pg_load(dump, schema, into[1])
+            targets.append((schema, into[1], url))
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(world.folder, target, symlinks=True, dirs_exist_ok=True)
+    for config in target.rglob("config.toml") if targets else ():
+        text = config.read_text()
+        for schema, into, url in targets:
+            if schema in text:
+                text = text.replace(schema, into)
+                assert f"database = {json.dumps(url)}" in text.splitlines(), text
+        config.write_text(text)
+    return world.value
 
 
 def build_template(tmp_path_factory: pytest.TempPathFactory, name: str,

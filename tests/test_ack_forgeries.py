@@ -9,7 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from test_opening import World, _ack, _make_world
+from conftest import reuse_world
+from test_opening import World, _ack, _make_vaults, _package_world
 
 from vault.crypto.keys import SigningKey
 from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
@@ -19,7 +20,15 @@ from vault.formats.receipt import ACK_NAMESPACE, Acknowledgement, sign_document
 @pytest.fixture
 def world(tmp_path: Path) -> World:
     """Office, ICC-OTP and UA-OPG vaults on SQLite, and one package for ICC-OTP."""
-    return _make_world(tmp_path, None)
+    return opening_world(tmp_path)
+
+
+def opening_world(tmp_path: Path) -> World:
+    """test_opening's ``_make_world(tmp_path, None)``: the vaults a copy of those the test
+    process builds once (conftest's ``reuse_world``), the package built for the test."""
+    fingerprints = reuse_world("opening-vaults", tmp_path, [None],
+                               lambda tmp, _: _make_vaults(tmp, None))
+    return _package_world(tmp_path, *fingerprints)
 
 
 def _key(world: World, name: str | None = None) -> SigningKey:

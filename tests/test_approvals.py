@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from conftest import Cli, reuse_world
 from test_robustness import assert_refusal
 
 CASE = "UA-2026-0042"
@@ -52,6 +52,15 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path) -> World:
+    """The office (a policy of two approvals of three for ICC-OTP, a case of two items), the
+    approvers' vaults and ICC-OTP's: each test's own copy of a world the test process builds
+    once (conftest's ``reuse_world``)."""
+    reuse_world("approvals", tmp_path, [None], lambda tmp, _: _build_world(tmp))
+    office, defense, nsc, icc = (Cli(tmp_path / n) for n in ("office", "defense", "nsc", "icc"))
+    return World(tmp_path, office, defense, nsc, icc)
+
+
+def _build_world(tmp_path: Path) -> None:
     office, defense, nsc, icc = (Cli(tmp_path / n) for n in ("office", "defense", "nsc", "icc"))
     for cli in (office, defense, nsc, icc):
         cli.init()
@@ -79,7 +88,6 @@ def world(tmp_path: Path) -> World:
     office.ok("ingest", str(evidence), "-r", "--case", CASE, "--create-case")
     office.ok("approval", "policy", "set", "--body", "ICC-OTP", "--need", "2", "--of",
               APPROVERS)
-    return World(tmp_path, office, defense, nsc, icc)
 
 
 def test_no_quorum_no_package_then_two_offices_approve_and_the_recipient_sees_who(

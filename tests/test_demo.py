@@ -59,11 +59,12 @@ def clean_env(**extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     tmp = tmp_path_factory.mktemp("demo")
-    # tests/fast_kdf: the demo's key files at the lowest scrypt cost (see its docstring).
-    fast = Path(__file__).resolve().parent / "fast_kdf"
+    # tests/demo_site: the demo's key files at the lowest scrypt cost, and its evault steps
+    # forked from the demo's process, which imported evault once (see its docstring).
+    site = Path(__file__).resolve().parent / "demo_site"
     proc = subprocess.run(
         [sys.executable, str(DEMO), "--keep"],
-        env=clean_env(TMPDIR=str(tmp), PYTHONPATH=str(fast)),
+        env=clean_env(TMPDIR=str(tmp), PYTHONPATH=str(site), EVAULT_TEST_FORK_EVAULT="1"),
         capture_output=True,
         text=True,
         timeout=600,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, build_template, copy_template
+from conftest import Cli, build_template, copy_template, reuse_world
 from test_key_history import sql
 from test_robustness import assert_refusal
 
@@ -60,11 +60,14 @@ def sqlite_office(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def office(database: str | None, tmp_path: Path, request: pytest.FixtureRequest) -> Office:
     """The office (three bodies, a rule releasing witness-identity to ICC-OTP, the original
-    labelled witness-identity): on SQLite each test's own copy of the module's template, on
-    PostgreSQL built for the test (its database is not in the vault's folder)."""
+    labelled witness-identity): each test's own copy of the module's template on SQLite, of
+    the test process's (conftest's ``reuse_world``: its database is not in the vault's
+    folder) on PostgreSQL."""
     if database is not None:
-        return _build(Cli(tmp_path / "vault").init(database), tmp_path)
-    copy_template(request.getfixturevalue("sqlite_office"), tmp_path)
+        reuse_world("derived-release", tmp_path, [database],
+                    lambda tmp, dbs: _build(Cli(tmp / "vault").init(dbs[0]), tmp).original)
+    else:
+        copy_template(request.getfixturevalue("sqlite_office"), tmp_path)
     return Office(Cli(tmp_path / "vault"), (tmp_path / "original-id").read_text(), tmp_path)
 
 

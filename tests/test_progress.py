@@ -179,11 +179,11 @@ def test_items_export_on_a_terminal_shows_bytes_written_up_to_the_size(sqlite_cl
 
 def _package(tmp_path: Path) -> tuple[Cli, Path, int, int]:
     """An ICC-OTP vault and a package for it: (its Cli, the package, payload size, item bytes)."""
-    from test_opening import _make_world
+    from test_ack_forgeries import opening_world
 
     from vault.formats.package import read_package
 
-    world = _make_world(tmp_path, None)
+    world = opening_world(tmp_path)
     items = len(b"fictional statement\n") + 256 * 300
     return world.icc, world.package, read_package(world.package).payload_size, items
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_PASSPHRASE, Cli, pg_base_url
+from conftest import TEST_PASSPHRASE, Cli, pg_base_url, reuse_world
 
 CASE = "UA-2026-0042"
 BODIES = ("ICC-OTP", "UA-OPG")
@@ -173,6 +173,18 @@ def evidence_files(folder: Path, sizes: tuple[int, ...] = (20, 70_000, 300_000))
 
 def make_office(tmp: Path, database: str | None = None, recipient_db: str | None = None,
                 second_body: bool = False) -> Office:
+    """The office, ICC-OTP's vault (and UA-OPG's with ``second_body``) at ``tmp``: each
+    test's own copy of a world the test process builds once per backend (conftest's
+    ``reuse_world``)."""
+    office_fp, icc_fp = reuse_world(
+        ("robustness-office", second_body), tmp, [database, recipient_db],
+        lambda folder, dbs: _build_office(folder, dbs[0], dbs[1], second_body))
+    return Office(Cli(tmp / "office"), Cli(tmp / "icc"), tmp, tmp / "evidence", tmp / "outbox",
+                  tmp / "office.card.json", office_fp, icc_fp)
+
+
+def _build_office(tmp: Path, database: str | None, recipient_db: str | None,
+                  second_body: bool) -> tuple[str, str]:
     office = Cli(tmp / "office")
     office.init(database)
     office_fp = as_json(office, "identity", "create", "registry-office", "--org",
@@ -195,10 +207,9 @@ def make_office(tmp: Path, database: str | None = None, recipient_db: str | None
         office.ok("body", "add", "UA-OPG", "--name", "Fictional UA-OPG")
         office.ok("body", "key", "add", "UA-OPG", "--card", str(opg_card))
     icc.ok("contact", "add", str(office_card), "--fingerprint", office_fp)
-    outbox = tmp / "outbox"
-    outbox.mkdir()
-    return Office(office, icc, tmp, evidence_files(tmp / "evidence"), outbox, office_card,
-                  office_fp, icc_fp)
+    (tmp / "outbox").mkdir()
+    evidence_files(tmp / "evidence")
+    return office_fp, icc_fp
 
 
 def check_healthy(cli: Cli) -> dict[str, Any]:
@@ -593,13 +604,14 @@ def test_init_killed_midway_leaves_no_vault_and_the_next_init_completes(
     assert not vault.exists()
     (staged,) = tmp_path.iterdir()
     assert staged.name.startswith(".office.init-")
-    done = run_evault("init", vault=vault)
-    assert done.returncode == 0, done.stderr
+    # The next commands in-process: only the killed init needs a process of its own.
+    done = Cli(vault)("init")
+    assert done.exit_code == 0, done.stderr
     assert "created:  yes\n" in done.stdout
     # The dead init's staging folder is gone too.
     assert [p.name for p in tmp_path.iterdir()] == ["office"]
-    assert run_evault("doctor", vault=vault).returncode == 0
-    assert run_evault("identity", "create", "registry-office", vault=vault).returncode == 0
+    assert Cli(vault)("doctor").exit_code == 0
+    assert Cli(vault)("identity", "create", "registry-office").exit_code == 0
 
 
 def test_init_into_an_empty_directory_killed_midway_leaves_it_empty(tmp_path: Path) -> None:
@@ -607,7 +619,7 @@ def test_init_into_an_empty_directory_killed_midway_leaves_it_empty(tmp_path: Pa
     vault.mkdir()
     crash("init", vault=vault, step="init.config_written")
     assert list(vault.iterdir()) == []
-    assert run_evault("init", vault=vault).returncode == 0
+    assert Cli(vault)("init").exit_code == 0  # in-process: only the killed init needs one
     assert (vault / "config.toml").is_file()
 
 

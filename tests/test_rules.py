@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli
+from conftest import Cli, reuse_world
 
 from vault.formats.canonical import canonical_json
 from vault.service.rules import add_rule, release_verdict, set_default
@@ -47,7 +47,15 @@ class Office:
 
 
 @pytest.fixture
-def office(sqlite_cli: Cli, tmp_path: Path) -> Office:
+def office(tmp_path: Path) -> Office:
+    """The office (two bodies, an item labelled restricted-icc): each test's own copy of a
+    world the test process builds once (conftest's ``reuse_world``)."""
+    item = reuse_world("rules-office", tmp_path, [None], lambda tmp, _: _build_office(tmp))
+    return Office(Cli(tmp_path / "vault"), item, tmp_path)
+
+
+def _build_office(tmp_path: Path) -> str:
+    sqlite_cli = Cli(tmp_path / "vault").init()
     sqlite_cli.ok("identity", "create", "registry-office")
     for body in ("ICC-OTP", "UA-OPG"):
         other = Cli(tmp_path / f"vault-{body}")
@@ -61,8 +69,7 @@ def office(sqlite_cli: Cli, tmp_path: Path) -> Office:
     evidence.write_bytes(b"fictional statement for the ICC only")
     sqlite_cli.ok("ingest", str(evidence), "--case", CASE, "--create-case", "--label",
                   "restricted-icc")
-    item = json.loads(sqlite_cli.ok("items", "list", "--json").stdout)[0]["id"]
-    return Office(sqlite_cli, item, tmp_path)
+    return str(json.loads(sqlite_cli.ok("items", "list", "--json").stdout)[0]["id"])
 
 
 def test_release_verdict() -> None:

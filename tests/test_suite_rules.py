@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,23 +14,41 @@ from conftest import TESTS
 ROOT = TESTS.parent
 
 
-def collected(*args: str) -> list[str]:
-    """The ids ``pytest --collect-only`` selects with ``args``, in a subprocess."""
+#: Runs ``pytest --collect-only`` once for each selection given as JSON in argv[1], in one
+#: process: the second collection finds the test modules imported (and their asserts
+#: rewritten) by the first, which is most of the time a collection of the suite takes.
+COLLECT_EACH = """
+import contextlib, io, json, sys
+import pytest
+
+for args in json.loads(sys.argv[1]):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = pytest.main(["--collect-only", "-q", "-p", "no:cacheprovider", *args])
+    print(json.dumps({"code": int(code), "out": out.getvalue()}))
+"""
+
+
+def collected(*selections: list[str]) -> list[list[str]]:
+    """The ids ``pytest --collect-only`` selects with each of ``selections`` (its
+    arguments), in one subprocess."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-         *args],
+        [sys.executable, "-c", COLLECT_EACH, json.dumps(selections)],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return [line for line in proc.stdout.splitlines() if "::" in line]
+    runs = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(runs) == len(selections), proc.stdout + proc.stderr
+    for run in runs:
+        assert run["code"] == 0, run["out"] + proc.stderr
+    return [[line for line in run["out"].splitlines() if "::" in line] for run in runs]
 
 
 def test_the_database_server_marker_selects_exactly_its_tests() -> None:
     """Every PostgreSQL instance of a test carries the ``postgres`` marker (conftest.py
     ``BACKENDS``), and only those: ``-m 'not postgres'`` runs on a machine without one."""
-    without = collected("-m", "not postgres")
-    only = collected("-m", "postgres")
+    without, only = collected(["-m", "not postgres"], ["-m", "postgres"])
     assert len(without) > 1000 and len(only) > 100
     assert [t for t in without if "postgres" in t.lower()] == []
     assert [t for t in only if "postgres" not in t.lower()] == []

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from conftest import Cli
+from conftest import Cli, reuse_world
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
@@ -39,7 +39,16 @@ class World:
 
 
 def _make_world(tmp: Path, database: str | None) -> World:
-    """An office vault that sent a package to ICC-OTP, opened and acknowledged there."""
+    """An office vault that sent a package to ICC-OTP, opened and acknowledged there: each
+    test's own copy of a world the test process builds once per backend (conftest's
+    ``reuse_world``)."""
+    pid = reuse_world("witness", tmp, [database], lambda t, dbs: _build_world(t, dbs[0]))
+    return World(Cli(tmp / "office"), Cli(tmp / "icc"), tmp, tmp / "office.card.json",
+                 tmp / "icc.card.json", tmp / "icc.evpkg", pid, tmp / "ack.json")
+
+
+def _build_world(tmp: Path, database: str | None) -> str:
+    """The world of :func:`_make_world` at ``tmp``; the package's id."""
     office, icc = Cli(tmp / "office"), Cli(tmp / "icc")
     office.init(database)
     icc.init()
@@ -63,7 +72,7 @@ def _make_world(tmp: Path, database: str | None) -> World:
     icc.ok("open", str(package), "--out", str(tmp / "received"))
     ack = tmp / "ack.json"
     icc.ok("ack", pid, "-o", str(ack))
-    return World(office, icc, tmp, office_card, icc_card, package, pid, ack)
+    return str(pid)
 
 
 @pytest.fixture
