@@ -359,3 +359,56 @@ def test_under_object_lock_files_are_stored_only_once_the_package_passed(
     [item] = opened["items"]
     icc.ok("items", "export", item["id"], "-o", str(tmp_path / "copy.txt"), "--reason", "check")
     assert (tmp_path / "copy.txt").read_bytes() == evidence.read_bytes()
+
+
+# ------------------------------------------- de-duplication trusts no row it has not checked
+
+
+def _claim_bytes_of(vault: Path, path: Path) -> str:
+    """As someone who can write the database (not the keys, not the blob folder): make the
+    row of an existing blob claim the SHA-256 and size of ``path``'s bytes. Returns that
+    blob's id."""
+    import hashlib
+    import sqlite3
+
+    data = path.read_bytes()
+    db = sqlite3.connect(vault / "vault.db")
+    with db:
+        [(blob_id,)] = db.execute("SELECT id FROM blobs").fetchall()
+        db.execute("UPDATE blobs SET sha256 = ?, size = ? WHERE id = ?",
+                    (hashlib.sha256(data).hexdigest(), len(data), blob_id))
+    db.close()
+    return str(blob_id)
+
+
+@pytest.mark.parametrize("command", ["open", "ingest"])
+def test_a_blob_row_that_lies_about_its_bytes_is_not_deduplicated_onto(
+        world: World, command: str) -> None:
+    """The blob a new item would share is checked first (decrypted and hashed): a row
+    changed to claim the new file's digest, pointing at other bytes, made evault delete the
+    verified new blob and point the item at those other bytes. Now the new blob is kept."""
+    decoy = world.tmp / "decoy.txt"
+    decoy.write_bytes(b"a fictional note already in the vault\n")
+    world.icc.ok("ingest", str(decoy), "--case", "DECOY-1", "--create-case")
+    photo = world.tmp / "evidence" / "photo.jpg"
+    planted = _claim_bytes_of(world.icc.vault, photo)
+    if command == "open":
+        out = world.tmp / "out"
+        opened = as_json(world.icc, "open", str(world.package), "--out", str(out), "--json")
+        [item] = [i["id"] for i in opened["items"] if i["name"] == "photo.jpg"]
+    else:
+        item = as_json(world.icc, "ingest", str(photo), "--case", "DECOY-1", "--json")[0]["id"]
+    assert planted in [p.name for p in _blob_files(world.icc.vault)]  # nothing deleted
+    copy = world.tmp / "copy.jpg"
+    world.icc.ok("items", "export", item, "-o", str(copy), "--reason", "check")
+    assert copy.read_bytes() == photo.read_bytes()
+
+
+def test_an_honest_duplicate_still_shares_one_blob(world: World) -> None:
+    """The check passes for a blob that holds the bytes: one blob for both items."""
+    photo = world.tmp / "evidence" / "photo.jpg"
+    world.icc.ok("ingest", str(photo), "--case", "DUP-1", "--create-case")
+    opened = as_json(world.icc, "open", str(world.package), "--out", str(world.tmp / "out"),
+                     "--json")
+    assert len(opened["items"]) == 2
+    assert len(_blob_files(world.icc.vault)) == 2  # photo.jpg's, shared; the statement's

@@ -55,7 +55,7 @@ from vault.service.items import get_case
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
 from vault.service.results import Result
-from vault.service.storing import Stored, store_path, store_paths
+from vault.service.storing import Stored, blob_holds, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import Blobs
 from vault.store.models import Case, Item, VaultKey
@@ -479,6 +479,21 @@ def storage_recipient(vault: Vault, as_name: str | None = None) -> AgeRecipient:
     return identity.recipient
 
 
+def blob_check(vault: Vault, session: Session) -> Callable[[str, str | None, str, int], bool]:
+    """``record_items``'s ``holds``: whether a recorded blob decrypts to the bytes its row
+    says (:func:`vault.service.storing.blob_holds`); the storage key is loaded on the
+    first check, so a call that finds no duplicate never loads it."""
+    blobs = vault.blob_store()
+    key: list[AgeIdentity] = []
+
+    def holds(blob_id: str, version: str | None, sha256: str, size: int) -> bool:
+        if not key:
+            key.append(storage_identity(vault, session))
+        return blob_holds(blobs, key[0], blob_id, version, sha256, size)
+
+    return holds
+
+
 def storage_identity(vault: Vault, session: Session) -> AgeIdentity:
     """The private storage key, from the key store."""
     row = session.get(VaultKey, "storage")
@@ -870,7 +885,7 @@ def _record_batch(
                                  if stored.row.fields.derivation else None),
             )
             for stored, link in zip(batch, links, strict=True)
-        ], now=now)
+        ], now=now, holds=blob_check(vault, session))
         out = [
             IngestedItem(
                 id=item_id,

@@ -70,7 +70,7 @@ from vault.service.inspection import (
     check_claimed_digest,
     inspect_package,
 )
-from vault.service.intake import storage_recipient
+from vault.service.intake import blob_check, storage_recipient
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
 from vault.service.results import Result, Sparse
@@ -403,7 +403,7 @@ def _receive(
                     derived_from=item.derived_from,
                 )
                 for item, meta, case, result in stored
-            ], now=now)
+            ], now=now, holds=blob_check(vault, session))
             received = tuple(
                 OpenedItem(id=local_id, source_item=item.id, name=Path(item.path).name,
                            size=item.size, sha256=item.sha256)

@@ -11,6 +11,10 @@ intake, ``item.received`` for open), one bulk INSERT per table. A blob whose byt
 and size) the vault holds already, or that an earlier item of the same call holds, is not
 recorded: the item points at the blob kept, and the new blob is listed in
 :attr:`Recorded.redundant` for the caller to remove once the transaction has committed.
+A blob the vault holds already is trusted for that only once ``holds`` (the caller's:
+decrypt it and hash it) says it has those bytes: its row is the database's word, and a
+row made up by whoever can write the database would otherwise have evault delete the
+verified new blob and point the item at other bytes.
 
 Imports ``vault.store``, a package's :class:`~vault.formats.package.ItemLink` (the one form
 of a derived copy's link) and the custody log and ids of the service layer; nothing of
@@ -19,7 +23,7 @@ intake or open, which call it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -81,6 +85,7 @@ def record_items(
     items: Sequence[NewItem],
     *,
     now: datetime,
+    holds: Callable[[str, str | None, str, int], bool],
 ) -> Recorded:
     """Record ``items`` in the caller's transaction, their blobs de-duplicated by content.
 
@@ -88,11 +93,23 @@ def record_items(
     order given, one custody event signed by ``pair``, whose seq is its intake order.
     """
     redundant: list[str] = []
-    known: dict[tuple[str, int], str] = {
-        (b.sha256, b.size): b.id
-        for b in session.scalars(select(Blob).where(
-            Blob.sha256.in_({new.stored.sha256 for new in items})))
-    }
+    # Rows of blobs said to hold these bytes, not yet checked; and those checked.
+    recorded: dict[tuple[str, int], list[tuple[str, str | None]]] = {}
+    for b in session.scalars(select(Blob).where(
+            Blob.sha256.in_({new.stored.sha256 for new in items}))):
+        recorded.setdefault((b.sha256, b.size), []).append((b.id, b.version_id))
+    known: dict[tuple[str, int], str] = {}
+
+    def kept(key: tuple[str, int]) -> str | None:
+        """The blob of these bytes to keep: one made in this call, or a recorded one that
+        ``holds`` has checked (each at most once)."""
+        if key not in known:
+            for blob_id, version in recorded.pop(key, []):
+                if holds(blob_id, version, *key):
+                    known[key] = blob_id
+                    break
+        return known.get(key)
+
     blob_rows: list[dict[str, Any]] = []
     item_rows: list[dict[str, Any]] = []
     label_rows: list[dict[str, Any]] = []
@@ -102,7 +119,7 @@ def record_items(
     for new in items:
         stored = new.stored
         key = (stored.sha256, stored.size)
-        blob_id = known.get(key)
+        blob_id = kept(key)
         if blob_id is None:
             blob_rows.append({"id": stored.blob_id, "size": stored.size,
                               "sha256": stored.sha256, "stored_size": stored.stored_size,

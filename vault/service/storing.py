@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from vault.crypto.age import AgeRecipient, AgeWriter
+from vault.crypto.age import AgeIdentity, AgeReader, AgeRecipient, AgeWriter
 from vault.durable import BackgroundWriter
 from vault.errors import VaultError, VerificationError
 from vault.formats.provenance import HEAD_SIZE, Checks, examine, sniff
@@ -187,6 +187,24 @@ class BlobCopies:
         for blob_id, _, _ in self.made.values():
             self.blobs.remove(blob_id)
         self.made.clear()
+
+
+def blob_holds(blobs: Blobs, identity: AgeIdentity, blob_id: str, version: str | None,
+               sha256: str, size: int) -> bool:
+    """Whether the blob decrypts, with the storage key ``identity``, to ``size`` bytes of
+    SHA-256 ``sha256``: what its row says, which whoever can write the database can make
+    up. False for a blob that is missing, does not decrypt, or holds other bytes."""
+    digest = hashlib.sha256()
+    total = 0
+    try:
+        with blobs.open(blob_id, version) as src:
+            reader = AgeReader(src, [identity])
+            while chunk := reader.read(READ_SIZE):
+                digest.update(chunk)
+                total += len(chunk)
+    except (OSError, VaultError):
+        return False
+    return total == size and digest.hexdigest() == sha256
 
 
 def file_digests(path: str | os.PathLike[str], algorithms: Sequence[str]) -> dict[str, str]:
