@@ -241,11 +241,22 @@ def copy_file(src: int, dst: int, size: int | None = None, *, writeback: bool = 
     return done
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: ReadableBuffer) -> None:
     """``os.write`` until all of ``data`` is written."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    _write_whole(lambda view: os.write(fd, view), data)
+
+
+def _write_whole(write: Callable[[memoryview], int | None], data: ReadableBuffer) -> int:
+    """Call ``write`` until it has taken all of ``data`` (a raw write may take only part of
+    it); the number of bytes. One that takes nothing is an I/O error, not a loop."""
+    with memoryview(data) as whole, whole.cast("B") as view:
+        done = 0
+        while done < len(view):
+            n = write(view[done:])
+            if not n:
+                raise OSError(errno.EIO, "write: the file took none of the data")
+            done += n
+    return done
 
 
 WRITEBACK_STEP = 8 << 20
@@ -266,13 +277,7 @@ class WritebackFile(io.FileIO):
         it is all written, so callers that hand the file a buffer once never lose a tail)."""
         if self._start is None:
             self._start = self._end = self.tell()
-        with memoryview(data) as whole, whole.cast("B") as view:
-            done = 0
-            while done < len(view):
-                n = super().write(view[done:])
-                if not n:
-                    raise OSError(errno.EIO, "write: the file took none of the data")
-                done += n
+        done = _write_whole(super().write, data)
         self._end += done
         if self._end - self._start >= WRITEBACK_STEP:
             start_writeback(self.fileno(), self._start, self._end - self._start)
@@ -303,19 +308,10 @@ class BackgroundWriter:
 
     def write(self, data: ReadableBuffer, /) -> int:
         self._wait()
-        self._pending = self._pool.submit(self._write_all, data)
+        # All of it, however little each write takes: this caller is told it was.
+        self._pending = self._pool.submit(_write_whole, self._out.write, data)
         with memoryview(data) as view:
             return view.nbytes
-
-    def _write_all(self, data: ReadableBuffer) -> None:
-        """``out.write`` until it has taken all of ``data``: this caller was told it did."""
-        with memoryview(data) as whole, whole.cast("B") as view:
-            done = 0
-            while done < len(view):
-                n = self._out.write(view[done:])
-                if not n:
-                    raise OSError(errno.EIO, "write: the file took none of the data")
-                done += n
 
     def flush(self) -> None:
         self._wait()

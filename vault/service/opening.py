@@ -260,8 +260,8 @@ def open_package(
     # Not under Object Lock: a blob there cannot be taken back (a delete leaves the locked
     # version), so a refused package would leave its ciphertext for the retention period;
     # the files are stored from the extracted copies once everything passed.
-    copies = BlobCopies(blobs, storage_recipient(vault))
-    streamed = vault.config.object_lock is None
+    copies = BlobCopies(blobs, storage_recipient(vault),
+                        streaming=vault.config.object_lock is None)
     with pending.recorded(vault.root, "open", token, pending.real_folder(out_dir)) as entry, \
             blobs.intake_lock():
         # Made by inspect_package once the payload is the one signed; removed on any failure.
@@ -269,7 +269,7 @@ def open_package(
             report = None
             report = inspect_package(path, trusted=trusted, identities=identities,
                                      extract_to=staging, progress=verifying,
-                                     copy_payload=copies if streamed else None)
+                                     copy_payload=copies if copies.streaming else None)
             crash_point("open.staged")
             signer = report.sender_key.fingerprint
             if trust_sender and signer != trust_sender:
@@ -290,8 +290,8 @@ def open_package(
             attested = (timestamping.check_tokens(
                 envelope.timestamps, envelope.checkpoint, tsa_roots,
                 f"package {report.package_id}") if envelope.timestamps and tsa_roots else [])
-            result = _receive(vault, report, copies, streamed, staging, final, as_name, now,
-                              storing, revoked_at, attested)
+            result = _receive(vault, report, copies, staging, final, as_name, now, storing,
+                              revoked_at, attested)
             if envelope.timestamps and not tsa_roots:
                 result = replace(result, timestamps_unchecked=len(envelope.timestamps))
             os.rename(staging, final)
@@ -312,7 +312,6 @@ def _receive(
     vault: Vault,
     report: PackageReport,
     copies: BlobCopies,
-    streamed: bool,
     staging: Path,
     final: Path,
     as_name: str | None,
@@ -322,11 +321,12 @@ def _receive(
     attested: Sequence[timestamping.Attested] = (),
 ) -> OpenedPackage:
     """Record the verified files, stored at rest by ``copies`` as they were decrypted
-    (``streamed`` False: stored now, from the extracted files), and their custody;
+    (unless ``copies`` does not stream: stored now, from the extracted files), and their
+    custody;
     ``revoked_at`` (the sender's key was revoked then, and opened with --allow-revoked)
     goes into the ``package.opened`` event. ``final`` is where ``staging`` is renamed to
     once received. ``progress`` gets (bytes, bytes in all) once the blobs are
-    durable. The blobs are discarded on any failure here, and kept once recorded."""
+    durable. On a failure here the caller discards the blobs; once recorded they are kept."""
     assert report.statement is not None and report.matched_key is not None
     assert report.bag is not None
     statement = report.statement
@@ -335,14 +335,14 @@ def _receive(
     blobs = copies.blobs
     stored = []
     total = sum(item.size for item in statement.items)
-    hasher = ThreadPoolExecutor(max_workers=1) if not streamed else None
+    hasher = ThreadPoolExecutor(max_workers=1) if not copies.streaming else None
     try:
         for item in statement.items:
             meta = metadata[item.id]
             case = str(meta.get("case") or f"RECEIVED-{envelope.package_id}")
             claimed = {str(k): str(v) for k, v in (meta.get("digests") or {}).items()}
             legacy = sorted(set(claimed) - {"sha256"})
-            if streamed:
+            if copies.streaming:
                 # The digest read_bag computed of the very chunks the blob was made of.
                 result = copies.stored(item.path, report.bag.manifest.get(item.path, ""))
             else:
@@ -352,7 +352,7 @@ def _receive(
                     f"package {envelope.package_id}: item {item.id} was stored as "
                     f"{result.size} bytes with SHA-256 {result.sha256}, not as signed (it "
                     "changed on disk while being received?); nothing was received")
-            if legacy and streamed:
+            if legacy and copies.streaming:
                 # MD5 or SHA-1 the sender lists: computed from the extracted file, which the
                 # SHA-256 ties to the bytes stored (a second read, for these items only).
                 digests = file_digests(staging / item.path, ["sha256", *legacy])
@@ -436,20 +436,16 @@ def _receive(
                        digests={"envelope": report.envelope_sha256,
                                 "statement": report.statement_sha256}, now=now)
     except IntegrityError:
-        copies.discard()
         with vault.transaction() as session:
             if session.get(ReceivedPackage, envelope.package_id) is None:
                 raise
         # Another `open` of the same package committed first.
         raise ConflictError(f"package {envelope.package_id}: opened already in this vault "
                             "(by another open that finished first)") from None
-    except BaseException:
-        copies.discard()
-        raise
     finally:
         if hasher is not None:
             hasher.shutdown(wait=True)
-    copies.made.clear()  # recorded: the blobs are the vault's now, whatever fails next
+    copies.keep()  # recorded: the blobs are the vault's now, whatever fails next
     # Committed: the bytes of these were in the vault already, under another blob.
     for blob_id in recorded.redundant:
         blobs.remove(blob_id)

@@ -118,17 +118,18 @@ def store_path(
                     f"{path}: changed while being read; nothing of it was stored, "
                     "ingest it again when it is stable"
                 )
+    return _stored(blobs, blob_id, total, hashers[0].hexdigest(), counter.count,
+                   extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
+                   provenance=provenance)
+
+
+def _stored(blobs: Blobs, blob_id: str, size: int, sha256: str, stored_size: int,
+            **measured: Any) -> Stored:
+    """The :class:`Stored` of a blob just written, with where the store placed it."""
     placed = blobs.placement(blob_id)
-    return Stored(
-        blob_id=blob_id,
-        size=total,
-        sha256=hashers[0].hexdigest(),
-        stored_size=counter.count,
-        extra={a: h.hexdigest() for a, h in zip(algorithms, hashers[1:], strict=True)},
-        version=placed.version if placed else None,
-        retain_until=placed.retain_until if placed else None,
-        provenance=provenance,
-    )
+    return Stored(blob_id=blob_id, size=size, sha256=sha256, stored_size=stored_size,
+                  version=placed.version if placed else None,
+                  retain_until=placed.retain_until if placed else None, **measured)
 
 
 class BlobCopies:
@@ -136,13 +137,16 @@ class BlobCopies:
     on the way (:data:`vault.formats.bagit.PayloadCopy`, for ``open``'s bag reader, which
     hashes them). ``made`` maps each file's path to (blob id, bytes, encrypted bytes).
 
+    With ``streaming`` False (a store where a blob cannot be taken back) nothing is stored
+    as it streams: :meth:`store_file` stores each file once what it came from passed.
     The blobs are the caller's to account for: :meth:`discard` removes every one made,
     for when what they came from is refused; hold the store's intake lock meanwhile.
     """
 
-    def __init__(self, blobs: Blobs, recipient: AgeRecipient) -> None:
+    def __init__(self, blobs: Blobs, recipient: AgeRecipient, *, streaming: bool) -> None:
         self.blobs = blobs
         self.recipient = recipient
+        self.streaming = streaming
         self.made: dict[str, tuple[str, int, int]] = {}
 
     @contextlib.contextmanager
@@ -177,13 +181,14 @@ class BlobCopies:
         if path not in self.made:
             raise VerificationError(f"{path}: no blob was made of it; nothing was stored")
         blob_id, size, stored_size = self.made[path]
-        placed = self.blobs.placement(blob_id)
-        return Stored(blob_id=blob_id, size=size, sha256=sha256, stored_size=stored_size,
-                      version=placed.version if placed else None,
-                      retain_until=placed.retain_until if placed else None)
+        return _stored(self.blobs, blob_id, size, sha256, stored_size)
+
+    def keep(self) -> None:
+        """The blobs made are recorded: :meth:`discard` leaves them from now on."""
+        self.made.clear()
 
     def discard(self) -> None:
-        """Remove every blob made so far."""
+        """Remove every blob made so far (and not kept)."""
         for blob_id, _, _ in self.made.values():
             self.blobs.remove(blob_id)
         self.made.clear()
