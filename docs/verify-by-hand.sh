@@ -72,9 +72,14 @@ for pkg in "$@"; do
   sealed=no
 
   members=$(tar -tf "$pkg" 2>/dev/null | tr '\n' ' ')
-  if [ "$members" = "envelope.json envelope.json.sig payload.age " ] &&
+  case "$members" in  # the payload first (layout 2), or the envelope first (layout 1)
+    "payload.age envelope.json envelope.json.sig "|"envelope.json envelope.json.sig payload.age ")
+      layout=ok ;;
+    *) layout=bad ;;
+  esac
+  if [ "$layout" = ok ] &&
      tar -xf "$pkg" -C "$d" envelope.json envelope.json.sig 2>/dev/null; then
-    ok "tar members envelope.json, envelope.json.sig, payload.age"
+    ok "tar members $(printf '%s' "${members% }" | sed 's/ /, /g')"
     if signed evault-envelope "$d/envelope.json"; then
       ok "envelope signed by $principal (evault-envelope)"
       sealed=yes
@@ -96,7 +101,7 @@ for pkg in "$@"; do
       mismatch "payload SHA-256 is $have, the envelope says ${want:-nothing}"; sealed=no
     fi
   else
-    mismatch "not an evault package: tar members are '${members% }', expected envelope.json, envelope.json.sig, payload.age"
+    mismatch "not an evault package: tar members are '${members% }', expected payload.age, envelope.json, envelope.json.sig (or envelope.json, envelope.json.sig, payload.age)"
   fi
 
   if [ -n "$identity" ]; then

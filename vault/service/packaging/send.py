@@ -86,8 +86,8 @@ class Delivery:
     source: Path
     expected: str
     outbox: Outbox
-    #: The source's stamp when this process read ``expected`` from it, if it just did: a
-    #: hard link to that same, unchanged file is then not read a second time.
+    #: The source's stamp when this process took ``expected`` from it (as it wrote it), if
+    #: it just did: a hard link to that same, unchanged file is then not read back.
     read_at: FileStamp | None = None
 
     @property
@@ -248,8 +248,8 @@ def _deliver(delivery: Delivery, final: Path) -> None:
                 os.fchmod(dst.fileno(), stat.S_IMODE(os.fstat(dst.fileno()).st_mode) & ~0o222)
             copied, _size = sync_and_digest(temp)
         elif delivery.read_at is not None and file_stamp(temp) == delivery.read_at:
-            # The very file whose digest this process has just read (and synced), unchanged
-            # since: a third read of the same bytes would prove nothing more.
+            # The very file whose digest this process took as it wrote it (and synced),
+            # unchanged since its last byte: reading it back would prove nothing more.
             copied = expected
         else:
             copied, _size = sync_and_digest(temp)
