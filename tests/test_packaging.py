@@ -6,12 +6,12 @@ import hashlib
 import io
 import json
 import os
-import time
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
