@@ -521,6 +521,37 @@ def test_a_package_file_changed_after_it_was_written_is_refused(world: World,
     assert json.loads(world.office.ok("package", "list", "--json").stdout) == []
 
 
+def test_a_change_hidden_from_the_stamp_reaches_no_outbox(world: World) -> None:
+    # A same-user process changes the file and puts its modification time back: the seal
+    # cannot tell, the package is recorded with the digest of the bytes written, and the
+    # delivery, which reads back the file it names in the outbox (a second name for this
+    # very file here), refuses it.
+    from vault.service.packaging.build import finish_package
+
+    v, written = _written(world, "ICC-OTP")
+    path = written.draft.temp
+    st = path.stat()
+    os.chmod(path, 0o600)
+    data = path.read_bytes()
+    at = data.index(b'"body":"ICC-OTP"')
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(b"X")
+    os.chmod(path, 0o400)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    built = finish_package(v, written)
+    v.close()
+    outbox = world.tmp / "hidden-change-outbox"
+    outbox.mkdir()
+    result = world.office("send", built.id, "--outbox", str(outbox))
+    final = outbox / f"{built.id}.evpkg"
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: {final}: the file made in the outbox does not match the package as "
+           f"built; nothing was left there; check {built.path} with `evault verify` or "
+           "rebuild it\n")
+    assert list(outbox.iterdir()) == []
+
+
 def test_a_label_forbidding_the_body_added_meanwhile_refuses_the_package(world: World) -> None:
     from vault.errors import PolicyError
     from vault.service.packaging.build import finish_package

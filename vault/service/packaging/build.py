@@ -81,7 +81,7 @@ class WrittenPackage:
 def build_package(vault: Vault, draft: PackageDraft) -> PackageInfo:
     """Write, seal and record a planned package: ``package create`` after
     :func:`plan_package`. Nothing is left behind if it fails."""
-    return finish_package(vault, write_package_file(vault, draft))[0]
+    return finish_package(vault, write_package_file(vault, draft))
 
 
 def write_package_file(vault: Vault, draft: PackageDraft) -> WrittenPackage:
@@ -314,16 +314,13 @@ def discard_package_file(draft: PackageDraft) -> None:
 
 def finish_package(
     vault: Vault, written: WrittenPackage, sealed: Callable[[], Sealed] | None = None
-) -> tuple[PackageInfo, FileStamp]:
-    """Make the written file durable, take its digest, record it and give it its name; the
-    file is removed if any of it fails. ``sealed`` gives the first two if they are being
-    done already (:func:`seal_package_file` on another thread).
-
-    Returns the package and the stamp of the file as its digest was read.
-    """
+) -> PackageInfo:
+    """Make the written file durable, record it with its digest and give it its name; the
+    file is removed if any of it fails. ``sealed`` gives the first step if it is being done
+    already (:func:`seal_package_file` on another thread)."""
     try:
         seal = sealed() if sealed is not None else seal_package_file(written)
-        return record_package(vault, written, seal.sha256, seal.size), seal.stamp
+        return record_package(vault, written, seal.sha256, seal.size)
     except BaseException:
         discard_package_file(written.draft)
         raise
@@ -341,10 +338,12 @@ class Sealed:
 def seal_package_file(written: WrittenPackage) -> Sealed:
     """fsync the written file (no database).
 
-    Its SHA-256 was taken as it was written, not read back: the file must be the one
-    stamped right after its last byte (same device, inode, size and modification time), or
-    it is refused (exit 3). So :func:`~vault.service.packaging.send.send_package` may skip
-    reading back a second name for this very file while the stamp still holds.
+    Its SHA-256 was taken as it was written, not read back: the file must still be the
+    one stamped right after its last byte (same device, inode, size and modification
+    time), or it is refused (exit 3). That catches a careless change, not a determined one
+    (a write during the build, a modification time put back): what stands between a
+    changed file and a body is that every delivery reads the delivered file back and
+    compares it with the digest recorded here, the digest of what was written.
     """
     path = written.draft.temp
     with open(path, "rb") as f:
