@@ -941,6 +941,26 @@ def test_container_structure_refusals(
     expect_refused(tmp_path, archive(*layout(*parts(built))))
 
 
+@pytest.mark.parametrize("field", [b"+15", b"1_5", b"\x0015", b"-1", b"0x15", b"\x80" + bytes(10)])
+@pytest.mark.parametrize("where", ["payload", "pax"])
+def test_number_fields_must_be_plain_octal(
+    built: Built, tmp_path: Path, field: bytes, where: str
+) -> None:
+    # Python's tarfile reads "+15" or "1_5" as octal 13, GNU tar "+15" as base-64 3449: a
+    # sender could make one file that evault reads with one signed envelope and stock tar
+    # with another. Only plain octal digits (and their NUL or space ends) are accepted.
+    env, sig, pay = parts(built)
+    target = pay if where == "payload" else member("payload.age", built.payload,
+                                                   pax={"comment": "x"})
+    block = bytearray(target[:512])
+    block[124:136] = field.ljust(12, b"\x00")
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\x00 " % sum(block)
+    target = bytes(block) + target[512:]
+    error = expect_refused(tmp_path, archive(*built.in_order(env, sig, target)))
+    assert "is not plain octal digits" in str(error)
+
+
 def test_global_and_gnu_headers_are_refused(built: Built, tmp_path: Path) -> None:
     env, sig, pay = parts(built)
     info = tarfile.TarInfo("envelope.json")

@@ -71,6 +71,9 @@ _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 _COPY_CHUNK = 1024 * 1024
 _POSIX_MAGIC = b"ustar\x0000"
+_OCTAL_FIELD = re.compile(rb" *[0-7]+[ \x00]*")
+_NUMBER_FIELDS = {"mode": (100, 108), "uid": (108, 116), "gid": (116, 124), "size": (124, 136),
+                  "mtime": (136, 148), "checksum": (148, 156)}
 _USTAR_MAX_SIZE = 8**11 - 1  # the largest size a ustar header holds
 _PAX_HEADER_NAME = "././@PaxHeader"  # as Python's tarfile names pax extended headers
 _PADDING_COMMENT = "evault: room for the envelope, written after the payload"
@@ -599,6 +602,12 @@ class _TarScan:
             if offset == 0:
                 raise self.error("is not a posix tar archive (no 'ustar' header)")
             raise self.error(f"has a header that is not posix tar at byte {offset}")
+        for name, (start, end) in _NUMBER_FIELDS.items():
+            # Python's tarfile reads "+15" or "1_5" as octal, GNU tar "+15" as base-64:
+            # readers that disagree on a size see other members (two envelopes, one file).
+            if not _OCTAL_FIELD.fullmatch(block[start:end]):
+                raise self.error(f"has a tar header whose {name} is not plain octal digits "
+                                 f"at byte {offset}")
         try:
             return tarfile.TarInfo.frombuf(block, _HEADER_ENCODING, "strict")
         except (tarfile.TarError, ValueError, OverflowError, UnicodeDecodeError):
