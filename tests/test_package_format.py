@@ -693,21 +693,11 @@ def test_package_writer_refuses_a_payload_of_another_size(
 @pytest.mark.parametrize("size", [0, 9, 8 * 1024 * MiB - 1, 8 * 1024 * MiB + 1, 10**13])
 def test_layout2_headers_state_every_payload_size(tmp_path: Path, size: int) -> None:
     # A sparse file stands in for the payload; from 8 GiB on the size goes in a pax record.
-    from vault.formats.package import container
-
-    envelope = make_envelope(payload_size=size, payload_sha256="0" * 64)
-    data, signature = sign_envelope(envelope, SENDER)
-    head = container.payload_headers(size, 1_800_000_000)
-    assert len(head) == (512 if size < 8 * 1024**3 else 1536)
-    path = tmp_path / "sparse.evpkg"
-    with open(path, "wb") as f:
-        f.write(head)
-        f.seek(len(head) + size)
-        f.write(container.back_bytes(data, signature.encode(), 1_800_000_000,
-                                     len(head) + size, size))
+    path, envelope, head = sparse_layout2(tmp_path, size)
+    assert head == (512 if size < 8 * 1024**3 else 1536)
     assert path.stat().st_size % 10240 == 0
     pkg = read_package(path)
-    assert (pkg.layout, pkg.payload_offset, pkg.payload_size) == (2, len(head), size)
+    assert (pkg.layout, pkg.payload_offset, pkg.payload_size) == (2, head, size)
     assert verify_envelope(pkg, [SENDER.public]) == envelope
 
 
@@ -1038,6 +1028,23 @@ def test_signer_must_be_the_sender(built: Built, tmp_path: Path) -> None:
         verify_envelope(read_package(path), [SENDER.public, STRANGER.public])
 
 
+def sparse_layout2(tmp_path: Path, size: int) -> tuple[Path, Envelope, int]:
+    """A layout-2 package whose payload is a hole of ``size`` bytes: (path, envelope, where
+    the payload starts)."""
+    from vault.formats.package import container
+
+    envelope = make_envelope(payload_size=size, payload_sha256="0" * 64)
+    data, signature = sign_envelope(envelope, SENDER)
+    head = container.payload_headers(size, 1_800_000_000)
+    path = tmp_path / "sparse.evpkg"
+    with open(path, "wb") as f:
+        f.write(head)
+        f.seek(len(head) + size)
+        f.write(container.back_bytes(data, signature.encode(), 1_800_000_000,
+                                     len(head) + size, size))
+    return path, envelope, len(head)
+
+
 def sparse_package(tmp_path: Path, size: int) -> tuple[Path, Envelope]:
     """A package whose payload is a hole of ``size`` bytes: headers only, nothing to copy."""
     envelope = make_envelope(payload_size=size, payload_sha256="0" * 64)
@@ -1134,27 +1141,17 @@ def test_interop_gnu_tar_lists_a_package_over_8_gib(tmp_path: Path) -> None:
 
 @pytest.mark.interop
 def test_interop_gnu_tar_lists_a_layout2_package_over_8_gib(tmp_path: Path) -> None:
-    from vault.formats.package import container
-
     tar = require_tool("tar")
     size = 8 * 1024 * MiB + 1
-    data, signature = sign_envelope(make_envelope(payload_size=size, payload_sha256="0" * 64),
-                                    SENDER)
-    head = container.payload_headers(size, 1_800_000_000)
-    path = tmp_path / "large.evpkg"
-    with open(path, "wb") as f:
-        f.write(head)
-        f.seek(len(head) + size)
-        f.write(container.back_bytes(data, signature.encode(), 1_800_000_000,
-                                     len(head) + size, size))
+    path, envelope, _ = sparse_layout2(tmp_path, size)
     listing = subprocess.run(
         [tar, "-tvf", str(path)], capture_output=True, text=True, check=True
     ).stdout.splitlines()
     assert [line.split()[-1] for line in listing] == list(MEMBERS)
     assert listing[0].split()[2] == str(size)
-    envelope = subprocess.run([tar, "-xOf", str(path), "envelope.json"], capture_output=True,
-                              check=True).stdout
-    assert envelope == data
+    extracted = subprocess.run([tar, "-xOf", str(path), "envelope.json"], capture_output=True,
+                               check=True).stdout
+    assert extracted == envelope.to_bytes()
 
 
 @pytest.mark.interop
