@@ -71,10 +71,21 @@ for pkg in "$@"; do
   mkdir -m 700 "$d"
   sealed=no
 
-  members=$(tar -tf "$pkg" 2>/dev/null | tr '\n' ' ')
-  if [ "$members" = "envelope.json envelope.json.sig payload.age " ] &&
+  members=$(tar -tf "$pkg" 2>"$d/tar.err" | tr '\n' ' ')
+  case "$members" in  # the payload first (layout 2), or the envelope first (layout 1)
+    "payload.age envelope.json envelope.json.sig "|"envelope.json envelope.json.sig payload.age ")
+      layout=ok ;;
+    *) layout=bad ;;
+  esac
+  # A header tar only warns about (a size field it reads otherwise than evault would) may
+  # hide other members from it: a warning is a mismatch.
+  if [ "$layout" = ok ] && [ -s "$d/tar.err" ]; then
+    mismatch "tar warns about its headers: $(head -n 1 "$d/tar.err")"
+    layout=warned
+  fi
+  if [ "$layout" = ok ] &&
      tar -xf "$pkg" -C "$d" envelope.json envelope.json.sig 2>/dev/null; then
-    ok "tar members envelope.json, envelope.json.sig, payload.age"
+    ok "tar members $(printf '%s' "${members% }" | sed 's/ /, /g')"
     if signed evault-envelope "$d/envelope.json"; then
       ok "envelope signed by $principal (evault-envelope)"
       sealed=yes
@@ -95,8 +106,8 @@ for pkg in "$@"; do
     else
       mismatch "payload SHA-256 is $have, the envelope says ${want:-nothing}"; sealed=no
     fi
-  else
-    mismatch "not an evault package: tar members are '${members% }', expected envelope.json, envelope.json.sig, payload.age"
+  elif [ "$layout" = bad ]; then
+    mismatch "not an evault package: tar members are '${members% }', expected payload.age, envelope.json, envelope.json.sig (or envelope.json, envelope.json.sig, payload.age)"
   fi
 
   if [ -n "$identity" ]; then

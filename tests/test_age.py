@@ -30,6 +30,7 @@ from vault.crypto.age import (
     AgeWriter,
     decrypt,
     encrypt,
+    encrypted_size,
 )
 from vault.crypto.age import stream as age_stream
 from vault.errors import DecryptionError, UsageError
@@ -531,3 +532,26 @@ def test_age_package_keeps_its_public_names_and_runs_its_example() -> None:
                  "MAX_STANZAS", "NONCE_SIZE", "TAG_SIZE", "Fill", "Rng"}
     assert {*package.__all__, *constants} <= names
     assert doctest.testmod(package).failed == 0
+
+
+@pytest.mark.parametrize("recipients", [1, 2, 5])
+@pytest.mark.parametrize(
+    "size", [0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE, 3 * CHUNK_SIZE + 17]
+)
+def test_encrypted_size_is_what_the_writer_writes(recipients: int, size: int) -> None:
+    # Known in advance (a package states its payload's size before the payload): header,
+    # nonce, each chunk with its tag, and a full last chunk is not followed by an empty one.
+    keys = [AgeIdentity.generate().recipient for _ in range(recipients)]
+    out = io.BytesIO()
+    with AgeWriter(out, keys) as writer:
+        writer.write(os.urandom(size))
+    assert encrypted_size(keys, size) == len(out.getvalue())
+
+
+def test_encrypted_size_refuses_what_no_writer_takes() -> None:
+    key = AgeIdentity.generate().recipient
+    for bad in (-1, True, 1.5):
+        with pytest.raises(UsageError, match="size"):
+            encrypted_size([key], bad)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="recipient"):
+        encrypted_size([], 1)

@@ -597,3 +597,49 @@ def test_mutated_bags_fail_only_with_vault_errors(
             read_bag(io.BytesIO(bytes(data)), root=None, extract_to=dest)
         except VaultError:
             assert list(dest.iterdir()) == []
+
+
+SIZED_NAMES = {
+    "note.txt": b"hello",
+    "empty.bin": b"",
+    "a/b/c/deep.txt": b"x" * 513,
+    "Фото з місця події.jpg": b"\xff\xd8" * 300,  # non-ASCII: a pax path record
+    ("long-" * 30) + ".bin": b"y" * 1024,  # over 100 bytes: a pax path record
+    "100% sure\nline.txt": b"z" * 511,
+}
+
+
+def test_a_sizing_writer_counts_what_the_real_bag_writes() -> None:
+    # A package states its payload's size before the payload: the bag is sized first by
+    # the same calls on a writer that counts, then written.
+    def calls(bag: BagWriter, sizing: bool) -> int:
+        for name, data in SIZED_NAMES.items():
+            if sizing:
+                bag.count_payload(name, len(data))
+            else:
+                bag.add_payload(name, io.BytesIO(data), len(data))
+        bag.add_tag_file("evault/items.json", b"[" + b" " * 3000 + b"]")
+        summary = bag.finish([("Source-Organization", "Registry Office"),
+                              ("EVault-Purpose", "Fictional test, with ü")])
+        bag.add_tag_file("evault/statement.json", summary.tagmanifest_sha256.encode(),
+                         in_tagmanifest=False)
+        bag.close()
+        return bag.size
+
+    out = io.BytesIO()
+    written = calls(BagWriter(out, "PKG-0123456789AB", bagging_date=date(2026, 12, 7)), False)
+    sized = calls(BagWriter.sizing("PKG-0123456789AB", bagging_date=date(2026, 12, 7)), True)
+    assert written == len(out.getvalue()) == sized
+
+
+def test_a_sizing_writer_and_a_real_one_do_not_mix() -> None:
+    sizer = BagWriter.sizing("bag", bagging_date=date(2026, 12, 7))
+    with pytest.raises(RuntimeError, match="sizing"):
+        sizer.add_payload("a.txt", io.BytesIO(b"a"), 1)
+    real = BagWriter(io.BytesIO(), "bag", bagging_date=date(2026, 12, 7))
+    with pytest.raises(RuntimeError, match="sizing"):
+        real.count_payload("a.txt", 1)
+    with pytest.raises(UsageError, match="absolute"):
+        sizer.count_payload("/etc/passwd", 1)
+    with pytest.raises(UsageError, match="size"):
+        sizer.count_payload("a.txt", -1)

@@ -34,6 +34,7 @@ from vault.formats.card import make_card
 from vault.formats.kinds import detect, detect_file
 from vault.formats.package import (
     ENVELOPE_NAMESPACE,
+    LAYOUTS,
     MEMBERS,
     STATEMENT_NAMESPACE,
     Envelope,
@@ -43,6 +44,7 @@ from vault.formats.package import (
     ScannedPackage,
     Statement,
     StatementItem,
+    WrittenContainer,
     payload_offset,
     read_package,
     sign_envelope,
@@ -546,22 +548,45 @@ class Built:
     envelope: Envelope
     envelope_bytes: bytes
     signature: str
+    layout: int
+
+    @property
+    def envelope_at(self) -> int:
+        """Where envelope.json's data starts in the file."""
+        if self.layout == 1:
+            return 512
+        return 512 + padded(len(self.payload)) + 512
+
+    @property
+    def end_of_members(self) -> int:
+        """Where the end-of-archive marker starts."""
+        if self.layout == 1:
+            return read_package(self.path).payload_offset + padded(len(self.payload))
+        return self.envelope_at + padded(len(self.envelope_bytes)) + 512 + padded(
+            len(self.signature))
+
+    def in_order(self, env: bytes, sig: bytes, pay: bytes) -> tuple[bytes, bytes, bytes]:
+        """The three members in this package's layout."""
+        named = {"envelope.json": env, "envelope.json.sig": sig, "payload.age": pay}
+        first, second, third = (named[name] for name in LAYOUTS[self.layout])
+        return first, second, third
 
 
-def build(folder: Path, payload: bytes) -> Built:
+def build(folder: Path, payload: bytes, layout: int = 2) -> Built:
     folder.mkdir(parents=True, exist_ok=True)
     payload_path = folder / "payload.age"
     payload_path.write_bytes(payload)
     envelope = make_envelope(payload)
     data, signature = sign_envelope(envelope, SENDER)
     target = folder / "package.evpkg"
-    write_package(target, data, signature, payload_path)
-    return Built(target, payload_path, payload, envelope, data, signature)
+    write_package(target, data, signature, payload_path, layout=layout)
+    return Built(target, payload_path, payload, envelope, data, signature, layout)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build(tmp_path_factory.mktemp("package"), os.urandom(5 * MiB))
+@pytest.fixture(scope="module", params=[2, 1], ids=["layout2", "layout1"])
+def built(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Built:
+    """A package of 5 MiB, in each layout: today's, and the one written before (read still)."""
+    return build(tmp_path_factory.mktemp("package"), os.urandom(5 * MiB), request.param)
 
 
 @pytest.fixture
@@ -577,34 +602,44 @@ def padded(n: int) -> int:
 
 def test_write_and_read_back(built: Built) -> None:
     pkg = read_package(built.path)
+    assert pkg.layout == built.layout
     assert pkg.envelope_bytes == built.envelope_bytes
     assert pkg.signature == built.signature
     assert pkg.payload_size == len(built.payload)
-    # The payload's place depends on the envelope's fields, not on its payload: room for
-    # the envelope at its widest payload size, the signature, and five header blocks
-    # (envelope, signature, payload's pax header and at least one block of its records,
-    # payload's ustar header).
-    widest = make_envelope(payload_size=2**53, payload_sha256="f" * 64).to_bytes()
-    assert pkg.payload_offset == 5 * 512 + padded(len(widest)) + padded(len(built.signature))
-    assert pkg.payload_offset == payload_offset(built.envelope, len(built.signature))
     raw = built.path.read_bytes()
     assert raw[pkg.payload_offset : pkg.payload_offset + pkg.payload_size] == built.payload
     assert len(raw) % 10240 == 0
-    assert raw[pkg.payload_offset + pkg.payload_size :].count(0) == len(raw) - (
-        pkg.payload_offset + pkg.payload_size
-    )
+    at = built.envelope_at
+    assert raw[at : at + len(built.envelope_bytes)] == built.envelope_bytes
+    if built.layout == 1:
+        # The payload's place depends on the envelope's fields, not on its payload: room
+        # for the envelope at its widest payload size, the signature, and five header
+        # blocks (envelope, signature, payload's pax header and at least one block of its
+        # records, payload's ustar header).
+        widest = make_envelope(payload_size=2**53, payload_sha256="f" * 64).to_bytes()
+        assert pkg.payload_offset == 5 * 512 + padded(len(widest)) + padded(len(built.signature))
+        assert pkg.payload_offset == payload_offset(built.envelope, len(built.signature))
+        assert raw[pkg.payload_offset + pkg.payload_size :].count(0) == len(raw) - (
+            pkg.payload_offset + pkg.payload_size
+        )
+    else:
+        # The payload first, behind its one ustar header; then envelope.json and
+        # envelope.json.sig, each behind its header; then zeros to the end.
+        assert pkg.payload_offset == 512
+        assert raw[:11] == b"payload.age"
+        assert raw[built.end_of_members :].count(0) == len(raw) - built.end_of_members
     with pkg.open_payload() as f:
         assert f.read() == built.payload
         assert f.read() == b""
     assert verify_envelope(pkg, [SENDER.public]) == built.envelope
 
 
-def stream_package(path: Path, payload: bytes, step: int) -> tuple[Envelope, bytes, str]:
+def stream_package(path: Path, payload: bytes, step: int) -> WrittenContainer:
     """Write ``payload`` through PackageWriter in ``step``-byte writes from two buffers taken
     in turn, each wiped as soon as the contract allows (the next write has returned)."""
     draft = make_envelope(b"", payload_sha256="0" * 64)
     buffers = [bytearray(step), bytearray(step)]
-    with open(path, "xb") as out, PackageWriter(out, draft, SENDER) as writer:
+    with open(path, "xb") as out, PackageWriter(out, draft, SENDER, len(payload)) as writer:
         for turn, start in enumerate(range(0, len(payload), step)):
             n = len(payload[start : start + step])
             buffer = buffers[turn % 2]
@@ -618,13 +653,17 @@ def stream_package(path: Path, payload: bytes, step: int) -> tuple[Envelope, byt
 def test_package_writer_writes_what_write_package_writes(tmp_path: Path, size: int) -> None:
     payload = os.urandom(size)
     streamed = tmp_path / "streamed.evpkg"
-    envelope, data, signature = stream_package(streamed, payload, 256 * 1024 + 7)
+    written = stream_package(streamed, payload, 256 * 1024 + 7)
+    envelope, data, signature = written.envelope, written.envelope_bytes, written.signature
     assert envelope == make_envelope(payload)
     assert data == envelope.to_bytes()
     (tmp_path / "payload.age").write_bytes(payload)
     copied = tmp_path / "copied.evpkg"
     write_package(copied, data, signature, tmp_path / "payload.age")
-    assert streamed.read_bytes() == copied.read_bytes()
+    raw = streamed.read_bytes()
+    assert raw == copied.read_bytes()
+    # The file's digest was taken as it was written: no read back.
+    assert (written.sha256, written.size) == (hashlib.sha256(raw).hexdigest(), len(raw))
     pkg = read_package(streamed)
     assert verify_envelope(pkg, [SENDER.public]) == envelope
     with pkg.open_payload() as f:
@@ -633,13 +672,40 @@ def test_package_writer_writes_what_write_package_writes(tmp_path: Path, size: i
 
 def test_package_writer_refuses_a_key_that_is_not_the_senders(tmp_path: Path) -> None:
     with open(tmp_path / "p.evpkg", "xb") as out, pytest.raises(UsageError):
-        PackageWriter(out, make_envelope(), OFFICER_A)
+        PackageWriter(out, make_envelope(), OFFICER_A, 10)
+    assert (tmp_path / "p.evpkg").read_bytes() == b""  # refused before any byte
+
+
+@pytest.mark.parametrize("stated, given", [(10, 9), (10, 11), (0, 1)])
+def test_package_writer_refuses_a_payload_of_another_size(
+    tmp_path: Path, stated: int, given: int
+) -> None:
+    # The size in payload.age's header is written first: a payload that does not come to
+    # it is a bug of the caller's sizing, never a package.
+    draft = make_envelope(b"", payload_sha256="0" * 64)
+    with (open(tmp_path / "p.evpkg", "xb") as out,
+          PackageWriter(out, draft, SENDER, stated) as writer,
+          pytest.raises(RuntimeError, match="payload")):
+        writer.write(bytes(given))
+        writer.finish()
+
+
+@pytest.mark.parametrize("size", [0, 9, 8 * 1024 * MiB - 1, 8 * 1024 * MiB + 1, 10**13])
+def test_layout2_headers_state_every_payload_size(tmp_path: Path, size: int) -> None:
+    # A sparse file stands in for the payload; from 8 GiB on the size goes in a pax record.
+    path, envelope, head = sparse_layout2(tmp_path, size)
+    assert head == (512 if size < 8 * 1024**3 else 1536)
+    assert path.stat().st_size % 10240 == 0
+    pkg = read_package(path)
+    assert (pkg.layout, pkg.payload_offset, pkg.payload_size) == (2, head, size)
+    assert verify_envelope(pkg, [SENDER.public]) == envelope
 
 
 @pytest.mark.parametrize("size", [0, 9, 8 * 1024 * MiB + 1, 10**13])
-def test_front_room_fits_every_payload_size(tmp_path: Path, size: int) -> None:
-    # The envelope is longest at the largest size (2**53); its room is the same for all
-    # sizes, and the pax comment takes up the rest (a sparse file stands in for the
+def test_layout1_front_room_fits_every_payload_size(tmp_path: Path, size: int) -> None:
+    # Layout 1 (still read, and written by write_package(layout=1)). The envelope is
+    # longest at the largest size (2**53); its room is the same for all sizes, and the pax
+    # comment takes up the rest (a sparse file stands in for the
     # payload; 8 GiB + 1 needs a pax size record too).
     from vault.formats.package import container
 
@@ -681,14 +747,15 @@ def test_output_is_deterministic_and_copies_fall_back(
 
     expected = built.path.read_bytes()
     again = tmp_path / "again.evpkg"
-    write_package(again, built.envelope_bytes, built.signature, built.payload_path)
+    args = (again, built.envelope_bytes, built.signature, built.payload_path)
+    write_package(*args, layout=built.layout)
     assert again.read_bytes() == expected
     # copy_file_range unavailable: sendfile; then neither: the 1 MiB read/write loop.
     monkeypatch.setattr(os, "copy_file_range", unavailable, raising=False)
-    write_package(again, built.envelope_bytes, built.signature, built.payload_path)
+    write_package(*args, layout=built.layout)
     assert again.read_bytes() == expected
     monkeypatch.setattr(os, "sendfile", unavailable, raising=False)
-    write_package(again, built.envelope_bytes, built.signature, built.payload_path)
+    write_package(*args, layout=built.layout)
     assert again.read_bytes() == expected
 
 
@@ -708,6 +775,9 @@ def test_write_package_refuses_inconsistent_arguments(built: Built, tmp_path: Pa
         write_package(target, built.envelope_bytes, wrong_ns, built.payload_path)
     with pytest.raises(NotFoundError):
         write_package(target, built.envelope_bytes, built.signature, tmp_path / "missing")
+    with pytest.raises(UsageError, match="layout"):
+        write_package(target, built.envelope_bytes, built.signature, built.payload_path,
+                      layout=3)
 
 
 def flip(path: Path, offset: int) -> None:
@@ -717,14 +787,14 @@ def flip(path: Path, offset: int) -> None:
 
 
 def test_tampered_envelope_fails_its_signature(built: Built, copy: Path) -> None:
-    flip(copy, 512 + 40)
+    flip(copy, built.envelope_at + 40)
     pkg = read_package(copy)
     with pytest.raises(VerificationError, match=PKG_ID):
         verify_envelope(pkg, [SENDER.public])
 
 
 def test_tampered_signature_fails(built: Built, copy: Path) -> None:
-    flip(copy, 512 + padded(len(built.envelope_bytes)) + 512 + 120)
+    flip(copy, built.envelope_at + padded(len(built.envelope_bytes)) + 512 + 120)
     with pytest.raises(VerificationError):
         verify_envelope(read_package(copy), [SENDER.public])
 
@@ -782,13 +852,14 @@ def expect_refused(tmp_path: Path, data: bytes) -> VerificationError:
 
 def test_rebuilt_package_with_python_tarfile_is_accepted(built: Built, tmp_path: Path) -> None:
     _, sig, pay = parts(built)
-    path = tmp_path / "rebuilt.evpkg"
-    path.write_bytes(
-        archive(member("envelope.json", built.envelope_bytes, pax={"comment": "x"}), sig, pay)
-    )
-    pkg = read_package(path)
-    assert pkg.envelope_bytes == built.envelope_bytes
-    assert verify_envelope(pkg, [SENDER.public]) == built.envelope
+    env = member("envelope.json", built.envelope_bytes, pax={"comment": "x"})
+    for layout in (1, 2):  # either layout, whatever the original's
+        path = tmp_path / f"rebuilt-{layout}.evpkg"
+        path.write_bytes(archive(*Built.in_order(dataclasses.replace(built, layout=layout),
+                                                 env, sig, pay)))
+        pkg = read_package(path)
+        assert (pkg.layout, pkg.envelope_bytes) == (layout, built.envelope_bytes)
+        assert verify_envelope(pkg, [SENDER.public]) == built.envelope
 
 
 @pytest.mark.parametrize(
@@ -833,12 +904,51 @@ def test_rebuilt_package_with_python_tarfile_is_accepted(built: Built, tmp_path:
         pytest.param(
             lambda e, s, p: (e, member("envelope.json.sig", b"\xff" * 10), p), id="sig-not-ascii"
         ),
+        # layout 2: the payload first, then exactly the envelope and its signature
+        pytest.param(lambda e, s, p: (p, s, e), id="layout2-reordered-tail"),
+        pytest.param(lambda e, s, p: (p, e), id="layout2-two-members"),
+        pytest.param(lambda e, s, p: (p,), id="layout2-payload-only"),
+        pytest.param(lambda e, s, p: (p, e, s, member("notes.txt", b"x")), id="layout2-fourth"),
+        pytest.param(lambda e, s, p: (p, p, e, s), id="layout2-payload-twice"),
+        pytest.param(lambda e, s, p: (p, e, e), id="layout2-duplicate"),
+        pytest.param(
+            lambda e, s, p: (member("payload.age", kind=tarfile.SYMTYPE), e, s),
+            id="layout2-payload-symlink",
+        ),
+        pytest.param(
+            lambda e, s, p: (member("payload.age", b"x", pax={"GNU.sparse.size": "9"}), e, s),
+            id="layout2-pax-gnu-sparse",
+        ),
+        pytest.param(
+            lambda e, s, p: (member("payload.age", b"x", pax={"linkpath": "/etc/passwd"}), e, s),
+            id="layout2-pax-linkpath",
+        ),
     ],
 )
 def test_container_structure_refusals(
     built: Built, tmp_path: Path, layout: Callable[[bytes, bytes, bytes], tuple[bytes, ...]]
 ) -> None:
     expect_refused(tmp_path, archive(*layout(*parts(built))))
+
+
+@pytest.mark.parametrize("field", [b"+15", b"1_5", b"\x0015", b"-1", b"0x15", b"\x80" + bytes(10)])
+@pytest.mark.parametrize("where", ["payload", "pax"])
+def test_number_fields_must_be_plain_octal(
+    built: Built, tmp_path: Path, field: bytes, where: str
+) -> None:
+    # Python's tarfile reads "+15" or "1_5" as octal 13, GNU tar "+15" as base-64 3449: a
+    # sender could make one file that evault reads with one signed envelope and stock tar
+    # with another. Only plain octal digits (and their NUL or space ends) are accepted.
+    env, sig, pay = parts(built)
+    target = pay if where == "payload" else member("payload.age", built.payload,
+                                                   pax={"comment": "x"})
+    block = bytearray(target[:512])
+    block[124:136] = field.ljust(12, b"\x00")
+    block[148:156] = b"        "
+    block[148:156] = b"%06o\x00 " % sum(block)
+    target = bytes(block) + target[512:]
+    error = expect_refused(tmp_path, archive(*built.in_order(env, sig, target)))
+    assert "is not plain octal digits" in str(error)
 
 
 def test_global_and_gnu_headers_are_refused(built: Built, tmp_path: Path) -> None:
@@ -859,13 +969,15 @@ def test_global_and_gnu_headers_are_refused(built: Built, tmp_path: Path) -> Non
 def test_truncated_and_trailing_data_are_refused(built: Built, tmp_path: Path) -> None:
     raw = built.path.read_bytes()
     end_of_payload = read_package(built.path).payload_offset + len(built.payload)
-    for cut in (0, 100, 511, 512 + 10, end_of_payload - 1, end_of_payload, end_of_payload + 512):
+    end_of_members = built.end_of_members
+    for cut in (0, 100, 511, 512 + 10, end_of_payload - 1, end_of_payload, end_of_payload + 512,
+                built.envelope_at + 10, end_of_members - 1, end_of_members,
+                end_of_members + 512):
         expect_refused(tmp_path, raw[:cut])
     expect_refused(tmp_path, raw + b"x")
     expect_refused(tmp_path, raw + b"\x00" * 511)
     expect_refused(tmp_path, raw + b"\x00" * 512 + b"hidden" + b"\x00" * 506)
     # A member after the end-of-archive marker: stock tar would never show it.
-    end_of_members = padded(end_of_payload)
     late = raw[:end_of_members] + bytes(1024) + member("late.txt", b"x") + bytes(1024)
     assert "has data after its end-of-archive marker" in str(expect_refused(tmp_path, late))
     # Zero padding to a longer record is what some tar writers produce: accepted.
@@ -875,7 +987,11 @@ def test_truncated_and_trailing_data_are_refused(built: Built, tmp_path: Path) -
 
 def test_hidden_bytes_in_member_padding_are_refused(built: Built, tmp_path: Path) -> None:
     raw = bytearray(built.path.read_bytes())
-    raw[512 + len(built.envelope_bytes)] = ord("x")
+    raw[built.envelope_at + len(built.envelope_bytes)] = ord("x")
+    expect_refused(tmp_path, bytes(raw))
+    raw = bytearray(built.path.read_bytes())
+    pkg = read_package(built.path)
+    raw[pkg.payload_offset + pkg.payload_size + 1] = ord("x")  # 5 MiB + 1: padded
     expect_refused(tmp_path, bytes(raw))
 
 
@@ -896,7 +1012,8 @@ def test_read_package_never_blocks_on_a_fifo(tmp_path: Path) -> None:
 def test_payload_size_must_match_envelope(built: Built, tmp_path: Path) -> None:
     env, sig, _ = parts(built)
     path = tmp_path / "short.evpkg"
-    path.write_bytes(archive(env, sig, member("payload.age", built.payload[:-1])))
+    path.write_bytes(archive(*built.in_order(env, sig, member("payload.age",
+                                                             built.payload[:-1]))))
     with pytest.raises(VerificationError, match=r"payload\.age"):
         verify_envelope(read_package(path), [SENDER.public])
 
@@ -905,9 +1022,27 @@ def test_signer_must_be_the_sender(built: Built, tmp_path: Path) -> None:
     env, _, pay = parts(built)
     forged = sshsig.sign(STRANGER, built.envelope_bytes, ENVELOPE_NAMESPACE)
     path = tmp_path / "forged.evpkg"
-    path.write_bytes(archive(env, member("envelope.json.sig", forged.encode()), pay))
+    path.write_bytes(archive(*built.in_order(env, member("envelope.json.sig", forged.encode()),
+                                             pay)))
     with pytest.raises(VerificationError, match="sender"):
         verify_envelope(read_package(path), [SENDER.public, STRANGER.public])
+
+
+def sparse_layout2(tmp_path: Path, size: int) -> tuple[Path, Envelope, int]:
+    """A layout-2 package whose payload is a hole of ``size`` bytes: (path, envelope, where
+    the payload starts)."""
+    from vault.formats.package import container
+
+    envelope = make_envelope(payload_size=size, payload_sha256="0" * 64)
+    data, signature = sign_envelope(envelope, SENDER)
+    head = container.payload_headers(size, 1_800_000_000)
+    path = tmp_path / "sparse.evpkg"
+    with open(path, "wb") as f:
+        f.write(head)
+        f.seek(len(head) + size)
+        f.write(container.back_bytes(data, signature.encode(), 1_800_000_000,
+                                     len(head) + size, size))
+    return path, envelope, len(head)
 
 
 def sparse_package(tmp_path: Path, size: int) -> tuple[Path, Envelope]:
@@ -972,7 +1107,7 @@ def test_interop_gnu_tar_lists_and_extracts(built: Built, tmp_path: Path) -> Non
     listing = subprocess.run(
         [tar, "-tvf", str(built.path)], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert [line.split()[-1] for line in listing] == list(MEMBERS)
+    assert [line.split()[-1] for line in listing] == list(LAYOUTS[built.layout])
     assert all(line.startswith("-rw-r--r-- 0/0") for line in listing)
     assert "2026-11-28 09:30" in listing[0]
     out = tmp_path / "extracted"
@@ -982,11 +1117,15 @@ def test_interop_gnu_tar_lists_and_extracts(built: Built, tmp_path: Path) -> Non
     assert (out / "envelope.json").read_bytes() == built.envelope_bytes
     assert (out / "envelope.json.sig").read_text() == built.signature
     assert (out / "payload.age").read_bytes() == built.payload
-    # An outsider can rebuild the package with stock tar; it reads and verifies the same.
-    rebuilt = tmp_path / "rebuilt.evpkg"
-    subprocess.run([tar, "--format=pax", "-cf", str(rebuilt), "-C", str(out), *MEMBERS], check=True)
-    assert verify_envelope(read_package(rebuilt), [SENDER.public]) == built.envelope
-    assert detect_file(rebuilt) == "package"
+    # An outsider can rebuild the package with stock tar, in either layout; it reads and
+    # verifies the same.
+    for layout, members in LAYOUTS.items():
+        rebuilt = tmp_path / f"rebuilt-{layout}.evpkg"
+        subprocess.run([tar, "--format=pax", "-cf", str(rebuilt), "-C", str(out), *members],
+                       check=True)
+        assert read_package(rebuilt).layout == layout
+        assert verify_envelope(read_package(rebuilt), [SENDER.public]) == built.envelope
+        assert detect_file(rebuilt) == "package"
 
 
 @pytest.mark.interop
@@ -996,8 +1135,23 @@ def test_interop_gnu_tar_lists_a_package_over_8_gib(tmp_path: Path) -> None:
     listing = subprocess.run(
         [tar, "-tvf", str(path)], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert [line.split()[-1] for line in listing] == list(MEMBERS)
+    assert [line.split()[-1] for line in listing] == list(LAYOUTS[1])
     assert listing[2].split()[2] == str(8 * 1024 * MiB + 1)
+
+
+@pytest.mark.interop
+def test_interop_gnu_tar_lists_a_layout2_package_over_8_gib(tmp_path: Path) -> None:
+    tar = require_tool("tar")
+    size = 8 * 1024 * MiB + 1
+    path, envelope, _ = sparse_layout2(tmp_path, size)
+    listing = subprocess.run(
+        [tar, "-tvf", str(path)], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line.split()[-1] for line in listing] == list(MEMBERS)
+    assert listing[0].split()[2] == str(size)
+    extracted = subprocess.run([tar, "-xOf", str(path), "envelope.json"], capture_output=True,
+                               check=True).stdout
+    assert extracted == envelope.to_bytes()
 
 
 @pytest.mark.interop
@@ -1017,7 +1171,7 @@ def test_interop_gnu_tar_reads_the_padded_front_over_8_gib(tmp_path: Path) -> No
     listing = subprocess.run(
         [tar, "-tvf", str(path)], capture_output=True, text=True, check=True
     ).stdout.splitlines()
-    assert [line.split()[-1] for line in listing] == list(MEMBERS)
+    assert [line.split()[-1] for line in listing] == list(LAYOUTS[1])
     assert listing[2].split()[2] == str(size)
 
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,7 +138,10 @@ def test_package_for_one_body(world: World) -> None:
     assert data["state"] == "built" and data["items"] == len(NAMES)
     assert data["recipients"] == [world.icc.fingerprint]
     members = _members(out)
-    assert list(members) == ["envelope.json", "envelope.json.sig", "payload.age"]
+    assert list(members) == ["payload.age", "envelope.json", "envelope.json.sig"]  # layout 2
+    # The file's digest, taken as it was written, is the file's.
+    assert data["file_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert data["bytes"] == out.stat().st_size
     envelope = json.loads(members["envelope.json"])
     assert envelope["package_id"] == data["id"] and envelope["body"] == "ICC-OTP"
     assert envelope["payload_sha256"] == hashlib.sha256(members["payload.age"]).hexdigest()
@@ -385,7 +389,7 @@ def test_existing_output_needs_force(world: World) -> None:
     assert out.read_bytes() == b"someone else's file"
     world.office.ok("package", "create", "--to", "ICC-OTP", "--case", CASE, "-o", str(out),
                     "--force")
-    assert list(_members(out)) == ["envelope.json", "envelope.json.sig", "payload.age"]
+    assert list(_members(out)) == ["payload.age", "envelope.json", "envelope.json.sig"]
 
 
 def _other_file_system(tmp_path: Path) -> Path:
@@ -486,6 +490,66 @@ def test_a_key_revoked_while_the_package_was_written_refuses_it(world: World) ->
     assert not written.draft.temp.exists() and not written.draft.target.exists()
     assert json.loads(world.office.ok("package", "list", "--json").stdout) == []
     assert world.office.ok("custody", "verify").exit_code == 0
+
+
+@pytest.mark.parametrize("change", ["rewritten", "appended"])
+def test_a_package_file_changed_after_it_was_written_is_refused(world: World,
+                                                               change: str) -> None:
+    # Its SHA-256 is taken as it is written, never read back: the file recorded must be the
+    # one stamped right after its last byte.
+    from vault.errors import VerificationError
+    from vault.service.packaging.build import finish_package
+
+    v, written = _written(world, "ICC-OTP")
+    path = written.draft.temp
+    os.chmod(path, 0o600)
+    data = path.read_bytes()
+    time.sleep(0.05)  # past the file system's timestamp tick, so the change shows in mtime
+    if change == "rewritten":  # same size, one byte of the envelope flipped
+        at = data.index(b'"body":"ICC-OTP"')
+        path.write_bytes(data[:at] + b"X" + data[at + 1:])
+    else:
+        with open(path, "ab") as f:
+            f.write(bytes(512))
+    with pytest.raises(VerificationError) as refused:
+        finish_package(v, written)
+    v.close()
+    assert str(refused.value) == (
+        f"package {written.draft.package_id}: its file changed after it was written; "
+        "nothing was recorded, build the package again")
+    assert not path.exists() and not written.draft.target.exists()
+    assert json.loads(world.office.ok("package", "list", "--json").stdout) == []
+
+
+def test_a_change_hidden_from_the_stamp_reaches_no_outbox(world: World) -> None:
+    # A same-user process changes the file and puts its modification time back: the seal
+    # cannot tell, the package is recorded with the digest of the bytes written, and the
+    # delivery, which reads back the file it names in the outbox (a second name for this
+    # very file here), refuses it.
+    from vault.service.packaging.build import finish_package
+
+    v, written = _written(world, "ICC-OTP")
+    path = written.draft.temp
+    st = path.stat()
+    os.chmod(path, 0o600)
+    data = path.read_bytes()
+    at = data.index(b'"body":"ICC-OTP"')
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(b"X")
+    os.chmod(path, 0o400)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    built = finish_package(v, written)
+    v.close()
+    outbox = world.tmp / "hidden-change-outbox"
+    outbox.mkdir()
+    result = world.office("send", built.id, "--outbox", str(outbox))
+    final = outbox / f"{built.id}.evpkg"
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: {final}: the file made in the outbox does not match the package as "
+           f"built; nothing was left there; check {built.path} with `evault verify` or "
+           "rebuild it\n")
+    assert list(outbox.iterdir()) == []
 
 
 def test_a_label_forbidding_the_body_added_meanwhile_refuses_the_package(world: World) -> None:

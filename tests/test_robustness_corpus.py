@@ -220,7 +220,7 @@ def test_packages(recipient: Recipient) -> None:
     assert not Path("/tmp/evault-corpus-escaped.txt").exists()
     assert not (recipient.root / "escaped.txt").exists()
     items = json.loads(recipient.cli.ok("items", "list", "--json").stdout)
-    assert len(items) == 2  # only the control package's items were received
+    assert len(items) == 4  # only the two control packages' items were received
     assert recipient.cli.ok("custody", "verify").exit_code == 0
 
 

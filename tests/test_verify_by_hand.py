@@ -128,7 +128,7 @@ def _ok_lines(
     payload = m["payload.age"]
     name = w.packages[label].name
     lines = [
-        f"OK: {name}: tar members envelope.json, envelope.json.sig, payload.age",
+        f"OK: {name}: tar members payload.age, envelope.json, envelope.json.sig",
         f"OK: {name}: envelope signed by sender (evault-envelope)",
         f"OK: {name}: payload size {len(payload)} bytes as the envelope says",
         f"OK: {name}: payload SHA-256 {hashlib.sha256(payload).hexdigest()} as the envelope says",
@@ -246,7 +246,7 @@ def test_script_names_each_tampered_package_and_check(tmp_path: Path) -> None:
     sums = "sha256sum -c on manifest-sha256.txt and tagmanifest-sha256.txt"
     tagmanifest = hashlib.sha256(_bag_file(w.packages["p3"], key, "tagmanifest-sha256.txt"))
     assert run.stdout.splitlines() == [
-        "OK: flipped.evpkg: tar members envelope.json, envelope.json.sig, payload.age",
+        "OK: flipped.evpkg: tar members payload.age, envelope.json, envelope.json.sig",
         "OK: flipped.evpkg: envelope signed by sender (evault-envelope)",
         f"OK: flipped.evpkg: payload size {len(flipped)} bytes as the envelope says",
         f"MISMATCH: flipped.evpkg: payload SHA-256 is {hashlib.sha256(flipped).hexdigest()}, "
@@ -267,7 +267,8 @@ def test_script_names_each_tampered_package_and_check(tmp_path: Path) -> None:
         f"MISMATCH: other-body.evpkg: statement is for package/body '{w.ids['p3']} JIT-UA', "
         f"the envelope for '{w.ids['p3']} ICC-OTP'",
         "MISMATCH: not-a-package.evpkg: not an evault package: tar members are '', expected "
-        "envelope.json, envelope.json.sig, payload.age",
+        "payload.age, envelope.json, envelope.json.sig (or envelope.json, envelope.json.sig, "
+        "payload.age)",
         "MISMATCH: not-a-package.evpkg: payload not decrypted: the envelope or the payload did "
         "not verify",
         "SUMMARY: 3 of 4 package(s) with mismatches (5 MISMATCH line(s))",

@@ -200,8 +200,13 @@ def hostile_bag(pid: str, kind: str) -> bytes:
 
 
 def package(pid: str, bag_tar: bytes, *, envelope_changes: dict[str, object] | None = None,
-            payload: bytes | None = None) -> bytes:
-    """A package signed by SENDER around ``bag_tar`` (encrypted to the officer and escrow)."""
+            payload: bytes | None = None, layout: int = 1) -> bytes:
+    """A package signed by SENDER around ``bag_tar`` (encrypted to the officer and escrow).
+
+    Layout 1 (the envelope first), as every package was written before December 2026: the
+    corpus keeps proving that those are still read, and refused where they must be; the
+    layout written now has its own control and shapes (``valid-layout2.evpkg``, ...).
+    """
     if payload is None:
         payload = seal(bag_tar)
     fields: dict[str, object] = dict(
@@ -215,7 +220,7 @@ def package(pid: str, bag_tar: bytes, *, envelope_changes: dict[str, object] | N
         payload_path = Path(folder) / "payload.age"
         payload_path.write_bytes(payload)
         target = Path(folder) / "p.evpkg"
-        fmt.write_package(target, data, sig, payload_path)
+        fmt.write_package(target, data, sig, payload_path, layout=layout)
         return target.read_bytes()
 
 
@@ -265,7 +270,7 @@ def make_packages(folder: Path) -> None:
     extra = tarfile.TarInfo("extra.txt")
     extra.size = 3
     (folder / "extra-member.evpkg").write_bytes(shaped([*parts, (extra, b"odd")]))
-    (folder / "members-reordered.evpkg").write_bytes(shaped([parts[2], parts[0], parts[1]]))
+    (folder / "members-reordered.evpkg").write_bytes(shaped([parts[1], parts[0], parts[2]]))
     (folder / "member-duplicated.evpkg").write_bytes(shaped([parts[0], parts[0], parts[1],
                                                              parts[2]]))
     link = tarfile.TarInfo("payload.age")
@@ -352,8 +357,19 @@ def make_packages(folder: Path) -> None:
     data, sig = fmt.sign_envelope(envelope, STRANGER)
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "p").write_bytes(sealed)
-        fmt.write_package(Path(tmp) / "x.evpkg", data, sig, Path(tmp) / "p")
+        fmt.write_package(Path(tmp) / "x.evpkg", data, sig, Path(tmp) / "p", layout=1)
         (folder / "signed-by-a-stranger.evpkg").write_bytes((Path(tmp) / "x.evpkg").read_bytes())
+    # Layout 2, written since December 2026: the payload first, the envelope behind it.
+    pid = package_id(next(n))
+    valid2 = package(pid, signed_bag(pid), layout=2)
+    (folder / "valid-layout2.evpkg").write_bytes(valid2)
+    with tarfile.open(fileobj=io.BytesIO(valid2)) as tar:
+        parts2 = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]  # type: ignore[union-attr]
+    assert [m.name for m, _ in parts2] == ["payload.age", "envelope.json", "envelope.json.sig"]
+    (folder / "layout2-members-reordered.evpkg").write_bytes(
+        _tar([parts2[0], parts2[2], parts2[1]]))
+    at, size = _members(valid2)["payload.age"]
+    (folder / "layout2-truncated-in-payload.evpkg").write_bytes(valid2[: at + size // 2])
 
 
 # ----------------------------------------------------------------------------- documents

@@ -53,7 +53,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO, TypeVar, cast
 
 from vault.errors import UsageError, VerificationError
 from vault.formats.safetar import (
@@ -108,6 +108,14 @@ _OXUM = re.compile(r"([0-9]{1,20})\.([0-9]{1,20})")  # bounded: int() of 4300+ d
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PERCENT_ESCAPE = re.compile(r"%(25|0[AaDd])")
 _UNESCAPE = {"25": "%", "0A": "\n", "0D": "\r"}
+_PLACEHOLDER_DIGEST = "0" * 64  # a SHA-256 in hex, for sizing
+
+
+class _Counter:
+    """The ``out`` of a sizing :class:`BagWriter`: takes every write, keeps nothing."""
+
+    def write(self, data: bytes | memoryview) -> int:
+        return len(data)
 
 
 class BagError(VerificationError):
@@ -236,6 +244,7 @@ class BagWriter:
 
     def __init__(self, out: BinaryIO, root: str, *, bagging_date: date) -> None:
         """Start the stream in ``out`` (written sequentially, never seeked, never closed)."""
+        self._sizing = False
         _check_component(root, f"bag folder {root}")
         if "/" in root:
             raise UsageError(f"bag folder {printable(root)}: must be a single name")
@@ -263,6 +272,47 @@ class BagWriter:
         self._add_folder("")
         self._add_bytes("bagit.txt", BAGIT_TXT, in_tagmanifest=True)
         self._add_folder("data")
+
+    @classmethod
+    def sizing(cls, root: str, *, bagging_date: date) -> BagWriter:
+        """A writer that writes nothing and counts: the size of a bag known before it is
+        written (a container that states its payload's size first needs it).
+
+        Make the same calls as for the real bag, with :meth:`count_payload` in place of
+        each payload; :attr:`size` after :meth:`close` is the real bag's size in bytes.
+        Its digests of payload files are placeholders of the real ones' length, so tag
+        files computed from them have the same length but other bytes: keep it for sizes.
+        """
+        bag = cls(cast(BinaryIO, _Counter()), root, bagging_date=bagging_date)
+        bag._sizing = True
+        return bag
+
+    @property
+    def size(self) -> int:
+        """Bytes of the tar stream written (or, by :meth:`sizing`, counted) so far."""
+        return self._offset
+
+    def count_payload(self, path: str, size: int) -> None:
+        """On a :meth:`sizing` writer: count ``data/<path>`` of ``size`` bytes as
+        :meth:`add_payload` would write it, without the bytes (same rules for names)."""
+        if not self._sizing:
+            raise RuntimeError("bag writer: count_payload is for a sizing writer")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise UsageError(f"payload {printable(path)}: size must be a non-negative integer")
+        self._require(_OPEN, action="add a payload file")
+        if path.startswith("/"):
+            raise UsageError(f"payload {printable(path)}: absolute paths are not allowed")
+        rel = f"data/{path}"
+        self._claim(rel, f"payload {path}")
+
+        def count() -> None:
+            self._header(self._info(rel, size))
+            self._offset += size
+            self._pad(size)
+
+        self._guarded(count)
+        self._manifest[rel] = _PLACEHOLDER_DIGEST
+        self._octets += size
 
     # members
 
@@ -461,6 +511,8 @@ def add_payload_to_each(
         if path.startswith("/"):
             raise UsageError(f"payload {printable(path)}: absolute paths are not allowed")
     bags = [bag for bag, _ in targets]
+    if any(bag._sizing for bag in bags):
+        raise RuntimeError("bag writer: a sizing writer takes count_payload, not payloads")
     rels = [f"data/{path}" for _, path in targets]
     for n, (bag, rel, (_, path)) in enumerate(zip(bags, rels, targets, strict=True)):
         try:

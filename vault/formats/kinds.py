@@ -6,9 +6,9 @@
 One job: name the kind, one of :data:`KINDS`, so that an auditor's ``verify FILE...`` knows
 which strict reader comes next; nothing is parsed strictly or verified here. It knows every
 format that leaves the vault: a ``.evpkg`` package (a tar whose first member is
-envelope.json), the JSON documents by their ``type`` (envelope, statement, sharing receipt,
-acknowledgement, contact card, approval request, approval) and a custody checkpoint (a
-signed note).
+payload.age, or envelope.json in layout 1), the JSON documents by their ``type``
+(envelope, statement, sharing receipt, acknowledgement, contact card, approval request,
+approval) and a custody checkpoint (a signed note).
 
 Imports: :mod:`vault.formats.package` (its ``rules``, ``documents`` and ``container``),
 :mod:`vault.formats.receipt`, :mod:`vault.formats.approval`, :mod:`vault.formats.card`,
@@ -26,7 +26,13 @@ from vault.errors import UsageError, VerificationError
 from vault.formats.approval import APPROVAL_REQUEST_TYPE, APPROVAL_TYPE
 from vault.formats.canonical import parse_json_object
 from vault.formats.card import CARD_TYPE
-from vault.formats.package.container import ENVELOPE_MEMBER, MAX_PAX_HEADER, open_regular, padded
+from vault.formats.package.container import (
+    ENVELOPE_MEMBER,
+    MAX_PAX_HEADER,
+    PAYLOAD_MEMBER,
+    open_regular,
+    padded,
+)
 from vault.formats.package.documents import ENVELOPE_TYPE, STATEMENT_TYPE
 from vault.formats.package.rules import MAX_CHECKPOINT, MAX_DOCUMENT, looks_like_note
 from vault.formats.receipt import ACKNOWLEDGEMENT_TYPE, SHARING_RECEIPT_TYPE
@@ -79,10 +85,10 @@ def detect(data: bytes) -> str:
     """What kind of evault file ``data`` is: one of :data:`KINDS`, or VerificationError.
 
     ``data`` is the whole file, except for a package, where the first 64 KiB
-    (:data:`DETECT_HEAD`) are enough: a tar whose first member is envelope.json is a
-    ``"package"``. A JSON object is named by its ``type`` (``"envelope"``, ``"statement"``,
-    ``"sharing-receipt"``, ``"acknowledgement"``, ``"contact-card"``, ``"approval-request"``,
-    ``"approval"``); text ending in a blank
+    (:data:`DETECT_HEAD`) are enough: a tar whose first member is payload.age (layout 2) or
+    envelope.json (layout 1) is a ``"package"``. A JSON object is named by its ``type``
+    (``"envelope"``, ``"statement"``, ``"sharing-receipt"``, ``"acknowledgement"``,
+    ``"contact-card"``, ``"approval-request"``, ``"approval"``); text ending in a blank
     line and ``— `` signature lines is a ``"checkpoint"`` (a signed note). Only the kind is
     decided here: nothing is parsed strictly or verified, that is the next step's job.
     """
@@ -91,11 +97,11 @@ def detect(data: bytes) -> str:
     data = bytes(data)
     first = _tar_first_name(data)
     if first is not None:
-        if first == ENVELOPE_MEMBER:
+        if first in (PAYLOAD_MEMBER, ENVELOPE_MEMBER):  # layouts 2 and 1
             return "package"
         raise VerificationError(
             f"not an evault file: a tar archive whose first member is "
-            f"{printable(first)[:100]!r}, not {ENVELOPE_MEMBER}"
+            f"{printable(first)[:100]!r}, not {PAYLOAD_MEMBER} or {ENVELOPE_MEMBER}"
         )
     if data.lstrip(b" \t\r\n")[:1] == b"{":
         try:

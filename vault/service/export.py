@@ -605,10 +605,9 @@ def _finish(
         if isinstance(body.written, VaultError):
             raise body.written
         if isinstance(body.written, WrittenPackage):
-            built, stamp = finish_package(vault, body.written, body.sealed)
+            built = finish_package(vault, body.written, body.sealed)
             assert outbox is not None  # a body without one was refused before building
-            body.delivery = Delivery(built.id, Path(built.path), built.file_sha256, outbox,
-                                     read_at=stamp)
+            body.delivery = Delivery(built.id, Path(built.path), built.file_sha256, outbox)
         if body.delivery is None or body.pair is None:
             return
         uploaded = deliver(body.delivery)

@@ -13,7 +13,8 @@
 Files written here are read by the stock ``age`` tool and the other way round. Both ends
 stream in 64 KiB chunks with bounded memory: :class:`AgeWriter` and :class:`AgeReader` are
 ordinary binary file objects (``tarfile.open(fileobj=..., mode="w|")`` works on them), and
-:func:`encrypt` / :func:`decrypt` copy one stream to another.
+:func:`encrypt` / :func:`decrypt` copy one stream to another; :func:`encrypted_size` says how
+long an encrypted file will be before it is written.
 
 Reading is strict, as the spec and the C2SP test vectors demand, and every failure is an
 :class:`AgeError` of one kind: the header does not parse (:class:`AgeHeaderError`), no
@@ -64,7 +65,7 @@ from vault.crypto.age.primitives import Rng as Rng
 from vault.crypto.age.stream import CHUNK_SIZE as CHUNK_SIZE
 from vault.crypto.age.stream import ENC_CHUNK_SIZE as ENC_CHUNK_SIZE
 from vault.crypto.age.stream import NONCE_SIZE as NONCE_SIZE
-from vault.crypto.age.stream import AgeReader, AgeWriter, decrypt, encrypt
+from vault.crypto.age.stream import AgeReader, AgeWriter, decrypt, encrypt, encrypted_size
 
 __all__ = [
     "AgeArmorError",
@@ -80,4 +81,5 @@ __all__ = [
     "AgeWriter",
     "decrypt",
     "encrypt",
+    "encrypted_size",
 ]

@@ -425,6 +425,26 @@ class AgeReader(io.BufferedIOBase):
         return total + fill
 
 
+def encrypted_size(recipients: Sequence[AgeRecipient], plaintext_size: int) -> int:
+    """The size of what :class:`AgeWriter` writes for ``plaintext_size`` bytes to
+    ``recipients`` (not armored), known before any of it is written.
+
+    Header, nonce, then each 64 KiB chunk with its 16-byte tag; the last chunk may be full,
+    and an empty plaintext is one empty chunk. Every stanza of a recipient has the same
+    length whatever the file key, so the header is measured by making one for a
+    throwaway key (which is then dropped).
+    """
+    if not recipients:
+        raise UsageError("age: at least one recipient is required")
+    if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int) or (
+            plaintext_size < 0):
+        raise UsageError("age: the plaintext size must be a non-negative integer")
+    file_key = os.urandom(FILE_KEY_SIZE)
+    header = _encode_header(file_key, (r._wrap(file_key, os.urandom) for r in recipients))
+    chunks = max(1, -(-plaintext_size // CHUNK_SIZE))
+    return len(header) + NONCE_SIZE + plaintext_size + chunks * TAG_SIZE
+
+
 def encrypt(
     src: BinaryIO,
     dst: BinaryIO,

@@ -40,15 +40,16 @@ disk. Parsing is strict: exact ``type`` and ``version``, every field present wit
 type, no unknown field, every value matching its rule, and the bytes in canonical form, so
 one document has exactly one byte representation.
 
-The **container** (``.evpkg``) is a POSIX pax tar holding exactly three regular files, in
-this order: ``envelope.json``, ``envelope.json.sig`` and ``payload.age``. Stock ``tar -xf``
-unpacks it. The payload's data starts at an offset fixed by the envelope's fields before
-the payload exists (:func:`payload_offset`); a pax ``comment`` record before payload.age
-fills what the final envelope leaves of that room. So :class:`PackageWriter` writes the
-payload once, straight into the file, and the envelope that names its digest afterwards in
-front of it; :func:`write_package` makes the same bytes from a payload file (copied in the
-kernel). :func:`read_package` only reads headers, the envelope and the signature, so a
-package of many GiB costs a few seeks. Every field a constructor receives is checked: a bad
+The **container** (``.evpkg``) is a POSIX pax tar holding exactly three regular files. In
+layout 2, written now, they are ``payload.age``, ``envelope.json`` and
+``envelope.json.sig``, in this order: :class:`PackageWriter` writes the payload's tar
+header (its size is known in advance), the payload once, straight into the file, and the
+envelope that names its digest behind it, taking the file's own SHA-256 as it goes. Layout
+1, written before, has ``envelope.json`` and ``envelope.json.sig`` first; both are read
+(:data:`LAYOUTS`), and :func:`write_package` writes either from a payload file (copied in
+the kernel). Stock ``tar -xf`` unpacks both the same way. :func:`read_package` only reads
+headers, the envelope and the signature, so a package of many GiB costs a few seeks.
+Every field a constructor receives is checked: a bad
 argument is a :class:`~vault.errors.UsageError`, bad bytes being read a
 :class:`~vault.errors.VerificationError`.
 
@@ -71,6 +72,8 @@ from __future__ import annotations
 
 from vault.formats.package.container import (
     ENVELOPE_MEMBER,
+    LAYOUT,
+    LAYOUTS,
     MAX_ENVELOPE,
     MAX_SIGNATURE,
     MEMBERS,
@@ -78,6 +81,7 @@ from vault.formats.package.container import (
     SIGNATURE_MEMBER,
     PackageWriter,
     ScannedPackage,
+    WrittenContainer,
     hold_package,
     payload_offset,
     read_package,
@@ -104,6 +108,8 @@ __all__ = [
     "ENVELOPE_MEMBER",
     "ENVELOPE_NAMESPACE",
     "ENVELOPE_TYPE",
+    "LAYOUT",
+    "LAYOUTS",
     "MAX_DOCUMENT",
     "MAX_ENVELOPE",
     "MAX_SIGNATURE",
@@ -120,6 +126,7 @@ __all__ = [
     "ScannedPackage",
     "Statement",
     "StatementItem",
+    "WrittenContainer",
     "hold_package",
     "payload_offset",
     "read_package",

@@ -1,11 +1,17 @@
-"""The ``.evpkg`` container: a POSIX pax tar of envelope.json, its signature and payload.age.
+"""The ``.evpkg`` container: a POSIX pax tar of payload.age, envelope.json and its signature.
 
 One job: write the container (:func:`write_package` from a payload file,
 :class:`PackageWriter` in one pass), read its structure without reading its payload
 (:func:`read_package`, :func:`hold_package`, :class:`ScannedPackage`), stream its payload, and
-verify the envelope it carries against it (:func:`verify_envelope`). The payload's data
-starts at an offset fixed by the envelope's fields (:func:`payload_offset`); a pax
-``comment`` record before payload.age fills what the final envelope leaves of that room.
+verify the envelope it carries against it (:func:`verify_envelope`).
+
+Two layouts (:data:`LAYOUTS`) are read. Layout 2, written since 2026-12, has payload.age
+first and the envelope, which names the payload's digest, behind it: the file is written
+front to back and its own SHA-256 taken on the way. Layout 1 has the envelope first; its
+payload's data starts at an offset fixed by the envelope's fields (:func:`payload_offset`),
+and a pax ``comment`` record before payload.age fills what the final envelope leaves of
+that room, so it too was written in one pass, but its digest needed a second read. Both
+hold the same three members, so stock ``tar -xf`` unpacks either the same way.
 Bad bytes being read are a :class:`~vault.errors.VerificationError`.
 
 Imports: :mod:`.rules`, :mod:`.strict`, :mod:`.documents`, :mod:`vault.formats.safetar`
@@ -37,7 +43,7 @@ from vault.durable import copy_file, write_all
 from vault.errors import NotFoundError, UsageError, VerificationError
 from vault.formats.package.documents import ENVELOPE_NAMESPACE, Envelope, sign_envelope
 from vault.formats.package.rules import MAX_INTEGER, TIME_FORMAT
-from vault.formats.package.strict import check_signer, peek_id, verify_signed
+from vault.formats.package.strict import check_signer, check_signer_key, peek_id, verify_signed
 from vault.formats.safetar import printable
 from vault.names import PACKAGE_ID
 
@@ -47,7 +53,15 @@ if TYPE_CHECKING:
 ENVELOPE_MEMBER = "envelope.json"
 SIGNATURE_MEMBER = "envelope.json.sig"
 PAYLOAD_MEMBER = "payload.age"
-MEMBERS = (ENVELOPE_MEMBER, SIGNATURE_MEMBER, PAYLOAD_MEMBER)
+LAYOUTS = {
+    1: (ENVELOPE_MEMBER, SIGNATURE_MEMBER, PAYLOAD_MEMBER),
+    2: (PAYLOAD_MEMBER, ENVELOPE_MEMBER, SIGNATURE_MEMBER),
+}
+"""The members of each container layout, in order: 1 with the envelope first (written
+until 2026-12), 2 with the payload first and the envelope last (written since)."""
+LAYOUT = 2
+"""The layout written: the payload first, so the file's SHA-256 is taken as it is written."""
+MEMBERS = LAYOUTS[LAYOUT]
 
 MAX_ENVELOPE = 1024 * 1024
 MAX_SIGNATURE = 1024 * 1024
@@ -57,6 +71,9 @@ _BLOCK = tarfile.BLOCKSIZE
 _RECORD = tarfile.RECORDSIZE
 _COPY_CHUNK = 1024 * 1024
 _POSIX_MAGIC = b"ustar\x0000"
+_OCTAL_FIELD = re.compile(rb" *[0-7]+[ \x00]*")
+_NUMBER_FIELDS = {"mode": (100, 108), "uid": (108, 116), "gid": (116, 124), "size": (124, 136),
+                  "mtime": (136, 148), "checksum": (148, 156)}
 _USTAR_MAX_SIZE = 8**11 - 1  # the largest size a ustar header holds
 _PAX_HEADER_NAME = "././@PaxHeader"  # as Python's tarfile names pax extended headers
 _PADDING_COMMENT = "evault: room for the envelope, written after the payload"
@@ -67,9 +84,10 @@ _HEADER_ENCODING = "utf-8"
 class ScannedPackage:
     """A ``.evpkg`` file whose structure has been checked; nothing in it is verified yet.
 
-    ``envelope_bytes`` and ``signature`` are the first two members as they lie in the file;
-    ``payload_offset`` and ``payload_size`` locate ``payload.age`` inside it. ``fd`` is the
-    file held open by :func:`hold_package` (None from :func:`read_package`).
+    ``envelope_bytes`` and ``signature`` are those members as they lie in the file;
+    ``payload_offset`` and ``payload_size`` locate ``payload.age`` inside it; ``layout`` is
+    the container's (a key of :data:`LAYOUTS`). ``fd`` is the file held open by
+    :func:`hold_package` (None from :func:`read_package`).
     """
 
     envelope_bytes: bytes
@@ -78,6 +96,7 @@ class ScannedPackage:
     payload_size: int
     path: Path
     fd: int | None = dataclasses.field(default=None, compare=False, repr=False)
+    layout: int = 1
 
     def open_payload(self) -> io.BufferedReader:
         """A binary file object reading exactly ``payload.age`` from the package file.
@@ -256,14 +275,15 @@ def _widest(envelope: Envelope) -> Envelope:
 
 
 def payload_offset(envelope: Envelope, signature_size: int) -> int:
-    """Where the payload's data starts in the package of ``envelope``, whatever its payload.
+    """Layout 1: where the payload's data starts in the package of ``envelope``, whatever
+    its payload.
 
-    The front of the container is sized before the payload is known: envelope.json at the
-    longest payload size it can state, envelope.json.sig (``signature_size`` bytes; an
+    The front of the container was sized before the payload was known: envelope.json at
+    the longest payload size it can state, envelope.json.sig (``signature_size`` bytes; an
     Ed25519 SSHSIG always has the same length), and payload.age's headers, a pax extended
     header of at least one block and the ustar header. The pax header's ``comment`` record
     takes up whatever the actual envelope leaves, so every package of this envelope has its
-    payload here and :class:`PackageWriter` can write the payload first, once.
+    payload here.
     """
     envelope_size = len(_widest(envelope).to_bytes())
     return 5 * _BLOCK + padded(envelope_size) + padded(signature_size)
@@ -272,7 +292,7 @@ def payload_offset(envelope: Envelope, signature_size: int) -> int:
 def front_bytes(
     envelope: bytes, signature: bytes, payload_size: int, mtime: int, room: int
 ) -> bytes:
-    """The container's bytes before the payload's data: exactly ``room`` of them."""
+    """Layout 1: the container's bytes before the payload's data, exactly ``room`` of them."""
     head = _small_member(ENVELOPE_MEMBER, envelope, mtime)
     head += _small_member(SIGNATURE_MEMBER, signature, mtime)
     pax_size = room - len(head) - 2 * _BLOCK
@@ -290,25 +310,54 @@ def front_bytes(
 
 
 def tail_bytes(room: int, payload_size: int) -> bytes:
-    """Zero padding to the block, two zero blocks, then to a whole record, as tar does."""
+    """Layout 1: zero padding to the block, two zero blocks, then to a whole record."""
     tail = padded(payload_size) - payload_size + 2 * _BLOCK
     tail += -(room + payload_size + tail) % _RECORD
     return bytes(tail)
+
+
+def payload_headers(payload_size: int, mtime: int) -> bytes:
+    """Layout 2: payload.age's headers, the first bytes of the file.
+
+    A ustar header; from 8 GiB on, whose size a ustar header cannot hold, a pax extended
+    header with a ``size`` record before it (as GNU tar and Python's tarfile write it).
+    """
+    if payload_size <= _USTAR_MAX_SIZE:
+        return _header(PAYLOAD_MEMBER, payload_size, mtime)
+    records = _pax_record("size", str(payload_size))
+    pax = _header(_PAX_HEADER_NAME, len(records), mtime, tarfile.XHDTYPE)
+    fill = bytes(padded(len(records)) - len(records))
+    return pax + records + fill + _header(PAYLOAD_MEMBER, 0, mtime)
+
+
+def back_bytes(envelope: bytes, signature: bytes, mtime: int, end_of_payload: int,
+               payload_size: int) -> bytes:
+    """Layout 2: everything after payload.age's data, which ends at byte ``end_of_payload``
+    of the file: its padding, envelope.json, envelope.json.sig, two zero blocks, and zeros
+    to a whole 10240-byte record, as tar does."""
+    back = bytes(padded(payload_size) - payload_size)
+    back += _small_member(ENVELOPE_MEMBER, envelope, mtime)
+    back += _small_member(SIGNATURE_MEMBER, signature, mtime)
+    back += bytes(2 * _BLOCK)
+    return back + bytes(-(end_of_payload + len(back)) % _RECORD)
 
 
 def _epoch(created_at: str) -> int:
     return calendar.timegm(time.strptime(created_at, TIME_FORMAT))
 
 
-def write_package(target: Path, envelope: bytes, signature: str, payload: Path) -> None:
-    """Write the ``.evpkg`` tar to ``target``: envelope, its signature, then the payload file.
+def write_package(target: Path, envelope: bytes, signature: str, payload: Path, *,
+                  layout: int = LAYOUT) -> None:
+    """Write the ``.evpkg`` tar to ``target`` from the payload file ``payload``.
 
     ``envelope`` and ``signature`` are what :func:`sign_envelope` returned; ``payload`` is
     the age-encrypted file whose size and SHA-256 the envelope states. The signature must
     verify over the envelope by the sender it names, and the payload file must have the
     envelope's ``payload_size``, else :class:`~vault.errors.UsageError` (nothing in a package
     written here can fail these checks later). Metadata is fixed (mode 0644, owner 0:0, no
-    names, mtime = ``created_at``), so the same inputs give the same bytes.
+    names, mtime = ``created_at``), so the same inputs give the same bytes: those
+    :class:`PackageWriter` writes, in the default layout 2 (payload first); ``layout=1``
+    writes the envelope first, as packages made before layout 2 were.
 
     ``target`` is created or truncated and fsynced before returning; write it under a
     temporary name and rename it. On an error it is left incomplete for the caller to
@@ -318,6 +367,8 @@ def write_package(target: Path, envelope: bytes, signature: str, payload: Path) 
         raise UsageError("write package: envelope must be bytes")
     if len(envelope) > MAX_ENVELOPE:
         raise UsageError(f"write package: envelope is larger than {MAX_ENVELOPE} bytes")
+    if layout not in LAYOUTS:
+        raise UsageError(f"write package: layout must be one of {sorted(LAYOUTS)}")
     try:
         parsed = Envelope.from_bytes(envelope)
     except VerificationError as e:
@@ -336,7 +387,6 @@ def write_package(target: Path, envelope: bytes, signature: str, payload: Path) 
         raise UsageError(f"{label}: signature is not by the sender {parsed.sender.fingerprint}")
 
     mtime = _epoch(parsed.created_at)
-    room = payload_offset(parsed, len(sig_bytes))
     src = open_regular(Path(payload), f"{label}: payload")
     try:
         size = os.fstat(src).st_size
@@ -344,50 +394,83 @@ def write_package(target: Path, envelope: bytes, signature: str, payload: Path) 
             raise UsageError(
                 f"{label}: payload file holds {size} bytes, the envelope says {parsed.payload_size}"
             )
+        if layout == 1:
+            room = payload_offset(parsed, len(sig_bytes))
+            head = front_bytes(envelope, sig_bytes, size, mtime, room)
+        else:
+            head = payload_headers(size, mtime)
         with open(target, "wb", buffering=0) as out:
             dst = out.fileno()
-            write_all(dst, front_bytes(envelope, sig_bytes, size, mtime, room))
+            write_all(dst, head)
             copied = copy_file(src, dst, size)
             if copied != size:
                 raise UsageError(f"{label}: payload file shrank to {copied} bytes while copied")
-            write_all(dst, tail_bytes(room, size))
+            if layout == 1:
+                write_all(dst, tail_bytes(len(head), size))
+            else:
+                write_all(dst, back_bytes(envelope, sig_bytes, mtime, len(head) + size, size))
             os.fsync(dst)
     finally:
         os.close(src)
 
 
+@dataclass(frozen=True)
+class WrittenContainer:
+    """What :meth:`PackageWriter.finish` wrote: the envelope (parsed, its canonical bytes
+    and its signature) and the whole file's SHA-256 and size."""
+
+    envelope: Envelope
+    envelope_bytes: bytes
+    signature: str
+    sha256: str
+    size: int
+
+
 class PackageWriter:
-    """Writes a ``.evpkg`` container in one pass over its payload.
+    """Writes a ``.evpkg`` container (layout 2) in one pass, hashing the file as it goes.
 
-        with PackageWriter(out, draft, key) as writer:  # out: a new file, open for writing
-            writer.write(ciphertext)                    # the age payload, in order
-            envelope, data, signature = writer.finish()
+        size = age.encrypted_size(keys, bag_size)     # payload.age's size, stated first
+        with PackageWriter(out, draft, key, size) as writer:  # out: a new file for writing
+            writer.write(ciphertext)                  # the age payload, in order
+            written = writer.finish()                 # envelope, signature, file digest
 
-    The payload goes straight to its place in the file (:func:`payload_offset`), counted
-    and hashed on the way; :meth:`finish` puts the payload's size and SHA-256 into the
+    payload.age comes first, so its tar header, which states its size, is written before
+    its first byte: the caller knows the size in advance (a bag's size from
+    :meth:`~vault.formats.bagit.BagWriter.sizing`, the age file's from it). Each write is
+    hashed twice, for the payload's SHA-256 the envelope names and for the file's, and
+    written, on two helper threads (hashlib and file writes release the GIL) while the
+    caller prepares the next. :meth:`finish` puts the payload's size and SHA-256 into the
     ``draft`` envelope (whose own values for them are ignored), signs it with ``key`` (the
-    sender's) and writes the envelope, its signature and the headers into the room left in
-    front, then the end of the archive. The file is byte for byte what :func:`write_package`
-    writes for the same envelope and payload, without a temporary payload file or a copy.
+    sender's) and writes it, its signature and the end of the archive behind the payload.
+    The file is byte for byte what :func:`write_package` writes for the same envelope and
+    payload, and its SHA-256 comes without reading it back.
 
-    Each write is hashed and written on a helper thread while the caller prepares the next
-    (hashlib and file writes release the GIL), from the caller's own buffer. ``out`` is
-    flushed, not synced: fsync it, then give it its name. If anything raises, the file is
-    incomplete: remove it.
+    A payload that comes out longer or shorter than ``payload_size`` is a bug in the
+    caller's sizing: ``RuntimeError``. ``out`` is flushed, not synced: fsync it, then give
+    it its name. If anything raises, the file is incomplete: remove it.
     """
 
-    def __init__(self, out: BinaryIO, draft: Envelope, key: SigningKey) -> None:
-        _, widest_signature = sign_envelope(_widest(draft), key)
+    def __init__(self, out: BinaryIO, draft: Envelope, key: SigningKey,
+                 payload_size: int) -> None:
+        if isinstance(payload_size, bool) or not isinstance(payload_size, int) or not (
+                0 <= payload_size <= MAX_INTEGER):
+            raise UsageError("package writer: the payload size must be a non-negative integer")
+        check_signer_key(key, draft.sender, f"envelope {draft.package_id}")  # before any byte
         self._out = out
         self._draft = draft
         self._key = key
-        self._room = payload_offset(draft, len(widest_signature.encode("ascii")))
-        self._digest = hashlib.sha256()
+        self._mtime = _epoch(draft.created_at)
+        self._declared = payload_size
+        self._payload_digest = hashlib.sha256()
+        self._file_digest = hashlib.sha256()
         self._size = 0
-        self._pool = ThreadPoolExecutor(max_workers=1)
-        self._pending: Future[None] | None = None
+        self._pools = (ThreadPoolExecutor(max_workers=1), ThreadPoolExecutor(max_workers=1))
+        self._pending: list[Future[None]] = []
         self._finished = False
-        out.seek(self._room)
+        head = payload_headers(payload_size, self._mtime)
+        self._file_digest.update(head)
+        out.write(head)
+        self._head = len(head)
 
     def __enter__(self) -> PackageWriter:
         return self
@@ -396,23 +479,28 @@ class PackageWriter:
         self.close()
 
     def close(self) -> None:
-        """Wait for the helper thread and stop it (after an error too)."""
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.exception()
-        self._pool.shutdown(wait=True)
+        """Wait for the helper threads and stop them (after an error too)."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.exception()
+        for pool in self._pools:
+            pool.shutdown(wait=True)
 
     def write(self, data: bytes | memoryview) -> int:
         """Append payload bytes.
 
-        ``data`` is hashed and written on the helper thread, without a copy: leave it
+        ``data`` is hashed and written on the helper threads, without a copy: leave it
         unchanged until the next call of write(), flush() or finish() returns, as
         :class:`~vault.crypto.age.AgeWriter` does (it fills its other batch meanwhile).
         """
         if self._finished:
             raise RuntimeError("package writer: write after finish")
+        if self._size + len(data) > self._declared:
+            raise RuntimeError(f"package writer: the payload runs past the {self._declared} "
+                               "bytes stated in its header")
         self._wait()
-        self._pending = self._pool.submit(self._consume, data)
+        self._pending = [self._pools[0].submit(self._payload_digest.update, data),
+                         self._pools[1].submit(self._consume, data)]
         self._size += len(data)
         return len(data)
 
@@ -421,29 +509,32 @@ class PackageWriter:
         self._wait()
 
     def _consume(self, chunk: bytes | memoryview) -> None:
-        self._digest.update(chunk)
+        self._file_digest.update(chunk)
         self._out.write(chunk)
 
     def _wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
-    def finish(self) -> tuple[Envelope, bytes, str]:
-        """Complete the file; return the envelope, its canonical bytes and its signature."""
+    def finish(self) -> WrittenContainer:
+        """Complete the file: the envelope, its signature and the file's digest."""
         self._wait()
         self._finished = True
+        if self._size != self._declared:
+            raise RuntimeError(f"package writer: the payload came to {self._size} bytes, "
+                               f"its header states {self._declared}")
         envelope = dataclasses.replace(
-            self._draft, payload_size=self._size, payload_sha256=self._digest.hexdigest()
+            self._draft, payload_size=self._size, payload_sha256=self._payload_digest.hexdigest()
         )
         data, signature = sign_envelope(envelope, self._key)
-        front = front_bytes(data, signature.encode("ascii"), self._size,
-                       _epoch(envelope.created_at), self._room)
-        self._out.write(tail_bytes(self._room, self._size))
-        self._out.seek(0)
-        self._out.write(front)
+        back = back_bytes(data, signature.encode("ascii"), self._mtime,
+                          self._head + self._size, self._size)
+        self._file_digest.update(back)
+        self._out.write(back)
         self._out.flush()
-        return envelope, data, signature
+        return WrittenContainer(envelope, data, signature, self._file_digest.hexdigest(),
+                                self._head + self._size + len(back))
 
 
 @dataclass(frozen=True)
@@ -511,6 +602,12 @@ class _TarScan:
             if offset == 0:
                 raise self.error("is not a posix tar archive (no 'ustar' header)")
             raise self.error(f"has a header that is not posix tar at byte {offset}")
+        for name, (start, end) in _NUMBER_FIELDS.items():
+            # Python's tarfile reads "+15" or "1_5" as octal, GNU tar "+15" as base-64:
+            # readers that disagree on a size see other members (two envelopes, one file).
+            if not _OCTAL_FIELD.fullmatch(block[start:end]):
+                raise self.error(f"has a tar header whose {name} is not plain octal digits "
+                                 f"at byte {offset}")
         try:
             return tarfile.TarInfo.frombuf(block, _HEADER_ENCODING, "strict")
         except (tarfile.TarError, ValueError, OverflowError, UnicodeDecodeError):
@@ -593,22 +690,25 @@ class _TarScan:
             offset += len(chunk)
 
 
-_LAYOUT = "a package holds exactly envelope.json, envelope.json.sig and payload.age, in order"
+_LAYOUT = ("a package holds exactly payload.age, envelope.json and envelope.json.sig in that "
+           "order (or, as written before layout 2, envelope.json, envelope.json.sig and "
+           "payload.age)")
 
 
-def _check_member(scan: _TarScan, member: _Member, index: int, seen: list[str]) -> None:
+def _check_member(scan: _TarScan, member: _Member, order: tuple[str, ...], index: int,
+                  seen: list[str]) -> None:
     shown = printable(member.name)[:100]
     if member.type not in _REGULAR:
         kind = _TYPE_NAMES.get(member.type, f"type {member.type!r}")
         raise scan.error(f"member {shown!r} is a {kind}; only regular files are accepted")
     if member.name in seen:
         raise scan.error(f"has a duplicate member {shown!r}")
-    if index >= len(MEMBERS):
+    if index >= len(order):
         raise scan.error(f"has a fourth member {shown!r}; {_LAYOUT}")
-    if member.name != MEMBERS[index]:
-        if member.name in MEMBERS:
+    if member.name != order[index]:
+        if member.name in order:
             raise scan.error(
-                f"members are out of order: {shown!r} where {MEMBERS[index]!r} belongs; {_LAYOUT}"
+                f"members are out of order: {shown!r} where {order[index]!r} belongs; {_LAYOUT}"
             )
         raise scan.error(f"has an unexpected member {shown!r}; {_LAYOUT}")
     limits = {ENVELOPE_MEMBER: MAX_ENVELOPE, SIGNATURE_MEMBER: MAX_SIGNATURE}
@@ -659,20 +759,27 @@ def hold_package(path: Path) -> Iterator[ScannedPackage]:
 def _scan_package(fd: int, path: Path, label: str, *, hold: bool) -> ScannedPackage:
     """The checks of :func:`read_package` on the open file ``fd``."""
     scan = _TarScan(fd, os.fstat(fd).st_size, label)
-    members: list[_Member] = []
+    found: dict[str, _Member] = {}
+    order = LAYOUTS[1]
+    layout = 1
     offset = 0
-    for index in range(len(MEMBERS) + 1):
-        found = scan.member(offset)
-        if found is None:
-            if index < len(MEMBERS):
+    for index in range(len(order) + 1):
+        step = scan.member(offset)
+        if step is None:
+            if index < len(order):
                 raise scan.error(f"has {index} members; {_LAYOUT}")
             break
-        member, offset = found
-        _check_member(scan, member, index, [m.name for m in members])
+        member, offset = step
+        if index == 0 and member.name == PAYLOAD_MEMBER:  # the payload first: layout 2
+            layout = 2
+            order = LAYOUTS[2]
+        _check_member(scan, member, order, index, list(found))
         scan.check_padding(member)
-        members.append(member)
+        found[member.name] = member
     scan.check_end(offset)
-    envelope, signature, payload = members
+    envelope = found[ENVELOPE_MEMBER]
+    signature = found[SIGNATURE_MEMBER]
+    payload = found[PAYLOAD_MEMBER]
     envelope_bytes = scan.read(envelope.offset, envelope.size, ENVELOPE_MEMBER)
     sig_bytes = scan.read(signature.offset, signature.size, SIGNATURE_MEMBER)
     try:
@@ -686,4 +793,5 @@ def _scan_package(fd: int, path: Path, label: str, *, hold: bool) -> ScannedPack
         payload_size=payload.size,
         path=path,
         fd=fd if hold else None,
+        layout=layout,
     )

@@ -4,12 +4,14 @@
     >>> built = build_package(vault, draft)                                   # doctest: +SKIP
 
 A package is written with no transaction open (:func:`write_package_files`, several
-packages in one pass over their items), sealed (fsync, digest read back) and recorded in a
-second transaction that also gives the file its name (:func:`record_package`). Writing
+packages in one pass over their items, each file's SHA-256 taken as it is written),
+sealed (fsync) and recorded in a second transaction that also gives the file its name
+(:func:`record_package`). Writing
 streams each item from its blob through the age decryptor into a BagIt bag written as a tar,
 into the age encryptor for the body's keys and the sender's escrow key, straight into the
-payload's place in the ``.evpkg`` (:class:`~vault.formats.package.PackageWriter`): no
-plaintext touches the disk and memory stays flat.
+``.evpkg`` behind payload.age's header (:class:`~vault.formats.package.PackageWriter`), whose
+size is known before: each bag is first sized by the same calls on a writer that only
+counts. No plaintext touches the disk and memory stays flat.
 
 Imports :mod:`~vault.service.packaging.plan` (the draft and the checks it repeats),
 :mod:`~vault.service.packaging.records` and :mod:`~vault.service.packaging.digest` of this
@@ -33,7 +35,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat
-from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter
+from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter, encrypted_size
 from vault.durable import WritebackFile, fsync_dir
 from vault.errors import NotFoundError, PolicyError, VaultError, VerificationError
 from vault.faults import crash_point
@@ -47,7 +49,7 @@ from vault.formats.package import (
     sign_statement,
 )
 from vault.service.custody import CustodyLog
-from vault.service.packaging.digest import FileStamp, file_stamp, sync_and_digest
+from vault.service.packaging.digest import FileStamp
 from vault.service.packaging.plan import (
     CASE_UCO,
     DraftItem,
@@ -71,12 +73,15 @@ class WrittenPackage:
     envelope: Envelope
     envelope_bytes: bytes
     statement_bytes: bytes
+    sha256: str  # of the whole file, taken as it was written
+    size: int
+    stamp: FileStamp  # of the file right after its last byte was written
 
 
 def build_package(vault: Vault, draft: PackageDraft) -> PackageInfo:
     """Write, seal and record a planned package: ``package create`` after
     :func:`plan_package`. Nothing is left behind if it fails."""
-    return finish_package(vault, write_package_file(vault, draft))[0]
+    return finish_package(vault, write_package_file(vault, draft))
 
 
 def write_package_file(vault: Vault, draft: PackageDraft) -> WrittenPackage:
@@ -201,10 +206,18 @@ class _PackageOut:
             timestamps=draft.timestamps,
             version=2 if draft.timestamps else 1,
         )
-        self.file = self._files.enter_context(WritebackFile(draft.temp, "xb"))
-        self.package = self._files.enter_context(
-            PackageWriter(cast(BinaryIO, self.file), envelope, draft.pair.signing))
         keys = [AgeRecipient.parse(r.age_recipient) for r in [*draft.recipients, draft.escrow]]
+        # payload.age comes first in the file, its size in its tar header: the bag is sized
+        # before it is written, by the same calls on a writer that only counts.
+        sizer = BagWriter.sizing(draft.package_id, bagging_date=draft.now.date())
+        for item in draft.items:
+            sizer.count_payload(item.path, item.size)
+        _write_tag_files(sizer, draft, self._sender, self._created_at)
+        sizer.close()
+        payload_size = encrypted_size(keys, sizer.size)
+        self.file = self._files.enter_context(WritebackFile(draft.temp, "xb"))
+        self.package = self._files.enter_context(PackageWriter(
+            cast(BinaryIO, self.file), envelope, draft.pair.signing, payload_size))
         self.writer = AgeWriter(cast(BinaryIO, self.package), keys)
         self.bag = BagWriter(cast(BinaryIO, self.writer), draft.package_id,
                              bagging_date=draft.now.date())
@@ -227,55 +240,70 @@ class _PackageOut:
             return
         draft = self.draft
         try:
-            bag = self.bag
-            bag.add_tag_file("evault/items.json",
-                             json.dumps(draft.metadata, indent=2, ensure_ascii=False).encode())
-            bag.add_tag_file("evault/custody.jsonl", draft.excerpt)
-            for path, data in draft.approval_files:  # listed in the tag manifest: signed
-                bag.add_tag_file(path, data)
-            if draft.case_uco is not None:  # listed in the tag manifest: signed
-                bag.add_tag_file(CASE_UCO, draft.case_uco)
-            info = [
-                ("Source-Organization", draft.org),
-                ("External-Identifier", draft.package_id),
-                ("EVault-Body", draft.body_id),
-                ("EVault-Sender", f"{draft.sender_name} {draft.pair.fingerprint}"),
-            ]
-            if draft.reference:
-                info.append(("EVault-Reference", draft.reference))
-            if draft.purpose:
-                info.append(("EVault-Purpose", draft.purpose))
-            summary = bag.finish(info)
-            statement = Statement(
-                package_id=draft.package_id,
-                body=draft.body_id,
-                recipients=draft.recipients,
-                escrow=draft.escrow,
-                sender=self._sender,
-                created_at=self._created_at,
-                items=tuple(StatementItem(item.id, f"data/{item.path}", item.size,
-                                          item.sha256, item.link) for item in draft.items),
-                tagmanifest_sha256=summary.tagmanifest_sha256,
-                # Version 1 unless a derived copy's link needs version 2: a body whose
-                # evault predates links still opens every package without one.
-                version=2 if any(item.link for item in draft.items) else 1,
-            )
-            statement_bytes, statement_sig = sign_statement(statement, draft.pair.signing)
-            bag.add_tag_file("evault/statement.json", statement_bytes, in_tagmanifest=False)
-            bag.add_tag_file("evault/statement.json.sig", statement_sig.encode(),
-                             in_tagmanifest=False)
-            bag.close()
+            statement_bytes = _write_tag_files(self.bag, draft, self._sender, self._created_at)
+            self.bag.close()
             self.writer.close()
-            envelope, envelope_bytes, _ = self.package.finish()
+            container = self.package.finish()
             # A package never changes once written: read-only, for every name it gets
             # (the outbox may link to this very file, see _deliver).
             fd = self.file.fileno()
             os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o222)
+            st = os.fstat(fd)
             self._files.close()
         except VaultError as e:
             self.fail(e)
             return
-        self.written = WrittenPackage(draft, envelope, envelope_bytes, statement_bytes)
+        self.written = WrittenPackage(
+            draft, container.envelope, container.envelope_bytes, statement_bytes,
+            container.sha256, container.size,
+            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+
+
+def _write_tag_files(bag: BagWriter, draft: PackageDraft, sender: Party,
+                     created_at: str) -> bytes:
+    """Add a package's tag files, finish its bag and add the signed statement; return the
+    statement's bytes. The bag's payload is in; only ``close()`` is left.
+
+    The same calls size the bag before it is written (a :meth:`BagWriter.sizing` writer):
+    everything added here is fixed by the draft, but for digests, which have a fixed length.
+    """
+    bag.add_tag_file("evault/items.json",
+                     json.dumps(draft.metadata, indent=2, ensure_ascii=False).encode())
+    bag.add_tag_file("evault/custody.jsonl", draft.excerpt)
+    for path, data in draft.approval_files:  # listed in the tag manifest: signed
+        bag.add_tag_file(path, data)
+    if draft.case_uco is not None:  # listed in the tag manifest: signed
+        bag.add_tag_file(CASE_UCO, draft.case_uco)
+    info = [
+        ("Source-Organization", draft.org),
+        ("External-Identifier", draft.package_id),
+        ("EVault-Body", draft.body_id),
+        ("EVault-Sender", f"{draft.sender_name} {draft.pair.fingerprint}"),
+    ]
+    if draft.reference:
+        info.append(("EVault-Reference", draft.reference))
+    if draft.purpose:
+        info.append(("EVault-Purpose", draft.purpose))
+    summary = bag.finish(info)
+    statement = Statement(
+        package_id=draft.package_id,
+        body=draft.body_id,
+        recipients=draft.recipients,
+        escrow=draft.escrow,
+        sender=sender,
+        created_at=created_at,
+        items=tuple(StatementItem(item.id, f"data/{item.path}", item.size,
+                                  item.sha256, item.link) for item in draft.items),
+        tagmanifest_sha256=summary.tagmanifest_sha256,
+        # Version 1 unless a derived copy's link needs version 2: a body whose
+        # evault predates links still opens every package without one.
+        version=2 if any(item.link for item in draft.items) else 1,
+    )
+    statement_bytes, statement_sig = sign_statement(statement, draft.pair.signing)
+    bag.add_tag_file("evault/statement.json", statement_bytes, in_tagmanifest=False)
+    bag.add_tag_file("evault/statement.json.sig", statement_sig.encode(),
+                     in_tagmanifest=False)
+    return statement_bytes
 
 
 def discard_package_file(draft: PackageDraft) -> None:
@@ -286,16 +314,13 @@ def discard_package_file(draft: PackageDraft) -> None:
 
 def finish_package(
     vault: Vault, written: WrittenPackage, sealed: Callable[[], Sealed] | None = None
-) -> tuple[PackageInfo, FileStamp]:
-    """Make the written file durable, take its digest, record it and give it its name; the
-    file is removed if any of it fails. ``sealed`` gives the first two if they are being
-    done already (:func:`seal_package_file` on another thread).
-
-    Returns the package and the stamp of the file as its digest was read.
-    """
+) -> PackageInfo:
+    """Make the written file durable, record it with its digest and give it its name; the
+    file is removed if any of it fails. ``sealed`` gives the first step if it is being done
+    already (:func:`seal_package_file` on another thread)."""
     try:
         seal = sealed() if sealed is not None else seal_package_file(written)
-        return record_package(vault, written, seal.sha256, seal.size), seal.stamp
+        return record_package(vault, written, seal.sha256, seal.size)
     except BaseException:
         discard_package_file(written.draft)
         raise
@@ -303,7 +328,7 @@ def finish_package(
 
 @dataclass(frozen=True)
 class Sealed:
-    """A written package file made durable, and its digest read back."""
+    """A written package file made durable, with its digest."""
 
     stamp: FileStamp
     sha256: str
@@ -311,11 +336,25 @@ class Sealed:
 
 
 def seal_package_file(written: WrittenPackage) -> Sealed:
-    """fsync the written file and read back its SHA-256 meanwhile (no database)."""
+    """fsync the written file (no database).
+
+    Its SHA-256 was taken as it was written, not read back: the file must still be the
+    one stamped right after its last byte (same device, inode, size and modification
+    time), or it is refused (exit 3). That catches a careless change, not a determined one
+    (a write during the build, a modification time put back): what stands between a
+    changed file and a body is that every delivery reads the delivered file back and
+    compares it with the digest recorded here, the digest of what was written.
+    """
     path = written.draft.temp
-    stamp = file_stamp(path)
-    sha256, size = sync_and_digest(path)
-    return Sealed(stamp, sha256, size)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+        st = os.fstat(f.fileno())
+    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if stamp != written.stamp or st.st_size != written.size:
+        raise VerificationError(
+            f"package {written.draft.package_id}: its file changed after it was written; "
+            "nothing was recorded, build the package again")
+    return Sealed(stamp, written.sha256, written.size)
 
 
 def record_package(

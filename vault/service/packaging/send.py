@@ -48,9 +48,7 @@ from vault.service.outbox import (
     outbox_for,
 )
 from vault.service.packaging.digest import (
-    FileStamp,
     file_digest,
-    file_stamp,
     sync_and_digest,
 )
 from vault.service.packaging.plan import decide_release, select_items
@@ -86,9 +84,6 @@ class Delivery:
     source: Path
     expected: str
     outbox: Outbox
-    #: The source's stamp when this process read ``expected`` from it, if it just did: a
-    #: hard link to that same, unchanged file is then not read a second time.
-    read_at: FileStamp | None = None
 
     @property
     def name(self) -> str:
@@ -246,13 +241,10 @@ def _deliver(delivery: Delivery, final: Path) -> None:
             with open(source, "rb") as src, open(temp, "xb") as dst:
                 copy_file(src.fileno(), dst.fileno(), writeback=True)
                 os.fchmod(dst.fileno(), stat.S_IMODE(os.fstat(dst.fileno()).st_mode) & ~0o222)
-            copied, _size = sync_and_digest(temp)
-        elif delivery.read_at is not None and file_stamp(temp) == delivery.read_at:
-            # The very file whose digest this process has just read (and synced), unchanged
-            # since: a third read of the same bytes would prove nothing more.
-            copied = expected
-        else:
-            copied, _size = sync_and_digest(temp)
+        # Read back, a copy or a second name for the built file alike: the digest recorded
+        # was taken from the bytes as they were written, so this is the one read of what
+        # is there.
+        copied, _size = sync_and_digest(temp)
         if copied != expected:
             raise VerificationError(
                 f"{final}: the file made in the outbox does not match the package as built; "
