@@ -16,7 +16,7 @@ gets ``None`` and names the cell in its error.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -78,3 +78,23 @@ def column_opener(key: bytes, table: str, column: str) -> Callable[[str, bytes],
             return None
 
     return open_cell
+
+
+def open_many(key: bytes, table: str, column: str, rows: Sequence[str],
+              boxes: Sequence[bytes | None]) -> list[bytes | None]:
+    """:func:`column_opener` over a whole column in one loop: the plaintext of each box for
+    the row at the same place in ``rows``, or None (a None box, or one that does not open)."""
+    decrypt = _cipher(key).decrypt
+    prefix = associated_data(VERSION, table, column, "")
+    start = 1 + NONCE_SIZE
+    out: list[bytes | None] = []
+    put = out.append
+    for row, box in zip(rows, boxes, strict=True):
+        if box is None or len(box) < OVERHEAD or box[0] != VERSION:
+            put(None)
+            continue
+        try:
+            put(decrypt(box[1:start], box[start:], prefix + row.encode()))
+        except InvalidTag:
+            put(None)
+    return out
