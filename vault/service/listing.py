@@ -1,0 +1,154 @@
+"""``evault items list`` as a table or CSV, read without SQLAlchemy (issue 23).
+
+    >>> rows = list_item_rows(Path("office-vault"), case="UA-2026-0042")  # doctest: +SKIP
+    >>> [r["id"] for r in rows]                                            # doctest: +SKIP
+    ['EV-0123456789AB']
+
+The listing people run most, and the one that must start fast: the rows come through the
+database driver (:class:`vault.store.dbapi.Reader`), not the ORM, whose import alone costs
+more than the whole listing of an empty vault should; the one sealed value shown, the file
+name, is opened for the whole column in one loop (:func:`vault.store.cells.open_texts`),
+and the key file's scrypt runs on a helper thread while the rows are still being read
+(:meth:`vault.keystore.KeyStore.prepare`). What the listing shows, refuses and says is
+that of the ORM's path it replaces, which ``--json`` still takes
+(:func:`vault.service.items.list_items`, every sealed value opened); the tests compare the
+two.
+
+A vault whose metadata is not settled -- an older vault's rows not yet sealed, or its key
+store's entry not yet marked sealed after a crash -- is settled first through the ORM, as
+any command would (:func:`vault.store.sealed.settle`).
+
+May import: :mod:`vault.store.dbapi`, :mod:`vault.store.cells`, :mod:`vault.store.vaultdir`,
+:mod:`vault.keystore`, :mod:`vault.clock`, :mod:`vault.errors`, and, only to settle a vault,
+:mod:`vault.service.vaults` and :mod:`vault.store.sealed`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from vault.clock import isoformat
+from vault.errors import NotFoundError
+from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
+from vault.store.dbapi import ITEM_NAME, Reader
+from vault.store.vaultdir import VaultConfig, load_config, resolve
+
+#: The columns of the table and CSV of ``items list``.
+ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
+
+
+def list_item_rows(vault_dir: Path | str | None, *, case: str | None = None,
+                   label: str | None = None,
+                   prompt: PassphrasePrompt | None = None) -> list[dict[str, Any]]:
+    """The items of the vault at ``vault_dir`` (None: the default vault), optionally of one
+    case and/or with one label, in ingest order, as rows of :data:`ITEM_COLUMNS`: of the
+    sealed metadata only the file name is opened. ``prompt`` asks for the key file's
+    passphrase, if one is needed and not in the environment."""
+    root = resolve(vault_dir)
+    config = load_config(root)
+    listing = _Listing(root, config, prompt)
+    reader = Reader.open(root, config.database)
+    try:
+        with reader.transaction():
+            settled = reader.sealed()
+        if not settled:
+            listing.key = _settle(root, config, prompt, None)
+        with reader.transaction():
+            if case is not None and not reader.has_case(case):
+                raise NotFoundError(f"case {case}: not found; see `evault case list`")
+            labels: dict[str, list[str]] = {}
+            for batch in reader.item_labels(case, label):
+                for item_id, name in batch:
+                    labels.setdefault(item_id, []).append(name)
+            rows: list[Any] = []
+            for batch in reader.item_rows(case, label):
+                if listing.key is None and listing.store is None and any(
+                        r[2] is not None for r in batch):
+                    listing.start()  # the key file's scrypt, while the rest is read
+                rows += batch
+    finally:
+        reader.close()
+    # The rows are made before the file names are opened: the key file's scrypt may still
+    # be running on its thread.
+    times: dict[Any, str] = {}
+    out = []
+    for item_id, case_id, _, size, sha256, ingested_at in rows:
+        when = times.get(ingested_at)
+        if when is None:
+            when = times[ingested_at] = _time_text(ingested_at)
+        out.append({"id": item_id, "case": case_id, "name": None, "size": size,
+                    "sha256": sha256, "labels": labels.get(item_id, ()), "ingested_at": when})
+    for row, name in zip(out, listing.open_names(rows), strict=True):
+        row["name"] = name
+    return out
+
+
+def _time_text(stored: Any) -> str:
+    """A stored time as the ORM's path prints it: SQLite's text read as SQLAlchemy reads it
+    (``datetime.fromisoformat``; naive is UTC), PostgreSQL's as the driver gives it."""
+    return isoformat(stored if isinstance(stored, datetime) else datetime.fromisoformat(stored))
+
+
+class _Listing:
+    """The metadata key of one listing: fetched once a sealed cell is met."""
+
+    def __init__(self, root: Path, config: VaultConfig, prompt: PassphrasePrompt | None):
+        self.root, self.config, self.prompt = root, config, prompt
+        self.store: KeyStore | None = None
+        self.key: bytes | None = None
+
+    def start(self) -> None:
+        """Open the key store and start its slow part in the background."""
+        self.store = open_keystore(self.root, self.config.vault_id, self.config.key_storage,
+                                   prompt=self.prompt)
+        self.store.prepare()
+
+    def _key(self) -> bytes:
+        from vault.store import cells  # and cryptography: only once a sealed cell is met
+
+        if self.key is None:
+            if self.store is None:
+                self.start()
+            assert self.store is not None
+            name = cells.key_name(self.config.vault_id)
+            entry = cells.read_entry(self.store, name)
+            if entry is None:
+                raise cells.no_key(name)
+            state, key = entry
+            # Marked sealed in the database, not yet in the key store (a crash after the
+            # conversion committed): the ORM's path marks it, as any command does.
+            self.key = key if state == cells.SEALED else _settle(
+                self.root, self.config, self.prompt, self.store)
+        return self.key
+
+    def open_names(self, rows: list[Any]) -> list[str | None]:
+        """The file names of ``rows`` (stored in the third place), opened; a cell that does
+        not open is refused, naming its row."""
+        stored = [r[2] for r in rows]
+        if all(s is None for s in stored):
+            return [None] * len(rows)
+        from vault.store import cells
+
+        ids = [str(r[0]) for r in rows]
+        names = cells.open_texts(self._key(), *ITEM_NAME, ids, stored)
+        for item_id, cell, name in zip(ids, stored, names, strict=True):
+            if name is None and cell is not None:
+                raise cells.undecryptable(ITEM_NAME[0], (item_id,), ITEM_NAME[1])
+        return names
+
+
+def _settle(root: Path, config: VaultConfig, prompt: PassphrasePrompt | None,
+            store: KeyStore | None) -> bytes:
+    """Settle the vault's metadata key through the ORM (convert an older vault's rows, mark
+    the key store's entry) and return the key."""
+    from vault.service.vaults import open_vault
+    from vault.store.sealed import settle
+
+    vault = open_vault(root, prompt=prompt, keystore=store)
+    try:
+        with vault.transaction() as session:
+            return settle(session)
+    finally:
+        vault.close()
