@@ -278,9 +278,25 @@ def _table_before(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _csv_before(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """to_csv as it was before issue 23 (row by row), the reference."""
+    import csv
+    import io
+
+    from vault.render.text import _csv_cell
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+    return out.getvalue()
+
+
 _VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(), st.text(max_size=12),
-    st.sampled_from(["", " ", "a ", "\u3000", "%s", "%(x)s", "\x1b", "\u202e", "\ud800"]),
+    st.sampled_from(["", " ", "a ", "\u3000", "%s", "%(x)s", "\x1b", "\u202e", "\ud800",
+                     "=1+1", "-5", "@x", "a,b", 'say "x"']),
     st.lists(st.text(max_size=4), max_size=3), st.tuples(st.text(max_size=3)),
     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2), st.floats(),
 )
@@ -291,9 +307,10 @@ _VALUES = st.one_of(
        st.lists(st.dictionaries(st.sampled_from(["id", "name", "size", " ", "%d", "other"]),
                                 _VALUES), max_size=6),
        st.booleans())
-def test_the_table_is_the_one_rendered_row_by_row(columns: list[str], rows: list[dict[str, Any]],
-                                                  same_kind: bool) -> None:
-    if same_kind:  # whole columns of one kind take render_table's shortcuts
-        rows = [{c: f"v{n}{c}" if c != "size" else n for c in columns}
+def test_the_table_and_csv_are_the_ones_rendered_row_by_row(
+        columns: list[str], rows: list[dict[str, Any]], same_kind: bool) -> None:
+    if same_kind:  # whole columns of one kind take the shortcuts
+        rows = [{c: f"{'=-'[n % 2]}v{n}{c}" if c != "size" else n for c in columns}
                 for n, _ in enumerate(rows)]
     assert render_table(rows, columns) == _table_before(rows, columns)
+    assert to_csv(rows, columns) == _csv_before(rows, columns)

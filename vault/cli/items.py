@@ -15,6 +15,7 @@ import click
 from vault.cli import top_group
 from vault.cli.common import (
     as_option,
+    emit_columns,
     emit_record,
     emit_rows,
     json_option,
@@ -59,18 +60,19 @@ def items_list(vault_dir: Path | None, case_id: str | None, label: str | None,
     """
     # The table and CSV (ITEM_COLUMNS only) are read without the ORM: it would be most of
     # their time (vault.service.listing); --json shows every field, through the ORM.
-    from vault.service.listing import ITEM_COLUMNS, list_item_rows
+    from vault.service.listing import ITEM_COLUMNS, list_item_columns
 
-    if fmt in ("json", "jsonl"):
-        from vault.service.items import list_items
+    if fmt not in ("json", "jsonl"):
+        emit_columns(list_item_columns(vault_dir, case=case_id, label=label,
+                                       prompt=passphrase_prompt()), fmt, ITEM_COLUMNS)
+        return
+    from vault.service.items import list_items
 
-        vault = open_vault(vault_dir)
-        try:
-            rows = [i.to_json() for i in list_items(vault, case=case_id, label=label)]
-        finally:
-            vault.close()
-    else:
-        rows = list_item_rows(vault_dir, case=case_id, label=label, prompt=passphrase_prompt())
+    vault = open_vault(vault_dir)
+    try:
+        rows = [i.to_json() for i in list_items(vault, case=case_id, label=label)]
+    finally:
+        vault.close()
     emit_rows(rows, fmt, ITEM_COLUMNS)
 
 

@@ -80,21 +80,40 @@ def column_opener(key: bytes, table: str, column: str) -> Callable[[str, bytes],
     return open_cell
 
 
-def open_many(key: bytes, table: str, column: str, rows: Sequence[str],
-              boxes: Sequence[bytes | None]) -> list[bytes | None]:
-    """:func:`column_opener` over a whole column in one loop: the plaintext of each box for
-    the row at the same place in ``rows``, or None (a None box, or one that does not open)."""
-    decrypt = _cipher(key).decrypt
-    prefix = associated_data(VERSION, table, column, "")
-    start = 1 + NONCE_SIZE
-    out: list[bytes | None] = []
-    put = out.append
-    for row, box in zip(rows, boxes, strict=True):
-        if box is None or len(box) < OVERHEAD or box[0] != VERSION:
-            put(None)
-            continue
+class ColumnBoxes:
+    """The boxes of many cells of one column, made ready to open before the key is at hand
+    (nonce, ciphertext and associated data cut out: none of it secret), then opened in one
+    loop by :meth:`open`, with the outcome of :func:`column_opener` for each: a listing
+    prepares 100,000 while the key file's scrypt runs, and opens them once it is done."""
+
+    def __init__(self, table: str, column: str, rows: Sequence[str],
+                 boxes: Sequence[bytes | None]) -> None:
+        prefix = associated_data(VERSION, table, column, "")
+        start = 1 + NONCE_SIZE
+        cells: list[tuple[bytes, bytes, bytes] | None] = []
+        put = cells.append
+        for row, box in zip(rows, boxes, strict=True):
+            if box is None or len(box) < OVERHEAD or box[0] != VERSION:
+                put(None)
+                continue
+            try:
+                put((box[1:start], box[start:], prefix + row.encode()))
+            except UnicodeEncodeError:  # no row id of a real row: it cannot open
+                put(None)
+        self._cells = cells
+
+    def open(self, key: bytes) -> list[bytes | None]:
+        """The plaintext of each box, in order, or None where a box does not open (or was
+        None)."""
+        decrypt = _cipher(key).decrypt
         try:
-            put(decrypt(box[1:start], box[start:], prefix + row.encode()))
+            return [None if cell is None else decrypt(*cell) for cell in self._cells]
         except InvalidTag:
-            put(None)
-    return out
+            pass  # some do not open: which, cell by cell
+        out: list[bytes | None] = []
+        for cell in self._cells:
+            try:
+                out.append(None if cell is None else decrypt(*cell))
+            except InvalidTag:
+                out.append(None)
+        return out

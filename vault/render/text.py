@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: What a terminal would act on rather than print: C0 controls (tab and newline included), DEL,
@@ -109,15 +109,33 @@ def _csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def _csv_column(values: list[Any]) -> list[str]:
+    """The CSV cells of one column: :func:`_csv_cell` of each value, the common cases (all
+    text, all integers) in one loop."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return ["'" + t if t.startswith(_FORMULA_START) else t for t in _column(values)]
+    if kinds == {int}:
+        return list(map(str, values))
+    return list(map(_csv_cell, values))
+
+
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """CSV with a header row; lists are joined with commas inside the cell. Text cells
     starting with ``= + - @`` (or tab, CR) get a leading ``'`` (OWASP CSV injection);
     numeric values are never changed."""
+    if not columns:
+        return "\n" * (len(rows) + 1)
+    return columns_to_csv({c: [r.get(c) for r in rows] for c in columns}, columns)
+
+
+def columns_to_csv(table: Mapping[str, Sequence[Any]], columns: Sequence[str]) -> str:
+    """:func:`to_csv` of rows given column by column: ``table`` maps each of ``columns`` to
+    its values, one a row."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+    writer.writerows(zip(*(_csv_column(list(table[c])) for c in columns), strict=True))
     return out.getvalue()
 
 
@@ -126,6 +144,8 @@ def _column(values: list[Any]) -> list[str]:
     text, all integers) done in one loop rather than a call per cell."""
     kinds = set(map(type, values))
     if kinds == {str}:
+        if "".join(values).isprintable():  # every cell is, in one C call
+            return values
         return [v if v.isprintable() else _UNSAFE.sub(_visible, v) for v in values]
     if kinds == {int}:
         return list(map(str, values))
@@ -138,13 +158,29 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Left-aligned columns separated by two spaces; an empty list prints the header only."""
     if not columns:
         return "\n" * (len(rows) + 1)
-    # Column by column, and each line in one formatting step: a listing has 100,000 rows.
-    cells = [_column([r.get(c) for r in rows]) for c in columns]
-    widths = [max(len(c), max(map(len, column), default=0))
-              for c, column in zip(columns, cells, strict=True)]
-    line = "  ".join(f"%-{w}s" for w in widths)
-    lines = [(line % tuple(columns)).rstrip()]
-    lines += [(line % row).rstrip() for row in zip(*cells, strict=True)]
+    return render_columns({c: [r.get(c) for r in rows] for c in columns}, columns)
+
+
+def render_columns(table: Mapping[str, Sequence[Any]], columns: Sequence[str]) -> str:
+    """:func:`render_table` of rows given column by column (a listing of 100,000 rows makes
+    no row objects): ``table`` maps each of ``columns`` to its values, one a row."""
+    cells = [_column(list(table[c])) for c in columns]
+    header = []
+    # Each column but the last padded to its width (most often all its cells have it
+    # already), the last one not: a line then ends as its last cell does, and needs the
+    # rstrip of a padded line only where that cell is empty or ends in white space.
+    for n, (name, column) in enumerate(zip(columns, cells, strict=True)):
+        lengths = list(map(len, column))
+        width = max(len(name), max(lengths, default=0))
+        header.append(name.ljust(width))
+        if n < len(columns) - 1 and min(lengths, default=width) < width:
+            cells[n] = [c.ljust(width) for c in column]
+    lines = ["  ".join(header).rstrip()]
+    rows = zip(*cells, strict=True)
+    if any(not c or c[-1].isspace() for c in cells[-1]):
+        lines += ["  ".join(row).rstrip() for row in rows]
+    else:
+        lines += map("  ".join, rows)
     return "\n".join(lines) + "\n"
 
 

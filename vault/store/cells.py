@@ -11,7 +11,8 @@
 The half of :mod:`vault.store.sealed` that a reader of rows through the driver
 (:mod:`vault.store.dbapi`) needs too: a text cell holds base64 of a :mod:`vault.crypto.metabox`
 box bound to its table, column and row id; :func:`open_texts` opens a whole column's cells
-in one loop (a listing of 100,000 items opens 100,000), :func:`text_opener` one at a time,
+in one loop (a listing of 100,000 items opens 100,000; :class:`SealedTexts` does it in two
+steps, the first before the key is at hand), :func:`text_opener` one at a time,
 with the same outcome for every input (``tests/test_dbapi.py``). The metadata key lives in
 the key store under ``meta:<vault id>`` with a state byte (:func:`read_entry`).
 
@@ -92,31 +93,46 @@ def text_opener(key: bytes, table: str, column: str) -> Callable[[str, Any], str
     return open_text
 
 
+class SealedTexts:
+    """The sealed text cells of one column, made ready to open before the key is at hand
+    (base64 decoded, nonces and associated data cut out: see
+    :class:`vault.crypto.metabox.ColumnBoxes`), then opened in one loop by :meth:`open`."""
+
+    def __init__(self, table: str, column: str, rows: Sequence[str],
+                 stored: Sequence[Any]) -> None:
+        boxes: list[bytes | None] = []
+        put = boxes.append
+        b64 = base64.b64decode
+        for cell in stored:
+            if cell is None:
+                put(None)
+                continue
+            try:
+                put(b64(cell, validate=True))
+            except (binascii.Error, ValueError, TypeError):
+                put(b"")  # never a box: opens to None
+        self._boxes = metabox.ColumnBoxes(table, column, rows, boxes)
+
+    def open(self, key: bytes) -> list[str | None]:
+        """:func:`text_opener`'s value of each cell, in order: None where a cell does not
+        open (a None cell stays None)."""
+        plain = self._boxes.open(key)
+        try:
+            return [None if p is None else p.decode("utf-8") for p in plain]
+        except UnicodeDecodeError:
+            pass  # some are not text: which, cell by cell
+        out: list[str | None] = []
+        for value in plain:
+            try:
+                out.append(None if value is None else value.decode("utf-8"))
+            except UnicodeDecodeError:
+                out.append(None)
+        return out
+
+
 def open_texts(key: bytes, table: str, column: str, rows: Sequence[str],
                stored: Sequence[Any]) -> list[str | None]:
     """:func:`text_opener` over a column: the value of each ``stored`` cell of the row whose
     id text is in ``rows`` at the same place (None where a cell does not open; a None cell
     stays None)."""
-    boxes: list[bytes | None] = []
-    add = boxes.append
-    b64 = base64.b64decode
-    for cell in stored:
-        if cell is None:
-            add(None)
-            continue
-        try:
-            add(b64(cell, validate=True))
-        except (binascii.Error, ValueError, TypeError):
-            add(b"")  # never a box: opens to None
-    plain = metabox.open_many(key, table, column, rows, boxes)
-    out: list[str | None] = []
-    put = out.append
-    for value in plain:
-        if value is None:
-            put(None)
-            continue
-        try:
-            put(value.decode("utf-8"))
-        except UnicodeDecodeError:
-            put(None)
-    return out
+    return SealedTexts(table, column, rows, stored).open(key)
