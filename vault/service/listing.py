@@ -1,14 +1,15 @@
 """``evault items list`` as a table or CSV, read without SQLAlchemy (issue 23).
 
-    >>> rows = list_item_rows(Path("office-vault"), case="UA-2026-0042")  # doctest: +SKIP
-    >>> [r["id"] for r in rows]                                            # doctest: +SKIP
-    ['EV-0123456789AB']
+    >>> table = list_item_columns(Path("office-vault"), case="UA-2026-0042")  # doctest: +SKIP
+    >>> table["id"], table["name"]                                            # doctest: +SKIP
+    (['EV-0123456789AB'], ['statement.pdf'])
 
 The listing people run most, and the one that must start fast: the rows come through the
 database driver (:class:`vault.store.dbapi.Reader`), not the ORM, whose import alone costs
-more than the whole listing of an empty vault should; the one sealed value shown, the file
-name, is opened for the whole column in one loop (:func:`vault.store.cells.open_texts`),
-and the key file's scrypt runs on a helper thread while the rows are still being read
+more than the whole listing of an empty vault should, and go out column by column, not as
+an object a row. The one sealed value shown, the file name, is opened for the whole column
+in one loop (:class:`vault.store.cells.SealedTexts`); the key file's scrypt runs on a helper
+thread while the rows are still being read and laid out
 (:meth:`vault.keystore.KeyStore.prepare`). What the listing shows, refuses and says is
 that of the ORM's path it replaces, which ``--json`` still takes
 (:func:`vault.service.items.list_items`, every sealed value opened); the tests compare the
