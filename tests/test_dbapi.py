@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -146,32 +144,6 @@ def test_a_listing_does_not_wait_for_a_writer(sqlite_cli: Cli, tmp_path: Path) -
         writer.execute("ROLLBACK")
         writer.close()
     assert "f.txt" in listed
-
-
-_RUNNER = """\
-import json, sys
-from vault.cli import cli
-for argv in json.loads(sys.argv[1]):
-    try:
-        cli.main(argv, prog_name='evault')
-    except SystemExit as e:
-        assert not e.code, (argv, e.code)
-print('LOADED', json.dumps(sorted(m for m in sys.modules
-                                  if m.split('.')[0] in ('sqlalchemy', 'logging'))))
-"""
-
-
-@pytest.mark.parametrize("args", [["items", "list"], ["items", "list", "--csv"], ["--help"]])
-def test_the_listing_and_help_import_no_sqlalchemy(tmp_path: Path, args: list[str]) -> None:
-    """What makes them fast (issue 23): the table and CSV of a vault whose items carry
-    sealed names load no SQLAlchemy, ``--help`` not even logging."""
-    cli = _vault(tmp_path, None)
-    argv = [*args, "--vault", str(cli.vault)] if args[0] == "items" else args
-    out = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps([argv])],
-                         capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    loaded = json.loads(out.stdout.splitlines()[-1].removeprefix("LOADED "))
-    assert [m for m in loaded if args[0] == "--help" or m.startswith("sqlalchemy")] == []
 
 
 # ----------------------------------------------------------------------------- sealed cells
