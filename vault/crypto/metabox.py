@@ -90,16 +90,22 @@ class ColumnBoxes:
                  boxes: Sequence[bytes | None]) -> None:
         prefix = associated_data(VERSION, table, column, "")
         start = 1 + NONCE_SIZE
+        pairs = list(zip(rows, boxes, strict=True))
+        try:
+            self._cells = [
+                None if box is None or len(box) < OVERHEAD or box[0] != VERSION
+                else (box[1:start], box[start:], prefix + row.encode())
+                for row, box in pairs]
+            return
+        except UnicodeEncodeError:
+            pass  # no row id of a real row: its cell cannot open
         cells: list[tuple[bytes, bytes, bytes] | None] = []
-        put = cells.append
-        for row, box in zip(rows, boxes, strict=True):
-            if box is None or len(box) < OVERHEAD or box[0] != VERSION:
-                put(None)
-                continue
+        for row, box in pairs:
             try:
-                put((box[1:start], box[start:], prefix + row.encode()))
-            except UnicodeEncodeError:  # no row id of a real row: it cannot open
-                put(None)
+                cells.append(None if box is None or len(box) < OVERHEAD or box[0] != VERSION
+                             else (box[1:start], box[start:], prefix + row.encode()))
+            except UnicodeEncodeError:
+                cells.append(None)
         self._cells = cells
 
     def open(self, key: bytes) -> list[bytes | None]:

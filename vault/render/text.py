@@ -177,7 +177,8 @@ def render_columns(table: Mapping[str, Sequence[Any]], columns: Sequence[str]) -
             cells[n] = [c.ljust(width) for c in column]
     lines = ["  ".join(header).rstrip()]
     rows = zip(*cells, strict=True)
-    if any(not c or c[-1].isspace() for c in cells[-1]):
+    ends = "".join([c[-1:] for c in cells[-1]])  # each cell's last character, if any
+    if len(ends) < len(cells[-1]) or len("".join(ends.split())) < len(ends):  # white space
         lines += ["  ".join(row).rstrip() for row in rows]
     else:
         lines += map("  ".join, rows)

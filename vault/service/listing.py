@@ -142,7 +142,7 @@ class _Listing:
             return [None] * len(stored)
         from vault.store import cells
 
-        ids = [str(i) for i in ids]
+        ids = list(map(str, ids))
         column = cells.SealedTexts(*ITEM_NAME, ids, stored)  # before the key: see start()
         names = column.open(self._key())
         for item_id, cell, name in zip(ids, stored, names, strict=True):
