@@ -185,7 +185,8 @@ def test_a_damaged_name_is_refused_by_the_listing_naming_its_row(tmp_path: Path)
     first, second = (i["id"] for i in json.loads(cli.ok("items", "list", "--json").stdout)[:2])
     conn = sqlite3.connect(cli.vault / dbapi.SQLITE_NAME)
     with conn:
-        conn.execute("UPDATE items SET original_name = ? WHERE id = ?",
+        # Stored as TEXT that is not UTF-8: the driver cannot give it as text.
+        conn.execute("UPDATE items SET original_name = CAST(? AS TEXT) WHERE id = ?",
                      (b"\xff\xfe not text", second))
     conn.close()
     result = cli("items", "list", "--csv")
