@@ -204,11 +204,29 @@ def test_vault_commands_do_not_import_alembic(tmp_path: Path) -> None:
     assert _loaded_after([["items", "list", "--vault", str(tmp_path / "v")]], ["alembic"]) == []
 
 
+def test_the_items_table_and_csv_import_no_sqlalchemy(tmp_path: Path) -> None:
+    # Issue 23: `items list` reads through the database driver (vault.store.dbapi); the ORM
+    # alone would cost more than the whole listing of an empty vault may take. --json
+    # still goes through the ORM.
+    cli = Cli(tmp_path / "v")
+    cli.ok("init")
+    vault = ["--vault", str(tmp_path / "v")]
+    assert _loaded_after([["items", "list", *vault]], ["sqlalchemy", "cryptography"]) == []
+    cli.ok("identity", "create", "registry-office")
+    (tmp_path / "f.txt").write_text("fictional\n")
+    cli.ok("ingest", str(tmp_path / "f.txt"), "--case", "C-1", "--create-case", "--label", "l")
+    listings = [["items", "list", *vault], ["items", "list", "--csv", *vault],
+                ["items", "list", "--case", "C-1", "--label", "l", *vault]]
+    assert _loaded_after(listings, ["sqlalchemy", "alembic"]) == []
+    assert _loaded_after([["items", "list", "--json", *vault]], ["sqlalchemy"]) == ["sqlalchemy"]
+
+
 def test_help_and_version_import_no_heavy_modules() -> None:
     from vault.cli import COMMANDS
 
     commands = sorted({entry.where.partition(":")[0] for entry in COMMANDS.values()})
-    heavy = ["sqlalchemy", "alembic", "keyring", "cryptography", "vault.cli.common", *commands]
+    heavy = ["sqlalchemy", "alembic", "keyring", "cryptography", "vault.cli.common",
+             "logging", *commands]
     assert _loaded_after([["--help"], ["--version"]], heavy) == []
 
 

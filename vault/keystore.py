@@ -26,13 +26,21 @@ import fcntl
 import json
 import os
 import re
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vault.errors import ConfigError, DecryptionError, KeyMissingError, KeyStoreError, UsageError
+from vault.errors import (
+    ConfigError,
+    DecryptionError,
+    KeyMissingError,
+    KeyStoreError,
+    UsageError,
+    VaultError,
+)
 
 KEY_FILE = "keys.enc"
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
@@ -58,6 +66,12 @@ class KeyStore(ABC):
     @abstractmethod
     def delete(self, name: str) -> None:
         """Remove ``name`` if present."""
+
+    def prepare(self) -> None:
+        """Start, in the background where it can, the slow part of the first :meth:`get`
+        (a key file's scrypt), so that a caller with other work to do meanwhile waits less;
+        whatever fails there is left for :meth:`get` to report. The default does nothing."""
+        return None
 
 
 class KeyringStore(KeyStore):
@@ -114,6 +128,7 @@ class FileKeyStore(KeyStore):
         self._passphrase: str | None = None
         # (work factor, salt, derived key): scrypt runs once per process, not per access.
         self._derived: tuple[int, bytes, bytes] | None = None
+        self._deriving: threading.Thread | None = None
         self.reason = reason
 
     def _get_passphrase(self, creating: bool) -> str:
@@ -130,9 +145,35 @@ class FileKeyStore(KeyStore):
         finally:
             os.close(fd)
 
+    def prepare(self) -> None:
+        """Ask for the passphrase (if it must be typed) and run the key file's scrypt on a
+        helper thread (it releases the GIL): :meth:`get` then waits only for what is left
+        of it. The derived key goes only where :meth:`get` would put it (the process's
+        cache in :func:`vault.crypto.secretbox.derive_key`)."""
+        if self._derived is not None or self._deriving is not None:
+            return
+        from vault.crypto.secretbox import HEADER_LEN, box_params, derive_key
+
+        try:
+            with self.path.open("rb") as f:
+                work_factor, salt = box_params(f.read(HEADER_LEN + 16))
+            passphrase = self._get_passphrase(False)
+        except (OSError, VaultError):
+            return  # get says what is wrong, as it would have without this
+
+        def derive() -> None:
+            with contextlib.suppress(Exception):  # get derives again and reports it
+                derive_key(passphrase, salt, work_factor)
+
+        self._deriving = threading.Thread(target=derive, name="evault-scrypt", daemon=True)
+        self._deriving.start()
+
     def _key_for(self, work_factor: int, salt: bytes, creating: bool) -> bytes:
         from vault.crypto.secretbox import derive_key
 
+        if self._deriving is not None:
+            self._deriving.join()
+            self._deriving = None
         if self._derived is None or self._derived[:2] != (work_factor, salt):
             key = derive_key(self._get_passphrase(creating), salt, work_factor)
             self._derived = (work_factor, salt, key)

@@ -25,7 +25,6 @@ only to print a message, and the command modules only when their command is look
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -186,19 +185,23 @@ class RootGroup(click.Group):
             ctx.exit(1)
 
 
-class _Notices(logging.Handler):
-    """What the layers below log for people (e.g. an older vault's metadata being sealed)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        from vault.cli.common import say
-
-        say(record.getMessage())
-
-
 def _say_notices() -> None:
+    """Show what the layers below log for people (e.g. an older vault's metadata being
+    sealed) as messages. :mod:`logging` is imported here, not at the top: ``evault --help``
+    does without it (~10 ms)."""
+    import logging
+
+    class Notices(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            from vault.cli.common import say
+
+            say(record.getMessage())
+
     logger = logging.getLogger("evault")
-    if not any(isinstance(h, _Notices) for h in logger.handlers):
-        logger.addHandler(_Notices(logging.INFO))
+    if not any(getattr(h, "evault_notices", False) for h in logger.handlers):
+        handler = Notices(logging.INFO)
+        handler.evault_notices = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
         logger.propagate = False
 
 

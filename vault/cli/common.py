@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -196,6 +196,20 @@ def emit_rows(rows: Sequence[dict[str, Any]], fmt: str | None, columns: Sequence
         click.echo(to_csv(rows, columns), nl=False)
     else:
         click.echo(render_table(rows, columns), nl=False)
+
+
+def emit_columns(table: Mapping[str, Sequence[Any]], fmt: str | None,
+                 columns: Sequence[str]) -> None:
+    """Rows given column by column (``table``: each of ``columns`` -> its values) to stdout,
+    as :func:`emit_rows` prints them as a table or CSV."""
+    from vault.render import columns_to_csv, render_columns
+
+    if fmt == "csv":
+        click.echo(columns_to_csv(table, columns), nl=False)
+    elif fmt is None:
+        click.echo(render_columns(table, columns), nl=False)
+    else:
+        raise ValueError(f"emit_columns: no {fmt} form; see emit_rows")
 
 
 def write_or_print(text: str, output: Path | None, *, what: str = "") -> None:

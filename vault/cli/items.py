@@ -15,11 +15,15 @@ import click
 from vault.cli import top_group
 from vault.cli.common import (
     as_option,
+    emit_columns,
     emit_record,
     emit_rows,
     json_option,
     list_output_options,
+    open_vault,
+    passphrase_prompt,
     say,
+    vault_option,
     with_vault,
 )
 from vault.progress import progress_line
@@ -44,8 +48,9 @@ def items() -> None:
 @click.option("--case", "case_id", metavar="CASE", help="Only items of this case.")
 @click.option("--label", metavar="LABEL", help="Only items with this label.")
 @list_output_options
-@with_vault
-def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | None) -> None:
+@vault_option
+def items_list(vault_dir: Path | None, case_id: str | None, label: str | None,
+               fmt: str | None) -> None:
     """List items.
 
     \b
@@ -53,12 +58,21 @@ def items_list(vault: Vault, case_id: str | None, label: str | None, fmt: str | 
       evault items list --case UA-2026-0042
       evault items list --label restricted-icc --csv
     """
-    from vault.service.items import ITEM_COLUMNS, list_item_rows, list_items
+    # The table and CSV (ITEM_COLUMNS only) are read without the ORM: it would be most of
+    # their time (vault.service.listing); --json shows every field, through the ORM.
+    from vault.service.listing import ITEM_COLUMNS, list_item_columns
 
-    if fmt in ("json", "jsonl"):
+    if fmt not in ("json", "jsonl"):
+        emit_columns(list_item_columns(vault_dir, case=case_id, label=label,
+                                       prompt=passphrase_prompt()), fmt, ITEM_COLUMNS)
+        return
+    from vault.service.items import list_items
+
+    vault = open_vault(vault_dir)
+    try:
         rows = [i.to_json() for i in list_items(vault, case=case_id, label=label)]
-    else:  # the table and CSV show ITEM_COLUMNS only
-        rows = list_item_rows(vault, case=case_id, label=label)
+    finally:
+        vault.close()
     emit_rows(rows, fmt, ITEM_COLUMNS)
 
 

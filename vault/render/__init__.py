@@ -19,7 +19,9 @@ imports it. The import-linter contracts in ``pyproject.toml`` check both.
 from __future__ import annotations
 
 from vault.render.text import (
+    columns_to_csv,
     markdown_safe,
+    render_columns,
     render_record,
     render_table,
     terminal_safe,
@@ -29,7 +31,9 @@ from vault.render.text import (
 )
 
 __all__ = [
+    "columns_to_csv",
     "markdown_safe",
+    "render_columns",
     "render_record",
     "render_table",
     "terminal_safe",

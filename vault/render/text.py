@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 #: What a terminal would act on rather than print: C0 controls (tab and newline included), DEL,
@@ -109,26 +109,79 @@ def _csv_cell(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def _csv_column(values: list[Any]) -> list[str]:
+    """The CSV cells of one column: :func:`_csv_cell` of each value, the common cases (all
+    text, all integers) in one loop."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return ["'" + t if t.startswith(_FORMULA_START) else t for t in _column(values)]
+    if kinds == {int}:
+        return list(map(str, values))
+    return list(map(_csv_cell, values))
+
+
 def to_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """CSV with a header row; lists are joined with commas inside the cell. Text cells
     starting with ``= + - @`` (or tab, CR) get a leading ``'`` (OWASP CSV injection);
     numeric values are never changed."""
+    if not columns:
+        return "\n" * (len(rows) + 1)
+    return columns_to_csv({c: [r.get(c) for r in rows] for c in columns}, columns)
+
+
+def columns_to_csv(table: Mapping[str, Sequence[Any]], columns: Sequence[str]) -> str:
+    """:func:`to_csv` of rows given column by column: ``table`` maps each of ``columns`` to
+    its values, one a row."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    for row in rows:
-        writer.writerow([_csv_cell(row.get(c)) for c in columns])
+    writer.writerows(zip(*(_csv_column(list(table[c])) for c in columns), strict=True))
     return out.getvalue()
+
+
+def _column(values: list[Any]) -> list[str]:
+    """The cells of one column: :func:`_cell` of each value, with the common cases (all
+    text, all integers) done in one loop rather than a call per cell."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        if "".join(values).isprintable():  # every cell is, in one C call
+            return values
+        return [v if v.isprintable() else _UNSAFE.sub(_visible, v) for v in values]
+    if kinds == {int}:
+        return list(map(str, values))
+    if kinds <= {list, tuple}:  # labels: mostly none
+        return [_cell(v) if v else "-" for v in values]
+    return list(map(_cell, values))
 
 
 def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Left-aligned columns separated by two spaces; an empty list prints the header only."""
-    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += [
-        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    ]
+    if not columns:
+        return "\n" * (len(rows) + 1)
+    return render_columns({c: [r.get(c) for r in rows] for c in columns}, columns)
+
+
+def render_columns(table: Mapping[str, Sequence[Any]], columns: Sequence[str]) -> str:
+    """:func:`render_table` of rows given column by column (a listing of 100,000 rows makes
+    no row objects): ``table`` maps each of ``columns`` to its values, one a row."""
+    cells = [_column(list(table[c])) for c in columns]
+    header = []
+    # Each column but the last padded to its width (most often all its cells have it
+    # already), the last one not: a line then ends as its last cell does, and needs the
+    # rstrip of a padded line only where that cell is empty or ends in white space.
+    for n, (name, column) in enumerate(zip(columns, cells, strict=True)):
+        lengths = list(map(len, column))
+        width = max(len(name), max(lengths, default=0))
+        header.append(name.ljust(width))
+        if n < len(columns) - 1 and min(lengths, default=width) < width:
+            cells[n] = [c.ljust(width) for c in column]
+    lines = ["  ".join(header).rstrip()]
+    rows = zip(*cells, strict=True)
+    ends = "".join([c[-1:] for c in cells[-1]])  # each cell's last character, if any
+    if len(ends) < len(cells[-1]) or len("".join(ends.split())) < len(ends):  # white space
+        lines += ["  ".join(row).rstrip() for row in rows]
+    else:
+        lines += map("  ".join, rows)
     return "\n".join(lines) + "\n"
 
 

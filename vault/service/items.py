@@ -33,8 +33,6 @@ from vault.service.vaults import Vault
 from vault.store.models import Blob, Case, CustodyEvent, Item, ItemDigest, ItemLabel, ItemTag
 from vault.store.sealed import column_opener, stored_form
 
-ITEM_COLUMNS = ("id", "case", "name", "size", "sha256", "labels", "ingested_at")
-
 
 @dataclass(frozen=True, slots=True)
 class ItemInfo(Result):
@@ -181,26 +179,6 @@ def list_items(
                 ingested_by=r.ingested_by,
             )
             for r in rows
-        ]
-
-
-def list_item_rows(
-    vault: Vault, *, case: str | None = None, label: str | None = None
-) -> list[dict[str, Any]]:
-    """The table and CSV form of :func:`list_items`: only :data:`ITEM_COLUMNS`, as rows, so
-    that of the sealed metadata only the file name is opened (one cell an item, not six)."""
-    with vault.transaction() as session:
-        where = _chosen(session, case, label)
-        labels = _labels_of(session, select(Item.id).where(*where).scalar_subquery())
-        name = column_opener(session, Item, "original_name")
-        return [
-            {"id": item_id, "case": case_id, "name": name((item_id,), stored_name),
-             "size": size, "sha256": sha256, "labels": labels.get(item_id, ()),
-             "ingested_at": isoformat(ingested_at)}
-            for item_id, case_id, stored_name, size, sha256, ingested_at in session.execute(
-                select(Item.id, Item.case_id, stored_form(session, Item.original_name),
-                       Item.size, Item.sha256,
-                       Item.ingested_at).where(*where).order_by(Item.intake_seq))
         ]
 
 

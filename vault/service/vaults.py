@@ -22,9 +22,9 @@ from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.durable import file_lock
-from vault.errors import ConfigError, UsageError, VaultError
+from vault.errors import ConfigError, UsageError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
-from vault.store import db, sealed
+from vault.store import db, dbapi, sealed
 from vault.store.blobs import INTAKE_LOCK, Blobs, BlobStore
 from vault.store.models import VaultSetting
 from vault.store.vaultdir import (
@@ -112,16 +112,10 @@ class Vault:
             with self._sessions.begin() as session:
                 yield session
         except OperationalError as e:
-            if "locked" in str(e.orig) or "could not obtain lock" in str(e.orig):
-                raise ConfigError(
-                    "vault database is busy with another evault command; try again"
-                ) from None
-            if "disk is full" in str(e.orig) or "disk I/O error" in str(e.orig):
-                raise VaultError(
-                    f"vault database: cannot write ({e.orig}); this step was rolled back, "
-                    "free some space and try again"
-                ) from None
-            raise
+            said = dbapi.failure(e.orig)
+            if said is None:
+                raise
+            raise said from None
         except DataError as e:
             # PostgreSQL enforces column lengths (SQLite does not): a name, organisation or
             # title longer than its column is the user's input, not a bug.
@@ -142,21 +136,14 @@ def open_vault(
     *,
     prompt: PassphrasePrompt | None = None,
     check_schema: bool = True,
+    keystore: KeyStore | None = None,
 ) -> Vault:
-    """Open an existing vault; refuse one whose database is behind the code."""
+    """Open an existing vault; refuse one whose database is behind the code. ``keystore``:
+    its key store, if the caller has opened it already (a passphrase is asked only once)."""
     root = resolve(vault)
     config = load_config(root)
-    engine = db.make_engine(config.database_url(root))
-    try:
-        if check_schema:
-            db.check_schema(engine)
-    except OperationalError as e:
-        engine.dispose()
-        raise ConfigError(f"vault database: cannot connect ({e.orig})") from None
-    except BaseException:
-        engine.dispose()
-        raise
-    return Vault(root=root, config=config, engine=engine, prompt=prompt)
+    engine = db.open_engine(config.database_url(root), check=check_schema)
+    return Vault(root=root, config=config, engine=engine, prompt=prompt, _keystore=keystore)
 
 
 def object_lock(mode: str | None, days: int | None) -> ObjectLock | None:

@@ -29,15 +29,20 @@ from sqlalchemy import (
     event,
     inspect,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.errors import ConfigError
+from vault.store.dbapi import (
+    BUSY_TIMEOUT_MS,
+    SCHEMA_HEAD,
+    SQLITE_PRAGMAS,
+    cannot_connect,
+    schema_refusal,
+    single_revision,
+)
 
-BUSY_TIMEOUT_MS = 60_000
-#: The newest migration in ``vault/migrations/versions``. Every command checks the database against
-#: it, so it is a constant rather than read from the scripts: importing Alembic and scanning the
-#: migrations cost ~120 ms and ~14 MiB per command. A test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0013"
+__all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_HEAD"]  # defined in vault.store.dbapi, used from here
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -70,10 +75,8 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        for pragma in SQLITE_PRAGMAS:  # as vault.store.dbapi's own connections
+            cursor.execute(pragma)
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -222,15 +225,7 @@ def current_revision(engine: Engine) -> str | None:
         if not inspect(conn).has_table("alembic_version"):
             return None
         rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
-    if not rows:
-        return None
-    if len(rows) > 1:
-        found = ", ".join(sorted(str(r[0]) for r in rows))
-        raise ConfigError(
-            f"vault database records several schema revisions ({found}); "
-            "run `evault db upgrade` or restore the database from a backup"
-        )
-    return str(rows[0][0])
+    return single_revision(rows)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
@@ -255,13 +250,22 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def check_schema(engine: Engine) -> None:
     """Refuse a database that is not at the code's head revision, saying what to run."""
-    current = current_revision(engine)
-    head = head_revision()
-    if current == head:
-        return
-    if current is None:
-        raise ConfigError("vault database has no schema: run `evault db upgrade`")
-    raise ConfigError(
-        f"vault database is at revision {current}, this evault needs {head}: "
-        "run `evault db upgrade`"
-    )
+    refusal = schema_refusal(current_revision(engine))
+    if refusal is not None:
+        raise refusal
+
+
+def open_engine(url: str, *, check: bool = True) -> Engine:
+    """:func:`make_engine`, connected once to :func:`check_schema` (unless not ``check``);
+    a database that cannot be reached is one :class:`ConfigError`."""
+    engine = make_engine(url)
+    try:
+        if check:
+            check_schema(engine)
+    except OperationalError as e:
+        engine.dispose()
+        raise cannot_connect(e.orig) from None
+    except BaseException:
+        engine.dispose()
+        raise
+    return engine

@@ -30,7 +30,6 @@ every session of :meth:`vault.service.vaults.Vault.transaction` does.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -52,9 +51,11 @@ from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmake
 from sqlalchemy.orm.attributes import set_committed_value
 
 from vault.crypto import metabox
-from vault.errors import KeyMissingError, KeyStoreError, UsageError, VerificationError
+from vault.errors import UsageError, VerificationError
 from vault.faults import crash_point
 from vault.keystore import KeyStore
+from vault.store import cells
+from vault.store.cells import CONVERTING, ENTRY_VERSION, SEALED
 from vault.store.models import (
     Base,
     Case,
@@ -74,9 +75,6 @@ log = logging.getLogger("evault")
 INFO = "evault.metadata_key"
 _SESSION_KEY = "evault.metadata_key.bytes"
 _RESTORE = "evault.metadata_key.restore"
-#: Key store entry: ``ENTRY_VERSION || state || key``.
-ENTRY_VERSION = 1
-CONVERTING, SEALED = 0, 1
 #: PostgreSQL advisory lock taken while the key is made or old rows are converted.
 _PG_LOCK = 0x65766D74
 
@@ -96,7 +94,7 @@ class Spec:
 
     def row(self, values: Sequence[Any]) -> str:
         """The row id as bound into the associated data."""
-        return "\0".join(str(v) for v in values)
+        return cells.row_text(values)
 
     def where(self, values: Sequence[Any]) -> str:
         """The row as an error message names it."""
@@ -121,8 +119,9 @@ class Spec:
     def opener(self, key: bytes, column: str) -> Callable[[Sequence[Any], Any], Any | None]:
         """:meth:`open` for many cells of one column: ``(row ids, stored) -> value or
         None``, the cipher and the associated data's fixed part made once."""
-        open_box = metabox.column_opener(key, self.table, column)
         if column in self.binary:
+            open_box = metabox.column_opener(key, self.table, column)
+
             def open_binary(row: Sequence[Any], stored: Any) -> Any | None:
                 # SQLite keeps any type in any column: bytes() of a text would raise, of a
                 # negative integer too, and of a large one would allocate that many bytes.
@@ -132,13 +131,11 @@ class Spec:
 
             return open_binary
 
+        # Text as stored, or its bytes (stored_form): base64 of the box either way.
+        open_cell = cells.text_opener(key, self.table, column)
+
         def open_text(row: Sequence[Any], stored: Any) -> Any | None:
-            # Text as stored, or its bytes (stored_form): base64 of the box either way.
-            try:
-                plain = open_box(self.row(row), base64.b64decode(stored, validate=True))
-                return None if plain is None else plain.decode("utf-8")
-            except (binascii.Error, ValueError, TypeError):  # UnicodeDecodeError too
-                return None
+            return open_cell(self.row(row), stored)
 
         return open_text
 
@@ -177,7 +174,7 @@ class MetadataKey:
 
     def __init__(self, keystore: Callable[[], KeyStore], vault_id: str) -> None:
         self._keystore = keystore
-        self.name = f"meta:{vault_id}"
+        self.name = cells.key_name(vault_id)
         self._key: bytes | None = None
         self._marked = False
 
@@ -209,10 +206,7 @@ class MetadataKey:
         entry = self._read(store)
         if entry is None:
             if not create:
-                raise KeyStoreError(
-                    f"key store: no metadata key {self.name}, but the database holds sealed "
-                    "metadata; restore the key store from the backup made with this database"
-                )
+                raise cells.no_key(self.name)
             state, key = (SEALED if marked else CONVERTING), metabox.new_key()
             store.put(self.name, bytes([ENTRY_VERSION, state]) + key)
         else:
@@ -243,16 +237,20 @@ class MetadataKey:
         return key
 
     def _read(self, store: KeyStore) -> tuple[int, bytes] | None:
-        try:
-            entry = store.get(self.name)
-        except KeyMissingError:
-            return None
-        if (len(entry) != 2 + metabox.KEY_SIZE or entry[0] != ENTRY_VERSION
-                or entry[1] not in (CONVERTING, SEALED)):
-            raise KeyStoreError(
-                f"key store: entry {self.name} is damaged; restore the key store from a backup"
-            )
-        return entry[1], entry[2:]
+        return cells.read_entry(store, self.name)
+
+
+def settle(session: Session) -> bytes:
+    """What every command's first statement on sealed tables does, for a reader that reads
+    rows without the ORM (:mod:`vault.service.listing`): convert an older vault's rows if the
+    database is not marked sealed, then return the metadata key, marking the key store's
+    entry sealed once ``session`` commits if it is not yet. Needs a session of
+    :meth:`vault.service.vaults.Vault.transaction` (with a :class:`MetadataKey`)."""
+    holder = _key_of(session)
+    if holder is None:
+        raise ValueError("settle: a session without a metadata key")
+    holder.check(session)
+    return holder.for_session(session)
 
 
 def _checkpoint_wal(engine: Engine) -> None:
@@ -356,10 +354,7 @@ def open_object(obj: Base, key: bytes, names: Iterable[str] | None = None) -> No
 
 
 def _undecryptable(spec: Spec, row: Sequence[Any], name: str) -> VerificationError:
-    return VerificationError(
-        f"{spec.where(row)}: {name} does not decrypt under this vault's metadata key "
-        "(altered, or moved from another row or column); restore the database from a backup"
-    )
+    return cells.undecryptable(spec.table, row, name)
 
 
 def column_opener(

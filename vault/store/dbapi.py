@@ -1,0 +1,267 @@
+"""A vault's database through its driver alone, for the reads that must start fast.
+
+    >>> reader = Reader.open(root, config.database)                    # doctest: +SKIP
+    >>> with reader.transaction():                                     # doctest: +SKIP
+    ...     batches = reader.item_rows(case="UA-2026-0042", label=None)
+
+Importing SQLAlchemy costs most of a short command's start-up (~200-300 ms on a small
+machine with the ORM, against ~60 ms for the interpreter and click), so ``evault items
+list`` reads a vault's own ``vault.db`` with :mod:`sqlite3` and the SQL below, on a
+connection set up as :func:`vault.store.db.make_engine` sets up its own
+(:data:`SQLITE_PRAGMAS`). Any other database (PostgreSQL, a SQLite URL in ``config.toml``)
+runs the same SQL on a driver connection of the SQLAlchemy engine, so both kinds read the
+same rows the same way.
+
+The schema is not described twice: the statements name tables and columns only through
+:data:`READS`, which ``tests/test_dbapi.py`` checks against :mod:`vault.store.models`, and
+:data:`SCHEMA_HEAD` is the one copy of the schema revision every command requires (a test
+keeps it equal to Alembic's head). Writes, and settling the metadata key (an older vault's
+rows converted, the key store's entry marked), go through the ORM (:mod:`vault.store.sealed`).
+
+May import: the standard library and :mod:`vault.errors`; :mod:`vault.store.db` (SQLAlchemy)
+only inside :meth:`Reader.open`, for a database that is not the vault's own ``vault.db``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from vault.errors import ConfigError, VaultError
+
+#: The newest migration in ``vault/migrations/versions``. Every command checks the database
+#: against it, so it is a constant rather than read from the scripts: importing Alembic and
+#: scanning the migrations cost ~120 ms and ~14 MiB per command. A test keeps it equal to
+#: Alembic's head.
+SCHEMA_HEAD = "0013"
+BUSY_TIMEOUT_MS = 60_000
+#: Run on every new SQLite connection, here and by the SQLAlchemy engine alike.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA foreign_keys=ON",
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+    "PRAGMA synchronous=NORMAL",
+)
+#: The vault's own SQLite database in its folder (:data:`vault.store.vaultdir.SQLITE_NAME`).
+SQLITE_NAME = "vault.db"
+
+#: Every table and column the statements here name, by the models' names.
+READS: dict[str, tuple[str, ...]] = {
+    "alembic_version": ("version_num",),
+    "sealed_metadata": ("id",),
+    "cases": ("id",),
+    "items": ("id", "case_id", "original_name", "size", "sha256", "ingested_at", "intake_seq"),
+    "item_labels": ("item_id", "label"),
+}
+#: The sealed cell :meth:`Reader.item_rows` selects: its table and column, as its
+#: associated data binds them (:mod:`vault.store.cells`).
+ITEM_NAME = ("items", "original_name")
+#: Rows fetched from the driver at a time.
+BATCH = 4096
+
+
+def _read(table: str, *columns: str) -> tuple[str, ...]:
+    """``table`` and ``columns`` for a statement: names that :data:`READS` declares."""
+    if table not in READS or not set(columns) <= set(READS[table]):
+        raise AssertionError(f"{table}{columns}: not declared in READS")
+    return (table, *columns)
+
+
+def schema_refusal(current: str | None) -> ConfigError | None:
+    """What to say of a database at revision ``current`` (None: no schema), or None if it is
+    at :data:`SCHEMA_HEAD`."""
+    if current == SCHEMA_HEAD:
+        return None
+    if current is None:
+        return ConfigError("vault database has no schema: run `evault db upgrade`")
+    return ConfigError(
+        f"vault database is at revision {current}, this evault needs {SCHEMA_HEAD}: "
+        "run `evault db upgrade`"
+    )
+
+
+def single_revision(rows: Sequence[Sequence[Any]]) -> str | None:
+    """The revision in the rows of ``alembic_version`` (no row: None); several are refused."""
+    if not rows:
+        return None
+    if len(rows) > 1:
+        found = ", ".join(sorted(str(r[0]) for r in rows))
+        raise ConfigError(
+            f"vault database records several schema revisions ({found}); "
+            "run `evault db upgrade` or restore the database from a backup"
+        )
+    return str(rows[0][0])
+
+
+def failure(orig: object) -> VaultError | None:
+    """What to say of a driver's operational error in a transaction when people can act on
+    it (the database busy, the disk full); None: let it through."""
+    text = str(orig)
+    if "locked" in text or "could not obtain lock" in text:
+        return ConfigError("vault database is busy with another evault command; try again")
+    if "disk is full" in text or "disk I/O error" in text:
+        return VaultError(
+            f"vault database: cannot write ({orig}); this step was rolled back, "
+            "free some space and try again"
+        )
+    return None
+
+
+def cannot_connect(orig: object) -> ConfigError:
+    """The refusal of a database that cannot be reached (or opened) at all."""
+    return ConfigError(f"vault database: cannot connect ({orig})")
+
+
+class Reader:
+    """Read transactions on a vault's database, through its driver's connection.
+
+    Rows come as the driver gives them: on SQLite a sealed text column is selected as its
+    bytes (as :func:`vault.store.sealed.stored_form` does) and a time as its stored text."""
+
+    def __init__(self, conn: Any, dialect: str, operational: type[BaseException],
+                 close: Callable[[], None]) -> None:
+        self._conn = conn
+        self.dialect = dialect
+        self._operational = operational
+        self._close = close
+        self._mark = "?" if dialect == "sqlite" else "%s"
+
+    @classmethod
+    def open(cls, root: Path, database: str | None) -> Reader:
+        """Connect to the vault at ``root`` (``database``: the URL its ``config.toml``
+        names, or None for its own ``vault.db``) and refuse a schema that is not at
+        :data:`SCHEMA_HEAD`, as :func:`vault.service.vaults.open_vault` does."""
+        if database is not None:
+            return cls._through_engine(database)
+        import sqlite3
+
+        try:
+            conn = sqlite3.connect(root / SQLITE_NAME, timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None)
+        except sqlite3.OperationalError as e:
+            raise cannot_connect(e) from None
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                conn.execute(pragma).close()
+            refusal = schema_refusal(_sqlite_revision(conn))
+        except sqlite3.OperationalError as e:
+            conn.close()
+            raise cannot_connect(e) from None
+        except BaseException:
+            conn.close()
+            raise
+        if refusal is not None:
+            conn.close()
+            raise refusal
+        return cls(conn, "sqlite", sqlite3.OperationalError, conn.close)
+
+    @classmethod
+    def _through_engine(cls, url: str) -> Reader:
+        from vault.store import db
+
+        engine = db.open_engine(url)
+        try:
+            raw = engine.raw_connection()
+        except BaseException:
+            engine.dispose()
+            raise
+
+        def close() -> None:
+            try:
+                raw.close()
+            finally:
+                engine.dispose()
+
+        dbapi = engine.dialect.loaded_dbapi
+        return cls(raw.driver_connection, engine.dialect.name, dbapi.OperationalError, close)
+
+    def close(self) -> None:
+        """Release the connection."""
+        self._close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One read transaction, rolled back at the end: on SQLite one snapshot of the
+        database, without the write lock the ORM's transactions take. A busy database or a
+        full disk is named as :meth:`vault.service.vaults.Vault.transaction` names them."""
+        try:
+            if self.dialect == "sqlite":
+                self._conn.execute("BEGIN").close()
+            try:
+                yield
+            finally:
+                self._conn.rollback()
+        except self._operational as e:
+            said = failure(e)
+            if said is None:
+                raise
+            raise said from None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[list[Any]]:
+        """The rows of ``sql`` in batches of :data:`BATCH`."""
+        cursor = self._conn.cursor()
+        try:
+            cursor.execute(sql.replace("?", self._mark), tuple(params))
+            while batch := cursor.fetchmany(BATCH):
+                yield batch
+        finally:
+            cursor.close()
+
+    def sealed(self) -> bool:
+        """Whether the database is marked as holding only sealed metadata (see
+        :class:`vault.store.sealed.MetadataKey`); if not, the ORM converts it first."""
+        table, column = _read("sealed_metadata", "id")
+        return any(self._rows(f"SELECT {column} FROM {table}"))
+
+    def has_case(self, case: str) -> bool:
+        """Whether case ``case`` exists."""
+        table, column = _read("cases", "id")
+        return any(self._rows(f"SELECT {column} FROM {table} WHERE {column} = ?", (case,)))
+
+    def _chosen(self, case: str | None, label: str | None) -> tuple[str, list[str]]:
+        """The WHERE clause (on ``items``) and its values for one case and/or one label."""
+        items, case_id, item_id = _read("items", "case_id", "id")
+        labels, label_item, label_name = _read("item_labels", "item_id", "label")
+        where, params = [], []
+        if case is not None:
+            where.append(f"{items}.{case_id} = ?")
+            params.append(case)
+        if label:
+            where.append(f"{items}.{item_id} IN (SELECT {labels}.{label_item} FROM {labels} "
+                         f"WHERE {labels}.{label_name} = ?)")
+            params.append(label)
+        return (f" WHERE {' AND '.join(where)}" if where else ""), params
+
+    def item_labels(self, case: str | None, label: str | None) -> Iterator[list[Any]]:
+        """``(item id, label)`` of the chosen items, in batches, by item id then label."""
+        items, item_id = _read("items", "id")
+        labels, label_item, label_name = _read("item_labels", "item_id", "label")
+        where, params = self._chosen(case, label)
+        return self._rows(
+            f"SELECT {labels}.{label_item}, {labels}.{label_name} FROM {labels} "
+            f"WHERE {labels}.{label_item} IN (SELECT {items}.{item_id} FROM {items}{where}) "
+            f"ORDER BY {labels}.{label_item}, {labels}.{label_name}", params)
+
+    def item_rows(self, case: str | None, label: str | None) -> Iterator[list[Any]]:
+        """``(id, case id, stored file name, size, sha256, ingested at)`` of the chosen
+        items, in batches, in ingest order."""
+        items, *columns, seq = _read(ITEM_NAME[0], "id", "case_id", ITEM_NAME[1], "size",
+                                     "sha256", "ingested_at", "intake_seq")
+        selected = [f"{items}.{c}" for c in columns]
+        if self.dialect == "sqlite":  # bytes, whatever a damaged cell holds
+            selected[2] = f"CAST({selected[2]} AS BLOB)"
+        where, params = self._chosen(case, label)
+        return self._rows(f"SELECT {', '.join(selected)} FROM {items}{where} "
+                          f"ORDER BY {items}.{seq}", params)
+
+
+def _sqlite_revision(conn: Any) -> str | None:
+    """The revision in ``alembic_version``, asked as SQLAlchemy's ``has_table`` asks SQLite
+    whether the table exists, then as :func:`vault.store.db.current_revision` reads it."""
+    table, column = _read("alembic_version", "version_num")
+    if not any(conn.execute(f'PRAGMA {schema}.table_info("{table}")').fetchall()
+               for schema in ("main", "temp")):
+        return None
+    return single_revision(conn.execute(f"SELECT {column} FROM {table}").fetchall())
