@@ -228,9 +228,10 @@ def _walk(root: Path, follow_symlinks: bool, folders: set[int],
     key = _key(os.stat(root))
     again = again or key in folders
     folders.add(key)
-    # Sorted, so that the order of items (and of custody events) is reproducible. Only the
-    # names are kept while the folder is walked, not a DirEntry (and its path) for each.
-    for name in sorted(os.listdir(root)):
+    # Sorted, so that the order of items (and of custody events) is reproducible. While the
+    # folder is walked only its names are kept, in one string (~12 bytes a name rather than
+    # ~70 as a list of str, ~200 as DirEntry objects): a folder may hold a million files.
+    for name in _sorted_names(root):
         path = root / name
         try:
             lst = os.lstat(path)
@@ -246,6 +247,21 @@ def _walk(root: Path, follow_symlinks: bool, folders: set[int],
             yield from _walk(path, follow_symlinks, folders, again)
         else:
             yield path, lst, again
+
+
+def _sorted_names(folder: Path) -> Iterator[str]:
+    """The names in ``folder``, sorted, kept packed in one string as they are given out."""
+    names = os.listdir(folder)
+    if not names:
+        return
+    names.sort()
+    packed = "\0".join(names)  # no name holds NUL
+    del names
+    start = 0
+    while (end := packed.find("\0", start)) >= 0:
+        yield packed[start:end]
+        start = end + 1
+    yield packed[start:]
 
 
 def _path_rows(
