@@ -9,6 +9,7 @@ command's ``--help`` stays fast).
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from vault.cli.common import (
 )
 from vault.errors import OptionsError
 from vault.names import RELATIONS
-from vault.progress import progress_line
+from vault.progress import interrupt, progress_line
 
 if TYPE_CHECKING:
     from vault.service.vaults import Vault
@@ -131,7 +132,11 @@ def ingest(
     text = RowsText(fmt, INGEST_COLUMNS + tuple(digests), widths)
     ingested = [0, 0]  # files, bytes
 
+    on_terminal = sys.stdout.isatty()
+
     def printed(results: list[intake.IngestedItem]) -> None:
+        if on_terminal:
+            interrupt()  # rows on the terminal start below the progress line, not on it
         click.echo(text.part([r.to_json() for r in results]), nl=False)
         ingested[0] += len(results)
         ingested[1] += sum(r.size for r in results)
