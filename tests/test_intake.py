@@ -520,3 +520,168 @@ def test_a_file_failing_in_a_worker_leaves_only_whole_batches(
     assert len(_items(office)) == kept
     assert len(_blob_files(office)) == kept  # runs stored ahead of the failure were removed
     assert [p for p in (office.vault / "blobs").rglob(".tmp*")] == []
+
+
+# -- many files: validated whole, stored and printed a batch at a time -------------------------
+
+
+def _expected_by_a_set_of_every_file(paths: list[Path], follow: bool) -> str | None:
+    """What `ingest PATHS -r` refuses as given twice, found as it was before intake kept
+    only folders and files with more names: the first file whose inode was seen."""
+    seen: set[tuple[int, int]] = set()
+
+    def files(root: Path) -> list[Path]:
+        if not root.is_dir():
+            return [root]
+        out: list[Path] = []
+        for name in sorted(os.listdir(root)):
+            out += files(root / name)
+        return out
+
+    for path in paths:
+        for file in files(path):
+            st = os.stat(file)
+            if (st.st_dev, st.st_ino) in seen:
+                return f"evault: {file}: given twice; each file is ingested once per command\n"
+            seen.add((st.st_dev, st.st_ino))
+    return None
+
+
+@pytest.mark.parametrize("given", [
+    ["a"], ["a", "b"], ["a", "a"], ["a", "a/sub"], ["a/sub", "a"], ["a/x.txt", "a"],
+    ["a", "a/x.txt"], ["a", "a/sub/../x.txt"], ["a/sub", "a/y.txt", "a/sub/z.txt"],
+    ["a/empty", "a"], ["a", "a/empty"], ["b", "a/linked.txt"], ["a/linked.txt", "b"],
+    ["b"], ["a/sub/z.txt", "a/x.txt", "a/sub/z.txt"],
+])
+def test_a_file_walked_twice_is_found_without_remembering_every_file(
+    office: Cli, tmp_path: Path, given: list[str]
+) -> None:
+    """Without --follow-symlinks intake remembers the folders it walked and the files with
+    more than one name (or named on the command line), not every file: it refuses the same
+    files, naming the same path, as a set of every file's inode did."""
+    a = tmp_path / "a"
+    (a / "sub").mkdir(parents=True)
+    (a / "empty" / "deeper").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    for name in ("x.txt", "y.txt", "sub/z.txt", "sub/w.txt"):
+        (a / name).write_bytes(name.encode())
+    os.link(a / "y.txt", a / "linked.txt")  # a second name, in the same folder
+    os.link(a / "sub" / "w.txt", tmp_path / "b" / "w-again.txt")  # and in another
+    paths = [tmp_path / g for g in given]
+    expected = _expected_by_a_set_of_every_file(paths, follow=False)
+    result = office("ingest", *map(str, paths), "--recursive", "--case", CASE, "--create-case")
+    if expected is None:
+        assert result.exit_code == 0, result.stderr
+    else:
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", expected)
+        assert _items(office) == [] and _blob_files(office) == []
+
+
+def _table_of(office: Cli, stdout: str, columns: tuple[str, ...]) -> str:
+    from vault.render import render_table
+
+    items = {str(i["id"]): i for i in _items(office)}
+    ids = [line.split()[0] for line in stdout.splitlines()[1:]]
+    return render_table([items[i] for i in ids], columns)
+
+
+def test_many_files_print_one_table_a_batch_at_a_time(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 3 files are printed as they are committed; the table is aligned as if it
+    were printed whole (its widest name and size are last), and --json is one array."""
+    from vault.service import intake
+
+    monkeypatch.setattr(intake, "BATCH_FILES", 3)
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    for n in range(10):
+        (folder / f"f{n}{'-longer-name' * (n == 9)}.bin").write_bytes(b"x" * (10 ** (n // 3)))
+    result = office.ok("ingest", str(folder), "-r", "--case", CASE, "--create-case")
+    assert result.stdout == _table_of(office, result.stdout, ("id", "case", "name", "size",
+                                                              "sha256"))
+    assert len(result.stdout.splitlines()) == 11
+    assert result.stderr == "evault: ingested 10 file(s), 1333 bytes\n"
+    again = office.ok("ingest", str(folder), "-r", "--case", CASE, "--json")
+    rows = json.loads(again.stdout)
+    assert [r["name"] for r in rows] == sorted(p.name for p in folder.iterdir())
+    from vault.render import to_json
+
+    assert again.stdout == to_json(rows) and again.stderr == ""
+    csv_out = office.ok("ingest", str(folder), "-r", "--case", CASE, "--csv").stdout
+    assert csv_out.count("id,case,name,size,sha256") == 1 and len(csv_out.splitlines()) == 11
+
+
+def test_a_failure_after_some_batches_prints_the_items_that_were_ingested(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches committed before a failure stay (as before) and are on stdout: with --json
+    one whole array of them; stderr has the one line that says so; exit 1."""
+    from vault.errors import VaultError
+    from vault.service import intake
+
+    monkeypatch.setattr(intake, "BATCH_FILES", 4)
+    paths = _files(tmp_path, **{f"f{n:02d}_bin": bytes([n]) * 10 for n in range(10)})
+    original = intake.store_path
+
+    def failing(blobs, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path).name == "f06.bin":
+            raise VaultError(f"{path}: cannot open (fictional); nothing was stored")
+        return original(blobs, path, *args, **kwargs)
+
+    monkeypatch.setattr(intake, "store_path", failing)
+    result = office("ingest", str(tmp_path / "evidence"), "-r", "--case", CASE,
+                    "--create-case", "--json")
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {paths[6]}: cannot open (fictional); nothing was stored (4 earlier files "
+        "were ingested)\n"))
+    printed = json.loads(result.stdout)
+    assert [r["name"] for r in printed] == [p.name for p in paths[:4]]
+    assert sorted(str(i["id"]) for i in _items(office)) == sorted(r["id"] for r in printed)
+    assert len(_blob_files(office)) == 4
+
+
+#: Run in a process of its own (no other test's threads or heap): the Python heap's peak
+#: during `evault ingest FOLDER -r` of each folder given, output thrown away, the first run
+#: only to import and warm up.
+_PEAKS = """
+import contextlib, json, os, sys, tracemalloc
+from vault.cli import cli
+from vault.service import intake
+
+intake.BATCH_FILES = 50
+intake.PARALLEL_MIN_FILES = 10**9  # every file in this process, whose heap is measured
+vault, folders, peaks = sys.argv[1], sys.argv[2:], []
+for folder in folders:
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        tracemalloc.start()
+        cli.main(["ingest", folder, "-r", "--case", "UA-2026-0042", "--create-case",
+                  "--vault", vault], standalone_mode=False)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+print(json.dumps(peaks[1:]))
+"""
+
+
+def test_ingest_memory_does_not_grow_with_the_number_of_files(
+    office: Cli, tmp_path: Path
+) -> None:
+    """Rows, results and output a batch at a time: the peak of 4N files is that of N (it
+    was ~500 bytes a file more here: every row, every result and the whole table held to
+    the end)."""
+    n = 300
+    for count in (n, 4 * n):
+        for i in range(count):  # folders of 50 files, as a camera or a phone dump makes
+            path = tmp_path / f"files-{count}" / f"d{i // 50:03d}" / f"photo-{i:05d}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(i.to_bytes(4, "big") * 64)
+    folders = [str(tmp_path / f"files-{c}") for c in (n, n, 4 * n)]
+    done = subprocess.run([sys.executable, "-c", _PEAKS, str(office.vault), *folders],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                          text=True, timeout=300,
+                          env={**os.environ, "EVAULT_KEY_STORAGE": "file",
+                               "EVAULT_PASSPHRASE": TEST_PASSPHRASE})
+    assert done.returncode == 0, done.stderr
+    small, large = json.loads(done.stdout)
+    # Per file beyond N: nothing is kept but a folder's names while it is walked.
+    assert (large - small) / (3 * n) < 100, (small, large)

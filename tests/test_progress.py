@@ -112,6 +112,35 @@ def test_ingest_on_a_terminal_shows_files_stored_up_to_all_then_a_newline(
     assert out.count(b"note-") == 12
 
 
+def test_ingest_rows_on_the_same_terminal_start_below_the_progress_line(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    """Rows are printed as each batch is committed, while the line may be on screen: on
+    one terminal for both, the line ends first, as it did when the table came at the end."""
+    folder = _files(sqlite_cli, tmp_path / "in", 12)
+    leader, follower = os.openpty()
+    with subprocess.Popen([*EVAULT, "ingest", str(folder), "--recursive", "--case",
+                           "UA-2026-0042", "--create-case", "--vault", str(sqlite_cli.vault)],
+                          stdout=follower, stderr=follower, stdin=subprocess.DEVNULL) as proc:
+        os.close(follower)
+        both = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            both += chunk
+    os.close(leader)
+    assert proc.returncode == 0, both
+    lines = both.decode().replace("\r\n", "\n").split("\n")
+    assert lines[0].split("\r")[-1].startswith("evault: ingest 12/12, ")
+    assert lines[1].split() == ["id", "case", "name", "size", "sha256"]
+    assert [line.split()[2] for line in lines[2:14]] == [f"note-{i:02}.txt" for i in range(12)]
+    assert lines[14:] == ["evault: ingested 12 file(s), 206 bytes", ""]
+
+
 def test_ingest_of_one_large_file_shows_its_bytes_as_they_are_read(
     sqlite_cli: Cli, tmp_path: Path
 ) -> None:

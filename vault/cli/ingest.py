@@ -8,6 +8,8 @@ command's ``--help`` stays fast).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,14 +18,13 @@ import click
 from vault.cli import top_command
 from vault.cli.common import (
     as_option,
-    emit_rows,
     list_output_options,
     say,
     with_vault,
 )
 from vault.errors import OptionsError
 from vault.names import RELATIONS
-from vault.progress import progress_line
+from vault.progress import interrupt, progress_line
 
 if TYPE_CHECKING:
     from vault.service.vaults import Vault
@@ -104,21 +105,44 @@ def ingest(
       evault ingest statement-Red.pdf --case UA-2026-0042 --derived-from EV-0123456789AB \
           --relation redacted --tool "redactor 2.1" --note "Witness name removed"
     """
+    from vault.render import RowsText, cell_width
     from vault.service import intake
 
     if not paths and not manifest:
         raise OptionsError("give files to ingest, or --manifest FILE")
     if paths and manifest:
         raise OptionsError("give files to ingest or --manifest FILE, not both")
-    rows = intake.rows_from_options(
+    # The whole selection is validated first, keeping no list of it: the files are walked
+    # (or the manifest parsed) again as they are stored, and printed a batch at a time. The
+    # table's columns are sized by the first pass, so it is the one table it always was.
+    widths = {"case": 0, "name": 0, "size": 0}
+
+    def seen(row: intake.IntakeRow) -> None:
+        for column, value in (("case", row.fields.case), ("name", row.path.name),
+                              ("size", row.size)):
+            widths[column] = max(widths[column], cell_width(value))
+
+    plan = intake.plan_from_options(
         paths, manifest, case=case_id, title=title, description=description, source=source,
         collected_at=collected_at, location=location, tags=tags, labels=labels,
         recursive=recursive, follow_symlinks=follow_symlinks, derived_from=derived_from,
-        relation=relation, tool=tool, note=note,
+        relation=relation, tool=tool, note=note, seen=seen if fmt is None else None,
     )
     digests = [a.strip() for a in also_digest.split(",") if a.strip()]
+    text = RowsText(fmt, INGEST_COLUMNS + tuple(digests), widths)
+    ingested = [0, 0]  # files, bytes
+
+    on_terminal = sys.stdout.isatty()
+
+    def printed(results: list[intake.IngestedItem]) -> None:
+        if on_terminal:
+            interrupt()  # rows on the terminal start below the progress line, not on it
+        click.echo(text.part([r.to_json() for r in results]), nl=False)
+        ingested[0] += len(results)
+        ingested[1] += sum(r.size for r in results)
+
     with progress_line("ingest") as line:
-        files, nbytes = [0, len(rows)], [0, 0]
+        files, nbytes = [0, plan.files], [0, 0]
 
         def files_done(done: int, total: int) -> None:
             files[:] = done, total
@@ -130,16 +154,23 @@ def ingest(
             if line is not None:
                 line.update(files[0], files[1], nbytes=(done, total))
 
-        results = intake.ingest(
-            vault,
-            rows,
-            as_name=as_name,
-            create_case=create_case,
-            also_digest=digests,
-            follow_symlinks=follow_symlinks,
-            progress=files_done if line else None,
-            bytes_progress=bytes_read if line else None,
-        )
-    emit_rows([r.to_json() for r in results], fmt, INGEST_COLUMNS + tuple(digests))
+        try:
+            intake.ingest_batches(
+                vault,
+                plan,
+                printed,
+                as_name=as_name,
+                create_case=create_case,
+                also_digest=digests,
+                follow_symlinks=follow_symlinks,
+                progress=files_done if line else None,
+                bytes_progress=bytes_read if line else None,
+            )
+        except BaseException:
+            # What was printed stays one whole JSON array: the items that were ingested.
+            with contextlib.suppress(OSError):
+                click.echo(text.cut_short(), nl=False)
+            raise
+    click.echo(text.end(), nl=False)
     if fmt is None:
-        say(f"ingested {len(results)} file(s), {sum(r.size for r in results)} bytes")
+        say(f"ingested {ingested[0]} file(s), {ingested[1]} bytes")

@@ -19,6 +19,8 @@ imports it. The import-linter contracts in ``pyproject.toml`` check both.
 from __future__ import annotations
 
 from vault.render.text import (
+    RowsText,
+    cell_width,
     columns_to_csv,
     markdown_safe,
     render_columns,
@@ -31,6 +33,8 @@ from vault.render.text import (
 )
 
 __all__ = [
+    "RowsText",
+    "cell_width",
     "columns_to_csv",
     "markdown_safe",
     "render_columns",

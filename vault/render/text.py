@@ -185,6 +185,83 @@ def render_columns(table: Mapping[str, Sequence[Any]], columns: Sequence[str]) -
     return "\n".join(lines) + "\n"
 
 
+def _table_lines(cells: Sequence[Sequence[str]], widths: Sequence[int]) -> str:
+    return "".join(
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in cells
+    )
+
+
+def cell_width(value: Any) -> int:
+    """How wide ``value`` is in a table's cell (for :class:`RowsText`'s ``widths``)."""
+    return len(_cell(value))
+
+
+class RowsText:
+    """A list of rows as text, made a part at a time, in any of the shapes above
+    (``fmt``: ``json``, ``jsonl``, ``csv`` or None for a table): :meth:`part` for each
+    batch of rows, :meth:`end` after the last. Joined, the parts are exactly what
+    :func:`to_json`, :func:`to_jsonl`, :func:`to_csv` or :func:`render_table` give for all
+    the rows at once, for a table when ``widths`` holds each column's widest cell up front
+    (columns it leaves out, such as fixed-width ids and digests, are sized by the first
+    part); a later cell wider than that is printed whole, out of line.
+
+        >>> text = RowsText(None, ["id", "name"], {"name": 5})
+        >>> print(text.part([{"id": "A-1", "name": "ab"}]) + text.part([{"id": "A-2",
+        ...       "name": "abcde"}]) + text.end(), end="")
+        id   name
+        A-1  ab
+        A-2  abcde
+    """
+
+    def __init__(self, fmt: str | None, columns: Sequence[str],
+                 widths: dict[str, int] | None = None) -> None:
+        self.fmt = fmt
+        self.columns = list(columns)
+        self.widths = [max(len(c), (widths or {}).get(c, 0)) for c in self.columns]
+        self.started = False
+
+    def part(self, rows: Sequence[dict[str, Any]]) -> str:
+        """The text of the next rows (the header or the JSON array's start with the first)."""
+        if not rows:
+            return ""
+        first, self.started = not self.started, True
+        if self.fmt == "json":
+            items = ",\n".join(
+                "  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+                for r in rows)
+            return ("[\n" if first else ",\n") + items
+        if self.fmt == "jsonl":
+            return to_jsonl(rows)
+        if self.fmt == "csv":
+            text = to_csv(rows, self.columns)
+            return text if first else text.split("\n", 1)[1]
+        cells = [[_cell(r.get(c)) for c in self.columns] for r in rows]
+        if first:
+            self.widths = [max([w] + [len(row[i]) for row in cells])
+                           for i, w in enumerate(self.widths)]
+            cells.insert(0, self.columns)
+        return _table_lines(cells, self.widths)
+
+    def end(self) -> str:
+        """What follows the last part: the JSON array's end; with no rows at all, the
+        whole text of none (``[]``, or a table's or CSV's header)."""
+        if not self.started:
+            if self.fmt == "json":
+                return to_json([])
+            if self.fmt == "jsonl":
+                return ""
+            if self.fmt == "csv":
+                return to_csv([], self.columns)
+            return render_table([], self.columns)
+        return "\n]\n" if self.fmt == "json" else ""
+
+    def cut_short(self) -> str:
+        """What ends the text when no more parts come after a failure: the JSON array's
+        end, so that what was printed is still one JSON array; nothing if nothing was."""
+        return "\n]\n" if self.started and self.fmt == "json" else ""
+
+
 def render_record(record: dict[str, Any], skip: Sequence[str] = ()) -> str:
     """``key: value`` lines for one object; nested lists of objects are indented below."""
     lines: list[str] = []

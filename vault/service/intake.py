@@ -3,11 +3,14 @@
     >>> fields = IntakeFields(case="UA-2026-0042")                    # doctest: +SKIP
     >>> ingest(vault, rows_from_paths([Path("statement.pdf")], fields))  # doctest: +SKIP
 
-Every file is validated before anything is written. Each file is then read exactly once: the
+Every file is validated before anything is written, in a first pass that keeps no list of
+them (:class:`IntakePlan`); the second pass walks them again as they are stored, so that
+memory does not grow with their number. Each file is then read exactly once: the
 same bytes feed SHA-256 (and any legacy digests) and the age encryptor, which writes into a
 new blob under a random name. Blobs are made durable with one sync per batch, then one
 transaction records the batch's items, digests and custody events. A crash leaves complete
-items or none; stray blobs are removed by ``evault doctor --repair``.
+items or none; stray blobs are removed by ``evault doctor --repair``. Each batch's results
+go to the caller once it is committed (:func:`ingest_batches`).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import stat
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -173,9 +177,11 @@ def check_fields(fields: IntakeFields, where: str) -> IntakeFields:
 # ----------------------------------------------------------------------------- selecting files
 
 
-def _check_file(path: Path, follow_symlinks: bool, where: str) -> os.stat_result:
+def _check_file(
+    path: Path, follow_symlinks: bool, where: str, lst: os.stat_result | None = None
+) -> os.stat_result:
     """Refuse anything but a readable regular file (a link only if followed); its status
-    (of the link's target, for a link)."""
+    (of the link's target, for a link). ``lst``: its ``lstat``, if the caller has it."""
     try:
         path.name.encode("utf-8")
     except UnicodeEncodeError:  # os.fsdecode gave the bytes of another encoding as surrogates
@@ -185,7 +191,7 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> os.stat_result
             "ingest a copy under a UTF-8 name (the original can go in --description)"
         ) from None
     try:
-        st = os.lstat(path)
+        st = lst if lst is not None else os.lstat(path)
     except FileNotFoundError:
         raise NotFoundError(f"{where}: no such file; check the path") from None
     except PermissionError:
@@ -210,19 +216,99 @@ def _check_file(path: Path, follow_symlinks: bool, where: str) -> os.stat_result
     return st
 
 
-def _walk(root: Path, follow_symlinks: bool) -> Iterator[Path]:
-    # Sorted, so that the order of items (and of custody events) is reproducible.
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
-    for entry in entries:
-        path = Path(entry.path)
-        if entry.is_symlink() and not follow_symlinks:
+def _key(st: os.stat_result) -> int:
+    """A file's (device, inode) as one int: what makes two names one file."""
+    return (st.st_dev << 64) | st.st_ino
+
+
+def _walk(root: Path, follow_symlinks: bool, folders: set[int],
+          again: bool = False) -> Iterator[tuple[Path, os.stat_result | None, bool]]:
+    """The files under ``root``, each with its ``lstat`` and whether its folder was walked
+    before in this command (``folders``: the folders walked so far, by :func:`_key`)."""
+    key = _key(os.stat(root))
+    again = again or key in folders
+    folders.add(key)
+    # Sorted, so that the order of items (and of custody events) is reproducible. While the
+    # folder is walked only its names are kept, in one string (~12 bytes a name rather than
+    # ~70 as a list of str, ~200 as DirEntry objects): a folder may hold a million files.
+    for name in _sorted_names(root):
+        path = root / name
+        try:
+            lst = os.lstat(path)
+        except OSError:  # gone since listed: _check_file names the error
+            yield path, None, again
+            continue
+        is_link = stat.S_ISLNK(lst.st_mode)
+        if is_link and not follow_symlinks:
             raise UsageError(
                 f"{path}: is a symbolic link; pass --follow-symlinks to ingest its target"
             )
-        if entry.is_dir(follow_symlinks=follow_symlinks):
-            yield from _walk(path, follow_symlinks)
+        if stat.S_ISDIR(lst.st_mode) or (is_link and path.is_dir()):
+            yield from _walk(path, follow_symlinks, folders, again)
         else:
-            yield path
+            yield path, lst, again
+
+
+def _sorted_names(folder: Path) -> Iterator[str]:
+    """The names in ``folder``, sorted, kept packed in one string as they are given out."""
+    names = os.listdir(folder)
+    if not names:
+        return
+    names.sort()
+    packed = "\0".join(names)  # no name holds NUL
+    del names
+    start = 0
+    while (end := packed.find("\0", start)) >= 0:
+        yield packed[start:end]
+        start = end + 1
+    yield packed[start:]
+
+
+def _path_rows(
+    paths: Sequence[Path],
+    fields: IntakeFields,
+    *,
+    recursive: bool,
+    follow_symlinks: bool,
+) -> Iterator[IntakeRow]:
+    """The command-line paths expanded and validated, one row at a time, in order.
+
+    Each file once, however it is named: another spelling of its path, a link to it or to
+    a folder above it, or a hard link (another name of the same inode) is refused as the
+    second sighting of the file. For that this remembers, by device and inode, every
+    folder walked and the files that can be reached twice: with links followed every
+    file; else those named on the command line and those with more than one name. A file
+    with one name (the common case) is then reached a second time only through a folder
+    walked before, which is known, so nothing is kept for it.
+    """
+    check_fields(fields, "ingest")
+    files: set[int] = set()
+    folders: set[int] = set()
+
+    def twice(file: Path) -> UsageError:
+        return UsageError(f"{file}: given twice; each file is ingested once per command")
+
+    for path in paths:
+        if recursive and path.is_dir() and (follow_symlinks or not path.is_symlink()):
+            for file, lst, again in _walk(path, follow_symlinks, folders):
+                st = _check_file(file, follow_symlinks, str(file), lst)
+                key = _key(st)
+                if again or key in files:
+                    raise twice(file)
+                if follow_symlinks or st.st_nlink > 1:
+                    files.add(key)
+                yield IntakeRow(file, fields, st.st_size)
+            continue
+        st = _check_file(path, follow_symlinks, str(path))
+        key = _key(st)
+        if key in files or (
+            not follow_symlinks and st.st_nlink == 1 and folders
+            and _key(os.stat(os.path.dirname(path) or ".")) in folders
+        ):
+            # Without links followed, a file with one name was walked if its folder was.
+            raise twice(path)
+        files.add(key)
+        yield IntakeRow(path, fields, st.st_size)
 
 
 def rows_from_paths(
@@ -233,26 +319,60 @@ def rows_from_paths(
     follow_symlinks: bool = False,
 ) -> list[IntakeRow]:
     """Expand and validate the command-line paths; nothing is read or written yet."""
-    check_fields(fields, "ingest")
-    rows: list[IntakeRow] = []
-    seen: set[tuple[int, int]] = set()
-    for path in paths:
-        if recursive and path.is_dir() and (follow_symlinks or not path.is_symlink()):
-            files = list(_walk(path, follow_symlinks))
-        else:
-            files = [path]
-        for file in files:
-            st = _check_file(file, follow_symlinks, str(file))
-            # The file itself, however it is named: another spelling of its path, a link to
-            # it or to a folder above it, or a hard link (another name of the same inode).
-            key = (st.st_dev, st.st_ino)
-            if key in seen:
-                raise UsageError(f"{file}: given twice; each file is ingested once per command")
-            seen.add(key)
-            rows.append(IntakeRow(file, fields, st.st_size))
+    rows = list(_path_rows(paths, fields, recursive=recursive,
+                           follow_symlinks=follow_symlinks))
     if not rows:
         raise UsageError("ingest: no files to ingest")
     return rows
+
+
+def _read_manifest(manifest: Path) -> str:
+    try:
+        text = manifest.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFoundError(f"{manifest}: no such manifest") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{manifest}: not UTF-8 text") from None
+    if manifest.suffix.lower() not in (".csv", ".jsonl", ".ndjson"):
+        raise UsageError(f"{manifest}: manifest must be .csv or .jsonl")
+    return text
+
+
+def _manifest_rows(
+    text: str, manifest: Path, defaults: IntakeFields | None, *, follow_symlinks: bool
+) -> Iterator[IntakeRow]:
+    """The rows of a manifest's ``text``, validated, one at a time, in order."""
+    if manifest.suffix.lower() == ".csv":
+        records = _csv_records(text, manifest)
+    else:
+        records = _jsonl_records(text, manifest)
+    # Each file by its device and inode, as _path_rows knows them: the line that named it
+    # first (its path is read again from the manifest to say how it was named twice).
+    seen: dict[int, int] = {}
+    for line, record in records:
+        where = f"{manifest}:{line}"
+        row = _manifest_row(record, where, manifest.parent, defaults)
+        st = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
+        first = seen.setdefault(_key(st), line)
+        if first != line:
+            named = _manifest_path(text, manifest, defaults, first)
+            if named.resolve() == row.path.resolve():
+                raise UsageError(
+                    f"{where}: path {row.path} is listed twice (first at line {first})")
+            # Another name of the same file: a link, a hard link.
+            raise UsageError(f"{where}: path {row.path} is the file listed at line {first}")
+        yield replace(row, size=st.st_size)
+
+
+def _manifest_path(text: str, manifest: Path, defaults: IntakeFields | None,
+                   line: int) -> Path:
+    """The path the manifest's row at ``line`` names (read when it is named again)."""
+    records = (_csv_records(text, manifest) if manifest.suffix.lower() == ".csv"
+               else _jsonl_records(text, manifest))
+    for number, record in records:
+        if number == line:
+            return _manifest_row(record, f"{manifest}:{line}", manifest.parent, defaults).path
+    raise AssertionError(f"{manifest}:{line}: row not found again")  # pragma: no cover
 
 
 def rows_from_manifest(
@@ -262,40 +382,67 @@ def rows_from_manifest(
 
     Relative paths are taken from the manifest's folder. A bad row names its line number.
     """
-    try:
-        text = manifest.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFoundError(f"{manifest}: no such manifest") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{manifest}: not UTF-8 text") from None
-    if manifest.suffix.lower() == ".csv":
-        records = list(_csv_records(text, manifest))
-    elif manifest.suffix.lower() in (".jsonl", ".ndjson"):
-        records = list(_jsonl_records(text, manifest))
-    else:
-        raise UsageError(f"{manifest}: manifest must be .csv or .jsonl")
-    rows: list[IntakeRow] = []
-    # Each file by its device and inode, as rows_from_paths knows them: the line and path
-    # that named it first.
-    seen: dict[tuple[int, int], tuple[int, Path]] = {}
-    for line, record in records:
-        where = f"{manifest}:{line}"
-        row = _manifest_row(record, where, manifest.parent, defaults)
-        st = _check_file(row.path, follow_symlinks, f"{where}: {row.path}")
-        first, named = seen.setdefault((st.st_dev, st.st_ino), (line, row.path))
-        if first != line:
-            if named.resolve() == row.path.resolve():
-                raise UsageError(
-                    f"{where}: path {row.path} is listed twice (first at line {first})")
-            # Another name of the same file: a link, a hard link.
-            raise UsageError(f"{where}: path {row.path} is the file listed at line {first}")
-        rows.append(replace(row, size=st.st_size))
+    text = _read_manifest(manifest)
+    rows = list(_manifest_rows(text, manifest, defaults, follow_symlinks=follow_symlinks))
     if not rows:
         raise UsageError(f"{manifest}: the manifest lists no files")
     return rows
 
 
-def rows_from_options(
+@dataclass(frozen=True)
+class IntakePlan:
+    """The files of one ingest, validated whole, but not kept: ``rows()`` expands and
+    validates them again, one at a time, as they are stored, so that an ingest of a
+    million files holds no list of a million rows.
+
+    ``files`` and ``bytes`` are what the validating pass found (the progress line's
+    totals), ``cases`` and ``originals`` the cases and ``--derived-from`` items the rows
+    name (checked before any file is read). A file that changes between the two passes is
+    caught when it is stored, as one that changes after a whole validation always was.
+    """
+
+    files: int
+    bytes: int
+    cases: frozenset[str]
+    originals: frozenset[str]
+    source: Callable[[], Iterator[IntakeRow]] = field(repr=False)
+
+    def rows(self) -> Iterator[IntakeRow]:
+        """The rows again, validated as the first time, in the same order."""
+        return self.source()
+
+    @classmethod
+    def of(
+        cls,
+        source: Callable[[], Iterator[IntakeRow]],
+        *,
+        empty: str = "ingest: no files to ingest",
+        seen: Callable[[IntakeRow], None] | None = None,
+    ) -> IntakePlan:
+        """Validate every row of ``source`` (a usage error ``empty`` if there is none);
+        ``seen`` is called with each, e.g. to size a table's columns."""
+        files = nbytes = 0
+        cases: set[str] = set()
+        originals: set[str] = set()
+        for row in source():
+            files += 1
+            nbytes += row.size or 0
+            cases.add(row.fields.case)
+            if row.fields.derivation is not None:
+                originals.add(row.fields.derivation.original)
+            if seen is not None:
+                seen(row)
+        if not files:
+            raise UsageError(empty)
+        return cls(files, nbytes, frozenset(cases), frozenset(originals), source)
+
+    @classmethod
+    def of_rows(cls, rows: Sequence[IntakeRow]) -> IntakePlan:
+        """A plan of rows already validated and held."""
+        return cls.of(lambda: iter(rows))
+
+
+def plan_from_options(
     paths: Sequence[Path],
     manifest: Path | None,
     *,
@@ -313,11 +460,13 @@ def rows_from_options(
     relation: str | None = None,
     tool: str | None = None,
     note: str | None = None,
-) -> list[IntakeRow]:
-    """The rows of ``evault ingest``: ``paths``, or the rows of ``manifest``, with the fields
-    given as options (``--collected-at`` ISO 8601, ``--tag`` KEY=VALUE and ``--label``
-    parsed and checked here); ``case`` is needed unless a manifest names each row's.
-    Nothing is read or written yet."""
+    seen: Callable[[IntakeRow], None] | None = None,
+) -> IntakePlan:
+    """The files of ``evault ingest``: ``paths``, or the rows of ``manifest``, with the
+    fields given as options (``--collected-at`` ISO 8601, ``--tag`` KEY=VALUE and
+    ``--label`` parsed and checked here); ``case`` is needed unless a manifest names each
+    row's. Every row is validated here (``seen`` is called with each); nothing is read or
+    written yet."""
     fields = None
     derivation = None
     if (derived_from is None) != (relation is None):
@@ -342,11 +491,18 @@ def rows_from_options(
             derivation=derivation,
         )
     if manifest is not None:
-        return rows_from_manifest(manifest, fields, follow_symlinks=follow_symlinks)
+        # The manifest's text is kept (and parsed again for the second pass), so that the
+        # rows stored are the rows validated even if the file is rewritten meanwhile.
+        text = _read_manifest(manifest)
+        return IntakePlan.of(
+            lambda: _manifest_rows(text, manifest, fields, follow_symlinks=follow_symlinks),
+            empty=f"{manifest}: the manifest lists no files", seen=seen)
     if fields is None:
         raise OptionsError("--case CASE is required")
-    return rows_from_paths(list(paths), fields, recursive=recursive,
-                           follow_symlinks=follow_symlinks)
+    given, chosen = list(paths), fields
+    return IntakePlan.of(
+        lambda: _path_rows(given, chosen, recursive=recursive, follow_symlinks=follow_symlinks),
+        seen=seen)
 
 
 def _csv_records(text: str, manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -365,8 +521,23 @@ def _csv_records(text: str, manifest: Path) -> Iterator[tuple[int, dict[str, Any
         raise UsageError(f"{manifest}:{reader.line_num}: not valid CSV ({e})") from None
 
 
+#: Where str.splitlines() ends a line.
+_LINE_END = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")
+
+
+def _lines(text: str) -> Iterator[str]:
+    """``text.splitlines()``, one line at a time rather than a list of every line (a
+    manifest may list a million files)."""
+    start = 0
+    for end in _LINE_END.finditer(text):
+        yield text[start:end.start()]
+        start = end.end()
+    if start < len(text):
+        yield text[start:]
+
+
 def _jsonl_records(text: str, manifest: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if not line.strip():
             continue
         try:
@@ -572,10 +743,10 @@ def provenance_checks(vault: Vault) -> Checks:
     return Checks("".join(texts) if texts else None)
 
 
-def _worker_count(rows: Sequence[IntakeRow]) -> int:
-    """Worker processes for this intake: none for a few files or on one core."""
+def _worker_count(files: int) -> int:
+    """Worker processes for an intake of ``files``: none for a few files or on one core."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if (cores or 1) < 2 or len(rows) < PARALLEL_MIN_FILES:
+    if (cores or 1) < 2 or files < PARALLEL_MIN_FILES:
         return 0
     return min(cores or 1, MAX_WORKERS)
 
@@ -589,7 +760,7 @@ def _is_small(row: IntakeRow) -> bool:
         return False  # stored in this process, which reports the error in its turn
 
 
-def _chunks(rows: Sequence[IntakeRow]) -> Iterator[tuple[list[IntakeRow], bool]]:
+def _chunks(rows: Iterable[IntakeRow]) -> Iterator[tuple[list[IntakeRow], bool]]:
     """Rows in order, as runs of up to WORKER_CHUNK small files, or one large file."""
     run: list[IntakeRow] = []
     for row in rows:
@@ -609,7 +780,7 @@ def _chunks(rows: Sequence[IntakeRow]) -> Iterator[tuple[list[IntakeRow], bool]]
 
 def _stored_in_order(
     blobs: Blobs,
-    rows: Sequence[IntakeRow],
+    rows: Iterable[IntakeRow],
     recipient: AgeRecipient,
     algorithms: Sequence[str],
     *,
@@ -816,7 +987,13 @@ class _Original(NamedTuple):
 def _originals(session: Session, rows: Sequence[IntakeRow]) -> dict[str, _Original]:
     """Original item id -> its SHA-256 and labels, for the derived copies among ``rows``; an
     original that is not an item of this vault is refused."""
-    wanted = {r.fields.derivation.original for r in rows if r.fields.derivation is not None}
+    return _found_originals(
+        session, {r.fields.derivation.original for r in rows if r.fields.derivation is not None})
+
+
+def _found_originals(session: Session, wanted: set[str]) -> dict[str, _Original]:
+    """Original item id -> its SHA-256 and labels, for each of ``wanted``; one that is not
+    an item of this vault is refused."""
     found = {item.id: _Original(item.sha256, tuple(lbl.label for lbl in item.labels))
              for item in session.scalars(select(Item).options(selectinload(Item.labels))
                                          .where(Item.id.in_(wanted)))} if wanted else {}
@@ -903,7 +1080,7 @@ def _record_batch(
 
 def ingest(
     vault: Vault,
-    rows: Sequence[IntakeRow],
+    rows: Sequence[IntakeRow] | IntakePlan,
     *,
     as_name: str | None = None,
     create_case: bool = False,
@@ -913,7 +1090,31 @@ def ingest(
     progress: Progress | None = None,
     bytes_progress: Progress | None = None,
 ) -> list[IngestedItem]:
-    """Ingest validated rows in batches; return one result per item.
+    """Ingest validated rows in batches; return one result per item (all of them: for many
+    files, :func:`ingest_batches` hands them over a batch at a time instead)."""
+    results: list[IngestedItem] = []
+    ingest_batches(vault, rows, results.extend, as_name=as_name, create_case=create_case,
+                   also_digest=also_digest, follow_symlinks=follow_symlinks, now=now,
+                   progress=progress, bytes_progress=bytes_progress)
+    return results
+
+
+def ingest_batches(
+    vault: Vault,
+    rows: Sequence[IntakeRow] | IntakePlan,
+    on_batch: Callable[[list[IngestedItem]], None],
+    *,
+    as_name: str | None = None,
+    create_case: bool = False,
+    also_digest: Sequence[str] = (),
+    follow_symlinks: bool = False,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+    bytes_progress: Progress | None = None,
+) -> None:
+    """Ingest validated rows (or a plan's, read again as they are stored) in batches; give
+    ``on_batch`` the results of each batch, in order, once it is committed. Nothing is kept
+    of a batch once it is handed over, so memory does not grow with the number of files.
 
     ``progress`` is called with (files stored, files in all) after each file is hashed
     and encrypted; the last call has both equal. ``bytes_progress`` gets (bytes read,
@@ -922,29 +1123,30 @@ def ingest(
     for algorithm in also_digest:
         if algorithm not in LEGACY_DIGESTS:
             raise UsageError(f"--also-digest: {algorithm!r} is not one of md5, sha1")
+    plan = rows if isinstance(rows, IntakePlan) else IntakePlan.of_rows(rows)
     now = now or utcnow()
     # Refuse early, before reading any file: the acting identity and the cases must exist.
     with vault.transaction() as session:
         actor_pair(vault, session, as_name)
-        _missing_cases(session, {r.fields.case for r in rows}, create_case)
-        _originals(session, rows)
+        _missing_cases(session, set(plan.cases), create_case)
+        _found_originals(session, set(plan.originals))
     checks = provenance_checks(vault)
     recipient = storage_recipient(vault, as_name)
     blobs = vault.blob_store()
-    results: list[IngestedItem] = []
+    committed = 0
     done = 0
-    total_bytes = sum(r.size or 0 for r in rows)
+    total_bytes = plan.bytes
     done_bytes = 0
 
     def reading(n: int) -> None:
         if bytes_progress is not None:
             bytes_progress(min(done_bytes + n, total_bytes), total_bytes)
 
-    workers = _start_workers(_worker_count(rows))
+    workers = _start_workers(_worker_count(plan.files))
     try:
         with blobs.intake_lock(), ThreadPoolExecutor(max_workers=1) as pool:
             # Workers may run a batch ahead, so that they go on while a batch is recorded.
-            stream = _stored_in_order(blobs, rows, recipient, also_digest,
+            stream = _stored_in_order(blobs, plan.rows(), recipient, also_digest,
                                       follow_symlinks=follow_symlinks, hasher=pool,
                                       workers=workers,
                                       window=max(8, BATCH_FILES // WORKER_CHUNK),
@@ -952,6 +1154,13 @@ def ingest(
                                       checks=checks)
             batch: list[StoredFile] = []
             batch_bytes = 0
+
+            def commit() -> None:
+                nonlocal committed
+                out = _commit(vault, blobs, batch, as_name, create_case, now)  # empties batch
+                committed += len(out)
+                on_batch(out)
+
             try:
                 for stored in stream:
                     batch.append(stored)
@@ -962,23 +1171,23 @@ def ingest(
                     if bytes_progress:
                         reading(0)
                     if progress:
-                        progress(done, len(rows))
+                        # More files than counted only if the tree grew between the passes.
+                        progress(done, max(done, plan.files))
                     if len(batch) >= BATCH_FILES or batch_bytes >= BATCH_BYTES:
-                        results += _commit(vault, blobs, batch, as_name, create_case, now)
-                        batch, batch_bytes = [], 0
+                        commit()
+                        batch_bytes = 0
                 if batch:
-                    results += _commit(vault, blobs, batch, as_name, create_case, now)
+                    commit()
             except BaseException as e:
                 stream.close()  # stops the workers' runs, removes what they stored unseen
                 for stored in batch:
                     blobs.remove(stored.blob_id)
-                if results and isinstance(e, VaultError):
-                    raise type(e)(f"{e} ({len(results)} earlier files were ingested)") from None
+                if committed and isinstance(e, VaultError):
+                    raise type(e)(f"{e} ({committed} earlier files were ingested)") from None
                 raise
     finally:
         if workers is not None:
             workers.shutdown(wait=True, cancel_futures=True)
-    return results
 
 
 def _commit(
