@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -685,3 +686,121 @@ def test_ingest_memory_does_not_grow_with_the_number_of_files(
     small, large = json.loads(done.stdout)
     # Per file beyond N: nothing is kept but a folder's names while it is walked.
     assert (large - small) / (3 * n) < 100, (small, large)
+
+
+# A local user who can write the tree races the two passes (the hostile review of the
+# streamed ingest): what is stored must be what was validated, each file once.
+
+_CHANGED = ("changed while this ingest ran (moved, renamed, linked or rewritten after it "
+            "began); nothing of it was stored, ingest it again when it is stable")
+
+
+def _two_folders(tmp_path: Path) -> Path:
+    tree = tmp_path / "tree"
+    (tree / "a").mkdir(parents=True)
+    (tree / "b").mkdir()
+    (tree / "a" / "f.txt").write_bytes(b"the file f\n")
+    (tree / "b" / "g.txt").write_bytes(b"the file g\n")
+    return tree
+
+
+def _around_store(monkeypatch: pytest.MonkeyPatch, name: str, *,
+                  before: Callable[[], object] | None = None,
+                  after: Callable[[], object] | None = None) -> None:
+    """Run ``before``/``after`` once, around the storing of the file called ``name``."""
+    from vault.service import intake
+
+    real = intake.store_file
+    done: list[bool] = []
+
+    def store_file(blobs, row, *args, **kwargs):  # type: ignore[no-untyped-def]
+        hit = row.path.name == name and not done
+        if hit:
+            done.append(True)
+            if before:
+                before()
+        out = real(blobs, row, *args, **kwargs)
+        if hit and after:
+            after()
+        return out
+
+    monkeypatch.setattr(intake, "store_file", store_file)
+
+
+def test_a_file_moved_while_ingest_runs_is_not_stored_twice(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a/f.txt is stored, then moved into b/, which is walked later: before the check of
+    # ctime it came out as two items, exit 0.
+    tree = _two_folders(tmp_path)
+    _around_store(monkeypatch, "f.txt",
+                  after=lambda: os.rename(tree / "a" / "f.txt", tree / "b" / "f.txt"))
+    result = office("ingest", str(tree), "-r", "--case", CASE, "--create-case")
+    assert (result.exit_code, result.stderr) == (1, f"evault: {tree / 'b' / 'f.txt'}: "
+                                                    f"{_CHANGED}\n")
+    assert _items(office) == [] and _blob_files(office) == []
+
+
+def test_a_folder_swapped_for_a_link_before_its_file_is_opened_is_refused(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The path validated is opened again by name: a folder above it swapped for a link to
+    # a private folder holding a file of that name would have stored the private file.
+    tree = _two_folders(tmp_path)
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "g.txt").write_bytes(b"fictional private notes, never given to ingest\n")
+
+    def swap() -> None:
+        os.rename(tree / "b", tmp_path / "b-old")
+        os.symlink(private, tree / "b")
+
+    _around_store(monkeypatch, "g.txt", before=swap)
+    result = office("ingest", str(tree), "-r", "--case", CASE, "--create-case")
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {tree / 'b' / 'g.txt'}: is not the file that was checked (replaced while "
+        "this ingest ran); nothing was stored, ingest it again when it is stable\n"))
+    assert _items(office) == [] and _blob_files(office) == []
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_file_swapped_for_a_fifo_or_device_is_refused_without_blocking(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    tree = _two_folders(tmp_path)
+    target = tree / "b" / "g.txt"
+
+    def swap() -> None:
+        target.unlink()
+        if kind == "fifo":
+            os.mkfifo(target)  # opening it for reading would wait for a writer
+        else:
+            os.symlink("/dev/zero", target)  # never ends
+
+    _around_store(monkeypatch, "g.txt", before=swap)
+    args = ["--follow-symlinks"] if kind == "device" else []
+    result = office("ingest", str(tree), "-r", "--case", CASE, "--create-case", *args)
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {target}: is not a regular file any more; nothing was stored, ingest it "
+        "again when it is stable\n"))
+    assert _items(office) == [] and _blob_files(office) == []
+
+
+def test_a_file_rewritten_between_the_passes_is_refused_by_the_workers(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_workers: Path
+) -> None:
+    # Stored by a worker process: the same checks go with each file.
+    from vault.service import intake
+
+    paths = _files(tmp_path, **{f"f{n:02d}_bin": bytes([n]) * 10 for n in range(12)})
+    real = intake.ingest_batches
+
+    def between(*args, **kwargs):  # type: ignore[no-untyped-def]
+        paths[7].write_bytes(bytes([99]) * 10)  # same inode, same size, other content
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(intake, "ingest_batches", between)
+    result = office("ingest", str(tmp_path / "evidence"), "-r", "--case", CASE,
+                    "--create-case")
+    assert (result.exit_code, result.stderr) == (1, f"evault: {paths[7]}: {_CHANGED}\n")
+    assert _items(office) == [] and _blob_files(office) == []

@@ -25,6 +25,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -59,7 +60,7 @@ from vault.service.items import get_case
 from vault.service.progress import Progress
 from vault.service.recording import NewItem, record_items
 from vault.service.results import Result
-from vault.service.storing import Stored, blob_holds, store_path, store_paths
+from vault.service.storing import Expected, Stored, blob_holds, store_path, store_paths
 from vault.service.vaults import Vault
 from vault.store.blobs import Blobs
 from vault.store.models import Case, Item, VaultKey
@@ -126,6 +127,7 @@ class IntakeRow:
     path: Path
     fields: IntakeFields
     size: int | None = None  # as seen when validated; reading measures the file again
+    identity: tuple[int, int] | None = None  # device and inode, as seen when validated
 
 
 #: Case titles, on both databases (PostgreSQL's column had this limit before it was sealed).
@@ -297,7 +299,7 @@ def _path_rows(
                     raise twice(file)
                 if follow_symlinks or st.st_nlink > 1:
                     files.add(key)
-                yield IntakeRow(file, fields, st.st_size)
+                yield IntakeRow(file, fields, st.st_size, (st.st_dev, st.st_ino))
             continue
         st = _check_file(path, follow_symlinks, str(path))
         key = _key(st)
@@ -308,7 +310,7 @@ def _path_rows(
             # Without links followed, a file with one name was walked if its folder was.
             raise twice(path)
         files.add(key)
-        yield IntakeRow(path, fields, st.st_size)
+        yield IntakeRow(path, fields, st.st_size, (st.st_dev, st.st_ino))
 
 
 def rows_from_paths(
@@ -361,7 +363,7 @@ def _manifest_rows(
                     f"{where}: path {row.path} is listed twice (first at line {first})")
             # Another name of the same file: a link, a hard link.
             raise UsageError(f"{where}: path {row.path} is the file listed at line {first}")
-        yield replace(row, size=st.st_size)
+        yield replace(row, size=st.st_size, identity=(st.st_dev, st.st_ino))
 
 
 def _manifest_path(text: str, manifest: Path, defaults: IntakeFields | None,
@@ -397,8 +399,11 @@ class IntakePlan:
 
     ``files`` and ``bytes`` are what the validating pass found (the progress line's
     totals), ``cases`` and ``originals`` the cases and ``--derived-from`` items the rows
-    name (checked before any file is read). A file that changes between the two passes is
-    caught when it is stored, as one that changes after a whole validation always was.
+    name (checked before any file is read). ``started_ns`` is when the validating pass
+    began: a file is stored only if it is the one validated (same device and inode) and
+    unchanged since then (its ctime; :class:`~vault.service.storing.Expected`), so a file
+    replaced, moved (it could be walked twice), added or rewritten between or during the
+    passes is refused when it would be stored, and the files stored before it are kept.
     """
 
     files: int
@@ -406,6 +411,7 @@ class IntakePlan:
     cases: frozenset[str]
     originals: frozenset[str]
     source: Callable[[], Iterator[IntakeRow]] = field(repr=False)
+    started_ns: int
 
     def rows(self) -> Iterator[IntakeRow]:
         """The rows again, validated as the first time, in the same order."""
@@ -421,6 +427,7 @@ class IntakePlan:
     ) -> IntakePlan:
         """Validate every row of ``source`` (a usage error ``empty`` if there is none);
         ``seen`` is called with each, e.g. to size a table's columns."""
+        started_ns = time.time_ns()
         files = nbytes = 0
         cases: set[str] = set()
         originals: set[str] = set()
@@ -434,7 +441,7 @@ class IntakePlan:
                 seen(row)
         if not files:
             raise UsageError(empty)
-        return cls(files, nbytes, frozenset(cases), frozenset(originals), source)
+        return cls(files, nbytes, frozenset(cases), frozenset(originals), source, started_ns)
 
     @classmethod
     def of_rows(cls, rows: Sequence[IntakeRow]) -> IntakePlan:
@@ -706,13 +713,21 @@ def store_file(
     hasher_pool: ThreadPoolExecutor | None,
     reading: Callable[[int], None] | None = None,
     checks: Checks | None = None,
+    since_ns: int | None = None,
 ) -> StoredFile:
     """Read ``row.path`` once into a new blob, computing its digests on the way (and, with
-    ``checks``, what it says of its own provenance)."""
+    ``checks``, what it says of its own provenance); with ``since_ns``, only if it is the
+    file validated, unchanged since then (:func:`_expected`)."""
     stored = store_path(blobs, row.path, recipient, algorithms,
                         follow_symlinks=follow_symlinks, hasher_pool=hasher_pool,
-                        reading=reading, checks=checks)
+                        reading=reading, checks=checks, expect=_expected(row, since_ns))
     return StoredFile.of(row, stored)
+
+
+def _expected(row: IntakeRow, since_ns: int | None) -> Expected | None:
+    """What :func:`store_path` must find at ``row.path``: the file validated, unchanged
+    since the command began at ``since_ns`` (None: nothing checked)."""
+    return None if since_ns is None else Expected(row.identity, since_ns)
 
 
 def provenance_checks(vault: Vault) -> Checks:
@@ -790,6 +805,7 @@ def _stored_in_order(
     window: int = 8,
     reading: Callable[[int], None] | None = None,
     checks: Checks | None = None,
+    since_ns: int | None = None,
 ) -> Generator[StoredFile, None, None]:
     """Store every row, yielding results in the rows' order.
 
@@ -803,7 +819,7 @@ def _stored_in_order(
         for row in rows:
             yield store_file(blobs, row, recipient, algorithms,
                              follow_symlinks=follow_symlinks, hasher_pool=hasher,
-                             reading=reading, checks=checks)
+                             reading=reading, checks=checks, since_ns=since_ns)
         return
     from concurrent.futures.process import BrokenProcessPool
 
@@ -817,14 +833,15 @@ def _stored_in_order(
                 # (seen: an interrupt inside submit() left a whole run's blobs behind).
                 with _interrupts_deferred():
                     ahead[-1].future = workers.submit(store_paths, *task,
-                                                      [str(r.path) for r in run], checks)
+                                                      [str(r.path) for r in run], checks,
+                                                      [_expected(r, since_ns) for r in run])
             while len(ahead) > window:
                 yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks,
-                                    hasher, reading, checks)
+                                    hasher, reading, checks, since_ns)
                 ahead.popleft()
         while ahead:
             yield from _collect(blobs, ahead[0], recipient, algorithms, follow_symlinks, hasher,
-                                reading, checks)
+                                reading, checks, since_ns)
             ahead.popleft()
     except BrokenProcessPool:  # from a result, or from the next submit after a worker died
         raise VaultError(
@@ -853,11 +870,12 @@ def _collect(
     hasher: ThreadPoolExecutor,
     reading: Callable[[int], None] | None = None,
     checks: Checks | None = None,
+    since_ns: int | None = None,
 ) -> Iterator[StoredFile]:
     if entry.future is None:
         here = store_file(blobs, entry.rows[0], recipient, algorithms,
                           follow_symlinks=follow_symlinks, hasher_pool=hasher,
-                          reading=reading, checks=checks)
+                          reading=reading, checks=checks, since_ns=since_ns)
         entry.handed = 1
         yield here
         return
@@ -1151,7 +1169,7 @@ def ingest_batches(
                                       workers=workers,
                                       window=max(8, BATCH_FILES // WORKER_CHUNK),
                                       reading=reading if bytes_progress else None,
-                                      checks=checks)
+                                      checks=checks, since_ns=plan.started_ns)
             batch: list[StoredFile] = []
             batch_bytes = 0
 

@@ -18,6 +18,7 @@ import hashlib
 import io
 import os
 import stat
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -86,9 +87,14 @@ def store_path(
     hasher_pool: ThreadPoolExecutor | None,
     reading: Callable[[int], None] | None = None,
     checks: Checks | None = None,
+    expect: Expected | None = None,
 ) -> Stored:
     """Read ``path`` once into a new blob, computing its digests on the way; ``reading``
     gets the bytes read so far after each chunk.
+
+    Only a regular file is read (a path that is now a fifo, a device or a folder is refused
+    before a byte is read, and never blocks), and, with ``expect``, only the file that was
+    validated, unchanged since the command began (:class:`Expected`).
 
     With ``checks``, a file that is an image, a video, audio, a PDF or a zip is then read a
     second time, from the same open file, for what it says of its own provenance
@@ -97,13 +103,19 @@ def store_path(
     A file that cannot be opened, or that changes while it is read, is a
     :class:`~vault.errors.VaultError` and leaves no blob.
     """
-    flags = os.O_RDONLY | (0 if follow_symlinks else os.O_NOFOLLOW)
+    flags = (os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+             | (0 if follow_symlinks else os.O_NOFOLLOW))
     try:
         fd = os.open(path, flags)
     except OSError as e:
         raise VaultError(f"{path}: cannot open ({e.strerror}); nothing was stored") from None
     with os.fdopen(fd, "rb", buffering=0) as raw:
         before = os.fstat(raw.fileno())
+        if not stat.S_ISREG(before.st_mode):
+            raise VaultError(f"{path}: is not a regular file any more; nothing was stored, "
+                             "ingest it again when it is stable")
+        if expect is not None:
+            expect.check(path, before)
         src = raw if reading is None else cast(BinaryIO, _Reading(raw, reading))
         hashers = [hashlib.sha256()] + [hashlib.new(a) for a in algorithms]
         with blobs.create() as (blob_id, out):
@@ -261,6 +273,33 @@ class _Reading:
         return n
 
 
+@dataclass(frozen=True)
+class Expected:
+    """What a file was when an ingest validated it: its device and inode (None where it was
+    not looked at), and when the command began (ns since the epoch).
+
+    :func:`store_path` refuses another file under the same name (a folder above it swapped
+    for a link, say), and a file changed after the command began: moved, renamed, linked
+    or rewritten, which sets its ctime (a file moved from a folder already walked to one
+    not yet walked would otherwise be stored twice). A ctime later than now (a clock set
+    back) says nothing and is let through.
+    """
+
+    identity: tuple[int, int] | None
+    since_ns: int
+
+    def check(self, path: str | os.PathLike[str], st: os.stat_result) -> None:
+        """Refuse ``st``, the open file's status, if it is not what was validated."""
+        if self.identity is not None and (st.st_dev, st.st_ino) != self.identity:
+            raise VaultError(f"{path}: is not the file that was checked (replaced while this "
+                             "ingest ran); nothing was stored, ingest it again when it is "
+                             "stable")
+        if self.since_ns <= st.st_ctime_ns <= time.time_ns():
+            raise VaultError(f"{path}: changed while this ingest ran (moved, renamed, linked "
+                             "or rewritten after it began); nothing of it was stored, ingest "
+                             "it again when it is stable")
+
+
 def store_paths(
     store: str,
     recipient: str,
@@ -268,9 +307,10 @@ def store_paths(
     follow_symlinks: bool,
     paths: Sequence[str],
     checks: Checks | None = None,
+    expects: Sequence[Expected | None] | None = None,
 ) -> list[Stored]:
     """Store each of ``paths`` in order (a worker process's task: plain arguments only, and
-    ``checks``, as :func:`store_path` takes them).
+    ``checks`` and ``expects``, one for each path, as :func:`store_path` takes them).
 
     All or nothing: if one file fails, the blobs this call wrote are removed before the
     error is raised, so the caller has only the blobs of results it received to account for.
@@ -279,10 +319,10 @@ def store_paths(
     key = AgeRecipient.parse(recipient)
     done: list[Stored] = []
     try:
-        for path in paths:
+        for n, path in enumerate(paths):
             done.append(store_path(blobs, path, key, algorithms,
                                    follow_symlinks=follow_symlinks, hasher_pool=None,
-                                   checks=checks))
+                                   checks=checks, expect=expects[n] if expects else None))
     except BaseException:
         for stored in done:
             blobs.remove(stored.blob_id)
@@ -316,6 +356,8 @@ def _pump(
     are read into buffers sized for the file (``size_hint``, at most READ_SIZE): while one
     is hashed on the pool the next chunk goes into the other, and a buffer is refilled only
     after its hash is done. A file hashed here (small, or no pool) needs one buffer.
+    Nothing past ``size_hint`` is taken: a file that grows while it is read (one that
+    never ends, say) stops the copy at its first byte more, and the caller refuses it.
     """
 
     def digest(chunk: memoryview) -> None:
@@ -337,6 +379,8 @@ def _pump(
             break
         chunk = view[:n]
         total += n
+        if total > size_hint:  # grew since its size was taken: refused, read no further
+            break
         if pending is not None:
             pending.result()
             pending = None
