@@ -197,6 +197,34 @@ def test_a_damaged_name_is_refused_by_the_listing_naming_its_row(tmp_path: Path)
     assert first != second
 
 
+@pytest.mark.parametrize("column", ["id", "ingested_at"])
+def test_clear_cells_sql_made_unreadable_are_refused_in_one_line(tmp_path: Path,
+                                                                  column: str) -> None:
+    # Found by the hostile review of the driver path: an id that is not UTF-8, or an
+    # ingested_at that is not a time, gave a traceback.
+    cli = _vault(tmp_path, None)
+    first = json.loads(cli.ok("items", "list", "--json").stdout)[0]["id"]
+    conn = sqlite3.connect(cli.vault / dbapi.SQLITE_NAME)
+    with conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        if column == "id":
+            conn.execute("UPDATE items SET id = CAST(? AS TEXT) WHERE id = ?",
+                         (b"EV-\xff", first))
+        else:
+            conn.execute("UPDATE items SET ingested_at = 'yesterday' WHERE id = ?", (first,))
+    conn.close()
+    expected = {
+        "id": "evault: database: a text column holds bytes that are not UTF-8 (written by SQL "
+              "outside evault); run `evault doctor`, and restore the database from a backup\n",
+        "ingested_at": f"evault: item {first}: its ingested_at is not a time (written by SQL "
+                       "outside evault); run `evault doctor`, and restore the database from a "
+                       "backup\n",
+    }[column]
+    for args in ((), ("--csv",)):
+        result = cli("items", "list", *args)
+        assert (result.exit_code, result.stdout, result.stderr) == (3, "", expected)
+
+
 # ----------------------------------------------------------------------------- the key file
 
 

@@ -73,18 +73,25 @@ def _run(args: list[str], *, terminal: bool) -> tuple[bytes, bytes, int]:
     with subprocess.Popen([*EVAULT, *args], stdout=subprocess.PIPE, stderr=follower,
                           stdin=subprocess.DEVNULL) as proc:
         os.close(follower)
-        err = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the command ended and closed the terminal
-                break
-            if not chunk:
-                break
-            err += chunk
+        err = _read_terminal(leader)
         out = proc.stdout.read() if proc.stdout else b""
     os.close(leader)
     return out, err.replace(b"\r\n", b"\n"), proc.returncode
+
+
+def _read_terminal(leader: int) -> bytes:
+    """Everything a command wrote to the terminal whose leader side is ``leader``, until it
+    ended."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the command ended and closed the terminal
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _files(cli: Cli, folder: Path, n: int) -> Path:
@@ -123,15 +130,7 @@ def test_ingest_rows_on_the_same_terminal_start_below_the_progress_line(
                            "UA-2026-0042", "--create-case", "--vault", str(sqlite_cli.vault)],
                           stdout=follower, stderr=follower, stdin=subprocess.DEVNULL) as proc:
         os.close(follower)
-        both = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the command ended and closed the terminal
-                break
-            if not chunk:
-                break
-            both += chunk
+        both = _read_terminal(leader)
     os.close(leader)
     assert proc.returncode == 0, both
     lines = both.decode().replace("\r\n", "\n").split("\n")

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from vault.clock import isoformat
-from vault.errors import NotFoundError
+from vault.errors import NotFoundError, VerificationError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
 from vault.store.dbapi import ITEM_NAME, Reader
 from vault.store.vaultdir import VaultConfig, load_config, resolve
@@ -76,8 +76,9 @@ def list_item_columns(vault_dir: Path | str | None, *, case: str | None = None,
     # running on its thread.
     ids = [r[0] for r in rows]
     times: dict[Any, str] = {}
-    for stored in {r[5] for r in rows}:
-        times[stored] = _time_text(stored)
+    for row in rows:
+        if row[5] not in times:
+            times[row[5]] = _time_text(row[0], row[5])
     columns: dict[str, list[Any]] = {
         "id": ids, "case": [r[1] for r in rows], "name": [],
         "size": [r[3] for r in rows], "sha256": [r[4] for r in rows],
@@ -97,10 +98,18 @@ def list_item_rows(vault_dir: Path | str | None, *, case: str | None = None,
             for values in zip(*(columns[c] for c in ITEM_COLUMNS), strict=True)]
 
 
-def _time_text(stored: Any) -> str:
+def _time_text(item: Any, stored: Any) -> str:
     """A stored time as the ORM's path prints it: SQLite's text read as SQLAlchemy reads it
-    (``datetime.fromisoformat``; naive is UTC), PostgreSQL's as the driver gives it."""
-    return isoformat(stored if isinstance(stored, datetime) else datetime.fromisoformat(stored))
+    (``datetime.fromisoformat``; naive is UTC), PostgreSQL's as the driver gives it; one
+    that is not a time (SQL outside evault wrote it) refuses the listing, naming the item."""
+    try:
+        return isoformat(stored if isinstance(stored, datetime)
+                         else datetime.fromisoformat(stored))
+    except (ValueError, TypeError):
+        raise VerificationError(
+            f"item {str(item)[:64]}: its ingested_at is not a time (written by SQL "
+            "outside evault); run `evault doctor`, and restore the database from a backup"
+        ) from None
 
 
 class _Listing:

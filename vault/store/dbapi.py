@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vault.errors import ConfigError, VaultError
+from vault.errors import ConfigError, VaultError, VerificationError
 
 #: The newest migration in ``vault/migrations/versions``. Every command checks the database
 #: against it, so it is a constant rather than read from the scripts: importing Alembic and
@@ -195,6 +195,12 @@ class Reader:
                 self._conn.rollback()
         except self._operational as e:
             said = failure(e)
+            if said is None and str(e).startswith("Could not decode to UTF-8"):
+                # sqlite3 on TEXT that is not UTF-8: only SQL outside evault writes that.
+                said = VerificationError(
+                    "database: a text column holds bytes that are not UTF-8 (written by "
+                    "SQL outside evault); run `evault doctor`, and restore the database "
+                    "from a backup")
             if said is None:
                 raise
             raise said from None
