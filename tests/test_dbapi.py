@@ -220,9 +220,10 @@ def test_clear_cells_sql_made_unreadable_are_refused_in_one_line(tmp_path: Path,
                        "outside evault); run `evault doctor`, and restore the database from a "
                        "backup\n",
     }[column]
-    for args in ((), ("--csv",)):
+    # The ORM's path (--json) says the same of the text that is not UTF-8.
+    for args in ((), ("--csv",), *([("--json",)] if column == "id" else [])):
         result = cli("items", "list", *args)
-        assert (result.exit_code, result.stdout, result.stderr) == (3, "", expected)
+        assert (result.exit_code, result.stdout, result.stderr) == (3, "", expected), args
 
 
 # ----------------------------------------------------------------------------- the key file

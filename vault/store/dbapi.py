@@ -97,7 +97,8 @@ def single_revision(rows: Sequence[Sequence[Any]]) -> str | None:
 
 def failure(orig: object) -> VaultError | None:
     """What to say of a driver's operational error in a transaction when people can act on
-    it (the database busy, the disk full); None: let it through."""
+    it (the database busy, the disk full, text SQL made unreadable); None: let it
+    through."""
     text = str(orig)
     if "locked" in text or "could not obtain lock" in text:
         return ConfigError("vault database is busy with another evault command; try again")
@@ -106,6 +107,11 @@ def failure(orig: object) -> VaultError | None:
             f"vault database: cannot write ({orig}); this step was rolled back, "
             "free some space and try again"
         )
+    if text.startswith("Could not decode to UTF-8"):
+        # sqlite3 on TEXT that is not UTF-8: only SQL outside evault writes that.
+        return VerificationError(
+            "database: a text column holds bytes that are not UTF-8 (written by SQL outside "
+            "evault); run `evault doctor`, and restore the database from a backup")
     return None
 
 
@@ -195,12 +201,6 @@ class Reader:
                 self._conn.rollback()
         except self._operational as e:
             said = failure(e)
-            if said is None and str(e).startswith("Could not decode to UTF-8"):
-                # sqlite3 on TEXT that is not UTF-8: only SQL outside evault writes that.
-                said = VerificationError(
-                    "database: a text column holds bytes that are not UTF-8 (written by "
-                    "SQL outside evault); run `evault doctor`, and restore the database "
-                    "from a backup")
             if said is None:
                 raise
             raise said from None
