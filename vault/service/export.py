@@ -42,7 +42,6 @@ from vault.service.identities import KeyPair
 from vault.service.items import get_case
 from vault.service.outbox import Outbox, OutboxChoice, check_folder, outbox_for, parse_outbox
 from vault.service.packaging.build import (
-    Sealed,
     WrittenPackage,
     discard_package_file,
     finish_package,
@@ -330,7 +329,7 @@ class _Body:
     delivery: Delivery | None = None  # set when there is a package to send
     draft: PackageDraft | None = None  # set when a package is to be built now
     written: WrittenPackage | VaultError | None = None
-    sealed: Callable[[], Sealed] | None = None  # its file's seal, being made on a helper
+    sealed: Callable[[], None] | None = None  # waits for its file's seal, made on a helper
 
 
 def _export(

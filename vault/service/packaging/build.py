@@ -248,15 +248,14 @@ class _PackageOut:
             # (the outbox may link to this very file, see _deliver).
             fd = self.file.fileno()
             os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & ~0o222)
-            st = os.fstat(fd)
+            stamp = _stamp(os.fstat(fd))
             self._files.close()
         except VaultError as e:
             self.fail(e)
             return
         self.written = WrittenPackage(
             draft, container.envelope, container.envelope_bytes, statement_bytes,
-            container.sha256, container.size,
-            (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            container.sha256, container.size, stamp)
 
 
 def _write_tag_files(bag: BagWriter, draft: PackageDraft, sender: Party,
@@ -313,29 +312,23 @@ def discard_package_file(draft: PackageDraft) -> None:
 
 
 def finish_package(
-    vault: Vault, written: WrittenPackage, sealed: Callable[[], Sealed] | None = None
+    vault: Vault, written: WrittenPackage, sealed: Callable[[], None] | None = None
 ) -> PackageInfo:
     """Make the written file durable, record it with its digest and give it its name; the
-    file is removed if any of it fails. ``sealed`` gives the first step if it is being done
-    already (:func:`seal_package_file` on another thread)."""
+    file is removed if any of it fails. ``sealed`` waits for the first step if it is being
+    done already (:func:`seal_package_file` on another thread)."""
     try:
-        seal = sealed() if sealed is not None else seal_package_file(written)
-        return record_package(vault, written, seal.sha256, seal.size)
+        if sealed is not None:
+            sealed()
+        else:
+            seal_package_file(written)
+        return record_package(vault, written)
     except BaseException:
         discard_package_file(written.draft)
         raise
 
 
-@dataclass(frozen=True)
-class Sealed:
-    """A written package file made durable, with its digest."""
-
-    stamp: FileStamp
-    sha256: str
-    size: int
-
-
-def seal_package_file(written: WrittenPackage) -> Sealed:
+def seal_package_file(written: WrittenPackage) -> None:
     """fsync the written file (no database).
 
     Its SHA-256 was taken as it was written, not read back: the file must still be the
@@ -345,21 +338,20 @@ def seal_package_file(written: WrittenPackage) -> Sealed:
     changed file and a body is that every delivery reads the delivered file back and
     compares it with the digest recorded here, the digest of what was written.
     """
-    path = written.draft.temp
-    with open(path, "rb") as f:
+    with open(written.draft.temp, "rb") as f:
         os.fsync(f.fileno())
-        st = os.fstat(f.fileno())
-    stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if stamp != written.stamp or st.st_size != written.size:
+        stamp = _stamp(os.fstat(f.fileno()))
+    if stamp != written.stamp:
         raise VerificationError(
             f"package {written.draft.package_id}: its file changed after it was written; "
             "nothing was recorded, build the package again")
-    return Sealed(stamp, written.sha256, written.size)
 
 
-def record_package(
-    vault: Vault, written: WrittenPackage, file_sha256: str, file_size: int
-) -> PackageInfo:
+def _stamp(st: os.stat_result) -> FileStamp:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def record_package(vault: Vault, written: WrittenPackage) -> PackageInfo:
     """Record a written package (state ``built``) and give its file its name, in one
     transaction; the file is removed if that transaction rolls back.
 
@@ -397,8 +389,8 @@ def record_package(
             statement_sha256=hashlib.sha256(written.statement_bytes).hexdigest(),
             payload_sha256=envelope.payload_sha256,
             payload_size=envelope.payload_size,
-            file_sha256=file_sha256,
-            file_size=file_size,
+            file_sha256=written.sha256,
+            file_size=written.size,
             path=str(draft.target),
             checkpoint_size=draft.checkpoint_size,
             state=PackageState.BUILT,
@@ -423,7 +415,7 @@ def record_package(
                 **({"approvals": list(draft.approvers)} if draft.approvers else {}),
             },
             digests={"envelope": row.envelope_sha256, "payload": row.payload_sha256,
-                     "file": file_sha256},
+                     "file": written.sha256},
             now=draft.now,
         )
         session.flush()
