@@ -211,6 +211,35 @@ def test_a_stored_value_that_is_not_utf8_is_named_not_a_traceback(tmp_path: Path
     _refused(cli, f"item_tags {b}/k", "value", "items", "list", "--jsonl")
 
 
+@pytest.mark.parametrize(("check", "statement"), [
+    ("sealed_values", "UPDATE items SET id = CAST(X'45562dff' AS TEXT) WHERE id = '{a}'"),
+    ("key_history", "UPDATE identities SET email = CAST(X'ff41' AS TEXT)"),
+])
+def test_doctor_fails_on_a_clear_cell_that_is_not_utf8(tmp_path: Path, check: str,
+                                                       statement: str) -> None:
+    """A clear column (an item's id, an identity's email) holding bytes that are not UTF-8
+    stops the reading of the sealed values or of the key tables: doctor said ``not checked:
+    ...`` and exited 0, as if the key store were locked. It is a failed check (exit 3), the
+    rest still reported. SQLite only: a PostgreSQL database in UTF-8 refuses such bytes."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    conn = sqlite3.connect(cli.vault / "vault.db")
+    with conn:
+        conn.execute("PRAGMA foreign_keys = OFF")
+        conn.execute(statement.format(a=a))
+    conn.close()
+    failed = ("failed: database: a text column holds bytes that are not UTF-8 (written by SQL "
+              "outside evault); run `evault doctor`, and restore the database from a backup")
+    other = {"sealed_values": "key_history", "key_history": "sealed_values"}[check]
+    result = cli("doctor")
+    shown = {k: v.strip() for k, v in (line.split(":", 1) for line in result.stdout.splitlines())}
+    assert (result.exit_code, shown[check], shown[other], shown["blobs_missing"],
+            result.stderr) == (3, failed, "ok", "0", "")
+    result = cli("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert (result.exit_code, report[check], report[other], result.stderr) == (
+        3, failed, "ok", "")
+
+
 @pytest.mark.parametrize("stored", ["'text, not bytes'", "-1", "1.5", "100000000000000"])
 def test_a_binary_value_of_another_type_is_named_not_a_traceback(tmp_path: Path,
                                                                  stored: str) -> None:

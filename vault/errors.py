@@ -65,6 +65,11 @@ class PolicyError(VaultError):
     """A release rule or a key's state forbids the operation."""
 
 
+class InternalError(VaultError):
+    """A bug in evault that harmed one object alone (a package whose payload did not come to
+    the size computed for it): that object is refused, the others go on (exit 1)."""
+
+
 class VerificationError(VaultError):
     """A signature, digest, proof or binding does not verify (exit 3)."""
 

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     """The key tables are compared with the signed key history: exit 3 if they differ, and
     --repair rewrites them from it. Every sealed metadata value is opened: exit 3 if one
-    does not decrypt (changed or moved with SQL; restore the database).
+    does not decrypt (changed or moved with SQL; restore the database), or if a check
+    failed (a cell SQL made unreadable).
 
     \b
     Examples:
@@ -63,9 +64,9 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         for cell in report.undecryptable or ():
             say(f"{cell}: does not decrypt under this vault's metadata key (altered, or moved "
                 "from another row or column); restore the database from a backup")
-    if report.key_history_differences or report.undecryptable:
-        # The key tables disagree with the signed history, or sealed values were changed:
-        # a failed verification.
+    if report.failed:
+        # The key tables disagree with the signed history, sealed values were changed, or
+        # the database could not be read for a check: a failed verification.
         raise Reported(verification=True)
 
 

@@ -41,7 +41,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat, utcnow
-from vault.errors import ConfigError, VaultError
+from vault.errors import ConfigError, VaultError, VerificationError
 from vault.keystore import choose
 from vault.service import keyhistory, pending
 from vault.service.results import Sparse
@@ -53,6 +53,12 @@ from vault.store.sealed import undecryptable
 
 if TYPE_CHECKING:
     from vault.store.s3blobs import S3BlobStore
+
+
+#: How ``key_history`` or ``sealed_values`` begins when a verification failure stopped the
+#: check (a cell the driver cannot read, a key history that cannot start): a failure, not a
+#: check skipped as ``not checked`` is.
+FAILED = "failed: "
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -120,10 +126,21 @@ class DoctorReport(Sparse):
     key_history: str | None = None
     key_history_differences: tuple[str, ...] | None = None
     #: ``ok`` when every sealed metadata value opens under the metadata key, else how many
-    #: do not (each in ``undecryptable``), or why they were not checked.
+    #: do not (each in ``undecryptable``), why they were not checked (``not checked: ...``)
+    #: or what stopped the check (``failed: ...``).
     sealed_values: str | None = None
     undecryptable: tuple[str, ...] | None = None
     leftovers: tuple[Leftover, ...] | None = None
+
+    @property
+    def failed(self) -> bool:
+        """Whether a check failed as a verification does (``evault doctor`` exits 3): key
+        tables that differ from the signed history, sealed values that do not decrypt, or a
+        check the database stopped (``FAILED``: SQL outside evault made a cell unreadable).
+        A check not run (``not checked``: no key store here) is no failure."""
+        return bool(self.key_history_differences or self.undecryptable or any(
+            (value or "").startswith(FAILED) for value in (self.key_history,
+                                                            self.sealed_values)))
 
 
 def _rules_state(v: Vault, session: Session) -> str:
@@ -260,6 +277,8 @@ def check_sealed_values(vault: Vault) -> dict[str, Any]:
     try:
         with vault.transaction() as session:
             bad = undecryptable(session)
+    except VerificationError as e:  # a cell SQL made unreadable: a failed check
+        return {"sealed_values": f"{FAILED}{e}"}
     except VaultError as e:  # the key store cannot be opened here: say so, go on
         return {"sealed_values": f"not checked: {e}"}
     if not bad:
@@ -274,6 +293,8 @@ def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:
     history (and, with ``repair``, ``keys_repaired``: how many were rewritten from it)."""
     try:
         anchor = keyhistory.ensure_anchor(vault)
+    except VerificationError as e:  # an attestation this key store did not sign
+        return KeyHistoryCheck(key_history=f"{FAILED}{e}")
     except VaultError as e:  # a locked key store, no passphrase given
         return KeyHistoryCheck(key_history=f"not checked: {e}")
     if anchor is None:
@@ -287,6 +308,8 @@ def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:
             history = keyhistory.load(vault, session, anchor)
             found = [f"event {seq}: {m}" for seq, m in history.defects]
             found += keyhistory.differences(history, session)
+    except VerificationError as e:  # a cell of the key tables SQL made unreadable
+        return KeyHistoryCheck(keys_repaired=repaired, key_history=f"{FAILED}{e}")
     except VaultError as e:
         return KeyHistoryCheck(keys_repaired=repaired,
                                key_history=f"not {'repaired' if repair else 'checked'}: {e}")

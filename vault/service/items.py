@@ -20,13 +20,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from sqlalchemy import select
+from sqlalchemy import select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from vault.clock import isoformat, optional_isoformat, utcnow
 from vault.custody.events import Event
 from vault.errors import ConflictError, NotFoundError, UsageError, VaultError, VerificationError
 from vault.names import ITEM_ID
+from vault.service.listing import time_text
 from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
@@ -153,12 +155,16 @@ def list_items(
         name, title, description, source, location = (
             column_opener(session, Item, c)
             for c in ("original_name", "title", "description", "source", "location"))
+        # The times as the driver gives them, read as the table's path reads them: on SQLite
+        # a text SQL made not a time is refused naming the item, not SQLAlchemy's ValueError.
+        collected_at, ingested_at = (type_coerce(c, NullType()).label(c.key)
+                                     for c in (Item.collected_at, Item.ingested_at))
         rows = session.execute(
             select(Item.id, Item.case_id,
                    *(stored_form(session, c).label(c.key) for c in (
                        Item.original_name, Item.title, Item.description, Item.source)),
-                   Item.collected_at, stored_form(session, Item.location).label("location"),
-                   Item.size, Item.sha256, Item.ingested_at, Item.ingested_by)
+                   collected_at, stored_form(session, Item.location).label("location"),
+                   Item.size, Item.sha256, ingested_at, Item.ingested_by)
             .where(*where).order_by(Item.intake_seq))
         return [
             ItemInfo(
@@ -168,14 +174,15 @@ def list_items(
                 title=title((r.id,), r.title),
                 description=description((r.id,), r.description),
                 source=source((r.id,), r.source),
-                collected_at=optional_isoformat(r.collected_at),
+                collected_at=(None if r.collected_at is None
+                              else time_text(r.id, r.collected_at, "collected_at")),
                 location=location((r.id,), r.location),
                 size=r.size,
                 sha256=r.sha256,
                 digests=digests.get(r.id, {}),
                 labels=tuple(labels.get(r.id, ())),
                 tags=tags.get(r.id, {}),
-                ingested_at=isoformat(r.ingested_at),
+                ingested_at=time_text(r.id, r.ingested_at),
                 ingested_by=r.ingested_by,
             )
             for r in rows

@@ -78,7 +78,7 @@ def list_item_columns(vault_dir: Path | str | None, *, case: str | None = None,
     times: dict[Any, str] = {}
     for row in rows:
         if row[5] not in times:
-            times[row[5]] = _time_text(row[0], row[5])
+            times[row[5]] = time_text(row[0], row[5])
     columns: dict[str, list[Any]] = {
         "id": ids, "case": [r[1] for r in rows], "name": [],
         "size": [r[3] for r in rows], "sha256": [r[4] for r in rows],
@@ -98,16 +98,18 @@ def list_item_rows(vault_dir: Path | str | None, *, case: str | None = None,
             for values in zip(*(columns[c] for c in ITEM_COLUMNS), strict=True)]
 
 
-def _time_text(item: Any, stored: Any) -> str:
-    """A stored time as the ORM's path prints it: SQLite's text read as SQLAlchemy reads it
-    (``datetime.fromisoformat``; naive is UTC), PostgreSQL's as the driver gives it; one
-    that is not a time (SQL outside evault wrote it) refuses the listing, naming the item."""
+def time_text(item: Any, stored: Any, column: str = "ingested_at") -> str:
+    """A time of an item's row as the driver gives it, as a listing prints it: SQLite's text
+    read as SQLAlchemy reads it (``datetime.fromisoformat``; naive is UTC), PostgreSQL's
+    datetime as it is; one that is not a time (SQL outside evault wrote it) refuses the
+    listing, naming the item and the column. The ORM's path (``--json``,
+    :func:`vault.service.items.list_items`) reads its times through this too."""
     try:
         return isoformat(stored if isinstance(stored, datetime)
                          else datetime.fromisoformat(stored))
     except (ValueError, TypeError):
         raise VerificationError(
-            f"item {str(item)[:64]}: its ingested_at is not a time (written by SQL "
+            f"item {str(item)[:64]}: its {column} is not a time (written by SQL "
             "outside evault); run `evault doctor`, and restore the database from a backup"
         ) from None
 

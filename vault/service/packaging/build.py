@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 from vault.clock import isoformat
 from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter, encrypted_size
 from vault.durable import WritebackFile, fsync_dir
-from vault.errors import NotFoundError, PolicyError, VaultError, VerificationError
+from vault.errors import InternalError, NotFoundError, PolicyError, VaultError, VerificationError
 from vault.faults import crash_point
 from vault.formats.bagit import BagWriter, add_payload_to_each
 from vault.formats.package import (
@@ -109,9 +109,12 @@ def write_package_files(
 
     A refusal (a damaged blob, content that differs from its digest) fails only the
     packages holding that item: their files are removed and the error takes their place
-    in the result, in the order of ``drafts``. Anything else (a full disk, Ctrl-C) removes
-    every file and raises. ``progress`` is called after each item with the bytes written
-    for it into all packages.
+    in the result, in the order of ``drafts``. So does a bug of evault's in a package's
+    writers (``RuntimeError``, e.g. a payload not of the size computed for it), for that
+    package, or for the packages holding the item being written when it struck: an
+    :class:`~vault.errors.InternalError` (:func:`_writer_bug`). Anything else (a full disk,
+    Ctrl-C) removes every file and raises. ``progress`` is called after each item with the
+    bytes written for it into all packages.
     """
     if not drafts:
         return []
@@ -137,6 +140,9 @@ def write_package_files(
             except VaultError as e:
                 for out, _ in live:
                     out.fail(e)
+            except RuntimeError as e:  # a writer's bug (its sizing): these packages alone
+                for out, _ in live:
+                    out.fail(_writer_bug(out.draft, e))
             if progress:
                 progress(item.size * len(live))
         for out in outs:
@@ -185,6 +191,8 @@ class _PackageOut:
             self._open()
         except VaultError as e:  # this package alone is refused (e.g. its envelope)
             self.fail(e)
+        except RuntimeError as e:  # a writer's bug (its sizing): this package alone
+            self.fail(_writer_bug(draft, e))
         except BaseException:
             self.fail(None)
             raise
@@ -253,9 +261,23 @@ class _PackageOut:
         except VaultError as e:
             self.fail(e)
             return
+        except RuntimeError as e:  # a writer's bug (its sizing): this package alone
+            self.fail(_writer_bug(draft, e))
+            return
         self.written = WrittenPackage(
             draft, container.envelope, container.envelope_bytes, statement_bytes,
             container.sha256, container.size, stamp)
+
+
+def _writer_bug(draft: PackageDraft, e: RuntimeError) -> InternalError:
+    """A package refused for a bug in its writers (``RuntimeError``: the payload did not come
+    to the size computed before it, see :class:`~vault.formats.package.PackageWriter`): the
+    user cannot fix it, so the message says to report it, and the run goes on."""
+    error = InternalError(
+        f"package {draft.package_id}: not built: an internal error in evault ({e}); its file "
+        "was removed; please report this bug to evault's maintainers")
+    error.__cause__ = e  # --debug shows where it came from
+    return error
 
 
 def _write_tag_files(bag: BagWriter, draft: PackageDraft, sender: Party,
