@@ -61,3 +61,74 @@ def test_a_time_of_another_table_names_its_row(tmp_path: Path, database: str | N
     result = cli("case", "show", CASE)
     assert (result.exit_code, result.stdout, result.stderr) == (
         3, "", _not_a_time(f"cases {CASE}", "created_at"))
+
+
+def test_doctor_names_every_time_that_is_not_one(tmp_path: Path, database: str | None) -> None:
+    """``items list`` sends the user to doctor, which said the vault was healthy (exit 0)."""
+    cli, (a, b) = _two_items(tmp_path, database)
+    report = json.loads(cli.ok("doctor", "--json").stdout)
+    assert (report["times"], "not_times" in report) == ("ok", False)
+    _sql(cli, database,
+         f"UPDATE items SET ingested_at = {_junk(database)} WHERE id = '{a}'",
+         f"UPDATE items SET collected_at = {_junk(database)} WHERE id = '{b}'",
+         f"UPDATE cases SET created_at = {_junk(database)}")
+    # By table, then by row (the ids are random), as doctor names them.
+    cells = [f"cases {CASE}: created_at",
+             *sorted([f"item {a}: ingested_at", f"item {b}: collected_at"])]
+    result = cli("doctor")
+    shown = {k: v.strip() for k, v in (line.split(":", 1) for line in result.stdout.splitlines())}
+    assert (result.exit_code, shown["times"], shown["sealed_values"], shown["key_history"]) == (
+        3, "3 value(s) are not times (written by SQL outside evault); restore the database "
+           "from a backup", "ok", "ok")
+    assert result.stderr == "".join(
+        _not_a_time(*cell.split(": "), step="") for cell in cells)
+    result = cli("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert (result.exit_code, report["not_times"], result.stderr) == (3, cells, "")
+
+
+def test_doctor_fails_on_a_missing_blob(tmp_path: Path) -> None:
+    """Evidence that is gone is no healthy vault: doctor named it and exited 0, so a script
+    could not tell it from a healthy one. ``--repair`` cannot bring it back: still 3."""
+    import sqlite3
+
+    cli, (a, _b) = _two_items(tmp_path, None)
+    conn = sqlite3.connect(cli.vault / "vault.db")
+    [(blob,)] = conn.execute("SELECT blob_id FROM items WHERE id = ?", (a,)).fetchall()
+    conn.close()
+    (cli.vault / "blobs" / blob[:2] / blob).unlink()
+    said = (f"evault: blob {blob} (items {a}): missing from {cli.vault / 'blobs'}; "
+            "restore it from a backup, then run `evault custody verify`\n")
+    for args in ((), ("--repair",)):
+        result = cli("doctor", *args)
+        shown = {k: v.strip() for k, v in
+                 (line.split(":", 1) for line in result.stdout.splitlines())}
+        assert (result.exit_code, shown["blobs_missing"], result.stderr) == (3, "1", said), args
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["missing"], result.stderr) == (
+        3, [f"{blob} (items {a})"], "")
+
+
+def test_doctor_fails_on_release_rules_that_differ_from_the_signed_ones(
+        tmp_path: Path) -> None:
+    """config.toml's rules edited by hand: package create, export and custody verify exit 3;
+    doctor showed the difference and exited 0."""
+    cli, _ids = _two_items(tmp_path, None)
+    for body in ("ICC-OTP", "UA-OPG"):
+        cli.ok("body", "add", body, "--name", f"Fictional {body}")
+    cli.ok("rule", "add", "restricted-icc", "ICC-OTP", "--as", "registry-office")
+    config = cli.vault / "config.toml"
+    text = config.read_text()
+    assert '"restricted-icc" = ["ICC-OTP"]' in text
+    config.write_text(text.replace('"restricted-icc" = ["ICC-OTP"]',
+                                   '"restricted-icc" = ["ICC-OTP", "UA-OPG"]'))
+    said = ("config.toml's release rules differ from the signed history (body UA-OPG added "
+            "to rule for restricted-icc by hand); see `evault rule list`, then adopt the edit with "
+            "`evault rule sign --as NAME` or restore the file")
+    result = cli("doctor")
+    shown = {k: v.strip() for k, v in (line.split(":", 1) for line in result.stdout.splitlines())}
+    assert (result.exit_code, shown["release_rules"], result.stderr) == (3, said, "")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["release_rules"]) == (3, said)
+    cli.ok("rule", "sign", "--as", "registry-office")
+    assert json.loads(cli.ok("doctor", "--json").stdout)["release_rules"] == "signed"
