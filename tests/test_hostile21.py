@@ -7,6 +7,7 @@ what it is sent.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -145,9 +146,11 @@ def test_doctor_sees_the_recorded_version_gone_under_a_newer_one(
     [recorded] = client.list_object_versions(Bucket=bucket, Prefix=key)["Versions"]
     client.put_object(Bucket=bucket, Key=key, Body=b"not the evidence")
     client.delete_object(Bucket=bucket, Key=key, VersionId=recorded["VersionId"])
-    report = _doctor(a)
+    result = a("doctor", "--json")  # evidence gone: a failed check, exit 3
+    report = json.loads(result.stdout)
     blob = key.rsplit("/", 1)[1]
-    assert (report["blobs_missing"], report["missing"]) == (1, [f"{blob} (items {row['id']})"])
+    assert (result.exit_code, report["blobs_missing"], report["missing"]) == (
+        3, 1, [f"{blob} (items {row['id']})"])
 
 
 def test_a_listing_that_never_ends_is_one_line_not_a_hang(

@@ -218,8 +218,9 @@ def test_a_hand_edit_is_refused_until_signed(office: Office, old: str, new: str,
     change = office.cli("rule", "add", "other", "ICC-OTP")
     assert (change.exit_code, change.stderr) == (3, message)
     assert office.cli.ok("rule", "list").stdout.endswith(message.removeprefix("evault: "))
-    assert office.cli.ok("doctor", "--json").stdout.count(message.removeprefix(
-        "evault: ").rstrip("\n").replace('"', '\\"')) == 1
+    doctor = office.cli("doctor", "--json")  # a failed check: exit 3
+    assert (doctor.exit_code, doctor.stdout.count(message.removeprefix(
+        "evault: ").rstrip("\n").replace('"', '\\"'))) == (3, 1)
     verify = office.cli("custody", "verify")
     assert (verify.exit_code, verify.stdout.splitlines()[0]) == (
         3, "FAIL: " + message.removeprefix("evault: ").rstrip("\n"))
@@ -337,7 +338,8 @@ def test_a_rule_event_rewritten_in_the_database_does_not_adopt_a_hand_edit(
     verify = office.cli("custody", "verify")
     assert verify.exit_code == 3
     assert message.removeprefix("evault: ").rstrip("\n") in verify.stdout
-    assert office.cli.ok("doctor", "--json").stdout.count("cannot be trusted (ed25519") == 1
+    doctor = office.cli("doctor", "--json")
+    assert (doctor.exit_code, doctor.stdout.count("cannot be trusted (ed25519")) == (3, 1)
 
 
 def test_a_rule_event_of_another_vault_is_not_this_vaults_rules(office: Office) -> None:

@@ -242,7 +242,7 @@ def test_missing_object_at_package_time(aws_env: None, server: S3Server,
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
     shown = a("doctor")
     blob = key.rsplit("/", 1)[1]
-    assert "blobs_missing:    1\n" in shown.stdout
+    assert (shown.exit_code, "blobs_missing:    1\n" in shown.stdout) == (3, True)
     assert (f"evault: blob {blob} (items {row['id']}): missing from s3://{bucket}/{PREFIX}; "
             "restore it from a backup, then run `evault custody verify`\n") in shown.stderr
 

@@ -34,17 +34,19 @@ if TYPE_CHECKING:
 )
 @json_option
 def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
-    """The key tables are compared with the signed key history: exit 3 if they differ, and
-    --repair rewrites them from it. Every sealed metadata value is opened: exit 3 if one
-    does not decrypt (changed or moved with SQL; restore the database), or if a check
-    failed (a cell SQL made unreadable).
+    """Exit 3 if the vault is not what its records say: a blob is missing (the evidence is
+    gone; restore it), config.toml's release rules differ from the signed ones, the key
+    tables differ from the signed key history (--repair rewrites them from it), a sealed
+    metadata value does not decrypt or a time is not a time (changed with SQL; restore the
+    database), or the database stopped a check. Leftovers --repair removes, and packages
+    not yet sent, are named with exit 0.
 
     \b
     Examples:
       evault doctor
       evault doctor --repair
     """
-    from vault.service.doctor import diagnose
+    from vault.service.doctor import diagnose, not_a_time
 
     report = diagnose(vault_dir, repair=repair)
     leftovers = report.leftovers or ()
@@ -64,9 +66,11 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         for cell in report.undecryptable or ():
             say(f"{cell}: does not decrypt under this vault's metadata key (altered, or moved "
                 "from another row or column); restore the database from a backup")
+        for cell in report.not_times or ():
+            say(not_a_time(cell))
     if report.failed:
-        # The key tables disagree with the signed history, sealed values were changed, or
-        # the database could not be read for a check: a failed verification.
+        # Evidence gone, rules or rows changed outside evault, or the database could not be
+        # read for a check: a failed verification, which --repair does not mend.
         raise Reported(verification=True)
 
 

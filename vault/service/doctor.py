@@ -37,8 +37,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.types import NullType
 
 from vault.clock import isoformat, utcnow
 from vault.errors import ConfigError, VaultError, VerificationError
@@ -48,7 +49,17 @@ from vault.service.results import Sparse
 from vault.service.vaults import Vault, open_vault
 from vault.store import db
 from vault.store.blobs import BlobStore
-from vault.store.models import Blob, Body, Identity, Item, Package, PackageState
+from vault.store.dbapi import RESTORE, NotATime, row_name
+from vault.store.models import (
+    Base,
+    Blob,
+    Body,
+    Identity,
+    Item,
+    Package,
+    PackageState,
+    UTCDateTime,
+)
 from vault.store.sealed import undecryptable
 
 if TYPE_CHECKING:
@@ -100,7 +111,7 @@ class DoctorReport(Sparse):
         "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
         "orphaned_blobs", "blobs_removed",
         "keys_repaired", "key_history", "key_history_differences", "sealed_values",
-        "undecryptable", "leftovers"})
+        "undecryptable", "times", "not_times", "leftovers"})
     vault: str
     vault_id: str
     database: str
@@ -130,17 +141,28 @@ class DoctorReport(Sparse):
     #: or what stopped the check (``failed: ...``).
     sealed_values: str | None = None
     undecryptable: tuple[str, ...] | None = None
+    #: ``ok`` when every time of every row is one, else how many are not (each in
+    #: ``not_times``, as ``item EV-...: ingested_at``), or what stopped the check
+    #: (``failed: ...``).
+    times: str | None = None
+    not_times: tuple[str, ...] | None = None
     leftovers: tuple[Leftover, ...] | None = None
 
     @property
     def failed(self) -> bool:
-        """Whether a check failed as a verification does (``evault doctor`` exits 3): key
-        tables that differ from the signed history, sealed values that do not decrypt, or a
-        check the database stopped (``FAILED``: SQL outside evault made a cell unreadable).
-        A check not run (``not checked``: no key store here) is no failure."""
-        return bool(self.key_history_differences or self.undecryptable or any(
-            (value or "").startswith(FAILED) for value in (self.key_history,
-                                                            self.sealed_values)))
+        """Whether a check failed as a verification does (``evault doctor`` exits 3): the
+        vault is not what its records say, and doctor cannot mend it. Blobs missing (the
+        evidence is gone), release rules that differ from the signed ones (changed outside
+        evault), key tables that differ from the signed history, sealed values that do not
+        decrypt, times that are not times, or a check the database stopped (``FAILED``: SQL
+        outside evault made a cell unreadable). Leftovers of killed commands (temporary
+        files, orphaned blobs, plaintext ``--repair`` removes) and unsent packages are no
+        failure, nor is a check not run (``not checked``: no key store here)."""
+        return bool(
+            self.blobs_missing or self.release_rules not in (None, "signed")
+            or self.key_history_differences or self.undecryptable or self.not_times
+            or any((value or "").startswith(FAILED)
+                   for value in (self.key_history, self.sealed_values, self.times)))
 
 
 def _rules_state(v: Vault, session: Session) -> str:
@@ -202,6 +224,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                                            repair=repair))
         keys = check_key_history(v, repair=repair)
         found.update(check_sealed_values(v))
+        found.update(check_times(v))
         return dataclasses.replace(
             report, **found, keys_repaired=keys.keys_repaired, key_history=keys.key_history,
             key_history_differences=keys.key_history_differences,
@@ -286,6 +309,51 @@ def check_sealed_values(vault: Vault) -> dict[str, Any]:
     return {"sealed_values": f"{len(bad)} value(s) do not decrypt under this vault's metadata "
                              "key; restore the database from a backup",
             "undecryptable": tuple(bad)}
+
+
+#: At most this many cells are named (as blobs missing are).
+NAMED = 1000
+
+
+def check_times(vault: Vault) -> dict[str, Any]:
+    """``times`` and ``not_times``: every time column of every row read as the commands
+    read it (the column's type, :class:`vault.store.models.UTCDateTime`), one SELECT a
+    table, which no listing does (``items list`` reads ``ingested_at`` only). A time SQL
+    outside evault made not one stops every command that loads its row; nothing is repaired
+    (the time is not known): restore the database."""
+    bad: list[str] = []
+    try:
+        with vault.transaction() as session:
+            dialect = session.get_bind().dialect
+            for name, table in sorted(Base.metadata.tables.items()):
+                times = [c for c in table.columns if isinstance(c.type, UTCDateTime)]
+                if not times:
+                    continue
+                key = list(table.primary_key.columns)
+                reads = [db.column_reader(c, dialect) for c in times]
+                stmt = select(*key, *(type_coerce(c, NullType()).label(c.name) for c in times))
+                # Through SQLAlchemy, not db.raw_rows: a driver's error (text that is not
+                # UTF-8) is then the transaction's to name.
+                for row in session.execute(stmt.order_by(*key)):
+                    for column, read, value in zip(times, reads, row[len(key):], strict=True):
+                        try:
+                            read(value)
+                        except NotATime:
+                            bad.append(f"{row_name(name, row[:len(key)])}: {column.name}")
+    except VerificationError as e:  # a cell SQL made unreadable (not UTF-8): a failed check
+        return {"times": f"{FAILED}{e}"}
+    if not bad:
+        return {"times": "ok"}
+    return {"times": f"{len(bad)} value(s) are not times (written by SQL outside evault); "
+                     f"{RESTORE}",
+            "not_times": tuple(bad[:NAMED])}
+
+
+def not_a_time(cell: str) -> str:
+    """The line that names one of ``not_times`` (``item EV-...: ingested_at``): the
+    refusal every command gives, but for doctor's next step."""
+    row, column = cell.rsplit(": ", 1)
+    return str(NotATime("", column, row=row, step=""))
 
 
 def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:

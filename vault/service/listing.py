@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from vault.clock import isoformat
-from vault.errors import NotFoundError, VerificationError
+from vault.errors import NotFoundError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
-from vault.store.dbapi import ITEM_NAME, Reader
+from vault.store.dbapi import ITEM_NAME, NotATime, Reader, row_name
 from vault.store.vaultdir import VaultConfig, load_config, resolve
 
 #: The columns of the table and CSV of ``items list``.
@@ -108,10 +108,7 @@ def time_text(item: Any, stored: Any, column: str = "ingested_at") -> str:
         return isoformat(stored if isinstance(stored, datetime)
                          else datetime.fromisoformat(stored))
     except (ValueError, TypeError):
-        raise VerificationError(
-            f"item {str(item)[:64]}: its {column} is not a time (written by SQL "
-            "outside evault); run `evault doctor`, and restore the database from a backup"
-        ) from None
+        raise NotATime("items", column, row=row_name("items", (item,))) from None
 
 
 class _Listing:

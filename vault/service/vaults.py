@@ -116,6 +116,10 @@ class Vault:
             if said is None:
                 raise
             raise said from None
+        except dbapi.NotATime as e:
+            # A time SQL made not a time, refused by its column's type, which does not
+            # know the row: name it here.
+            raise db.name_row(self.engine, e) from None
         except DataError as e:
             # PostgreSQL enforces column lengths (SQLite does not): a name, organisation or
             # title longer than its column is the user's input, not a bug.

@@ -28,16 +28,21 @@ from sqlalchemy import (
     create_engine,
     event,
     inspect,
+    select,
+    type_coerce,
 )
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import NullType
 
-from vault.errors import ConfigError
+from vault.errors import ConfigError, VaultError
 from vault.store.dbapi import (
     BUSY_TIMEOUT_MS,
     SCHEMA_HEAD,
     SQLITE_PRAGMAS,
+    NotATime,
     cannot_connect,
+    row_name,
     schema_refusal,
     single_revision,
 )
@@ -57,12 +62,14 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql"):
         try:
-            return create_engine(url, pool_pre_ping=True)
+            engine = create_engine(url, pool_pre_ping=True)
         except ModuleNotFoundError:
             raise ConfigError(
                 "database: PostgreSQL needs psycopg; install evault with the extra "
                 "`pip install 'evault[postgres]'`"
             ) from None
+        event.listen(engine, "connect", _times_python_cannot_hold_as_text)
+        return engine
     raise ConfigError(
         f"database: unsupported URL {url.split(':', 1)[0]!r}; use sqlite or postgresql"
     )
@@ -82,6 +89,56 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _times_python_cannot_hold_as_text(dbapi_connection: Any, _record: Any) -> None:
+    """psycopg gives a ``timestamptz`` no datetime holds (``infinity``, a year before 1 or
+    after 9999: only SQL outside evault writes one) as its text, not a ``DataError`` that
+    fails the whole query unnamed: :class:`vault.store.models.UTCDateTime` (and ``items
+    list``'s reading) then refuses it as not a time, naming its row."""
+    from psycopg import DataError
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
+
+    adapters = dbapi_connection.adapters
+    info = adapters.types["timestamptz"]
+    parse = adapters.get_loader(info.oid, Format.TEXT)  # psycopg's own (its C one, if built)
+
+    class TimeOrText(Loader):
+        def __init__(self, oid: int, context: Any = None) -> None:
+            super().__init__(oid, context)
+            self._parse = parse(oid, context)
+
+        def load(self, data: Any) -> Any:
+            try:
+                return self._parse.load(data)
+            except DataError:
+                return bytes(data).decode("utf-8", "replace")
+
+    adapters.register_loader(info.oid, TimeOrText)
+
+
+def name_row(engine: Engine, refusal: NotATime) -> NotATime:
+    """``refusal`` of a time that is not one, naming its row: the first row of its table
+    whose column holds the value refused (as the driver gave it). The refusal as it is when
+    that cannot be found (a value the driver cannot compare, say)."""
+    from vault.store.models import Base  # the tables: only once a time is refused
+
+    table = Base.metadata.tables.get(refusal.table)
+    if refusal.row is not None or table is None or refusal.column not in table.c:
+        return refusal
+    raw = type_coerce(table.c[refusal.column], NullType())
+    key = list(table.primary_key.columns)
+    try:
+        with engine.connect() as conn:
+            ids = conn.execute(select(*key).where(raw == type_coerce(refusal.stored, NullType()))
+                               .order_by(*key).limit(1)).first()
+    except (SQLAlchemyError, VaultError):
+        return refusal
+    if ids is None:
+        return refusal
+    return NotATime(refusal.table, refusal.column, row=row_name(refusal.table, tuple(ids)),
+                    stored=refusal.stored)
 
 
 def raw_rows(

@@ -115,6 +115,36 @@ def failure(orig: object) -> VaultError | None:
     return None
 
 
+#: What a refusal of a cell SQL made unreadable tells the user to do.
+RUN_DOCTOR = "run `evault doctor`, and "
+RESTORE = "restore the database from a backup"
+
+
+def row_name(table: str, ids: Sequence[object]) -> str:
+    """A row as refusals name it: ``item EV-...`` for an item (as ``items list`` always
+    has), else the table and the primary key, as a sealed cell is named (``cases UA-1``)."""
+    key = "/".join(str(i)[:64] for i in ids)
+    return f"item {key}" if table == "items" else f"{table} {key}"
+
+
+class NotATime(VerificationError):
+    """A time column of a row holding what is not a time: SQL outside evault wrote it (on
+    SQLite any text; on PostgreSQL a time no Python datetime holds, such as ``infinity``).
+
+    ``row`` names the row (:func:`row_name`); None when the reader of the value could not
+    know it (a column's type sees only the value): the message then names the table, and
+    :func:`vault.store.db.name_row` finds the row from ``stored``, the value as the driver
+    gave it. ``step`` is what to do next: doctor, which names every such cell, says only
+    :data:`RESTORE`."""
+
+    def __init__(self, table: str, column: str, *, row: str | None = None,
+                 stored: object = None, step: str = RUN_DOCTOR) -> None:
+        self.table, self.column, self.row, self.stored = table, column, row, stored
+        what = f"{row}: its {column}" if row is not None else f"{table}: a row's {column}"
+        super().__init__(f"{what} is not a time (written by SQL outside evault); "
+                         f"{step}{RESTORE}")
+
+
 def cannot_connect(orig: object) -> ConfigError:
     """The refusal of a database that cannot be reached (or opened) at all."""
     return ConfigError(f"vault database: cannot connect ({orig})")

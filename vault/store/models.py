@@ -11,6 +11,7 @@ public keys only; the key store holds the private halves, keyed by signing finge
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +31,8 @@ from sqlalchemy import false as sa_false
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from vault.store.dbapi import NotATime
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -45,9 +48,38 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def UTCDateTime() -> DateTime:
-    """Timestamps are stored in UTC; SQLite gives them back naive (see ``vault.clock.as_utc``)."""
-    return DateTime(timezone=True)
+class UTCDateTime(TypeDecorator[datetime]):
+    """A time, stored in UTC (a ``DateTime(timezone=True)``, as before); SQLite gives it back
+    naive (see ``vault.clock.as_utc``).
+
+    One read as a time that is not one -- any text SQL outside evault wrote on SQLite, a
+    time no datetime holds on PostgreSQL (``infinity``; :func:`vault.store.db.make_engine`
+    has psycopg give those as their text) -- raises :class:`vault.store.dbapi.NotATime`
+    naming the table and column, whichever command loaded the row, instead of a
+    ``ValueError`` of the parsing. A column's type sees only the value, not the row:
+    :meth:`vault.service.vaults.Vault.transaction` names the row."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+    #: The table and column of this type's column (set below, once the tables exist).
+    where: tuple[str, str] = ("?", "?")
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any]:
+        parse = super().result_processor(dialect, coltype)
+        table, column = self.where
+
+        def read(value: Any) -> Any:
+            if value is None:
+                return None
+            try:
+                time = parse(value) if parse is not None else value
+            except (ValueError, TypeError):
+                raise NotATime(table, column, stored=value) from None
+            if not isinstance(time, datetime):
+                raise NotATime(table, column, stored=value)
+            return time
+
+        return read
 
 
 class PackageState(str, enum.Enum):
@@ -530,3 +562,11 @@ class ReceivedApproval(Base):
     document_sha256: Mapped[str] = mapped_column(String(64), unique=True)
     signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# Each time column's type learns its table and column, for its refusal of a value that is not
+# a time (UTCDateTime() makes one type object a column).
+for _table in Base.metadata.tables.values():
+    for _column in _table.columns:
+        if isinstance(_column.type, UTCDateTime):
+            _column.type.where = (_table.name, _column.name)
