@@ -37,9 +37,11 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     """Exit 3 if the vault is not what its records say: a blob is missing (the evidence is
     gone; restore it), config.toml's release rules differ from the signed ones, the key
     tables differ from the signed key history (--repair rewrites them from it), a sealed
-    metadata value does not decrypt or a time is not a time (changed with SQL; restore the
-    database), or the database stopped a check. Leftovers --repair removes, and packages
-    not yet sent, are named with exit 0.
+    metadata value does not decrypt, a time is not a time, an item names a blob that has no
+    row, or an item row differs from the signed event that created it (changed with SQL;
+    restore the database), or the database stopped a check. Leftovers --repair removes,
+    and packages not yet sent, are named with exit 0; --repair removes no orphaned blob
+    while any check fails.
 
     \b
     Examples:
@@ -63,11 +65,21 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         for blob in report.missing or ():
             say(f"blob {blob}: missing from {report.blob_store}; restore it from a backup, "
                 "then run `evault custody verify`")
+        for blob in report.unrecorded or ():
+            say(f"blob {blob}: its row is missing from the database (deleted by SQL outside "
+                "evault); the blob is kept; restore the database from a backup")
         for cell in report.undecryptable or ():
             say(f"{cell}: does not decrypt under this vault's metadata key (altered, or moved "
                 "from another row or column); restore the database from a backup")
         for cell in report.not_times or ():
             say(not_a_time(cell))
+        for line in report.item_differences or ():
+            say(f"{line} (changed by SQL outside evault); run `evault custody verify`, then "
+                "restore the database from a backup")
+        if report.orphans_kept:
+            say(f"{report.orphans_kept} orphaned blob(s) kept: a check above failed, and a "
+                "blob no row names may then be evidence whose rows were deleted; `--repair` "
+                "removes none until every check passes")
     if report.failed:
         # Evidence gone, rules or rows changed outside evault, or the database could not be
         # read for a check: a failed verification, which --repair does not mend.

@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -41,8 +43,9 @@ from sqlalchemy import func, select, type_coerce
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
-from vault.clock import isoformat, utcnow
+from vault.clock import isoformat, parse_iso, utcnow
 from vault.errors import ConfigError, VaultError, VerificationError
+from vault.formats.canonical import parse_json_object
 from vault.keystore import choose
 from vault.service import keyhistory, pending
 from vault.service.results import Sparse
@@ -54,6 +57,7 @@ from vault.store.models import (
     Base,
     Blob,
     Body,
+    CustodyEvent,
     Identity,
     Item,
     Package,
@@ -109,9 +113,10 @@ class DoctorReport(Sparse):
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
         "identities", "bodies", "items", "release_rules", "unsent_packages", "blob_store",
         "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
-        "orphaned_blobs", "blobs_removed",
+        "blobs_unrecorded", "unrecorded", "orphaned_blobs", "orphans_kept", "blobs_removed",
         "keys_repaired", "key_history", "key_history_differences", "sealed_values",
-        "undecryptable", "times", "not_times", "leftovers"})
+        "undecryptable", "times", "not_times", "item_rows", "item_differences",
+        "leftovers"})
     vault: str
     vault_id: str
     database: str
@@ -131,7 +136,14 @@ class DoctorReport(Sparse):
     #: Each missing blob, as ``BLOB (items EV-..., ...)``.
     missing: tuple[str, ...] | None = None
     temporary_files: int | None = None
+    #: Blobs an item names that have no ``blobs`` row (deleted by SQL outside evault): never
+    #: orphans, a failure; each in ``unrecorded`` as ``BLOB (items EV-...)``.
+    blobs_unrecorded: int | None = None
+    unrecorded: tuple[str, ...] | None = None
     orphaned_blobs: int | None = None
+    #: With repair: orphaned blobs kept because a check failed (what no row names may then be
+    #: evidence whose rows were deleted).
+    orphans_kept: int | None = None
     blobs_removed: int | None = None
     keys_repaired: int | None = None
     key_history: str | None = None
@@ -146,6 +158,11 @@ class DoctorReport(Sparse):
     #: (``failed: ...``).
     times: str | None = None
     not_times: tuple[str, ...] | None = None
+    #: ``ok`` when every item row says what the signed event that created it says (see
+    #: :func:`check_item_rows`), else how many differences (each in ``item_differences``),
+    #: or what stopped the check (``failed: ...``).
+    item_rows: str | None = None
+    item_differences: tuple[str, ...] | None = None
     leftovers: tuple[Leftover, ...] | None = None
 
     @property
@@ -154,15 +171,19 @@ class DoctorReport(Sparse):
         vault is not what its records say, and doctor cannot mend it. Blobs missing (the
         evidence is gone), release rules that differ from the signed ones (changed outside
         evault), key tables that differ from the signed history, sealed values that do not
-        decrypt, times that are not times, or a check the database stopped (``FAILED``: SQL
-        outside evault made a cell unreadable). Leftovers of killed commands (temporary
-        files, orphaned blobs, plaintext ``--repair`` removes) and unsent packages are no
-        failure, nor is a check not run (``not checked``: no key store here)."""
+        decrypt, times that are not times, blobs items name without a ``blobs`` row, item
+        rows that differ from the signed events that created them, or a check the database
+        stopped (``FAILED``: SQL outside evault made a cell unreadable). Leftovers of killed
+        commands (temporary files, orphaned blobs, plaintext ``--repair`` removes) and
+        unsent packages are no failure, nor is a check not run (``not checked``: no key
+        store here)."""
         return bool(
-            self.blobs_missing or self.release_rules not in (None, "signed")
+            self.blobs_missing or self.blobs_unrecorded
+            or self.release_rules not in (None, "signed")
             or self.key_history_differences or self.undecryptable or self.not_times
-            or any((value or "").startswith(FAILED)
-                   for value in (self.key_history, self.sealed_values, self.times)))
+            or self.item_differences
+            or any((value or "").startswith(FAILED) for value in (
+                self.key_history, self.sealed_values, self.times, self.item_rows)))
 
 
 def _rules_state(v: Vault, session: Session) -> str:
@@ -204,6 +225,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         if v.config.object_lock:
             found["object_lock"] = v.config.object_lock.text
         lock = blobs.intake_lock(exclusive=True) if repair else contextlib.nullcontext()
+        # Held to the end with repair: the blobs are removed only once every check has run.
         with lock:
             with v.transaction() as session:
                 found["identities"] = session.scalar(select(func.count()).select_from(Identity))
@@ -217,80 +239,120 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                     .order_by(Package.created_at)))
                 known = {blob_id: version for blob_id, version in session.execute(
                     select(Blob.id, Blob.version_id))}
+                # Every blob a row names is known, with a `blobs` row or not: a row deleted
+                # with SQL must not make the evidence an orphan that repair removes.
+                named = set(session.scalars(select(Item.blob_id).distinct()))
             if isinstance(blobs, BlobStore):
-                found.update(_check_folder(v, blobs, known, repair=repair))
+                scan = _check_folder(v, blobs, known, named)
             else:
-                found.update(_check_bucket(v, cast("S3BlobStore", blobs), known,
-                                           repair=repair))
-        keys = check_key_history(v, repair=repair)
-        found.update(check_sealed_values(v))
-        found.update(check_times(v))
-        return dataclasses.replace(
-            report, **found, keys_repaired=keys.keys_repaired, key_history=keys.key_history,
-            key_history_differences=keys.key_history_differences,
-            leftovers=tuple(check_leftovers(v, repair=repair)))
+                scan = _check_bucket(v, cast("S3BlobStore", blobs), known, named)
+            found.update(scan.found)
+            keys = check_key_history(v, repair=repair)
+            found.update(check_sealed_values(v))
+            found.update(check_times(v))
+            found.update(check_item_rows(v))
+            report = dataclasses.replace(
+                report, **found, keys_repaired=keys.keys_repaired,
+                key_history=keys.key_history,
+                key_history_differences=keys.key_history_differences,
+                leftovers=tuple(check_leftovers(v, repair=repair)))
+            if repair:
+                report = _repair_blobs(report, scan)
+        return report
     finally:
         v.close()
 
 
-def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None], *,
-                  repair: bool) -> dict[str, Any]:
-    """The blob folder against the rows: missing and orphaned blobs, temporary files."""
+@dataclass(frozen=True, slots=True)
+class _BlobScan:
+    """What a blob check found (``found``: the report's fields) and what repair may remove:
+    temporaries (each a call that removes it) and orphans (blob ids ``remove`` takes)."""
+
+    found: dict[str, Any]
+    temporaries: list[Callable[[], None]]
+    orphans: list[str]
+    remove: Callable[[str], None]
+
+
+def _repair_blobs(report: DoctorReport, scan: _BlobScan) -> DoctorReport:
+    """Remove the temporaries and, unless a check failed, the orphaned blobs. A vault that
+    is not what its records say may have lost the rows of evidence whose blobs then look
+    orphaned (an item row deleted with SQL): those are kept (``orphans_kept``)."""
+    for remove in scan.temporaries:
+        remove()
+    kept = len(scan.orphans) if report.failed else 0
+    if not kept:
+        for blob_id in scan.orphans:
+            scan.remove(blob_id)
+    return dataclasses.replace(
+        report, orphans_kept=kept if kept else None,
+        blobs_removed=len(scan.temporaries) + len(scan.orphans) - kept)
+
+
+def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
+                  named: set[str]) -> _BlobScan:
+    """The blob folder against the rows: missing, unrecorded and orphaned blobs, temporary
+    files."""
     temps, on_disk = blobs.scan()
     # Interrupted package builds leave temporary ciphertext in exports/.
     exports = v.root / "exports"
     if exports.is_dir():
         temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-"))
-    orphans = sorted(set(on_disk) - set(known))
-    missing = sorted(set(known) - set(on_disk))
-    found = _blob_counts(v, known, missing, len(temps), len(orphans))
-    if repair:
-        for temp in temps:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-        for blob_id in orphans:
-            blobs.remove(blob_id)
-        found["blobs_removed"] = len(temps) + len(orphans)
-    return found
+    orphans = sorted(set(on_disk) - set(known) - named)
+    missing = sorted((set(known) | named) - set(on_disk))
+    found = _blob_counts(v, known, named, missing, len(temps), len(orphans))
+    return _BlobScan(found, [functools.partial(_unlink, temp) for temp in temps], orphans,
+                     blobs.remove)
 
 
-def _check_bucket(v: Vault, blobs: S3BlobStore, known: dict[str, str | None], *,
-                  repair: bool) -> dict[str, Any]:
-    """The bucket against the rows: missing and orphaned objects, pending uploads."""
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _check_bucket(v: Vault, blobs: S3BlobStore, known: dict[str, str | None],
+                  named: set[str]) -> _BlobScan:
+    """The bucket against the rows: missing, unrecorded and orphaned objects, pending
+    uploads."""
     pending_uploads, listed = blobs.scan()
-    orphans = sorted(set(listed) - set(known))
+    orphans = sorted(set(listed) - set(known) - named)
     # A blob recorded with a version (a versioned bucket) is there only if that version is,
     # listed or hidden by a delete marker, whatever newer version its key now lists; one
-    # without, if its key is listed.
+    # without, if its key is listed (as is one an item names without a `blobs` row: its
+    # version is not known).
     kept = blobs.versions() if any(known.values()) else set()
     listed_ids = set(listed)
-    missing = sorted(b for b, version in known.items()
-                     if (b not in listed_ids if version is None else (b, version) not in kept))
-    found = _blob_counts(v, known, missing, len(pending_uploads), len(orphans))
-    if repair:
-        for upload in pending_uploads:
-            blobs.abort_pending(upload)
-        for blob_id in orphans:
-            blobs.remove(blob_id)
-        found["blobs_removed"] = len(pending_uploads) + len(orphans)
-    return found
+    missing = sorted({b for b, version in known.items()
+                      if (b not in listed_ids if version is None else (b, version) not in kept)}
+                     | {b for b in named - set(known) if b not in listed_ids})
+    found = _blob_counts(v, known, named, missing, len(pending_uploads), len(orphans))
+    return _BlobScan(found, [functools.partial(blobs.abort_pending, upload)
+                             for upload in pending_uploads], orphans, blobs.remove)
 
 
-def _blob_counts(v: Vault, known: dict[str, str | None], missing: list[str], temps: int,
-                 orphans: int) -> dict[str, Any]:
+def _blob_counts(v: Vault, known: dict[str, str | None], named: set[str], missing: list[str],
+                 temps: int, orphans: int) -> dict[str, Any]:
+    unrecorded = sorted(named - set(known))
     found: dict[str, Any] = {"blobs": len(known), "blobs_missing": len(missing),
-                             "temporary_files": temps, "orphaned_blobs": orphans}
+                             "temporary_files": temps, "blobs_unrecorded": len(unrecorded),
+                             "orphaned_blobs": orphans}
     if missing:
-        with v.transaction() as session:
-            items: dict[str, list[str]] = {}
-            for blob_id, item_id in session.execute(
-                    select(Item.blob_id, Item.id).where(Item.blob_id.in_(missing[:1000]))
-                    .order_by(Item.id)):
-                items.setdefault(blob_id, []).append(item_id)
-        found["missing"] = tuple(
-            f"{b} (items {', '.join(items[b])})" if b in items else f"{b} (no item)"
-            for b in missing[:1000])
+        found["missing"] = _with_items(v, missing[:NAMED])
+    if unrecorded:
+        found["unrecorded"] = _with_items(v, unrecorded[:NAMED])
     return found
+
+
+def _with_items(v: Vault, blob_ids: list[str]) -> tuple[str, ...]:
+    """Each blob as ``BLOB (items EV-..., ...)``, or ``BLOB (no item)``."""
+    with v.transaction() as session:
+        items: dict[str, list[str]] = {}
+        for blob_id, item_id in session.execute(
+                select(Item.blob_id, Item.id).where(Item.blob_id.in_(blob_ids))
+                .order_by(Item.id)):
+            items.setdefault(blob_id, []).append(item_id)
+    return tuple(f"{b} (items {', '.join(items[b])})" if b in items else f"{b} (no item)"
+                 for b in blob_ids)
 
 
 def check_sealed_values(vault: Vault) -> dict[str, Any]:
@@ -347,6 +409,132 @@ def check_times(vault: Vault) -> dict[str, Any]:
     return {"times": f"{len(bad)} value(s) are not times (written by SQL outside evault); "
                      f"{RESTORE}",
             "not_times": tuple(bad[:NAMED])}
+
+
+#: The actions whose signed event creates an item (:func:`vault.service.recording.record_items`):
+#: ``item.ingested`` (intake, a derived copy too) and ``item.received`` (open).
+CREATING = ("item.ingested", "item.received")
+
+#: Rows read a query: the log and the items table are read in pages of this many.
+PAGE = 5000
+
+
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    """What an item's creating event signed, which its row must repeat."""
+
+    seq: int
+    action: str
+    sha256: str | None
+    size: object
+    ingested_at: str
+    case: object
+
+
+def check_item_rows(vault: Vault) -> dict[str, Any]:
+    """``item_rows`` and ``item_differences``: every item row's ``sha256``, ``size``,
+    ``ingested_at`` (to the second, as the event has it), ``case_id`` and ``intake_seq``
+    against the body of the custody event that created it (``item.ingested``,
+    ``item.received``; its subject is the item), and against its blob's row (the same
+    bytes). SQL outside evault can change a row, which ``items show``, listings and packages
+    then repeat, and ``custody verify`` does not read; an item no event created, and an event
+    whose item row is gone, are differences too. The bodies are only decoded here: whether
+    they are signed is ``custody verify``'s to say. Read in pages: held at once are one
+    page and the expected values of the items not yet read. Nothing is repaired: restore
+    the database."""
+    found: list[str] = []
+    try:
+        with vault.transaction() as session:
+            expected = _signed_items(session, found)
+            _compare_items(session, expected, found)
+    except VerificationError as e:  # a cell SQL made unreadable (not UTF-8): a failed check
+        return {"item_rows": f"{FAILED}{e}"}
+    for item_id, signed in sorted(expected.items()):
+        found.append(f"item {item_id}: its row is missing; its signed {signed.action} event "
+                     f"(seq {signed.seq}) created it")
+    if not found:
+        return {"item_rows": "ok"}
+    return {"item_rows": f"{len(found)} difference(s) from the signed events that created the "
+                         "items (changed by SQL outside evault); run `evault custody verify`, "
+                         f"then {RESTORE}",
+            "item_differences": tuple(found[:NAMED])}
+
+
+def _signed_items(session: Session, found: list[str]) -> dict[str, _Signed]:
+    """Item id -> what its creating event signed, from the log read in pages of ``PAGE``
+    events; an event that cannot be read, or a second one for an item, goes into ``found``."""
+    expected: dict[str, _Signed] = {}
+    after = -1
+    while True:
+        page = session.execute(
+            select(CustodyEvent.seq, CustodyEvent.body)
+            .where(CustodyEvent.action.in_(CREATING), CustodyEvent.seq > after)
+            .order_by(CustodyEvent.seq).limit(PAGE)).all()
+        for seq, body in page:
+            # Parsed, not re-encoded as Event.decode does (which doubled doctor's time on a
+            # log of 100,000 events): that the bytes are canonical and signed is `custody
+            # verify`'s to check; here they only say what the row must repeat.
+            try:
+                event = parse_json_object(bytes(body), "custody event", limit=1024 * 1024)
+                action, subject, details, digests = (event.get("action"), event.get("subject"),
+                                                     event.get("details"), event.get("digests"))
+                time = isoformat(parse_iso(str(event.get("time"))))
+                if not (action in CREATING and event.get("seq") == seq
+                        and isinstance(subject, str) and isinstance(details, dict)
+                        and isinstance(digests, dict)):
+                    raise ValueError("not the item event its row says")
+            except (VerificationError, ValueError) as e:
+                found.append(f"event {seq}: {e}")
+                continue
+            if subject in expected:
+                found.append(f"item {subject}: created twice (events "
+                             f"{expected[subject].seq} and {seq})")
+                continue
+            expected[subject] = _Signed(seq, str(action), digests.get("sha256"),
+                                        details.get("size"), time, details.get("case"))
+        if len(page) < PAGE:
+            return expected
+        after = page[-1][0]
+
+
+def _compare_items(session: Session, expected: dict[str, _Signed], found: list[str]) -> None:
+    """Each item row, read in pages of ``PAGE``, against ``expected`` (its entry taken out
+    once read) and its blob's row; each difference into ``found``."""
+    read = db.column_reader(Item.__table__.c.ingested_at, session.get_bind().dialect)
+    after = ""
+    while True:
+        page = session.execute(
+            select(Item.id, Item.sha256, Item.size,
+                   type_coerce(Item.ingested_at, NullType()), Item.case_id, Item.intake_seq,
+                   Blob.sha256, Blob.size)
+            .outerjoin(Blob, Blob.id == Item.blob_id)
+            .where(Item.id > after).order_by(Item.id).limit(PAGE)).all()
+        for item_id, sha256, size, raw, case, seq, blob_sha256, blob_size in page:
+            signed = expected.pop(item_id, None)
+            if signed is None:
+                found.append(f"item {item_id}: no signed {' or '.join(CREATING)} event "
+                             "created it")
+                continue
+            try:
+                ingested_at: str | None = isoformat(read(raw))
+            except NotATime:  # named by check_times
+                ingested_at = None
+            said = f"its signed {signed.action} event (seq {signed.seq}) says"
+            for field, row, event in (
+                    ("sha256", sha256, signed.sha256), ("size", size, signed.size),
+                    ("ingested_at", ingested_at, signed.ingested_at),
+                    ("case_id", case, signed.case), ("intake_seq", seq, signed.seq)):
+                if row is not None and event is not None and row != event:
+                    found.append(f"item {item_id}: {field} is {row}, {said} {event}")
+            # The blob's row against the signed bytes (the row's, if the event has none):
+            # a row changed with the item's is named once above.
+            bytes_ = (signed.sha256 or sha256, size if signed.size is None else signed.size)
+            if blob_sha256 is not None and (blob_sha256, blob_size) != bytes_:
+                found.append(f"item {item_id}: its blob's row names other bytes (sha256 "
+                             f"{blob_sha256}, size {blob_size})")
+        if len(page) < PAGE:
+            return
+        after = page[-1][0]
 
 
 def not_a_time(cell: str) -> str:

@@ -1,0 +1,172 @@
+"""``evault doctor`` against a database insider (who can write the vault's database with
+SQL but holds no key).
+
+A ``blobs`` row deleted with SQL made the item's blob an "orphan": doctor said the vault
+was healthy (exit 0) and ``doctor --repair`` deleted the only copy of the evidence. Every
+blob an item names is now known, with a row or not; an item whose blob has no row is a
+failure (exit 3); and ``--repair`` removes no orphan while any check fails (the rows of an
+orphan's item may have been deleted too).
+
+An item row's ``ingested_at``, ``size`` or ``sha256`` changed with SQL passed doctor and
+``custody verify`` and went into signed packages. Doctor now compares every item row with
+the body of the custody event that created it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from conftest import Cli
+from test_sealed_metadata import _sender_and_recipient, _sql, _two_items
+
+RESTORE = ("(changed by SQL outside evault); run `evault custody verify`, then restore the "
+           "database from a backup\n")
+
+
+def _rows(cli: Cli, database: str | None, query: str) -> list[Any]:
+    """What the insider reads (the test's own reading of the database)."""
+    engine = sa.create_engine(database or f"sqlite:///{cli.vault / 'vault.db'}")
+    with engine.connect() as conn:
+        rows = [tuple(row) for row in conn.exec_driver_sql(query)]
+    engine.dispose()
+    return rows
+
+
+def _no_foreign_keys(database: str | None) -> tuple[str, ...]:
+    """PostgreSQL checks foreign keys, unless a superuser says not to (SQLite's are off)."""
+    return () if database is None else ("SET session_replication_role = replica",)
+
+
+def _shown(stdout: str) -> dict[str, str]:
+    return {k: v.strip() for k, v in (line.split(":", 1) for line in stdout.splitlines())}
+
+
+def _blob_of(cli: Cli, database: str | None, item: str) -> str:
+    [(blob,)] = _rows(cli, database, f"SELECT blob_id FROM items WHERE id = '{item}'")
+    return str(blob)
+
+
+def _created(cli: Cli, database: str | None, item: str) -> tuple[int, dict[str, Any]]:
+    """The seq and body of the event that created ``item``."""
+    [(seq, body)] = _rows(cli, database, "SELECT seq, body FROM custody_events WHERE subject = "
+                          f"'{item}' AND action IN ('item.ingested', 'item.received')")
+    return int(seq), json.loads(bytes(body))
+
+
+def test_doctor_keeps_the_blob_of_an_item_whose_blob_row_sql_deleted(
+        tmp_path: Path, database: str | None) -> None:
+    """The reviewer's F1: exit 0, ``orphaned_blobs: 1``, and ``--repair`` unlinked it."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    blob = _blob_of(cli, database, a)
+    _sql(cli, database, *_no_foreign_keys(database), f"DELETE FROM blobs WHERE id = '{blob}'")
+    said = (f"evault: blob {blob} (items {a}): its row is missing from the database (deleted "
+            "by SQL outside evault); the blob is kept; restore the database from a backup\n")
+    for args in ((), ("--repair",)):
+        result = cli("doctor", *args)
+        shown = _shown(result.stdout)
+        assert (result.exit_code, shown["blobs_unrecorded"], shown["orphaned_blobs"],
+                result.stderr) == (3, "1", "0", said), args
+        assert (cli.vault / "blobs" / blob[:2] / blob).is_file()
+    assert shown["blobs_removed"] == "0"
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["unrecorded"], result.stderr) == (
+        3, [f"{blob} (items {a})"], "")
+    # The evidence is still there to export.
+    cli.ok("items", "export", a, "-o", str(tmp_path / "copy.txt"), "--reason", "fictional")
+    assert (tmp_path / "copy.txt").read_text().startswith("fictional file ")
+
+
+def test_doctor_repair_removes_no_orphan_while_a_check_fails(
+        tmp_path: Path, database: str | None) -> None:
+    """An item's rows and its blob's row all deleted: the blob is an orphan no row names,
+    but the signed item.ingested event still names the item; repair keeps the blob."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    blob = _blob_of(cli, database, a)
+    seq, _body = _created(cli, database, a)
+    _sql(cli, database, *_no_foreign_keys(database),
+         *(f"DELETE FROM {table} WHERE item_id = '{a}'"
+           for table in ("item_labels", "item_tags", "item_digests")),
+         f"DELETE FROM items WHERE id = '{a}'", f"DELETE FROM blobs WHERE id = '{blob}'")
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["orphaned_blobs"], shown["orphans_kept"],
+            shown["blobs_removed"]) == (3, "1", "1", "0")
+    assert result.stderr == (
+        f"evault: item {a}: its row is missing; its signed item.ingested event (seq {seq}) "
+        f"created it {RESTORE}"
+        "evault: 1 orphaned blob(s) kept: a check above failed, and a blob no row names may "
+        "then be evidence whose rows were deleted; `--repair` removes none until every check "
+        "passes\n")
+    assert (cli.vault / "blobs" / blob[:2] / blob).is_file()
+
+
+def test_doctor_repair_still_removes_orphans_of_a_healthy_vault(tmp_path: Path) -> None:
+    """What repair is for: a blob file no row names, in a vault whose checks all pass."""
+    cli, _ids = _two_items(tmp_path, None)
+    stray = cli.vault / "blobs" / "ab" / ("ab" + "0" * 30)
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"fictional leftover of a killed intake")
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["orphaned_blobs"], shown["blobs_removed"], "orphans_kept"
+            in shown, result.stderr, stray.exists()) == (0, "1", "1", False, "", False)
+
+
+def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them(
+        tmp_path: Path, database: str | None) -> None:
+    """The reviewer's F4: a forged ingested_at, size and SHA-256 passed doctor (exit 0)."""
+    cli, (a, b) = _two_items(tmp_path, database)
+    assert json.loads(cli.ok("doctor", "--json").stdout)["item_rows"] == "ok"
+    seq_a, body_a = _created(cli, database, a)
+    seq_b, body_b = _created(cli, database, b)
+    forged = "'2001-09-09 01:46:40.000000'" if database is None else "'2001-09-09 01:46:40+00'"
+    _sql(cli, database, f"UPDATE items SET ingested_at = {forged} WHERE id = '{a}'",
+         f"UPDATE items SET size = size + 1, sha256 = '{'0' * 64}' WHERE id = '{b}'")
+    size = body_b["details"]["size"]
+    lines = sorted([
+        (a, 2, f"item {a}: ingested_at is 2001-09-09T01:46:40Z, its signed item.ingested "
+               f"event (seq {seq_a}) says {body_a['time']}"),
+        (b, 0, f"item {b}: sha256 is {'0' * 64}, its signed item.ingested event (seq {seq_b}) "
+               f"says {body_b['digests']['sha256']}"),
+        (b, 1, f"item {b}: size is {size + 1}, its signed item.ingested event (seq {seq_b}) "
+               f"says {size}"),
+    ])
+    result = cli("doctor")
+    assert (result.exit_code, _shown(result.stdout)["item_rows"]) == (
+        3, "3 difference(s) from the signed events that created the items (changed by SQL "
+           "outside evault); run `evault custody verify`, then restore the database from a "
+           "backup")
+    assert result.stderr == "".join(f"evault: {line} {RESTORE}" for _i, _n, line in lines)
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_differences"], result.stderr) == (
+        3, [line for _i, _n, line in lines], "")
+
+
+def test_doctor_fails_on_an_item_no_event_created(tmp_path: Path) -> None:
+    """The creating event's action column rewritten: no event creates the item any more
+    (``custody verify`` names the event; doctor, the item)."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    seq, _body = _created(cli, None, a)
+    _sql(cli, None, f"UPDATE custody_events SET action = 'item.exported' WHERE seq = {seq}")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_differences"], result.stderr) == (
+        3, [f"item {a}: no signed item.ingested or item.received event created it"], "")
+
+
+def test_doctor_compares_a_received_item_with_its_item_received_event(tmp_path: Path) -> None:
+    """Items received in a package are created by ``item.received``, which carries the case
+    too."""
+    _office, icc, _package = _sender_and_recipient(tmp_path, None)
+    [item] = [i["id"] for i in json.loads(icc.ok("items", "list", "--json").stdout)]
+    seq, body = _created(icc, None, item)
+    assert body["action"] == "item.received"
+    _sql(icc, None, "INSERT INTO cases (id, title, created_at) VALUES "
+                    "('UA-2026-0099', NULL, '2026-11-28 09:30:00.000000')",
+         f"UPDATE items SET case_id = 'UA-2026-0099' WHERE id = '{item}'")
+    result = icc("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_differences"], result.stderr) == (
+        3, [f"item {item}: case_id is UA-2026-0099, its signed item.received event (seq {seq}) "
+            f"says {body['details']['case']}"], "")
