@@ -389,6 +389,32 @@ def test_a_package_sized_too_small_fails_while_its_items_stream(
         f"{r['package']}.evpkg" for r in rows[1:])
 
 
+@pytest.mark.parametrize("bug", [NotImplementedError, RecursionError])
+def test_another_bug_in_a_packages_writer_is_not_taken_for_its_sizing(
+        office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        bug: type[RuntimeError]) -> None:
+    # Only a payload of the wrong size (PayloadSizeError) fails its package alone, as a
+    # sizing bug to report; every RuntimeError did, so a recursion or a missing method in
+    # one package's writer was reported as "the payload came to ..." of that package while
+    # the other packages were sent. Any other bug stops the run and removes every package.
+    from vault.formats.package import PackageWriter
+    from vault.service.packaging import build
+
+    class Broken(PackageWriter):
+        def write(self, data: bytes | memoryview) -> int:
+            if self._draft.body == "UA-OPG":
+                raise bug("a bug that is not the payload's size")
+            return super().write(data)
+
+    monkeypatch.setattr(build, "PackageWriter", Broken)
+    outbox = _outbox(tmp_path)
+    with pytest.raises(bug, match="a bug that is not the payload's size"):
+        office("export", "--to", ",".join(BODIES), "--case", CASE, "--outbox", str(outbox),
+               "--jsonl")
+    assert list(outbox.iterdir()) == []
+    assert [p.name for p in (office.vault / "exports").iterdir()] == []
+
+
 def test_each_blob_is_read_once_for_all_bodies(office: Cli, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from vault.store.blobs import BlobStore

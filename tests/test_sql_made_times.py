@@ -132,3 +132,200 @@ def test_doctor_fails_on_release_rules_that_differ_from_the_signed_ones(
     assert (result.exit_code, json.loads(result.stdout)["release_rules"]) == (3, said)
     cli.ok("rule", "sign", "--as", "registry-office")
     assert json.loads(cli.ok("doctor", "--json").stdout)["release_rules"] == "signed"
+
+
+# ------------------------------------------------------------------ the hostile review's finds
+
+#: Times that parse but are not times in UTC: an offset takes them past year 1 or 9999.
+OUT_OF_RANGE = ("'0001-01-01 00:00:00+01:00'", "'9999-12-31 23:59:59-01:00'")
+
+
+@pytest.mark.parametrize("junk", OUT_OF_RANGE)
+def test_a_time_past_the_years_python_holds_in_utc_is_not_one(
+        tmp_path: Path, database: str | None, junk: str) -> None:
+    """Read, then shown in UTC: an OverflowError traceback (exit 1) in every command that
+    showed it, and doctor said ``times: ok``."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    _sql(cli, database, f"UPDATE items SET ingested_at = {junk} WHERE id = '{a}'",
+         f"UPDATE cases SET created_at = {junk}")
+    expected = _not_a_time(f"item {a}", "ingested_at")
+    for args in (("items", "show", a), ("items", "list"), ("items", "list", "--json")):
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (3, "", expected), args
+    for args in (("case", "show", CASE), ("case", "list")):
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", _not_a_time(f"cases {CASE}", "created_at")), args
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["not_times"]) == (
+        3, [f"cases {CASE}: created_at", f"item {a}: ingested_at"])
+
+
+def _drop_not_null(cli: object, database: str | None, *columns: tuple[str, str]) -> None:
+    """The insider drops NOT NULL: on SQLite by rewriting the schema (writable_schema)."""
+    if database is not None:
+        _sql(cli, database, *(f"ALTER TABLE {t} ALTER COLUMN {c} DROP NOT NULL"
+                              for t, c in columns))
+        return
+    import sqlite3
+
+    conn = sqlite3.connect(cli.vault / "vault.db")  # type: ignore[attr-defined]
+    conn.execute("PRAGMA writable_schema=ON")
+    for table, column in columns:
+        conn.execute("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE name = ?",
+                     (f"{column} DATETIME NOT NULL", f"{column} DATETIME", table))
+    conn.commit()
+    conn.close()
+
+
+def test_null_in_a_time_the_models_declare_not_null_is_not_a_time(
+        tmp_path: Path, database: str | None) -> None:
+    """``items show``, ``case show``, ``custody verify``: AttributeError tracebacks; doctor
+    said ``times: ok``."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    _drop_not_null(cli, database, ("items", "ingested_at"), ("cases", "created_at"),
+                   ("custody_events", "recorded_at"))
+    _sql(cli, database, f"UPDATE items SET ingested_at = NULL WHERE id = '{a}'",
+         "UPDATE cases SET created_at = NULL",
+         "UPDATE custody_events SET recorded_at = NULL WHERE seq = 2")
+    for args, what, column in (
+            (("items", "show", a), f"item {a}", "ingested_at"),
+            (("items", "list"), f"item {a}", "ingested_at"),
+            (("case", "show", CASE), f"cases {CASE}", "created_at"),
+            (("custody", "verify"), "custody_events 2", "recorded_at")):
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", _not_a_time(what, column)), args
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["not_times"]) == (
+        3, [f"cases {CASE}: created_at", "custody_events 2: recorded_at",
+            f"item {a}: ingested_at"])
+
+
+def test_a_not_a_time_crosses_processes_with_its_message() -> None:
+    """custody verify's workers raise it through a ProcessPoolExecutor, which pickles it:
+    it could not be unpickled (keyword-only arguments), and the pool broke, traceback."""
+    import pickle
+
+    from vault.store.dbapi import NotATime
+
+    for sent in (NotATime("custody_events", "recorded_at", stored=1.5),
+                 NotATime("items", "ingested_at", row="item EV-1", step=""),
+                 NotATime("items", "ingested_at", rows=2, stored="junk")):
+        got = pickle.loads(pickle.dumps(sent))
+        assert (type(got), str(got), got.table, got.column, got.row, got.rows, got.stored,
+                got.step) == (NotATime, str(sent), sent.table, sent.column, sent.row,
+                              sent.rows, sent.stored, sent.step)
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("mode", ["in-process", "workers"])
+def test_custody_verify_refuses_a_time_in_one_line_either_way(
+        tmp_path: Path, database: str | None, monkeypatch: pytest.MonkeyPatch,
+        mode: str) -> None:
+    """Through workers (a log of PARALLEL_MIN events or more) the refusal broke the pool
+    with a traceback; in this process it was followed on stderr by the row generator's
+    ``Exception ignored ... Cannot operate on a closed database``."""
+    import gc
+
+    from vault.custody import verify
+
+    if mode == "workers":
+        monkeypatch.setattr(verify, "PARALLEL_MIN", 1)
+        monkeypatch.setattr(verify, "SCAN_CHUNK", 2)
+    cli, _ids = _two_items(tmp_path, database)
+    junk = "1.5" if database is None else "'infinity'"  # a REAL on SQLite
+    _sql(cli, database, f"UPDATE custody_events SET recorded_at = {junk} WHERE seq = 3")
+    result = cli("custody", "verify")
+    gc.collect()  # a generator left open is closed here at the latest
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3, "", _not_a_time("custody_events 3", "recorded_at"))
+
+
+def test_several_rows_holding_the_same_junk_are_not_named_as_one(
+        tmp_path: Path, database: str | None) -> None:
+    """``items show B`` named item A, the first row holding the same value."""
+    cli, (a, b) = _two_items(tmp_path, database)
+    _sql(cli, database, f"UPDATE items SET ingested_at = {_junk(database)}")
+    for item in (a, b):
+        result = cli("items", "show", item)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", "evault: items: 2 rows' ingested_at are not times (written by SQL outside "
+                   "evault); run `evault doctor`, and restore the database from a backup\n")
+
+
+@pytest.mark.postgres
+def test_a_datestyle_the_database_sets_does_not_stop_evault(pg_url: str,
+                                                            tmp_path: Path) -> None:
+    """``ALTER DATABASE/ROLE ... SET DateStyle = 'SQL, DMY'`` (here the same setting given
+    to the vault's connections alone, so other tests are untouched): psycopg cannot parse
+    such times, and every command, doctor's too, traced back."""
+    cli, (a, _b) = _two_items(tmp_path, pg_url)
+    config = cli.vault / "config.toml"
+    text = config.read_text()
+    assert "options=-csearch_path" in text
+    config.write_text(text.replace("options=-csearch_path",
+                                   "options=-cdatestyle%3DSQL%2CDMY%20-ctimezone%3DEST5EDT"
+                                   "%20-csearch_path"))
+    shown = json.loads(cli.ok("items", "show", a, "--json").stdout)
+    assert shown["ingested_at"].endswith("Z")
+    assert cli.ok("items", "list").stdout.count("Z") >= 2
+    cli.ok("custody", "verify")
+    assert json.loads(cli.ok("doctor", "--json").stdout)["times"] == "ok"
+
+
+def test_doctor_names_a_table_sql_changed_in_one_failed_line(tmp_path: Path) -> None:
+    """A column dropped or a table renamed: doctor traced back (exit 1)."""
+    cli, _ids = _two_items(tmp_path, None)
+    _sql(cli, None, "ALTER TABLE items DROP COLUMN collected_at",
+         "ALTER TABLE receipts RENAME TO receipts_old")
+    result = cli("doctor")
+    shown = {k: v.strip() for k, v in (line.split(":", 1) for line in result.stdout.splitlines())}
+    assert (result.exit_code, result.stderr, shown["times"], shown["sealed_values"]) == (
+        3, "", "failed: vault database: no such column: items.collected_at (its tables "
+               "changed outside evault?); restore the database from a backup",
+        "failed: vault database: no such table: receipts (its tables changed outside "
+        "evault?); restore the database from a backup")
+
+
+def test_doctor_reads_the_times_without_the_write_lock_and_counts_past_those_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_times ran in a write transaction (BEGIN IMMEDIATE): every writer waited for
+    the scan of the whole custody log. It names at most NAMED cells, counting all."""
+    import sqlite3
+
+    from vault.service import doctor
+
+    cli, (a, b) = _two_items(tmp_path, None)
+    _sql(cli, None, "UPDATE items SET ingested_at = 'yesterday'",
+         "UPDATE cases SET created_at = 'yesterday'")
+    scan = doctor._not_times
+    writes: list[str] = []
+
+    def scan_while_writing(*args: object) -> int:
+        other = sqlite3.connect(cli.vault / "vault.db", timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" while doctor holds it
+            other.execute("ROLLBACK")
+            writes.append("written")
+        finally:
+            other.close()
+        return scan(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(doctor, "_not_times", scan_while_writing)
+    monkeypatch.setattr(doctor, "NAMED", 2)
+    result = cli("doctor", "--json")
+    report = json.loads(result.stdout)
+    assert (result.exit_code, report["times"], report["not_times"], len(writes) > 0) == (
+        3, "3 value(s) are not times (written by SQL outside evault); restore the database "
+           "from a backup", [f"cases {CASE}: created_at", f"item {min(a, b)}: ingested_at"],
+        True)
+
+
+def test_doctors_failed_times_line_does_not_send_the_user_to_doctor(tmp_path: Path) -> None:
+    cli, (a, _b) = _two_items(tmp_path, None)
+    _sql(cli, None, f"UPDATE items SET ingested_at = CAST(X'FF' AS TEXT) WHERE id = '{a}'")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["times"]) == (
+        3, "failed: database: a text column holds bytes that are not UTF-8 (written by SQL "
+           "outside evault); restore the database from a backup")

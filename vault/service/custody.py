@@ -16,7 +16,8 @@ commands produce one consistent log.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
@@ -25,14 +26,12 @@ from sqlalchemy import (
     Connection,
     Dialect,
     Engine,
-    create_engine,
     func,
     insert,
     null,
     select,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import NullPool
 
 from vault.clock import as_utc, isoformat, utcnow
 from vault.crypto.keys import VerifyKey
@@ -59,7 +58,7 @@ from vault.service.progress import Progress
 from vault.service.results import Result, Sparse
 from vault.service.vaults import Vault
 from vault.service.witness import witness_defects, witnessed_checkpoints
-from vault.store import db
+from vault.store import db, dbapi
 from vault.store.models import CustodyEvent, CustodyHead, Identity, IdentityKey, SignedCheckpoint
 
 if TYPE_CHECKING:
@@ -498,14 +497,15 @@ def _event_columns(signatures: bool) -> list[Any]:
 
 def _raw_rows(
     conn: Connection, signatures: bool, *where: Any, limit: int | None = None
-) -> Iterator[Sequence[Any]]:
+) -> Generator[Sequence[Any], None, None]:
     """The events matching ``where`` in seq order, as the DBAPI gives them; the time (column
     1) is left to scan_events's reader (see _time_reader)."""
     stmt = select(*_event_columns(signatures)).where(*where).order_by(CustodyEvent.seq)
     return db.raw_rows(conn, stmt.limit(limit), unconverted={1})
 
 
-def _paged_rows(conn: Connection, signatures: bool, highest: int) -> Iterator[Sequence[Any]]:
+def _paged_rows(conn: Connection, signatures: bool,
+                highest: int) -> Generator[Sequence[Any], None, None]:
     """Every event up to seq ``highest`` in seq order, SCAN_CHUNK at a time (flat memory on
     any driver). Bounded as counted, so that events appended meanwhile stay out, as they
     would from one SELECT.
@@ -516,9 +516,10 @@ def _paged_rows(conn: Connection, signatures: bool, highest: int) -> Iterator[Se
     where: list[Any] = [CustodyEvent.seq <= highest]
     while True:
         count = 0
-        for row in _raw_rows(conn, signatures, *where, limit=chunk):
-            count += 1
-            yield row
+        with contextlib.closing(_raw_rows(conn, signatures, *where, limit=chunk)) as rows:
+            for row in rows:
+                count += 1
+                yield row
         if count < chunk:
             return
         where = [CustodyEvent.seq > row[0], CustodyEvent.seq <= highest]
@@ -544,11 +545,10 @@ def _scan_range(run: Run) -> Scan:
 
     engine = _READERS.get(run.url)
     if engine is None:
-        engine = _READERS[run.url] = create_engine(run.url, poolclass=NullPool)
-    with engine.connect() as conn:
-        rows = _raw_rows(
+        engine = _READERS[run.url] = db.worker_engine(run.url)
+    with engine.connect() as conn, contextlib.closing(_raw_rows(
             conn, run.signatures, CustodyEvent.seq >= run.lo, CustodyEvent.seq < run.hi
-        )
+    )) as rows:  # closed before the connection, whatever scan_run raises
         return scan_run(run, rows, _time_reader(conn.dialect))
 
 
@@ -608,9 +608,14 @@ def verify_log(
         parallel = workers > 1 and count >= verify.PARALLEL_MIN
         if not parallel:
             conn = session.connection()
-            rows = _paged_rows(conn, signatures, highest) if count else iter(())
-            scan, _ = scan_events(rows, _time_reader(conn.dialect), keys, log_origin,
-                                  signatures)
+            # Closed before the transaction ends, whatever scan_events raises (a time that
+            # is not one): else the cursor is closed later, on a closed database, and
+            # Python prints that on stderr after the one line of the refusal.
+            empty: tuple[Sequence[Any], ...] = ()
+            with contextlib.closing(_paged_rows(conn, signatures, highest) if count
+                                    else (row for row in empty)) as rows:
+                scan, _ = scan_events(rows, _time_reader(conn.dialect), keys, log_origin,
+                                      signatures)
             tree = assemble(report, [scan], head, checkpoints, verifiers, log_origin, sizes,
                             _counted(progress, count))
     if parallel:
@@ -620,9 +625,12 @@ def verify_log(
         # Imported here: multiprocessing costs every other command's start-up a few ms.
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            tree = assemble(report, pool.map(_scan_range, tasks), head, checkpoints,
-                            verifiers, log_origin, sizes, _counted(progress, count))
+        try:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                tree = assemble(report, pool.map(_scan_range, tasks), head, checkpoints,
+                                verifiers, log_origin, sizes, _counted(progress, count))
+        except dbapi.NotATime as e:  # a worker's, named as Vault.transaction names one
+            raise db.name_row(vault.engine, e) from None
     frontier, roots_at = tree
     report.witnessed = len(witnessed)
     report.defects.extend(Defect(None, m) for m in witness_defects(witnessed, roots_at))

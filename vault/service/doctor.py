@@ -34,12 +34,13 @@ import dataclasses
 import functools
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from sqlalchemy import func, select, type_coerce
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import NullType
 
@@ -50,9 +51,9 @@ from vault.keystore import choose
 from vault.service import keyhistory, pending
 from vault.service.results import Sparse
 from vault.service.vaults import Vault, open_vault
-from vault.store import db
+from vault.store import db, dbapi
 from vault.store.blobs import BlobStore
-from vault.store.dbapi import RESTORE, NotATime, row_name
+from vault.store.dbapi import RESTORE, RUN_DOCTOR, NotATime, row_name
 from vault.store.models import (
     Base,
     Blob,
@@ -364,6 +365,8 @@ def check_sealed_values(vault: Vault) -> dict[str, Any]:
             bad = undecryptable(session)
     except VerificationError as e:  # a cell SQL made unreadable: a failed check
         return {"sealed_values": f"{FAILED}{e}"}
+    except SQLAlchemyError as e:  # a table or column SQL dropped or renamed
+        return {"sealed_values": f"{FAILED}{_stopped(e)}"}
     except VaultError as e:  # the key store cannot be opened here: say so, go on
         return {"sealed_values": f"not checked: {e}"}
     if not bad:
@@ -373,42 +376,88 @@ def check_sealed_values(vault: Vault) -> dict[str, Any]:
             "undecryptable": tuple(bad)}
 
 
-#: At most this many cells are named (as blobs missing are).
+#: At most this many cells are named (as blobs missing are); the rest are counted.
 NAMED = 1000
+#: Rows fetched at a time by :func:`check_times`.
+TIME_BATCH = 4096
 
 
 def check_times(vault: Vault) -> dict[str, Any]:
     """``times`` and ``not_times``: every time column of every row read as the commands
-    read it (the column's type, :class:`vault.store.models.UTCDateTime`), one SELECT a
+    read it (the column's type, :class:`vault.store.models.UTCDateTime`: a time past year 1
+    or 9999 in UTC, and NULL in a NOT NULL column, are no times either), one SELECT a
     table, which no listing does (``items list`` reads ``ingested_at`` only). A time SQL
     outside evault made not one stops every command that loads its row; nothing is repaired
-    (the time is not known): restore the database."""
+    (the time is not known): restore the database.
+
+    Read in one read-only transaction, streamed (:func:`vault.store.db.read_only`): no
+    write lock is held for the scan of a custody log of millions of events. A value equal
+    to the one before it in its column (times repeat: whole seconds, batches) is not read
+    again. At most :data:`NAMED` cells are named; all are counted."""
     bad: list[str] = []
+    found = 0
     try:
-        with vault.transaction() as session:
-            dialect = session.get_bind().dialect
+        with db.read_only(vault.engine) as conn:
             for name, table in sorted(Base.metadata.tables.items()):
                 times = [c for c in table.columns if isinstance(c.type, UTCDateTime)]
                 if not times:
                     continue
                 key = list(table.primary_key.columns)
-                reads = [db.column_reader(c, dialect) for c in times]
+                reads = [db.column_reader(c, conn.dialect) for c in times]
                 stmt = select(*key, *(type_coerce(c, NullType()).label(c.name) for c in times))
-                # Through SQLAlchemy, not db.raw_rows: a driver's error (text that is not
-                # UTF-8) is then the transaction's to name.
-                for row in session.execute(stmt.order_by(*key)):
-                    for column, read, value in zip(times, reads, row[len(key):], strict=True):
-                        try:
-                            read(value)
-                        except NotATime:
-                            bad.append(f"{row_name(name, row[:len(key)])}: {column.name}")
-    except VerificationError as e:  # a cell SQL made unreadable (not UTF-8): a failed check
-        return {"times": f"{FAILED}{e}"}
-    if not bad:
+                result = conn.execute(stmt.order_by(*key)
+                                      .execution_options(yield_per=TIME_BATCH))
+                with contextlib.closing(result):
+                    found += _not_times(name, len(key), times, reads, result, bad)
+    except OperationalError as e:  # a cell the driver cannot read (not UTF-8): failed
+        said = dbapi.failure(e.orig)
+        return {"times": f"{FAILED}{_doctors(said) if said else _stopped(e)}"}
+    except SQLAlchemyError as e:  # a table or column SQL dropped or renamed: failed
+        return {"times": f"{FAILED}{_stopped(e)}"}
+    if not found:
         return {"times": "ok"}
-    return {"times": f"{len(bad)} value(s) are not times (written by SQL outside evault); "
+    return {"times": f"{found} value(s) are not times (written by SQL outside evault); "
                      f"{RESTORE}",
-            "not_times": tuple(bad[:NAMED])}
+            "not_times": tuple(bad)}
+
+
+def _not_times(table: str, keys: int, columns: list[Any], reads: list[Callable[[Any], Any]],
+               rows: Iterable[Sequence[Any]], bad: list[str]) -> int:
+    """How many time cells of ``rows`` (``keys`` primary key values, then the times of
+    ``columns`` as the driver gives them) are not times; the first of them, up to
+    :data:`NAMED` in all, are added to ``bad``."""
+    found = 0
+    good: list[Any] = [_UNSEEN] * len(columns)
+    for row in rows:
+        for i, read in enumerate(reads):
+            value = row[keys + i]
+            if value is not None and value == good[i]:
+                continue
+            try:
+                read(value)
+            except NotATime:
+                found += 1
+                if len(bad) < NAMED:
+                    bad.append(f"{row_name(table, row[:keys])}: {columns[i].name}")
+                continue
+            good[i] = value
+    return found
+
+
+#: No value a column holds (for :func:`_not_times`'s first row).
+_UNSEEN = object()
+
+
+def _doctors(refusal: VaultError) -> str:
+    """A refusal as doctor says it: doctor is the next step it names to run."""
+    return str(refusal).replace(RUN_DOCTOR, "")
+
+
+def _stopped(e: SQLAlchemyError) -> str:
+    """A database error that stopped a check, in one line."""
+    reason = str(e.orig if isinstance(e, DBAPIError) and e.orig is not None else e)
+    return (f"vault database: {reason.splitlines()[0]} (its tables changed outside evault?); "
+            f"{RESTORE}")
 
 
 #: The actions whose signed event creates an item (:func:`vault.service.recording.record_items`):
@@ -566,6 +615,8 @@ def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:
             found += keyhistory.differences(history, session)
     except VerificationError as e:  # a cell of the key tables SQL made unreadable
         return KeyHistoryCheck(keys_repaired=repaired, key_history=f"{FAILED}{e}")
+    except SQLAlchemyError as e:  # a table or column SQL dropped or renamed
+        return KeyHistoryCheck(keys_repaired=repaired, key_history=f"{FAILED}{_stopped(e)}")
     except VaultError as e:
         return KeyHistoryCheck(keys_repaired=repaired,
                                key_history=f"not {'repaired' if repair else 'checked'}: {e}")

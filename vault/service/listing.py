@@ -107,7 +107,7 @@ def time_text(item: Any, stored: Any, column: str = "ingested_at") -> str:
     try:
         return isoformat(stored if isinstance(stored, datetime)
                          else datetime.fromisoformat(stored))
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):  # overflow: past year 1 or 9999 in UTC
         raise NotATime("items", column, row=row_name("items", (item,))) from None
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from sqlalchemy import (
     Select,
     create_engine,
     event,
+    func,
     inspect,
     select,
     type_coerce,
@@ -68,11 +69,28 @@ def make_engine(url: str) -> Engine:
                 "database: PostgreSQL needs psycopg; install evault with the extra "
                 "`pip install 'evault[postgres]'`"
             ) from None
-        event.listen(engine, "connect", _times_python_cannot_hold_as_text)
+        _configure_postgresql(engine)
         return engine
     raise ConfigError(
         f"database: unsupported URL {url.split(':', 1)[0]!r}; use sqlite or postgresql"
     )
+
+
+def worker_engine(url: str) -> Engine:
+    """An engine for a worker process's plain reads of ``url`` (custody verify's): no pool,
+    no ``BEGIN IMMEDIATE`` on SQLite; on PostgreSQL the times read as :func:`make_engine`'s
+    engines read them."""
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool)
+    if engine.dialect.name == "postgresql":
+        _configure_postgresql(engine)
+    return engine
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    event.listen(engine, "connect", _session_settings)
+    event.listen(engine, "connect", _times_python_cannot_hold_as_text)
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -88,7 +106,19 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read_only() scan takes no write lock: a deferred BEGIN, one snapshot.
+        read = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read else "BEGIN IMMEDIATE")
+
+
+def _session_settings(dbapi_connection: Any, _record: Any) -> None:
+    """Times in the form psycopg parses, whatever the database or role sets: a
+    ``DateStyle`` other than ISO (``ALTER DATABASE ... SET DateStyle = 'SQL, DMY'``, which
+    needs no key) made psycopg refuse every time, in every command, doctor's too. Set for
+    the session and committed (a SET rolled back with its transaction is undone)."""
+    dbapi_connection.execute("SET DateStyle TO 'ISO'")
+    dbapi_connection.execute("SET TimeZone TO 'UTC'")
+    dbapi_connection.commit()
 
 
 def _times_python_cannot_hold_as_text(dbapi_connection: Any, _record: Any) -> None:
@@ -96,7 +126,6 @@ def _times_python_cannot_hold_as_text(dbapi_connection: Any, _record: Any) -> No
     after 9999: only SQL outside evault writes one) as its text, not a ``DataError`` that
     fails the whole query unnamed: :class:`vault.store.models.UTCDateTime` (and ``items
     list``'s reading) then refuses it as not a time, naming its row."""
-    from psycopg import DataError
     from psycopg.adapt import Loader
     from psycopg.pq import Format
 
@@ -112,38 +141,64 @@ def _times_python_cannot_hold_as_text(dbapi_connection: Any, _record: Any) -> No
         def load(self, data: Any) -> Any:
             try:
                 return self._parse.load(data)
-            except DataError:
+            except Exception:  # DataError; anything else psycopg cannot parse, too
                 return bytes(data).decode("utf-8", "replace")
 
     adapters.register_loader(info.oid, TimeOrText)
 
 
 def name_row(engine: Engine, refusal: NotATime) -> NotATime:
-    """``refusal`` of a time that is not one, naming its row: the first row of its table
-    whose column holds the value refused (as the driver gave it). The refusal as it is when
-    that cannot be found (a value the driver cannot compare, say)."""
+    """``refusal`` of a time that is not one, naming its row: the row of its table whose
+    column holds the value refused (as the driver gave it; NULL in a NOT NULL column). If
+    several rows hold it, which of them was being loaded is not known: the refusal names
+    none and says how many (doctor names each). The refusal as it is when the row cannot be
+    found (a value the driver cannot compare, say)."""
     from vault.store.models import Base  # the tables: only once a time is refused
 
     table = Base.metadata.tables.get(refusal.table)
     if refusal.row is not None or table is None or refusal.column not in table.c:
         return refusal
     raw = type_coerce(table.c[refusal.column], NullType())
+    held = (raw.is_(None) if refusal.stored is None
+            else raw == type_coerce(refusal.stored, NullType()))
     key = list(table.primary_key.columns)
     try:
         with engine.connect() as conn:
-            ids = conn.execute(select(*key).where(raw == type_coerce(refusal.stored, NullType()))
-                               .order_by(*key).limit(1)).first()
+            ids = conn.execute(select(*key).where(held).order_by(*key).limit(2)).all()
+            rows = len(ids) if len(ids) < 2 else conn.execute(
+                select(func.count()).select_from(table).where(held)).scalar_one()
     except (SQLAlchemyError, VaultError):
         return refusal
-    if ids is None:
+    if not ids:
         return refusal
-    return NotATime(refusal.table, refusal.column, row=row_name(refusal.table, tuple(ids)),
+    if rows > 1:
+        return NotATime(refusal.table, refusal.column, rows=rows, stored=refusal.stored)
+    return NotATime(refusal.table, refusal.column, row=row_name(refusal.table, tuple(ids[0])),
                     stored=refusal.stored)
+
+
+#: The execution option of :func:`read_only`'s connections.
+READ_ONLY = "evault_read_only"
+
+
+@contextlib.contextmanager
+def read_only(engine: Engine) -> Iterator[Connection]:
+    """A connection in one read-only transaction, rolled back at the end, for a scan of
+    every row of a table: on SQLite a deferred ``BEGIN`` (one snapshot, without the write
+    lock every other transaction takes: a doctor scanning millions of rows would stop
+    every writer meanwhile); on PostgreSQL ``READ ONLY``. Give a scan's SELECT the option
+    ``yield_per`` to stream its rows (a server-side cursor on PostgreSQL, not every row
+    fetched first)."""
+    with engine.connect() as conn:
+        conn.execution_options(**{READ_ONLY: True})
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+        yield conn
 
 
 def raw_rows(
     conn: Connection, stmt: Select[Any], *, unconverted: Collection[int] = ()
-) -> Iterator[Sequence[Any]]:
+) -> Generator[Sequence[Any], None, None]:
     """The rows of ``stmt`` as the DBAPI cursor gives them, for scans of millions of rows.
 
     Through SQLAlchemy each row costs a Row object and type processing; here the SELECT is

@@ -129,20 +129,40 @@ def row_name(table: str, ids: Sequence[object]) -> str:
 
 class NotATime(VerificationError):
     """A time column of a row holding what is not a time: SQL outside evault wrote it (on
-    SQLite any text; on PostgreSQL a time no Python datetime holds, such as ``infinity``).
+    SQLite any text; on PostgreSQL a time no Python datetime holds, such as ``infinity``; on
+    either NULL in a column the models declare NOT NULL).
 
     ``row`` names the row (:func:`row_name`); None when the reader of the value could not
     know it (a column's type sees only the value): the message then names the table, and
     :func:`vault.store.db.name_row` finds the row from ``stored``, the value as the driver
-    gave it. ``step`` is what to do next: doctor, which names every such cell, says only
-    :data:`RESTORE`."""
+    gave it. ``rows``: how many rows hold that value, when more than one does (which of
+    them was being read is not known). ``step`` is what to do next: doctor, which names
+    every such cell, says only :data:`RESTORE`."""
 
     def __init__(self, table: str, column: str, *, row: str | None = None,
-                 stored: object = None, step: str = RUN_DOCTOR) -> None:
+                 rows: int = 1, stored: object = None, step: str = RUN_DOCTOR) -> None:
         self.table, self.column, self.row, self.stored = table, column, row, stored
-        what = f"{row}: its {column}" if row is not None else f"{table}: a row's {column}"
-        super().__init__(f"{what} is not a time (written by SQL outside evault); "
-                         f"{step}{RESTORE}")
+        self.rows, self.step = rows, step
+        if row is not None:
+            what = f"{row}: its {column} is not a time"
+        elif rows > 1:
+            what = f"{table}: {rows} rows' {column} are not times"
+        else:
+            what = f"{table}: a row's {column} is not a time"
+        super().__init__(f"{what} (written by SQL outside evault); {step}{RESTORE}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # custody verify's worker processes raise it across a ProcessPoolExecutor, which
+        # pickles it: the default (the class called with ``args``, the message) fails on
+        # keyword-only arguments and breaks the whole pool.
+        return (_not_a_time, (self.table, self.column, self.row, self.rows, self.stored,
+                              self.step))
+
+
+def _not_a_time(table: str, column: str, row: str | None, rows: int, stored: object,
+                step: str) -> NotATime:
+    """:class:`NotATime` as unpickled."""
+    return NotATime(table, column, row=row, rows=rows, stored=stored, step=step)
 
 
 def cannot_connect(orig: object) -> ConfigError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -63,20 +63,31 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
     #: The table and column of this type's column (set below, once the tables exist).
     where: tuple[str, str] = ("?", "?")
+    #: Whether the models declare the column NOT NULL (set below): a NULL SQL put there
+    #: (after dropping the constraint) is no time either, refused as one.
+    required: bool = False
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any]:
         parse = super().result_processor(dialect, coltype)
         table, column = self.where
+        required = self.required
 
         def read(value: Any) -> Any:
             if value is None:
+                if required:
+                    raise NotATime(table, column, stored=None)
                 return None
             try:
                 time = parse(value) if parse is not None else value
-            except (ValueError, TypeError):
+                if not isinstance(time, datetime):
+                    raise TypeError(value)
+                if time.tzinfo is not None:
+                    # In UTC now, as every reader shows it: a time whose offset takes it
+                    # past year 1 or 9999 in UTC (only SQL writes one) is refused here, not
+                    # by an OverflowError wherever it is shown.
+                    time = time.astimezone(timezone.utc)
+            except (ValueError, TypeError, OverflowError):
                 raise NotATime(table, column, stored=value) from None
-            if not isinstance(time, datetime):
-                raise NotATime(table, column, stored=value)
             return time
 
         return read
@@ -570,3 +581,4 @@ for _table in Base.metadata.tables.values():
     for _column in _table.columns:
         if isinstance(_column.type, UTCDateTime):
             _column.type.where = (_table.name, _column.name)
+            _column.type.required = not _column.nullable

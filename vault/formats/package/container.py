@@ -426,6 +426,13 @@ class WrittenContainer:
     size: int
 
 
+class PayloadSizeError(RuntimeError):
+    """A package's payload did not come to the size stated in its header (computed before
+    it was written): a bug in evault's sizing, not in the data. The exporters fail that
+    package alone, as an internal error to report; any other ``RuntimeError`` (a recursion,
+    a missing implementation) is a bug of another kind and is not caught as this one."""
+
+
 class PackageWriter:
     """Writes a ``.evpkg`` container (layout 2) in one pass, hashing the file as it goes.
 
@@ -446,7 +453,7 @@ class PackageWriter:
     payload, and its SHA-256 comes without reading it back.
 
     A payload that comes out longer or shorter than ``payload_size`` is a bug in the
-    caller's sizing: ``RuntimeError``. ``out`` is flushed, not synced: fsync it, then give
+    caller's sizing: :class:`PayloadSizeError`. ``out`` is flushed, not synced: fsync it, then give
     it its name. If anything raises, the file is incomplete: remove it.
     """
 
@@ -496,7 +503,7 @@ class PackageWriter:
         if self._finished:
             raise RuntimeError("package writer: write after finish")
         if self._size + len(data) > self._declared:
-            raise RuntimeError(f"package writer: the payload runs past the {self._declared} "
+            raise PayloadSizeError(f"package writer: the payload runs past the {self._declared} "
                                "bytes stated in its header")
         self._wait()
         self._pending = [self._pools[0].submit(self._payload_digest.update, data),
@@ -522,7 +529,7 @@ class PackageWriter:
         self._wait()
         self._finished = True
         if self._size != self._declared:
-            raise RuntimeError(f"package writer: the payload came to {self._size} bytes, "
+            raise PayloadSizeError(f"package writer: the payload came to {self._size} bytes, "
                                f"its header states {self._declared}")
         envelope = dataclasses.replace(
             self._draft, payload_size=self._size, payload_sha256=self._payload_digest.hexdigest()

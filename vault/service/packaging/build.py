@@ -44,6 +44,7 @@ from vault.formats.package import (
     Envelope,
     PackageWriter,
     Party,
+    PayloadSizeError,
     Statement,
     StatementItem,
     sign_statement,
@@ -110,7 +111,8 @@ def write_package_files(
     A refusal (a damaged blob, content that differs from its digest) fails only the
     packages holding that item: their files are removed and the error takes their place
     in the result, in the order of ``drafts``. So does a bug of evault's in a package's
-    writers (``RuntimeError``, e.g. a payload not of the size computed for it), for that
+    writers (:class:`~vault.formats.package.PayloadSizeError`: a payload not of the size
+    computed for it), for that
     package, or for the packages holding the item being written when it struck: an
     :class:`~vault.errors.InternalError` (:func:`_writer_bug`). Anything else (a full disk,
     Ctrl-C) removes every file and raises. ``progress`` is called after each item with the
@@ -140,7 +142,7 @@ def write_package_files(
             except VaultError as e:
                 for out, _ in live:
                     out.fail(e)
-            except RuntimeError as e:  # a writer's bug (its sizing): these packages alone
+            except PayloadSizeError as e:  # a writer's bug (its sizing): these packages alone
                 for out, _ in live:
                     out.fail(_writer_bug(out.draft, e))
             if progress:
@@ -191,7 +193,7 @@ class _PackageOut:
             self._open()
         except VaultError as e:  # this package alone is refused (e.g. its envelope)
             self.fail(e)
-        except RuntimeError as e:  # a writer's bug (its sizing): this package alone
+        except PayloadSizeError as e:  # a writer's bug (its sizing): this package alone
             self.fail(_writer_bug(draft, e))
         except BaseException:
             self.fail(None)
@@ -261,7 +263,7 @@ class _PackageOut:
         except VaultError as e:
             self.fail(e)
             return
-        except RuntimeError as e:  # a writer's bug (its sizing): this package alone
+        except PayloadSizeError as e:  # a writer's bug (its sizing): this package alone
             self.fail(_writer_bug(draft, e))
             return
         self.written = WrittenPackage(
@@ -269,9 +271,9 @@ class _PackageOut:
             container.sha256, container.size, stamp)
 
 
-def _writer_bug(draft: PackageDraft, e: RuntimeError) -> InternalError:
-    """A package refused for a bug in its writers (``RuntimeError``: the payload did not come
-    to the size computed before it, see :class:`~vault.formats.package.PackageWriter`): the
+def _writer_bug(draft: PackageDraft, e: PayloadSizeError) -> InternalError:
+    """A package refused for a bug in its writers (the payload did not come to the size
+    computed before it, see :class:`~vault.formats.package.PackageWriter`): the
     user cannot fix it, so the message says to report it, and the run goes on."""
     error = InternalError(
         f"package {draft.package_id}: not built: an internal error in evault ({e}); its file "
