@@ -255,7 +255,7 @@ def test_several_rows_holding_the_same_junk_are_not_named_as_one(
 
 
 @pytest.mark.postgres
-def test_a_datestyle_the_database_sets_does_not_stop_evault(pg_url: str,
+def test_a_datestyle_the_postgres_database_sets_does_not_stop_evault(pg_url: str,
                                                             tmp_path: Path) -> None:
     """``ALTER DATABASE/ROLE ... SET DateStyle = 'SQL, DMY'`` (here the same setting given
     to the vault's connections alone, so other tests are untouched): psycopg cannot parse
