@@ -114,6 +114,13 @@ def pg_url() -> Iterator[str]:
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+#: For a test of the ``cli`` (or ``database``) fixture whose subject no database can change:
+#: what the arguments, paths or files alone decide, refused before anything is written
+#: (a path named twice, a tampered card), or what is read from a file. It runs on SQLite
+#: only: its PostgreSQL instance proved the same again (about 0.5 s more each).
+SQLITE_ONLY = pytest.mark.parametrize("database", ["sqlite"], indirect=True)
+
+
 @pytest.fixture(params=BACKENDS)
 def database(request: pytest.FixtureRequest) -> str | None:
     """Run the test on SQLite (None: the default vault.db) and on PostgreSQL."""
