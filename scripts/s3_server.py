@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -72,9 +71,15 @@ def _free_ports(n: int) -> list[int]:
 
 
 class S3Server:
-    """One ``weed server -s3`` on 127.0.0.1; stopped and its data removed on exit."""
+    """One ``weed server -s3`` on 127.0.0.1; stopped and its data removed on exit.
 
-    def __init__(self) -> None:
+    ``volumes_per_bucket``: how many volumes weed makes for a bucket's first write (its
+    ``master.volume_growth``; weed's own default is 7). Each volume takes a share of the
+    disk's free space whatever it holds, so a server at the default runs out of volumes
+    after a few dozen buckets (fewer on a fuller disk): a server that many tests share,
+    each with a bucket of its own, makes one per bucket."""
+
+    def __init__(self, *, volumes_per_bucket: int = 7) -> None:
         reason = s3_unavailable()
         if reason:
             raise RuntimeError(reason)
@@ -89,6 +94,10 @@ class S3Server:
             + ACCESS_KEY + '", "secretKey": "' + self.secret_key + '"}], '
             '"actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}\n')
         os.chmod(self.config, 0o600)
+        # weed reads master.toml from its working folder (the root, below); copy_1 is the
+        # growth of a volume not replicated, the only kind a server of one volume holds.
+        (self.root / "master.toml").write_text(
+            f"[master.volume_growth]\ncopy_1 = {volumes_per_bucket}\n")
         self.log = self.root / "weed.log"
         self.proc: subprocess.Popen[bytes] | None = None
         try:
@@ -135,7 +144,7 @@ class S3Server:
         # its logs go (in the data folder, removed with it).
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         self.proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                                     env={**env, "TMPDIR": str(self.root)},
+                                     env={**env, "TMPDIR": str(self.root)}, cwd=self.root,
                                      start_new_session=True)
         log.close()
         deadline = time.monotonic() + 60
@@ -168,16 +177,14 @@ class S3Server:
         return self.log.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 2 s: weed's own graceful stop takes
-        10 s, for data that is thrown away)."""
+        """Stop the server with SIGKILL: its data is thrown away (close), and weed answers
+        SIGTERM with a graceful stop of 10 s. A killed server's data still starts again
+        (start), as the tests that kill it mid-upload show."""
         if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(2)
-        except subprocess.TimeoutExpired:
+        if self.proc.poll() is None:
             self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
         self.proc = None
 
     def close(self) -> None:

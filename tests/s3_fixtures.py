@@ -1,10 +1,12 @@
-"""The S3 test modules' fixtures: a real SeaweedFS per module (scripts/s3_server.py), and
-the AWS environment that points a test at it.
+"""The S3 test modules' fixtures: a real SeaweedFS per pytest worker (scripts/s3_server.py),
+and the AWS environment that points a test at it.
 
     pytest_plugins = ["s3_fixtures"]        # in tests/conftest.py: every module has them
 
-One server per module and xdist worker, a bucket per test: one server for the whole
-session fails once about 40 buckets were made on it (InternalError on PutObject).
+One server per xdist worker for the whole session, a bucket per test. It makes one volume
+per bucket (``volumes_per_bucket=1``): at weed's default of seven, the volumes a disk's free
+space allows ran out after a few dozen buckets (InternalError on PutObject), which is why
+each module used to start a server of its own (about 3.5 s each).
 """
 
 from __future__ import annotations
@@ -16,19 +18,13 @@ import pytest
 from s3_server import S3Server, s3_unavailable
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server() -> Iterator[S3Server]:
     reason = s3_unavailable()
     if reason:
         pytest.skip(f"no S3 test server: {reason}")
-    with S3Server() as s:
+    with S3Server(volumes_per_bucket=1) as s:
         yield s
-        # Its data is thrown away: SIGKILL now rather than S3Server.stop's SIGTERM, which
-        # weed answers with a graceful stop of 10 s that stop() cuts short after waiting 2 s
-        # (the module's last test blocked that long, for nothing).
-        if s.proc is not None and s.proc.poll() is None:
-            s.proc.kill()
-            s.proc.wait()
 
 
 @pytest.fixture

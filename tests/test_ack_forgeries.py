@@ -9,8 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import reuse_world
-from test_opening import World, _ack, _make_vaults, _package_world
+from test_opening import World, _ack, _make_world
 
 from vault.crypto.keys import SigningKey
 from vault.custody.note import Checkpoint, NoteSigner, sign_checkpoint
@@ -26,9 +25,7 @@ def world(tmp_path: Path) -> World:
 def opening_world(tmp_path: Path) -> World:
     """test_opening's ``_make_world(tmp_path, None)``: the vaults a copy of those the test
     process builds once (conftest's ``reuse_world``), the package built for the test."""
-    fingerprints = reuse_world("opening-vaults", tmp_path, [None],
-                               lambda tmp, _: _make_vaults(tmp, None))
-    return _package_world(tmp_path, *fingerprints)
+    return _make_world(tmp_path, None)
 
 
 def _key(world: World, name: str | None = None) -> SigningKey:

@@ -242,17 +242,27 @@ def test_doctor_repair_leaves_a_running_export_whose_record_was_replaced(tmp_pat
     assert "item.export.abandoned" not in actions
 
 
+def _blocked_on_a_flock(pid: int) -> bool:
+    """Whether a thread of process ``pid`` waits for a flock now: /proc/locks lists each
+    waiter as ``N: -> FLOCK ADVISORY WRITE PID DEV:INODE ...``."""
+    with open("/proc/locks") as locks:
+        return any(parts[1:3] == ["->", "FLOCK"] and parts[5] == str(pid)
+                   for parts in (line.split() for line in locks) if len(parts) > 5)
+
+
 def test_doctor_repair_leaves_a_running_opens_staging_folder_whose_record_was_replaced(
         tmp_path: Path) -> None:
     """The same for `open`: its staging folder is locked while it runs. `open` also holds
     the blob store's intake lock from its first stored file to its commit (it stores each
     file in the pass that extracts it), so `doctor --repair` waits for it, touching
-    neither the staging folder nor the blobs, and removes both once the run is killed."""
+    neither the staging folder nor the blobs, and removes both once the run is killed.
+    Waits: this process is seen blocked on a flock (Linux's /proc/locks) while `open` runs."""
     import os
     import shutil
     import signal
     import subprocess
     import threading
+    import time
 
     from test_robustness import CASE as ROBUST_CASE
     from test_robustness import as_json, make_office
@@ -291,7 +301,12 @@ def test_doctor_repair_leaves_a_running_opens_staging_folder_whose_record_was_re
         [row] = as_json(world.icc, "doctor", "--json")["leftovers"]
         assert row["state"] == "refused: in use by a running command"
         repair.start()
-        assert not done.wait(3), "doctor --repair did not wait for the running open"
+        deadline = time.monotonic() + 60
+        while not _blocked_on_a_flock(os.getpid()):
+            assert not done.is_set(), "doctor --repair did not wait for the running open"
+            assert time.monotonic() < deadline, "doctor --repair never waited for a lock"
+            time.sleep(0.05)
+        assert not done.is_set()
         assert staging.is_dir() and any(p.is_file() for p in staging.rglob("*"))
         assert blobs() == stored
     finally:

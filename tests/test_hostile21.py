@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from conftest import Cli
 from s3_server import S3Server
 from test_s3_vault import CASE, PREFIX, _doctor, _ingest, _keys, _office, _pending
+from test_s3_workers import _waiting_for_advisory_lock
 
 from vault.store.s3blobs import S3BlobStore
 
@@ -24,12 +26,14 @@ from vault.store.s3blobs import S3BlobStore
 
 
 def test_doctor_repair_waits_for_a_machine_that_joined_with_init(
-        aws_env: None, server: S3Server, tmp_path: Path, pg_url: str) -> None:
+        aws_env: None, server: S3Server, tmp_path: Path, pg_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A second machine joins the team vault with `init --db URL --blobs URL` (accepted:
     the database agrees), which gives its config.toml a vault_id of its own. Its intake
     lock was named by that id, so machine A's `doctor --repair` did not wait for it and
     deleted B's uploaded, not yet committed blob as an orphan: the item B then recorded
-    had no object. The lock must be the one every machine of the database takes."""
+    had no object. The lock must be the one every machine of the database takes: A's
+    doctor is seen waiting for an advisory lock while B holds its intake lock."""
     from vault.service.doctor import diagnose
     from vault.service.vaults import open_vault
 
@@ -43,17 +47,24 @@ def test_doctor_repair_waits_for_a_machine_that_joined_with_init(
         with store.intake_lock():
             with store.create() as (blob_id, f):
                 f.write(b"age ciphertext of an intake in flight")
+            # The sessions doctor opens carry this name (B's were opened before).
+            app = f"evault-test-{os.getpid()}-{tmp_path.name}"[:60]
+            monkeypatch.setenv("PGAPPNAME", app)
             thread = threading.Thread(
                 target=lambda: (diagnose(tmp_path / "a", repair=True), done.set()),
                 daemon=True)
             thread.start()
-            waited = not done.wait(3)
+            deadline = time.monotonic() + 60
+            while not _waiting_for_advisory_lock(pg_url, app):
+                assert not done.is_set(), (
+                    "doctor --repair did not wait for the other machine's intake")
+                assert time.monotonic() < deadline, "doctor --repair never waited for a lock"
+                time.sleep(0.05)
             still_there = f"{PREFIX}/{blob_id}" in _keys(server, bucket)
         thread.join(60)
         assert done.is_set()
     finally:
         b.close()
-    assert waited, "doctor --repair did not wait for the other machine's intake"
     assert still_there
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from conftest import Cli, build_template, copy_template
+from conftest import Cli, build_template, copy_template, reuse_world
 
 CASE = "UA-2026-0042"
 
@@ -61,7 +61,12 @@ def world_any(tmp_path: Path, database: str | None) -> World:
 
 
 def _make_world(tmp_path: Path, database: str | None) -> World:
-    return _package_world(tmp_path, *_make_vaults(tmp_path, database))
+    """The vaults of :func:`_make_vaults` and a package for ICC-OTP: the vaults each test's
+    own copy of those the test process builds once per backend (conftest's
+    ``reuse_world``), the package built for the test."""
+    fingerprints = reuse_world("opening-vaults", tmp_path, [database],
+                               lambda tmp, dbs: _make_vaults(tmp, dbs[0]))
+    return _package_world(tmp_path, *fingerprints)
 
 
 def _make_vaults(tmp_path: Path, database: str | None) -> tuple[str, str]:

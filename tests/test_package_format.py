@@ -229,9 +229,11 @@ def test_no_module_reaches_into_the_package_modules_private_names() -> None:
              repo.joinpath(d).rglob("*.py")]
     assert repo / "vault" / "formats" / "receipt.py" in paths
     for path in paths:
-        if path.parent == own:
+        text = path.read_text(encoding="utf-8")
+        # Only an import naming vault.formats (below) can reach these modules' names.
+        if path.parent == own or "vault.formats" not in text:
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = ast.parse(text)
         aliases: set[str] = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
@@ -249,7 +251,7 @@ def test_no_module_reaches_into_the_package_modules_private_names() -> None:
                 )
         reached = sorted(
             f"{node.value.id}.{node.attr}"
-            for node in ast.walk(tree)
+            for node in (ast.walk(tree) if aliases else ())
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
             and node.value.id in aliases and node.attr.startswith("_")
             and not node.attr.startswith("__")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Cli, build_template, copy_template, require_tool
+from conftest import Cli, build_template, copy_template, require_tool, reuse_world
 
 CASE = "UA-2026-0042"
 NAMES = {
@@ -79,16 +79,22 @@ def sqlite_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def world(database: str | None, tmp_path: Path, request: pytest.FixtureRequest) -> World:
-    """The office (ICC-OTP and UA-OPG with their keys, the NAMES items in CASE): on SQLite
-    each test's own copy of the module's template, on PostgreSQL built for the test (its
-    database is not in the vault's folder)."""
+    """The office (ICC-OTP and UA-OPG with their keys, the NAMES items in CASE): each test's
+    own copy of the module's template on SQLite, of the test process's (conftest's
+    ``reuse_world``: its database is not in the vault's folder) on PostgreSQL."""
     if database is not None:
-        return _build(Cli(tmp_path / "vault").init(database), tmp_path)
-    copy_template(request.getfixturevalue("sqlite_world"), tmp_path)
+        reuse_world("packaging", tmp_path, [database], _build_on)
+    else:
+        copy_template(request.getfixturevalue("sqlite_world"), tmp_path)
     made = json.loads((tmp_path / "world.json").read_text())
     bodies = [Body(b["id"], Cli(tmp_path / f"vault-{b['id']}"), b["officer"], b["fingerprint"],
                    tmp_path / f"{b['officer']}.card.json") for b in made["bodies"]]
     return World(Cli(tmp_path / "vault"), *bodies, made["items"], tmp_path)
+
+
+def _build_on(tmp_path: Path, databases: list[str | None]) -> None:
+    """:func:`_build` in a new vault at ``tmp_path`` on ``databases[0]``, for reuse_world."""
+    _build(Cli(tmp_path / "vault").init(databases[0]), tmp_path)
 
 
 def _build(cli: Cli, tmp_path: Path) -> World:

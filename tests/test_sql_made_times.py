@@ -263,10 +263,10 @@ def test_a_datestyle_the_postgres_database_sets_does_not_stop_evault(pg_url: str
     cli, (a, _b) = _two_items(tmp_path, pg_url)
     config = cli.vault / "config.toml"
     text = config.read_text()
-    assert "options=-csearch_path" in text
-    config.write_text(text.replace("options=-csearch_path",
+    assert text.count("options=-c") == 1  # conftest.schema_url's options, search_path last
+    config.write_text(text.replace("options=-c",
                                    "options=-cdatestyle%3DSQL%2CDMY%20-ctimezone%3DEST5EDT"
-                                   "%20-csearch_path"))
+                                   "%20-c"))
     shown = json.loads(cli.ok("items", "show", a, "--json").stdout)
     assert shown["ingested_at"].endswith("Z")
     assert cli.ok("items", "list").stdout.count("Z") >= 2
