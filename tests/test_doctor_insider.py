@@ -240,3 +240,118 @@ def test_doctor_compares_a_received_item_with_its_item_received_event(tmp_path: 
     assert (result.exit_code, json.loads(result.stdout)["item_differences"], result.stderr) == (
         3, [f"item {item}: case_id is UA-2026-0099, its signed item.received event (seq {seq}) "
             f"says {body['details']['case']}"], "")
+
+
+def _nullable(cli: Cli, database: str | None, *columns: str) -> None:
+    """The insider drops NOT NULL from columns of ``items`` (on SQLite by rewriting the
+    schema with writable_schema, then a new connection)."""
+    if database is not None:
+        _sql(cli, database, *(f"ALTER TABLE items ALTER COLUMN {c} DROP NOT NULL"
+                              for c in columns))
+        return
+    import re
+    import sqlite3
+
+    conn = sqlite3.connect(cli.vault / "vault.db")
+    [(sql,)] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchall()
+    for column in columns:
+        sql = re.sub(rf"(\b{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("UPDATE sqlite_master SET sql = ? WHERE name = 'items'", (sql,))
+    conn.commit()
+    conn.close()
+
+
+def test_doctor_fails_on_a_case_id_sql_made_null(tmp_path: Path, database: str | None) -> None:
+    """The reviewer's HIGH: NULL was skipped as no value, so doctor exited 0 and `package
+    create --case` left the item out unnoticed."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    seq, body = _created(cli, database, a)
+    _nullable(cli, database, "case_id")
+    _sql(cli, database, f"UPDATE items SET case_id = NULL WHERE id = '{a}'")
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: item {a}: case_id is NULL, its signed item.ingested event (seq {seq}) "
+           f"says {body['details']['case']} {RESTORE}")
+
+
+def test_a_null_sha256_size_or_intake_seq_is_refused_in_one_line(
+        tmp_path: Path, database: str | None) -> None:
+    """`items show` printed SQLAlchemy's SAWarning (a NULL primary key looked up) before
+    its one line; doctor skipped the NULLs (exit 0)."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    seq, body = _created(cli, database, a)
+    _nullable(cli, database, "sha256", "size", "intake_seq")
+    _sql(cli, database, f"UPDATE items SET sha256 = NULL, size = NULL, intake_seq = NULL "
+                        f"WHERE id = '{a}'")
+    result = cli("items", "show", a)
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3, "", f"evault: item {a}: its item.ingested event cannot be trusted (it is missing); "
+               "run `evault custody verify` and restore the database from a backup\n")
+    said = f"its signed item.ingested event (seq {seq}) says"
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: item {a}: sha256 is NULL, {said} {body['digests']['sha256']} {RESTORE}"
+        f"evault: item {a}: size is NULL, {said} {body['details']['size']} {RESTORE}"
+        f"evault: item {a}: intake_seq is NULL, {said} {seq} {RESTORE}"))
+
+
+def test_doctor_names_a_null_blob_id_and_does_not_crash(tmp_path: Path) -> None:
+    """The reviewer's MEDIUM: NULL blob_id with another blob missing crashed sorted()
+    (TypeError, traceback); alone it printed "blob None (no item)"."""
+    cli, (a, b) = _two_items(tmp_path, None)
+    blob_b = _blob_of(cli, None, b)
+    _nullable(cli, None, "blob_id")
+    _sql(cli, None, f"UPDATE items SET blob_id = NULL WHERE id = '{a}'")
+    (cli.vault / "blobs" / blob_b[:2] / blob_b).unlink()
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: blob {blob_b} (items {b}): missing from {cli.vault / 'blobs'}; restore it "
+        "from a backup, then run `evault custody verify`\n"
+        f"evault: item {a}: blob_id is NULL {RESTORE}"))
+
+
+@pytest.mark.parametrize("value", ["CAST(body AS TEXT)", "1.5", "9223372036854775807",
+                                   "1000000000"])
+def test_doctor_names_an_event_body_that_is_not_bytes(tmp_path: Path, value: str) -> None:
+    """The reviewer's MEDIUM: `bytes(body)` crashed on text or a real (traceback), and on an
+    integer allocated that many bytes (1 GB for 1000000000)."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    seq, _body = _created(cli, None, a)
+    _sql(cli, None, f"UPDATE custody_events SET body = {value} WHERE seq = {seq}")
+    kind = {"CAST(body AS TEXT)": "str", "1.5": "float"}.get(value, "int")
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: event {seq}: its body is {kind}, not bytes {RESTORE}"
+        f"evault: item {a}: no signed item.ingested or item.received event created it "
+        f"{RESTORE}"))
+
+
+def test_doctor_fails_in_one_line_on_an_items_column_sql_renamed(tmp_path: Path) -> None:
+    """The reviewer's MEDIUM: a renamed column crashed the item-row check (traceback)."""
+    cli, _ids = _two_items(tmp_path, None)
+    _sql(cli, None, "ALTER TABLE items RENAME COLUMN intake_seq TO s2")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_rows"], result.stderr) == (
+        3, "failed: vault database: no such column: items.intake_seq (its tables changed "
+           "outside evault?); restore the database from a backup", "")
+
+
+def test_doctor_fails_on_a_creating_events_columns_that_differ_from_its_body(
+        tmp_path: Path, database: str | None) -> None:
+    """The event that created A given B's id in its subject column: its body still says
+    A; a gap in the seqs, or a log longer than its head, is a failure too."""
+    cli, (a, b) = _two_items(tmp_path, database)
+    seq, _body = _created(cli, database, a)
+    _sql(cli, database, f"UPDATE custody_events SET subject = '{b}' WHERE seq = {seq}")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_differences"][0]) == (
+        3, f"event {seq}: its columns say item.ingested of {b}, its signed body "
+           f"item.ingested of {a}")
+    _sql(cli, database, f"UPDATE custody_events SET subject = '{a}' WHERE seq = {seq}",
+         "UPDATE custody_head SET size = size + 1")
+    [(size,)] = _rows(cli, database, "SELECT size FROM custody_head")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["custody_log"]) == (
+        3, f"event {size - 1} is missing from the custody log (deleted by SQL outside "
+           "evault?); run `evault custody verify`, then restore the database from a backup")

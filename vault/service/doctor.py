@@ -615,8 +615,7 @@ def _signed_items(session: Session, found: list[str]) -> dict[str, _Signed]:
             # verify`'s to check; here they only say what the row must repeat.
             try:
                 if not isinstance(body, (bytes, memoryview)):  # SQL stored text or a number
-                    raise ValueError(f"its body is {type(body).__name__}, not bytes "
-                                     "(changed by SQL outside evault)")
+                    raise ValueError(f"its body is {type(body).__name__}, not bytes")
                 event = parse_json_object(bytes(body), "custody event", limit=1024 * 1024)
                 action, subject, details, digests = (event.get("action"), event.get("subject"),
                                                      event.get("details"), event.get("digests"))
