@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from sqlalchemy import func, select, type_coerce
+from sqlalchemy import Select, func, select, type_coerce
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import NullType
 
-from vault.clock import isoformat, parse_iso, utcnow
+from vault.clock import isoformat, utcnow
 from vault.durable import fsync_dir
 from vault.errors import ConfigError, VaultError, VerificationError
 from vault.formats.canonical import parse_json_object
@@ -501,9 +501,13 @@ def _doctors(refusal: VaultError) -> str:
 
 def _stopped(e: SQLAlchemyError) -> str:
     """A database error that stopped a check, in one line."""
-    reason = str(e.orig if isinstance(e, DBAPIError) and e.orig is not None else e)
-    return (f"vault database: {reason.splitlines()[0]} (its tables changed outside evault?); "
-            f"{RESTORE}")
+    return _stopped_reason(e.orig if isinstance(e, DBAPIError) and e.orig is not None else e)
+
+
+def _stopped_reason(e: BaseException) -> str:
+    """A driver's (or SQLAlchemy's) error that stopped a check, in one line."""
+    return (f"vault database: {(str(e).splitlines() or [''])[0]} (its tables changed outside "
+            f"evault?); {RESTORE}")
 
 
 #: The actions whose signed event creates an item (:func:`vault.service.recording.record_items`):
@@ -587,6 +591,9 @@ def check_item_rows(vault: Vault) -> dict[str, Any]:
         return {"item_rows": f"{FAILED}{e}"}
     except SQLAlchemyError as e:  # a table or column SQL dropped or renamed: failed
         return {"item_rows": f"{FAILED}{_stopped(e)}"}
+    except vault.engine.dialect.loaded_dbapi.Error as e:  # raw rows: the driver's own error
+        said = dbapi.failure(e)  # a cell that is not UTF-8; else a column SQL renamed
+        return {"item_rows": f"{FAILED}{said if said is not None else _stopped_reason(e)}"}
     for item_id, signed in sorted(expected.items()):
         found.append(f"item {item_id}: its row is missing; its signed {signed.action} event "
                      f"(seq {signed.seq}) created it")
@@ -604,11 +611,13 @@ def _signed_items(session: Session, found: list[str]) -> dict[str, _Signed]:
     expected: dict[str, _Signed] = {}
     after = -1
     while True:
-        page = session.execute(
+        # The driver's rows (no Row objects, no type processing): the body is checked for
+        # bytes below, whatever SQL stored there.
+        page = list(db.raw_rows(session.connection(), cast("Select[Any]", (
             select(CustodyEvent.seq, type_coerce(CustodyEvent.body, NullType()),
                    CustodyEvent.action, CustodyEvent.subject)
             .where(CustodyEvent.action.in_(CREATING), CustodyEvent.seq > after)
-            .order_by(CustodyEvent.seq).limit(PAGE)).all()
+            .order_by(CustodyEvent.seq).limit(PAGE)))))
         for seq, body, row_action, row_subject in page:
             # Parsed, not re-encoded as Event.decode does (which doubled doctor's time on a
             # log of 100,000 events): that the bytes are canonical and signed is `custody
@@ -619,7 +628,8 @@ def _signed_items(session: Session, found: list[str]) -> dict[str, _Signed]:
                 event = parse_json_object(bytes(body), "custody event", limit=1024 * 1024)
                 action, subject, details, digests = (event.get("action"), event.get("subject"),
                                                      event.get("details"), event.get("digests"))
-                time = isoformat(parse_iso(str(event.get("time"))))
+                # Compared as signed with the row's time formatted once (not parsed here).
+                time = str(event.get("time"))
                 if not (action in CREATING and event.get("seq") == seq
                         and isinstance(subject, str) and isinstance(details, dict)
                         and isinstance(digests, dict)):
@@ -647,12 +657,12 @@ def _compare_items(session: Session, expected: dict[str, _Signed], found: list[s
     read = db.column_reader(Item.__table__.c.ingested_at, session.get_bind().dialect)
     after = ""
     while True:
-        page = session.execute(
+        page = list(db.raw_rows(session.connection(), cast("Select[Any]", (
             select(Item.id, Item.sha256, Item.size,
                    type_coerce(Item.ingested_at, NullType()), Item.case_id, Item.intake_seq,
                    Blob.sha256, Blob.size, Item.blob_id)
             .outerjoin(Blob, Blob.id == Item.blob_id)
-            .where(Item.id > after).order_by(Item.id).limit(PAGE)).all()
+            .where(Item.id > after).order_by(Item.id).limit(PAGE)))))
         for item_id, sha256, size, raw, case, seq, blob_sha256, blob_size, blob in page:
             if blob is None:
                 found.append(f"item {item_id}: blob_id is NULL")
