@@ -4,8 +4,9 @@ SQL but holds no key).
 A ``blobs`` row deleted with SQL made the item's blob an "orphan": doctor said the vault
 was healthy (exit 0) and ``doctor --repair`` deleted the only copy of the evidence. Every
 blob an item names is now known, with a row or not; an item whose blob has no row is a
-failure (exit 3); and ``--repair`` removes no orphan while any check fails (the rows of an
-orphan's item may have been deleted too).
+failure (exit 3); and ``--repair`` deletes no orphan: it moves them into
+``<vault>/quarantine/`` (the rows of an orphan's item, and the event that created it, may
+have been deleted or changed too).
 
 An item row's ``ingested_at``, ``size`` or ``sha256`` changed with SQL passed doctor and
 ``custody verify`` and went into signed packages. Doctor now compares every item row with
@@ -18,6 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from conftest import Cli
 from test_sealed_metadata import _sender_and_recipient, _sql, _two_items
@@ -79,12 +81,20 @@ def test_doctor_keeps_the_blob_of_an_item_whose_blob_row_sql_deleted(
     assert (tmp_path / "copy.txt").read_text().startswith("fictional file ")
 
 
-def test_doctor_repair_removes_no_orphan_while_a_check_fails(
+def _quarantined(cli: Cli, blob: str) -> str:
+    return (f"evault: 1 orphaned blob(s) moved to {cli.vault / 'quarantine'}: no row names "
+            "them, but they may be evidence whose rows were deleted; delete them only once "
+            "`evault custody verify` passes and you have checked them\n")
+
+
+def test_doctor_repair_quarantines_an_orphan_while_a_check_fails(
         tmp_path: Path, database: str | None) -> None:
     """An item's rows and its blob's row all deleted: the blob is an orphan no row names,
-    but the signed item.ingested event still names the item; repair keeps the blob."""
+    but the signed item.ingested event still names the item; repair moves the blob into the
+    quarantine folder, never deletes it."""
     cli, (a, _b) = _two_items(tmp_path, database)
     blob = _blob_of(cli, database, a)
+    content = (cli.vault / "blobs" / blob[:2] / blob).read_bytes()
     seq, _body = _created(cli, database, a)
     _sql(cli, database, *_no_foreign_keys(database),
          *(f"DELETE FROM {table} WHERE item_id = '{a}'"
@@ -92,27 +102,87 @@ def test_doctor_repair_removes_no_orphan_while_a_check_fails(
          f"DELETE FROM items WHERE id = '{a}'", f"DELETE FROM blobs WHERE id = '{blob}'")
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
-    assert (result.exit_code, shown["orphaned_blobs"], shown["orphans_kept"],
-            shown["blobs_removed"]) == (3, "1", "1", "0")
+    assert (result.exit_code, shown["orphaned_blobs"], shown["orphans_quarantined"],
+            shown["quarantine"], shown["blobs_removed"]) == (
+        3, "1", "1", str(cli.vault / "quarantine"), "0")
     assert result.stderr == (
         f"evault: item {a}: its row is missing; its signed item.ingested event (seq {seq}) "
-        f"created it {RESTORE}"
-        "evault: 1 orphaned blob(s) kept: a check above failed, and a blob no row names may "
-        "then be evidence whose rows were deleted; `--repair` removes none until every check "
-        "passes\n")
-    assert (cli.vault / "blobs" / blob[:2] / blob).is_file()
+        f"created it {RESTORE}" + _quarantined(cli, blob))
+    assert not (cli.vault / "blobs" / blob[:2] / blob).exists()
+    assert (cli.vault / "quarantine" / blob).read_bytes() == content
 
 
-def test_doctor_repair_still_removes_orphans_of_a_healthy_vault(tmp_path: Path) -> None:
-    """What repair is for: a blob file no row names, in a vault whose checks all pass."""
+@pytest.mark.parametrize("hide", [
+    "UPDATE custody_events SET action = 'item.viewed' WHERE subject = '{a}' "
+    "AND action = 'item.ingested'",
+    "DELETE FROM custody_events WHERE subject = '{a}'"], ids=["action", "deleted"])
+def test_doctor_repair_deletes_no_orphan_whose_creating_event_sql_hid(
+        tmp_path: Path, database: str | None, hide: str) -> None:
+    """The reviewer's CRITICAL: the item's rows, its blob's row and its digests deleted, and
+    its item.ingested event's action column changed (or the event deleted): every check
+    passed and --repair unlinked the only copy of the evidence (exit 0). Now the blob is
+    moved into quarantine; a deleted event is a gap in the log (exit 3)."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    blob = _blob_of(cli, database, a)
+    content = (cli.vault / "blobs" / blob[:2] / blob).read_bytes()
+    seq, _body = _created(cli, database, a)
+    _sql(cli, database, *_no_foreign_keys(database),
+         f"DELETE FROM blobs WHERE id = '{blob}'",
+         *(f"DELETE FROM {table} WHERE item_id = '{a}'"
+           for table in ("item_labels", "item_tags", "item_digests")),
+         f"DELETE FROM items WHERE id = '{a}'", hide.format(a=a))
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    gap = hide.startswith("DELETE")
+    said = (f"event {seq} is missing from the custody log (deleted by SQL outside "
+            "evault?); run `evault custody verify`, then restore the database from a "
+            "backup")
+    assert (result.exit_code, shown["orphans_quarantined"], shown["blobs_removed"],
+            shown["custody_log"], result.stderr) == (
+        3 if gap else 0, "1", "0", said if gap else "ok",
+        (f"evault: custody log: {said}\n" if gap else "") + _quarantined(cli, blob)), hide
+    assert (cli.vault / "quarantine" / blob).read_bytes() == content
+    # Nothing in quarantine is a blob to doctor: the next run is as before.
+    again = cli("doctor")
+    assert (again.exit_code, _shown(again.stdout)["orphaned_blobs"]) == (
+        3 if gap else 0, "0")
+
+
+def test_doctor_repair_never_overwrites_a_quarantined_file(tmp_path: Path) -> None:
+    """An orphan whose id is already in quarantine (a run stopped midway, or the same id
+    found again) goes in beside it, as ``<blob-id>.1``."""
     cli, _ids = _two_items(tmp_path, None)
-    stray = cli.vault / "blobs" / "ab" / ("ab" + "0" * 30)
+    blob = "ab" + "0" * 30
+    stray = cli.vault / "blobs" / "ab" / blob
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"fictional leftover of a killed intake")
+    (cli.vault / "quarantine").mkdir()
+    (cli.vault / "quarantine" / blob).write_bytes(b"fictional quarantined before")
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, _shown(result.stdout)["orphans_quarantined"], result.stderr) == (
+        0, "1", _quarantined(cli, blob))
+    assert sorted(p.name for p in (cli.vault / "quarantine").iterdir()) == [blob, f"{blob}.1"]
+    assert ((cli.vault / "quarantine" / blob).read_bytes(),
+            (cli.vault / "quarantine" / f"{blob}.1").read_bytes()) == (
+        b"fictional quarantined before", b"fictional leftover of a killed intake")
+    assert not stray.exists()
+
+
+def test_doctor_repair_quarantines_the_orphans_of_a_healthy_vault(tmp_path: Path) -> None:
+    """What repair is for: a blob file no row names, in a vault whose checks all pass, is
+    moved out of blobs/ (not deleted)."""
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    stray = cli.vault / "blobs" / "ab" / blob
     stray.parent.mkdir(exist_ok=True)
     stray.write_bytes(b"fictional leftover of a killed intake")
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
-    assert (result.exit_code, shown["orphaned_blobs"], shown["blobs_removed"], "orphans_kept"
-            in shown, result.stderr, stray.exists()) == (0, "1", "1", False, "", False)
+    assert (result.exit_code, shown["orphaned_blobs"], shown["orphans_quarantined"],
+            shown["blobs_removed"], result.stderr, stray.exists()) == (
+        0, "1", "1", "0", _quarantined(cli, blob), False)
+    assert (cli.vault / "quarantine" / blob).read_bytes() == (
+        b"fictional leftover of a killed intake")
 
 
 def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them(
@@ -170,3 +240,118 @@ def test_doctor_compares_a_received_item_with_its_item_received_event(tmp_path: 
     assert (result.exit_code, json.loads(result.stdout)["item_differences"], result.stderr) == (
         3, [f"item {item}: case_id is UA-2026-0099, its signed item.received event (seq {seq}) "
             f"says {body['details']['case']}"], "")
+
+
+def _nullable(cli: Cli, database: str | None, *columns: str) -> None:
+    """The insider drops NOT NULL from columns of ``items`` (on SQLite by rewriting the
+    schema with writable_schema, then a new connection)."""
+    if database is not None:
+        _sql(cli, database, *(f"ALTER TABLE items ALTER COLUMN {c} DROP NOT NULL"
+                              for c in columns))
+        return
+    import re
+    import sqlite3
+
+    conn = sqlite3.connect(cli.vault / "vault.db")
+    [(sql,)] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'items'").fetchall()
+    for column in columns:
+        sql = re.sub(rf"(\b{column} [A-Z]+(\(\d+\))?) NOT NULL", r"\1", sql)
+    conn.execute("PRAGMA writable_schema=ON")
+    conn.execute("UPDATE sqlite_master SET sql = ? WHERE name = 'items'", (sql,))
+    conn.commit()
+    conn.close()
+
+
+def test_doctor_fails_on_a_case_id_sql_made_null(tmp_path: Path, database: str | None) -> None:
+    """The reviewer's HIGH: NULL was skipped as no value, so doctor exited 0 and `package
+    create --case` left the item out unnoticed."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    seq, body = _created(cli, database, a)
+    _nullable(cli, database, "case_id")
+    _sql(cli, database, f"UPDATE items SET case_id = NULL WHERE id = '{a}'")
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: item {a}: case_id is NULL, its signed item.ingested event (seq {seq}) "
+           f"says {body['details']['case']} {RESTORE}")
+
+
+def test_a_null_sha256_size_or_intake_seq_is_refused_in_one_line(
+        tmp_path: Path, database: str | None) -> None:
+    """`items show` printed SQLAlchemy's SAWarning (a NULL primary key looked up) before
+    its one line; doctor skipped the NULLs (exit 0)."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    seq, body = _created(cli, database, a)
+    _nullable(cli, database, "sha256", "size", "intake_seq")
+    _sql(cli, database, f"UPDATE items SET sha256 = NULL, size = NULL, intake_seq = NULL "
+                        f"WHERE id = '{a}'")
+    result = cli("items", "show", a)
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3, "", f"evault: item {a}: its item.ingested event cannot be trusted (it is missing); "
+               "run `evault custody verify` and restore the database from a backup\n")
+    said = f"its signed item.ingested event (seq {seq}) says"
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: item {a}: sha256 is NULL, {said} {body['digests']['sha256']} {RESTORE}"
+        f"evault: item {a}: size is NULL, {said} {body['details']['size']} {RESTORE}"
+        f"evault: item {a}: intake_seq is NULL, {said} {seq} {RESTORE}"))
+
+
+def test_doctor_names_a_null_blob_id_and_does_not_crash(tmp_path: Path) -> None:
+    """The reviewer's MEDIUM: NULL blob_id with another blob missing crashed sorted()
+    (TypeError, traceback); alone it printed "blob None (no item)"."""
+    cli, (a, b) = _two_items(tmp_path, None)
+    blob_b = _blob_of(cli, None, b)
+    _nullable(cli, None, "blob_id")
+    _sql(cli, None, f"UPDATE items SET blob_id = NULL WHERE id = '{a}'")
+    (cli.vault / "blobs" / blob_b[:2] / blob_b).unlink()
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: blob {blob_b} (items {b}): missing from {cli.vault / 'blobs'}; restore it "
+        "from a backup, then run `evault custody verify`\n"
+        f"evault: item {a}: blob_id is NULL {RESTORE}"))
+
+
+@pytest.mark.parametrize("value", ["CAST(body AS TEXT)", "1.5", "9223372036854775807",
+                                   "1000000000"])
+def test_doctor_names_an_event_body_that_is_not_bytes(tmp_path: Path, value: str) -> None:
+    """The reviewer's MEDIUM: `bytes(body)` crashed on text or a real (traceback), and on an
+    integer allocated that many bytes (1 GB for 1000000000)."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    seq, _body = _created(cli, None, a)
+    _sql(cli, None, f"UPDATE custody_events SET body = {value} WHERE seq = {seq}")
+    kind = {"CAST(body AS TEXT)": "str", "1.5": "float"}.get(value, "int")
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: event {seq}: its body is {kind}, not bytes {RESTORE}"
+        f"evault: item {a}: no signed item.ingested or item.received event created it "
+        f"{RESTORE}"))
+
+
+def test_doctor_fails_in_one_line_on_an_items_column_sql_renamed(tmp_path: Path) -> None:
+    """The reviewer's MEDIUM: a renamed column crashed the item-row check (traceback)."""
+    cli, _ids = _two_items(tmp_path, None)
+    _sql(cli, None, "ALTER TABLE items RENAME COLUMN intake_seq TO s2")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_rows"], result.stderr) == (
+        3, "failed: vault database: no such column: items.intake_seq (its tables changed "
+           "outside evault?); restore the database from a backup", "")
+
+
+def test_doctor_fails_on_a_creating_events_columns_that_differ_from_its_body(
+        tmp_path: Path, database: str | None) -> None:
+    """The event that created A given B's id in its subject column: its body still says
+    A; a gap in the seqs, or a log longer than its head, is a failure too."""
+    cli, (a, b) = _two_items(tmp_path, database)
+    seq, _body = _created(cli, database, a)
+    _sql(cli, database, f"UPDATE custody_events SET subject = '{b}' WHERE seq = {seq}")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_differences"][0]) == (
+        3, f"event {seq}: its columns say item.ingested of {b}, its signed body "
+           f"item.ingested of {a}")
+    _sql(cli, database, f"UPDATE custody_events SET subject = '{a}' WHERE seq = {seq}",
+         "UPDATE custody_head SET size = size + 1")
+    [(size,)] = _rows(cli, database, "SELECT size FROM custody_head")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["custody_log"]) == (
+        3, f"event {size - 1} is missing from the custody log (deleted by SQL outside "
+           "evault?); run `evault custody verify`, then restore the database from a backup")

@@ -389,7 +389,10 @@ def test_doctor_repair_removes_leftovers_only(office: Cli, tmp_path: Path) -> No
     assert (report["items"], report["blobs"], report["temporary_files"],
             report["orphaned_blobs"]) == (1, 1, 1, 1)
     repaired = json.loads(office.ok("doctor", "--repair", "--json").stdout)
-    assert repaired["blobs_removed"] == 2
+    # The temporary is removed; the orphan is moved into quarantine, never deleted.
+    assert (repaired["blobs_removed"], repaired["orphans_quarantined"]) == (1, 1)
+    assert (office.vault / "quarantine" / ("ab" * 16)).read_bytes() == (
+        b"age-encryption.org/v1\norphan")
     after = json.loads(office.ok("doctor", "--json").stdout)
     assert (after["temporary_files"], after["orphaned_blobs"], after["blobs_missing"]) == (0, 0, 0)
     assert office.ok("custody", "verify").stdout.startswith("OK: ")

@@ -158,15 +158,17 @@ def test_a_payload_cut_mid_file_leaves_no_blob_and_no_temporary(
 
 def test_kill_during_open_leaves_blobs_doctor_repair_removes(world: World) -> None:
     """`kill -9` once the files are staged and stored, before anything is recorded: the
-    blobs are orphans doctor counts, and --repair removes them with the staging folder."""
+    blobs are orphans doctor counts, and --repair moves them into quarantine (never deletes
+    them) and removes the staging folder."""
     out = world.tmp / "received"
     crash("open", str(world.package), "--out", str(out), vault=world.icc.vault,
           step="open.staged")
     assert len(_blob_files(world.icc.vault)) == 2
     report = as_json(world.icc, "doctor", "--json")
     assert report["orphaned_blobs"] == 2
-    world.icc.ok("doctor", "--repair")
+    assert as_json(world.icc, "doctor", "--repair", "--json")["orphans_quarantined"] == 2
     assert _blob_files(world.icc.vault) == []
+    assert len(list((world.icc.vault / "quarantine").iterdir())) == 2
     _out_is_empty(out)
     world.icc.ok("open", str(world.package), "--out", str(out))
     assert len(_blob_files(world.icc.vault)) == 2

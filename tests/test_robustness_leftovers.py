@@ -127,7 +127,11 @@ def test_kill_during_open_leaves_a_staging_folder_doctor_names_and_removes(
     repaired = world.icc.ok("doctor", "--repair")
     assert re.fullmatch(
         r"evault: leftover of an interrupted `open`, started \d+ seconds? ago: "
-        rf"{re.escape(str(staging))}: removed\n", repaired.stderr), repaired.stderr
+        rf"{re.escape(str(staging))}: removed\n"
+        # The blobs the killed run stored are orphans: moved into quarantine, not deleted.
+        rf"evault: \d+ orphaned blob\(s\) moved to "
+        rf"{re.escape(str(world.icc.vault / 'quarantine'))}: .*\n",
+        repaired.stderr), repaired.stderr
     assert not staging.exists() and (decoy / "keep.txt").read_bytes() == b"not evault's"
     assert world.icc.ok("custody", "verify").stdout.startswith("OK: ")
     assert as_json(world.icc, "doctor", "--json")["leftovers"] == []

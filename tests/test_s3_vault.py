@@ -250,7 +250,8 @@ def test_missing_object_at_package_time(aws_env: None, server: S3Server,
 def test_doctor_finds_and_repairs_orphans_and_pending_uploads(
         aws_env: None, server: S3Server, tmp_path: Path) -> None:
     """An object no row names (a writer killed before its commit) and a multipart upload
-    never completed: doctor counts them, --repair removes both and keeps the vault's."""
+    never completed: doctor counts them; --repair aborts the upload and leaves the orphan
+    in place (it may be evidence whose rows were deleted), saying so."""
     bucket = server.bucket()
     a = _office(tmp_path, bucket)
     evidence = tmp_path / "statement.txt"
@@ -266,11 +267,16 @@ def test_doctor_finds_and_repairs_orphans_and_pending_uploads(
     assert (report["blobs"], report["orphaned_blobs"], report["temporary_files"],
             report["blobs_missing"]) == (1, 1, 1, 0)
     repaired = _doctor(a, "--repair")
-    assert repaired["blobs_removed"] == 2
-    assert _keys(server, bucket) == sorted([kept, f"{PREFIX}/not-a-blob.txt"])
+    assert (repaired["blobs_removed"], repaired["orphans_left"]) == (1, 1)
+    assert _keys(server, bucket) == sorted([kept, orphan, f"{PREFIX}/not-a-blob.txt"])
     assert _pending(server, bucket) == []
+    said = a("doctor", "--repair")
+    assert (said.exit_code, said.stderr) == (
+        0, f"evault: 1 orphaned object(s) left in {repaired['blob_store']}: no row names them, "
+           "but they may be evidence whose rows were deleted; remove them by hand only once "
+           "`evault custody verify` passes and you have checked them\n")
     again = _doctor(a)
-    assert (again["orphaned_blobs"], again["temporary_files"]) == (0, 0)
+    assert (again["orphaned_blobs"], again["temporary_files"]) == (1, 0)
 
 
 def test_wrong_checksum_is_refused_and_nothing_is_recorded(

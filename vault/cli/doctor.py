@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 @vault_option
 @click.option(
     "--repair", is_flag=True,
-    help="Remove leftover temporary and orphaned blobs; rewrite the key tables from the "
+    help="Remove leftover temporary files; move orphaned blobs into <vault>/quarantine/ "
+    "(never delete them; on S3 they are left in place); rewrite the key tables from the "
     "signed key history.",
 )
 @json_option
@@ -39,9 +40,9 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     tables differ from the signed key history (--repair rewrites them from it), a sealed
     metadata value does not decrypt, a time is not a time, an item names a blob that has no
     row, or an item row differs from the signed event that created it (changed with SQL;
-    restore the database), or the database stopped a check. Leftovers --repair removes,
-    and packages not yet sent, are named with exit 0; --repair removes no orphaned blob
-    while any check fails.
+    restore the database), the custody log has a gap, or the database stopped a check.
+    Leftovers --repair removes, and packages not yet sent, are named with exit 0; --repair
+    deletes no orphaned blob: it moves them into <vault>/quarantine/ to be checked.
 
     \b
     Examples:
@@ -76,10 +77,16 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         for line in report.item_differences or ():
             say(f"{line} (changed by SQL outside evault); run `evault custody verify`, then "
                 "restore the database from a backup")
-        if report.orphans_kept:
-            say(f"{report.orphans_kept} orphaned blob(s) kept: a check above failed, and a "
-                "blob no row names may then be evidence whose rows were deleted; `--repair` "
-                "removes none until every check passes")
+        if report.custody_log not in (None, "ok"):
+            say(f"custody log: {report.custody_log}")
+        if report.orphans_quarantined:
+            say(f"{report.orphans_quarantined} orphaned blob(s) moved to {report.quarantine}: "
+                "no row names them, but they may be evidence whose rows were deleted; delete "
+                "them only once `evault custody verify` passes and you have checked them")
+        if report.orphans_left:
+            say(f"{report.orphans_left} orphaned object(s) left in {report.blob_store}: no row "
+                "names them, but they may be evidence whose rows were deleted; remove them by "
+                "hand only once `evault custody verify` passes and you have checked them")
     if report.failed:
         # Evidence gone, rules or rows changed outside evault, or the database could not be
         # read for a check: a failed verification, which --repair does not mend.
