@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-from sqlalchemy import Select, func, select, type_coerce
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy import Connection, Select, func, select, type_coerce
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import NullType
 
@@ -62,6 +62,7 @@ from vault.store.models import (
     Blob,
     Body,
     CustodyEvent,
+    CustodyHead,
     Identity,
     Item,
     Package,
@@ -166,12 +167,12 @@ class DoctorReport(Sparse):
     #: (``failed: ...``).
     times: str | None = None
     not_times: tuple[str, ...] | None = None
-    #: ``ok`` when every item row says what the signed event that created it says (see
-    #: :func:`check_item_rows`), else how many differences (each in ``item_differences``),
-    #: or what stopped the check (``failed: ...``).
     #: ``ok`` when the custody log's seqs run 0..N-1 and N is its head's size, else the line
     #: that names the first seq that is not there (or what stopped the check).
     custody_log: str | None = None
+    #: ``ok`` when every item row says what the signed event that created it says (see
+    #: :func:`check_item_rows`), else how many differences (each in ``item_differences``),
+    #: or what stopped the check (``failed: ...``).
     item_rows: str | None = None
     item_differences: tuple[str, ...] | None = None
     leftovers: tuple[Leftover, ...] | None = None
@@ -200,7 +201,6 @@ class DoctorReport(Sparse):
 
 def _rules_state(v: Vault, session: Session) -> str:
     """"signed", or the line that says how config.toml's rules differ from the signed ones."""
-    from vault.errors import VerificationError
     from vault.service.rules import configured, difference, mismatch_message, signed
 
     try:
@@ -455,11 +455,8 @@ def check_times(vault: Vault) -> dict[str, Any]:
                                       .execution_options(yield_per=TIME_BATCH))
                 with contextlib.closing(result):
                     found += _not_times(name, len(key), times, reads, result, bad)
-    except OperationalError as e:  # a cell the driver cannot read (not UTF-8): failed
-        said = dbapi.failure(e.orig)
-        return {"times": f"{FAILED}{_doctors(said) if said else _stopped(e)}"}
-    except SQLAlchemyError as e:  # a table or column SQL dropped or renamed: failed
-        return {"times": f"{FAILED}{_stopped(e)}"}
+    except (SQLAlchemyError, vault.engine.dialect.loaded_dbapi.Error) as e:
+        return {"times": f"{FAILED}{_scan_stopped(e)}"}
     if not found:
         return {"times": "ok"}
     return {"times": f"{found} value(s) are not times (written by SQL outside evault); "
@@ -499,15 +496,26 @@ def _doctors(refusal: VaultError) -> str:
     return str(refusal).replace(RUN_DOCTOR, "")
 
 
-def _stopped(e: SQLAlchemyError) -> str:
-    """A database error that stopped a check, in one line."""
-    return _stopped_reason(e.orig if isinstance(e, DBAPIError) and e.orig is not None else e)
+def _stopped(e: Exception) -> str:
+    """A database error (SQLAlchemy's or the driver's own) that stopped a check, in one
+    line."""
+    orig = e.orig if isinstance(e, DBAPIError) and e.orig is not None else e
+    return (f"vault database: {(str(orig).splitlines() or [''])[0]} (its tables changed "
+            f"outside evault?); {RESTORE}")
 
 
-def _stopped_reason(e: BaseException) -> str:
-    """A driver's (or SQLAlchemy's) error that stopped a check, in one line."""
-    return (f"vault database: {(str(e).splitlines() or [''])[0]} (its tables changed outside "
-            f"evault?); {RESTORE}")
+def _scan_stopped(e: Exception) -> str:
+    """What stopped a scan of :func:`vault.store.db.read_only` (which, unlike
+    :meth:`Vault.transaction`, maps no driver error), as a ``failed:`` check says it: a cell
+    the driver cannot read (text that is not UTF-8), else a table or column SQL dropped or
+    renamed. A refusal people act on otherwise (the database busy, the disk full) is raised,
+    as every command raises it."""
+    said = dbapi.failure(e.orig if isinstance(e, DBAPIError) else e)
+    if said is None:
+        return _stopped(e)
+    if not isinstance(said, VerificationError):
+        raise said from None
+    return _doctors(said)
 
 
 #: The actions whose signed event creates an item (:func:`vault.service.recording.record_items`):
@@ -536,26 +544,24 @@ def check_custody_log(vault: Vault) -> dict[str, Any]:
     and the first missing seq looked for only when they disagree. An event deleted with SQL
     (the one that created an item whose rows were deleted too) shows here; whether the events
     are the signed ones is ``custody verify``'s to say."""
-    from vault.store.models import CustodyHead
-
     verify = "run `evault custody verify`, then restore the database from a backup"
     try:
-        with vault.transaction() as session:
-            count, low, high = session.execute(select(
+        with db.read_only(vault.engine) as conn:
+            count, low, high = conn.execute(select(
                 func.count(), func.min(CustodyEvent.seq), func.max(CustodyEvent.seq))).one()
-            sizes = list(session.scalars(select(CustodyHead.size)))
+            sizes = list(conn.scalars(select(CustodyHead.size)))
             gap = None
             if count and low != 0:
                 gap = 0
             elif count and high != count - 1:
                 later = aliased(CustodyEvent)
-                gap = session.scalar(
+                gap = conn.scalar(
                     select(func.min(CustodyEvent.seq + 1))
                     .where(CustodyEvent.seq < high,
                            ~select(later.seq).where(later.seq == CustodyEvent.seq + 1)
                            .exists()))
-    except SQLAlchemyError as e:  # a table or column SQL dropped or renamed: failed
-        return {"custody_log": f"{FAILED}{_stopped(e)}"}
+    except (SQLAlchemyError, vault.engine.dialect.loaded_dbapi.Error) as e:
+        return {"custody_log": f"{FAILED}{_scan_stopped(e)}"}
     if len(sizes) != 1:
         return {"custody_log": f"the custody log's head has {len(sizes)} rows, not 1 (changed "
                                f"by SQL outside evault?); {verify}"}
@@ -584,16 +590,11 @@ def check_item_rows(vault: Vault) -> dict[str, Any]:
     the database."""
     found: list[str] = []
     try:
-        with vault.transaction() as session:
-            expected = _signed_items(session, found)
-            _compare_items(session, expected, found)
-    except VerificationError as e:  # a cell SQL made unreadable (not UTF-8): a failed check
-        return {"item_rows": f"{FAILED}{e}"}
-    except SQLAlchemyError as e:  # a table or column SQL dropped or renamed: failed
-        return {"item_rows": f"{FAILED}{_stopped(e)}"}
-    except vault.engine.dialect.loaded_dbapi.Error as e:  # raw rows: the driver's own error
-        said = dbapi.failure(e)  # a cell that is not UTF-8; else a column SQL renamed
-        return {"item_rows": f"{FAILED}{said if said is not None else _stopped_reason(e)}"}
+        with db.read_only(vault.engine) as conn:  # no write lock for the scan of the log
+            expected = _signed_items(conn, found)
+            _compare_items(conn, expected, found)
+    except (SQLAlchemyError, vault.engine.dialect.loaded_dbapi.Error) as e:
+        return {"item_rows": f"{FAILED}{_scan_stopped(e)}"}
     for item_id, signed in sorted(expected.items()):
         found.append(f"item {item_id}: its row is missing; its signed {signed.action} event "
                      f"(seq {signed.seq}) created it")
@@ -605,7 +606,7 @@ def check_item_rows(vault: Vault) -> dict[str, Any]:
             "item_differences": tuple(found[:NAMED])}
 
 
-def _signed_items(session: Session, found: list[str]) -> dict[str, _Signed]:
+def _signed_items(conn: Connection, found: list[str]) -> dict[str, _Signed]:
     """Item id -> what its creating event signed, from the log read in pages of ``PAGE``
     events; an event that cannot be read, or a second one for an item, goes into ``found``."""
     expected: dict[str, _Signed] = {}
@@ -613,7 +614,7 @@ def _signed_items(session: Session, found: list[str]) -> dict[str, _Signed]:
     while True:
         # The driver's rows (no Row objects, no type processing): the body is checked for
         # bytes below, whatever SQL stored there.
-        page = list(db.raw_rows(session.connection(), cast("Select[Any]", (
+        page = list(db.raw_rows(conn, cast("Select[Any]", (
             select(CustodyEvent.seq, type_coerce(CustodyEvent.body, NullType()),
                    CustodyEvent.action, CustodyEvent.subject)
             .where(CustodyEvent.action.in_(CREATING), CustodyEvent.seq > after)
@@ -651,13 +652,13 @@ def _signed_items(session: Session, found: list[str]) -> dict[str, _Signed]:
         after = page[-1][0]
 
 
-def _compare_items(session: Session, expected: dict[str, _Signed], found: list[str]) -> None:
+def _compare_items(conn: Connection, expected: dict[str, _Signed], found: list[str]) -> None:
     """Each item row, read in pages of ``PAGE``, against ``expected`` (its entry taken out
     once read) and its blob's row; each difference into ``found``."""
-    read = db.column_reader(Item.__table__.c.ingested_at, session.get_bind().dialect)
+    read = db.column_reader(Item.__table__.c.ingested_at, conn.dialect)
     after = ""
     while True:
-        page = list(db.raw_rows(session.connection(), cast("Select[Any]", (
+        page = list(db.raw_rows(conn, cast("Select[Any]", (
             select(Item.id, Item.sha256, Item.size,
                    type_coerce(Item.ingested_at, NullType()), Item.case_id, Item.intake_seq,
                    Blob.sha256, Blob.size, Item.blob_id)

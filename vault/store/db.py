@@ -188,12 +188,17 @@ def read_only(engine: Engine) -> Iterator[Connection]:
     lock every other transaction takes: a doctor scanning millions of rows would stop
     every writer meanwhile); on PostgreSQL ``READ ONLY``. Give a scan's SELECT the option
     ``yield_per`` to stream its rows (a server-side cursor on PostgreSQL, not every row
-    fetched first)."""
+    fetched first). The transaction is begun here, so that :func:`raw_rows` (a driver
+    cursor, which begins nothing) reads in it too: every page of a scan from one snapshot."""
     with engine.connect() as conn:
         conn.execution_options(**{READ_ONLY: True})
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-        yield conn
+        transaction = conn.begin()
+        try:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            yield conn
+        finally:
+            transaction.rollback()
 
 
 def raw_rows(

@@ -95,6 +95,11 @@ def single_revision(rows: Sequence[Sequence[Any]]) -> str | None:
     return str(rows[0][0])
 
 
+#: What a refusal of a cell SQL made unreadable tells the user to do.
+RUN_DOCTOR = "run `evault doctor`, and "
+RESTORE = "restore the database from a backup"
+
+
 def failure(orig: object) -> VaultError | None:
     """What to say of a driver's operational error in a transaction when people can act on
     it (the database busy, the disk full, text SQL made unreadable); None: let it
@@ -111,13 +116,8 @@ def failure(orig: object) -> VaultError | None:
         # sqlite3 on TEXT that is not UTF-8: only SQL outside evault writes that.
         return VerificationError(
             "database: a text column holds bytes that are not UTF-8 (written by SQL outside "
-            "evault); run `evault doctor`, and restore the database from a backup")
+            f"evault); {RUN_DOCTOR}{RESTORE}")
     return None
-
-
-#: What a refusal of a cell SQL made unreadable tells the user to do.
-RUN_DOCTOR = "run `evault doctor`, and "
-RESTORE = "restore the database from a backup"
 
 
 def row_name(table: str, ids: Sequence[object]) -> str:

@@ -112,11 +112,10 @@ def write_package_files(
     packages holding that item: their files are removed and the error takes their place
     in the result, in the order of ``drafts``. So does a bug of evault's in a package's
     writers (:class:`~vault.formats.package.PayloadSizeError`: a payload not of the size
-    computed for it), for that
-    package, or for the packages holding the item being written when it struck: an
-    :class:`~vault.errors.InternalError` (:func:`_writer_bug`). Anything else (a full disk,
-    Ctrl-C) removes every file and raises. ``progress`` is called after each item with the
-    bytes written for it into all packages.
+    computed for it), for that package, or for the packages holding the item being written
+    when it struck: an :class:`~vault.errors.InternalError` (:func:`_writer_bug`). Anything
+    else (a full disk, Ctrl-C) removes every file and raises. ``progress`` is called after
+    each item with the bytes written for it into all packages.
     """
     if not drafts:
         return []
