@@ -152,3 +152,49 @@ def test_the_printable_fast_path_lets_through_nothing_the_escaping_would_change(
     matched = [chr(c) for c in range(0x110000) if _UNSAFE.match(chr(c))]
     assert len(matched) > 2000  # the surrogates alone are 2048: the pattern is the real one
     assert [ch for ch in matched if ch.isprintable()] == []
+
+
+#: What JSON's own encoding (``ensure_ascii=False``) wrote as it is: a one-byte CSI (U+009B),
+#: DEL, a line separator and bidi controls (an override and an isolate).
+HOSTILE_JSON = "a\x9b2Jb\x7fc\u2028d\u202egpj.exe\u2066e"
+RAW = "\x9b\x7f\u2028\u202e\u2066"
+
+
+def _no_raw(text: str) -> None:
+    assert not any(ch in text for ch in RAW), repr(text)
+
+
+def test_json_writes_what_a_terminal_acts_on_as_escapes_and_keeps_the_value(
+        tmp_path: Path) -> None:
+    """``--json`` and ``--jsonl`` passed C1 controls and bidi controls through raw: printed to
+    a terminal, a name could still move the cursor or reorder what was read."""
+    office, _fp, _card = _vault(tmp_path, "registry-office")
+    item = _ingest(office, tmp_path, HOSTILE_JSON, title=HOSTILE_JSON)
+    office.ok("body", "add", "ICC-OTP", "--name", HOSTILE_JSON)
+    for args, read in [
+        (("items", "show", item, "--json"), lambda out: json.loads(out)["title"]),
+        (("items", "list", "--json"), lambda out: json.loads(out)[0]["name"]),
+        (("items", "list", "--jsonl"), lambda out: json.loads(out.splitlines()[0])["name"]),
+        (("body", "list", "--json"), lambda out: json.loads(out)[0]["name"]),
+    ]:
+        out = office.ok(*args).stdout
+        _no_raw(out)
+        assert "\\u009b2Jb\\u007fc\\u2028d\\u202egpj.exe\\u2066e" in out, args
+        assert read(out) == HOSTILE_JSON, args
+
+
+def test_json_escaping_is_the_same_in_parts_and_whole() -> None:
+    from vault.render import to_json, to_jsonl
+    from vault.render.text import RowsText
+
+    rows = [{"name": HOSTILE_JSON, "n": 1}, {"name": "plain", "n": 2},
+            {"name": "\udc9b lone surrogate", "n": 3}]
+    for fmt, whole in (("json", to_json), ("jsonl", to_jsonl)):
+        text = RowsText(fmt, ["name", "n"])
+        parts = text.part(rows[:1]) + text.part(rows[1:]) + text.end()
+        assert parts == whole(rows), fmt
+        _no_raw(parts)
+        assert "\udc9b" not in parts and "\\udc9b lone" in parts
+        decoded = json.loads(parts) if fmt == "json" else [json.loads(line) for line in
+                                                           parts.splitlines()]
+        assert decoded == rows, fmt

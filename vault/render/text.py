@@ -9,7 +9,8 @@ Field names in JSON are the stable interface for scripts; tables are for people.
 Names, titles and card fields come from senders and bodies, so every shape for people shows
 their control characters as visible escapes (:func:`terminal_safe`): an ESC sequence, an OSC 8
 link, a carriage return or a bidi override in a title cannot clear the screen, hide a line or
-reorder what a reader sees. JSON keeps the exact value (its encoding escapes them anyway).
+reorder what a reader sees. JSON keeps the exact value, with every such character written
+as a ``\\uXXXX`` escape (:func:`to_json`), which a JSON reader decodes back.
 
 May import: the standard library only.
 """
@@ -72,14 +73,38 @@ def markdown_safe(text: str) -> str:
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
+#: What ``json.dumps(ensure_ascii=False)`` writes as it is and a terminal would act on: the
+#: :data:`_UNSAFE` characters past the C0 controls (which JSON escapes itself).
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ud800-\udfff"
+                          "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def json_safe(text: str) -> str:
+    r"""JSON text with DEL, the C1 controls, line and paragraph separators, lone surrogates
+    and the bidi controls as ``\uXXXX`` escapes: the same values to a JSON reader, nothing
+    for a terminal to act on. Outside a string JSON has only ASCII, so each is in one.
+
+    >>> print(json_safe(json.dumps({"name": "photo\u202egpj.exe\x9b2J"}, ensure_ascii=False)))
+    {"name": "photo\u202egpj.exe\u009b2J"}
+    """
+    if text.isascii() and "\x7f" not in text:  # the common case, in C
+        return text
+    return _JSON_UNSAFE.sub(_json_escape, text)
+
+
 def to_json(data: Any) -> str:
-    """Pretty JSON with a trailing newline, stable key order as given."""
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    """Pretty JSON with a trailing newline, stable key order as given (:func:`json_safe`)."""
+    return json_safe(json.dumps(data, indent=2, ensure_ascii=False)) + "\n"
 
 
 def to_jsonl(rows: Sequence[dict[str, Any]]) -> str:
-    """One compact JSON object per line."""
-    return "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in rows)
+    """One compact JSON object per line (:func:`json_safe`)."""
+    return json_safe("".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n"
+                             for r in rows))
 
 
 def _cell(value: Any) -> str:
@@ -230,7 +255,7 @@ class RowsText:
             items = ",\n".join(
                 "  " + json.dumps(r, indent=2, ensure_ascii=False).replace("\n", "\n  ")
                 for r in rows)
-            return ("[\n" if first else ",\n") + items
+            return ("[\n" if first else ",\n") + json_safe(items)
         if self.fmt == "jsonl":
             return to_jsonl(rows)
         if self.fmt == "csv":
