@@ -329,3 +329,30 @@ def test_doctors_failed_times_line_does_not_send_the_user_to_doctor(tmp_path: Pa
     assert (result.exit_code, json.loads(result.stdout)["times"]) == (
         3, "failed: database: a text column holds bytes that are not UTF-8 (written by SQL "
            "outside evault); restore the database from a backup")
+
+
+def test_a_table_or_column_sql_dropped_stops_every_command_in_one_line(
+        tmp_path: Path, database: str | None) -> None:
+    """The custody log's table renamed, an item column dropped: `custody verify`, `items
+    show` and doctor itself traced back (exit 1). Each now names what is missing (exit 3)."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    _sql(cli, database, "ALTER TABLE items DROP COLUMN source")
+    column = ("no such column: items.source" if database is None
+              else "column items.source does not exist")
+    result = cli("items", "show", a)
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3, "", f"evault: vault database: {column} (its tables changed outside evault?); "
+               "run `evault doctor`, and restore the database from a backup\n")
+    _sql(cli, database, "ALTER TABLE custody_events RENAME TO custody_events_old")
+    table = ("no such table: custody_events" if database is None
+             else 'relation "custody_events" does not exist')
+    said = f"vault database: {table} (its tables changed outside evault?); "
+    for args in [("custody", "verify"), ("custody", "show", a)]:
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", f"evault: {said}run `evault doctor`, and restore the database from a "
+                   "backup\n"), args
+    for args in [("doctor",), ("doctor", "--repair")]:
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", f"evault: {said}restore the database from a backup\n"), args

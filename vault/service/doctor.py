@@ -36,7 +36,7 @@ import dataclasses
 import functools
 import os
 import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -239,7 +239,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         lock = blobs.intake_lock(exclusive=True) if repair else contextlib.nullcontext()
         # Held to the end with repair: the blobs are removed only once every check has run.
         with lock:
-            with v.transaction() as session:
+            with _counting(v) as session:
                 found["identities"] = session.scalar(select(func.count()).select_from(Identity))
                 found["bodies"] = session.scalar(select(func.count()).select_from(Body))
                 found["items"] = session.scalar(select(func.count()).select_from(Item))
@@ -276,6 +276,17 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         return report
     finally:
         v.close()
+
+
+@contextlib.contextmanager
+def _counting(v: Vault) -> Iterator[Session]:
+    """The transaction of doctor's counts and lists: a table they read that SQL dropped or
+    renamed stops doctor with one line (exit 3), since every later check reads it too."""
+    try:
+        with v.transaction() as session:
+            yield session
+    except VerificationError as e:
+        raise VerificationError(_doctors(e)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +421,7 @@ def check_sealed_values(vault: Vault) -> dict[str, Any]:
         with vault.transaction() as session:
             bad = undecryptable(session)
     except VerificationError as e:  # a cell SQL made unreadable: a failed check
-        return {"sealed_values": f"{FAILED}{e}"}
+        return {"sealed_values": f"{FAILED}{_doctors(e)}"}
     except SQLAlchemyError as e:  # a table or column SQL dropped or renamed
         return {"sealed_values": f"{FAILED}{_stopped(e)}"}
     except VaultError as e:  # the key store cannot be opened here: say so, go on
@@ -500,8 +511,8 @@ def _stopped(e: Exception) -> str:
     """A database error (SQLAlchemy's or the driver's own) that stopped a check, in one
     line."""
     orig = e.orig if isinstance(e, DBAPIError) and e.orig is not None else e
-    return (f"vault database: {(str(orig).splitlines() or [''])[0]} (its tables changed "
-            f"outside evault?); {RESTORE}")
+    return (f"vault database: {dbapi.first_line(orig)} (its tables changed outside evault?); "
+            f"{RESTORE}")
 
 
 def _scan_stopped(e: Exception) -> str:
@@ -710,7 +721,7 @@ def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:
     try:
         anchor = keyhistory.ensure_anchor(vault)
     except VerificationError as e:  # an attestation this key store did not sign
-        return KeyHistoryCheck(key_history=f"{FAILED}{e}")
+        return KeyHistoryCheck(key_history=f"{FAILED}{_doctors(e)}")
     except VaultError as e:  # a locked key store, no passphrase given
         return KeyHistoryCheck(key_history=f"not checked: {e}")
     if anchor is None:
@@ -725,7 +736,7 @@ def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:
             found = [f"event {seq}: {m}" for seq, m in history.defects]
             found += keyhistory.differences(history, session)
     except VerificationError as e:  # a cell of the key tables SQL made unreadable
-        return KeyHistoryCheck(keys_repaired=repaired, key_history=f"{FAILED}{e}")
+        return KeyHistoryCheck(keys_repaired=repaired, key_history=f"{FAILED}{_doctors(e)}")
     except SQLAlchemyError as e:  # a table or column SQL dropped or renamed
         return KeyHistoryCheck(keys_repaired=repaired, key_history=f"{FAILED}{_stopped(e)}")
     except VaultError as e:

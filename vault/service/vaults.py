@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import DataError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.durable import file_lock
@@ -111,7 +111,9 @@ class Vault:
         try:
             with self._sessions.begin() as session:
                 yield session
-        except OperationalError as e:
+        except (OperationalError, ProgrammingError) as e:
+            # ProgrammingError: PostgreSQL's missing table or column (dbapi.schema_changed);
+            # any other is a bug, raised as it is.
             said = dbapi.failure(e.orig)
             if said is None:
                 raise

@@ -117,7 +117,30 @@ def failure(orig: object) -> VaultError | None:
         return VerificationError(
             "database: a text column holds bytes that are not UTF-8 (written by SQL outside "
             f"evault); {RUN_DOCTOR}{RESTORE}")
+    if schema_changed(orig):
+        return VerificationError(
+            f"vault database: {first_line(orig)} (its tables changed outside evault?); "
+            f"{RUN_DOCTOR}{RESTORE}")
     return None
+
+
+#: The drivers' errors for a table or column the statement names that the database lacks:
+#: psycopg's classes (PostgreSQL's SQLSTATE 42P01 and 42703) by name, so that this module
+#: need not import the driver, and sqlite3's messages.
+_MISSING_CLASSES = ("UndefinedTable", "UndefinedColumn")
+_MISSING_TEXTS = ("no such table: ", "no such column: ")
+
+
+def schema_changed(orig: object) -> bool:
+    """Whether a driver's error says a table or column the schema has is not there: only SQL
+    outside evault drops or renames one, since every command checks the schema revision."""
+    return (type(orig).__name__ in _MISSING_CLASSES
+            or str(orig).startswith(_MISSING_TEXTS))
+
+
+def first_line(orig: object) -> str:
+    """A driver's message without PostgreSQL's ``LINE 2: ...`` context and caret."""
+    return (str(orig).splitlines() or [""])[0]
 
 
 def row_name(table: str, ids: Sequence[object]) -> str:
