@@ -213,6 +213,14 @@ def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them
     result = cli("doctor", "--json")
     assert (result.exit_code, json.loads(result.stdout)["item_differences"], result.stderr) == (
         3, [line for _i, _n, line in lines], "")
+    # The export that meets the forged digest says it may be the row, not only the blob, and
+    # sends the user to doctor, which names it (it said "report the blob as damaged" alone).
+    out = tmp_path / "copy.txt"
+    result = cli("items", "export", b, "-o", str(out), "--reason", "fictional review")
+    assert (result.exit_code, result.stderr, out.exists()) == (3, (
+        f"evault: item {b}: stored content does not match the SHA-256 its row records (the "
+        "blob damaged, or the row changed by SQL outside evault); nothing was written; run "
+        "`evault doctor`, which names a changed row, else report the blob as damaged\n"), False)
 
 
 def test_doctor_fails_on_an_item_no_event_created(tmp_path: Path) -> None:

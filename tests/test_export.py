@@ -281,8 +281,10 @@ def test_a_damaged_item_fails_only_the_bodies_that_hold_it(office: Cli, tmp_path
     rows = _jsonl(result.stdout)
     assert [(r["body"], r["status"]) for r in rows] == [
         ("ICC-OTP", "failed"), ("UA-OPG", "shared"), ("EUROJUST-JIT", "shared")]
-    assert rows[0]["error"] == (f"item {restricted}: stored content does not match its SHA-256; "
-                                "run `evault custody verify` and report the blob as damaged")
+    assert rows[0]["error"] == (
+        f"item {restricted}: stored content does not match the SHA-256 its row records (the "
+        "blob damaged, or the row changed by SQL outside evault); run `evault doctor`, which "
+        "names a changed row, else report the blob as damaged")
     assert sorted(p.name for p in outbox.iterdir()) == sorted(
         f"{r['package']}.evpkg" for r in rows[1:])
     assert [p.name for p in (office.vault / "exports").iterdir()

@@ -367,7 +367,12 @@ def test_export_checks_the_digest_and_logs_the_reason(office: Cli, tmp_path: Pat
     blob.write_bytes(bytes(data))
     broken = tmp_path / "broken.mp4"
     result = office("items", "export", str(item["id"]), "-o", str(broken), "--reason", "check")
-    assert result.exit_code == 3
+    # It names the item, not only the chunk (it said "age payload: chunk 3 does not
+    # authenticate" alone).
+    assert (result.exit_code, result.stderr) == (3, (
+        f"evault: item {item['id']}: its blob does not decrypt (age payload: chunk 3 does not "
+        "authenticate); nothing was written; report the blob as damaged or replaced and "
+        "restore it from a backup\n"))
     assert not broken.exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
     # The failed run closes its intent itself: nothing is left for doctor.

@@ -354,8 +354,30 @@ def test_content_that_differs_from_the_recorded_digest_is_refused(world: World) 
         item.sha256 = hashlib.sha256(b"not what was ingested").hexdigest()
     v.close()
     assert _refused(world, "--to", "ICC-OTP", "--case", CASE) == (
-        3, f"evault: item {first}: stored content does not match its SHA-256; run `evault "
-        "custody verify` and report the blob as damaged\n")
+        3, f"evault: item {first}: stored content does not match the SHA-256 its row records "
+        "(the blob damaged, or the row changed by SQL outside evault); run `evault doctor`, "
+        "which names a changed row, else report the blob as damaged\n")
+
+
+def test_a_blob_that_does_not_decrypt_is_named_by_its_item(world: World) -> None:
+    """A damaged blob failed the package with "age payload: chunk 0 does not authenticate"
+    alone: no item, no next step."""
+    from vault.service.vaults import open_vault
+    from vault.store.models import Item
+
+    first = sorted(world.items.values())[0]
+    v = open_vault(world.office.vault)
+    with v.transaction() as session:
+        item = session.get(Item, first)
+        assert item is not None
+        blob = world.office.vault / "blobs" / item.blob_id[:2] / item.blob_id
+    v.close()
+    data = bytearray(blob.read_bytes())
+    data[-20] ^= 1
+    blob.write_bytes(bytes(data))
+    assert _refused(world, "--to", "ICC-OTP", "--case", CASE) == (
+        3, f"evault: item {first}: its blob does not decrypt (age payload: chunk 0 does not "
+        "authenticate); report the blob as damaged or replaced and restore it from a backup\n")
 
 
 def test_body_without_active_key_is_refused(world: World) -> None:

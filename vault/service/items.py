@@ -501,7 +501,7 @@ def export_item(
     ``progress`` gets (bytes written, bytes of the item) after each chunk."""
     # Imported here: the listing commands of this module should not pay for cryptography,
     # the custody log and intake at start-up.
-    from vault.crypto.age import AgeReader
+    from vault.crypto.age import AgeError, AgeReader
     from vault.durable import atomic_writer, require_folder
     from vault.faults import crash_point
     from vault.service import pending
@@ -545,21 +545,29 @@ def export_item(
                         details={"export": token, "reason": reason.strip()},
                         digests={"sha256": expected}, now=now or utcnow(),
                     ).seq
-                reader = AgeReader(src, [identity])
-                while True:
-                    chunk = reader.read(1 << 20)
-                    if not chunk:
-                        break
-                    digest.update(chunk)
-                    out.write(chunk)
-                    written += len(chunk)
-                    if progress:
-                        progress(written, size)
+                try:
+                    reader = AgeReader(src, [identity])
+                    while True:
+                        chunk = reader.read(1 << 20)
+                        if not chunk:
+                            break
+                        digest.update(chunk)
+                        out.write(chunk)
+                        written += len(chunk)
+                        if progress:
+                            progress(written, size)
+                except AgeError as e:
+                    raise VerificationError(
+                        f"item {item_id}: its blob does not decrypt ({e}); nothing was "
+                        "written; report the blob as damaged or replaced and restore it from "
+                        "a backup") from None
                 crash_point("item_export.written")
                 if digest.hexdigest() != expected or written != size:
                     raise VerificationError(
-                        f"item {item_id}: stored content does not match its SHA-256; nothing "
-                        "was written; run `evault custody verify` and report the blob as damaged"
+                        f"item {item_id}: stored content does not match the SHA-256 its row "
+                        "records (the blob damaged, or the row changed by SQL outside evault); "
+                        "nothing was written; run `evault doctor`, which names a changed row, "
+                        "else report the blob as damaged"
                     )
                 # Logged before the file takes its name: a crash in between over-reports an
                 # export, it never hides one.

@@ -35,7 +35,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.orm import Session
 
 from vault.clock import isoformat
-from vault.crypto.age import AgeReader, AgeRecipient, AgeWriter, encrypted_size
+from vault.crypto.age import AgeError, AgeReader, AgeRecipient, AgeWriter, encrypted_size
 from vault.durable import WritebackFile, fsync_dir
 from vault.errors import InternalError, NotFoundError, PolicyError, VaultError, VerificationError
 from vault.faults import crash_point
@@ -130,13 +130,21 @@ def write_package_files(
                 continue
             try:
                 with _open_blob(store, item) as src:
-                    plain = cast(BinaryIO, AgeReader(src, [live[0][0].draft.storage]))
-                    digest = add_payload_to_each([(out.bag, path) for out, path in live],
-                                                 plain, item.size)
+                    try:
+                        plain = cast(BinaryIO, AgeReader(src, [live[0][0].draft.storage]))
+                        digest = add_payload_to_each([(out.bag, path) for out, path in live],
+                                                     plain, item.size)
+                    except AgeError as e:
+                        raise VerificationError(
+                            f"item {item.id}: its blob does not decrypt ({e}); report the "
+                            "blob as damaged or replaced and restore it from a backup"
+                        ) from None
                 if digest != item.sha256:
                     raise VerificationError(
-                        f"item {item.id}: stored content does not match its SHA-256; "
-                        "run `evault custody verify` and report the blob as damaged"
+                        f"item {item.id}: stored content does not match the SHA-256 its row "
+                        "records (the blob damaged, or the row changed by SQL outside evault); "
+                        "run `evault doctor`, which names a changed row, else report the blob "
+                        "as damaged"
                     )
             except VaultError as e:
                 for out, _ in live:
