@@ -198,3 +198,19 @@ def test_json_escaping_is_the_same_in_parts_and_whole() -> None:
         decoded = json.loads(parts) if fmt == "json" else [json.loads(line) for line in
                                                            parts.splitlines()]
         assert decoded == rows, fmt
+
+
+def test_a_contact_card_printed_or_written_escapes_them_and_still_verifies(
+        tmp_path: Path) -> None:
+    """The reviewer's F4: `identity export` with no -o printed the card's JSON raw."""
+    office, _fp, _card = _vault(tmp_path, "registry-office")
+    office.ok("identity", "create", "clerk", "--org", HOSTILE_JSON, "--email", "a\u2028b@x.example")
+    printed = office.ok("identity", "export", "clerk").stdout
+    _no_raw(printed)
+    assert json.loads(printed)["org"] == HOSTILE_JSON
+    card = tmp_path / "clerk.card.json"
+    card.write_text(printed)
+    fingerprint = json.loads(printed)["fingerprint"]
+    icc, _icc_fp, _icc_card = _vault(tmp_path, "icc-officer")
+    icc.ok("contact", "add", str(card), "--fingerprint", fingerprint)
+    assert json.loads(icc.ok("contact", "list", "--json").stdout)[0]["org"] == HOSTILE_JSON

@@ -141,9 +141,11 @@ def identity_export(
     if secret_age_key:
         _export_secret_age_key(vault, name, output)
         return
+    from vault.render import json_safe
     from vault.service.identities import export_card
 
-    write_or_print(export_card(vault, name), output, what="contact card")
+    # Escaped as every JSON evault prints: the signature covers the values, not the text.
+    write_or_print(json_safe(export_card(vault, name)), output, what="contact card")
 
 
 def _export_secret_age_key(vault: Vault, name: str | None, output: Path | None) -> None:
