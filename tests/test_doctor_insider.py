@@ -218,9 +218,25 @@ def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them
     out = tmp_path / "copy.txt"
     result = cli("items", "export", b, "-o", str(out), "--reason", "fictional review")
     assert (result.exit_code, result.stderr, out.exists()) == (3, (
-        f"evault: item {b}: stored content does not match the SHA-256 its row records (the "
+        f"evault: item {b}: stored content does not match the size its row records (the "
         "blob damaged, or the row changed by SQL outside evault); nothing was written; run "
         "`evault doctor`, which names a changed row, else report the blob as damaged\n"), False)
+
+
+
+def test_package_create_names_both_causes_when_the_rows_size_was_forged(
+        tmp_path: Path) -> None:
+    """It said "payload data/...: source ended after 6 of 7 bytes": no item, no doctor."""
+    office, _icc, _package = _sender_and_recipient(tmp_path, None)
+    [item] = [i["id"] for i in json.loads(office.ok("items", "list", "--json").stdout)]
+    out = tmp_path / "again.evpkg"
+    for change in ("size + 1", "size - 2"):  # one byte more, then one less than signed
+        _sql(office, None, f"UPDATE items SET size = {change}")
+        result = office("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(out))
+        assert (result.exit_code, result.stderr, out.exists()) == (3, (
+            f"evault: item {item}: stored content does not match the size its row records "
+            "(the blob damaged, or the row changed by SQL outside evault); run `evault "
+            "doctor`, which names a changed row, else report the blob as damaged\n"), False)
 
 
 def test_doctor_fails_on_an_item_no_event_created(tmp_path: Path) -> None:
@@ -363,3 +379,20 @@ def test_doctor_fails_on_a_creating_events_columns_that_differ_from_its_body(
     assert (result.exit_code, json.loads(result.stdout)["custody_log"]) == (
         3, f"event {size - 1} is missing from the custody log (deleted by SQL outside "
            "evault?); run `evault custody verify`, then restore the database from a backup")
+
+
+@pytest.mark.postgres
+def test_doctor_names_a_postgres_column_sql_retyped_by_the_type_of_its_value(
+        pg_url: str, tmp_path: Path) -> None:
+    """The reviewer's finding: with items.size retyped to text, doctor said "size is 6, its
+    signed item.ingested event says 6"."""
+    cli, (a, b) = _two_items(tmp_path, pg_url)
+    _sql(cli, pg_url, "ALTER TABLE items ALTER COLUMN size TYPE text")
+    lines = []
+    for item in sorted((a, b)):
+        seq, body = _created(cli, pg_url, item)
+        size = body["details"]["size"]
+        lines.append(f"item {item}: size is '{size}' (str), its signed item.ingested event "
+                     f"(seq {seq}) says {size}")
+    result = cli("doctor", "--json")
+    assert (result.exit_code, json.loads(result.stdout)["item_differences"]) == (3, lines)

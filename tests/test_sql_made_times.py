@@ -356,3 +356,83 @@ def test_a_table_or_column_sql_dropped_stops_every_command_in_one_line(
         result = cli(*args)
         assert (result.exit_code, result.stdout, result.stderr) == (
             3, "", f"evault: {said}restore the database from a backup\n"), args
+
+
+def _missing(database: str | None, sqlite: str, postgres: str) -> str:
+    return sqlite if database is None else postgres
+
+
+def test_the_settings_table_and_a_written_column_sql_renamed_are_one_line_too(
+        tmp_path: Path, database: str | None) -> None:
+    """The reviewer's F1 and F2: ``vault_settings`` is read outside any transaction (a
+    traceback from doctor, ingest, export and packaging), and SQLite says a column an
+    INSERT names is missing in other words ("table T has no column named C")."""
+    office, _icc, _package = _sender_and_recipient(tmp_path, database)
+    [item] = [i["id"] for i in json.loads(office.ok("items", "list", "--json").stdout)]
+    out = tmp_path / "again.evpkg"
+    _sql(office, database,
+         "ALTER TABLE packages RENAME COLUMN statement_sha256 TO statement_sha256_old")
+    column = _missing(database, "table packages has no column named statement_sha256",
+                      'column "statement_sha256" of relation "packages" does not exist')
+    result = office("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(out))
+    assert (result.exit_code, result.stdout, result.stderr, out.exists()) == (
+        3, "", f"evault: vault database: {column} (its tables changed outside evault?); "
+               "run `evault doctor`, and restore the database from a backup\n", False)
+    _sql(office, database, "ALTER TABLE vault_settings RENAME TO vault_settings_old")
+    table = _missing(database, "no such table: vault_settings",
+                     'relation "vault_settings" does not exist')
+    said = f"vault database: {table} (its tables changed outside evault?); "
+    (tmp_path / "new.txt").write_text("fictional new file\n")
+    for args in [("ingest", str(tmp_path / "new.txt"), "--case", CASE),
+                 ("items", "export", item, "-o", str(tmp_path / "copy"), "--reason", "r"),
+                 ("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(out))]:
+        result = office(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", f"evault: {said}run `evault doctor`, and restore the database from a "
+                   "backup\n"), args
+    result = office("doctor")
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: {said}restore the database from a backup\n")
+    assert not out.exists() and not (tmp_path / "copy").exists()
+
+
+@pytest.mark.postgres
+def test_a_column_type_postgres_sql_changed_is_one_line(pg_url: str, tmp_path: Path) -> None:
+    """The reviewer's F3: a retyped column made PostgreSQL refuse evault's own statements
+    (42883, an operator for text and bigint), which traced back."""
+    cli, _ids = _two_items(tmp_path, pg_url)
+    _sql(cli, pg_url, "ALTER TABLE custody_events ALTER COLUMN seq TYPE text")
+    result = cli("custody", "verify", "--quick")
+    assert (result.exit_code, result.stdout, result.stderr) == (
+        3, "", "evault: vault database: operator does not exist: text >= bigint (its tables "
+               "changed outside evault?); run `evault doctor`, and restore the database from "
+               "a backup\n")
+
+
+@pytest.mark.postgres
+def test_a_postgres_role_without_privileges_is_told_what_it_lacks(pg_url: str,
+                                                                  tmp_path: Path) -> None:
+    """A role that may not read a table of the vault (an operator's mistake, not an
+    insider's): a traceback from every command, `items list` included."""
+    import uuid
+
+    cli, _ids = _two_items(tmp_path, pg_url)
+    role = f"evault_limited_{uuid.uuid4().hex[:12]}"
+    schema = pg_url.rsplit("search_path%3D", 1)[1]
+    _sql(cli, pg_url, f"CREATE ROLE {role} LOGIN", f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+         f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+         f"REVOKE ALL ON items FROM {role}")
+    try:
+        config = cli.vault / "config.toml"
+        text = config.read_text()
+        assert text.count("//postgres@") == 1
+        config.write_text(text.replace("//postgres@", f"//{role}@"))
+        said = ("evault: vault database: permission denied for table items; the role in the "
+                "vault's database URL needs every privilege on the vault's tables (those of "
+                "the role that ran `evault init`)\n")
+        for args in [("items", "list"), ("items", "list", "--json"), ("case", "show", CASE),
+                     ("doctor",)]:
+            result = cli(*args)
+            assert (result.exit_code, result.stdout, result.stderr) == (1, "", said), args
+    finally:
+        _sql(cli, pg_url, f"DROP OWNED BY {role}", f"DROP ROLE {role}")

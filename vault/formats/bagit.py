@@ -127,6 +127,10 @@ class BagError(VerificationError):
         self.problems: list[str] = list(problems) or [message]
 
 
+class SourceSizeError(VerificationError):
+    """A payload's source ended before, or went past, the size it was added with."""
+
+
 def encode_manifest_path(p: str) -> str:
     """Percent-encode ``%``, CR and LF, and only those, for a manifest (RFC 8493 2.1.3)."""
     return p.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
@@ -538,7 +542,7 @@ def add_payload_to_each(
                 view = memoryview(buffers[(done // step) % 2])[: min(step, size - done)]
                 n = _read_exactly(src, view)
                 if n < len(view):
-                    raise VerificationError(
+                    raise SourceSizeError(
                         f"payload {shown}: source ended after {done + n} of {size} bytes"
                     )
                 if pending is not None:
@@ -560,7 +564,7 @@ def add_payload_to_each(
         for bag in bags:
             bag._pad(size)
         if src.read(1):
-            raise VerificationError(
+            raise SourceSizeError(
                 f"payload {shown}: source holds more than the declared {size} bytes"
             )
     except BaseException:

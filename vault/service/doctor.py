@@ -233,6 +233,8 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
             blobs = v.blob_store()
         except ConfigError as e:  # config.toml and the database disagree: say so, go on
             return dataclasses.replace(report, blob_store=f"not checked: {e}")
+        except VerificationError as e:  # its settings table dropped or renamed with SQL
+            raise VerificationError(_doctors(e)) from None
         found["blob_store"] = blobs.where
         if v.config.object_lock:
             found["object_lock"] = v.config.object_lock.text
@@ -695,8 +697,8 @@ def _compare_items(conn: Connection, expected: dict[str, _Signed], found: list[s
                 # NULL where the event has a value is a difference too (a NOT NULL dropped
                 # with SQL): a listing by case would leave the item out.
                 if event is not None and row != event:
-                    found.append(f"item {item_id}: {field} is "
-                                 f"{'NULL' if row is None else row}, {said} {event}")
+                    found.append(f"item {item_id}: {field} is {_cell(row, event)}, {said} "
+                                 f"{event}")
             # The blob's row against the signed bytes (the row's, if the event has none):
             # a row changed with the item's is named once above.
             bytes_ = (signed.sha256 or sha256, size if signed.size is None else signed.size)
@@ -706,6 +708,16 @@ def _compare_items(conn: Connection, expected: dict[str, _Signed], found: list[s
         if len(page) < PAGE:
             return
         after = page[-1][0]
+
+
+def _cell(row: object, event: object) -> str:
+    """A row's value as a difference names it: NULL; quoted, with its type, where it would
+    read as the signed value (a column SQL retyped: ``'6' (str)`` against ``6``)."""
+    if row is None:
+        return "NULL"
+    if str(row) == str(event):
+        return f"{row!r} ({type(row).__name__})"
+    return str(row)
 
 
 def not_a_time(cell: str) -> str:

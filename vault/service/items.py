@@ -563,8 +563,9 @@ def export_item(
                         "a backup") from None
                 crash_point("item_export.written")
                 if digest.hexdigest() != expected or written != size:
+                    what = "size" if written != size else "SHA-256"
                     raise VerificationError(
-                        f"item {item_id}: stored content does not match the SHA-256 its row "
+                        f"item {item_id}: stored content does not match the {what} its row "
                         "records (the blob damaged, or the row changed by SQL outside evault); "
                         "nothing was written; run `evault doctor`, which names a changed row, "
                         "else report the blob as damaged"

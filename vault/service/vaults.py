@@ -171,7 +171,13 @@ def read_blob_settings(engine: Engine) -> tuple[str | None, ObjectLock | None]:
     table = VaultSetting.__table__
     stmt = select(table.c.name, table.c.value)
     with engine.connect() as conn:
-        rows = {str(name): str(value) for name, value in db.raw_rows(conn, stmt)}
+        try:
+            rows = {str(name): str(value) for name, value in db.raw_rows(conn, stmt)}
+        except Exception as e:  # the driver's own error: raw_rows is not SQLAlchemy's
+            said = dbapi.failure(e)
+            if said is None:
+                raise
+            raise said from None
     lock = rows.get(OBJECT_LOCK_SETTING)
     try:
         return rows.get(BLOBS_SETTING), ObjectLock.parse(lock) if lock else None

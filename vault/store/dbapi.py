@@ -25,6 +25,7 @@ only inside :meth:`Reader.open`, for a database that is not the vault's own ``va
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -121,21 +122,27 @@ def failure(orig: object) -> VaultError | None:
         return VerificationError(
             f"vault database: {first_line(orig)} (its tables changed outside evault?); "
             f"{RUN_DOCTOR}{RESTORE}")
+    if type(orig).__name__ == "InsufficientPrivilege":  # PostgreSQL's 42501
+        return ConfigError(
+            f"vault database: {first_line(orig)}; the role in the vault's database URL needs "
+            "every privilege on the vault's tables (those of the role that ran `evault init`)")
     return None
 
 
-#: The drivers' errors for a table or column the statement names that the database lacks:
-#: psycopg's classes (PostgreSQL's SQLSTATE 42P01 and 42703) by name, so that this module
-#: need not import the driver, and sqlite3's messages.
-_MISSING_CLASSES = ("UndefinedTable", "UndefinedColumn")
-_MISSING_TEXTS = ("no such table: ", "no such column: ")
+#: The drivers' errors for a table or column the statement names that the database lacks, or
+#: whose type is not the one the schema gives it: psycopg's classes (PostgreSQL's SQLSTATE
+#: 42P01, 42703, 42883 and 42804) by name, so that this module need not import the driver,
+#: and sqlite3's messages (which has no column types to change).
+_MISSING_CLASSES = ("UndefinedTable", "UndefinedColumn", "UndefinedFunction", "DatatypeMismatch")
+_MISSING_TEXTS = re.compile(r"no such (table|column): |table \S+ has no column named ")
 
 
 def schema_changed(orig: object) -> bool:
-    """Whether a driver's error says a table or column the schema has is not there: only SQL
-    outside evault drops or renames one, since every command checks the schema revision."""
+    """Whether a driver's error says a table or column of the schema is not there, or not of
+    its type: only SQL outside evault drops, renames or retypes one, since every command
+    checks the schema revision (and evault's own statements are tested on both databases)."""
     return (type(orig).__name__ in _MISSING_CLASSES
-            or str(orig).startswith(_MISSING_TEXTS))
+            or _MISSING_TEXTS.match(str(orig)) is not None)
 
 
 def first_line(orig: object) -> str:
@@ -199,11 +206,11 @@ class Reader:
     Rows come as the driver gives them: on SQLite a sealed text column is selected as its
     bytes (as :func:`vault.store.sealed.stored_form` does) and a time as its stored text."""
 
-    def __init__(self, conn: Any, dialect: str, operational: type[BaseException],
+    def __init__(self, conn: Any, dialect: str, errors: type[BaseException],
                  close: Callable[[], None]) -> None:
         self._conn = conn
         self.dialect = dialect
-        self._operational = operational
+        self._errors = errors  # the driver's DatabaseError: failure() picks what it names
         self._close = close
         self._mark = "?" if dialect == "sqlite" else "%s"
 
@@ -234,7 +241,7 @@ class Reader:
         if refusal is not None:
             conn.close()
             raise refusal
-        return cls(conn, "sqlite", sqlite3.OperationalError, conn.close)
+        return cls(conn, "sqlite", sqlite3.DatabaseError, conn.close)
 
     @classmethod
     def _through_engine(cls, url: str) -> Reader:
@@ -254,7 +261,7 @@ class Reader:
                 engine.dispose()
 
         dbapi = engine.dialect.loaded_dbapi
-        return cls(raw.driver_connection, engine.dialect.name, dbapi.OperationalError, close)
+        return cls(raw.driver_connection, engine.dialect.name, dbapi.DatabaseError, close)
 
     def close(self) -> None:
         """Release the connection."""
@@ -272,7 +279,7 @@ class Reader:
                 yield
             finally:
                 self._conn.rollback()
-        except self._operational as e:
+        except self._errors as e:
             said = failure(e)
             if said is None:
                 raise

@@ -39,7 +39,7 @@ from vault.crypto.age import AgeError, AgeReader, AgeRecipient, AgeWriter, encry
 from vault.durable import WritebackFile, fsync_dir
 from vault.errors import InternalError, NotFoundError, PolicyError, VaultError, VerificationError
 from vault.faults import crash_point
-from vault.formats.bagit import BagWriter, add_payload_to_each
+from vault.formats.bagit import BagWriter, SourceSizeError, add_payload_to_each
 from vault.formats.package import (
     Envelope,
     PackageWriter,
@@ -139,13 +139,10 @@ def write_package_files(
                             f"item {item.id}: its blob does not decrypt ({e}); report the "
                             "blob as damaged or replaced and restore it from a backup"
                         ) from None
+                    except SourceSizeError:  # age authenticates the length: not the row's
+                        raise _unlike_its_row(item.id, "size") from None
                 if digest != item.sha256:
-                    raise VerificationError(
-                        f"item {item.id}: stored content does not match the SHA-256 its row "
-                        "records (the blob damaged, or the row changed by SQL outside evault); "
-                        "run `evault doctor`, which names a changed row, else report the blob "
-                        "as damaged"
-                    )
+                    raise _unlike_its_row(item.id, "SHA-256")
             except VaultError as e:
                 for out, _ in live:
                     out.fail(e)
@@ -162,6 +159,15 @@ def write_package_files(
         raise
     crash_point("package.payload_written")
     return [out.written or cast(VaultError, out.error) for out in outs]
+
+
+def _unlike_its_row(item_id: str, what: str) -> VerificationError:
+    """The refusal of an item whose blob decrypts to content of another ``what`` than its
+    row records: the row or the blob was changed, and doctor tells which."""
+    return VerificationError(
+        f"item {item_id}: stored content does not match the {what} its row records (the "
+        "blob damaged, or the row changed by SQL outside evault); run `evault doctor`, which "
+        "names a changed row, else report the blob as damaged")
 
 
 def _open_blob(store: Blobs, item: DraftItem) -> BinaryIO:
