@@ -54,6 +54,7 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(BIN)/python benchmarks/run.py --scale smoke --rounds 1
+	$(BIN)/python benchmarks/floor.py --files 200 --gib 0.0625
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
