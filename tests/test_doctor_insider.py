@@ -213,30 +213,47 @@ def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them
     result = cli("doctor", "--json")
     assert (result.exit_code, json.loads(result.stdout)["item_differences"], result.stderr) == (
         3, [line for _i, _n, line in lines], "")
-    # The export that meets the forged digest says it may be the row, not only the blob, and
-    # sends the user to doctor, which names it (it said "report the blob as damaged" alone).
+    # The export that meets the forged row names the row (it said "report the blob as
+    # damaged" alone).
     out = tmp_path / "copy.txt"
     result = cli("items", "export", b, "-o", str(out), "--reason", "fictional review")
-    assert (result.exit_code, result.stderr, out.exists()) == (3, (
-        f"evault: item {b}: stored content does not match the size its row records (the "
-        "blob damaged, or the row changed by SQL outside evault); nothing was written; run "
-        "`evault doctor`, which names a changed row, else report the blob as damaged\n"), False)
+    assert (result.exit_code, result.stderr, out.exists()) == (
+        3, _forged(b, "nothing was written"), False)
 
 
 
-def test_package_create_names_both_causes_when_the_rows_size_was_forged(
-        tmp_path: Path) -> None:
-    """It said "payload data/...: source ended after 6 of 7 bytes": no item, no doctor."""
+def _forged(item: str, done: str) -> str:
+    return (f"evault: item {item}: its row's size or SHA-256 is not what the event that "
+            f"created it signed (changed by SQL outside evault); {done}; run `evault doctor`, "
+            "which names the difference, and restore the database from a backup\n")
+
+
+@pytest.mark.parametrize("forgery", [
+    "size = size + 1", "size = -1", "size = 'abc'", "size = 12.5",
+    "sha256 = upper(sha256)", f"sha256 = '{'0' * 64}'", "sha256 = x'00'"])
+def test_a_forged_row_is_refused_before_a_package_a_receipt_or_an_export_says_it(
+        tmp_path: Path, forgery: str) -> None:
+    """The second review: `send` signed a receipt with the size and SHA-256 SQL put in the
+    row (F1); a size that is not a count was a usage error, and `send` delivered the
+    package before refusing it (F2, F3); bytes for the SHA-256 traced back (F4)."""
     office, _icc, _package = _sender_and_recipient(tmp_path, None)
     [item] = [i["id"] for i in json.loads(office.ok("items", "list", "--json").stdout)]
-    out = tmp_path / "again.evpkg"
-    for change in ("size + 1", "size - 2"):  # one byte more, then one less than signed
-        _sql(office, None, f"UPDATE items SET size = {change}")
-        result = office("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(out))
-        assert (result.exit_code, result.stderr, out.exists()) == (3, (
-            f"evault: item {item}: stored content does not match the size its row records "
-            "(the blob damaged, or the row changed by SQL outside evault); run `evault "
-            "doctor`, which names a changed row, else report the blob as damaged\n"), False)
+    built = tmp_path / "built.evpkg"
+    office.ok("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(built))
+    receipts = office.ok("receipt", "list").stdout
+    _sql(office, None, f"UPDATE items SET {forgery}")
+    again, outbox, copy = tmp_path / "again.evpkg", tmp_path / "drop", tmp_path / "copy"
+    outbox.mkdir()
+    result = office("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(again))
+    assert (result.exit_code, result.stdout, result.stderr, again.exists()) == (
+        3, "", _forged(item, "nothing was packaged"), False)
+    result = office("send", str(built), "--outbox", str(outbox))
+    assert (result.exit_code, result.stdout, result.stderr, list(outbox.iterdir())) == (
+        3, "", _forged(item, "nothing was sent"), [])
+    assert office.ok("receipt", "list").stdout == receipts
+    result = office("items", "export", item, "-o", str(copy), "--reason", "fictional review")
+    assert (result.exit_code, result.stdout, result.stderr, copy.exists()) == (
+        3, "", _forged(item, "nothing was written"), False)
 
 
 def test_doctor_fails_on_an_item_no_event_created(tmp_path: Path) -> None:

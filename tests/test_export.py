@@ -282,9 +282,9 @@ def test_a_damaged_item_fails_only_the_bodies_that_hold_it(office: Cli, tmp_path
     assert [(r["body"], r["status"]) for r in rows] == [
         ("ICC-OTP", "failed"), ("UA-OPG", "shared"), ("EUROJUST-JIT", "shared")]
     assert rows[0]["error"] == (
-        f"item {restricted}: stored content does not match the SHA-256 its row records (the "
-        "blob damaged, or the row changed by SQL outside evault); run `evault doctor`, which "
-        "names a changed row, else report the blob as damaged")
+        f"item {restricted}: its row's size or SHA-256 is not what the event that created it "
+        "signed (changed by SQL outside evault); nothing was packaged; run `evault doctor`, "
+        "which names the difference, and restore the database from a backup")
     assert sorted(p.name for p in outbox.iterdir()) == sorted(
         f"{r['package']}.evpkg" for r in rows[1:])
     assert [p.name for p in (office.vault / "exports").iterdir()

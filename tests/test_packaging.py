@@ -340,9 +340,9 @@ def test_refusals_leave_nothing(world: World, args: list[str], code: int, messag
     assert _refused(world, *args) == (code, f"evault: {message}\n")
 
 
-def test_content_that_differs_from_the_recorded_digest_is_refused(world: World) -> None:
-    # An item whose recorded digest no longer matches its blob (which still decrypts):
-    # nothing may leave the vault. (A blob of another size is caught earlier, by the bag.)
+def test_a_row_whose_digest_differs_from_its_signed_event_is_refused(world: World) -> None:
+    # An item whose recorded digest SQL changed: nothing may leave the vault, and the
+    # refusal names the row, not the blob (it blamed the blob).
     from vault.service.vaults import open_vault
     from vault.store.models import Item
 
@@ -354,7 +354,30 @@ def test_content_that_differs_from_the_recorded_digest_is_refused(world: World) 
         item.sha256 = hashlib.sha256(b"not what was ingested").hexdigest()
     v.close()
     assert _refused(world, "--to", "ICC-OTP", "--case", CASE) == (
-        3, f"evault: item {first}: stored content does not match the SHA-256 its row records "
+        3, f"evault: item {first}: its row's size or SHA-256 is not what the event that "
+        "created it signed (changed by SQL outside evault); nothing was packaged; run `evault "
+        "doctor`, which names the difference, and restore the database from a backup\n")
+
+
+def test_a_blob_replaced_by_another_that_decrypts_is_refused(world: World) -> None:
+    # The blob of another item put in its place (it decrypts with the storage key; anyone
+    # can make such a file with the storage key's public half): the content is not the
+    # item's, whichever way it differs.
+    from vault.service.vaults import open_vault
+    from vault.store.models import Item
+
+    first, other = sorted(world.items.values())[:2]
+    v = open_vault(world.office.vault)
+    with v.transaction() as session:
+        a, b = session.get(Item, first), session.get(Item, other)
+        assert a is not None and b is not None
+        blobs = world.office.vault / "blobs"
+        (blobs / a.blob_id[:2] / a.blob_id).write_bytes(
+            (blobs / b.blob_id[:2] / b.blob_id).read_bytes())
+        what = "SHA-256" if a.size == b.size else "size"
+    v.close()
+    assert _refused(world, "--to", "ICC-OTP", "--case", CASE) == (
+        3, f"evault: item {first}: stored content does not match the {what} its row records "
         "(the blob damaged, or the row changed by SQL outside evault); run `evault doctor`, "
         "which names a changed row, else report the blob as damaged\n")
 

@@ -436,3 +436,70 @@ def test_a_postgres_role_without_privileges_is_told_what_it_lacks(pg_url: str,
             assert (result.exit_code, result.stdout, result.stderr) == (1, "", said), args
     finally:
         _sql(cli, pg_url, f"DROP OWNED BY {role}", f"DROP ROLE {role}")
+
+
+def test_a_damaged_sqlite_file_is_one_line(tmp_path: Path) -> None:
+    """The second review: a page of vault.db overwritten traced back from `items list` and
+    `items show` (sqlite3.DatabaseError, which no handler named)."""
+    import sqlite3
+
+    cli, (a, _b) = _two_items(tmp_path, None)
+    db = cli.vault / "vault.db"
+    conn = sqlite3.connect(db)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'items'").fetchone()
+    (size,) = conn.execute("PRAGMA page_size").fetchone()
+    conn.close()
+    with open(db, "r+b") as f:
+        f.seek((root - 1) * size)
+        f.write(b"\xa5" * size)
+    for args in [("items", "list"), ("items", "show", a)]:
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", "evault: vault database: its file is damaged (database disk image is "
+                   "malformed); restore the database from a backup\n"), args
+
+
+@pytest.mark.postgres
+def test_postgres_settings_and_policies_that_refuse_evault_are_one_line(
+        pg_url: str, tmp_path: Path) -> None:
+    """The second review: a read-only default transaction, a statement timeout and a
+    row-level security policy traced back (or, for the policy, was called a missing
+    privilege)."""
+    import uuid
+
+    cli, _ids = _two_items(tmp_path, pg_url)
+    (tmp_path / "new.txt").write_text("fictional new file\n")
+    config = cli.vault / "config.toml"
+    text = config.read_text()
+    assert text.count("search_path%3D") == 1
+    config.write_text(text.replace("search_path%3D", "default_transaction_read_only%3Don"
+                                   "%20-csearch_path%3D"))
+    result = cli("ingest", str(tmp_path / "new.txt"), "--case", CASE)
+    assert (result.exit_code, result.stderr.split("; ", 1)[1]) == (
+        1, "evault writes to its database: connect to the primary server, without "
+           "default_transaction_read_only\n")
+    assert result.stderr.startswith("evault: vault database: cannot execute ")
+    config.write_text(text.replace("search_path%3D", "statement_timeout%3D1%20-csearch_path%3D"))
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (
+        1, "evault: vault database: canceling statement due to statement timeout; raise or "
+           "remove the statement_timeout set in the vault's database URL or on the server, "
+           "or ask its administrator\n")
+    role = f"evault_rls_{uuid.uuid4().hex[:12]}"
+    schema = pg_url.rsplit("search_path%3D", 1)[1]
+    _sql(cli, pg_url, f"CREATE ROLE {role} LOGIN", f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+         f"GRANT ALL ON ALL TABLES IN SCHEMA {schema} TO {role}",
+         f"GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+         "ALTER TABLE custody_events ENABLE ROW LEVEL SECURITY",
+         "CREATE POLICY only_reads ON custody_events FOR SELECT USING (true)")
+    try:
+        config.write_text(text.replace("//postgres@", f"//{role}@"))
+        result = cli("ingest", str(tmp_path / "new.txt"), "--case", CASE)
+        assert (result.exit_code, result.stderr) == (
+            3, "evault: vault database: new row violates row-level security policy for table "
+               '"custody_events" (a policy added outside evault); remove it, then run `evault '
+               "doctor`\n")
+    finally:
+        _sql(cli, pg_url, "DROP POLICY only_reads ON custody_events",
+             f"DROP OWNED BY {role}", f"DROP ROLE {role}")

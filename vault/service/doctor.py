@@ -51,7 +51,7 @@ from vault.durable import fsync_dir
 from vault.errors import ConfigError, VaultError, VerificationError
 from vault.formats.canonical import parse_json_object
 from vault.keystore import choose
-from vault.service import keyhistory, pending
+from vault.service import keyhistory, pending, recording
 from vault.service.results import Sparse
 from vault.service.vaults import Vault, open_vault
 from vault.store import db, dbapi
@@ -214,7 +214,13 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
     """A report of the vault's parts; raises only if the vault cannot be opened at all."""
     v = open_vault(vault_dir, check_schema=False)
     try:
-        revision = db.current_revision(v.engine)
+        try:
+            revision = db.current_revision(v.engine)
+        except DBAPIError as e:  # read outside Vault.transaction, which names the rest
+            said = dbapi.failure(e.orig)
+            if said is None:
+                raise
+            raise said from None
         head = db.head_revision()
         choice = choose(v.config.key_storage)
         report = DoctorReport(
@@ -531,9 +537,8 @@ def _scan_stopped(e: Exception) -> str:
     return _doctors(said)
 
 
-#: The actions whose signed event creates an item (:func:`vault.service.recording.record_items`):
-#: ``item.ingested`` (intake, a derived copy too) and ``item.received`` (open).
-CREATING = ("item.ingested", "item.received")
+#: The actions whose signed event creates an item.
+CREATING = recording.CREATING
 
 #: Rows read a query: the log and the items table are read in pages of this many.
 PAGE = 5000

@@ -507,6 +507,7 @@ def export_item(
     from vault.service import pending
     from vault.service.custody import CustodyLog, actor_pair
     from vault.service.intake import storage_identity
+    from vault.service.recording import check_signed_rows
 
     if not reason.strip():
         raise UsageError("items export: --reason must say why the content is needed")
@@ -515,6 +516,7 @@ def export_item(
     require_folder(output)
     with vault.transaction() as session:
         item = get_item(session, item_id)
+        check_signed_rows(session, [item], "nothing was written")
         pair = actor_pair(vault, session, as_name)
         identity = storage_identity(vault, session)
         blob_id, expected, size = item.blob_id, item.sha256, item.size

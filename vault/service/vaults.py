@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DataError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DatabaseError, DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.durable import file_lock
@@ -111,13 +111,6 @@ class Vault:
         try:
             with self._sessions.begin() as session:
                 yield session
-        except (OperationalError, ProgrammingError) as e:
-            # ProgrammingError: PostgreSQL's missing table or column (dbapi.schema_changed);
-            # any other is a bug, raised as it is.
-            said = dbapi.failure(e.orig)
-            if said is None:
-                raise
-            raise said from None
         except dbapi.NotATime as e:
             # A time SQL made not a time, refused by its column's type, which does not
             # know the row: name it here.
@@ -131,6 +124,15 @@ class Vault:
             raise UsageError(
                 f"vault database: a value{where} does not fit its field ({reason}); shorten it"
             ) from None
+        except DatabaseError as e:
+            # What people can act on (dbapi.failure): the database busy or its disk full, its
+            # tables or its file changed outside evault, a role or a session setting that
+            # refuses evault's statements. Any other (an IntegrityError, say) is a bug,
+            # raised as it is.
+            said = dbapi.failure(e.orig)
+            if said is None:
+                raise
+            raise said from None
 
     def close(self) -> None:
         """Release database connections."""

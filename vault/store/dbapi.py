@@ -122,7 +122,24 @@ def failure(orig: object) -> VaultError | None:
         return VerificationError(
             f"vault database: {first_line(orig)} (its tables changed outside evault?); "
             f"{RUN_DOCTOR}{RESTORE}")
-    if type(orig).__name__ == "InsufficientPrivilege":  # PostgreSQL's 42501
+    kind = type(orig).__name__
+    if text.startswith("database disk image is malformed") or text.startswith(
+            "file is not a database"):
+        return VerificationError(
+            f"vault database: its file is damaged ({first_line(orig)}); {RESTORE}")
+    if kind == "InsufficientPrivilege" and "row-level security" in text:
+        return VerificationError(  # 42501 too, but a policy only SQL outside evault adds
+            f"vault database: {first_line(orig)} (a policy added outside evault); remove "
+            "it, then run `evault doctor`")
+    if kind == "ReadOnlySqlTransaction":  # 25006: a session setting, or a standby
+        return ConfigError(
+            f"vault database: {first_line(orig)}; evault writes to its database: connect to "
+            "the primary server, without default_transaction_read_only")
+    if kind == "QueryCanceled":  # 57014: statement_timeout, or an administrator
+        return ConfigError(
+            f"vault database: {first_line(orig)}; raise or remove the statement_timeout set "
+            "in the vault's database URL or on the server, or ask its administrator")
+    if kind == "InsufficientPrivilege":  # PostgreSQL's 42501
         return ConfigError(
             f"vault database: {first_line(orig)}; the role in the vault's database URL needs "
             "every privilege on the vault's tables (those of the role that ran `evault init`)")

@@ -48,6 +48,7 @@ from vault.service import keyhistory, timestamping, witness
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, origin, vault_verifiers
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
+from vault.service.recording import check_signed_rows
 from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import (
@@ -72,7 +73,9 @@ def make_receipt(
         select(Identity).join(IdentityKey).where(IdentityKey.fingerprint == pair.fingerprint)
     ).one()
     checkpoint, _size, tokens = checkpoint_now(vault, session, pair, now)
-    items = session.scalars(select(Item).where(Item.id.in_([pi.item_id for pi in row.items])))
+    items = list(session.scalars(
+        select(Item).where(Item.id.in_([pi.item_id for pi in row.items]))))
+    check_signed_rows(session, items, "nothing was sent")  # in the sending transaction
     by_id = {i.id: i for i in items}
     reference = row.reference
     document = SharingReceipt(

@@ -54,6 +54,7 @@ from vault.service.packaging.digest import (
 from vault.service.packaging.plan import decide_release, select_items
 from vault.service.packaging.receipts import make_receipt
 from vault.service.packaging.records import SentPackage, get_package, package_info
+from vault.service.recording import check_signed_rows
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
 from vault.store.models import Package, PackageState
@@ -138,6 +139,10 @@ def prepare_send(
         if not source.is_file():
             raise NotFoundError(f"package {row.id}: file {source} is missing; rebuild it")
         _check_release_now(vault, session, row)
+        # What the receipt will sign of each item, checked before anything is delivered.
+        check_signed_rows(session, select_items(session, item_ids=[pi.item_id for pi in
+                                                                    row.items]),
+                          "nothing was sent")
         return (Delivery(row.id, source, row.file_sha256, outbox),
                 actor_pair(vault, session, as_name))
 
