@@ -413,3 +413,80 @@ def test_doctor_names_a_postgres_column_sql_retyped_by_the_type_of_its_value(
                      f"(seq {seq}) says {size}")
     result = cli("doctor", "--json")
     assert (result.exit_code, json.loads(result.stdout)["item_differences"]) == (3, lines)
+
+
+@pytest.mark.parametrize("seq", [100_000, -1])
+def test_a_second_creating_event_sql_added_does_not_vouch_for_a_forged_row(
+        tmp_path: Path, seq: int) -> None:
+    """The third review: a copy of the item's creating event with the forged digest and
+    size in its body, inserted at a seq past the log's end (or before it), was the event
+    the check read, and `send` signed a receipt with the forged values (exit 0). The check
+    now reads the event at the item's intake_seq, its signature verified."""
+    import sqlite3
+
+    office, _icc, _package = _sender_and_recipient(tmp_path, None)
+    [item] = [i["id"] for i in json.loads(office.ok("items", "list", "--json").stdout)]
+    built = tmp_path / "built.evpkg"
+    office.ok("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(built))
+    receipts = office.ok("receipt", "list").stdout
+    signed_seq, body = _created(office, None, item)
+    forged = {**body, "digests": {**body["digests"], "sha256": "f" * 64},
+              "details": {**body["details"], "size": 4242}}
+    conn = sqlite3.connect(office.vault / "vault.db")
+    with conn:
+        row = conn.execute("SELECT recorded_at, actor, action, subject, signature, leaf_hash "
+                           f"FROM custody_events WHERE seq = {signed_seq}").fetchone()
+        conn.execute("INSERT INTO custody_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                     (seq, row[0], row[1], row[2], row[3],
+                      json.dumps(forged, separators=(",", ":"), sort_keys=True).encode(),
+                      row[4], row[5]))
+        conn.execute(f"UPDATE items SET sha256 = '{'f' * 64}', size = 4242")
+    conn.close()
+    outbox = tmp_path / "drop"
+    outbox.mkdir()
+    result = office("send", str(built), "--outbox", str(outbox))
+    assert (result.exit_code, result.stderr, list(outbox.iterdir())) == (
+        3, _forged(item, "nothing was sent"), [])
+    assert office.ok("receipt", "list").stdout == receipts
+
+
+def test_a_row_changed_between_delivery_and_receipt_says_the_file_was_delivered(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third review: the receipt's own check refused a row SQL changed while the file
+    was being delivered, and said "nothing was sent" with the file in the outbox."""
+    from vault.service.packaging import send
+
+    office, _icc, _package = _sender_and_recipient(tmp_path, None)
+    [item] = [i["id"] for i in json.loads(office.ok("items", "list", "--json").stdout)]
+    built = tmp_path / "built.evpkg"
+    office.ok("package", "create", "--to", "ICC-OTP", "--item", item, "-o", str(built))
+    deliver = send.deliver
+
+    def deliver_then_forge(delivery: Any) -> Any:
+        uploaded = deliver(delivery)
+        _sql(office, None, "UPDATE items SET size = size + 1")
+        return uploaded
+
+    monkeypatch.setattr(send, "deliver", deliver_then_forge)
+    outbox = tmp_path / "drop"
+    outbox.mkdir()
+    result = office("send", str(built), "--outbox", str(outbox))
+    [copy] = list(outbox.iterdir())
+    assert (result.exit_code, result.stderr) == (3, _forged(
+        item, f"the package was delivered to {copy} but is not recorded as sent and has no "
+              "receipt: take that file back from the outbox"))
+
+
+def test_only_the_drivers_operational_errors_are_read_as_busy_or_full() -> None:
+    """The third review: a trigger's IntegrityError that said "locked" read as "busy with
+    another evault command; try again"."""
+    import sqlite3
+
+    from vault.errors import ConfigError
+    from vault.store.dbapi import failure
+
+    assert failure(sqlite3.IntegrityError("custody row locked: legal hold")) is None
+    assert failure(sqlite3.IntegrityError("disk is full of holds")) is None
+    busy = failure(sqlite3.OperationalError("database is locked"))
+    assert (type(busy), str(busy)) == (
+        ConfigError, "vault database is busy with another evault command; try again")

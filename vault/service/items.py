@@ -445,6 +445,29 @@ def signed_intake(vault: Vault, session: Session, item: Item, *,
             f"item {item.id}: its {action} event cannot be trusted ({e}); {after}") from None
 
 
+def check_signed_rows(vault: Vault, session: Session, items: Sequence[Item], done: str) -> None:
+    """Refuse (exit 3) an item whose row's size or SHA-256 is not what its intake event
+    (:func:`signed_intake`: the event at its ``intake_seq``, its signature checked with the
+    vault's key history) signed: SQL outside evault changed the row, and what a package, a
+    receipt or an export says of the item is taken from it. ``done`` says what was left
+    undone (``nothing was sent``)."""
+    from vault.service.rules import own_keys
+
+    if not items:
+        return
+    keys = own_keys(vault, session)
+    untrusted = f"{done}; run `evault custody verify`, and restore the database from a backup"
+    for item in items:
+        event = signed_intake(vault, session, item, keys=keys, after=untrusted)
+        size, sha256 = event.details.get("size"), event.digests.get("sha256")
+        if (size is not None and (type(item.size) is not int or item.size != size)) or (
+                sha256 is not None and item.sha256 != sha256):
+            raise VerificationError(
+                f"item {item.id}: its row's size or SHA-256 is not what the event that created "
+                f"it signed (changed by SQL outside evault); {done}; run `evault doctor`, which "
+                "names the difference, and restore the database from a backup")
+
+
 def _signed_digest(item: Item, event: Event) -> str:
     """The item's SHA-256 as its signed intake ``event`` has it (and its row must agree)."""
     signed = event.digests.get("sha256")
@@ -507,7 +530,6 @@ def export_item(
     from vault.service import pending
     from vault.service.custody import CustodyLog, actor_pair
     from vault.service.intake import storage_identity
-    from vault.service.recording import check_signed_rows
 
     if not reason.strip():
         raise UsageError("items export: --reason must say why the content is needed")
@@ -516,7 +538,7 @@ def export_item(
     require_folder(output)
     with vault.transaction() as session:
         item = get_item(session, item_id)
-        check_signed_rows(session, [item], "nothing was written")
+        check_signed_rows(vault, session, [item], "nothing was written")
         pair = actor_pair(vault, session, as_name)
         identity = storage_identity(vault, session)
         blob_id, expected, size = item.blob_id, item.sha256, item.size

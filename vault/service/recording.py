@@ -31,7 +31,6 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from vault.errors import VerificationError
 from vault.formats.package import ItemLink
 from vault.service.custody import CustodyLog
 from vault.service.identities import KeyPair
@@ -175,44 +174,3 @@ def record_items(
 #: (intake, a derived copy too) and ``item.received`` (open).
 CREATING = ("item.ingested", "item.received")
 
-
-def check_signed_rows(session: Session, items: Sequence[Item], done: str) -> None:
-    """Refuse (exit 3) an item whose row's size or SHA-256 is not what the event that created
-    it signed, or that no such event created: SQL outside evault changed the row, and what
-    a package or a receipt says of the item is taken from it. ``done`` says what was left
-    undone (``nothing was sent``).
-
-    The event's body is read as stored, as `evault doctor` reads it: a body changed with
-    the row breaks its signature and the log's hashes, which `evault custody verify` (and
-    every auditor of a receipt's checkpoint) finds."""
-    from vault.formats.canonical import parse_json_object
-    from vault.store.models import CustodyEvent
-
-    signed: dict[str, tuple[object, object]] = {}
-    ids = [item.id for item in items]
-    for start in range(0, len(ids), 500):
-        for subject, body in session.execute(
-                select(CustodyEvent.subject, CustodyEvent.body).where(
-                    CustodyEvent.subject.in_(ids[start:start + 500]),
-                    CustodyEvent.action.in_(CREATING))):
-            try:
-                event = parse_json_object(bytes(body), "custody event", limit=1 << 20)
-            except (VerificationError, TypeError, ValueError):
-                continue  # not the creating event: the item is refused below
-            details, digests = event.get("details"), event.get("digests")
-            if (event.get("action") in CREATING and event.get("subject") == subject
-                    and isinstance(details, dict) and isinstance(digests, dict)):
-                signed[subject] = (details.get("size"), digests.get("sha256"))
-    for item in items:
-        size, sha256 = signed.get(item.id, (False, False))
-        if size is False:
-            differs = "no signed item.ingested or item.received event created it"
-        elif (size is not None and (type(item.size) is not int or item.size != size)) or (
-                sha256 is not None and item.sha256 != sha256):
-            differs = "its row's size or SHA-256 is not what the event that created it signed"
-        else:
-            continue
-        raise VerificationError(
-            f"item {item.id}: {differs} (changed by SQL outside evault); {done}; run "
-            "`evault doctor`, which names the difference, and restore the database from a "
-            "backup")

@@ -106,9 +106,12 @@ def failure(orig: object) -> VaultError | None:
     it (the database busy, the disk full, text SQL made unreadable); None: let it
     through."""
     text = str(orig)
-    if "locked" in text or "could not obtain lock" in text:
+    # The driver's OperationalError (psycopg's LockNotAvailable is one): a trigger's message
+    # in an IntegrityError may say "locked" too.
+    operational = any(c.__name__ == "OperationalError" for c in type(orig).__mro__)
+    if operational and ("locked" in text or "could not obtain lock" in text):
         return ConfigError("vault database is busy with another evault command; try again")
-    if "disk is full" in text or "disk I/O error" in text:
+    if operational and ("disk is full" in text or "disk I/O error" in text):
         return VaultError(
             f"vault database: cannot write ({orig}); this step was rolled back, "
             "free some space and try again"

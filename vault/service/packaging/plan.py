@@ -47,8 +47,13 @@ from vault.service.custody import actor_pair, checkpoint_now, leaf_hashes
 from vault.service.identities import KeyPair, current_key, get_identity
 from vault.service.ids import new_id
 from vault.service.intake import storage_identity
-from vault.service.items import get_case, item_info, original_of, signed_intake
-from vault.service.recording import check_signed_rows
+from vault.service.items import (
+    check_signed_rows,
+    get_case,
+    item_info,
+    original_of,
+    signed_intake,
+)
 from vault.service.rules import (
     RuleSet,
     a_copy,
@@ -522,7 +527,7 @@ def plan_package(
         release = decide_release(vault, session, items, body_id,
                                  checked_rules(vault, session))
         items = check_release(release)
-        check_signed_rows(session, items, "nothing was packaged")
+        check_signed_rows(vault, session, items, "nothing was packaged")
         quorum = approvals.check_quorum(vault, session, body_id, items)
         identity = get_identity(session, as_name)
         pair = actor_pair(vault, session, as_name)

@@ -48,7 +48,7 @@ from vault.service import keyhistory, timestamping, witness
 from vault.service.custody import CustodyLog, actor_pair, checkpoint_now, origin, vault_verifiers
 from vault.service.identities import KeyPair
 from vault.service.ids import new_id
-from vault.service.recording import check_signed_rows
+from vault.service.items import check_signed_rows
 from vault.service.results import Result
 from vault.service.vaults import Vault
 from vault.store.models import (
@@ -65,17 +65,18 @@ from vault.store.models import (
 
 def make_receipt(
     vault: Vault, session: Session, row: Package, pair: KeyPair, now: datetime,
-    *, destination: Destination | None = None,
+    *, destination: Destination | None = None, refused: str = "nothing was sent",
 ) -> Receipt:
     """Sign the sharing receipt of a package being sent, in the sending transaction; one
-    uploaded to an SFTP drop names it (``destination``, receipt version 3)."""
+    uploaded to an SFTP drop names it (``destination``, receipt version 3). ``refused``
+    says what was left undone if an item's row is refused (:func:`check_signed_rows`)."""
     identity = session.scalars(
         select(Identity).join(IdentityKey).where(IdentityKey.fingerprint == pair.fingerprint)
     ).one()
     checkpoint, _size, tokens = checkpoint_now(vault, session, pair, now)
     items = list(session.scalars(
         select(Item).where(Item.id.in_([pi.item_id for pi in row.items]))))
-    check_signed_rows(session, items, "nothing was sent")  # in the sending transaction
+    check_signed_rows(vault, session, items, refused)  # in the sending transaction
     by_id = {i.id: i for i in items}
     reference = row.reference
     document = SharingReceipt(

@@ -39,6 +39,7 @@ from vault.formats.package import Envelope, read_package
 from vault.formats.receipt import Destination
 from vault.service.custody import CustodyLog, actor_pair
 from vault.service.identities import KeyPair
+from vault.service.items import check_signed_rows
 from vault.service.outbox import (
     Outbox,
     OutboxChoice,
@@ -54,7 +55,6 @@ from vault.service.packaging.digest import (
 from vault.service.packaging.plan import decide_release, select_items
 from vault.service.packaging.receipts import make_receipt
 from vault.service.packaging.records import SentPackage, get_package, package_info
-from vault.service.recording import check_signed_rows
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
 from vault.store.models import Package, PackageState
@@ -140,7 +140,7 @@ def prepare_send(
             raise NotFoundError(f"package {row.id}: file {source} is missing; rebuild it")
         _check_release_now(vault, session, row)
         # What the receipt will sign of each item, checked before anything is delivered.
-        check_signed_rows(session, select_items(session, item_ids=[pi.item_id for pi in
+        check_signed_rows(vault, session, select_items(session, item_ids=[pi.item_id for pi in
                                                                     row.items]),
                           "nothing was sent")
         return (Delivery(row.id, source, row.file_sha256, outbox),
@@ -222,9 +222,14 @@ def record_sent(
         for pi in row.items:
             log.append(pair, "package.sent", pi.item_id,
                        details={"package": row.id, "body": row.body_id}, now=now)
-        receipt = make_receipt(vault, session, row, pair, now, destination=destination)
         where = (f"{uploaded.url}/{delivery.name}" if uploaded is not None
                  else str(delivery.final))
+        # Checked before the delivery too: a row changed since then is refused here, with
+        # the file already in the outbox.
+        receipt = make_receipt(
+            vault, session, row, pair, now, destination=destination,
+            refused=f"the package was delivered to {where} but is not recorded as sent and "
+                    "has no receipt: take that file back from the outbox")
         result = SentPackage.of(package_info(row), receipt=receipt.id, delivered=where)
     crash_point("send.after_commit")
     return result
