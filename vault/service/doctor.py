@@ -217,10 +217,8 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         try:
             revision = db.current_revision(v.engine)
         except DBAPIError as e:  # read outside Vault.transaction, which names the rest
-            said = dbapi.failure(e.orig)
-            if said is None:
-                raise
-            raise said from None
+            dbapi.refuse(e.orig)
+            raise
         head = db.head_revision()
         choice = choose(v.config.key_storage)
         report = DoctorReport(

@@ -473,6 +473,24 @@ def check_signed_rows(vault: Vault, session: Session, items: Sequence[Item], don
                 "names the difference, and restore the database from a backup")
 
 
+def blob_unreadable(item_id: str, error: Exception, done: str = "") -> VerificationError:
+    """The refusal of an item whose blob does not decrypt (``error``, the age reader's);
+    ``done``, if given, says what was left undone (``nothing was written``)."""
+    return VerificationError(
+        f"item {item_id}: its blob does not decrypt ({error}); {done + '; ' if done else ''}"
+        "report the blob as damaged or replaced and restore it from a backup")
+
+
+def content_unlike_row(item_id: str, what: str, done: str = "") -> VerificationError:
+    """The refusal of an item whose blob decrypts to content of another ``what`` (``size``,
+    ``SHA-256``) than its row records: the row or the blob was changed, and doctor tells
+    which; ``done`` as for :func:`blob_unreadable`."""
+    return VerificationError(
+        f"item {item_id}: stored content does not match the {what} its row records (the blob "
+        f"damaged, or the row changed by SQL outside evault); {done + '; ' if done else ''}"
+        "run `evault doctor`, which names a changed row, else report the blob as damaged")
+
+
 def _signed_digest(item: Item, event: Event) -> str:
     """The item's SHA-256 as its signed intake ``event`` has it (and its row must agree)."""
     signed = event.digests.get("sha256")
@@ -586,19 +604,11 @@ def export_item(
                         if progress:
                             progress(written, size)
                 except AgeError as e:
-                    raise VerificationError(
-                        f"item {item_id}: its blob does not decrypt ({e}); nothing was "
-                        "written; report the blob as damaged or replaced and restore it from "
-                        "a backup") from None
+                    raise blob_unreadable(item_id, e, "nothing was written") from None
                 crash_point("item_export.written")
                 if digest.hexdigest() != expected or written != size:
-                    what = "size" if written != size else "SHA-256"
-                    raise VerificationError(
-                        f"item {item_id}: stored content does not match the {what} its row "
-                        "records (the blob damaged, or the row changed by SQL outside evault); "
-                        "nothing was written; run `evault doctor`, which names a changed row, "
-                        "else report the blob as damaged"
-                    )
+                    raise content_unlike_row(item_id, "size" if written != size else "SHA-256",
+                                             "nothing was written")
                 # Logged before the file takes its name: a crash in between over-reports an
                 # export, it never hides one.
                 with vault.transaction() as session:

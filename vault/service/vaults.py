@@ -129,10 +129,8 @@ class Vault:
             # tables or its file changed outside evault, a role or a session setting that
             # refuses evault's statements. Any other (an IntegrityError, say) is a bug,
             # raised as it is.
-            said = dbapi.failure(e.orig)
-            if said is None:
-                raise
-            raise said from None
+            dbapi.refuse(e.orig)
+            raise
 
     def close(self) -> None:
         """Release database connections."""
@@ -176,10 +174,8 @@ def read_blob_settings(engine: Engine) -> tuple[str | None, ObjectLock | None]:
         try:
             rows = {str(name): str(value) for name, value in db.raw_rows(conn, stmt)}
         except Exception as e:  # the driver's own error: raw_rows is not SQLAlchemy's
-            said = dbapi.failure(e)
-            if said is None:
-                raise
-            raise said from None
+            dbapi.refuse(e)
+            raise
     lock = rows.get(OBJECT_LOCK_SETTING)
     try:
         return rows.get(BLOBS_SETTING), ObjectLock.parse(lock) if lock else None

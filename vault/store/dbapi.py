@@ -149,6 +149,14 @@ def failure(orig: object) -> VaultError | None:
     return None
 
 
+def refuse(orig: object) -> None:
+    """Raise what :func:`failure` says of the driver's error ``orig``, if it says anything;
+    the caller re-raises the error itself otherwise (``except ...: refuse(e.orig); raise``)."""
+    said = failure(orig)
+    if said is not None:
+        raise said from None
+
+
 #: The drivers' errors for a table or column the statement names that the database lacks, or
 #: whose type is not the one the schema gives it: psycopg's classes (PostgreSQL's SQLSTATE
 #: 42P01, 42703, 42883 and 42804) by name, so that this module need not import the driver,
@@ -300,10 +308,8 @@ class Reader:
             finally:
                 self._conn.rollback()
         except self._errors as e:
-            said = failure(e)
-            if said is None:
-                raise
-            raise said from None
+            refuse(e)
+            raise
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> Iterator[list[Any]]:
         """The rows of ``sql`` in batches of :data:`BATCH`."""

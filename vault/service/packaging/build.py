@@ -50,6 +50,7 @@ from vault.formats.package import (
     sign_statement,
 )
 from vault.service.custody import CustodyLog
+from vault.service.items import blob_unreadable, content_unlike_row
 from vault.service.packaging.digest import FileStamp
 from vault.service.packaging.plan import (
     CASE_UCO,
@@ -135,14 +136,11 @@ def write_package_files(
                         digest = add_payload_to_each([(out.bag, path) for out, path in live],
                                                      plain, item.size)
                     except AgeError as e:
-                        raise VerificationError(
-                            f"item {item.id}: its blob does not decrypt ({e}); report the "
-                            "blob as damaged or replaced and restore it from a backup"
-                        ) from None
+                        raise blob_unreadable(item.id, e) from None
                     except SourceSizeError:  # age authenticates the length: not the row's
-                        raise _unlike_its_row(item.id, "size") from None
+                        raise content_unlike_row(item.id, "size") from None
                 if digest != item.sha256:
-                    raise _unlike_its_row(item.id, "SHA-256")
+                    raise content_unlike_row(item.id, "SHA-256")
             except VaultError as e:
                 for out, _ in live:
                     out.fail(e)
@@ -159,15 +157,6 @@ def write_package_files(
         raise
     crash_point("package.payload_written")
     return [out.written or cast(VaultError, out.error) for out in outs]
-
-
-def _unlike_its_row(item_id: str, what: str) -> VerificationError:
-    """The refusal of an item whose blob decrypts to content of another ``what`` than its
-    row records: the row or the blob was changed, and doctor tells which."""
-    return VerificationError(
-        f"item {item_id}: stored content does not match the {what} its row records (the "
-        "blob damaged, or the row changed by SQL outside evault); run `evault doctor`, which "
-        "names a changed row, else report the blob as damaged")
 
 
 def _open_blob(store: Blobs, item: DraftItem) -> BinaryIO:

@@ -57,7 +57,7 @@ from vault.service.packaging.receipts import make_receipt
 from vault.service.packaging.records import SentPackage, get_package, package_info
 from vault.service.rules import checked_rules
 from vault.service.vaults import Vault
-from vault.store.models import Package, PackageState
+from vault.store.models import Item, Package, PackageState
 
 
 def _resolve_package(session: Session, package: str) -> tuple[Package, Path]:
@@ -138,18 +138,16 @@ def prepare_send(
             )
         if not source.is_file():
             raise NotFoundError(f"package {row.id}: file {source} is missing; rebuild it")
-        _check_release_now(vault, session, row)
+        items = _check_release_now(vault, session, row)
         # What the receipt will sign of each item, checked before anything is delivered.
-        check_signed_rows(vault, session, select_items(session, item_ids=[pi.item_id for pi in
-                                                                    row.items]),
-                          "nothing was sent")
+        check_signed_rows(vault, session, items, "nothing was sent")
         return (Delivery(row.id, source, row.file_sha256, outbox),
                 actor_pair(vault, session, as_name))
 
 
-def _check_release_now(vault: Vault, session: Session, row: Package) -> None:
+def _check_release_now(vault: Vault, session: Session, row: Package) -> list[Item]:
     """Refuse to send a package whose items the release rules no longer let go to its body
-    (a rule changed after it was built)."""
+    (a rule changed after it was built); its items."""
     items = select_items(session, item_ids=[pi.item_id for pi in row.items])
     release = decide_release(vault, session, items, row.body_id, checked_rules(vault, session),
                              substitute=False)
@@ -158,6 +156,7 @@ def _check_release_now(vault: Vault, session: Session, row: Package) -> None:
             f"package {row.id}: item {item.id}: {reason}, since it was built; build a "
             "new package without it"
         )
+    return items
 
 
 def remove_stale_copies(final: Path) -> None:
