@@ -79,9 +79,48 @@ def test_a_vault_behind_the_code_is_told_to_upgrade(sqlite_cli: Cli) -> None:
     assert result.stderr == "evault: vault database has no schema: run `evault db upgrade`\n"
     current = json.loads(sqlite_cli.ok("db", "current", "--json").stdout)
     assert current == {"current": None, "head": db.head_revision(), "up_to_date": False}
+    # Behind the code is no failed verification: doctor names it, and exits 0.
+    report = json.loads(sqlite_cli.ok("doctor", "--json").stdout)
+    assert (report["schema"], report["schema_ok"], "schema_changed" in report) == (
+        None, False, False)
     upgraded = sqlite_cli.ok("db", "upgrade")
     assert upgraded.stderr == f"evault: database upgraded from empty to {db.head_revision()}\n"
     assert sqlite_cli.ok("identity", "list").stdout.startswith("name")
+
+
+def test_a_schema_whose_revision_sql_dropped_is_one_line_and_fails_doctor(
+        cli: Cli, database: str | None) -> None:
+    """``alembic_version`` dropped with SQL: `db upgrade` (and `init`) traced back, migrating
+    from nothing onto the tables already there ("table bodies already exists"); the other
+    commands said to run `db upgrade`; doctor said ``schema_ok: no`` and exited 0."""
+    engine = db.make_engine(database or f"sqlite:///{cli.vault / 'vault.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+    said = ("vault database: its tables are there but alembic_version records no schema "
+            "revision (its tables changed outside evault?); ")
+    for args in [("db", "upgrade"), ("init",), ("identity", "list"), ("items", "list")]:
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            3, "", f"evault: {said}run `evault doctor`, and restore the database from a "
+                   "backup\n"), args
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (
+        3, f"evault: {said}restore the database from a backup\n")
+    assert "schema_ok:        no\n" in result.stdout
+    report = json.loads(cli("doctor", "--json").stdout)
+    assert (report["schema"], report["schema_ok"], report["schema_changed"]) == (
+        None, False, f"{said}restore the database from a backup")
+    # A revision these migrations do not know (a newer evault's, or SQL's): no traceback.
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0099')")
+    engine.dispose()
+    result = cli("db", "upgrade")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: vault database is at revision 0099, which this evault does not know (its "
+           f"newest is {db.SCHEMA_HEAD}): use the evault that upgraded it, or restore the "
+           "database from a backup\n")
 
 
 def test_doctor_reports_the_key_store_and_why(sqlite_cli: Cli) -> None:

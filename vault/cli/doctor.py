@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 )
 @json_option
 def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
-    """Exit 3 if the vault is not what its records say: a blob is missing (the evidence is
+    """Exit 3 if the vault is not what its records say: its tables are there without their
+    recorded schema revision (SQL removed it), a blob is missing (the evidence is
     gone; restore it), config.toml's release rules differ from the signed ones, the key
     tables differ from the signed key history (--repair rewrites them from it), a sealed
     metadata value does not decrypt, a time is not a time, an item names a blob that has no
@@ -58,6 +59,8 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         shown["leftovers"] = len(leftovers)  # each named on stderr below
     emit_record(shown, as_json)
     if not as_json:
+        if report.schema_changed:
+            say(report.schema_changed)
         for pid in report.unsent_packages or ():
             say(f"package {pid}: built but never sent; re-run the export that built it, or "
                 f"send it with `evault send {pid} --outbox DIR`")

@@ -116,7 +116,8 @@ class DoctorReport(Sparse):
     up to ``key_store_reason``; ``blobs_removed`` and ``keys_repaired`` come with repair."""
 
     OPTIONAL: ClassVar[frozenset[str]] = frozenset({
-        "identities", "bodies", "items", "release_rules", "unsent_packages", "blob_store",
+        "schema_changed", "identities", "bodies", "items", "release_rules", "unsent_packages",
+        "blob_store",
         "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
         "blobs_unrecorded", "unrecorded", "orphaned_blobs", "orphans_quarantined",
         "quarantine", "orphans_left", "blobs_removed", "keys_repaired", "key_history",
@@ -127,6 +128,10 @@ class DoctorReport(Sparse):
     database: str
     schema: str | None
     schema_ok: bool
+    #: Why the schema is not the one evault made, when SQL outside evault changed it (its
+    #: tables there, its recorded revision gone): a failure. A vault merely behind the code
+    #: (``evault db upgrade`` brings it to head) has none.
+    schema_changed: str | None = None
     key_store: str
     key_store_reason: str
     identities: int | None = None
@@ -183,14 +188,15 @@ class DoctorReport(Sparse):
         vault is not what its records say, and doctor cannot mend it. Blobs missing (the
         evidence is gone), release rules that differ from the signed ones (changed outside
         evault), key tables that differ from the signed history, sealed values that do not
-        decrypt, times that are not times, blobs items name without a ``blobs`` row, item
+        decrypt, times that are not times, blobs items name without a ``blobs`` row, a
+        schema whose recorded revision SQL removed (``schema_changed``), item
         rows that differ from the signed events that created them, a custody log with a gap,
         or a check the database stopped (``FAILED``: SQL outside evault made a cell
         unreadable). Leftovers of killed commands (temporary files and plaintext ``--repair``
         removes, orphaned blobs it quarantines) and unsent packages are no failure, nor is a
         check not run (``not checked``: no key store here)."""
         return bool(
-            self.blobs_missing or self.blobs_unrecorded
+            self.schema_changed or self.blobs_missing or self.blobs_unrecorded
             or self.release_rules not in (None, "signed")
             or self.key_history_differences or self.undecryptable or self.not_times
             or self.item_differences
@@ -216,6 +222,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
     try:
         try:
             revision = db.current_revision(v.engine)
+            unrecorded = db.unrecorded_schema(v.engine) if revision is None else None
         except DBAPIError as e:  # read outside Vault.transaction, which names the rest
             dbapi.refuse(e.orig)
             raise
@@ -227,6 +234,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
             database=v.engine.url.render_as_string(hide_password=True),
             schema=revision,
             schema_ok=revision == head,
+            schema_changed=_doctors(unrecorded) if unrecorded is not None else None,
             key_store=choice.kind,
             key_store_reason=choice.reason,
         )

@@ -32,20 +32,23 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.types import NullType
 
-from vault.errors import ConfigError, VaultError
+from vault.errors import ConfigError, VaultError, VerificationError
 from vault.store.dbapi import (
     BUSY_TIMEOUT_MS,
+    RESTORE,
     SCHEMA_HEAD,
     SQLITE_PRAGMAS,
     NotATime,
     cannot_connect,
+    refuse,
     row_name,
     schema_refusal,
     single_revision,
+    unrecorded_refusal,
 )
 
 __all__ = ["BUSY_TIMEOUT_MS", "SCHEMA_HEAD"]  # defined in vault.store.dbapi, used from here
@@ -332,27 +335,60 @@ def migrations_head() -> str:
     return head
 
 
-def current_revision(engine: Engine) -> str | None:
-    """The revision the database is at, or None for an empty database.
+def current_revision(bind: Engine | Connection) -> str | None:
+    """The revision the database is at, or None for an empty database (``bind``: an engine,
+    or a connection whose transaction it reads in).
 
     Read straight from Alembic's ``alembic_version`` table, as Alembic's own
     ``MigrationContext.get_current_revision`` does, without importing Alembic.
     """
-    with engine.connect() as conn:
+    with contextlib.ExitStack() as stack:
+        conn = bind if isinstance(bind, Connection) else stack.enter_context(bind.connect())
         if not inspect(conn).has_table("alembic_version"):
             return None
         rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
     return single_revision(rows)
 
 
+def unrecorded_schema(bind: Engine | Connection) -> VerificationError | None:
+    """The refusal of a database that holds tables of the schema while ``alembic_version``
+    records no revision (dropped or emptied: only SQL outside evault does that, since the
+    migrations run in one transaction), or None. Migrating it would create those tables
+    again; another application's tables in the same database are no concern of evault's."""
+    from vault.store.models import Base
+
+    if current_revision(bind) is not None:
+        return None
+    if not set(Base.metadata.tables) & set(inspect(bind).get_table_names()):
+        return None
+    return unrecorded_refusal()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run the migrations up to ``revision`` on ``engine``'s database."""
+    """Run the migrations up to ``revision`` on ``engine``'s database; refuse, before any
+    migration runs, one whose recorded revision SQL outside evault removed
+    (:func:`unrecorded_schema`) or one at a revision these migrations do not know."""
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     config = alembic_config(str(engine.url.render_as_string(hide_password=False)))
     with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, revision)
+        try:
+            refusal = unrecorded_schema(conn)
+            if refusal is not None:
+                raise refusal
+            current = current_revision(conn)
+            if current is not None and current not in {
+                    s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}:
+                raise ConfigError(
+                    f"vault database is at revision {current}, which this evault does not "
+                    f"know (its newest is {SCHEMA_HEAD}): use the evault that upgraded it, "
+                    f"or {RESTORE}")
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+        except DBAPIError as e:  # a table the migrations alter dropped with SQL, the disk full
+            refuse(e.orig)
+            raise
 
 
 def downgrade(engine: Engine, revision: str) -> None:
@@ -367,7 +403,9 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def check_schema(engine: Engine) -> None:
     """Refuse a database that is not at the code's head revision, saying what to run."""
-    refusal = schema_refusal(current_revision(engine))
+    revision = current_revision(engine)
+    refusal = (unrecorded_schema(engine) if revision is None else None) or schema_refusal(
+        revision)
     if refusal is not None:
         raise refusal
 

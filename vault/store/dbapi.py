@@ -83,6 +83,15 @@ def schema_refusal(current: str | None) -> ConfigError | None:
     )
 
 
+def unrecorded_refusal() -> VerificationError:
+    """What to say of a database that holds the schema's tables while ``alembic_version``
+    records no revision: dropped or emptied by SQL outside evault (the migrations run in one
+    transaction), and migrating it would create those tables again."""
+    return VerificationError(
+        "vault database: its tables are there but alembic_version records no schema "
+        f"revision (its tables changed outside evault?); {RUN_DOCTOR}{RESTORE}")
+
+
 def single_revision(rows: Sequence[Sequence[Any]]) -> str | None:
     """The revision in the rows of ``alembic_version`` (no row: None); several are refused."""
     if not rows:
@@ -259,7 +268,9 @@ class Reader:
         try:
             for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma).close()
-            refusal = schema_refusal(_sqlite_revision(conn))
+            revision = _sqlite_revision(conn)
+            refusal = (unrecorded_refusal() if revision is None and _sqlite_has_tables(conn)
+                       else schema_refusal(revision))
         except sqlite3.OperationalError as e:
             conn.close()
             raise cannot_connect(e) from None
@@ -377,3 +388,11 @@ def _sqlite_revision(conn: Any) -> str | None:
                for schema in ("main", "temp")):
         return None
     return single_revision(conn.execute(f"SELECT {column} FROM {table}").fetchall())
+
+
+def _sqlite_has_tables(conn: Any) -> bool:
+    """Whether the database holds any table :data:`READS` names but ``alembic_version``."""
+    tables = [t for t in READS if t != "alembic_version"]
+    marks = ", ".join("?" * len(tables))
+    return conn.execute(f"SELECT 1 FROM sqlite_master WHERE type = 'table' AND name IN "
+                        f"({marks})", tables).fetchone() is not None
