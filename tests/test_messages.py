@@ -95,6 +95,46 @@ def test_an_unknown_case_is_named_by_every_command_that_takes_one(
     assert sqlite_cli.ok("items", "list", "--case", "UA-2026-0042", "--json").stdout == "[]\n"
 
 
+# ----------------------------------------------------------------------------- not UTF-8
+
+
+def _not_utf8(name: str, byte: str) -> str:
+    return (f"evault: {name}: not valid UTF-8 (byte {byte}); pass it as UTF-8 (check the "
+            "encoding of the terminal or script)\n")
+
+
+def test_a_text_option_or_argument_that_is_not_utf8_is_one_usage_line(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    """A byte that is not UTF-8 on the command line (``--org $'\\xff'`` in bash) reaches
+    Python as a lone surrogate; the command traced back where the text met the database
+    (UnicodeEncodeError). Every text option and argument is now refused before any command
+    runs; a path may still be any bytes."""
+    for args, line in [
+        (("identity", "create", "officer", "--org", "Minist\udce8re"), _not_utf8("--org", "0xe8")),
+        (("case", "create", "UA-\udcff"), _not_utf8("argument CASE", "0xff")),
+        (("body", "add", "ICC-OTP", "--name", "\udcc3"), _not_utf8("--name", "0xc3")),
+        (("items", "list", "--label", "ok", "--case", "\udcfe"), _not_utf8("--case", "0xfe")),
+    ]:
+        result = sqlite_cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", line), args
+    assert sqlite_cli.ok("identity", "list", "--json").stdout == "[]\n"
+    assert sqlite_cli.ok("case", "list", "--json").stdout == "[]\n"
+    # From the bytes themselves, as bash passes them to a real process.
+    quoted = f"'{sqlite_cli.vault}'"
+    org = _evault(shell=f"$EVAULT identity create officer --org $'\\xff' --vault {quoted}",
+                  cwd=tmp_path)
+    case = _evault(shell=f"$EVAULT case create $'UA-\\xff' --vault {quoted}", cwd=tmp_path)
+    assert [(r.returncode, r.stdout, r.stderr.decode()) for r in (org, case)] == [
+        (2, b"", _not_utf8("--org", "0xff")), (2, b"", _not_utf8("argument CASE", "0xff"))]
+    # A path that is not UTF-8 is still a path (only text is refused).
+    elsewhere = _evault(shell="$EVAULT identity list --vault $'no-\\xff'", cwd=tmp_path)
+    missing = f"{tmp_path}/no-\\xff".encode()
+    assert (elsewhere.returncode, elsewhere.stderr) == (
+        1, b"evault: no vault at %s: run `evault init --vault %s` or pass --vault\n"
+        % (missing, missing))
+
+
 # ----------------------------------------------------------------------------- --trusted-keys
 
 

@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 import click
 
 from vault import __version__
-from vault.errors import OptionsError, Reported, VaultError
+from vault.errors import OptionsError, Reported, UsageError, VaultError
 
 
 class Entry(NamedTuple):
@@ -94,11 +94,46 @@ INTERRUPTED = {
 """What to do after Ctrl-C, for commands where a re-run finishes the work."""
 
 
+def refuse_undecodable(ctx: click.Context) -> None:
+    """Refuse a text option or argument of ``ctx``'s command that is not valid UTF-8 (a
+    usage error, exit 2), before the command runs. Python hands over the bytes of such an
+    argument as lone surrogates (``'\\udcff'`` for byte 0xff), which no database, signed
+    JSON or terminal takes: the command traced back wherever the text met one. Paths
+    (``click.Path``, ``click.File``) may be any bytes the file system allows, and are let
+    through."""
+    for param in ctx.command.get_params(ctx):
+        if param.name is None or isinstance(param.type, (click.Path, click.File)):
+            continue
+        value = ctx.params.get(param.name)
+        for text in value if isinstance(value, (tuple, list)) else (value,):
+            if not isinstance(text, str):
+                continue
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                code = ord(text[e.start])
+                what = (f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF
+                        else f"U+{code:04X}, a lone surrogate")
+                raise UsageError(
+                    f"{_param_name(param)}: not valid UTF-8 ({what}); pass it as UTF-8 (check "
+                    "the encoding of the terminal or script)") from None
+
+
+def _param_name(param: click.Parameter) -> str:
+    """An option as typed (its long form), or an argument as its usage line names it."""
+    if isinstance(param, click.Option):
+        return next((o for o in param.opts if o.startswith("--")), param.opts[0])
+    return f"argument {param.human_readable_name}"
+
+
 class Command(click.Command):
     """A command of evault: an :class:`~vault.errors.OptionsError` it raises is shown as
-    click shows its own usage errors, under this command's usage line (exit 2)."""
+    click shows its own usage errors, under this command's usage line (exit 2); a text
+    option or argument that is not UTF-8 is refused before it runs
+    (:func:`refuse_undecodable`)."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        refuse_undecodable(ctx)
         try:
             return super().invoke(ctx)
         except OptionsError as e:
@@ -107,10 +142,15 @@ class Command(click.Command):
 
 class Group(click.Group):
     """A group of commands below the root (``evault identity ...``): its commands and
-    subgroups are :class:`Command` and :class:`Group` too."""
+    subgroups are :class:`Command` and :class:`Group` too; its own options are checked as
+    a command's are."""
 
     command_class = Command
     group_class = type
+
+    def invoke(self, ctx: click.Context) -> Any:
+        refuse_undecodable(ctx)
+        return super().invoke(ctx)
 
 
 def _help(name: str, f: Callable[..., Any]) -> str:
