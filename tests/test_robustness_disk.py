@@ -15,6 +15,7 @@ import json
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -159,6 +160,104 @@ def test_read_only_folders(world: Office, mount: Mount) -> None:
     check_healthy(icc)
     check_healthy(cli)
     assert list(ro.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- read-only database
+
+
+def _honouring_modes() -> Callable[[], None] | None:
+    """What a child process runs before evault so that a file's mode bits stop it: nothing
+    for a user; for root, whom they do not stop, the drop of CAP_DAC_OVERRIDE and
+    CAP_DAC_READ_SEARCH from its bounding set (root keeps neither through exec, and meets
+    the bits as the owner of the vault's files does)."""
+    if os.geteuid() != 0:
+        return None
+
+    def drop() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+            if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+    return drop
+
+
+def _bound_by_modes(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``evault ARGS`` (or, for ``-c``, ``python -c``) in a process that mode bits stop."""
+    argv = [sys.executable, *(args if args[0] == "-c" else ("-m", "vault", *args))]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120,
+                          preexec_fn=_honouring_modes())
+
+
+def _check_modes_stop_writes(path: Path, cwd: Path) -> None:
+    """Skip, saying why, where no child process can be made that ``path``'s mode stops."""
+    try:
+        probe = _bound_by_modes("-c", f"open({str(path)!r}, 'r+b')", cwd=cwd)
+    except subprocess.SubprocessError as e:  # the bounding set could not be dropped
+        pytest.skip(f"cannot start a process that file modes stop here: {e}")
+    if "PermissionError" not in probe.stderr:
+        pytest.skip(f"a process here writes {path} despite its mode: {probe.stderr!r}")
+
+
+def test_a_read_only_database_file_or_folder_is_one_line(tmp_path: Path) -> None:
+    """A SQLite vault whose vault.db (mode 0444) or folder (0555) its user may not write
+    (PostgreSQL's role without privileges is named already): every write traced back with
+    SQLite's "attempt to write a readonly database"; a folder read-only before the first
+    connection said "cannot connect (attempt to write a readonly database)". One line now
+    (exit 1, as a configuration error), nothing written, and reads still work where SQLite
+    can read."""
+    from vault.errors import ConfigError
+    from vault.store import dbapi
+
+    assert type(dbapi.failure(sqlite3.OperationalError(
+        "attempt to write a readonly database"))) is ConfigError
+    cli = Cli(tmp_path / "vault").init()
+    cli.ok("identity", "create", "registry-office")
+    evidence = tmp_path / "evidence.txt"
+    evidence.write_text("fictional evidence\n")
+    database = cli.vault / "vault.db"
+    line = ("evault: vault database: its file is read-only (attempt to write a readonly "
+            "database); check the permissions of the database file, its -wal and -shm files "
+            "and its folder\n")
+    writes = [("identity", "create", "officer"), ("case", "create", CASE),
+              ("ingest", str(evidence), "--case", CASE, "--create-case")]
+    beside = [database.with_name(f"vault.db{suffix}") for suffix in ("-wal", "-shm")]
+    os.chmod(database, 0o444)
+    try:
+        _check_modes_stop_writes(database, tmp_path)
+        for args in writes:
+            result = _bound_by_modes(*args, "--vault", str(cli.vault), cwd=tmp_path)
+            assert (result.returncode, result.stdout, result.stderr) == (1, "", line), args
+        listed = _bound_by_modes("identity", "list", "--json", "--vault", str(cli.vault),
+                                 cwd=tmp_path)
+        assert [i["name"] for i in json.loads(listed.stdout)] == ["registry-office"]
+        # The folder read-only, with no -wal or -shm file left to open: the first statement.
+        os.chmod(database, 0o600)
+        for path in beside:
+            if path.exists():
+                os.chmod(path, 0o600)
+        cli.ok("identity", "list")  # the last connection to close removes them
+        assert [p for p in beside if p.exists()] == []
+        os.chmod(cli.vault, 0o555)
+        for args in [("items", "list"), ("identity", "list"), *writes]:
+            result = _bound_by_modes(*args, "--vault", str(cli.vault), cwd=tmp_path)
+            assert (result.returncode, result.stdout, result.stderr) == (1, "", line), args
+    finally:
+        os.chmod(cli.vault, 0o700)
+        for path in [database, *beside]:
+            if path.exists():
+                os.chmod(path, 0o600)
+    # Nothing was half-written: no identity, case, item or blob; then the same writes work.
+    assert [i["name"] for i in as_json(cli, "identity", "list", "--json")] == [
+        "registry-office"]
+    assert as_json(cli, "case", "list", "--json") == []
+    report = as_json(cli, "doctor", "--json")
+    assert (report["items"], report["blobs"], report["orphaned_blobs"]) == (0, 0, 0)
+    for args in writes:
+        cli.ok(*args)
+    check_healthy(cli)
 
 
 # ----------------------------------------------------------------------------- cannot write

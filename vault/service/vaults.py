@@ -337,7 +337,7 @@ def _migrate(url: str) -> str:
         db.upgrade(engine)
         return db.current_revision(engine) or ""
     except OperationalError as e:
-        raise ConfigError(f"vault database: cannot connect ({e.orig})") from None
+        raise dbapi.cannot_connect(e.orig) from None
     finally:
         engine.dispose()
 

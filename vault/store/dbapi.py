@@ -120,6 +120,8 @@ def failure(orig: object) -> VaultError | None:
     operational = any(c.__name__ == "OperationalError" for c in type(orig).__mro__)
     if operational and ("locked" in text or "could not obtain lock" in text):
         return ConfigError("vault database is busy with another evault command; try again")
+    if read_only(orig):
+        return ConfigError(READ_ONLY)
     if operational and ("disk is full" in text or "disk I/O error" in text):
         return VaultError(
             f"vault database: cannot write ({orig}); this step was rolled back, "
@@ -156,6 +158,21 @@ def failure(orig: object) -> VaultError | None:
             f"vault database: {first_line(orig)}; the role in the vault's database URL needs "
             "every privilege on the vault's tables (those of the role that ran `evault init`)")
     return None
+
+
+#: What to say when SQLite may not write the vault's database (:func:`read_only`).
+READ_ONLY = ("vault database: its file is read-only (attempt to write a readonly database); "
+             "check the permissions of the database file, its -wal and -shm files and its "
+             "folder")
+
+
+def read_only(orig: object) -> bool:
+    """Whether a driver's error is SQLite's SQLITE_READONLY (in any of its extended forms,
+    one message): the database file, its ``-wal`` or ``-shm`` file, or its folder (where
+    they are made) may not be written by this user, or is on a read-only file system.
+    PostgreSQL's counterpart is a role without privileges (42501: InsufficientPrivilege)."""
+    return (any(c.__name__ == "OperationalError" for c in type(orig).__mro__)
+            and str(orig).startswith("attempt to write a readonly database"))
 
 
 def refuse(orig: object) -> None:
@@ -233,7 +250,10 @@ def _not_a_time(table: str, column: str, row: str | None, rows: int, stored: obj
 
 
 def cannot_connect(orig: object) -> ConfigError:
-    """The refusal of a database that cannot be reached (or opened) at all."""
+    """The refusal of a database that cannot be reached (or opened) at all: on SQLite, a
+    folder that is read-only stops the first statement (WAL needs its ``-shm`` file)."""
+    if read_only(orig):
+        return ConfigError(READ_ONLY)
     return ConfigError(f"vault database: cannot connect ({orig})")
 
 
