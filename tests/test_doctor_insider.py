@@ -15,7 +15,11 @@ the body of the custody event that created it.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import stat
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +187,81 @@ def test_doctor_repair_quarantines_the_orphans_of_a_healthy_vault(tmp_path: Path
         0, "1", "1", "0", _quarantined(cli, blob), False)
     assert (cli.vault / "quarantine" / blob).read_bytes() == (
         b"fictional leftover of a killed intake")
+
+
+def _cross_device_links(monkeypatch: pytest.MonkeyPatch, blobs: Path) -> list[Path]:
+    """Make ``os.link`` out of ``blobs`` fail as it fails from another file system (EXDEV);
+    the sources it refused are listed in the list returned."""
+    link = os.link
+    refused: list[Path] = []
+
+    def cross(src: Any, dst: Any, **kwargs: Any) -> None:
+        if Path(src).is_relative_to(blobs):
+            refused.append(Path(src))
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
+        link(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", cross)
+    return refused
+
+
+def test_doctor_repair_copies_an_orphan_from_another_file_system(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob folder on another file system than the vault folder (a disk mounted on
+    ``blobs/``): the link into quarantine failed with EXDEV and ``doctor --repair`` stopped
+    at the first orphan ("Invalid cross-device link"). It copies it instead, fsynced, and
+    removes the blob only then; a file already in quarantine is still never overwritten."""
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    stray = cli.vault / "blobs" / "ab" / blob
+    stray.parent.mkdir(exist_ok=True)
+    content = os.urandom(3 << 20)  # several steps of a copy through a buffer
+    stray.write_bytes(content)
+    os.chmod(stray, 0o600)
+    quarantine = cli.vault / "quarantine"
+    quarantine.mkdir()
+    (quarantine / blob).write_bytes(b"fictional quarantined before")
+    refused = _cross_device_links(monkeypatch, cli.vault / "blobs")
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, _shown(result.stdout)["orphans_quarantined"], result.stderr,
+            refused, stray.exists()) == (0, "1", _quarantined(cli, blob), [stray], False)
+    assert sorted(p.name for p in quarantine.iterdir()) == [blob, f"{blob}.1"]  # no temporary
+    assert ((quarantine / blob).read_bytes(), (quarantine / f"{blob}.1").read_bytes()) == (
+        b"fictional quarantined before", content)
+    assert stat.S_IMODE((quarantine / f"{blob}.1").stat().st_mode) == 0o600
+    again = cli("doctor", "--json")
+    assert (again.exit_code, json.loads(again.stdout)["orphaned_blobs"]) == (0, 0)
+
+
+def test_doctor_repair_moves_an_orphan_off_a_disk_mounted_on_blobs(tmp_path: Path) -> None:
+    """The same on a real second file system, where this test may mount one (root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs on blobs/ needs root; the EXDEV test above still runs")
+    cli = Cli(tmp_path / "vault").init()
+    blobs = cli.vault / "blobs"
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4096k,mode=0700", "tmpfs",
+                              str(blobs)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        cli.ok("identity", "create", "registry-office")
+        evidence = tmp_path / "evidence.txt"
+        evidence.write_text("fictional evidence\n")
+        cli.ok("ingest", str(evidence), "--case", "UA-2026-0042", "--create-case")
+        blob = "ab" + "0" * 30
+        stray = blobs / "ab" / blob
+        stray.parent.mkdir(exist_ok=True)
+        stray.write_bytes(b"fictional leftover of a killed intake")
+        assert stray.stat().st_dev != cli.vault.stat().st_dev
+        result = cli("doctor", "--repair")
+        assert (result.exit_code, result.stderr, stray.exists()) == (
+            0, _quarantined(cli, blob), False)
+        assert (cli.vault / "quarantine" / blob).read_bytes() == (
+            b"fictional leftover of a killed intake")
+        assert sorted(p.name for p in (cli.vault / "quarantine").iterdir()) == [blob]
+        cli.ok("custody", "verify")
+    finally:
+        subprocess.run(["umount", "-l", str(blobs)], check=False)
 
 
 def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them(

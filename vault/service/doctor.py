@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import os
+import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import NullType
 
 from vault.clock import isoformat, utcnow
-from vault.durable import fsync_dir
+from vault.durable import TEMP_PREFIX, copy_file, fsync_dir
 from vault.errors import ConfigError, VaultError, VerificationError
 from vault.formats.canonical import parse_json_object
 from vault.keystore import choose
@@ -335,30 +337,80 @@ def _repair_blobs(report: DoctorReport, scan: _BlobScan, folder: Path) -> Doctor
 
 
 def quarantine_folder(v: Vault) -> Path:
-    """Where ``doctor --repair`` moves orphaned blobs: in the vault, beside ``blobs/`` (on the
-    same file system: a rename), and not scanned as blobs."""
+    """Where ``doctor --repair`` moves orphaned blobs: in the vault, beside ``blobs/`` (as a
+    rule on the same file system: a link; else a copy, see :func:`_quarantine`), and not
+    scanned as blobs."""
     return v.root / "quarantine"
 
 
 def _quarantine(blobs: BlobStore, folder: Path, blob_id: str) -> None:
     """Move one blob file into ``folder`` (as ``<blob-id>``, or ``<blob-id>.N`` if that is
-    taken: nothing there is overwritten), then flush both folders."""
+    taken: nothing there is overwritten), then flush both folders. A hard link where it can;
+    where the blob folder is on another file system (EXDEV: a disk mounted on ``blobs/``, or
+    ``blobs`` a symbolic link to one), a copy, fsynced and linked to its name the same way.
+    The blob is removed only once its copy in ``folder`` is on disk."""
     source = blobs.path(blob_id)
     folder.mkdir(mode=0o700, exist_ok=True)
+    try:
+        _link_to_free_name(source, folder, blob_id)
+    except FileNotFoundError:  # gone since the scan
+        return
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        copy = _copy_into(source, folder, blob_id)
+        if copy is None:  # gone since the scan
+            return
+        try:
+            _link_to_free_name(copy, folder, blob_id)
+        finally:
+            os.unlink(copy)
+    fsync_dir(folder)
+    os.unlink(source)
+    fsync_dir(source.parent)
+
+
+def _link_to_free_name(source: Path, folder: Path, blob_id: str) -> None:
+    """Link ``source`` into ``folder`` as ``<blob-id>``, or the first free ``<blob-id>.N``."""
     for n in range(1_000_000):
         target = folder / (blob_id if n == 0 else f"{blob_id}.{n}")
         try:
             os.link(source, target)  # fails if target exists: never overwrites
         except FileExistsError:
             continue
-        except FileNotFoundError:  # gone since the scan
-            return
-        break
-    else:  # pragma: no cover - a million files of one blob id
-        raise VaultError(f"{folder}: no free name for blob {blob_id}")
-    fsync_dir(folder)
-    os.unlink(source)
-    fsync_dir(source.parent)
+        return
+    raise VaultError(f"{folder}: no free name for blob {blob_id}")  # pragma: no cover
+
+
+def _copy_into(source: Path, folder: Path, blob_id: str) -> Path | None:
+    """A whole, fsynced copy of ``source`` (never through a symbolic link) under a
+    temporary name in ``folder``, with its mode; None if ``source`` is gone. A copy cut
+    short is removed."""
+    try:
+        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    try:
+        info = os.fstat(src)
+        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{blob_id}"
+        dst = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            try:
+                os.fchmod(dst, stat.S_IMODE(info.st_mode))
+                copied = copy_file(src, dst, writeback=True)
+                if copied != info.st_size:
+                    raise VaultError(f"blob {blob_id}: {copied} of its {info.st_size} bytes "
+                                     f"were copied into {folder}; it is left in place")
+                os.fsync(dst)
+            finally:
+                os.close(dst)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
+            raise
+        return temp
+    finally:
+        os.close(src)
 
 
 def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
