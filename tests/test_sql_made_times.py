@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from test_sealed_metadata import CASE, _sender_and_recipient, _sql, _two_items
 
 
@@ -480,8 +481,15 @@ def test_postgres_settings_and_policies_that_refuse_evault_are_one_line(
         1, "evault writes to its database: connect to the primary server, without "
            "default_transaction_read_only\n")
     assert result.stderr.startswith("evault: vault database: cannot execute ")
-    config.write_text(text.replace("search_path%3D", "statement_timeout%3D1%20-csearch_path%3D"))
-    result = cli("doctor")
+    # Another session holds the tables, so the first read waits past the timeout whatever
+    # the machine's speed (a 1 ms timeout alone let doctor finish on a fast machine).
+    config.write_text(text.replace("search_path%3D", "statement_timeout%3D200%20-csearch_path%3D"))
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as holder:
+        holder.exec_driver_sql("LOCK TABLE identities, items, custody_events "
+                               "IN ACCESS EXCLUSIVE MODE")
+        result = cli("doctor")
+    engine.dispose()
     assert (result.exit_code, result.stderr) == (
         1, "evault: vault database: canceling statement due to statement timeout; raise or "
            "remove the statement_timeout set in the vault's database URL or on the server, "
