@@ -142,9 +142,11 @@ def _evault(*args: str, stdin: bytes | None = None, shell: str | None = None,
             cwd: Path) -> subprocess.CompletedProcess[bytes]:
     env = {**os.environ, "EVAULT_HOME": str(cwd / "no-vault"), "EVAULT_KEY_STORAGE": "file",
            "EVAULT_PASSPHRASE": TEST_PASSPHRASE}
-    argv = [sys.executable, "-m", "vault", *args]
+    # The installed command, not `python -m vault`: that puts the working folder first on
+    # the import path, where a folder named "vault" (a test's vault) would shadow the code.
+    argv = [str(Path(sys.executable).with_name("evault")), *args]
     if shell is not None:
-        return subprocess.run(["bash", "-c", shell], env={**env, "EVAULT": " ".join(argv[:3])},
+        return subprocess.run(["bash", "-c", shell], env={**env, "EVAULT": argv[0]},
                               input=stdin, capture_output=True, cwd=cwd, timeout=60)
     return subprocess.run(argv, env=env, input=stdin, capture_output=True, cwd=cwd, timeout=60)
 

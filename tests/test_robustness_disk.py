@@ -186,7 +186,10 @@ def _honouring_modes() -> Callable[[], None] | None:
 
 def _bound_by_modes(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """``evault ARGS`` (or, for ``-c``, ``python -c``) in a process that mode bits stop."""
-    argv = [sys.executable, *(args if args[0] == "-c" else ("-m", "vault", *args))]
+    # The installed command, not `python -m vault`, which would import a folder named
+    # "vault" in ``cwd`` (a test's vault) instead of the code.
+    argv = ([sys.executable, *args] if args[0] == "-c"
+            else [str(Path(sys.executable).with_name("evault")), *args])
     return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120,
                           preexec_fn=_honouring_modes())
 

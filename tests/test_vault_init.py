@@ -79,8 +79,13 @@ def test_a_vault_behind_the_code_is_told_to_upgrade(sqlite_cli: Cli) -> None:
     assert result.stderr == "evault: vault database has no schema: run `evault db upgrade`\n"
     current = json.loads(sqlite_cli.ok("db", "current", "--json").stdout)
     assert current == {"current": None, "head": db.head_revision(), "up_to_date": False}
-    # Behind the code is no failed verification: doctor names it, and exits 0.
-    report = json.loads(sqlite_cli.ok("doctor", "--json").stdout)
+    # Behind the code is no failed verification, but doctor checked nothing past the
+    # schema: it names it, and exits 1 (it exited 0, an all-clear for an unchecked vault).
+    result = sqlite_cli("doctor", "--json")
+    assert (result.exit_code, result.stderr) == (
+        1, "evault: doctor stopped before checking the blobs and the records: vault "
+           "database has no schema: run `evault db upgrade`\n")
+    report = json.loads(result.stdout)
     assert (report["schema"], report["schema_ok"], "schema_changed" in report) == (
         None, False, False)
     upgraded = sqlite_cli.ok("db", "upgrade")
@@ -121,6 +126,25 @@ def test_a_schema_whose_revision_sql_dropped_is_one_line_and_fails_doctor(
         1, f"evault: vault database is at revision 0099, which this evault does not know (its "
            f"newest is {db.SCHEMA_HEAD}): use the evault that upgraded it, or restore the "
            "database from a backup\n")
+
+
+def test_doctor_stops_with_exit_1_where_config_names_another_blob_store(
+        sqlite_cli: Cli) -> None:
+    """config.toml naming a bucket the database does not record: doctor printed
+    ``blob_store: not checked: ...``, checked nothing more, and exited 0."""
+    config = sqlite_cli.vault / "config.toml"
+    text = config.read_text()
+    assert text.count("\nkey_storage = ") == 1
+    config.write_text(text.replace("\nkey_storage = ",
+                                   '\nblobs = "s3://fictional-bucket/evidence"\nkey_storage = '))
+    result = sqlite_cli("doctor")
+    said = (f"{config}: says blobs on s3://fictional-bucket/evidence, but the vault's "
+            "database records blobs in each vault folder's blobs/; make config.toml say what "
+            "the database does (copy it from a machine of the vault)")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: doctor stopped before checking the blobs and the records: {said}\n")
+    assert f"blob_store:       not checked: {said}\n" in result.stdout
+    assert "items:" not in result.stdout
 
 
 def test_doctor_reports_the_key_store_and_why(sqlite_cli: Cli) -> None:

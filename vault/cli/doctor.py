@@ -42,6 +42,8 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     metadata value does not decrypt, a time is not a time, an item names a blob that has no
     row, or an item row differs from the signed event that created it (changed with SQL;
     restore the database), the custody log has a gap, or the database stopped a check.
+    Exit 1 if it stopped before those checks: the schema is behind this evault (run
+    `evault db upgrade`), or config.toml names another blob store than the database does.
     Leftovers --repair removes, and packages not yet sent, are named with exit 0; --repair
     deletes no orphaned blob: it moves them into <vault>/quarantine/ to be checked.
 
@@ -94,6 +96,10 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         # Evidence gone, rules or rows changed outside evault, or the database could not be
         # read for a check: a failed verification, which --repair does not mend.
         raise Reported(verification=True)
+    if report.stopped is not None:
+        # Nothing past that point was checked: no all-clear, whatever the reason.
+        say(f"doctor stopped before checking the blobs and the records: {report.stopped}")
+        raise Reported(verification=False)
 
 
 def _leftover_line(row: Leftover) -> str:

@@ -81,6 +81,9 @@ if TYPE_CHECKING:
 #: check (a cell the driver cannot read, a key history that cannot start): a failure, not a
 #: check skipped as ``not checked`` is.
 FAILED = "failed: "
+#: How a check's value begins when it was not run: no key store here for ``sealed_values``
+#: or ``key_history``; for ``blob_store``, doctor stopped there (:attr:`DoctorReport.stopped`).
+NOT_CHECKED = "not checked: "
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,6 +188,18 @@ class DoctorReport(Sparse):
     leftovers: tuple[Leftover, ...] | None = None
 
     @property
+    def stopped(self) -> str | None:
+        """Why doctor stopped before its checks of the blobs and the records, or None: the
+        schema is not this evault's (``evault db upgrade``), or the blob store could not be
+        opened (``config.toml`` and the database disagree, or the database refused the
+        read). ``evault doctor`` then exits 1: it vouched for nothing past that point."""
+        if not self.schema_ok:
+            return str(dbapi.schema_refusal(self.schema))
+        if self.blob_store is not None and self.blob_store.startswith(NOT_CHECKED):
+            return self.blob_store.removeprefix(NOT_CHECKED)
+        return None
+
+    @property
     def failed(self) -> bool:
         """Whether a check failed as a verification does (``evault doctor`` exits 3): the
         vault is not what its records say, and doctor cannot mend it. Blobs missing (the
@@ -246,7 +261,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         try:
             blobs = v.blob_store()
         except ConfigError as e:  # config.toml and the database disagree: say so, go on
-            return dataclasses.replace(report, blob_store=f"not checked: {e}")
+            return dataclasses.replace(report, blob_store=f"{NOT_CHECKED}{e}")
         except VerificationError as e:  # its settings table dropped or renamed with SQL
             raise VerificationError(_doctors(e)) from None
         found["blob_store"] = blobs.where
@@ -491,7 +506,7 @@ def check_sealed_values(vault: Vault) -> dict[str, Any]:
     except SQLAlchemyError as e:  # a table or column SQL dropped or renamed
         return {"sealed_values": f"{FAILED}{_stopped(e)}"}
     except VaultError as e:  # the key store cannot be opened here: say so, go on
-        return {"sealed_values": f"not checked: {e}"}
+        return {"sealed_values": f"{NOT_CHECKED}{e}"}
     if not bad:
         return {"sealed_values": "ok"}
     return {"sealed_values": f"{len(bad)} value(s) do not decrypt under this vault's metadata "
@@ -798,7 +813,7 @@ def check_key_history(vault: Vault, *, repair: bool) -> KeyHistoryCheck:
     except VerificationError as e:  # an attestation this key store did not sign
         return KeyHistoryCheck(key_history=f"{FAILED}{_doctors(e)}")
     except VaultError as e:  # a locked key store, no passphrase given
-        return KeyHistoryCheck(key_history=f"not checked: {e}")
+        return KeyHistoryCheck(key_history=f"{NOT_CHECKED}{e}")
     if anchor is None:
         return KeyHistoryCheck(key_history="no identity yet")
     repaired: int | None = None
