@@ -373,3 +373,18 @@ def test_commits_that_fail_leave_nothing_behind(
     cli.ok("receipt", "import", str(ack))
     check_healthy(icc)
     check_healthy(cli)
+
+
+def test_syncfs_calls_the_c_library_without_starting_a_process(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """syncfs found the C library with ctypes.util.find_library, which runs `ldconfig -p`
+    (a process, a few ms) on every call: once per 2,000 files ingested, and per open."""
+    from vault import durable
+
+    def no_process(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a process was started: {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_process)
+    assert durable.syncfs(tmp_path) is True
+    with pytest.raises(FileNotFoundError):
+        durable.syncfs(tmp_path / "missing")

@@ -374,17 +374,17 @@ def syncfs(path: Path) -> bool:
     """``syncfs(2)`` on the file system holding ``path``: one call for a whole batch; False
     where there is no such call (then fsync each file and its folder)."""
     import ctypes
-    import ctypes.util
 
     if not sys.platform.startswith("linux"):  # pragma: no cover
         return False
-    libc_name = ctypes.util.find_library("c")
-    if libc_name is None:  # pragma: no cover
+    # The C library is already loaded: look in the process's own symbols
+    # (ctypes.util.find_library would run ldconfig, a process, on every call).
+    function = getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+    if function is None:  # pragma: no cover
         return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
     fd = os.open(path, os.O_RDONLY)
     try:
-        if libc.syncfs(fd) != 0:  # pragma: no cover
+        if function(fd) != 0:  # pragma: no cover
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err), str(path))
     finally:
