@@ -266,6 +266,24 @@ def test_the_key_files_scrypt_runs_while_the_caller_works(tmp_path: Path,
     none.prepare()  # nothing to start without a passphrase; get says so
     with pytest.raises(KeyStoreError, match="needs a passphrase"):
         none.get("meta:x")
+    # `ingest` and `open` prepare before their own checks: a passphrase to be typed is not
+    # asked for then (a missing file is said before the prompt), only by get.
+    asked: list[bool] = []
+
+    def prompt(creating: bool) -> str:
+        asked.append(creating)
+        return TEST_PASSPHRASE
+
+    typed = FileKeyStore(tmp_path, prompt, "test")
+    typed.prepare(ask=False)
+    assert (asked, typed._deriving) == ([], None)
+    assert typed.get("meta:x") == b"secret"
+    assert asked == [False]
+    monkeypatch.setenv("EVAULT_PASSPHRASE", TEST_PASSPHRASE)
+    given = FileKeyStore(tmp_path, prompt, "test")
+    given.prepare(ask=False)
+    assert given._deriving is not None and asked == [False]
+    assert given.get("meta:x") == b"secret"
 
 
 # ----------------------------------------------------------------------------- the table

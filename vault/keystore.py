@@ -67,10 +67,12 @@ class KeyStore(ABC):
     def delete(self, name: str) -> None:
         """Remove ``name`` if present."""
 
-    def prepare(self) -> None:
+    def prepare(self, *, ask: bool = True) -> None:
         """Start, in the background where it can, the slow part of the first :meth:`get`
         (a key file's scrypt), so that a caller with other work to do meanwhile waits less;
-        whatever fails there is left for :meth:`get` to report. The default does nothing."""
+        whatever fails there is left for :meth:`get` to report. With ``ask`` False, a
+        passphrase that would have to be typed is not asked for yet (the caller's own checks
+        come first). The default does nothing."""
         return None
 
 
@@ -145,12 +147,15 @@ class FileKeyStore(KeyStore):
         finally:
             os.close(fd)
 
-    def prepare(self) -> None:
-        """Ask for the passphrase (if it must be typed) and run the key file's scrypt on a
-        helper thread (it releases the GIL): :meth:`get` then waits only for what is left
-        of it. The derived key goes only where :meth:`get` would put it (the process's
-        cache in :func:`vault.crypto.secretbox.derive_key`)."""
+    def prepare(self, *, ask: bool = True) -> None:
+        """Ask for the passphrase (if it must be typed, and ``ask``) and run the key file's
+        scrypt on a helper thread (it releases the GIL): :meth:`get` then waits only for
+        what is left of it. The derived key goes only where :meth:`get` would put it (the
+        process's cache in :func:`vault.crypto.secretbox.derive_key`)."""
         if self._derived is not None or self._deriving is not None:
+            return
+        if not ask and self._passphrase is None and not (
+                os.environ.get("EVAULT_PASSPHRASE") or os.environ.get("EVAULT_PASSPHRASE_FILE")):
             return
         from vault.crypto.secretbox import HEADER_LEN, box_params, derive_key
 

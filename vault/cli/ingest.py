@@ -122,6 +122,10 @@ def ingest(
                               ("size", row.size)):
             widths[column] = max(widths[column], cell_width(value))
 
+    # The key file's scrypt (~0.4 s) starts on a helper thread, to run while the files are
+    # walked and validated, instead of after them (not when the passphrase must be typed:
+    # a file that is missing is said before the prompt).
+    vault.keystore.prepare(ask=False)
     plan = intake.plan_from_options(
         paths, manifest, case=case_id, title=title, description=description, source=source,
         collected_at=collected_at, location=location, tags=tags, labels=labels,

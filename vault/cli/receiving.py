@@ -80,6 +80,9 @@ def open_cmd(
       evault open PKG-0123456789AB.evpkg --out ./received
       evault open PKG-0123456789AB.evpkg --out ./received --trust-sender SHA256:...
     """
+    # The key file's scrypt (~0.4 s) starts on a helper thread, to run while the code of
+    # open is imported and the envelope checked, instead of after them.
+    vault.keystore.prepare(ask=False)
     from vault.service.opening import open_package
 
     with progress_line("open") as line:
