@@ -327,8 +327,12 @@ def main() -> None:
     print(f"| evault's: the same and three SHA-256 passes | {package:.2f} |")
     # The file must be durable before it is recorded: the disk's time bounds it too.
     best = once + max(package / cores, durable)
-    print(f"\nIngest: at best {once:.2f} s once + {per_file:.2f} s over {cores} cores = "
-          f"**{once + per_file / cores:.2f} s**"
+    # ingest runs the scrypt on a helper thread beside its walk of the files: it is part of
+    # the work spread over the cores, not a cost paid alone.
+    scrypt = fixed["scrypt (key file, 128 MiB)"]
+    spread = per_file + scrypt
+    print(f"\nIngest: at best {once - scrypt:.2f} s once + {spread:.2f} s (the files and the "
+          f"scrypt beside them) over {cores} cores = **{once - scrypt + spread / cores:.2f} s**"
           + (" (goal < 2 s)." if args.files == 10_000 else "."))
     print(f"Package: at best {once:.2f} s once + the longer of {package:.2f} s over {cores} "
           f"cores and the {durable:.2f} s the disk takes to make the file durable = "
