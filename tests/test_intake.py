@@ -827,3 +827,31 @@ def test_a_file_rewritten_between_the_passes_is_refused_by_the_workers(
                     "--create-case")
     assert (result.exit_code, result.stderr) == (1, f"evault: {paths[7]}: {_CHANGED}\n")
     assert _items(office) == [] and _blob_files(office) == []
+
+
+@SQLITE_ONLY
+def test_the_last_batches_shrink_so_little_is_recorded_after_the_workers(
+    office: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last batch is recorded alone, once every file is stored: a whole batch of 2,000
+    files took ~0.5 s there. Batches now halve towards the end, down to TAIL_FILES; the
+    gc.freeze made for the intake is undone after it."""
+    import gc
+
+    from vault.service import intake
+    from vault.service.vaults import open_vault
+
+    assert [intake._batch_limit(n) for n in (10_000, 4_000, 3_000, 1_000, 400, 10)] == [
+        2000, 2000, 1500, 500, 250, 250]
+    monkeypatch.setattr(intake, "BATCH_FILES", 8)
+    monkeypatch.setattr(intake, "TAIL_FILES", 2)
+    paths = _files(tmp_path, **{f"f{n:02d}_bin": bytes([n]) * 50 for n in range(20)})
+    rows = intake.rows_from_paths(paths, intake.IntakeFields(case=CASE))
+    vault = open_vault(office.vault)
+    sizes: list[int] = []
+    frozen = gc.get_freeze_count()
+    intake.ingest_batches(vault, rows, lambda done: sizes.append(len(done)), create_case=True)
+    vault.engine.dispose()
+    assert sizes == [8, 6, 3, 2, 1]
+    assert gc.get_freeze_count() == 0 and frozen == 0
+    assert len(_items(office)) == 20
