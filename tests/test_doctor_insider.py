@@ -15,11 +15,14 @@ the body of the custody event that created it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import signal
 import stat
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -233,8 +236,50 @@ def test_doctor_repair_copies_an_orphan_from_another_file_system(
     assert (again.exit_code, json.loads(again.stdout)["orphaned_blobs"]) == (0, 0)
 
 
-def test_doctor_repair_moves_an_orphan_off_a_disk_mounted_on_blobs(tmp_path: Path) -> None:
-    """The same on a real second file system, where this test may mount one (root)."""
+class _Waited(Exception):
+    """What :func:`_within` raises in the code it cut short."""
+
+
+@contextlib.contextmanager
+def _within(seconds: float) -> Iterator[None]:
+    """Cut the block short with :class:`_Waited` after ``seconds`` (SIGALRM): a test of
+    something that must not wait fails instead of hanging."""
+    def waited(_signum: int, _frame: object) -> None:
+        raise _Waited(f"still waiting after {seconds} s")
+
+    before = signal.signal(signal.SIGALRM, waited)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+
+
+def test_doctor_repair_does_not_wait_on_a_fifo_named_like_a_blob(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewer hr2: the copy opened the orphan for reading without O_NONBLOCK, so a fifo
+    named like a blob kept ``doctor --repair`` waiting for a writer, holding the vault's
+    intake lock (every ingest waited too). Only a regular file is copied."""
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    fifo = cli.vault / "blobs" / "ab" / blob
+    fifo.parent.mkdir(exist_ok=True)
+    os.mkfifo(fifo)
+    _cross_device_links(monkeypatch, cli.vault / "blobs")
+    with _within(10):
+        result = cli("doctor", "--repair")
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {fifo}: is not a regular file, as every blob is; it is left in place: "
+        "check it and remove it by hand\n"))
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert list((cli.vault / "quarantine").iterdir()) == []
+
+
+@contextlib.contextmanager
+def _blobs_on_a_disk_of_their_own(tmp_path: Path) -> Iterator[Cli]:
+    """A vault with one item whose ``blobs/`` is a tmpfs mounted there (root only; else the
+    test skips): a real second file system, where a link into quarantine fails with EXDEV."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs on blobs/ needs root; the EXDEV test above still runs")
     cli = Cli(tmp_path / "vault").init()
@@ -248,8 +293,16 @@ def test_doctor_repair_moves_an_orphan_off_a_disk_mounted_on_blobs(tmp_path: Pat
         evidence = tmp_path / "evidence.txt"
         evidence.write_text("fictional evidence\n")
         cli.ok("ingest", str(evidence), "--case", "UA-2026-0042", "--create-case")
+        yield cli
+    finally:
+        subprocess.run(["umount", "-l", str(blobs)], check=False)
+
+
+def test_doctor_repair_moves_an_orphan_off_a_disk_mounted_on_blobs(tmp_path: Path) -> None:
+    """The same on a real second file system, where this test may mount one (root)."""
+    with _blobs_on_a_disk_of_their_own(tmp_path) as cli:
         blob = "ab" + "0" * 30
-        stray = blobs / "ab" / blob
+        stray = cli.vault / "blobs" / "ab" / blob
         stray.parent.mkdir(exist_ok=True)
         stray.write_bytes(b"fictional leftover of a killed intake")
         assert stray.stat().st_dev != cli.vault.stat().st_dev
@@ -260,8 +313,24 @@ def test_doctor_repair_moves_an_orphan_off_a_disk_mounted_on_blobs(tmp_path: Pat
             b"fictional leftover of a killed intake")
         assert sorted(p.name for p in (cli.vault / "quarantine").iterdir()) == [blob]
         cli.ok("custody", "verify")
-    finally:
-        subprocess.run(["umount", "-l", str(blobs)], check=False)
+
+
+def test_doctor_repair_copies_no_setuid_bit_off_another_disk(tmp_path: Path) -> None:
+    """Reviewer hr2's HIGH: the copy took the orphan's mode (``fchmod(dst, S_IMODE(src))``),
+    so a setuid, setgid, world-writable file another user planted in ``blobs/`` became one
+    owned by whoever ran ``doctor --repair``: as root, a setuid-root program. The copy is
+    made 0600 and keeps no mode bit of the orphan."""
+    with _blobs_on_a_disk_of_their_own(tmp_path) as cli:
+        blob = "ab" + "0" * 30
+        stray = cli.vault / "blobs" / "ab" / blob
+        stray.parent.mkdir(exist_ok=True)
+        stray.write_bytes(b"#!/bin/sh\nid\n")
+        os.chmod(stray, 0o6777)
+        result = cli("doctor", "--repair")
+        assert (result.exit_code, result.stderr, stray.exists()) == (
+            0, _quarantined(cli, blob), False)
+        copy = (cli.vault / "quarantine" / blob).stat()
+        assert (stat.S_IMODE(copy.st_mode), copy.st_uid) == (0o600, os.geteuid())
 
 
 def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them(

@@ -398,20 +398,32 @@ def _link_to_free_name(source: Path, folder: Path, blob_id: str) -> None:
 
 
 def _copy_into(source: Path, folder: Path, blob_id: str) -> Path | None:
-    """A whole, fsynced copy of ``source`` (never through a symbolic link) under a
-    temporary name in ``folder``, with its mode; None if ``source`` is gone. A copy cut
-    short is removed."""
+    """A whole, fsynced copy of ``source`` (a regular file, never reached through a
+    symbolic link) under a temporary name in ``folder``, 0600 and owned by whoever runs
+    doctor; None if ``source`` is gone. A copy cut short is removed.
+
+    No mode bit of ``source`` is kept: whoever can write ``blobs/`` could plant a setuid,
+    setgid or world-writable file there, which root's copy would make a setuid-root one.
+    ``O_NONBLOCK``: a fifo named like a blob is refused at once, not waited on while
+    doctor holds the vault's intake lock."""
     try:
-        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise VaultError(f"{source}: is a symbolic link, not a blob file; it is left in "
+                         "place: check it and remove it by hand") from None
     try:
         info = os.fstat(src)
+        if not stat.S_ISREG(info.st_mode):
+            raise VaultError(f"{source}: is not a regular file, as every blob is; it is left "
+                             "in place: check it and remove it by hand")
         temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{blob_id}"
         dst = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
-                os.fchmod(dst, stat.S_IMODE(info.st_mode))
                 copied = copy_file(src, dst, writeback=True)
                 if copied != info.st_size:
                     raise VaultError(f"blob {blob_id}: {copied} of its {info.st_size} bytes "
