@@ -199,6 +199,9 @@ def _cross_device_links(monkeypatch: pytest.MonkeyPatch, blobs: Path) -> list[Pa
     refused: list[Path] = []
 
     def cross(src: Any, dst: Any, **kwargs: Any) -> None:
+        folder = kwargs.get("src_dir_fd")
+        if folder is not None:  # a name in the folder of that descriptor
+            src = Path(os.readlink(f"/proc/self/fd/{folder}")) / src
         if Path(src).is_relative_to(blobs):
             refused.append(Path(src))
             raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(src), None, str(dst))
@@ -234,6 +237,82 @@ def test_doctor_repair_copies_an_orphan_from_another_file_system(
     assert stat.S_IMODE((quarantine / f"{blob}.1").stat().st_mode) == 0o600
     again = cli("doctor", "--json")
     assert (again.exit_code, json.loads(again.stdout)["orphaned_blobs"]) == (0, 0)
+
+
+def _refused_quarantine(cli: Cli, kind: str, outside: Path) -> str:
+    """Make ``<vault>/quarantine`` of ``kind``; what ``doctor --repair`` says of it."""
+    quarantine = cli.vault / "quarantine"
+    step = "move it aside"
+    if kind == "symlink":
+        outside.mkdir()
+        quarantine.symlink_to(outside)
+        problem = "is a symbolic link, which evault never makes"
+    elif kind == "file":
+        quarantine.write_bytes(b"")
+        problem = "is not a folder"
+    else:
+        quarantine.mkdir(mode=0o700)
+        if kind == "another user's":
+            if os.geteuid() != 0:
+                pytest.skip("giving a folder to another user needs root")
+            os.chown(quarantine, 65534, 65534)
+            problem = f"is owned by uid 65534, not by this user (uid {os.geteuid()})"
+            step = "move it aside, or run doctor as its owner"
+        else:
+            os.chmod(quarantine, 0o777)
+            problem = "can be written by other users (mode 0777)"
+            step = "check what is in it and `chmod 700` it"
+    return (f"evault: {quarantine}: {problem}; nothing was repaired: {step}, then run "
+            "`evault doctor --repair` again\n")
+
+
+@pytest.mark.parametrize("cross_device", [False, True], ids=["same disk", "another disk"])
+@pytest.mark.parametrize("kind", ["symlink", "file", "another user's", "writable"])
+def test_doctor_repair_refuses_a_quarantine_folder_it_cannot_trust(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, cross_device: bool) -> None:
+    """Reviewer hr2's MEDIUM: a ``quarantine`` that was a symbolic link to a folder outside
+    the vault was followed by the link and by the copy, so whoever could write the vault
+    folder chose where root's repair put (and named) the orphans. The folder is now opened
+    without following a link, and refused, with nothing repaired, if it is a link, not a
+    folder, another user's, or writable by others."""
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    stray = cli.vault / "blobs" / "ab" / blob
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"fictional orphan")
+    temporary = stray.with_name(f".tmp-{'cd' * 16}")  # a killed intake's
+    temporary.write_bytes(b"fictional part of a blob")
+    outside = tmp_path / "outside"
+    said = _refused_quarantine(cli, kind, outside)
+    if cross_device:
+        _cross_device_links(monkeypatch, cli.vault / "blobs")
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, result.stdout, result.stderr) == (1, "", said)
+    assert stray.read_bytes() == b"fictional orphan" and temporary.exists()
+    assert not outside.exists() or list(outside.iterdir()) == []
+    result = cli("doctor")  # without --repair the folder is not used: the report as before
+    assert (result.exit_code, _shown(result.stdout)["orphaned_blobs"], result.stderr) == (
+        0, "1", "")
+
+
+def test_doctor_repair_links_no_file_a_symbolic_link_in_blobs_points_to(
+        tmp_path: Path) -> None:
+    """The hard link into quarantine, now made from a descriptor of the shard
+    (``linkat``), must not follow a symbolic link named like a blob (``AT_SYMLINK_FOLLOW``,
+    ``os.link``'s default there): quarantine would hold a second name of the file it points
+    to, anywhere on the vault's file system. (Linux's ``link`` by path never followed it.)"""
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    target = tmp_path / "elsewhere.txt"
+    target.write_bytes(b"fictional file outside the vault")
+    link = cli.vault / "blobs" / "ab" / blob
+    link.parent.mkdir(exist_ok=True)
+    link.symlink_to(target)
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, result.stderr) == (0, _quarantined(cli, blob))
+    assert (target.read_bytes(), target.stat().st_nlink) == (
+        b"fictional file outside the vault", 1)
+    assert (cli.vault / "quarantine" / blob).is_symlink()
 
 
 class _Waited(Exception):

@@ -49,7 +49,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import NullType
 
 from vault.clock import isoformat, utcnow
-from vault.durable import TEMP_PREFIX, copy_file, fsync_dir
+from vault.durable import TEMP_PREFIX, copy_file
 from vault.errors import ConfigError, VaultError, VerificationError
 from vault.formats.canonical import parse_json_object
 from vault.keystore import choose
@@ -269,7 +269,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
             found["object_lock"] = v.config.object_lock.text
         lock = blobs.intake_lock(exclusive=True) if repair else contextlib.nullcontext()
         # Held to the end with repair: the blobs are removed only once every check has run.
-        with lock:
+        with lock, contextlib.ExitStack() as held:
             with _counting(v) as session:
                 found["identities"] = session.scalar(select(func.count()).select_from(Identity))
                 found["bodies"] = session.scalar(select(func.count()).select_from(Body))
@@ -291,6 +291,10 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                 scan = _check_folder(v, blobs, known, named)
             else:
                 scan = _check_bucket(v, cast("S3BlobStore", blobs), known, named)
+            # Opened (made) and checked before anything is repaired: a quarantine folder
+            # that cannot be trusted stops the repair with nothing changed.
+            quarantine = (held.enter_context(_Quarantine.opened(quarantine_folder(v)))
+                          if repair and scan.blobs is not None and scan.orphans else None)
             found.update(scan.found)
             keys = check_key_history(v, repair=repair)
             found.update(check_sealed_values(v))
@@ -303,7 +307,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                 key_history_differences=keys.key_history_differences,
                 leftovers=tuple(check_leftovers(v, repair=repair)))
             if repair:
-                report = _repair_blobs(report, scan, quarantine_folder(v))
+                report = _repair_blobs(report, scan, quarantine)
         return report
     finally:
         v.close()
@@ -324,120 +328,194 @@ def _counting(v: Vault) -> Iterator[Session]:
 class _BlobScan:
     """What a blob check found (``found``: the report's fields) and what repair may do:
     remove temporaries (each a call that removes it) and quarantine orphans (blob ids that
-    ``quarantine`` moves into ``<vault>/quarantine/``; None for a bucket, whose orphans are
-    left in place)."""
+    :meth:`_Quarantine.move` moves out of ``blobs``, the blob folder; None for a bucket,
+    whose orphans are left in place)."""
 
     found: dict[str, Any]
     temporaries: list[Callable[[], None]]
     orphans: list[str]
-    quarantine: Callable[[str], None] | None
+    blobs: BlobStore | None
 
 
-def _repair_blobs(report: DoctorReport, scan: _BlobScan, folder: Path) -> DoctorReport:
-    """Remove the temporaries; move the orphaned blobs of a folder into ``folder`` (a bucket's
-    are left in place). No orphan is deleted, whatever the checks say: a blob no row names
-    may be evidence whose rows were deleted with SQL (and the events that created them
-    deleted or changed too), which the database alone cannot tell."""
+def _repair_blobs(report: DoctorReport, scan: _BlobScan,
+                  quarantine: _Quarantine | None) -> DoctorReport:
+    """Remove the temporaries; move the orphaned blobs of a folder into ``quarantine`` (a
+    bucket's are left in place). No orphan is deleted, whatever the checks say: a blob no
+    row names may be evidence whose rows were deleted with SQL (and the events that created
+    them deleted or changed too), which the database alone cannot tell."""
     for remove in scan.temporaries:
         remove()
-    if scan.quarantine is None:
+    if scan.blobs is None:
         return dataclasses.replace(report, orphans_left=len(scan.orphans),
                                    blobs_removed=len(scan.temporaries))
-    for blob_id in scan.orphans:
-        scan.quarantine(blob_id)
+    if quarantine is not None:
+        for blob_id in scan.orphans:
+            quarantine.move(scan.blobs.path(blob_id))
     return dataclasses.replace(
         report, orphans_quarantined=len(scan.orphans),
-        quarantine=str(folder) if scan.orphans else None,
+        quarantine=str(quarantine.path) if quarantine is not None else None,
         blobs_removed=len(scan.temporaries))
 
 
 def quarantine_folder(v: Vault) -> Path:
     """Where ``doctor --repair`` moves orphaned blobs: in the vault, beside ``blobs/`` (as a
-    rule on the same file system: a link; else a copy, see :func:`_quarantine`), and not
-    scanned as blobs."""
+    rule on the same file system: a link; else a copy, see :meth:`_Quarantine.move`), and
+    not scanned as blobs."""
     return v.root / "quarantine"
 
 
-def _quarantine(blobs: BlobStore, folder: Path, blob_id: str) -> None:
-    """Move one blob file into ``folder`` (as ``<blob-id>``, or ``<blob-id>.N`` if that is
-    taken: nothing there is overwritten), then flush both folders. A hard link where it can;
-    where the blob folder is on another file system (EXDEV: a disk mounted on ``blobs/``, or
-    ``blobs`` a symbolic link to one), a copy, fsynced and linked to its name the same way.
-    The blob is removed only once its copy in ``folder`` is on disk."""
-    source = blobs.path(blob_id)
-    folder.mkdir(mode=0o700, exist_ok=True)
-    try:
-        _link_to_free_name(source, folder, blob_id)
-    except FileNotFoundError:  # gone since the scan
-        return
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        copy = _copy_into(source, folder, blob_id)
-        if copy is None:  # gone since the scan
-            return
+#: ``os.link``'s ``follow_symlinks``: False (a link of a symbolic link itself, never of
+#: what it points to: ``linkat`` without ``AT_SYMLINK_FOLLOW``) where the platform can.
+_LINK_FOLLOWS = os.link not in os.supports_follow_symlinks
+
+
+class _Quarantine:
+    """``<vault>/quarantine/``, opened once without following a symbolic link (see
+    :meth:`opened`): every name made, opened or removed in it is relative to that
+    descriptor, so nothing is written through a link planted there, before or since."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self.fd = fd
+
+    @classmethod
+    @contextlib.contextmanager
+    def opened(cls, path: Path) -> Iterator[_Quarantine]:
+        """The folder, made 0700 if missing. A ConfigError, raised before anything is
+        repaired, if it is a symbolic link (to a folder outside the vault, where root's
+        repair would put the orphans) or not a folder, another user's, or writable by
+        others (who could swap what repair links there)."""
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        again = "nothing was repaired: {}, then run `evault doctor --repair` again"
         try:
-            _link_to_free_name(copy, folder, blob_id)
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            what = ("is a symbolic link, which evault never makes" if os.path.islink(path)
+                    else "is not a folder")
+            raise ConfigError(f"{path}: {what}; {again.format('move it aside')}") from None
+        try:
+            info = os.fstat(fd)
+            if info.st_uid != os.geteuid():
+                raise ConfigError(f"{path}: is owned by uid {info.st_uid}, not by this user "
+                                  f"(uid {os.geteuid()}); "
+                                  + again.format("move it aside, or run doctor as its owner"))
+            if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+                raise ConfigError(
+                    f"{path}: can be written by other users (mode "
+                    f"{stat.S_IMODE(info.st_mode):04o}); "
+                    + again.format("check what is in it and `chmod 700` it"))
+            yield cls(path, fd)
         finally:
-            os.unlink(copy)
-    fsync_dir(folder)
-    os.unlink(source)
-    fsync_dir(source.parent)
+            os.close(fd)
 
-
-def _link_to_free_name(source: Path, folder: Path, blob_id: str) -> None:
-    """Link ``source`` into ``folder`` as ``<blob-id>``, or the first free ``<blob-id>.N``."""
-    for n in range(1_000_000):
-        target = folder / (blob_id if n == 0 else f"{blob_id}.{n}")
+    def move(self, source: Path) -> None:
+        """Move one blob file into the folder (as ``<blob-id>``, or ``<blob-id>.N`` if that
+        is taken: nothing there is overwritten), then flush both folders. A hard link where
+        it can, of the file named, never of what a symbolic link there points to; where the
+        blob folder is on another file system (EXDEV: a disk mounted on ``blobs/``, or
+        ``blobs`` a symbolic link to one), a copy, fsynced and linked to its name the same
+        way. The blob is removed only once its copy in the folder is on disk. Its shard is
+        opened without following a link (evault never makes one there), and the blob
+        reached from it."""
         try:
-            os.link(source, target)  # fails if target exists: never overwrites
-        except FileExistsError:
-            continue
-        return
-    raise VaultError(f"{folder}: no free name for blob {blob_id}")  # pragma: no cover
-
-
-def _copy_into(source: Path, folder: Path, blob_id: str) -> Path | None:
-    """A whole, fsynced copy of ``source`` (a regular file, never reached through a
-    symbolic link) under a temporary name in ``folder``, 0600 and owned by whoever runs
-    doctor; None if ``source`` is gone. A copy cut short is removed.
-
-    No mode bit of ``source`` is kept: whoever can write ``blobs/`` could plant a setuid,
-    setgid or world-writable file there, which root's copy would make a setuid-root one.
-    ``O_NONBLOCK``: a fifo named like a blob is refused at once, not waited on while
-    doctor holds the vault's intake lock."""
-    try:
-        src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno != errno.ELOOP:
-            raise
-        raise VaultError(f"{source}: is a symbolic link, not a blob file; it is left in "
-                         "place: check it and remove it by hand") from None
-    try:
-        info = os.fstat(src)
-        if not stat.S_ISREG(info.st_mode):
-            raise VaultError(f"{source}: is not a regular file, as every blob is; it is left "
-                             "in place: check it and remove it by hand")
-        temp = folder / f"{TEMP_PREFIX}{secrets.token_hex(8)}-{blob_id}"
-        dst = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            shard = os.open(source.parent,
+                            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:  # gone since the scan
+            return
+        except OSError as e:
+            if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+                raise
+            raise VaultError(f"{source}: its folder is a symbolic link, which evault never "
+                             "makes; it is left in place: check it and remove it by hand"
+                             ) from None
         try:
+            self._move(source, shard)
+        except OSError as e:  # its names are relative to a folder: say the path
+            raise VaultError(f"{source}: cannot be moved into {self.path} "
+                             f"({e.strerror or e}); it is left in place") from None
+        finally:
+            os.close(shard)
+
+    def _move(self, source: Path, shard: int) -> None:
+        name = source.name
+        try:
+            self._link(name, shard, name)
+        except FileNotFoundError:  # gone since the scan
+            return
+        except OSError as e:
+            if e.errno != errno.EXDEV:
+                raise
+            copy = self._copy(source, shard)
+            if copy is None:  # gone since the scan
+                return
             try:
-                copied = copy_file(src, dst, writeback=True)
-                if copied != info.st_size:
-                    raise VaultError(f"blob {blob_id}: {copied} of its {info.st_size} bytes "
-                                     f"were copied into {folder}; it is left in place")
-                os.fsync(dst)
+                self._link(copy, self.fd, name)
             finally:
-                os.close(dst)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
-        return temp
-    finally:
-        os.close(src)
+                os.unlink(copy, dir_fd=self.fd)
+        os.fsync(self.fd)
+        os.unlink(name, dir_fd=shard)
+        os.fsync(shard)
+
+    def _link(self, name: str, folder: int, blob_id: str) -> None:
+        """Link ``name`` of ``folder`` into this one as ``<blob-id>``, or the first free
+        ``<blob-id>.N``."""
+        for n in range(1_000_000):
+            target = blob_id if n == 0 else f"{blob_id}.{n}"
+            try:
+                # Fails if target exists: never overwrites.
+                os.link(name, target, src_dir_fd=folder, dst_dir_fd=self.fd,
+                        follow_symlinks=_LINK_FOLLOWS)
+            except FileExistsError:
+                continue
+            return
+        raise VaultError(f"{self.path}: no free name for blob {blob_id}")  # pragma: no cover
+
+    def _copy(self, source: Path, shard: int) -> str | None:
+        """The name in this folder of a whole, fsynced copy of ``source`` (a regular file,
+        never reached through a symbolic link), made 0600 and owned by whoever runs doctor;
+        None if ``source`` is gone. A copy cut short is removed.
+
+        No mode bit of ``source`` is kept: whoever can write ``blobs/`` could plant a
+        setuid, setgid or world-writable file there, which root's copy would make a
+        setuid-root one. ``O_NONBLOCK``: a fifo named like a blob is refused at once, not
+        waited on while doctor holds the vault's intake lock."""
+        try:
+            src = os.open(source.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                          | os.O_CLOEXEC, dir_fd=shard)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise VaultError(f"{source}: is a symbolic link, not a blob file; it is left in "
+                             "place: check it and remove it by hand") from None
+        try:
+            info = os.fstat(src)
+            if not stat.S_ISREG(info.st_mode):
+                raise VaultError(f"{source}: is not a regular file, as every blob is; it is "
+                                 "left in place: check it and remove it by hand")
+            temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}-{source.name}"
+            dst = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                          | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
+            try:
+                try:
+                    copied = copy_file(src, dst, writeback=True)
+                    if copied != info.st_size:
+                        raise VaultError(f"{source}: {copied} of its {info.st_size} bytes "
+                                         f"were copied into {self.path}; it is left in place")
+                    os.fsync(dst)
+                finally:
+                    os.close(dst)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp, dir_fd=self.fd)
+                raise
+            return temp
+        finally:
+            os.close(src)
 
 
 def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
@@ -453,7 +531,7 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
     missing = sorted((set(known) | named) - set(on_disk))
     found = _blob_counts(v, known, named, missing, len(temps), len(orphans))
     return _BlobScan(found, [functools.partial(_unlink, temp) for temp in temps], orphans,
-                     functools.partial(_quarantine, blobs, quarantine_folder(v)))
+                     blobs)
 
 
 def _unlink(path: Path) -> None:
