@@ -239,6 +239,25 @@ def test_doctor_repair_copies_an_orphan_from_another_file_system(
     assert (again.exit_code, json.loads(again.stdout)["orphaned_blobs"]) == (0, 0)
 
 
+def test_doctor_repair_moves_nothing_out_of_a_shard_that_is_a_symbolic_link(
+        tmp_path: Path) -> None:
+    """A shard of ``blobs/`` that is a symbolic link (evault never makes one) to a folder
+    outside the vault: its files were orphans, and repair moved them into quarantine,
+    removing them from that folder. Each is now named and left where it is."""
+    cli, _ids = _two_items(tmp_path, None)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ("ef" + "0" * 30)).write_bytes(b"fictional file outside the vault")
+    (cli.vault / "blobs" / "ef").symlink_to(outside)
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {cli.vault / 'blobs' / 'ef' / ('ef' + '0' * 30)}: its folder is a "
+        "symbolic link, which evault never makes; left in place: check it and remove it "
+        "by hand\n"))
+    assert (outside / ("ef" + "0" * 30)).read_bytes() == b"fictional file outside the vault"
+    assert list((cli.vault / "quarantine").iterdir()) == []
+
+
 def _refused_quarantine(cli: Cli, kind: str, outside: Path) -> str:
     """Make ``<vault>/quarantine`` of ``kind``; what ``doctor --repair`` says of it."""
     quarantine = cli.vault / "quarantine"
@@ -309,10 +328,63 @@ def test_doctor_repair_links_no_file_a_symbolic_link_in_blobs_points_to(
     link.parent.mkdir(exist_ok=True)
     link.symlink_to(target)
     result = cli("doctor", "--repair")
-    assert (result.exit_code, result.stderr) == (0, _quarantined(cli, blob))
+    assert (result.exit_code, result.stderr) == (1, (
+        f"evault: {link}: is a symbolic link, not a blob file; left in place: check it and "
+        "remove it by hand\n"))
     assert (target.read_bytes(), target.stat().st_nlink) == (
         b"fictional file outside the vault", 1)
-    assert (cli.vault / "quarantine" / blob).is_symlink()
+    assert link.is_symlink() and list((cli.vault / "quarantine").iterdir()) == []
+
+
+@pytest.mark.parametrize("cross_device", [False, True], ids=["same disk", "another disk"])
+def test_doctor_repair_names_each_orphan_it_cannot_move_and_moves_the_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cross_device: bool) -> None:
+    """Reviewer hr2's LOW: one orphan that was not a regular file (a symbolic link, a
+    folder named like a blob) stopped the whole repair, with a message that named no file
+    ("Is a directory", "Operation not permitted"), and a name in a shard that is no blob id
+    was a traceback ("not a blob id"). Each is now named on a line of its own and left in
+    place (exit 1: they are the user's to look at); the other orphans are moved, from the
+    shard they are in (an id found in another shard than its own was counted as moved and
+    left)."""
+    cli, _ids = _two_items(tmp_path, None)
+    shard = cli.vault / "blobs" / "ab"
+    shard.mkdir(exist_ok=True)
+    link, folder, fifo = (shard / f"ab{n:030d}" for n in range(3))
+    link.symlink_to(tmp_path / "elsewhere")
+    folder.mkdir()
+    os.mkfifo(fifo)
+    orphan, misplaced, odd = (shard / f"ab{'f' * 30}", shard / ("cd" + "1" * 30),
+                              shard / "not-a-blob")
+    for path in (orphan, misplaced, odd):
+        path.write_bytes(f"fictional {path.name}".encode())
+    if cross_device:
+        _cross_device_links(monkeypatch, cli.vault / "blobs")
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["orphaned_blobs"], shown["orphans_quarantined"],
+            shown["orphans_skipped"]) == (1, "6", "3", "3")
+    assert result.stderr == (
+        f"evault: 3 orphaned blob(s) moved to {cli.vault / 'quarantine'}: no row names "
+        "them, but they may be evidence whose rows were deleted; delete them only once "
+        "`evault custody verify` passes and you have checked them\n"
+        f"evault: {link}: is a symbolic link, not a blob file; left in place: check it and "
+        "remove it by hand\n"
+        f"evault: {folder}: is a folder, not a blob file; left in place: check it and "
+        "remove it by hand\n"
+        f"evault: {fifo}: is a fifo, not a blob file; left in place: check it and remove it "
+        "by hand\n")
+    assert sorted((p.name, p.read_bytes()) for p in (cli.vault / "quarantine").iterdir()) == [
+        (p.name, f"fictional {p.name}".encode()) for p in sorted((orphan, misplaced, odd))]
+    assert link.is_symlink() and folder.is_dir() and stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert not any(p.exists() for p in (orphan, misplaced, odd))
+    as_json = cli("doctor", "--repair", "--json")
+    assert (as_json.exit_code, json.loads(as_json.stdout)["orphans_skipped"]) == (1, [
+        f"{link}: is a symbolic link, not a blob file; left in place: check it and remove "
+        "it by hand",
+        f"{folder}: is a folder, not a blob file; left in place: check it and remove it by "
+        "hand",
+        f"{fifo}: is a fifo, not a blob file; left in place: check it and remove it by "
+        "hand"])
 
 
 class _Waited(Exception):
@@ -335,22 +407,32 @@ def _within(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, before)
 
 
+@pytest.mark.parametrize("swapped", [False, True], ids=["there", "swapped in"])
 def test_doctor_repair_does_not_wait_on_a_fifo_named_like_a_blob(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swapped: bool) -> None:
     """Reviewer hr2: the copy opened the orphan for reading without O_NONBLOCK, so a fifo
     named like a blob kept ``doctor --repair`` waiting for a writer, holding the vault's
-    intake lock (every ingest waited too). Only a regular file is copied."""
+    intake lock (every ingest waited too). Only a regular file is copied: a fifo is named
+    and left, found before the link, or (swapped in after that check) when the copy opens
+    it."""
+    import vault.service.doctor as doctor
+
     cli, _ids = _two_items(tmp_path, None)
     blob = "ab" + "0" * 30
     fifo = cli.vault / "blobs" / "ab" / blob
     fifo.parent.mkdir(exist_ok=True)
     os.mkfifo(fifo)
     _cross_device_links(monkeypatch, cli.vault / "blobs")
+    if swapped:  # the check before the link saw a file
+        checks = iter([None])
+        not_a_blob = doctor._not_a_blob
+        monkeypatch.setattr(doctor, "_not_a_blob",
+                            lambda mode: next(checks, not_a_blob(mode)))
     with _within(10):
         result = cli("doctor", "--repair")
-    assert (result.exit_code, result.stderr) == (1, (
-        f"evault: {fifo}: is not a regular file, as every blob is; it is left in place: "
-        "check it and remove it by hand\n"))
+    assert (result.exit_code, _shown(result.stdout)["orphans_skipped"], result.stderr) == (
+        1, "1", f"evault: {fifo}: is a fifo, not a blob file; left in place: check it and "
+                "remove it by hand\n")
     assert stat.S_ISFIFO(fifo.lstat().st_mode)
     assert list((cli.vault / "quarantine").iterdir()) == []
 

@@ -133,6 +133,34 @@ def test_a_vault_on_a_full_disk(tmp_path: Path, mount: Mount, free_kib: int) -> 
     check_healthy(cli)
 
 
+def test_doctor_repair_with_a_full_quarantine_disk(world: Office, mount: Mount) -> None:
+    """``<vault>/quarantine`` a small disk of its own: the link from ``blobs/`` fails
+    (EXDEV), the copy of a large orphan runs out of room. That orphan stays in ``blobs/``,
+    named with its path (no longer "No space left on device" alone), its partial copy is
+    removed, and a small orphan after it is still moved."""
+    cli = world.office
+    shard = cli.vault / "blobs" / "ab"
+    shard.mkdir(exist_ok=True)
+    large, small = shard / ("ab" + "0" * 30), shard / ("ab" + "1" * 30)
+    content = os.urandom(1 << 20)
+    large.write_bytes(content)
+    small.write_bytes(b"fictional small orphan")
+    quarantine = mount("office/quarantine", 128)
+    result = cli("doctor", "--repair")
+    shown = {k: v.strip() for k, v in (line.split(":", 1) for line in result.stdout.splitlines())}
+    assert (result.exit_code, shown["orphans_quarantined"], shown["orphans_skipped"]) == (
+        1, "1", "1")
+    assert result.stderr == (
+        f"evault: 1 orphaned blob(s) moved to {quarantine}: no row names them, but they may "
+        "be evidence whose rows were deleted; delete them only once `evault custody verify` "
+        "passes and you have checked them\n"
+        f"evault: {large}: cannot be moved into {quarantine} (No space left on device); left "
+        "in place for the next `evault doctor --repair`\n")
+    assert large.read_bytes() == content and not small.exists()
+    assert [p.name for p in quarantine.iterdir()] == [small.name]  # no partial copy
+    cli.ok("custody", "verify")
+
+
 # ----------------------------------------------------------------------------- read-only
 
 

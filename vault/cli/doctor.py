@@ -43,7 +43,9 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     row, or an item row differs from the signed event that created it (changed with SQL;
     restore the database), the custody log has a gap, or the database stopped a check.
     Exit 1 if it stopped before those checks: the schema is behind this evault (run
-    `evault db upgrade`), or config.toml names another blob store than the database does.
+    `evault db upgrade`), or config.toml names another blob store than the database does;
+    or if --repair refused the quarantine folder (nothing repaired), or left a file in
+    blobs/ it could not move (each named).
     Leftovers --repair removes, and packages not yet sent, are named with exit 0; --repair
     deletes no orphaned blob: it moves them into <vault>/quarantine/ to be checked.
 
@@ -59,6 +61,8 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     shown = report.to_json()
     if not as_json and report.leftovers is not None:
         shown["leftovers"] = len(leftovers)  # each named on stderr below
+    if not as_json and report.orphans_skipped is not None:
+        shown["orphans_skipped"] = len(report.orphans_skipped)  # each named below
     emit_record(shown, as_json)
     if not as_json:
         if report.schema_changed:
@@ -88,6 +92,8 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
             say(f"{report.orphans_quarantined} orphaned blob(s) moved to {report.quarantine}: "
                 "no row names them, but they may be evidence whose rows were deleted; delete "
                 "them only once `evault custody verify` passes and you have checked them")
+        for line in report.orphans_skipped or ():
+            say(line)
         if report.orphans_left:
             say(f"{report.orphans_left} orphaned object(s) left in {report.blob_store}: no row "
                 "names them, but they may be evidence whose rows were deleted; remove them by "
@@ -99,6 +105,9 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     if report.stopped is not None:
         # Nothing past that point was checked: no all-clear, whatever the reason.
         say(f"doctor stopped before checking the blobs and the records: {report.stopped}")
+        raise Reported(verification=False)
+    if report.orphans_skipped:
+        # Repair left files in blobs/ that are the user's to look at (each named above).
         raise Reported(verification=False)
 
 

@@ -15,7 +15,9 @@ With ``repair``, temporary blob files of interrupted commands are removed, and b
 no committed row refers to (orphans) are moved, never deleted, into ``<vault>/quarantine/``
 (``orphans_quarantined``): doctor cannot know from the database alone that a blob nobody
 names is not evidence whose rows were deleted with SQL. It waits for running intakes first
-(they hold the intake lock), so it never moves a blob that is about to be committed. Blobs
+(they hold the intake lock), so it never moves a blob that is about to be committed. What
+it cannot move (a file in ``blobs/`` that is not a regular one, a quarantine disk full) is
+left in place and named in ``orphans_skipped``. Blobs
 on S3 are checked the same way (``blob_store`` names the bucket): objects no row refers to
 are orphans, which repair leaves in place (``orphans_left``), rows whose object (of the
 version recorded) is gone are missing, and multipart uploads a killed writer left pending
@@ -125,9 +127,9 @@ class DoctorReport(Sparse):
         "blob_store",
         "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
         "blobs_unrecorded", "unrecorded", "orphaned_blobs", "orphans_quarantined",
-        "quarantine", "orphans_left", "blobs_removed", "keys_repaired", "key_history",
-        "key_history_differences", "sealed_values", "undecryptable", "times", "not_times",
-        "custody_log", "item_rows", "item_differences", "leftovers"})
+        "quarantine", "orphans_skipped", "orphans_left", "blobs_removed", "keys_repaired",
+        "key_history", "key_history_differences", "sealed_values", "undecryptable", "times",
+        "not_times", "custody_log", "item_rows", "item_differences", "leftovers"})
     vault: str
     vault_id: str
     database: str
@@ -160,6 +162,9 @@ class DoctorReport(Sparse):
     #: what no row names may be evidence whose rows were deleted with SQL).
     orphans_quarantined: int | None = None
     quarantine: str | None = None
+    #: With repair, of a blob folder: each orphan left in ``blobs/``, as ``PATH: why`` (not
+    #: a regular file, or it could not be moved); the others are still moved.
+    orphans_skipped: tuple[str, ...] | None = None
     #: With repair, of an S3 bucket: orphaned objects left in place (removed by hand only).
     orphans_left: int | None = None
     #: With repair: temporary files of killed commands removed (never a complete blob).
@@ -294,7 +299,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
             # Opened (made) and checked before anything is repaired: a quarantine folder
             # that cannot be trusted stops the repair with nothing changed.
             quarantine = (held.enter_context(_Quarantine.opened(quarantine_folder(v)))
-                          if repair and scan.blobs is not None and scan.orphans else None)
+                          if repair and scan.orphan_files else None)
             found.update(scan.found)
             keys = check_key_history(v, repair=repair)
             found.update(check_sealed_values(v))
@@ -327,14 +332,14 @@ def _counting(v: Vault) -> Iterator[Session]:
 @dataclass(frozen=True, slots=True)
 class _BlobScan:
     """What a blob check found (``found``: the report's fields) and what repair may do:
-    remove temporaries (each a call that removes it) and quarantine orphans (blob ids that
-    :meth:`_Quarantine.move` moves out of ``blobs``, the blob folder; None for a bucket,
-    whose orphans are left in place)."""
+    remove temporaries (each a call that removes it) and quarantine orphans (of a blob
+    folder, ``orphan_files``, each ``blobs/<shard>/<name>``, which :meth:`_Quarantine.move`
+    moves; None for a bucket, whose ``orphans`` are left in place)."""
 
     found: dict[str, Any]
     temporaries: list[Callable[[], None]]
-    orphans: list[str]
-    blobs: BlobStore | None
+    orphans: int
+    orphan_files: list[Path] | None
 
 
 def _repair_blobs(report: DoctorReport, scan: _BlobScan,
@@ -345,15 +350,18 @@ def _repair_blobs(report: DoctorReport, scan: _BlobScan,
     them deleted or changed too), which the database alone cannot tell."""
     for remove in scan.temporaries:
         remove()
-    if scan.blobs is None:
-        return dataclasses.replace(report, orphans_left=len(scan.orphans),
+    if scan.orphan_files is None:
+        return dataclasses.replace(report, orphans_left=scan.orphans,
                                    blobs_removed=len(scan.temporaries))
+    moved = 0
+    skipped: list[str] = []
     if quarantine is not None:
-        for blob_id in scan.orphans:
-            quarantine.move(scan.blobs.path(blob_id))
+        # One orphan that cannot be moved is named and left; the others are still moved.
+        moved = sum(quarantine.move(path, skipped) for path in scan.orphan_files)
     return dataclasses.replace(
-        report, orphans_quarantined=len(scan.orphans),
-        quarantine=str(quarantine.path) if quarantine is not None else None,
+        report, orphans_quarantined=moved,
+        quarantine=str(quarantine.path) if quarantine is not None and moved else None,
+        orphans_skipped=tuple(skipped) or None,
         blobs_removed=len(scan.temporaries))
 
 
@@ -411,46 +419,65 @@ class _Quarantine:
         finally:
             os.close(fd)
 
-    def move(self, source: Path) -> None:
-        """Move one blob file into the folder (as ``<blob-id>``, or ``<blob-id>.N`` if that
-        is taken: nothing there is overwritten), then flush both folders. A hard link where
-        it can, of the file named, never of what a symbolic link there points to; where the
-        blob folder is on another file system (EXDEV: a disk mounted on ``blobs/``, or
-        ``blobs`` a symbolic link to one), a copy, fsynced and linked to its name the same
-        way. The blob is removed only once its copy in the folder is on disk. Its shard is
-        opened without following a link (evault never makes one there), and the blob
-        reached from it."""
+    def move(self, source: Path, skipped: list[str]) -> bool:
+        """Move one blob file into the folder (as its name, ``<blob-id>``, or ``<blob-id>.N``
+        if that is taken: nothing there is overwritten), then flush both folders; True once
+        it is moved, False if it was gone already. A hard link where it can, of the file
+        named, never of what a symbolic link there points to; where the blob folder is on
+        another file system (EXDEV: a disk mounted on ``blobs/``, or ``blobs`` a symbolic
+        link to one), a copy, fsynced and linked to its name the same way. The blob is
+        removed only once its copy in the folder is on disk. Its shard is opened without
+        following a link (evault never makes one there), and the blob reached from it.
+
+        What is not a regular file (a symbolic link, a folder, a fifo named like a blob),
+        and what cannot be moved, is left in place and named, as ``PATH: why``, in
+        ``skipped``."""
         try:
             shard = os.open(source.parent,
                             os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:  # gone since the scan
-            return
+            return False
         except OSError as e:
             if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-                raise
-            raise VaultError(f"{source}: its folder is a symbolic link, which evault never "
-                             "makes; it is left in place: check it and remove it by hand"
-                             ) from None
+                skipped.append(self._cannot(source, e))
+            else:
+                skipped.append(f"{source}: its folder is a symbolic link, which evault never "
+                               f"makes; {_CHECK_IT}")
+            return False
         try:
-            self._move(source, shard)
-        except OSError as e:  # its names are relative to a folder: say the path
-            raise VaultError(f"{source}: cannot be moved into {self.path} "
-                             f"({e.strerror or e}); it is left in place") from None
+            return self._move(source, shard)
+        except _Left as e:
+            skipped.append(str(e))
+        except OSError as e:
+            skipped.append(self._cannot(source, e))
         finally:
             os.close(shard)
+        return False
 
-    def _move(self, source: Path, shard: int) -> None:
+    def _cannot(self, source: Path, e: OSError) -> str:
+        """``PATH: why`` of an OSError: its names are relative to a folder, so say the
+        path."""
+        return (f"{source}: cannot be moved into {self.path} ({e.strerror or e}); left in "
+                "place for the next `evault doctor --repair`")
+
+    def _move(self, source: Path, shard: int) -> bool:
         name = source.name
+        try:
+            kind = _not_a_blob(os.stat(name, dir_fd=shard, follow_symlinks=False).st_mode)
+        except FileNotFoundError:  # gone since the scan
+            return False
+        if kind is not None:
+            raise _Left(f"{source}: {kind}; {_CHECK_IT}")
         try:
             self._link(name, shard, name)
         except FileNotFoundError:  # gone since the scan
-            return
+            return False
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
             copy = self._copy(source, shard)
             if copy is None:  # gone since the scan
-                return
+                return False
             try:
                 self._link(copy, self.fd, name)
             finally:
@@ -458,6 +485,7 @@ class _Quarantine:
         os.fsync(self.fd)
         os.unlink(name, dir_fd=shard)
         os.fsync(shard)
+        return True
 
     def _link(self, name: str, folder: int, blob_id: str) -> None:
         """Link ``name`` of ``folder`` into this one as ``<blob-id>``, or the first free
@@ -487,16 +515,15 @@ class _Quarantine:
                           | os.O_CLOEXEC, dir_fd=shard)
         except FileNotFoundError:
             return None
-        except OSError as e:
+        except OSError as e:  # swapped since it was checked
             if e.errno != errno.ELOOP:
                 raise
-            raise VaultError(f"{source}: is a symbolic link, not a blob file; it is left in "
-                             "place: check it and remove it by hand") from None
+            raise _Left(f"{source}: {_not_a_blob(stat.S_IFLNK)}; {_CHECK_IT}") from None
         try:
             info = os.fstat(src)
-            if not stat.S_ISREG(info.st_mode):
-                raise VaultError(f"{source}: is not a regular file, as every blob is; it is "
-                                 "left in place: check it and remove it by hand")
+            kind = _not_a_blob(info.st_mode)
+            if kind is not None:
+                raise _Left(f"{source}: {kind}; {_CHECK_IT}")
             temp = f"{TEMP_PREFIX}{secrets.token_hex(8)}-{source.name}"
             dst = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                           | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
@@ -504,8 +531,9 @@ class _Quarantine:
                 try:
                     copied = copy_file(src, dst, writeback=True)
                     if copied != info.st_size:
-                        raise VaultError(f"{source}: {copied} of its {info.st_size} bytes "
-                                         f"were copied into {self.path}; it is left in place")
+                        raise _Left(f"{source}: changed while it was copied into "
+                                    f"{self.path} ({copied} of its {info.st_size} bytes); "
+                                    "left in place for the next `evault doctor --repair`")
                     os.fsync(dst)
                 finally:
                     os.close(dst)
@@ -518,20 +546,43 @@ class _Quarantine:
             os.close(src)
 
 
+class _Left(Exception):
+    """An orphan :meth:`_Quarantine.move` leaves in place: ``PATH: why``."""
+
+
+#: What to do with a file left in ``blobs/`` that is not a blob.
+_CHECK_IT = "left in place: check it and remove it by hand"
+
+_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
+          (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def _not_a_blob(mode: int) -> str | None:
+    """None for a regular file (as every blob is); else what it is, as a line says it."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "something other than a file")
+    return f"is {kind}, not a blob file"
+
+
 def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
                   named: set[str]) -> _BlobScan:
     """The blob folder against the rows: missing, unrecorded and orphaned blobs, temporary
     files."""
-    temps, on_disk = blobs.scan()
+    temps, files = blobs.scan()
     # Interrupted package builds leave temporary ciphertext in exports/.
     exports = v.root / "exports"
     if exports.is_dir():
         temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-"))
-    orphans = sorted(set(on_disk) - set(known) - named)
-    missing = sorted((set(known) | named) - set(on_disk))
+    on_disk = {f.name for f in files}
+    # Each by its path, in the shard it is in: a name no blob id is, or an id in another
+    # shard than its own, is moved from where it is.
+    orphans = [f for f in files if f.name not in known and f.name not in named]
+    missing = sorted((set(known) | named) - on_disk)
     found = _blob_counts(v, known, named, missing, len(temps), len(orphans))
-    return _BlobScan(found, [functools.partial(_unlink, temp) for temp in temps], orphans,
-                     blobs)
+    return _BlobScan(found, [functools.partial(_unlink, temp) for temp in temps],
+                     len(orphans), orphans)
 
 
 def _unlink(path: Path) -> None:
@@ -556,7 +607,7 @@ def _check_bucket(v: Vault, blobs: S3BlobStore, known: dict[str, str | None],
                      | {b for b in named - set(known) if b not in listed_ids})
     found = _blob_counts(v, known, named, missing, len(pending_uploads), len(orphans))
     return _BlobScan(found, [functools.partial(blobs.abort_pending, upload)
-                             for upload in pending_uploads], orphans, None)
+                             for upload in pending_uploads], len(orphans), None)
 
 
 def _blob_counts(v: Vault, known: dict[str, str | None], named: set[str], missing: list[str],

@@ -173,10 +173,12 @@ class BlobStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path(blob_id))
 
-    def scan(self) -> tuple[list[Path], list[str]]:
-        """(temporary leftovers, ids of complete blob files) found on disk."""
+    def scan(self) -> tuple[list[Path], list[Path]]:
+        """(temporary leftovers, complete blob files) found on disk, each as its path in its
+        shard: a blob file's name is its id, in the shard it is found in (not always the
+        one its id names: doctor moves what it finds)."""
         temps: list[Path] = []
-        ids: list[str] = []
+        files: list[Path] = []
         for shard in sorted(self.root.iterdir()):
             if not shard.is_dir():
                 continue
@@ -184,8 +186,8 @@ class BlobStore:
                 if entry.name.startswith(TEMP_PREFIX):
                     temps.append(entry)
                 else:
-                    ids.append(entry.name)
-        return temps, ids
+                    files.append(entry)
+        return temps, files
 
 
 def _make_shard(path: str) -> None:
