@@ -437,6 +437,46 @@ def test_doctor_repair_does_not_wait_on_a_fifo_named_like_a_blob(
     assert list((cli.vault / "quarantine").iterdir()) == []
 
 
+def test_doctor_repair_keeps_a_file_put_in_an_orphans_place_while_it_was_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reviewer hr2's LOW-MEDIUM: the copy read the orphan from a descriptor, then removed
+    the orphan by its name, so a file renamed over that name during the copy was deleted
+    without ever being copied (in neither place). The name must still be the file copied;
+    else the file there is left, and named."""
+    import vault.service.doctor as doctor
+
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    stray = cli.vault / "blobs" / "ab" / blob
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"fictional orphan A")
+    _cross_device_links(monkeypatch, cli.vault / "blobs")
+    copy_file = doctor.copy_file
+
+    def copy_then_swap(src: int, dst: int, *args: Any, **kwargs: Any) -> int:
+        n = copy_file(src, dst, *args, **kwargs)
+        swapped = stray.with_name("swap")
+        swapped.write_bytes(b"fictional file B, never copied")
+        os.rename(swapped, stray)  # what another writer does meanwhile
+        return n
+
+    monkeypatch.setattr(doctor, "copy_file", copy_then_swap)
+    result = cli("doctor", "--repair")
+    quarantine = cli.vault / "quarantine"
+    assert (result.exit_code, _shown(result.stdout)["orphans_quarantined"],
+            result.stderr) == (1, "1", _quarantined(cli, blob) + (
+        f"evault: {stray}: was replaced while it was being copied (the copy is "
+        f"{quarantine / blob}); the file now there is left in place for the next "
+        "`evault doctor --repair`\n"))
+    assert [p.read_bytes() for p in quarantine.iterdir()] == [b"fictional orphan A"]
+    assert stray.read_bytes() == b"fictional file B, never copied"
+    # Left for the next repair, which moves it beside A.
+    monkeypatch.setattr(doctor, "copy_file", copy_file)
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, result.stderr) == (0, _quarantined(cli, blob))
+    assert (quarantine / f"{blob}.1").read_bytes() == b"fictional file B, never copied"
+
+
 @contextlib.contextmanager
 def _blobs_on_a_disk_of_their_own(tmp_path: Path) -> Iterator[Cli]:
     """A vault with one item whose ``blobs/`` is a tmpfs mounted there (root only; else the

@@ -426,8 +426,11 @@ class _Quarantine:
         named, never of what a symbolic link there points to; where the blob folder is on
         another file system (EXDEV: a disk mounted on ``blobs/``, or ``blobs`` a symbolic
         link to one), a copy, fsynced and linked to its name the same way. The blob is
-        removed only once its copy in the folder is on disk. Its shard is opened without
-        following a link (evault never makes one there), and the blob reached from it.
+        removed only once its copy in the folder is on disk, and (a copy) only if its name
+        still is the file copied: one renamed over it meanwhile is left, and named. (That
+        check and the unlink are two steps; a rename between them is not seen.) Its shard
+        is opened without following a link (evault never makes one there), and the blob
+        reached from it.
 
         What is not a regular file (a symbolic link, a folder, a fifo named like a blob),
         and what cannot be moved, is left in place and named, as ``PATH: why``, in
@@ -445,7 +448,7 @@ class _Quarantine:
                                f"makes; {_CHECK_IT}")
             return False
         try:
-            return self._move(source, shard)
+            return self._move(source, shard, skipped)
         except _Left as e:
             skipped.append(str(e))
         except OSError as e:
@@ -460,7 +463,7 @@ class _Quarantine:
         return (f"{source}: cannot be moved into {self.path} ({e.strerror or e}); left in "
                 "place for the next `evault doctor --repair`")
 
-    def _move(self, source: Path, shard: int) -> bool:
+    def _move(self, source: Path, shard: int, skipped: list[str]) -> bool:
         name = source.name
         try:
             kind = _not_a_blob(os.stat(name, dir_fd=shard, follow_symlinks=False).st_mode)
@@ -475,21 +478,36 @@ class _Quarantine:
         except OSError as e:
             if e.errno != errno.EXDEV:
                 raise
-            copy = self._copy(source, shard)
-            if copy is None:  # gone since the scan
+            copied = self._copy(source, shard)
+            if copied is None:  # gone since the scan
                 return False
+            copy, of = copied
             try:
-                self._link(copy, self.fd, name)
+                target = self._link(copy, self.fd, name)
             finally:
                 os.unlink(copy, dir_fd=self.fd)
-        os.fsync(self.fd)
+            os.fsync(self.fd)
+            # The copy was read from a descriptor, the source is removed by its name: a file
+            # put there meanwhile (a rename over it) was never copied, and is left. (A link
+            # is of the name itself: no such check is needed there.)
+            try:
+                now = os.stat(name, dir_fd=shard, follow_symlinks=False)
+            except FileNotFoundError:  # removed meanwhile: its copy is kept
+                return True
+            if (now.st_dev, now.st_ino) != (of.st_dev, of.st_ino):
+                skipped.append(f"{source}: was replaced while it was being copied (the copy "
+                               f"is {self.path / target}); the file now there is left in "
+                               "place for the next `evault doctor --repair`")
+                return True
+        else:
+            os.fsync(self.fd)
         os.unlink(name, dir_fd=shard)
         os.fsync(shard)
         return True
 
-    def _link(self, name: str, folder: int, blob_id: str) -> None:
+    def _link(self, name: str, folder: int, blob_id: str) -> str:
         """Link ``name`` of ``folder`` into this one as ``<blob-id>``, or the first free
-        ``<blob-id>.N``."""
+        ``<blob-id>.N``; that name."""
         for n in range(1_000_000):
             target = blob_id if n == 0 else f"{blob_id}.{n}"
             try:
@@ -498,13 +516,14 @@ class _Quarantine:
                         follow_symlinks=_LINK_FOLLOWS)
             except FileExistsError:
                 continue
-            return
+            return target
         raise VaultError(f"{self.path}: no free name for blob {blob_id}")  # pragma: no cover
 
-    def _copy(self, source: Path, shard: int) -> str | None:
+    def _copy(self, source: Path, shard: int) -> tuple[str, os.stat_result] | None:
         """The name in this folder of a whole, fsynced copy of ``source`` (a regular file,
-        never reached through a symbolic link), made 0600 and owned by whoever runs doctor;
-        None if ``source`` is gone. A copy cut short is removed.
+        never reached through a symbolic link), made 0600 and owned by whoever runs doctor,
+        and the ``fstat`` of the file copied; None if ``source`` is gone. A copy cut short
+        is removed.
 
         No mode bit of ``source`` is kept: whoever can write ``blobs/`` could plant a
         setuid, setgid or world-writable file there, which root's copy would make a
@@ -541,7 +560,7 @@ class _Quarantine:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp, dir_fd=self.fd)
                 raise
-            return temp
+            return temp, info
         finally:
             os.close(src)
 
