@@ -477,6 +477,50 @@ def test_doctor_repair_keeps_a_file_put_in_an_orphans_place_while_it_was_copied(
     assert (quarantine / f"{blob}.1").read_bytes() == b"fictional file B, never copied"
 
 
+def test_doctor_counts_and_repair_removes_the_copy_a_killed_repair_left(
+        tmp_path: Path) -> None:
+    """Reviewer hr2's LOW: a repair killed while it copied an orphan left
+    ``quarantine/.tmp-<hex>-<blob-id>``, which no later doctor counted or removed. It is a
+    temporary file as the others are (the orphan is still in blobs/ and is moved again); a
+    name of another shape in quarantine is left alone."""
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    stray = cli.vault / "blobs" / "ab" / blob
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"fictional orphan")
+    quarantine = cli.vault / "quarantine"
+    quarantine.mkdir(mode=0o700)
+    (quarantine / f".tmp-{'0f' * 8}-{blob}").write_bytes(b"fictional orph")
+    (quarantine / ".tmp-put-there-by-hand").write_bytes(b"fictional note")
+    result = cli("doctor")
+    assert (result.exit_code, _shown(result.stdout)["temporary_files"]) == (0, "1")
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["blobs_removed"], shown["orphans_quarantined"],
+            result.stderr) == (0, "1", "1", _quarantined(cli, blob))
+    assert sorted(p.name for p in quarantine.iterdir()) == [".tmp-put-there-by-hand", blob]
+    assert (quarantine / blob).read_bytes() == b"fictional orphan"
+    result = cli("doctor")
+    assert (result.exit_code, _shown(result.stdout)["temporary_files"]) == (0, "0")
+
+
+def test_doctor_counts_nothing_behind_a_quarantine_that_is_a_symbolic_link(
+        tmp_path: Path) -> None:
+    """What a quarantine that is a symbolic link points to is not the vault's: doctor
+    neither counts nor removes a copy's name there (with orphans, repair refuses it)."""
+    cli, _ids = _two_items(tmp_path, None)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    planted = outside / f".tmp-{'0f' * 8}-{'ab' + '0' * 30}"
+    planted.write_bytes(b"fictional file outside the vault")
+    (cli.vault / "quarantine").symlink_to(outside)
+    for args in ((), ("--repair",)):
+        result = cli("doctor", *args)
+        assert (result.exit_code, _shown(result.stdout)["temporary_files"], result.stderr) == (
+            0, "0", ""), args
+    assert planted.read_bytes() == b"fictional file outside the vault"
+
+
 @contextlib.contextmanager
 def _blobs_on_a_disk_of_their_own(tmp_path: Path) -> Iterator[Cli]:
     """A vault with one item whose ``blobs/`` is a tmpfs mounted there (root only; else the

@@ -11,7 +11,8 @@ It also compares the key tables with the signed key history (:mod:`vault.service
 ``key_history`` says whether they agree, ``key_history_differences`` lists every row that
 does not; with ``repair`` the rows are rewritten from the verified history.
 
-With ``repair``, temporary blob files of interrupted commands are removed, and blobs that
+With ``repair``, temporary blob files of interrupted commands are removed (with the partial
+copies a killed repair left in ``<vault>/quarantine/``), and blobs that
 no committed row refers to (orphans) are moved, never deleted, into ``<vault>/quarantine/``
 (``orphans_quarantined``): doctor cannot know from the database alone that a blob nobody
 names is not evidence whose rows were deleted with SQL. It waits for running intakes first
@@ -38,6 +39,7 @@ import dataclasses
 import errno
 import functools
 import os
+import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -299,7 +301,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
             # Opened (made) and checked before anything is repaired: a quarantine folder
             # that cannot be trusted stops the repair with nothing changed.
             quarantine = (held.enter_context(_Quarantine.opened(quarantine_folder(v)))
-                          if repair and scan.orphan_files else None)
+                          if repair and (scan.orphan_files or scan.copies) else None)
             found.update(scan.found)
             keys = check_key_history(v, repair=repair)
             found.update(check_sealed_values(v))
@@ -340,6 +342,8 @@ class _BlobScan:
     temporaries: list[Callable[[], None]]
     orphans: int
     orphan_files: list[Path] | None
+    #: Partial copies a killed repair left in quarantine (see :func:`_killed_copies`).
+    copies: list[str] = dataclasses.field(default_factory=list)
 
 
 def _repair_blobs(report: DoctorReport, scan: _BlobScan,
@@ -350,9 +354,13 @@ def _repair_blobs(report: DoctorReport, scan: _BlobScan,
     them deleted or changed too), which the database alone cannot tell."""
     for remove in scan.temporaries:
         remove()
+    if quarantine is not None:
+        for name in scan.copies:  # the orphan each was copied from is still in blobs/
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(name, dir_fd=quarantine.fd)
+    removed = len(scan.temporaries) + len(scan.copies)
     if scan.orphan_files is None:
-        return dataclasses.replace(report, orphans_left=scan.orphans,
-                                   blobs_removed=len(scan.temporaries))
+        return dataclasses.replace(report, orphans_left=scan.orphans, blobs_removed=removed)
     moved = 0
     skipped: list[str] = []
     if quarantine is not None:
@@ -362,7 +370,7 @@ def _repair_blobs(report: DoctorReport, scan: _BlobScan,
         report, orphans_quarantined=moved,
         quarantine=str(quarantine.path) if quarantine is not None and moved else None,
         orphans_skipped=tuple(skipped) or None,
-        blobs_removed=len(scan.temporaries))
+        blobs_removed=removed)
 
 
 def quarantine_folder(v: Vault) -> Path:
@@ -599,9 +607,35 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
     # shard than its own, is moved from where it is.
     orphans = [f for f in files if f.name not in known and f.name not in named]
     missing = sorted((set(known) | named) - on_disk)
-    found = _blob_counts(v, known, named, missing, len(temps), len(orphans))
+    copies = _killed_copies(quarantine_folder(v))
+    found = _blob_counts(v, known, named, missing, len(temps) + len(copies), len(orphans))
     return _BlobScan(found, [functools.partial(_unlink, temp) for temp in temps],
-                     len(orphans), orphans)
+                     len(orphans), orphans, copies)
+
+
+#: The name of :meth:`_Quarantine._copy`'s temporary: ``.tmp-<16 hex>-<orphan's name>``.
+_COPY = re.compile(rf"{re.escape(TEMP_PREFIX)}[0-9a-f]{{16}}-.+", re.DOTALL)
+
+
+def _killed_copies(folder: Path) -> list[str]:
+    """The names in quarantine of the partial copies a killed ``doctor --repair`` left (a
+    copy is made under a temporary name, then linked to the orphan's): regular files of
+    that name only, read without following a link; none if the folder is not a real one
+    (repair refuses it)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        copies = []
+        for name in sorted(os.listdir(fd)):
+            if _COPY.fullmatch(name):
+                with contextlib.suppress(FileNotFoundError):
+                    if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
+                        copies.append(name)
+        return copies
+    finally:
+        os.close(fd)
 
 
 def _unlink(path: Path) -> None:
