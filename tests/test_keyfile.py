@@ -120,3 +120,28 @@ def test_a_key_file_sealed_around_damaged_contents_is_one_key_store_error(
     with pytest.raises(KeyStoreError) as e:
         FileKeyStore(tmp_path, None, "test").get("a")
     assert str(e.value) == f"{tmp_path / KEY_FILE}: damaged key file"
+
+
+def test_a_passphrase_that_is_not_utf8_is_one_line_even_before_ingests_own_checks(
+        sqlite_cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passphrase file that is not UTF-8 traced back (UnicodeDecodeError), and since the
+    key file's scrypt is started early, before `ingest` said the file to ingest is missing;
+    an EVAULT_PASSPHRASE with bytes that are not UTF-8 traced back in scrypt."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    phrase = tmp_path / "phrase.txt"
+    phrase.write_bytes(b"fictional \xff passphrase\n")
+    monkeypatch.delenv("EVAULT_PASSPHRASE")
+    monkeypatch.setenv("EVAULT_PASSPHRASE_FILE", str(phrase))
+    missing = sqlite_cli("ingest", str(tmp_path / "nowhere.txt"), "--case", "UA-1")
+    assert (missing.exit_code, missing.stderr) == (
+        1, f"evault: {tmp_path / 'nowhere.txt'}: no such file; check the path\n")
+    listed = sqlite_cli("case", "create", "UA-2026-0001")
+    assert (listed.exit_code, listed.stderr) == (
+        1, f"evault: EVAULT_PASSPHRASE_FILE {phrase}: not valid UTF-8; save the passphrase "
+           "in it as UTF-8\n")
+    monkeypatch.delenv("EVAULT_PASSPHRASE_FILE")
+    monkeypatch.setenv("EVAULT_PASSPHRASE", "fictional \udcff passphrase")
+    listed = sqlite_cli("case", "create", "UA-2026-0001")
+    assert (listed.exit_code, listed.stderr) == (
+        1, "evault: EVAULT_PASSPHRASE: not valid UTF-8; set it as UTF-8 (check the encoding "
+           "of the script or terminal that sets it)\n")

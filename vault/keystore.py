@@ -39,7 +39,6 @@ from vault.errors import (
     KeyMissingError,
     KeyStoreError,
     UsageError,
-    VaultError,
 )
 
 KEY_FILE = "keys.enc"
@@ -163,8 +162,8 @@ class FileKeyStore(KeyStore):
             with self.path.open("rb") as f:
                 work_factor, salt = box_params(f.read(HEADER_LEN + 16))
             passphrase = self._get_passphrase(False)
-        except (OSError, VaultError):
-            return  # get says what is wrong, as it would have without this
+        except Exception:  # get says what is wrong, as it would have without this
+            return
 
         def derive() -> None:
             with contextlib.suppress(Exception):  # get derives again and reports it
@@ -259,7 +258,7 @@ def resolve_passphrase(prompt: PassphrasePrompt | None, creating: bool) -> str:
     """
     value = os.environ.get("EVAULT_PASSPHRASE")
     if value:
-        return _checked(value, "EVAULT_PASSPHRASE", creating)
+        return _checked(_utf8(value, "EVAULT_PASSPHRASE"), "EVAULT_PASSPHRASE", creating)
     path = os.environ.get("EVAULT_PASSPHRASE_FILE")
     if path:
         try:
@@ -268,6 +267,9 @@ def resolve_passphrase(prompt: PassphrasePrompt | None, creating: bool) -> str:
             raise KeyStoreError(
                 f"EVAULT_PASSPHRASE_FILE {path}: cannot read ({e.strerror})"
             ) from None
+        except UnicodeDecodeError:
+            raise KeyStoreError(f"EVAULT_PASSPHRASE_FILE {path}: not valid UTF-8; save the "
+                                "passphrase in it as UTF-8") from None
         if not line or not line[0]:
             raise KeyStoreError(f"EVAULT_PASSPHRASE_FILE {path}: the first line is empty")
         return _checked(line[0], f"EVAULT_PASSPHRASE_FILE {path}", creating)
@@ -277,6 +279,17 @@ def resolve_passphrase(prompt: PassphrasePrompt | None, creating: bool) -> str:
         "key file store needs a passphrase: set EVAULT_PASSPHRASE or EVAULT_PASSPHRASE_FILE, "
         "or run in a terminal to be asked"
     )
+
+
+def _utf8(value: str, source: str) -> str:
+    """``value`` if it is valid UTF-8 text (an environment variable that is not arrives with
+    lone surrogates, which scrypt cannot take), else a one-line KeyStoreError."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise KeyStoreError(f"{source}: not valid UTF-8; set it as UTF-8 (check the encoding "
+                            "of the script or terminal that sets it)") from None
+    return value
 
 
 def _checked(passphrase: str, source: str, creating: bool) -> str:
