@@ -127,6 +127,14 @@ def test_a_text_option_or_argument_that_is_not_utf8_is_one_usage_line(
     case = _evault(shell=f"$EVAULT case create $'UA-\\xff' --vault {quoted}", cwd=tmp_path)
     assert [(r.returncode, r.stdout, r.stderr.decode()) for r in (org, case)] == [
         (2, b"", _not_utf8("--org", "0xff")), (2, b"", _not_utf8("argument CASE", "0xff"))]
+    # A path evault records (the body's SFTP key, in the database and a signed event) is
+    # text: it traced back in the database's driver.
+    sqlite_cli.ok("identity", "create", "registry-office")
+    sqlite_cli.ok("body", "add", "ICC-OTP", "--name", "Fictional Court")
+    recorded = sqlite_cli("body", "set", "ICC-OTP", "--outbox", "sftp://drop@127.0.0.1/in",
+                          "--identity-file", "/tmp/key-\udcff")
+    assert (recorded.exit_code, recorded.stdout, recorded.stderr) == (
+        2, "", _not_utf8("--identity-file", "0xff"))
     # A path that is not UTF-8 is still a path (only text is refused).
     elsewhere = _evault(shell="$EVAULT identity list --vault $'no-\\xff'", cwd=tmp_path)
     missing = f"{tmp_path}/no-\\xff".encode()

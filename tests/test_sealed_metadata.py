@@ -274,17 +274,19 @@ def test_text_that_does_not_encode_is_refused_not_a_traceback(tmp_path: Path) ->
     odd = os.fsdecode(os.path.join(os.fsencode(tmp_path), b"\xff\x1b[2J.txt"))
     Path(odd).write_text("fictional\n")
     (tmp_path / "ok.txt").write_text("fictional\n")
+    not_utf8 = ("not valid UTF-8 (byte 0xff); pass it as UTF-8 (check the encoding of the "
+                "terminal or script)")
     for command, message in (
             (("ingest", odd, "--case", CASE),
              f"{tmp_path}/\\xff\\x1b[2J.txt: the file name is not UTF-8, and evault keeps "
              "names as UTF-8 text; ingest a copy under a UTF-8 name (the original can go in "
              "--description)"),
+            # Refused by the command line itself now, before anything is opened.
             (("ingest", str(tmp_path / "ok.txt"), "--case", CASE, "--title", "t\udcff"),
-             "items.title: 't\\udcff' is not UTF-8 text; give it in UTF-8"),
+             f"--title: {not_utf8}"),
             (("ingest", str(tmp_path / "ok.txt"), "--case", CASE, "--tag", "k=\udcff"),
-             "item_tags.value: '\\udcff' is not UTF-8 text; give it in UTF-8"),
-            (("case", "create", "UA-2026-0043", "--title", "\udcff"),
-             "cases.title: '\\udcff' is not UTF-8 text; give it in UTF-8")):
+             f"--tag: {not_utf8}"),
+            (("case", "create", "UA-2026-0043", "--title", "\udcff"), f"--title: {not_utf8}")):
         result = cli(*command)
         assert (result.exit_code, result.stdout, result.stderr) == (
             2, "", f"evault: {message}\n"), command

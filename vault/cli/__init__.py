@@ -94,18 +94,25 @@ INTERRUPTED = {
 """What to do after Ctrl-C, for commands where a re-run finishes the work."""
 
 
+class RecordedPath(click.Path):
+    """A path evault records (in the database, in a signed custody event), not only opens:
+    it must be UTF-8 text, as every text option is (:func:`refuse_undecodable`)."""
+
+
 def refuse_undecodable(ctx: click.Context) -> None:
     """Refuse a text option or argument of ``ctx``'s command that is not valid UTF-8 (a
     usage error, exit 2), before the command runs. Python hands over the bytes of such an
     argument as lone surrogates (``'\\udcff'`` for byte 0xff), which no database, signed
     JSON or terminal takes: the command traced back wherever the text met one. Paths
     (``click.Path``, ``click.File``) may be any bytes the file system allows, and are let
-    through."""
+    through, but for a :class:`RecordedPath`."""
     for param in ctx.command.get_params(ctx):
-        if param.name is None or isinstance(param.type, (click.Path, click.File)):
+        if param.name is None or (isinstance(param.type, (click.Path, click.File))
+                                  and not isinstance(param.type, RecordedPath)):
             continue
         value = ctx.params.get(param.name)
-        for text in value if isinstance(value, (tuple, list)) else (value,):
+        for given in value if isinstance(value, (tuple, list)) else (value,):
+            text = os.fspath(given) if isinstance(given, os.PathLike) else given
             if not isinstance(text, str):
                 continue
             try:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vault.cli import top_group
+from vault.cli import RecordedPath, top_group
 from vault.cli.common import (
     as_option,
     emit_record,
@@ -100,7 +100,7 @@ def body_show(vault: Vault, body_id: str, as_json: bool) -> None:
 @click.option("--host-key", metavar="SHA256:...",
               help="The SFTP server's host-key fingerprint, confirmed with the body by another "
                    "channel (else ~/.ssh/known_hosts must know the host).")
-@click.option("--identity-file", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--identity-file", type=RecordedPath(dir_okay=False, path_type=Path),
               help="SSH private key to log in to the drop with (else the keys of ssh-agent).")
 @click.option("--clear-outbox", is_flag=True, help="Remove the body's outbox.")
 @as_option
