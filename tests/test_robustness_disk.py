@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -416,3 +417,23 @@ def test_syncfs_calls_the_c_library_without_starting_a_process(
     assert durable.syncfs(tmp_path) is True
     with pytest.raises(FileNotFoundError):
         durable.syncfs(tmp_path / "missing")
+
+
+def test_a_vault_on_a_read_only_mount_is_one_line_for_doctor_and_db_upgrade(
+        tmp_path: Path, mount: Mount) -> None:
+    """A vault folder on a file system mounted read-only, with no -wal or -shm file: SQLite
+    cannot open vault.db at all ("unable to open database file"), and doctor and `db
+    upgrade`, which read the schema's revision before anything else, traced back."""
+    source = Cli(tmp_path / "vault").init()
+    source.ok("identity", "create", "registry-office")
+    area = mount("ro-area", 8192)
+    shutil.copytree(source.vault, area / "vault")
+    for beside in ("vault.db-wal", "vault.db-shm"):
+        (area / "vault" / beside).unlink(missing_ok=True)
+    subprocess.run(["mount", "-o", "remount,ro", str(area)], check=True)
+    cli = Cli(area / "vault")
+    for args in [("doctor",), ("db", "upgrade"), ("db", "current")]:
+        result = cli(*args)
+        assert (result.exit_code, result.stdout, result.stderr) == (
+            1, "", "evault: vault database: cannot connect (unable to open database file)\n"
+        ), args

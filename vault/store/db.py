@@ -40,6 +40,7 @@ from vault.errors import ConfigError, VaultError, VerificationError
 from vault.store.dbapi import (
     BUSY_TIMEOUT_MS,
     RESTORE,
+    RUN_DOCTOR,
     SCHEMA_HEAD,
     SQLITE_PRAGMAS,
     NotATime,
@@ -342,11 +343,15 @@ def current_revision(bind: Engine | Connection) -> str | None:
     Read straight from Alembic's ``alembic_version`` table, as Alembic's own
     ``MigrationContext.get_current_revision`` does, without importing Alembic.
     """
-    with contextlib.ExitStack() as stack:
-        conn = bind if isinstance(bind, Connection) else stack.enter_context(bind.connect())
-        if not inspect(conn).has_table("alembic_version"):
-            return None
-        rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    try:
+        with contextlib.ExitStack() as stack:
+            conn = bind if isinstance(bind, Connection) else stack.enter_context(bind.connect())
+            if not inspect(conn).has_table("alembic_version"):
+                return None
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    except OperationalError as e:  # a file SQLite cannot open (a read-only mount), no server
+        refuse(e.orig)
+        raise cannot_connect(e.orig) from None
     return single_revision(rows)
 
 
@@ -372,6 +377,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic.script import ScriptDirectory
 
     config = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    current: str | None = None
     with engine.begin() as conn:
         try:
             refusal = unrecorded_schema(conn)
@@ -388,7 +394,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             command.upgrade(config, revision)
         except DBAPIError as e:  # a table the migrations alter dropped with SQL, the disk full
             refuse(e.orig)
-            raise
+            # Anything else: the tables are not what the recorded revision says (one it
+            # creates exists already: the revision was set back with SQL). The migration's
+            # transaction is rolled back; nothing changed.
+            raise VerificationError(
+                f"vault database: migrating from revision {current or 'empty'} failed "
+                f"({e.orig}): its tables do not match the revision it records (changed "
+                f"outside evault?); nothing was changed; {RUN_DOCTOR}{RESTORE}") from None
 
 
 def downgrade(engine: Engine, revision: str) -> None:
