@@ -126,6 +126,22 @@ def test_a_schema_whose_revision_sql_dropped_is_one_line_and_fails_doctor(
         1, f"evault: vault database is at revision 0099, which this evault does not know (its "
            f"newest is {db.SCHEMA_HEAD}): use the evault that upgraded it, or restore the "
            "database from a backup\n")
+    # Set back to a revision the migrations know: they ran over the tables there and traced
+    # back ("table ... already exists"); `init` called it "cannot connect".
+    engine = db.make_engine(database or f"sqlite:///{cli.vault / 'vault.db'}")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    engine.dispose()
+    for args in [("db", "upgrade"), ("init",)]:
+        result = cli(*args)
+        assert result.exit_code == 3, (args, result.stderr)
+        assert result.stderr.startswith(
+            "evault: vault database: migrating from revision 0001 failed ("), args
+        assert result.stderr.endswith(
+            "): its tables do not match the revision it records (changed outside evault?); "
+            "nothing was changed; run `evault doctor`, and restore the database from a "
+            "backup\n"), args
+    assert "already exists" in result.stderr
 
 
 def test_doctor_stops_with_exit_1_where_config_names_another_blob_store(
@@ -446,3 +462,22 @@ def test_an_empty_or_wrong_config_value_is_named_not_taken_for_the_default(
     config.write_text("\n".join(lines))
     result = sqlite_cli("items", "list")
     assert (result.exit_code, result.stderr) == (1, f"evault: {config}: {message}\n")
+
+
+def test_doctor_exits_1_when_the_key_store_cannot_be_opened_to_check(sqlite_cli: Cli) -> None:
+    """keys.enc moved away: doctor said ``not checked`` for the key history and the sealed
+    values and exited 0, so a sealed value changed with SQL went from exit 3 to exit 0 by a
+    move of one file. It now names what it could not check, and exits 1."""
+    sqlite_cli.ok("identity", "create", "registry-office")
+    evidence = sqlite_cli.vault.parent / "statement.txt"
+    evidence.write_text("fictional statement\n")
+    sqlite_cli.ok("ingest", str(evidence), "--case", "UA-2026-0042", "--create-case",
+                  "--title", "Fictional statement")
+    assert sqlite_cli.ok("doctor").stderr == ""
+    (sqlite_cli.vault / "keys.enc").rename(sqlite_cli.vault / "keys.enc.away")
+    result = sqlite_cli("doctor")
+    lines = result.stderr.splitlines()
+    assert (result.exit_code, len(lines)) == (1, 2), result.stderr
+    assert lines[0].startswith("evault: doctor could not check key_history: ")
+    assert lines[1].startswith("evault: doctor could not check sealed_values: ")
+    assert "key_history:      not checked: " in result.stdout

@@ -44,6 +44,7 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     restore the database), the custody log has a gap, or the database stopped a check.
     Exit 1 if it stopped before those checks: the schema is behind this evault (run
     `evault db upgrade`), or config.toml names another blob store than the database does;
+    or if it could not open the key store to check the key history and the sealed values;
     or if --repair refused the quarantine folder (nothing repaired), or left a file in
     blobs/ it could not move (each named).
     Leftovers --repair removes, and packages not yet sent, are named with exit 0; --repair
@@ -105,6 +106,10 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     if report.stopped is not None:
         # Nothing past that point was checked: no all-clear, whatever the reason.
         say(f"doctor stopped before checking the blobs and the records: {report.stopped}")
+        raise Reported(verification=False)
+    if report.not_checked:
+        for line in report.not_checked:
+            say(f"doctor could not check {line}")
         raise Reported(verification=False)
     if report.orphans_skipped:
         # Repair left files in blobs/ that are the user's to look at (each named above).

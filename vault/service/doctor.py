@@ -207,6 +207,16 @@ class DoctorReport(Sparse):
         return None
 
     @property
+    def not_checked(self) -> tuple[str, ...]:
+        """The checks that did not run, each as ``name: why`` (the key store could not be
+        opened here: no passphrase, keys.enc gone): ``evault doctor`` then exits 1, since it
+        cannot vouch for what they check."""
+        return tuple(f"{name}: {value.removeprefix(NOT_CHECKED)}"
+                     for name, value in (("key_history", self.key_history),
+                                         ("sealed_values", self.sealed_values))
+                     if value is not None and value.startswith(NOT_CHECKED))
+
+    @property
     def failed(self) -> bool:
         """Whether a check failed as a verification does (``evault doctor`` exits 3): the
         vault is not what its records say, and doctor cannot mend it. Blobs missing (the
@@ -217,8 +227,9 @@ class DoctorReport(Sparse):
         rows that differ from the signed events that created them, a custody log with a gap,
         or a check the database stopped (``FAILED``: SQL outside evault made a cell
         unreadable). Leftovers of killed commands (temporary files and plaintext ``--repair``
-        removes, orphaned blobs it quarantines) and unsent packages are no failure, nor is a
-        check not run (``not checked``: no key store here)."""
+        removes, orphaned blobs it quarantines) and unsent packages are no failure; a check
+        not run (``not checked``: no key store here) is no failure either, but no all-clear
+        (:attr:`not_checked`)."""
         return bool(
             self.schema_changed or self.blobs_missing or self.blobs_unrecorded
             or self.release_rules not in (None, "signed")
