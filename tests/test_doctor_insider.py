@@ -615,6 +615,28 @@ def test_doctor_fails_on_item_rows_that_differ_from_the_events_that_created_them
 
 
 
+def test_a_setting_added_with_sql_does_not_hide_a_forged_row_from_doctor(
+        tmp_path: Path, database: str | None) -> None:
+    """The review of doctor's exit 1: one more statement (a `blobs` setting config.toml does
+    not name, an object_lock no evault wrote) turned a forged row's exit 3 into "doctor
+    stopped" and exit 1. The records are checked even when the blob store is not, and a
+    setting that does not parse is a failed verification."""
+    cli, (_a, b) = _two_items(tmp_path, database)
+    _sql(cli, database, f"UPDATE items SET size = size + 1 WHERE id = '{b}'",
+         "INSERT INTO vault_settings (name, value) VALUES ('blobs', 's3://fictional/x')")
+    result = cli("doctor")
+    assert (result.exit_code, _shown(result.stdout)["blob_store"].split(": ", 1)[0]) == (
+        3, "not checked")
+    assert _shown(result.stdout)["item_rows"].startswith("1 difference(s) from the signed ")
+    _sql(cli, database, "DELETE FROM vault_settings WHERE name = 'blobs'",
+         "INSERT INTO vault_settings (name, value) VALUES ('object_lock', 'bogus')")
+    result = cli("doctor")
+    assert result.exit_code == 3
+    assert result.stderr.startswith("evault: vault database: setting object_lock: ")
+    assert result.stderr.endswith(" (changed outside evault?); restore the database from a "
+                                  "backup\n")
+
+
 def _forged(item: str, done: str) -> str:
     return (f"evault: item {item}: its row's size or SHA-256 is not what the event that "
             f"created it signed (changed by SQL outside evault); {done}; run `evault doctor`, "

@@ -61,7 +61,7 @@ from vault.service import keyhistory, pending, recording
 from vault.service.results import Sparse
 from vault.service.vaults import Vault, open_vault
 from vault.store import db, dbapi
-from vault.store.blobs import BlobStore
+from vault.store.blobs import Blobs, BlobStore
 from vault.store.dbapi import RESTORE, RUN_DOCTOR, NotATime, row_name
 from vault.store.models import (
     Base,
@@ -276,16 +276,24 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         if revision != head:
             return report
         found: dict[str, Any] = {}
+        blobs: Blobs | None
         try:
             blobs = v.blob_store()
-        except ConfigError as e:  # config.toml and the database disagree: say so, go on
-            return dataclasses.replace(report, blob_store=f"{NOT_CHECKED}{e}")
+        except ConfigError as e:
+            # config.toml and the database disagree, or the database refused the read: no
+            # blob is checked and nothing repaired, but the records are checked all the same
+            # (a setting added with SQL must not hide an item row it forged).
+            blobs = None
+            found["blob_store"] = f"{NOT_CHECKED}{e}"
+            repair = False
         except VerificationError as e:  # its settings table dropped or renamed with SQL
             raise VerificationError(_doctors(e)) from None
-        found["blob_store"] = blobs.where
-        if v.config.object_lock:
-            found["object_lock"] = v.config.object_lock.text
-        lock = blobs.intake_lock(exclusive=True) if repair else contextlib.nullcontext()
+        else:
+            found["blob_store"] = blobs.where
+            if v.config.object_lock:
+                found["object_lock"] = v.config.object_lock.text
+        lock = (blobs.intake_lock(exclusive=True) if repair and blobs is not None
+                else contextlib.nullcontext())
         # Held to the end with repair: the blobs are removed only once every check has run.
         with lock, contextlib.ExitStack() as held:
             with _counting(v) as session:
@@ -305,15 +313,18 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                 # (An item whose blob_id SQL made NULL is named by check_item_rows.)
                 named = {b for b in session.scalars(select(Item.blob_id).distinct())
                          if isinstance(b, str)}
+            scan = None
             if isinstance(blobs, BlobStore):
                 scan = _check_folder(v, blobs, known, named)
-            else:
+            elif blobs is not None:
                 scan = _check_bucket(v, cast("S3BlobStore", blobs), known, named)
             # Opened (made) and checked before anything is repaired: a quarantine folder
             # that cannot be trusted stops the repair with nothing changed.
             quarantine = (held.enter_context(_Quarantine.opened(quarantine_folder(v)))
-                          if repair and (scan.orphan_files or scan.copies) else None)
-            found.update(scan.found)
+                          if repair and scan is not None and (scan.orphan_files or scan.copies)
+                          else None)
+            if scan is not None:
+                found.update(scan.found)
             keys = check_key_history(v, repair=repair)
             found.update(check_sealed_values(v))
             found.update(check_times(v))
@@ -324,7 +335,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                 key_history=keys.key_history,
                 key_history_differences=keys.key_history_differences,
                 leftovers=tuple(check_leftovers(v, repair=repair)))
-            if repair:
+            if repair and scan is not None:
                 report = _repair_blobs(report, scan, quarantine)
         return report
     finally:

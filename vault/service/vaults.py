@@ -22,7 +22,7 @@ from sqlalchemy.exc import DatabaseError, DataError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vault.durable import file_lock
-from vault.errors import ConfigError, UsageError
+from vault.errors import ConfigError, UsageError, VerificationError
 from vault.keystore import KeyStore, PassphrasePrompt, open_keystore
 from vault.store import db, dbapi, sealed
 from vault.store.blobs import INTAKE_LOCK, Blobs, BlobStore
@@ -179,9 +179,10 @@ def read_blob_settings(engine: Engine) -> tuple[str | None, ObjectLock | None]:
     lock = rows.get(OBJECT_LOCK_SETTING)
     try:
         return rows.get(BLOBS_SETTING), ObjectLock.parse(lock) if lock else None
-    except UsageError as e:
-        raise ConfigError(f"vault database: setting object_lock: {e}; restore it from a "
-                          "backup") from None
+    except UsageError as e:  # only SQL outside evault writes what ObjectLock cannot parse
+        raise VerificationError(
+            f"vault database: setting object_lock: {e} (changed outside evault?); "
+            f"{dbapi.RUN_DOCTOR}{dbapi.RESTORE}") from None
 
 
 def check_blob_settings(root: Path, config: VaultConfig,
