@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import Cli
+from conftest import SQLITE_ONLY, Cli
 from test_sealed_metadata import _sender_and_recipient, _sql, _two_items
 
 RESTORE = ("(changed by SQL outside evault); run `evault custody verify`, then restore the "
@@ -905,3 +905,54 @@ def test_only_the_drivers_operational_errors_are_read_as_busy_or_full() -> None:
     busy = failure(sqlite3.OperationalError("database is locked"))
     assert (type(busy), str(busy)) == (
         ConfigError, "vault database is busy with another evault command; try again")
+
+
+@SQLITE_ONLY
+def test_doctor_repair_deletes_nothing_through_a_shard_or_exports_that_is_a_link(
+        tmp_path: Path, database: str | None) -> None:
+    """The second review: a shard (or exports/) that is a symbolic link was followed by the
+    scan, and each `.tmp-` file in the folder it points to deleted by root's repair. And a
+    folder named like a temporary stopped the whole repair ("Is a directory")."""
+    cli, _ids = _two_items(tmp_path, database)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victims = [outside / ".tmp-someone-elses-work", outside / ".tmp-other"]
+    for victim in victims:
+        victim.write_bytes(b"fictional file outside the vault")
+    (cli.vault / "blobs" / "zz").symlink_to(outside)
+    exports = cli.vault / "exports"
+    if exports.exists():
+        exports.rmdir()
+    exports.symlink_to(outside)
+    shard = cli.vault / "blobs" / "ab"
+    shard.mkdir(exist_ok=True)
+    (shard / ".tmp-x").mkdir()
+    orphan = shard / ("ab" + "0" * 30)
+    orphan.write_bytes(b"fictional orphan")
+    result = cli("doctor", "--repair")
+    assert [v.exists() for v in victims] == [True, True]
+    assert (cli.vault / "quarantine" / orphan.name).read_bytes() == b"fictional orphan"
+    assert (shard / ".tmp-x").is_dir()
+    blobs = cli.vault / "blobs"
+    assert (result.exit_code, _shown(result.stdout)["temporary_files"]) == (1, "0")
+    assert result.stderr.splitlines()[1:] == [
+        f"evault: {blobs}/ab/.tmp-x: is a folder, not a blob file; left in place: check it "
+        "and remove it by hand",
+        *(f"evault: {blobs}/zz/{name}: its folder is a symbolic link, which evault never "
+          "makes; left in place: check it and remove it by hand"
+          for name in (".tmp-other", ".tmp-someone-elses-work"))]
+
+
+@SQLITE_ONLY  # PostgreSQL's foreign key keeps the row; SQL on SQLite needs no pragma off
+def test_a_blob_row_deleted_with_sql_fails_doctor_without_the_blob_store(
+        tmp_path: Path, database: str | None) -> None:
+    """The second review: which blobs items name without a `blobs` row needs only the
+    database, but was computed with the blob scan: a setting config.toml does not name
+    turned that exit 3 into exit 1."""
+    cli, (a, _b) = _two_items(tmp_path, database)
+    blob = _blob_of(cli, database, a)
+    _sql(cli, database, f"DELETE FROM blobs WHERE id = '{blob}'",
+         "INSERT INTO vault_settings (name, value) VALUES ('blobs', 's3://fictional/x')")
+    result = cli("doctor")
+    assert (result.exit_code, _shown(result.stdout)["blobs_unrecorded"]) == (3, "1")
+    assert f"blob {blob} (items {a}): its row is missing from the database" in result.stderr

@@ -325,6 +325,11 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
                           else None)
             if scan is not None:
                 found.update(scan.found)
+            else:  # the rows alone still say which blobs items name without a `blobs` row
+                rowless = sorted(named - set(known))
+                found["blobs_unrecorded"] = len(rowless)
+                if rowless:
+                    found["unrecorded"] = _with_items(v, rowless[:NAMED])
             keys = check_key_history(v, repair=repair)
             found.update(check_sealed_values(v))
             found.update(check_times(v))
@@ -621,9 +626,12 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
     files."""
     temps, files = blobs.scan()
     # Interrupted package builds leave temporary ciphertext in exports/.
+    # Regular files only, and not through an exports/ that is a symbolic link (evault makes
+    # none): repair deletes these.
     exports = v.root / "exports"
-    if exports.is_dir():
-        temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-"))
+    if exports.is_dir() and not exports.is_symlink():
+        temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-")
+                        and _is_regular(p))
     on_disk = {f.name for f in files}
     # Each by its path, in the shard it is in: a name no blob id is, or an id in another
     # shard than its own, is moved from where it is.
@@ -658,6 +666,14 @@ def _killed_copies(folder: Path) -> list[str]:
         return copies
     finally:
         os.close(fd)
+
+
+def _is_regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file, not followed if it is a link."""
+    try:
+        return stat.S_ISREG(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def _unlink(path: Path) -> None:

@@ -24,6 +24,7 @@ import contextlib
 import os
 import re
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -183,11 +184,25 @@ class BlobStore:
             if not shard.is_dir():
                 continue
             for entry in sorted(shard.iterdir()):
-                if entry.name.startswith(TEMP_PREFIX):
+                # A temporary is a regular file in a real shard, or nothing: never one
+                # reached through a shard that is a symbolic link (evault makes none), which
+                # repair would delete outside the vault. What else is there is left to
+                # doctor's orphan check, which names it.
+                if entry.name.startswith(TEMP_PREFIX) and _regular_in_real_folder(entry):
                     temps.append(entry)
                 else:
                     files.append(entry)
         return temps, files
+
+
+def _regular_in_real_folder(path: Path) -> bool:
+    """Whether ``path`` is a regular file (not followed if a link) whose folder is not a
+    symbolic link."""
+    try:
+        return (not path.parent.is_symlink()
+                and stat.S_ISREG(os.lstat(path).st_mode))
+    except OSError:
+        return False
 
 
 def _make_shard(path: str) -> None:
