@@ -139,8 +139,7 @@ def test_a_schema_whose_revision_sql_dropped_is_one_line_and_fails_doctor(
             "evault: vault database: migrating from revision 0001 failed ("), args
         assert result.stderr.endswith(
             "): its tables do not match the revision it records (changed outside evault?); "
-            "nothing was changed; run `evault doctor`, and restore the database from a "
-            "backup\n"), args
+            "nothing was changed; restore the database from a backup\n"), args
     assert "already exists" in result.stderr
 
 

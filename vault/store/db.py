@@ -40,7 +40,6 @@ from vault.errors import ConfigError, VaultError, VerificationError
 from vault.store.dbapi import (
     BUSY_TIMEOUT_MS,
     RESTORE,
-    RUN_DOCTOR,
     SCHEMA_HEAD,
     SQLITE_PRAGMAS,
     NotATime,
@@ -400,7 +399,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             raise VerificationError(
                 f"vault database: migrating from revision {current or 'empty'} failed "
                 f"({e.orig}): its tables do not match the revision it records (changed "
-                f"outside evault?); nothing was changed; {RUN_DOCTOR}{RESTORE}") from None
+                f"outside evault?); nothing was changed; {RESTORE}") from None
 
 
 def downgrade(engine: Engine, revision: str) -> None:
