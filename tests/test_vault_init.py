@@ -126,6 +126,14 @@ def test_a_schema_whose_revision_sql_dropped_is_one_line_and_fails_doctor(
         1, f"evault: vault database is at revision 0099, which this evault does not know (its "
            f"newest is {db.SCHEMA_HEAD}): use the evault that upgraded it, or restore the "
            "database from a backup\n")
+    # The other commands and doctor said to run `db upgrade`, which refuses it.
+    newer = (f"vault database is at revision 0099, newer than this evault's {db.SCHEMA_HEAD}: "
+             "use the evault that upgraded it, or restore the database from a backup\n")
+    result = cli("identity", "list")
+    assert (result.exit_code, result.stderr) == (1, f"evault: {newer}")
+    result = cli("doctor")
+    assert (result.exit_code, result.stderr) == (
+        1, f"evault: doctor stopped before checking the blobs and the records: {newer}")
     # Set back to a revision the migrations know: they ran over the tables there and traced
     # back ("table ... already exists"); `init` called it "cannot connect".
     engine = db.make_engine(database or f"sqlite:///{cli.vault / 'vault.db'}")

@@ -77,6 +77,11 @@ def schema_refusal(current: str | None) -> ConfigError | None:
         return None
     if current is None:
         return ConfigError("vault database has no schema: run `evault db upgrade`")
+    if current.isdigit() and SCHEMA_HEAD.isdigit() and int(current) > int(SCHEMA_HEAD):
+        # A newer evault's (or SQL's): `db upgrade` cannot bring it back, and refuses it.
+        return ConfigError(
+            f"vault database is at revision {current}, newer than this evault's "
+            f"{SCHEMA_HEAD}: use the evault that upgraded it, or {RESTORE}")
     return ConfigError(
         f"vault database is at revision {current}, this evault needs {SCHEMA_HEAD}: "
         "run `evault db upgrade`"
