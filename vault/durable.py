@@ -66,6 +66,15 @@ def file_lock(path: Path, *, exclusive: bool = True) -> Iterator[None]:
         os.close(fd)
 
 
+def is_regular_file(path: str | Path, *, dir_fd: int | None = None) -> bool:
+    """Whether ``path`` (relative to ``dir_fd``, if given) is a regular file, not followed if
+    it is a symbolic link; False if it is gone."""
+    try:
+        return stat.S_ISREG(os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def fsync_dir(path: Path) -> None:
     """Flush a directory entry (a rename) to disk."""
     fd = os.open(path, os.O_RDONLY)

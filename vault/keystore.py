@@ -153,8 +153,7 @@ class FileKeyStore(KeyStore):
         process's cache in :func:`vault.crypto.secretbox.derive_key`)."""
         if self._derived is not None or self._deriving is not None:
             return
-        if not ask and self._passphrase is None and not (
-                os.environ.get("EVAULT_PASSPHRASE") or os.environ.get("EVAULT_PASSPHRASE_FILE")):
+        if not ask and self._passphrase is None and not passphrase_given():
             return
         from vault.crypto.secretbox import HEADER_LEN, box_params, derive_key
 
@@ -248,6 +247,11 @@ class FileKeyStore(KeyStore):
 
 #: A new key file needs a passphrase at least this long; existing key files open with any.
 MIN_PASSPHRASE_LENGTH = 12
+
+
+def passphrase_given() -> bool:
+    """Whether :func:`resolve_passphrase` finds a passphrase without asking for one."""
+    return bool(os.environ.get("EVAULT_PASSPHRASE") or os.environ.get("EVAULT_PASSPHRASE_FILE"))
 
 
 def resolve_passphrase(prompt: PassphrasePrompt | None, creating: bool) -> str:

@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.types import NullType
 
 from vault.clock import isoformat, utcnow
-from vault.durable import TEMP_PREFIX, copy_file
+from vault.durable import TEMP_PREFIX, copy_file, is_regular_file
 from vault.errors import ConfigError, VaultError, VerificationError
 from vault.formats.canonical import parse_json_object
 from vault.keystore import choose
@@ -257,7 +257,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
     try:
         try:
             revision = db.current_revision(v.engine)
-            unrecorded = db.unrecorded_schema(v.engine) if revision is None else None
+            unrecorded = db.unrecorded_schema(v.engine, revision)
         except DBAPIError as e:  # read outside Vault.transaction, which names the rest
             dbapi.refuse(e.orig)
             raise
@@ -631,7 +631,7 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
     exports = v.root / "exports"
     if exports.is_dir() and not exports.is_symlink():
         temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-")
-                        and _is_regular(p))
+                        and is_regular_file(p))
     on_disk = {f.name for f in files}
     # Each by its path, in the shard it is in: a name no blob id is, or an id in another
     # shard than its own, is moved from where it is.
@@ -657,23 +657,10 @@ def _killed_copies(folder: Path) -> list[str]:
     except OSError:
         return []
     try:
-        copies = []
-        for name in sorted(os.listdir(fd)):
-            if _COPY.fullmatch(name):
-                with contextlib.suppress(FileNotFoundError):
-                    if stat.S_ISREG(os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode):
-                        copies.append(name)
-        return copies
+        return [name for name in sorted(os.listdir(fd))
+                if _COPY.fullmatch(name) and is_regular_file(name, dir_fd=fd)]
     finally:
         os.close(fd)
-
-
-def _is_regular(path: Path) -> bool:
-    """Whether ``path`` is a regular file, not followed if it is a link."""
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except OSError:
-        return False
 
 
 def _unlink(path: Path) -> None:
@@ -842,9 +829,6 @@ def _scan_stopped(e: Exception) -> str:
     return _doctors(said)
 
 
-#: The actions whose signed event creates an item.
-CREATING = recording.CREATING
-
 #: Rows read a query: the log and the items table are read in pages of this many.
 PAGE = 5000
 
@@ -940,7 +924,7 @@ def _signed_items(conn: Connection, found: list[str]) -> dict[str, _Signed]:
         page = list(db.raw_rows(conn, cast("Select[Any]", (
             select(CustodyEvent.seq, type_coerce(CustodyEvent.body, NullType()),
                    CustodyEvent.action, CustodyEvent.subject)
-            .where(CustodyEvent.action.in_(CREATING), CustodyEvent.seq > after)
+            .where(CustodyEvent.action.in_(recording.CREATING), CustodyEvent.seq > after)
             .order_by(CustodyEvent.seq).limit(PAGE)))))
         for seq, body, row_action, row_subject in page:
             # Parsed, not re-encoded as Event.decode does (which doubled doctor's time on a
@@ -954,7 +938,7 @@ def _signed_items(conn: Connection, found: list[str]) -> dict[str, _Signed]:
                                                      event.get("details"), event.get("digests"))
                 # Compared as signed with the row's time formatted once (not parsed here).
                 time = str(event.get("time"))
-                if not (action in CREATING and event.get("seq") == seq
+                if not (action in recording.CREATING and event.get("seq") == seq
                         and isinstance(subject, str) and isinstance(details, dict)
                         and isinstance(digests, dict)):
                     raise ValueError("not the item event its row says")
@@ -992,7 +976,7 @@ def _compare_items(conn: Connection, expected: dict[str, _Signed], found: list[s
                 found.append(f"item {item_id}: blob_id is NULL")
             signed = expected.pop(item_id, None)
             if signed is None:
-                found.append(f"item {item_id}: no signed {' or '.join(CREATING)} event "
+                found.append(f"item {item_id}: no signed {' or '.join(recording.CREATING)} event "
                              "created it")
                 continue
             try:

@@ -173,4 +173,3 @@ def record_items(
 #: The actions whose signed event creates an item (:func:`record_items`): ``item.ingested``
 #: (intake, a derived copy too) and ``item.received`` (open).
 CREATING = ("item.ingested", "item.received")
-

@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import secrets
-import stat
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -32,7 +31,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol, cast
 
-from vault.durable import TEMP_PREFIX, WritebackFile, file_lock, fsync_dir, syncfs
+from vault.durable import (
+    TEMP_PREFIX,
+    WritebackFile,
+    file_lock,
+    fsync_dir,
+    is_regular_file,
+    syncfs,
+)
 
 BLOB_ID_BYTES = 16
 _BLOB_ID = re.compile(f"[0-9a-f]{{{2 * BLOB_ID_BYTES}}}")
@@ -183,26 +189,17 @@ class BlobStore:
         for shard in sorted(self.root.iterdir()):
             if not shard.is_dir():
                 continue
+            # A temporary is a regular file in a real shard, or nothing: never one reached
+            # through a shard that is a symbolic link (evault makes none), which repair would
+            # delete outside the vault. What else is there is left to doctor's orphan check,
+            # which names it.
+            real = not shard.is_symlink()
             for entry in sorted(shard.iterdir()):
-                # A temporary is a regular file in a real shard, or nothing: never one
-                # reached through a shard that is a symbolic link (evault makes none), which
-                # repair would delete outside the vault. What else is there is left to
-                # doctor's orphan check, which names it.
-                if entry.name.startswith(TEMP_PREFIX) and _regular_in_real_folder(entry):
+                if entry.name.startswith(TEMP_PREFIX) and real and is_regular_file(entry):
                     temps.append(entry)
                 else:
                     files.append(entry)
         return temps, files
-
-
-def _regular_in_real_folder(path: Path) -> bool:
-    """Whether ``path`` is a regular file (not followed if a link) whose folder is not a
-    symbolic link."""
-    try:
-        return (not path.parent.is_symlink()
-                and stat.S_ISREG(os.lstat(path).st_mode))
-    except OSError:
-        return False
 
 
 def _make_shard(path: str) -> None:

@@ -354,14 +354,16 @@ def current_revision(bind: Engine | Connection) -> str | None:
     return single_revision(rows)
 
 
-def unrecorded_schema(bind: Engine | Connection) -> VerificationError | None:
-    """The refusal of a database that holds tables of the schema while ``alembic_version``
-    records no revision (dropped or emptied: only SQL outside evault does that, since the
-    migrations run in one transaction), or None. Migrating it would create those tables
-    again; another application's tables in the same database are no concern of evault's."""
+def unrecorded_schema(bind: Engine | Connection, revision: str | None
+                      ) -> VerificationError | None:
+    """The refusal of a database at ``revision`` (:func:`current_revision`'s) that holds
+    tables of the schema while ``alembic_version`` records no revision (dropped or emptied:
+    only SQL outside evault does that, since the migrations run in one transaction), or
+    None. Migrating it would create those tables again; another application's tables in the
+    same database are no concern of evault's."""
     from vault.store.models import Base
 
-    if current_revision(bind) is not None:
+    if revision is not None:
         return None
     if not set(Base.metadata.tables) & set(inspect(bind).get_table_names()):
         return None
@@ -379,10 +381,10 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     current: str | None = None
     with engine.begin() as conn:
         try:
-            refusal = unrecorded_schema(conn)
+            current = current_revision(conn)
+            refusal = unrecorded_schema(conn, current)
             if refusal is not None:
                 raise refusal
-            current = current_revision(conn)
             if current is not None and current not in {
                     s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}:
                 raise ConfigError(
@@ -415,8 +417,7 @@ def downgrade(engine: Engine, revision: str) -> None:
 def check_schema(engine: Engine) -> None:
     """Refuse a database that is not at the code's head revision, saying what to run."""
     revision = current_revision(engine)
-    refusal = (unrecorded_schema(engine) if revision is None else None) or schema_refusal(
-        revision)
+    refusal = unrecorded_schema(engine, revision) or schema_refusal(revision)
     if refusal is not None:
         raise refusal
 

@@ -122,7 +122,7 @@ def failure(orig: object) -> VaultError | None:
     text = str(orig)
     # The driver's OperationalError (psycopg's LockNotAvailable is one): a trigger's message
     # in an IntegrityError may say "locked" too.
-    operational = any(c.__name__ == "OperationalError" for c in type(orig).__mro__)
+    operational = _operational(orig)
     if operational and ("locked" in text or "could not obtain lock" in text):
         return ConfigError("vault database is busy with another evault command; try again")
     if read_only(orig):
@@ -176,8 +176,13 @@ def read_only(orig: object) -> bool:
     one message): the database file, its ``-wal`` or ``-shm`` file, or its folder (where
     they are made) may not be written by this user, or is on a read-only file system.
     PostgreSQL's counterpart is a role without privileges (42501: InsufficientPrivilege)."""
-    return (any(c.__name__ == "OperationalError" for c in type(orig).__mro__)
-            and str(orig).startswith("attempt to write a readonly database"))
+    return _operational(orig) and str(orig).startswith("attempt to write a readonly database")
+
+
+def _operational(orig: object) -> bool:
+    """Whether a driver's error is its OperationalError (by class name, in any driver,
+    without importing one)."""
+    return any(c.__name__ == "OperationalError" for c in type(orig).__mro__)
 
 
 def refuse(orig: object) -> None:
