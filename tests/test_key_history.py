@@ -27,7 +27,13 @@ from vault.service.custody import CustodyLog
 from vault.service.identities import KeyPair
 from vault.service.keyhistory import ANCHOR_NAME, Anchor, key_details
 from vault.service.vaults import open_vault
-from vault.store.models import CustodyEvent, CustodyHead, SignedCheckpoint, VaultKey
+from vault.store.models import (
+    CustodyEvent,
+    CustodyHead,
+    IdentityKey,
+    SignedCheckpoint,
+    VaultKey,
+)
 
 CASE = "FICT-2026-0042"
 OFFICE = "registry-office"
@@ -360,6 +366,59 @@ def test_identity_key_replaced_and_everything_resigned_fails_verify(
 
 
 # ----------------------------------------------------------------------------- history
+
+
+def test_a_transaction_derives_the_history_once_until_a_key_event_or_the_head_lock(
+        tmp_path: Path) -> None:
+    """A command checks its actor, recipients and rules against one history per transaction;
+    appending a key event or locking the log head makes the next check read the events
+    again (the head lock is where other writers' key events start to count)."""
+    from vault.service import keyhistory
+    from vault.service.identities import load_keypair
+
+    cli = Cli(tmp_path / "vault").init()
+    office(cli, tmp_path)
+    signing, age = officer()
+    vault = open_vault(cli.vault)
+    try:
+        with vault.transaction() as session:
+            first = keyhistory.load(vault, session)
+            assert keyhistory.load(vault, session) is first
+            log = CustodyLog(vault, session)  # locks the head
+            second = keyhistory.load(vault, session)
+            assert second is not first and second.body_keys == first.body_keys == {}
+            assert keyhistory.load(vault, session) is second
+            actor = load_keypair(vault, session.scalars(select(IdentityKey)).one())
+            log.append(actor, "body.key_added", BODY,
+                       details=key_details(signing.public, str(age.recipient)))
+            third = keyhistory.load(vault, session)
+            assert third is not second
+            assert list(third.body_keys) == [(BODY, signing.public.fingerprint)]
+    finally:
+        vault.close()
+
+
+def test_a_key_revoked_by_another_writer_counts_once_the_head_is_locked_on_postgresql(
+        tmp_path: Path, pg_url: str) -> None:
+    """On PostgreSQL another machine's revocation, committed while a command is under way,
+    is seen by every check made after the command locks the log head."""
+    from vault.service import keyhistory
+    from vault.service.custody import lock_head
+
+    cli = Cli(tmp_path / "vault").init(pg_url)
+    office(cli, tmp_path)
+    signing, _ = with_body(cli)
+    key = (BODY, signing.public.fingerprint)
+    vault = open_vault(cli.vault)
+    try:
+        with vault.transaction() as session:
+            before = keyhistory.load(vault, session)
+            assert before.body_keys[key].revoked_at is None
+            cli.ok("body", "key", "revoke", BODY, signing.public.fingerprint)
+            lock_head(session)
+            assert keyhistory.load(vault, session).body_keys[key].revoked_at is not None
+    finally:
+        vault.close()
 
 
 def test_rotated_and_revoked_keys_still_verify_old_events(cli: Cli, tmp_path: Path) -> None:

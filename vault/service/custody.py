@@ -79,6 +79,8 @@ def lock_head(session: Session) -> CustodyHead:
     head = session.scalar(stmt)
     if head is None:
         raise VerificationError("custody log: the head row is missing; the database is damaged")
+    # Key events other writers committed before the lock count from here on.
+    keyhistory.forget(session)
     return head
 
 
@@ -150,6 +152,9 @@ class CustodyLog:
             return []
         if actor.signing.public.fingerprint != actor.fingerprint:
             raise ValueError("the signing key is not the event's actor")
+        if any(action in keyhistory.KEY_ACTIONS for action, *_ in entries):
+            # append notes each key event for the key store's list (and the history).
+            raise ValueError("key events are appended one at a time")
         time = now or utcnow()
         rows: list[dict[str, Any]] = []
         for action, subject, details, digests in entries:

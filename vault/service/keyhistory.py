@@ -37,7 +37,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event as orm_event
 from sqlalchemy import select
@@ -70,6 +70,10 @@ from vault.store.models import (
 ANCHOR_NAME = "trust:key-history"
 EVENTS_NAME = "trust:key-events"
 _NOTED = "evault.key-events"  # key of the key events a transaction appended, in Session.info
+# Session.info: (anchor, history) as load derived it in this transaction, until the
+# transaction appends a key event; and the history whose events _trusted listed already.
+_LOADED = "evault.key-history"
+_LISTED = "evault.key-history-listed"
 ATTESTED = "keys.attested"
 STORAGE_CREATED = "storage.key_created"
 KEY_ACTIONS = frozenset({
@@ -292,10 +296,17 @@ class _Refused(Exception):
 
 
 def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHistory:
-    """Derive the key history from the key events at and after the anchor."""
+    """Derive the key history from the key events at and after the anchor.
+
+    Derived once per transaction and anchor: a command checks its actor, its recipients and
+    its rules against the same history, which only a key event this transaction appends
+    changes (:func:`note_key_event` forgets it then). The result is not to be changed."""
     from vault.service.custody import origin
 
     anchor = anchor or read_anchor(vault)
+    loaded = session.info.get(_LOADED)
+    if loaded is not None and loaded[0] == anchor:
+        return cast(KeyHistory, loaded[1])
     history = KeyHistory(anchor)
     if anchor is None:
         return history
@@ -322,7 +333,15 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
             (anchor.seq, "the key history's first event, named by the key store, is missing")
         )
     _check_listed(vault, session, history)
+    session.info[_LOADED] = (anchor, history)
     return history
+
+
+def forget(session: Session) -> None:
+    """The next :func:`load` in this transaction reads the key events again: after the log
+    head is locked (what other writers committed before is seen then) or a key event is
+    appended."""
+    session.info.pop(_LOADED, None)
 
 
 # ----------------------------------------------------------------------------- listed key events
@@ -374,6 +393,7 @@ def note_key_event(vault: Vault, session: Session, row: CustodyEvent) -> None:
     """A key event was appended: once the transaction commits, the key store lists it."""
     if row.action not in KEY_ACTIONS:
         return
+    forget(session)
     noted = session.info.get(_NOTED)
     if noted is None:
         noted = session.info[_NOTED] = {}
@@ -850,8 +870,11 @@ def _trusted(vault: Vault, session: Session) -> KeyHistory | None:
         )
     # Key events appended elsewhere (a team vault's peers) are listed from now on; a folder
     # that cannot take the lock file (read-only) or a key store that refuses leaves them out.
-    with contextlib.suppress(KeyStoreError, OSError):
-        list_events(vault, history.seen)
+    # Once per history a transaction derives.
+    if session.info.get(_LISTED) is not history:
+        with contextlib.suppress(KeyStoreError, OSError):
+            list_events(vault, history.seen)
+        session.info[_LISTED] = history
     return history
 
 

@@ -11,6 +11,7 @@ implemented; a file that needs one is an :class:`AgeUnsupportedError`. It may im
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 from collections.abc import Sequence
@@ -61,19 +62,11 @@ class AgeRecipient:
     @classmethod
     def parse(cls, s: str) -> AgeRecipient:
         """Parse an ``age1...`` string, as ``age-keygen -y`` prints it."""
-        try:
-            hrp, data = bech32.decode(s.strip())
-        except bech32.Bech32Error as e:
-            raise UsageError(f"age recipient: {e}") from None
-        if hrp == "age1pq":
-            raise UsageError("age recipient: post-quantum (age1pq1) recipients are not supported")
-        if hrp != "age":
-            raise UsageError("age recipient: must be lowercase and start with 'age1'")
-        return cls(data)
+        return _parse_recipient(s)
 
     def encode(self) -> str:
         """The ``age1...`` string."""
-        return bech32.encode("age", self.raw)
+        return _encode_recipient(self.raw)
 
     @property
     def fingerprint(self) -> str:
@@ -95,6 +88,27 @@ class AgeRecipient:
         key = _hkdf(secret, share + self.raw, _X25519_INFO)
         body = ChaCha20Poly1305(key).encrypt(bytes(12), file_key, None)
         return _Stanza("X25519", (_b64encode_raw(share).decode("ascii"),), body)
+
+
+# A command reads the same few public keys many times (each key event of the history, each
+# recipient of a package): their pure-Python Bech32 and the low-order check are done once per
+# process. Only public keys are remembered; a string that does not parse is refused each time.
+@functools.lru_cache(maxsize=4096)
+def _parse_recipient(s: str) -> AgeRecipient:
+    try:
+        hrp, data = bech32.decode(s.strip())
+    except bech32.Bech32Error as e:
+        raise UsageError(f"age recipient: {e}") from None
+    if hrp == "age1pq":
+        raise UsageError("age recipient: post-quantum (age1pq1) recipients are not supported")
+    if hrp != "age":
+        raise UsageError("age recipient: must be lowercase and start with 'age1'")
+    return AgeRecipient(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _encode_recipient(raw: bytes) -> str:
+    return bech32.encode("age", raw)
 
 
 class AgeIdentity:
