@@ -192,6 +192,70 @@ def test_doctor_repair_quarantines_the_orphans_of_a_healthy_vault(tmp_path: Path
         b"fictional leftover of a killed intake")
 
 
+def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: Path) -> None:
+    """A blob file moved into another shard than its own counted as present, though every
+    command reads it from its own shard: it is missing (exit 3), named with where it was
+    found; ``--repair`` moves it back (a second stray of it is an orphan, quarantined) and
+    the item exports again."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    blob = _blob_of(cli, None, a)
+    home = cli.vault / "blobs" / blob[:2] / blob
+    other = "00" if blob[:2] != "00" else "01"
+    stray = cli.vault / "blobs" / other / blob
+    stray.parent.mkdir(exist_ok=True)
+    data = home.read_bytes()
+    home.rename(stray)
+    second = cli.vault / "blobs" / "ff" / blob
+    second.parent.mkdir(exist_ok=True)
+    second.write_bytes(data)
+    if blob[:2] == "ff":  # pragma: no cover - one blob id in 256
+        pytest.skip("the blob's own shard is the second stray's")
+
+    result = cli("doctor")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["blobs_missing"], shown["misplaced"],
+            shown["orphaned_blobs"]) == (3, "1", "1", "1")
+    assert result.stderr == (
+        f"evault: blob {blob} (items {a}): missing from {cli.vault / 'blobs'}, found in "
+        f"another shard ({stray}); `evault doctor --repair` moves it back\n")
+    report = json.loads(cli("doctor", "--json").stdout)
+    assert (report["missing"], report["misplaced"]) == ([f"{blob} (items {a})"], [str(stray)])
+
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["blobs_missing"], shown["blobs_restored"],
+            shown["orphans_quarantined"]) == (0, "0", "1", "1"), result.stderr
+    assert "misplaced" not in shown
+    assert result.stderr == (
+        "evault: 1 blob(s) found in another shard moved back to their own; run `evault "
+        f"custody verify`\n{_quarantined(cli, blob)}")
+    assert (home.read_bytes(), stray.exists(), second.exists()) == (data, False, False)
+    assert (cli.vault / "quarantine" / blob).read_bytes() == data
+    cli.ok("items", "export", a, "-o", str(tmp_path / "copy.txt"), "--reason", "fictional")
+    assert cli("doctor").exit_code == 0
+
+
+def test_doctor_repair_leaves_a_stray_that_is_no_file_and_says_so(tmp_path: Path) -> None:
+    """A symbolic link named like a missing blob, in another shard, is not moved back:
+    named, left, exit 3 (the blob is still missing)."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    blob = _blob_of(cli, None, a)
+    home = cli.vault / "blobs" / blob[:2] / blob
+    outside = tmp_path / "outside"
+    home.rename(outside)
+    other = "00" if blob[:2] != "00" else "01"
+    stray = cli.vault / "blobs" / other / blob
+    stray.parent.mkdir(exist_ok=True)
+    stray.symlink_to(outside)
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["blobs_missing"], shown["blobs_restored"],
+            shown["misplaced"]) == (3, "1", "0", "1")
+    assert (f"evault: {stray}: is a symbolic link, not a blob file; left in place: check it "
+            "and remove it by hand\n") in result.stderr
+    assert stray.is_symlink() and not home.exists()
+
+
 def _cross_device_links(monkeypatch: pytest.MonkeyPatch, blobs: Path) -> list[Path]:
     """Make ``os.link`` out of ``blobs`` fail as it fails from another file system (EXDEV);
     the sources it refused are listed in the list returned."""

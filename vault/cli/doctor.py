@@ -62,6 +62,8 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     shown = report.to_json()
     if not as_json and report.leftovers is not None:
         shown["leftovers"] = len(leftovers)  # each named on stderr below
+    if not as_json and report.misplaced is not None:
+        shown["misplaced"] = len(report.misplaced)  # each named with its blob below
     if not as_json and report.orphans_skipped is not None:
         shown["orphans_skipped"] = len(report.orphans_skipped)  # each named below
     emit_record(shown, as_json)
@@ -73,9 +75,18 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
                 f"send it with `evault send {pid} --outbox DIR`")
         for row in leftovers:
             say(_leftover_line(row))
+        strays = {Path(path).name: path for path in report.misplaced or ()}
         for blob in report.missing or ():
-            say(f"blob {blob}: missing from {report.blob_store}; restore it from a backup, "
-                "then run `evault custody verify`")
+            stray = strays.get(blob.split(" ", 1)[0])
+            if stray is not None and not repair:
+                say(f"blob {blob}: missing from {report.blob_store}, found in another shard "
+                    f"({stray}); `evault doctor --repair` moves it back")
+            else:
+                say(f"blob {blob}: missing from {report.blob_store}; restore it from a "
+                    "backup, then run `evault custody verify`")
+        if report.blobs_restored:
+            say(f"{report.blobs_restored} blob(s) found in another shard moved back to their "
+                "own; run `evault custody verify`")
         for blob in report.unrecorded or ():
             say(f"blob {blob}: its row is missing from the database (deleted by SQL outside "
                 "evault); the blob is kept; restore the database from a backup")

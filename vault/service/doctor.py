@@ -61,7 +61,7 @@ from vault.service import keyhistory, pending, recording
 from vault.service.results import Sparse
 from vault.service.vaults import Vault, open_vault
 from vault.store import db, dbapi
-from vault.store.blobs import Blobs, BlobStore
+from vault.store.blobs import Blobs, BlobStore, make_shard
 from vault.store.dbapi import RESTORE, RUN_DOCTOR, NotATime, row_name
 from vault.store.models import (
     Base,
@@ -128,7 +128,8 @@ class DoctorReport(Sparse):
         "schema_changed", "identities", "bodies", "items", "release_rules", "unsent_packages",
         "blob_store",
         "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
-        "blobs_unrecorded", "unrecorded", "orphaned_blobs", "orphans_quarantined",
+        "misplaced", "blobs_restored", "blobs_unrecorded", "unrecorded", "orphaned_blobs",
+        "orphans_quarantined",
         "quarantine", "orphans_skipped", "orphans_left", "blobs_removed", "keys_repaired",
         "key_history", "key_history_differences", "sealed_values", "undecryptable", "times",
         "not_times", "custody_log", "item_rows", "item_differences", "leftovers"})
@@ -154,6 +155,12 @@ class DoctorReport(Sparse):
     blobs_missing: int | None = None
     #: Each missing blob, as ``BLOB (items EV-..., ...)``.
     missing: tuple[str, ...] | None = None
+    #: Of a blob folder: missing blobs found in another shard than their own (where evault
+    #: never reads them), each as its path; ``--repair`` moves each back (``blobs_restored``):
+    #: those are then no longer missing, nor named here (one it could not move is named in
+    #: ``orphans_skipped`` too).
+    misplaced: tuple[str, ...] | None = None
+    blobs_restored: int | None = None
     temporary_files: int | None = None
     #: Blobs an item names that have no ``blobs`` row (deleted by SQL outside evault): never
     #: orphans, a failure; each in ``unrecorded`` as ``BLOB (items EV-...)``.
@@ -371,6 +378,8 @@ class _BlobScan:
     orphan_files: list[Path] | None
     #: Partial copies a killed repair left in quarantine (see :func:`_killed_copies`).
     copies: list[str] = dataclasses.field(default_factory=list)
+    #: Missing blobs found in another shard than their own, which repair moves back.
+    misplaced: list[Path] = dataclasses.field(default_factory=list)
 
 
 def _repair_blobs(report: DoctorReport, scan: _BlobScan,
@@ -386,10 +395,11 @@ def _repair_blobs(report: DoctorReport, scan: _BlobScan,
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(name, dir_fd=quarantine.fd)
     removed = len(scan.temporaries) + len(scan.copies)
+    report = _restore_misplaced(report, scan.misplaced)
     if scan.orphan_files is None:
         return dataclasses.replace(report, orphans_left=scan.orphans, blobs_removed=removed)
     moved = 0
-    skipped: list[str] = []
+    skipped = list(report.orphans_skipped or ())  # the strays not moved back, if any
     if quarantine is not None:
         # One orphan that cannot be moved is named and left; the others are still moved.
         moved = sum(quarantine.move(path, skipped) for path in scan.orphan_files)
@@ -632,15 +642,88 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
     if exports.is_dir() and not exports.is_symlink():
         temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-")
                         and is_regular_file(p))
-    on_disk = {f.name for f in files}
-    # Each by its path, in the shard it is in: a name no blob id is, or an id in another
-    # shard than its own, is moved from where it is.
-    orphans = [f for f in files if f.name not in known and f.name not in named]
-    missing = sorted((set(known) | named) - on_disk)
+    ids = set(known) | named
+    # A blob is where evault reads it, in the shard its id names, or it is missing.
+    placed = {f.name for f in files if f.parent.name == f.name[:2]}
+    missing = sorted(ids - placed)
+    # A missing blob found in another shard is moved back by repair (the first found, if
+    # several); each by its path, in the shard it is in, a name no blob id is, an id found
+    # in its own shard too, or a second stray of one id, is an orphan, moved from there.
+    misplaced: dict[str, Path] = {}
+    orphans: list[Path] = []
+    for f in files:
+        if f.name not in ids:
+            orphans.append(f)
+        elif f.parent.name != f.name[:2]:
+            if f.name in placed or f.name in misplaced:
+                orphans.append(f)
+            else:
+                misplaced[f.name] = f
     copies = _killed_copies(quarantine_folder(v))
     found = _blob_counts(v, known, named, missing, len(temps) + len(copies), len(orphans))
+    if misplaced:
+        found["misplaced"] = tuple(str(p) for p in misplaced.values())
     return _BlobScan(found, [functools.partial(_unlink, temp) for temp in temps],
-                     len(orphans), orphans, copies)
+                     len(orphans), orphans, copies, list(misplaced.values()))
+
+
+def _restore_misplaced(report: DoctorReport, misplaced: list[Path]) -> DoctorReport:
+    """Move each missing blob found in another shard back into its own (never over a file
+    there, never a symbolic link or other non-file), then flush both folders; those moved
+    are no longer missing, and each one left is named in ``orphans_skipped`` as ``PATH:
+    why``."""
+    if not misplaced:
+        return report
+    restored: list[str] = []
+    left: list[Path] = []
+    skipped = list(report.orphans_skipped or ())
+    for source in misplaced:
+        why = _move_back(source)
+        if why is None:
+            restored.append(source.name)
+        else:
+            left.append(source)
+            skipped.append(f"{source}: {why}")
+    still = [line for line in report.missing or ()
+             if line.split(" ", 1)[0] not in restored]
+    return dataclasses.replace(
+        report, blobs_restored=len(restored),
+        blobs_missing=(report.blobs_missing or 0) - len(restored),
+        missing=tuple(still) or None, misplaced=tuple(str(p) for p in left) or None,
+        orphans_skipped=tuple(skipped) or None)
+
+
+def _move_back(source: Path) -> str | None:
+    """Link ``blobs/<other shard>/<id>`` as ``blobs/<id[:2]>/<id>`` and remove the stray
+    name; None once done, else why it was left (a file already there is never replaced)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    home = source.parent.parent / source.name[:2]
+    try:
+        make_shard(str(home))
+        src = os.open(source.parent, flags)
+    except OSError as e:
+        return f"cannot be moved back ({e.strerror or e}); left in place"
+    try:
+        try:
+            dst = os.open(home, flags)
+        except OSError as e:
+            return f"cannot be moved into {home} ({e.strerror or e}); left in place"
+        try:
+            kind = _not_a_blob(os.stat(source.name, dir_fd=src, follow_symlinks=False).st_mode)
+            if kind is not None:
+                return f"{kind}; {_CHECK_IT}"
+            os.link(source.name, source.name, src_dir_fd=src, dst_dir_fd=dst,
+                    follow_symlinks=_LINK_FOLLOWS)
+            os.fsync(dst)
+            os.unlink(source.name, dir_fd=src)
+            os.fsync(src)
+        except OSError as e:
+            return f"cannot be moved into {home} ({e.strerror or e}); left in place"
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return None
 
 
 #: The name of :meth:`_Quarantine._copy`'s temporary: ``.tmp-<16 hex>-<orphan's name>``.

@@ -139,13 +139,13 @@ class BlobStore:
         final = os.path.join(shard, blob_id)
         temp = os.path.join(shard, f"{TEMP_PREFIX}{blob_id}")
         if blob_id[:2] not in self._shards:
-            _make_shard(shard)
+            make_shard(shard)
             self._shards.add(blob_id[:2])
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileNotFoundError:
             # The shard folder was removed since this store made it: make it again.
-            _make_shard(shard)
+            make_shard(shard)
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with WritebackFile(fd, "wb") as handle:
@@ -202,7 +202,7 @@ class BlobStore:
         return temps, files
 
 
-def _make_shard(path: str) -> None:
+def make_shard(path: str) -> None:
     """``mkdir`` of one shard folder; one that exists already is fine."""
     try:
         os.mkdir(path, 0o700)
