@@ -398,6 +398,7 @@ def test_a_transaction_derives_the_history_once_until_a_key_event_or_the_head_lo
         vault.close()
 
 
+@pytest.mark.postgres
 def test_a_key_revoked_by_another_writer_counts_once_the_head_is_locked_on_postgresql(
         tmp_path: Path, pg_url: str) -> None:
     """On PostgreSQL another machine's revocation, committed while a command is under way,
