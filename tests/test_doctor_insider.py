@@ -256,6 +256,34 @@ def test_doctor_repair_leaves_a_stray_that_is_no_file_and_says_so(tmp_path: Path
     assert stray.is_symlink() and not home.exists()
 
 
+def test_doctor_repair_says_it_waits_for_an_intake_and_goes_on_after_it(
+        tmp_path: Path) -> None:
+    """Repair waits for the commands storing blobs (they hold the intake lock shared): that
+    wait was silent, a hang to whoever ran it. After two seconds it says so on one line, and
+    goes on once the lock is free."""
+    import sys
+
+    from vault.durable import file_lock
+    from vault.service.doctor import WAIT_NOTICE
+
+    cli, _ids = _two_items(tmp_path, None)
+    blobs = cli.vault / "blobs"
+    evault = Path(sys.executable).with_name("evault")
+    with file_lock(blobs / ".intake.lock", exclusive=False):
+        proc = subprocess.Popen([str(evault), "doctor", "--repair", "--vault", str(cli.vault)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # blocks until doctor says it is waiting
+        assert proc.poll() is None
+    out, err = proc.communicate(timeout=60)
+    assert WAIT_NOTICE == 2.0
+    assert (proc.returncode, line, err) == (0, (
+        f"evault: doctor --repair is waiting for the intake lock of {blobs}: another evault "
+        "command is storing blobs (an ingest or an open; on a team vault, on any machine); "
+        "it goes on once they are done (Ctrl-C stops it, nothing repaired)\n"), "")
+    assert _shown(out)["blobs_missing"] == "0"
+
+
 def _cross_device_links(monkeypatch: pytest.MonkeyPatch, blobs: Path) -> list[Path]:
     """Make ``os.link`` out of ``blobs`` fail as it fails from another file system (EXDEV);
     the sources it refused are listed in the list returned."""

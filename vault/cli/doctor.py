@@ -57,7 +57,7 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     """
     from vault.service.doctor import diagnose, not_a_time
 
-    report = diagnose(vault_dir, repair=repair)
+    report = diagnose(vault_dir, repair=repair, notice=say)
     leftovers = report.leftovers or ()
     shown = report.to_json()
     if not as_json and report.leftovers is not None:

@@ -258,8 +258,11 @@ def _rules_state(v: Vault, session: Session) -> str:
     return "signed" if what is None else mismatch_message(what)
 
 
-def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorReport:
-    """A report of the vault's parts; raises only if the vault cannot be opened at all."""
+def diagnose(vault_dir: Path | str | None, *, repair: bool = False,
+             notice: Callable[[str], None] | None = None) -> DoctorReport:
+    """A report of the vault's parts; raises only if the vault cannot be opened at all.
+    ``notice`` is told, once, if repair has waited :data:`WAIT_NOTICE` seconds for the
+    intake lock (another command is storing blobs)."""
     v = open_vault(vault_dir, check_schema=False)
     try:
         try:
@@ -299,7 +302,8 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
             found["blob_store"] = blobs.where
             if v.config.object_lock:
                 found["object_lock"] = v.config.object_lock.text
-        lock = (blobs.intake_lock(exclusive=True) if repair and blobs is not None
+        lock = (_announced(blobs.intake_lock(exclusive=True), notice, _WAITING.format(
+                    blobs.where)) if repair and blobs is not None
                 else contextlib.nullcontext())
         # Held to the end with repair: the blobs are removed only once every check has run.
         with lock, contextlib.ExitStack() as held:
@@ -352,6 +356,31 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False) -> DoctorRep
         return report
     finally:
         v.close()
+
+
+#: Seconds repair waits for the intake lock before it says so.
+WAIT_NOTICE = 2.0
+_WAITING = ("doctor --repair is waiting for the intake lock of {}: another evault command "
+            "is storing blobs (an ingest or an open; on a team vault, on any machine); it "
+            "goes on once they are done (Ctrl-C stops it, nothing repaired)")
+
+
+@contextlib.contextmanager
+def _announced(lock: contextlib.AbstractContextManager[None],
+               notice: Callable[[str], None] | None, message: str) -> Iterator[None]:
+    """Hold ``lock``; if taking it takes longer than :data:`WAIT_NOTICE`, tell ``notice``
+    ``message`` once (from a timer thread), so that a wait is not a silent hang."""
+    import threading
+
+    with contextlib.ExitStack() as held:
+        timer = threading.Timer(WAIT_NOTICE, notice or (lambda _: None), (message,))
+        timer.daemon = True
+        timer.start()
+        try:
+            held.enter_context(lock)
+        finally:
+            timer.cancel()
+        yield
 
 
 @contextlib.contextmanager
