@@ -284,6 +284,44 @@ def test_doctor_repair_says_it_waits_for_an_intake_and_goes_on_after_it(
     assert _shown(out)["blobs_missing"] == "0"
 
 
+def test_doctor_links_without_following_whatever_os_link_was_at_import() -> None:
+    """What the platform supports, by name: a test that replaced ``os.link`` (to fake a
+    cross-device link) when doctor was first imported made every later repair of that
+    process follow symbolic links."""
+    from vault.service import doctor
+
+    assert doctor._LINK_FOLLOWS is (os.link not in os.supports_follow_symlinks) is False
+
+
+def test_an_orphan_swapped_for_a_symbolic_link_as_it_is_moved_is_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between repair's check that an orphan is a regular file and its link into
+    quarantine, whoever can write blobs/ swaps it for a symbolic link: what was linked is a
+    link, which is taken back out of quarantine, and the orphan's name is left and named."""
+    cli, _ids = _two_items(tmp_path, None)
+    blob = "ab" + "0" * 30
+    stray = cli.vault / "blobs" / "ab" / blob
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"fictional orphan")
+    target = tmp_path / "elsewhere"
+    target.write_bytes(b"fictional file outside the vault")
+    link = os.link
+
+    def swapped(src: Any, dst: Any, **kwargs: Any) -> None:
+        if src == blob and stray.is_file() and not stray.is_symlink():
+            stray.unlink()
+            stray.symlink_to(target)
+        link(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "link", swapped)
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, _shown(result.stdout)["orphans_quarantined"]) == (1, "0")
+    assert result.stderr == (f"evault: {stray}: is a symbolic link, not a blob file; left in "
+                             "place: check it and remove it by hand\n")
+    assert stray.is_symlink() and list((cli.vault / "quarantine").iterdir()) == []
+    assert target.read_bytes() == b"fictional file outside the vault"
+
+
 def _cross_device_links(monkeypatch: pytest.MonkeyPatch, blobs: Path) -> list[Path]:
     """Make ``os.link`` out of ``blobs`` fail as it fails from another file system (EXDEV);
     the sources it refused are listed in the list returned."""

@@ -448,7 +448,8 @@ def quarantine_folder(v: Vault) -> Path:
 
 #: ``os.link``'s ``follow_symlinks``: False (a link of a symbolic link itself, never of
 #: what it points to: ``linkat`` without ``AT_SYMLINK_FOLLOW``) where the platform can.
-_LINK_FOLLOWS = os.link not in os.supports_follow_symlinks
+#: (By name: what the platform supports, whatever ``os.link`` is when this is imported.)
+_LINK_FOLLOWS = all(f.__name__ != "link" for f in os.supports_follow_symlinks)
 
 
 class _Quarantine:
@@ -546,7 +547,7 @@ class _Quarantine:
         if kind is not None:
             raise _Left(f"{source}: {kind}; {_CHECK_IT}")
         try:
-            self._link(name, shard, name)
+            linked = self._link(name, shard, name)
         except FileNotFoundError:  # gone since the scan
             return False
         except OSError as e:
@@ -574,6 +575,12 @@ class _Quarantine:
                                "place for the next `evault doctor --repair`")
                 return True
         else:
+            # Swapped for a symbolic link (or other non-file) since it was checked: the
+            # link is of that, which is taken back out and left where it was.
+            kind = _not_a_blob(os.stat(linked, dir_fd=self.fd, follow_symlinks=False).st_mode)
+            if kind is not None:
+                os.unlink(linked, dir_fd=self.fd)
+                raise _Left(f"{source}: {kind}; {_CHECK_IT}")
             os.fsync(self.fd)
         os.unlink(name, dir_fd=shard)
         os.fsync(shard)
@@ -743,6 +750,11 @@ def _move_back(source: Path) -> str | None:
                 return f"{kind}; {_CHECK_IT}"
             os.link(source.name, source.name, src_dir_fd=src, dst_dir_fd=dst,
                     follow_symlinks=_LINK_FOLLOWS)
+            # Swapped since it was checked: what was linked is taken back out.
+            kind = _not_a_blob(os.stat(source.name, dir_fd=dst, follow_symlinks=False).st_mode)
+            if kind is not None:
+                os.unlink(source.name, dir_fd=dst)
+                return f"{kind}; {_CHECK_IT}"
             os.fsync(dst)
             os.unlink(source.name, dir_fd=src)
             os.fsync(src)
