@@ -183,8 +183,11 @@ def test_body_key_swapped_in_table_is_refused(
     assert verify_lines(cli) == (3, [f"FAIL: key table: {message}"])
 
 
-def test_body_key_introduced_by_a_forged_event_is_refused(cli: Cli, tmp_path: Path) -> None:
+def test_body_key_introduced_by_a_forged_event_is_refused(
+        cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A key event signed by a key the history does not trust adds nothing to it."""
+    # The intruder's own code, not evault's: it does not check its signer.
+    monkeypatch.setattr(CustodyLog, "_check_signer", lambda self, actor, when: None)
     office(cli, tmp_path)
     with_body(cli)
     signing = SigningKey.generate()
@@ -193,7 +196,8 @@ def test_body_key_introduced_by_a_forged_event_is_refused(cli: Cli, tmp_path: Pa
     vault = open_vault(cli.vault)
     try:
         with vault.transaction() as session:
-            # What the project's own code would append, signed by the intruder's key.
+            # What the project's own code would append, signed by the intruder's key (it
+            # refuses: test_evault_signs_no_event_its_key_history_refuses).
             row = CustodyLog(vault, session).append(
                 intruder, "body.key_added", BODY,
                 details=key_details(officer_signing.public, str(officer_age.recipient)))
@@ -420,6 +424,42 @@ def test_a_key_revoked_by_another_writer_counts_once_the_head_is_locked_on_postg
             assert keyhistory.load(vault, session).body_keys[key].revoked_at is not None
     finally:
         vault.close()
+
+
+@pytest.mark.postgres
+def test_evault_signs_no_event_its_key_history_refuses_on_postgresql(
+        tmp_path: Path, pg_url: str) -> None:
+    """A command checked its actor, then another machine revoked that identity and
+    committed, then the command appended its event: signed after the revocation, it made
+    `custody verify` fail for good. With the head locked, the append now checks its signer
+    against the history: refused (ConflictError), nothing recorded, the log still verifies."""
+    from datetime import timedelta
+
+    from vault.clock import utcnow
+    from vault.errors import ConflictError
+    from vault.service.custody import actor_pair
+
+    cli = Cli(tmp_path / "vault").init(pg_url)
+    office(cli, tmp_path)
+    cli.ok("identity", "create", "field-team")
+    vault = open_vault(cli.vault)
+    try:
+        with pytest.raises(ConflictError) as refused, vault.transaction() as session:
+            pair = actor_pair(vault, session, "field-team")  # checked: not revoked
+            cli.ok("identity", "revoke", "field-team", "--as", OFFICE)
+            # Times have whole seconds: an event in the revocation's second is still its
+            # key's; this one comes a second later.
+            later = utcnow() + timedelta(seconds=1)
+            CustodyLog(vault, session).append(pair, "case.created", "FICT-2026-0043",
+                                              now=later)
+    finally:
+        vault.close()
+    assert str(refused.value).startswith(f"identity key {pair.fingerprint}: revoked or retired "
+                                         "in the signed key history before ")
+    assert str(refused.value).endswith(" (by another command meanwhile); nothing was "
+                                       "recorded: run the command again as a current identity")
+    assert cli.ok("custody", "verify").stdout.startswith("OK: ")
+    assert [c["id"] for c in json.loads(cli.ok("case", "list", "--json").stdout)] == [CASE]
 
 
 def test_rotated_and_revoked_keys_still_verify_old_events(cli: Cli, tmp_path: Path) -> None:

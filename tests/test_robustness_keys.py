@@ -21,7 +21,7 @@ from conftest import BACKENDS, Cli
 from test_robustness import CASE, as_json, assert_refusal, backend_url
 
 from vault.clock import isoformat, parse_iso, utcnow
-from vault.errors import DecryptionError
+from vault.errors import ConflictError, DecryptionError
 from vault.formats import package as fmt
 from vault.formats import receipt as rfmt
 
@@ -188,7 +188,8 @@ def test_acks_dated_after_the_body_key_revocation_are_refused(world: TwoKeys) ->
     office.ok("custody", "verify")
 
 
-def test_custody_verify_refuses_events_signed_after_revocation(world: TwoKeys) -> None:
+def test_custody_verify_refuses_events_signed_after_revocation(
+        world: TwoKeys, monkeypatch: pytest.MonkeyPatch) -> None:
     from sqlalchemy import select
 
     from vault.service.custody import CustodyLog
@@ -207,7 +208,12 @@ def test_custody_verify_refuses_events_signed_after_revocation(world: TwoKeys) -
                 IdentityKey.revoked_at.is_not(None))).one()
             pair = load_keypair(v, key)  # a stolen key, used after its revocation
             late = key.revoked_at + timedelta(minutes=5)
-            event = CustodyLog(v, session).append(pair, "case.created", "UA-2026-9999", now=late)
+            log = CustodyLog(v, session)
+            with pytest.raises(ConflictError):  # evault's own code refuses to sign it
+                log.append(pair, "case.created", "UA-2026-9999", now=late)
+            # The thief's code, which does not check its signer.
+            monkeypatch.setattr(CustodyLog, "_check_signer", lambda self, actor, when: None)
+            event = log.append(pair, "case.created", "UA-2026-9999", now=late)
             seq = event.seq
     finally:
         v.close()

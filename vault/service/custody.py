@@ -51,7 +51,7 @@ from vault.custody.note import (
     open_checkpoint,
     sign_checkpoint,
 )
-from vault.errors import NotFoundError, UsageError, VerificationError
+from vault.errors import ConflictError, NotFoundError, UsageError, VerificationError
 from vault.service import anchor, keyhistory, timestamping
 from vault.service.identities import KeyPair, acting_identity, current_key, load_keypair
 from vault.service.progress import Progress
@@ -108,10 +108,12 @@ class CustodyLog:
         now: datetime | None = None,
     ) -> CustodyEvent:
         """Sign and append one event."""
+        time = now or utcnow()
+        self._check_signer(actor, time)
         event = Event(
             log=self._origin,
             seq=self._frontier.size,
-            time=now or utcnow(),
+            time=time,
             actor=actor.fingerprint,
             action=action,
             subject=subject,
@@ -156,6 +158,7 @@ class CustodyLog:
             # append notes each key event for the key store's list (and the history).
             raise ValueError("key events are appended one at a time")
         time = now or utcnow()
+        self._check_signer(actor, time)
         rows: list[dict[str, Any]] = []
         for action, subject, details, digests in entries:
             event = Event(
@@ -185,6 +188,20 @@ class CustodyLog:
         self._session.execute(insert(CustodyEvent), rows)
         self._update_head()
         return [int(row["seq"]) for row in rows]
+
+    def _check_signer(self, actor: KeyPair, when: datetime) -> None:
+        """With the head locked, the actor's key may sign at ``when`` by the signed key
+        history, as ``custody verify`` will check: a revocation or rotation another command
+        committed since this one checked its actor counts (the event would fail verify for
+        good). A history with defects, or none yet, is left to the checks that report it."""
+        history = keyhistory.load(self._vault, self._session)
+        if history.anchor is None or history.defects:
+            return
+        if history.signer_at(actor.fingerprint, as_utc(when)) is None:
+            raise ConflictError(
+                f"identity key {actor.fingerprint}: revoked or retired in the signed key "
+                f"history before {isoformat(when)} (by another command meanwhile); nothing "
+                "was recorded: run the command again as a current identity")
 
     def _update_head(self) -> None:
         self._head.size = self._frontier.size
