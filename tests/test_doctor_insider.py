@@ -195,8 +195,9 @@ def test_doctor_repair_quarantines_the_orphans_of_a_healthy_vault(tmp_path: Path
 def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: Path) -> None:
     """A blob file moved into another shard than its own counted as present, though every
     command reads it from its own shard: it is missing (exit 3), named with where it was
-    found; ``--repair`` moves it back (a second stray of it is an orphan, quarantined) and
-    the item exports again."""
+    found; ``--repair`` moves it back and the item exports again. A second stray of it is
+    left alone while the blob is missing (either may be the only good copy), then is an
+    orphan, quarantined by the next repair."""
     cli, (a, _b) = _two_items(tmp_path, None)
     blob = _blob_of(cli, None, a)
     home = cli.vault / "blobs" / blob[:2] / blob
@@ -214,7 +215,7 @@ def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: P
     result = cli("doctor")
     shown = _shown(result.stdout)
     assert (result.exit_code, shown["blobs_missing"], shown["misplaced"],
-            shown["orphaned_blobs"]) == (3, "1", "1", "1")
+            shown["orphaned_blobs"]) == (3, "1", "1", "0")
     assert result.stderr == (
         f"evault: blob {blob} (items {a}): missing from {cli.vault / 'blobs'}, found in "
         f"another shard ({stray}); `evault doctor --repair` moves it back\n")
@@ -224,20 +225,22 @@ def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: P
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
     assert (result.exit_code, shown["blobs_missing"], shown["blobs_restored"],
-            shown["orphans_quarantined"]) == (0, "0", "1", "1"), result.stderr
+            shown["orphaned_blobs"]) == (0, "0", "1", "0"), result.stderr
     assert "misplaced" not in shown
     assert result.stderr == (
         "evault: 1 blob(s) found in another shard moved back to their own; run `evault "
-        f"custody verify`\n{_quarantined(cli, blob)}")
-    assert (home.read_bytes(), stray.exists(), second.exists()) == (data, False, False)
-    assert (cli.vault / "quarantine" / blob).read_bytes() == data
+        "custody verify`\n")
+    assert (home.read_bytes(), stray.exists(), second.read_bytes()) == (data, False, data)
     cli.ok("items", "export", a, "-o", str(tmp_path / "copy.txt"), "--reason", "fictional")
-    assert cli("doctor").exit_code == 0
+    result = cli("doctor", "--repair")
+    assert (result.exit_code, _shown(result.stdout)["orphans_quarantined"], result.stderr,
+            second.exists()) == (0, "1", _quarantined(cli, blob), False)
+    assert (cli.vault / "quarantine" / blob).read_bytes() == data
 
 
-def test_doctor_repair_leaves_a_stray_that_is_no_file_and_says_so(tmp_path: Path) -> None:
-    """A symbolic link named like a missing blob, in another shard, is not moved back:
-    named, left, exit 3 (the blob is still missing)."""
+def test_doctor_repair_leaves_a_stray_that_is_no_file(tmp_path: Path) -> None:
+    """A symbolic link named like a missing blob, in another shard, is not the blob: not
+    moved back, not quarantined, left; the blob is missing (exit 3)."""
     cli, (a, _b) = _two_items(tmp_path, None)
     blob = _blob_of(cli, None, a)
     home = cli.vault / "blobs" / blob[:2] / blob
@@ -249,11 +252,52 @@ def test_doctor_repair_leaves_a_stray_that_is_no_file_and_says_so(tmp_path: Path
     stray.symlink_to(outside)
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
-    assert (result.exit_code, shown["blobs_missing"], shown["blobs_restored"],
-            shown["misplaced"]) == (3, "1", "0", "1")
-    assert (f"evault: {stray}: is a symbolic link, not a blob file; left in place: check it "
-            "and remove it by hand\n") in result.stderr
+    assert (result.exit_code, shown["blobs_missing"], shown["orphaned_blobs"]) == (3, "1", "0")
+    assert "misplaced" not in shown and "blobs_restored" not in shown
+    assert result.stderr == (
+        f"evault: blob {blob} (items {a}): missing from {cli.vault / 'blobs'}; restore it "
+        "from a backup, then run `evault custody verify`\n")
     assert stray.is_symlink() and not home.exists()
+
+
+def test_a_non_file_at_a_blobs_place_does_not_send_the_blob_to_quarantine(
+        tmp_path: Path) -> None:
+    """The hostile review's case: the blob moved to another shard, a dangling symbolic link
+    (or a fifo, a folder) put at its own path. Counted by name, the blob was "present" and
+    the real file an orphan that repair quarantined, with the advice to delete it. The
+    blob is missing; repair cannot put it back over the link (named, left); the file is
+    kept in blobs/."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    blob = _blob_of(cli, None, a)
+    home = cli.vault / "blobs" / blob[:2] / blob
+    other = "00" if blob[:2] != "00" else "01"
+    stray = cli.vault / "blobs" / other / blob
+    stray.parent.mkdir(exist_ok=True)
+    home.rename(stray)
+    home.symlink_to(tmp_path / "nothing-here")
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["blobs_missing"], shown["blobs_restored"],
+            shown["orphaned_blobs"], shown["misplaced"]) == (3, "1", "0", "0", "1")
+    assert (f"evault: {stray}: cannot be moved into {home.parent} (File exists); left in "
+            "place\n") in result.stderr
+    assert stray.is_file() and not (cli.vault / "quarantine").exists()
+
+
+def test_an_id_sql_made_a_path_is_never_moved_back(tmp_path: Path) -> None:
+    """An item's blob_id set with SQL to ``..x``, and a file of that name in a shard: the
+    move back would have linked it into ``blobs/..``, the vault's folder. Not a blob id:
+    never moved; the blob is missing."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    _sql(cli, None, f"UPDATE items SET blob_id = '..x' WHERE id = '{a}'")
+    planted = cli.vault / "blobs" / "00" / "..x"
+    planted.parent.mkdir(exist_ok=True)
+    planted.write_bytes(b"fictional file of the insider")
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["orphaned_blobs"]) == (3, "0")
+    assert "blobs_restored" not in shown and "misplaced" not in shown
+    assert not (cli.vault / "..x").exists() and planted.exists()
 
 
 def test_doctor_repair_says_it_waits_for_an_intake_and_goes_on_after_it(

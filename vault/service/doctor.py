@@ -61,7 +61,7 @@ from vault.service import keyhistory, pending, recording
 from vault.service.results import Sparse
 from vault.service.vaults import Vault, open_vault
 from vault.store import db, dbapi
-from vault.store.blobs import Blobs, BlobStore, make_shard
+from vault.store.blobs import Blobs, BlobStore, is_blob_id, make_shard
 from vault.store.dbapi import RESTORE, RUN_DOCTOR, NotATime, row_name
 from vault.store.models import (
     Base,
@@ -679,22 +679,30 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
         temps += sorted(p for p in exports.iterdir() if p.name.startswith(".tmp-")
                         and is_regular_file(p))
     ids = set(known) | named
-    # A blob is where evault reads it, in the shard its id names, or it is missing.
-    placed = {f.name for f in files if f.parent.name == f.name[:2]}
+
+    def home(f: Path) -> bool:
+        return f.parent.name == f.name[:2]
+
+    # A blob is a regular file where evault reads it, in the shard its id names, or it is
+    # missing (a symbolic link, a folder or a fifo there is not the blob).
+    placed = {f.name for f in files if home(f) and is_regular_file(f)}
     missing = sorted(ids - placed)
-    # A missing blob found in another shard is moved back by repair (the first found, if
-    # several); each by its path, in the shard it is in, a name no blob id is, an id found
-    # in its own shard too, or a second stray of one id, is an orphan, moved from there.
+    # Each by its path, in the shard it is in: a name no blob id is, or a stray copy of a
+    # blob that is in its place, is an orphan, moved from there. A missing blob found in
+    # another shard is moved back by repair: the first regular file of a blob's id found
+    # in a real shard (not a symbolic link); every stray of a missing blob is left where it
+    # is, never quarantined, while its blob is missing (it may be the only copy).
     misplaced: dict[str, Path] = {}
     orphans: list[Path] = []
     for f in files:
         if f.name not in ids:
             orphans.append(f)
-        elif f.parent.name != f.name[:2]:
-            if f.name in placed or f.name in misplaced:
+        elif f.name in placed:
+            if not home(f):
                 orphans.append(f)
-            else:
-                misplaced[f.name] = f
+        elif (not home(f) and f.name not in misplaced and is_blob_id(f.name)
+              and not f.parent.is_symlink() and is_regular_file(f)):
+            misplaced[f.name] = f
     copies = _killed_copies(quarantine_folder(v))
     found = _blob_counts(v, known, named, missing, len(temps) + len(copies), len(orphans))
     if misplaced:
@@ -756,12 +764,15 @@ def _move_back(source: Path) -> str | None:
                 os.unlink(source.name, dir_fd=dst)
                 return f"{kind}; {_CHECK_IT}"
             os.fsync(dst)
-            os.unlink(source.name, dir_fd=src)
-            os.fsync(src)
         except OSError as e:
             return f"cannot be moved into {home} ({e.strerror or e}); left in place"
         finally:
             os.close(dst)
+        # The blob is in its place: a stray name that cannot be removed is an orphan for
+        # the next repair, not a failure of this one.
+        with contextlib.suppress(OSError):
+            os.unlink(source.name, dir_fd=src)
+            os.fsync(src)
     finally:
         os.close(src)
     return None

@@ -202,6 +202,11 @@ class BlobStore:
         return temps, files
 
 
+def is_blob_id(name: str) -> bool:
+    """Whether ``name`` is a blob id (and so a file name in the shard it names)."""
+    return _BLOB_ID.fullmatch(name) is not None
+
+
 def make_shard(path: str) -> None:
     """``mkdir`` of one shard folder; one that exists already is fine."""
     try:
