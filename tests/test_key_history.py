@@ -428,11 +428,13 @@ def test_a_key_revoked_by_another_writer_counts_once_the_head_is_locked_on_postg
 
 @pytest.mark.postgres
 def test_evault_signs_no_event_its_key_history_refuses_on_postgresql(
-        tmp_path: Path, pg_url: str) -> None:
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """A command checked its actor, then another machine revoked that identity and
     committed, then the command appended its event: signed after the revocation, it made
-    `custody verify` fail for good. With the head locked, the append now checks its signer
-    against the history: refused (ConflictError), nothing recorded, the log still verifies."""
+    `custody verify` fail for good; or, dated at the command's start, before the
+    revocation, it passed verify though logged after it. With the head locked, the append
+    now checks its signer against the history, at the event's time and now: refused
+    (ConflictError), nothing recorded, the log still verifies."""
     from datetime import timedelta
 
     from vault.clock import utcnow
@@ -441,25 +443,110 @@ def test_evault_signs_no_event_its_key_history_refuses_on_postgresql(
 
     cli = Cli(tmp_path / "vault").init(pg_url)
     office(cli, tmp_path)
+    vault = open_vault(cli.vault)
+    # Times have whole seconds: an event in the revocation's second is still its key's.
+    # One command started before the revocation, in its second (its event carries that
+    # time, which verify accepts), and appends a second after it; the other's event is
+    # dated a second after it.
+    for name, started_before in (("field-team", True), ("survey-team", False)):
+        cli.ok("identity", "create", name)
+        try:
+            with pytest.raises(ConflictError) as refused, vault.transaction() as session:
+                pair = actor_pair(vault, session, name)  # checked: not revoked
+                started = utcnow()
+                cli.ok("identity", "revoke", name, "--as", OFFICE)
+                [when] = [i["revoked_at"] for i in json.loads(cli.ok(
+                    "identity", "list", "--json").stdout) if i["name"] == name]
+                later = utcnow() + timedelta(seconds=1)
+                with monkeypatch.context() as clock:
+                    if started_before:
+                        clock.setattr("vault.service.custody.utcnow", lambda t=later: t)
+                    CustodyLog(vault, session).append(
+                        pair, "case.created", "FICT-2026-0043",
+                        now=started if started_before else later)
+        finally:
+            vault.close()
+        assert str(refused.value) == (
+            f"identity key {pair.fingerprint}: the signed key history says it was revoked or "
+            f"retired at {when} (by another command meanwhile, or its rows were changed "
+            "outside evault); nothing was recorded: check `evault identity list` and run the "
+            "command again as a current identity")
+        assert cli.ok("custody", "verify").stdout.startswith("OK: ")
+        assert [c["id"] for c in json.loads(cli.ok("case", "list", "--json").stdout)] == [CASE]
+
+
+def test_a_revocation_dated_before_what_its_key_signed_is_refused(tmp_path: Path) -> None:
+    """Another machine's clock ahead of this one's: its identity signed an event dated a
+    few seconds ahead, then this machine revoked (or rotated) the identity at its own,
+    earlier time; custody verify failed that event for good. Refused, nothing recorded."""
+    from datetime import timedelta
+
+    from vault.clock import isoformat, utcnow
+    from vault.errors import ConflictError
+    from vault.service.identities import revoke_identity, rotate_identity
+
+    cli = Cli(tmp_path / "vault").init()
+    office(cli, tmp_path)
     cli.ok("identity", "create", "field-team")
+    ahead = utcnow() + timedelta(seconds=5)
     vault = open_vault(cli.vault)
     try:
-        with pytest.raises(ConflictError) as refused, vault.transaction() as session:
-            pair = actor_pair(vault, session, "field-team")  # checked: not revoked
-            cli.ok("identity", "revoke", "field-team", "--as", OFFICE)
-            # Times have whole seconds: an event in the revocation's second is still its
-            # key's; this one comes a second later.
-            later = utcnow() + timedelta(seconds=1)
-            CustodyLog(vault, session).append(pair, "case.created", "FICT-2026-0043",
-                                              now=later)
+        from vault.service.intake import create_case
+
+        create_case(vault, "FICT-2026-0043", title=None, as_name="field-team", now=ahead)
+        [event] = json.loads(cli.ok("custody", "show", "FICT-2026-0043", "--json").stdout)[
+            "events"]
+        seq = event["seq"]
+        for step in (lambda: rotate_identity(vault, "field-team"),
+                     lambda: revoke_identity(vault, "field-team", as_name=OFFICE)):
+            with pytest.raises(ConflictError) as refused:
+                step()
+            assert str(refused.value).startswith(
+                f"identity field-team: its key signed event {seq} at {isoformat(ahead)}, "
+                "later than this machine's time ")
+            assert str(refused.value).endswith(
+                " (a clock behind another machine's?); nothing was recorded: check this "
+                "machine's clock, or wait until then, and run the command again")
     finally:
         vault.close()
-    assert str(refused.value).startswith(f"identity key {pair.fingerprint}: revoked or retired "
-                                         "in the signed key history before ")
-    assert str(refused.value).endswith(" (by another command meanwhile); nothing was "
-                                       "recorded: run the command again as a current identity")
+    assert [i["revoked_at"] for i in json.loads(cli.ok("identity", "list", "--json").stdout)
+            if i["name"] == "field-team"] == [None]
     assert cli.ok("custody", "verify").stdout.startswith("OK: ")
-    assert [c["id"] for c in json.loads(cli.ok("case", "list", "--json").stdout)] == [CASE]
+
+
+def test_a_damaged_key_history_stops_every_signature_not_only_the_checked_ones(
+        cli: Cli, tmp_path: Path) -> None:
+    """A database holder clears a revocation in the tables and relabels the revocation's
+    event, so that the history has a defect: the append's own check skipped such a
+    history, and `identity export --secret-age-key` (which did not check its identity
+    against the history) then signed with the revoked key. Refused, exit 3; and every
+    append refuses to sign while the history has a defect."""
+    office(cli, tmp_path)
+    cli.ok("identity", "create", "field-team")
+    cli.ok("identity", "revoke", "field-team", "--as", OFFICE)
+    sql(cli, "UPDATE identities SET revoked_at = NULL")
+    sql(cli, "UPDATE identity_keys SET revoked_at = NULL")
+    sql(cli, "UPDATE custody_events SET action = 'case.created' "
+             "WHERE action = 'identity.revoked'")
+    result = cli("identity", "export", "field-team", "--secret-age-key", "-o",
+                 str(tmp_path / "field.agekey"))
+    assert result.exit_code == 3 and result.stderr.startswith("evault: custody log: event ")
+    assert "run `evault custody verify`" in result.stderr and result.stdout == ""
+    assert not (tmp_path / "field.agekey").exists()
+    # Any other path to an append (one that checks no identity first) meets the same check.
+    from vault.errors import VerificationError
+    from vault.service.identities import load_keypair
+
+    vault = open_vault(cli.vault)
+    try:
+        with pytest.raises(VerificationError, match=r"^custody log: event \d+: "), \
+                vault.transaction() as session:
+            key = session.scalars(select(IdentityKey)).first()
+            assert key is not None
+            CustodyLog(vault, session).append(load_keypair(vault, key), "case.created",
+                                              "FICT-2026-0043")
+    finally:
+        vault.close()
 
 
 def test_rotated_and_revoked_keys_still_verify_old_events(cli: Cli, tmp_path: Path) -> None:

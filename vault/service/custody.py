@@ -190,18 +190,39 @@ class CustodyLog:
         return [int(row["seq"]) for row in rows]
 
     def _check_signer(self, actor: KeyPair, when: datetime) -> None:
-        """With the head locked, the actor's key may sign at ``when`` by the signed key
-        history, as ``custody verify`` will check: a revocation or rotation another command
-        committed since this one checked its actor counts (the event would fail verify for
-        good). A history with defects, or none yet, is left to the checks that report it."""
+        """With the head locked, the actor's key may sign, by the signed key history, both at
+        ``when`` (as ``custody verify`` will check) and now: a revocation or rotation another
+        command committed since this one checked its actor, or since it started, counts. A
+        history with defects is refused as the commands' own checks refuse it (a database
+        holder who damages it does not switch this check off); a vault whose history is not
+        anchored yet has only its tables, checked before."""
         history = keyhistory.load(self._vault, self._session)
-        if history.anchor is None or history.defects:
+        if history.anchor is None:
             return
-        if history.signer_at(actor.fingerprint, as_utc(when)) is None:
-            raise ConflictError(
-                f"identity key {actor.fingerprint}: revoked or retired in the signed key "
-                f"history before {isoformat(when)} (by another command meanwhile); nothing "
-                "was recorded: run the command again as a current identity")
+        if history.defects:
+            seq, message = history.defects[0]
+            raise VerificationError(
+                f"custody log: event {seq}: {message}; run `evault custody verify`")
+        fingerprint = actor.fingerprint
+        at = as_utc(when)
+        key = history.identity_keys.get(fingerprint)
+        if key is None:
+            why = "is not one of this vault's keys"
+        elif at < key.created_at:
+            why = (f"was created at {isoformat(key.created_at)}, after this command started "
+                   f"({isoformat(at)})")
+        else:
+            ends = [end for end in (key.retired_at, key.revoked_at,
+                                    history.identities.get(key.identity))
+                    if end is not None and end < max(at, utcnow())]
+            if not ends:
+                return
+            why = f"was revoked or retired at {isoformat(min(ends))}"
+        raise ConflictError(
+            f"identity key {fingerprint}: the signed key history says it {why} (by another "
+            "command meanwhile, or its rows were changed outside evault); nothing was "
+            "recorded: check `evault identity list` and run the command again as a current "
+            "identity")
 
     def _update_head(self) -> None:
         self._head.size = self._frontier.size

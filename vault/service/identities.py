@@ -12,6 +12,7 @@ the key store under ``identity:<signing fingerprint>``; the database keeps publi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from vault.clock import isoformat, utcnow
+from vault.clock import as_utc, isoformat, utcnow
 from vault.crypto.age import AgeIdentity, AgeRecipient
 from vault.crypto.keys import SigningKey, VerifyKey
 from vault.errors import (
@@ -338,7 +339,9 @@ def export_secret_age_key(
                 )
             key = current_key(identity)
             generation = identity.keys.index(key) + 1
-            pair = load_keypair(vault, key)
+            # Its rows checked against the signed key history (a revocation cleared in the
+            # table is not a way back), as for every identity that acts.
+            pair = _checked_pair(vault, session, identity.name)
             text = pair.age.identity_file(isoformat(now))
             staged = stage_files([(output, text.encode("ascii"))], mode=0o600) if output else []
             try:
@@ -381,7 +384,8 @@ def rotate_identity(
         # Signed by the outgoing key, so the step from old to new is itself attested.
         _log(vault, session, old_pair, "identity.rotated", identity, now,
              {"previous": old.fingerprint,
-              **keyhistory.key_details(_pair.signing.public, key.age_recipient)})
+              **keyhistory.key_details(_pair.signing.public, key.age_recipient)},
+             ending=[old.fingerprint])
         return identity_info(identity)
 
 
@@ -403,7 +407,8 @@ def revoke_identity(
         actor = acting_identity(session, as_name) if as_name else identity
         pair = _checked_pair(vault, session, actor.name)
         _log(vault, session, pair, "identity.revoked", identity, now,
-             {"fingerprints": [k.fingerprint for k in identity.keys]})
+             {"fingerprints": [k.fingerprint for k in identity.keys]},
+             ending=[k.fingerprint for k in identity.keys])
         identity.revoked_at = now
         for key in identity.keys:
             if key.revoked_at is None:
@@ -426,9 +431,25 @@ def _log(
     identity: Identity,
     now: datetime,
     details: dict[str, Any],
+    *,
+    ending: Sequence[str] = (),
 ) -> CustodyEvent:
+    """Append the identity's event. ``ending``: the keys it revokes or retires at ``now``,
+    which must have signed nothing dated later (another machine's clock ahead of this
+    one's): such an event would fail `custody verify` for good once they end before it."""
     from vault.service.custody import CustodyLog
 
-    return CustodyLog(vault, session).append(
-        pair, action, f"identity:{identity.name}", details=details, now=now
-    )
+    log = CustodyLog(vault, session)  # the head locked: no key signs meanwhile
+    if ending:
+        seq, latest = session.execute(
+            select(CustodyEvent.seq, CustodyEvent.recorded_at)
+            .where(CustodyEvent.actor.in_(list(ending)))
+            .order_by(CustodyEvent.recorded_at.desc(), CustodyEvent.seq.desc()).limit(1)
+        ).one_or_none() or (None, None)
+        if latest is not None and as_utc(latest) > as_utc(now):
+            raise ConflictError(
+                f"identity {identity.name}: its key signed event {seq} at "
+                f"{isoformat(latest)}, later than this machine's time {isoformat(now)} (a "
+                "clock behind another machine's?); nothing was recorded: check this "
+                "machine's clock, or wait until then, and run the command again")
+    return log.append(pair, action, f"identity:{identity.name}", details=details, now=now)
