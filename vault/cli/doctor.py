@@ -64,6 +64,8 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         shown["leftovers"] = len(leftovers)  # each named on stderr below
     if not as_json and report.misplaced is not None:
         shown["misplaced"] = len(report.misplaced)  # each named with its blob below
+    if not as_json and report.stray_copies is not None:
+        shown["stray_copies"] = len(report.stray_copies)  # each named below
     if not as_json and report.orphans_skipped is not None:
         shown["orphans_skipped"] = len(report.orphans_skipped)  # each named below
     emit_record(shown, as_json)
@@ -84,6 +86,10 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
             else:
                 say(f"blob {blob}: missing from {report.blob_store}; restore it from a "
                     "backup, then run `evault custody verify`")
+        for path in report.stray_copies or ():
+            say(f"{path}: named as a blob a row names, but not that blob where evault reads "
+                "it (another copy, a decoy or a link); left in place: compare it with the "
+                "blob and remove it by hand")
         if report.blobs_restored:
             say(f"{report.blobs_restored} blob(s) found in another shard moved back to their "
                 "own; run `evault custody verify`")

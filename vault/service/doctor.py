@@ -128,8 +128,8 @@ class DoctorReport(Sparse):
         "schema_changed", "identities", "bodies", "items", "release_rules", "unsent_packages",
         "blob_store",
         "object_lock", "blobs", "blobs_missing", "missing", "temporary_files",
-        "misplaced", "blobs_restored", "blobs_unrecorded", "unrecorded", "orphaned_blobs",
-        "orphans_quarantined",
+        "misplaced", "blobs_restored", "stray_copies", "blobs_unrecorded", "unrecorded",
+        "orphaned_blobs", "orphans_quarantined",
         "quarantine", "orphans_skipped", "orphans_left", "blobs_removed", "keys_repaired",
         "key_history", "key_history_differences", "sealed_values", "undecryptable", "times",
         "not_times", "custody_log", "item_rows", "item_differences", "leftovers"})
@@ -161,6 +161,10 @@ class DoctorReport(Sparse):
     #: ``orphans_skipped`` too).
     misplaced: tuple[str, ...] | None = None
     blobs_restored: int | None = None
+    #: Of a blob folder: other files named as a blob a row names (a second copy in another
+    #: shard, a decoy, a symbolic link), each as its path: left where they are, never
+    #: quarantined (a row names them; which copy is good, the rows cannot tell).
+    stray_copies: tuple[str, ...] | None = None
     temporary_files: int | None = None
     #: Blobs an item names that have no ``blobs`` row (deleted by SQL outside evault): never
     #: orphans, a failure; each in ``unrecorded`` as ``BLOB (items EV-...)``.
@@ -317,8 +321,12 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False,
                 found["unsent_packages"] = tuple(session.scalars(
                     select(Package.id).where(Package.state == PackageState.BUILT)
                     .order_by(Package.created_at)))
-                known = {blob_id: version for blob_id, version in session.execute(
-                    select(Blob.id, Blob.version_id))}
+                known: dict[str, str | None] = {}
+                sizes: dict[str, int] = {}  # each blob's stored size, as its row says
+                for blob_id, version, stored_size in session.execute(
+                        select(Blob.id, Blob.version_id, Blob.stored_size)):
+                    known[blob_id] = version
+                    sizes[blob_id] = stored_size
                 # Every blob a row names is known, with a `blobs` row or not: a row deleted
                 # with SQL must not make the evidence an orphan that repair removes.
                 # (An item whose blob_id SQL made NULL is named by check_item_rows.)
@@ -326,7 +334,7 @@ def diagnose(vault_dir: Path | str | None, *, repair: bool = False,
                          if isinstance(b, str)}
             scan = None
             if isinstance(blobs, BlobStore):
-                scan = _check_folder(v, blobs, known, named)
+                scan = _check_folder(v, blobs, known, named, sizes)
             elif blobs is not None:
                 scan = _check_bucket(v, cast("S3BlobStore", blobs), known, named)
             # Opened (made) and checked before anything is repaired: a quarantine folder
@@ -667,9 +675,9 @@ def _not_a_blob(mode: int) -> str | None:
 
 
 def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
-                  named: set[str]) -> _BlobScan:
+                  named: set[str], sizes: dict[str, int]) -> _BlobScan:
     """The blob folder against the rows: missing, unrecorded and orphaned blobs, temporary
-    files."""
+    files, and files named as a blob that are not it (``stray_copies``)."""
     temps, files = blobs.scan()
     # Interrupted package builds leave temporary ciphertext in exports/.
     # Regular files only, and not through an exports/ that is a symbolic link (evault makes
@@ -687,28 +695,42 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
     # missing (a symbolic link, a folder or a fifo there is not the blob).
     placed = {f.name for f in files if home(f) and is_regular_file(f)}
     missing = sorted(ids - placed)
-    # Each by its path, in the shard it is in: a name no blob id is, or a stray copy of a
-    # blob that is in its place, is an orphan, moved from there. A missing blob found in
-    # another shard is moved back by repair: the first regular file of a blob's id found
-    # in a real shard (not a symbolic link); every stray of a missing blob is left where it
-    # is, never quarantined, while its blob is missing (it may be the only copy).
+    # Each by its path, in the shard it is in: a name no blob id is is an orphan, moved from
+    # there. A missing blob found in another shard is moved back by repair: the first
+    # regular file of a blob's id in a real shard (not a symbolic link) whose size is the
+    # one its row records. Any other file named as a blob a row names (a second copy, a
+    # decoy, a link) is not an orphan, since a row names it, and which copy is good the
+    # rows alone cannot tell: it is named and left where it is, never quarantined.
     misplaced: dict[str, Path] = {}
     orphans: list[Path] = []
+    strays: list[Path] = []
     for f in files:
         if f.name not in ids:
             orphans.append(f)
-        elif f.name in placed:
-            if not home(f):
-                orphans.append(f)
-        elif (not home(f) and f.name not in misplaced and is_blob_id(f.name)
-              and not f.parent.is_symlink() and is_regular_file(f)):
+        elif f.name in placed and home(f):
+            continue
+        elif (f.name not in placed and not home(f) and f.name not in misplaced
+              and is_blob_id(f.name) and not f.parent.is_symlink() and is_regular_file(f)
+              and _size(f) == sizes.get(f.name, _size(f))):
             misplaced[f.name] = f
+        else:
+            strays.append(f)
     copies = _killed_copies(quarantine_folder(v))
     found = _blob_counts(v, known, named, missing, len(temps) + len(copies), len(orphans))
     if misplaced:
         found["misplaced"] = tuple(str(p) for p in misplaced.values())
+    if strays:
+        found["stray_copies"] = tuple(str(p) for p in strays)
     return _BlobScan(found, [functools.partial(_unlink, temp) for temp in temps],
                      len(orphans), orphans, copies, list(misplaced.values()))
+
+
+def _size(path: Path) -> int | None:
+    """A file's size, not following a link; None if it is gone."""
+    try:
+        return os.stat(path, follow_symlinks=False).st_size
+    except OSError:
+        return None
 
 
 def _restore_misplaced(report: DoctorReport, misplaced: list[Path]) -> DoctorReport:
