@@ -80,7 +80,7 @@ def lock_head(session: Session) -> CustodyHead:
     if head is None:
         raise VerificationError("custody log: the head row is missing; the database is damaged")
     # Key events other writers committed before the lock count from here on.
-    keyhistory.forget(session)
+    keyhistory.recheck(session)
     return head
 
 

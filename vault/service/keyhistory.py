@@ -40,7 +40,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import event as orm_event
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
@@ -300,13 +300,19 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
 
     Derived once per transaction and anchor: a command checks its actor, its recipients and
     its rules against the same history, which only a key event this transaction appends
-    changes (:func:`note_key_event` forgets it then). The result is not to be changed."""
+    changes (:func:`note_key_event` forgets it then). Once the log head is locked
+    (:func:`recheck`), it is derived again if the key events' count or last seq has moved
+    (another writer committed one meanwhile). The result is not to be changed."""
     from vault.service.custody import origin
 
     anchor = anchor or read_anchor(vault)
     loaded = session.info.get(_LOADED)
     if loaded is not None and loaded[0] == anchor:
-        return cast(KeyHistory, loaded[1])
+        history = cast(KeyHistory, loaded[1])
+        if not loaded[2] or (anchor is not None and _key_events(session, anchor) == (
+                len(history.seen), max(history.seen, default=None))):
+            session.info[_LOADED] = (anchor, history, False)
+            return history
     history = KeyHistory(anchor)
     if anchor is None:
         return history
@@ -333,14 +339,31 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
             (anchor.seq, "the key history's first event, named by the key store, is missing")
         )
     _check_listed(vault, session, history)
-    session.info[_LOADED] = (anchor, history)
+    session.info[_LOADED] = (anchor, history, False)
     return history
 
 
+def _key_events(session: Session, anchor: Anchor) -> tuple[int, int | None]:
+    """How many key events the log holds at and after the anchor, and the last one's seq."""
+    count, last = session.execute(
+        select(func.count(), func.max(CustodyEvent.seq))
+        .where(CustodyEvent.action.in_(sorted(KEY_ACTIONS)), CustodyEvent.seq >= anchor.seq)
+    ).one()
+    return int(count), last
+
+
+def recheck(session: Session) -> None:
+    """The log head is locked: what other writers committed before counts from here on, so
+    the next :func:`load` in this transaction first checks that no key event was added
+    since the history was derived (one query), and derives it again if one was."""
+    loaded = session.info.get(_LOADED)
+    if loaded is not None:
+        session.info[_LOADED] = (loaded[0], loaded[1], True)
+
+
 def forget(session: Session) -> None:
-    """The next :func:`load` in this transaction reads the key events again: after the log
-    head is locked (what other writers committed before is seen then) or a key event is
-    appended."""
+    """The next :func:`load` in this transaction reads the key events again (this
+    transaction appended a key event)."""
     session.info.pop(_LOADED, None)
 
 
