@@ -486,6 +486,44 @@ def test_evault_signs_no_event_its_key_history_refuses_on_postgresql(
         assert [c["id"] for c in json.loads(cli.ok("case", "list", "--json").stdout)] == [CASE]
 
 
+@pytest.mark.postgres
+def test_a_revocation_relabelled_while_a_command_runs_is_caught_on_postgresql(
+        tmp_path: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A third review's case: another machine (whose key store lists nothing here)
+    revokes the identity a command is using, while it runs; a database holder changes that
+    event's stored action, so that the query of the key events misses it (and would put it
+    back afterwards). Checked by count, the history the command derived before looked
+    current. After the head lock, the events appended since are read by their signed
+    action: refused, nothing recorded."""
+    from vault.errors import VerificationError
+    from vault.service.custody import actor_pair
+
+    cli = Cli(tmp_path / "vault").init(pg_url)
+    office(cli, tmp_path)
+    cli.ok("identity", "create", "field-team")
+    vault = open_vault(cli.vault)
+    try:
+        with pytest.raises(VerificationError) as refused, vault.transaction() as session:
+            pair = actor_pair(vault, session, "field-team")
+            with monkeypatch.context() as other_machine:
+                other_machine.setattr("vault.service.keyhistory._list_noted",
+                                      lambda *args: None)
+                cli.ok("identity", "revoke", "field-team", "--as", OFFICE)
+            sql(cli, "UPDATE custody_events SET action = 'case.created' "
+                     "WHERE action = 'identity.revoked'")
+            CustodyLog(vault, session).append(pair, "case.created", "FICT-2026-0043")
+    finally:
+        vault.close()
+    assert str(refused.value).startswith("custody log: event ")
+    assert str(refused.value).endswith(": key history: a key event appended while this "
+                                       "command ran is hidden by its stored action; run "
+                                       "`evault custody verify`")
+    sql(cli, "UPDATE custody_events SET action = 'identity.revoked' "
+             "WHERE body LIKE '%identity.revoked%'")
+    assert cli.ok("custody", "verify").stdout.startswith("OK: ")
+    assert [c["id"] for c in json.loads(cli.ok("case", "list", "--json").stdout)] == [CASE]
+
+
 def test_a_revocation_dated_before_what_its_key_signed_is_refused(tmp_path: Path) -> None:
     """Another machine's clock ahead of this one's: its identity signed an event dated a
     few seconds ahead, then this machine revoked (or rotated) the identity at its own,

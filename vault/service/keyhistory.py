@@ -40,7 +40,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import event as orm_event
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from vault.clock import as_utc, isoformat, parse_iso, utcnow
@@ -301,17 +301,21 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
     Derived once per transaction and anchor: a command checks its actor, its recipients and
     its rules against the same history, which only a key event this transaction appends
     changes (:func:`note_key_event` forgets it then). Once the log head is locked
-    (:func:`recheck`), it is derived again if the key events' count or last seq has moved
-    (another writer committed one meanwhile). The result is not to be changed."""
+    (:func:`recheck`), it is derived again unless :func:`_unchanged` finds the key events
+    as they were (another writer may have committed one meanwhile). The result is not to
+    be changed."""
     from vault.service.custody import origin
 
     anchor = anchor or read_anchor(vault)
     loaded = session.info.get(_LOADED)
+    hidden: list[int] = []
     if loaded is not None and loaded[0] == anchor:
-        history = cast(KeyHistory, loaded[1])
-        if not loaded[2] or (anchor is not None and _key_events(session, anchor) == (
-                len(history.seen), max(history.seen, default=None))):
-            session.info[_LOADED] = (anchor, history, False)
+        history, size, stale = cast(tuple[KeyHistory, int, bool], loaded[1:])
+        if not stale:
+            return history
+        hidden = _hidden_since(session, size)
+        if not hidden and _unchanged(vault, session, history):
+            session.info[_LOADED] = (anchor, history, size, False)
             return history
     history = KeyHistory(anchor)
     if anchor is None:
@@ -338,27 +342,55 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
         history.defects.append(
             (anchor.seq, "the key history's first event, named by the key store, is missing")
         )
-    _check_listed(vault, session, history)
-    session.info[_LOADED] = (anchor, history, False)
+    size = _check_listed(vault, session, history)
+    for seq in hidden:
+        history.defects.append((seq, "key history: a key event appended while this command "
+                                     "ran is hidden by its stored action"))
+    session.info[_LOADED] = (anchor, history, size, False)
     return history
 
 
-def _key_events(session: Session, anchor: Anchor) -> tuple[int, int | None]:
-    """How many key events the log holds at and after the anchor, and the last one's seq."""
-    count, last = session.execute(
-        select(func.count(), func.max(CustodyEvent.seq))
-        .where(CustodyEvent.action.in_(sorted(KEY_ACTIONS)), CustodyEvent.seq >= anchor.seq)
-    ).one()
-    return int(count), last
+def _hidden_since(session: Session, size: int) -> list[int]:
+    """The events appended since the log was ``size`` events long whose signed body is a
+    key event and whose stored action is not (changed with SQL, which hides them from the
+    query of the key events): none, unless a database holder is at work."""
+    hidden: list[int] = []
+    for seq, action, body in session.execute(
+            select(CustodyEvent.seq, CustodyEvent.action, CustodyEvent.body)
+            .where(CustodyEvent.seq >= size)):
+        try:
+            signed = json.loads(bytes(body)).get("action")
+        except (ValueError, AttributeError):
+            signed = None  # not an event at all: custody verify names it
+        if signed in KEY_ACTIONS and action != signed:
+            hidden.append(seq)
+    return hidden
+
+
+def _unchanged(vault: Vault, session: Session, history: KeyHistory) -> bool:
+    """Whether the key events are what ``history`` was derived from: the same events, byte
+    for byte (their bodies hashed again, not their stored hashes), and the key store's
+    list still read back. What a full derivation adds is the signatures' checks, which
+    these bytes passed already."""
+    assert history.anchor is not None
+    rows = session.execute(
+        select(CustodyEvent.seq, CustodyEvent.body)
+        .where(CustodyEvent.action.in_(sorted(KEY_ACTIONS)),
+               CustodyEvent.seq >= history.anchor.seq))
+    if {seq: leaf_hash(body) for seq, body in rows} != history.seen:
+        return False
+    probe = KeyHistory(history.anchor, seen=history.seen)
+    _check_listed(vault, session, probe)
+    return not probe.defects
 
 
 def recheck(session: Session) -> None:
     """The log head is locked: what other writers committed before counts from here on, so
-    the next :func:`load` in this transaction first checks that no key event was added
-    since the history was derived (one query), and derives it again if one was."""
+    the next :func:`load` in this transaction first checks that the key events are as the
+    history was derived from them (:func:`_unchanged`), and derives it again if not."""
     loaded = session.info.get(_LOADED)
     if loaded is not None:
-        session.info[_LOADED] = (loaded[0], loaded[1], True)
+        session.info[_LOADED] = (*loaded[:3], True)
 
 
 def forget(session: Session) -> None:
@@ -433,16 +465,17 @@ def _list_noted(vault: Vault, noted: dict[int, bytes], session: Session) -> None
         list_events(vault, noted)
 
 
-def _check_listed(vault: Vault, session: Session, history: KeyHistory) -> None:
+def _check_listed(vault: Vault, session: Session, history: KeyHistory) -> int:
     """Every key event the key store lists must be read back as it was: a defect names each
     one removed, rewritten or hidden (its stored action changed). Events at or after the
-    head's size are the log anchor's business (a shorter log)."""
+    head's size are the log anchor's business (a shorter log). Returns that size."""
     assert history.anchor is not None
-    size = session.scalar(select(CustodyHead.size).where(CustodyHead.id == 1)) or 0
+    size = int(session.scalar(select(CustodyHead.size).where(CustodyHead.id == 1)) or 0)
     for seq, leaf in sorted(read_listed(vault).items()):
         if history.anchor.seq <= seq < size and history.seen.get(seq) != leaf:
             history.defects.append((seq, "key history: a key event the key store lists is "
                                          "missing, rewritten or hidden by its stored action"))
+    return size
 
 
 def _apply(
