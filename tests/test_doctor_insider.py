@@ -195,10 +195,10 @@ def test_doctor_repair_quarantines_the_orphans_of_a_healthy_vault(tmp_path: Path
 def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: Path) -> None:
     """A blob file moved into another shard than its own counted as present, though every
     command reads it from its own shard: it is missing (exit 3), named with where it was
-    found; ``--repair`` moves it back and the item exports again. A second copy of it, in
-    another shard, is named and left where it is, then and after: a row names it, and the
-    rows cannot tell which copy is good (an earlier version quarantined it, with the advice
-    to delete it)."""
+    found; ``--repair`` moves it back and the item exports again. A second file of its
+    name and another size, in another shard, is named and left where it is (exit 1), then
+    and after: a row names it, and the rows cannot tell which copy is good (an earlier
+    version quarantined it, with the advice to delete it)."""
     cli, (a, _b) = _two_items(tmp_path, None)
     blob = _blob_of(cli, None, a)
     home = cli.vault / "blobs" / blob[:2] / blob
@@ -209,7 +209,7 @@ def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: P
     home.rename(stray)
     second = cli.vault / "blobs" / "ff" / blob
     second.parent.mkdir(exist_ok=True)
-    second.write_bytes(data)
+    second.write_bytes(data + b"fictional")
     if blob[:2] == "ff":  # pragma: no cover - one blob id in 256
         pytest.skip("the blob's own shard is the second stray's")
 
@@ -229,16 +229,17 @@ def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: P
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
     assert (result.exit_code, shown["blobs_missing"], shown["blobs_restored"],
-            shown["orphaned_blobs"]) == (0, "0", "1", "0"), result.stderr
+            shown["orphaned_blobs"]) == (1, "0", "1", "0"), result.stderr
     assert "misplaced" not in shown
     assert result.stderr == left + (
         "evault: 1 blob(s) found in another shard moved back to their own; run `evault "
         "custody verify`\n")
-    assert (home.read_bytes(), stray.exists(), second.read_bytes()) == (data, False, data)
+    assert (home.read_bytes(), stray.exists(), second.read_bytes()) == (
+        data, False, data + b"fictional")
     cli.ok("items", "export", a, "-o", str(tmp_path / "copy.txt"), "--reason", "fictional")
     result = cli("doctor", "--repair")
     assert (result.exit_code, _shown(result.stdout)["orphaned_blobs"], result.stderr,
-            second.read_bytes()) == (0, "0", left, data)
+            second.exists()) == (1, "0", left, True)
     assert not (cli.vault / "quarantine").exists()
 
 
@@ -263,10 +264,34 @@ def test_a_decoy_named_as_a_missing_blob_is_not_moved_back_in_its_place(
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
     assert (result.exit_code, shown["blobs_restored"], shown["stray_copies"],
-            shown["orphaned_blobs"]) == (0, "1", "1", "0"), result.stderr
+            shown["orphaned_blobs"]) == (1, "1", "1", "0"), result.stderr
     assert (home.read_bytes(), real.exists(), decoy.exists()) == (data, False, True)
     assert result.stderr.startswith(f"evault: {decoy}: named as a blob a row names")
     cli.ok("items", "export", a, "-o", str(tmp_path / "copy.txt"), "--reason", "fictional")
+
+
+def test_two_files_that_could_be_a_missing_blob_are_both_left(tmp_path: Path) -> None:
+    """A decoy of the recorded size (which the database and `ls -l` tell) beside the real
+    blob, both in other shards: which one is the blob the rows cannot tell, so neither is
+    moved back. Both are named; the blob is missing (exit 3)."""
+    cli, (a, _b) = _two_items(tmp_path, None)
+    blob = _blob_of(cli, None, a)
+    home = cli.vault / "blobs" / blob[:2] / blob
+    if blob[:2] in ("00", "ff"):  # pragma: no cover - two blob ids in 256
+        pytest.skip("the blob's own shard is one of the test's")
+    real, decoy = (cli.vault / "blobs" / shard / blob for shard in ("ff", "00"))
+    real.parent.mkdir(exist_ok=True)
+    decoy.parent.mkdir(exist_ok=True)
+    data = home.read_bytes()
+    home.rename(real)
+    decoy.write_bytes(b"X" * len(data))
+    result = cli("doctor", "--repair")
+    shown = _shown(result.stdout)
+    assert (result.exit_code, shown["blobs_missing"], shown["stray_copies"]) == (3, "1", "2")
+    assert "blobs_restored" not in shown and "misplaced" not in shown
+    assert [line.split(": ")[1] for line in result.stderr.splitlines()[1:]] == [
+        str(decoy), str(real)]
+    assert (real.read_bytes(), decoy.exists(), home.exists()) == (data, True, False)
 
 
 def test_doctor_repair_leaves_a_stray_that_is_no_file(tmp_path: Path) -> None:

@@ -46,7 +46,7 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
     `evault db upgrade`), or config.toml names another blob store than the database does;
     or if it could not open the key store to check the key history and the sealed values;
     or if --repair refused the quarantine folder (nothing repaired), or left a file in
-    blobs/ it could not move (each named).
+    blobs/ it could not move, or a file named as a blob is not that blob (each named).
     Leftovers --repair removes, and packages not yet sent, are named with exit 0; --repair
     deletes no orphaned blob: it moves them into <vault>/quarantine/ to be checked.
 
@@ -128,8 +128,8 @@ def doctor(vault_dir: Path | None, repair: bool, as_json: bool) -> None:
         for line in report.not_checked:
             say(f"doctor could not check {line}")
         raise Reported(verification=False)
-    if report.orphans_skipped:
-        # Repair left files in blobs/ that are the user's to look at (each named above).
+    if report.orphans_skipped or report.stray_copies:
+        # Files in blobs/ left for the user to look at (each named above).
         raise Reported(verification=False)
 
 

@@ -696,12 +696,13 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
     placed = {f.name for f in files if home(f) and is_regular_file(f)}
     missing = sorted(ids - placed)
     # Each by its path, in the shard it is in: a name no blob id is is an orphan, moved from
-    # there. A missing blob found in another shard is moved back by repair: the first
-    # regular file of a blob's id in a real shard (not a symbolic link) whose size is the
-    # one its row records. Any other file named as a blob a row names (a second copy, a
-    # decoy, a link) is not an orphan, since a row names it, and which copy is good the
-    # rows alone cannot tell: it is named and left where it is, never quarantined.
-    misplaced: dict[str, Path] = {}
+    # there. A missing blob found in another shard is moved back by repair: the regular
+    # file of a blob's id in a real shard (not a symbolic link) whose size is the one its
+    # row records, if it is the only one. Any other file named as a blob a row names (a
+    # second copy, a decoy, a link, or a second file that would do) is not an orphan,
+    # since a row names it, and which copy is good the rows alone cannot tell: it is named
+    # and left where it is, never moved or quarantined.
+    candidates: dict[str, list[Path]] = {}
     orphans: list[Path] = []
     strays: list[Path] = []
     for f in files:
@@ -709,12 +710,15 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
             orphans.append(f)
         elif f.name in placed and home(f):
             continue
-        elif (f.name not in placed and not home(f) and f.name not in misplaced
-              and is_blob_id(f.name) and not f.parent.is_symlink() and is_regular_file(f)
+        elif (f.name not in placed and not home(f) and is_blob_id(f.name)
+              and not f.parent.is_symlink() and is_regular_file(f)
               and _size(f) == sizes.get(f.name, _size(f))):
-            misplaced[f.name] = f
+            candidates.setdefault(f.name, []).append(f)
         else:
             strays.append(f)
+    misplaced = {blob_id: found[0] for blob_id, found in candidates.items() if len(found) == 1}
+    strays = sorted(strays + [f for found in candidates.values() if len(found) > 1
+                              for f in found])
     copies = _killed_copies(quarantine_folder(v))
     found = _blob_counts(v, known, named, missing, len(temps) + len(copies), len(orphans))
     if misplaced:
