@@ -192,6 +192,13 @@ def test_doctor_repair_quarantines_the_orphans_of_a_healthy_vault(tmp_path: Path
         b"fictional leftover of a killed intake")
 
 
+def _other_shards(blob: str) -> tuple[str, str]:
+    """The first and the last shard in the order doctor reads them, other than the blob's
+    own."""
+    others = [f"{n:02x}" for n in range(256) if f"{n:02x}" != blob[:2]]
+    return others[0], others[-1]
+
+
 def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: Path) -> None:
     """A blob file moved into another shard than its own counted as present, though every
     command reads it from its own shard: it is missing (exit 3), named with where it was
@@ -202,16 +209,14 @@ def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: P
     cli, (a, _b) = _two_items(tmp_path, None)
     blob = _blob_of(cli, None, a)
     home = cli.vault / "blobs" / blob[:2] / blob
-    other = "00" if blob[:2] != "00" else "01"
-    stray = cli.vault / "blobs" / other / blob
+    first, last = _other_shards(blob)
+    stray = cli.vault / "blobs" / first / blob
     stray.parent.mkdir(exist_ok=True)
     data = home.read_bytes()
     home.rename(stray)
-    second = cli.vault / "blobs" / "ff" / blob
+    second = cli.vault / "blobs" / last / blob
     second.parent.mkdir(exist_ok=True)
     second.write_bytes(data + b"fictional")
-    if blob[:2] == "ff":  # pragma: no cover - one blob id in 256
-        pytest.skip("the blob's own shard is the second stray's")
 
     result = cli("doctor")
     shown = _shown(result.stdout)
@@ -253,9 +258,7 @@ def test_a_decoy_named_as_a_missing_blob_is_not_moved_back_in_its_place(
     cli, (a, _b) = _two_items(tmp_path, None)
     blob = _blob_of(cli, None, a)
     home = cli.vault / "blobs" / blob[:2] / blob
-    if blob[:2] in ("00", "ff"):  # pragma: no cover - two blob ids in 256
-        pytest.skip("the blob's own shard is one of the test's")
-    real, decoy = (cli.vault / "blobs" / shard / blob for shard in ("ff", "00"))
+    real, decoy = (cli.vault / "blobs" / shard / blob for shard in _other_shards(blob)[::-1])
     real.parent.mkdir(exist_ok=True)
     decoy.parent.mkdir(exist_ok=True)
     data = home.read_bytes()
@@ -277,9 +280,7 @@ def test_two_files_that_could_be_a_missing_blob_are_both_left(tmp_path: Path) ->
     cli, (a, _b) = _two_items(tmp_path, None)
     blob = _blob_of(cli, None, a)
     home = cli.vault / "blobs" / blob[:2] / blob
-    if blob[:2] in ("00", "ff"):  # pragma: no cover - two blob ids in 256
-        pytest.skip("the blob's own shard is one of the test's")
-    real, decoy = (cli.vault / "blobs" / shard / blob for shard in ("ff", "00"))
+    real, decoy = (cli.vault / "blobs" / shard / blob for shard in _other_shards(blob)[::-1])
     real.parent.mkdir(exist_ok=True)
     decoy.parent.mkdir(exist_ok=True)
     data = home.read_bytes()
