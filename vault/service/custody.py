@@ -206,18 +206,16 @@ class CustodyLog:
         fingerprint = actor.fingerprint
         at = as_utc(when)
         key = history.identity_keys.get(fingerprint)
+        end = history.ended_at(key) if key is not None else None
         if key is None:
             why = "is not one of this vault's keys"
         elif at < key.created_at:
             why = (f"was created at {isoformat(key.created_at)}, after this command started "
                    f"({isoformat(at)})")
+        elif end is not None and end < max(at, utcnow()):
+            why = f"was revoked or retired at {isoformat(end)}"
         else:
-            ends = [end for end in (key.retired_at, key.revoked_at,
-                                    history.identities.get(key.identity))
-                    if end is not None and end < max(at, utcnow())]
-            if not ends:
-                return
-            why = f"was revoked or retired at {isoformat(min(ends))}"
+            return
         raise ConflictError(
             f"identity key {fingerprint}: the signed key history says it {why} (by another "
             "command meanwhile, or its rows were changed outside evault); nothing was "

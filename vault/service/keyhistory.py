@@ -37,7 +37,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import event as orm_event
 from sqlalchemy import select
@@ -70,8 +70,8 @@ from vault.store.models import (
 ANCHOR_NAME = "trust:key-history"
 EVENTS_NAME = "trust:key-events"
 _NOTED = "evault.key-events"  # key of the key events a transaction appended, in Session.info
-# Session.info: (anchor, history) as load derived it in this transaction, until the
-# transaction appends a key event; and the history whose events _trusted listed already.
+# Session.info: the history load derived in this transaction (a _Loaded), and the history
+# whose events _trusted listed already.
 _LOADED = "evault.key-history"
 _LISTED = "evault.key-history-listed"
 ATTESTED = "keys.attested"
@@ -285,10 +285,26 @@ class KeyHistory:
         key = self.identity_keys.get(fingerprint)
         if key is None or when < key.created_at:
             return None
-        for end in (key.retired_at, key.revoked_at, self.identities.get(key.identity)):
-            if end is not None and when > end:
-                return None
-        return key
+        end = self.ended_at(key)
+        return None if end is not None and when > end else key
+
+    def ended_at(self, key: IdentityKeyEntry) -> datetime | None:
+        """When ``key`` stopped signing (retired, revoked, or its identity revoked), the
+        earliest of these; None while it may still sign."""
+        return min((end for end in (key.retired_at, key.revoked_at,
+                                    self.identities.get(key.identity)) if end is not None),
+                   default=None)
+
+
+@dataclass
+class _Loaded:
+    """The history :func:`load` derived in a transaction, for ``anchor``, the log then
+    ``size`` events long; ``stale`` once the head is locked (:func:`recheck`)."""
+
+    anchor: Anchor | None
+    history: KeyHistory
+    size: int
+    stale: bool = False
 
 
 class _Refused(Exception):
@@ -307,16 +323,15 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
     from vault.service.custody import origin
 
     anchor = anchor or read_anchor(vault)
-    loaded = session.info.get(_LOADED)
+    loaded: _Loaded | None = session.info.get(_LOADED)
     hidden: list[int] = []
-    if loaded is not None and loaded[0] == anchor:
-        history, size, stale = cast(tuple[KeyHistory, int, bool], loaded[1:])
-        if not stale:
-            return history
-        hidden = _hidden_since(session, size)
-        if not hidden and _unchanged(vault, session, history):
-            session.info[_LOADED] = (anchor, history, size, False)
-            return history
+    if loaded is not None and loaded.anchor == anchor:
+        if not loaded.stale:
+            return loaded.history
+        hidden = _hidden_since(session, loaded.size)
+        if not hidden and _unchanged(vault, session, loaded.history):
+            loaded.stale = False
+            return loaded.history
     history = KeyHistory(anchor)
     if anchor is None:
         return history
@@ -346,7 +361,7 @@ def load(vault: Vault, session: Session, anchor: Anchor | None = None) -> KeyHis
     for seq in hidden:
         history.defects.append((seq, "key history: a key event appended while this command "
                                      "ran is hidden by its stored action"))
-    session.info[_LOADED] = (anchor, history, size, False)
+    session.info[_LOADED] = _Loaded(anchor, history, size)
     return history
 
 
@@ -388,9 +403,9 @@ def recheck(session: Session) -> None:
     """The log head is locked: what other writers committed before counts from here on, so
     the next :func:`load` in this transaction first checks that the key events are as the
     history was derived from them (:func:`_unchanged`), and derives it again if not."""
-    loaded = session.info.get(_LOADED)
+    loaded: _Loaded | None = session.info.get(_LOADED)
     if loaded is not None:
-        session.info[_LOADED] = (*loaded[:3], True)
+        loaded.stale = True
 
 
 def forget(session: Session) -> None:
