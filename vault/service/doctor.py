@@ -549,7 +549,7 @@ class _Quarantine:
     def _move(self, source: Path, shard: int, skipped: list[str]) -> bool:
         name = source.name
         try:
-            kind = _not_a_blob(os.stat(name, dir_fd=shard, follow_symlinks=False).st_mode)
+            kind = _kind(name, shard)
         except FileNotFoundError:  # gone since the scan
             return False
         if kind is not None:
@@ -583,11 +583,8 @@ class _Quarantine:
                                "place for the next `evault doctor --repair`")
                 return True
         else:
-            # Swapped for a symbolic link (or other non-file) since it was checked: the
-            # link is of that, which is taken back out and left where it was.
-            kind = _not_a_blob(os.stat(linked, dir_fd=self.fd, follow_symlinks=False).st_mode)
-            if kind is not None:
-                os.unlink(linked, dir_fd=self.fd)
+            kind = _taken_back_unless_file(linked, self.fd)
+            if kind is not None:  # left where it was
                 raise _Left(f"{source}: {kind}; {_CHECK_IT}")
             os.fsync(self.fd)
         os.unlink(name, dir_fd=shard)
@@ -664,6 +661,22 @@ _CHECK_IT = "left in place: check it and remove it by hand"
 _KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISDIR, "a folder"),
           (stat.S_ISFIFO, "a fifo"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def _kind(name: str, folder: int) -> str | None:
+    """What ``name`` in the folder of descriptor ``folder`` is if not a regular file (as
+    :func:`_not_a_blob` says it), never following a link; None for a regular file."""
+    return _not_a_blob(os.stat(name, dir_fd=folder, follow_symlinks=False).st_mode)
+
+
+def _taken_back_unless_file(name: str, folder: int) -> str | None:
+    """After a link made as ``name`` in ``folder``: None if it is a regular file; else what
+    it is, with that name removed again (the source was swapped for a symbolic link or
+    another non-file between its check and the link, which is of that)."""
+    kind = _kind(name, folder)
+    if kind is not None:
+        os.unlink(name, dir_fd=folder)
+    return kind
 
 
 def _not_a_blob(mode: int) -> str | None:
@@ -779,15 +792,13 @@ def _move_back(source: Path) -> str | None:
         except OSError as e:
             return f"cannot be moved into {home} ({e.strerror or e}); left in place"
         try:
-            kind = _not_a_blob(os.stat(source.name, dir_fd=src, follow_symlinks=False).st_mode)
+            kind = _kind(source.name, src)
             if kind is not None:
                 return f"{kind}; {_CHECK_IT}"
             os.link(source.name, source.name, src_dir_fd=src, dst_dir_fd=dst,
                     follow_symlinks=_LINK_FOLLOWS)
-            # Swapped since it was checked: what was linked is taken back out.
-            kind = _not_a_blob(os.stat(source.name, dir_fd=dst, follow_symlinks=False).st_mode)
+            kind = _taken_back_unless_file(source.name, dst)
             if kind is not None:
-                os.unlink(source.name, dir_fd=dst)
                 return f"{kind}; {_CHECK_IT}"
             os.fsync(dst)
         except OSError as e:
