@@ -22,7 +22,7 @@ import os
 import signal
 import stat
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -248,13 +248,11 @@ def test_a_blob_in_another_shard_is_missing_and_repair_moves_it_back(tmp_path: P
     assert not (cli.vault / "quarantine").exists()
 
 
-def test_a_decoy_named_as_a_missing_blob_is_not_moved_back_in_its_place(
-        tmp_path: Path) -> None:
-    """The second review's case: the blob moved to a shard that sorts late, a decoy of
-    other bytes under its name in one that sorts first. The decoy was moved back (exit 0,
-    the item no longer decrypted), and the next repair quarantined the real file with the
-    advice to delete it. Only a file of the size the blob's row records is moved back; the
-    decoy is named and left."""
+def _moved_beside_a_decoy(tmp_path: Path, decoy_of: Callable[[int], bytes]
+                          ) -> tuple[Cli, str, Path, Path, Path, bytes]:
+    """Two items; the first's blob moved from its place (``home``) to the last other shard
+    (``real``), and a decoy of its name, ``decoy_of(its size)``, in the first (``decoy``,
+    read first). Returns (cli, item, home, real, decoy, the blob's bytes)."""
     cli, (a, _b) = _two_items(tmp_path, None)
     blob = _blob_of(cli, None, a)
     home = cli.vault / "blobs" / blob[:2] / blob
@@ -263,7 +261,18 @@ def test_a_decoy_named_as_a_missing_blob_is_not_moved_back_in_its_place(
     decoy.parent.mkdir(exist_ok=True)
     data = home.read_bytes()
     home.rename(real)
-    decoy.write_bytes(os.urandom(200))
+    decoy.write_bytes(decoy_of(len(data)))
+    return cli, a, home, real, decoy, data
+
+
+def test_a_decoy_named_as_a_missing_blob_is_not_moved_back_in_its_place(
+        tmp_path: Path) -> None:
+    """The second review's case: the blob moved to a shard that sorts late, a decoy of
+    other bytes under its name in one that sorts first. The decoy was moved back (exit 0,
+    the item no longer decrypted), and the next repair quarantined the real file with the
+    advice to delete it. Only a file of the size the blob's row records is moved back; the
+    decoy is named and left."""
+    cli, a, home, real, decoy, data = _moved_beside_a_decoy(tmp_path, lambda n: os.urandom(200))
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
     assert (result.exit_code, shown["blobs_restored"], shown["stray_copies"],
@@ -277,15 +286,7 @@ def test_two_files_that_could_be_a_missing_blob_are_both_left(tmp_path: Path) ->
     """A decoy of the recorded size (which the database and `ls -l` tell) beside the real
     blob, both in other shards: which one is the blob the rows cannot tell, so neither is
     moved back. Both are named; the blob is missing (exit 3)."""
-    cli, (a, _b) = _two_items(tmp_path, None)
-    blob = _blob_of(cli, None, a)
-    home = cli.vault / "blobs" / blob[:2] / blob
-    real, decoy = (cli.vault / "blobs" / shard / blob for shard in _other_shards(blob)[::-1])
-    real.parent.mkdir(exist_ok=True)
-    decoy.parent.mkdir(exist_ok=True)
-    data = home.read_bytes()
-    home.rename(real)
-    decoy.write_bytes(b"X" * len(data))
+    cli, _a, home, real, decoy, data = _moved_beside_a_decoy(tmp_path, lambda n: b"X" * n)
     result = cli("doctor", "--repair")
     shown = _shown(result.stdout)
     assert (result.exit_code, shown["blobs_missing"], shown["stray_copies"]) == (3, "1", "2")
