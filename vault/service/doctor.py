@@ -724,8 +724,8 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
         elif f.name in placed and home(f):
             continue
         elif (f.name not in placed and not home(f) and is_blob_id(f.name)
-              and not f.parent.is_symlink() and is_regular_file(f)
-              and _size(f) == sizes.get(f.name, _size(f))):
+              and not f.parent.is_symlink() and (size := _file_size(f)) is not None
+              and size == sizes.get(f.name, size)):
             candidates.setdefault(f.name, []).append(f)
         else:
             strays.append(f)
@@ -742,12 +742,13 @@ def _check_folder(v: Vault, blobs: BlobStore, known: dict[str, str | None],
                      len(orphans), orphans, copies, list(misplaced.values()))
 
 
-def _size(path: Path) -> int | None:
-    """A file's size, not following a link; None if it is gone."""
+def _file_size(path: Path) -> int | None:
+    """The size of ``path`` if it is a regular file (a link is not followed); else None."""
     try:
-        return os.stat(path, follow_symlinks=False).st_size
+        info = os.stat(path, follow_symlinks=False)
     except OSError:
         return None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 def _restore_misplaced(report: DoctorReport, misplaced: list[Path]) -> DoctorReport:
